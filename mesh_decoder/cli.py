@@ -1,0 +1,189 @@
+"""The ``mesh-decoder`` command. Thin: parses arguments and calls library functions.
+
+Argument errors and bad files print one line to stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import MeshError
+
+__all__ = ["main", "build_parser"]
+
+
+class _CLIError(Exception):
+    """A usage error, printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        raise _CLIError(f"{self.prog}: {message}")
+
+
+def _parse_vertices(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer vertex count, got {value!r}") from None
+    return n
+
+
+# --------------------------------------------------------------------------- template
+def _add_template(sub) -> None:
+    p = sub.add_parser("template", help="write a built-in template mesh, or summarise it")
+    p.add_argument("--kind", choices=("face", "head", "sphere"), default="face")
+    p.add_argument("--vertices", type=_parse_vertices, default=5023, help="exact vertex count (default 5023)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--info", action="store_true", help="print a summary instead of (or as well as) writing")
+    p.add_argument("-o", "--output", help="output mesh (.obj, .ply, .off)")
+    p.set_defaults(func=_run_template)
+
+
+def _build_template(args):
+    from .mesh.templates import template
+
+    return template(kind=args.kind, num_vertices=args.vertices, seed=args.seed)
+
+
+def _run_template(args) -> int:
+    if not args.info and not args.output:
+        raise _CLIError("mesh-decoder template: give -o/--output PATH, --info, or both")
+    mesh = _build_template(args)
+    if args.output:
+        from .mesh.io import save_mesh
+
+        save_mesh(mesh, args.output)
+        print(f"wrote {args.output}: {mesh.num_vertices} vertices, {mesh.num_faces} faces")
+    if args.info:
+        from .mesh.templates import template_info
+
+        info = template_info(mesh)
+        width = max(len(k) for k in info)
+        for key, value in info.items():
+            print(f"{key:<{width}}  {_fmt(value)}")
+    return 0
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+# -------------------------------------------------------------------------- hierarchy
+def _add_hierarchy(sub) -> None:
+    p = sub.add_parser("hierarchy", help="build a mesh hierarchy and print its levels")
+    p.add_argument("template", nargs="?", help="template mesh file (default: the built-in 5,023-vertex face)")
+    p.add_argument("--factors", type=int, nargs="+", default=[4, 4, 4, 4])
+    p.add_argument("--spiral-length", type=int, nargs="+", default=[9])
+    p.add_argument("--dilation", type=int, nargs="+", default=[1])
+    p.add_argument("--texture-size", type=int, default=256, help="UV texel map size (0: none)")
+    p.add_argument("-o", "--output", help="write the hierarchy (.npz)")
+    p.set_defaults(func=_run_hierarchy)
+
+
+def _load_template(path: str | None):
+    if path is None:
+        from .mesh.templates import face_template
+
+        return face_template()
+    from .mesh.io import load_mesh
+
+    return load_mesh(path)
+
+
+def _one_or_many(values: list[int]):
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _run_hierarchy(args) -> int:
+    mesh = _load_template(args.template)
+    from .hierarchy import build_hierarchy, hierarchy_table, save_hierarchy
+
+    h = build_hierarchy(
+        mesh,
+        factors=tuple(args.factors),
+        spiral_lengths=_one_or_many(args.spiral_length),
+        dilations=_one_or_many(args.dilation),
+        texture_size=args.texture_size or None,
+    )
+    rows = hierarchy_table(h)
+    _print_table(rows)
+    if args.output:
+        save_hierarchy(h, args.output)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(rows[0])
+    cells = [[_fmt(r[k]) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    print("  ".join(k.rjust(w) for k, w in zip(keys, widths)))
+    for c in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
+
+
+# ------------------------------------------------------------------------------ bench
+def _add_bench(sub) -> None:
+    from .bench.harness import add_bench_arguments
+
+    p = sub.add_parser("bench", help="decoding throughput benchmark")
+    add_bench_arguments(p)
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    from .bench.harness import run_from_args
+
+    return int(run_from_args(args) or 0)
+
+
+_COMMANDS: list[Callable] = [_add_template, _add_hierarchy, _add_bench]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mesh-decoder", description="Graph-convolutional 3D face mesh decoders.")
+    parser.add_argument("--version", action="version", version=f"mesh_decoder {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for add in _COMMANDS:
+        try:
+            add(sub)
+        except ImportError:  # a subcommand whose module is not present in this build
+            continue
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except _CLIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (MeshError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename:
+        text = f"{exc.filename}: {exc.strerror or text}"
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

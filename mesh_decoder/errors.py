@@ -1,0 +1,47 @@
+"""Exception types.
+
+Every error raised on bad input is a :class:`ValueError` (or :class:`TypeError`)
+subclass whose message states what was expected, what was found and, for files,
+which file.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["MeshError", "MeshValidationError", "MeshFileError", "HierarchyError", "ModelFileError"]
+
+
+class MeshError(ValueError):
+    """Base class of the toolkit's input errors."""
+
+
+class MeshValidationError(MeshError):
+    """A mesh's arrays are inconsistent (bad indices, NaN, non-manifold, ...)."""
+
+
+class MeshFileError(MeshError):
+    """A mesh file could not be read or written.
+
+    Args:
+        path: the file.
+        reason: what was wrong, stating the expected and the found value.
+        line: 1-based line number (text formats) or element description, if known.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, line: int | str | None = None):
+        self.path = os.fspath(path)
+        self.reason = reason
+        self.line = line
+        where = f"{self.path}"
+        if line is not None:
+            where += f", line {line}" if isinstance(line, int) else f", {line}"
+        super().__init__(f"{where}: {reason}")
+
+
+class HierarchyError(MeshError):
+    """A hierarchy cannot be built, or a saved one is corrupt or does not match."""
+
+
+class ModelFileError(MeshError):
+    """A saved model is corrupt or does not match its template."""

@@ -1,0 +1,131 @@
+"""`MeshHierarchy`: the precomputed operators graph-convolutional decoders run on.
+
+Only integer and float tensors live here, so a saved hierarchy loads and moves
+to a device without openmesh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+__all__ = ["HierarchyLevel", "TexelMap", "MeshHierarchy"]
+
+
+@dataclass
+class HierarchyLevel:
+    """One resolution level.
+
+    Attributes:
+        vertices: ``(V, 3)`` float positions of this level.
+        faces: ``(F, 3)`` int64 faces of this level.
+        spirals: ``(V, S)`` int64 spiral indices (already dilated). Short spirals are
+            padded with the index ``V``, a virtual "zero" vertex: layers append a zero
+            row to their input before gathering.
+        laplacian_index: ``(2, E)`` int64 COO indices (row, col) of the scaled Laplacian.
+        laplacian_weight: ``(E,)`` float values of the scaled Laplacian
+            ``L~ = 2 L / lambda_max - I`` with ``L = I - D^-1/2 A D^-1/2`` and
+            ``lambda_max = 2``, i.e. ``L~ = -D^-1/2 A D^-1/2`` (COMA's choice).
+        original_index: ``(V,)`` int64 index of each vertex in the full-resolution mesh.
+        spiral_length: ``S`` before dilation was applied.
+        dilation: the spiral dilation.
+    """
+
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    spirals: torch.Tensor
+    laplacian_index: torch.Tensor
+    laplacian_weight: torch.Tensor
+    original_index: torch.Tensor
+    spiral_length: int = 9
+    dilation: int = 1
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.vertices.shape[0])
+
+
+@dataclass
+class TexelMap:
+    """For every texel of an ``H x W`` UV map: the vertices and weights that colour it.
+
+    Texel ``(i, j)`` (row ``i`` from the top of the image) has its centre at
+    ``u = (j + 0.5) / W`` and ``v = 1 - (i + 0.5) / H`` (``v`` from the bottom, as in OBJ).
+
+    Attributes:
+        index: ``(H, W, 3)`` int64 vertex indices of the covering triangle.
+        weight: ``(H, W, 3)`` float barycentric weights (non-negative, sum 1).
+        face: ``(H, W)`` int64 covering face, ``-1`` where no triangle covers the texel.
+        mask: ``(H, W)`` bool coverage before gutter padding.
+
+    Uncovered texels (gutter) copy ``index`` and ``weight`` of the nearest covered
+    texel, so bilinear sampling across a seam does not bleed in black.
+    """
+
+    index: torch.Tensor
+    weight: torch.Tensor
+    face: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.mask.shape[0]), int(self.mask.shape[1])
+
+
+@dataclass
+class MeshHierarchy:
+    """Levels from fine (0, the template) to coarse, and the operators between them.
+
+    Attributes:
+        levels: ``L + 1`` levels; ``levels[0]`` is the template.
+        down: ``L`` int64 tensors; ``down[l]`` has shape ``(V_{l+1},)`` and indexes
+            level ``l``: ``levels[l+1].vertices == levels[l].vertices[down[l]]``.
+        up_index: ``L`` int64 tensors ``(V_l, 3)`` into level ``l + 1``.
+        up_weight: ``L`` float tensors ``(V_l, 3)``: barycentric weights of the
+            closest point on level ``l + 1``'s surface (non-negative, sum 1).
+        texel_map: the template's UV texel map, or ``None``.
+        meta: JSON-able build parameters and provenance (template hash, factors,
+            spiral lengths, dilations, texture size, format and library version).
+    """
+
+    levels: list[HierarchyLevel]
+    down: list[torch.Tensor]
+    up_index: list[torch.Tensor]
+    up_weight: list[torch.Tensor]
+    texel_map: TexelMap | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [lvl.num_vertices for lvl in self.levels]
+
+    @property
+    def template_hash(self) -> str | None:
+        return self.meta.get("template_hash")
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "MeshHierarchy":
+        """A copy on ``device``; float tensors are cast to ``dtype`` if given."""
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            if dtype is not None and t.is_floating_point():
+                return t.to(device=device, dtype=dtype)
+            return t.to(device=device)
+
+        def move_obj(obj):
+            return replace(obj, **{f.name: move(getattr(obj, f.name)) for f in fields(obj)
+                                   if isinstance(getattr(obj, f.name), torch.Tensor)})
+
+        return MeshHierarchy(
+            levels=[move_obj(lvl) for lvl in self.levels],
+            down=[move(t) for t in self.down],
+            up_index=[move(t) for t in self.up_index],
+            up_weight=[move(t) for t in self.up_weight],
+            texel_map=None if self.texel_map is None else move_obj(self.texel_map),
+            meta=dict(self.meta),
+        )

@@ -1,0 +1,207 @@
+"""The mesh container: plain numpy arrays with a schema and a validator."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import MeshValidationError
+
+__all__ = ["Mesh"]
+
+
+def _as_array(value, name: str, dtype, cols: int | None) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        raise MeshValidationError(f"{name}: expected a numeric array, got dtype object")
+    if np.issubdtype(dtype, np.integer) and arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise MeshValidationError(f"{name}: expected integer indices, got non-integer values")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if cols is not None and (arr.ndim != 2 or arr.shape[1] != cols):
+        raise MeshValidationError(f"{name}: expected shape (N, {cols}), got {arr.shape}")
+    return arr
+
+
+@dataclass(eq=False)
+class Mesh:
+    """A triangle mesh with optional UVs, per-vertex colours and landmarks.
+
+    Attributes:
+        vertices: ``(V, 3)`` float64 positions (millimetres for the built-in faces).
+        faces: ``(F, 3)`` int64 vertex indices, counter-clockwise seen from outside.
+        uv: ``(T, 2)`` float64 texture coordinates, ``v`` measured from the bottom
+            as in OBJ, or ``None``.
+        uv_faces: ``(F, 3)`` int64 indices into ``uv``, one per face corner, or ``None``.
+            Per-corner UVs let a seam vertex carry two UVs without splitting it.
+        colors: ``(V, 3)`` float64 RGB in ``[0, 1]``, or ``None``.
+        landmarks: name -> vertex index.
+
+    The constructor converts dtypes and checks shapes; :meth:`validate` checks
+    topology and values.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uv: np.ndarray | None = None
+    uv_faces: np.ndarray | None = None
+    colors: np.ndarray | None = None
+    landmarks: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vertices = _as_array(self.vertices, "vertices", np.float64, 3)
+        self.faces = _as_array(self.faces, "faces", np.int64, 3)
+        if (self.uv is None) != (self.uv_faces is None):
+            raise MeshValidationError("uv and uv_faces: expected both or neither, got only one")
+        if self.uv is not None:
+            self.uv = _as_array(self.uv, "uv", np.float64, 2)
+            self.uv_faces = _as_array(self.uv_faces, "uv_faces", np.int64, 3)
+            if self.uv_faces.shape[0] != self.faces.shape[0]:
+                raise MeshValidationError(
+                    f"uv_faces: expected {self.faces.shape[0]} rows (one per face), "
+                    f"got {self.uv_faces.shape[0]}"
+                )
+        if self.colors is not None:
+            self.colors = _as_array(self.colors, "colors", np.float64, 3)
+            if self.colors.shape[0] != self.vertices.shape[0]:
+                raise MeshValidationError(
+                    f"colors: expected {self.vertices.shape[0]} rows (one per vertex), "
+                    f"got {self.colors.shape[0]}"
+                )
+        self.landmarks = {str(k): int(v) for k, v in dict(self.landmarks).items()}
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def num_vertices(self) -> int:
+        return int(self.vertices.shape[0])
+
+    @property
+    def num_faces(self) -> int:
+        return int(self.faces.shape[0])
+
+    def copy(self, **changes) -> "Mesh":
+        """A deep copy, with the given fields replaced."""
+        out = replace(
+            self,
+            vertices=self.vertices.copy(),
+            faces=self.faces.copy(),
+            uv=None if self.uv is None else self.uv.copy(),
+            uv_faces=None if self.uv_faces is None else self.uv_faces.copy(),
+            colors=None if self.colors is None else self.colors.copy(),
+            landmarks=dict(self.landmarks),
+        )
+        return replace(out, **changes) if changes else out
+
+    def __repr__(self) -> str:
+        extras = [n for n in ("uv", "colors") if getattr(self, n) is not None]
+        if self.landmarks:
+            extras.append(f"{len(self.landmarks)} landmarks")
+        tail = (", " + ", ".join(extras)) if extras else ""
+        return f"Mesh(V={self.num_vertices}, F={self.num_faces}{tail})"
+
+    # ---------------------------------------------------------------- topology
+    def edges(self) -> np.ndarray:
+        """Unique undirected edges ``(E, 2)`` with ``e[:, 0] < e[:, 1]``, sorted."""
+        e = self.faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+        e = np.sort(e, axis=1)
+        return np.unique(e, axis=0)
+
+    def boundary_edges(self) -> np.ndarray:
+        """Directed boundary half-edges ``(B, 2)``: edges used by exactly one face."""
+        he = self.faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+        key = np.sort(he, axis=1)
+        _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+        return he[counts[inverse.ravel()] == 1]
+
+    def boundary_vertices(self) -> np.ndarray:
+        """Sorted indices of vertices on a boundary edge."""
+        return np.unique(self.boundary_edges())
+
+    def content_hash(self) -> str:
+        """SHA-256 of faces and positions rounded to float32.
+
+        A template saved to any supported format and reloaded keeps its hash.
+        """
+        h = hashlib.sha256()
+        h.update(b"mesh_decoder.Mesh/v1")
+        h.update(np.asarray(self.vertices.shape, dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(self.vertices, dtype="<f4").tobytes())
+        h.update(np.asarray(self.faces.shape, dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(self.faces, dtype="<i8").tobytes())
+        return h.hexdigest()
+
+    # -------------------------------------------------------------- validation
+    def validate(self) -> "Mesh":
+        """Check values and topology; return ``self`` or raise :class:`MeshValidationError`.
+
+        Checks: finite positions, UVs and colours; face indices in range;
+        no degenerate faces (a repeated index); no duplicate faces (same vertex
+        set); every edge used by at most two faces (non-manifold edges named by
+        their vertex ids); consistent winding (no directed edge used twice);
+        landmark indices in range.
+        """
+        V = self.num_vertices
+        if V == 0 or self.num_faces == 0:
+            raise MeshValidationError(f"expected at least one vertex and one face, got V={V}, F={self.num_faces}")
+        _check_finite(self.vertices, "vertices")
+        f = self.faces
+        bad = np.flatnonzero(((f < 0) | (f >= V)).any(axis=1))
+        if bad.size:
+            i = int(bad[0])
+            raise MeshValidationError(
+                f"face {i} has vertex index out of range [0, {V}): {f[i].tolist()} ({bad.size} such faces)"
+            )
+        degenerate = np.flatnonzero((f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 0] == f[:, 2]))
+        if degenerate.size:
+            i = int(degenerate[0])
+            raise MeshValidationError(
+                f"face {i} is degenerate (repeated vertex): {f[i].tolist()} ({degenerate.size} such faces)"
+            )
+        sorted_faces = np.sort(f, axis=1)
+        _, first, counts = np.unique(sorted_faces, axis=0, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            j = int(first[np.flatnonzero(counts > 1)[0]])
+            raise MeshValidationError(
+                f"face {j} {f[j].tolist()} is duplicated ({int((counts > 1).sum())} duplicated vertex sets)"
+            )
+        he = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+        und = np.sort(he, axis=1)
+        uniq, inv, cnt = np.unique(und, axis=0, return_inverse=True, return_counts=True)
+        if (cnt > 2).any():
+            e = uniq[np.flatnonzero(cnt > 2)[0]]
+            raise MeshValidationError(
+                f"non-manifold edge ({int(e[0])}, {int(e[1])}) is shared by {int(cnt.max())} faces, "
+                f"expected at most 2 ({int((cnt > 2).sum())} such edges)"
+            )
+        duh, dcnt = np.unique(he, axis=0, return_counts=True)
+        if (dcnt > 1).any():
+            e = duh[np.flatnonzero(dcnt > 1)[0]]
+            faces_of = np.flatnonzero((he == e).all(axis=1)) // 3
+            raise MeshValidationError(
+                f"inconsistent winding: faces {faces_of.tolist()} both traverse edge "
+                f"({int(e[0])} -> {int(e[1])}) in the same direction"
+            )
+        if self.uv is not None:
+            _check_finite(self.uv, "uv")
+            T = self.uv.shape[0]
+            if self.uv_faces.size and (self.uv_faces.min() < 0 or self.uv_faces.max() >= T):
+                raise MeshValidationError(
+                    f"uv_faces: expected indices in [0, {T}), got range "
+                    f"[{int(self.uv_faces.min())}, {int(self.uv_faces.max())}]"
+                )
+        if self.colors is not None:
+            _check_finite(self.colors, "colors")
+        for name, idx in self.landmarks.items():
+            if not 0 <= idx < V:
+                raise MeshValidationError(f"landmark {name!r}: expected a vertex index in [0, {V}), got {idx}")
+        return self
+
+
+def _check_finite(arr: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        row = int(np.flatnonzero(bad.any(axis=-1))[0])
+        raise MeshValidationError(f"{name}: expected finite values, got {arr[row].tolist()} at row {row}")
