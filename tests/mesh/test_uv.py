@@ -1,0 +1,339 @@
+"""UV utilities: texel maps against a per-texel brute force, automatic UVs, overlap and coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mesh_decoder.errors import MeshValidationError
+from mesh_decoder.hierarchy.container import TexelMap
+from mesh_decoder.mesh.container import Mesh
+from mesh_decoder.mesh.uv import (
+    automatic_uv,
+    check_uv_overlap,
+    ensure_uv,
+    flipped_uv_faces,
+    texel_map,
+    uv_coverage,
+)
+
+
+# ----------------------------------------------------------------------------- meshes
+def grid_faces(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    """Triangles of an ``n x m`` vertex grid (row-major), random diagonals, CCW in (x, y)."""
+    faces = []
+    for j in range(m - 1):
+        for i in range(n - 1):
+            a = j * n + i
+            b, c, d = a + 1, a + n, a + n + 1
+            faces += [[a, b, d], [a, d, c]] if rng.random() < 0.5 else [[a, b, c], [b, d, c]]
+    return np.array(faces, dtype=np.int64)
+
+
+def jittered_grid(n: int, m: int, rng: np.random.Generator) -> Mesh:
+    """Height-field grid whose UVs are its jittered (x, y), fitted into [0.05, 0.95]^2."""
+    xs, ys = np.meshgrid(np.arange(n, dtype=float), np.arange(m, dtype=float), indexing="xy")
+    xy = np.stack([xs.ravel(), ys.ravel()], axis=1) + rng.uniform(-0.3, 0.3, size=(n * m, 2))
+    z = 0.3 * np.sin(xy[:, 0]) + 0.1 * rng.normal(size=n * m)
+    faces = grid_faces(n, m, rng)
+    uv = 0.05 + 0.9 * (xy - xy.min(axis=0)) / (xy.max(axis=0) - xy.min(axis=0))
+    return Mesh(np.column_stack([xy, z]), faces, uv=uv, uv_faces=faces.copy())
+
+
+def seamed_tube(n: int, m: int, rng: np.random.Generator) -> Mesh:
+    """Open cylinder (``n`` around, ``m`` rings); UV column ``n`` duplicates column 0 (a seam)."""
+    ang = 2 * np.pi * np.arange(n) / n
+    verts = np.array([[np.cos(a), np.sin(a), 0.7 * r] for r in range(m) for a in ang])
+    faces, uv_faces = [], []
+    for r in range(m - 1):
+        for k in range(n):
+            a, b = r * n + k, r * n + (k + 1) % n
+            ua, ub = r * (n + 1) + k, r * (n + 1) + k + 1  # UV grid has n + 1 columns
+            faces += [[a, b, b + n], [a, b + n, a + n]]
+            uv_faces += [[ua, ub, ub + n + 1], [ua, ub + n + 1, ua + n + 1]]
+    cols, rows = np.meshgrid(np.arange(n + 1), np.arange(m), indexing="xy")
+    uv = np.stack([0.04 + 0.92 * cols.ravel() / n, 0.1 + 0.8 * rows.ravel() / (m - 1)], axis=1)
+    uv[:, 1] += rng.uniform(-0.01, 0.01, size=len(uv))  # break exact texel alignment
+    return Mesh(verts, np.array(faces), uv=uv, uv_faces=np.array(uv_faces))
+
+
+def open_tube(n: int, m: int) -> Mesh:
+    ang = 2 * np.pi * np.arange(n) / n
+    verts = np.array([[np.cos(a), np.sin(a), 0.6 * r] for r in range(m) for a in ang])
+    faces = []
+    for r in range(m - 1):
+        for k in range(n):
+            a, b = r * n + k, r * n + (k + 1) % n
+            faces += [[a, b, b + n], [a, b + n, a + n]]
+    return Mesh(verts, np.array(faces))
+
+
+def torus(n: int, m: int) -> Mesh:
+    verts, faces = [], []
+    for i in range(n):
+        a = 2 * np.pi * i / n
+        for j in range(m):
+            b = 2 * np.pi * j / m
+            verts.append([(3 + np.cos(b)) * np.cos(a), (3 + np.cos(b)) * np.sin(a), np.sin(b)])
+    for i in range(n):
+        for j in range(m):
+            a, b = i * m + j, ((i + 1) % n) * m + j
+            c, d = ((i + 1) % n) * m + (j + 1) % m, i * m + (j + 1) % m
+            faces += [[a, b, c], [a, c, d]]
+    return Mesh(np.array(verts), np.array(faces))
+
+
+def uv_cross(mesh: Mesh) -> np.ndarray:
+    """Twice the signed UV area of every face, positive when counter-clockwise in (u, v)."""
+    tri = mesh.uv[mesh.uv_faces]
+    return (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1]) \
+        - (tri[:, 1, 1] - tri[:, 0, 1]) * (tri[:, 2, 0] - tri[:, 0, 0])
+
+
+def random_rotation(rng) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+# -------------------------------------------------------------------------- reference
+def brute_force_texels(mesh: Mesh, h: int, w: int, tol: float = 1e-9):
+    """Per texel: barycentrics of its centre in every UV triangle (Cramer's rule)."""
+    tri = mesh.uv[mesh.uv_faces]  # (F, 3, 2)
+    result = {}
+    for i in range(h):
+        for j in range(w):
+            p = np.array([(j + 0.5) / w, 1 - (i + 0.5) / h])
+            a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+            det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+            l1 = ((p[0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (p[1] - a[:, 1])) / det
+            l2 = ((b[:, 0] - a[:, 0]) * (p[1] - a[:, 1]) - (p[0] - a[:, 0]) * (b[:, 1] - a[:, 1])) / det
+            bary = np.stack([1 - l1 - l2, l1, l2], axis=1)  # (F, 3)
+            closed = np.flatnonzero((bary >= -tol).all(axis=1))
+            strict = np.flatnonzero((bary > tol).all(axis=1))
+            result[i, j] = (closed, strict, bary)
+    return result
+
+
+def check_against_brute_force(mesh: Mesh, h: int, w: int):
+    tm = texel_map(mesh, (h, w))
+    ref = brute_force_texels(mesh, h, w)
+    face, mask = tm.face.numpy(), tm.mask.numpy()
+    index, weight = tm.index.numpy(), tm.weight.double().numpy()
+    for (i, j), (closed, strict, bary) in ref.items():
+        if strict.size:
+            assert mask[i, j] and face[i, j] in strict, (i, j)
+        if not mask[i, j]:
+            assert face[i, j] == -1
+            assert strict.size == 0, (i, j)
+            continue
+        f = face[i, j]
+        assert f in closed, (i, j)
+        np.testing.assert_array_equal(index[i, j], mesh.faces[f])
+        np.testing.assert_allclose(weight[i, j], bary[f], atol=1e-6)
+    return tm
+
+
+# ------------------------------------------------------------------------- texel maps
+def test_texel_map_matches_brute_force_on_jittered_grid():
+    mesh = jittered_grid(6, 5, np.random.default_rng(0))
+    tm = check_against_brute_force(mesh, 24, 20)
+    assert isinstance(tm, TexelMap) and tm.size == (24, 20)
+    assert tm.index.dtype == torch.int64 and tm.face.dtype == torch.int64 and tm.mask.dtype == torch.bool
+    assert tm.weight.dtype == torch.get_default_dtype() and tm.weight.shape == (24, 20, 3)
+    assert 0.6 < tm.mask.float().mean() < 0.9  # the chart covers [0.05, 0.95]^2
+    assert (tm.weight >= 0).all()
+    torch.testing.assert_close(tm.weight.sum(-1), torch.ones(24, 20))
+
+
+def test_texel_map_matches_brute_force_across_a_uv_seam():
+    mesh = seamed_tube(10, 4, np.random.default_rng(1))
+    tm = check_against_brute_force(mesh, 32, 40)
+    # Texels at the right end of the chart are coloured by the seam faces, whose corners
+    # at u ~ 0.96 are the vertices of column 0 (shared with the left end).
+    right = tm.face[:, 37][tm.mask[:, 37]].numpy()
+    assert right.size and np.isin(right % 20, [18, 19]).all()
+    assert (tm.index[:, 37][tm.mask[:, 37]] % 10 == 0).any(dim=-1).all()
+
+
+def test_every_texel_centre_on_shared_edges_and_vertices_is_covered_once():
+    # UV vertices exactly on texel centres: many centres lie on edges and vertices.
+    rng = np.random.default_rng(2)
+    n = 6
+    cols, rows = np.meshgrid(np.arange(n), np.arange(n), indexing="xy")
+    uv = np.stack([(3 * cols.ravel() + 2.5) / 32, 1 - (3 * rows.ravel() + 2.5) / 32], axis=1)
+    faces = grid_faces(n, n, rng)[:, ::-1].copy()  # rows go down in v: reverse to keep CCW in UV
+    mesh = Mesh(np.column_stack([uv, np.zeros(n * n)]), faces, uv=uv, uv_faces=faces)
+    tm = texel_map(mesh, 32)  # would raise if a centre were covered twice
+    assert check_uv_overlap(mesh, 32).shape == (0, 2)
+    inner = np.zeros((32, 32), dtype=bool)
+    inner[3:17, 3:17] = True  # strictly inside the chart spanning texels 2 .. 17
+    assert tm.mask.numpy()[inner].all()
+    ref = brute_force_texels(mesh, 32, 32)
+    for (i, j), (closed, _, _) in ref.items():
+        if tm.mask[i, j]:
+            assert tm.face[i, j].item() in closed
+        else:
+            assert not inner[i, j]
+
+
+def test_gutter_copies_the_nearest_covered_texel():
+    mesh = jittered_grid(4, 4, np.random.default_rng(3))
+    tm = texel_map(mesh, (20, 16))
+    mask = tm.mask.numpy()
+    covered = np.argwhere(mask)
+    for i, j in np.argwhere(~mask):
+        d2 = ((covered - [i, j]) ** 2).sum(axis=1)
+        nearest = covered[d2 == d2.min()]
+        assert any(
+            torch.equal(tm.index[i, j], tm.index[a, b]) and torch.equal(tm.weight[i, j], tm.weight[a, b])
+            for a, b in nearest
+        ), (i, j)
+    assert (tm.face[~tm.mask] == -1).all() and (tm.face[tm.mask] >= 0).all()
+
+
+def test_overlapping_uv_triangles_are_named():
+    uv = np.array([[0.1, 0.1], [0.9, 0.1], [0.1, 0.9], [0.3, 0.3], [0.95, 0.35], [0.35, 0.95]])
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    mesh = Mesh(np.random.default_rng(4).normal(size=(6, 3)), faces, uv=uv, uv_faces=faces)
+    with pytest.raises(MeshValidationError, match="faces 0 and 1 overlap"):
+        texel_map(mesh, 32)
+    np.testing.assert_array_equal(check_uv_overlap(mesh, 32), [[0, 1]])
+    tm = texel_map(mesh, 32, allow_overlap=True)
+    both = np.zeros((32, 32), dtype=bool)
+    ref = brute_force_texels(mesh, 32, 32)
+    for (i, j), (_, strict, _) in ref.items():
+        both[i, j] = strict.size == 2
+    assert both.any() and (tm.face.numpy()[both] == 0).all()
+
+
+def test_texel_map_rejects_bad_input():
+    mesh = jittered_grid(3, 3, np.random.default_rng(5))
+    with pytest.raises(MeshValidationError, match="expected UVs"):
+        texel_map(mesh.copy(uv=None, uv_faces=None), 16)
+    with pytest.raises(TypeError, match="size"):
+        texel_map(mesh, 16.0)
+    with pytest.raises(ValueError, match="positive"):
+        texel_map(mesh, (0, 16))
+    with pytest.raises(MeshValidationError, match="no texel centre"):
+        texel_map(mesh.copy(uv=mesh.uv + 5.0), 16)
+
+
+# ---------------------------------------------------------------------- automatic UVs
+def test_planar_uv_of_a_flat_mesh_is_a_similarity():
+    rng = np.random.default_rng(6)
+    n = 7
+    xs, ys = np.meshgrid(np.arange(n, dtype=float), np.arange(n, dtype=float) * 0.6, indexing="xy")
+    flat = np.stack([xs.ravel(), ys.ravel(), np.zeros(n * n)], axis=1) + [[0.2, 0.1, 0]] * rng.random((n * n, 3))
+    verts = flat @ random_rotation(rng).T + rng.normal(size=3)
+    mesh = Mesh(verts, grid_faces(n, n, rng))
+    out = automatic_uv(mesh, "planar", margin=0.05)
+    assert out.uv.shape == (n * n, 2) and out.uv_faces is not None
+    np.testing.assert_array_equal(out.uv_faces, mesh.faces)
+    # Pairwise distances scale by one factor (an orthographic projection of a plane).
+    d3 = np.linalg.norm(verts[:, None] - verts[None], axis=-1)
+    d2 = np.linalg.norm(out.uv[:, None] - out.uv[None], axis=-1)
+    off = ~np.eye(n * n, dtype=bool)
+    ratio = d2[off] / d3[off]
+    np.testing.assert_allclose(ratio, ratio.mean(), rtol=1e-9)
+    # Fitted into [margin, 1 - margin], the larger side spanning it exactly.
+    assert out.uv.min() >= 0.05 - 1e-12 and out.uv.max() <= 0.95 + 1e-12
+    assert (out.uv.max(axis=0) - out.uv.min(axis=0)).max() == pytest.approx(0.9)
+    # Faces keep their winding in UV, whichever way the mesh is wound.
+    assert flipped_uv_faces(out).size == 0
+    assert (uv_cross(out) > 0).all()
+    assert (uv_cross(automatic_uv(mesh.copy(faces=mesh.faces[:, ::-1].copy()), "planar")) > 0).all()
+    assert mesh.uv is None  # the input is not modified
+
+
+def test_auto_uses_planar_for_a_height_field():
+    mesh = jittered_grid(8, 7, np.random.default_rng(7)).copy(uv=None, uv_faces=None)
+    out = automatic_uv(mesh)
+    np.testing.assert_array_equal(out.uv, automatic_uv(mesh, "planar").uv)
+    assert check_uv_overlap(out).shape == (0, 2) and flipped_uv_faces(out).size == 0
+
+
+def test_auto_falls_back_to_cylindrical_for_a_tube():
+    mesh = open_tube(16, 10)
+    assert flipped_uv_faces(automatic_uv(mesh, "planar")).size > 0
+    out = automatic_uv(mesh)
+    cyl = automatic_uv(mesh, "cylindrical")
+    np.testing.assert_array_equal(out.uv, cyl.uv)
+    np.testing.assert_array_equal(out.uv_faces, cyl.uv_faces)
+    assert flipped_uv_faces(out).size == 0 and check_uv_overlap(out).shape == (0, 2)
+    assert (uv_cross(out) > 0).all()
+    reversed_tube = mesh.copy(faces=mesh.faces[:, ::-1].copy())
+    assert (uv_cross(automatic_uv(reversed_tube, "cylindrical")) > 0).all()
+    # The cut: seam faces use shifted copies instead of wrapping across the map.
+    assert out.uv.shape[0] > mesh.num_vertices
+    tri = out.uv[out.uv_faces]  # (F, 3, 2)
+    assert (np.ptp(tri[..., 0], axis=1) < 0.1).all()
+    np.testing.assert_allclose(out.uv[out.uv_faces[:, 0]][:, 1], out.uv[mesh.faces[:, 0]][:, 1])
+    assert out.uv.min() >= 0.02 - 1e-12 and out.uv.max() <= 0.98 + 1e-12
+    # Unrolled tube: the chart is the full rectangle, so texel maps are hole-free inside it.
+    tm = texel_map(out, 64)
+    rows = np.flatnonzero(tm.mask.numpy().any(axis=1))
+    cols = np.flatnonzero(tm.mask.numpy().any(axis=0))
+    assert tm.mask.numpy()[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+
+
+def test_auto_raises_when_both_projections_fold():
+    with pytest.raises(MeshValidationError, match="planar: .*cylindrical: "):
+        automatic_uv(torus(24, 12))
+
+
+def test_automatic_uv_rejects_bad_arguments():
+    mesh = open_tube(6, 3)
+    with pytest.raises(ValueError, match="method"):
+        automatic_uv(mesh, "spherical")
+    with pytest.raises(ValueError, match="margin"):
+        automatic_uv(mesh, margin=0.5)
+    with pytest.raises(TypeError, match="Mesh"):
+        automatic_uv(mesh.vertices)
+
+
+def test_ensure_uv():
+    mesh = jittered_grid(4, 4, np.random.default_rng(8))
+    assert ensure_uv(mesh) is mesh
+    bare = mesh.copy(uv=None, uv_faces=None)
+    out = ensure_uv(bare)
+    assert out is not bare and out.uv is not None and bare.uv is None
+
+
+def test_flipped_faces_are_found():
+    mesh = jittered_grid(5, 5, np.random.default_rng(9))
+    uv_faces = mesh.uv_faces.copy()
+    uv_faces[7] = uv_faces[7, ::-1]  # mirror one triangle's UV orientation
+    np.testing.assert_array_equal(flipped_uv_faces(mesh.copy(uv_faces=uv_faces)), [7])
+    assert flipped_uv_faces(mesh).size == 0
+
+
+# --------------------------------------------------------------------------- coverage
+def test_coverage_of_the_unit_square_and_of_a_chart():
+    sq = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=float)
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    mesh = Mesh(np.column_stack([sq, np.zeros(4)]), faces, uv=sq, uv_faces=faces)
+    assert uv_coverage(mesh) == pytest.approx(1.0)
+    grid = jittered_grid(6, 6, np.random.default_rng(10))
+    # The grid's chart is its jittered outline inside [0.05, 0.95]^2: compare with the shoelace area.
+    tri = grid.uv[grid.uv_faces]
+    area = 0.5 * np.abs((tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])
+                        - (tri[:, 1, 1] - tri[:, 0, 1]) * (tri[:, 2, 0] - tri[:, 0, 0])).sum()
+    assert uv_coverage(grid) == pytest.approx(area, rel=1e-12)
+
+
+def test_coverage_clips_triangles_to_the_unit_square():
+    rng = np.random.default_rng(11)
+    k = 1000  # dense sample grid as the reference
+    centres = (np.stack(np.meshgrid(np.arange(k), np.arange(k), indexing="xy"), -1).reshape(-1, 2) + 0.5) / k
+    for _ in range(6):
+        uv = rng.uniform(-0.6, 1.6, size=(3, 2))
+        faces = np.array([[0, 1, 2]])
+        mesh = Mesh(rng.normal(size=(3, 3)), faces, uv=uv, uv_faces=faces)
+        a, b, c = uv
+        s = np.sign((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
+        inside = np.ones(len(centres), dtype=bool)
+        for p, q in ((a, b), (b, c), (c, a)):
+            inside &= s * ((q[0] - p[0]) * (centres[:, 1] - p[1]) - (q[1] - p[1]) * (centres[:, 0] - p[0])) >= 0
+        assert uv_coverage(mesh) == pytest.approx(inside.mean(), abs=2e-3)
