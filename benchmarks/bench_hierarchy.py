@@ -1,0 +1,152 @@
+"""Benchmark of :func:`mesh_decoder.hierarchy.build_hierarchy`: per-stage times vs. template size.
+
+Builds the 4-level hierarchy of COMA (factors 4, 4, 4, 4; spirals of length 9;
+Laplacians; a 256 x 256 texel map) of the procedural face template at several
+vertex counts and records the median wall time of every stage:
+
+* ``validate``: :meth:`Mesh.validate` and the manifold-vertex check;
+* ``decimate``: OpenMesh quadric decimation of all levels;
+* ``operators``: the up-sampling operators (the down-sampling index is a by-product of decimation);
+* ``spirals``: spiral indices of all levels;
+* ``laplacian``: scaled Laplacians of all levels;
+* ``texel_map``: automatic UVs if needed and the UV texel map of the template.
+
+``hierarchy_s`` is the whole build without the texel map (the quantity of the
+speed target: at most 1 s for 5,023 vertices and 15 s for 50,000 on 2 cores),
+``total_s`` the whole build. Template generation is setup, outside the timed
+region. The growth exponent between consecutive sizes is
+``log(t2 / t1) / log(V2 / V1)`` (1 = linear).
+
+Usage::
+
+    python benchmarks/bench_hierarchy.py                 # 5,023 / 20k / 50k / 100k, 3 repeats
+    python benchmarks/bench_hierarchy.py --sizes 5023 --repeats 5 --output-dir /tmp
+
+The result goes to ``benchmarks/results/hierarchy_<machine>.json`` with the
+environment (CPU model, threads, library versions, git commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import scipy
+import torch
+
+from mesh_decoder.bench.report import environment, machine_slug, write_json
+from mesh_decoder.hierarchy import build_hierarchy
+from mesh_decoder.mesh.templates import face_template
+
+STAGES = ("validate", "decimate", "operators", "spirals", "laplacian", "texel_map")
+DEFAULT_SIZES = (5023, 20000, 50000, 100000)
+
+
+def bench_size(num_vertices: int, repeats: int, factors, spiral_length: int, texture_size: int) -> dict:
+    """Median per-stage times of ``repeats`` builds of the ``num_vertices`` face template."""
+    mesh = face_template(num_vertices)  # setup, not timed
+    runs = []
+    for _ in range(repeats):
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        h = build_hierarchy(mesh, factors=factors, spiral_lengths=spiral_length, texture_size=texture_size,
+                            timings=timings)
+        total = time.perf_counter() - start
+        runs.append((total, timings))
+    stages = {s: statistics.median(t.get(s, 0.0) for _, t in runs) for s in STAGES}
+    totals = [total for total, _ in runs]
+    without_texels = [total - t.get("texel_map", 0.0) for total, t in runs]
+    return {
+        "vertices": num_vertices,
+        "sizes": h.sizes,
+        "faces": [int(l.faces.shape[0]) for l in h.levels],
+        "repeats": repeats,
+        "stages_s": {k: round(v, 5) for k, v in stages.items()},
+        "hierarchy_s": round(statistics.median(without_texels), 5),
+        "total_s": round(statistics.median(totals), 5),
+        "total_min_s": round(min(totals), 5),
+        "vertices_per_s": round(num_vertices / statistics.median(without_texels), 1),
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def growth(rows: list[dict]) -> list[dict]:
+    """Empirical exponents ``log(t2/t1) / log(V2/V1)`` between consecutive sizes."""
+    out = []
+    for a, b in zip(rows, rows[1:]):
+        ratio = math.log(b["vertices"] / a["vertices"])
+        entry = {"from": a["vertices"], "to": b["vertices"]}
+        for key in ("hierarchy_s",) + tuple(f"stages_s.{s}" for s in STAGES):
+            ta = a[key] if "." not in key else a["stages_s"][key.split(".")[1]]
+            tb = b[key] if "." not in key else b["stages_s"][key.split(".")[1]]
+            entry[key.replace("stages_s.", "")] = round(math.log(tb / ta) / ratio, 3) if ta > 0 and tb > 0 else None
+        out.append(entry)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="template vertex counts")
+    parser.add_argument("--repeats", type=int, default=3, help="builds per size (median reported)")
+    parser.add_argument("--factors", type=int, nargs="+", default=[4, 4, 4, 4])
+    parser.add_argument("--spiral-length", type=int, default=9)
+    parser.add_argument("--texture-size", type=int, default=256)
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats: expected an int >= 1, got {args.repeats}")
+
+    threads = torch.get_num_threads()
+    # warm-up: imports, allocator and caches, on the smallest template
+    build_hierarchy(face_template(500), factors=(4, 4), texture_size=16)
+
+    rows = []
+    for n in args.sizes:
+        row = bench_size(n, args.repeats, tuple(args.factors), args.spiral_length, args.texture_size)
+        rows.append(row)
+        stages = ", ".join(f"{k} {v:.3f}" for k, v in row["stages_s"].items())
+        print(f"V={n:>7}: hierarchy {row['hierarchy_s']:.3f} s, total {row['total_s']:.3f} s ({stages})", flush=True)
+
+    payload = {
+        "benchmark": "hierarchy",
+        "description": "build_hierarchy per-stage median wall times on the procedural face template",
+        "parameters": {
+            "factors": args.factors,
+            "spiral_length": args.spiral_length,
+            "texture_size": args.texture_size,
+            "repeats": args.repeats,
+        },
+        "environment": environment(
+            "cpu",
+            threads,
+            cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+            scipy=scipy.__version__,
+            openmesh=_version("openmesh"),
+            numpy=np.__version__,
+        ),
+        "results": rows,
+        "growth_exponents": growth(rows),
+    }
+    cores = payload["environment"]["cores"]
+    path = args.output_dir / f"hierarchy_{machine_slug('cpu', threads=cores)}.json"
+    write_json(path, payload)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""Save, load, check and cache :class:`MeshHierarchy` files.
+
+File format (``format_version`` 1): a ``.npz`` archive (numpy's zip of ``.npy``
+files, read with ``allow_pickle=False``) holding every tensor as a plain array
+under a schema name, plus one JSON document:
+
+=====================================  ==============================================
+``level{l}/vertices``                  ``(V_l, 3)`` float
+``level{l}/faces``                     ``(F_l, 3)`` int64
+``level{l}/spirals``                   ``(V_l, S_l)`` int64, pad index ``V_l``
+``level{l}/laplacian_index``           ``(2, E_l)`` int64
+``level{l}/laplacian_weight``          ``(E_l,)`` float
+``level{l}/original_index``            ``(V_l,)`` int64
+``down{l}``                            ``(V_{l+1},)`` int64
+``up{l}/index``, ``up{l}/weight``      ``(V_l, 3)`` int64, float
+``texel/index``, ``texel/weight``      ``(H, W, 3)`` int64, float (if a texel map exists)
+``texel/face``, ``texel/mask``         ``(H, W)`` int64, bool
+``meta_json``                          0-d unicode array: the JSON document
+=====================================  ==============================================
+
+The JSON document holds ``format`` (``"mesh_decoder.hierarchy"``),
+``format_version``, ``num_levels``, per-level ``spiral_length``/``dilation``,
+whether a texel map is present, the hierarchy's ``meta`` and ``checksum``: the
+SHA-256 of every array (name, dtype, shape and bytes, in sorted name order) and
+of the document itself without the checksum. Loading verifies the format
+version, the keys, the checksum, the shapes and index ranges, and optionally the
+template hash, and raises :class:`HierarchyError` naming the file and the
+problem. Files are written atomically (temporary file, fsync, rename), so an
+interrupted save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._atomic import atomic_write
+from ..errors import HierarchyError
+from ..mesh.container import Mesh
+from .container import HierarchyLevel, MeshHierarchy, TexelMap
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "save_hierarchy",
+    "load_hierarchy",
+    "check_hierarchy",
+    "default_cache_dir",
+    "resolve_cache_dir",
+    "cache_key",
+    "cache_file",
+]
+
+FORMAT_NAME = "mesh_decoder.hierarchy"
+FORMAT_VERSION = 1
+
+_LEVEL_FIELDS = ("vertices", "faces", "spirals", "laplacian_index", "laplacian_weight", "original_index")
+_TEXEL_FIELDS = ("index", "weight", "face", "mask")
+_WEIGHT_ATOL = 1e-4  # |sum(weights) - 1| tolerated in float32 files
+
+
+# ----------------------------------------------------------------------------- checks
+def _fail(problem: str) -> None:
+    raise HierarchyError(problem)
+
+
+def _check_array(t: Any, name: str, ndim: int, kind: str) -> torch.Tensor:
+    """``kind``: "float", "int" (int64) or "bool"."""
+    if not isinstance(t, torch.Tensor):
+        _fail(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        _fail(f"{name}: expected {ndim} dimensions, got shape {tuple(t.shape)}")
+    ok = {"float": t.is_floating_point(), "int": t.dtype == torch.int64, "bool": t.dtype == torch.bool}[kind]
+    if not ok:
+        want = {"float": "a floating dtype", "int": "torch.int64", "bool": "torch.bool"}[kind]
+        _fail(f"{name}: expected {want}, got {t.dtype}")
+    if kind == "float" and t.numel() and not torch.isfinite(t).all():
+        _fail(f"{name}: expected finite values, got NaN or infinity")
+    return t
+
+
+def _check_shape(t: torch.Tensor, name: str, shape: tuple) -> None:
+    if any(s is not None and s != n for s, n in zip(shape, t.shape)) or t.dim() != len(shape):
+        pretty = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        _fail(f"{name}: expected shape {pretty}, got {tuple(t.shape)}")
+
+
+def _check_range(t: torch.Tensor, name: str, low: int, high: int) -> None:
+    """Values in ``[low, high]`` (inclusive)."""
+    if t.numel() and (int(t.min()) < low or int(t.max()) > high):
+        _fail(f"{name}: expected indices in [{low}, {high}], got [{int(t.min())}, {int(t.max())}]")
+
+
+def _check_weights(w: torch.Tensor, name: str) -> None:
+    if w.numel() == 0:
+        return
+    if float(w.min()) < -_WEIGHT_ATOL:
+        _fail(f"{name}: expected non-negative weights, got minimum {float(w.min()):.3g}")
+    err = float((w.double().sum(-1) - 1.0).abs().max())
+    if err > _WEIGHT_ATOL:
+        _fail(f"{name}: expected weights summing to 1, got a row off by {err:.3g}")
+
+
+def check_hierarchy(h: MeshHierarchy) -> MeshHierarchy:
+    """Check that a hierarchy's tensors are mutually consistent; return it or raise.
+
+    Checks dtypes and shapes of every tensor, index ranges (faces, Laplacian and
+    ``original_index`` in range, spirals in ``[0, V]``, ``down`` a set of distinct
+    indices with ``levels[l+1].vertices == levels[l].vertices[down[l]]``, ``up_index``
+    into level ``l + 1``, texel indices into level 0), that up-sampling and texel
+    weights are non-negative and sum to 1, and that spirals have ``spiral_length``
+    columns.
+
+    Raises:
+        HierarchyError: naming the first inconsistent tensor, the expected and the found value.
+    """
+    if not isinstance(h, MeshHierarchy):
+        raise TypeError(f"expected a MeshHierarchy, got {type(h).__name__}")
+    if len(h.levels) == 0:
+        _fail("levels: expected at least one level, got none")
+    L = len(h.levels) - 1
+    for name in ("down", "up_index", "up_weight"):
+        if len(getattr(h, name)) != L:
+            _fail(f"{name}: expected {L} tensors (one per pair of levels), got {len(getattr(h, name))}")
+    V0 = 0
+    for l, lvl in enumerate(h.levels):
+        p = f"levels[{l}]"
+        v = _check_array(lvl.vertices, f"{p}.vertices", 2, "float")
+        V = v.shape[0]
+        V0 = V if l == 0 else V0
+        _check_shape(v, f"{p}.vertices", (V, 3))
+        f = _check_array(lvl.faces, f"{p}.faces", 2, "int")
+        _check_shape(f, f"{p}.faces", (None, 3))
+        _check_range(f, f"{p}.faces", 0, V - 1)
+        for attr in ("spiral_length", "dilation"):
+            value = getattr(lvl, attr)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                _fail(f"{p}.{attr}: expected an int >= 1, got {value!r}")
+        s = _check_array(lvl.spirals, f"{p}.spirals", 2, "int")
+        _check_shape(s, f"{p}.spirals", (V, lvl.spiral_length))
+        _check_range(s, f"{p}.spirals", 0, V)
+        li = _check_array(lvl.laplacian_index, f"{p}.laplacian_index", 2, "int")
+        _check_shape(li, f"{p}.laplacian_index", (2, None))
+        _check_range(li, f"{p}.laplacian_index", 0, V - 1)
+        lw = _check_array(lvl.laplacian_weight, f"{p}.laplacian_weight", 1, "float")
+        _check_shape(lw, f"{p}.laplacian_weight", (li.shape[1],))
+        oi = _check_array(lvl.original_index, f"{p}.original_index", 1, "int")
+        _check_shape(oi, f"{p}.original_index", (V,))
+        _check_range(oi, f"{p}.original_index", 0, V0 - 1)
+    for l in range(L):
+        fine, coarse = h.levels[l], h.levels[l + 1]
+        Vf, Vc = fine.num_vertices, coarse.num_vertices
+        d = _check_array(h.down[l], f"down[{l}]", 1, "int")
+        _check_shape(d, f"down[{l}]", (Vc,))
+        _check_range(d, f"down[{l}]", 0, Vf - 1)
+        if torch.unique(d).numel() != Vc:
+            _fail(f"down[{l}]: expected {Vc} distinct indices, got repeated ones")
+        if not torch.equal(fine.vertices[d], coarse.vertices):
+            _fail(f"down[{l}]: expected levels[{l + 1}].vertices == levels[{l}].vertices[down[{l}]], got a mismatch")
+        ui = _check_array(h.up_index[l], f"up_index[{l}]", 2, "int")
+        _check_shape(ui, f"up_index[{l}]", (Vf, 3))
+        _check_range(ui, f"up_index[{l}]", 0, Vc - 1)
+        uw = _check_array(h.up_weight[l], f"up_weight[{l}]", 2, "float")
+        _check_shape(uw, f"up_weight[{l}]", (Vf, 3))
+        _check_weights(uw, f"up_weight[{l}]")
+    if h.texel_map is not None:
+        tm = h.texel_map
+        if not isinstance(tm, TexelMap):
+            _fail(f"texel_map: expected a TexelMap or None, got {type(tm).__name__}")
+        m = _check_array(tm.mask, "texel_map.mask", 2, "bool")
+        H, W = m.shape
+        ti = _check_array(tm.index, "texel_map.index", 3, "int")
+        _check_shape(ti, "texel_map.index", (H, W, 3))
+        _check_range(ti, "texel_map.index", 0, V0 - 1)
+        tw = _check_array(tm.weight, "texel_map.weight", 3, "float")
+        _check_shape(tw, "texel_map.weight", (H, W, 3))
+        _check_weights(tw, "texel_map.weight")
+        tf = _check_array(tm.face, "texel_map.face", 2, "int")
+        _check_shape(tf, "texel_map.face", (H, W))
+        _check_range(tf, "texel_map.face", -1, h.levels[0].faces.shape[0] - 1)
+    return h
+
+
+# ----------------------------------------------------------------------------- save
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy())
+
+
+def _arrays_of(h: MeshHierarchy) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for l, lvl in enumerate(h.levels):
+        for name in _LEVEL_FIELDS:
+            arrays[f"level{l}/{name}"] = _to_numpy(getattr(lvl, name))
+    for l in range(len(h.down)):
+        arrays[f"down{l}"] = _to_numpy(h.down[l])
+        arrays[f"up{l}/index"] = _to_numpy(h.up_index[l])
+        arrays[f"up{l}/weight"] = _to_numpy(h.up_weight[l])
+    if h.texel_map is not None:
+        for name in _TEXEL_FIELDS:
+            arrays[f"texel/{name}"] = _to_numpy(getattr(h.texel_map, name))
+    return arrays
+
+
+def _expected_keys(num_levels: int, texel: bool) -> set[str]:
+    keys = {f"level{l}/{n}" for l in range(num_levels) for n in _LEVEL_FIELDS}
+    for l in range(num_levels - 1):
+        keys |= {f"down{l}", f"up{l}/index", f"up{l}/weight"}
+    if texel:
+        keys |= {f"texel/{n}" for n in _TEXEL_FIELDS}
+    return keys
+
+
+def _canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _checksum(arrays: dict[str, np.ndarray], document: dict) -> str:
+    """SHA-256 over (name, dtype, shape, bytes) of every array in name order, then the document."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        digest.update(name.encode("utf-8") + b"\0")
+        digest.update(arr.dtype.str.encode("ascii") + b"\0")
+        digest.update(_canonical_json(list(arr.shape)).encode("ascii") + b"\0")
+        digest.update(arr.tobytes())
+    body = {k: v for k, v in document.items() if k != "checksum"}
+    digest.update(_canonical_json(body).encode("utf-8"))
+    return "sha256:" + digest.hexdigest()
+
+
+def save_hierarchy(h: MeshHierarchy, path: str | os.PathLike) -> Path:
+    """Write ``h`` to a versioned ``.npz`` file (see the module docstring), atomically.
+
+    Args:
+        h: the hierarchy; it is checked with :func:`check_hierarchy` first.
+        path: the target file; its directory is created if needed.
+
+    Returns:
+        The path written.
+
+    Raises:
+        HierarchyError: ``h`` is inconsistent.
+        TypeError: ``h.meta`` is not JSON-serialisable.
+    """
+    check_hierarchy(h)
+    arrays = _arrays_of(h)
+    try:
+        meta = json.loads(_canonical_json(h.meta))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"hierarchy meta: expected JSON-serialisable values, got {err}") from err
+    document = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "num_levels": len(h.levels),
+        "levels": [{"spiral_length": int(l.spiral_length), "dilation": int(l.dilation)} for l in h.levels],
+        "texel_map": h.texel_map is not None,
+        "meta": meta,
+    }
+    document["checksum"] = _checksum(arrays, document)
+    arrays["meta_json"] = np.array(_canonical_json(document))
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+# ----------------------------------------------------------------------------- load
+def load_hierarchy(
+    path: str | os.PathLike, expected_template_hash: str | Mesh | None = None
+) -> MeshHierarchy:
+    """Read a hierarchy written by :func:`save_hierarchy`, verifying it.
+
+    Needs neither openmesh nor pickle. Checks, in order: the archive is readable,
+    ``meta_json`` parses and names this format and version, exactly the expected
+    arrays are present, the checksum matches, the tensors are consistent
+    (:func:`check_hierarchy`), and the template hash matches if given.
+
+    Args:
+        path: the ``.npz`` file.
+        expected_template_hash: the :meth:`Mesh.content_hash` of the template the
+            hierarchy must belong to, or the template :class:`Mesh` itself. Default
+            ``None``: not checked.
+
+    Returns:
+        The :class:`MeshHierarchy` (CPU tensors).
+
+    Raises:
+        HierarchyError: ``"<path>: <problem>"`` for a missing, truncated, corrupt,
+            inconsistent, other-version or other-template file.
+    """
+    path = Path(path)
+    try:
+        return _load(path, expected_template_hash)
+    except HierarchyError as err:
+        raise HierarchyError(f"{path}: {err}") from err
+
+
+def _load(path: Path, expected_template_hash) -> MeshHierarchy:
+    if not path.is_file():
+        _fail("no such file" if not path.exists() else "not a regular file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except Exception as err:  # zipfile, zlib, numpy format and OS errors alike
+        raise HierarchyError(f"not a readable hierarchy archive (truncated or corrupt?): {type(err).__name__}: {err}") from err
+    raw = arrays.pop("meta_json", None)
+    if raw is None:
+        _fail("missing 'meta_json': not a mesh_decoder hierarchy file")
+    if raw.ndim != 0 or raw.dtype.kind != "U":
+        _fail(f"meta_json: expected a 0-d unicode array, got dtype {raw.dtype} shape {raw.shape}")
+    try:
+        document = json.loads(str(raw[()]))
+    except ValueError as err:
+        raise HierarchyError(f"meta_json: expected a JSON document, got invalid JSON ({err})") from err
+    if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        _fail(f"expected format {FORMAT_NAME!r}, got {found!r}")
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        _fail(f"expected format version {FORMAT_VERSION}, got {version!r} (written by another mesh_decoder version)")
+    try:
+        num_levels = int(document["num_levels"])
+        level_info = [(int(x["spiral_length"]), int(x["dilation"])) for x in document["levels"]]
+        has_texel = bool(document["texel_map"])
+        meta = dict(document["meta"])
+        stored_checksum = str(document["checksum"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise HierarchyError(f"meta_json: incomplete document ({type(err).__name__}: {err})") from err
+    if num_levels < 1 or len(level_info) != num_levels:
+        _fail(f"meta_json: expected {num_levels} >= 1 level entries, got {len(level_info)}")
+    expected = _expected_keys(num_levels, has_texel)
+    missing, extra = sorted(expected - arrays.keys()), sorted(arrays.keys() - expected)
+    if missing:
+        _fail(f"missing arrays {missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)} in all)")
+    if extra:
+        _fail(f"unexpected arrays {extra[:5]}{' ...' if len(extra) > 5 else ''} ({len(extra)} in all)")
+    if _checksum(arrays, document) != stored_checksum:
+        _fail("checksum mismatch: the file was corrupted or modified after it was written")
+
+    def t(name: str) -> torch.Tensor:
+        return torch.from_numpy(arrays[name])
+
+    levels = [
+        HierarchyLevel(
+            **{name: t(f"level{l}/{name}") for name in _LEVEL_FIELDS},
+            spiral_length=level_info[l][0],
+            dilation=level_info[l][1],
+        )
+        for l in range(num_levels)
+    ]
+    h = MeshHierarchy(
+        levels=levels,
+        down=[t(f"down{l}") for l in range(num_levels - 1)],
+        up_index=[t(f"up{l}/index") for l in range(num_levels - 1)],
+        up_weight=[t(f"up{l}/weight") for l in range(num_levels - 1)],
+        texel_map=TexelMap(**{name: t(f"texel/{name}") for name in _TEXEL_FIELDS}) if has_texel else None,
+        meta=meta,
+    )
+    check_hierarchy(h)
+    if expected_template_hash is not None:
+        want = expected_template_hash.content_hash() if isinstance(expected_template_hash, Mesh) else str(expected_template_hash)
+        found = meta.get("template_hash")
+        if found != want:
+            _fail(
+                f"built for another template: expected template hash {want[:16]}..., "
+                f"got {str(found)[:16] + '...' if found else 'none'}"
+            )
+    return h
+
+
+# ----------------------------------------------------------------------------- cache
+def default_cache_dir() -> Path:
+    """``$MESH_DECODER_CACHE`` if set, else ``~/.cache/mesh_decoder``."""
+    env = os.environ.get("MESH_DECODER_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mesh_decoder"
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None:
+    """``None``/``False`` -> no cache, ``True`` -> :func:`default_cache_dir`, a path -> that path."""
+    if cache_dir is None or cache_dir is False:
+        return None
+    if cache_dir is True:
+        return default_cache_dir()
+    if isinstance(cache_dir, (str, os.PathLike)):
+        return Path(cache_dir).expanduser()
+    raise TypeError(f"cache_dir: expected None, True or a directory path, got {type(cache_dir).__name__}")
+
+
+def cache_key(params: dict) -> str:
+    """SHA-256 of the canonical JSON of the build parameters (template hash included)."""
+    return hashlib.sha256(_canonical_json(params).encode("utf-8")).hexdigest()
+
+
+def cache_file(cache_dir: str | os.PathLike, key: str) -> Path:
+    """The cache file of ``key`` in ``cache_dir``: ``hierarchy-<key>.npz``."""
+    return Path(cache_dir) / f"hierarchy-{key}.npz"

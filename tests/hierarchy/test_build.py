@@ -1,0 +1,330 @@
+"""build_hierarchy on the built-in templates: operators, invariants, meta, errors and the cache."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import mesh_decoder
+from mesh_decoder.errors import HierarchyError, MeshValidationError
+from mesh_decoder.hierarchy import build as build_module
+from mesh_decoder.hierarchy.build import build_hierarchy, hierarchy_table
+from mesh_decoder.hierarchy.laplacian import scaled_laplacian
+from mesh_decoder.hierarchy.spirals import compute_spirals
+from mesh_decoder.hierarchy.storage import check_hierarchy, default_cache_dir, load_hierarchy
+from mesh_decoder.mesh.container import Mesh
+from mesh_decoder.mesh.templates import face_template, head_template, icosphere
+from mesh_decoder.mesh.uv import ensure_uv, texel_map
+
+
+@pytest.fixture(scope="module")
+def face():
+    return face_template()
+
+
+@pytest.fixture(scope="module")
+def face_hierarchy(face):
+    return build_hierarchy(face)  # the defaults: factors (4, 4, 4, 4), spirals of 9, 256 x 256 texels
+
+
+@pytest.fixture(scope="module")
+def small():
+    return face_template(600, seed=1)
+
+
+def fine_vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    out = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(out, f[:, k], n)
+    return out
+
+
+def check_invariants(h, mesh: Mesh) -> None:
+    """What every built hierarchy satisfies, checked from first principles."""
+    check_hierarchy(h)
+    v0 = torch.from_numpy(mesh.vertices).float()
+    for l, lvl in enumerate(h.levels):
+        assert lvl.vertices.dtype == torch.float32 and lvl.faces.dtype == torch.int64
+        V = lvl.num_vertices
+        # vertices are the template's, through original_index
+        assert torch.equal(lvl.vertices, v0[lvl.original_index])
+        Mesh(lvl.vertices.double().numpy(), lvl.faces.numpy()).validate()
+        # spirals start at their centre
+        assert torch.equal(lvl.spirals[:, 0], torch.arange(V))
+        if l == 0:
+            continue
+        fine, d = h.levels[l - 1], h.down[l - 1]
+        assert torch.equal(lvl.vertices, fine.vertices[d])  # exact
+        assert torch.equal(lvl.original_index, fine.original_index[d])
+        # no coarse face opposes the fine surface, none is degenerate
+        fv, ff = fine.vertices.double().numpy(), fine.faces.numpy()
+        cf = d.numpy()[lvl.faces.numpy()]  # coarse faces as fine indices
+        n = np.cross(fv[cf[:, 1]] - fv[cf[:, 0]], fv[cf[:, 2]] - fv[cf[:, 0]])
+        ref = fine_vertex_normals(fv, ff)[cf].sum(1)
+        assert (np.einsum("ij,ij->i", n, ref) > 0).all()
+        # up-sampling: kept vertices exact, the rest on the coarse surface, weights a partition of unity
+        ui, uw = h.up_index[l - 1], h.up_weight[l - 1]
+        assert (uw >= 0).all() and torch.allclose(uw.sum(1), torch.ones(len(uw)), atol=1e-6)
+        assert torch.equal(ui[d], torch.arange(V)[:, None].expand(V, 3))
+        up = (lvl.vertices.double()[ui] * uw.double()[..., None]).sum(1)  # (V_fine, 3)
+        assert torch.equal(up[d].float(), fine.vertices[d])
+        faces = {tuple(x) for x in lvl.faces.tolist()}
+        rest = np.setdiff1d(np.arange(fine.num_vertices), d.numpy())
+        assert all(tuple(x) in faces for x in ui[rest].tolist())
+
+
+def test_face_template_defaults(face, face_hierarchy):
+    h = face_hierarchy
+    assert h.sizes == [5023, 1256, 314, 79, 20]
+    check_invariants(h, face)
+    assert h.meta == {
+        "template_hash": face.content_hash(),
+        "factors": [4, 4, 4, 4],
+        "sizes": [5023, 1256, 314, 79, 20],
+        "spiral_lengths": [9] * 5,
+        "dilations": [1] * 5,
+        "texture_size": [256, 256],
+        "format_version": 1,
+        "library_version": mesh_decoder.__version__,
+    }
+    assert h.template_hash == face.content_hash()
+    # the operators are the functions' own results
+    for lvl in h.levels:
+        f = lvl.faces.numpy()
+        np.testing.assert_array_equal(
+            lvl.spirals.numpy(), compute_spirals(lvl.vertices.double().numpy(), f, 9, 1)
+        )
+        index, weight = scaled_laplacian(f, lvl.num_vertices)
+        assert torch.equal(lvl.laplacian_index, index) and torch.equal(lvl.laplacian_weight, weight)
+    tm = texel_map(ensure_uv(face), 256)
+    assert h.texel_map.size == (256, 256)
+    assert torch.equal(h.texel_map.index, tm.index) and torch.equal(h.texel_map.mask, tm.mask)
+    torch.testing.assert_close(h.texel_map.weight, tm.weight.float())
+    # up-sampling the coarse level reproduces the template to within a fraction of an edge
+    up = (h.levels[1].vertices[h.up_index[0]] * h.up_weight[0][..., None]).sum(1)
+    edge = (h.levels[0].vertices[h.levels[0].faces[:, 0]] - h.levels[0].vertices[h.levels[0].faces[:, 1]]).norm(dim=1)
+    assert (up - h.levels[0].vertices).norm(dim=1).mean() < 0.5 * edge.mean()
+
+
+def test_hierarchy_table(face, face_hierarchy):
+    rows = hierarchy_table(face_hierarchy)
+    assert [r["vertices"] for r in rows] == [5023, 1256, 314, 79, 20]
+    for r, lvl in zip(rows, face_hierarchy.levels):
+        m = Mesh(lvl.vertices.double().numpy(), lvl.faces.numpy())
+        assert r["faces"] == m.num_faces
+        assert r["boundary_vertices"] == len(m.boundary_vertices()) > 0
+        assert r["padded_spirals"] == sum(int(lvl.num_vertices in row) for row in lvl.spirals.tolist())
+        assert (r["spiral_length"], r["dilation"]) == (9, 1)
+    assert set(rows[0]) == {"level", "vertices", "faces", "spiral_length", "dilation", "boundary_vertices",
+                            "padded_spirals"}
+
+
+def test_hierarchy_table_counts_padded_spirals(small):
+    h = build_hierarchy(small, factors=(4, 4), spiral_lengths=(9, 9, 40), texture_size=None)
+    rows = hierarchy_table(h)
+    assert rows[2]["vertices"] == 38 and rows[2]["padded_spirals"] == 38  # 40 > 38 vertices: all padded
+    assert rows[2]["spiral_length"] == 40
+
+
+def test_head_template_with_per_level_parameters():
+    head = head_template(2000, seed=2)
+    h = build_hierarchy(head, factors=(4, 3, 2), spiral_lengths=(12, 9, 9, 5), dilations=(2, 1, 1, 1),
+                        texture_size=(32, 64))
+    assert h.sizes == [2000, 500, 167, 84]
+    assert [l.spiral_length for l in h.levels] == [12, 9, 9, 5]
+    assert [l.dilation for l in h.levels] == [2, 1, 1, 1]
+    assert h.levels[0].spirals.shape == (2000, 12)
+    assert h.texel_map.size == (32, 64)
+    check_invariants(h, head)
+
+
+def test_icosphere_and_two_components():
+    sphere = icosphere(3)
+    h = build_hierarchy(sphere, factors=(4, 4, 4), texture_size=None)
+    assert h.sizes == [642, 161, 41, 11] and h.texel_map is None
+    check_invariants(h, sphere)
+    assert all(row["boundary_vertices"] == 0 for row in hierarchy_table(h))
+
+    a, b = icosphere(3, radius=1.0), face_template(600, seed=5)
+    both = Mesh(np.concatenate([a.vertices + [500.0, 0, 0], b.vertices]),
+                np.concatenate([a.faces, b.faces + a.num_vertices]))
+    h = build_hierarchy(both, factors=(4, 4), texture_size=None)
+    check_invariants(h, both)
+    in_a = [lvl.original_index < a.num_vertices for lvl in h.levels]
+    for l in range(2):
+        # up-sampling never mixes the components
+        assert torch.equal(in_a[l + 1][h.up_index[l]].all(1), in_a[l])
+        assert torch.equal(in_a[l + 1][h.up_index[l]].any(1), in_a[l])
+    for l, lvl in enumerate(h.levels):
+        s = lvl.spirals
+        comp = torch.cat([in_a[l], torch.tensor([False])])  # the pad index belongs to neither
+        valid = s < lvl.num_vertices
+        assert torch.equal((comp[s] == comp[s[:, :1]]) | ~valid, torch.ones_like(valid))
+
+
+def torus(n: int = 40, m: int = 20) -> Mesh:
+    """A genus-1 surface without UVs, outward CCW faces."""
+    u, v = np.meshgrid(np.arange(n) * 2 * np.pi / n, np.arange(m) * 2 * np.pi / m, indexing="ij")
+    pts = np.stack([(3 + np.cos(v)) * np.cos(u), (3 + np.cos(v)) * np.sin(u), np.sin(v)], -1).reshape(-1, 3)
+    a = np.arange(n * m).reshape(n, m)
+    b, c = np.roll(a, -1, 0), np.roll(a, -1, 1)
+    d = np.roll(b, -1, 1)
+    faces = np.concatenate([np.stack([a, d, b], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+    return Mesh(pts, faces).validate()
+
+
+def test_torus_and_a_clear_error_when_automatic_uvs_fail():
+    mesh = torus()
+    h = build_hierarchy(mesh, factors=(4, 4), texture_size=None)
+    assert h.sizes == [800, 200, 50]
+    check_invariants(h, mesh)
+    with pytest.raises(MeshValidationError, match=r"texel map of the template: .*texture_size=None"):
+        build_hierarchy(mesh, factors=(4, 4), texture_size=32)
+    with pytest.raises(HierarchyError, match="cannot decimate 50 -> 4 vertices"):
+        build_hierarchy(mesh, factors=(4, 4, 12.5), texture_size=None)  # a torus needs at least 7 vertices
+
+
+def test_bad_input(small):
+    with pytest.raises(TypeError, match="expected a mesh_decoder Mesh"):
+        build_hierarchy(small.vertices)
+    bad = small.copy()
+    bad.vertices[7, 2] = np.nan
+    with pytest.raises(MeshValidationError, match="finite"):
+        build_hierarchy(bad, texture_size=None)
+    dup = small.copy(faces=np.concatenate([small.faces, small.faces[:1, [1, 0, 2]]]), uv=None, uv_faces=None)
+    with pytest.raises(MeshValidationError):
+        build_hierarchy(dup, texture_size=None)
+    with pytest.raises(HierarchyError, match=r"leave 3 vertices at level 4 \(sizes \[600, 150, 38, 10, 3\]\)"):
+        build_hierarchy(small, factors=(4, 4, 4, 4, 4), texture_size=None)
+    with pytest.raises(ValueError, match=r"spiral_lengths: expected 5 values"):
+        build_hierarchy(small, spiral_lengths=(9, 9), texture_size=None)
+    with pytest.raises(ValueError, match=r"dilations\[1\]: expected an int >= 1"):
+        build_hierarchy(small, factors=(4,), dilations=(1, 0), texture_size=None)
+    with pytest.raises(TypeError, match="texture_size"):
+        build_hierarchy(small, texture_size=(16, 16, 3))
+    with pytest.raises(TypeError, match="cache_dir"):
+        build_hierarchy(small, cache_dir=3)
+
+
+def test_bowtie_is_rejected(small):
+    # glue a second copy of the mesh to the first at one boundary vertex
+    b = small.boundary_vertices()
+    shift = small.num_vertices
+    f2 = small.faces + shift
+    f2[f2 == b[0] + shift] = b[0]
+    v = np.concatenate([small.vertices, small.vertices + [300.0, 0, 0]])
+    keep = np.setdiff1d(np.arange(len(v)), [b[0] + shift])
+    remap = np.full(len(v), -1)
+    remap[keep] = np.arange(len(keep))
+    mesh = Mesh(v[keep], remap[np.concatenate([small.faces, f2])])
+    with pytest.raises(MeshValidationError, match=f"non-manifold vertex {b[0]}"):
+        build_hierarchy(mesh, texture_size=None)
+
+
+def test_timings(small):
+    timings: dict = {}
+    build_hierarchy(small, factors=(4, 4), texture_size=16, timings=timings)
+    assert set(timings) == {"validate", "decimate", "operators", "spirals", "laplacian", "texel_map"}
+    assert all(t >= 0 for t in timings.values())
+
+
+# ----------------------------------------------------------------------------- cache
+PARAMS = dict(factors=(4, 4), texture_size=16)
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    """Counts decimation calls; ``counting.fail = True`` makes them raise."""
+    real = build_module.decimate_mesh
+
+    class Counter:
+        calls = 0
+        fail = False
+
+    def wrapper(*args, **kwargs):
+        if Counter.fail:
+            raise RuntimeError("decimation must not run: the cache should be used")
+        Counter.calls += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "decimate_mesh", wrapper)
+    return Counter
+
+
+def same(a, b) -> bool:
+    return a.meta == b.meta and all(
+        torch.equal(x.vertices, y.vertices) and torch.equal(x.spirals, y.spirals) for x, y in zip(a.levels, b.levels)
+    ) and all(torch.equal(x, y) for x, y in zip(a.up_weight, b.up_weight))
+
+
+def test_cache_hit_is_a_load(small, tmp_path, counting):
+    first = build_hierarchy(small, cache_dir=tmp_path, **PARAMS)
+    assert counting.calls == 2
+    files = list(tmp_path.glob("hierarchy-*.npz"))
+    assert len(files) == 1 and same(load_hierarchy(files[0], small), first)
+    counting.fail = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = build_hierarchy(small, cache_dir=str(tmp_path), **PARAMS)
+    assert same(first, second)
+    # other parameters or another template: another key
+    counting.fail = False
+    build_hierarchy(small, cache_dir=tmp_path, factors=(4, 4), spiral_lengths=5, texture_size=16)
+    build_hierarchy(small.copy(vertices=small.vertices * 1.01), cache_dir=tmp_path, **PARAMS)
+    assert counting.calls == 6 and len(list(tmp_path.glob("hierarchy-*.npz"))) == 3
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "other_params", "other_template", "garbage"])
+def test_bad_cache_file_warns_and_rebuilds(small, tmp_path, counting, damage):
+    good = build_hierarchy(small, cache_dir=tmp_path, **PARAMS)
+    (path,) = tmp_path.glob("hierarchy-*.npz")
+    data = path.read_bytes()
+    if damage == "flip":
+        b = bytearray(data)
+        b[len(b) // 2] ^= 0x10
+        path.write_bytes(bytes(b))
+    elif damage == "truncate":
+        path.write_bytes(data[: len(data) // 3])
+    elif damage == "garbage":
+        path.write_bytes(b"\0" * 100)
+    else:
+        other_dir = tmp_path / "other"
+        if damage == "other_params":
+            build_hierarchy(small, cache_dir=other_dir, factors=(4, 2), texture_size=16)
+        else:
+            build_hierarchy(face_template(600, seed=2), cache_dir=other_dir, **PARAMS)
+        (other,) = other_dir.glob("hierarchy-*.npz")
+        path.write_bytes(other.read_bytes())  # a valid file under the wrong key
+    calls = counting.calls
+    expected = {"flip": "", "truncate": "not a readable", "garbage": "not a readable",
+                "other_params": "parameters differ", "other_template": "another template"}[damage]
+    with pytest.warns(RuntimeWarning, match=f"ignoring the hierarchy cache file.*{expected}"):
+        rebuilt = build_hierarchy(small, cache_dir=tmp_path, **PARAMS)
+    assert counting.calls == calls + 2  # rebuilt, never a silently wrong hierarchy
+    assert same(rebuilt, good)
+    assert same(load_hierarchy(path, small), good)  # and the cache file repaired
+
+
+def test_default_cache_dir(small, tmp_path, monkeypatch, counting):
+    monkeypatch.setenv("MESH_DECODER_CACHE", str(tmp_path / "env_cache"))
+    assert default_cache_dir() == tmp_path / "env_cache"
+    build_hierarchy(small, cache_dir=True, **PARAMS)
+    assert len(list((tmp_path / "env_cache").glob("hierarchy-*.npz"))) == 1
+    build_hierarchy(small, cache_dir=None, **PARAMS)  # no cache unless asked
+    build_hierarchy(small, cache_dir=False, **PARAMS)
+    assert len(list((tmp_path / "env_cache").iterdir())) == 1
+    monkeypatch.delenv("MESH_DECODER_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "mesh_decoder"
+
+
+def test_unwritable_cache_dir_warns(small, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.warns(RuntimeWarning, match="could not write the hierarchy cache file"):
+        h = build_hierarchy(small, cache_dir=blocker / "cache", **PARAMS)
+    assert h.sizes == [600, 150, 38]

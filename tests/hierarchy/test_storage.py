@@ -1,0 +1,349 @@
+"""Hierarchy files: round trip, schema, every kind of damage detected, no openmesh, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mesh_decoder.errors import HierarchyError
+from mesh_decoder.hierarchy import build as build_module
+from mesh_decoder.hierarchy.build import build_hierarchy
+from mesh_decoder.hierarchy.container import MeshHierarchy
+from mesh_decoder.hierarchy.storage import (
+    FORMAT_VERSION,
+    _canonical_json,
+    _checksum,
+    cache_file,
+    cache_key,
+    check_hierarchy,
+    load_hierarchy,
+    save_hierarchy,
+)
+from mesh_decoder.mesh.templates import face_template, icosphere
+
+PARAMS = dict(factors=(4, 4), spiral_lengths=(9, 7, 5), dilations=(1, 2, 1), texture_size=(16, 24))
+
+
+@pytest.fixture(scope="module")
+def template():
+    return face_template(500, seed=3)
+
+
+@pytest.fixture(scope="module")
+def hierarchy(template):
+    return build_hierarchy(template, **PARAMS)
+
+
+def assert_same(a: MeshHierarchy, b: MeshHierarchy) -> None:
+    assert a.meta == b.meta
+    assert len(a.levels) == len(b.levels)
+    for la, lb in zip(a.levels, b.levels):
+        assert (la.spiral_length, la.dilation) == (lb.spiral_length, lb.dilation)
+        for name in ("vertices", "faces", "spirals", "laplacian_index", "laplacian_weight", "original_index"):
+            x, y = getattr(la, name), getattr(lb, name)
+            assert x.dtype == y.dtype and torch.equal(x, y), name
+    for name in ("down", "up_index", "up_weight"):
+        for x, y in zip(getattr(a, name), getattr(b, name)):
+            assert x.dtype == y.dtype and torch.equal(x, y), name
+    assert (a.texel_map is None) == (b.texel_map is None)
+    if a.texel_map is not None:
+        for name in ("index", "weight", "face", "mask"):
+            x, y = getattr(a.texel_map, name), getattr(b.texel_map, name)
+            assert x.dtype == y.dtype and torch.equal(x, y), name
+
+
+def rewrite(path: Path, arrays: dict, document: dict, fix_checksum: bool = True) -> None:
+    """Write an archive by hand (bypassing save_hierarchy's checks)."""
+    arrays = {k: v for k, v in arrays.items() if k != "meta_json"}
+    if fix_checksum:
+        document = dict(document, checksum=_checksum(arrays, document))
+    with open(path, "wb") as fh:
+        np.savez(fh, meta_json=np.array(_canonical_json(document)), **arrays)
+
+
+def read_raw(path: Path) -> tuple[dict, dict]:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return arrays, json.loads(str(arrays["meta_json"][()]))
+
+
+# ----------------------------------------------------------------------------- round trip
+def test_round_trip(hierarchy, template, tmp_path):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    assert path == tmp_path / "h.npz"
+    loaded = load_hierarchy(path, expected_template_hash=template.content_hash())
+    assert_same(hierarchy, loaded)
+    assert_same(hierarchy, load_hierarchy(str(path), expected_template_hash=template))
+    assert [tmp_path / "h.npz"] == list(tmp_path.iterdir())  # no temporary file left
+
+
+def test_round_trip_without_texel_map_and_single_level(template, tmp_path):
+    h = build_hierarchy(template, factors=(), texture_size=None)
+    assert len(h.levels) == 1 and h.texel_map is None
+    assert_same(h, load_hierarchy(save_hierarchy(h, tmp_path / "one.npz")))
+    other = build_hierarchy(icosphere(2), factors=(4,), texture_size=None)
+    assert_same(other, load_hierarchy(save_hierarchy(other, tmp_path / "ico.npz")))
+
+
+def test_schema(hierarchy, tmp_path):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    arrays, doc = read_raw(path)  # plain arrays, no pickle needed
+    expected = {"meta_json", "down0", "down1", "up0/index", "up0/weight", "up1/index", "up1/weight",
+                "texel/index", "texel/weight", "texel/face", "texel/mask"}
+    for l in range(3):
+        expected |= {f"level{l}/{n}" for n in ("vertices", "faces", "spirals", "laplacian_index",
+                                                "laplacian_weight", "original_index")}
+    assert set(arrays) == expected
+    assert all(a.dtype != object for a in arrays.values())
+    assert arrays["level1/vertices"].shape == (125, 3) and arrays["down0"].dtype == np.int64
+    assert arrays["texel/index"].shape == (16, 24, 3)
+    assert doc["format"] == "mesh_decoder.hierarchy" and doc["format_version"] == FORMAT_VERSION == 1
+    assert doc["levels"] == [{"spiral_length": 9, "dilation": 1}, {"spiral_length": 7, "dilation": 2},
+                             {"spiral_length": 5, "dilation": 1}]
+    assert doc["meta"] == hierarchy.meta and doc["checksum"].startswith("sha256:")
+
+
+# ----------------------------------------------------------------------------- damage
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(HierarchyError, match=r"nope\.npz: no such file"):
+        load_hierarchy(tmp_path / "nope.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(np.random.default_rng(0).bytes(1000))
+    with pytest.raises(HierarchyError, match=r"junk\.npz: not a readable hierarchy archive"):
+        load_hierarchy(junk)
+    with pytest.raises(HierarchyError, match="not a regular file"):
+        load_hierarchy(tmp_path)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.99])
+def test_truncated_file(hierarchy, tmp_path, keep):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(HierarchyError, match=r"h\.npz: not a readable hierarchy archive"):
+        load_hierarchy(path)
+
+
+def test_flipped_byte_is_detected(hierarchy, tmp_path):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(1)
+    for pos in rng.integers(100, len(data) - 100, size=5):
+        damaged = bytearray(data)
+        damaged[pos] ^= 0x40
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(HierarchyError, match=r"h\.npz: "):
+            load_hierarchy(path)
+
+
+def test_modified_array_fails_checksum(hierarchy, tmp_path):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    arrays, doc = read_raw(path)
+    arrays["level1/vertices"] = arrays["level1/vertices"] + np.float32(1e-3)  # a valid zip, stale checksum
+    rewrite(path, arrays, doc, fix_checksum=False)
+    with pytest.raises(HierarchyError, match="checksum mismatch"):
+        load_hierarchy(path)
+    arrays, doc = read_raw(save_hierarchy(hierarchy, path))
+    doc["meta"]["template_hash"] = "0" * 64  # the document is covered too
+    rewrite(path, arrays, doc, fix_checksum=False)
+    with pytest.raises(HierarchyError, match="checksum mismatch"):
+        load_hierarchy(path)
+
+
+def test_format_version_and_keys(hierarchy, tmp_path):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    arrays, doc = read_raw(path)
+    rewrite(path, arrays, dict(doc, format_version=2))
+    with pytest.raises(HierarchyError, match="expected format version 1, got 2"):
+        load_hierarchy(path)
+    rewrite(path, arrays, dict(doc, format="something.else"))
+    with pytest.raises(HierarchyError, match="expected format 'mesh_decoder.hierarchy'"):
+        load_hierarchy(path)
+    rewrite(path, {k: v for k, v in arrays.items() if k != "up1/weight"}, doc)
+    with pytest.raises(HierarchyError, match=r"missing arrays \['up1/weight'\]"):
+        load_hierarchy(path)
+    rewrite(path, dict(arrays, extra=np.zeros(3)), doc)
+    with pytest.raises(HierarchyError, match=r"unexpected arrays \['extra'\]"):
+        load_hierarchy(path)
+    with open(path, "wb") as fh:
+        np.savez(fh, **{k: v for k, v in arrays.items() if k != "meta_json"})
+    with pytest.raises(HierarchyError, match="missing 'meta_json'"):
+        load_hierarchy(path)
+
+
+def test_pickled_content_is_refused(tmp_path):
+    path = tmp_path / "evil.npz"
+    with open(path, "wb") as fh:
+        np.savez(fh, meta_json=np.array([{"format": "mesh_decoder.hierarchy"}], dtype=object))
+    with pytest.raises(HierarchyError, match="not a readable hierarchy archive"):
+        load_hierarchy(path)
+
+
+@pytest.mark.parametrize(
+    "key, change, message",
+    [
+        ("down0", lambda a: np.where(a == a.max(), 10**6, a), r"down\[0\]: expected indices in \[0, 499\]"),
+        ("down1", lambda a: a[::-1].copy(), r"levels\[2\].vertices == levels\[1\].vertices\[down\[1\]\]"),
+        ("up0/weight", lambda a: a * np.float32(1.5), r"up_weight\[0\]: expected weights summing to 1"),
+        ("up0/index", lambda a: a + 125, r"up_index\[0\]: expected indices in \[0, 124\]"),
+        ("level1/spirals", lambda a: a + 2, r"levels\[1\].spirals: expected indices in \[0, 125\]"),
+        ("level2/spirals", lambda a: a[:, :3].copy(), r"levels\[2\].spirals: expected shape \(32, 5\)"),
+        ("level0/faces", lambda a: a.astype(np.int32), r"levels\[0\].faces: expected torch.int64"),
+        ("level0/laplacian_weight", lambda a: a[:-1].copy(), r"laplacian_weight: expected shape"),
+        ("level1/vertices", lambda a: np.where(a == a[0, 0], np.nan, a), r"expected finite values"),
+        ("texel/index", lambda a: a + 500, r"texel_map.index: expected indices in \[0, 499\]"),
+        ("texel/face", lambda a: a - 5, r"texel_map.face: expected indices in \[-1, "),
+    ],
+)
+def test_inconsistent_arrays_with_valid_checksum(hierarchy, tmp_path, key, change, message):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    arrays, doc = read_raw(path)
+    arrays[key] = change(arrays[key])
+    rewrite(path, arrays, doc)
+    with pytest.raises(HierarchyError, match=message):
+        load_hierarchy(path)
+
+
+def test_template_hash_mismatch(hierarchy, template, tmp_path):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    other = face_template(500, seed=4)
+    with pytest.raises(HierarchyError, match=r"h\.npz: built for another template"):
+        load_hierarchy(path, expected_template_hash=other)
+    with pytest.raises(HierarchyError, match="built for another template"):
+        load_hierarchy(path, expected_template_hash=other.content_hash())
+    load_hierarchy(path, expected_template_hash=template)
+
+
+def test_check_hierarchy_and_save_refuse_bad_objects(hierarchy, tmp_path):
+    with pytest.raises(TypeError, match="MeshHierarchy"):
+        check_hierarchy({"levels": []})
+    bad = replace(hierarchy, down=hierarchy.down[:1])
+    with pytest.raises(HierarchyError, match=r"down: expected 2 tensors"):
+        save_hierarchy(bad, tmp_path / "bad.npz")
+    with pytest.raises(TypeError, match="JSON"):
+        save_hierarchy(replace(hierarchy, meta={"x": object()}), tmp_path / "bad.npz")
+    assert not (tmp_path / "bad.npz").exists()
+
+
+def test_failed_save_keeps_previous_file(hierarchy, tmp_path, monkeypatch):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    before = path.read_bytes()
+    real = np.savez
+
+    def failing(fh, **arrays):
+        real(fh, **{k: v for i, (k, v) in enumerate(arrays.items()) if i < 3})
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", failing)
+    with pytest.raises(OSError, match="disk full"):
+        save_hierarchy(hierarchy, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.npz"]
+
+
+# ----------------------------------------------------------------------------- no openmesh
+def test_load_and_use_without_openmesh(hierarchy, tmp_path):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["openmesh"] = None  # any import of openmesh now fails
+        import torch
+        from mesh_decoder.hierarchy import load_hierarchy
+        h = load_hierarchy(sys.argv[1])
+        x = torch.randn(h.sizes[1], 4, generator=torch.Generator().manual_seed(0))
+        up = (x[h.up_index[0]] * h.up_weight[0][..., None]).sum(1)            # (V0, 4)
+        L = torch.sparse_coo_tensor(h.levels[0].laplacian_index, h.levels[0].laplacian_weight,
+                                    (h.sizes[0], h.sizes[0]))
+        y = torch.sparse.mm(L, up)                                           # (V0, 4)
+        padded = torch.cat([up, up.new_zeros(1, 4)])                         # (V0 + 1, 4)
+        s = padded[h.levels[0].spirals].reshape(h.sizes[0], -1)              # (V0, S*4)
+        down = up[h.down[0]]
+        print(tuple(y.shape), tuple(s.shape), bool(torch.equal(down, x)))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "(500, 4) (500, 36) True"
+
+
+# ----------------------------------------------------------------------------- crash safety
+SLOW_SAVER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from mesh_decoder.hierarchy.storage import load_hierarchy, save_hierarchy
+
+    source, target = sys.argv[1], sys.argv[2]
+    h = load_hierarchy(source)
+    real_savez = np.savez
+
+    class SlowFile:
+        def __init__(self, handle):
+            self.handle, self.writes = handle, 0
+        def write(self, data):
+            out = self.handle.write(data)
+            self.handle.flush()
+            self.writes += 1
+            if self.writes == 20:
+                print("writing", flush=True)
+            if self.writes >= 20:
+                time.sleep(0.05)
+            return out
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    np.savez = lambda handle, **arrays: real_savez(SlowFile(handle), **arrays)
+    save_hierarchy(h, target)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_sigkill_during_save_keeps_previous_file(hierarchy, template, tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache"
+    target = cache_file(cache_dir, cache_key(hierarchy.meta))
+    save_hierarchy(hierarchy, target)  # the previous, valid version
+    before = target.read_bytes()
+    # a different but valid hierarchy for the same key: all positions scaled
+    newer = replace(
+        hierarchy, levels=[replace(l, vertices=l.vertices * 2) for l in hierarchy.levels]
+    )
+    source = save_hierarchy(newer, tmp_path / "newer.npz")
+
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVER, str(source), str(target)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        line = proc.stdout.readline().strip() if ready else ""
+        assert line == "writing", f"saver did not start writing: {line!r} {proc.stderr.read() if not ready else ''}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    assert target.read_bytes() == before  # untouched
+    assert_same(load_hierarchy(target), hierarchy)
+    leftovers = [p for p in cache_dir.iterdir() if p != target]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(f".{target.name}.") and leftovers[0].name.endswith(".tmp")
+    assert leftovers[0].stat().st_size > 0  # killed mid-write
+    with pytest.raises(HierarchyError):
+        load_hierarchy(leftovers[0])  # the partial file is never valid
+
+    def no_decimation(*args, **kwargs):
+        raise RuntimeError("the cache should have been used")
+
+    monkeypatch.setattr(build_module, "decimate_mesh", no_decimation)
+    assert_same(build_hierarchy(template, cache_dir=cache_dir, **PARAMS), hierarchy)

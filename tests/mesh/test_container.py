@@ -1,0 +1,242 @@
+"""Tests of the Mesh container: constructor checks, validate(), content_hash, topology helpers."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from mesh_decoder.errors import MeshError, MeshValidationError
+from mesh_decoder.mesh import Mesh
+
+# two triangles forming the unit square, sharing the diagonal 1-2, consistently wound
+SQUARE_V = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+SQUARE_F = np.array([[0, 1, 2], [1, 3, 2]])
+# a closed tetrahedron, outward-facing
+TET_V = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+TET_F = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+
+
+def edges_reference(faces):
+    """Unique undirected edges by explicit loops."""
+    out = set()
+    for f in faces.tolist():
+        for a, b in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0])):
+            out.add((min(a, b), max(a, b)))
+    return sorted(out)
+
+
+def boundary_reference(faces):
+    """Directed half-edges whose undirected edge is used by exactly one face, by loops."""
+    uses = {}
+    for f in faces.tolist():
+        for a, b in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0])):
+            uses.setdefault((min(a, b), max(a, b)), []).append((a, b))
+    return sorted(he[0] for he in uses.values() if len(he) == 1)
+
+
+# ----------------------------------------------------------------------------- constructor
+def test_constructor_converts_dtypes_and_copies_landmarks():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(4, 3)).astype(np.float32)
+    m = Mesh(v, SQUARE_F.astype(np.int32), landmarks={"a": np.int64(2)})
+    assert m.vertices.dtype == np.float64 and m.faces.dtype == np.int64
+    assert np.array_equal(m.vertices, v.astype(np.float64))
+    assert m.landmarks == {"a": 2} and type(m.landmarks["a"]) is int
+    assert (m.num_vertices, m.num_faces) == (4, 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(vertices=np.zeros((4, 2)), faces=SQUARE_F), r"vertices: expected shape \(N, 3\), got \(4, 2\)"),
+        (dict(vertices=np.zeros(12), faces=SQUARE_F), r"vertices: expected shape \(N, 3\), got \(12,\)"),
+        (dict(vertices=SQUARE_V, faces=SQUARE_F.T), r"faces: expected shape \(N, 3\), got \(3, 2\)"),
+        (dict(vertices=SQUARE_V, faces=SQUARE_F + 0.5), "faces: expected integer indices"),
+        (dict(vertices=SQUARE_V, faces=np.array([[0, 1, np.nan]])), "faces: expected integer indices"),
+        (dict(vertices=np.array([[None, 1, 2]]), faces=SQUARE_F), "vertices: expected a numeric array"),
+        (dict(vertices=SQUARE_V, faces=SQUARE_F, uv=np.zeros((4, 2))), "uv and uv_faces: expected both or neither"),
+        (dict(vertices=SQUARE_V, faces=SQUARE_F, uv_faces=SQUARE_F), "uv and uv_faces: expected both or neither"),
+        (
+            dict(vertices=SQUARE_V, faces=SQUARE_F, uv=np.zeros((4, 3)), uv_faces=SQUARE_F),
+            r"uv: expected shape \(N, 2\), got \(4, 3\)",
+        ),
+        (
+            dict(vertices=SQUARE_V, faces=SQUARE_F, uv=np.zeros((4, 2)), uv_faces=SQUARE_F[:1]),
+            "uv_faces: expected 2 rows .one per face., got 1",
+        ),
+        (
+            dict(vertices=SQUARE_V, faces=SQUARE_F, colors=np.zeros((3, 3))),
+            "colors: expected 4 rows .one per vertex., got 3",
+        ),
+        (
+            dict(vertices=SQUARE_V, faces=SQUARE_F, colors=np.zeros((4, 4))),
+            r"colors: expected shape \(N, 3\), got \(4, 4\)",
+        ),
+    ],
+)
+def test_constructor_rejects_bad_shapes_and_dtypes(kwargs, message):
+    with pytest.raises(MeshValidationError, match=message):
+        Mesh(**kwargs)
+
+
+def test_errors_are_value_errors():
+    assert issubclass(MeshValidationError, MeshError) and issubclass(MeshValidationError, ValueError)
+
+
+# ----------------------------------------------------------------------------- validate
+def _grid(make_grid_mesh, seed, **kw):
+    return make_grid_mesh(np.random.default_rng(seed), 4, 5, **kw)
+
+
+def test_validate_accepts_random_valid_meshes(make_grid_mesh):
+    for seed in range(5):
+        m = _grid(make_grid_mesh, seed, colors=True, uv="corner", landmarks=3)
+        assert m.validate() is m
+
+
+def test_validate_index_out_of_range(make_grid_mesh):
+    m = _grid(make_grid_mesh, 1)
+    faces = m.faces.copy()
+    faces[3, 1] = m.num_vertices
+    with pytest.raises(MeshValidationError, match=rf"face 3 has vertex index out of range \[0, {m.num_vertices}\)"):
+        m.copy(faces=faces).validate()
+    faces[3, 1] = -1
+    with pytest.raises(MeshValidationError, match="face 3 has vertex index out of range"):
+        m.copy(faces=faces).validate()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_validate_non_finite_positions(make_grid_mesh, bad):
+    m = _grid(make_grid_mesh, 2)
+    v = m.vertices.copy()
+    v[7, 2] = bad
+    with pytest.raises(MeshValidationError, match="vertices: expected finite values, got .* at row 7"):
+        m.copy(vertices=v).validate()
+
+
+def test_validate_non_finite_uv_and_colors(make_grid_mesh):
+    m = _grid(make_grid_mesh, 3, colors=True, uv="vertex")
+    uv = m.uv.copy()
+    uv[2, 0] = np.nan
+    with pytest.raises(MeshValidationError, match="uv: expected finite values, got .* at row 2"):
+        m.copy(uv=uv).validate()
+    colors = m.colors.copy()
+    colors[5, 1] = np.inf
+    with pytest.raises(MeshValidationError, match="colors: expected finite values, got .* at row 5"):
+        m.copy(colors=colors).validate()
+
+
+def test_validate_degenerate_face():
+    faces = np.array([[0, 1, 2], [1, 3, 1]])
+    with pytest.raises(MeshValidationError, match=r"face 1 is degenerate \(repeated vertex\): \[1, 3, 1\]"):
+        Mesh(SQUARE_V, faces).validate()
+
+
+def test_validate_duplicate_face():
+    faces = np.array([[0, 1, 2], [1, 3, 2], [2, 0, 1]])  # the same vertex set as face 0, rotated
+    with pytest.raises(MeshValidationError, match=r"face 0 \[0, 1, 2\] is duplicated"):
+        Mesh(SQUARE_V, faces).validate()
+
+
+def test_validate_non_manifold_edge_names_vertices():
+    v = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1]])
+    faces = np.array([[0, 1, 2], [1, 0, 3], [0, 1, 4]])  # edge (0, 1) used by three faces
+    with pytest.raises(MeshValidationError, match=r"non-manifold edge \(0, 1\) is shared by 3 faces"):
+        Mesh(v, faces).validate()
+
+
+def test_validate_inconsistent_winding():
+    faces = np.array([[0, 1, 2], [1, 2, 3]])  # both traverse 1 -> 2
+    with pytest.raises(MeshValidationError, match=r"inconsistent winding: faces \[0, 1\] both traverse edge \(1 -> 2\)"):
+        Mesh(SQUARE_V, faces).validate()
+
+
+def test_validate_flipped_face_in_random_mesh(make_grid_mesh):
+    m = _grid(make_grid_mesh, 4)
+    faces = m.faces.copy()
+    faces[5] = faces[5, ::-1]
+    with pytest.raises(MeshValidationError, match="inconsistent winding"):
+        m.copy(faces=faces).validate()
+
+
+@pytest.mark.parametrize("index", [-1, 4, 100])
+def test_validate_bad_landmark(index):
+    with pytest.raises(MeshValidationError, match=rf"landmark 'tip': expected a vertex index in \[0, 4\), got {index}"):
+        Mesh(SQUARE_V, SQUARE_F, landmarks={"tip": index}).validate()
+
+
+def test_validate_uv_faces_out_of_range():
+    uv = np.random.default_rng(5).random((3, 2))
+    with pytest.raises(MeshValidationError, match=r"uv_faces: expected indices in \[0, 3\), got range \[0, 3\]"):
+        Mesh(SQUARE_V, SQUARE_F, uv=uv, uv_faces=np.array([[0, 1, 2], [1, 3, 2]])).validate()
+
+
+def test_validate_empty_mesh():
+    with pytest.raises(MeshValidationError, match="expected at least one vertex and one face, got V=4, F=0"):
+        Mesh(SQUARE_V, np.zeros((0, 3), dtype=np.int64)).validate()
+
+
+# ----------------------------------------------------------------------------- content hash
+def test_content_hash_stable_below_float32_precision(make_grid_mesh):
+    rng = np.random.default_rng(6)
+    m = _grid(make_grid_mesh, 6)
+    v32 = m.vertices.astype(np.float32).astype(np.float64)  # exactly representable in float32
+    base = m.copy(vertices=v32)
+    spacing = np.spacing(np.abs(v32).astype(np.float32)).astype(np.float64)  # float32 ulp per coordinate
+    noise = rng.uniform(-0.25, 0.25, size=v32.shape) * spacing  # well below half an ulp: rounds back
+    noisy = base.copy(vertices=v32 + noise)
+    assert not np.array_equal(noisy.vertices, base.vertices)
+    assert noisy.content_hash() == base.content_hash()
+    # extras do not enter the hash
+    assert base.copy(colors=rng.random((m.num_vertices, 3)), landmarks={"x": 1}).content_hash() == base.content_hash()
+
+
+def test_content_hash_changes_on_real_change(make_grid_mesh):
+    m = _grid(make_grid_mesh, 7)
+    h = m.content_hash()
+    assert len(h) == 64 and h == m.copy().content_hash()
+    v = m.vertices.copy()
+    v[3, 0] = np.nextafter(np.float32(v[3, 0]), np.float32(np.inf))  # one float32 ulp
+    assert m.copy(vertices=v).content_hash() != h
+    faces = np.roll(m.faces, 1, axis=1)  # same triangles, different corner order
+    assert m.copy(faces=faces).content_hash() != h
+    assert m.copy(faces=m.faces[::-1]).content_hash() != h
+    assert m.copy(vertices=m.vertices[:, [1, 0, 2]]).content_hash() != h
+
+
+# ----------------------------------------------------------------------------- topology
+def test_edges_and_boundary_of_square():
+    m = Mesh(SQUARE_V, SQUARE_F)
+    assert m.edges().tolist() == [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]
+    assert sorted(map(tuple, m.boundary_edges().tolist())) == [(0, 1), (1, 3), (2, 0), (3, 2)]
+    assert m.boundary_vertices().tolist() == [0, 1, 2, 3]
+
+
+def test_edges_and_boundary_of_closed_tetrahedron():
+    m = Mesh(TET_V, TET_F).validate()
+    assert m.edges().tolist() == [list(e) for e in itertools.combinations(range(4), 2)]
+    assert m.boundary_edges().shape == (0, 2)
+    assert m.boundary_vertices().size == 0
+
+
+def test_edges_and_boundary_match_loops_on_random_meshes(make_grid_mesh):
+    for seed in range(4):
+        m = _grid(make_grid_mesh, 10 + seed)
+        assert m.edges().tolist() == [list(e) for e in edges_reference(m.faces)]
+        assert sorted(map(tuple, m.boundary_edges().tolist())) == boundary_reference(m.faces)
+        # a 4 x 5 grid: V + F - E = 1 (a disc), and the boundary is the 14-vertex rim
+        assert m.num_vertices + m.num_faces - m.edges().shape[0] == 1
+        assert m.boundary_vertices().size == 14
+
+
+def test_copy_is_deep_and_applies_changes():
+    m = Mesh(SQUARE_V, SQUARE_F, colors=np.random.default_rng(8).random((4, 3)), landmarks={"a": 1})
+    c = m.copy()
+    c.vertices[0, 0] = 9.0
+    c.colors[0, 0] = 0.5
+    c.landmarks["b"] = 2
+    assert m.vertices[0, 0] == 0.0 and m.colors[0, 0] != 0.5 and "b" not in m.landmarks
+    assert m.copy(landmarks={}).landmarks == {} and m.landmarks == {"a": 1}
+    assert repr(m) == "Mesh(V=4, F=2, colors, 1 landmarks)"

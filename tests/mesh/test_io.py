@@ -1,0 +1,828 @@
+"""Tests of strict mesh I/O (OBJ, OFF, PLY): round trips, order, polygons, errors, atomic writes.
+
+The loaders are compared with slow line-by-line reference parsers written here
+(and, for PLY, with plain :mod:`plyfile`), on random files built from known
+arrays, so every expected value is known independently of the code under test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import tracemalloc
+import zlib
+
+import numpy as np
+import plyfile
+import pytest
+
+import mesh_decoder.mesh.io as mio
+from mesh_decoder.errors import MeshFileError, MeshValidationError
+from mesh_decoder.mesh import Mesh, load_mesh, save_mesh
+
+
+# =============================================================================
+# helpers and slow references
+# =============================================================================
+def f32_equal(a, b) -> bool:
+    """Exact equality after rounding to float32 (the precision the writers promise)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and bool(np.all(np.float32(a) == np.float32(b)))
+
+
+def fan_reference(polygons):
+    """Fan triangulation by explicit loops: (v0, v_i, v_i+1) for i = 1..n-2."""
+    return [[p[0], p[i], p[i + 1]] for p in polygons for i in range(1, len(p) - 1)]
+
+
+def polygon_grid(rng, rows=4, cols=6):
+    """Random positions and consistently wound polygons (triangles, quads, hexagons) on a grid.
+
+    Vertex ids are shuffled, polygon corners rotated (same winding) and polygons
+    shuffled, so the file order is arbitrary. Returns ``(vertices (V, 3), polygons)``.
+    """
+    V = rows * cols
+    polygons = []
+    for r in range(rows - 1):
+        c = 0
+        while c < cols - 1:
+            a = r * cols + c
+            # hexagons only in even rows: stacked ones would share a row and both fan
+            # into the same (collinear) triangle
+            kind = rng.integers(3) if c < cols - 2 and r % 2 == 0 else rng.integers(2)
+            if kind == 0:  # two triangles
+                polygons += [[a, a + 1, a + cols], [a + 1, a + cols + 1, a + cols]]
+                c += 1
+            elif kind == 1:  # quad
+                polygons.append([a, a + 1, a + cols + 1, a + cols])
+                c += 1
+            else:  # hexagon spanning two cells
+                polygons.append([a, a + 1, a + 2, a + cols + 2, a + cols + 1, a + cols])
+                c += 2
+    perm = rng.permutation(V)
+    polygons = [np.roll(perm[p], rng.integers(len(p))).tolist() for p in polygons]
+    polygons = [polygons[i] for i in rng.permutation(len(polygons))]
+    vertices = rng.normal(size=(V, 3)) * rng.uniform(0.01, 1000.0)
+    return vertices, polygons
+
+
+def reference_obj(text: str) -> dict:
+    """A slow, obviously correct OBJ parser for valid files."""
+    v, vt, col, faces, uv_faces, landmarks = [], [], [], [], [], {}
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if "#" in line:
+            line, _, comment = line.partition("#")
+            words = comment.split()
+            if not line.strip() and words and words[0] == "landmark":
+                landmarks[words[1]] = int(words[2])
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "v":
+            v.append([float(x) for x in words[1:4]])
+            if len(words) == 7:
+                col.append([float(x) for x in words[4:7]])
+        elif words[0] == "vt":
+            vt.append([float(words[1]), float(words[2])])
+        elif words[0] == "f":
+            vs, ts = [], []
+            for corner in words[1:]:
+                parts = corner.split("/")
+                i = int(parts[0])
+                vs.append(i - 1 if i > 0 else len(v) + i)
+                if len(parts) > 1 and parts[1]:
+                    t = int(parts[1])
+                    ts.append(t - 1 if t > 0 else len(vt) + t)
+            faces += fan_reference([vs])
+            if ts:
+                uv_faces += fan_reference([ts])
+    return dict(
+        vertices=np.array(v),
+        faces=np.array(faces),
+        uv=np.array(vt) if uv_faces else None,
+        uv_faces=np.array(uv_faces) if uv_faces else None,
+        colors=np.array(col) if col else None,
+        landmarks=landmarks,
+    )
+
+
+def reference_off(text: str) -> dict:
+    """A slow, obviously correct OFF/COFF parser for valid files."""
+    words, landmarks = [], {}
+    for line in text.split("\n"):
+        line, _, comment = line.partition("#")
+        c = comment.split()
+        if not line.strip() and c and c[0] == "landmark":
+            landmarks[c[1]] = int(c[2])
+        if line.split():
+            words.append(line.split())
+    head = words.pop(0)
+    counts = head[1:] if len(head) > 1 else words.pop(0)
+    nv, nf = int(counts[0]), int(counts[1])
+    v = [[float(x) for x in w[:3]] for w in words[:nv]]
+    colors = None
+    if head[0] == "COFF":
+        colors = np.array([[float(x) for x in w[3:6]] for w in words[:nv]])
+        if colors.max() > 1:
+            colors = colors / 255.0
+    polygons = [[int(x) for x in w[1:]] for w in words[nv : nv + nf]]
+    return dict(vertices=np.array(v), faces=np.array(fan_reference(polygons)), uv=None, uv_faces=None,
+                colors=colors, landmarks=landmarks)
+
+
+def assert_mesh_equals(mesh: Mesh, expected: dict, *, exact_uv_table=True):
+    """Exact comparison (float64 where the file text is exact) against expected arrays."""
+    assert isinstance(mesh, Mesh)
+    assert np.array_equal(mesh.vertices, expected["vertices"])
+    assert np.array_equal(mesh.faces, expected["faces"])
+    if expected["colors"] is None:
+        assert mesh.colors is None
+    else:
+        assert np.array_equal(mesh.colors, expected["colors"])
+    if expected["uv"] is None:
+        assert mesh.uv is None and mesh.uv_faces is None
+    else:
+        assert np.array_equal(mesh.uv[mesh.uv_faces], expected["uv"][expected["uv_faces"]])
+        if exact_uv_table:
+            assert np.array_equal(mesh.uv, expected["uv"]) and np.array_equal(mesh.uv_faces, expected["uv_faces"])
+    assert mesh.landmarks == expected["landmarks"]
+
+
+def assert_round_trip(mesh: Mesh, loaded: Mesh, *, exact_uv_table=True):
+    """What save+load must preserve: order, topology, float32 values, landmarks, hash."""
+    assert loaded.num_vertices == mesh.num_vertices
+    assert f32_equal(loaded.vertices, mesh.vertices)
+    assert np.array_equal(loaded.faces, mesh.faces)
+    if mesh.colors is None:
+        assert loaded.colors is None
+    else:
+        assert f32_equal(loaded.colors, mesh.colors)
+    if mesh.uv is None:
+        assert loaded.uv is None
+    else:
+        assert f32_equal(loaded.uv[loaded.uv_faces], mesh.uv[mesh.uv_faces])
+        if exact_uv_table:
+            assert f32_equal(loaded.uv, mesh.uv) and np.array_equal(loaded.uv_faces, mesh.uv_faces)
+    assert loaded.landmarks == mesh.landmarks
+    assert loaded.content_hash() == mesh.content_hash()
+
+
+def parts_equal(a, b) -> bool:
+    """Two reader results are identical (arrays and landmark indices)."""
+    for x, y in zip(a[:5], b[:5]):
+        if (x is None) != (y is None) or (x is not None and not np.array_equal(x, y)):
+            return False
+    return {k: v[0] for k, v in a.landmarks.items()} == {k: v[0] for k, v in b.landmarks.items()}
+
+
+# =============================================================================
+# random text files with every supported feature
+# =============================================================================
+def random_obj(rng, *, style=None, negative=None, noise=None, colors=None, crlf=None):
+    """A random valid OBJ text and the arrays it encodes."""
+    vertices, polygons = polygon_grid(rng)
+    V = vertices.shape[0]
+    style = style or ["v", "v/vt", "v/vt/vn", "v//vn"][rng.integers(4)]
+    negative = bool(rng.integers(2)) if negative is None else negative
+    noise = bool(rng.integers(2)) if noise is None else noise
+    colors = bool(rng.integers(2)) if colors is None else colors
+    crlf = bool(rng.integers(2)) if crlf is None else crlf
+    col = rng.random((V, 3)) if colors else None
+    T = 7 if "vt" in style else 0
+    N = 5 if "vn" in style else 0
+    uv = rng.random((T, 2))
+    landmarks = {f"pt{i}": int(rng.integers(V)) for i in range(rng.integers(0, 3))}
+
+    out = ["# random test OBJ"] + [f"# landmark {k} {i}" for k, i in landmarks.items()]
+    if noise:
+        out += ["mtllib scene.mtl", "o face", "", "g group1", "s 1", "usemtl skin", "   "]
+    out += [f"vt {float(u)!r} {float(w)!r}" for u, w in uv]
+    out += [f"vn 0 0 {k}" for k in range(N)]
+    faces_emitted, uvf_emitted = [], []
+    pending = sorted(range(len(polygons)), key=lambda p: max(polygons[p]))
+    for k in range(V):
+        line = "v " + " ".join(repr(float(x)) for x in vertices[k])
+        if colors:
+            line += " " + " ".join(repr(float(x)) for x in col[k])
+        if noise and rng.random() < 0.2:
+            line = line.replace(" ", "\t", 1) + "  # trailing comment"
+        out.append(line)
+        if not negative:
+            continue
+        while pending and max(polygons[pending[0]]) == k:  # emit as soon as defined
+            out.append(_obj_face(rng, polygons[pending.pop(0)], style, k + 1, T, N, True, faces_emitted, uvf_emitted))
+    for p in pending:
+        out.append(_obj_face(rng, polygons[p], style, V, T, N, negative, faces_emitted, uvf_emitted))
+    text = ("\r\n" if crlf else "\n").join(out) + "\n"
+    expected = dict(
+        vertices=vertices,
+        faces=np.array(fan_reference(faces_emitted)),
+        uv=uv if T else None,
+        uv_faces=np.array(fan_reference(uvf_emitted)) if T else None,
+        colors=col,
+        landmarks=landmarks,
+    )
+    return text, expected
+
+
+def _obj_face(rng, polygon, style, nv, T, N, negative, faces_out, uvf_out):
+    def ref(i, count):  # 1-based or, at random, relative (negative) index
+        return str(i - count) if negative and rng.random() < 0.6 else str(i + 1)
+
+    ts = rng.integers(0, max(T, 1), size=len(polygon)).tolist()
+    corners = []
+    for i, t in zip(polygon, ts):
+        v = ref(i, nv)
+        if style == "v":
+            corners.append(v)
+        elif style == "v/vt":
+            corners.append(f"{v}/{ref(t, T)}")
+        elif style == "v/vt/vn":
+            corners.append(f"{v}/{ref(t, T)}/{rng.integers(1, N + 1)}")
+        else:
+            corners.append(f"{v}//{-rng.integers(1, N + 1)}")
+    faces_out.append(list(polygon))
+    uvf_out.append(ts)
+    return "f " + " ".join(corners)
+
+
+def random_off(rng, *, plain=False):
+    """A random valid OFF/COFF text and the arrays it encodes."""
+    vertices, polygons = polygon_grid(rng)
+    V = vertices.shape[0]
+    colored = not plain and bool(rng.integers(2))
+    int_colors = colored and bool(rng.integers(2))
+    if int_colors:
+        raw = rng.integers(0, 256, size=(V, 3))
+        raw[0, 0] = 255
+        col, col_txt = raw / 255.0, raw.astype(str)
+    elif colored:
+        col = rng.random((V, 3))
+        col_txt = np.array([[repr(float(x)) for x in row] for row in col])
+    else:
+        col = None
+    alpha = colored and bool(rng.integers(2))
+    landmarks = {f"lm{i}": int(rng.integers(V)) for i in range(rng.integers(0, 3))}
+    noise = not plain and bool(rng.integers(2))
+    head = "COFF" if colored else "OFF"
+    counts = f"{V} {len(polygons)} 0"
+    out = ["# comment before the header"] if noise else []
+    out += [f"{head} {counts}"] if noise and rng.random() < 0.5 else [head, counts]
+    out += [f"# landmark {k} {i}" for k, i in landmarks.items()]
+    for k in range(V):
+        line = " ".join(repr(float(x)) for x in vertices[k])
+        if colored:
+            line += " " + " ".join(col_txt[k]) + (" 1" if alpha else "")
+        if noise and rng.random() < 0.2:
+            out += ["", "# a comment between vertices"]
+            line += "   # trailing"
+        out.append(line)
+    for p in polygons:
+        out.append(f"{len(p)} " + " ".join(map(str, p)))
+    expected = dict(vertices=vertices, faces=np.array(fan_reference(polygons)), uv=None, uv_faces=None,
+                    colors=col, landmarks=landmarks)
+    return "\n".join(out) + "\n", expected
+
+
+def random_plyfile(rng, path, *, fmt, per_face_uv=None):
+    """Write a random polygon mesh with plain plyfile (an independent writer); return the expected arrays."""
+    vertices, polygons = polygon_grid(rng)
+    V = vertices.shape[0]
+    pos_type = ["f4", "f8"][rng.integers(2)]
+    vertices = vertices.astype(pos_type).astype(np.float64)
+    color_kind = ["none", "u1", "f4"][rng.integers(3)]
+    per_face_uv = bool(rng.integers(2)) if per_face_uv is None else per_face_uv
+    uv_names = [("u", "v"), ("s", "t"), ("texture_u", "texture_v")][rng.integers(3)]
+
+    fields = [("x", pos_type), ("y", pos_type), ("z", pos_type), ("nx", "f4"), ("ny", "f4"), ("nz", "f4")]
+    if color_kind != "none":
+        fields += [("red", color_kind), ("green", color_kind), ("blue", color_kind), ("alpha", "u1")]
+    if not per_face_uv:
+        fields += [(uv_names[0], "f4"), (uv_names[1], "f4")]
+    va = np.zeros(V, dtype=fields)
+    for k, a in enumerate("xyz"):
+        va[a] = vertices[:, k]
+    va["nx"] = rng.normal(size=V)
+    col = None
+    if color_kind == "u1":
+        raw = rng.integers(0, 256, size=(V, 3))
+        for k, c in enumerate(("red", "green", "blue")):
+            va[c] = raw[:, k]
+        col = raw / 255.0
+    elif color_kind == "f4":
+        col = rng.random((V, 3)).astype(np.float32).astype(np.float64)
+        for k, c in enumerate(("red", "green", "blue")):
+            va[c] = col[:, k]
+    vuv = rng.random((V, 2)).astype(np.float32).astype(np.float64)
+    if not per_face_uv:
+        va[uv_names[0]], va[uv_names[1]] = vuv[:, 0], vuv[:, 1]
+
+    face_fields = [("vertex_indices", "O"), ("quality", "f4")] + ([("texcoord", "O")] if per_face_uv else [])
+    fa = np.empty(len(polygons), dtype=face_fields)
+    corner_uv = []
+    for i, p in enumerate(polygons):
+        fa["vertex_indices"][i] = np.array(p, dtype=np.int32)
+        tc = rng.integers(0, 4, size=(len(p), 2)) / 4.0  # few distinct values: shared UVs
+        if per_face_uv:
+            fa["texcoord"][i] = tc.ravel().astype(np.float32)
+        corner_uv.append(tc)
+        fa["quality"][i] = rng.random()
+    face_el = plyfile.PlyElement.describe(
+        fa, "face", len_types={"vertex_indices": "u1", "texcoord": "u1"},
+        val_types={"vertex_indices": "i4", "texcoord": "f4"},
+    )
+    edge_el = plyfile.PlyElement.describe(
+        np.array([(0, 1), (1, 2)], dtype=[("vertex1", "i4"), ("vertex2", "i4")]), "edge"
+    )
+    landmarks = {f"m{i}": int(rng.integers(V)) for i in range(rng.integers(0, 3))}
+    ply = plyfile.PlyData(
+        [plyfile.PlyElement.describe(va, "vertex"), face_el, edge_el],
+        text=fmt == "ascii",
+        byte_order={"ascii": "=", "le": "<", "be": ">"}[fmt],
+        comments=["made by plyfile"] + [f"landmark {k} {i}" for k, i in landmarks.items()],
+    )
+    ply.write(str(path))
+
+    faces = np.array(fan_reference(polygons))
+    if per_face_uv:
+        corners = np.concatenate(corner_uv)  # (C, 2) in file order
+        table, ids = [], []
+        for row in map(tuple, corners.tolist()):  # merge equal UVs, in order of first use
+            if row not in table:
+                table.append(row)
+            ids.append(table.index(row))
+        offsets = np.cumsum([0] + [len(p) for p in polygons])
+        uvf = fan_reference([list(range(offsets[i], offsets[i + 1])) for i in range(len(polygons))])
+        uv, uv_faces = np.array(table), np.array(ids)[np.array(uvf)]
+    else:
+        uv, uv_faces = vuv, faces
+    return dict(vertices=vertices, faces=faces, uv=uv, uv_faces=uv_faces, colors=col, landmarks=landmarks)
+
+
+# =============================================================================
+# reading: random files against the references
+# =============================================================================
+def test_obj_random_files_match_reference(tmp_path):
+    rng = np.random.default_rng(100)
+    fast_used = 0
+    for case in range(24):
+        style = ["v", "v/vt", "v/vt/vn", "v//vn"][case % 4]
+        text, expected = random_obj(rng, style=style, negative=case % 3 == 0, noise=case % 5 == 1)
+        path = tmp_path / f"r{case}.OBJ"
+        path.write_bytes(text.encode())
+        ref = reference_obj(text)
+        assert_mesh_equals(load_mesh(path), expected)
+        assert_mesh_equals(load_mesh(path), ref)  # the reference parser agrees with the construction
+        lines = mio._text_lines(str(path), text.encode())
+        careful = mio._read_obj_careful(str(path), lines)
+        fast = mio._read_obj_fast(str(path), lines)
+        if fast is not None:
+            fast_used += 1
+            assert parts_equal(fast, careful)
+    assert fast_used >= 8  # the plain variants go through the bulk path
+
+
+def test_off_random_files_match_reference(tmp_path):
+    rng = np.random.default_rng(101)
+    for case in range(16):
+        text, expected = random_off(rng, plain=case % 4 == 0)
+        path = tmp_path / f"r{case}.off"
+        path.write_bytes(text.encode())
+        assert_mesh_equals(load_mesh(path), expected)
+        assert_mesh_equals(load_mesh(path), reference_off(text))
+        lines = mio._text_lines(str(path), text.encode())
+        fast = mio._read_off_fast(str(path), lines)  # polygons: usually the careful path decides
+        if fast is not None:
+            assert parts_equal(fast, mio._read_off_careful(str(path), lines))
+
+
+@pytest.mark.parametrize("fmt", ["ascii", "le", "be"])
+def test_ply_written_by_plyfile(tmp_path, fmt):
+    rng = np.random.default_rng({"ascii": 1, "le": 2, "be": 3}[fmt])
+    for case in range(4):
+        path = tmp_path / f"p{case}.ply"
+        expected = random_plyfile(rng, path, fmt=fmt, per_face_uv=bool(case % 2))
+        assert_mesh_equals(load_mesh(path), expected)
+
+
+def test_fast_paths_agree_with_careful_readers_on_saved_triangle_meshes(tmp_path, make_grid_mesh):
+    rng = np.random.default_rng(102)
+    for case in range(6):
+        mesh = make_grid_mesh(rng, 5, 4, colors=case % 2 == 0, uv=[None, "corner", "vertex"][case % 3], landmarks=2)
+        for ext, fast, careful in [
+            ("obj", mio._read_obj_fast, mio._read_obj_careful),
+            ("off", mio._read_off_fast, mio._read_off_careful),
+        ]:
+            m = mesh if ext == "obj" else mesh.copy(uv=None, uv_faces=None)
+            path = tmp_path / f"t.{ext}"
+            save_mesh(m, path)
+            lines = mio._text_lines(str(path), path.read_bytes())
+            a, b = fast(str(path), lines), careful(str(path), lines)
+            assert a is not None, f"bulk {ext} path rejected a file written by save_mesh"
+            assert parts_equal(a, b)
+
+
+def test_fan_triangulation_and_order_are_exact(tmp_path):
+    text = "\n".join(
+        ["v 0 0 0", "v 1 0 0", "v 2 0.5 0", "v 1 1 0", "v 0 1 0", "v 0.5 -1 0",
+         "f 1 2 3 4 5", "f 6 2 1"]
+    )
+    path = tmp_path / "poly.obj"
+    path.write_text(text)
+    m = load_mesh(path)
+    assert m.faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 3, 4], [5, 1, 0]]
+    assert m.vertices[:, 0].tolist() == [0, 1, 2, 1, 0, 0.5]
+    off = tmp_path / "poly.off"
+    off.write_text("OFF\n6 2 0\n" + "\n".join(line[2:] for line in text.split("\n")[:6]) + "\n5 0 1 2 3 4\n3 5 1 0\n")
+    assert load_mesh(off).faces.tolist() == m.faces.tolist()
+
+
+def test_obj_negative_indices_relative_to_definitions_so_far(tmp_path):
+    text = "v 0 0 0\nv 1 0 0\nv 0 1 0\nf -3 -2 -1\nv 1 1 0\nf -3 -1 -2\n"
+    path = tmp_path / "neg.obj"
+    path.write_text(text)
+    assert load_mesh(path).faces.tolist() == [[0, 1, 2], [1, 3, 2]]
+    text = "v 0 0 0\nv 1 0 0\nvt 0 0\nvt 1 0\nvt 0 1\nv 0 1 0\nf 1/-3 -2/2 -1/-1\n"
+    path.write_text(text)
+    m = load_mesh(path)
+    assert m.faces.tolist() == [[0, 1, 2]] and m.uv_faces.tolist() == [[0, 1, 2]]
+
+
+def test_landmark_comments_and_ignored_statements(tmp_path):
+    path = tmp_path / "lm.obj"
+    path.write_text(
+        "# landmark nose_tip 2\nmtllib a.mtl\no head\ng g1\ns off\nusemtl skin\n"
+        "v 0 0 0\nv 1 0 0\nv 0 1 0\nvn 0 0 1\n#landmark chin 0\n# landmarks are comments\nf 1//1 2//1 3//1\n"
+    )
+    assert load_mesh(path).landmarks == {"nose_tip": 2, "chin": 0}
+
+
+# =============================================================================
+# round trips through save_mesh
+# =============================================================================
+SAVE_CASES = [("obj", None), ("off", None), ("ply", None), ("ply", False), ("ply", True)]
+
+
+@pytest.mark.parametrize("ext, binary", SAVE_CASES)
+@pytest.mark.parametrize("uv", [None, "vertex", "corner"])
+def test_round_trip(tmp_path, make_grid_mesh, ext, binary, uv):
+    rng = np.random.default_rng(zlib.crc32(f"{ext}-{binary}-{uv}".encode()))
+    for case in range(3):
+        mesh = make_grid_mesh(rng, 4 + case, 5, colors=case != 1, uv=uv, landmarks=case)
+        if ext == "off":
+            mesh = mesh.copy(uv=None, uv_faces=None)
+        path = tmp_path / f"m{case}.{ext}"
+        save_mesh(mesh, path, binary=binary)
+        loaded = load_mesh(path)
+        assert_round_trip(mesh, loaded)
+        # saving what was loaded reproduces the file byte for byte
+        again = tmp_path / f"again.{ext}"
+        save_mesh(loaded, again, binary=binary)
+        assert again.read_bytes() == path.read_bytes()
+
+
+def test_round_trip_keeps_float32_extremes(tmp_path):
+    rng = np.random.default_rng(7)
+    v = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    v += rng.normal(size=v.shape) * np.array([1e-30, 1e30, 1e-7])  # tiny, huge and ordinary magnitudes
+    v[0, 0] = np.finfo(np.float32).max
+    v[1, 1] = np.finfo(np.float32).smallest_subnormal
+    v[2, 2] = -0.0
+    mesh = Mesh(v, [[0, 1, 2], [1, 3, 2]], colors=[[0, 1, 0.5], [1e-9, 1, 1], [0.1, 0.2, 0.3], [1, 1, 1]])
+    for ext, binary in SAVE_CASES:
+        path = tmp_path / f"x.{ext}"
+        save_mesh(mesh, path, binary=binary)
+        assert_round_trip(mesh, load_mesh(path))
+
+
+def test_ply_uv_layout_choice(tmp_path, make_grid_mesh):
+    rng = np.random.default_rng(8)
+    per_vertex = make_grid_mesh(rng, 4, 4, uv="vertex")
+    per_corner = make_grid_mesh(rng, 4, 4, uv="corner")
+    # a per-corner table that is still one UV per vertex: shuffled table, written per vertex
+    perm = rng.permutation(per_vertex.num_vertices)
+    inv = np.argsort(perm)
+    expressible = per_vertex.copy(uv=per_vertex.uv[perm], uv_faces=inv[per_vertex.faces])
+    for name, mesh, layout in [("pv", per_vertex, "vertex"), ("pc", per_corner, "face"), ("ex", expressible, "vertex")]:
+        path = tmp_path / f"{name}.ply"
+        save_mesh(mesh, path)
+        raw = plyfile.PlyData.read(str(path))
+        vprops = [p.name for p in raw["vertex"].properties]
+        fprops = [p.name for p in raw["face"].properties]
+        assert ("s" in vprops and "t" in vprops) == (layout == "vertex")
+        assert ("texcoord" in fprops) == (layout == "face")
+        loaded = load_mesh(path)
+        assert_round_trip(mesh, loaded, exact_uv_table=name != "ex")
+        if layout == "vertex":
+            assert np.array_equal(loaded.uv_faces, loaded.faces) and loaded.uv.shape == (mesh.num_vertices, 2)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_ply_written_here_reads_identically_with_plain_plyfile(tmp_path, make_grid_mesh, binary):
+    mesh = make_grid_mesh(np.random.default_rng(9), 5, 6, colors=True, uv="corner", landmarks=3)
+    path = tmp_path / "m.ply"
+    save_mesh(mesh, path, binary=binary)
+    raw = plyfile.PlyData.read(str(path))
+    assert raw.text is (not binary) and (binary is False or raw.byte_order == "<")
+    vert = raw["vertex"].data
+    assert np.array_equal(np.stack([vert["x"], vert["y"], vert["z"]], 1), mesh.vertices.astype(np.float32))
+    assert np.array_equal(np.stack([vert["red"], vert["green"], vert["blue"]], 1), mesh.colors.astype(np.float32))
+    assert np.array_equal(np.stack(raw["face"].data["vertex_indices"]), mesh.faces)
+    tc = np.stack(raw["face"].data["texcoord"]).reshape(-1, 3, 2)
+    assert np.array_equal(tc, mesh.uv[mesh.uv_faces].astype(np.float32))
+    assert [c for c in raw.comments if c.startswith("landmark")] == [f"landmark {k} {i}" for k, i in mesh.landmarks.items()]
+
+
+def test_text_writers_use_nine_significant_digits(tmp_path):
+    mesh = Mesh([[0.1, 1 / 3, 2.0], [1, 0, 0], [0, 1, 0]], [[0, 1, 2]])
+    save_mesh(mesh, tmp_path / "a.obj")
+    lines = (tmp_path / "a.obj").read_text().splitlines()
+    assert "v 0.100000001 0.333333343 2" in lines and "f 1 2 3" in lines
+
+
+# =============================================================================
+# malformed files: MeshFileError naming the file, the line and the reason
+# =============================================================================
+OBJ_OK = "v 0 0 0\nv 1 0 0\nv 0 1 0\n"
+PLY_HEAD = "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+PLY_FACE = "element face 1\nproperty list uchar int vertex_indices\nend_header\n"
+PLY_OK_BODY = "0 0 0\n1 0 0\n0 1 0\n"
+
+BAD_FILES = [
+    # (name, content, reason regex, line)
+    ("fields.obj", "v 0 0 0\nv 1 0\nv 0 1 0\nf 1 2 3\n", r"expected 3 values \(x y z\) or 6 .* found 2", 2),
+    ("token.obj", OBJ_OK + "v 1 x 0\nf 1 2 3\n", r"vertex: expected a number, found 'x'", 4),
+    ("range.obj", OBJ_OK + "f 1 2 4\n", r"vertex index 4 out of range: expected 1\.\.3", 4),
+    ("zero.obj", OBJ_OK + "f 0 1 2\n", r"index 0 is invalid", 4),
+    ("neg.obj", OBJ_OK + "f -1 -2 -4\n", r"index -4 out of range: only 3 vertex entries are defined before", 4),
+    ("huge_index.obj", OBJ_OK + "f 1 2 99999999999999999999999\n", r"out of any mesh's range", 4),
+    ("short.obj", OBJ_OK + "f 1 2\n", r"face: expected at least 3 vertices, found 2", 4),
+    ("nan.obj", "v 0 0 0\nv nan 0 0\nv 0 1 0\nf 1 2 3\n", r"expected finite numbers, found 'nan 0 0'", 2),
+    ("inf.obj", OBJ_OK + "v 1e999 0 0\nf 1 2 3\n", r"expected finite numbers", 4),
+    ("mixvt.obj", OBJ_OK + "vt 0 0\nf 1/1 2 3/1\n", r"mix with and without texture index", 5),
+    ("facevt.obj", OBJ_OK + "v 1 1 0\nvt 0 0\nf 1/1 2/1 3/1\nf 2 4 3\n", r"face has no texture indices", 7),
+    ("unusedvt.obj", OBJ_OK + "vt 0 0\nf 1 2 3\n", r"'vt' texture coordinates but no face uses them", None),
+    ("corner.obj", OBJ_OK + "f 1/ 2/ 3/\n", r"expected 'v', 'v/vt', 'v/vt/vn' or 'v//vn', found '1/'", 4),
+    ("vn.obj", OBJ_OK + "vn 0 0 1\nf 1//1 2//1 3//2\n", r"normal index 2 out of range", 5),
+    ("mixcolor.obj", "v 0 0 0 1 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", r"vertex has no colour but earlier", 2),
+    ("color.obj", "v 0 0 0 1 0 0\nv 1 0 0 1.5 0 0\nv 0 1 0 0 0 0\nf 1 2 3\n", r"colour values in \[0, 1\]", 2),
+    ("statement.obj", OBJ_OK + "l 1 2\n", r"unsupported OBJ statement 'l'", 4),
+    ("lmform.obj", "# landmark nose\n" + OBJ_OK + "f 1 2 3\n", r"expected 'landmark <name> <vertex index>'", 1),
+    ("lmidx.obj", "# landmark nose x\n" + OBJ_OK + "f 1 2 3\n", r"landmark 'nose': expected an integer", 1),
+    ("lmrange.obj", OBJ_OK + "f 1 2 3\n# landmark nose 3\n", r"landmark 'nose': expected a vertex index in \[0, 3\), found 3", 5),
+    ("lmdup.obj", "# landmark a 0\n# landmark a 1\n" + OBJ_OK + "f 1 2 3\n", r"landmark 'a' defined twice", 2),
+    ("noface.obj", OBJ_OK, r"no faces", None),
+    ("degenerate.obj", OBJ_OK + "f 1 2 2\n", r"invalid mesh: face 0 is degenerate", None),
+    ("duplicate.obj", OBJ_OK + "f 1 2 3\nf 2 3 1\n", r"invalid mesh: face 0 .* is duplicated", None),
+    ("winding.obj", OBJ_OK + "v 1 1 0\nf 1 2 3\nf 2 3 4\n", r"invalid mesh: inconsistent winding", None),
+    ("nonmanifold.obj", OBJ_OK + "v 1 1 0\nv 1 1 1\nf 1 2 3\nf 2 1 4\nf 1 2 5\n", r"invalid mesh: non-manifold edge \(0, 1\)", None),
+    ("empty.obj", "", r"empty file", None),
+    ("blank.off", "  \n\n ", r"empty file", None),
+    ("nul.obj", "v 0 0 0\nv 1\x00\x01 0 0\n", r"binary data \(NUL byte", 2),
+    ("garbage.obj", "\x7fELF\x02\x01 \x90\x91 junk", r"unsupported OBJ statement", 1),
+    # OFF
+    ("header.off", "OFX\n3 1 0\n", r"not an OFF file: expected the header 'OFF' or 'COFF'", 1),
+    ("variant.off", "NOFF\n3 1 0\n", r"unsupported OFF variant 'NOFF'", 1),
+    ("counts.off", "OFF\n3 1\n0 0 0\n", r"OFF counts: expected 3 integers 'V F E', found '3 1'", 2),
+    ("countsnum.off", "OFF\n3 one 0\n", r"OFF counts: expected 3 integers", 2),
+    ("truncated.off", "OFF\n4 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n", r"truncated OFF file: header declares 4 vertices and 1 faces \(5 lines\), found 4", 2),
+    ("extra.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n3 0 2 1\n", r"OFF counts mismatch", 7),
+    ("huge.off", "OFF\n1000000000000 2000000000000 0\n0 0 0\n", r"truncated OFF file: header declares 1000000000000 vertices", 2),
+    ("vfields.off", "OFF\n3 1 0\n0 0 0\n1 0\n0 1 0\n3 0 1 2\n", r"OFF vertex: expected 3 .* found 2", 4),
+    ("coff.off", "COFF\n3 1 0\n0 0 0 1 1 1\n1 0 0\n0 1 0 0 0 0\n3 0 1 2\n", r"expected 6 .* found 3", 4),
+    ("intcolor.off", "COFF\n3 1 0\n0 0 0 255 0 0\n1 0 0 300 0 0\n0 1 0 0 0 0\n3 0 1 2\n", r"integers in \[0, 255\]", 4),
+    ("ftoken.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 b\n", r"expected an integer, found 'b'", 6),
+    ("fcount.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1\n", r"expected 3 vertex indices after the size 3 .* found 2", 6),
+    ("fsize.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n2 0 1\n", r"expected at least 3 vertices, found 2", 6),
+    ("frange.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 5\n", r"vertex index 5 out of range: expected 0\.\.2 \(V=3\)", 6),
+    ("nan.off", "OFF\n3 1 0\n0 0 0\n1 nan 0\n0 1 0\n3 0 1 2\n", r"expected finite numbers", 4),
+    ("nocounts.off", "OFF\n", r"expected a counts line", 1),
+    # PLY
+    ("magic.ply", "plx\nformat ascii 1.0\n", r"not a PLY file: expected the magic line 'ply'", 1),
+    ("noend.ply", PLY_HEAD + "element face 1\n", r"expected an 'end_header' line", None),
+    ("format.ply", "ply\nformat ascii 2.0\nend_header\n", r"expected 'format ascii\|binary_little_endian\|binary_big_endian 1.0'", 2),
+    ("keyword.ply", "ply\nformat ascii 1.0\nelemnt vertex 3\nend_header\n", r"found 'elemnt'", 3),
+    ("ptype.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float3 x\nend_header\n", r"expected 'property <type> <name>'", 4),
+    ("count.ply", "ply\nformat ascii 1.0\nelement vertex -3\nend_header\n", r"non-negative element count, found '-3'", 3),
+    ("huge.ply", PLY_HEAD.replace("vertex 3", "vertex 999999999999") + PLY_FACE + PLY_OK_BODY + "3 0 1 2\n",
+     r"truncated PLY file or corrupt count: header declares 999999999999 'vertex' elements", 3),
+    ("noface.ply", PLY_HEAD + "end_header\n" + PLY_OK_BODY, r"expected a 'face' element", None),
+    ("noxyz.ply", PLY_HEAD.replace("property float z\n", "") + PLY_FACE + "0 0\n1 0\n0 1\n3 0 1 2\n", r"expected scalar properties x, y, z", 3),
+    ("partialrgb.ply", PLY_HEAD + "property uchar red\n" + PLY_FACE + "0 0 0 1\n1 0 0 1\n0 1 0 1\n3 0 1 2\n", r"all of red, green, blue or none, found only \['red'\]", 3),
+    ("frange.ply", PLY_HEAD + PLY_FACE + PLY_OK_BODY + "3 0 1 7\n", r"vertex index 7 out of range: expected 0\.\.2 \(V=3\)", 13),
+    ("fsize.ply", PLY_HEAD + PLY_FACE + PLY_OK_BODY + "2 0 1\n", r"expected at least 3 vertices, found 2", 13),
+    ("nan.ply", PLY_HEAD + PLY_FACE + "0 0 0\n1 nan 0\n0 1 0\n3 0 1 2\n", r"expected finite x y z", 11),
+    ("token.ply", PLY_HEAD + PLY_FACE + "0 0 0\n1 q 0\n0 1 0\n3 0 1 2\n", r"element 'vertex' row 1 property 'y': malformed input", 11),
+    ("fields.ply", PLY_HEAD + PLY_FACE + "0 0 0\n1 0 0 5\n0 1 0\n3 0 1 2\n", r"row 1: expected end-of-line", 11),
+    ("nonascii.ply", PLY_HEAD + PLY_FACE + "0 0 0\n1 0 \udce9\n0 1 0\n3 0 1 2\n", r"PLY ascii body: expected ASCII text, found byte 0xe9", 11),
+    ("longtoken.obj", OBJ_OK + "v 1 " + "7" * 5000 + "x 0\nf 1 2 3\n", r"expected a number, found '7{40}'\.\.\. \(5001 characters\)$", 4),
+    ("missing.ply", PLY_HEAD + PLY_FACE + PLY_OK_BODY, r"truncated PLY file|early end-of-file", None),
+    ("trailing.ply", PLY_HEAD + PLY_FACE + PLY_OK_BODY + "3 0 1 2\n3 0 2 1\n", r"PLY body longer than declared", 14),
+    ("color.ply", PLY_HEAD + "property float red\nproperty float green\nproperty float blue\n" + PLY_FACE
+     + "0 0 0 1 1 1\n1 0 0 2 0 0\n0 1 0 0 0 0\n3 0 1 2\n", r"expected float colours in \[0, 1\]", 14),
+    ("texcoord.ply", PLY_HEAD + PLY_FACE.replace("end_header", "property list uchar float texcoord\nend_header")
+     + PLY_OK_BODY + "3 0 1 2 4 0 0 1 0\n", r"expected 6 values \(u v per corner\), found 4", 14),
+    ("lm.ply", PLY_HEAD.replace("ply\n", "ply\ncomment landmark a 9\n", 1) + PLY_FACE + PLY_OK_BODY + "3 0 1 2\n",
+     r"landmark 'a': expected a vertex index in \[0, 3\), found 9", 2),
+    ("bad.ply", PLY_HEAD + PLY_FACE + PLY_OK_BODY + "3 0 1 2\n", None, None),  # control: valid
+    # extension
+    ("mesh.stl", "solid x\n", r"unknown mesh format: expected extension one of \.obj, \.off, \.ply, found '\.stl'", None),
+    ("noext", "v 0 0 0\n", r"unknown mesh format: .* found no extension", None),
+]
+
+
+@pytest.mark.parametrize("name, content, reason, line", BAD_FILES, ids=[c[0] for c in BAD_FILES])
+def test_malformed_file_raises_mesh_file_error(tmp_path, name, content, reason, line):
+    path = tmp_path / name
+    path.write_bytes(content.encode("utf-8", errors="surrogateescape"))
+    if reason is None:  # the control case loads
+        assert load_mesh(path).num_faces == 1
+        return
+    with pytest.raises(MeshFileError, match=reason) as info:
+        load_mesh(path)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert err.path == str(path) and str(err).startswith(str(path))
+    if line is not None:
+        assert err.line == line and f"line {line}:" in str(err)
+
+
+def _binary_ply(tmp_path, *, vertex_count=3, face_list_type="uchar", list_len=None, cut=0, extra=b""):
+    head = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {vertex_count}\nproperty float x\nproperty float y\nproperty float z\n"
+        f"element face 1\nproperty list {face_list_type} int vertex_indices\nend_header\n"
+    ).encode()
+    body = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], "<f4").tobytes()
+    n = 3 if list_len is None else list_len
+    body += np.array([n], {"uchar": "u1", "uint": "<u4"}[face_list_type]).tobytes()
+    body += np.array([0, 1, 2], "<i4").tobytes()
+    data = head + body + extra
+    path = tmp_path / "b.ply"
+    path.write_bytes(data[: len(data) - cut])
+    return path
+
+
+def test_binary_ply_errors(tmp_path):
+    assert load_mesh(_binary_ply(tmp_path)).num_faces == 1  # control
+    with pytest.raises(MeshFileError, match="truncated PLY file or corrupt count") as info:
+        load_mesh(_binary_ply(tmp_path, cut=13))
+    assert info.value.line == 7  # the face element's header line
+    with pytest.raises(MeshFileError, match=r"element 'face' row 0 property 'vertex_indices': early end-of-file") as info:
+        load_mesh(_binary_ply(tmp_path, list_len=200))
+    assert info.value.line == "element 'face' row 0"
+    with pytest.raises(MeshFileError, match="PLY body longer than declared: 16 bytes"):
+        load_mesh(_binary_ply(tmp_path, extra=b"\x01" * 16))
+    assert load_mesh(_binary_ply(tmp_path, extra=b"\n")).num_faces == 1  # a trailing newline is tolerated
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp: _binary_ply(tmp, vertex_count=2**40),
+        lambda tmp: _binary_ply(tmp, face_list_type="uint", list_len=2**31),  # a list length of 8 GiB
+        lambda tmp: _write(tmp / "h.off", "OFF\n" + "9" * 15 + " 3 0\n0 0 0\n"),
+        lambda tmp: _write(tmp / "h.ply", PLY_HEAD + PLY_FACE.replace(" 1\n", " 4000000000\n")
+                           + PLY_OK_BODY + "3 0 1 2\n"),
+    ],
+    ids=["ply-vertex-count", "ply-list-length", "off-counts", "ply-face-count"],
+)
+def test_huge_declared_sizes_fail_fast_without_allocating(tmp_path, make):
+    path = make(tmp_path)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(MeshFileError):
+            load_mesh(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 5.0
+    assert peak < 16 * 2**20, f"loading a tiny corrupt file allocated {peak / 2**20:.1f} MiB"
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_mesh(tmp_path / "absent.obj")
+
+
+# =============================================================================
+# save errors
+# =============================================================================
+def test_save_rejects_what_the_format_cannot_hold(tmp_path, make_grid_mesh):
+    rng = np.random.default_rng(11)
+    mesh = make_grid_mesh(rng, 3, 3, uv="corner", colors=True)
+    with pytest.raises(MeshFileError, match="OFF cannot store texture coordinates"):
+        save_mesh(mesh, tmp_path / "a.off")
+    with pytest.raises(MeshFileError, match="binary=True: OBJ is a text format"):
+        save_mesh(mesh, tmp_path / "a.obj", binary=True)
+    with pytest.raises(MeshFileError, match="unknown mesh format"):
+        save_mesh(mesh, tmp_path / "a.stl")
+    with pytest.raises(TypeError, match="expected a mesh_decoder.mesh.Mesh, got dict"):
+        save_mesh({"vertices": 1}, tmp_path / "a.obj")
+    with pytest.raises(MeshFileError, match="refusing to write an invalid mesh: face 0 is degenerate"):
+        save_mesh(mesh.copy(faces=np.array([[0, 0, 1]]), uv=None, uv_faces=None), tmp_path / "b.obj")
+    with pytest.raises(MeshFileError, match=r"colors: expected values in \[0, 1\]"):
+        save_mesh(mesh.copy(colors=mesh.colors * 2), tmp_path / "c.ply")
+    big = mesh.vertices.copy()
+    big[0, 0] = 1e39
+    with pytest.raises(MeshFileError, match="vertices: expected values within float32 range"):
+        save_mesh(mesh.copy(vertices=big), tmp_path / "d.ply")
+    with pytest.raises(MeshFileError, match="landmark name 'two words': expected a non-empty name without whitespace"):
+        save_mesh(mesh.copy(landmarks={"two words": 1}), tmp_path / "e.obj")
+    with pytest.raises(MeshFileError, match="PLY header comments must be ASCII"):
+        save_mesh(mesh.copy(landmarks={"nasenspitze_ä": 1}), tmp_path / "f.ply")
+    assert sorted(os.listdir(tmp_path)) == []  # nothing was written
+    save_mesh(mesh.copy(landmarks={"nasenspitze_ä": 1}), tmp_path / "f.obj")  # UTF-8 names are fine in OBJ
+    assert load_mesh(tmp_path / "f.obj").landmarks == {"nasenspitze_ä": 1}
+
+
+class _DiskFull:
+    """A file handle that accepts ``limit`` bytes and then fails like a full disk."""
+
+    def __init__(self, handle, limit):
+        self.handle, self.limit, self.written = handle, limit, 0
+
+    def write(self, data):
+        room = self.limit - self.written
+        if len(data) > room:
+            self.handle.write(data[:room])
+            self.written += room
+            raise OSError(28, "No space left on device (simulated)")
+        self.written += len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+@pytest.mark.parametrize("ext, binary", SAVE_CASES)
+def test_failed_save_leaves_old_file_intact_and_no_temp(tmp_path, monkeypatch, make_grid_mesh, ext, binary):
+    rng = np.random.default_rng(12)
+    old = make_grid_mesh(rng, 3, 3)
+    new = make_grid_mesh(rng, 6, 6, colors=True)
+    path = tmp_path / f"mesh.{ext}"
+    save_mesh(old, path, binary=binary)
+    before = path.read_bytes()
+    real = mio.atomic_write
+    handles = []
+
+    @contextlib.contextmanager
+    def failing_atomic_write(target, mode="wb", suffix=None):
+        with real(target, mode, suffix) as handle:
+            handles.append(_DiskFull(handle, limit=300))
+            yield handles[-1]
+
+    monkeypatch.setattr(mio, "atomic_write", failing_atomic_write)
+    with pytest.raises(OSError, match="No space left on device"):
+        save_mesh(new, path, binary=binary)
+    assert handles and handles[0].written == 300  # the writer went through atomic_write and wrote part of the file
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == [path.name]
+    assert load_mesh(path).content_hash() == old.content_hash()
+
+
+def test_successful_save_leaves_no_temp(tmp_path, make_grid_mesh):
+    mesh = make_grid_mesh(np.random.default_rng(13), 3, 4)
+    for ext in ("obj", "off", "ply"):
+        save_mesh(mesh, tmp_path / f"m.{ext.upper()}")
+    assert sorted(os.listdir(tmp_path)) == ["m.OBJ", "m.OFF", "m.PLY"]
+
+
+# =============================================================================
+# speed
+# =============================================================================
+@pytest.mark.slow
+def test_obj_100k_vertices_parses_quickly(tmp_path):
+    """The bulk OBJ path parses a 100k-vertex, 200k-face file with UVs well under two seconds."""
+    rng = np.random.default_rng(14)
+    n = 317  # 100,489 vertices
+    vertices = rng.normal(size=(n * n, 3)) * 100  # (V, 3)
+    cells = (np.arange(n - 1)[:, None] * n + np.arange(n - 1)[None, :]).ravel()
+    faces = np.concatenate([np.stack([cells, cells + 1, cells + n], 1), np.stack([cells + 1, cells + n + 1, cells + n], 1)])
+    faces = rng.permutation(n * n)[faces]  # (F, 3), vertex order scrambled
+    uv = rng.random((n * n, 2))
+    corners = np.stack([faces + 1, faces + 1], axis=2).reshape(-1, 6)  # (F, 6): v/vt pairs
+    text = "".join(
+        ["v %r %r %r\n" % tuple(r) for r in vertices.tolist()]
+        + ["vt %r %r\n" % tuple(r) for r in uv.tolist()]
+        + ["f %d/%d %d/%d %d/%d\n" % tuple(r) for r in corners.tolist()]
+    )
+    path = str(tmp_path / "big.obj")
+    data = text.encode()
+    best = np.inf
+    for _ in range(2):  # CPU time of this process: robust to other jobs sharing the cores
+        start = time.process_time()
+        parts = mio._read_obj(path, data)
+        best = min(best, time.process_time() - start)
+    lines = mio._text_lines(path, data)
+    assert mio._read_obj_fast(path, lines) is not None  # the time above is the bulk path's
+    assert np.array_equal(parts.vertices, vertices) and np.array_equal(parts.faces, faces)
+    assert np.array_equal(parts.uv, uv) and np.array_equal(parts.uv_faces, faces)
+    assert best < 2.0, f"parsing a 100k-vertex OBJ took {best:.2f} s of CPU time"
