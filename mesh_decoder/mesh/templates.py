@@ -645,7 +645,8 @@ def icosphere(subdivisions: int = 3, radius: float = 100.0) -> Mesh:
     """A sphere from a regular icosahedron, each triangle split into four ``subdivisions`` times.
 
     New vertices are edge midpoints pushed onto the sphere. Closed, outward CCW winding,
-    ``10 * 4**k + 2`` vertices and ``20 * 4**k`` faces; no UVs. Landmarks: the poles
+    ``10 * 4**k + 2`` vertices and ``20 * 4**k`` faces; equirectangular UVs with a seam
+    (see :func:`_spherical_uv`). Landmarks: the poles
     and the four axis points of the equator
     (:data:`~mesh_decoder.mesh.landmarks.SPHERE_LANDMARKS`).
 
@@ -695,7 +696,41 @@ def icosphere(subdivisions: int = 3, radius: float = 100.0) -> Mesh:
     inward = (np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]) * p.mean(axis=1)).sum(axis=1) < 0
     faces[inward] = faces[inward][:, [0, 2, 1]]
     landmarks = nearest_vertices(verts, SPHERE_LANDMARKS)
-    return Mesh(verts * radius, faces, landmarks=landmarks).validate()
+    uv, uv_faces = _spherical_uv(verts, faces, pole=verts[0])
+    return Mesh(verts * radius, faces, uv=uv, uv_faces=uv_faces, landmarks=landmarks).validate()
+
+
+def _spherical_uv(verts: np.ndarray, faces: np.ndarray, pole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equirectangular per-corner UVs about the axis through ``pole`` (a vertex, as is its antipode).
+
+    ``u`` is the longitude (counter-clockwise about the pole axis, so UV winding follows the
+    faces'), ``v`` the latitude from 0 (south) to 1 (north). Faces crossing the seam meridian
+    get their low-``u`` corners shifted by +1; a pole corner takes the mean ``u`` of its
+    face's other corners, so the pole vertex carries one UV per incident face. Finally ``u``
+    is scaled back into ``[0, 1]``: the seam strip and its copy never overlap.
+
+    Shapes:
+        ``verts (V, 3)`` unit vectors, ``faces (F, 3)`` -> ``uv (T, 2)``, ``uv_faces (F, 3)``.
+    """
+    e3 = pole / np.linalg.norm(pole)
+    helper = np.array([1.0, 0.0, 0.0]) if abs(e3[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = helper - helper.dot(e3) * e3
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(e3, e1)  # right-handed frame (e1, e2, e3)
+    x, y, z = verts @ e1, verts @ e2, np.clip(verts @ e3, -1.0, 1.0)
+    u = np.mod(np.arctan2(y, x) / (2 * np.pi), 1.0)  # (V,)
+    v = 0.5 + np.arcsin(z) / np.pi  # (V,)
+    cu, cv = u[faces], v[faces]  # (F, 3) each
+    is_pole = (np.abs(z) > 1.0 - 1e-12)[faces]  # (F, 3)
+    masked = np.where(is_pole, np.nan, cu)
+    crossing = (np.nanmax(masked, axis=1) - np.nanmin(masked, axis=1)) > 0.5
+    cu = np.where(crossing[:, None] & (cu < 0.5) & ~is_pole, cu + 1.0, cu)
+    pole_u = np.nanmean(np.where(is_pole, np.nan, cu), axis=1)  # (F,)
+    cu = np.where(is_pole, pole_u[:, None], cu)
+    cu = cu / cu.max()
+    corners = np.stack([cu, cv], axis=-1).reshape(-1, 2)  # (3F, 2)
+    uv, inverse = np.unique(np.round(corners, 12), axis=0, return_inverse=True)
+    return uv, inverse.reshape(-1, 3).astype(np.int64)
 
 
 def template(kind: str = "face", num_vertices: int | None = 5023, seed: int = 0) -> Mesh:

@@ -388,6 +388,27 @@ def test_icosphere(k):
         assert u @ np.asarray(direction) > 0.8
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_icosphere_uv_seam(k):
+    from mesh_decoder.mesh.uv import check_uv_overlap, flipped_uv_faces, texel_map
+
+    mesh = icosphere(k)
+    assert mesh.uv is not None and mesh.uv.min() >= 0.0 and mesh.uv.max() <= 1.0
+    assert flipped_uv_faces(mesh).size == 0
+    assert len(check_uv_overlap(mesh, 256)) == 0
+    # the seam: some vertices carry several UV corners (the poles one per incident face)
+    corners_per_vertex = np.zeros(mesh.num_vertices, dtype=int)
+    pairs = np.unique(np.stack([mesh.faces.ravel(), mesh.uv_faces.ravel()], 1), axis=0)
+    np.add.at(corners_per_vertex, pairs[:, 0], 1)
+    assert (corners_per_vertex > 1).sum() > 2
+    assert corners_per_vertex.max() == 5  # a pole is an icosahedron vertex of valence 5
+    # texels map back to points on the sphere (interpolated vertices stay near radius)
+    tm = texel_map(mesh, 64)
+    pts = (mesh.vertices[tm.index.numpy()] * tm.weight.numpy()[..., None]).sum(-2)[tm.mask.numpy()]
+    r = np.linalg.norm(pts, axis=1)
+    assert r.max() <= 100.0 + 1e-6 and r.min() > 80.0
+
+
 def test_icosphere_errors():
     with pytest.raises(ValueError, match=r"\[0, 7\]"):
         icosphere(8)
