@@ -1,0 +1,377 @@
+"""Model files: one ``.safetensors`` file holding the weights, buffers and a JSON header.
+
+A saved model is a single safetensors file (no pickle anywhere):
+
+- every entry of ``model.state_dict()`` (weights, normalisation ``mean``/``std``,
+  latent prior, PCA bases, the hierarchy operators the layers hold) as a tensor;
+  tensors that alias each other are stored once and re-linked on load;
+- the safetensors metadata entry ``"mesh_decoder"``: a JSON object with
+
+  ``format`` (``"mesh_decoder.model"``), ``format_version``, ``library_version``,
+  ``torch_version``, ``class`` and ``config`` (``model.config()``),
+  ``hierarchy_hash`` (template hash of the hierarchy the model was built on, or
+  ``null``), ``hierarchy_signature`` (level sizes, spiral shapes, texture size of
+  that hierarchy), ``data_version`` (the synthetic generator version, if
+  ``extra_meta`` gave one), ``extra_meta``, ``aliases`` and ``checksum`` (SHA-256
+  of every tensor's key, dtype, shape and bytes).
+
+Loading rebuilds the model with the registered class's
+``from_config(config, hierarchy)`` and loads the tensors with
+``load_state_dict(strict=True, assign=True)``, so dtypes and values are exactly
+the saved ones: save -> load -> decode is bitwise identical.
+
+Writes go through :func:`mesh_decoder._atomic.atomic_write`: a process killed during
+a save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from . import __version__
+from ._atomic import atomic_write
+from .errors import ModelFileError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "save_model",
+    "load_model",
+    "read_model_meta",
+    "register_model",
+    "model_class",
+    "registered_models",
+    "hierarchy_signature",
+]
+
+FORMAT = "mesh_decoder.model"
+FORMAT_VERSION = 1
+_META_KEY = "mesh_decoder"
+_MAX_HEADER = 100_000_000  # bytes; safetensors' own limit
+
+
+@dataclass
+class _Entry:
+    module: str | None  # imported lazily on first use
+    cls: type | None
+    needs_hierarchy: bool
+
+
+_REGISTRY: dict[str, _Entry] = {
+    "PCAModel": _Entry("mesh_decoder.pca", None, False),
+    **{name: _Entry("mesh_decoder.nn", None, True) for name in (
+        "SpiralDecoder", "ChebDecoder", "PyGDecoder", "JointDecoder",
+        "SpiralEncoder", "ChebEncoder", "MeshAutoencoder",
+    )},
+}
+
+
+def register_model(cls: type, name: str | None = None, *, needs_hierarchy: bool = True) -> type:
+    """Make a model class saveable and loadable.
+
+    The class needs ``config() -> dict`` (JSON-able, with ``"class": name``) and
+    ``classmethod from_config(config, hierarchy)``. Usable as a decorator.
+
+    Args:
+        cls: the ``nn.Module`` subclass.
+        name: registry name (default ``cls.__name__``); must be what ``config()["class"]`` holds.
+        needs_hierarchy: whether ``from_config`` needs a :class:`MeshHierarchy` (default True).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"cls: expected an nn.Module subclass, got {cls!r}")
+    for method in ("config", "from_config"):
+        if not callable(getattr(cls, method, None)):
+            raise TypeError(f"{cls.__name__}: expected a {method}() method to register it as a model")
+    _REGISTRY[name or cls.__name__] = _Entry(None, cls, needs_hierarchy)
+    return cls
+
+
+def registered_models() -> list[str]:
+    """Names of the model classes :func:`load_model` can rebuild."""
+    return sorted(_REGISTRY)
+
+
+def model_class(name: str) -> type:
+    """The registered class called ``name`` (importing its module on first use)."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ValueError(f"unknown model class {name!r}; expected one of {registered_models()}")
+    if entry.cls is None:
+        module = importlib.import_module(entry.module)
+        cls = getattr(module, name, None)
+        if cls is None:
+            raise ValueError(f"model class {name!r}: expected it in {entry.module}, which does not define it")
+        entry.cls = cls
+    return entry.cls
+
+
+def hierarchy_signature(hierarchy) -> dict[str, Any]:
+    """The sizes of a :class:`~mesh_decoder.hierarchy.MeshHierarchy` a model's
+    architecture depends on: vertices per level, spiral shapes and dilations, and
+    the texel map size. JSON-able."""
+    texel = getattr(hierarchy, "texel_map", None)
+    return {
+        "vertices": [int(lvl.vertices.shape[0]) for lvl in hierarchy.levels],
+        "spirals": [list(lvl.spirals.shape) for lvl in hierarchy.levels],
+        "dilations": [int(lvl.dilation) for lvl in hierarchy.levels],
+        "texture_size": None if texel is None else [int(s) for s in texel.mask.shape],
+    }
+
+
+def _tensor_bytes(t: torch.Tensor):
+    return t.reshape(-1).view(torch.uint8).numpy()  # (numel * itemsize,) raw bytes
+
+
+def _checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key]
+        digest.update(json.dumps([key, str(t.dtype), list(t.shape)]).encode())
+        digest.update(_tensor_bytes(t).data)
+    return digest.hexdigest()
+
+
+def _collect_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """CPU contiguous tensors to write, and ``alias -> stored key`` for tensors that are
+    the same view of the same storage (e.g. one spiral index buffer shared by two layers)."""
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    views: dict[tuple, str] = {}
+    storages: set[tuple] = set()
+    for key, t in model.state_dict(keep_vars=False).items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"state_dict[{key!r}]: expected a tensor, got {type(t).__name__} (extra state is not supported)")
+        t = t.detach()
+        if t.numel() > 0:
+            storage = (t.device.type, t.device.index, t.untyped_storage().data_ptr())
+            view = storage + (t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+            if view in views:
+                aliases[key] = views[view]
+                continue
+            views[view] = key
+            shared = storage in storages
+            storages.add(storage)
+        else:
+            shared = True
+        t = t.to("cpu")
+        # A second view into a storage already written must be a copy of its own.
+        tensors[key] = t.clone(memory_format=torch.contiguous_format) if shared or not t.is_contiguous() else t
+    return tensors, aliases
+
+
+def save_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    hierarchy=None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``model`` to a single ``.safetensors`` file, atomically.
+
+    Args:
+        model: a registered model class instance (see :func:`register_model`), with
+            ``config()``.
+        path: the file; its parent folders are created.
+        hierarchy: the :class:`~mesh_decoder.hierarchy.MeshHierarchy` the model was
+            built on. Required for models whose class needs one; its template hash
+            and :func:`hierarchy_signature` are recorded and checked on load.
+        extra_meta: JSON-able extra information (training settings, metrics...).
+            Its ``"data_version"`` entry (e.g. the synthetic generator's
+            ``GENERATOR_VERSION``) is also stored at the top level.
+
+    Raises:
+        TypeError: ``model`` has no ``config()`` or its config / ``extra_meta`` is not JSON-able.
+        ValueError: the class is not registered, or a hierarchy is needed and missing.
+    """
+    if not isinstance(model, nn.Module) or not callable(getattr(model, "config", None)):
+        raise TypeError(f"model: expected an nn.Module with config(), got {type(model).__name__}")
+    config = model.config()
+    if not isinstance(config, dict) or "class" not in config:
+        raise TypeError(f"{type(model).__name__}.config(): expected a dict with a 'class' key, got {config!r}")
+    name = config["class"]
+    cls = model_class(name)
+    if type(model) is not cls:
+        raise ValueError(f"model: config names class {name!r} ({cls.__module__}.{cls.__qualname__}), "
+                         f"got an instance of {type(model).__module__}.{type(model).__qualname__}")
+    if _REGISTRY[name].needs_hierarchy and hierarchy is None:
+        raise ValueError(f"hierarchy: {name} is built on a mesh hierarchy; pass hierarchy= so the file "
+                         "records which template it belongs to")
+    extra = dict(extra_meta or {})
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "torch_version": torch.__version__,
+        "class": name,
+        "config": config,
+        "hierarchy_hash": None if hierarchy is None else hierarchy.template_hash,
+        "hierarchy_signature": None if hierarchy is None else hierarchy_signature(hierarchy),
+        "hierarchy_meta": None if hierarchy is None else dict(hierarchy.meta),
+        "data_version": extra.get("data_version"),
+        "extra_meta": extra,
+    }
+    for key in ("config", "extra_meta", "hierarchy_meta"):
+        try:
+            json.dumps(meta[key], allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{key}: expected JSON-able values, got {exc}") from None
+    tensors, aliases = _collect_tensors(model)
+    meta["aliases"] = aliases
+    meta["checksum"] = _checksum(tensors)
+    import safetensors.torch
+
+    data = safetensors.torch.save(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+    with atomic_write(path, "wb", suffix=".safetensors") as handle:
+        handle.write(data)
+
+
+def _fail(path, reason: str) -> ModelFileError:
+    return ModelFileError(f"{os.fspath(path)}: {reason}")
+
+
+def _parse_header(path, blob: bytes) -> tuple[dict, int]:
+    """The safetensors JSON header and its length; raises ModelFileError naming ``path``."""
+    if len(blob) < 8:
+        raise _fail(path, f"truncated or not a model file: {len(blob)} bytes, expected an 8-byte "
+                          "safetensors header length and a header")
+    (size,) = struct.unpack("<Q", blob[:8])
+    if size > _MAX_HEADER or 8 + size > len(blob):
+        raise _fail(path, f"truncated or not a model file: header of {size} bytes announced, "
+                          f"{len(blob) - 8} bytes follow")
+    try:
+        header = json.loads(blob[8:8 + size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(path, f"not a safetensors model file: unreadable header ({exc})") from None
+    if not isinstance(header, dict):
+        raise _fail(path, "not a safetensors model file: the header is not a JSON object")
+    return header, size
+
+
+def _parse_meta(path, header: dict) -> dict[str, Any]:
+    metadata = header.get("__metadata__") or {}
+    if _META_KEY not in metadata:
+        raise _fail(path, f"not a mesh_decoder model file: no {_META_KEY!r} entry in the safetensors metadata "
+                          f"(found keys {sorted(metadata)})")
+    try:
+        meta = json.loads(metadata[_META_KEY])
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise _fail(path, f"corrupt model metadata: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _fail(path, f"expected format {FORMAT!r}, got {meta.get('format') if isinstance(meta, dict) else meta!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise _fail(path, f"written in model format version {meta.get('format_version')!r} "
+                          f"(library {meta.get('library_version')}); this library "
+                          f"({__version__}) reads format version {FORMAT_VERSION}")
+    for key in ("class", "config", "checksum", "aliases"):
+        if key not in meta:
+            raise _fail(path, f"corrupt model metadata: missing {key!r}")
+    return meta
+
+
+def _read(path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise _fail(path, f"cannot read the model file ({exc.strerror or exc})") from None
+
+
+def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata of a model file (class, config, versions, hierarchy hash,
+    extra meta), without loading its tensors."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            blob = head + handle.read(min(size, _MAX_HEADER))
+    except OSError as exc:
+        raise _fail(path, f"cannot read the model file ({exc.strerror or exc})") from None
+    header, _ = _parse_header(path, blob)
+    return _parse_meta(path, header)
+
+
+def _check_hierarchy(path, meta: dict, hierarchy, needs_hierarchy: bool) -> None:
+    saved_hash = meta.get("hierarchy_hash")
+    if hierarchy is None:
+        if needs_hierarchy:
+            raise _fail(path, f"{meta['class']} needs the mesh hierarchy it was built on "
+                              f"(template hash {saved_hash}); pass hierarchy=")
+        return
+    if meta.get("hierarchy_signature") is None:
+        return  # saved without a hierarchy (a PCA model): nothing to compare
+    if saved_hash is not None and hierarchy.template_hash != saved_hash:
+        raise _fail(path, f"model built for template {saved_hash}, but the given hierarchy is for template "
+                          f"{hierarchy.template_hash}; build the hierarchy from the model's template")
+    given = hierarchy_signature(hierarchy)
+    if given != meta["hierarchy_signature"]:
+        raise _fail(path, f"model built on a hierarchy with {meta['hierarchy_signature']}, the given hierarchy "
+                          f"has {given} (different factors, spiral lengths or texture size)")
+
+
+def load_model(
+    path: str | os.PathLike,
+    hierarchy=None,
+    *,
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """Read a model written by :func:`save_model`.
+
+    Args:
+        path: the ``.safetensors`` file.
+        hierarchy: the model's :class:`~mesh_decoder.hierarchy.MeshHierarchy`;
+            required for hierarchy-based models, optional for a PCA model. Its
+            template hash and level sizes must equal the saved ones.
+        device: where to put the model; ``None`` (default) uses the hierarchy's
+            device, or the CPU.
+
+    Returns:
+        The model in eval mode (call ``.train()`` to resume training), with the
+        saved dtypes and values.
+
+    Raises:
+        ModelFileError: missing, truncated or corrupt file (checksum), another
+            format version, an unknown class, another template or hierarchy, or
+            tensors that do not fit the rebuilt model. The message names the file.
+    """
+    import safetensors.torch
+
+    blob = _read(path)
+    header, _ = _parse_header(path, blob)
+    meta = _parse_meta(path, header)
+    try:
+        tensors = safetensors.torch.load(blob)
+    except Exception as exc:  # safetensors raises its own SafetensorError type
+        raise _fail(path, f"truncated or corrupt tensor data ({exc})") from None
+    if _checksum(tensors) != meta["checksum"]:
+        raise _fail(path, "corrupt tensor data: checksum mismatch")
+    for alias, target in meta["aliases"].items():
+        if target not in tensors:
+            raise _fail(path, f"corrupt model metadata: alias {alias!r} points to missing tensor {target!r}")
+        tensors[alias] = tensors[target]
+    try:
+        cls = model_class(meta["class"])
+    except ValueError as exc:
+        raise _fail(path, str(exc)) from None
+    _check_hierarchy(path, meta, hierarchy, _REGISTRY[meta["class"]].needs_hierarchy)
+    try:
+        model = cls.from_config(meta["config"], hierarchy)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _fail(path, f"cannot rebuild {meta['class']} from its saved config: {exc}") from None
+    try:
+        model.load_state_dict(tensors, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise _fail(path, f"the saved tensors do not fit {meta['class']}: {exc}") from None
+    if device is None and hierarchy is not None:
+        device = hierarchy.levels[0].vertices.device
+    if device is not None:
+        model = model.to(device)
+    return model.eval()

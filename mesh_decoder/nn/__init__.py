@@ -1,0 +1,59 @@
+"""Layers on fixed-topology meshes: spiral and Chebyshev convolutions, PyG adapter, pooling."""
+
+from .cheb_conv import ChebConv, laplacian_matmul
+from .graph import mesh_edge_index
+from .pool import DownSample, UpSample
+from .pyg_conv import PyGConv
+from .spiral_conv import SpiralConv, convert_spiralnet_state_dict, spiral_gather
+
+__all__ = [
+    "ChebConv",
+    "DownSample",
+    "PyGConv",
+    "SpiralConv",
+    "UpSample",
+    "convert_spiralnet_state_dict",
+    "laplacian_matmul",
+    "mesh_edge_index",
+    "spiral_gather",
+]
+
+# Decoders, encoders, autoencoder, UV texture operators and presets.
+from .texture import TexelGather, UVSampler, sample_uv, uv_corners  # noqa: E402
+from .decoders import (  # noqa: E402
+    ChebDecoder,
+    GraphDecoder,
+    JointDecoder,
+    JointOutput,
+    PyGDecoder,
+    SpiralDecoder,
+    UVTextureDecoder,
+    decoder_from_config,
+)
+from .encoders import ChebEncoder, GraphEncoder, SpiralEncoder, encoder_from_config  # noqa: E402
+from .autoencoder import MeshAutoencoder  # noqa: E402
+from .presets import PRESETS, decoder_from_preset, encoder_from_preset, preset_hierarchy_params  # noqa: E402
+
+__all__ += [
+    "TexelGather",
+    "UVSampler",
+    "sample_uv",
+    "uv_corners",
+    "GraphDecoder",
+    "SpiralDecoder",
+    "ChebDecoder",
+    "PyGDecoder",
+    "UVTextureDecoder",
+    "JointDecoder",
+    "JointOutput",
+    "decoder_from_config",
+    "GraphEncoder",
+    "SpiralEncoder",
+    "ChebEncoder",
+    "encoder_from_config",
+    "MeshAutoencoder",
+    "PRESETS",
+    "decoder_from_preset",
+    "encoder_from_preset",
+    "preset_hierarchy_params",
+]

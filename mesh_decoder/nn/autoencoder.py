@@ -1,0 +1,201 @@
+r"""`MeshAutoencoder`: an encoder, a decoder, shared normalisation and a Gaussian latent prior.
+
+The decoder's per-vertex ``mean``/``std`` buffers define the data units: the
+encoder sees ``(x - mean) / std`` and the decoder returns ``y * std + mean``.
+After training, :meth:`MeshAutoencoder.fit_latent_prior` fits a Gaussian
+:math:`\mathcal N(\mu, \Sigma)` to the training latents (stored as buffers
+``latent_mean`` and ``latent_cov_cholesky``, :math:`\Sigma = L L^\top`), and
+:meth:`MeshAutoencoder.sample` draws new meshes
+:math:`\mathrm{dec}(\mu + L \epsilon)`, :math:`\epsilon \sim \mathcal N(0, I)`,
+as done to sample COMA-style autoencoders.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .._checks import check_tensor
+from ..hierarchy.container import MeshHierarchy
+from .decoders import GraphDecoder, _split_config, decoder_from_config
+from .encoders import GraphEncoder, encoder_from_config
+from .presets import decoder_from_preset, encoder_from_preset
+
+__all__ = ["MeshAutoencoder"]
+
+
+class MeshAutoencoder(nn.Module):
+    r"""Graph-convolutional mesh autoencoder with a Gaussian latent prior.
+
+    .. math::
+        \hat x = \mathrm{dec}\big(\mathrm{enc}((x - \mu_{data}) / \sigma_{data})\big)
+
+    where :math:`\mu_{data}, \sigma_{data}` are the decoder's ``mean``/``std``
+    buffers (the decoder multiplies and adds them back).
+
+    Args:
+        encoder: a :class:`~mesh_decoder.nn.GraphEncoder`.
+        decoder: a :class:`~mesh_decoder.nn.GraphDecoder` with the same latent
+            size, ``out_channels == encoder.in_channels`` and the same template size.
+
+    Buffers:
+        latent_mean: ``(Z,)``, default zeros.
+        latent_cov_cholesky: ``(Z, Z)`` lower-triangular, default identity.
+
+    Shapes:
+        - :meth:`forward`: ``(B, V, C) -> (B, V, C)``
+        - :meth:`encode`: ``(B, V, C) -> (B, Z)``; :meth:`decode`: ``(B, Z) -> (B, V, C)``
+        - :meth:`sample`: ``n -> (n, V, C)``
+    """
+
+    latent_mean: torch.Tensor
+    latent_cov_cholesky: torch.Tensor
+
+    def __init__(self, encoder: GraphEncoder, decoder: GraphDecoder) -> None:
+        super().__init__()
+        if not isinstance(encoder, GraphEncoder):
+            raise TypeError(f"encoder: expected a GraphEncoder, got {type(encoder).__name__}")
+        if not isinstance(decoder, GraphDecoder):
+            raise TypeError(f"decoder: expected a GraphDecoder, got {type(decoder).__name__}")
+        if encoder.latent_size != decoder.latent_size:
+            raise ValueError(
+                f"latent sizes: expected the encoder's ({encoder.latent_size}) to equal the decoder's "
+                f"({decoder.latent_size})"
+            )
+        if encoder.in_channels != decoder.out_channels:
+            raise ValueError(
+                f"channels: expected encoder in_channels ({encoder.in_channels}) == decoder out_channels "
+                f"({decoder.out_channels})"
+            )
+        if encoder.num_vertices[0] != decoder.num_vertices[0]:
+            raise ValueError(
+                f"vertices: expected the encoder's template size ({encoder.num_vertices[0]}) to equal the "
+                f"decoder's ({decoder.num_vertices[0]})"
+            )
+        self.encoder = encoder
+        self.decoder = decoder
+        Z = decoder.latent_size
+        self.register_buffer("latent_mean", torch.zeros(Z))
+        self.register_buffer("latent_cov_cholesky", torch.eye(Z))
+
+    @property
+    def latent_size(self) -> int:
+        return self.decoder.latent_size
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The shared per-vertex data mean ``(V, C)`` (the decoder's buffer)."""
+        return self.decoder.mean
+
+    @property
+    def std(self) -> torch.Tensor:
+        """The shared per-vertex data std ``(V, C)`` (the decoder's buffer)."""
+        return self.decoder.std
+
+    def set_normalization(self, mean: Any, std: Any) -> None:
+        """Set the shared normalisation (see :meth:`GraphDecoder.set_normalization`)."""
+        self.decoder.set_normalization(mean, std)
+
+    # ----------------------------------------------------------------- encode/decode
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent codes ``(B, Z)`` (or ``(Z,)``) of meshes ``(B, V, C)`` in data units."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        V, C = self.decoder.num_vertices[0], self.decoder.out_channels
+        if x.dim() not in (2, 3) or tuple(x.shape[-2:]) != (V, C):
+            raise ValueError(f"x: expected shape (B, {V}, {C}) or ({V}, {C}), got {tuple(x.shape)}")
+        return self.encoder((x - self.decoder.mean) / self.decoder.std)  # (B, V, C) -> (B, Z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Meshes ``(B, V, C)`` in data units from latents ``(B, Z)``."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    # ------------------------------------------------------------------ latent prior
+    @torch.no_grad()
+    def fit_latent_prior(self, latents: torch.Tensor, jitter: float = 1e-6) -> "MeshAutoencoder":
+        r"""Fit the Gaussian prior to latent codes: sample mean and covariance.
+
+        :math:`\mu = \frac1N \sum_n z_n`, :math:`\Sigma = \frac1{N-1} \sum_n (z_n - \mu)(z_n - \mu)^\top`,
+        computed in float64; its Cholesky factor is stored. When :math:`\Sigma`
+        is singular (``N <= Z`` or collapsed dimensions), ``jitter * mean(diag Σ)``
+        is added to the diagonal, times 10 until the factorisation succeeds.
+
+        Args:
+            latents: ``(N, Z)`` floating, ``N >= 2``, finite.
+            jitter: relative diagonal jitter for singular covariances (default ``1e-6``).
+
+        Returns:
+            ``self``.
+        """
+        Z = self.latent_size
+        check_tensor(latents, "latents", shape=("N", Z))
+        if not latents.is_floating_point():
+            raise TypeError(f"latents: expected a floating dtype, got {latents.dtype}")
+        N = int(latents.shape[0])
+        if N < 2:
+            raise ValueError(f"latents: expected at least 2 codes to fit a covariance, got {N}")
+        z = latents.detach().to(torch.float64)
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError("latents: expected finite values, got NaN or inf")
+        mu = z.mean(dim=0)  # (Z,)
+        centered = z - mu  # (N, Z)
+        cov = centered.T @ centered / (N - 1)  # (Z, Z)
+        chol, info = torch.linalg.cholesky_ex(cov)
+        scale = float(torch.diagonal(cov).mean().clamp(min=torch.finfo(torch.float64).tiny))
+        eps = jitter
+        eye = torch.eye(Z, dtype=torch.float64, device=cov.device)
+        for _ in range(12):
+            if int(info) == 0:
+                break
+            chol, info = torch.linalg.cholesky_ex(cov + eps * scale * eye)
+            eps *= 10.0
+        if int(info) != 0:
+            raise ValueError("latents: the covariance is not positive definite even with jitter")
+        self.latent_mean.copy_(mu.to(self.latent_mean))
+        self.latent_cov_cholesky.copy_(chol.to(self.latent_cov_cholesky))
+        return self
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""``n`` latents ``(n, Z)`` from the prior, :math:`\mu + L \epsilon`.
+
+        With a seeded ``generator`` the result is deterministic; the noise is
+        drawn on the generator's device and moved to the model's.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        mu, chol = self.latent_mean, self.latent_cov_cholesky
+        gen_device = generator.device if generator is not None else mu.device
+        eps = torch.randn(n, self.latent_size, generator=generator, dtype=mu.dtype, device=gen_device)  # (n, Z)
+        eps = eps.to(mu.device)
+        return mu + eps @ chol.T  # (n, Z)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decode ``n`` latents from the prior: meshes ``(n, V, C)`` in data units."""
+        z = self.sample_latents(n, generator).to(self.decoder.fc.weight.dtype)  # (n, Z)
+        return self.decode(z)
+
+    # ----------------------------------------------------------------------- config
+    def config(self) -> dict[str, Any]:
+        """JSON-able config; rebuild with :meth:`from_config`."""
+        return {"class": type(self).__name__, "encoder": self.encoder.config(), "decoder": self.decoder.config()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy) -> "MeshAutoencoder":
+        kwargs = _split_config(config, cls)
+        if set(kwargs) != {"encoder", "decoder"}:
+            raise ValueError(f"config: expected keys 'encoder' and 'decoder', got {sorted(kwargs)}")
+        decoder = decoder_from_config(kwargs["decoder"], hierarchy)
+        if not isinstance(decoder, GraphDecoder):
+            raise ValueError(f"config: expected a graph decoder, got {type(decoder).__name__}")
+        return cls(encoder_from_config(kwargs["encoder"], hierarchy), decoder)
+
+    @classmethod
+    def from_preset(cls, name: str, hierarchy: MeshHierarchy) -> "MeshAutoencoder":
+        """Encoder and decoder of a preset in :data:`~mesh_decoder.nn.presets.PRESETS`."""
+        return cls(encoder_from_preset(name, hierarchy), decoder_from_preset(name, hierarchy))

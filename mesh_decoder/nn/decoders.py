@@ -1,0 +1,1081 @@
+r"""Mesh decoders: a latent code to vertices (and a UV texture).
+
+Graph decoders (:class:`SpiralDecoder`, :class:`ChebDecoder`,
+:class:`PyGDecoder`) share one architecture, the decoder of SpiralNet++
+(Gong et al., "SpiralNet++: A Fast and Highly Efficient Mesh Convolution
+Operator", ICCVW 2019) and of COMA (Ranjan et al., "Generating 3D faces using
+Convolutional Mesh Autoencoders", ECCV 2018), and differ only in the
+convolution:
+
+.. code-block:: text
+
+    z (B, Z) --FC--> (B, V_L, c_{L-1})
+      for l = L-1, ..., 0:   up-sample to level l -> conv (c_{l+1} or c_{L-1} -> c_l) -> activation
+      output conv at level 0 (c_0 -> out_channels), no activation
+      y * std + mean  (per-vertex normalisation, buffers)
+
+With ``channels = (32, 32, 32, 64)`` on a 4-level hierarchy this is
+``FC(Z, V_4 * 64)``, up to level 3 + conv 64->64, up to 2 + conv 64->32, up to 1 +
+conv 32->32, up to 0 + conv 32->32, output conv 32->3: the mirror of the encoder
+in :mod:`mesh_decoder.nn.encoders`.
+
+Texture: :class:`JointDecoder` decodes shape and a UV texture from one latent,
+either through per-vertex colours written into the UV map
+(``texture_branch="mesh"``, the coloured-mesh decoder of Zhou et al.,
+"Dense 3D Face Decoding over 2500FPS: Joint Texture & Shape Convolutional Mesh
+Decoders", CVPR 2019) or through a 2D convolutional branch
+(``texture_branch="cnn"``, :class:`UVTextureDecoder`, in the style of the
+UV-space nonlinear 3DMM of Tran & Liu, CVPR 2018). Both classes live here, next
+to the graph decoders they wrap; the fixed UV operators they use
+(:class:`~mesh_decoder.nn.texture.TexelGather`,
+:func:`~mesh_decoder.nn.texture.sample_uv`) live in :mod:`mesh_decoder.nn.texture`.
+
+Every decoder has ``config() -> dict`` (JSON-able, with ``"class"``) and
+``from_config(config, hierarchy)``; weights and normalisation live in the
+``state_dict``. :func:`decoder_from_config` rebuilds any of them by class name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import HierarchyError
+from ..hierarchy.container import MeshHierarchy, TexelMap
+from .cheb_conv import ChebConv
+from .graph import mesh_edge_index
+from .pool import UpSample
+from .pyg_conv import PyGConv
+from .spiral_conv import SpiralConv
+from .texture import TexelGather
+
+__all__ = [
+    "ACTIVATIONS",
+    "GraphDecoder",
+    "SpiralDecoder",
+    "ChebDecoder",
+    "PyGDecoder",
+    "UVTextureDecoder",
+    "JointDecoder",
+    "JointOutput",
+    "decoder_from_config",
+]
+
+# --------------------------------------------------------------------------- helpers
+
+#: Activation names accepted by the decoders and encoders.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "elu": nn.ELU,
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module from its name in :data:`ACTIVATIONS`."""
+    if not isinstance(name, str):
+        raise TypeError(f"activation: expected a name (str), got {type(name).__name__}")
+    key = name.lower()
+    if key not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[key]()
+
+
+def _check_channels(channels: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(channels, (int, str)) or not isinstance(channels, Sequence) or len(channels) == 0:
+        raise ValueError(f"channels: expected a non-empty sequence of ints, got {channels!r}")
+    out = []
+    for c in channels:
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
+            raise ValueError(f"channels: expected positive ints, got {list(channels)!r}")
+        out.append(int(c))
+    return tuple(out)
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_levels(hierarchy: MeshHierarchy, num_convs: int) -> None:
+    if not isinstance(hierarchy, MeshHierarchy):
+        raise TypeError(f"hierarchy: expected a MeshHierarchy, got {type(hierarchy).__name__}")
+    if hierarchy.num_levels < num_convs + 1:
+        raise HierarchyError(
+            f"hierarchy: expected at least {num_convs + 1} levels for {num_convs} channel entries, "
+            f"got {hierarchy.num_levels} (sizes {hierarchy.sizes})"
+        )
+
+
+def _per_level(value: Any, num: int, name: str) -> list[Any]:
+    """An int (or None) broadcast to ``num`` levels, or a sequence of exactly ``num``."""
+    if value is None or isinstance(value, (int, np.integer)):
+        return [value] * num
+    if not isinstance(value, Sequence) or len(value) < num:
+        raise ValueError(f"{name}: expected an int or a sequence of at least {num} values, got {value!r}")
+    return list(value)[:num]
+
+
+def _level_spirals(hierarchy: MeshHierarchy, spiral_length: Any, num: int) -> tuple[list[torch.Tensor], list[int]]:
+    """Spirals of levels ``0..num-1``, truncated to ``spiral_length`` where asked.
+
+    Truncation keeps the first ``S`` entries of each spiral; it is only valid
+    for undilated spirals (dilation 1), where the first ``S`` entries of a
+    longer spiral are exactly the spiral of length ``S``.
+    """
+    lengths = _per_level(spiral_length, num, "spiral_length")
+    spirals, dilations = [], []
+    for l, want in enumerate(lengths):
+        lvl = hierarchy.levels[l]
+        have = int(lvl.spirals.shape[1])
+        if want is None or int(want) == have:
+            spirals.append(lvl.spirals)
+        else:
+            want = _check_positive_int(want, f"spiral_length[{l}]")
+            if want > have:
+                raise ValueError(
+                    f"spiral_length[{l}]: expected at most the hierarchy's spiral length {have} at level {l}, "
+                    f"got {want} (build the hierarchy with longer spirals)"
+                )
+            if int(lvl.dilation) != 1:
+                raise ValueError(
+                    f"spiral_length[{l}]: truncating a spiral needs dilation 1, but level {l} has dilation "
+                    f"{lvl.dilation}; build the hierarchy with spiral_lengths={want} instead"
+                )
+            spirals.append(lvl.spirals[:, :want].contiguous())  # (V_l, want)
+        dilations.append(int(lvl.dilation))
+    return spirals, dilations
+
+
+def _as_float_tensor(value: Any, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(value, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name}: expected a tensor or array of numbers, got {type(value).__name__}") from exc
+    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"{name}: expected a floating tensor, got dtype {t.dtype}")
+    return t
+
+
+def _check_config_sizes(config: Mapping[str, Any], hierarchy: MeshHierarchy, num_convs: int) -> None:
+    """Raise :class:`HierarchyError` when ``hierarchy`` is not the one ``config`` was made on."""
+    _check_levels(hierarchy, num_convs)
+    want = config.get("num_vertices")
+    have = hierarchy.sizes[: num_convs + 1]
+    if want is not None and list(want) != have:
+        raise HierarchyError(f"hierarchy: expected level sizes {list(want)} (from the config), got {have}")
+    want_hash = config.get("template_hash")
+    have_hash = hierarchy.template_hash
+    if want_hash is not None and have_hash is not None and want_hash != have_hash:
+        raise HierarchyError(
+            f"hierarchy: expected template hash {want_hash} (from the config), got {have_hash}"
+        )
+
+
+def _split_config(config: Mapping[str, Any], cls: type) -> dict[str, Any]:
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config: expected a dict, got {type(config).__name__}")
+    name = config.get("class")
+    if name != cls.__name__:
+        raise ValueError(f"config: expected class {cls.__name__!r}, got {name!r}")
+    return {k: v for k, v in config.items() if k not in ("class", "num_vertices", "template_hash")}
+
+
+# ---------------------------------------------------------------------- graph decoders
+
+
+class GraphDecoder(nn.Module):
+    r"""Base class of the graph decoders: FC, then [up-sample, conv, activation] per level.
+
+    .. math::
+        x_L = \mathrm{reshape}(W z + b), \qquad
+        x_l = \sigma\big(\mathrm{conv}_l(U_l\, x_{l+1})\big)\ (l = L-1, \dots, 0), \qquad
+        y = (\mathrm{conv}_{out}(x_0)) \odot \sigma_{data} + \mu_{data}
+
+    where :math:`U_l` is the barycentric up-sampling from level ``l + 1`` to
+    ``l`` and :math:`\mu_{data}, \sigma_{data}` are the per-vertex
+    normalisation buffers :attr:`mean` and :attr:`std` (defaults 0 and 1).
+    Subclasses supply the convolution through :meth:`_make_conv`.
+
+    Args:
+        latent_size: ``Z``.
+        channels: ``(c_0, ..., c_{L-1})``, the feature width at each level;
+            ``len(channels)`` up-sampling steps are run.
+        num_vertices: ``(V_0, ..., V_L)``, the vertex count per level.
+        up_index: ``L`` int64 tensors, ``up_index[l]`` ``(V_l, 3)`` into level ``l + 1``.
+        up_weight: ``L`` float tensors ``(V_l, 3)``.
+        out_channels: output features per vertex (default 3: xyz).
+        activation: a name in :data:`ACTIVATIONS` (default ``"elu"``).
+        check_finite: when ``True``, raise ``ValueError`` on a non-finite latent
+            or output (default ``False``). The check reads a value back from the
+            device, so it synchronises CUDA and cannot run inside CUDA graphs or
+            ``torch.compile``-d regions (it breaks the graph); keep it for
+            debugging and input sanitising, off in compiled or captured code.
+
+    Shapes:
+        - input: ``z`` ``(B, Z)`` or ``(Z,)``, floating, the module's dtype
+        - output: ``(B, V_0, out_channels)`` or ``(V_0, out_channels)``
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(
+        self,
+        latent_size: int,
+        channels: Sequence[int],
+        num_vertices: Sequence[int],
+        up_index: Sequence[torch.Tensor],
+        up_weight: Sequence[torch.Tensor],
+        out_channels: int = 3,
+        activation: str = "elu",
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__()
+        self.latent_size = _check_positive_int(latent_size, "latent_size")
+        self.channels = _check_channels(channels)
+        self.out_channels = _check_positive_int(out_channels, "out_channels")
+        L = len(self.channels)
+        sizes = [_check_positive_int(v, "num_vertices") for v in num_vertices]
+        if len(sizes) != L + 1:
+            raise ValueError(f"num_vertices: expected {L + 1} level sizes for {L} channel entries, got {len(sizes)}")
+        if len(up_index) != L or len(up_weight) != L:
+            raise ValueError(
+                f"up_index/up_weight: expected {L} tensors each, got {len(up_index)} and {len(up_weight)}"
+            )
+        for l in range(L):
+            if tuple(up_index[l].shape) != (sizes[l], 3):
+                raise ValueError(
+                    f"up_index[{l}]: expected shape ({sizes[l]}, 3), got {tuple(up_index[l].shape)}"
+                )
+            if up_index[l].numel() and int(up_index[l].max()) >= sizes[l + 1]:
+                raise ValueError(
+                    f"up_index[{l}]: expected indices < {sizes[l + 1]} (level {l + 1} size), "
+                    f"got maximum {int(up_index[l].max())}"
+                )
+        self.num_vertices = tuple(sizes)
+        self.activation = str(activation).lower()
+        make_activation(self.activation)  # validate the name early
+        self.check_finite = bool(check_finite)
+        self.template_hash: str | None = None
+
+        self.fc = nn.Linear(self.latent_size, sizes[L] * self.channels[-1])
+        # Block i runs at level L-1-i: up-sample from level L-i, then conv.
+        self.ups = nn.ModuleList(UpSample(up_index[l], up_weight[l], num_in=sizes[l + 1]) for l in reversed(range(L)))
+        self.convs = nn.ModuleList()
+        self.act = make_activation(self.activation)
+        self.register_buffer("mean", torch.zeros(sizes[0], self.out_channels))
+        self.register_buffer("std", torch.ones(sizes[0], self.out_channels))
+
+    def _build_convs(self) -> None:
+        """Create the per-level convs and the output conv (called by subclasses)."""
+        L = len(self.channels)
+        for i, l in enumerate(reversed(range(L))):
+            cin = self.channels[-1] if i == 0 else self.channels[l + 1]
+            self.convs.append(self._make_conv(l, cin, self.channels[l]))
+        self.out_conv = self._make_conv(0, self.channels[0], self.out_channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform FC weight and zero bias (as SpiralNet++); each conv resets its own."""
+        nn.init.xavier_uniform_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+        for conv in [*self.convs, self.out_conv]:
+            if hasattr(conv, "reset_parameters"):
+                conv.reset_parameters()
+
+    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:  # pragma: no cover
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- normalisation
+    def set_normalization(self, mean: Any, std: Any) -> None:
+        """Set the per-vertex output normalisation: outputs are ``y * std + mean``.
+
+        Args:
+            mean: ``(V_0, C_out)``, ``(C_out,)`` or a scalar.
+            std: ``(V_0, C_out)``, ``(C_out,)`` or a scalar; finite and > 0.
+        """
+        V, C = self.num_vertices[0], self.out_channels
+        for name, value in (("mean", mean), ("std", std)):
+            t = _as_float_tensor(value, name)
+            try:
+                t = torch.broadcast_to(t, (V, C))
+            except RuntimeError:
+                raise ValueError(f"{name}: expected shape ({V}, {C}), ({C},) or a scalar, got {tuple(t.shape)}") from None
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name}: expected finite values, got non-finite entries")
+            if name == "std" and not bool((t > 0).all()):
+                raise ValueError(f"std: expected positive values, got minimum {float(t.min())}")
+            getattr(self, name).copy_(t.to(getattr(self, name).dtype))
+
+    # -------------------------------------------------------------------- forward
+    def _check_latent(self, z: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"z: expected a torch.Tensor, got {type(z).__name__}")
+        Z = self.latent_size
+        if z.dim() not in (1, 2) or z.shape[-1] != Z:
+            raise ValueError(f"z: expected shape (B, {Z}) or ({Z},), got {tuple(z.shape)}")
+        dtype = self.fc.weight.dtype
+        if z.dtype != dtype:
+            raise TypeError(f"z: expected dtype {dtype} (the decoder's), got {z.dtype}")
+        device = self.fc.weight.device
+        if z.device != device:
+            raise ValueError(f"z: expected a tensor on {device} (the decoder's), got one on {z.device}")
+        if self.check_finite and not bool(torch.isfinite(z).all()):
+            raise ValueError("z: expected finite latents, got NaN or inf")
+        unbatched = z.dim() == 1
+        return (z.unsqueeze(0) if unbatched else z), unbatched
+
+    def decode_normalized(self, z: torch.Tensor) -> torch.Tensor:
+        """The network output before the normalisation is undone: ``(B, V_0, C_out)``."""
+        zb, unbatched = self._check_latent(z)
+        B = zb.shape[0]
+        L = len(self.channels)
+        x = self.fc(zb)  # (B, V_L * c_{L-1})
+        x = x.reshape(B, self.num_vertices[L], self.channels[-1])  # (B, V_L, c_{L-1})
+        for up, conv in zip(self.ups, self.convs):
+            x = up(x)  # (B, V_l, c_in)
+            x = self.act(conv(x))  # (B, V_l, c_l)
+        y = self.out_conv(x)  # (B, V_0, C_out)
+        return y[0] if unbatched else y
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        y = self.decode_normalized(z)  # (B, V_0, C_out) or (V_0, C_out)
+        y = y * self.std + self.mean  # data units
+        if self.check_finite and not bool(torch.isfinite(y).all()):
+            raise ValueError("decoder output: expected finite values, got NaN or inf (check the weights and latent)")
+        return y
+
+    # --------------------------------------------------------------------- config
+    def _base_config(self) -> dict[str, Any]:
+        return {
+            "class": type(self).__name__,
+            "latent_size": self.latent_size,
+            "channels": list(self.channels),
+            "out_channels": self.out_channels,
+            "activation": self.activation,
+            "check_finite": self.check_finite,
+            "num_vertices": list(self.num_vertices),
+            "template_hash": self.template_hash,
+        }
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments; rebuild with ``from_config(config, hierarchy)``."""
+        return self._base_config()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy) -> "GraphDecoder":
+        """Rebuild from :meth:`config` on the same hierarchy (sizes and template hash are checked)."""
+        kwargs = _split_config(config, cls)
+        _check_config_sizes(config, hierarchy, len(kwargs.get("channels", ())))
+        return cls.from_hierarchy(hierarchy, **kwargs)
+
+    @classmethod
+    def from_hierarchy(cls, hierarchy: MeshHierarchy, **config: Any) -> "GraphDecoder":  # pragma: no cover
+        raise NotImplementedError
+
+    def _remember_hierarchy(self, hierarchy: MeshHierarchy) -> "GraphDecoder":
+        self.template_hash = hierarchy.template_hash
+        return self
+
+    def extra_repr(self) -> str:
+        return (
+            f"latent_size={self.latent_size}, channels={self.channels}, out_channels={self.out_channels}, "
+            f"num_vertices={self.num_vertices}, activation={self.activation!r}"
+            + (", check_finite=True" if self.check_finite else "")
+        )
+
+
+class SpiralDecoder(GraphDecoder):
+    r"""SpiralNet++ decoder (Gong et al., ICCVW 2019) with :class:`~mesh_decoder.nn.SpiralConv`.
+
+    Each convolution gathers the features of a vertex's spiral and applies one
+    linear map, :math:`x'_i = W\,[x_{s_{i,1}} \| \dots \| x_{s_{i,S}}] + b`.
+    See :class:`GraphDecoder` for the architecture and the common arguments.
+
+    Args:
+        latent_size: ``Z``.
+        channels: ``(c_0, ..., c_{L-1})``.
+        spirals: ``L`` int64 tensors; ``spirals[l]`` ``(V_l, S_l)`` padded with ``V_l``.
+        up_index: ``L`` tensors ``(V_l, 3)``.
+        up_weight: ``L`` tensors ``(V_l, 3)``.
+        num_vertices: ``(V_0, ..., V_L)``.
+        out_channels: default 3.
+        dilations: ``L`` ints, the dilation each spiral was built with (default 1; informative).
+        activation: default ``"elu"``.
+        check_finite: default ``False`` (see :class:`GraphDecoder`).
+
+    Shapes:
+        ``(B, Z) -> (B, V_0, out_channels)``; ``(Z,) -> (V_0, out_channels)``
+    """
+
+    def __init__(
+        self,
+        latent_size: int,
+        channels: Sequence[int],
+        spirals: Sequence[torch.Tensor],
+        up_index: Sequence[torch.Tensor],
+        up_weight: Sequence[torch.Tensor],
+        num_vertices: Sequence[int],
+        out_channels: int = 3,
+        dilations: Sequence[int] | None = None,
+        activation: str = "elu",
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__(latent_size, channels, num_vertices, up_index, up_weight, out_channels, activation, check_finite)
+        L = len(self.channels)
+        if len(spirals) != L:
+            raise ValueError(f"spirals: expected {L} tensors (levels 0..{L - 1}), got {len(spirals)}")
+        for l in range(L):
+            if spirals[l].dim() != 2 or spirals[l].shape[0] != self.num_vertices[l]:
+                raise ValueError(
+                    f"spirals[{l}]: expected shape ({self.num_vertices[l]}, S), got {tuple(spirals[l].shape)}"
+                )
+        self.dilations = tuple(int(d) for d in (dilations if dilations is not None else [1] * L))
+        if len(self.dilations) != L:
+            raise ValueError(f"dilations: expected {L} ints, got {len(self.dilations)}")
+        self.spiral_lengths = tuple(int(s.shape[1]) for s in spirals)
+        self._spirals = list(spirals)
+        self._build_convs()
+        del self._spirals  # the convs hold the spirals as buffers
+
+    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
+        return SpiralConv(in_channels, out_channels, self._spirals[level], dilation=self.dilations[level])
+
+    @classmethod
+    def from_hierarchy(
+        cls,
+        hierarchy: MeshHierarchy,
+        latent_size: int = 16,
+        channels: Sequence[int] = (32, 32, 32, 64),
+        out_channels: int = 3,
+        spiral_length: int | Sequence[int] | None = None,
+        activation: str = "elu",
+        check_finite: bool = False,
+    ) -> "SpiralDecoder":
+        """Build on the first ``len(channels) + 1`` levels of ``hierarchy``.
+
+        Args:
+            spiral_length: ``None`` (default) uses the hierarchy's spirals; an int
+                or one int per level truncates them (each <= the hierarchy's,
+                only for levels built with dilation 1). Dilations are the hierarchy's.
+        """
+        channels = _check_channels(channels)
+        L = len(channels)
+        _check_levels(hierarchy, L)
+        spirals, dilations = _level_spirals(hierarchy, spiral_length, L)
+        return cls(
+            latent_size,
+            channels,
+            spirals,
+            hierarchy.up_index[:L],
+            hierarchy.up_weight[:L],
+            hierarchy.sizes[: L + 1],
+            out_channels=out_channels,
+            dilations=dilations,
+            activation=activation,
+            check_finite=check_finite,
+        )._remember_hierarchy(hierarchy)
+
+    def config(self) -> dict[str, Any]:
+        return {**self._base_config(), "spiral_length": list(self.spiral_lengths)}
+
+
+class ChebDecoder(GraphDecoder):
+    r"""COMA decoder (Ranjan et al., ECCV 2018) with :class:`~mesh_decoder.nn.ChebConv`.
+
+    Each convolution is a ``K``-term Chebyshev polynomial of the scaled
+    Laplacian, :math:`x' = \sum_{k<K} T_k(\tilde L)\, x\, \Theta_k + b`. See
+    :class:`GraphDecoder` for the architecture and the common arguments.
+
+    Args:
+        latent_size: ``Z``.
+        channels: ``(c_0, ..., c_{L-1})``.
+        K: Chebyshev order (number of terms, default 6).
+        laplacian_index: ``L`` int64 tensors ``(2, E_l)``.
+        laplacian_weight: ``L`` float tensors ``(E_l,)``.
+        up_index: ``L`` tensors ``(V_l, 3)``.
+        up_weight: ``L`` tensors ``(V_l, 3)``.
+        num_vertices: ``(V_0, ..., V_L)``.
+        out_channels: default 3.
+        activation: default ``"elu"``.
+        check_finite: default ``False`` (see :class:`GraphDecoder`).
+
+    Shapes:
+        ``(B, Z) -> (B, V_0, out_channels)``; ``(Z,) -> (V_0, out_channels)``
+    """
+
+    def __init__(
+        self,
+        latent_size: int,
+        channels: Sequence[int],
+        K: int,
+        laplacian_index: Sequence[torch.Tensor],
+        laplacian_weight: Sequence[torch.Tensor],
+        up_index: Sequence[torch.Tensor],
+        up_weight: Sequence[torch.Tensor],
+        num_vertices: Sequence[int],
+        out_channels: int = 3,
+        activation: str = "elu",
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__(latent_size, channels, num_vertices, up_index, up_weight, out_channels, activation, check_finite)
+        L = len(self.channels)
+        self.K = _check_positive_int(K, "K")
+        if len(laplacian_index) != L or len(laplacian_weight) != L:
+            raise ValueError(
+                f"laplacian_index/laplacian_weight: expected {L} tensors each (levels 0..{L - 1}), "
+                f"got {len(laplacian_index)} and {len(laplacian_weight)}"
+            )
+        self._laplacians = list(zip(laplacian_index, laplacian_weight))
+        self._build_convs()
+        del self._laplacians
+
+    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
+        index, weight = self._laplacians[level]
+        return ChebConv(in_channels, out_channels, self.K, index, weight, self.num_vertices[level])
+
+    @classmethod
+    def from_hierarchy(
+        cls,
+        hierarchy: MeshHierarchy,
+        latent_size: int = 8,
+        channels: Sequence[int] = (16, 16, 16, 32),
+        K: int = 6,
+        out_channels: int = 3,
+        activation: str = "elu",
+        check_finite: bool = False,
+    ) -> "ChebDecoder":
+        """Build on the first ``len(channels) + 1`` levels of ``hierarchy``."""
+        channels = _check_channels(channels)
+        L = len(channels)
+        _check_levels(hierarchy, L)
+        return cls(
+            latent_size,
+            channels,
+            K,
+            [hierarchy.levels[l].laplacian_index for l in range(L)],
+            [hierarchy.levels[l].laplacian_weight for l in range(L)],
+            hierarchy.up_index[:L],
+            hierarchy.up_weight[:L],
+            hierarchy.sizes[: L + 1],
+            out_channels=out_channels,
+            activation=activation,
+            check_finite=check_finite,
+        )._remember_hierarchy(hierarchy)
+
+    def config(self) -> dict[str, Any]:
+        return {**self._base_config(), "K": self.K}
+
+
+def _resolve_pyg_conv(conv: Any, conv_kwargs: Mapping[str, Any] | None) -> Callable[[int, int], nn.Module]:
+    if callable(conv) and not isinstance(conv, (str, type)):
+        if conv_kwargs:
+            raise ValueError("conv_kwargs: expected none with a conv factory function, got some")
+        return conv
+    if isinstance(conv, str):
+        import torch_geometric.nn as pyg_nn
+
+        conv_cls = getattr(pyg_nn, conv, None)
+        if not isinstance(conv_cls, type):
+            raise ValueError(f"conv: expected the name of a torch_geometric.nn conv class, got {conv!r}")
+    elif isinstance(conv, type):
+        conv_cls = conv
+    else:
+        raise TypeError(f"conv: expected a class name, a class or a factory (in, out) -> MessagePassing, got {conv!r}")
+    kwargs = dict(conv_kwargs or {})
+    return lambda cin, cout: conv_cls(cin, cout, **kwargs)
+
+
+class PyGDecoder(GraphDecoder):
+    r"""Decoder over any PyTorch Geometric message-passing convolution.
+
+    Each convolution is ``conv(in, out)`` from the given factory, adapted to
+    ``(B, V, C)`` batches by :class:`~mesh_decoder.nn.PyGConv` on the level's
+    mesh graph. See :class:`GraphDecoder` for the architecture and the common
+    arguments.
+
+    Args:
+        latent_size: ``Z``.
+        channels: ``(c_0, ..., c_{L-1})``.
+        conv: the name of a ``torch_geometric.nn`` class (``"GCNConv"``), such a
+            class, or a factory ``(in_channels, out_channels) -> MessagePassing``.
+            Only a name (or a class of ``torch_geometric.nn``) can be stored by
+            :meth:`config`; with a factory, pass it again to :meth:`from_config`.
+        edge_index: ``L`` int64 tensors ``(2, E_l)``, the directed edges of levels ``0..L-1``.
+        up_index: ``L`` tensors ``(V_l, 3)``.
+        up_weight: ``L`` tensors ``(V_l, 3)``.
+        num_vertices: ``(V_0, ..., V_L)``.
+        out_channels: default 3.
+        conv_kwargs: extra keyword arguments for the conv class (default none).
+        mode: :class:`~mesh_decoder.nn.PyGConv` batching mode (default ``"auto"``).
+        activation: default ``"elu"``.
+        check_finite: default ``False`` (see :class:`GraphDecoder`).
+
+    Shapes:
+        ``(B, Z) -> (B, V_0, out_channels)``; ``(Z,) -> (V_0, out_channels)``
+    """
+
+    def __init__(
+        self,
+        latent_size: int,
+        channels: Sequence[int],
+        conv: str | type | Callable[[int, int], nn.Module],
+        edge_index: Sequence[torch.Tensor],
+        up_index: Sequence[torch.Tensor],
+        up_weight: Sequence[torch.Tensor],
+        num_vertices: Sequence[int],
+        out_channels: int = 3,
+        conv_kwargs: Mapping[str, Any] | None = None,
+        mode: str = "auto",
+        activation: str = "elu",
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__(latent_size, channels, num_vertices, up_index, up_weight, out_channels, activation, check_finite)
+        L = len(self.channels)
+        if len(edge_index) != L:
+            raise ValueError(f"edge_index: expected {L} tensors (levels 0..{L - 1}), got {len(edge_index)}")
+        self._factory = _resolve_pyg_conv(conv, conv_kwargs)
+        if isinstance(conv, str):
+            self.conv_name: str | None = conv
+        elif isinstance(conv, type) and conv.__module__.startswith("torch_geometric."):
+            self.conv_name = conv.__name__
+        else:
+            self.conv_name = None
+        self.conv_kwargs = dict(conv_kwargs or {})
+        self.mode = mode
+        self._edges = list(edge_index)
+        self._build_convs()
+        del self._edges, self._factory
+
+    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
+        return PyGConv(self._factory(in_channels, out_channels), self._edges[level], self.num_vertices[level],
+                       mode=self.mode)
+
+    @staticmethod
+    def hierarchy_edges(hierarchy: MeshHierarchy, level: int) -> torch.Tensor:
+        """Directed edges ``(2, E)`` of a level: both directions of every face edge
+        (:func:`~mesh_decoder.nn.mesh_edge_index`, as :meth:`PyGConv.from_hierarchy`)."""
+        lvl = hierarchy.levels[level]
+        return mesh_edge_index(lvl.faces, lvl.num_vertices)  # (2, E)
+
+    @classmethod
+    def from_hierarchy(
+        cls,
+        hierarchy: MeshHierarchy,
+        conv: str | type | Callable[[int, int], nn.Module] = "GCNConv",
+        latent_size: int = 16,
+        channels: Sequence[int] = (32, 32, 32, 64),
+        out_channels: int = 3,
+        conv_kwargs: Mapping[str, Any] | None = None,
+        mode: str = "auto",
+        activation: str = "elu",
+        check_finite: bool = False,
+    ) -> "PyGDecoder":
+        """Build on the first ``len(channels) + 1`` levels of ``hierarchy``."""
+        channels = _check_channels(channels)
+        L = len(channels)
+        _check_levels(hierarchy, L)
+        return cls(
+            latent_size,
+            channels,
+            conv,
+            [cls.hierarchy_edges(hierarchy, l) for l in range(L)],
+            hierarchy.up_index[:L],
+            hierarchy.up_weight[:L],
+            hierarchy.sizes[: L + 1],
+            out_channels=out_channels,
+            conv_kwargs=conv_kwargs,
+            mode=mode,
+            activation=activation,
+            check_finite=check_finite,
+        )._remember_hierarchy(hierarchy)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able config; ``"conv"`` is ``None`` when the conv was given as a factory function."""
+        return {**self._base_config(), "conv": self.conv_name, "conv_kwargs": dict(self.conv_kwargs), "mode": self.mode}
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        hierarchy: MeshHierarchy,
+        conv: str | type | Callable[[int, int], nn.Module] | None = None,
+    ) -> "PyGDecoder":
+        """Rebuild from :meth:`config`; pass ``conv`` when it was a factory function."""
+        kwargs = _split_config(config, cls)
+        _check_config_sizes(config, hierarchy, len(kwargs.get("channels", ())))
+        if conv is not None:
+            kwargs["conv"] = conv
+            if not isinstance(conv, (str, type)):
+                kwargs.pop("conv_kwargs", None)
+        elif kwargs.get("conv") is None:
+            raise ValueError("config: the conv was a factory function, which a config cannot store; pass conv=")
+        return cls.from_hierarchy(hierarchy, **kwargs)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", conv={self.conv_name or 'factory'}"
+
+
+# ------------------------------------------------------------------------- texture
+
+
+def _norm2d(kind: str, channels: int, num_groups: int) -> nn.Module:
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(num_groups, channels), channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm: expected 'group', 'batch', 'instance' or 'none', got {kind!r}")
+
+
+def _texture_side(texture_size: int | Sequence[int]) -> int:
+    if isinstance(texture_size, (int, np.integer)) and not isinstance(texture_size, bool):
+        H = W = int(texture_size)
+    elif isinstance(texture_size, Sequence) and len(texture_size) == 2:
+        H, W = (int(s) for s in texture_size)
+    else:
+        raise ValueError(f"texture_size: expected an int or (H, W), got {texture_size!r}")
+    if H != W or H < 8 or H & (H - 1):
+        raise ValueError(f"texture_size: expected a square power of two >= 8 (4 * 2**n), got ({H}, {W})")
+    return H
+
+
+class UVTextureDecoder(nn.Module):
+    r"""2D convolutional UV texture decoder (the ``"cnn"`` texture branch).
+
+    In the style of the UV-space decoders of nonlinear 3D morphable models
+    (Tran & Liu, "Nonlinear 3D Face Morphable Model", CVPR 2018): a fully
+    connected layer to a ``4 x 4 x C`` map, then ``n = log2(H / 4)`` stages
+    that double the resolution, then a 3x3 convolution and a sigmoid:
+
+    .. code-block:: text
+
+        z --FC--> (B, C, 4, 4) -> norm -> act
+          n x [x2 up-sampling conv -> norm -> act]      C halves per stage, floored at min_channels
+          conv3x3 -> sigmoid -> (B, out_channels, H, W) in [0, 1]
+
+    Args:
+        latent_size: ``Z``.
+        texture_size: ``H = W``, a power of two >= 8 (default 256: 6 stages).
+        channels: ``C`` at 4x4 (default 256).
+        min_channels: floor of the halving (default 16).
+        norm: ``"group"`` (default), ``"batch"``, ``"instance"`` or ``"none"``.
+        upsample: ``"transpose"`` (default: ``ConvTranspose2d(k=4, s=2, p=1)``) or
+            ``"nearest"`` (nearest x2 up-sampling then a 3x3 conv, free of
+            checkerboard artefacts).
+        activation: a name in :data:`ACTIVATIONS` (default ``"elu"``).
+        num_groups: GroupNorm groups (the gcd with the width is used; default 8).
+        out_channels: texture channels (default 3, RGB).
+
+    Shapes:
+        ``(B, Z) -> (B, out_channels, H, W)``; ``(Z,) -> (out_channels, H, W)``
+    """
+
+    def __init__(
+        self,
+        latent_size: int,
+        texture_size: int | Sequence[int] = 256,
+        channels: int = 256,
+        min_channels: int = 16,
+        norm: str = "group",
+        upsample: str = "transpose",
+        activation: str = "elu",
+        num_groups: int = 8,
+        out_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.latent_size = _check_positive_int(latent_size, "latent_size")
+        self.texture_size = _texture_side(texture_size)
+        self.channels = _check_positive_int(channels, "channels")
+        self.min_channels = _check_positive_int(min_channels, "min_channels")
+        self.norm = str(norm)
+        self.upsample = str(upsample)
+        self.activation = str(activation).lower()
+        self.num_groups = _check_positive_int(num_groups, "num_groups")
+        self.out_channels = _check_positive_int(out_channels, "out_channels")
+        if self.upsample not in ("transpose", "nearest"):
+            raise ValueError(f"upsample: expected 'transpose' or 'nearest', got {upsample!r}")
+        self.num_stages = int(math.log2(self.texture_size // 4))
+
+        self.fc = nn.Linear(self.latent_size, self.channels * 16)
+        self.stem = nn.Sequential(_norm2d(self.norm, self.channels, self.num_groups), make_activation(self.activation))
+        stages = []
+        cin = self.channels
+        for _ in range(self.num_stages):
+            cout = max(cin // 2, self.min_channels)
+            if self.upsample == "transpose":
+                up: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, kernel_size=4, stride=2, padding=1)]
+            else:
+                up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, kernel_size=3, padding=1)]
+            stages.append(nn.Sequential(*up, _norm2d(self.norm, cout, self.num_groups), make_activation(self.activation)))
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Conv2d(cin, self.out_channels, kernel_size=3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"z: expected a torch.Tensor, got {type(z).__name__}")
+        if z.dim() not in (1, 2) or z.shape[-1] != self.latent_size:
+            raise ValueError(f"z: expected shape (B, {self.latent_size}) or ({self.latent_size},), got {tuple(z.shape)}")
+        unbatched = z.dim() == 1
+        zb = z.unsqueeze(0) if unbatched else z  # (B, Z)
+        x = self.fc(zb).reshape(zb.shape[0], self.channels, 4, 4)  # (B, C, 4, 4)
+        x = self.stages(self.stem(x))  # (B, C_last, H, W)
+        tex = torch.sigmoid(self.head(x))  # (B, out_channels, H, W)
+        return tex[0] if unbatched else tex
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "class": type(self).__name__,
+            "latent_size": self.latent_size,
+            "texture_size": self.texture_size,
+            "channels": self.channels,
+            "min_channels": self.min_channels,
+            "norm": self.norm,
+            "upsample": self.upsample,
+            "activation": self.activation,
+            "num_groups": self.num_groups,
+            "out_channels": self.out_channels,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy | None = None) -> "UVTextureDecoder":
+        """Rebuild from :meth:`config` (the hierarchy is not needed and ignored)."""
+        return cls(**_split_config(config, cls))
+
+    def extra_repr(self) -> str:
+        return (
+            f"latent_size={self.latent_size}, texture_size={self.texture_size}, channels={self.channels}, "
+            f"stages={self.num_stages}, norm={self.norm!r}, upsample={self.upsample!r}"
+        )
+
+
+class JointOutput(NamedTuple):
+    """Output of :class:`JointDecoder`.
+
+    Attributes:
+        vertices: ``(B, V, 3)`` positions in data units.
+        texture: ``(B, 3, H, W)`` UV texture (row 0 at the top, ``v`` from the bottom).
+        colors: ``(B, V, 3)`` per-vertex colours (``"mesh"`` branch), or ``None`` (``"cnn"``).
+        mask: ``(H, W)`` bool texel coverage of the template's UV layout, or ``None``
+            when no texel map is known.
+    """
+
+    vertices: torch.Tensor
+    texture: torch.Tensor
+    colors: torch.Tensor | None
+    mask: torch.Tensor | None
+
+
+class JointDecoder(nn.Module):
+    r"""Shape and UV texture from one latent code.
+
+    ``texture_branch="mesh"``: the graph decoder outputs 6 channels per vertex,
+    xyz and RGB decoded together (the coloured-mesh decoder of "Dense 3D Face
+    Decoding over 2500FPS", Zhou et al., CVPR 2019); the colours are written
+    into the UV map by :class:`~mesh_decoder.nn.texture.TexelGather`,
+    ``tex[b, :, i, j] = sum_k w[i, j, k] * colors[b, n[i, j, k]]``. That texture is
+    an interpolated view of the per-vertex colours, as in the paper: it holds no
+    detail finer than the mesh. Colours are in ``[0, 1]`` data units through the
+    decoder's 6-channel ``mean``/``std`` buffers (not clamped, so gradients flow).
+
+    ``texture_branch="cnn"``: the graph decoder outputs the shape (3 channels)
+    and a :class:`UVTextureDecoder` decodes the texture from the same latent;
+    ``colors`` is ``None``.
+
+    Args:
+        decoder: a :class:`GraphDecoder` with ``out_channels`` 6 (mesh) or 3 (cnn).
+        texture_branch: ``"mesh"`` (default) or ``"cnn"``.
+        texel_map: the template's :class:`~mesh_decoder.hierarchy.TexelMap`;
+            required for ``"mesh"``, optional for ``"cnn"`` (gives :attr:`JointOutput.mask`).
+        texture_size: texture side; ``None`` (default) takes the texel map's, or 256.
+            The mesh branch's size is the texel map's.
+        texture_channels: ``"cnn"`` width at 4x4 (default 256).
+        min_texture_channels: ``"cnn"`` width floor (default 16).
+        texture_norm: ``"cnn"`` normalisation (default ``"group"``).
+        texture_upsample: ``"cnn"`` up-sampling, ``"transpose"`` (default) or ``"nearest"``.
+
+    Shapes:
+        ``(B, Z) ->`` vertices ``(B, V, 3)``, texture ``(B, 3, H, W)``, colours
+        ``(B, V, 3)``, mask ``(H, W)``; an unbatched ``(Z,)`` drops ``B``.
+    """
+
+    def __init__(
+        self,
+        decoder: GraphDecoder,
+        texture_branch: str = "mesh",
+        texel_map: TexelMap | None = None,
+        texture_size: int | Sequence[int] | None = None,
+        texture_channels: int = 256,
+        min_texture_channels: int = 16,
+        texture_norm: str = "group",
+        texture_upsample: str = "transpose",
+    ) -> None:
+        super().__init__()
+        if not isinstance(decoder, GraphDecoder):
+            raise TypeError(f"decoder: expected a GraphDecoder, got {type(decoder).__name__}")
+        if texture_branch not in ("mesh", "cnn"):
+            raise ValueError(f"texture_branch: expected 'mesh' or 'cnn', got {texture_branch!r}")
+        self.decoder = decoder
+        self.texture_branch = texture_branch
+        self.texture_options = {
+            "texture_channels": int(texture_channels),
+            "min_texture_channels": int(min_texture_channels),
+            "texture_norm": str(texture_norm),
+            "texture_upsample": str(texture_upsample),
+        }
+        map_size = None if texel_map is None else texel_map.size
+        if texture_branch == "mesh":
+            if decoder.out_channels != 6:
+                raise ValueError(
+                    f"decoder: the mesh texture branch expects 6 output channels (xyz + rgb), got {decoder.out_channels}"
+                )
+            if texel_map is None:
+                raise ValueError("texel_map: the mesh texture branch needs the template's texel map, got None")
+            if texture_size is not None and _texture_pair(texture_size) != map_size:
+                raise ValueError(
+                    f"texture_size: the mesh branch draws at the texel map's size {map_size}, got {texture_size!r}"
+                )
+            self.texture = TexelGather.from_texel_map(texel_map, num_vertices=decoder.num_vertices[0])
+            self.texture_size = map_size
+        else:
+            if decoder.out_channels != 3:
+                raise ValueError(f"decoder: the cnn texture branch expects 3 output channels (xyz), got {decoder.out_channels}")
+            side = texture_size if texture_size is not None else (map_size[0] if map_size is not None else 256)
+            side = _texture_side(side)
+            if map_size is not None and map_size != (side, side):
+                raise ValueError(f"texture_size: expected the texel map's size {map_size}, got ({side}, {side})")
+            self.texture = UVTextureDecoder(
+                decoder.latent_size,
+                side,
+                channels=texture_channels,
+                min_channels=min_texture_channels,
+                norm=texture_norm,
+                upsample=texture_upsample,
+                activation=decoder.activation,
+            )
+            self.texture_size = (side, side)
+        mask = None if texel_map is None else texel_map.mask.clone()
+        self.register_buffer("mask", mask)
+
+    @property
+    def latent_size(self) -> int:
+        return self.decoder.latent_size
+
+    @property
+    def check_finite(self) -> bool:
+        return self.decoder.check_finite
+
+    @check_finite.setter
+    def check_finite(self, value: bool) -> None:
+        self.decoder.check_finite = bool(value)
+
+    def set_normalization(self, mean: Any, std: Any) -> None:
+        """Set the decoder's normalisation (6 channels xyz + rgb for the mesh branch, 3 for cnn)."""
+        self.decoder.set_normalization(mean, std)
+
+    def forward(self, z: torch.Tensor) -> JointOutput:
+        y = self.decoder(z)  # (B, V, 6) or (B, V, 3); validates z
+        if self.texture_branch == "mesh":
+            vertices = y[..., :3]  # (B, V, 3)
+            colors = y[..., 3:]  # (B, V, 3)
+            texture = self.texture(colors)  # (B, 3, H, W)
+        else:
+            vertices, colors = y, None
+            texture = self.texture(z)  # (B, 3, H, W)
+            if self.check_finite and not bool(torch.isfinite(texture).all()):
+                raise ValueError("texture: expected finite values, got NaN or inf")
+        return JointOutput(vertices, texture, colors, self.mask)
+
+    @classmethod
+    def from_hierarchy(
+        cls,
+        hierarchy: MeshHierarchy,
+        texture_branch: str = "mesh",
+        decoder: str = "SpiralDecoder",
+        texture_size: int | Sequence[int] | None = None,
+        texture_channels: int = 256,
+        min_texture_channels: int = 16,
+        texture_norm: str = "group",
+        texture_upsample: str = "transpose",
+        **decoder_config: Any,
+    ) -> "JointDecoder":
+        """Build the graph decoder ``decoder`` (a class name) and the texture branch.
+
+        ``decoder_config`` goes to the graph decoder's ``from_hierarchy``;
+        ``out_channels`` is set to 6 (mesh) or 3 (cnn).
+        """
+        if texture_branch not in ("mesh", "cnn"):
+            raise ValueError(f"texture_branch: expected 'mesh' or 'cnn', got {texture_branch!r}")
+        want = 6 if texture_branch == "mesh" else 3
+        if decoder_config.get("out_channels", want) != want:
+            raise ValueError(
+                f"out_channels: the {texture_branch} branch needs {want}, got {decoder_config['out_channels']}"
+            )
+        decoder_config["out_channels"] = want
+        graph_cls = _GRAPH_DECODERS.get(decoder)
+        if graph_cls is None:
+            raise ValueError(f"decoder: expected one of {sorted(_GRAPH_DECODERS)}, got {decoder!r}")
+        graph = graph_cls.from_hierarchy(hierarchy, **decoder_config)
+        return cls(graph, texture_branch, hierarchy.texel_map, texture_size, texture_channels,
+                   min_texture_channels, texture_norm, texture_upsample)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "class": type(self).__name__,
+            "decoder": self.decoder.config(),
+            "texture_branch": self.texture_branch,
+            "texture_size": list(self.texture_size),
+            **self.texture_options,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy) -> "JointDecoder":
+        kwargs = _split_config(config, cls)
+        graph = decoder_from_config(kwargs.pop("decoder"), hierarchy)
+        if kwargs.get("texture_branch") == "mesh":
+            kwargs.pop("texture_size", None)
+        return cls(graph, texel_map=hierarchy.texel_map, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"texture_branch={self.texture_branch!r}, texture_size={self.texture_size}"
+
+
+def _texture_pair(texture_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(texture_size, (int, np.integer)):
+        return int(texture_size), int(texture_size)
+    return tuple(int(s) for s in texture_size)  # type: ignore[return-value]
+
+
+_GRAPH_DECODERS: dict[str, type[GraphDecoder]] = {
+    "SpiralDecoder": SpiralDecoder,
+    "ChebDecoder": ChebDecoder,
+    "PyGDecoder": PyGDecoder,
+}
+
+
+def decoder_from_config(config: Mapping[str, Any], hierarchy: MeshHierarchy) -> nn.Module:
+    """Rebuild any decoder of this module from its ``config()`` and the hierarchy it was made on."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config: expected a dict, got {type(config).__name__}")
+    classes: dict[str, Any] = {**_GRAPH_DECODERS, "JointDecoder": JointDecoder}
+    name = config.get("class")
+    if name not in classes:
+        raise ValueError(f"config: expected 'class' to be one of {sorted(classes)}, got {name!r}")
+    return classes[name].from_config(config, hierarchy)

@@ -1,0 +1,329 @@
+r"""Mesh encoders: vertices to a latent code, the mirror of :mod:`mesh_decoder.nn.decoders`.
+
+.. code-block:: text
+
+    x (B, V_0, C_in)
+      for l = 0, ..., L-1:   conv at level l (c_{l-1} or C_in -> c_l) -> activation -> down-sample to level l+1
+      flatten (B, V_L * c_{L-1}) --FC--> z (B, Z)
+
+as in the encoders of SpiralNet++ (Gong et al., ICCVW 2019) and COMA (Ranjan
+et al., ECCV 2018). Encoders work in normalised units: :class:`~mesh_decoder.nn.MeshAutoencoder`
+subtracts the decoder's ``mean`` and divides by its ``std`` before encoding, so
+one pair of buffers serves both directions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..hierarchy.container import MeshHierarchy
+from .cheb_conv import ChebConv
+from .decoders import (
+    _check_channels,
+    _check_config_sizes,
+    _check_levels,
+    _check_positive_int,
+    _level_spirals,
+    _split_config,
+    make_activation,
+)
+from .pool import DownSample
+from .spiral_conv import SpiralConv
+
+__all__ = ["GraphEncoder", "SpiralEncoder", "ChebEncoder", "encoder_from_config"]
+
+
+class GraphEncoder(nn.Module):
+    r"""Base class of the graph encoders: [conv, activation, down-sample] per level, then FC.
+
+    .. math::
+        x_{l+1} = D_l\, \sigma(\mathrm{conv}_l(x_l))\ (l = 0, \dots, L-1), \qquad
+        z = W\, \mathrm{flatten}(x_L) + b
+
+    with :math:`D_l` the vertex selection from level ``l`` to ``l + 1``.
+    Subclasses supply the convolution through :meth:`_make_conv`.
+
+    Args:
+        in_channels: input features per vertex (3 for xyz).
+        channels: ``(c_0, ..., c_{L-1})``.
+        latent_size: ``Z``.
+        num_vertices: ``(V_0, ..., V_L)``.
+        down_index: ``L`` int64 tensors, ``down_index[l]`` ``(V_{l+1},)`` into level ``l``.
+        activation: a name in :data:`~mesh_decoder.nn.decoders.ACTIVATIONS` (default ``"elu"``).
+
+    Shapes:
+        - input: ``(B, V_0, C_in)`` or ``(V_0, C_in)`` in normalised units
+        - output: ``(B, Z)`` or ``(Z,)``
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        latent_size: int,
+        num_vertices: Sequence[int],
+        down_index: Sequence[torch.Tensor],
+        activation: str = "elu",
+    ) -> None:
+        super().__init__()
+        self.in_channels = _check_positive_int(in_channels, "in_channels")
+        self.channels = _check_channels(channels)
+        self.latent_size = _check_positive_int(latent_size, "latent_size")
+        L = len(self.channels)
+        sizes = [_check_positive_int(v, "num_vertices") for v in num_vertices]
+        if len(sizes) != L + 1:
+            raise ValueError(f"num_vertices: expected {L + 1} level sizes for {L} channel entries, got {len(sizes)}")
+        if len(down_index) != L:
+            raise ValueError(f"down_index: expected {L} tensors, got {len(down_index)}")
+        for l in range(L):
+            if tuple(down_index[l].shape) != (sizes[l + 1],):
+                raise ValueError(
+                    f"down_index[{l}]: expected shape ({sizes[l + 1]},), got {tuple(down_index[l].shape)}"
+                )
+            if down_index[l].numel() and int(down_index[l].max()) >= sizes[l]:
+                raise ValueError(
+                    f"down_index[{l}]: expected indices < {sizes[l]} (level {l} size), "
+                    f"got maximum {int(down_index[l].max())}"
+                )
+        self.num_vertices = tuple(sizes)
+        self.activation = str(activation).lower()
+        self.act = make_activation(self.activation)
+        self.template_hash: str | None = None
+        self.convs = nn.ModuleList()
+        self.downs = nn.ModuleList(DownSample(down_index[l], num_in=sizes[l]) for l in range(L))
+        self.fc = nn.Linear(sizes[L] * self.channels[-1], self.latent_size)
+
+    def _build_convs(self) -> None:
+        for l, cout in enumerate(self.channels):
+            cin = self.in_channels if l == 0 else self.channels[l - 1]
+            self.convs.append(self._make_conv(l, cin, cout))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform FC weight and zero bias (as SpiralNet++); each conv resets its own."""
+        nn.init.xavier_uniform_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+        for conv in self.convs:
+            if hasattr(conv, "reset_parameters"):
+                conv.reset_parameters()
+
+    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        V, C = self.num_vertices[0], self.in_channels
+        if x.dim() not in (2, 3) or tuple(x.shape[-2:]) != (V, C):
+            raise ValueError(f"x: expected shape (B, {V}, {C}) or ({V}, {C}), got {tuple(x.shape)}")
+        dtype = self.fc.weight.dtype
+        if x.dtype != dtype:
+            raise TypeError(f"x: expected dtype {dtype} (the encoder's), got {x.dtype}")
+        device = self.fc.weight.device
+        if x.device != device:
+            raise ValueError(f"x: expected a tensor on {device} (the encoder's), got one on {x.device}")
+        unbatched = x.dim() == 2
+        h = x.unsqueeze(0) if unbatched else x  # (B, V_0, C_in)
+        for conv, down in zip(self.convs, self.downs):
+            h = down(self.act(conv(h)))  # (B, V_{l+1}, c_l)
+        z = self.fc(h.reshape(h.shape[0], -1))  # (B, V_L * c_{L-1}) -> (B, Z)
+        return z[0] if unbatched else z
+
+    def _base_config(self) -> dict[str, Any]:
+        return {
+            "class": type(self).__name__,
+            "in_channels": self.in_channels,
+            "channels": list(self.channels),
+            "latent_size": self.latent_size,
+            "activation": self.activation,
+            "num_vertices": list(self.num_vertices),
+            "template_hash": self.template_hash,
+        }
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments; rebuild with ``from_config(config, hierarchy)``."""
+        return self._base_config()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy) -> "GraphEncoder":
+        """Rebuild from :meth:`config` on the same hierarchy (sizes and template hash are checked)."""
+        kwargs = _split_config(config, cls)
+        _check_config_sizes(config, hierarchy, len(kwargs.get("channels", ())))
+        return cls.from_hierarchy(hierarchy, **kwargs)
+
+    @classmethod
+    def from_hierarchy(cls, hierarchy: MeshHierarchy, **config: Any) -> "GraphEncoder":  # pragma: no cover
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, channels={self.channels}, latent_size={self.latent_size}, "
+            f"num_vertices={self.num_vertices}, activation={self.activation!r}"
+        )
+
+
+class SpiralEncoder(GraphEncoder):
+    """SpiralNet++ encoder (Gong et al., ICCVW 2019) with :class:`~mesh_decoder.nn.SpiralConv`.
+
+    Args:
+        in_channels: input features per vertex.
+        channels: ``(c_0, ..., c_{L-1})``.
+        latent_size: ``Z``.
+        spirals: ``L`` int64 tensors ``(V_l, S_l)`` padded with ``V_l``.
+        down_index: ``L`` int64 tensors ``(V_{l+1},)``.
+        num_vertices: ``(V_0, ..., V_L)``.
+        dilations: ``L`` ints (default 1; informative, the spirals are already dilated).
+        activation: default ``"elu"``.
+
+    Shapes:
+        ``(B, V_0, C_in) -> (B, Z)``; ``(V_0, C_in) -> (Z,)``
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        latent_size: int,
+        spirals: Sequence[torch.Tensor],
+        down_index: Sequence[torch.Tensor],
+        num_vertices: Sequence[int],
+        dilations: Sequence[int] | None = None,
+        activation: str = "elu",
+    ) -> None:
+        super().__init__(in_channels, channels, latent_size, num_vertices, down_index, activation)
+        L = len(self.channels)
+        if len(spirals) != L:
+            raise ValueError(f"spirals: expected {L} tensors (levels 0..{L - 1}), got {len(spirals)}")
+        for l in range(L):
+            if spirals[l].dim() != 2 or spirals[l].shape[0] != self.num_vertices[l]:
+                raise ValueError(
+                    f"spirals[{l}]: expected shape ({self.num_vertices[l]}, S), got {tuple(spirals[l].shape)}"
+                )
+        self.dilations = tuple(int(d) for d in (dilations if dilations is not None else [1] * L))
+        if len(self.dilations) != L:
+            raise ValueError(f"dilations: expected {L} ints, got {len(self.dilations)}")
+        self.spiral_lengths = tuple(int(s.shape[1]) for s in spirals)
+        self._spirals = list(spirals)
+        self._build_convs()
+        del self._spirals
+
+    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
+        return SpiralConv(in_channels, out_channels, self._spirals[level], dilation=self.dilations[level])
+
+    @classmethod
+    def from_hierarchy(
+        cls,
+        hierarchy: MeshHierarchy,
+        latent_size: int = 16,
+        channels: Sequence[int] = (32, 32, 32, 64),
+        in_channels: int = 3,
+        spiral_length: int | Sequence[int] | None = None,
+        activation: str = "elu",
+    ) -> "SpiralEncoder":
+        """Build on the first ``len(channels) + 1`` levels (spiral truncation as in
+        :meth:`~mesh_decoder.nn.SpiralDecoder.from_hierarchy`)."""
+        channels = _check_channels(channels)
+        L = len(channels)
+        _check_levels(hierarchy, L)
+        spirals, dilations = _level_spirals(hierarchy, spiral_length, L)
+        enc = cls(in_channels, channels, latent_size, spirals, hierarchy.down[:L], hierarchy.sizes[: L + 1],
+                  dilations=dilations, activation=activation)
+        enc.template_hash = hierarchy.template_hash
+        return enc
+
+    def config(self) -> dict[str, Any]:
+        return {**self._base_config(), "spiral_length": list(self.spiral_lengths)}
+
+
+class ChebEncoder(GraphEncoder):
+    """COMA encoder (Ranjan et al., ECCV 2018) with :class:`~mesh_decoder.nn.ChebConv`.
+
+    Args:
+        in_channels: input features per vertex.
+        channels: ``(c_0, ..., c_{L-1})``.
+        latent_size: ``Z``.
+        K: Chebyshev order (default 6 in :meth:`from_hierarchy`).
+        laplacian_index: ``L`` int64 tensors ``(2, E_l)``.
+        laplacian_weight: ``L`` float tensors ``(E_l,)``.
+        down_index: ``L`` int64 tensors ``(V_{l+1},)``.
+        num_vertices: ``(V_0, ..., V_L)``.
+        activation: default ``"elu"``.
+
+    Shapes:
+        ``(B, V_0, C_in) -> (B, Z)``; ``(V_0, C_in) -> (Z,)``
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        latent_size: int,
+        K: int,
+        laplacian_index: Sequence[torch.Tensor],
+        laplacian_weight: Sequence[torch.Tensor],
+        down_index: Sequence[torch.Tensor],
+        num_vertices: Sequence[int],
+        activation: str = "elu",
+    ) -> None:
+        super().__init__(in_channels, channels, latent_size, num_vertices, down_index, activation)
+        L = len(self.channels)
+        self.K = _check_positive_int(K, "K")
+        if len(laplacian_index) != L or len(laplacian_weight) != L:
+            raise ValueError(
+                f"laplacian_index/laplacian_weight: expected {L} tensors each, "
+                f"got {len(laplacian_index)} and {len(laplacian_weight)}"
+            )
+        self._laplacians = list(zip(laplacian_index, laplacian_weight))
+        self._build_convs()
+        del self._laplacians
+
+    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
+        index, weight = self._laplacians[level]
+        return ChebConv(in_channels, out_channels, self.K, index, weight, self.num_vertices[level])
+
+    @classmethod
+    def from_hierarchy(
+        cls,
+        hierarchy: MeshHierarchy,
+        latent_size: int = 8,
+        channels: Sequence[int] = (16, 16, 16, 32),
+        K: int = 6,
+        in_channels: int = 3,
+        activation: str = "elu",
+    ) -> "ChebEncoder":
+        """Build on the first ``len(channels) + 1`` levels of ``hierarchy``."""
+        channels = _check_channels(channels)
+        L = len(channels)
+        _check_levels(hierarchy, L)
+        enc = cls(
+            in_channels,
+            channels,
+            latent_size,
+            K,
+            [hierarchy.levels[l].laplacian_index for l in range(L)],
+            [hierarchy.levels[l].laplacian_weight for l in range(L)],
+            hierarchy.down[:L],
+            hierarchy.sizes[: L + 1],
+            activation=activation,
+        )
+        enc.template_hash = hierarchy.template_hash
+        return enc
+
+    def config(self) -> dict[str, Any]:
+        return {**self._base_config(), "K": self.K}
+
+
+_ENCODERS: dict[str, type[GraphEncoder]] = {"SpiralEncoder": SpiralEncoder, "ChebEncoder": ChebEncoder}
+
+
+def encoder_from_config(config: Mapping[str, Any], hierarchy: MeshHierarchy) -> GraphEncoder:
+    """Rebuild an encoder from its ``config()`` and the hierarchy it was made on."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config: expected a dict, got {type(config).__name__}")
+    name = config.get("class")
+    if name not in _ENCODERS:
+        raise ValueError(f"config: expected 'class' to be one of {sorted(_ENCODERS)}, got {name!r}")
+    return _ENCODERS[name].from_config(config, hierarchy)

@@ -1,0 +1,128 @@
+"""Mesh graphs for the layers, and the input checks every layer shares.
+
+:func:`mesh_edge_index` turns faces into PyG's ``edge_index``. The private helpers
+validate features ``(B, V, C)`` / ``(V, C)`` against a layer's graph, and pick a
+level out of a :class:`~mesh_decoder.hierarchy.MeshHierarchy`, with errors that
+state the expected and the found value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._checks import check_tensor
+from ..hierarchy.container import HierarchyLevel, MeshHierarchy
+
+__all__ = ["mesh_edge_index"]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def mesh_edge_index(faces: Tensor | np.ndarray, num_vertices: int) -> Tensor:
+    """Directed edges of a mesh: both directions of every face edge.
+
+    Consecutive corners of each face (and the last with the first) are joined, so
+    triangles and other polygons work. Duplicates and self loops (from degenerate
+    faces) are dropped; edges are sorted by source, then target, and isolated
+    vertices simply have no edges.
+
+    Args:
+        faces: ``(F, k)`` integer vertex indices, ``k >= 2`` (``k = 3`` for triangles).
+        num_vertices: ``V``; every index must lie in ``[0, V)``.
+
+    Shapes:
+        ``faces (F, k) -> edge_index (2, E)`` int64 on ``faces``' device, with
+        ``(i, j)`` present exactly when ``(j, i)`` is.
+    """
+    if isinstance(faces, np.ndarray):
+        if not np.issubdtype(faces.dtype, np.integer):
+            raise TypeError(f"faces: expected an integer array, got dtype {faces.dtype}")
+        faces = torch.from_numpy(np.ascontiguousarray(faces, dtype=np.int64))
+    check_tensor(faces, "faces", shape=("F", "k"))
+    if faces.dtype.is_floating_point or faces.dtype.is_complex or faces.dtype == torch.bool:
+        raise TypeError(f"faces: expected an integer tensor, got dtype {faces.dtype}")
+    V = _non_negative_int(num_vertices, "num_vertices")
+    if faces.shape[1] < 2:
+        raise ValueError(f"faces: expected (F, k) with k >= 2 corners, got shape {tuple(faces.shape)}")
+    faces = faces.to(torch.int64)
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= V):
+        raise ValueError(
+            f"faces: expected vertex indices in [0, {V}), got range [{int(faces.min())}, {int(faces.max())}]"
+        )
+    src = faces.reshape(-1)  # (F*k,)
+    dst = faces.roll(-1, dims=1).reshape(-1)  # (F*k,) next corner of the same face
+    row = torch.cat([src, dst])  # (2*F*k,)
+    col = torch.cat([dst, src])  # (2*F*k,)
+    keep = row != col
+    key = torch.unique(row[keep] * V + col[keep])  # (E,) sorted
+    return torch.stack([torch.div(key, V, rounding_mode="floor"), key % V]) if V else key.new_zeros(2, 0)
+
+
+# --------------------------------------------------------------------------- shared checks
+def positive_int(value: Any, name: str) -> int:
+    """``value`` if it is an int >= 1, else a ``TypeError``/``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value}")
+    return int(value)
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected a non-negative int, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {value}")
+    return int(value)
+
+
+def hierarchy_level(hierarchy: MeshHierarchy, level: int, top: int | None = None) -> HierarchyLevel:
+    """``hierarchy.levels[level]`` after checking the type and ``0 <= level <= top``.
+
+    ``top`` defaults to the coarsest level; pooling passes ``num_levels - 2``.
+    """
+    if not isinstance(hierarchy, MeshHierarchy):
+        raise TypeError(f"hierarchy: expected a MeshHierarchy, got {type(hierarchy).__name__}")
+    top = hierarchy.num_levels - 1 if top is None else top
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level <= top:
+        raise ValueError(f"level: expected an int in [0, {top}], got {level!r}")
+    return hierarchy.levels[int(level)]
+
+
+def check_features(x: Any, num_vertices: int | None, channels: int | None, dtype: torch.dtype | None,
+                   device: torch.device, name: str = "x") -> Tensor:
+    """Validate features ``(B, V, C)`` or ``(V, C)`` for a layer.
+
+    Args:
+        x: the input.
+        num_vertices: required ``V``, or ``None`` for any.
+        channels: required ``C``, or ``None`` for any.
+        dtype: required dtype (the layer's parameters), or ``None`` for any float
+            dtype. Under ``torch.autocast`` any float dtype is accepted.
+        device: the device of the layer's buffers.
+        name: the argument's name in messages.
+
+    Raises ``TypeError`` (not a tensor, wrong dtype) or ``ValueError`` (rank, ``V``,
+    ``C``, device), stating the expected and the found value.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    V = "V" if num_vertices is None else num_vertices
+    C = "C" if channels is None else channels
+    if x.dim() not in (2, 3):
+        raise ValueError(f"{name}: expected shape (B, {V}, {C}) or ({V}, {C}), got {tuple(x.shape)}")
+    check_tensor(x, name, shape=("B", V, C) if x.dim() == 3 else (V, C))
+    if dtype is None or _autocast_enabled(x.device.type):
+        check_tensor(x, name, dtype=FLOAT_DTYPES)  # autocast mixes dtypes on purpose
+    else:
+        check_tensor(x, name, dtype=dtype)
+    check_tensor(x, name, device=device)
+    return x
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    return device_type in ("cpu", "cuda", "xpu") and torch.is_autocast_enabled(device_type)

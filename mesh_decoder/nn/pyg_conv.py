@@ -1,0 +1,168 @@
+r"""Run any PyTorch Geometric convolution on batches of meshes that share one topology.
+
+PyG convolutions take node features ``(N, C)`` and an ``edge_index``. Mesh decoders
+work on batches ``(B, V, C)`` over one fixed mesh. :class:`PyGConv` bridges the two
+in one of two ways:
+
+- ``"batched"``: call ``conv(x, edge_index)`` once with ``x`` of shape ``(B, V, C)``.
+  Convolutions whose messages and updates act on the last dimension only and that
+  aggregate over ``node_dim=-2`` (``ChebConv``, ``GCNConv``, ``SAGEConv``,
+  ``GraphConv``, ...) treat the leading dimension as a batch of graphs sharing the
+  edges. No copy of the graph is made.
+- ``"union"``: the disjoint union of ``B`` copies of the mesh, the batching of
+  PyG's ``DataLoader``: ``x.reshape(B*V, C)`` with the edges of sample ``b`` offset
+  by ``b*V``. Correct for every convolution (attention, pseudo-coordinates:
+  ``GATConv``, ``FeaStConv``, ...), at the cost of a ``(2, B*E)`` edge index,
+  cached per batch size in a non-persistent buffer so that it follows ``.to()``.
+
+``"auto"`` picks ``"batched"`` for the classes known to batch correctly (each is
+checked against a per-sample loop in the tests) and ``"union"`` for all others.
+"""
+
+from __future__ import annotations
+
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_tensor
+from ..hierarchy.container import MeshHierarchy
+from .graph import check_features, hierarchy_level, mesh_edge_index, positive_int
+
+__all__ = ["PyGConv", "mesh_edge_index", "BATCHED_CONVS"]
+
+#: PyG classes whose output on ``(B, V, C)`` equals a loop over the samples
+#: (for the simple aggregations in :data:`_BATCHED_AGGRS`); exact class names, so a
+#: subclass that changes ``forward`` falls back to ``"union"``.
+BATCHED_CONVS = frozenset({
+    "ChebConv", "GCNConv", "SAGEConv", "GraphConv", "TAGConv", "SGConv", "SSGConv", "LEConv",
+    "ResGatedGraphConv", "MFConv", "LGConv", "ClusterGCNConv",
+})
+_BATCHED_AGGRS = frozenset({"add", "sum", "mean", "max", "min"})
+_MODES = ("auto", "batched", "union")
+
+
+def _batches_correctly(conv: nn.Module) -> bool:
+    cls = type(conv)
+    if cls.__name__ not in BATCHED_CONVS or not cls.__module__.startswith("torch_geometric."):
+        return False
+    aggr = getattr(conv, "aggr", "add")
+    return isinstance(aggr, str) and aggr in _BATCHED_AGGRS
+
+
+class PyGConv(nn.Module):
+    r"""Adapter: a PyG ``MessagePassing`` convolution on ``(B, V, C)`` mesh batches.
+
+    .. math::
+
+        \mathbf{X}'_b = \mathrm{conv}(\mathbf{X}_b, \mathcal{E}) \quad \text{for every sample } b,
+
+    computed in one call, either on the batch directly (``"batched"``) or on the
+    disjoint union of the ``B`` graphs (``"union"``); see the module docstring.
+
+    Args:
+        conv: the convolution (typically a ``torch_geometric.nn.MessagePassing``),
+            called as ``conv(x, edge_index)``; a submodule of this layer.
+        edge_index: ``(2, E)`` int64 directed edges of the mesh in ``[0, V)``
+            (:func:`mesh_edge_index` gives both directions of every face edge).
+            Stored as the buffer ``edge_index``.
+        num_vertices: ``V``.
+        mode: ``"auto"`` (default), ``"batched"`` or ``"union"``. ``auto`` resolves
+            once, here; :attr:`mode` holds the result.
+
+    Unlike the other layers, construction leaves ``conv``'s parameters as they are
+    (call :meth:`reset_parameters` to re-initialise them).
+
+    Shapes:
+        - input: ``(B, V, C_in)`` or ``(V, C_in)``
+        - output: ``(B, V, C_out)`` or ``(V, C_out)``
+
+    Note:
+        In ``"union"`` mode the graph seen by ``conv`` depends on ``B``; do not give it
+        a conv that caches its normalised graph (``GCNConv(cached=True)``) unless the
+        batch size never changes.
+    """
+
+    edge_index: Tensor
+    union_edge_index: Tensor
+
+    def __init__(self, conv: nn.Module, edge_index: Tensor, num_vertices: int, mode: str = "auto"):
+        super().__init__()
+        if not isinstance(conv, nn.Module):
+            raise TypeError(f"conv: expected a torch.nn.Module (a PyG MessagePassing), got {type(conv).__name__}")
+        if mode not in _MODES:
+            raise ValueError(f"mode: expected one of {_MODES}, got {mode!r}")
+        self.num_vertices = positive_int(num_vertices, "num_vertices")
+        check_tensor(edge_index, "edge_index", shape=(2, "E"), dtype=torch.int64)
+        if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= self.num_vertices):
+            raise ValueError(
+                f"edge_index: expected vertex indices in [0, {self.num_vertices}), "
+                f"got range [{int(edge_index.min())}, {int(edge_index.max())}]"
+            )
+        self.conv = conv
+        self.mode = ("batched" if _batches_correctly(conv) else "union") if mode == "auto" else mode
+        self.register_buffer("edge_index", edge_index.detach().clone().contiguous())
+        # Union-graph edges for the last batch size seen (not saved; rebuilt on demand).
+        self.register_buffer("union_edge_index", edge_index.new_empty(2, 0), persistent=False)
+        self._union_batch = 0
+        # No reset_parameters() here: ``conv`` arrives initialised (or trained) and
+        # wrapping it must not change its weights.
+
+    def reset_parameters(self) -> None:
+        """Reset the wrapped convolution's parameters (if it has ``reset_parameters``)."""
+        if hasattr(self.conv, "reset_parameters"):
+            self.conv.reset_parameters()
+
+    @classmethod
+    def from_hierarchy(cls, conv: nn.Module, hierarchy: MeshHierarchy, level: int, mode: str = "auto") -> "PyGConv":
+        """``conv`` on the edges of ``hierarchy.levels[level]``'s faces, both directions."""
+        lvl = hierarchy_level(hierarchy, level)
+        return cls(conv, mesh_edge_index(lvl.faces, lvl.num_vertices), lvl.num_vertices, mode=mode)
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    def union_edges(self, batch_size: int) -> Tensor:
+        """Edges of ``batch_size`` disjoint copies of the mesh.
+
+        Shapes: ``(2, E) -> (2, B*E)``; copy ``b`` uses vertices ``[b*V, (b+1)*V)``.
+        Cached for the last batch size (outside ``torch.compile``).
+        """
+        ei = self.edge_index
+        if not torch.compiler.is_compiling():
+            cached = self.union_edge_index
+            if self._union_batch == batch_size and cached.device == ei.device:
+                return cached
+        offsets = torch.arange(batch_size, device=ei.device) * self.num_vertices  # (B,)
+        union = (ei.unsqueeze(1) + offsets.view(1, -1, 1)).reshape(2, -1)  # (2, B*E)
+        if not torch.compiler.is_compiling():
+            self.union_edge_index = union
+            self._union_batch = batch_size
+        return union
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shapes: ``(B, V, C_in) -> (B, V, C_out)`` or ``(V, C_in) -> (V, C_out)``."""
+        in_channels = getattr(self.conv, "in_channels", None)
+        channels = in_channels if isinstance(in_channels, int) and in_channels > 0 else None
+        param = next((p for p in self.conv.parameters() if p.is_floating_point()), None)
+        x = check_features(x, self.num_vertices, channels, None if param is None else param.dtype,
+                           self.edge_index.device)
+        if x.dim() == 2:
+            return self.conv(x, self.edge_index)  # (V, C_out)
+        B, V, C = x.shape
+        if self.mode == "batched":
+            out = self.conv(x, self.edge_index)  # (B, V, C_out)
+        else:
+            out = self.conv(x.reshape(B * V, C), self.union_edges(B))  # (B*V, C_out)
+            out = out.view(B, V, -1)  # (B, V, C_out)
+        if not isinstance(out, Tensor) or out.dim() != 3 or tuple(out.shape[:2]) != (B, V):
+            found = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise RuntimeError(
+                f"{type(self.conv).__name__} in {self.mode!r} mode: expected an output of shape ({B}, {V}, C_out), "
+                f"got {found}" + ("; try mode='union'" if self.mode == "batched" else "")
+            )
+        return out
+
+    def extra_repr(self) -> str:
+        return f"num_vertices={self.num_vertices}, num_edges={self.num_edges}, mode={self.mode!r}"

@@ -1,0 +1,205 @@
+"""Tests of the encoders and MeshAutoencoder (shared normalisation, latent prior, sampling)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mesh_decoder.errors import HierarchyError
+from mesh_decoder.nn.autoencoder import MeshAutoencoder
+from mesh_decoder.nn.decoders import ACTIVATIONS, ChebDecoder, SpiralDecoder
+from mesh_decoder.nn.encoders import ChebEncoder, GraphEncoder, SpiralEncoder, encoder_from_config
+
+
+def build_encoder(kind: str, hierarchy, **kw) -> GraphEncoder:
+    kw.setdefault("channels", (8, 12))
+    kw.setdefault("latent_size", 5)
+    if kind == "spiral":
+        return SpiralEncoder.from_hierarchy(hierarchy, **kw)
+    return ChebEncoder.from_hierarchy(hierarchy, K=3, **kw)
+
+
+def build_autoencoder(kind: str, hierarchy, **kw) -> MeshAutoencoder:
+    kw.setdefault("channels", (8, 12))
+    kw.setdefault("latent_size", 5)
+    if kind == "spiral":
+        dec = SpiralDecoder.from_hierarchy(hierarchy, **kw)
+    else:
+        dec = ChebDecoder.from_hierarchy(hierarchy, K=3, **kw)
+    return MeshAutoencoder(build_encoder(kind, hierarchy, **kw), dec)
+
+
+def encoder_reference(enc: GraphEncoder, hierarchy, x: torch.Tensor) -> torch.Tensor:
+    """The encoder written out: the encoder's convs, selection by a loop, explicit FC."""
+    act = ACTIVATIONS[enc.activation]()
+    h = x
+    for level, conv in enumerate(enc.convs):
+        h = act(conv(h))
+        idx = hierarchy.down[level].tolist()
+        h = torch.stack([h[:, i] for i in idx], dim=1)  # (B, V_{l+1}, C)
+    flat = h.reshape(h.shape[0], -1)
+    return flat @ enc.fc.weight.T + enc.fc.bias
+
+
+def rand_meshes(hierarchy, batch: int, seed: int, channels: int = 3, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, hierarchy.sizes[0], channels, generator=g, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------ encoders
+@pytest.mark.parametrize("hierarchy_name", ["synthetic_hierarchy", "face_hierarchy"])
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+def test_encoder_matches_reference_and_is_batch_consistent(request, hierarchy_name, kind):
+    hierarchy = request.getfixturevalue(hierarchy_name)
+    torch.manual_seed(0)
+    enc = build_encoder(kind, hierarchy).double()
+    x = rand_meshes(hierarchy, 3, seed=1, dtype=torch.float64)
+    z = enc(x)
+    assert z.shape == (3, 5)
+    torch.testing.assert_close(z, encoder_reference(enc, hierarchy, x))
+    for b in range(3):
+        torch.testing.assert_close(enc(x[b]), z[b])
+
+
+def test_encoder_architecture_mirrors_the_decoder(synthetic_hierarchy):
+    enc = SpiralEncoder.from_hierarchy(synthetic_hierarchy, latent_size=7, channels=(8, 12, 16), in_channels=6)
+    assert [(c.in_channels, c.out_channels) for c in enc.convs] == [(6, 8), (8, 12), (12, 16)]
+    assert enc.fc.in_features == synthetic_hierarchy.sizes[3] * 16 and enc.fc.out_features == 7
+    assert "in_channels=6, channels=(8, 12, 16), latent_size=7" in repr(enc) and "SpiralConv(6, 8" in repr(enc)
+    with pytest.raises(ValueError, match=r"x: expected shape \(B, 90, 6\) or \(90, 6\), got \(2, 90, 3\)"):
+        enc(torch.randn(2, 90, 3))
+    with pytest.raises(TypeError, match="got torch.float64"):
+        enc(torch.randn(90, 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+def test_encoder_config_round_trip(synthetic_hierarchy, make_hierarchy, kind):
+    enc = build_encoder(kind, synthetic_hierarchy, activation="relu")
+    config = json.loads(json.dumps(enc.config()))
+    again = encoder_from_config(config, synthetic_hierarchy)
+    again.load_state_dict(enc.state_dict())
+    x = rand_meshes(synthetic_hierarchy, 2, seed=2)
+    torch.testing.assert_close(again(x), enc(x))
+    with pytest.raises(HierarchyError, match="expected level sizes"):
+        encoder_from_config(config, make_hierarchy(sizes=(90, 41, 18, 8)))
+
+
+# --------------------------------------------------------------------------- autoencoder
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+def test_autoencoder_shapes_and_shared_normalization(synthetic_hierarchy, kind):
+    torch.manual_seed(1)
+    ae = build_autoencoder(kind, synthetic_hierarchy)
+    g = torch.Generator().manual_seed(3)
+    mean = torch.randn(90, 3, generator=g)
+    std = 0.5 + torch.rand(90, 3, generator=g)
+    ae.set_normalization(mean, std)
+    assert ae.mean is ae.decoder.mean and torch.equal(ae.std, std)
+    x = rand_meshes(synthetic_hierarchy, 4, seed=4)
+    z = ae.encode(x)
+    assert z.shape == (4, 5)
+    torch.testing.assert_close(z, ae.encoder((x - mean) / std))  # encoder sees normalised input
+    y = ae.decode(z)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, ae.decoder.decode_normalized(z) * std + mean)  # decoder undoes it
+    torch.testing.assert_close(ae(x), y)
+    torch.testing.assert_close(ae(x[2]), y[2])
+    with pytest.raises(ValueError, match=r"x: expected shape \(B, 90, 3\)"):
+        ae.encode(torch.randn(4, 89, 3))
+
+
+def test_autoencoder_rejects_mismatched_parts(synthetic_hierarchy):
+    enc = build_encoder("spiral", synthetic_hierarchy, latent_size=4)
+    dec = SpiralDecoder.from_hierarchy(synthetic_hierarchy, channels=(8, 12), latent_size=5)
+    with pytest.raises(ValueError, match=r"latent sizes: expected the encoder's \(4\) to equal the decoder's \(5\)"):
+        MeshAutoencoder(enc, dec)
+    enc6 = build_encoder("spiral", synthetic_hierarchy, in_channels=6)
+    with pytest.raises(ValueError, match=r"encoder in_channels \(6\) == decoder out_channels \(3\)"):
+        MeshAutoencoder(enc6, dec)
+    with pytest.raises(TypeError, match="expected a GraphEncoder"):
+        MeshAutoencoder(dec, dec)
+
+
+def test_fit_latent_prior_matches_sample_mean_and_covariance(synthetic_hierarchy):
+    ae = build_autoencoder("spiral", synthetic_hierarchy)
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(5, 5))
+    latents = rng.normal(size=(200, 5)) @ A.T + rng.normal(size=5)
+    ae.fit_latent_prior(torch.from_numpy(latents).float())
+    np.testing.assert_allclose(ae.latent_mean.numpy(), latents.astype(np.float32).mean(0), rtol=1e-5, atol=1e-5)
+    L = ae.latent_cov_cholesky.double()
+    assert torch.equal(L, torch.tril(L))
+    np.testing.assert_allclose((L @ L.T).numpy(), np.cov(latents.astype(np.float32), rowvar=False), rtol=1e-4, atol=1e-4)
+    assert {"latent_mean", "latent_cov_cholesky"} <= set(ae.state_dict())
+
+
+def test_fit_latent_prior_singular_covariance_gets_jitter(synthetic_hierarchy):
+    ae = build_autoencoder("cheb", synthetic_hierarchy)
+    rng = np.random.default_rng(6)
+    latents = torch.from_numpy(rng.normal(size=(3, 5)))  # N <= Z: rank 2 covariance
+    ae.fit_latent_prior(latents)
+    L = ae.latent_cov_cholesky.double()
+    assert torch.isfinite(L).all() and (torch.diagonal(L) > 0).all()
+    cov = torch.from_numpy(np.cov(latents.numpy(), rowvar=False))
+    torch.testing.assert_close(L @ L.T, cov, atol=1e-3 * float(cov.diagonal().mean()), rtol=0)
+    with pytest.raises(ValueError, match="at least 2 codes"):
+        ae.fit_latent_prior(latents[:1])
+    with pytest.raises(ValueError, match=r"latents: expected shape \(N, 5\), got \(3, 4\)"):
+        ae.fit_latent_prior(latents[:, :4])
+    with pytest.raises(ValueError, match="finite"):
+        ae.fit_latent_prior(torch.full((3, 5), float("nan")))
+
+
+def test_sampling_is_deterministic_under_a_seed_and_follows_the_prior(synthetic_hierarchy):
+    ae = build_autoencoder("spiral", synthetic_hierarchy)
+    rng = np.random.default_rng(7)
+    A = torch.from_numpy(rng.normal(size=(5, 5))).float()
+    ae.fit_latent_prior(torch.from_numpy(rng.normal(size=(500, 5))).float() @ A.T + 2.0)
+    a = ae.sample(3, generator=torch.Generator().manual_seed(8))
+    b = ae.sample(3, generator=torch.Generator().manual_seed(8))
+    c = ae.sample(3, generator=torch.Generator().manual_seed(9))
+    assert a.shape == (3, 90, 3)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    z = ae.sample_latents(20000, generator=torch.Generator().manual_seed(10)).double()
+    L = ae.latent_cov_cholesky.double()
+    torch.testing.assert_close(z.mean(0), ae.latent_mean.double(), atol=0.1, rtol=0)
+    torch.testing.assert_close(torch.cov(z.T), L @ L.T, atol=0.1 * float((L @ L.T).diagonal().max()), rtol=0)
+    with pytest.raises(ValueError, match="n: expected a positive int"):
+        ae.sample(0)
+
+
+def test_autoencoder_config_round_trip_and_preset(synthetic_hierarchy, preset_hierarchy):
+    ae = build_autoencoder("cheb", synthetic_hierarchy)
+    ae.fit_latent_prior(torch.randn(10, 5, generator=torch.Generator().manual_seed(11)))
+    config = json.loads(json.dumps(ae.config()))
+    again = MeshAutoencoder.from_config(config, synthetic_hierarchy)
+    again.load_state_dict(ae.state_dict())
+    x = rand_meshes(synthetic_hierarchy, 2, seed=12)
+    torch.testing.assert_close(again(x), ae(x))
+    torch.testing.assert_close(again.latent_cov_cholesky, ae.latent_cov_cholesky)
+
+    for name, enc_cls in (("spiralnet++-coma", SpiralEncoder), ("coma", ChebEncoder)):
+        pre = MeshAutoencoder.from_preset(name, preset_hierarchy)
+        assert isinstance(pre.encoder, enc_cls) and pre.encoder.channels == pre.decoder.channels
+        x = rand_meshes(preset_hierarchy, 2, seed=13)
+        assert pre.encode(x).shape == (2, pre.latent_size) and pre(x).shape == x.shape
+
+
+def test_autoencoder_learns_to_reconstruct(synthetic_hierarchy):
+    """A few optimiser steps on a tiny data set reduce the reconstruction error a lot."""
+    torch.manual_seed(2)
+    ae = build_autoencoder("spiral", synthetic_hierarchy)
+    g = torch.Generator().manual_seed(14)
+    basis = torch.randn(3, 90, 3, generator=g)
+    data = torch.einsum("nk,kvc->nvc", torch.randn(16, 3, generator=g), basis)  # rank-3 data set
+    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
+    first = None
+    for _ in range(100):
+        loss = (ae(data) - data).pow(2).mean()
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first, (loss.item(), first)

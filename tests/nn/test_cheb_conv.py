@@ -1,0 +1,222 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mesh_decoder.nn import ChebConv, laplacian_matmul, mesh_edge_index
+from mesh_decoder.nn import cheb_conv as cheb_mod
+from tests.nn.reference import (cheb_conv_reference, coo, dense_adjacency, dense_scaled_laplacian, grid_mesh,
+                                icosahedron, make_test_hierarchy)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _graph(kind: str = "grid"):
+    verts, faces = grid_mesh(4, 5) if kind == "grid" else icosahedron()
+    V = verts.shape[0]
+    L = dense_scaled_laplacian(dense_adjacency(faces, V))
+    return faces, V, L
+
+
+def _layer(seed: int, K: int = 4, C: int = 3, O: int = 5, dtype=torch.float64, bias: bool = True, kind="grid"):
+    gen = torch.Generator().manual_seed(seed)
+    faces, V, L = _graph(kind)
+    index, weight = coo(L, dtype)
+    conv = ChebConv(C, O, K, index, weight, V, bias=bias).to(dtype)
+    with torch.no_grad():
+        if conv.bias is not None:
+            conv.bias.copy_(torch.randn(O, generator=gen, dtype=dtype))
+    x = torch.randn(3, V, C, generator=gen, dtype=dtype)
+    return conv, x, torch.tensor(L, dtype=dtype), faces, gen
+
+
+@pytest.mark.parametrize("kernel", ["sparse", "gather"])
+@pytest.mark.parametrize("K", [1, 2, 3, 6])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_forward_backward_match_dense_reference(kernel, K, dtype, tol, monkeypatch):
+    if kernel == "gather":
+        monkeypatch.setattr(cheb_mod, "_use_sparse_kernel", lambda x: False)
+    conv, x, L, _, gen = _layer(K, K=K, dtype=dtype)
+    x.requires_grad_(True)
+    out = conv(x)
+    ref = cheb_conv_reference(x, L, [lin.weight for lin in conv.lins], conv.bias)
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+    assert out.is_contiguous()
+    go = torch.randn(out.shape, generator=gen, dtype=dtype)
+    params = [x, conv.bias] + [lin.weight for lin in conv.lins]
+    for g, w in zip(torch.autograd.grad(out, params, go), torch.autograd.grad(ref, params, go)):
+        torch.testing.assert_close(g, w, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("kind", ["grid", "ico"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_equals_pyg_chebconv(kind, dtype, tol):
+    from torch_geometric.nn import ChebConv as PyGChebConv
+
+    conv, x, _, faces, gen = _layer(20, K=5, kind=kind, dtype=dtype)
+    pyg = PyGChebConv(3, 5, K=5, normalization="sym").to(dtype)
+    with torch.no_grad():  # different random weights, then copy ours across
+        for lin in pyg.lins:
+            lin.weight.normal_(generator=gen)
+        pyg.bias.normal_(generator=gen)
+        for ours, theirs in zip(conv.lins, pyg.lins):
+            ours.weight.copy_(theirs.weight)
+        conv.bias.copy_(pyg.bias)
+    edge_index = mesh_edge_index(faces, x.shape[1])
+    for inp in (x, x[1]):  # batched and unbatched
+        want = pyg(inp, edge_index, lambda_max=2.0)
+        torch.testing.assert_close(conv(inp), want, rtol=tol, atol=tol)
+
+
+def test_laplacian_matmul_kernels_agree():
+    gen = torch.Generator().manual_seed(21)
+    _, V, L = _graph("ico")
+    index, weight = coo(L, torch.float64)
+    X = torch.randn(V, 7, generator=gen, dtype=torch.float64)
+    dense = torch.tensor(L) @ X
+    torch.testing.assert_close(laplacian_matmul(index, weight, V, X), dense)
+    # float16 has no sparse kernel on CPU: the gather path runs
+    got = laplacian_matmul(index, weight, V, X.half())
+    torch.testing.assert_close(got.double(), dense, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("kernel", ["sparse", "gather"])
+def test_laplacian_matmul_non_symmetric(kernel, monkeypatch):
+    """Rows and columns are not interchangeable: a random non-symmetric matrix."""
+    if kernel == "gather":
+        monkeypatch.setattr(cheb_mod, "_use_sparse_kernel", lambda x: False)
+    gen = torch.Generator().manual_seed(31)
+    V = 9
+    M = torch.randn(V, V, generator=gen, dtype=torch.float64) * (torch.rand(V, V, generator=gen) < 0.3)
+    M[0, 1], M[1, 0] = 1.5, 0.0  # certainly not symmetric
+    index, weight = coo(M.numpy(), torch.float64)
+    X = torch.randn(V, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    out = laplacian_matmul(index, weight, V, X)
+    torch.testing.assert_close(out, M @ X)
+    go = torch.randn(V, 4, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad(out, X, go)[0], M.T @ go)
+
+
+def test_duplicate_entries_are_summed():
+    conv, x, L, _, gen = _layer(22, K=3)
+    index, weight = conv.laplacian_index, conv.laplacian_weight
+    frac = torch.rand(weight.shape, generator=gen, dtype=weight.dtype)
+    perm = torch.randperm(2 * index.shape[1], generator=gen)
+    dup_index = torch.cat([index, index], 1)[:, perm]
+    dup_weight = torch.cat([weight * frac, weight * (1 - frac)])[perm]
+    other = ChebConv(3, 5, 3, dup_index, dup_weight, conv.num_vertices).double()
+    assert torch.equal(other.laplacian_index, index)
+    torch.testing.assert_close(other.laplacian_weight, weight, rtol=1e-12, atol=1e-12)
+    params = {k: v for k, v in conv.state_dict().items() if not k.startswith("laplacian_")}
+    other.load_state_dict(params, strict=False)
+    torch.testing.assert_close(other(x), conv(x), rtol=1e-12, atol=1e-12)
+
+
+def test_gradcheck_float64():
+    conv, x, _, _, _ = _layer(23, K=3, C=2, O=2, kind="ico")
+    x = x[:2].requires_grad_(True)
+    w = [lin.weight for lin in conv.lins]
+
+    # parameters passed functionally so that gradcheck perturbs them too
+    from torch.func import functional_call
+    names = ["bias"] + [f"lins.{k}.weight" for k in range(len(w))]
+
+    def call(x, b, *ws):
+        return functional_call(conv, dict(zip(names, (b, *ws))), (x,))
+
+    assert torch.autograd.gradcheck(call, (x, conv.bias, *w))
+    assert torch.autograd.gradgradcheck(call, (x, conv.bias, *w))
+
+
+def test_batched_equals_per_sample_and_unbatched():
+    conv, x, *_ = _layer(24, dtype=torch.float32)
+    out = conv(x)
+    for b in range(x.shape[0]):
+        torch.testing.assert_close(conv(x[b]), out[b], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(conv(x[:1]).squeeze(0), conv(x[0]), rtol=0, atol=0)
+
+
+def test_state_dict_round_trip_includes_laplacian():
+    conv, x, *_ = _layer(25, dtype=torch.float32)
+    sd = conv.state_dict()
+    assert {"laplacian_index", "laplacian_weight", "bias", "lins.0.weight"} <= set(sd)
+    half = conv.laplacian_weight * 0.5
+    fresh = ChebConv(3, 5, 4, conv.laplacian_index, half, conv.num_vertices)
+    assert not torch.allclose(fresh(x), conv(x))
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh.laplacian_weight, conv.laplacian_weight)
+    assert torch.equal(fresh(x), conv(x))
+
+
+def test_extra_repr_and_repr():
+    conv = _layer(26, K=6, C=16, O=32)[0]
+    assert conv.extra_repr() == "16, 32, K=6"
+    assert repr(conv) == "ChebConv(16, 32, K=6)"
+    nob = _layer(26, K=2, bias=False)[0]
+    assert repr(nob) == "ChebConv(3, 5, K=2, bias=False)" and nob.bias is None
+
+
+def test_from_hierarchy():
+    h = make_test_hierarchy(seed=27)
+    conv = ChebConv.from_hierarchy(2, 3, 4, h, 1)
+    lvl = h.levels[1]
+    assert conv.num_vertices == lvl.num_vertices and conv.K == 4
+    assert torch.equal(conv.laplacian_weight, lvl.laplacian_weight)
+    with pytest.raises(ValueError, match=r"level: expected an int in \[0, 1\], got -1"):
+        ChebConv.from_hierarchy(2, 3, 4, h, -1)
+
+
+def test_input_errors_name_expected_and_actual():
+    conv, x, *_ = _layer(28, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"expected shape \(B, 20, 3\), got \(3, 19, 3\)"):
+        conv(x[:, :19])
+    with pytest.raises(ValueError, match=r"expected shape \(20, 3\), got \(20, 4\)"):
+        conv(torch.randn(20, 4))
+    with pytest.raises(ValueError, match=r"expected shape \(B, 20, 3\) or \(20, 3\), got \(60,\)"):
+        conv(x.reshape(-1, 1).squeeze(1)[:60])
+    with pytest.raises(TypeError, match="expected dtype torch.float32, got torch.int32"):
+        conv(x.int())
+    with pytest.raises(ValueError, match="expected a tensor on cpu, got one on meta"):
+        conv(x.to("meta"))
+
+
+def test_constructor_errors():
+    _, V, L = _graph()
+    index, weight = coo(L)
+    with pytest.raises(ValueError, match=r"laplacian_weight: expected shape \(%d\), got \(3,\)" % index.shape[1]):
+        ChebConv(2, 2, 2, index, weight[:3], V)
+    with pytest.raises(ValueError, match=r"laplacian_index: expected vertex indices in \[0, 10\), got range \[0, 19\]"):
+        ChebConv(2, 2, 2, index, weight, 10)
+    with pytest.raises(TypeError, match="laplacian_index: expected dtype torch.int64, got torch.int32"):
+        ChebConv(2, 2, 2, index.int(), weight, V)
+    with pytest.raises(ValueError, match="K: expected a positive int, got 0"):
+        ChebConv(2, 2, 0, index, weight, V)
+    bad = weight.clone()
+    bad[0] = float("nan")
+    with pytest.raises(ValueError, match="laplacian_weight: expected finite values"):
+        ChebConv(2, 2, 2, index, bad, V)
+
+
+@pytest.mark.parametrize("device", DEVICES + ["meta"])
+def test_to_device_moves_buffers(device):
+    conv, x, *_ = _layer(29, dtype=torch.float32)
+    want = conv(x)
+    moved = conv.to(device)
+    assert moved.laplacian_index.device.type == device and moved.laplacian_weight.device.type == device
+    out = moved(x.to(device))
+    assert out.shape == want.shape
+    if device != "meta":
+        torch.testing.assert_close(out.cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    conv, x, _, _, gen = _layer(30, K=3, dtype=torch.float32)
+    x.requires_grad_(True)
+    compiled = torch.compile(conv, fullgraph=True)
+    out = compiled(x)
+    ref = conv(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    go = torch.randn(out.shape, generator=gen)
+    torch.testing.assert_close(torch.autograd.grad(out, x, go)[0], torch.autograd.grad(ref, x, go)[0],
+                               rtol=1e-5, atol=1e-5)

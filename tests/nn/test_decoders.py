@@ -1,0 +1,303 @@
+"""Tests of the graph decoders (spiral, Chebyshev, PyG) and the presets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from mesh_decoder.errors import HierarchyError
+from mesh_decoder.nn.decoders import (
+    ACTIVATIONS,
+    ChebDecoder,
+    GraphDecoder,
+    PyGDecoder,
+    SpiralDecoder,
+    decoder_from_config,
+)
+from mesh_decoder.nn.presets import PRESETS, decoder_from_preset, preset_hierarchy_params
+
+DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
+HIERARCHIES = ["synthetic_hierarchy", "face_hierarchy", "head_hierarchy", "sphere_hierarchy"]
+
+
+def build(kind: str, hierarchy, **kw) -> GraphDecoder:
+    """A small decoder of each kind on the first 3 levels (2 up-sampling steps)."""
+    kw.setdefault("channels", (8, 12))
+    kw.setdefault("latent_size", 5)
+    if kind == "spiral":
+        return SpiralDecoder.from_hierarchy(hierarchy, **kw)
+    if kind == "cheb":
+        return ChebDecoder.from_hierarchy(hierarchy, K=3, **kw)
+    return PyGDecoder.from_hierarchy(hierarchy, "GCNConv", **kw)
+
+
+def dense_up(hierarchy, level: int) -> torch.Tensor:
+    """Dense ``(V_l, V_{l+1})`` up-sampling matrix, filled by a loop."""
+    idx, w = hierarchy.up_index[level], hierarchy.up_weight[level]
+    U = torch.zeros(hierarchy.sizes[level], hierarchy.sizes[level + 1], dtype=torch.float64)
+    for v in range(idx.shape[0]):
+        for k in range(3):
+            U[v, idx[v, k]] += float(w[v, k])
+    return U
+
+
+def decoder_reference(dec: GraphDecoder, hierarchy, z: torch.Tensor) -> torch.Tensor:
+    """The decoder written out level by level: explicit FC, dense up-sampling, the decoder's convs."""
+    L = len(dec.channels)
+    act = ACTIVATIONS[dec.activation]()
+    x = z @ dec.fc.weight.T + dec.fc.bias  # (B, V_L * c)
+    x = x.reshape(z.shape[0], hierarchy.sizes[L], dec.channels[-1])
+    for i, level in enumerate(range(L - 1, -1, -1)):
+        x = torch.einsum("uv,bvc->buc", dense_up(hierarchy, level).to(x.dtype), x)
+        x = act(dec.convs[i](x))
+    return dec.out_conv(x) * dec.std + dec.mean
+
+
+def rand_latent(dec: GraphDecoder, batch: int, seed: int, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, dec.latent_size, generator=g, dtype=dtype)
+
+
+def randomise_normalization(dec: GraphDecoder, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    V, C = dec.num_vertices[0], dec.out_channels
+    mean = torch.randn(V, C, generator=g)
+    std = 0.5 + torch.rand(V, C, generator=g)
+    dec.set_normalization(mean, std)
+    return mean, std
+
+
+# ----------------------------------------------------------------------------- forward
+@pytest.mark.parametrize("hierarchy_name", HIERARCHIES)
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
+def test_decoder_matches_reference_and_is_batch_consistent(request, hierarchy_name, kind):
+    hierarchy = request.getfixturevalue(hierarchy_name)
+    torch.manual_seed(0)
+    dec = build(kind, hierarchy, out_channels=4).double()
+    randomise_normalization(dec, seed=1)
+    z = rand_latent(dec, 3, seed=2, dtype=torch.float64)
+    out = dec(z)
+    assert out.shape == (3, hierarchy.sizes[0], 4)
+    torch.testing.assert_close(out, decoder_reference(dec, hierarchy, z))
+    for b in range(3):
+        torch.testing.assert_close(dec(z[b]), out[b])  # unbatched (Z,) input
+        torch.testing.assert_close(dec(z[b : b + 1])[0], out[b])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
+def test_decoder_device_and_dtype(synthetic_hierarchy, kind, dtype, device):
+    ref_dec = build(kind, synthetic_hierarchy).double()
+    randomise_normalization(ref_dec, seed=20)
+    z = rand_latent(ref_dec, 3, seed=21, dtype=torch.float64)
+    ref = ref_dec(z)
+    dec = ref_dec.to(device=device, dtype=dtype)
+    out = dec(z.to(device=device, dtype=dtype))
+    assert out.device.type == device and out.dtype == dtype
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {}
+    torch.testing.assert_close(out.cpu().double(), ref, **tol)
+    if device != "cpu":
+        with pytest.raises(ValueError, match="expected a tensor on"):
+            dec(z.to(dtype))
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
+def test_normalization_is_undone(synthetic_hierarchy, kind):
+    dec = build(kind, synthetic_hierarchy)
+    z = rand_latent(dec, 2, seed=3)
+    raw = dec(z)
+    torch.testing.assert_close(dec.decode_normalized(z), raw)  # defaults: mean 0, std 1
+    mean, std = randomise_normalization(dec, seed=4)
+    torch.testing.assert_close(dec(z), raw * std + mean)
+    assert {"mean", "std"} <= {k for k, _ in dec.named_buffers()}
+    assert torch.equal(dec.state_dict()["std"], std)
+    # per-channel broadcasting
+    dec.set_normalization(torch.tensor([1.0, 2.0, 3.0]), 2.0)
+    torch.testing.assert_close(dec(z), raw * 2.0 + torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="std: expected positive"):
+        dec.set_normalization(0.0, torch.zeros(3))
+    with pytest.raises(ValueError, match=r"mean: expected shape \(90, 3\), \(3,\) or a scalar, got \(4,\)"):
+        dec.set_normalization(torch.zeros(4), 1.0)
+
+
+def test_spiralnetpp_architecture(synthetic_hierarchy, make_hierarchy):
+    """channels (32, 32, 32, 64): FC -> V_L*64, convs 64->64, 64->32, 32->32, 32->32, out 32->3."""
+    h = make_hierarchy(sizes=(60, 30, 16, 8, 4), seed=3)
+    dec = SpiralDecoder.from_hierarchy(h, latent_size=16, channels=(32, 32, 32, 64))
+    assert dec.fc.in_features == 16 and dec.fc.out_features == 4 * 64
+    assert [(c.in_channels, c.out_channels) for c in dec.convs] == [(64, 64), (64, 32), (32, 32), (32, 32)]
+    assert (dec.out_conv.in_channels, dec.out_conv.out_channels) == (32, 3)
+    # block i up-samples to level L-1-i and convolves there
+    z = rand_latent(dec, 2, seed=5)
+    assert dec(z).shape == (2, 60, 3)
+    for i, level in enumerate([3, 2, 1, 0]):
+        assert dec.ups[i](torch.zeros(h.sizes[level + 1], 1)).shape[0] == h.sizes[level]
+    assert "SpiralConv" in repr(dec) and "latent_size=16" in repr(dec)
+
+
+def test_spiral_length_truncation(synthetic_hierarchy, make_hierarchy):
+    dec = build("spiral", synthetic_hierarchy, spiral_length=5)
+    assert dec.spiral_lengths == (5, 5)
+    z = rand_latent(dec, 2, seed=6)
+    # the same weights on a hierarchy whose spirals are cut to 5 give the same output
+    h5 = make_hierarchy()
+    for lvl in h5.levels:
+        lvl.spirals = lvl.spirals[:, :5].contiguous()
+    ref = build("spiral", h5)
+    ref.load_state_dict(dec.state_dict())
+    torch.testing.assert_close(dec(z), ref(z))
+    assert build("spiral", synthetic_hierarchy, spiral_length=[9, 4]).spiral_lengths == (9, 4)
+    with pytest.raises(ValueError, match="at most the hierarchy's spiral length 9"):
+        build("spiral", synthetic_hierarchy, spiral_length=12)
+    dilated = make_hierarchy(dilation=2)
+    with pytest.raises(ValueError, match="dilation 1"):
+        build("spiral", dilated, spiral_length=5)
+    assert build("spiral", dilated).dilations == (2, 2)  # full length: the hierarchy's dilation
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_activations(synthetic_hierarchy, activation):
+    dec = build("spiral", synthetic_hierarchy, activation=activation)
+    assert isinstance(dec.act, ACTIVATIONS[activation])
+    z = rand_latent(dec, 2, seed=7)
+    torch.testing.assert_close(dec(z), decoder_reference(dec, synthetic_hierarchy, z))
+
+
+def test_input_validation(synthetic_hierarchy):
+    dec = build("cheb", synthetic_hierarchy)
+    with pytest.raises(ValueError, match=r"z: expected shape \(B, 5\) or \(5,\), got \(2, 4\)"):
+        dec(torch.randn(2, 4))
+    with pytest.raises(ValueError, match=r"got \(1, 2, 5\)"):
+        dec(torch.randn(1, 2, 5))
+    with pytest.raises(TypeError, match="z: expected dtype torch.float32 .* got torch.int64"):
+        dec(torch.ones(2, 5, dtype=torch.int64))
+    with pytest.raises(TypeError, match="got torch.float64"):
+        dec(torch.randn(2, 5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="expected a torch.Tensor, got list"):
+        dec([0.0] * 5)
+    with pytest.raises(ValueError, match="activation: expected one of"):
+        build("spiral", synthetic_hierarchy, activation="swish2")
+    with pytest.raises(ValueError, match="channels: expected"):
+        build("spiral", synthetic_hierarchy, channels=())
+    with pytest.raises(HierarchyError, match="expected at least 5 levels"):
+        build("spiral", synthetic_hierarchy, channels=(4, 4, 4, 4))
+
+
+def test_check_finite(synthetic_hierarchy):
+    dec = build("spiral", synthetic_hierarchy)
+    z = rand_latent(dec, 2, seed=8)
+    z[1, 2] = float("nan")
+    assert torch.isnan(dec(z)).any()  # off by default: no check, NaN propagates
+    dec.check_finite = True
+    with pytest.raises(ValueError, match="z: expected finite latents"):
+        dec(z)
+    dec(z[:1])  # a finite latent passes
+    with torch.no_grad():
+        for p in dec.out_conv.parameters():
+            p.fill_(float("inf"))
+    with pytest.raises(ValueError, match="output: expected finite"):
+        dec(z[:1])
+    assert build("cheb", synthetic_hierarchy, check_finite=True).check_finite
+
+
+# ------------------------------------------------------------------------------ config
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
+def test_config_round_trip(synthetic_hierarchy, kind, make_hierarchy):
+    dec = build(kind, synthetic_hierarchy, activation="silu", out_channels=6)
+    randomise_normalization(dec, seed=9)
+    config = json.loads(json.dumps(dec.config()))
+    assert config["class"] == type(dec).__name__
+    again = decoder_from_config(config, synthetic_hierarchy)
+    assert type(again) is type(dec) and again.config() == dec.config()
+    again.load_state_dict(dec.state_dict())
+    z = rand_latent(dec, 2, seed=10)
+    torch.testing.assert_close(again(z), dec(z))
+    other = make_hierarchy(sizes=(91, 40, 18, 8), seed=1)
+    with pytest.raises(HierarchyError, match=r"expected level sizes \[90, 40, 18\]"):
+        type(dec).from_config(config, other)
+    same_sizes = make_hierarchy(seed=2)
+    with pytest.raises(HierarchyError, match="template hash synthetic-0"):
+        type(dec).from_config(config, same_sizes)
+    with pytest.raises(ValueError, match="expected class"):
+        ChebDecoder.from_config({**config, "class": "Nope"}, synthetic_hierarchy)
+
+
+def test_pyg_decoder_conv_factory(synthetic_hierarchy):
+    from torch_geometric.nn import GraphConv, SAGEConv
+
+    dec = PyGDecoder.from_hierarchy(synthetic_hierarchy, lambda i, o: SAGEConv(i, o), channels=(8, 12), latent_size=5)
+    assert all(isinstance(c.conv, SAGEConv) for c in [*dec.convs, dec.out_conv])
+    config = json.loads(json.dumps(dec.config()))
+    assert config["conv"] is None
+    with pytest.raises(ValueError, match="pass conv="):
+        PyGDecoder.from_config(config, synthetic_hierarchy)
+    again = PyGDecoder.from_config(config, synthetic_hierarchy, conv=lambda i, o: SAGEConv(i, o))
+    again.load_state_dict(dec.state_dict())
+    z = rand_latent(dec, 2, seed=11)
+    torch.testing.assert_close(again(z), dec(z))
+    by_class = PyGDecoder.from_hierarchy(synthetic_hierarchy, GraphConv, conv_kwargs={"aggr": "mean"},
+                                         channels=(8, 12), latent_size=5)
+    assert by_class.config()["conv"] == "GraphConv" and by_class.convs[0].conv.aggr == "mean"
+    with pytest.raises(ValueError, match="torch_geometric.nn conv class"):
+        PyGDecoder.from_hierarchy(synthetic_hierarchy, "NotAConv", channels=(8, 12))
+
+
+def test_pyg_hierarchy_edges_are_the_mesh_edges(face_hierarchy):
+    """Both directions of every face edge: on a real mesh, the Laplacian's off-diagonal pattern."""
+    for level in range(face_hierarchy.num_levels):
+        e = PyGDecoder.hierarchy_edges(face_hierarchy, level)
+        li = face_hierarchy.levels[level].laplacian_index
+        assert (e[0] != e[1]).all()
+        assert {tuple(p) for p in e.T.tolist()} == {tuple(p) for p in li.T.tolist() if p[0] != p[1]}
+
+
+# ----------------------------------------------------------------------------- compile
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
+def test_torch_compile_gives_the_same_output(face_hierarchy, kind):
+    torch._dynamo.reset()
+    dec = build(kind, face_hierarchy).eval()
+    randomise_normalization(dec, seed=12)
+    z = rand_latent(dec, 4, seed=13)
+    with torch.no_grad():
+        eager = dec(z)
+        compiled = torch.compile(dec, fullgraph=True)(z)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ presets
+def test_presets_content():
+    assert PRESETS["spiralnet++-coma"] == dict(
+        cls="SpiralDecoder", latent_size=16, channels=(32, 32, 32, 64), spiral_length=9, factors=(4, 4, 4, 4)
+    )
+    assert PRESETS["coma"] == dict(cls="ChebDecoder", K=6, channels=(16, 16, 16, 32), latent_size=8, factors=(4, 4, 4, 4))
+    assert preset_hierarchy_params("spiralnet++-coma") == {"factors": (4, 4, 4, 4), "spiral_lengths": 9}
+    assert preset_hierarchy_params("coma") == {"factors": (4, 4, 4, 4)}
+    with pytest.raises(ValueError, match="preset: expected one of"):
+        preset_hierarchy_params("spiralnet")
+
+
+def test_decoder_from_preset(preset_hierarchy, make_hierarchy):
+    spiral = decoder_from_preset("spiralnet++-coma", preset_hierarchy)
+    assert isinstance(spiral, SpiralDecoder) and spiral.latent_size == 16 and spiral.channels == (32, 32, 32, 64)
+    assert spiral.spiral_lengths == (9, 9, 9, 9)
+    coma = decoder_from_preset("coma", preset_hierarchy, out_channels=6)
+    assert isinstance(coma, ChebDecoder) and coma.K == 6 and coma.latent_size == 8 and coma.out_channels == 6
+    for dec in (spiral, coma):
+        z = rand_latent(dec, 2, seed=14)
+        assert dec(z).shape == (2, preset_hierarchy.sizes[0], dec.out_channels)
+    wrong = make_hierarchy(sizes=(90, 40, 18, 8), seed=4)
+    with pytest.raises(HierarchyError, match="preset_hierarchy_params"):
+        decoder_from_preset("coma", wrong)
+
+
+def test_graph_decoder_is_an_nn_module(synthetic_hierarchy):
+    dec = build("spiral", synthetic_hierarchy)
+    assert isinstance(dec, nn.Module)
+    n_params = sum(p.numel() for p in dec.parameters())
+    assert n_params > dec.fc.weight.numel()
+    assert "num_vertices=(90, 40, 18)" in repr(dec)

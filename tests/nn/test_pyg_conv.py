@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch_geometric.nn as gnn
+
+from mesh_decoder.nn import PyGConv, mesh_edge_index
+from mesh_decoder.nn.pyg_conv import BATCHED_CONVS
+from tests.nn.reference import edge_set, grid_mesh, icosahedron, make_test_hierarchy
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+C, O = 3, 4
+
+# One constructor per class claimed to batch correctly, plus the attention/pseudo-coordinate ones.
+FACTORIES = {
+    "ChebConv": lambda: gnn.ChebConv(C, O, K=3),
+    "GCNConv": lambda: gnn.GCNConv(C, O),
+    "SAGEConv": lambda: gnn.SAGEConv(C, O),
+    "GraphConv": lambda: gnn.GraphConv(C, O),
+    "TAGConv": lambda: gnn.TAGConv(C, O, K=2),
+    "SGConv": lambda: gnn.SGConv(C, O, K=2),
+    "SSGConv": lambda: gnn.SSGConv(C, O, alpha=0.2, K=2),
+    "LEConv": lambda: gnn.LEConv(C, O),
+    "ResGatedGraphConv": lambda: gnn.ResGatedGraphConv(C, O),
+    "MFConv": lambda: gnn.MFConv(C, O),
+    "LGConv": lambda: gnn.LGConv(),
+    "ClusterGCNConv": lambda: gnn.ClusterGCNConv(C, O),
+}
+
+
+def _mesh(kind: str = "grid"):
+    verts, faces = grid_mesh(4, 4) if kind == "grid" else icosahedron()
+    return faces, verts.shape[0]
+
+
+def _per_sample(conv, x, edge_index):
+    return torch.stack([conv(x[b], edge_index) for b in range(x.shape[0])])
+
+
+# --------------------------------------------------------------------------- mesh_edge_index
+@pytest.mark.parametrize("kind", ["grid", "ico"])
+def test_mesh_edge_index_matches_set_reference(kind):
+    faces, V = _mesh(kind)
+    ei = mesh_edge_index(faces, V)
+    assert ei.dtype == torch.int64 and ei.shape[0] == 2
+    pairs = [tuple(p) for p in ei.t().tolist()]
+    assert pairs == sorted(edge_set(faces))  # sorted, unique, both directions
+    assert len(pairs) == (2 * 30 if kind == "ico" else 2 * (2 * 3 * 4 + 9))
+
+
+def test_mesh_edge_index_drops_self_loops_and_accepts_numpy_and_polygons():
+    faces = np.array([[0, 1, 2], [2, 2, 3], [0, 1, 2]])  # a degenerate face and a duplicate
+    ei = mesh_edge_index(faces, 5)
+    assert {tuple(p) for p in ei.t().tolist()} == {(0, 1), (1, 0), (1, 2), (2, 1), (0, 2), (2, 0), (2, 3), (3, 2)}
+    quads = torch.tensor([[0, 1, 2, 3]])
+    assert {tuple(p) for p in mesh_edge_index(quads, 4).t().tolist()} == edge_set(quads)
+    assert mesh_edge_index(torch.zeros(0, 3, dtype=torch.int64), 4).shape == (2, 0)
+
+
+def test_mesh_edge_index_errors():
+    faces, V = _mesh()
+    with pytest.raises(ValueError, match=r"expected vertex indices in \[0, 10\), got range \[0, 15\]"):
+        mesh_edge_index(faces, 10)
+    with pytest.raises(TypeError, match="expected an integer tensor, got dtype torch.float32"):
+        mesh_edge_index(faces.float(), V)
+    with pytest.raises(ValueError, match=r"expected shape \(F, k\), got \(54,\)"):
+        mesh_edge_index(faces.reshape(-1), V)
+
+
+# --------------------------------------------------------------------------- modes
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_known_good_classes_batch_like_a_loop(name):
+    """Every class `auto` sends to batched mode gives the per-sample result, forward and backward."""
+    assert name in BATCHED_CONVS
+    torch.manual_seed(40)
+    faces, V = _mesh()
+    layer = PyGConv(FACTORIES[name](), mesh_edge_index(faces, V), V)
+    assert layer.mode == "batched"
+    gen = torch.Generator().manual_seed(41)
+    x = torch.randn(3, V, layer.conv.in_channels if name != "LGConv" else O, generator=gen, requires_grad=True)
+    out = layer(x)
+    ref = _per_sample(layer.conv, x, layer.edge_index)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    go = torch.randn(out.shape, generator=gen)
+    params = [x] + list(layer.conv.parameters())
+    for g, w in zip(torch.autograd.grad(out, params, go), torch.autograd.grad(ref, params, go)):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_every_batched_class_is_tested():
+    assert set(FACTORIES) == set(BATCHED_CONVS)
+
+
+@pytest.mark.parametrize("make", [lambda: gnn.GCNConv(C, O), lambda: gnn.SAGEConv(C, O),
+                                  lambda: gnn.ChebConv(C, O, K=3), lambda: gnn.SAGEConv(C, O, aggr="max")])
+def test_batched_and_union_modes_agree(make):
+    torch.manual_seed(42)
+    faces, V = _mesh("ico")
+    conv = make()
+    ei = mesh_edge_index(faces, V)
+    batched, union = PyGConv(conv, ei, V, mode="batched"), PyGConv(conv, ei, V, mode="union")
+    gen = torch.Generator().manual_seed(43)
+    x = torch.randn(4, V, C, generator=gen, requires_grad=True)
+    a, b = batched(x), union(x)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    go = torch.randn(a.shape, generator=gen)
+    torch.testing.assert_close(torch.autograd.grad(a, x, go)[0], torch.autograd.grad(b, x, go)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda: gnn.GATConv(C, O, heads=2), lambda: gnn.FeaStConv(C, O, heads=3),
+                                  lambda: gnn.GATv2Conv(C, O)])
+def test_union_mode_for_attention_convs_matches_loop(make):
+    torch.manual_seed(44)
+    faces, V = _mesh("grid")
+    layer = PyGConv(make(), mesh_edge_index(faces, V), V)
+    assert layer.mode == "union"
+    gen = torch.Generator().manual_seed(45)
+    x = torch.randn(3, V, C, generator=gen, requires_grad=True)
+    out = layer(x)
+    ref = _per_sample(layer.conv, x, layer.edge_index)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    go = torch.randn(out.shape, generator=gen)
+    params = [x] + list(layer.conv.parameters())
+    for g, w in zip(torch.autograd.grad(out, params, go), torch.autograd.grad(ref, params, go)):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_mode_rules():
+    faces, V = _mesh()
+    ei = mesh_edge_index(faces, V)
+    assert PyGConv(gnn.GCNConv(C, O), ei, V).mode == "batched"
+    assert PyGConv(gnn.SAGEConv(C, O, aggr="lstm"), ei, V).mode == "union"  # not a simple aggregation
+    assert PyGConv(gnn.GINConv(torch.nn.Linear(C, O)), ei, V).mode == "union"  # user network inside
+
+    class MyGCN(gnn.GCNConv):
+        pass
+
+    assert PyGConv(MyGCN(C, O), ei, V).mode == "union"  # subclasses are not trusted
+    assert PyGConv(gnn.GATConv(C, O), ei, V, mode="batched").mode == "batched"  # explicit wins
+
+
+def test_batched_mode_on_an_unsuitable_conv_says_so():
+    faces, V = _mesh()
+    layer = PyGConv(gnn.GATConv(C, O), mesh_edge_index(faces, V), V, mode="batched")
+    with pytest.raises(Exception):
+        layer(torch.randn(2, V, C))
+
+
+def test_union_edges_cached_per_batch_size():
+    faces, V = _mesh()
+    layer = PyGConv(gnn.GATConv(C, O), mesh_edge_index(faces, V), V)
+    u2 = layer.union_edges(2)
+    assert layer.union_edges(2) is u2
+    E = layer.num_edges
+    assert u2.shape == (2, 2 * E)
+    assert torch.equal(u2[:, :E], layer.edge_index) and torch.equal(u2[:, E:], layer.edge_index + V)
+    u3 = layer.union_edges(3)
+    assert u3.shape == (2, 3 * E) and torch.equal(u3[:, 2 * E:], layer.edge_index + 2 * V)
+    assert "union_edge_index" not in layer.state_dict()
+    layer.to("meta")
+    assert layer.union_edge_index.device.type == "meta"
+    assert layer.union_edges(3).device.type == "meta"
+
+
+def test_unbatched_equals_batch_of_one():
+    faces, V = _mesh()
+    for mode in ("batched", "union"):
+        torch.manual_seed(46)
+        layer = PyGConv(gnn.GATConv(C, O) if mode == "union" else gnn.GCNConv(C, O), mesh_edge_index(faces, V), V,
+                        mode=mode)
+        x = torch.randn(V, C, generator=torch.Generator().manual_seed(47))
+        torch.testing.assert_close(layer(x[None]).squeeze(0), layer(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["batched", "union"])
+def test_gradcheck_float64(mode):
+    torch.manual_seed(48)
+    faces, V = _mesh("ico")
+    layer = PyGConv(gnn.GCNConv(2, 2), mesh_edge_index(faces, V), V, mode=mode).double()
+    x = torch.randn(2, V, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(49), requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
+def test_wrapping_keeps_the_conv_weights():
+    faces, V = _mesh()
+    conv = gnn.GCNConv(C, O)
+    before = {k: v.clone() for k, v in conv.state_dict().items()}
+    layer = PyGConv(conv, mesh_edge_index(faces, V), V)
+    assert all(torch.equal(v, conv.state_dict()[k]) for k, v in before.items())
+    torch.manual_seed(58)
+    layer.reset_parameters()
+    assert not torch.equal(conv.lin.weight, before["lin.weight"])
+
+
+def test_state_dict_round_trip():
+    faces, V = _mesh()
+    torch.manual_seed(50)
+    layer = PyGConv(gnn.SAGEConv(C, O), mesh_edge_index(faces, V), V)
+    x = torch.randn(2, V, C, generator=torch.Generator().manual_seed(51))
+    sd = layer.state_dict()
+    assert "edge_index" in sd
+    relabelled = torch.randperm(V, generator=torch.Generator().manual_seed(57))[faces]  # same edge count
+    fresh = PyGConv(gnn.SAGEConv(C, O), mesh_edge_index(relabelled, V), V)
+    assert not torch.equal(fresh.edge_index, layer.edge_index)
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh.edge_index, layer.edge_index)
+    assert torch.equal(fresh(x), layer(x))
+
+
+def test_from_hierarchy_and_repr():
+    h = make_test_hierarchy(seed=52)
+    layer = PyGConv.from_hierarchy(gnn.GCNConv(C, O), h, 1)
+    lvl = h.levels[1]
+    assert layer.num_vertices == lvl.num_vertices
+    assert {tuple(p) for p in layer.edge_index.t().tolist()} == edge_set(lvl.faces)
+    assert layer.extra_repr() == f"num_vertices=9, num_edges={layer.num_edges}, mode='batched'"
+    assert "GCNConv(3, 4)" in repr(layer)
+
+
+def test_errors_name_expected_and_actual():
+    faces, V = _mesh()
+    ei = mesh_edge_index(faces, V)
+    layer = PyGConv(gnn.GCNConv(C, O), ei, V)
+    with pytest.raises(ValueError, match=r"expected shape \(B, 16, 3\), got \(2, 15, 3\)"):
+        layer(torch.randn(2, 15, C))
+    with pytest.raises(ValueError, match=r"expected shape \(B, 16, 3\), got \(2, 16, 5\)"):
+        layer(torch.randn(2, V, 5))
+    with pytest.raises(TypeError, match="expected dtype torch.float32, got torch.float64"):
+        layer(torch.randn(2, V, C, dtype=torch.float64))
+    with pytest.raises(ValueError, match="expected a tensor on cpu, got one on meta"):
+        layer(torch.randn(2, V, C, device="meta"))
+    with pytest.raises(ValueError, match=r"mode: expected one of \('auto', 'batched', 'union'\), got 'loop'"):
+        PyGConv(gnn.GCNConv(C, O), ei, V, mode="loop")
+    with pytest.raises(ValueError, match=r"edge_index: expected vertex indices in \[0, 8\), got range \[0, 15\]"):
+        PyGConv(gnn.GCNConv(C, O), ei, 8)
+    with pytest.raises(TypeError, match="conv: expected a torch.nn.Module"):
+        PyGConv(lambda x, e: x, ei, V)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_to_device(device):
+    faces, V = _mesh()
+    torch.manual_seed(53)
+    layer = PyGConv(gnn.GATConv(C, O), mesh_edge_index(faces, V), V)
+    x = torch.randn(2, V, C, generator=torch.Generator().manual_seed(54))
+    want = layer(x)
+    layer.to(device)
+    assert layer.edge_index.device.type == device and layer.union_edge_index.device.type == device
+    torch.testing.assert_close(layer(x.to(device)).cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    faces, V = _mesh()
+    torch.manual_seed(55)
+    layer = PyGConv(gnn.GCNConv(C, O), mesh_edge_index(faces, V), V)
+    x = torch.randn(2, V, C, generator=torch.Generator().manual_seed(56))
+    torch.testing.assert_close(torch.compile(layer)(x), layer(x), rtol=1e-5, atol=1e-5)

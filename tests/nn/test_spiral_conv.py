@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mesh_decoder.nn import SpiralConv, convert_spiralnet_state_dict, spiral_gather
+from mesh_decoder.nn import spiral_conv as spiral_mod
+from tests.nn.reference import make_test_hierarchy, random_spirals, spiral_conv_reference, spiralnet_reference
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _layer(seed: int, V: int = 17, S: int = 6, C: int = 3, O: int = 4, dtype=torch.float64, bias: bool = True):
+    gen = torch.Generator().manual_seed(seed)
+    conv = SpiralConv(C, O, random_spirals(gen, V, S), bias=bias).to(dtype)
+    with torch.no_grad():  # non-zero bias so that it is tested too
+        if conv.linear.bias is not None:
+            conv.linear.bias.copy_(torch.randn(O, generator=gen, dtype=dtype))
+    x = torch.randn(3, V, C, generator=gen, dtype=dtype)
+    return conv, x, gen
+
+
+@pytest.fixture
+def many_chunks(monkeypatch):
+    """Force the CPU kernel to split even tiny inputs into many chunks (3 rows each)."""
+    monkeypatch.setattr(spiral_mod, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(spiral_mod, "MIN_CHUNK_ROWS", 3)
+
+
+@pytest.mark.parametrize("path", ["chunked", "many_chunks", "plain"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_backward_match_loop_reference(path, dtype, tol, bias, monkeypatch):
+    if path == "many_chunks":
+        monkeypatch.setattr(spiral_mod, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(spiral_mod, "MIN_CHUNK_ROWS", 3)
+    if path == "plain":
+        monkeypatch.setattr(spiral_mod, "_use_chunked_kernel", lambda x: False)
+    conv, x, gen = _layer(1, dtype=dtype, bias=bias)
+    x.requires_grad_(True)
+    out = conv(x)
+    ref = spiral_conv_reference(x, conv.indices, conv.linear.weight, conv.linear.bias)
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+
+    grad_out = torch.randn(out.shape, generator=gen, dtype=dtype)
+    params = [x, conv.linear.weight] + ([conv.linear.bias] if bias else [])
+    got = torch.autograd.grad(out, params, grad_out)
+    want = torch.autograd.grad(ref, params, grad_out)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=tol, atol=tol)
+
+
+def test_padding_rows_read_zeros():
+    """A spiral made only of padding (after its centre) sees the centre alone."""
+    gen = torch.Generator().manual_seed(2)
+    V, S, C = 5, 4, 2
+    idx = torch.full((V, S), V)
+    idx[:, 0] = torch.arange(V)
+    conv = SpiralConv(C, 3, idx)
+    x = torch.randn(2, V, C, generator=gen)
+    W = conv.linear.weight
+    torch.testing.assert_close(conv(x), x @ W[:, :C].T + conv.linear.bias)
+
+
+def test_spiral_gather_layout_is_spiral_major():
+    gen = torch.Generator().manual_seed(3)
+    V, S, C = 6, 3, 4
+    idx = random_spirals(gen, V, S)
+    x = torch.randn(2, V, C, generator=gen)
+    g = spiral_gather(x, idx)
+    for v in range(V):
+        for j in range(S):
+            u = int(idx[v, j])
+            want = x[:, u] if u < V else torch.zeros(2, C)
+            assert torch.equal(g[:, v, j * C:(j + 1) * C], want)
+
+
+def test_gradcheck_float64(many_chunks):
+    conv, x, gen = _layer(4, V=7, S=4, C=2, O=3)
+    x.requires_grad_(True)
+    w, b = conv.linear.weight, conv.linear.bias
+    fn = lambda x, w, b: spiral_mod._SpiralGatherLinear.apply(x, conv.indices, w, b)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+def test_create_graph_backward_equals_fast_backward(many_chunks):
+    """backward under create_graph=True takes the differentiable formulas: same values."""
+    conv, x, gen = _layer(17)
+    x.requires_grad_(True)
+    params = [x, conv.linear.weight, conv.linear.bias]
+    out = conv(x)
+    go = torch.randn(out.shape, generator=gen, dtype=out.dtype)
+    fast = torch.autograd.grad(out, params, go, retain_graph=True)
+    slow = torch.autograd.grad(out, params, go, create_graph=True)
+    for f, s in zip(fast, slow):
+        torch.testing.assert_close(f, s, rtol=1e-12, atol=1e-12)
+
+
+def test_batched_equals_per_sample_and_unbatched():
+    conv, x, _ = _layer(5, dtype=torch.float32)
+    out = conv(x)
+    for b in range(x.shape[0]):
+        torch.testing.assert_close(conv(x[b]), out[b], rtol=1e-6, atol=1e-6)
+    assert conv(x[0]).shape == (x.shape[1], 4)
+    torch.testing.assert_close(conv(x[:1]).squeeze(0), conv(x[0]), rtol=0, atol=0)
+
+
+def test_deterministic_under_seed():
+    conv, x, _ = _layer(6, dtype=torch.float32)
+    x.requires_grad_(True)
+    a = conv(x)
+    ga = torch.autograd.grad(a.square().sum(), x)[0]
+    b = conv(x)
+    gb = torch.autograd.grad(b.square().sum(), x)[0]
+    assert torch.equal(a, b) and torch.equal(ga, gb)
+    torch.manual_seed(0)
+    w1 = _layer(7)[0].linear.weight.clone()
+    torch.manual_seed(0)
+    assert torch.equal(w1, _layer(7)[0].linear.weight)
+
+
+def test_state_dict_round_trip_includes_indices():
+    conv, x, gen = _layer(8, dtype=torch.float32)
+    sd = conv.state_dict()
+    assert set(sd) == {"indices", "linear.weight", "linear.bias"}
+    other_idx = random_spirals(gen, conv.num_vertices, conv.spiral_length)
+    fresh = SpiralConv(conv.in_channels, conv.out_channels, other_idx)
+    assert not torch.equal(fresh(x), conv(x))
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh.indices, conv.indices)
+    assert torch.equal(fresh(x), conv(x))
+
+
+def test_spiralnet_state_dict_conversion():
+    gen = torch.Generator().manual_seed(9)
+    V, S, C, O = 11, 5, 3, 4
+    idx = torch.randint(0, V, (V, S), generator=gen)  # SpiralNet++ spirals carry no padding
+    idx[:, 0] = torch.arange(V)
+    sd = {"layer.weight": torch.randn(O, S * C, generator=gen), "layer.bias": torch.randn(O, generator=gen)}
+    x = torch.randn(2, V, C, generator=gen)
+    conv = SpiralConv(C, O, idx)
+    conv.load_spiralnet_state_dict(sd)
+    torch.testing.assert_close(conv(x), spiralnet_reference(x, idx, sd["layer.weight"], sd["layer.bias"]))
+    # the whole-network form: prefixes are kept, unrelated keys untouched
+    net = {"de_layers.2.conv.layer.weight": sd["layer.weight"], "de_layers.2.conv.layer.bias": sd["layer.bias"],
+           "de_layers.0.layer_norm.weight": torch.ones(3), "my_layer.weight": torch.ones(2)}
+    out = convert_spiralnet_state_dict(net)
+    assert set(out) == {"de_layers.2.conv.linear.weight", "de_layers.2.conv.linear.bias",
+                        "de_layers.0.layer_norm.weight", "my_layer.weight"}
+    assert out["de_layers.2.conv.linear.weight"] is sd["layer.weight"]
+
+
+def test_spiralnet_state_dict_errors_name_keys_and_shapes():
+    gen = torch.Generator().manual_seed(10)
+    conv = SpiralConv(3, 4, random_spirals(gen, 9, 5))
+    with pytest.raises(ValueError, match=r"expected keys \['layer.bias', 'layer.weight'\], got \['layer.weight'\]"):
+        conv.load_spiralnet_state_dict({"layer.weight": torch.zeros(4, 15)})
+    with pytest.raises(ValueError, match=r"expected shape \(4, 15\).*got \(4, 12\)"):
+        conv.load_spiralnet_state_dict({"layer.weight": torch.zeros(4, 12), "layer.bias": torch.zeros(4)})
+
+
+def test_extra_repr_and_repr():
+    gen = torch.Generator().manual_seed(11)
+    conv = SpiralConv(32, 64, random_spirals(gen, 20, 9))
+    assert conv.extra_repr() == "32, 64, spiral_length=9, dilation=1"
+    assert repr(conv) == "SpiralConv(32, 64, spiral_length=9, dilation=1)"
+    conv = SpiralConv(8, 16, random_spirals(gen, 20, 12), dilation=2, bias=False)
+    assert repr(conv) == "SpiralConv(8, 16, spiral_length=12, dilation=2, bias=False)"
+    assert conv.linear.bias is None
+
+
+def test_from_hierarchy_uses_level_spirals_and_dilation():
+    h = make_test_hierarchy(seed=12)
+    conv = SpiralConv.from_hierarchy(4, 5, h, 1)
+    assert torch.equal(conv.indices, h.levels[1].spirals)
+    assert conv.dilation == 2 and conv.num_vertices == h.levels[1].num_vertices
+    assert SpiralConv.from_hierarchy(4, 5, h, 0, dilation=1, bias=False).dilation == 1
+    with pytest.raises(ValueError, match=r"level: expected an int in \[0, 1\], got 2"):
+        SpiralConv.from_hierarchy(4, 5, h, 2)
+    with pytest.raises(TypeError, match="expected a MeshHierarchy, got dict"):
+        SpiralConv.from_hierarchy(4, 5, {}, 0)
+
+
+def test_input_errors_name_expected_and_actual():
+    conv, x, _ = _layer(13, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"expected shape \(B, 17, 3\), got \(3, 16, 3\)"):
+        conv(x[:, :16])
+    with pytest.raises(ValueError, match=r"expected shape \(B, 17, 3\), got \(3, 17, 2\)"):
+        conv(x[..., :2])
+    with pytest.raises(ValueError, match=r"expected shape \(B, 17, 3\) or \(17, 3\), got \(1, 3, 17, 3\)"):
+        conv(x[None])
+    with pytest.raises(TypeError, match="expected dtype torch.float32, got torch.int64"):
+        conv(x.long())
+    with pytest.raises(TypeError, match="expected dtype torch.float32, got torch.float64"):
+        conv(x.double())
+    with pytest.raises(ValueError, match="expected a tensor on cpu, got one on meta"):
+        conv(x.to("meta"))
+    with pytest.raises(TypeError, match="expected a torch.Tensor, got list"):
+        conv([[0.0]])
+
+
+def test_constructor_errors():
+    gen = torch.Generator().manual_seed(14)
+    idx = random_spirals(gen, 6, 3)
+    with pytest.raises(TypeError, match="expected dtype torch.int64, got torch.int32"):
+        SpiralConv(2, 2, idx.int())
+    with pytest.raises(ValueError, match=r"expected shape \(V, S\), got \(18,\)"):
+        SpiralConv(2, 2, idx.reshape(-1))
+    bad = idx.clone()
+    bad[0, 1] = 7
+    with pytest.raises(ValueError, match=r"expected values in \[0, 6\].*got range \[0, 7\]"):
+        SpiralConv(2, 2, bad)
+    with pytest.raises(ValueError, match="in_channels: expected a positive int, got 0"):
+        SpiralConv(0, 2, idx)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_to_device_moves_indices(device):
+    conv, x, _ = _layer(15, dtype=torch.float32)
+    want = conv(x)
+    moved = conv.to(device)
+    assert moved.indices.device.type == device
+    torch.testing.assert_close(moved(x.to(device)).cpu(), want, rtol=1e-5, atol=1e-5)
+    meta = SpiralConv(3, 4, conv.indices.cpu()).to("meta")
+    assert meta.indices.device.type == "meta"
+    assert meta(torch.empty(2, 17, 3, device="meta")).shape == (2, 17, 4)
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    conv, x, gen = _layer(16, V=20, dtype=torch.float32)
+    x.requires_grad_(True)
+    compiled = torch.compile(conv, fullgraph=True)
+    out = compiled(x)
+    ref = conv(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    go = torch.randn(out.shape, generator=gen)
+    torch.testing.assert_close(torch.autograd.grad(out, x, go)[0], torch.autograd.grad(ref, x, go)[0],
+                               rtol=1e-5, atol=1e-5)

@@ -1,0 +1,376 @@
+"""Model files: bitwise round trips, clear errors on bad files, atomic writes under SIGKILL."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from mesh_decoder import __version__
+from mesh_decoder.errors import ModelFileError
+from mesh_decoder.hierarchy import HierarchyLevel, MeshHierarchy
+from mesh_decoder.model_files import (
+    FORMAT_VERSION,
+    hierarchy_signature,
+    load_model,
+    read_model_meta,
+    register_model,
+    registered_models,
+    save_model,
+)
+from mesh_decoder.pca import PCAModel
+
+
+def pca_model(seed, n=20, v=50, k=8, colors=True, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, v, 3, generator=g, dtype=dtype) * 20
+    c = torch.rand(n, v, 3, generator=g, dtype=dtype) if colors else None
+    return PCAModel.fit(x, c, num_components=k)
+
+
+def toy_hierarchy(v, seed, template_hash="t" * 64, spiral_length=5):
+    """A small hand-made hierarchy (two levels) with random valid operators."""
+    g = torch.Generator().manual_seed(seed)
+    levels = []
+    for n in (v, (v + 3) // 4):
+        levels.append(HierarchyLevel(
+            vertices=torch.randn(n, 3, generator=g),
+            faces=torch.randint(0, n, (2 * n, 3), generator=g),
+            spirals=torch.randint(0, n + 1, (n, spiral_length), generator=g),
+            laplacian_index=torch.randint(0, n, (2, 4 * n), generator=g),
+            laplacian_weight=-torch.rand(4 * n, generator=g),
+            original_index=torch.arange(n),
+            spiral_length=spiral_length,
+        ))
+    coarse = levels[1].num_vertices
+    weight = torch.rand(v, 3, generator=g)
+    return MeshHierarchy(
+        levels=levels,
+        down=[torch.randperm(v, generator=g)[:coarse]],
+        up_index=[torch.randint(0, coarse, (v, 3), generator=g)],
+        up_weight=[weight / weight.sum(dim=1, keepdim=True)],
+        meta={"template_hash": template_hash, "factors": [4]},
+    )
+
+
+@register_model
+class ToyGraphModel(nn.Module):
+    """A hierarchy-based model exercising shared, non-contiguous and mixed-dtype tensors."""
+
+    def __init__(self, num_vertices, latent_size, spirals):
+        super().__init__()
+        self.num_vertices, self.latent_size = num_vertices, latent_size
+        self.fc = nn.Linear(latent_size, num_vertices * 3)
+        self.register_buffer("spirals", spirals)
+        self.inner = nn.Module()
+        self.inner.register_buffer("spirals", spirals)  # the same tensor held twice
+        self.register_buffer("scale_t", torch.rand(3, num_vertices, dtype=torch.float64).T)  # non-contiguous
+        self.register_buffer("prior_mean", torch.randn(latent_size, dtype=torch.float64))
+        self.norm = nn.BatchNorm1d(3)
+
+    def forward(self, z):
+        y = self.fc(z).reshape(z.shape[0], self.num_vertices, 3)  # (B, V, 3)
+        y = self.norm(y.transpose(1, 2)).transpose(1, 2)  # (B, V, 3)
+        return y * self.scale_t.to(y.dtype) + y[:, self.spirals[:, 0].clamp_max(self.num_vertices - 1)]
+
+    def config(self):
+        return {"class": "ToyGraphModel", "latent_size": self.latent_size}
+
+    @classmethod
+    def from_config(cls, config, hierarchy):
+        return cls(hierarchy.levels[0].num_vertices, config["latent_size"], hierarchy.levels[0].spirals)
+
+
+def toy_model(h, seed):
+    torch.manual_seed(seed)
+    model = ToyGraphModel(h.levels[0].num_vertices, 6, h.levels[0].spirals)
+    model.train()
+    model(torch.randn(8, 6))  # move the BatchNorm running statistics away from their defaults
+    return model.eval()
+
+
+def assert_same_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert sa[key].dtype == sb[key].dtype, key
+        assert torch.equal(sa[key], sb[key]), key
+
+
+# ----------------------------------------------------------------- round trips
+def test_pca_round_trip_is_bitwise(tmp_path):
+    model = pca_model(1)
+    path = tmp_path / "pca.safetensors"
+    save_model(model, path, extra_meta={"data_version": "synthetic-faces-1", "epochs": 3})
+    loaded = load_model(path)
+    assert type(loaded) is PCAModel and not loaded.training
+    assert_same_state(model, loaded)
+    g = torch.Generator().manual_seed(2)
+    z, zc = model.sample_latents(5, g), model.sample_color_latents(5, g)
+    assert torch.equal(loaded(z), model(z))
+    assert torch.equal(loaded.decode_colors(zc), model.decode_colors(zc))
+    assert torch.equal(loaded.sample(3, torch.Generator().manual_seed(4)), model.sample(3, torch.Generator().manual_seed(4)))
+    meta = read_model_meta(path)
+    assert meta["format_version"] == FORMAT_VERSION and meta["library_version"] == __version__
+    assert meta["class"] == "PCAModel" and meta["config"] == model.config()
+    assert meta["data_version"] == "synthetic-faces-1" and meta["extra_meta"]["epochs"] == 3
+    assert meta["hierarchy_hash"] is None
+    assert b"\x80\x04\x95" not in path.read_bytes()[:200]  # a safetensors header, not a pickle
+    assert struct.unpack("<Q", path.read_bytes()[:8])[0] < 10_000
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pca_shape_only_keeps_dtype(tmp_path, dtype):
+    model = pca_model(3, colors=False, dtype=dtype)
+    save_model(model, tmp_path / "m.safetensors")
+    loaded = load_model(tmp_path / "m.safetensors")
+    assert loaded.mean.dtype == dtype and not loaded.has_colors
+    z = model.sample_latents(4, torch.Generator().manual_seed(1))
+    assert torch.equal(loaded(z), model(z))
+
+
+def test_shared_noncontiguous_and_mixed_tensors_round_trip(tmp_path):
+    h = toy_hierarchy(40, seed=5)
+    model = toy_model(h, seed=6)
+    path = tmp_path / "toy.safetensors"
+    save_model(model, path, hierarchy=h)
+    meta = read_model_meta(path)
+    assert meta["aliases"] == {"spirals": "inner.spirals"} or meta["aliases"] == {"inner.spirals": "spirals"}
+    assert meta["hierarchy_hash"] == "t" * 64 and meta["hierarchy_signature"] == hierarchy_signature(h)
+    loaded = load_model(path, h)
+    assert_same_state(model, loaded)
+    assert loaded.spirals.data_ptr() == loaded.inner.spirals.data_ptr()
+    assert loaded.prior_mean.dtype == torch.float64 and loaded.fc.weight.dtype == torch.float32
+    assert isinstance(loaded.fc.weight, nn.Parameter) and loaded.fc.weight.requires_grad
+    z = torch.randn(4, 6, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(loaded(z), model(z))
+
+
+def test_spiral_decoder_round_trip_is_bitwise(tmp_path):
+    nn_mod = pytest.importorskip("mesh_decoder.nn")
+    hier = pytest.importorskip("mesh_decoder.hierarchy")
+    templates = pytest.importorskip("mesh_decoder.mesh.templates")
+    if not hasattr(nn_mod, "SpiralDecoder") or not hasattr(hier, "build_hierarchy"):
+        pytest.skip("SpiralDecoder or build_hierarchy not available")
+    h = hier.build_hierarchy(templates.face_template(1000), factors=(4, 4), texture_size=None)
+    torch.manual_seed(8)
+    decoder = nn_mod.SpiralDecoder.from_hierarchy(h, latent_size=8, channels=(8, 16))
+    g = torch.Generator().manual_seed(9)
+    decoder.set_normalization(torch.randn(1000, 3, generator=g) * 10, torch.rand(1000, 3, generator=g) + 0.5)
+    decoder.eval()
+    path = tmp_path / "spiral.safetensors"
+    save_model(decoder, path, hierarchy=h, extra_meta={"data_version": "synthetic-faces-1"})
+    loaded = load_model(path, h)
+    assert type(loaded) is nn_mod.SpiralDecoder
+    assert_same_state(decoder, loaded)
+    z = torch.randn(3, 8, generator=g)
+    with torch.no_grad():
+        assert torch.equal(loaded(z), decoder(z))
+    other = hier.build_hierarchy(templates.face_template(1000, seed=1), factors=(4, 4), texture_size=None)
+    with pytest.raises(ModelFileError, match="spiral.safetensors: model built for template"):
+        load_model(path, other)
+    with pytest.raises(ModelFileError, match="needs the mesh hierarchy"):
+        load_model(path)
+
+
+# ---------------------------------------------------------- errors on loading
+def test_hierarchy_mismatches_are_clear_errors(tmp_path):
+    h = toy_hierarchy(40, seed=10)
+    path = tmp_path / "toy.safetensors"
+    save_model(toy_model(h, seed=11), path, hierarchy=h)
+    with pytest.raises(ModelFileError, match=r"toy\.safetensors: ToyGraphModel needs the mesh hierarchy .*t{64}"):
+        load_model(path)
+    with pytest.raises(ModelFileError, match=f"model built for template {'t' * 64}, but the given hierarchy is for template {'u' * 64}"):
+        load_model(path, toy_hierarchy(40, seed=10, template_hash="u" * 64))
+    with pytest.raises(ModelFileError, match=r"toy\.safetensors: model built on a hierarchy with .*spiral"):
+        load_model(path, toy_hierarchy(40, seed=10, spiral_length=7))
+    with pytest.raises(ValueError, match="pass hierarchy="):
+        save_model(toy_model(h, seed=11), tmp_path / "nohier.safetensors")
+    # a PCA model saved with its template's hierarchy checks it when one is given
+    pca = pca_model(12, v=40, colors=False)
+    save_model(pca, tmp_path / "pca.safetensors", hierarchy=h)
+    assert torch.equal(load_model(tmp_path / "pca.safetensors").mean, pca.mean)
+    with pytest.raises(ModelFileError, match="model built for template"):
+        load_model(tmp_path / "pca.safetensors", toy_hierarchy(40, seed=10, template_hash="u" * 64))
+
+
+def rewrite_meta(src, dst, change):
+    """Copy a model file with its JSON metadata edited by ``change(meta)``."""
+    import safetensors.torch
+
+    blob = src.read_bytes()
+    size = struct.unpack("<Q", blob[:8])[0]
+    meta = json.loads(json.loads(blob[8:8 + size])["__metadata__"]["mesh_decoder"])
+    change(meta)
+    dst.write_bytes(safetensors.torch.save(safetensors.torch.load(blob), metadata={"mesh_decoder": json.dumps(meta)}))
+
+
+def test_bad_files_are_clear_errors(tmp_path):
+    path = tmp_path / "pca.safetensors"
+    save_model(pca_model(13), path)
+    blob = path.read_bytes()
+
+    def expect(name, data, match):
+        bad = tmp_path / name
+        bad.write_bytes(data)
+        with pytest.raises(ModelFileError, match=match) as info:
+            load_model(bad)
+        assert str(bad) in str(info.value)
+
+    expect("empty.safetensors", b"", "truncated or not a model file: 0 bytes")
+    expect("short.safetensors", blob[:len(blob) // 2], "truncated")
+    expect("tail.safetensors", blob[:-1], "truncated or corrupt tensor data")
+    expect("garbage.safetensors", bytes(range(256)) * 4, "truncated or not a model file")
+    size = struct.unpack("<Q", blob[:8])[0]
+    flipped = bytearray(blob)
+    flipped[8 + size + 100] ^= 0x01
+    expect("flipped.safetensors", bytes(flipped), "checksum mismatch")
+    import safetensors.torch
+
+    expect("foreign.safetensors", safetensors.torch.save({"w": torch.rand(3)}), "not a mesh_decoder model file")
+    with pytest.raises(ModelFileError, match="missing.safetensors: cannot read the model file"):
+        load_model(tmp_path / "missing.safetensors")
+
+    rewrite_meta(path, tmp_path / "v2.safetensors", lambda m: m.update(format_version=2))
+    with pytest.raises(ModelFileError, match=r"v2\.safetensors: written in model format version 2 .*reads format version 1"):
+        load_model(tmp_path / "v2.safetensors")
+    with pytest.raises(ModelFileError, match="format version 2"):
+        read_model_meta(tmp_path / "v2.safetensors")
+    rewrite_meta(path, tmp_path / "cls.safetensors", lambda m: m.update({"class": "NoSuchDecoder"}))
+    with pytest.raises(ModelFileError, match=r"cls\.safetensors: unknown model class 'NoSuchDecoder'; expected one of \[.*'PCAModel'"):
+        load_model(tmp_path / "cls.safetensors")
+    rewrite_meta(path, tmp_path / "cfg.safetensors", lambda m: m["config"].update(num_components=7))
+    with pytest.raises(ModelFileError, match=r"cfg\.safetensors: the saved tensors do not fit PCAModel"):
+        load_model(tmp_path / "cfg.safetensors")
+
+
+def test_save_rejects_unregistered_and_unserialisable(tmp_path):
+    class Unregistered(nn.Module):
+        def config(self):
+            return {"class": "Unregistered"}
+
+    with pytest.raises(ValueError, match="unknown model class 'Unregistered'"):
+        save_model(Unregistered(), tmp_path / "u.safetensors")
+    with pytest.raises(TypeError, match="expected an nn.Module with config"):
+        save_model(nn.Linear(2, 2), tmp_path / "l.safetensors")
+    with pytest.raises(TypeError, match="extra_meta: expected JSON-able"):
+        save_model(pca_model(14), tmp_path / "p.safetensors", extra_meta={"x": object()})
+    assert not (tmp_path / "p.safetensors").exists()
+    assert {"PCAModel", "SpiralDecoder", "ChebDecoder", "JointDecoder", "MeshAutoencoder"} <= set(registered_models())
+
+
+# --------------------------------------------------------------- atomic writes
+CHILD = r"""
+import contextlib, sys, time
+import mesh_decoder.model_files as mf
+
+target, a_path, b_path, mode = sys.argv[1:]
+a, b = mf.load_model(a_path), mf.load_model(b_path)
+mf.save_model(a, target)
+print("saved a", flush=True)
+if mode == "loop":
+    while True:
+        mf.save_model(b, target)
+        mf.save_model(a, target)
+        print("saved", flush=True)
+
+real_atomic_write = mf.atomic_write
+
+class SlowHandle:
+    # Writes in small pieces with pauses, so the parent kills us mid-write.
+    def __init__(self, handle):
+        self.handle = handle
+    def write(self, data):
+        view = memoryview(data)
+        for start in range(0, len(view), 1 << 16):
+            self.handle.write(view[start:start + (1 << 16)])
+            self.handle.flush()
+            if start == 0:
+                print("writing b", flush=True)
+            time.sleep(0.01)
+
+@contextlib.contextmanager
+def slow_atomic_write(path, mode="wb", suffix=None):
+    with real_atomic_write(path, mode, suffix) as handle:
+        yield SlowHandle(handle)
+
+mf.atomic_write = slow_atomic_write
+mf.save_model(b, target)
+print("saved b", flush=True)
+"""
+
+
+def spawn(tmp_path, mode):
+    a, b = pca_model(20, n=40, v=4000, k=30), pca_model(21, n=40, v=4000, k=30)  # ~6 MB each
+    save_model(a, tmp_path / "a.safetensors")
+    save_model(b, tmp_path / "b.safetensors")
+    target = tmp_path / "model.safetensors"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(target), str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), mode],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    return a, b, target, proc
+
+
+def temp_files(tmp_path):
+    return sorted(p for p in tmp_path.iterdir() if p.name.startswith(".model.safetensors.") and p.name.endswith(".tmp"))
+
+
+def test_sigkill_mid_write_leaves_previous_file(tmp_path):
+    a, b, target, proc = spawn(tmp_path, "slow")
+    try:
+        assert proc.stdout.readline().strip() == "saved a", proc.stderr.read()
+        assert proc.stdout.readline().strip() == "writing b", proc.stderr.read()
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    leftovers = temp_files(tmp_path)
+    assert len(leftovers) == 1  # the killed write's partial file, under a name no reader opens
+    assert 0 < leftovers[0].stat().st_size < (tmp_path / "b.safetensors").stat().st_size
+    loaded = load_model(target)
+    assert_same_state(a, loaded)
+    z = a.sample_latents(3, torch.Generator().manual_seed(1))
+    assert torch.equal(loaded(z), a(z))
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_model(leftovers[0])
+
+
+def test_sigkill_during_repeated_saves_leaves_a_complete_file(tmp_path):
+    a, b, target, proc = spawn(tmp_path, "loop")
+    try:
+        assert proc.stdout.readline().strip() == "saved a", proc.stderr.read()
+        assert proc.stdout.readline().strip() == "saved", proc.stderr.read()
+        time.sleep(0.137)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    loaded = load_model(target)
+    assert any(torch.equal(loaded.components, m.components) for m in (a, b))
+    assert_same_state(a if torch.equal(loaded.components, a.components) else b, loaded)
+
+
+def test_loading_needs_no_openmesh(tmp_path):
+    model = pca_model(22)
+    path = tmp_path / "pca.safetensors"
+    save_model(model, path)
+    z = model.sample_latents(2, torch.Generator().manual_seed(3))
+    code = (
+        "import sys; sys.modules['openmesh'] = None\n"
+        "import torch\n"
+        "from mesh_decoder.model_files import load_model\n"
+        f"m = load_model({str(path)!r})\n"
+        f"z = torch.tensor({z.tolist()!r}, dtype=torch.float64)\n"
+        "print(repr(m(z).sum().item()))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.strip()) == model(z).sum().item()
