@@ -29,6 +29,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        mask = os.umask(0)  # mkstemp creates 0600; give the file the usual permissions
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

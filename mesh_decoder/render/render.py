@@ -1,0 +1,284 @@
+r"""Render meshes to images: rasterise, interpolate colours or a UV texture, shade, composite; save PNGs.
+
+:func:`render` produces, for a batch of meshes sharing one topology,
+
+.. math::
+    I(p) = \begin{cases}
+        \rho(p)\,\bigl(k_a + k_d \max(0, n(p) \cdot \ell)\bigr) & p \text{ covered} \\
+        \text{background} & \text{otherwise,}
+    \end{cases}
+
+where the albedo ``rho(p)`` is the barycentric blend of per-vertex colours, or the
+UV texture sampled bilinearly at the blended per-corner UVs, and ``n(p)`` is the
+renormalised blend of area-weighted vertex normals (Phong-interpolated normals,
+Lambert's law; :mod:`.shading`). ``light=None`` skips shading (``I = rho``).
+
+**Gradients** flow to colours, texture, UVs, light and vertex positions (and camera
+parameters): the barycentrics are recomputed differentiably with the rasterised
+face ids held fixed. Coverage itself is not differentiable: there are no silhouette
+(edge) gradients, so a loss on the image moves vertices only through the colours,
+UVs and normals inside the faces that already cover each pixel.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from .._atomic import atomic_write
+from .._checks import check_tensor
+from .cameras import Camera, image_size_pair
+from .interpolate import _as_attributes, _as_texture, _interp_packed, _scatter, sample_texture
+from .rasterize import MAX_CANDIDATES, Fragments, _packed_bary, as_faces, as_vertices, covered_pixels, rasterize
+from .shading import DirectionalLight, shade_lambert, vertex_normals
+
+__all__ = ["RenderOutput", "render", "save_png", "to_image_array", "DEFAULT_ALBEDO"]
+
+#: Albedo of meshes rendered without colours or texture.
+DEFAULT_ALBEDO = (0.78, 0.78, 0.78)
+
+
+class RenderOutput(NamedTuple):
+    """Output of :func:`render`.
+
+    Attributes:
+        image: ``(B, C, H, W)`` colours (``C = 3`` for RGB).
+        mask: ``(B, H, W)`` bool coverage.
+        fragments: the :class:`~mesh_decoder.render.rasterize.Fragments`.
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    fragments: Fragments
+
+
+def _as_uv(uv, uv_faces, faces: torch.Tensor, num_vertices: int, batch: int, device):
+    if uv is None:
+        raise ValueError("uv: expected per-vertex or per-corner UVs with a texture, got None")
+    if not isinstance(uv, torch.Tensor):
+        uv = torch.as_tensor(np.asarray(uv, dtype=np.float64))
+    uv = _as_attributes(uv.to(device), "uv", batch)
+    if uv.shape[-1] != 2:
+        raise ValueError(f"uv: expected shape (T, 2) or (B, T, 2), got {tuple(uv.shape)}")
+    if uv_faces is None:
+        if int(uv.shape[1]) != num_vertices:
+            raise ValueError(
+                f"uv_faces: expected (F, 3) indices into uv, got None with {int(uv.shape[1])} UVs for "
+                f"{num_vertices} vertices (without uv_faces, uv needs one row per vertex)"
+            )
+        uv_faces = faces
+    uv_faces = as_faces(uv_faces, int(uv.shape[1]), device, "uv_faces")
+    if uv_faces.shape[0] != faces.shape[0]:
+        raise ValueError(f"uv_faces: expected {int(faces.shape[0])} rows (one per face), got {int(uv_faces.shape[0])}")
+    return uv, uv_faces
+
+
+def _background(background, channels: int, ref: torch.Tensor) -> torch.Tensor:
+    bg = background if isinstance(background, torch.Tensor) else torch.as_tensor(np.asarray(background, np.float64))
+    bg = bg.to(device=ref.device, dtype=ref.dtype).reshape(-1)
+    if bg.numel() == 1:
+        bg = bg.expand(channels)
+    if bg.numel() != channels:
+        raise ValueError(f"background: expected 1 or {channels} values (one per channel), got {bg.numel()}")
+    return bg
+
+
+def render(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    camera: Camera,
+    image_size,
+    *,
+    colors: torch.Tensor | None = None,
+    texture: torch.Tensor | None = None,
+    uv: torch.Tensor | None = None,
+    uv_faces: torch.Tensor | None = None,
+    light: DirectionalLight | None = DirectionalLight(),
+    background: float | Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0),
+    cull_backfaces: bool = False,
+    fragments: Fragments | None = None,
+    max_candidates: int = MAX_CANDIDATES,
+) -> RenderOutput:
+    """Render a batch of meshes (module docstring).
+
+    Args:
+        vertices: ``(B, V, 3)`` or ``(V, 3)`` world positions.
+        faces: ``(F, 3)`` int64, shared by the batch.
+        camera: :class:`~mesh_decoder.render.cameras.Camera` of batch size 1 or ``B``.
+        image_size: ``int`` or ``(H, W)``.
+        colors: ``(B, V, C)`` or ``(V, C)`` per-vertex albedo. Default ``None``.
+        texture: ``(B, C, H_t, W_t)`` or ``(C, H_t, W_t)`` UV texture (row 0 at ``v = 1``),
+            used with ``uv``/``uv_faces``. Default ``None``. Without colours or
+            texture the albedo is :data:`DEFAULT_ALBEDO`.
+        uv: ``(T, 2)`` or ``(B, T, 2)`` texture coordinates (``v`` from the bottom).
+        uv_faces: ``(F, 3)`` indices into ``uv`` per face corner; default ``faces``
+            (then ``uv`` needs one row per vertex).
+        light: a :class:`~mesh_decoder.render.shading.DirectionalLight` (its
+            ``direction`` may be a ``(B, 3)`` tensor), or ``None`` for unlit albedo.
+            Default ``DirectionalLight()``.
+        background: colour of empty pixels, one value or one per channel. Default white.
+        cull_backfaces: passed to :func:`~mesh_decoder.render.rasterize.rasterize`. Default ``False``.
+        fragments: reuse fragments rasterised earlier from the same vertices,
+            faces and camera (skips the rasterisation). Default ``None``.
+        max_candidates: rasteriser chunk size. Default ``2**17``.
+
+    Returns:
+        :class:`RenderOutput` ``(image (B, C, H, W), mask (B, H, W), fragments)``.
+
+    Shapes:
+        ``(B, V, 3) -> (B, C, H, W)``.
+    """
+    v = as_vertices(vertices)
+    f = as_faces(faces, int(v.shape[1]), v.device)
+    if colors is not None and texture is not None:
+        raise ValueError("colors, texture: expected at most one albedo source, got both")
+    if fragments is None:
+        fragments = rasterize(v, f, camera, image_size, cull_backfaces=cull_backfaces, max_candidates=max_candidates)
+    elif not isinstance(fragments, Fragments):
+        raise TypeError(f"fragments: expected Fragments, got {type(fragments).__name__}")
+    elif fragments.image_size != image_size_pair(image_size) or fragments.faces.shape != f.shape:
+        raise ValueError(
+            f"fragments: expected fragments of {image_size_pair(image_size)} pixels and {int(f.shape[0])} faces, "
+            f"got {fragments.image_size} and {int(fragments.faces.shape[0])}"
+        )
+    B = fragments.batch_size
+    if int(v.shape[0]) not in (1, B):
+        raise ValueError(f"vertices: expected batch size 1 or {B}, got {int(v.shape[0])}")
+    flat, batch, face = covered_pixels(fragments)
+    need_grad = torch.is_grad_enabled() and (v.requires_grad or fragments.camera.requires_grad)
+    if need_grad:
+        bary = _packed_bary(fragments, v)[0]  # (P, 3) differentiable in v and the camera
+    else:
+        bary = fragments.bary.reshape(-1, 3).index_select(0, flat)  # (P, 3)
+
+    # albedo of the covered pixels, (P, C)
+    if colors is not None:
+        if isinstance(colors, np.ndarray):
+            colors = torch.from_numpy(colors)
+        col = _as_attributes(colors, "colors", B).to(v.device)
+        if int(col.shape[1]) != int(v.shape[1]):
+            raise ValueError(f"colors: expected {int(v.shape[1])} rows (one per vertex), got {int(col.shape[1])}")
+        albedo = _interp_packed(col, f, batch, face, bary)  # (P, C)
+    elif texture is not None:
+        tex = _as_texture(texture).to(v.device)
+        if int(tex.shape[0]) not in (1, B):
+            raise ValueError(f"texture: expected batch size 1 or {B}, got {int(tex.shape[0])}")
+        uv_t, uvf = _as_uv(uv, uv_faces, f, int(v.shape[1]), B, v.device)
+        uv_p = _interp_packed(uv_t.to(tex.dtype), uvf, batch, face, bary)  # (P, 2)
+        uv_img = _scatter(uv_p, flat, fragments)  # (B, H, W, 2)
+        sampled = sample_texture(tex, uv_img)  # (B, C, H, W)
+        C = int(tex.shape[1])
+        albedo = sampled.permute(0, 2, 3, 1).reshape(-1, C).index_select(0, flat)  # (P, C)
+    else:
+        albedo = torch.tensor(DEFAULT_ALBEDO, dtype=v.dtype, device=v.device).expand(int(flat.shape[0]), 3)
+    dtype = torch.promote_types(albedo.dtype, v.dtype)
+    albedo = albedo.to(dtype)
+
+    if light is not None:
+        if not isinstance(light, DirectionalLight):
+            raise TypeError(f"light: expected a DirectionalLight or None, got {type(light).__name__}")
+        normals = vertex_normals(v.to(dtype), f)  # (B|1, V, 3)
+        n = _interp_packed(normals, f, batch, face, bary.to(dtype))  # (P, 3)
+        n = n / torch.linalg.vector_norm(n, dim=-1, keepdim=True).clamp(min=1e-12)
+        direction = light.direction
+        if isinstance(direction, torch.Tensor) and direction.dim() == 2:
+            check_tensor(direction, "light.direction", shape=(B, 3))
+            direction = direction.to(device=v.device, dtype=dtype).index_select(0, batch)  # (P, 3)
+        shaded = shade_lambert(n, albedo, direction, light.ambient, light.diffuse)  # (P, C)
+    else:
+        shaded = albedo
+    C = int(shaded.shape[-1])
+    bg = _background(background, C, shaded)
+    h, w = fragments.image_size
+    canvas = shaded.new_empty(B * h * w, C)
+    canvas[:] = bg  # (B*H*W, C)
+    image = canvas.index_copy(0, flat, shaded).reshape(B, h, w, C).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+    return RenderOutput(image, fragments.mask, fragments)
+
+
+# ---------------------------------------------------------------------------------- PNG
+def to_image_array(image) -> np.ndarray:
+    """An image as a ``(H, W, C)`` uint8 array (``C`` in 1, 3, 4).
+
+    Accepts torch tensors ``(C, H, W)``, ``(1, C, H, W)`` or ``(H, W)`` (channels
+    first, the torch convention) and numpy arrays ``(H, W, C)`` or ``(H, W)``
+    (channels last). Floats are clipped to ``[0, 1]`` and scaled to 0..255; uint8
+    passes through.
+    """
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.dim() == 4:
+            if t.shape[0] != 1:
+                raise ValueError(f"image: expected one image (1, C, H, W), got a batch of {int(t.shape[0])}")
+            t = t[0]
+        if t.dim() == 3:
+            t = t.permute(1, 2, 0)  # (H, W, C)
+        arr = t.numpy()
+    elif isinstance(image, np.ndarray):
+        arr = image
+    else:
+        raise TypeError(f"image: expected a torch.Tensor or numpy array, got {type(image).__name__}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]  # (H, W, 1)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(
+            f"image: expected (C, H, W) tensor or (H, W, C) array with C in 1, 3, 4, got shape {tuple(image.shape)}"
+        )
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        arr = arr.astype(np.float64)
+    if np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"image: expected floats in [0, 1] or uint8, got {arr.dtype}")
+    if not np.isfinite(arr).all():
+        raise ValueError("image: expected finite values, got NaN or inf")
+    return np.ascontiguousarray(np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _encode_png_stdlib(arr: np.ndarray) -> bytes:
+    """A minimal PNG encoder (8-bit grey, RGB or RGBA; no filtering; zlib level 6)."""
+    h, w, c = arr.shape
+    color_type = {1: 0, 3: 2, 4: 6}[c]
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), arr.reshape(h, w * c)], axis=1)  # (H, 1 + W*C) filter 0
+    header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + _png_chunk(b"IEND", b""))
+
+
+def _encode_png(arr: np.ndarray) -> bytes:
+    try:
+        from PIL import Image
+    except ImportError:  # Pillow comes with matplotlib; without it the built-in encoder writes the file
+        return _encode_png_stdlib(arr)
+    buffer = io.BytesIO()
+    Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(image, path: str | os.PathLike) -> str:
+    """Write an image as PNG, atomically.
+
+    Args:
+        image: see :func:`to_image_array` (torch ``(C, H, W)`` or numpy ``(H, W, C)``,
+            floats in ``[0, 1]`` or uint8).
+        path: the file to write.
+
+    Returns:
+        ``path`` as a string. Encodes with Pillow when it is installed (it comes with
+        matplotlib), otherwise with a small built-in zlib encoder, so saving never
+        needs an extra package.
+    """
+    data = _encode_png(to_image_array(image))
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+    return os.fspath(path)

@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+
+from mesh_decoder.mesh.templates import face_template
+from mesh_decoder.render import OrthographicCamera, PerspectiveCamera, interpolate, rasterize, sample_texture
+from tests.render.reference import random_scene, reference_bilinear, reference_interpolate
+
+
+def _scene(seed: int, perspective: bool = False, H: int = 9, W: int = 11, num_faces: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    verts, faces = random_scene(g, num_faces=num_faces)
+    if perspective:
+        verts[:, :2] *= verts[:, 2:] * 0.6
+        f = 0.9 * min(H, W)
+        cam = PerspectiveCamera(torch.tensor([f, f, (W - 1) / 2, (H - 1) / 2], dtype=torch.float64), (H, W))
+    else:
+        cam = OrthographicCamera(scale=1.0)
+    frags = rasterize(verts, faces, cam, (H, W))
+    assert frags.mask.sum() >= 6
+    return g, verts, faces, frags
+
+
+def test_interpolate_matches_loop_reference():
+    g, verts, faces, frags = _scene(20)
+    attrs = torch.randn(verts.shape[0], 5, generator=g, dtype=torch.float64)
+    out = interpolate(frags, attrs)
+    ref = reference_interpolate(frags.face_id[0].numpy(), frags.bary[0].numpy(), faces.numpy(), attrs.numpy())
+    np.testing.assert_allclose(out[0].numpy(), ref, atol=1e-12)
+    assert torch.all(out[0][~frags.mask[0]] == 0)
+
+
+def test_interpolate_per_corner_attributes_with_their_own_faces():
+    g, verts, faces, frags = _scene(21)
+    T = 17
+    uv = torch.rand(T, 2, generator=g, dtype=torch.float64)
+    uv_faces = torch.randint(0, T, faces.shape, generator=g)
+    out = interpolate(frags, uv, faces=uv_faces)
+    ref = reference_interpolate(frags.face_id[0].numpy(), frags.bary[0].numpy(), uv_faces.numpy(), uv.numpy())
+    np.testing.assert_allclose(out[0].numpy(), ref, atol=1e-12)
+    with pytest.raises(ValueError, match=r"expected 4 rows \(one per rasterised face\)"):
+        interpolate(frags, uv, faces=uv_faces[:3])
+    with pytest.raises(ValueError, match=r"uv_faces|faces: expected indices in \[0, 17\)"):
+        interpolate(frags, uv, faces=uv_faces + T)
+
+
+def test_interpolate_batched_attributes_and_broadcast():
+    mesh = face_template(500, seed=5)
+    g = torch.Generator().manual_seed(22)
+    base = torch.tensor(mesh.vertices)
+    verts = base + 2.0 * torch.randn(2, *base.shape, generator=g, dtype=torch.float64)
+    faces = torch.tensor(mesh.faces)
+    cam = OrthographicCamera.fit(verts, 24)
+    frags = rasterize(verts, faces, cam, 24)
+    attrs = torch.randn(2, 500, 3, generator=g, dtype=torch.float64)
+    out = interpolate(frags, attrs)
+    for b in range(2):
+        one = rasterize(verts[b], faces, cam, 24)
+        assert torch.allclose(interpolate(one, attrs[b])[0], out[b])
+    shared = interpolate(frags, attrs[0])  # (V, C) broadcast over the batch
+    assert torch.allclose(shared[0], interpolate(frags, attrs[:1].expand(2, -1, -1))[0])
+    with pytest.raises(ValueError, match="batch size 1 or 2"):
+        interpolate(frags, torch.randn(3, 500, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="at least 500 rows"):
+        interpolate(frags, torch.randn(400, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("perspective", [False, True])
+def test_gradcheck_through_positions_and_attributes(perspective):
+    g, verts, faces, frags = _scene(23 if perspective else 24, perspective=perspective, H=6, W=7, num_faces=3)
+    attrs = torch.randn(verts.shape[0], 2, generator=g, dtype=torch.float64, requires_grad=True)
+    v = verts.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, x: interpolate(frags, a, vertices_for_grad=x), (attrs, v))
+    # without vertices_for_grad only the attributes get gradients, and the values agree
+    with_v = interpolate(frags, attrs, vertices_for_grad=v)
+    without = interpolate(frags, attrs)
+    assert torch.allclose(with_v, without, atol=1e-12)
+    grad_v, = torch.autograd.grad(with_v.square().sum(), v)
+    assert float(grad_v.abs().sum()) > 0
+
+
+def test_sample_texture_matches_bilinear_reference():
+    g = torch.Generator().manual_seed(25)
+    tex = torch.rand(2, 3, 5, 7, generator=g, dtype=torch.float64)
+    uv = torch.rand(2, 4, 6, 2, generator=g, dtype=torch.float64) * 1.2 - 0.1  # includes the border clamp
+    out = sample_texture(tex, uv)
+    assert out.shape == (2, 3, 4, 6)
+    for b in range(2):
+        for i in range(4):
+            for j in range(6):
+                u, v = uv[b, i, j].tolist()
+                expect = reference_bilinear(tex[b].numpy(), u, v)
+                np.testing.assert_allclose(out[b, :, i, j].numpy(), expect, atol=1e-12)
+
+
+def test_sample_texture_hits_texel_centres_exactly():
+    g = torch.Generator().manual_seed(26)
+    H, W = 6, 9
+    tex = torch.rand(3, H, W, generator=g, dtype=torch.float64)
+    i, j = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    uv = torch.stack([(j + 0.5) / W, 1 - (i + 0.5) / H], dim=-1).double().unsqueeze(0)  # (1, H, W, 2)
+    assert torch.allclose(sample_texture(tex, uv)[0], tex, atol=1e-12)
+    mask = torch.rand(1, H, W, generator=g) > 0.5
+    masked = sample_texture(tex, uv, mask=mask)[0]
+    assert torch.all(masked[:, ~mask[0]] == 0) and torch.allclose(masked[:, mask[0]], tex[:, mask[0]])
+
+
+def test_sample_texture_gradcheck_and_errors():
+    g = torch.Generator().manual_seed(27)
+    tex = torch.rand(1, 2, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    uv = (torch.rand(1, 3, 3, 2, generator=g, dtype=torch.float64) * 0.8 + 0.1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t, u: sample_texture(t, u), (tex, uv))
+    with pytest.raises(ValueError, match=r"uv: expected shape \(B, H, W, 2\)"):
+        sample_texture(tex, torch.rand(1, 3, 3))
+    with pytest.raises(ValueError, match="batch size 1 or 2"):
+        sample_texture(torch.rand(2, 3, 4, 4), torch.rand(3, 2, 2, 2))
+    with pytest.raises(TypeError, match="floating"):
+        sample_texture(torch.ones(3, 4, 4, dtype=torch.int64), torch.rand(1, 2, 2, 2))

@@ -1,0 +1,194 @@
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mesh_decoder.mesh.templates import face_template, head_template
+from mesh_decoder.mesh.uv import texel_map
+from mesh_decoder.nn.texture import TexelGather
+from mesh_decoder.render import (
+    DirectionalLight,
+    OrthographicCamera,
+    PerspectiveCamera,
+    interpolate,
+    rasterize,
+    render,
+    save_png,
+    shade_lambert,
+    to_image_array,
+    vertex_normals,
+)
+from tests.render.reference import random_scene
+
+
+def _smooth_colors(vertices: np.ndarray) -> torch.Tensor:
+    mix = np.array([[0.02, 0.01, 0.0], [0.0, 0.015, 0.02], [0.01, 0.0, 0.025]])
+    return torch.tensor(0.5 + 0.4 * np.sin(vertices @ mix))  # (V, 3) smooth, in [0.1, 0.9]
+
+
+@pytest.mark.parametrize("make", [lambda: face_template(500, seed=0), lambda: head_template(600, seed=1)],
+                         ids=["face", "head-with-uv-seam"])
+def test_uv_texture_path_matches_vertex_colours(make):
+    """The decoded texture of the mesh branch (texel-map gather) renders like the per-vertex colours."""
+    mesh = make()
+    v = torch.tensor(mesh.vertices)
+    f = torch.tensor(mesh.faces)
+    colors = _smooth_colors(mesh.vertices)
+    tex = TexelGather.from_texel_map(texel_map(mesh, 256, dtype=torch.float64), num_vertices=mesh.num_vertices)(colors)
+    R = torch.tensor([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)  # a side view
+    for cam in (OrthographicCamera.fit(v, 96), OrthographicCamera.fit(v, 96, R=R)):
+        a = render(v, f, cam, 96, colors=colors, light=None)
+        b = render(v, f, cam, 96, texture=tex, uv=mesh.uv, uv_faces=mesh.uv_faces, light=None)
+        assert torch.equal(a.mask, b.mask) and a.mask.sum() > 2000
+        diff = (a.image - b.image).abs().amax(1)[a.mask]  # (P,) covered pixels
+        # tolerance: the texture is the piecewise-linear colour field sampled at 256^2 texel centres;
+        # bilinear lookup deviates from it only near UV edges, by (colour gradient) x (texel size)
+        assert float(diff.max()) < 0.012
+        assert float(diff.mean()) < 1e-3
+    # a v-flipped lookup would be far off: the comparison can fail
+    flipped = mesh.uv.copy()
+    flipped[:, 1] = 1.0 - flipped[:, 1]
+    c = render(v, f, OrthographicCamera.fit(v, 96), 96, texture=tex, uv=flipped, uv_faces=mesh.uv_faces, light=None)
+    a = render(v, f, OrthographicCamera.fit(v, 96), 96, colors=colors, light=None)
+    assert float((a.image - c.image).abs().amax(1)[a.mask].mean()) > 0.02
+
+
+def test_render_composites_shading_by_hand():
+    mesh = face_template(500, seed=2)
+    v = torch.tensor(mesh.vertices)
+    f = torch.tensor(mesh.faces)
+    colors = _smooth_colors(mesh.vertices)
+    cam = OrthographicCamera.fit(v, 40)
+    light = DirectionalLight(direction=(0.2, -0.3, 1.0), ambient=0.3, diffuse=0.6)
+    out = render(v, f, cam, 40, colors=colors, light=light, background=(0.1, 0.2, 0.3))
+    frags = rasterize(v, f, cam, 40)
+    assert torch.equal(out.fragments.face_id, frags.face_id) and torch.equal(out.mask, frags.mask)
+    albedo = interpolate(frags, colors)
+    n = interpolate(frags, vertex_normals(v, f))
+    n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    shaded = shade_lambert(n, albedo, light.direction, light.ambient, light.diffuse)  # (1, H, W, 3)
+    expect = torch.where(frags.mask.unsqueeze(-1), shaded, torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64))
+    assert torch.allclose(out.image, expect.permute(0, 3, 1, 2), atol=1e-12)
+    plain = render(v, f, cam, 40, light=None)
+    assert torch.allclose(plain.image[0, :, frags.mask[0]], torch.tensor(0.78, dtype=torch.float64))
+
+
+def test_render_batch_equals_per_sample():
+    mesh = face_template(500, seed=3)
+    g = torch.Generator().manual_seed(40)
+    base = torch.tensor(mesh.vertices)
+    v = base + 3 * torch.randn(3, *base.shape, generator=g, dtype=torch.float64)
+    f = torch.tensor(mesh.faces)
+    colors = torch.rand(3, 500, 3, generator=g, dtype=torch.float64)
+    cam = OrthographicCamera.fit(v, 32)
+    light = DirectionalLight(direction=torch.randn(3, 3, generator=g, dtype=torch.float64))
+    out = render(v, f, cam, 32, colors=colors, light=light)
+    tex = torch.rand(3, 3, 16, 16, generator=g, dtype=torch.float64)
+    out_tex = render(v, f, cam, 32, texture=tex, uv=mesh.uv, uv_faces=mesh.uv_faces, light=light)
+    for b in range(3):
+        one_light = DirectionalLight(direction=light.direction[b])
+        one = render(v[b], f, cam, 32, colors=colors[b], light=one_light)
+        assert torch.allclose(one.image[0], out.image[b], atol=1e-12)
+        one_tex = render(v[b], f, cam, 32, texture=tex[b], uv=mesh.uv, uv_faces=mesh.uv_faces, light=one_light)
+        assert torch.allclose(one_tex.image[0], out_tex.image[b], atol=1e-12)
+
+
+@pytest.mark.parametrize("perspective", [False, True])
+def test_render_gradcheck(perspective):
+    """Gradients w.r.t. colours, texture, UVs and positions, with the rasterised face ids held fixed."""
+    g = torch.Generator().manual_seed(41 + perspective)
+    H, W = 6, 7
+    v, f = random_scene(g, num_faces=3)
+    if perspective:
+        v[:, :2] *= v[:, 2:] * 0.6
+        fl = 0.9 * min(H, W)
+        cam = PerspectiveCamera(torch.tensor([fl, fl, (W - 1) / 2, (H - 1) / 2], dtype=torch.float64), (H, W))
+    else:
+        cam = OrthographicCamera(scale=1.0)
+    frags = rasterize(v, f, cam, (H, W))
+    assert frags.mask.sum() >= 6
+    V = v.shape[0]
+    colors = torch.rand(V, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    tex = torch.rand(1, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    uv = (0.1 + 0.8 * torch.rand(V, 2, generator=g, dtype=torch.float64)).requires_grad_(True)
+    x = v.clone().requires_grad_(True)
+    light = DirectionalLight(direction=(0.3, 0.2, 1.0))
+
+    def by_colours(c, p):
+        return render(p, f, cam, (H, W), colors=c, light=light, fragments=frags).image
+
+    def by_texture(t, u, p):
+        return render(p, f, cam, (H, W), texture=t, uv=u, light=light, fragments=frags).image
+
+    assert torch.autograd.gradcheck(by_colours, (colors, x))
+    assert torch.autograd.gradcheck(by_texture, (tex, uv, x))
+
+
+def test_render_input_errors():
+    mesh = face_template(500)
+    v = torch.tensor(mesh.vertices)
+    f = torch.tensor(mesh.faces)
+    cam = OrthographicCamera.fit(v, 16)
+    with pytest.raises(ValueError, match="at most one albedo source"):
+        render(v, f, cam, 16, colors=torch.rand(500, 3), texture=torch.rand(3, 4, 4), uv=mesh.uv)
+    with pytest.raises(ValueError, match="uv: expected per-vertex or per-corner UVs"):
+        render(v, f, cam, 16, texture=torch.rand(3, 4, 4))
+    with pytest.raises(ValueError, match=r"colors: expected 500 rows"):
+        render(v, f, cam, 16, colors=torch.rand(499, 3))
+    with pytest.raises(ValueError, match="background"):
+        render(v, f, cam, 16, background=(1.0, 0.0))
+    with pytest.raises(TypeError, match="light"):
+        render(v, f, cam, 16, light=(0.0, 0.0, 1.0))
+    frags = rasterize(v, f, cam, 16)
+    with pytest.raises(ValueError, match="fragments"):
+        render(v, f, cam, 20, fragments=frags)
+
+
+def test_save_png_round_trip(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    mesh = face_template(500)
+    v = torch.tensor(mesh.vertices)
+    out = render(v, torch.tensor(mesh.faces), OrthographicCamera.fit(v, (24, 20)), (24, 20),
+                 colors=_smooth_colors(mesh.vertices))
+    path = save_png(out.image[0], tmp_path / "face.png")
+    back = np.asarray(PIL.open(path))
+    assert back.shape == (24, 20, 3)
+    assert np.array_equal(back, to_image_array(out.image[0]))
+    assert np.abs(back / 255.0 - out.image[0].permute(1, 2, 0).numpy()).max() <= 0.5 / 255 + 1e-9
+    grey = save_png(np.linspace(0, 1, 12).reshape(3, 4), tmp_path / "grey.png")
+    assert np.asarray(PIL.open(grey)).shape == (3, 4)
+    # nothing half-written is left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png", "grey.png"]
+
+
+def test_save_png_errors_and_fallback(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="C in 1, 3, 4"):
+        save_png(torch.rand(2, 5, 5), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="finite"):
+        save_png(torch.full((3, 2, 2), float("nan")), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="one image"):
+        save_png(torch.rand(2, 3, 4, 4), tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+    # without Pillow the built-in encoder writes the same pixels
+    PIL = pytest.importorskip("PIL.Image")
+    img = torch.rand(3, 5, 7, generator=torch.Generator().manual_seed(42))
+    grey = np.random.default_rng(43).random((4, 6))
+    rgba = np.random.default_rng(44).random((3, 2, 4))
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    paths = [save_png(x, tmp_path / f"plain{k}.png") for k, x in enumerate((img, grey, rgba))]
+    monkeypatch.undo()
+    for path, x in zip(paths, (img, grey, rgba)):
+        back = np.asarray(PIL.open(path))
+        assert np.array_equal(back.reshape(to_image_array(x).shape), to_image_array(x))
+
+
+def test_import_needs_neither_openmesh_nor_matplotlib():
+    import subprocess
+
+    code = ("import sys; sys.modules['openmesh'] = None; sys.modules['matplotlib'] = None; "
+            "import mesh_decoder.render, mesh_decoder.render.figures, mesh_decoder.render.pytorch3d_interop; "
+            "print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
