@@ -18,7 +18,7 @@ bench: $(STAMP)
 	$(VENV)/bin/mesh-decoder bench
 
 test: $(STAMP)
-	$(PY) -m pytest
+	MESH_DECODER_QUICK=1 $(PY) -m pytest
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
