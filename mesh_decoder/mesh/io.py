@@ -44,9 +44,11 @@ trip. Every file goes through :func:`mesh_decoder._atomic.atomic_write`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import warnings
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -169,6 +171,7 @@ class _Parts(NamedTuple):
 
 
 def _format_of(path: str) -> str:
+    """``"obj"``, ``"off"`` or ``"ply"`` from the extension (any case)."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in MESH_EXTENSIONS:
         found = repr(ext) if ext else "no extension"
@@ -284,11 +287,14 @@ def _to_ints(path: str, tokens: Sequence[str], where_of, what: str) -> np.ndarra
             except ValueError:
                 raise MeshFileError(path, f"{what}: expected an integer, found {_clip(tok)}", where_of(i)) from None
             if not -(2**62) < value < 2**62:
-                raise MeshFileError(path, f"{what}: index {tok} is out of any mesh's range", where_of(i)) from None
+                raise MeshFileError(
+                    path, f"{what}: expected an index below 2**62 in magnitude, found {_clip(tok)}", where_of(i)
+                ) from None
         raise  # pragma: no cover
 
 
 def _check_colors(path: str, colors: np.ndarray, lines: Sequence, what: str) -> None:
+    """Colours ``(N, 3)`` must lie in ``[0, 1]``; ``lines[i]`` locates row ``i``."""
     bad = ((colors < 0.0) | (colors > 1.0)).any(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -325,6 +331,7 @@ _OBJ_IGNORED = frozenset({"vn", "o", "g", "s", "usemtl", "mtllib"})
 
 
 def _read_obj(path: str, data: bytes) -> _Parts:
+    """Parse OBJ bytes: the bulk path when it applies, else the careful line-by-line reader."""
     lines = _text_lines(path, data)
     parts = _read_obj_fast(path, lines)
     return parts if parts is not None else _read_obj_careful(path, lines)
@@ -523,6 +530,7 @@ def _read_obj_careful(path: str, lines: list[str]) -> _Parts:
 
 
 def _obj_vertices(path, rows, lines):
+    """``v`` rows -> positions ``(V, 3)`` and colours ``(V, 3)`` or None, all rows of one width."""
     if not rows:
         return np.zeros((0, 3)), None
     lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))  # (V,)
@@ -549,6 +557,7 @@ def _obj_vertices(path, rows, lines):
 
 
 def _obj_texcoords(path, rows, lines):
+    """``vt`` rows -> ``(T, 2)`` UVs (an optional third value is checked and ignored), or None."""
     if not rows:
         return None
     lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))  # (T,)
@@ -565,6 +574,11 @@ def _obj_texcoords(path, rows, lines):
 
 
 def _obj_faces(path, rows, lines, before, has_slash, V, T, N):
+    """``f`` rows -> fan-triangulated ``faces (F, 3)`` and ``uv_faces (F, 3)`` or None.
+
+    ``before[p]`` counts the ``v``, ``vt``, ``vn`` lines defined before face
+    ``p`` (for negative indices); ``V``, ``T``, ``N`` are the file's totals.
+    """
     if not rows:
         return np.zeros((0, 3), dtype=np.int64), None
     sizes = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)) - 1  # (P,)
@@ -600,7 +614,7 @@ def _obj_faces(path, rows, lines, before, has_slash, V, T, N):
                 elif corner_vt != face_vt:
                     raise MeshFileError(
                         path,
-                        f"face corners mix with and without texture index: expected all or none, found {' '.join(row[1:])!r}",
+                        f"face corners mix with and without texture index: expected all or none, found {_clip(' '.join(row[1:]))}",
                         ln,
                     )
                 v_tokens.append(sub[0])
@@ -662,6 +676,7 @@ def _resolve_obj(path, tokens, defined_before, total, where, what):
 
 
 def _write_obj(mesh: Mesh, path: str) -> None:
+    """OBJ text: landmark comments, ``v`` (with colours), ``vt``, 1-based ``f``."""
     v32 = mesh.vertices.astype(np.float32)  # (V, 3)
     header = [f"# mesh_decoder OBJ: {mesh.num_vertices} vertices, {mesh.num_faces} triangles"]
     header += [f"# landmark {name} {index}" for name, index in mesh.landmarks.items()]
@@ -690,6 +705,7 @@ def _format_rows(fmt: str, rows: np.ndarray) -> bytes:
 # OFF
 # =============================================================================
 def _read_off(path: str, data: bytes) -> _Parts:
+    """Parse OFF bytes: the bulk path when it applies, else the careful line-by-line reader."""
     lines = _text_lines(path, data)
     parts = _read_off_fast(path, lines)
     return parts if parts is not None else _read_off_careful(path, lines)
@@ -729,7 +745,7 @@ def _read_off_fast(path: str, lines: list[str]) -> _Parts | None:
     if len(records) != 2 or records[0] not in ("OFF", "COFF"):
         return None
     counts = records[1].split()
-    if len(counts) != 3 or not all(c.isdigit() for c in counts):
+    if len(counts) != 3 or not all(c.isascii() and c.isdigit() for c in counts):
         return None
     nv, nf = int(counts[0]), int(counts[1])
     end = n
@@ -829,6 +845,7 @@ def _read_off_careful(path: str, lines: list[str]) -> _Parts:
 
 
 def _off_vertices(path, records, colored):
+    """Vertex records -> positions ``(V, 3)`` and colours ``(V, 3)`` (COFF) or None."""
     if not records:
         return np.zeros((0, 3)), None
     v_lines = [ln for ln, _ in records]
@@ -864,6 +881,7 @@ def _off_vertices(path, records, colored):
 
 
 def _off_faces(path, records, V):
+    """Face records ``n i_1 .. i_n`` -> fan-triangulated ``(F, 3)`` 0-based faces."""
     if not records:
         return np.zeros((0, 3), dtype=np.int64)
     f_lines = [ln for ln, _ in records]
@@ -896,6 +914,7 @@ def _off_faces(path, records, V):
 
 
 def _write_off(mesh: Mesh, path: str) -> None:
+    """OFF (or COFF with float colours) text with landmark comments after the counts."""
     v32 = mesh.vertices.astype(np.float32)  # (V, 3)
     keyword = "OFF" if mesh.colors is None else "COFF"
     header = [keyword, f"{mesh.num_vertices} {mesh.num_faces} 0"]
@@ -1127,6 +1146,18 @@ class _BoundedFile(io.FileIO):
         return super().read(size)
 
 
+def _ply_where(header: _PlyHeader, name: str, row: int) -> int | str:
+    """Locate a row of an element: the line number in ASCII (one element per line), else a description."""
+    if header.fmt != "ascii":
+        return f"element {name!r} row {row}"
+    before = 0
+    for el in header.elements:
+        if el.name == name:
+            break
+        before += el.count
+    return header.num_lines + before + row + 1
+
+
 def _plyfile_error(path: str, exc: Exception, header: _PlyHeader) -> MeshFileError:
     """Turn a plyfile exception into a MeshFileError naming the element, row and line."""
     import plyfile
@@ -1139,21 +1170,25 @@ def _plyfile_error(path: str, exc: Exception, header: _PlyHeader) -> MeshFileErr
         if exc.prop is not None:
             reason += f" property {exc.prop.name!r}"
         reason += f": {exc.message}"
-        where: int | str | None = None
+        where = None
         if exc.row is not None and exc.element is not None:
-            if header.fmt == "ascii":  # one line per element after the header
-                before = 0
-                for el in header.elements:
-                    if el.name == name:
-                        break
-                    before += el.count
-                where = header.num_lines + before + exc.row + 1
-            else:
-                where = f"element {name!r} row {exc.row}"
+            where = _ply_where(header, name, exc.row)
         return MeshFileError(path, reason, where)
     if isinstance(exc, plyfile.PlyHeaderParseError):
         return MeshFileError(path, f"PLY header: {exc.message}", exc.line if isinstance(exc.line, int) else None)
     return MeshFileError(path, f"malformed PLY data: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence numpy's warnings while plyfile parses bad content (``1e999`` -> inf, empty lists).
+
+    The values are checked afterwards and reported with their row.
+    """
+    with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def _plyfile_read(path: str, data: bytes, header: _PlyHeader):
@@ -1184,7 +1219,7 @@ def _plyfile_read(path: str, data: bytes, header: _PlyHeader):
                     fast = False
         if fast:
             try:
-                with _BoundedFile(path) as handle:
+                with _BoundedFile(path) as handle, _quiet():
                     ply = plyfile.PlyData.read(handle, mmap="c", known_list_len=guess)
                     arrays = collect(ply)
                     consumed = handle.tell()
@@ -1199,7 +1234,8 @@ def _plyfile_read(path: str, data: bytes, header: _PlyHeader):
 
     stream = io.BytesIO(data)
     try:
-        ply = plyfile.PlyData.read(stream, mmap=False)
+        with _quiet():
+            ply = plyfile.PlyData.read(stream, mmap=False)
         arrays = collect(ply)
     except MemoryError:
         raise
@@ -1223,6 +1259,7 @@ def _ply_list(path, column: np.ndarray, what: str, where_of):
 
 
 def _read_ply(path: str, data: bytes) -> _Parts:
+    """Check the header, read the body with plyfile, then interpret and check the properties."""
     header = _parse_ply_header(path, data)
     vertex_el, face_el = _ply_structure(path, header)
     if header.fmt == "ascii":
@@ -1258,14 +1295,7 @@ def _read_ply(path: str, data: bytes) -> _Parts:
                 )
 
     def where(element: _PlyElement, row: int):
-        if header.fmt == "ascii":
-            before = 0
-            for el in header.elements:
-                if el.name == element.name:
-                    break
-                before += el.count
-            return header.num_lines + before + row + 1
-        return f"element {element.name!r} row {row}"
+        return _ply_where(header, element.name, row)
 
     # --- vertices
     va = arrays["vertex"]
@@ -1369,14 +1399,23 @@ def _merge_rows(rows: np.ndarray):
 
     Shapes: ``rows (C, 2)`` -> ``unique (T, 2)``, ``index (C,)``.
     """
-    uniq, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")  # (T,) unique rows by first use
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.shape[0])
-    return uniq[order], rank[inverse.reshape(-1)]
+    rows = rows + 0.0  # -0.0 -> 0.0: equal values share one entry
+    C = rows.shape[0]
+    order = np.argsort(rows[:, 0] + 1j * rows[:, 1], kind="stable")  # (C,) by column 0, then 1 (complex order)
+    srt = rows[order]  # (C, 2)
+    new = np.ones(C, dtype=bool)
+    new[1:] = (srt[1:] != srt[:-1]).any(axis=1)  # (C,) starts of runs of equal rows
+    group = np.empty(C, dtype=np.int64)
+    group[order] = np.cumsum(new) - 1  # (C,) run of each row
+    first = np.minimum.reduceat(order, np.flatnonzero(new))  # (T,) first occurrence of each run
+    by_use = np.argsort(first, kind="stable")  # (T,) runs in order of first use
+    rank = np.empty_like(by_use)
+    rank[by_use] = np.arange(by_use.shape[0])
+    return rows[first[by_use]], rank[group]
 
 
 def _write_ply(mesh: Mesh, path: str, *, binary: bool) -> None:
+    """PLY, binary little endian or ASCII: float32 vertex data, int32 triangle lists, landmark comments."""
     V, F = mesh.num_vertices, mesh.num_faces
     if max(V, 1) > np.iinfo(np.int32).max:
         raise MeshFileError(path, f"PLY: expected fewer than 2**31 vertices for int32 indices, found {V}")
@@ -1443,6 +1482,7 @@ def _uv_per_vertex(mesh: Mesh) -> np.ndarray | None:
 # save checks
 # =============================================================================
 def _check_savable(mesh: Mesh, path: str, fmt: str) -> None:
+    """Refuse, before anything is written, a mesh the file could not represent faithfully."""
     try:
         mesh.validate()
     except MeshValidationError as exc:

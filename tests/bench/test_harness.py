@@ -1,0 +1,286 @@
+"""The benchmark harness: FLOP counting, roofs, error gating, result files, the CLI."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mesh_decoder.bench import harness, report
+from mesh_decoder.bench.harness import BenchOptions, DecoderSpec, max_relative_error, run_benchmark
+from mesh_decoder.bench.roofline import LayerCost, decoder_cost, gemm_bound, matmul_roof, register_cost
+
+ENV_KEYS = {"device", "cpu", "gpu", "threads", "torch", "git_commit", "float32_matmul_precision", "date"}
+
+
+# ---------------------------------------------------------------- stand-in decoders
+class TinyDecoder(nn.Module):
+    """latent -> (B, V, 3) with two linear layers; counts its forward calls."""
+
+    def __init__(self, latent_size=6, num_vertices=10, hidden=16, seed=0, fail_at_batch=None):
+        super().__init__()
+        self.latent_size = latent_size
+        self.num_vertices = num_vertices
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.fc1 = nn.Linear(latent_size, hidden)
+            self.fc2 = nn.Linear(hidden, num_vertices * 3)
+        self.calls = 0
+        self.fail_at_batch = fail_at_batch
+
+    def forward(self, z):
+        self.calls += 1
+        if self.fail_at_batch is not None and z.shape[0] == self.fail_at_batch:
+            raise KeyboardInterrupt
+        return self.fc2(torch.tanh(self.fc1(z))).reshape(z.shape[0], self.num_vertices, 3)  # (B, V, 3)
+
+
+class Offset(TinyDecoder):
+    """The tiny decoder plus a constant: over any tolerance against the tiny decoder."""
+
+    def forward(self, z):
+        return super().forward(z) + 1.0
+
+
+def options(tmp_path, **kw):
+    base = dict(
+        device=torch.device("cpu"), batch_sizes=(1, 4), modes=("eager",), dtypes=("fp32",), threads=1,
+        output_dir=str(tmp_path), time_budget_s=0.05, min_repeats=2, memory="off", progress=False,
+        plot=True, print_table=False, matmul_n=128, bandwidth_mb=8,
+    )
+    base.update(kw)
+    return BenchOptions(**base)
+
+
+# ------------------------------------------------------------------- FLOP counting
+def test_flops_of_linear_stack_match_hand_count():
+    model = TinyDecoder(latent_size=6, num_vertices=10, hidden=16)
+    cost = decoder_cost(model, torch.randn(1, 6, generator=torch.Generator().manual_seed(1)))
+    assert cost.flops_per_mesh == 2 * 6 * 16 + 2 * 16 * 30
+    assert cost.gemm_shapes(32) == [(32, 6, 16), (32, 16, 30)]
+    assert cost.parameters == 6 * 16 + 16 + 16 * 30 + 30
+    assert cost.state_bytes == 4 * cost.parameters
+    assert cost.input_bytes == 6 * 4 and cost.output_bytes == 30 * 4
+    assert cost.min_bytes(8) == cost.state_bytes + 8 * (24 + 120)
+    assert cost.uncounted == []
+
+
+@pytest.fixture(scope="module")
+def small_hierarchy():
+    from mesh_decoder.hierarchy import build_hierarchy
+    from mesh_decoder.mesh.templates import face_template
+
+    return build_hierarchy(face_template(1000, seed=0), factors=(4, 4), texture_size=16)
+
+
+def test_flops_of_spiral_and_cheb_decoders_match_hand_count(small_hierarchy):
+    from mesh_decoder.nn.decoders import ChebDecoder, JointDecoder, SpiralDecoder
+
+    h = small_hierarchy
+    V0, V1, V2 = h.sizes
+    S = 9
+    z = torch.randn(1, 8, generator=torch.Generator().manual_seed(5))
+    spiral = SpiralDecoder.from_hierarchy(h, latent_size=8, channels=(16, 32))
+    hand = (
+        2 * 8 * V2 * 32  # fc: latent -> V2 x 32
+        + 6 * V1 * 32 + 2 * V1 * S * 32 * 32  # up to level 1, spiral conv 32 -> 32
+        + 6 * V0 * 32 + 2 * V0 * S * 32 * 16  # up to level 0, spiral conv 32 -> 16
+        + 2 * V0 * S * 16 * 3  # output conv 16 -> 3
+    )
+    cost = decoder_cost(spiral, z)
+    assert cost.flops_per_mesh == hand
+    assert cost.gemm_shapes(2) == [(2, 8, V2 * 32), (2 * V1, S * 32, 32), (2 * V0, S * 32, 16), (2 * V0, S * 16, 3)]
+    assert cost.uncounted == []
+
+    K = 3
+    cheb = ChebDecoder.from_hierarchy(h, latent_size=8, channels=(16, 32), K=K)
+    E0, E1 = (int(lvl.laplacian_weight.numel()) for lvl in h.levels[:2])
+
+    def cheb_flops(V, E, cin, cout):
+        return (K - 1) * 2 * E * cin + (K - 2) * 2 * V * cin + 2 * V * K * cin * cout
+
+    hand = (2 * 8 * V2 * 32 + 6 * V1 * 32 + cheb_flops(V1, E1, 32, 32)
+            + 6 * V0 * 32 + cheb_flops(V0, E0, 32, 16) + cheb_flops(V0, E0, 16, 3))
+    assert decoder_cost(cheb, z).flops_per_mesh == hand
+
+    joint = JointDecoder(SpiralDecoder.from_hierarchy(h, latent_size=8, channels=(16, 32), out_channels=6),
+                         "mesh", h.texel_map)
+    hand_joint = (2 * 8 * V2 * 32 + 6 * V1 * 32 + 2 * V1 * S * 32 * 32 + 6 * V0 * 32 + 2 * V0 * S * 32 * 16
+                  + 2 * V0 * S * 16 * 6 + 6 * 16 * 16 * 3)  # 6-channel output conv, 16x16 texel gather of RGB
+    jc = decoder_cost(joint, z)
+    assert jc.flops_per_mesh == hand_joint
+    assert jc.output_bytes == 4 * (V0 * 3 + 3 * 16 * 16 + V0 * 3)  # vertices, texture, colours (mask is not float)
+
+
+def test_registered_rule_covers_children_and_uncounted_layers_are_listed():
+    class Block(nn.Module):  # a custom layer whose children must not be counted again
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.inner(x) * 2
+
+    class Scale(nn.Module):  # has a parameter, no rule
+        def __init__(self):
+            super().__init__()
+            self.s = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return x * self.s
+
+    model = nn.Sequential(Block(), Scale(), Block())
+    register_cost(Block, lambda name, m, calls: LayerCost(name, "block", 1000.0 * len(calls)))
+    cost = decoder_cost(model, torch.randn(1, 4, generator=torch.Generator().manual_seed(2)))
+    assert cost.flops_per_mesh == 2000.0
+    assert [l.name for l in cost.layers] == ["0", "2"]
+    assert cost.uncounted == ["1"]
+    with pytest.raises(TypeError, match="nn.Module subclass"):
+        register_cost(int, lambda *a: None)
+    with pytest.raises(ValueError, match=r"expected shape \(1, Z\)"):
+        decoder_cost(model, torch.randn(2, 4))
+
+
+def test_roofs_measure_something():
+    roof = matmul_roof("cpu", torch.float32, 128, budget_s=0.01)
+    assert roof["n"] == 128 and roof["gflops"] > 0
+    bound = gemm_bound([(64, 8, 4), (64, 8, 4), (16, 4, 2)], "cpu", budget_s=0.01)
+    assert len(bound["per_shape"]) == 3
+    assert bound["seconds"] == pytest.approx(sum(p["seconds"] for p in bound["per_shape"]))
+    assert bound["per_shape"][0]["seconds"] == bound["per_shape"][1]["seconds"]  # cached per shape
+
+
+# ------------------------------------------------------------------------ errors
+def test_max_relative_error():
+    gen = torch.Generator().manual_seed(3)
+    r = torch.randn(4, 5, 3, generator=gen)
+    y = r.clone()
+    y[1, 2, 0] += 0.5
+    scale = float(r.abs().max())
+    assert max_relative_error([y], [r]) == pytest.approx(0.5 / scale, rel=1e-5)
+    assert max_relative_error([r], [r]) == 0.0
+    y[0, 0, 0] = float("nan")
+    assert max_relative_error([y], [r]) == math.inf
+    assert max_relative_error([r[:2]], [r]) == math.inf
+    assert max_relative_error([r, r], [r]) == math.inf
+
+
+# ---------------------------------------------------------------- the run itself
+def test_run_writes_files_and_fails_configs_over_tolerance(tmp_path):
+    good = TinyDecoder(seed=0)
+    bad = Offset(seed=0)
+    specs = [
+        DecoderSpec("good", good, 6, description="tiny"),
+        DecoderSpec("bad", bad, 6, baseline="good", tolerances={"fp32": 1e-3}),
+        DecoderSpec("ref", TinyDecoder(seed=0), 6, baseline="good", reference_for="good"),
+    ]
+    payload = run_benchmark(specs, options(tmp_path))
+    rows = payload["rows"]
+    assert [(r["decoder"], r["batch"]) for r in rows] == [
+        ("good", 1), ("bad", 1), ("ref", 1), ("good", 4), ("bad", 4), ("ref", 4)
+    ]
+    for r in rows:
+        if r["decoder"] == "bad":
+            assert r["status"] == "failed"
+            assert r["max_error"] > 1e-3 and r["tolerance"] == 1e-3
+            assert r.get("meshes_per_s") is None and r.get("latency_ms") is None
+            assert "not timed" in r["note"]
+        else:
+            assert r["status"] == "ok", r
+            assert r["max_error"] <= 1e-6
+            assert r["meshes_per_s"] > 0 and r["repeats"] >= 2
+            assert r["mflop_per_mesh"] == pytest.approx((2 * 6 * 16 + 2 * 16 * 30) / 1e6)
+            assert 0 < r["fraction_shape_bound"] and 0 < r["fraction_compute_roof"]
+            assert r["matmul_precision"] == "highest" and r["threads"] == 1
+    # the failed decoder ran for the FLOP count, then per batch for its own fp32 baseline and
+    # the error check: never timed
+    assert bad.calls == 1 + 2 * 2
+    assert good.calls > 10
+    good_rows = [r for r in rows if r["decoder"] == "good"]
+    assert all(r["speedup_vs_reference"] > 0 for r in good_rows)
+    assert len(payload["summary"]) == 2
+
+    stem = f"decode_{report.machine_slug('cpu', 1)}"
+    data = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert ENV_KEYS <= set(data["environment"])
+    assert data["environment"]["threads"] == 1
+    assert data["roofs"]["matmul"]["fp32"]["gflops"] > 0 and data["roofs"]["bandwidth"]["copy_gbps"] > 0
+    assert len(data["rows"]) == 6
+    assert data["decoders"]["good"]["cost"]["parameters"] == good_rows[0]["parameters"]
+    lines = (tmp_path / f"{stem}.csv").read_text().splitlines()
+    assert lines[0].startswith("# device: cpu")
+    table = list(csv.DictReader(l for l in lines if not l.startswith("#")))
+    assert [t["status"] for t in table] == [r["status"] for r in rows]
+    assert (tmp_path / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert torch.get_num_threads() >= 1
+
+
+def test_interrupt_leaves_complete_files(tmp_path):
+    spec = DecoderSpec("tiny", TinyDecoder(fail_at_batch=4), 6)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark([spec], options(tmp_path, plot=False))
+    stem = f"decode_{report.machine_slug('cpu', 1)}"
+    data = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert data["environment"]["interrupted"] is True
+    assert [(r["decoder"], r["batch"], r["status"]) for r in data["rows"]] == [("tiny", 1, "ok")]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_bad_specs_and_options(tmp_path):
+    tiny = TinyDecoder()
+    with pytest.raises(ValueError, match="unique"):
+        run_benchmark([DecoderSpec("a", tiny, 6), DecoderSpec("a", tiny, 6)], options(tmp_path))
+    with pytest.raises(ValueError, match="not benchmarked"):
+        run_benchmark([DecoderSpec("a", tiny, 6, baseline="zzz")], options(tmp_path))
+    with pytest.raises(ValueError, match="dtypes"):
+        run_benchmark([DecoderSpec("a", tiny, 6)], options(tmp_path, dtypes=("fp64",)))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch-sizes", "0"], "positive integer"),
+        (["--modes", "cudagraph", "--device", "cpu"], "CUDA"),
+        (["--dtypes", "tf32", "--device", "cpu"], "TF32"),
+        (["--device", "tpu"], "--device"),
+        (["--template", "a.obj", "--vertices", "100"], "not allowed with"),
+        (["--hierarchy", "/nonexistent/h.npz"], "h.npz"),
+        (["--time-budget", "-1"], "time-budget"),
+    ],
+)
+def test_cli_errors_are_one_line(argv, message, capsys, tmp_path):
+    code = harness.main([*argv, "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+
+
+# ------------------------------------------------------ a real quick run (the CLI)
+def test_quick_run_on_a_tiny_template(tmp_path, capsys):
+    argv = ["--quick", "--vertices", "1000", "--texture-size", "32", "--threads", "1", "--batch-sizes", "1", "3",
+            "--time-budget", "0.3", "--output-dir", str(tmp_path), "--no-progress"]
+    assert harness.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "spiralnet++-coma" in out and "meshes/s" in out
+    stem = f"decode_{report.machine_slug('cpu', 1)}"
+    data = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert ENV_KEYS <= set(data["environment"])
+    assert data["environment"]["template"] == "face_template(1000)"
+    rows = data["rows"]
+    expected = {(d, b) for d in harness.DEFAULT_DECODERS for b in (1, 3)}
+    assert {(r["decoder"], r["batch"]) for r in rows} == expected and len(rows) == len(expected)
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert r["mode"] == "eager" and r["dtype"] == "fp32"
+        assert r["max_error"] < 1e-4
+        assert r["meshes_per_s"] > 0 and r["mflop_per_mesh"] > 0
+        assert r["peak_memory_mb"] is not None and r["peak_memory_mb"] >= 0
+    ref = [r for r in rows if r["decoder"] == "spiralnet++-coma"]
+    assert all(r["speedup_vs_reference"] > 0 and r["memory_vs_reference"] is not None for r in ref)
+    assert data["decoders"]["reference"]["baseline"] == "spiralnet++-coma"
+    lines = (tmp_path / f"{stem}.csv").read_text().splitlines()
+    assert len([l for l in lines if not l.startswith("#")]) == 1 + len(expected)
+    assert (tmp_path / f"{stem}.png").stat().st_size > 1000

@@ -1,0 +1,82 @@
+"""ONNX export of the decoders and their ONNX Runtime outputs against PyTorch."""
+
+import sys
+
+import pytest
+import torch
+
+from mesh_decoder.bench.harness import max_relative_error
+from mesh_decoder.bench.onnx_export import OnnxRunner, export_onnx, onnx_output_names, require_onnx
+
+pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install 'mesh_decoder[onnx]')")
+pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'mesh_decoder[onnx]')")
+pytest.importorskip("onnxruntime", reason="ONNX Runtime needs onnxruntime (pip install 'mesh_decoder[onnx]')")
+
+from mesh_decoder.hierarchy import build_hierarchy  # noqa: E402
+from mesh_decoder.mesh.templates import face_template  # noqa: E402
+from mesh_decoder.nn.decoders import JointDecoder, SpiralDecoder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hierarchy():
+    return build_hierarchy(face_template(1000, seed=0), factors=(4, 4), texture_size=32)
+
+
+def spiral(hierarchy, out_channels=3, seed=0):
+    torch.manual_seed(seed)
+    decoder = SpiralDecoder.from_hierarchy(hierarchy, latent_size=8, channels=(16, 32), out_channels=out_channels)
+    gen = torch.Generator().manual_seed(seed + 1)
+    V = hierarchy.sizes[0]
+    decoder.set_normalization(torch.randn(V, out_channels, generator=gen), torch.rand(V, out_channels, generator=gen) + 0.5)
+    return decoder.eval()
+
+
+def test_spiral_decoder_onnx_equals_pytorch_dynamic_batch(hierarchy, tmp_path):
+    decoder = spiral(hierarchy)
+    path = tmp_path / "spiral.onnx"
+    exporter = export_onnx(decoder, path, batch_size=1, dynamic_batch=True)
+    assert exporter in ("dynamo", "torchscript")
+    runner = OnnxRunner(path, threads=1)
+    assert runner.output_names == ["vertices"]
+    for batch in (1, 4):  # exported at batch 1, run at another batch size
+        z = torch.randn(batch, 8, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = decoder(z)
+        (got,) = runner(z)
+        assert got.shape == expected.shape
+        assert max_relative_error([got], [expected]) < 1e-5
+
+
+def test_joint_decoder_onnx_outputs(hierarchy, tmp_path):
+    joint = JointDecoder(spiral(hierarchy, out_channels=6, seed=2), "mesh", hierarchy.texel_map).eval()
+    path = tmp_path / "joint.onnx"
+    export_onnx(joint, path)
+    runner = OnnxRunner(path, threads=1)
+    assert runner.output_names == ["vertices", "texture", "colors", "mask"]
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = joint(z)
+    got = runner(z)
+    for name, g, e in zip(runner.output_names, got, expected):
+        assert g.shape == e.shape, name
+        if e.is_floating_point():
+            assert max_relative_error([g], [e]) < 1e-5, name
+        else:
+            assert torch.equal(g, e), name
+
+
+def test_output_names():
+    assert onnx_output_names(torch.zeros(1)) == ["vertices"]
+    assert onnx_output_names((torch.zeros(1), None, torch.zeros(1))) == ["output_0", "output_2"]
+    with pytest.raises(TypeError, match="tensor"):
+        onnx_output_names("nope")
+
+
+def test_errors_name_the_problem(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        OnnxRunner(tmp_path / "missing.onnx")
+    with pytest.raises(ValueError, match="latent_size"):
+        export_onnx(torch.nn.Linear(3, 3), tmp_path / "x.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match="pip install"):
+        require_onnx("onnxruntime")
