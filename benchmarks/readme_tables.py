@@ -1,0 +1,136 @@
+"""Regenerate the README's result tables from the committed files in ``benchmarks/results/``.
+
+Each table lives between ``<!-- BEGIN results:NAME -->`` and ``<!-- END results:NAME -->``.
+Numbers are never typed into the README: run ``python benchmarks/readme_tables.py`` after
+committing a new result file; ``--check`` exits 1 when the README is out of date (a test runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+from typing import Callable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+
+def _load(pattern: str) -> list[tuple[str, dict]]:
+    out = []
+    for path in sorted(glob.glob(os.path.join(RESULTS, pattern))):
+        with open(path, encoding="utf-8") as fh:
+            out.append((os.path.relpath(path, ROOT), json.load(fh)))
+    return out
+
+
+def _machine(env: dict) -> str:
+    dev = env.get("gpu") or env.get("cpu") or "unknown"
+    threads = env.get("threads")
+    text = f"{dev}"
+    if not env.get("gpu") and threads:
+        text += f", {threads} thread{'s' if threads != 1 else ''}"
+    return f"{text}, torch {env.get('torch', '?')}, commit {str(env.get('git_commit') or '?')[:7]}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _g(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+# --------------------------------------------------------------------------- tables
+def hierarchy() -> str:
+    parts = []
+    for path, d in _load("hierarchy_*.json"):
+        rows = []
+        for r in d["results"]:
+            st = r["stages_s"]
+            rows.append([
+                f"{r['vertices']:,}", " → ".join(str(s) for s in r["sizes"]), _g(r["hierarchy_s"]),
+                _g(st.get("decimate")), _g(st.get("operators")), _g(st.get("spirals")), _g(st.get("laplacian")),
+                _g(st.get("texel_map")),
+            ])
+        parts.append(f"Machine: {_machine(d['environment'])}. Source: `{path}`.\n\n" + _table(
+            ["vertices", "levels", "hierarchy (s)", "decimate", "operators", "spirals", "Laplacians", "texel map 256²"], rows))
+    return "\n\n".join(parts)
+
+
+def spectrum() -> str:
+    parts = []
+    for path, d in _load("synthetic_pca_spectrum_*.json"):
+        rows = []
+        for key in ("shape", "colour"):
+            cf = d[key]["components_for"]
+            rows.append([key] + [str(cf.get(k, "–")) for k in sorted(cf, key=float)])
+        keys = sorted(d["shape"]["components_for"], key=float)
+        parts.append(
+            f"Generator `{d['generator_version']}`, {d['n']:,} faces on the {d['num_vertices']:,}-vertex face. Source: `{path}`.\n\n"
+            + _table(["components for explained variance"] + [f"{float(k) * 100:g} %" if float(k) <= 1 else k for k in keys], rows)
+        )
+    return "\n\n".join(parts)
+
+
+def render() -> str:
+    parts = []
+    for path, d in _load("render_*.json"):
+        rows = []
+        for r in d["rows"]:
+            rows.append([r["op"], f"{r['image_size']}²", str(r["batch"]), _g(r["images_per_s"]), _g(r["latency_ms"]),
+                         _g(r.get("peak_increase_mb"))])
+        parts.append(f"Machine: {_machine(d['environment'])}, {d['config']['num_vertices']:,}-vertex face. Source: `{path}`.\n\n"
+                     + _table(["op", "image", "batch", "images/s", "latency (ms)", "peak memory growth (MB)"], rows))
+    return "\n\n".join(parts)
+
+
+TABLES: dict[str, Callable[[], str]] = {"hierarchy": hierarchy, "spectrum": spectrum, "render": render}
+
+
+def update(text: str) -> str:
+    tables = TABLES
+
+    def repl(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in tables:
+            raise SystemExit(f"README.md: unknown results block {name!r}; known: {sorted(tables)}")
+        body = tables[name]() or "_No committed result file yet._"
+        return f"<!-- BEGIN results:{name} -->\n{body}\n<!-- END results:{name} -->"
+
+    return re.sub(r"<!-- BEGIN results:([\w-]+) -->.*?<!-- END results:\1 -->", repl, text, flags=re.S)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not up to date")
+    parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
+    args = parser.parse_args(argv)
+    with open(args.readme, encoding="utf-8") as fh:
+        old = fh.read()
+    new = update(old)
+    if args.check:
+        if new != old:
+            print("README.md result tables are out of date: run python benchmarks/readme_tables.py", file=sys.stderr)
+            return 1
+        return 0
+    if new != old:
+        sys.path.insert(0, ROOT)
+        from mesh_decoder._atomic import atomic_write
+
+        with atomic_write(args.readme, "w") as fh:
+            fh.write(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
