@@ -1,0 +1,173 @@
+"""``mesh-decoder fit``: fit a saved model to a registered mesh, a scan, 2D landmarks or a photograph.
+
+::
+
+    mesh-decoder fit MODEL.safetensors --target scan.obj -o fitted.obj
+    mesh-decoder fit MODEL.safetensors --target landmarks.json -o fitted.obj --json fit.json
+    mesh-decoder fit MODEL.safetensors --target photo.png --landmarks landmarks.json \\
+        -o fitted.obj --overlay overlay.png
+
+The model's template (faces and landmarks) is, in order: ``--template FILE``; the
+template named in the model file (the training config written by
+``mesh-decoder train``, or an ``extra_meta["template"]`` entry
+``{"kind": "face", "vertices": 800, "seed": 0}``); or the built-in face template
+with the model's vertex count and seed 0. It is checked against the template hash
+the model file or its hierarchy records, when there is one. Models built on a
+hierarchy (neural decoders, autoencoders) need it: ``--hierarchy FILE``, or
+``hierarchy.npz`` beside the model file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from ..errors import ModelFileError
+
+__all__ = ["add_fit_arguments", "run_fit"]
+
+_HIERARCHY_BESIDE = "hierarchy.npz"
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments of ``mesh-decoder fit`` to ``parser`` (and return it)."""
+    parser.add_argument("model", metavar="MODEL",
+                        help="model file (.safetensors): a PCA model, a decoder or an autoencoder")
+    parser.add_argument("--target", required=True, metavar="FILE",
+                        help="what to fit: a registered mesh or a scan (.obj, .ply, .off), a point cloud "
+                             "(.xyz, .txt, .npy), 2D landmarks (.json) or a photograph (.png, .jpg)")
+    parser.add_argument("--target-kind", choices=("auto", "mesh", "points", "landmarks", "image"), default="auto",
+                        help="how to read the target (default auto: a mesh file with the template's vertices and "
+                             "faces is registered, any other mesh a scan)")
+    parser.add_argument("--landmarks", metavar="JSON", help="2D landmarks of the photograph")
+    parser.add_argument("--mask", metavar="IMAGE", help="face mask of the photograph (non-black pixels: face)")
+    parser.add_argument("--template", metavar="MESH", help="the model's template mesh with its landmarks")
+    parser.add_argument("--hierarchy", metavar="NPZ",
+                        help=f"the model's hierarchy (default: {_HIERARCHY_BESIDE} beside the model, if any)")
+    parser.add_argument("--camera", choices=("weak", "perspective"), default="weak",
+                        help="camera of landmark and photograph targets (default weak perspective)")
+    parser.add_argument("--focal", type=float, help="perspective focal length in pixels (default max(H, W))")
+    parser.add_argument("--rotation", choices=("axis_angle", "6d"), default="axis_angle",
+                        help="rotation parameterisation (default axis_angle)")
+    parser.add_argument("--prior-weight", type=float, help="weight of the latent prior (default per target kind)")
+    parser.add_argument("--stages", nargs="+", metavar="GROUPS:ITERS[:LR]",
+                        help="schedule, e.g. pose:100:0.05 pose+shape:300:0.03 (default per target kind)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("-o", "--output", metavar="MESH",
+                        help="write the fitted mesh in target space (.obj, .ply, .off)")
+    parser.add_argument("--json", metavar="FILE", help="write the fitted parameters and per-iteration losses")
+    parser.add_argument("--overlay", metavar="PNG", help="write the fitted mesh drawn over the image")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _model_template(meta: dict[str, Any], num_vertices: int):
+    """The template a model file names, or the built-in face template of its vertex count."""
+    from ..mesh.templates import template
+
+    extra = meta.get("extra_meta") or {}
+    spec = (extra.get("train_config") or {}).get("template") or extra.get("template")
+    if isinstance(spec, dict):
+        kind = spec.get("kind", "face")
+        if kind == "file":
+            from ..mesh.io import load_mesh
+
+            return load_mesh(spec["path"]), f"template file {spec['path']}"
+        vertices = int(spec.get("vertices", spec.get("num_vertices", num_vertices)))
+        seed = int(spec.get("seed", 0))
+        return template(kind, vertices, seed), f"built-in {kind} template ({vertices} vertices, seed {seed})"
+    return template("face", num_vertices, 0), f"built-in face template ({num_vertices} vertices, seed 0)"
+
+
+def _load(args: argparse.Namespace):
+    """``(model, template, description of the template)`` from the arguments."""
+    from ..mesh.io import load_mesh
+    from ..model_files import load_model, read_model_meta
+
+    meta = read_model_meta(args.model)
+    if meta["class"].endswith("Encoder"):
+        raise ModelFileError(
+            f"{args.model}: holds a {meta['class']}; expected a decoder, an autoencoder or a PCA model")
+    needs_hierarchy = meta.get("hierarchy_signature") is not None  # saved with the hierarchy it was built on
+    hierarchy = None
+    hierarchy_path = args.hierarchy
+    if hierarchy_path is None and needs_hierarchy:
+        beside = os.path.join(os.path.dirname(os.path.abspath(args.model)), _HIERARCHY_BESIDE)
+        if os.path.isfile(beside):
+            hierarchy_path = beside
+    if hierarchy_path is not None:
+        from ..hierarchy import load_hierarchy
+
+        hierarchy = load_hierarchy(hierarchy_path)
+    elif needs_hierarchy:
+        raise ModelFileError(f"{args.model}: {meta['class']} is built on a mesh hierarchy; pass --hierarchy FILE "
+                             f"(none found beside the model as {_HIERARCHY_BESIDE})")
+    model = load_model(args.model, hierarchy, device=args.device)
+    if hierarchy is not None:
+        num_vertices = hierarchy.levels[0].num_vertices
+    else:
+        num_vertices = int(meta["config"].get("num_vertices", 0))
+    if args.template is not None:
+        tpl, where = load_mesh(args.template), f"template file {args.template}"
+    else:
+        try:
+            tpl, where = _model_template(meta, num_vertices)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ModelFileError(f"{args.model}: cannot build the model's template ({exc}); "
+                                 "pass --template with the model's template") from None
+    expected = (hierarchy.template_hash if hierarchy is not None else None) or meta.get("hierarchy_hash") \
+        or (meta.get("extra_meta") or {}).get("template_hash")
+    if expected is not None and tpl.content_hash() != expected:
+        raise ModelFileError(f"{args.model}: the model was built for template {expected[:12]}..., but the "
+                             f"{where} has hash {tpl.content_hash()[:12]}...; "
+                             "pass --template with the model's template")
+    if tpl.num_vertices != num_vertices and num_vertices:
+        raise ModelFileError(f"{args.model}: the model decodes {num_vertices} vertices, the {where} has "
+                             f"{tpl.num_vertices}; pass --template with the model's template")
+    return model, tpl, where
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """Run ``mesh-decoder fit`` from parsed arguments (see :func:`add_fit_arguments`). Returns 0 on success.
+
+    Bad arguments and files raise ``ValueError`` subclasses naming the file; the
+    command line prints them as one line.
+    """
+    from ..mesh.io import save_mesh
+    from .fit import Stage, fit
+    from .targets import load_target
+
+    if not (args.output or args.json or args.overlay):
+        raise ValueError("mesh-decoder fit: give at least one of -o/--output MESH, --json FILE, --overlay PNG")
+    if args.prior_weight is not None and not args.prior_weight >= 0:
+        raise ValueError(f"--prior-weight: expected a non-negative number, got {args.prior_weight}")
+    if args.focal is not None and not args.focal > 0:
+        raise ValueError(f"--focal: expected a positive number of pixels, got {args.focal}")
+    stages = None if not args.stages else [Stage.parse(s) for s in args.stages]
+    model, tpl, where = _load(args)
+    try:
+        target = load_target(args.target, tpl, kind=args.target_kind, landmarks=args.landmarks, mask=args.mask)
+    except ImportError as exc:  # Pillow for photographs: report it as a usage error naming the fix
+        raise ValueError(f"{args.target}: {exc}") from None
+    if args.landmarks is not None and target.kind != "image":
+        raise ValueError(f"--landmarks: only a photograph target takes landmarks, got a {target.kind} target")
+    camera = "perspective" if args.camera == "perspective" else "weak_perspective"
+    result = fit(model, target, template=tpl, stages=stages, prior_weight=args.prior_weight,
+                 rotation=args.rotation, camera=camera, focal=args.focal, progress=not args.quiet)
+    terms = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
+    angle = float(result.axis_angle.norm()) * 57.29577951308232
+    print(f"fitted {type(model).__name__} to a {target.kind} target ({where}) in {result.seconds:.1f} s: {terms}")
+    print(f"scale {float(result.scale):.4g}, rotation {angle:.2f} deg, translation "
+          f"[{', '.join(f'{v:.4g}' for v in result.translation.tolist())}]"
+          + (f", focal {result.focal:.4g} px" if result.focal is not None else ""))
+    if args.output:
+        save_mesh(result.to_mesh(), args.output)
+        print(f"wrote {args.output}")
+    if args.json:
+        result.save_json(args.json)
+        print(f"wrote {args.json}")
+    if args.overlay:
+        result.save_overlay(args.overlay)
+        print(f"wrote {args.overlay}")
+    return 0

@@ -1,0 +1,116 @@
+"""The ``mesh-decoder fit`` command: arguments, outputs and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mesh_decoder.errors import ModelFileError
+from mesh_decoder.fit import LandmarkTarget, add_fit_arguments, apply_similarity, run_fit, save_landmarks
+from mesh_decoder.mesh.io import load_mesh, save_mesh
+from mesh_decoder.mesh.templates import face_template
+from mesh_decoder.model_files import save_model
+
+from .conftest import make_autoencoder, random_similarity
+
+_SHORT = ["--stages", "pose:20", "pose+shape:60", "--quiet"]
+
+
+def _run(argv) -> int:
+    parser = add_fit_arguments(argparse.ArgumentParser(prog="mesh-decoder fit"))
+    return run_fit(parser.parse_args([str(a) for a in argv]))
+
+
+@pytest.fixture(scope="module")
+def pca_file(tmp_path_factory, pca):
+    path = tmp_path_factory.mktemp("model") / "pca.safetensors"
+    save_model(pca, path)
+    return path
+
+
+def test_registered_mesh_outputs(tmp_path, pca_file, faces, template, capsys):
+    g = torch.Generator().manual_seed(61)
+    s, R, t = random_similarity(g)
+    clean = apply_similarity(faces[0][205].double(), s, R, t)
+    save_mesh(template.copy(vertices=clean.numpy()), tmp_path / "target.obj")
+    code = _run([pca_file, "--target", tmp_path / "target.obj", "-o", tmp_path / "fitted.ply", "--json",
+                 tmp_path / "fit.json", "--overlay", tmp_path / "overlay.png", "--quiet"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "mesh target" in out and "built-in face template (800 vertices, seed 0)" in out
+    fitted = load_mesh(tmp_path / "fitted.ply")
+    assert fitted.num_vertices == 800 and set(fitted.landmarks) == set(template.landmarks)
+    assert float(np.linalg.norm(fitted.vertices - clean.numpy(), axis=1).mean()) < 1.0
+    data = json.loads((tmp_path / "fit.json").read_text())
+    assert data["target_kind"] == "mesh" and len(data["losses"]["vertex"]) == len(data["losses"]["total"])
+    assert (tmp_path / "overlay.png").stat().st_size > 1000
+
+
+def test_landmarks_with_perspective_camera(tmp_path, pca_file, template):
+    rng = np.random.default_rng(62)
+    names = sorted(template.landmarks)
+    # a frontal view through a pinhole 650 mm away (y up, looking along -z; OpenCV pixel rows go down)
+    X = template.vertices[[template.landmarks[n] for n in names]] + np.array([0.0, 0.0, -650.0])
+    f = 600.0
+    pixels = np.stack([f * X[:, 0] / -X[:, 2] + 127.5, -f * X[:, 1] / -X[:, 2] + 127.5], 1) + rng.normal(size=(33, 2))
+    save_landmarks(LandmarkTarget(pixels, names, 256), tmp_path / "lm.json")
+    assert _run([pca_file, "--target", tmp_path / "lm.json", "--camera", "perspective", "--focal", 600,
+                 "--json", tmp_path / "fit.json", *_SHORT]) == 0
+    data = json.loads((tmp_path / "fit.json").read_text())
+    assert data["camera"]["type"] == "perspective" and data["camera"]["K"][0] == pytest.approx(600.0)
+    assert data["rotation_angle_deg"] < 4.0 and abs(data["translation"][2] + 650.0) < 60.0
+
+
+def test_photograph_with_landmarks_and_overlay(tmp_path, pca_file, template, photo_target):
+    pytest.importorskip("PIL", reason="reading photographs needs Pillow")
+    from mesh_decoder.render import save_png
+
+    target = photo_target[0]
+    save_png(target.image, tmp_path / "photo.png")
+    save_landmarks(target.landmarks, tmp_path / "lm.json")
+    assert _run([pca_file, "--target", tmp_path / "photo.png", "--landmarks", tmp_path / "lm.json", "--overlay",
+                 tmp_path / "overlay.png", "--stages", "pose:20", "pose+shape:40", "appearance+pose+shape:10",
+                 "--quiet"]) == 0
+    assert (tmp_path / "overlay.png").stat().st_size > 500
+
+
+def test_autoencoder_with_hierarchy_beside(tmp_path, hierarchy, template, faces):
+    from mesh_decoder.hierarchy import save_hierarchy
+
+    ae = make_autoencoder(hierarchy, template)
+    save_model(ae, tmp_path / "model.safetensors", hierarchy=hierarchy)
+    save_mesh(template.copy(vertices=template.vertices + 1.0), tmp_path / "target.obj")
+    with pytest.raises(ModelFileError, match="--hierarchy"):
+        _run([tmp_path / "model.safetensors", "--target", tmp_path / "target.obj", "-o", tmp_path / "o.obj"])
+    save_hierarchy(hierarchy, tmp_path / "hierarchy.npz")
+    assert _run([tmp_path / "model.safetensors", "--target", tmp_path / "target.obj", "-o", tmp_path / "o.obj",
+                 *_SHORT]) == 0
+    other = face_template(800, seed=1)
+    save_mesh(other, tmp_path / "other.obj")
+    with pytest.raises(ModelFileError, match="pass --template"):
+        _run([tmp_path / "model.safetensors", "--target", tmp_path / "target.obj", "--template",
+              tmp_path / "other.obj", "-o", tmp_path / "o.obj"])
+    save_model(ae.encoder, tmp_path / "encoder.safetensors", hierarchy=hierarchy)
+    with pytest.raises(ModelFileError, match="SpiralEncoder"):
+        _run([tmp_path / "encoder.safetensors", "--target", tmp_path / "target.obj", "-o", tmp_path / "o.obj"])
+
+
+def test_argument_errors(tmp_path, pca_file, template):
+    save_mesh(template, tmp_path / "t.obj")
+    with pytest.raises(ValueError, match="at least one of -o"):
+        _run([pca_file, "--target", tmp_path / "t.obj"])
+    with pytest.raises(FileNotFoundError, match="missing.obj"):
+        _run([pca_file, "--target", tmp_path / "missing.obj", "-o", tmp_path / "o.obj"])
+    with pytest.raises(ValueError, match="only a photograph"):
+        _run([pca_file, "--target", tmp_path / "t.obj", "--landmarks", tmp_path / "x.json", "-o", tmp_path / "o.obj"])
+    with pytest.raises(ValueError, match="GROUPS:ITERATIONS"):
+        _run([pca_file, "--target", tmp_path / "t.obj", "-o", tmp_path / "o.obj", "--stages", "pose"])
+    save_mesh(face_template(900, seed=0), tmp_path / "t900.obj")
+    with pytest.raises(ModelFileError, match="decodes 800 vertices"):
+        _run([pca_file, "--target", tmp_path / "t.obj", "--template", tmp_path / "t900.obj", "-o", tmp_path / "o.obj"])
+    with pytest.raises(ValueError, match="--focal"):
+        _run([pca_file, "--target", tmp_path / "t.obj", "-o", tmp_path / "o.obj", "--focal", "-3"])

@@ -1,0 +1,146 @@
+"""Target dataclasses and target files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mesh_decoder.errors import MeshFileError
+from mesh_decoder.fit import (
+    ImageTarget,
+    LandmarkTarget,
+    MeshTarget,
+    PointCloudTarget,
+    load_landmarks,
+    load_target,
+    read_image,
+    save_landmarks,
+)
+from mesh_decoder.mesh.io import save_mesh
+
+
+def test_targets_convert_and_validate():
+    rng = np.random.default_rng(1)
+    t = MeshTarget(rng.normal(size=(10, 3)).astype(np.float32), weights=rng.random(10))
+    assert t.vertices.dtype == torch.float64 and t.kind == "mesh"
+    with pytest.raises(ValueError, match=r"expected shape \(N, 3\)"):
+        MeshTarget(np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="finite"):
+        MeshTarget(np.full((10, 3), np.nan))
+    with pytest.raises(ValueError, match=r"expected shape \(10,\)"):
+        MeshTarget(np.zeros((10, 3)), weights=np.ones(9))
+    p = PointCloudTarget(rng.normal(size=(20, 3)), normals=rng.normal(size=(20, 3)) * 5)
+    torch.testing.assert_close(p.normals.norm(dim=1), torch.ones(20, dtype=torch.float64))
+    with pytest.raises(ValueError, match="correspondence_every"):
+        PointCloudTarget(rng.normal(size=(20, 3)), correspondence_every=0)
+    lm = LandmarkTarget(rng.random((5, 2)) * 100, ["a", "b", "c", "d", "e"], 128)
+    assert lm.image_size == (128, 128)
+    assert lm.subset(["c", "a", "e", "b"]).points.tolist() == lm.points[[2, 0, 4, 1]].tolist()
+    with pytest.raises(ValueError, match="distinct"):
+        LandmarkTarget(rng.random((5, 2)), ["a", "a", "c", "d", "e"], 128)
+    with pytest.raises(ValueError, match="expected 5 names"):
+        LandmarkTarget(rng.random((5, 2)), ["a", "b"], 128)
+
+
+def test_image_target_layouts_and_checks():
+    rng = np.random.default_rng(2)
+    hwc = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
+    t = ImageTarget(hwc)
+    assert t.image.shape == (3, 6, 8) and t.image_size == (6, 8)
+    torch.testing.assert_close(t.image[:, 2, 3], torch.tensor(hwc[2, 3] / 255.0))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ImageTarget(torch.full((3, 6, 8), 2.0))
+    with pytest.raises(ValueError, match=r"mask: expected shape \(6, 8\)"):
+        ImageTarget(hwc, mask=np.ones((5, 8), bool))
+    lm = LandmarkTarget(rng.random((4, 2)), list("abcd"), (7, 8))
+    with pytest.raises(ValueError, match=r"image size \(6, 8\)"):
+        ImageTarget(hwc, landmarks=lm)
+
+
+def test_load_target_mesh_files(tmp_path, template):
+    rng = np.random.default_rng(3)
+    registered = template.copy(vertices=template.vertices + rng.normal(size=template.vertices.shape))
+    save_mesh(registered, tmp_path / "reg.obj")
+    t = load_target(tmp_path / "reg.obj", template)
+    assert isinstance(t, MeshTarget)
+    np.testing.assert_allclose(t.vertices.numpy(), registered.vertices, atol=1e-4)
+    assert isinstance(load_target(tmp_path / "reg.obj", template, kind="points"), PointCloudTarget)
+    scan = registered.copy(faces=registered.faces[rng.permutation(registered.num_faces)])
+    save_mesh(scan, tmp_path / "scan.ply")
+    s = load_target(tmp_path / "scan.ply", template)
+    assert isinstance(s, PointCloudTarget) and s.normals is not None
+    # normals point outwards (+z on the face) on the whole
+    assert float(s.normals[:, 2].mean()) > 0.5
+
+
+def test_load_target_point_clouds_and_landmarks(tmp_path):
+    rng = np.random.default_rng(4)
+    pts = rng.normal(size=(30, 6))
+    np.savetxt(tmp_path / "p.xyz", pts)
+    np.save(tmp_path / "p.npy", pts[:, :3])
+    a = load_target(tmp_path / "p.xyz")
+    np.testing.assert_allclose(a.points.numpy(), pts[:, :3])
+    assert a.normals is not None
+    b = load_target(tmp_path / "p.npy")
+    assert b.normals is None and b.points.shape == (30, 3)
+    lm = LandmarkTarget(rng.random((5, 2)) * 50, list("vwxyz"), (40, 60), weights=rng.random(5))
+    save_landmarks(lm, tmp_path / "lm.json")
+    back = load_target(tmp_path / "lm.json")
+    assert isinstance(back, LandmarkTarget) and back.names == lm.names and back.image_size == (40, 60)
+    torch.testing.assert_close(back.points, lm.points)
+    torch.testing.assert_close(back.weights, lm.weights)
+
+
+def test_target_file_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_landmarks(tmp_path / "missing.json")
+    with pytest.raises(FileNotFoundError, match="missing.xyz"):
+        load_target(tmp_path / "missing.xyz")
+    (tmp_path / "bad.json").write_text(json.dumps({"image_size": [4, 4], "landmarks": {"a": [1, "x"]}}))
+    with pytest.raises(MeshFileError, match=r"bad\.json.*\[x, y\]"):
+        load_landmarks(tmp_path / "bad.json")
+    (tmp_path / "few.json").write_text(json.dumps({"image_size": [4, 4], "landmarks": {"a": [1, 2]}}))
+    with pytest.raises(MeshFileError, match=r"few\.json.*at least 4"):
+        load_landmarks(tmp_path / "few.json")
+    (tmp_path / "p.xyz").write_text("1 2\n3 4\n5 6\n")
+    with pytest.raises(MeshFileError, match=r"p\.xyz.*\(N, 3\)"):
+        load_target(tmp_path / "p.xyz")
+    with pytest.raises(MeshFileError, match=r"x\.stl.*unknown target file type"):
+        load_target(tmp_path / "x.stl")
+
+
+def test_read_image_round_trip(tmp_path):
+    pytest.importorskip("PIL", reason="reading photographs needs Pillow")
+    from mesh_decoder.render import save_png
+
+    rng = np.random.default_rng(5)
+    img = (rng.random((9, 7, 3)) * 255).astype(np.uint8)
+    save_png(img, tmp_path / "a.png")
+    back = read_image(tmp_path / "a.png")
+    assert back.shape == (3, 9, 7)
+    np.testing.assert_allclose(back.permute(1, 2, 0).numpy() * 255.0, img, atol=1e-9)
+    (tmp_path / "b.png").write_bytes(b"not a png")
+    with pytest.raises(MeshFileError, match=r"b\.png"):
+        read_image(tmp_path / "b.png")
+
+
+def test_load_photograph_with_landmarks_and_mask(tmp_path):
+    pytest.importorskip("PIL", reason="reading photographs needs Pillow")
+    from mesh_decoder.render import save_png
+
+    rng = np.random.default_rng(6)
+    img = rng.random((3, 10, 12))
+    mask = np.zeros((10, 12, 3))
+    mask[2:8, 3:9] = 1.0
+    save_png(torch.from_numpy(img), tmp_path / "photo.png")
+    save_png(mask, tmp_path / "mask.png")
+    save_landmarks(LandmarkTarget(rng.random((4, 2)) * 9, list("abcd"), (10, 12)), tmp_path / "lm.json")
+    t = load_target(tmp_path / "photo.png", landmarks=tmp_path / "lm.json", mask=tmp_path / "mask.png")
+    assert isinstance(t, ImageTarget) and t.image_size == (10, 12) and t.landmarks.names == tuple("abcd")
+    assert int(t.mask.sum()) == 36 and bool(t.mask[2, 3]) and not bool(t.mask[0, 0])
+    save_png(mask[:5], tmp_path / "small.png")
+    with pytest.raises(MeshFileError, match=r"small\.png.*\(10, 12\)"):
+        load_target(tmp_path / "photo.png", mask=tmp_path / "small.png")
