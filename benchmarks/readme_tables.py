@@ -94,7 +94,31 @@ def render() -> str:
     return "\n\n".join(parts)
 
 
-TABLES: dict[str, Callable[[], str]] = {"hierarchy": hierarchy, "spectrum": spectrum, "render": render}
+def fit() -> str:
+    parts = []
+    for path, d in _load("fit_*.json"):
+        rows = []
+        for r in d["rows"]:
+            sm = r["summary"]
+
+            def med(key: str) -> str:
+                return _g(sm[key]["median"]) if key in sm else "–"
+
+            def worst(key: str) -> str:
+                return _g(sm[key]["max"]) if key in sm else "–"
+
+            rows.append([r["kind"], med("seconds"), f"{med('rotation_error_deg')} ({worst('rotation_error_deg')})",
+                         f"{med('shape_error_mm')} ({worst('shape_error_mm')})", med("vertex_error_mm")])
+        c = d["config"]
+        parts.append(
+            f"Machine: {_machine(d['environment'])}. {c['faces_per_kind']} held-out synthetic faces per target kind, "
+            f"{c['num_vertices']}-vertex face, {c['pca_components']}-component PCA. Medians (worst case in brackets). "
+            f"Source: `{path}`.\n\n"
+            + _table(["target", "s per fit", "rotation error (°)", "shape error (mm)", "vertex error (mm)"], rows))
+    return "\n\n".join(parts)
+
+
+TABLES: dict[str, Callable[[], str]] = {"hierarchy": hierarchy, "spectrum": spectrum, "render": render, "fit": fit}
 
 
 def update(text: str) -> str:
