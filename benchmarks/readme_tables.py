@@ -118,7 +118,35 @@ def fit() -> str:
     return "\n\n".join(parts)
 
 
-TABLES: dict[str, Callable[[], str]] = {"hierarchy": hierarchy, "spectrum": spectrum, "render": render, "fit": fit}
+def sweep() -> str:
+    parts = []
+    names = {"spiral": "SpiralNet++ AE", "cheb": "COMA AE", "pca": "PCA"}
+    for path, d in _load("sweep_latent_*.json"):
+        by = {(r["split"], r["latent_size"], r["method"]): r for r in d["rows"]}
+        keys = sorted({(r["split"], r["latent_size"]) for r in d["rows"]}, key=lambda k: (k[0] != "interpolation", k[1]))
+        methods = [m for m in names if any(r["method"] == m for r in d["rows"])]
+        rows = []
+        for split, z in keys:
+            row = [split, str(z)]
+            for m in methods:
+                r = by.get((split, z, m))
+                row += [f"{r['test_mean_mm']:.2f} / {r['test_median_mm']:.2f}", f"{r['parameters']:,}"] if r else ["–", "–"]
+            rows.append(row)
+        train = {m: sum(r.get("train_seconds") or 0 for r in d["rows"] if r["method"] == m) for m in methods}
+        b = d["budget"]
+        header = ["split", "latent"]
+        for m in methods:
+            header += [f"{names[m]} mean / median (mm)", f"{names[m]} params"]
+        parts.append(
+            f"Machine: {_machine(d['environment'])}; status `{d['status']}`. Generator `{d['data']['generator_version']}`, "
+            f"{d['data']['n_per_split']:,} faces per split on the 5,023-vertex face. Training budget: {b['epochs']} epochs, "
+            f"batch {b['batch_size']}, {b['optimizer']}. CPU training time in total: "
+            + ", ".join(f"{names[m]} {train[m] / 60:.1f} min" for m in methods) + f". Source: `{path}`.\n\n"
+            + _table(header, rows))
+    return "\n\n".join(parts)
+
+
+TABLES: dict[str, Callable[[], str]] = {"sweep": sweep, "hierarchy": hierarchy, "spectrum": spectrum, "render": render, "fit": fit}
 
 
 def update(text: str) -> str:

@@ -1,0 +1,372 @@
+r"""Evaluation as the field reports it: the autoencoder beside PCA at the same latent size.
+
+The protocol of COMA (Ranjan et al., "Generating 3D faces using Convolutional
+Mesh Autoencoders", ECCV 2018): a model is trained on the training part of an
+*interpolation* split (random held-out faces) or an *extrapolation* split
+(held-out expressions, ``jaw_open > 0.7``) and measured on the held-out part by
+the per-vertex Euclidean error in millimetres (mean, median, standard
+deviation), next to a PCA model (:class:`~mesh_decoder.pca.PCAModel`) fitted to
+the same training faces with as many components as the autoencoder has latent
+dimensions. Colour models add the per-vertex RGB error (Euclidean distance of
+RGB in ``[0, 1]``); PCA then has a colour model with the same number of
+components.
+
+The 3D morphable model measures (:mod:`mesh_decoder.metrics`) complete it:
+
+* ``explained_variance``: the fraction of the training shapes' variance the
+  reconstructions keep, :math:`1 - \sum \lVert x - \hat x \rVert^2 / \sum \lVert x - \bar x \rVert^2`
+  (for PCA this is its compactness at ``K`` components), and the ``compactness``
+  curves (PCA: of the data variance; autoencoder: of its latent covariance);
+* ``generalisation``: mean test error against the number of components (PCA's
+  curve; the autoencoder's single point is its test mean error);
+* ``specificity``: mean distance of random samples (the autoencoder's fitted
+  Gaussian latent prior, PCA's standard normal) to their nearest training face.
+
+Parameter counts: the autoencoder's trainable weights (encoder + decoder, and the
+decoder alone; buffers such as normalisation and graph operators are not
+counted); PCA's "parameters" are its buffer sizes, ``mean`` (``3V``) plus
+``components`` (``K x 3V``), and the same for its colour model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..nn.autoencoder import MeshAutoencoder
+from ..pca import PCAModel
+from .config import TrainConfig
+from .loop import TrainingData, TrainResult, _as_config, _check_data, encode_all, load_data, load_trained
+
+__all__ = ["MEASURES", "evaluate", "format_table", "add_evaluate_arguments", "run_evaluate"]
+
+#: Measures :func:`evaluate` can compute; the errors are always computed.
+MEASURES: tuple[str, ...] = ("error", "compactness", "generalisation", "specificity")
+
+
+class _VertexSampler:
+    """The autoencoder's prior samples, vertices only (joint models decode xyz + rgb)."""
+
+    def __init__(self, model: MeshAutoencoder) -> None:
+        self.model = model
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.model.sample(n, generator)[..., :3]  # (n, V, 3)
+
+
+def _count(module: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def _pca_parameters(pca: PCAModel) -> int:
+    total = pca.mean.numel() + pca.components.numel()
+    if pca.has_colors:
+        total += pca.color_mean.numel() + pca.color_components.numel()
+    return int(total)
+
+
+def _summary(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    from ..metrics import error_summary
+
+    s = error_summary(pred, target)
+    return {k: s[k] for k in ("mean", "median", "std", "max")}
+
+
+def _explained(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor) -> float:
+    """``1 - SSE / SST`` over meshes ``(N, V, 3)`` with the training mean ``(V, 3)``, in float64."""
+    sse = (recon.double() - x.double()).square().sum()
+    sst = (x.double() - mean.double()).square().sum()
+    return float(1.0 - sse / sst) if float(sst) > 0 else float("nan")
+
+
+@torch.no_grad()
+def _ae_reconstruct(model: MeshAutoencoder, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    device = model.decoder.fc.weight.device
+    parts = [model(x[i:i + batch_size].to(device)).cpu() for i in range(0, x.shape[0], batch_size)]  # (b, V, C)
+    return torch.cat(parts) if parts else x.new_zeros(x.shape)  # (N, V, C)
+
+
+def _prior_is_default(model: MeshAutoencoder) -> bool:
+    Z = model.latent_size
+    eye = torch.eye(Z, dtype=model.latent_cov_cholesky.dtype, device=model.latent_cov_cholesky.device)
+    return bool((model.latent_mean == 0).all()) and bool(torch.equal(model.latent_cov_cholesky, eye))
+
+
+def _resolve(source, config, device):
+    if isinstance(source, TrainResult):
+        return source.model, source.config, {"kind": "train_result", "path": source.model_path}
+    if isinstance(source, MeshAutoencoder):
+        if config is None:
+            raise TypeError("config: evaluating a MeshAutoencoder object needs its TrainConfig (config=...)")
+        return source, _as_config(config), {"kind": "model", "path": None}
+    if isinstance(source, (str, os.PathLike)):
+        model, _, cfg, meta = load_trained(source, device=device)
+        if config is not None:
+            raise TypeError("config: a saved run carries its own config; do not pass config=")
+        return model, cfg, {"kind": meta["kind"], "path": meta["path"]}
+    raise TypeError(f"source: expected a run folder, a model or checkpoint file, a TrainResult or a "
+                    f"MeshAutoencoder, got {type(source).__name__}")
+
+
+def _pca_sizes(K: int) -> list[int]:
+    sizes, k = [], 1
+    while k < K:
+        sizes.append(k)
+        k *= 2
+    return sizes + [K]
+
+
+def evaluate(
+    source: Any,
+    *,
+    config: TrainConfig | Mapping[str, Any] | None = None,
+    data: TrainingData | None = None,
+    pca: bool | PCAModel = True,
+    measures: Sequence[str] = MEASURES,
+    num_samples: int = 100,
+    batch_size: int = 64,
+    seed: int = 0,
+    max_train_faces: int | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Evaluate a trained autoencoder on the held-out part of its split, beside PCA.
+
+    Args:
+        source: a run folder, ``model.safetensors`` or ``checkpoint.safetensors`` written by
+            :func:`~mesh_decoder.train.train`, a :class:`~mesh_decoder.train.TrainResult`, or a
+            :class:`~mesh_decoder.nn.MeshAutoencoder` (then ``config`` is required).
+        config: the training config of a model object. Default ``None``.
+        data: the meshes from :func:`~mesh_decoder.train.load_data` for this config
+            (default ``None``: loaded, i.e. generated again for synthetic faces).
+        pca: ``True`` (default) fits PCA to the training faces with ``K`` = the latent
+            size; a fitted :class:`~mesh_decoder.pca.PCAModel` with at least ``K``
+            components is truncated to ``K``; ``False`` leaves PCA out.
+        measures: a subset of :data:`MEASURES`; the errors are always computed.
+        num_samples: random samples for specificity. Default 100.
+        batch_size: meshes per forward pass. Default 64.
+        seed: seeds the samples of specificity. Default 0.
+        max_train_faces: at most this many training faces for the explained variance,
+            latent compactness and a checkpoint's latent prior (default ``None``: all).
+        device: where to run a model loaded from a file. Default ``None`` (CPU).
+
+    Returns:
+        A JSON-able dict: ``split`` (kind, data version, train / test sizes),
+        ``latent_size``, ``units``, ``parameter_note``, ``models`` (``"autoencoder"``
+        and ``"pca"``, each with ``name``, ``parameters``, ``decoder_parameters``,
+        ``vertex_error`` {mean, median, std, max}, ``color_error`` or ``None``, and the
+        measures asked for), and ``table``, the side-by-side text table.
+
+    Raises:
+        ValueError: no held-out faces, or ``K`` larger than PCA can fit.
+    """
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown:
+        raise ValueError(f"measures: expected a subset of {list(MEASURES)}, got unknown {unknown}")
+    model, config, origin = _resolve(source, config, device)
+    if data is None:
+        data = load_data(config)
+    else:
+        _check_data(data, config)
+    if data.test.shape[0] == 0:
+        raise ValueError(f"data: expected held-out test meshes, got none (data.test_fraction = "
+                         f"{config.data.test_fraction}, split {config.data.split!r})")
+    model = model.eval()
+    K = model.latent_size
+    joint = data.channels == 6
+    train_x, test_x = data.train, data.test  # (N, V, C), (M, V, C)
+    subset = train_x if max_train_faces is None else train_x[:max_train_faces]
+    train_mean = train_x[..., :3].double().mean(dim=0)  # (V, 3)
+    want = set(measures)
+
+    # ------------------------------------------------------------ autoencoder
+    recon = _ae_reconstruct(model, test_x, batch_size)  # (M, V, C)
+    ae: dict[str, Any] = {
+        "name": f"autoencoder ({type(model.encoder).__name__} + {type(model.decoder).__name__})",
+        "parameters": _count(model),
+        "decoder_parameters": _count(model.decoder),
+        "vertex_error": _summary(recon[..., :3], test_x[..., :3]),
+        "color_error": _summary(recon[..., 3:], test_x[..., 3:]) if joint else None,
+    }
+    prior_model = model
+    if want & {"compactness", "specificity"}:
+        latents = encode_all(model, subset, batch_size)  # (n, Z)
+        if "compactness" in want:
+            from ..metrics import compactness
+
+            ae["explained_variance"] = _explained(_ae_reconstruct(model, subset, batch_size)[..., :3],
+                                                  subset[..., :3], train_mean)
+            ae["compactness"] = [float(c) for c in compactness(latents)]
+        if _prior_is_default(model):  # a checkpoint: fit the prior on a copy
+            prior_model = copy.deepcopy(model).fit_latent_prior(latents.to(model.latent_mean))
+    if "generalisation" in want:
+        ae["generalisation"] = {str(K): ae["vertex_error"]["mean"]}
+    if "specificity" in want:
+        ae["specificity"] = _specificity(_VertexSampler(prior_model), train_x[..., :3], num_samples, seed, batch_size)
+
+    # -------------------------------------------------------------------- PCA
+    models = {"autoencoder": ae}
+    if pca is not False and pca is not None:
+        models["pca"] = _evaluate_pca(pca, K, train_x, test_x, subset, train_mean, joint, want, num_samples, seed,
+                                      batch_size)
+
+    result = {
+        "source": origin,
+        "split": {
+            "kind": config.data.split,
+            "source": data.meta["source"],
+            "data_version": data.meta["data_version"],
+            "num_train": int(train_x.shape[0]),
+            "num_test": int(test_x.shape[0]),
+            **({"key": config.data.key, "threshold": config.data.threshold}
+               if config.data.split == "extrapolation" else {"test_fraction": config.data.test_fraction}),
+        },
+        "latent_size": K,
+        "num_vertices": int(train_x.shape[1]),
+        "units": {"vertex_error": "mm (data units)", "color_error": "Euclidean RGB distance, channels in [0, 1]"},
+        "parameter_note": ("autoencoder: trainable weights of encoder + decoder (buffers not counted); "
+                           "PCA: buffer sizes, mean (3V) + components (K x 3V)"
+                           + (", for shape and for colour (PCA has K shape and K colour coefficients, the "
+                              "autoencoder one K-dimensional latent for both)" if joint else "")),
+        "measures": [m for m in MEASURES if m in want or m == "error"],
+        "models": models,
+    }
+    result["table"] = format_table(result)
+    return result
+
+
+def _specificity(model, train_vertices: torch.Tensor, num_samples: int, seed: int, batch_size: int) -> dict[str, float]:
+    from ..metrics import specificity
+
+    generator = torch.Generator().manual_seed(seed)
+    out = specificity(model, train_vertices, num_samples=num_samples, generator=generator,
+                      batch_size=batch_size, return_all=True)
+    return {"mean": out["mean"], "std": out["std"], "num_samples": int(num_samples)}
+
+
+@torch.no_grad()
+def _evaluate_pca(pca, K, train_x, test_x, subset, train_mean, joint, want, num_samples, seed, batch_size):
+    from ..metrics import compactness, generalisation
+
+    max_k = train_x.shape[0] - 1
+    if isinstance(pca, PCAModel):
+        if pca.latent_size < K:
+            raise ValueError(f"pca: expected a PCAModel with at least {K} components (the latent size), "
+                             f"got {pca.latent_size}")
+        model = pca.truncate(K, K if pca.has_colors else None)
+    else:
+        if K > max_k:
+            raise ValueError(f"pca: {K} components need at least {K + 1} training faces, got {train_x.shape[0]}")
+        x64 = train_x.double()  # (N, V, C): fit in float64, evaluate in float32 as the autoencoder
+        model = PCAModel.fit(x64[..., :3], colors=x64[..., 3:] if joint else None, num_components=K)
+    model = model.to(torch.float32)
+
+    def rec(x):  # (N, V, C) -> (N, V, 3) shape, (N, V, 3) colours or None
+        shape = torch.cat([model.reconstruct(x[i:i + batch_size, :, :3]) for i in range(0, x.shape[0], batch_size)])
+        colors = None
+        if joint and model.has_colors:
+            colors = torch.cat([model.decode_colors(model.encode_colors(x[i:i + batch_size, :, 3:]))
+                                for i in range(0, x.shape[0], batch_size)])
+        return shape, colors
+
+    shape, colors = rec(test_x)
+    out: dict[str, Any] = {
+        "name": "PCA",
+        "parameters": _pca_parameters(model),
+        "decoder_parameters": _pca_parameters(model),
+        "vertex_error": _summary(shape, test_x[..., :3]),
+        "color_error": _summary(colors, test_x[..., 3:]) if colors is not None else None,
+    }
+    if "compactness" in want:
+        out["explained_variance"] = _explained(rec(subset)[0], subset[..., :3], train_mean)
+        out["compactness"] = [float(c) for c in compactness(model)]
+    if "generalisation" in want:
+        sizes = _pca_sizes(K)
+        curve = generalisation(model, None, test_x[..., :3], sizes, batch_size=batch_size)
+        out["generalisation"] = {str(k): float(v) for k, v in curve.items()}
+    if "specificity" in want:
+        out["specificity"] = _specificity(model, train_x[..., :3], num_samples, seed, batch_size)
+    return out
+
+
+# ------------------------------------------------------------------------- table
+def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "frac":
+        return f"{value:.4f}"
+    return f"{value:.3f}"
+
+
+def format_table(result: Mapping[str, Any]) -> str:
+    """The side-by-side text table of an :func:`evaluate` result."""
+    models = result["models"]
+    names = list(models)
+    split = result["split"]
+    rows: list[tuple[str, str, Any]] = [
+        ("parameters", "int", lambda m: m["parameters"]),
+        ("  decoder only", "int", lambda m: m["decoder_parameters"]),
+        ("vertex error mean (mm)", "mm", lambda m: m["vertex_error"]["mean"]),
+        ("vertex error median (mm)", "mm", lambda m: m["vertex_error"]["median"]),
+        ("vertex error std (mm)", "mm", lambda m: m["vertex_error"]["std"]),
+        ("vertex error max (mm)", "mm", lambda m: m["vertex_error"]["max"]),
+    ]
+    if any(m.get("color_error") for m in models.values()):
+        rows += [
+            ("colour error mean (RGB)", "frac", lambda m: (m["color_error"] or {}).get("mean")),
+            ("colour error median (RGB)", "frac", lambda m: (m["color_error"] or {}).get("median")),
+        ]
+    if any("explained_variance" in m for m in models.values()):
+        rows.append(("explained variance (train)", "frac", lambda m: m.get("explained_variance")))
+    if any("specificity" in m for m in models.values()):
+        rows.append(("specificity (mm)", "mm", lambda m: (m.get("specificity") or {}).get("mean")))
+    header = ["autoencoder" if n == "autoencoder" else "PCA" if n == "pca" else n for n in names]
+    cells = [[label] + [_fmt(get(models[n]), kind) for n in names] for label, kind, get in rows]
+    widths = [max(len(r[i]) for r in cells + [[""] + header]) for i in range(len(names) + 1)]
+    title = (f"{split['kind']} split ({split['data_version']}): {split['num_train']} train / {split['num_test']} test "
+             f"meshes, V = {result['num_vertices']}, latent size {result['latent_size']}")
+    lines = [title, "  ".join([" " * widths[0]] + [h.rjust(w) for h, w in zip(header, widths[1:])])]
+    lines += ["  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]) for r in cells]
+    pca = models.get("pca", {})
+    if "generalisation" in pca:
+        curve = ", ".join(f"{k}: {v:.3f}" for k, v in pca["generalisation"].items())
+        lines.append(f"PCA generalisation (mm) by components: {curve}")
+    lines.append(f"parameters: {result['parameter_note']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_evaluate_arguments(parser) -> None:
+    """Arguments of ``mesh-decoder evaluate CHECKPOINT``."""
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="a training output folder, its model.safetensors or its checkpoint.safetensors")
+    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    parser.add_argument("--no-pca", action="store_true", help="leave the PCA baseline out")
+    parser.add_argument("--measures", nargs="+", choices=MEASURES, default=list(MEASURES),
+                        help="3DMM measures to compute (default: all)")
+    parser.add_argument("--num-samples", type=int, default=100, help="random samples for specificity (default 100)")
+    parser.add_argument("--batch-size", type=int, default=64, help="meshes per forward pass (default 64)")
+    parser.add_argument("--max-train-faces", type=int, default=None,
+                        help="training faces used for explained variance and compactness (default: all)")
+    parser.add_argument("--device", default=None, help="torch device (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the specificity samples (default 0)")
+
+
+def run_evaluate(args) -> int:
+    """Run ``mesh-decoder evaluate``: print the table, optionally write JSON. Returns the exit code."""
+    result = evaluate(args.checkpoint, pca=not args.no_pca, measures=args.measures, num_samples=args.num_samples,
+                      batch_size=args.batch_size, seed=args.seed, max_train_faces=args.max_train_faces,
+                      device=args.device)
+    print(result["table"])
+    if args.json:
+        from .._atomic import atomic_write
+
+        with atomic_write(args.json, "w") as handle:
+            handle.write(json.dumps(result, indent=2, allow_nan=True) + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,767 @@
+r"""Training a mesh autoencoder: data, model, optimisation, checkpoints, the final model.
+
+The method is that of COMA (Ranjan et al., "Generating 3D faces using
+Convolutional Mesh Autoencoders", ECCV 2018) and SpiralNet++ (Gong et al.,
+ICCVW 2019):
+
+* every training mesh ``x (V, C)`` is standardised per vertex and channel with the
+  training set's mean and standard deviation, :math:`\tilde x = (x - \mu) / \sigma`
+  (stored in the decoder's ``mean``/``std`` buffers, so the saved model works in
+  data units);
+* the loss is the L1 distance in normalised units,
+
+  .. math::
+      \mathcal L = \frac{1}{B V 3} \sum_{b,v,c \le 3} |\hat{\tilde x}_{bvc} - \tilde x_{bvc}|
+      \;+\; w_{col} \frac{1}{B V 3} \sum_{b,v,c > 3} |\hat{\tilde x}_{bvc} - \tilde x_{bvc}|
+
+  (the second term only for joint shape + colour models, ``C = 6``);
+* Adam, with the learning rate multiplied by ``lr_decay`` after every epoch
+  (``"exponential"``) or every ``decay_step`` epochs (``"step"``);
+* the data order comes from one seeded ``torch.Generator`` driving the
+  ``DataLoader``'s sampler (``num_workers=0``), and the parameters are initialised
+  from the same seed, so a run is deterministic.
+
+Checkpoints (:mod:`mesh_decoder.train.checkpoint`) are written atomically after
+every ``checkpoint_every`` epochs and on Ctrl-C, and hold the generator state of
+the current epoch, so ``train(..., resume=True)`` continues bit for bit. When
+the last epoch is done, the Gaussian latent prior is fitted to the training
+latents (:meth:`~mesh_decoder.nn.MeshAutoencoder.fit_latent_prior`) and the model
+is written with :func:`mesh_decoder.model_files.save_model`.
+
+Files in the output directory:
+
+* ``checkpoint.safetensors``: the last checkpoint;
+* ``config.yaml``: the configuration of the run;
+* ``hierarchy.npz``: the mesh hierarchy (loads without openmesh);
+* ``model.safetensors``: the trained :class:`~mesh_decoder.nn.MeshAutoencoder`;
+* ``decoder.safetensors``: its decoder alone (a :class:`~mesh_decoder.nn.JointDecoder`
+  with the mesh texture branch for joint models built with a texel map).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..hierarchy.container import MeshHierarchy
+from ..mesh.container import Mesh
+from ..model_files import hierarchy_signature
+from ..nn.autoencoder import MeshAutoencoder
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import RESUMABLE_KEYS, TrainConfig, config_differences, load_config, save_config
+
+__all__ = [
+    "TrainingError",
+    "TrainingData",
+    "StepInfo",
+    "TrainResult",
+    "load_template",
+    "load_data",
+    "make_hierarchy",
+    "build_autoencoder",
+    "reconstruction_loss",
+    "train",
+    "CHECKPOINT_NAME",
+    "MODEL_NAME",
+    "DECODER_NAME",
+    "HIERARCHY_NAME",
+    "CONFIG_NAME",
+    "encode_all",
+    "normalization",
+    "load_trained",
+    "add_train_arguments",
+    "run_train",
+]
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+MODEL_NAME = "model.safetensors"
+DECODER_NAME = "decoder.safetensors"
+HIERARCHY_NAME = "hierarchy.npz"
+CONFIG_NAME = "config.yaml"
+
+
+class TrainingError(ValueError):
+    """Training cannot go on (non-finite loss, a checkpoint that does not match, ...); names epoch and step."""
+
+
+# ============================================================================ data
+@dataclass
+class TrainingData:
+    """Training and test meshes as tensors, with their provenance.
+
+    Attributes:
+        train: ``(N, V, C)`` float32, ``C = 3`` (xyz, mm) or 6 (xyz + rgb in ``[0, 1]``).
+        test: ``(M, V, C)`` float32 (``M`` may be 0).
+        template: the :class:`Mesh` the meshes are registered to.
+        meta: JSON-able: ``source``, ``data_version``, ``template_hash``, split sizes, and
+            the ``data`` and ``template`` config sections they were made from.
+    """
+
+    train: torch.Tensor
+    test: torch.Tensor
+    template: Mesh
+    meta: dict[str, Any]
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.shape[-1])
+
+
+def load_template(config: TrainConfig) -> Mesh:
+    """The template mesh of ``config.template`` (built-in face / head, or a mesh file)."""
+    t = config.template
+    if t.kind == "file":
+        from ..mesh.io import load_mesh
+
+        return load_mesh(t.path)
+    from ..mesh.templates import face_template, head_template
+
+    return (face_template if t.kind == "face" else head_template)(t.vertices, seed=t.seed)
+
+
+def _folder_version(vertices: torch.Tensor, files: list[str]) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(os.path.basename(f).encode() + b"\0")
+    digest.update(vertices.numpy().tobytes())
+    return "mesh-folder-sha256:" + digest.hexdigest()[:16]
+
+
+def load_data(config: TrainConfig | Mapping[str, Any], template: Mesh | None = None) -> TrainingData:
+    """The train / test meshes that ``config.data`` describes.
+
+    Synthetic faces come from :class:`~mesh_decoder.data.SyntheticFaceDataset` (COMA's
+    interpolation or extrapolation split); a folder comes from
+    :class:`~mesh_decoder.data.MeshFolderDataset` (every mesh must have the template's
+    vertex count and faces, else :class:`~mesh_decoder.errors.MeshFileError` names
+    the file and both counts) with a random interpolation split.
+
+    Args:
+        config: a :class:`TrainConfig` or its dict.
+        template: the template; default ``None`` builds it with :func:`load_template`.
+
+    Shapes:
+        ``train (N, V, C)``, ``test (M, V, C)``, ``C = 6`` for joint models, else 3.
+    """
+    config = _as_config(config)
+    d = config.data
+    template = load_template(config) if template is None else template
+    joint = config.model.joint
+    if d.source == "synthetic":
+        from ..data import GENERATOR_VERSION, SyntheticFaceDataset
+
+        common = dict(n=d.n, seed=d.seed, kind=d.split, template=template, test_fraction=d.test_fraction,
+                      key=d.key, threshold=d.threshold, generator_seed=d.generator_seed)
+        parts = {}
+        for split in ("train", "test"):
+            ds = SyntheticFaceDataset(split=split, **common)
+            x = torch.cat([ds.vertices, ds.colors], dim=-1) if joint else ds.vertices  # (N, V, C)
+            parts[split] = x.contiguous()
+        version = GENERATOR_VERSION
+        extra: dict[str, Any] = {"generator_seed": d.generator_seed}
+    else:
+        from ..data import MeshFolderDataset, interpolation_split
+
+        ds = MeshFolderDataset(d.root, template, align=d.align, pattern=d.pattern)
+        if joint and not ds.has_colors:
+            raise TrainingError(f"{d.root}: model.joint needs per-vertex colours in every mesh file, some files "
+                                "have none")
+        if joint:
+            colors = torch.stack([ds[i]["colors"] for i in range(len(ds))])  # (N, V, 3)
+            x = torch.cat([ds.vertices, colors], dim=-1)  # (N, V, 6)
+        else:
+            x = ds.vertices  # (N, V, 3)
+        train_idx, test_idx = interpolation_split(len(ds), seed=d.seed, test_fraction=d.test_fraction)
+        parts = {"train": x[torch.from_numpy(train_idx)].contiguous(), "test": x[torch.from_numpy(test_idx)].contiguous()}
+        version = _folder_version(ds.vertices, ds.files)
+        extra = {"root": d.root, "num_files": len(ds.files)}
+    if parts["train"].shape[0] < 2:
+        raise TrainingError(f"data: expected at least 2 training meshes, got {parts['train'].shape[0]} "
+                            f"(data.n = {d.n}, split {d.split!r})")
+    meta = {
+        "source": d.source,
+        "split": d.split,
+        "data_version": version,
+        "template_hash": template.content_hash(),
+        "num_vertices": template.num_vertices,
+        "channels": int(parts["train"].shape[-1]),
+        "num_train": int(parts["train"].shape[0]),
+        "num_test": int(parts["test"].shape[0]),
+        "data_config": config.to_dict()["data"],
+        "template_config": config.to_dict()["template"],
+        **extra,
+    }
+    return TrainingData(parts["train"], parts["test"], template, meta)
+
+
+def normalization(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-vertex, per-channel mean and std (population, clamped to ``>= eps``) over the set, in float64.
+
+    Shapes:
+        ``(N, V, C) -> (V, C), (V, C)``
+    """
+    x64 = x.to(torch.float64)
+    mean = x64.mean(dim=0)  # (V, C)
+    std = x64.std(dim=0, unbiased=False).clamp_min(eps)  # (V, C)
+    return mean.to(torch.float32), std.to(torch.float32)
+
+
+def _check_data(data: TrainingData, config: TrainConfig) -> None:
+    want = config.to_dict()
+    for key, section in (("data_config", "data"), ("template_config", "template")):
+        if data.meta.get(key) != want[section]:
+            raise TrainingError(f"data: the given TrainingData was made for a different {section!r} section "
+                                f"({data.meta.get(key)}) than the config's ({want[section]}); use load_data(config)")
+    if data.channels != config.in_channels:
+        raise TrainingError(f"data: expected {config.in_channels} channels per vertex, got {data.channels}")
+
+
+# ======================================================================= model
+def make_hierarchy(config: TrainConfig, template: Mesh) -> MeshHierarchy:
+    """:func:`~mesh_decoder.hierarchy.build_hierarchy` with the config's parameters (cached per ``hierarchy.cache_dir``)."""
+    from ..hierarchy import build_hierarchy
+
+    h = config.hierarchy
+    cache = h.cache_dir
+    return build_hierarchy(
+        template,
+        factors=config.factors,
+        spiral_lengths=h.spiral_length if isinstance(h.spiral_length, int) else tuple(h.spiral_length),
+        dilations=h.dilation if isinstance(h.dilation, int) else tuple(h.dilation),
+        texture_size=config.texture_size,
+        cache_dir=(True if cache is True else None) if isinstance(cache, bool) else cache,
+    )
+
+
+def build_autoencoder(config: TrainConfig, hierarchy: MeshHierarchy) -> MeshAutoencoder:
+    """The config's autoencoder on ``hierarchy`` (parameters from the current torch RNG).
+
+    The decoder is a :class:`~mesh_decoder.nn.SpiralDecoder`, :class:`~mesh_decoder.nn.ChebDecoder`
+    or :class:`~mesh_decoder.nn.PyGDecoder`; the encoder a :class:`~mesh_decoder.nn.SpiralEncoder`
+    or :class:`~mesh_decoder.nn.ChebEncoder` with the same channels and latent size.
+    Joint models have 6 channels (xyz + rgb) in and out.
+    """
+    from ..nn import ChebDecoder, ChebEncoder, PyGDecoder, SpiralDecoder, SpiralEncoder
+
+    config = _as_config(config)
+    common = dict(latent_size=config.latent_size, channels=tuple(config.channels), activation=config.model.activation)
+    C = config.in_channels
+    kind = config.decoder_kind
+    if kind == "spiral":
+        decoder = SpiralDecoder.from_hierarchy(hierarchy, out_channels=C, **common)
+    elif kind == "cheb":
+        decoder = ChebDecoder.from_hierarchy(hierarchy, K=config.K, out_channels=C, **common)
+    else:
+        decoder = PyGDecoder.from_hierarchy(hierarchy, conv=config.model.conv, conv_kwargs=config.model.conv_kwargs,
+                                            out_channels=C, **common)
+    if config.encoder_kind == "spiral":
+        encoder = SpiralEncoder.from_hierarchy(hierarchy, in_channels=C, **common)
+    else:
+        encoder = ChebEncoder.from_hierarchy(hierarchy, K=config.K, in_channels=C, **common)
+    return MeshAutoencoder(encoder, decoder)
+
+
+def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, color_weight: float = 1.0) -> torch.Tensor:
+    """L1 loss in normalised units: shape channels, plus ``color_weight`` times the colour channels.
+
+    Args:
+        pred: ``(B, V, C)`` normalised decoder output.
+        target: ``(B, V, C)`` normalised meshes.
+        color_weight: weight of channels ``3:`` (joint models). Default ``1.0``.
+
+    Shapes:
+        ``(B, V, C), (B, V, C) -> ()``
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred: expected the target's shape {tuple(target.shape)}, got {tuple(pred.shape)}")
+    loss = (pred[..., :3] - target[..., :3]).abs().mean()
+    if pred.shape[-1] > 3:
+        loss = loss + color_weight * (pred[..., 3:] - target[..., 3:]).abs().mean()
+    return loss
+
+
+# ====================================================================== results
+@dataclass
+class StepInfo:
+    """What a step callback sees after every optimizer step.
+
+    Attributes:
+        epoch: the epoch in progress (1-based).
+        step: optimizer steps done so far (all epochs).
+        batch: batches done in this epoch.
+        batches: batches per epoch.
+        loss: this batch's loss.
+        running_loss: mean loss of the epoch so far.
+        lr: the learning rate of this epoch.
+        model: the autoencoder being trained.
+    """
+
+    epoch: int
+    step: int
+    batch: int
+    batches: int
+    loss: float
+    running_loss: float
+    lr: float
+    model: MeshAutoencoder
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        model: the trained :class:`~mesh_decoder.nn.MeshAutoencoder` (eval mode, prior fitted
+            unless ``interrupted``).
+        hierarchy: its :class:`~mesh_decoder.hierarchy.MeshHierarchy`.
+        config: the :class:`TrainConfig`.
+        output_dir: the run's folder.
+        checkpoint_path: the last checkpoint.
+        model_path: ``model.safetensors``, or ``None`` if interrupted.
+        decoder_path: ``decoder.safetensors``, or ``None`` if interrupted.
+        epochs_completed: full epochs trained.
+        step: optimizer steps done.
+        history: one dict per epoch: ``epoch``, ``loss``, ``lr``, ``seconds``, ``meshes_per_s``.
+        interrupted: ``True`` when Ctrl-C (or a callback raising ``KeyboardInterrupt``) stopped the run.
+        train_seconds: wall time of all epochs (all sessions), without checkpoint saving.
+        data_meta: provenance of the training data.
+    """
+
+    model: MeshAutoencoder
+    hierarchy: MeshHierarchy
+    config: TrainConfig
+    output_dir: str
+    checkpoint_path: str
+    model_path: str | None
+    decoder_path: str | None
+    epochs_completed: int
+    step: int
+    history: list[dict[str, Any]]
+    interrupted: bool
+    train_seconds: float
+    data_meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.history[-1]["loss"] if self.history else None
+
+
+# ================================================================= Ctrl-C
+class _StopFlag:
+    """SIGINT sets a flag read at the next step boundary, so a checkpoint never holds a half-done step;
+    a second SIGINT raises ``KeyboardInterrupt`` at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["_StopFlag"]:
+        previous = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield self
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+
+# ======================================================================== train
+def _as_config(config) -> TrainConfig:
+    if isinstance(config, TrainConfig):
+        return config
+    if isinstance(config, Mapping):
+        return TrainConfig.from_dict(config)
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config)
+    raise TypeError(f"config: expected a TrainConfig, a dict or a config file path, got {type(config).__name__}")
+
+
+def _make_optimizer(config: TrainConfig, model: torch.nn.Module):
+    t = config.training
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    if t.lr_schedule == "exponential":
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.lr_decay)
+    elif t.lr_schedule == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.decay_step, gamma=t.lr_decay)
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=1.0)
+    return optimizer, scheduler
+
+
+def _nonfinite_parameter(model: torch.nn.Module) -> str | None:
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            return name
+    return None
+
+
+@torch.no_grad()
+def encode_all(model: MeshAutoencoder, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Latents ``(N, Z)`` of meshes ``(N, V, C)`` in data units, in batches, in eval mode."""
+    device = model.decoder.fc.weight.device
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [model.encode(x[i:i + batch_size].to(device)) for i in range(0, x.shape[0], batch_size)]  # (b, Z)
+    finally:
+        model.train(was_training)
+    return torch.cat(parts).cpu()  # (N, Z)
+
+
+def train(
+    config: TrainConfig | Mapping[str, Any] | str | os.PathLike,
+    output_dir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = True,
+    *,
+    data: TrainingData | None = None,
+    callback: Callable[[StepInfo], None] | None = None,
+) -> TrainResult:
+    """Train a mesh autoencoder (see the module docstring for the method and the files).
+
+    Args:
+        config: a :class:`TrainConfig`, its dict, or a YAML / JSON file.
+        output_dir: the run's folder (created).
+        resume: continue from ``output_dir/checkpoint.safetensors``. Only
+            ``training.epochs``, ``training.checkpoint_every``, ``training.device`` and
+            ``hierarchy.cache_dir`` may differ from the checkpoint's config. Default ``False``;
+            without it, a folder that already holds a checkpoint is refused.
+        progress: show a tqdm bar (epoch, running loss, meshes/s). Default ``True``.
+        data: the meshes, if already loaded with :func:`load_data` for this config
+            (avoids generating them again). Default ``None``: loaded here.
+        callback: called with a :class:`StepInfo` after every optimizer step; raising
+            ``KeyboardInterrupt`` from it stops the run as Ctrl-C does.
+
+    Returns:
+        A :class:`TrainResult`. When interrupted (Ctrl-C), a checkpoint is saved and the
+        result has ``interrupted=True``; run again with ``resume=True`` to continue.
+
+    Raises:
+        TrainConfigError: an invalid config.
+        TrainingError: a non-finite loss or parameters (names epoch and step; the last
+            good checkpoint is kept), or a checkpoint that does not match the config.
+        MeshFileError: a folder mesh that does not match the template.
+    """
+    config = _as_config(config)
+    out = os.fspath(output_dir)
+    ckpt_path = os.path.join(out, CHECKPOINT_NAME)
+    checkpoint = None
+    if resume:
+        if not os.path.isfile(ckpt_path):
+            raise TrainingError(f"{ckpt_path}: no checkpoint to resume from")
+        checkpoint = load_checkpoint(ckpt_path)
+        diff = [k for k in config_differences(checkpoint.meta.get("config", {}), config.to_dict())
+                if k not in RESUMABLE_KEYS]
+        if diff:
+            raise TrainingError(f"{ckpt_path}: the config differs from the checkpoint's in {diff}; only "
+                                f"{sorted(RESUMABLE_KEYS)} may change on resume")
+    elif os.path.exists(ckpt_path):
+        raise TrainingError(f"{ckpt_path}: the output folder already holds a checkpoint; resume it "
+                            "(resume=True, --resume) or choose another folder")
+
+    if data is None:
+        data = load_data(config)
+    else:
+        _check_data(data, config)
+    if checkpoint is not None:
+        for key in ("data_version", "template_hash"):
+            if checkpoint.meta.get(key) != data.meta[key]:
+                raise TrainingError(f"{ckpt_path}: checkpoint trained on {key} {checkpoint.meta.get(key)!r}, the "
+                                    f"data now has {data.meta[key]!r}")
+    hierarchy = make_hierarchy(config, data.template)
+    t = config.training
+    device = torch.device(t.device)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(t.seed)
+        model = build_autoencoder(config, hierarchy)
+    model.set_normalization(*normalization(data.train, config.data.norm_eps))
+    model.to(device)
+    optimizer, scheduler = _make_optimizer(config, model)
+    sampler_rng = torch.Generator().manual_seed(t.seed)
+
+    epoch, step, batch_done = 0, 0, 0
+    history: list[dict[str, Any]] = []
+    partial = {"loss_sum": 0.0, "count": 0, "seconds": 0.0}
+    epoch_start_state = sampler_rng.get_state()
+    if checkpoint is not None:
+        if checkpoint.meta.get("hierarchy_signature") != hierarchy_signature(hierarchy):
+            raise TrainingError(f"{ckpt_path}: checkpoint built on a hierarchy with "
+                                f"{checkpoint.meta.get('hierarchy_signature')}, the config now builds "
+                                f"{hierarchy_signature(hierarchy)}")
+        checkpoint.restore(model, optimizer, scheduler)
+        m = checkpoint.meta
+        epoch, step, batch_done = int(m["epoch"]), int(m["step"]), int(m["batch_in_epoch"])
+        history = list(m.get("history", []))
+        partial = dict(m.get("partial") or partial)
+        epoch_start_state = checkpoint.rng_states["sampler"]
+        sampler_rng.set_state(epoch_start_state)
+
+    os.makedirs(out, exist_ok=True)
+    save_config(config, os.path.join(out, CONFIG_NAME))
+    base_meta = {
+        "config": config.to_dict(),
+        "data_version": data.meta["data_version"],
+        "template_hash": data.meta["template_hash"],
+        "hierarchy_signature": hierarchy_signature(hierarchy),
+        "data": {k: v for k, v in data.meta.items() if k not in ("data_config", "template_config")},
+        "model_config": model.config(),
+    }
+    last_saved = {"epoch": epoch, "step": step} if checkpoint is not None else None
+
+    def save(rng_state: torch.Tensor, batch_in_epoch: int, status: str) -> None:
+        nonlocal last_saved
+        bad = _nonfinite_parameter(model)
+        if bad is not None:
+            raise TrainingError(_nonfinite_message(f"non-finite parameter {bad!r}", epoch + 1, step, ckpt_path,
+                                                   last_saved, optimizer))
+        meta = dict(base_meta, epoch=epoch, step=step, batch_in_epoch=batch_in_epoch, status=status,
+                    history=history, partial=partial, lr=optimizer.param_groups[0]["lr"])
+        save_checkpoint(ckpt_path, model, optimizer, scheduler, rng_states={"sampler": rng_state}, meta=meta)
+        last_saved = {"epoch": epoch, "step": step}
+
+    loader = DataLoader(TensorDataset(data.train), batch_size=t.batch_size, shuffle=True,
+                        generator=sampler_rng, num_workers=0, drop_last=False)
+    batches = len(loader)
+    stop = _StopFlag()
+    interrupted = False
+    bar = _progress_bar(progress, total=t.epochs * batches, initial=min(step, t.epochs * batches))
+    model.train()
+    try:
+        with stop.installed():
+            while epoch < t.epochs:
+                lr = optimizer.param_groups[0]["lr"]
+                sampler_rng.set_state(epoch_start_state)
+                batch_iter = itertools.islice(iter(loader), batch_done, None)  # skip the batches done before a stop
+                tick = time.perf_counter()
+                for (x,) in batch_iter:
+                    x = x.to(device)  # (B, V, C)
+                    target = (x - model.mean) / model.std  # (B, V, C) normalised
+                    pred = model.decoder.decode_normalized(model.encode(x))  # (B, V, C) normalised
+                    loss = reconstruction_loss(pred, target, t.color_weight)
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise TrainingError(_nonfinite_message(f"non-finite loss ({value})", epoch + 1, step + 1,
+                                                               ckpt_path, last_saved, optimizer,
+                                                               batch=(batch_done + 1, batches)))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    step += 1
+                    batch_done += 1
+                    partial["loss_sum"] += value * x.shape[0]
+                    partial["count"] += x.shape[0]
+                    now = time.perf_counter()
+                    partial["seconds"] += now - tick
+                    tick = now
+                    running = partial["loss_sum"] / partial["count"]
+                    rate = partial["count"] / max(partial["seconds"], 1e-9)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix_str(f"epoch {epoch + 1}/{t.epochs} loss {running:.4f} {rate:.1f} meshes/s",
+                                            refresh=False)
+                    if callback is not None:
+                        try:
+                            callback(StepInfo(epoch + 1, step, batch_done, batches, value, running, lr, model))
+                        except KeyboardInterrupt:
+                            stop.requested = True
+                    if stop.requested:
+                        break
+                if stop.requested and batch_done < batches:
+                    save(epoch_start_state, batch_done, "interrupted")
+                    interrupted = True
+                    break
+                # the epoch is complete
+                history.append({
+                    "epoch": epoch + 1,
+                    "loss": partial["loss_sum"] / max(partial["count"], 1),
+                    "lr": lr,
+                    "seconds": partial["seconds"],
+                    "meshes_per_s": partial["count"] / max(partial["seconds"], 1e-9),
+                })
+                scheduler.step()
+                epoch += 1
+                batch_done = 0
+                partial = {"loss_sum": 0.0, "count": 0, "seconds": 0.0}
+                epoch_start_state = sampler_rng.get_state()
+                if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stop.requested:
+                    save(epoch_start_state, 0, "interrupted" if stop.requested and epoch < t.epochs else "epoch")
+                if stop.requested:
+                    interrupted = epoch < t.epochs
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+
+    train_seconds = sum(h["seconds"] for h in history) + partial["seconds"]
+    result = TrainResult(model=model, hierarchy=hierarchy, config=config, output_dir=out, checkpoint_path=ckpt_path,
+                         model_path=None, decoder_path=None, epochs_completed=epoch, step=step, history=history,
+                         interrupted=interrupted, train_seconds=train_seconds, data_meta=dict(base_meta["data"]))
+    if interrupted:
+        model.eval()
+        return result
+    if last_saved is None or last_saved["step"] != step:  # a resumed run that had nothing left to do
+        save(epoch_start_state, 0, "epoch")
+    _finish(result, data, base_meta)
+    return result
+
+
+def _progress_bar(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="batch", desc="train", dynamic_ncols=True)
+
+
+def _nonfinite_message(what: str, epoch: int, step: int, ckpt_path: str, last_saved, optimizer,
+                       batch: tuple[int, int] | None = None) -> str:
+    where = f"epoch {epoch}, step {step}" + (f" (batch {batch[0]} of {batch[1]})" if batch else "")
+    if last_saved is None:
+        kept = "no checkpoint had been written yet"
+    else:
+        kept = f"the last good checkpoint {ckpt_path} (epoch {last_saved['epoch']}, step {last_saved['step']}) is kept"
+    return (f"{what} at {where}: training stopped; {kept}; try a lower training.lr "
+            f"(now {optimizer.param_groups[0]['lr']:.3g})")
+
+
+def _finish(result: TrainResult, data: TrainingData, base_meta: dict[str, Any]) -> None:
+    """Fit the latent prior on the training latents, then write the model, decoder and hierarchy."""
+    from ..hierarchy import save_hierarchy
+    from ..model_files import save_model
+
+    model, hierarchy, config = result.model, result.hierarchy, result.config
+    model.eval()
+    latents = encode_all(model, data.train)  # (N, Z)
+    model.fit_latent_prior(latents.to(model.latent_mean.device))
+    extra = {
+        "data_version": data.meta["data_version"],
+        "template_hash": data.meta["template_hash"],
+        "train_config": config.to_dict(),
+        "data": base_meta["data"],
+        "epochs": result.epochs_completed,
+        "steps": result.step,
+        "final_loss": result.final_loss,
+        "train_seconds": result.train_seconds,
+        "channels": "xyz+rgb" if config.model.joint else "xyz",
+    }
+    out = result.output_dir
+    save_hierarchy(hierarchy, os.path.join(out, HIERARCHY_NAME))
+    result.model_path = os.path.join(out, MODEL_NAME)
+    save_model(model, result.model_path, hierarchy=hierarchy, extra_meta=extra)
+    decoder: torch.nn.Module = model.decoder
+    if config.model.joint and hierarchy.texel_map is not None:
+        from ..nn import JointDecoder
+
+        decoder = JointDecoder(model.decoder, "mesh", hierarchy.texel_map)
+    result.decoder_path = os.path.join(out, DECODER_NAME)
+    save_model(decoder, result.decoder_path, hierarchy=hierarchy, extra_meta=extra)
+
+
+def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | str | None = None
+                 ) -> tuple[MeshAutoencoder, MeshHierarchy, TrainConfig, dict[str, Any]]:
+    """The trained model of a run folder, a ``model.safetensors`` or a ``checkpoint.safetensors``.
+
+    The hierarchy is read from ``hierarchy.npz`` beside the file when it matches, else
+    rebuilt from the stored config (needs openmesh). A checkpoint's model has no
+    fitted latent prior.
+
+    Returns:
+        ``(model, hierarchy, config, meta)``, where ``meta`` is the model file's
+        ``extra_meta`` or the checkpoint's JSON document, with ``"kind"``
+        (``"model"`` or ``"checkpoint"``) and ``"path"`` added.
+    """
+    from .checkpoint import read_checkpoint_meta, read_safetensors_metadata
+
+    path = os.fspath(output_dir_or_file)
+    if os.path.isdir(path):
+        for name in (MODEL_NAME, CHECKPOINT_NAME):
+            if os.path.isfile(os.path.join(path, name)):
+                path = os.path.join(path, name)
+                break
+        else:
+            raise CheckpointError(f"{path}: expected {MODEL_NAME} or {CHECKPOINT_NAME} in this folder, found neither")
+    metadata = read_safetensors_metadata(path)
+    if "mesh_decoder" in metadata:
+        from ..model_files import load_model, read_model_meta
+
+        file_meta = read_model_meta(path)
+        extra = dict(file_meta.get("extra_meta") or {})
+        if "train_config" not in extra:
+            raise CheckpointError(f"{path}: a model file without a training config (not written by train())")
+        config = TrainConfig.from_dict(extra["train_config"], source=path)
+        hierarchy = _hierarchy_beside(path, config, file_meta.get("hierarchy_hash"))
+        model = load_model(path, hierarchy, device=device)
+        if not isinstance(model, MeshAutoencoder):
+            raise CheckpointError(f"{path}: expected a MeshAutoencoder, the file holds a {type(model).__name__}")
+        return model, hierarchy, config, dict(extra, kind="model", path=path)
+    meta = read_checkpoint_meta(path)
+    config = TrainConfig.from_dict(meta["config"], source=path)
+    hierarchy = _hierarchy_beside(path, config, meta.get("template_hash"))
+    model = build_autoencoder(config, hierarchy)
+    load_checkpoint(path).restore(model)
+    if device is not None:
+        model.to(device)
+    return model.eval(), hierarchy, config, dict(meta, kind="checkpoint", path=path)
+
+
+def _hierarchy_beside(path: str, config: TrainConfig, template_hash: str | None) -> MeshHierarchy:
+    from ..errors import HierarchyError
+    from ..hierarchy import load_hierarchy
+
+    saved = os.path.join(os.path.dirname(os.path.abspath(path)), HIERARCHY_NAME)
+    if os.path.isfile(saved):
+        try:
+            return load_hierarchy(saved, expected_template_hash=template_hash)
+        except HierarchyError:
+            pass  # another template or a damaged file: rebuild below
+    return make_hierarchy(config, load_template(config))
+
+
+# =========================================================================== CLI
+def add_train_arguments(parser) -> None:
+    """Arguments of ``mesh-decoder train CONFIG [--resume] [-o DIR]``."""
+    parser.add_argument("config", metavar="CONFIG", help="training config, YAML or JSON")
+    parser.add_argument("-o", "--output-dir", default=None,
+                        help="run folder (default: runs/<config file name without extension>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_train(args) -> int:
+    """Run ``mesh-decoder train``. Returns 0 when done, 130 when interrupted (the checkpoint is saved)."""
+    config = load_config(args.config)
+    if args.epochs is not None:
+        config = config.replace(training={"epochs": args.epochs})
+    out = args.output_dir
+    if out is None:
+        out = os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])
+    result = train(config, out, resume=args.resume, progress=not args.quiet)
+    if result.interrupted:
+        print(f"interrupted at epoch {result.epochs_completed + 1}, step {result.step}; checkpoint saved to "
+              f"{result.checkpoint_path}; continue with --resume")
+        return 130
+    loss = result.final_loss
+    print(f"trained {result.epochs_completed} epochs ({result.step} steps, {result.train_seconds:.1f} s), "
+          f"final loss {loss:.5f}" if loss is not None else f"trained {result.epochs_completed} epochs")
+    print(f"wrote {result.model_path}, {result.decoder_path} and {os.path.join(out, HIERARCHY_NAME)}")
+    return 0

@@ -1,0 +1,143 @@
+"""Training configs: YAML / JSON files, validation errors that name the key and the file."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from mesh_decoder.train import TrainConfig, TrainConfigError, load_config, save_config
+from mesh_decoder.train.config import config_differences
+
+
+def _write(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_resolved_values():
+    cfg = TrainConfig.from_dict({})
+    assert cfg.decoder_kind == "spiral" and cfg.encoder_kind == "spiral"
+    assert cfg.latent_size == 16 and cfg.channels == [32, 32, 32, 64] and cfg.factors == [4, 4, 4, 4]
+    assert cfg.texture_size is None and cfg.in_channels == 3
+    coma = TrainConfig.from_dict({"model": {"preset": "coma"}})
+    assert coma.decoder_kind == "cheb" and coma.latent_size == 8 and coma.channels == [16, 16, 16, 32] and coma.K == 6
+    joint = TrainConfig.from_dict({"model": {"preset": "spiralnet++-coma", "joint": True, "latent_size": 32}})
+    assert joint.latent_size == 32 and joint.in_channels == 6 and joint.texture_size == 256
+    pyg = TrainConfig.from_dict({"model": {"decoder": "pyg"}})
+    assert pyg.encoder_kind == "spiral"
+
+
+def test_yaml_round_trip(tmp_path):
+    path = _write(tmp_path, "run.yaml", """
+model:
+  preset: coma
+  latent_size: 4
+training:
+  epochs: 7
+  lr: 8e-3          # YAML 1.1 reads this as a string; a float key accepts it
+hierarchy:
+  factors: [4, 4, 4, 4]
+""")
+    cfg = load_config(path)
+    assert cfg.training.lr == pytest.approx(8e-3) and cfg.training.epochs == 7 and cfg.latent_size == 4
+    assert cfg.source == str(path)
+    for name in ("copy.yaml", "copy.json"):
+        save_config(cfg, tmp_path / name)
+        again = load_config(tmp_path / name)
+        assert again.to_dict() == cfg.to_dict()
+    assert json.loads((tmp_path / "copy.json").read_text())["training"]["epochs"] == 7
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = _write(tmp_path, "bad.yaml", "model:\n  latnet_size: 8\n")
+    with pytest.raises(TrainConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "model.latnet_size" in msg and "latent_size" in msg  # did-you-mean hint
+    with pytest.raises(TrainConfigError, match="unknown key 'trainig'.*did you mean 'training'"):
+        TrainConfig.from_dict({"trainig": {}})
+
+
+@pytest.mark.parametrize(
+    "section, key, value, expected",
+    [
+        ("training", "epochs", "ten", "an int"),
+        ("training", "epochs", 2.5, "an int"),
+        ("training", "batch_size", True, "an int"),
+        ("training", "lr", "fast", "a number"),
+        ("data", "align", "yes", "true or false"),
+        ("data", "split", "random", "'interpolation' | 'extrapolation'"),
+        ("model", "channels", [8, "16"], "a list of an int"),
+        ("model", "decoder", "conv", "'spiral' | 'cheb' | 'pyg'"),
+        ("template", "kind", 3, "'face' | 'head' | 'file'"),
+    ],
+)
+def test_wrong_type_names_key_and_file(tmp_path, section, key, value, expected):
+    path = _write(tmp_path, "bad.json", json.dumps({section: {key: value}}))
+    with pytest.raises(TrainConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: {section}.{key}: expected ") and expected in msg
+    assert repr(value) in msg
+
+
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        ({"training": {"epochs": 0}}, "training.epochs"),
+        ({"training": {"lr": -1.0}}, "training.lr"),
+        ({"training": {"lr_decay": 1.5}}, "training.lr_decay"),
+        ({"training": {"device": "gpu7"}}, "training.device"),
+        ({"data": {"test_fraction": 1.0}}, "data.test_fraction"),
+        ({"data": {"source": "folder"}}, "data.root"),
+        ({"data": {"source": "folder", "root": "x", "split": "extrapolation"}}, "data.split"),
+        ({"data": {"key": "nose_colour"}}, "data.key"),
+        ({"template": {"kind": "file"}}, "template.path"),
+        ({"model": {"preset": "coma", "decoder": "spiral"}}, "model.decoder"),
+        ({"model": {"preset": "neural3dmm"}}, "model.preset"),
+        ({"model": {"activation": "swish"}}, "model.activation"),
+        ({"model": {"channels": [8, 8, 8]}, "hierarchy": {"factors": [2, 2]}}, "model.channels"),
+        ({"hierarchy": {"factors": [4, 1]}}, "hierarchy.factors[1]"),
+        ({"hierarchy": {"spiral_length": [9, 9]}}, "hierarchy.spiral_length"),
+    ],
+)
+def test_range_and_consistency_errors(config, key):
+    with pytest.raises(TrainConfigError, match="^config: " + re.escape(key) + ": "):
+        TrainConfig.from_dict(config)
+
+
+def test_syntax_errors_name_the_line(tmp_path):
+    path = _write(tmp_path, "broken.yaml", "model:\n  latent_size: 8\n training: [\n")
+    with pytest.raises(TrainConfigError, match="^" + re.escape(str(path)) + r", line \d+: not valid YAML"):
+        load_config(path)
+    path = _write(tmp_path, "broken.json", '{"model": {"latent_size": 8,}}')
+    with pytest.raises(TrainConfigError, match="^" + re.escape(str(path)) + ", line 1: not valid JSON"):
+        load_config(path)
+    with pytest.raises(TrainConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    path = _write(tmp_path, "list.yaml", "- 1\n- 2\n")
+    with pytest.raises(TrainConfigError, match="expected a mapping of sections"):
+        load_config(path)
+
+
+def test_replace_and_differences():
+    cfg = TrainConfig.from_dict({"training": {"epochs": 3}})
+    longer = cfg.replace(training={"epochs": 9}, model={"latent_size": 4})
+    assert longer.training.epochs == 9 and cfg.training.epochs == 3
+    assert config_differences(cfg.to_dict(), longer.to_dict()) == ["model.latent_size", "training.epochs"]
+    with pytest.raises(TrainConfigError, match="training.epochs"):
+        cfg.replace(training={"epochs": -1})
+
+
+def test_example_configs_are_valid():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "configs"
+    files = sorted(folder.glob("*.yaml"))
+    assert len(files) >= 5
+    for path in files:
+        cfg = load_config(path)
+        assert cfg.training.epochs >= 1, path

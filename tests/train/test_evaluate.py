@@ -1,0 +1,114 @@
+"""Evaluation: the autoencoder beside PCA at the same latent size, checked against slow references; CLI glue."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from mesh_decoder.pca import PCAModel
+from mesh_decoder.train import (
+    MEASURES,
+    add_evaluate_arguments,
+    add_train_arguments,
+    evaluate,
+    load_data,
+    run_evaluate,
+    run_train,
+    train,
+)
+from tests.train.reference import autoencoder_errors, pca_reconstruction_errors
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, hierarchy_cache):
+    config = {
+        "template": {"vertices": 600},
+        "hierarchy": {"factors": [2, 2], "cache_dir": hierarchy_cache},
+        "data": {"n": 48, "seed": 1, "split": "extrapolation"},
+        "model": {"channels": [8, 16], "latent_size": 6},
+        "training": {"epochs": 2, "batch_size": 8, "seed": 2},
+    }
+    data = load_data(config)
+    out = tmp_path_factory.mktemp("run")
+    return train(config, out, progress=False, data=data), data
+
+
+def test_evaluate_side_by_side_with_pca_at_the_same_latent_size(trained):
+    result, data = trained
+    ev = evaluate(result.output_dir, num_samples=20)
+    assert set(ev) >= {"source", "split", "latent_size", "units", "parameter_note", "measures", "models", "table"}
+    assert ev["source"]["kind"] == "model" and ev["measures"] == list(MEASURES)
+    assert ev["split"]["kind"] == "extrapolation" and ev["split"]["threshold"] == 0.7
+    assert ev["split"]["num_test"] == data.test.shape[0] > 0
+    ae, pca = ev["models"]["autoencoder"], ev["models"]["pca"]
+    K, V = 6, 600
+    assert ev["latent_size"] == K
+    assert pca["parameters"] == 3 * V + K * 3 * V == pca["decoder_parameters"]  # mean + components
+    assert ae["parameters"] == sum(p.numel() for p in result.model.parameters())
+    assert ae["decoder_parameters"] == sum(p.numel() for p in result.model.decoder.parameters())
+    for model in (ae, pca):
+        assert set(model["vertex_error"]) == {"mean", "median", "std", "max"} and model["color_error"] is None
+        assert {"explained_variance", "compactness", "generalisation", "specificity"} <= set(model)
+    assert len(pca["compactness"]) == K and len(ae["compactness"]) == K
+    assert list(pca["generalisation"]) == ["1", "2", "4", "6"]
+    # PCA at K components: explained variance equals its compactness, errors equal a dense float64 reference
+    assert pca["explained_variance"] == pytest.approx(pca["compactness"][-1], abs=1e-4)
+    ref = pca_reconstruction_errors(data.train.numpy(), data.test.numpy(), K)
+    assert pca["vertex_error"]["mean"] == pytest.approx(ref.mean(), rel=1e-4)
+    assert pca["vertex_error"]["median"] == pytest.approx(np.median(ref), rel=1e-4)
+    assert pca["generalisation"]["6"] == pytest.approx(ref.mean(), rel=1e-4)
+    ref_ae = autoencoder_errors(result.model, data.test)
+    assert ae["vertex_error"]["mean"] == pytest.approx(ref_ae.mean(), rel=1e-5)
+    assert ae["vertex_error"]["std"] == pytest.approx(ref_ae.std(), rel=1e-4)
+    assert ae["vertex_error"]["max"] == pytest.approx(ref_ae.max(), rel=1e-5)
+    # the table shows both models side by side, with parameter counts
+    table = ev["table"]
+    assert "autoencoder" in table and "PCA" in table and "latent size 6" in table
+    assert f"{pca['parameters']:,}" in table and f"{ae['parameters']:,}" in table
+    assert f"{ae['vertex_error']['mean']:.3f}" in table
+    json.dumps(ev, allow_nan=False)  # JSON-able
+
+
+def test_evaluate_a_checkpoint_and_an_object_agree(trained):
+    result, data = trained
+    from_object = evaluate(result, data=data, measures=("error", "specificity"), num_samples=10)
+    from_checkpoint = evaluate(result.checkpoint_path, data=data, measures=("error", "specificity"),
+                               num_samples=10, pca=PCAModel.fit(data.train.double(), num_components=9))
+    assert from_checkpoint["source"]["kind"] == "checkpoint"
+    a, b = from_object["models"], from_checkpoint["models"]
+    assert a["autoencoder"]["vertex_error"] == b["autoencoder"]["vertex_error"]
+    # the checkpoint's prior is fitted on the same training latents: same specificity
+    assert a["autoencoder"]["specificity"]["mean"] == pytest.approx(b["autoencoder"]["specificity"]["mean"], rel=1e-4)
+    assert a["pca"]["vertex_error"]["mean"] == pytest.approx(b["pca"]["vertex_error"]["mean"], rel=1e-4)
+    assert "compactness" not in a["autoencoder"] and "explained variance" not in from_object["table"]
+    with pytest.raises(ValueError, match="at least 6 components"):
+        evaluate(result, data=data, pca=PCAModel.fit(data.train, num_components=3))
+    with pytest.raises(ValueError, match="unknown"):
+        evaluate(result, data=data, measures=("speed",))
+    with pytest.raises(TypeError, match="config"):
+        evaluate(result.model)
+
+
+def test_cli_train_and_evaluate(tmp_path, tiny_config, capsys):
+    config_path = tmp_path / "tiny.json"
+    config_path.write_text(json.dumps(tiny_config(training={"epochs": 3}, data={"n": 20})))
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    out = tmp_path / "run"
+    args = parser.parse_args([str(config_path), "-o", str(out), "--epochs", "1", "--quiet"])
+    assert run_train(args) == 0
+    assert "trained 1 epochs" in capsys.readouterr().out
+    args = parser.parse_args([str(config_path), "-o", str(out), "--resume", "--quiet"])  # on to 3 epochs
+    assert run_train(args) == 0
+    assert "trained 3 epochs" in capsys.readouterr().out
+
+    parser = argparse.ArgumentParser()
+    add_evaluate_arguments(parser)
+    args = parser.parse_args([str(out), "--json", str(tmp_path / "eval.json"), "--num-samples", "5"])
+    assert run_evaluate(args) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["table"] in printed and saved["models"]["pca"]["parameters"] == 3 * 600 * 9

@@ -1,0 +1,194 @@
+"""The training loop: loss decreases, resume is bit for bit, Ctrl-C and NaN stop cleanly, folder data."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import mesh_decoder.train.loop as loop
+from mesh_decoder.errors import MeshFileError
+from mesh_decoder.train import (
+    TrainingError,
+    load_checkpoint,
+    load_data,
+    load_trained,
+    read_checkpoint_meta,
+    train,
+)
+from mesh_decoder.train.loop import CHECKPOINT_NAME
+from tests.train.reference import assert_same_state, parameters_of
+
+
+def test_tiny_run_decreases_loss_and_writes_the_files(tmp_path, tiny_config):
+    config = tiny_config(training={"epochs": 3})
+    data = load_data(config)
+    assert data.train.shape == (36, 600, 3) and data.test.shape == (4, 600, 3)
+    result = train(config, tmp_path, progress=False, data=data)
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 3 and losses[-1] < 0.8 * losses[0], losses
+    assert [h["lr"] for h in result.history] == pytest.approx([2e-3, 2e-3 * 0.99, 2e-3 * 0.99**2])
+    assert all(h["meshes_per_s"] > 0 for h in result.history)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.safetensors", "config.yaml", "decoder.safetensors",
+                                           "hierarchy.npz", "model.safetensors"]
+    # normalisation: the training set's per-vertex mean and std (slow reference in float64)
+    x = data.train.double().numpy()
+    assert np.allclose(result.model.mean.numpy(), x.mean(axis=0), atol=1e-4)
+    assert np.allclose(result.model.std.numpy(), np.maximum(x.std(axis=0), 1e-3), rtol=1e-5)
+    # the prior is the training latents' Gaussian
+    with torch.no_grad():
+        z = result.model.encode(data.train).double()
+    assert torch.allclose(result.model.latent_mean.double(), z.mean(0), atol=1e-4)
+    # the saved model decodes exactly as the trained one, and carries the data version
+    model, hierarchy, cfg, meta = load_trained(tmp_path)
+    assert meta["kind"] == "model" and meta["data_version"] == data.meta["data_version"]
+    assert cfg.to_dict() == result.config.to_dict()
+    assert_same_state(parameters_of(model), parameters_of(result.model))
+    with torch.no_grad():
+        assert torch.equal(model(data.test), result.model(data.test))
+    ck = read_checkpoint_meta(tmp_path / CHECKPOINT_NAME)
+    assert ck["epoch"] == 3 and ck["step"] == 15 and ck["config"] == result.config.to_dict()
+    assert ck["template_hash"] == data.template.content_hash() and ck["data_version"] == "synthetic-faces-1"
+    # a second fresh run into the same folder is refused
+    with pytest.raises(TrainingError, match="already holds a checkpoint"):
+        train(config, tmp_path, progress=False, data=data)
+
+
+def test_resume_is_bit_for_bit(tmp_path, tiny_config):
+    full_cfg = tiny_config(training={"epochs": 3})
+    data = load_data(full_cfg)
+    full = train(full_cfg, tmp_path / "full", progress=False, data=data)
+    part = train(tiny_config(training={"epochs": 1}), tmp_path / "part", progress=False, data=data)
+    assert part.epochs_completed == 1
+    with pytest.raises(TrainingError, match=r"differs from the checkpoint's in \['model.latent_size'\]"):
+        train(tiny_config(training={"epochs": 3}, model={"latent_size": 4}), tmp_path / "part", resume=True,
+              progress=False)
+    resumed = train(full_cfg, tmp_path / "part", resume=True, progress=False, data=data)
+    assert resumed.epochs_completed == 3 and resumed.step == full.step
+    assert_same_state(parameters_of(full.model), parameters_of(resumed.model))
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    with pytest.raises(TrainingError, match="no checkpoint to resume from"):
+        train(full_cfg, tmp_path / "nothing", resume=True, progress=False, data=data)
+
+
+def _interrupt_at(step: int, how: str):
+    def callback(info):
+        if info.step == step:
+            if how == "raise":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: handled at the step boundary
+
+    return callback
+
+
+@pytest.mark.parametrize("how, step", [("raise", 7), ("signal", 8), ("raise", 5)])  # 5: at an epoch end
+def test_ctrl_c_saves_and_resume_matches(tmp_path, tiny_config, how, step):
+    config = tiny_config(training={"epochs": 3})
+    data = load_data(config)
+    full = train(config, tmp_path / "full", progress=False, data=data)
+    stopped = train(config, tmp_path / "run", progress=False, data=data, callback=_interrupt_at(step, how))
+    assert stopped.interrupted and stopped.model_path is None and stopped.step == step
+    meta = read_checkpoint_meta(tmp_path / "run" / CHECKPOINT_NAME)
+    assert meta["status"] == "interrupted" and meta["step"] == step
+    assert meta["epoch"] * 5 + meta["batch_in_epoch"] == step  # 5 batches per epoch
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
+    resumed = train(config, tmp_path / "run", resume=True, progress=False, data=data)
+    assert not resumed.interrupted and resumed.step == full.step
+    assert_same_state(parameters_of(full.model), parameters_of(resumed.model))
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-12)
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_config, monkeypatch):
+    config = tiny_config(training={"epochs": 3})
+    real_loss = loop.reconstruction_loss
+    calls = {"n": 0}
+    saved = {}
+
+    def poisoned(pred, target, color_weight=1.0):
+        calls["n"] += 1
+        loss = real_loss(pred, target, color_weight)
+        return loss * float("nan") if calls["n"] >= 8 else loss
+
+    def snapshot(info):
+        if info.step == 6:
+            saved["bytes"] = (tmp_path / CHECKPOINT_NAME).read_bytes()
+
+    monkeypatch.setattr(loop, "reconstruction_loss", poisoned)
+    with pytest.raises(TrainingError) as err:
+        train(config, tmp_path, progress=False, callback=snapshot)
+    msg = str(err.value)
+    assert "non-finite loss (nan) at epoch 2, step 8 (batch 3 of 5)" in msg
+    assert f"{tmp_path / CHECKPOINT_NAME} (epoch 1, step 5) is kept" in msg
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == saved["bytes"]
+    ck = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert ck.meta["epoch"] == 1 and all(torch.isfinite(t).all() for t in ck.model_state.values()
+                                          if t.is_floating_point())
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_huge_learning_rate_is_reported(tmp_path, tiny_config):
+    config = tiny_config(training={"epochs": 2, "lr": 1e30})
+    with pytest.raises(TrainingError, match=r"non-finite (loss|parameter).* at epoch \d+, step \d+"):
+        train(config, tmp_path, progress=False)
+
+
+def _write_folder(folder, template, vertices, colors=None):
+    from mesh_decoder.mesh.io import save_mesh
+
+    folder.mkdir()
+    for i, v in enumerate(vertices):
+        mesh = template.copy(vertices=v.astype(np.float64), colors=None if colors is None else colors[i])
+        save_mesh(mesh, folder / f"scan_{i:02d}.ply")
+
+
+def test_folder_of_meshes_trains_joint_and_mismatch_is_named(tmp_path, tiny_config):
+    from mesh_decoder.data import SyntheticFaces
+    from mesh_decoder.mesh.io import save_mesh
+    from mesh_decoder.mesh.templates import face_template
+
+    template = face_template(600)
+    gen = SyntheticFaces(template)
+    v, c = gen.generate(gen.sample_params(12, rng=np.random.default_rng(7)))
+    folder = tmp_path / "scans"
+    _write_folder(folder, template, v, c)
+    config = tiny_config(data={"source": "folder", "root": str(folder), "test_fraction": 0.25},
+                         model={"joint": True}, hierarchy={"texture_size": 32},
+                         training={"epochs": 3, "batch_size": 3})
+    data = load_data(config)
+    assert data.train.shape == (9, 600, 6) and data.test.shape == (3, 600, 6)
+    assert data.meta["data_version"].startswith("mesh-folder-sha256:")
+    result = train(config, tmp_path / "run", progress=False, data=data)
+    assert result.model.decoder.out_channels == 6 and result.history[-1]["loss"] < result.history[0]["loss"]
+    from mesh_decoder.model_files import load_model
+    from mesh_decoder.nn import JointDecoder
+
+    decoder = load_model(result.decoder_path, result.hierarchy)
+    assert isinstance(decoder, JointDecoder) and decoder.texture_size == (32, 32)
+    out = decoder(result.model.latent_mean)
+    assert out.vertices.shape == (600, 3) and out.texture.shape == (3, 32, 32)
+
+    save_mesh(face_template(500), folder / "scan_99.ply")  # registered to another template
+    with pytest.raises(MeshFileError) as err:
+        load_data(config)
+    msg = str(err.value)
+    assert "scan_99.ply" in msg and "600 vertices" in msg and "500 vertices" in msg
+
+
+@pytest.mark.parametrize("model", [{"preset": "coma", "decoder": None, "channels": [8, 8], "K": 3}, {"decoder": "pyg"}])
+def test_chebyshev_and_pyg_autoencoders_train(tmp_path, tiny_config, model):
+    config = tiny_config(model=dict({"channels": [8, 16], "latent_size": 4}, **model),
+                         training={"epochs": 1}, data={"n": 20})
+    result = train(config, tmp_path, progress=False)
+    expected = "ChebDecoder" if "preset" in model else "PyGDecoder"
+    assert type(result.model.decoder).__name__ == expected and result.model.latent_size == 4
+    model2, _, _, _ = load_trained(tmp_path)
+    assert_same_state(parameters_of(model2), parameters_of(result.model))
+
+
+def test_progress_bar_shows_epoch_loss_and_throughput(tmp_path, tiny_config, capsys):
+    train(tiny_config(training={"epochs": 1}, data={"n": 20}), tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "loss" in err and "meshes/s" in err
