@@ -146,7 +146,47 @@ def sweep() -> str:
     return "\n\n".join(parts)
 
 
-TABLES: dict[str, Callable[[], str]] = {"sweep": sweep, "hierarchy": hierarchy, "spectrum": spectrum, "render": render, "fit": fit}
+def decode() -> str:
+    parts = []
+    for path, d in _load("decode_*.json"):
+        rows = []
+        for r in d["rows"]:
+            if r.get("status") != "ok":
+                rows.append([r["decoder"], r["dtype"], r["mode"], str(r["batch"]), r.get("status", "?")] + ["–"] * 8)
+                continue
+
+            def frac(key: str) -> str:
+                return f"{r[key] * 100:.0f} %" if r.get(key) is not None else "–"
+
+            rows.append([
+                r["decoder"], r["dtype"], r["mode"], str(r["batch"]), _g(r["meshes_per_s"]), _g(r["latency_ms"]),
+                _g(r.get("mflop_per_mesh")), f"{r.get('parameters', 0):,}",
+                _g(r.get("peak_memory_mb")) if r.get("peak_memory_mb") is not None else "–",
+                f"{r['max_error']:.1e}", frac("fraction_shape_bound"), frac("fraction_compute_roof"),
+                _g(r.get("speedup_vs_reference")) if r.get("speedup_vs_reference") is not None else "–",
+            ])
+        roofs = d["roofs"]
+        mm = roofs["matmul"]["fp32"]
+        parts.append(
+            f"Machine: {_machine(d['environment'])}; device {d['rows'][0]['device']}. Roofs measured in the same run: "
+            f"square fp32 matmul ({mm['n']}²) {mm['gflops']:.0f} GFLOP/s, copy {roofs['bandwidth']['copy_gbps']:.1f} GB/s. "
+            f"Source: `{path}`.\n\n"
+            + _table(["decoder", "dtype", "mode", "batch", "meshes/s", "latency (ms)", "MFLOP/mesh", "params",
+                      "peak MB", "max error", "shape bound", "square roof", "× reference"], rows))
+    return "\n\n".join(parts)
+
+
+def scaling() -> str:
+    parts = []
+    for path, d in _load("scaling_*.json"):
+        rows = [[f"{p['vertices']:,}", _g(p["meshes_per_s"]), _g(p["us_per_mesh"]), _g(p["ns_per_vertex"]),
+                 _g(p["mflop_per_mesh"])] for p in d["points"]]
+        parts.append(f"Machine: {_machine(d['environment'])}. Source: `{path}`.\n\n"
+                     + _table(["vertices", "meshes/s", "µs/mesh", "ns/vertex", "MFLOP/mesh"], rows))
+    return "\n\n".join(parts)
+
+
+TABLES: dict[str, Callable[[], str]] = {"decode": decode, "scaling": scaling, "sweep": sweep, "hierarchy": hierarchy, "spectrum": spectrum, "render": render, "fit": fit}
 
 
 def update(text: str) -> str:

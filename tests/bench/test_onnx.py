@@ -80,3 +80,21 @@ def test_errors_name_the_problem(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ImportError, match="pip install"):
         require_onnx("onnxruntime")
+
+
+def test_harness_onnx_mode(tmp_path, capsys):
+    import json
+
+    from mesh_decoder.bench import harness, report
+
+    argv = ["--quick", "--vertices", "1000", "--texture-size", "32", "--threads", "1", "--batch-sizes", "2",
+            "--decoders", "spiralnet++-coma", "joint", "--onnx", "--memory", "off", "--time-budget", "0.2",
+            "--output-dir", str(tmp_path), "--no-progress", "--no-plot"]
+    assert harness.main(argv) == 0
+    data = json.loads((tmp_path / f"decode_{report.machine_slug('cpu', 1)}.json").read_text())
+    rows = {(r["decoder"], r["mode"]): r for r in data["rows"]}
+    assert set(rows) == {(d, m) for d in ("spiralnet++-coma", "joint") for m in ("eager", "onnx")}
+    for (decoder, mode), r in rows.items():
+        assert r["status"] == "ok", r
+        assert r["max_error"] < 1e-4 and r["meshes_per_s"] > 0
+    assert data["decoders"]["joint"]["onnx_exporter"] in ("dynamo", "torchscript")

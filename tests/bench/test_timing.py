@@ -140,3 +140,33 @@ def test_real_clock_on_cpu_runs_the_work():
     res = time_fn(fn, warmup=1, min_repeats=3, max_repeats=3, budget_s=0.0, device="cpu")
     assert len(calls) == 4
     assert res.repeats == 3 and all(t > 0 for t in res.times_s)
+
+
+def test_per_closure_warmups():
+    clock = FakeClock()
+    log = []
+    a, sa = workload(clock, [0.1], log, "a")
+    b, sb = workload(clock, [0.1], log, "b")
+    res = time_interleaved({"a": a, "b": b}, warmup=2, warmups={"b": 0}, min_repeats=1, max_repeats=1,
+                           budget_s=0.0, clock=clock)
+    assert log == ["a", "a", "a", "b"]
+    assert res["a"].warmup == 2 and res["b"].warmup == 0
+    with pytest.raises(ValueError, match="warmups"):
+        time_interleaved({"a": a}, warmups={"a": -1})
+
+
+def test_deadline_cuts_rounds_but_keeps_a_floor():
+    clock = FakeClock()
+    a, _ = workload(clock, [1.0])
+    b, _ = workload(clock, [1.0])
+    # rounds take 2 s; the deadline at 5 s allows 2 rounds (a third would end at 6 s)
+    res = time_interleaved({"a": a, "b": b}, warmup=0, min_repeats=5, max_repeats=10, budget_s=100.0,
+                           clock=clock, deadline=5.0, deadline_min_repeats=1)
+    assert res["a"].repeats == 2
+    clock = FakeClock()
+    a, _ = workload(clock, [1.0])
+    res = time_interleaved({"a": a}, warmup=0, min_repeats=5, budget_s=100.0, clock=clock,
+                           deadline=0.5, deadline_min_repeats=2)
+    assert res["a"].repeats == 2  # the floor, although the deadline passed after the first
+    with pytest.raises(ValueError, match="deadline_min_repeats"):
+        time_interleaved({"a": a}, deadline=1.0, deadline_min_repeats=0)

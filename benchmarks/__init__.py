@@ -1,0 +1,1 @@
+"""Benchmarks of mesh_decoder: scripts, the frozen reference decoder and committed results."""

@@ -1,0 +1,1410 @@
+"""The decoding throughput benchmark (``mesh-decoder bench``).
+
+For every configuration (decoder x device x dtype x mode x batch size) the
+harness
+
+1. decodes fresh random latents (``torch.randn`` with a seeded generator) and
+   measures the maximum error against the same decoder's fp32 eager output,
+   relative to that output's scale (``max |y - y_fp32| / max |y_fp32|``); a
+   configuration over its tolerance is marked ``failed`` and not timed;
+2. times the decode under :func:`torch.inference_mode` with warm-up excluded,
+   as the median of repeats whose count adapts to a time budget; the
+   configurations of one (batch, dtype) group run in interleaved rounds, so the
+   fast decoders and the reference see the same machine load;
+   at batch 1 the timed call includes copying the latent in and the outputs out
+   to the CPU, with a synchronisation after each call;
+3. measures the peak memory of one decode: on CUDA with the allocator's peak
+   statistics, on the CPU in a fresh process per configuration (the peak
+   resident set during one decode minus the resident set before it; by default
+   for the eager rows and for every mode at the largest batch, ``--memory all``
+   for every row);
+4. relates the throughput to roofs measured in the same run: a square fp32
+   matrix product (GFLOP/s), a big copy (GB/s), and the decoder's own
+   matrix-product shapes timed alone (the *shape bound*, meshes/s); FLOPs and
+   minimum bytes per mesh are counted analytically (:mod:`.roofline`).
+
+Results go to ``--output-dir`` (default ``benchmarks/results/``) as JSON and CSV
+(with the environment) and a PNG plot, named by machine, e.g.
+``decode_cpu-<cpu>-<N>threads.json``; they are rewritten after every group, so
+an interrupted run (Ctrl-C) leaves complete files for the configurations that
+finished. The thread count is set with :func:`torch.set_num_threads` for the
+run only (and restored afterwards). The default run keeps to a time box
+(``--time-box``, 170 s): slow groups then take fewer samples (at least 2) and
+memory probes that would start after it are skipped.
+
+The reference decoder (``benchmarks/reference/decoder.py``, the formulation of
+the public SpiralNet++ code) is timed eager and compiled beside the fast spiral
+decoder; speed-ups are reported against the better of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import report
+from .roofline import (
+    DTYPES,
+    DecoderCost,
+    copy_bandwidth,
+    coo_upsample_cost,
+    decoder_cost,
+    gemm_closure,
+    matmul_roof,
+    precision,
+    register_cost,
+    spiral_conv_cost,
+)
+from .timing import synchronize, time_fn, time_interleaved
+
+__all__ = [
+    "DecoderSpec",
+    "BenchOptions",
+    "BUILTIN_DECODERS",
+    "DEFAULT_DECODERS",
+    "MODES",
+    "TOLERANCES",
+    "add_bench_arguments",
+    "build_decoder",
+    "default_specs",
+    "load_reference_module",
+    "main",
+    "max_relative_error",
+    "options_from_args",
+    "run_benchmark",
+    "run_from_args",
+    "run_scaling",
+]
+
+#: Built-in decoders: name -> description.
+BUILTIN_DECODERS: dict[str, str] = {
+    "spiralnet++-coma": "SpiralNet++ decoder, COMA setting (latent 16, channels 32-32-32-64, spirals of 9)",
+    "coma": "COMA Chebyshev decoder (K=6, latent 8, channels 16-16-16-32)",
+    "joint": "joint shape + UV texture (spiralnet++-coma, 6 channels, mesh texture branch)",
+    "pca": "linear 3DMM (PCA, 16 components, fitted on synthetic faces)",
+    "reference": "reference SpiralNet++ formulation (index_select + view + Linear, COO pooling)",
+}
+DEFAULT_DECODERS: tuple[str, ...] = tuple(BUILTIN_DECODERS)
+MODES: tuple[str, ...] = ("eager", "compile", "cudagraph", "onnx")
+DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 32, 256)
+QUICK_BATCH_SIZES: tuple[int, ...] = (1, 16)
+#: Maximum relative error against fp32 eager, per dtype.
+TOLERANCES: dict[str, float] = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 5e-2, "fp16": 1e-2}
+SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000, 10000, 20000, 50000, 100000)
+QUICK_SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000)
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------------------- specs
+@dataclass
+class DecoderSpec:
+    """A decoder to benchmark.
+
+    Attributes:
+        name: unique name (a row's ``decoder``).
+        module: the fp32 eager module on the benchmark device; ``module(z)`` with
+            ``z`` ``(B, Z)`` returns a tensor or a tuple of tensors.
+        latent_size: ``Z``.
+        description: one line for the result file.
+        baseline: the decoder whose fp32 eager output this one's errors are
+            measured against (default: itself); the reference uses the fast
+            spiral decoder, so its speed-up is measured on equal outputs.
+        reference_for: this decoder is the reference implementation of that one.
+        recipe: how a memory-probe subprocess rebuilds the module
+            (``{"name": builtin name}``); ``None``: no CPU memory probe.
+        tolerances: per-dtype overrides of :data:`TOLERANCES`.
+        modes: restrict the modes this decoder runs in (default: all requested).
+    """
+
+    name: str
+    module: nn.Module
+    latent_size: int
+    description: str = ""
+    baseline: str | None = None
+    reference_for: str | None = None
+    recipe: dict | None = None
+    tolerances: dict[str, float] | None = None
+    modes: tuple[str, ...] | None = None
+
+    def tolerance(self, dtype: str) -> float:
+        return float((self.tolerances or {}).get(dtype, TOLERANCES[dtype]))
+
+
+@dataclass
+class BenchOptions:
+    """Options of one benchmark run (see :func:`add_bench_arguments` for the CLI).
+
+    Attributes:
+        device: where to run.
+        batch_sizes: batch sizes, ascending.
+        modes: subset of :data:`MODES`.
+        dtypes: subset of ``fp32, tf32, bf16, fp16``.
+        threads: CPU threads (``torch.set_num_threads`` during the run).
+        output_dir: where result files go; ``None`` writes nothing.
+        time_budget_s: seconds of timing samples for the whole run, shared by
+            the groups (each config still gets ``min_repeats`` samples).
+        time_box_s: wall-clock seconds the whole run should fit in, counted from
+            ``started_at`` (``None``: no limit). Slow groups then take fewer than
+            ``min_repeats`` samples (never fewer than 2), and CPU memory probes not
+            started by the end are skipped (except with ``memory="all"``).
+        started_at: :func:`time.perf_counter` value the time box counts from
+            (default: when :func:`run_benchmark` starts).
+        min_repeats: samples per configuration at least (default 3).
+        max_repeats: samples per configuration at most (default 30).
+        warmup: untimed calls per configuration after the error check (default 1;
+            on the CPU none where the error check took over 0.2 s: it was the warm-up).
+        memory: CPU peak-memory probes: ``"all"`` rows, ``"auto"`` (eager rows, and the
+            other modes at the largest batch: a compiled probe compiles again, which
+            does not fit the default run's time box), ``"eager"`` rows, or ``"off"``.
+        progress: show a tqdm progress bar.
+        plot: write the PNG.
+        print_table: print the table at the end.
+        seed: seed of the latents and of the weights.
+        matmul_n: size of the square matrix product roof.
+        bandwidth_mb: size of the tensor the copy-bandwidth roof copies
+            (default 256 MiB on the CPU, 1 GiB on CUDA).
+        file_prefix: result file names start with this (default ``"decode"``).
+        hierarchy_path: saved hierarchy the memory probes load (set by the harness).
+        context: extra environment entries (template, hierarchy sizes ...).
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    modes: tuple[str, ...] = ("eager", "compile")
+    dtypes: tuple[str, ...] = ("fp32",)
+    threads: int = 1
+    output_dir: str | None = "benchmarks/results"
+    time_budget_s: float = 30.0
+    time_box_s: float | None = None
+    started_at: float | None = None
+    min_repeats: int = 3
+    max_repeats: int = 30
+    warmup: int = 1
+    memory: str = "auto"
+    progress: bool = True
+    plot: bool = True
+    print_table: bool = True
+    seed: int = 0
+    matmul_n: int = 2048
+    bandwidth_mb: int | None = None
+    file_prefix: str = "decode"
+    hierarchy_path: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------ decoders
+def load_reference_module():
+    """Import ``benchmarks/reference/decoder.py`` (from the source tree, or the importable package)."""
+    path = _REPO_ROOT / "benchmarks" / "reference" / "decoder.py"
+    name = "mesh_decoder_bench_reference"
+    if name in sys.modules:
+        return sys.modules[name]
+    if path.is_file():
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    else:
+        try:
+            import benchmarks.reference.decoder as module  # type: ignore[no-redef]
+        except ImportError as exc:
+            raise ImportError(
+                f"the reference decoder needs the source tree ({path} not found); "
+                "run from a clone of the repository or leave 'reference' out of --decoders"
+            ) from exc
+    register_cost(module.ReferenceSpiralConv, spiral_conv_cost)
+    register_cost(module.ReferenceUpSample, coo_upsample_cost)
+    return module
+
+
+def _synthetic_vertices(template, n: int, seed: int) -> tuple[np.ndarray, str]:
+    """``n`` synthetic faces ``(n, V, 3)`` on ``template`` for fitting the PCA model."""
+    try:
+        from ..data.synthetic import SyntheticFaces
+
+        faces = SyntheticFaces(template, seed=seed)
+        params = faces.sample_params(n, np.random.default_rng(seed))
+        vertices, _colors = faces.generate(params)
+        return np.asarray(vertices, dtype=np.float32), "synthetic faces (mesh_decoder.data.synthetic)"
+    except (ImportError, ValueError, TypeError, KeyError):  # not a face-like template: fall back below
+        pass
+    # Without the generator: smooth random deformations of the template (a sum of
+    # random low-frequency fields), enough to give PCA a meaningful spectrum.
+    rng = np.random.default_rng(seed)
+    v = np.asarray(template.vertices, dtype=np.float64)
+    centred = (v - v.mean(0)) / (np.abs(v - v.mean(0)).max() + 1e-12)  # (V, 3) in [-1, 1]
+    freqs = rng.normal(size=(24, 3)) * 2.0
+    basis = np.sin(centred @ freqs.T + rng.uniform(0, 2 * np.pi, 24))  # (V, 24)
+    coeff = rng.normal(size=(n, 24, 3)) * 2.0  # (n, 24, 3) mm
+    out = v[None] + np.einsum("vk,nkc->nvc", basis, coeff)  # (n, V, 3)
+    return out.astype(np.float32), "smooth random deformations of the template"
+
+
+def build_decoder(
+    name: str,
+    hierarchy,
+    *,
+    template=None,
+    seed: int = 0,
+    pca_faces: int = 200,
+    spiral: nn.Module | None = None,
+) -> tuple[nn.Module, str]:
+    """Build a built-in decoder on ``hierarchy`` with seeded weights.
+
+    Args:
+        name: a key of :data:`BUILTIN_DECODERS`.
+        hierarchy: a :class:`~mesh_decoder.hierarchy.MeshHierarchy` built with the
+            presets' factors (4, 4, 4, 4).
+        template: the template mesh (fits the PCA model on synthetic faces of it);
+            ``None`` gives the PCA model placeholder components (same cost).
+        seed: weight initialisation seed.
+        pca_faces: synthetic faces the PCA model is fitted on (default 200).
+        spiral: for ``"reference"``, the spiral decoder to copy (default: build one
+            with the same seed).
+
+    Returns:
+        ``(module, description)``.
+    """
+    if name not in BUILTIN_DECODERS:
+        raise ValueError(f"decoder: expected one of {sorted(BUILTIN_DECODERS)}, got {name!r}")
+    description = BUILTIN_DECODERS[name]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name in ("spiralnet++-coma", "coma"):
+            from ..nn.presets import decoder_from_preset
+
+            return decoder_from_preset(name, hierarchy), description
+        if name == "joint":
+            from ..nn.decoders import JointDecoder
+            from ..nn.presets import decoder_from_preset
+
+            if hierarchy.texel_map is None:
+                raise ValueError("decoder 'joint': the hierarchy has no texel map (build it with a texture size)")
+            graph = decoder_from_preset("spiralnet++-coma", hierarchy, out_channels=6)
+            h, w = hierarchy.texel_map.size
+            return JointDecoder(graph, "mesh", hierarchy.texel_map), f"{description}, {h}x{w} texture"
+        if name == "pca":
+            from ..pca import PCAModel
+
+            num_vertices = hierarchy.sizes[0]
+            if template is None:
+                return PCAModel(num_vertices, 16), description + " (placeholder components)"
+            data, source = _synthetic_vertices(template, pca_faces, seed)
+            model = PCAModel.fit(torch.from_numpy(data), num_components=16)
+            return model.to(torch.float32), f"linear 3DMM (PCA, 16 components, fitted on {pca_faces} {source})"
+        # reference
+        module = load_reference_module()
+        if spiral is None:
+            spiral, _ = build_decoder("spiralnet++-coma", hierarchy, seed=seed)
+        return module.ReferenceSpiralDecoder.from_decoder(spiral), description
+
+
+def default_specs(
+    names: Sequence[str],
+    hierarchy,
+    device: torch.device | str = "cpu",
+    *,
+    template=None,
+    seed: int = 0,
+    pca_faces: int = 200,
+) -> list[DecoderSpec]:
+    """:class:`DecoderSpec` of built-in decoders, on ``device`` in fp32."""
+    device = torch.device(device)
+    specs: list[DecoderSpec] = []
+    built: dict[str, nn.Module] = {}
+    for name in names:
+        spiral = built.get("spiralnet++-coma")
+        if name == "reference" and spiral is None:
+            spiral, _ = build_decoder("spiralnet++-coma", hierarchy, seed=seed)
+        module, description = build_decoder(
+            name, hierarchy, template=template, seed=seed, pca_faces=pca_faces, spiral=spiral
+        )
+        module = module.to(device).eval()
+        built[name] = module
+        specs.append(
+            DecoderSpec(
+                name=name,
+                module=module,
+                latent_size=int(module.latent_size),
+                description=description,
+                baseline="spiralnet++-coma" if name == "reference" and "spiralnet++-coma" in names else None,
+                reference_for="spiralnet++-coma" if name == "reference" else None,
+                recipe={"name": name},
+            )
+        )
+    return specs
+
+
+# ---------------------------------------------------------------------- utilities
+def _outputs(out: object) -> list[torch.Tensor]:
+    """Floating tensors of a decoder output (a tensor, a (Named)tuple or a list)."""
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() else []
+    if isinstance(out, (list, tuple)):
+        return [t for item in out for t in _outputs(item)]
+    return []
+
+
+def max_relative_error(outputs: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> float:
+    """``max |y - r| / max |r|`` over every output pair (``inf`` on mismatch or non-finite values)."""
+    if len(outputs) != len(reference) or not reference:
+        return math.inf
+    worst = 0.0
+    for y, r in zip(outputs, reference):
+        if tuple(y.shape) != tuple(r.shape):
+            return math.inf
+        r32 = r.detach().to("cpu", torch.float32)
+        y32 = y.detach().to("cpu", torch.float32)
+        scale = float(r32.abs().max()) if r32.numel() else 0.0
+        diff = float((y32 - r32).abs().max()) if r32.numel() else 0.0
+        if not (math.isfinite(diff) and math.isfinite(scale)):
+            return math.inf
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst
+
+
+def _latent(batch: int, size: int, seed: int) -> torch.Tensor:
+    """Fresh standard-normal latents ``(B, Z)`` from a seeded generator (CPU, fp32)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + batch * 101 + size)
+    return torch.randn(batch, size, generator=gen)  # (B, Z)
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def _dynamo_limits() -> Iterator[None]:
+    """Raise dynamo's recompile limit for the run: every decoder x dtype x shape compiles once."""
+    try:
+        import torch._dynamo.config as dyn
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    names = [n for n in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                         "accumulated_cache_size_limit") if hasattr(dyn, n)]
+    old = {n: getattr(dyn, n) for n in names}
+    try:
+        for n in names:
+            setattr(dyn, n, max(old[n], 256 if "accumulated" in n else 64))
+        yield
+    finally:
+        for n, v in old.items():
+            setattr(dyn, n, v)
+
+
+def _cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    return module if dtype == torch.float32 else copy.deepcopy(module).to(dtype)
+
+
+class _CudaGraphRunner:
+    """Capture ``module(z)`` for a fixed batch in a CUDA graph; replay with new latents."""
+
+    def __init__(self, module: nn.Module, z: torch.Tensor):
+        self.static_z = z.clone()
+        stream = torch.cuda.Stream(device=z.device)
+        stream.wait_stream(torch.cuda.current_stream(z.device))
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                module(self.static_z)
+        torch.cuda.current_stream(z.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_out = module(self.static_z)
+
+    def __call__(self, z: torch.Tensor):
+        self.static_z.copy_(z, non_blocking=True)
+        self.graph.replay()
+        return self.static_out
+
+
+# ------------------------------------------------------------------------ probes
+def _vm_status(key: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux ``clear_refs``); ``False`` if impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return _vm_status("VmHWM") is not None
+    except OSError:
+        return False
+
+
+def _maxrss_bytes() -> int:
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss) if sys.platform == "darwin" else int(rss) * 1024
+
+
+def memory_probe(request: Mapping[str, Any]) -> dict[str, Any]:
+    """Peak CPU memory of one decode, measured in this (fresh) process.
+
+    ``request``: ``name`` (built-in decoder), ``hierarchy`` (a saved ``.npz``),
+    ``batch``, ``dtype``, ``mode`` (eager, compile or onnx with ``onnx_path``),
+    ``threads``, ``seed``. The module is built (and, in compile mode, compiled
+    by one decode); then the kernel's peak-RSS mark is reset and one decode runs:
+    the result is its peak resident set minus the resident set before it.
+    Where the mark cannot be reset, the first decode is measured with
+    ``ru_maxrss`` instead (no warm-up). Run with ``MALLOC_MMAP_THRESHOLD_`` set so
+    freed buffers return to the system.
+    """
+    from ..hierarchy.storage import load_hierarchy
+
+    torch.set_num_threads(int(request.get("threads", 1)))
+    hierarchy = load_hierarchy(request["hierarchy"])
+    mode, batch = request["mode"], int(request["batch"])
+    dtype = DTYPES[request["dtype"]][0]
+    with precision(request["dtype"]):
+        if mode == "onnx":
+            from .onnx_export import OnnxRunner
+
+            runner = OnnxRunner(request["onnx_path"], "cpu", threads=int(request.get("threads", 1)))
+            latent_size = int(request["latent_size"])
+        else:
+            module, _ = build_decoder(request["name"], hierarchy, template=None, seed=int(request.get("seed", 0)))
+            module = module.eval().to(dtype)
+            latent_size = int(module.latent_size)
+            runner = torch.compile(module) if mode == "compile" else module
+        z = _latent(batch, latent_size, int(request.get("seed", 0))).to(dtype)  # (B, Z)
+        gc.collect()
+        with torch.inference_mode():
+            if _reset_peak_rss():
+                if mode == "compile":
+                    out = runner(z)  # compilation (its memory is not the decode's)
+                    del out
+                    gc.collect()
+                    _reset_peak_rss()
+                before = _vm_status("VmRSS")
+                out = runner(z)
+                peak = _vm_status("VmHWM")
+                method = "VmHWM after clear_refs, " + ("decode after compilation" if mode == "compile" else "first decode")
+            else:
+                before = _maxrss_bytes()
+                out = runner(z)
+                peak = _maxrss_bytes()
+                method = "ru_maxrss, first decode"
+        del out
+    return {"peak_memory_mb": max(0, peak - before) / 2**20, "method": method}
+
+
+def _run_probe(request: dict, timeout_s: float = 600.0) -> dict[str, Any]:
+    env = _probe_env(int(request.get("threads", 1)))
+    cmd = [sys.executable, "-m", "mesh_decoder.bench.harness", "--_memory-probe", json.dumps(request)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"memory probe timed out after {timeout_s:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                break
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"memory probe failed (exit {proc.returncode}): {tail}"}
+
+
+# ----------------------------------------------------------------------- the run
+def _result_paths(options: BenchOptions, slug: str) -> dict[str, Path] | None:
+    if options.output_dir is None:
+        return None
+    out = Path(options.output_dir)
+    stem = f"{options.file_prefix}_{slug}"
+    return {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "png": out / f"{stem}.png"}
+
+
+def _write(payload: dict, paths: dict[str, Path] | None, plot: bool, warn: Callable[[str], None]) -> None:
+    if paths is None:
+        return
+    report.write_json(paths["json"], payload)
+    env = payload["environment"]
+    comments = {k: env.get(k) for k in ("device", "cpu", "gpu", "threads", "torch", "git_commit", "date")}
+    report.write_csv(paths["csv"], payload["rows"], comments=comments)
+    if plot:
+        try:
+            title = f"{env.get('gpu') or env.get('cpu')} ({env.get('device')}, {env.get('threads')} threads)"
+            report.plot_throughput(payload["rows"], paths["png"], title=title)
+        except ImportError as exc:
+            warn(str(exc))
+
+
+def _annotate(rows: list[dict], specs: Mapping[str, DecoderSpec]) -> None:
+    """Speed-ups and memory ratios against the better reference configuration."""
+    for spec in specs.values():
+        if not spec.reference_for:
+            continue
+        for row in rows:
+            if row["decoder"] != spec.reference_for or row["status"] != "ok":
+                continue
+            refs = [r for r in rows if r["decoder"] == spec.name and r["status"] == "ok"
+                    and (r["device"], r["dtype"], r["batch"]) == (row["device"], row["dtype"], row["batch"])
+                    and r["mode"] in ("eager", "compile")]
+            if refs:
+                best = max(refs, key=lambda r: r["meshes_per_s"])
+                row["speedup_vs_reference"] = row["meshes_per_s"] / best["meshes_per_s"]
+                row["note"] = f"reference best: {best['mode']}"
+                mems = [r["peak_memory_mb"] for r in refs if r.get("peak_memory_mb")]
+                if mems and row.get("peak_memory_mb") is not None:
+                    row["memory_vs_reference"] = row["peak_memory_mb"] / min(mems)
+
+
+def _summary(rows: list[dict], specs: Mapping[str, DecoderSpec]) -> list[dict]:
+    out = []
+    for row in rows:
+        if row.get("speedup_vs_reference") is None:
+            continue
+        out.append({k: row.get(k) for k in (
+            "decoder", "device", "dtype", "mode", "batch", "meshes_per_s", "speedup_vs_reference",
+            "fraction_shape_bound", "fraction_compute_roof", "peak_memory_mb", "memory_vs_reference", "note")})
+    return out
+
+
+def _tqdm(total: int, enabled: bool):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a core dependency
+        return contextlib.nullcontext(None)
+    return tqdm(total=total, desc="bench", unit="config", disable=not enabled, leave=False,
+                dynamic_ncols=True, file=sys.stderr)
+
+
+def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[str, Any]:
+    """Benchmark decoders; write and return the results.
+
+    Args:
+        specs: the decoders (fp32 modules on ``options.device``).
+        options: see :class:`BenchOptions`.
+
+    Returns:
+        The payload written to JSON: ``environment``, ``options``, ``roofs``,
+        ``decoders`` (description, cost), ``rows`` (one per configuration) and
+        ``summary`` (the configurations that have a reference).
+    """
+    specs_by_name: dict[str, DecoderSpec] = {}
+    for spec in specs:
+        if spec.name in specs_by_name:
+            raise ValueError(f"decoders: names must be unique, got {spec.name!r} twice")
+        specs_by_name[spec.name] = spec
+    for spec in specs:
+        for other in (spec.baseline, spec.reference_for):
+            if other is not None and other not in specs_by_name:
+                raise ValueError(f"decoder {spec.name!r}: refers to {other!r}, which is not benchmarked")
+    device = torch.device(options.device)
+    for dtype in options.dtypes:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtypes: expected some of {sorted(DTYPES)}, got {dtype!r}")
+    for mode in options.modes:
+        if mode not in MODES:
+            raise ValueError(f"modes: expected some of {list(MODES)}, got {mode!r}")
+
+    slug = report.machine_slug(device, options.threads)
+    paths = _result_paths(options, slug)
+    messages: list[str] = []
+
+    def warn(text: str) -> None:
+        messages.append(text)
+        print(f"warning: {text}", file=sys.stderr)
+
+    payload: dict[str, Any] = {
+        "environment": report.environment(device, options.threads, **options.context),
+        "options": {
+            "batch_sizes": list(options.batch_sizes), "modes": list(options.modes), "dtypes": list(options.dtypes),
+            "time_budget_s": options.time_budget_s, "time_box_s": options.time_box_s, "min_repeats": options.min_repeats, "warmup": options.warmup,
+            "memory": options.memory, "seed": options.seed, "tolerances": {d: TOLERANCES[d] for d in options.dtypes},
+        },
+        "roofs": {},
+        "decoders": {},
+        "rows": [],
+        "summary": [],
+        "warnings": messages,
+    }
+    rows: list[dict] = payload["rows"]
+    configs = [(b, d, s.name, m) for b in options.batch_sizes for d in options.dtypes
+               for s in specs for m in options.modes if s.modes is None or m in s.modes]
+    started = time.perf_counter()
+    if options.started_at is None:
+        options.started_at = started
+    limits = _dynamo_limits() if "compile" in options.modes else contextlib.nullcontext()
+    with _threads(options.threads), limits, _tqdm(len(configs), options.progress) as bar, \
+            tempfile.TemporaryDirectory(prefix="mesh_decoder_bench_") as tmp:
+        try:
+            _run(specs_by_name, options, device, payload, configs, bar, tmp, paths, warn)
+            payload["environment"]["wall_s"] = time.perf_counter() - started
+            with contextlib.suppress(OSError, AttributeError):
+                payload["environment"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+            _write(payload, paths, options.plot, warn)
+        except KeyboardInterrupt:
+            payload["environment"]["interrupted"] = True
+            payload["environment"]["wall_s"] = time.perf_counter() - started
+            _annotate(rows, specs_by_name)
+            payload["summary"] = _summary(rows, specs_by_name)
+            _write(payload, paths, options.plot, warn)
+            raise
+    if options.print_table:
+        _print_report(payload, paths)
+    return payload
+
+
+def _print_report(payload: dict, paths: dict[str, Path] | None) -> None:
+    env = payload["environment"]
+    roofs = payload["roofs"]
+    print(f"device {env['device']} ({env.get('gpu') or env.get('cpu')}), {env['threads']} threads, "
+          f"torch {env['torch']}, commit {(env.get('git_commit') or 'unknown')[:12]}")
+    for dtype, roof in roofs.get("matmul", {}).items():
+        print(f"square matmul roof {dtype}: {roof['gflops']:.1f} GFLOP/s (n={roof['n']})")
+    if "bandwidth" in roofs:
+        print(f"copy bandwidth roof: {roofs['bandwidth']['copy_gbps']:.1f} GB/s")
+    print(report.format_table(payload["rows"]))
+    if any(r["status"] == "ok" and r.get("peak_memory_mb") is None for r in payload["rows"]):
+        print("peak mem '-': not probed (the default probes eager rows and every mode at the largest batch; "
+              "--memory all probes every row)")
+    for s in payload["summary"]:
+        print(f"{s['decoder']} {s['dtype']} {s['mode']} batch {s['batch']}: "
+              f"{s['speedup_vs_reference']:.1f}x the better reference ({s['note']})"
+              + (f", {100 * s['fraction_shape_bound']:.0f}% of shape bound" if s.get("fraction_shape_bound") else "")
+              + (f", memory {s['memory_vs_reference']:.2f}x the reference's" if s.get("memory_vs_reference") else ""))
+    if paths is not None:
+        print("wrote " + ", ".join(str(p) for p in paths.values() if p.exists()))
+
+
+def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.device, payload: dict,
+         configs: list[tuple], bar, tmp: str, paths, warn) -> None:
+    rows: list[dict] = payload["rows"]
+    cuda = device.type == "cuda"
+
+    phases = payload["environment"].setdefault("phase_s", {})
+    t_phase = time.perf_counter()
+    # Roofs.
+    payload["roofs"]["matmul"] = {}
+    for dtype_name in options.dtypes:
+        with precision(dtype_name) as dtype:
+            roof = matmul_roof(device, dtype, options.matmul_n, budget_s=0.5)
+            roof["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+            payload["roofs"]["matmul"][dtype_name] = roof
+    megabytes = options.bandwidth_mb or (1024 if cuda else 256)
+    payload["roofs"]["bandwidth"] = copy_bandwidth(device, megabytes << 20, budget_s=0.6)
+
+    # Modules per dtype, costs, ONNX exports.
+    modules: dict[tuple[str, str], nn.Module] = {}
+    costs: dict[tuple[str, str], DecoderCost] = {}
+    for spec in specs.values():
+        for dtype_name in options.dtypes:
+            dtype = DTYPES[dtype_name][0]
+            key_same = next((k for k in modules if k[0] == spec.name and DTYPES[k[1]][0] == dtype), None)
+            modules[(spec.name, dtype_name)] = modules[key_same] if key_same else _cast(spec.module, dtype)
+            z1 = _latent(1, spec.latent_size, options.seed).to(device=device, dtype=dtype)  # (1, Z)
+            costs[(spec.name, dtype_name)] = decoder_cost(modules[(spec.name, dtype_name)], z1)
+        payload["decoders"][spec.name] = {
+            "description": spec.description,
+            "class": type(spec.module).__name__,
+            "latent_size": spec.latent_size,
+            "baseline": spec.baseline or spec.name,
+            "reference_for": spec.reference_for,
+            "cost": costs[(spec.name, options.dtypes[0])].as_dict(),
+        }
+    onnx_files: dict[str, str] = {}
+    onnx_runners: dict[str, Any] = {}
+    onnx_errors: dict[str, str] = {}
+    if "onnx" in options.modes:
+        from .onnx_export import OnnxRunner, export_onnx
+
+        for spec in specs.values():
+            if spec.modes is not None and "onnx" not in spec.modes:
+                continue
+            path = os.path.join(tmp, f"{len(onnx_files)}.onnx")
+            try:
+                exporter = export_onnx(spec.module, path)
+                onnx_files[spec.name] = path
+                onnx_runners[spec.name] = OnnxRunner(path, device, threads=options.threads)
+                payload["decoders"][spec.name]["onnx_exporter"] = exporter
+            except (ImportError, RuntimeError, ValueError) as exc:
+                onnx_errors[spec.name] = " ".join(str(exc).split())[:300]
+                warn(f"ONNX export of {spec.name}: {onnx_errors[spec.name]}")
+
+    phases["roofs, costs, exports"] = time.perf_counter() - t_phase
+    compiled: dict[tuple[str, str], Callable] = {}
+    graphs: dict[tuple[str, str, int], _CudaGraphRunner] = {}
+    groups = sorted({(b, d) for b, d, _, _ in configs}, key=lambda g: (g[0], options.dtypes.index(g[1])))
+    budget_left = float(options.time_budget_s)
+    probing = not cuda and options.memory != "off"
+    end = None if options.time_box_s is None else options.started_at + options.time_box_s
+    timing_end = None if end is None else end - (0.2 * options.time_box_s if probing else 0.0)
+
+    for gi, (batch, dtype_name) in enumerate(groups):
+        t_group = time.perf_counter()
+        group = [(name, mode) for b, d, name, mode in configs if (b, d) == (batch, dtype_name)]
+        dtype = DTYPES[dtype_name][0]
+        copy_io = batch == 1
+        latents: dict[int, torch.Tensor] = {}
+        for spec in specs.values():
+            latents.setdefault(spec.latent_size, _latent(batch, spec.latent_size, options.seed))  # (B, Z)
+        # fp32 eager outputs of this batch, the reference of every error; the error check
+        # of an fp32 eager configuration provides its own.
+        baselines: dict[str, list[torch.Tensor]] = {}
+
+        def baseline(name: str) -> list[torch.Tensor]:
+            if name not in baselines:
+                s = specs[name]
+                with precision("fp32"), torch.inference_mode():
+                    z = latents[s.latent_size].to(device)
+                    baselines[name] = [t.to("cpu") for t in _outputs(s.module(z))]
+            return baselines[name]
+
+        with precision(dtype_name):
+            closures: dict[str, Callable] = {}
+            warmups: dict[str, int] = {}
+            pending: dict[str, dict] = {}
+            for name, mode in group:
+                spec = specs[name]
+                row = {
+                    "decoder": name, "device": str(device), "dtype": dtype_name, "mode": mode, "batch": batch,
+                    "status": "ok", "mflop_per_mesh": costs[(name, dtype_name)].mflop_per_mesh,
+                    "parameters": costs[(name, dtype_name)].parameters,
+                    "tolerance": spec.tolerance(dtype_name),
+                    "matmul_precision": torch.get_float32_matmul_precision(),
+                    "threads": options.threads, "note": None,
+                }
+                z_host = latents[spec.latent_size].to(dtype)  # (B, Z)
+                if cuda:
+                    z_host = z_host.pin_memory()
+                z_dev = z_host.to(device)
+                try:
+                    if cuda:  # CUDA graphs allocate their memory pool at capture: count it
+                        synchronize(device)
+                        torch.cuda.reset_peak_memory_stats(device)
+                        allocated = torch.cuda.memory_allocated(device)
+                    runner = _runner(spec, mode, dtype_name, batch, device, modules, compiled, graphs,
+                                     onnx_runners, onnx_errors, z_dev)
+                    t_check = time.perf_counter()
+                    with torch.inference_mode():
+                        out = _outputs(runner(z_host if mode == "onnx" else z_dev))
+                        synchronize(device)
+                        if cuda:
+                            row["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) - allocated) / 2**20
+                    check_s = time.perf_counter() - t_check
+                    if mode == "eager" and dtype_name == "fp32" and name not in baselines:
+                        baselines[name] = [t.to("cpu") for t in out]
+                    row["max_error"] = max_relative_error(out, baseline(spec.baseline or spec.name))
+                    del out
+                    if not row["max_error"] <= row["tolerance"]:
+                        row["status"] = "failed"
+                        row["note"] = f"error {row['max_error']:.2e} over tolerance {row['tolerance']:.0e}: not timed"
+                except Exception as exc:  # noqa: BLE001 - one broken configuration must not end the run
+                    row["status"] = "error"
+                    row["note"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+                key = f"{name}|{mode}"
+                if row["status"] == "ok":
+                    closures[key] = _closure(runner, mode, z_host, z_dev, copy_io, device)
+                    if not cuda and check_s > 0.2:  # a slow call: the check was its warm-up
+                        warmups[key] = 0
+                pending[key] = row
+            # The shape bound of every timed decoder: its matrix products alone, timed in
+            # the same interleaved rounds (so under the same machine load).
+            operands: dict = {}
+            bound_of: dict[str, str] = {}
+            for key, row in pending.items():
+                shapes = costs[(row["decoder"], dtype_name)].gemm_shapes(batch)
+                if key in closures and shapes:
+                    bound_key = "shape-bound|" + repr(shapes)
+                    if bound_key not in closures:
+                        closures[bound_key] = gemm_closure(shapes, device, dtype, operands=operands, seed=options.seed)
+                    bound_of[key] = bound_key
+            groups_left = len(groups) - gi
+            group_budget = max(0.05, budget_left / groups_left)
+            t0 = time.perf_counter()
+            deadline = None
+            if timing_end is not None:  # the rest of the time box, shared by batch size (plus overheads)
+                weights = [b + 16 for b, _ in groups[gi:]]
+                deadline = t0 + max(0.0, timing_end - t0) * weights[0] / sum(weights)
+            with torch.inference_mode():
+                results = time_interleaved(
+                    closures, warmup=options.warmup, warmups=warmups, min_repeats=options.min_repeats,
+                    max_repeats=max(options.min_repeats, options.max_repeats), budget_s=group_budget,
+                    deadline=deadline, deadline_min_repeats=min(2, options.min_repeats),
+                    min_sample_s=0.0 if cuda else 0.002, device=device,
+                )
+            budget_left = max(0.0, budget_left - (time.perf_counter() - t0))
+            for key, row in pending.items():
+                if key in results:
+                    res = results[key]
+                    seconds = res.median_s
+                    cost = costs[(row["decoder"], dtype_name)]
+                    row.update({
+                        "meshes_per_s": batch / seconds,
+                        "latency_ms": seconds * 1e3,
+                        "latency_iqr_ms": res.iqr_s * 1e3,
+                        "repeats": res.repeats,
+                        "calls_per_sample": res.number,
+                        "gflops": cost.flops_per_mesh * batch / seconds / 1e9,
+                        "gbps": cost.min_bytes(batch) / seconds / 1e9,
+                    })
+                    roof = payload["roofs"]["matmul"][dtype_name]["gflops"]
+                    row["fraction_compute_roof"] = row["gflops"] / roof
+                    row["fraction_bandwidth_roof"] = row["gbps"] / payload["roofs"]["bandwidth"]["copy_gbps"]
+                    if key in bound_of:
+                        row["shape_bound_meshes_per_s"] = batch / results[bound_of[key]].median_s
+                        row["fraction_shape_bound"] = row["meshes_per_s"] / row["shape_bound_meshes_per_s"]
+                rows.append(row)
+        del baselines, closures, operands
+        payload["environment"].setdefault("phase_s", {})[f"batch {batch} {dtype_name}"] = time.perf_counter() - t_group
+        gc.collect()
+        if bar is not None:
+            bar.update(len(group))
+            bar.set_postfix_str(f"batch {batch} {dtype_name}")
+        _annotate(rows, specs)
+        payload["summary"] = _summary(rows, specs)
+        _write(payload, paths, False, warn)
+
+    # CPU peak memory: one fresh subprocess per configuration.
+    if probing:
+        t_phase = time.perf_counter()
+        _probe_memory(rows, specs, options, tmp, onnx_files, warn, None if options.memory == "all" else end)
+        phases["memory probes"] = time.perf_counter() - t_phase
+    _annotate(rows, specs)
+    payload["summary"] = _summary(rows, specs)
+
+
+def _runner(spec, mode, dtype_name, batch, device, modules, compiled, graphs, onnx_runners, onnx_errors, z_dev):
+    module = modules[(spec.name, dtype_name)]
+    if mode == "eager":
+        return module
+    if mode == "compile":
+        key = (spec.name, dtype_name)
+        if key not in compiled:
+            compiled[key] = torch.compile(module)
+        return compiled[key]
+    if mode == "cudagraph":
+        if device.type != "cuda":
+            raise ValueError("mode cudagraph needs a CUDA device")
+        key = (spec.name, dtype_name, batch)
+        if key not in graphs:
+            with torch.inference_mode():
+                graphs[key] = _CudaGraphRunner(module, z_dev)
+        return graphs[key]
+    if mode == "onnx":
+        if dtype_name != "fp32":
+            raise ValueError(f"mode onnx runs the fp32 export only, got dtype {dtype_name}")
+        if spec.name in onnx_errors:
+            raise RuntimeError(onnx_errors[spec.name])
+        if spec.name not in onnx_runners:
+            raise RuntimeError(f"no ONNX export for {spec.name}")
+        return onnx_runners[spec.name]
+    raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
+
+
+def _closure(runner, mode: str, z_host: torch.Tensor, z_dev: torch.Tensor, copy_io: bool, device: torch.device):
+    if mode == "onnx":  # ONNX Runtime takes and returns host arrays: the copies are in the call
+        return lambda: runner(z_host)
+    if not copy_io:
+        return lambda: runner(z_dev)
+    cuda = device.type == "cuda"
+
+    def call():
+        z = z_host.to(device, non_blocking=True) if cuda else z_host  # latent in
+        host = [t.to("cpu") for t in _outputs(runner(z))]  # outputs out
+        synchronize(device)
+        return host
+
+    return call
+
+
+def _probe_memory(rows, specs, options, tmp, onnx_files, warn, deadline: float | None = None) -> None:
+    if options.hierarchy_path is None:
+        warn("memory probes need a saved hierarchy (hierarchy_path); peak memory not measured")
+        return
+    todo = []
+    for row in rows:
+        spec = specs[row["decoder"]]
+        if row["status"] != "ok" or spec.recipe is None:
+            continue
+        if options.memory == "eager" and row["mode"] != "eager":
+            continue
+        if options.memory == "auto" and row["mode"] != "eager" and row["batch"] != max(options.batch_sizes):
+            continue
+        if row["mode"] == "onnx" and row["decoder"] not in onnx_files:
+            continue
+        request = {**spec.recipe, "hierarchy": options.hierarchy_path, "batch": row["batch"],
+                   "dtype": row["dtype"], "mode": row["mode"], "threads": options.threads, "seed": options.seed,
+                   "latent_size": spec.latent_size, "onnx_path": onnx_files.get(row["decoder"])}
+        todo.append((row, request))
+    if not todo:
+        return
+    # Most telling first: eager, largest batch, the spiral decoder and its reference.
+    todo.sort(key=lambda item: (item[0]["mode"] != "eager", -item[0]["batch"],
+                                specs[item[0]["decoder"]].reference_for is None
+                                and not any(s.reference_for == item[0]["decoder"] for s in specs.values())))
+    workers = max(1, min(options.threads, 4))
+    with _tqdm(len(todo), options.progress) as bar:
+        if bar is not None:
+            bar.set_description("memory")
+
+        def done(row: dict, result: dict) -> None:
+            if "peak_memory_mb" in result:
+                row["peak_memory_mb"] = result["peak_memory_mb"]
+            else:
+                warn(f"{row['decoder']} {row['mode']} batch {row['batch']}: {result.get('error')}")
+            if bar is not None:
+                bar.update(1)
+
+        if hasattr(os, "fork"):
+            skipped = _serve_probes(todo, workers, done, deadline)
+            for row in skipped:
+                row["note"] = ((row.get("note") or "") + " peak memory not measured: time box (--memory all)").strip()
+        else:  # a fresh interpreter per configuration
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [(row, pool.submit(_run_probe, request)) for row, request in todo]
+                for row, future in futures:
+                    done(row, future.result())
+
+
+def _probe_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["MALLOC_MMAP_THRESHOLD_"] = "65536"  # freed buffers go back to the system
+    env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def _serve_probes(todo: list[tuple[dict, dict]], workers: int, done: Callable[[dict, dict], None],
+                  deadline: float | None = None) -> list[dict]:
+    """Run probes through ``workers`` probe servers (:func:`_probe_server`): each imports the
+    library once, then forks a fresh child per configuration. Probes not started by
+    ``deadline`` (a :func:`time.perf_counter` value) are skipped; returns their rows."""
+    import queue
+    import threading
+
+    jobs: "queue.Queue[tuple[dict, dict]]" = queue.Queue()
+    for item in todo:
+        jobs.put(item)
+    lock = threading.Lock()
+    threads = int(todo[0][1].get("threads", 1))
+    skipped: list[dict] = []
+
+    def serve() -> None:
+        cmd = [sys.executable, "-c", "from mesh_decoder.bench.harness import _probe_server; _probe_server()"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True, env=_probe_env(threads))
+        try:
+            while True:
+                try:
+                    row, request = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                if deadline is not None and time.perf_counter() > deadline:
+                    with lock:
+                        skipped.append(row)
+                    continue
+                try:
+                    proc.stdin.write(json.dumps(request) + "\n")
+                    proc.stdin.flush()
+                    line = proc.stdout.readline()
+                    result = json.loads(line) if line.strip() else {"error": "memory probe server died"}
+                except (OSError, ValueError) as exc:
+                    result = {"error": f"memory probe server: {exc}"}
+                with lock:
+                    done(row, result)
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    pool = [threading.Thread(target=serve, daemon=True) for _ in range(min(workers, len(todo)))]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return skipped
+
+
+def _probe_server() -> None:
+    """Serve memory probes: one JSON request per stdin line, one JSON answer per stdout line.
+
+    The server only imports the library; every request runs in a child forked for it,
+    so each configuration is measured in its own process without paying for imports.
+    """
+    import mesh_decoder.hierarchy.storage  # noqa: F401 - preload
+    import mesh_decoder.nn.presets  # noqa: F401
+    import mesh_decoder.pca  # noqa: F401
+
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: measure, answer, exit without cleanup
+            os.close(read_fd)
+            try:
+                result = _probe_in_child(json.loads(line))
+            except BaseException as exc:  # noqa: BLE001 - the parent reports it
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            data = (json.dumps(result) + "\n").encode()
+            while data:
+                data = data[os.write(write_fd, data):]
+            os._exit(0)
+        os.close(write_fd)
+        chunks = []
+        while True:
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(read_fd)
+        _, status = os.waitpid(pid, 0)
+        answer = b"".join(chunks).decode().strip()
+        if not answer:
+            answer = json.dumps({"error": f"memory probe child exited with status {status}"})
+        sys.stdout.write(answer + "\n")
+        sys.stdout.flush()
+
+
+def _return_freed_memory() -> None:
+    """Make glibc hand buffers >= 64 KiB back to the system when freed (fixed mmap threshold)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 65536)  # M_MMAP_THRESHOLD: also turns off the dynamic threshold
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def _probe_in_child(request: dict) -> dict[str, Any]:
+    _return_freed_memory()
+    os.environ["OMP_NUM_THREADS"] = str(request.get("threads", 1))
+    try:
+        return memory_probe(request)
+    except Exception as exc:  # noqa: BLE001 - reported on the row, the run goes on
+        return {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]}
+
+
+# ---------------------------------------------------------------------- scaling
+def run_scaling(
+    sizes: Sequence[int] = SCALING_SIZES,
+    *,
+    device: torch.device | str = "cpu",
+    batch: int = 8,
+    threads: int | None = None,
+    output_dir: str | None = "benchmarks/results",
+    budget_s: float = 2.0,
+    seed: int = 0,
+    progress: bool = True,
+    plot: bool = True,
+) -> dict[str, Any]:
+    """Meshes/s of the spiral decoder (``spiralnet++-coma``) against the template size.
+
+    Builds the face template at each size, its preset hierarchy (no texture) and
+    the decoder, and times eager fp32 decoding of ``batch`` latents. The cost of
+    every layer is linear in the vertex count, so microseconds per mesh should
+    grow linearly. Writes ``scaling_<machine>.json/.csv/.png``.
+    """
+    from ..hierarchy import build_hierarchy
+    from ..mesh.templates import face_template
+    from ..nn.presets import preset_hierarchy_params
+
+    device = torch.device(device)
+    threads = threads or _default_threads()
+    slug = report.machine_slug(device, threads)
+    points: list[dict] = []
+    payload = {"environment": report.environment(device, threads, batch=batch), "points": points}
+    paths = None
+    if output_dir is not None:
+        out = Path(output_dir)
+        paths = {k: out / f"scaling_{slug}.{k}" for k in ("json", "csv", "png")}
+    columns = ("vertices", "levels", "hierarchy_s", "mflop_per_mesh", "meshes_per_s", "us_per_mesh",
+               "ns_per_vertex", "repeats")
+    with _threads(threads), _tqdm(len(sizes), progress) as bar:
+        for n in sizes:
+            t0 = time.perf_counter()
+            template = face_template(int(n), seed=seed)
+            hierarchy = build_hierarchy(template, **preset_hierarchy_params("spiralnet++-coma"), texture_size=None)
+            built_s = time.perf_counter() - t0
+            module, _ = build_decoder("spiralnet++-coma", hierarchy, seed=seed)
+            module = module.to(device).eval()
+            z = _latent(batch, module.latent_size, seed).to(device)  # (B, Z)
+            cost = decoder_cost(module, z[:1])
+            with torch.inference_mode():
+                res = time_fn(lambda: module(z), warmup=1, min_repeats=3, budget_s=budget_s, device=device)
+            rate = batch / res.median_s
+            points.append({
+                "vertices": hierarchy.sizes[0], "levels": hierarchy.sizes, "hierarchy_s": built_s,
+                "mflop_per_mesh": cost.mflop_per_mesh, "meshes_per_s": rate, "us_per_mesh": 1e6 / rate,
+                "ns_per_vertex": 1e9 / rate / hierarchy.sizes[0], "repeats": res.repeats,
+            })
+            if paths is not None:
+                report.write_json(paths["json"], payload)
+                report.write_csv(paths["csv"], points, columns=columns)
+            if bar is not None:
+                bar.update(1)
+    if paths is not None and plot:
+        try:
+            report.plot_scaling(points, paths["png"], title=f"spiralnet++-coma, batch {batch}, {slug}")
+        except ImportError as exc:
+            print(f"warning: {exc}", file=sys.stderr)
+    print(f"{'vertices':>9} {'meshes/s':>10} {'us/mesh':>10} {'ns/vertex':>10}")
+    for p in points:
+        print(f"{p['vertices']:>9} {p['meshes_per_s']:>10.1f} {p['us_per_mesh']:>10.1f} {p['ns_per_vertex']:>10.2f}")
+    return payload
+
+
+# -------------------------------------------------------------------------- CLI
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the benchmark's options to ``parser`` (used by ``mesh-decoder bench``)."""
+    parser.add_argument("--decoders", nargs="+", choices=list(BUILTIN_DECODERS), default=None,
+                        help="decoders to run (default: all)")
+    parser.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=None,
+                        help="batch sizes (default 1 32 256; --quick: 1 16)")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=None,
+                        help="eager, compile, cudagraph (CUDA), onnx (default: eager compile, + cudagraph on CUDA)")
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None,
+                        help="fp32 (TF32 off, the reference), tf32, bf16, fp16 (default: fp32 on CPU, all on CUDA)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="CPU threads (default: the cores this process may use)")
+    parser.add_argument("--quick", action="store_true", help="a short run: small batches, eager only, short budget")
+    parser.add_argument("--onnx", action="store_true", help="also run the ONNX Runtime export")
+    parser.add_argument("--scaling", action="store_true",
+                        help="meshes/s of the spiral decoder from 1,000 to 100,000 vertices instead")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--template", help="template mesh file (default: the built-in face)")
+    source.add_argument("--vertices", type=_positive_int, default=None,
+                        help="vertex count of the built-in face template (default 5023)")
+    source.add_argument("--hierarchy", help="a saved hierarchy (.npz); needs no openmesh")
+    parser.add_argument("--texture-size", type=int, default=256, help="UV texture size of the joint decoder (0: none)")
+    parser.add_argument("--output-dir", default="benchmarks/results", help="where result files go")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds of timing samples for the whole run (default 30; --quick 5)")
+    parser.add_argument("--time-box", type=float, default=None,
+                        help="wall-clock seconds the run should fit in (default 170; --quick 60; 0: no limit)")
+    parser.add_argument("--memory", choices=("all", "auto", "eager", "off"), default=None,
+                        help="CPU peak-memory probes, one subprocess per row: all rows; auto: eager rows and "
+                             "the other modes at the largest batch (default); eager rows (--quick); none")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-plot", action="store_true", help="no PNG")
+    parser.add_argument("--_memory-probe", dest="memory_probe", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available (torch {torch.__version__})")
+    return device
+
+
+def options_from_args(args: argparse.Namespace) -> BenchOptions:
+    """Validate parsed arguments into :class:`BenchOptions` (``ValueError`` on bad values)."""
+    device = _resolve_device(args.device)
+    cuda = device.type == "cuda"
+    quick = bool(args.quick)
+    if args.modes is not None:
+        modes = tuple(dict.fromkeys(args.modes))
+    elif quick:
+        modes = ("eager",)
+    else:
+        modes = ("eager", "compile", "cudagraph") if cuda else ("eager", "compile")
+    if args.onnx and "onnx" not in modes:
+        modes = (*modes, "onnx")
+    if "cudagraph" in modes and not cuda:
+        raise ValueError("--modes cudagraph: CUDA graphs need a CUDA device (got cpu)")
+    dtypes = tuple(dict.fromkeys(args.dtypes)) if args.dtypes else (("fp32", "tf32", "bf16", "fp16") if cuda else ("fp32",))
+    if "tf32" in dtypes and not cuda:
+        raise ValueError("--dtypes tf32: TF32 is a CUDA matmul mode (got device cpu)")
+    batch_sizes = tuple(sorted(set(args.batch_sizes))) if args.batch_sizes else (QUICK_BATCH_SIZES if quick else DEFAULT_BATCH_SIZES)
+    if args.time_box is not None and args.time_box < 0:
+        raise ValueError(f"--time-box: expected seconds >= 0 (0: no limit), got {args.time_box}")
+    if args.time_budget is not None and not args.time_budget > 0:
+        raise ValueError(f"--time-budget: expected a positive number of seconds, got {args.time_budget}")
+    if args.texture_size < 0:
+        raise ValueError(f"--texture-size: expected 0 (none) or a positive size, got {args.texture_size}")
+    return BenchOptions(
+        device=device,
+        batch_sizes=batch_sizes,
+        modes=modes,
+        dtypes=dtypes,
+        threads=args.threads or _default_threads(),
+        output_dir=args.output_dir,
+        time_budget_s=args.time_budget if args.time_budget is not None else (5.0 if quick else 30.0),
+        time_box_s=None if args.time_box == 0 else (args.time_box or (60.0 if quick else 170.0)),
+        min_repeats=3,
+        memory=args.memory or ("eager" if quick else "auto"),
+        progress=not args.no_progress,
+        plot=not args.no_plot,
+        seed=args.seed,
+        matmul_n=4096 if cuda else 2048,
+        bandwidth_mb=64 if quick and not cuda else None,
+    )
+
+
+def _load_inputs(args: argparse.Namespace, names: Sequence[str], tmp: str):
+    """Template mesh (or ``None``), hierarchy, saved-hierarchy path, and context for the environment."""
+    from ..hierarchy.storage import load_hierarchy, save_hierarchy
+
+    texture = args.texture_size or None
+    if args.hierarchy:
+        if not os.path.isfile(args.hierarchy):
+            raise FileNotFoundError(f"{args.hierarchy}: no such hierarchy file")
+        hierarchy = load_hierarchy(args.hierarchy)
+        template = None
+        context = {"template": f"hierarchy file {args.hierarchy}"}
+        path = args.hierarchy
+    else:
+        from ..hierarchy import build_hierarchy
+        from ..nn.presets import preset_hierarchy_params
+
+        if args.template:
+            from ..mesh.io import load_mesh
+
+            template = load_mesh(args.template)
+            context = {"template": f"file {args.template}"}
+        else:
+            from ..mesh.templates import face_template
+
+            n = args.vertices or 5023
+            template = face_template(n)
+            context = {"template": f"face_template({n})"}
+        t0 = time.perf_counter()
+        hierarchy = build_hierarchy(template, **preset_hierarchy_params("spiralnet++-coma"), texture_size=texture)
+        context["hierarchy_build_s"] = time.perf_counter() - t0
+        path = os.path.join(tmp, "hierarchy.npz")
+        save_hierarchy(hierarchy, path)
+    if template is None and "pca" in names:
+        from ..mesh.container import Mesh
+
+        level = hierarchy.levels[0]
+        template = Mesh(vertices=level.vertices.double().numpy(), faces=level.faces.numpy())
+    context["hierarchy_sizes"] = hierarchy.sizes
+    context["texture_size"] = list(hierarchy.texel_map.size) if hierarchy.texel_map is not None else None
+    return template, hierarchy, path, context
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the benchmark for parsed arguments (the CLI's entry point); returns the exit code."""
+    if getattr(args, "memory_probe", None):
+        _return_freed_memory()
+        result = memory_probe(json.loads(args.memory_probe))
+        print(json.dumps(result))
+        return 0
+    started = time.perf_counter()
+    options = options_from_args(args)
+    options.started_at = started
+    if args.scaling:
+        sizes = QUICK_SCALING_SIZES if args.quick else SCALING_SIZES
+        run_scaling(sizes, device=options.device, batch=(args.batch_sizes or [8])[0], threads=options.threads,
+                    output_dir=options.output_dir, budget_s=0.5 if args.quick else 2.0, seed=options.seed,
+                    progress=options.progress, plot=options.plot)
+        return 0
+    names = tuple(dict.fromkeys(args.decoders)) if args.decoders else DEFAULT_DECODERS
+    if not (args.texture_size or args.hierarchy) and "joint" in names:
+        if args.decoders:
+            raise ValueError("--decoders joint needs a UV texture: give --texture-size > 0")
+        names = tuple(n for n in names if n != "joint")
+    t_setup = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mesh_decoder_bench_h_") as tmp:
+        template, hierarchy, path, context = _load_inputs(args, names, tmp)
+        if hierarchy.texel_map is None and "joint" in names:
+            if args.decoders:
+                raise ValueError("--decoders joint: the hierarchy has no texel map")
+            names = tuple(n for n in names if n != "joint")
+        specs = default_specs(names, hierarchy, options.device, template=template, seed=options.seed,
+                              pca_faces=50 if args.quick else 200)
+        options.hierarchy_path = path
+        context["setup_s"] = time.perf_counter() - t_setup  # template, hierarchy, decoders, PCA fit
+        options.context = context
+        run_benchmark(specs, options)
+    return 0
+
+
+class _ArgumentError(ValueError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise _ArgumentError(f"{self.prog}: {message}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mesh_decoder.bench.harness [options]``; returns the exit code."""
+    parser = add_bench_arguments(_Parser(prog="mesh-decoder bench", description="Decoding throughput benchmark."))
+    try:
+        args = parser.parse_args(argv)
+        return run_from_args(args)
+    except _ArgumentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted (results of the finished configurations were written)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Export a decoder to ONNX and run it in ONNX Runtime.
+
+:func:`export_onnx` exports the eager module with :func:`torch.onnx.export`,
+first with the ``torch.export``-based exporter (``dynamo=True``), falling back
+to the TorchScript-based one if that fails. The batch dimension of the latent
+is dynamic by default, so one file serves every batch size.
+
+:class:`OnnxRunner` runs an exported file in ONNX Runtime and returns torch
+tensors, so the benchmark harness times it like any other decoder.
+
+``onnx``, ``onnxscript`` and ``onnxruntime`` are optional dependencies
+(``pip install mesh_decoder[onnx]``); they are imported only here, when used.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .._atomic import atomic_write
+
+__all__ = ["export_onnx", "OnnxRunner", "onnx_output_names", "require_onnx"]
+
+_INSTALL_HINT = "pip install 'mesh_decoder[onnx]' (onnx, onnxscript, onnxruntime)"
+
+
+def require_onnx(*modules: str) -> None:
+    """Import the given optional modules or raise ``ImportError`` saying how to install them."""
+    import importlib
+
+    for name in modules or ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ImportError(f"ONNX export/runtime needs the {name!r} package: {_INSTALL_HINT}") from exc
+
+
+def _latent_size(decoder: nn.Module) -> int:
+    size = getattr(decoder, "latent_size", None)
+    if isinstance(size, int) and size > 0:
+        return size
+    raise ValueError(
+        f"decoder: expected a decoder with an integer 'latent_size' attribute, got {type(decoder).__name__}"
+    )
+
+
+def onnx_output_names(output: object) -> list[str]:
+    """Output names for a decoder output: ``["vertices"]`` or a NamedTuple's fields."""
+    if isinstance(output, torch.Tensor):
+        return ["vertices"]
+    fields = getattr(output, "_fields", None)
+    if fields is not None:
+        return [name for name, value in zip(fields, output) if isinstance(value, torch.Tensor)]
+    if isinstance(output, (list, tuple)):
+        return [f"output_{i}" for i, value in enumerate(output) if isinstance(value, torch.Tensor)]
+    raise TypeError(f"decoder output: expected a tensor or a tuple of tensors, got {type(output).__name__}")
+
+
+def export_onnx(
+    decoder: nn.Module,
+    path: str | os.PathLike,
+    batch_size: int = 1,
+    dynamic_batch: bool = True,
+    *,
+    opset_version: int | None = None,
+    prefer_dynamo: bool = True,
+) -> str:
+    """Export an eager decoder to an ONNX file.
+
+    The decoder is exported in fp32 on the CPU (a copy; the module passed in is
+    not changed). The latent input is named ``"z"``; outputs are named
+    ``"vertices"`` or after the fields of the decoder's NamedTuple output
+    (``vertices, texture, colors, mask`` for a joint decoder). The file is
+    written atomically.
+
+    Args:
+        decoder: module with ``latent_size`` whose ``forward(z)`` decodes.
+        path: output ``.onnx`` file.
+        batch_size: batch of the example latent used for tracing (default 1).
+        dynamic_batch: make the batch dimension dynamic (default ``True``).
+        opset_version: ONNX opset (default: the exporter's).
+        prefer_dynamo: try the ``dynamo=True`` exporter first (default ``True``);
+            on failure fall back to the TorchScript exporter.
+
+    Returns:
+        Which exporter wrote the file: ``"dynamo"`` or ``"torchscript"``.
+
+    Shapes:
+        ``z``: ``(B, Z)`` (``B`` dynamic when ``dynamic_batch``).
+    """
+    require_onnx("onnx", "onnxscript")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    import copy
+
+    model = copy.deepcopy(decoder).to(device="cpu", dtype=torch.float32).eval()
+    if hasattr(model, "check_finite"):
+        model.check_finite = False  # data-dependent checks do not export
+    z = torch.randn(batch_size, _latent_size(model), generator=torch.Generator().manual_seed(0))  # (B, Z)
+    with torch.no_grad():
+        names = onnx_output_names(model(z))
+    errors: list[str] = []
+    exporters = ("dynamo", "torchscript") if prefer_dynamo else ("torchscript",)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = os.path.join(tmp, "model.onnx")
+        for exporter in exporters:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    _export(model, z, tmp_path, names, exporter, dynamic_batch, opset_version)
+                break
+            except Exception as exc:  # noqa: BLE001 - try the next exporter, report all failures
+                errors.append(f"{exporter}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        else:
+            raise RuntimeError("ONNX export failed with every exporter: " + " | ".join(errors))
+        with open(tmp_path, "rb") as handle:
+            data = handle.read()
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+    return exporter
+
+
+def _export(model, z, path, names, exporter, dynamic_batch, opset_version) -> None:
+    if exporter == "dynamo":
+        dynamic_shapes = {"z": {0: torch.export.Dim("batch", min=1, max=65536)}} if dynamic_batch else None
+        program = torch.onnx.export(
+            model, (z,), None, dynamo=True, input_names=["z"], output_names=names,
+            dynamic_shapes=dynamic_shapes, opset_version=opset_version, verbose=False,
+        )
+        program.save(path, external_data=False)
+    else:
+        dynamic_axes = None
+        if dynamic_batch:
+            dynamic_axes = {"z": {0: "batch"}, **{n: {0: "batch"} for n in names if n != "mask"}}
+        torch.onnx.export(
+            model, (z,), path, dynamo=False, input_names=["z"], output_names=names,
+            dynamic_axes=dynamic_axes, opset_version=opset_version or 17, external_data=False,
+        )
+
+
+class OnnxRunner:
+    """Run an exported decoder in ONNX Runtime.
+
+    Args:
+        path: the ``.onnx`` file.
+        device: ``"cpu"`` (default) or a CUDA device (needs the CUDA provider).
+        threads: intra-op threads (default: ONNX Runtime's choice).
+
+    Calling the runner with a latent ``(B, Z)`` CPU tensor returns the list of
+    outputs as CPU tensors, in the file's output order.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: torch.device | str = "cpu", threads: int | None = None):
+        require_onnx("onnxruntime")
+        import onnxruntime as ort
+
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such ONNX file")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        device = torch.device(device)
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ValueError("device: ONNX Runtime has no CUDAExecutionProvider here; use device 'cpu'")
+            providers: Sequence = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.device = device
+
+    def __call__(self, z: torch.Tensor) -> list[torch.Tensor]:
+        z_np = z.detach().to("cpu", torch.float32).contiguous().numpy()  # (B, Z)
+        outputs = self.session.run(None, {self.input_name: z_np})
+        return [torch.from_numpy(o) for o in outputs]
