@@ -196,7 +196,37 @@ def _split_config(config: Mapping[str, Any], cls: type) -> dict[str, Any]:
 # ---------------------------------------------------------------------- graph decoders
 
 
-class GraphDecoder(nn.Module):
+class HierarchyModel:
+    """Config round trip shared by the graph decoders and encoders.
+
+    Subclasses define ``_base_config()`` (JSON-able constructor arguments) and
+    ``from_hierarchy(hierarchy, **config)``; :meth:`from_config` rebuilds a module on the
+    same hierarchy, checking its level sizes and template hash.
+    """
+
+    template_hash: str | None
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments; rebuild with ``from_config(config, hierarchy)``."""
+        return self._base_config()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy):
+        """Rebuild from :meth:`config` on the same hierarchy (sizes and template hash are checked)."""
+        kwargs = _split_config(config, cls)
+        _check_config_sizes(config, hierarchy, len(kwargs.get("channels", ())))
+        return cls.from_hierarchy(hierarchy, **kwargs)
+
+    @classmethod
+    def from_hierarchy(cls, hierarchy: MeshHierarchy, **config: Any):  # pragma: no cover
+        raise NotImplementedError
+
+    def _remember_hierarchy(self, hierarchy: MeshHierarchy):
+        self.template_hash = hierarchy.template_hash
+        return self
+
+
+class GraphDecoder(HierarchyModel, nn.Module):
     r"""Base class of the graph decoders: FC, then [up-sample, conv, activation] per level.
 
     .. math::
@@ -370,25 +400,6 @@ class GraphDecoder(nn.Module):
             "num_vertices": list(self.num_vertices),
             "template_hash": self.template_hash,
         }
-
-    def config(self) -> dict[str, Any]:
-        """JSON-able constructor arguments; rebuild with ``from_config(config, hierarchy)``."""
-        return self._base_config()
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy) -> "GraphDecoder":
-        """Rebuild from :meth:`config` on the same hierarchy (sizes and template hash are checked)."""
-        kwargs = _split_config(config, cls)
-        _check_config_sizes(config, hierarchy, len(kwargs.get("channels", ())))
-        return cls.from_hierarchy(hierarchy, **kwargs)
-
-    @classmethod
-    def from_hierarchy(cls, hierarchy: MeshHierarchy, **config: Any) -> "GraphDecoder":  # pragma: no cover
-        raise NotImplementedError
-
-    def _remember_hierarchy(self, hierarchy: MeshHierarchy) -> "GraphDecoder":
-        self.template_hash = hierarchy.template_hash
-        return self
 
     def extra_repr(self) -> str:
         return (

@@ -22,6 +22,7 @@ from torch import nn
 from ..hierarchy.container import MeshHierarchy
 from .cheb_conv import ChebConv
 from .decoders import (
+    HierarchyModel,
     _check_channels,
     _check_config_sizes,
     _check_levels,
@@ -36,7 +37,7 @@ from .spiral_conv import SpiralConv
 __all__ = ["GraphEncoder", "SpiralEncoder", "ChebEncoder", "encoder_from_config"]
 
 
-class GraphEncoder(nn.Module):
+class GraphEncoder(HierarchyModel, nn.Module):
     r"""Base class of the graph encoders: [conv, activation, down-sample] per level, then FC.
 
     .. math::
@@ -143,21 +144,6 @@ class GraphEncoder(nn.Module):
             "template_hash": self.template_hash,
         }
 
-    def config(self) -> dict[str, Any]:
-        """JSON-able constructor arguments; rebuild with ``from_config(config, hierarchy)``."""
-        return self._base_config()
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy) -> "GraphEncoder":
-        """Rebuild from :meth:`config` on the same hierarchy (sizes and template hash are checked)."""
-        kwargs = _split_config(config, cls)
-        _check_config_sizes(config, hierarchy, len(kwargs.get("channels", ())))
-        return cls.from_hierarchy(hierarchy, **kwargs)
-
-    @classmethod
-    def from_hierarchy(cls, hierarchy: MeshHierarchy, **config: Any) -> "GraphEncoder":  # pragma: no cover
-        raise NotImplementedError
-
     def extra_repr(self) -> str:
         return (
             f"in_channels={self.in_channels}, channels={self.channels}, latent_size={self.latent_size}, "
@@ -231,7 +217,7 @@ class SpiralEncoder(GraphEncoder):
         spirals, dilations = _level_spirals(hierarchy, spiral_length, L)
         enc = cls(in_channels, channels, latent_size, spirals, hierarchy.down[:L], hierarchy.sizes[: L + 1],
                   dilations=dilations, activation=activation)
-        enc.template_hash = hierarchy.template_hash
+        enc._remember_hierarchy(hierarchy)
         return enc
 
     def config(self) -> dict[str, Any]:
@@ -309,7 +295,7 @@ class ChebEncoder(GraphEncoder):
             hierarchy.sizes[: L + 1],
             activation=activation,
         )
-        enc.template_hash = hierarchy.template_hash
+        enc._remember_hierarchy(hierarchy)
         return enc
 
     def config(self) -> dict[str, Any]:
