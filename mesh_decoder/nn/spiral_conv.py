@@ -179,6 +179,31 @@ class _SpiralGatherLinear(torch.autograd.Function):
         return grad_x, None, grad_w, grad_b
 
 
+def _linear_then_gather(x: Tensor, indices: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Inference path for narrow outputs (``C_out < C_in``): project first, then gather.
+
+    ``y[v] = sum_j W_j x[indices[v, j]]`` with ``W_j`` the ``j``-th ``(C_out, C_in)`` block of
+    the SpiralNet++ weight; projecting every vertex by all ``S`` blocks first moves
+    ``S * C_out`` instead of ``S * C_in`` numbers per gathered row. The zero vertex
+    projects to zero. Used without autograd only.
+
+    Shapes: ``x (B, V, C_in), indices (V, S), weight (C_out, S*C_in) -> (B, V, C_out)``.
+    """
+    B, V, C = x.shape
+    S = indices.shape[1]
+    O = weight.shape[0]
+    w = weight.view(O, S, C).permute(2, 1, 0).reshape(C, S * O)  # (C, S*O): column j*O + o
+    z = torch.cat([torch.mm(x.reshape(B * V, C), w).view(B, V, S * O),
+                   x.new_zeros(B, 1, S * O)], dim=1)  # (B, V+1, S*O)
+    rows = _chunk_index(indices, 0, B * V)  # (B*V*S,) rows of the padded (B*(V+1)) layout
+    j = torch.arange(S, device=x.device).repeat(B * V)  # (B*V*S,) spiral entry of each row
+    g = z.view(-1, O).index_select(0, rows * S + j)  # (B*V*S, O)
+    out = g.view(B * V, S, O).sum(1)  # (B*V, O)
+    if bias is not None:
+        out += bias
+    return out.view(B, V, O)  # (B, V, O)
+
+
 def _use_chunked_kernel(x: Tensor) -> bool:
     """The CPU kernel runs in plain eager mode only: not while compiling, exporting or
     tracing (the plain formulation is what those should record), nor under autocast."""
@@ -256,7 +281,10 @@ class SpiralConv(nn.Module):
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(0)  # (1, V, C_in)
-        if _use_chunked_kernel(x):
+        grad = torch.is_grad_enabled() and (x.requires_grad or self.linear.weight.requires_grad)
+        if _use_chunked_kernel(x) and not grad and self.out_channels < self.in_channels:
+            out = _linear_then_gather(x, self.indices, self.linear.weight, self.linear.bias)  # (B, V, C_out)
+        elif _use_chunked_kernel(x):
             out = _SpiralGatherLinear.apply(x, self.indices, self.linear.weight, self.linear.bias)  # (B, V, C_out)
         else:
             out = self.linear(spiral_gather(x, self.indices))  # (B, V, C_out)

@@ -238,3 +238,23 @@ def test_torch_compile_matches_eager():
     go = torch.randn(out.shape, generator=gen)
     torch.testing.assert_close(torch.autograd.grad(out, x, go)[0], torch.autograd.grad(ref, x, go)[0],
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 3), (2, 16, 4)])
+def test_narrow_output_inference_path_matches_plain(shape):
+    """Without autograd and with C_out < C_in, projecting before gathering gives the plain result."""
+    from mesh_decoder.nn.spiral_conv import spiral_gather
+
+    B, C_in, C_out = shape
+    g = torch.Generator().manual_seed(7 + B)
+    V, S = 40, 9
+    idx = torch.randint(0, V + 1, (V, S), generator=g)  # includes the pad index V
+    idx[:, 0] = torch.arange(V)
+    conv = SpiralConv(C_in, C_out, idx)
+    x = torch.randn(B, V, C_in, generator=g)
+    with torch.inference_mode():
+        fast = conv(x)
+        plain = conv.linear(spiral_gather(x, idx))
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x[0]), plain[0], rtol=1e-5, atol=1e-5)
