@@ -79,6 +79,15 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+#: In-place versions used when no gradient is recorded, so inference keeps one activation
+#: tensor alive per level instead of two (same defaults as the modules above).
+_INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "elu": nn.functional.elu_,
+    "relu": nn.functional.relu_,
+    "leaky_relu": nn.functional.leaky_relu_,
+}
+
+
 def make_activation(name: str) -> nn.Module:
     """A fresh activation module from its name in :data:`ACTIVATIONS`."""
     if not isinstance(name, str):
@@ -377,9 +386,16 @@ class GraphDecoder(HierarchyModel, nn.Module):
         x = x.reshape(B, self.num_vertices[L], self.channels[-1])  # (B, V_L, c_{L-1})
         for up, conv in zip(self.ups, self.convs):
             x = up(x)  # (B, V_l, c_in)
-            x = self.act(conv(x))  # (B, V_l, c_l)
+            x = self._activate(conv(x))  # (B, V_l, c_l)
         y = self.out_conv(x)  # (B, V_0, C_out)
         return y[0] if unbatched else y
+
+    def _activate(self, h: torch.Tensor) -> torch.Tensor:
+        """The activation; in place on the fresh conv output when autograd records nothing."""
+        inplace = _INPLACE_ACTIVATIONS.get(self.activation.lower())
+        if inplace is None or h.requires_grad or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return self.act(h)
+        return inplace(h)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         y = self.decode_normalized(z)  # (B, V_0, C_out) or (V_0, C_out)
