@@ -185,7 +185,8 @@ def _linear_then_gather(x: Tensor, indices: Tensor, weight: Tensor, bias: Tensor
     ``y[v] = sum_j W_j x[indices[v, j]]`` with ``W_j`` the ``j``-th ``(C_out, C_in)`` block of
     the SpiralNet++ weight; projecting every vertex by all ``S`` blocks first moves
     ``S * C_out`` instead of ``S * C_in`` numbers per gathered row. The zero vertex
-    projects to zero. Used without autograd only.
+    projects to zero. Samples are processed a few at a time so temporaries stay within
+    about ``4 * CHUNK_BYTES``. Used without autograd only.
 
     Shapes: ``x (B, V, C_in), indices (V, S), weight (C_out, S*C_in) -> (B, V, C_out)``.
     """
@@ -193,15 +194,19 @@ def _linear_then_gather(x: Tensor, indices: Tensor, weight: Tensor, bias: Tensor
     S = indices.shape[1]
     O = weight.shape[0]
     w = weight.view(O, S, C).permute(2, 1, 0).reshape(C, S * O)  # (C, S*O): column j*O + o
-    z = torch.cat([torch.mm(x.reshape(B * V, C), w).view(B, V, S * O),
-                   x.new_zeros(B, 1, S * O)], dim=1)  # (B, V+1, S*O)
-    rows = _chunk_index(indices, 0, B * V)  # (B*V*S,) rows of the padded (B*(V+1)) layout
-    j = torch.arange(S, device=x.device).repeat(B * V)  # (B*V*S,) spiral entry of each row
-    g = z.view(-1, O).index_select(0, rows * S + j)  # (B*V*S, O)
-    out = g.view(B * V, S, O).sum(1)  # (B*V, O)
+    nb = max(1, min(B, 4 * CHUNK_BYTES // max(1, V * S * (C + 2 * O) * x.element_size())))
+    rows = _chunk_index(indices, 0, nb * V)  # (nb*V*S,) rows of a chunk's padded (nb*(V+1)) layout
+    flat = rows * S + torch.arange(S, device=x.device).repeat(nb * V)  # (nb*V*S,) rows of z.view(-1, O)
+    zero = x.new_zeros(nb, 1, S * O)
+    out = x.new_empty(B, V, O)
+    for b0 in range(0, B, nb):
+        n = min(nb, B - b0)
+        z = torch.cat([torch.matmul(x[b0 : b0 + n], w), zero[:n]], dim=1)  # (n, V+1, S*O)
+        g = z.view(-1, O).index_select(0, flat[: n * V * S])  # (n*V*S, O)
+        torch.sum(g.view(n, V, S, O), dim=2, out=out[b0 : b0 + n])  # (n, V, O)
     if bias is not None:
         out += bias
-    return out.view(B, V, O)  # (B, V, O)
+    return out  # (B, V, O)
 
 
 def _use_chunked_kernel(x: Tensor) -> bool:

@@ -258,3 +258,18 @@ def test_narrow_output_inference_path_matches_plain(shape):
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(conv(x[0]), plain[0], rtol=1e-5, atol=1e-5)
+
+
+def test_narrow_output_inference_path_in_chunks(monkeypatch):
+    """Chunk boundaries of the project-then-gather path (one sample per chunk here)."""
+    from mesh_decoder.nn.spiral_conv import spiral_gather
+
+    monkeypatch.setattr(spiral_mod, "CHUNK_BYTES", 1000)
+    g = torch.Generator().manual_seed(11)
+    V, S = 30, 7
+    idx = torch.randint(0, V + 1, (V, S), generator=g)
+    idx[:, 0] = torch.arange(V)
+    conv = SpiralConv(12, 2, idx)
+    x = torch.randn(5, V, 12, generator=g)
+    with torch.inference_mode():
+        torch.testing.assert_close(conv(x), conv.linear(spiral_gather(x, idx)), rtol=1e-5, atol=1e-5)
