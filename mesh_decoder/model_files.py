@@ -342,13 +342,13 @@ def load_model(
             format version, an unknown class, another template or hierarchy, or
             tensors that do not fit the rebuilt model. The message names the file.
     """
-    import safetensors.torch
+    from safetensors.torch import load as load_safetensors
 
     blob = _read(path)
     header, _ = _parse_header(path, blob)
     meta = _parse_meta(path, header)
     try:
-        tensors = safetensors.torch.load(blob)
+        tensors = load_safetensors(blob)  # safetensors, not pickle
     except Exception as exc:  # safetensors raises its own SafetensorError type
         raise _fail(path, f"truncated or corrupt tensor data ({exc})") from None
     if _checksum(tensors) != meta["checksum"]:

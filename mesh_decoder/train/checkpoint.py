@@ -257,14 +257,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         CheckpointError: missing, truncated or corrupt file (checksum), or another format;
             the message names the file.
     """
-    import safetensors.torch
+    from safetensors.torch import load as load_safetensors
 
     path = os.fspath(path)
     meta = read_checkpoint_meta(path)
     try:
         with open(path, "rb") as handle:
             blob = handle.read()
-        tensors = safetensors.torch.load(blob)
+        tensors = load_safetensors(blob)  # safetensors, not pickle
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from None
     except Exception as exc:  # safetensors raises its own error type for truncated data
