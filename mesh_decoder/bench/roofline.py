@@ -292,37 +292,15 @@ def _load_default_rules() -> None:
     _RULES.setdefault(nn.Linear, _linear_rule)
     _RULES.setdefault(nn.Conv2d, _conv2d_rule)
     _RULES.setdefault(nn.ConvTranspose2d, _conv2d_rule)
-    try:  # the library's layers (absent in a partial build)
-        from ..nn import spiral_conv
+    from .. import pca
+    from ..nn.cheb_conv import ChebConv
+    from ..nn.pool import DownSample, UpSample
+    from ..nn.spiral_conv import SpiralConv
+    from ..nn.texture import TexelGather
 
-        _RULES.setdefault(spiral_conv.SpiralConv, spiral_conv_cost)
-    except (ImportError, AttributeError):
-        pass
-    try:
-        from ..nn import cheb_conv
-
-        _RULES.setdefault(cheb_conv.ChebConv, _cheb_rule)
-    except (ImportError, AttributeError):
-        pass
-    try:
-        from ..nn import pool
-
-        _RULES.setdefault(pool.UpSample, _upsample_rule)
-        _RULES.setdefault(pool.DownSample, _downsample_rule)
-    except (ImportError, AttributeError):
-        pass
-    try:
-        from ..nn import texture
-
-        _RULES.setdefault(texture.TexelGather, _texel_rule)
-    except (ImportError, AttributeError):
-        pass
-    try:
-        from .. import pca
-
-        _RULES.setdefault(pca.PCAModel, _pca_rule)
-    except (ImportError, AttributeError):
-        pass
+    for cls, rule in ((SpiralConv, spiral_conv_cost), (ChebConv, _cheb_rule), (UpSample, _upsample_rule),
+                      (DownSample, _downsample_rule), (TexelGather, _texel_rule), (pca.PCAModel, _pca_rule)):
+        _RULES.setdefault(cls, rule)
 
 
 def _rule_for(module: nn.Module) -> CostRule | None:
