@@ -315,7 +315,10 @@ def decoder_cost(model: nn.Module, latent: torch.Tensor) -> DecoderCost:
 
     Forward hooks record each module's input and output shapes; the rule of each
     outermost module with a registered rule (see :func:`register_cost`) turns
-    them into FLOPs and GEMM shapes. The forward runs in inference mode.
+    them into FLOPs and GEMM shapes. The forward runs in inference mode under
+    :func:`~mesh_decoder.nn.plain_formulation`, so the cost is the model's as
+    written (up-sample, then convolve); the fused inference path of the spiral
+    decoders runs fewer FLOPs than counted here.
 
     Args:
         model: the decoder (``model(z)`` returns a tensor or a tuple of tensors).
@@ -324,6 +327,8 @@ def decoder_cost(model: nn.Module, latent: torch.Tensor) -> DecoderCost:
     Returns:
         :class:`DecoderCost` per mesh.
     """
+    from ..nn.graph import plain_formulation
+
     _load_default_rules()
     if latent.dim() != 2 or latent.shape[0] != 1:
         raise ValueError(f"latent: expected shape (1, Z), got {tuple(latent.shape)}")
@@ -341,7 +346,7 @@ def decoder_cost(model: nn.Module, latent: torch.Tensor) -> DecoderCost:
     for name, module in model.named_modules():
         handles.append(module.register_forward_hook(hook(name)))
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), plain_formulation():  # every layer called, as written
             output = model(latent)
     finally:
         for handle in handles:
@@ -368,7 +373,8 @@ def decoder_cost(model: nn.Module, latent: torch.Tensor) -> DecoderCost:
             uncounted.append(name or type(module).__name__)
     order = {name: i for i, name in enumerate(calls)}
     layers.sort(key=lambda l: order.get(l.name, len(order)))
-    state = [*model.parameters(), *model.buffers()]
+    # Persistent state only: derived gathers (non-persistent buffers) are not the model's data.
+    state = [t for t in model.state_dict(keep_vars=True).values() if isinstance(t, torch.Tensor)]
     return DecoderCost(
         layers=layers,
         parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -1,10 +1,18 @@
 """Layers on fixed-topology meshes: spiral and Chebyshev convolutions, PyG adapter, pooling."""
 
 from .cheb_conv import ChebConv, laplacian_matmul
-from .graph import mesh_edge_index
+from .graph import fast_paths_enabled, mesh_edge_index, plain_formulation
 from .pool import DownSample, UpSample
 from .pyg_conv import PyGConv
-from .spiral_conv import SpiralConv, convert_spiralnet_state_dict, spiral_gather
+from .spiral_conv import (
+    SpiralConv,
+    convert_spiralnet_state_dict,
+    project_gather,
+    spiral_bags,
+    spiral_gather,
+    spiral_weight_blocks,
+)
+from .up_spiral_conv import UpSpiralConv
 
 __all__ = [
     "ChebConv",
@@ -12,10 +20,16 @@ __all__ = [
     "PyGConv",
     "SpiralConv",
     "UpSample",
+    "UpSpiralConv",
     "convert_spiralnet_state_dict",
+    "fast_paths_enabled",
     "laplacian_matmul",
     "mesh_edge_index",
+    "plain_formulation",
+    "project_gather",
+    "spiral_bags",
     "spiral_gather",
+    "spiral_weight_blocks",
 ]
 
 # Decoders, encoders, autoencoder, UV texture operators and presets.

@@ -8,7 +8,8 @@ state the expected and the found value.
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from torch import Tensor
 from .._checks import check_tensor
 from ..hierarchy.container import HierarchyLevel, MeshHierarchy
 
-__all__ = ["mesh_edge_index"]
+__all__ = ["fast_paths_enabled", "mesh_edge_index", "plain_formulation"]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -126,3 +127,46 @@ def check_features(x: Any, num_vertices: int | None, channels: int | None, dtype
 
 def _autocast_enabled(device_type: str) -> bool:
     return device_type in ("cpu", "cuda", "xpu") and torch.is_autocast_enabled(device_type)
+
+
+# --------------------------------------------------------------------------- fast-path switch
+_PLAIN_FORMULATION = False
+
+
+@contextmanager
+def plain_formulation() -> Iterator[None]:
+    """Run every layer in its plain formulation inside the block.
+
+    Switches off the inference fast paths (the CPU spiral kernels, the fused
+    up-sampling + spiral convolution and the chunked CPU decode), so each layer
+    runs the obviously correct form: gather, then ``nn.Linear``; up-sample, then
+    convolve. Results agree with the fast paths up to float summation order.
+    Used by the analytic cost counter (which needs every layer called) and by
+    tests; not thread-safe.
+    """
+    global _PLAIN_FORMULATION
+    previous = _PLAIN_FORMULATION
+    _PLAIN_FORMULATION = True
+    try:
+        yield
+    finally:
+        _PLAIN_FORMULATION = previous
+
+
+def fast_paths_enabled() -> bool:
+    """``False`` inside :func:`plain_formulation`."""
+    return not _PLAIN_FORMULATION
+
+
+def inference_fast_path(x: Tensor, *params: Tensor) -> bool:
+    """Whether an inference-only fast path may run on input ``x``.
+
+    True when autograd records nothing (no grad mode, or neither ``x`` nor
+    ``params`` require grad), outside :func:`plain_formulation`, while not
+    tracing or exporting, and without autocast.
+    """
+    if _PLAIN_FORMULATION or torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        return False
+    return not _autocast_enabled(x.device.type)

@@ -31,6 +31,14 @@ of 32->32, 64->64 and 64->32 it measured about 1.5-4x faster in forward and
 1.3-2.8x in forward+backward than the plain formulation (16->3: forward on par,
 forward+backward about 1.6x), and it never holds the gathered tensor for backward.
 
+Without autograd, a layer with fewer outputs than inputs (the output convolution
+of a decoder) runs project-then-gather (:func:`project_gather`): every vertex is
+multiplied by all ``S`` weight blocks first, then ``torch.nn.functional.embedding_bag``
+sums the ``S`` projected rows of each spiral, moving ``S * C_out`` instead of
+``S * C_in`` numbers per vertex. The same two functions, with the up-sampling
+folded into the gather (:func:`spiral_bags`), are the decoders' fused
+up-sampling + convolution (:class:`~mesh_decoder.nn.up_spiral_conv.UpSpiralConv`).
+
 The plain formulation (:func:`spiral_gather` then ``nn.Linear``) runs instead under
 ``torch.compile``/``torch.export`` (the compiler plans its own buffers), while
 tracing (TorchScript ONNX export), under autocast, and on other devices (GPU
@@ -42,13 +50,21 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
-from .graph import check_features, hierarchy_level, positive_int
+from .graph import check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int
 
-__all__ = ["SpiralConv", "convert_spiralnet_state_dict", "spiral_gather"]
+__all__ = [
+    "SpiralConv",
+    "convert_spiralnet_state_dict",
+    "project_gather",
+    "spiral_bags",
+    "spiral_gather",
+    "spiral_weight_blocks",
+]
 
 #: Bytes of gathered spiral rows per chunk of the CPU kernel (measured: 1-16 MB are
 #: all close; 4 MB stays well below glibc's mmap threshold, so the buffer is reused).
@@ -179,41 +195,166 @@ class _SpiralGatherLinear(torch.autograd.Function):
         return grad_x, None, grad_w, grad_b
 
 
-def _linear_then_gather(x: Tensor, indices: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """Inference path for narrow outputs (``C_out < C_in``): project first, then gather.
+def spiral_bags(
+    spirals: Tensor,
+    up_index: Tensor | None = None,
+    up_weight: Tensor | None = None,
+    num_in: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The weighted gather of :func:`project_gather` for spirals (after an up-sampling).
 
-    ``y[v] = sum_j W_j x[indices[v, j]]`` with ``W_j`` the ``j``-th ``(C_out, C_in)`` block of
-    the SpiralNet++ weight; projecting every vertex by all ``S`` blocks first moves
-    ``S * C_out`` instead of ``S * C_in`` numbers per gathered row. The zero vertex
-    projects to zero. Samples are processed a few at a time so temporaries stay within
-    about ``4 * CHUNK_BYTES``. Used without autograd only.
+    Row ``c * S + j`` of the projected input ``z.view(V_in * S, C_out)`` holds
+    ``W_j x_c``. Output vertex ``v`` sums, for each spiral entry ``j``:
 
-    Shapes: ``x (B, V, C_in), indices (V, S), weight (C_out, S*C_in) -> (B, V, C_out)``.
+    - without up-sampling: row ``s_j(v) * S + j`` with weight 1;
+    - with up-sampling: rows ``up_index[s_j(v), k] * S + j`` with weights
+      ``up_weight[s_j(v), k]``, ``k = 1..K``.
+
+    Spiral padding (index ``V``, the zero vertex) gets weight 0 and row 0.
+
+    Args:
+        spirals: ``(V, S)`` int64 spiral indices padded with ``V``.
+        up_index: ``(V, K)`` int64 coarse vertices of each fine vertex, or ``None``.
+        up_weight: ``(V, K)`` float weights (with ``up_index``).
+        num_in: ``V_in``, the input vertex count (default: ``V`` without
+            up-sampling, else ``up_index.max() + 1``).
+
+    Returns:
+        ``(index, weight)``: ``(V, S*K)`` int64 rows and ``(V, S*K)`` weights
+        (``up_weight``'s dtype, or float32), ``K = 1`` without up-sampling.
     """
-    B, V, C = x.shape
-    S = indices.shape[1]
+    check_tensor(spirals, "spirals", shape=("V", "S"), dtype=torch.int64)
+    V, S = spirals.shape
+    if spirals.numel() and (int(spirals.min()) < 0 or int(spirals.max()) > V):
+        raise ValueError(f"spirals: expected values in [0, {V}] ({V} = padding), "
+                         f"got range [{int(spirals.min())}, {int(spirals.max())}]")
+    j = torch.arange(S, device=spirals.device).view(1, S, 1)  # (1, S, 1)
+    pad = spirals == V  # (V, S)
+    if up_index is None:
+        if up_weight is not None:
+            raise ValueError("up_weight: given without up_index")
+        if num_in is not None and positive_int(num_in, "num_in") != V:
+            raise ValueError(f"num_in: expected {V} (no up-sampling), got {num_in}")
+        corner = spirals.masked_fill(pad, 0).unsqueeze(2)  # (V, S, 1)
+        weight = (~pad).to(torch.float32).unsqueeze(2)  # (V, S, 1)
+    else:
+        check_tensor(up_index, "up_index", shape=(V, "K"), dtype=torch.int64)
+        if up_weight is None:
+            raise ValueError("up_weight: expected a (V, K) tensor with up_index, got None")
+        check_tensor(up_weight, "up_weight", shape=tuple(up_index.shape))
+        if not up_weight.dtype.is_floating_point:
+            raise TypeError(f"up_weight: expected a floating dtype, got {up_weight.dtype}")
+        K = up_index.shape[1]
+        num_in = int(up_index.max()) + 1 if num_in is None else positive_int(num_in, "num_in")
+        if up_index.numel() and (int(up_index.min()) < 0 or int(up_index.max()) >= num_in):
+            raise ValueError(f"up_index: expected values in [0, {num_in}), "
+                             f"got range [{int(up_index.min())}, {int(up_index.max())}]")
+        rows = torch.cat([up_index, up_index.new_zeros(1, K)])  # (V+1, K): row V is the padding vertex
+        weights = torch.cat([up_weight, up_weight.new_zeros(1, K)])  # (V+1, K)
+        corner = rows[spirals]  # (V, S, K)
+        weight = weights[spirals]  # (V, S, K)
+    index = corner * S + j  # (V, S, K)
+    return index.reshape(V, -1), weight.reshape(V, -1)  # (V, S*K), (V, S*K)
+
+
+def spiral_weight_blocks(weight: Tensor, spiral_length: int) -> Tensor:
+    """A spiral weight ``(C_out, S*C_in)`` rearranged as ``(C_in, S*C_out)``.
+
+    Column ``j * C_out + o`` is row ``o`` of block ``W_j``, so ``x @ blocks``
+    viewed ``(..., S, C_out)`` holds ``W_j x`` at ``[..., j, :]``.
+    """
+    O, SC = weight.shape
+    S = int(spiral_length)
+    C = SC // S
+    return weight.view(O, S, C).permute(2, 1, 0).reshape(C, S * O)  # (C_in, S*C_out)
+
+
+class BagCache:
+    """A gather of :func:`project_gather` replicated for a batch, kept between calls.
+
+    Sample ``b`` of a batch reads rows ``index + b * rows_per_sample``; the first
+    ``B`` samples of a replicated gather are the gather of any batch of ``B``, so one
+    copy built for the largest batch seen serves every smaller one. The copy is a
+    cache of data derived from a layer's buffers (rebuilt when the device, dtype or
+    gather changes; :meth:`clear` drops it), not graph data of its own.
+
+    A CUDA graph captured earlier reads the copy it was captured with, so a CUDA
+    copy that is replaced is kept alive (in ``retired``) rather than freed.
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.index: Tensor | None = None  # (B*V_out, N)
+        self.weight: Tensor | None = None  # (B*V_out, N)
+        self.key: tuple | None = None
+        self.retired: list[tuple[Tensor, Tensor]] = []
+
+    def get(self, index: Tensor, weight: Tensor, batch: int, rows_per_sample: int,
+            dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(index, weight)`` of ``batch`` samples: ``(batch * V_out, N)`` each."""
+        V_out, N = index.shape
+        key = (index.data_ptr(), index.device, rows_per_sample, dtype)
+        if self.index is None or self.key != key or self.index.shape[0] < batch * V_out:
+            if self.index is not None and self.index.device.type == "cuda":
+                self.retired.append((self.index, self.weight))
+            self.index, self.weight = _replicate_bags(index, weight.to(dtype), batch, rows_per_sample)
+            self.key = key
+        return self.index[: batch * V_out], self.weight[: batch * V_out]
+
+
+def _replicate_bags(index: Tensor, weight: Tensor, batch: int, rows_per_sample: int) -> tuple[Tensor, Tensor]:
+    """Shapes: ``(V_out, N) -> (batch * V_out, N)``, sample ``b``'s rows offset by ``b * rows_per_sample``."""
+    V_out, N = index.shape
+    offsets = torch.arange(batch, device=index.device).mul_(rows_per_sample).view(batch, 1, 1)  # (B, 1, 1)
+    rows = (index + offsets).view(batch * V_out, N)  # (B*V_out, N)
+    return rows, weight.expand(batch, V_out, N).reshape(batch * V_out, N)
+
+
+def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor, bias: Tensor | None,
+                   spiral_length: int, cache: BagCache | None = None) -> Tensor:
+    """Project every input vertex by all spiral blocks, then sum weighted rows.
+
+    ``y[b, v] = bias + sum_i bag_weight[v, i] * z[b].view(V_in * S, C_out)[index[v, i]]``
+    with ``z[b] = x[b] @ spiral_weight_blocks(weight, S)``.
+
+    Args:
+        x: ``(B, V_in, C_in)`` features.
+        index, bag_weight: ``(V_out, N)`` from :func:`spiral_bags`.
+        weight: ``(C_out, S*C_in)`` spiral weight (``SpiralConv.linear.weight``).
+        bias: ``(C_out,)`` or ``None``.
+        spiral_length: ``S``.
+        cache: keeps the batch-replicated gather between calls (not used while
+            compiling); ``None`` replicates it on every call.
+
+    Shapes:
+        ``(B, V_in, C_in) -> (B, V_out, C_out)``
+    """
+    B, V_in, _ = x.shape
+    V_out, N = index.shape
     O = weight.shape[0]
-    w = weight.view(O, S, C).permute(2, 1, 0).reshape(C, S * O)  # (C, S*O): column j*O + o
-    nb = max(1, min(B, 4 * CHUNK_BYTES // max(1, V * S * (C + 2 * O) * x.element_size())))
-    rows = _chunk_index(indices, 0, nb * V)  # (nb*V*S,) rows of a chunk's padded (nb*(V+1)) layout
-    flat = rows * S + torch.arange(S, device=x.device).repeat(nb * V)  # (nb*V*S,) rows of z.view(-1, O)
-    zero = x.new_zeros(nb, 1, S * O)
-    out = x.new_empty(B, V, O)
-    for b0 in range(0, B, nb):
-        n = min(nb, B - b0)
-        z = torch.cat([torch.matmul(x[b0 : b0 + n], w), zero[:n]], dim=1)  # (n, V+1, S*O)
-        g = z.view(-1, O).index_select(0, flat[: n * V * S])  # (n*V*S, O)
-        torch.sum(g.view(n, V, S, O), dim=2, out=out[b0 : b0 + n])  # (n, V, O)
+    S = int(spiral_length)
+    z = torch.matmul(x, spiral_weight_blocks(weight, S))  # (B, V_in, S*C_out)
+    z = z.view(B * V_in * S, O)  # (B*V_in*S, C_out): row b*V_in*S + c*S + j
+    if B == 1:
+        w = bag_weight.to(z.dtype)  # (V_out, N)
+    elif cache is not None and not torch.compiler.is_compiling():
+        index, w = cache.get(index, bag_weight, B, V_in * S, z.dtype)  # (B*V_out, N) each
+    else:
+        index, w = _replicate_bags(index, bag_weight.to(z.dtype), B, V_in * S)  # (B*V_out, N) each
+    out = F.embedding_bag(index, z, per_sample_weights=w, mode="sum")  # (B*V_out, C_out)
     if bias is not None:
-        out += bias
-    return out  # (B, V, O)
+        out = out + bias if out.requires_grad else out.add_(bias)
+    return out.view(B, V_out, O)  # (B, V_out, C_out)
 
 
 def _use_chunked_kernel(x: Tensor) -> bool:
     """The CPU kernel runs in plain eager mode only: not while compiling, exporting or
-    tracing (the plain formulation is what those should record), nor under autocast."""
-    return (x.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and not torch.is_autocast_enabled("cpu"))
+    tracing (the plain formulation is what those should record), nor under autocast
+    or :func:`~mesh_decoder.nn.plain_formulation`."""
+    return (x.device.type == "cpu" and fast_paths_enabled() and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing() and not torch.is_autocast_enabled("cpu"))
 
 
 class SpiralConv(nn.Module):
@@ -263,8 +404,20 @@ class SpiralConv(nn.Module):
         self.num_vertices = int(V)
         self.spiral_length = int(S)
         self.register_buffer("indices", indices.detach().clone().contiguous())
+        # The project-then-gather inference path's gather, derived from ``indices``
+        # (not saved; rebuilt when a state dict is loaded).
+        self.register_buffer("bag_index", torch.empty(0, 0, dtype=torch.int64), persistent=False)
+        self.register_buffer("bag_weight", torch.empty(0, 0), persistent=False)
+        self._refresh_bags()
+        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_bags())
         self.linear = nn.Linear(self.in_channels * self.spiral_length, self.out_channels, bias=bias)
         self.reset_parameters()
+
+    def _refresh_bags(self) -> None:
+        index, weight = spiral_bags(self.indices)  # (V, S), (V, S)
+        self._bag_cache = BagCache()
+        self.bag_index = index
+        self.bag_weight = weight.to(device=self.indices.device)
 
     def reset_parameters(self) -> None:
         """Xavier-uniform weight and zero bias, as SpiralNet++."""
@@ -286,9 +439,10 @@ class SpiralConv(nn.Module):
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(0)  # (1, V, C_in)
-        grad = torch.is_grad_enabled() and (x.requires_grad or self.linear.weight.requires_grad)
-        if _use_chunked_kernel(x) and not grad and self.out_channels < self.in_channels:
-            out = _linear_then_gather(x, self.indices, self.linear.weight, self.linear.bias)  # (B, V, C_out)
+        if (_use_chunked_kernel(x) and self.out_channels < self.in_channels
+                and inference_fast_path(x, *self.linear.parameters())):
+            out = project_gather(x, self.bag_index, self.bag_weight, self.linear.weight, self.linear.bias,
+                                 self.spiral_length, self._bag_cache)  # (B, V, C_out)
         elif _use_chunked_kernel(x):
             out = _SpiralGatherLinear.apply(x, self.indices, self.linear.weight, self.linear.bias)  # (B, V, C_out)
         else:

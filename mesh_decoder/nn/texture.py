@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_tensor
+from .graph import inference_fast_path
+from .spiral_conv import BagCache
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..hierarchy.container import MeshHierarchy, TexelMap
@@ -96,6 +98,8 @@ class TexelGather(nn.Module):
         self.register_buffer("index", index.contiguous())
         self.register_buffer("weight", weight.contiguous())
         self.register_buffer("mask", mask.contiguous())
+        self._bags = BagCache()  # the gather replicated for a batch (inference)
+        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._bags.clear())
 
     @classmethod
     def from_texel_map(cls, texel_map: "TexelMap", num_vertices: int | None = None) -> "TexelGather":
@@ -127,8 +131,14 @@ class TexelGather(nn.Module):
         unbatched = colors.dim() == 2
         if unbatched:
             colors = colors.unsqueeze(0)  # (1, V, C)
-        B, _, C = colors.shape
+        B, V, C = colors.shape
         H, W = self.size
+        if inference_fast_path(colors):
+            # One weighted gather (embedding_bag), no (B, H*W*3, C) temporary.
+            rows, w = self._bags.get(self.index.view(H * W, 3), self.weight.view(H * W, 3), B, V, colors.dtype)
+            tex = F.embedding_bag(rows, colors.reshape(B * V, C), per_sample_weights=w, mode="sum")  # (B*H*W, C)
+            tex = tex.view(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W)
+            return tex[0] if unbatched else tex
         gathered = colors[:, self.index.reshape(-1)]  # (B, H*W*3, C)
         gathered = gathered.reshape(B, H, W, 3, C)  # (B, H, W, 3, C)
         weight = self.weight.to(colors.dtype).unsqueeze(-1)  # (H, W, 3, 1)

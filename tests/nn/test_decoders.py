@@ -317,3 +317,56 @@ def test_inference_activation_in_place_matches_autograd_path(synthetic_hierarchy
             fast = dec(z)
         # the inference spiral path sums in another order: equal to float32 rounding
         torch.testing.assert_close(fast, with_grad.detach(), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ inference fast paths
+@pytest.mark.parametrize("hierarchy_name", HIERARCHIES)
+def test_fused_inference_matches_dense_reference(request, hierarchy_name):
+    """Without autograd the spiral decoder runs fused blocks (UpSpiralConv); same meshes as written out."""
+    from mesh_decoder.nn import plain_formulation
+
+    hierarchy = request.getfixturevalue(hierarchy_name)
+    torch.manual_seed(5)
+    dec = build("spiral", hierarchy, out_channels=4).double()
+    randomise_normalization(dec, seed=6)
+    z = rand_latent(dec, 4, seed=7, dtype=torch.float64)
+    with torch.inference_mode():
+        fast = dec(z)
+        with plain_formulation():
+            plain = dec(z)
+    ref = decoder_reference(dec, hierarchy, z)
+    torch.testing.assert_close(fast, ref)
+    torch.testing.assert_close(plain, ref)
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
+@pytest.mark.parametrize("batch", [1, 5, 7])
+def test_chunked_cpu_inference_matches_whole_batch(synthetic_hierarchy, kind, batch, monkeypatch):
+    """CPU inference decodes a few samples at a time; chunk boundaries change nothing."""
+    import mesh_decoder.nn.decoders as decoders
+
+    torch.manual_seed(8)
+    dec = build(kind, synthetic_hierarchy)
+    randomise_normalization(dec, seed=9)
+    z = rand_latent(dec, batch, seed=10)
+    with torch.inference_mode():
+        whole = dec(z)
+        per_sample = 4 * dec.num_vertices[0] * max(dec.channels) * 4
+        monkeypatch.setattr(decoders, "DECODE_CHUNK_BYTES", 2 * per_sample)  # chunks of 2 samples
+        assert dec._chunk_size(z) == min(2, batch)
+        chunked = dec(z)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+    assert dec._chunk_size(z.requires_grad_(True)) == batch  # autograd: one pass, the recorded path
+
+
+def test_fused_blocks_follow_a_loaded_state_dict(make_hierarchy):
+    """Loading another decoder's buffers (other operators, same sizes) rebuilds the fused gathers."""
+    torch.manual_seed(11)
+    a = SpiralDecoder.from_hierarchy(make_hierarchy(seed=1), latent_size=6, channels=(8, 12))
+    b = SpiralDecoder.from_hierarchy(make_hierarchy(seed=2), latent_size=6, channels=(8, 12))
+    a.load_state_dict(b.state_dict())
+    assert not any(key.startswith("fused.") for key in a.state_dict())
+    z = rand_latent(a, 3, seed=12)
+    with torch.inference_mode():
+        torch.testing.assert_close(a(z), b(z), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a(z), b(z), rtol=1e-5, atol=1e-5)  # recorded path

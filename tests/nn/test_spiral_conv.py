@@ -260,16 +260,17 @@ def test_narrow_output_inference_path_matches_plain(shape):
         torch.testing.assert_close(conv(x[0]), plain[0], rtol=1e-5, atol=1e-5)
 
 
-def test_narrow_output_inference_path_in_chunks(monkeypatch):
-    """Chunk boundaries of the project-then-gather path (one sample per chunk here)."""
-    from mesh_decoder.nn.spiral_conv import spiral_gather
-
-    monkeypatch.setattr(spiral_mod, "CHUNK_BYTES", 1000)
+def test_narrow_output_inference_path_follows_loaded_indices():
+    """Loading a state dict with other spirals rebuilds the project-then-gather gather."""
     g = torch.Generator().manual_seed(11)
     V, S = 30, 7
-    idx = torch.randint(0, V + 1, (V, S), generator=g)
-    idx[:, 0] = torch.arange(V)
-    conv = SpiralConv(12, 2, idx)
+    conv = SpiralConv(12, 2, random_spirals(g, V, S))
+    other = SpiralConv(12, 2, random_spirals(g, V, S))
+    conv.load_state_dict(other.state_dict())
+    assert "bag_index" not in conv.state_dict()
     x = torch.randn(5, V, 12, generator=g)
     with torch.inference_mode():
-        torch.testing.assert_close(conv(x), conv.linear(spiral_gather(x, idx)), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(conv(x), other.linear(spiral_gather(x, other.indices)), rtol=1e-5, atol=1e-5)
+        for B in (5, 2, 5):  # the replicated gather kept for 5 samples serves 2
+            torch.testing.assert_close(conv(x[:B]), other.linear(spiral_gather(x[:B], other.indices)),
+                                       rtol=1e-5, atol=1e-5)

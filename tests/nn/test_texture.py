@@ -400,3 +400,20 @@ def test_joint_decoder_config_round_trip_and_errors(synthetic_hierarchy):
     joint.check_finite = True
     with pytest.raises(ValueError, match="finite"):
         joint(torch.full((5,), float("nan")))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-12)])
+def test_texel_gather_inference_path_matches_loop_reference(dtype, tol):
+    """Without autograd the gather runs as one embedding_bag over a replicated index."""
+    g = torch.Generator().manual_seed(31)
+    H, W, V, C = 7, 5, 23, 4
+    index = torch.randint(0, V, (H, W, 3), generator=g)
+    weight = torch.rand(H, W, 3, generator=g, dtype=torch.float64)
+    weight = (weight / weight.sum(-1, keepdim=True)).to(dtype)
+    gather = TexelGather(index, weight, num_vertices=V)
+    colors = torch.randn(6, V, C, generator=g, dtype=dtype)
+    want = texel_gather_reference(colors, index, weight)
+    with torch.inference_mode():
+        for B in (6, 2, 6):  # a smaller batch reuses the replicated index of a larger one
+            torch.testing.assert_close(gather(colors[:B]), want[:B], rtol=tol, atol=tol)
+        torch.testing.assert_close(gather(colors[3]), want[3], rtol=tol, atol=tol)
