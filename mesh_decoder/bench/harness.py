@@ -104,7 +104,7 @@ BUILTIN_DECODERS: dict[str, str] = {
     "reference": "reference SpiralNet++ formulation (index_select + view + Linear, COO pooling)",
 }
 DEFAULT_DECODERS: tuple[str, ...] = tuple(BUILTIN_DECODERS)
-MODES: tuple[str, ...] = ("eager", "compile", "cudagraph", "onnx")
+MODES: tuple[str, ...] = ("eager", "compile", "cudagraph", "compile-cudagraph", "onnx")
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 32, 256)
 QUICK_BATCH_SIZES: tuple[int, ...] = (1, 16)
 #: Maximum relative error against fp32 eager, per dtype.
@@ -667,7 +667,8 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
     started = time.perf_counter()
     if options.started_at is None:
         options.started_at = started
-    limits = _dynamo_limits() if "compile" in options.modes else contextlib.nullcontext()
+    compiling = any(m.startswith("compile") for m in options.modes)
+    limits = _dynamo_limits() if compiling else contextlib.nullcontext()
     with _threads(options.threads), limits, _tqdm(len(configs), options.progress) as bar, \
             tempfile.TemporaryDirectory(prefix="mesh_decoder_bench_") as tmp:
         try:
@@ -911,10 +912,21 @@ def _runner(spec, mode, dtype_name, batch, device, modules, compiled, graphs, on
     module = modules[(spec.name, dtype_name)]
     if mode == "eager":
         return module
-    if mode == "compile":
-        key = (spec.name, dtype_name)
+    if mode in ("compile", "compile-cudagraph"):
+        if mode == "compile-cudagraph" and device.type != "cuda":
+            raise ValueError("mode compile-cudagraph needs a CUDA device")
+        key = (spec.name, dtype_name, mode)
         if key not in compiled:
-            compiled[key] = torch.compile(module)
+            if mode == "compile":
+                compiled[key] = torch.compile(module)
+            else:  # the compiled code replayed as CUDA graphs; each call starts a new graph step
+                graphed = torch.compile(module, mode="reduce-overhead")
+
+                def step(z: torch.Tensor, graphed=graphed):
+                    torch.compiler.cudagraph_mark_step_begin()
+                    return graphed(z)
+
+                compiled[key] = step
         return compiled[key]
     if mode == "cudagraph":
         if device.type != "cuda":
@@ -1212,7 +1224,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=None,
                         help="batch sizes (default 1 32 256; --quick: 1 16)")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=None,
-                        help="eager, compile, cudagraph (CUDA), onnx (default: eager compile, + cudagraph on CUDA)")
+                        help="eager, compile, cudagraph (CUDA), compile-cudagraph (CUDA: torch.compile "
+                             "mode='reduce-overhead'), onnx (default: eager compile, + cudagraph on CUDA)")
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None,
                         help="fp32 (TF32 off, the reference), tf32, bf16, fp16 (default: fp32 on CPU, all on CUDA)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -1270,8 +1283,9 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         modes = ("eager", "compile", "cudagraph") if cuda else ("eager", "compile")
     if args.onnx and "onnx" not in modes:
         modes = (*modes, "onnx")
-    if "cudagraph" in modes and not cuda:
-        raise ValueError("--modes cudagraph: CUDA graphs need a CUDA device (got cpu)")
+    for graph_mode in ("cudagraph", "compile-cudagraph"):
+        if graph_mode in modes and not cuda:
+            raise ValueError(f"--modes {graph_mode}: CUDA graphs need a CUDA device (got cpu)")
     dtypes = tuple(dict.fromkeys(args.dtypes)) if args.dtypes else (("fp32", "tf32", "bf16", "fp16") if cuda else ("fp32",))
     if "tf32" in dtypes and not cuda:
         raise ValueError("--dtypes tf32: TF32 is a CUDA matmul mode (got device cpu)")

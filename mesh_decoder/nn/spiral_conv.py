@@ -64,6 +64,7 @@ __all__ = [
     "spiral_bags",
     "spiral_gather",
     "spiral_weight_blocks",
+    "weighted_row_sum",
 ]
 
 #: Bytes of gathered spiral rows per chunk of the CPU kernel (measured: 1-16 MB are
@@ -312,6 +313,18 @@ def _replicate_bags(index: Tensor, weight: Tensor, batch: int, rows_per_sample: 
     return rows, weight.expand(batch, V_out, N).reshape(batch * V_out, N)
 
 
+def weighted_row_sum(z: Tensor, index: Tensor, weight: Tensor) -> Tensor:
+    """``out[b, v] = sum_i weight[v, i] * z[b, index[v, i]]`` written as indexing.
+
+    The formulation the compiler fuses; eager mode would materialise the
+    ``(B, V_out, N, C)`` gather, so :func:`project_gather` uses ``embedding_bag`` there.
+
+    Shapes: ``z (B, R, C), index (V_out, N), weight (V_out, N) -> (B, V_out, C)``.
+    """
+    rows = z[:, index]  # (B, V_out, N, C)
+    return (rows * weight.to(z.dtype).unsqueeze(-1)).sum(2)  # (B, V_out, C)
+
+
 def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor, bias: Tensor | None,
                    spiral_length: int, cache: BagCache | None = None) -> Tensor:
     """Project every input vertex by all spiral blocks, then sum weighted rows.
@@ -325,8 +338,9 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
         weight: ``(C_out, S*C_in)`` spiral weight (``SpiralConv.linear.weight``).
         bias: ``(C_out,)`` or ``None``.
         spiral_length: ``S``.
-        cache: keeps the batch-replicated gather between calls (not used while
-            compiling); ``None`` replicates it on every call.
+        cache: keeps the batch-replicated gather between calls; ``None``
+            replicates it on every call. While compiling, the gather is written as
+            indexing instead (the compiler fuses it), and no cache is used.
 
     Shapes:
         ``(B, V_in, C_in) -> (B, V_out, C_out)``
@@ -336,6 +350,12 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
     O = weight.shape[0]
     S = int(spiral_length)
     z = torch.matmul(x, spiral_weight_blocks(weight, S))  # (B, V_in, S*C_out)
+    if z.is_cuda and torch.compiler.is_compiling():
+        # For the GPU compiler, indexing: it fuses the gather, the weights, the sum and
+        # what follows into one kernel (embedding_bag would stay an opaque call). On the
+        # CPU the compiler's code for this is slower than embedding_bag (measured).
+        out = weighted_row_sum(z.view(B, V_in * S, O), index, bag_weight)  # (B, V_out, C_out)
+        return out if bias is None else out + bias
     z = z.view(B * V_in * S, O)  # (B*V_in*S, C_out): row b*V_in*S + c*S + j
     if B == 1:
         w = bag_weight.to(z.dtype)  # (V_out, N)

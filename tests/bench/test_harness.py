@@ -242,6 +242,7 @@ def test_bad_specs_and_options(tmp_path):
     [
         (["--batch-sizes", "0"], "positive integer"),
         (["--modes", "cudagraph", "--device", "cpu"], "CUDA"),
+        (["--modes", "compile-cudagraph", "--device", "cpu"], "compile-cudagraph: CUDA graphs need a CUDA"),
         (["--dtypes", "tf32", "--device", "cpu"], "TF32"),
         (["--device", "tpu"], "--device"),
         (["--template", "a.obj", "--vertices", "100"], "not allowed with"),

@@ -199,3 +199,15 @@ def test_device_moves_buffers(device):
     with torch.no_grad():
         got = fused(x.to(device), conv.linear.weight, conv.linear.bias)
     torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_indexing_form_for_the_gpu_compiler_equals_embedding_bag():
+    """The indexing form compiled code uses on CUDA gives what embedding_bag gives."""
+    from mesh_decoder.nn.spiral_conv import weighted_row_sum
+
+    up, conv, x, _ = _pair(15, dtype=torch.float64)
+    S, O = conv.spiral_length, conv.out_channels
+    index, weight = spiral_bags(conv.indices, up.index, up.weight, num_in=up.num_in)
+    z = torch.matmul(x, spiral_weight_blocks(conv.linear.weight, S))  # (B, V_in, S*O)
+    got = weighted_row_sum(z.view(x.shape[0], -1, O), index, weight) + conv.linear.bias
+    torch.testing.assert_close(got, _reference(up, conv, x))
