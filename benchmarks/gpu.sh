@@ -16,8 +16,8 @@ hierarchy=$1
 out=$2
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
-bench() { python3 -c 'import sys; from mesh_decoder.cli import main; sys.exit(main(sys.argv[1:]))' bench \
-    --device cuda --hierarchy "$hierarchy" --no-progress "$@"; }
+bench=(python3 -c 'import sys; from mesh_decoder.cli import main; sys.exit(main(sys.argv[1:]))' bench
+       --device cuda --hierarchy "$hierarchy" --no-progress)
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
@@ -25,10 +25,10 @@ timeout "${GPU_TEST_TIMEOUT:-100}" python3 -m pytest -q -p no:cacheprovider -o a
     tests/nn/test_up_spiral_conv.py tests/nn/test_spiral_conv.py tests/nn/test_decoders.py tests/nn/test_pool.py \
     > "$out/cuda_tests.txt" 2>&1 || { status=1; echo "CUDA TESTS FAILED"; }
 tail -n 12 "$out/cuda_tests.txt"
-timeout -s INT "${GPU_BENCH_TIMEOUT:-290}" bench --modes eager cudagraph --time-box "${GPU_TIME_BOX:-210}" \
+timeout -s INT "${GPU_BENCH_TIMEOUT:-290}" "${bench[@]}" --modes eager cudagraph --time-box "${GPU_TIME_BOX:-210}" \
     --output-dir "$out" || { status=1; echo "BENCHMARK FAILED"; }
 mkdir -p "$out/compile"
-timeout -s INT "${GPU_COMPILE_TIMEOUT:-140}" bench --modes compile compile-cudagraph \
+timeout -s INT "${GPU_COMPILE_TIMEOUT:-140}" "${bench[@]}" --modes compile compile-cudagraph \
     --decoders spiralnet++-coma reference --dtypes bf16 --batch-sizes 1 256 \
     --time-box "${GPU_COMPILE_TIME_BOX:-100}" --output-dir "$out/compile" || { status=1; echo "COMPILE BENCHMARK FAILED"; }
 exit $status

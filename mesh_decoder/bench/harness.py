@@ -953,12 +953,19 @@ def _closure(runner, mode: str, z_host: torch.Tensor, z_dev: torch.Tensor, copy_
     if not copy_io:
         return lambda: runner(z_dev)
     cuda = device.type == "cuda"
+    pinned: list[torch.Tensor] = []  # page-locked host outputs, allocated at the first call
 
     def call():
         z = z_host.to(device, non_blocking=True) if cuda else z_host  # latent in
-        host = [t.to("cpu") for t in _outputs(runner(z))]  # outputs out
+        outs = _outputs(runner(z))
+        if not cuda:
+            return outs  # already in host memory: nothing to copy
+        if not pinned:
+            pinned.extend(torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in outs)
+        for host, t in zip(pinned, outs):
+            host.copy_(t, non_blocking=True)  # outputs out
         synchronize(device)
-        return host
+        return pinned
 
     return call
 

@@ -434,7 +434,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         y = self.decode_normalized(z)  # (B, V_0, C_out) or (V_0, C_out)
-        y = y * self.std + self.mean  # data units
+        y = torch.addcmul(self.mean, y, self.std)  # data units: y * std + mean
         if self.check_finite and not bool(torch.isfinite(y).all()):
             raise ValueError("decoder output: expected finite values, got NaN or inf (check the weights and latent)")
         return y
@@ -526,8 +526,11 @@ class SpiralDecoder(GraphDecoder):
         gather up-samples and sums the spirals. Otherwise up-sample, then convolve."""
         if not inference_fast_path(x, *self.parameters()):
             return super()._blocks(x)
+        fused_act = "elu" if self.activation == "elu" else None  # applied inside the gather
         for fused, conv in zip(self.fused, self.convs):
-            x = self._activate(fused(x, conv.linear.weight, conv.linear.bias))  # (B, V_l, c_l)
+            x = fused(x, conv.linear.weight, conv.linear.bias, fused_act)  # (B, V_l, c_l)
+            if fused_act is None:
+                x = self._activate(x)
         return x
 
     def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:

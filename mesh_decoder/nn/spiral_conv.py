@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
 from .graph import check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int
+from .triton_gather import gather_sum_available, weighted_gather_sum
 
 __all__ = [
     "SpiralConv",
@@ -291,6 +292,8 @@ class BagCache:
         self.weight: Tensor | None = None  # (B*V_out, N)
         self.key: tuple | None = None
         self.retired: list[tuple[Tensor, Tensor]] = []
+        self.blocks: Tensor | None = None  # spiral_weight_blocks of the last weight
+        self.blocks_key: tuple | None = None
 
     def get(self, index: Tensor, weight: Tensor, batch: int, rows_per_sample: int,
             dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -325,12 +328,44 @@ def weighted_row_sum(z: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     return (rows * weight.to(z.dtype).unsqueeze(-1)).sum(2)  # (B, V_out, C)
 
 
+def _use_triton(z: Tensor) -> bool:
+    """The Triton gather runs for CUDA tensors when Triton is installed (and not
+    while compiling: the compiler gets the indexing form)."""
+    return z.device.type == "cuda" and gather_sum_available(z)
+
+
+def _activate_(out: Tensor, activation: str | None) -> Tensor:
+    if activation is None:
+        return out
+    return F.elu(out) if out.requires_grad else F.elu_(out)
+
+
+def _cached_blocks(weight: Tensor, S: int, cache: BagCache | None) -> Tensor:
+    """:func:`spiral_weight_blocks`, kept in ``cache`` until the weight changes
+    (another tensor, dtype, device or an in-place update)."""
+    if cache is None or torch.compiler.is_compiling() or weight.requires_grad and torch.is_grad_enabled():
+        return spiral_weight_blocks(weight, S)
+    try:
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape), S)
+    except RuntimeError:  # an inference tensor keeps no version counter
+        return spiral_weight_blocks(weight, S)
+    if cache.blocks_key != key:
+        cache.blocks = spiral_weight_blocks(weight, S).detach()
+        cache.blocks_key = key
+    return cache.blocks
+
+
 def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor, bias: Tensor | None,
-                   spiral_length: int, cache: BagCache | None = None) -> Tensor:
+                   spiral_length: int, cache: BagCache | None = None, activation: str | None = None) -> Tensor:
     """Project every input vertex by all spiral blocks, then sum weighted rows.
 
-    ``y[b, v] = bias + sum_i bag_weight[v, i] * z[b].view(V_in * S, C_out)[index[v, i]]``
+    ``y[b, v] = act(bias + sum_i bag_weight[v, i] * z[b].view(V_in * S, C_out)[index[v, i]])``
     with ``z[b] = x[b] @ spiral_weight_blocks(weight, S)``.
+
+    The sum runs as ``embedding_bag`` on the CPU and as the Triton kernel of
+    :mod:`~mesh_decoder.nn.triton_gather` on CUDA (bias and activation fused; also
+    under ``torch.compile``, as a custom operator), and as indexing
+    (:func:`weighted_row_sum`) when compiling for CUDA without Triton.
 
     Args:
         x: ``(B, V_in, C_in)`` features.
@@ -338,24 +373,30 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
         weight: ``(C_out, S*C_in)`` spiral weight (``SpiralConv.linear.weight``).
         bias: ``(C_out,)`` or ``None``.
         spiral_length: ``S``.
-        cache: keeps the batch-replicated gather between calls; ``None``
-            replicates it on every call. While compiling, the gather is written as
-            indexing instead (the compiler fuses it), and no cache is used.
+        cache: keeps the batch-replicated gather (CPU) and the rearranged weight
+            between calls; ``None`` rebuilds them on every call. Not used while
+            compiling.
+        activation: ``None`` or ``"elu"``, applied to the result.
 
     Shapes:
         ``(B, V_in, C_in) -> (B, V_out, C_out)``
     """
+    if activation not in (None, "elu"):
+        raise ValueError(f"activation: expected None or 'elu', got {activation!r}")
     B, V_in, _ = x.shape
     V_out, N = index.shape
     O = weight.shape[0]
     S = int(spiral_length)
-    z = torch.matmul(x, spiral_weight_blocks(weight, S))  # (B, V_in, S*C_out)
+    z = torch.matmul(x, _cached_blocks(weight, S, cache))  # (B, V_in, S*C_out)
+    records_grad = torch.is_grad_enabled() and (z.requires_grad or (bias is not None and bias.requires_grad))
+    if _use_triton(z) and not records_grad:  # eager, CUDA graphs and compiled alike
+        return weighted_gather_sum(z.view(B, V_in * S, O), index, bag_weight, bias, activation)  # (B, V_out, C_out)
     if z.is_cuda and torch.compiler.is_compiling():
-        # For the GPU compiler, indexing: it fuses the gather, the weights, the sum and
-        # what follows into one kernel (embedding_bag would stay an opaque call). On the
-        # CPU the compiler's code for this is slower than embedding_bag (measured).
+        # Without Triton, indexing for the GPU compiler, which fuses the gather and the
+        # sum (on the CPU its code is slower than embedding_bag: measured).
         out = weighted_row_sum(z.view(B, V_in * S, O), index, bag_weight)  # (B, V_out, C_out)
-        return out if bias is None else out + bias
+        out = out if bias is None else out + bias
+        return out if activation is None else F.elu(out)
     z = z.view(B * V_in * S, O)  # (B*V_in*S, C_out): row b*V_in*S + c*S + j
     if B == 1:
         w = bag_weight.to(z.dtype)  # (V_out, N)
@@ -366,7 +407,7 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
     out = F.embedding_bag(index, z, per_sample_weights=w, mode="sum")  # (B*V_out, C_out)
     if bias is not None:
         out = out + bias if out.requires_grad else out.add_(bias)
-    return out.view(B, V_out, O)  # (B, V_out, C_out)
+    return _activate_(out, activation).view(B, V_out, O)  # (B, V_out, C_out)
 
 
 def _use_chunked_kernel(x: Tensor) -> bool:
@@ -459,7 +500,8 @@ class SpiralConv(nn.Module):
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(0)  # (1, V, C_in)
-        if (_use_chunked_kernel(x) and self.out_channels < self.in_channels
+        narrow_fast = _use_chunked_kernel(x) or (_use_triton(x) and fast_paths_enabled())
+        if (narrow_fast and self.out_channels < self.in_channels
                 and inference_fast_path(x, *self.linear.parameters())):
             out = project_gather(x, self.bag_index, self.bag_weight, self.linear.weight, self.linear.bias,
                                  self.spiral_length, self._bag_cache)  # (B, V, C_out)

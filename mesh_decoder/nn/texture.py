@@ -28,7 +28,8 @@ from torch import nn
 
 from .._checks import check_tensor
 from .graph import inference_fast_path
-from .spiral_conv import BagCache
+from .spiral_conv import BagCache, _use_triton
+from .triton_gather import weighted_gather_sum
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..hierarchy.container import MeshHierarchy, TexelMap
@@ -133,7 +134,11 @@ class TexelGather(nn.Module):
             colors = colors.unsqueeze(0)  # (1, V, C)
         B, V, C = colors.shape
         H, W = self.size
-        if inference_fast_path(colors):
+        if inference_fast_path(colors) and _use_triton(colors):
+            tex = weighted_gather_sum(colors, self.index.view(H * W, 3), self.weight.view(H * W, 3))  # (B, H*W, C)
+            tex = tex.view(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W)
+            return tex[0] if unbatched else tex
+        if inference_fast_path(colors) and not colors.is_cuda:
             # One weighted gather (embedding_bag), no (B, H*W*3, C) temporary.
             rows, w = self._bags.get(self.index.view(H * W, 3), self.weight.view(H * W, 3), B, V, colors.dtype)
             tex = F.embedding_bag(rows, colors.reshape(B * V, C), per_sample_weights=w, mode="sum")  # (B*H*W, C)

@@ -97,9 +97,11 @@ class UpSpiralConv(nn.Module):
         self.out_channels = conv.out_channels
         self.spiral_length = conv.spiral_length
 
-    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None) -> Tensor:
         """``x`` on the coarse level; ``weight`` ``(C_out, S*C_in)`` and ``bias``
-        ``(C_out,)`` are the convolution's ``linear.weight`` and ``linear.bias``.
+        ``(C_out,)`` are the convolution's ``linear.weight`` and ``linear.bias``;
+        ``activation`` (``None`` or ``"elu"``) is applied to the result (fused into
+        the gather on CUDA).
 
         Shapes: ``(B, V_in, C_in) -> (B, V_out, C_out)`` or ``(V_in, C_in) -> (V_out, C_out)``.
         """
@@ -110,7 +112,8 @@ class UpSpiralConv(nn.Module):
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(0)  # (1, V_in, C_in)
-        out = project_gather(x, self.index, self.weight, weight, bias, self.spiral_length, self._bag_cache)  # (B, V_out, C_out)
+        out = project_gather(x, self.index, self.weight, weight, bias, self.spiral_length, self._bag_cache,
+                             activation)  # (B, V_out, C_out)
         return out.squeeze(0) if unbatched else out
 
     def extra_repr(self) -> str:

@@ -1,0 +1,76 @@
+"""Checks of the Triton gather in Triton's CPU interpreter (run by test_triton_gather.py).
+
+Run as a script with ``TRITON_INTERPRET=1`` set before Triton is imported:
+``python -m tests.nn.triton_interpret_check CHECK``. Each check raises on a mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+from mesh_decoder.nn import spiral_conv, texture
+from mesh_decoder.nn.triton_gather import gather_sum_available, weighted_gather_sum
+
+
+def loop_reference(z, index, weight, bias=None, activation=None):
+    """``act(bias + sum_i weight[v, i] * z[b, index[v, i]])`` by loops, in float64."""
+    B, _, C = z.shape
+    V, N = index.shape
+    out = torch.zeros(B, V, C, dtype=torch.float64)
+    for b in range(B):
+        for v in range(V):
+            for i in range(N):
+                out[b, v] += float(weight[v, i]) * z[b, int(index[v, i])].double()
+    if bias is not None:
+        out += bias.double()
+    return torch.nn.functional.elu(out) if activation == "elu" else out
+
+
+def check_kernel() -> None:
+    g = torch.Generator().manual_seed(0)
+    for B, R, C, V, N in [(1, 9, 3, 70, 1), (3, 40, 5, 65, 3), (2, 30, 32, 10, 27)]:
+        z = torch.randn(B, R, C, generator=g)
+        index = torch.randint(0, R, (V, N), generator=g)
+        weight = torch.rand(V, N, generator=g)
+        bias = torch.randn(C, generator=g)
+        for b, act in [(None, None), (bias, None), (bias, "elu")]:
+            want = loop_reference(z, index, weight, b, act)
+            got = weighted_gather_sum(z, index, weight, b, act)
+            assert got.shape == (B, V, C) and got.dtype == torch.float32
+            torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+        half = weighted_gather_sum(z.to(torch.bfloat16), index.to(torch.int32), weight, bias, "elu")
+        assert half.dtype == torch.bfloat16
+        want = loop_reference(z.to(torch.bfloat16), index, weight, bias, "elu")
+        torch.testing.assert_close(half.double(), want, rtol=2e-2, atol=2e-2)
+
+
+def check_wiring() -> None:
+    """The decoder's inference path through the kernel (forced on for CPU tensors) equals the plain one."""
+    from mesh_decoder.nn import JointDecoder, SpiralDecoder, plain_formulation
+    from tests.nn.conftest import make_synthetic_hierarchy
+
+    spiral_conv._use_triton = texture._use_triton = lambda t: True
+    torch.manual_seed(1)
+    hierarchy = make_synthetic_hierarchy()
+    graph = SpiralDecoder.from_hierarchy(hierarchy, latent_size=6, channels=(8, 12), out_channels=6)
+    joint = JointDecoder(graph, "mesh", hierarchy.texel_map)
+    z = torch.randn(3, 6)
+    with torch.inference_mode():
+        fast = joint(z)
+        with plain_formulation():
+            plain = joint(z)
+    for got, want in zip(fast, plain):
+        if got.is_floating_point():
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+CHECKS = {"kernel": check_kernel, "wiring": check_wiring}
+
+if __name__ == "__main__":
+    if os.environ.get("TRITON_INTERPRET") != "1" or not gather_sum_available(torch.empty(0)):
+        sys.exit("run with TRITON_INTERPRET=1 and Triton installed")
+    CHECKS[sys.argv[1]]()
+    print(f"{sys.argv[1]}: ok")
