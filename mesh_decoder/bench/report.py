@@ -82,7 +82,14 @@ def gpu_model(device: torch.device | str | None = None) -> str | None:
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
-    """``git rev-parse HEAD`` of the repository holding ``path`` (default: this package), or ``None``."""
+    """``git rev-parse HEAD`` of the repository holding ``path`` (default: this package), or ``None``.
+
+    ``MESH_DECODER_GIT_COMMIT`` (40 hex digits) overrides it, for a copy of the tree
+    whose ``.git`` is absent or stale (a benchmark machine that receives files only).
+    """
+    given = os.environ.get("MESH_DECODER_GIT_COMMIT", "")
+    if re.fullmatch(r"[0-9a-f]{40}", given):
+        return given
     where = os.fspath(path) if path is not None else os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(
