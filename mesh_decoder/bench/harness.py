@@ -956,7 +956,8 @@ def _closure(runner, mode: str, z_host: torch.Tensor, z_dev: torch.Tensor, copy_
     pinned: list[torch.Tensor] = []  # page-locked host outputs, allocated at the first call
 
     def call():
-        z = z_host.to(device, non_blocking=True) if cuda else z_host  # latent in
+        # latent in: a captured graph copies the pinned host latent into its input itself
+        z = z_host.to(device, non_blocking=True) if cuda and mode != "cudagraph" else z_host
         outs = _outputs(runner(z))
         if not cuda:
             return outs  # already in host memory: nothing to copy

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
 from .graph import check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int
-from .triton_gather import gather_sum_available, weighted_gather_sum
+from .triton_gather import gather_project, gather_sum_available, weighted_gather_sum
 
 __all__ = [
     "SpiralConv",
@@ -73,6 +73,11 @@ __all__ = [
 CHUNK_BYTES = 4 << 20
 #: Fewest output rows per chunk, to bound Python overhead for very wide inputs.
 MIN_CHUNK_ROWS = 256
+#: On CUDA, up to this many output rows (batch x vertices) a spiral layer runs as one
+#: gather-and-multiply kernel (:func:`~mesh_decoder.nn.triton_gather.gather_project`);
+#: above it, a matrix product then the gather kernel (kernel launches dominate small
+#: batches, the product's efficiency large ones).
+GATHER_PROJECT_ROWS = 16384
 
 
 def _pad_flat(x: Tensor) -> Tensor:
@@ -362,9 +367,10 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
     ``y[b, v] = act(bias + sum_i bag_weight[v, i] * z[b].view(V_in * S, C_out)[index[v, i]])``
     with ``z[b] = x[b] @ spiral_weight_blocks(weight, S)``.
 
-    The sum runs as ``embedding_bag`` on the CPU and as the Triton kernel of
+    The sum runs as ``embedding_bag`` on the CPU and as the Triton kernels of
     :mod:`~mesh_decoder.nn.triton_gather` on CUDA (bias and activation fused; also
-    under ``torch.compile``, as a custom operator), and as indexing
+    under ``torch.compile``, as custom operators; up to :data:`GATHER_PROJECT_ROWS`
+    output rows the product is fused in too), and as indexing
     (:func:`weighted_row_sum`) when compiling for CUDA without Triton.
 
     Args:
@@ -387,10 +393,15 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
     V_out, N = index.shape
     O = weight.shape[0]
     S = int(spiral_length)
-    z = torch.matmul(x, _cached_blocks(weight, S, cache))  # (B, V_in, S*C_out)
-    records_grad = torch.is_grad_enabled() and (z.requires_grad or (bias is not None and bias.requires_grad))
-    if _use_triton(z) and not records_grad:  # eager, CUDA graphs and compiled alike
+    blocks = _cached_blocks(weight, S, cache)  # (C_in, S*C_out)
+    records_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias))
+    if _use_triton(x) and not records_grad:  # eager, CUDA graphs and compiled alike
+        if B * V_out <= GATHER_PROJECT_ROWS:  # few rows: one kernel, launches dominate
+            return gather_project(x, index, bag_weight, blocks, bias, S, activation)  # (B, V_out, C_out)
+        z = torch.matmul(x, blocks)  # (B, V_in, S*C_out)
         return weighted_gather_sum(z.view(B, V_in * S, O), index, bag_weight, bias, activation)  # (B, V_out, C_out)
+    z = torch.matmul(x, blocks)  # (B, V_in, S*C_out)
     if z.is_cuda and torch.compiler.is_compiling():
         # Without Triton, indexing for the GPU compiler, which fuses the gather and the
         # sum (on the CPU its code is slower than embedding_bag: measured).

@@ -32,12 +32,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ACTIVATIONS", "gather_sum_available", "weighted_gather_sum"]
+__all__ = ["ACTIVATIONS", "gather_project", "gather_sum_available", "weighted_gather_sum"]
 
 #: Activations the kernel applies to its sums (``None``: none).
 ACTIVATIONS = (None, "elu")
 _BLOCK_V = 64
 _MAX_GRID_Y = 65535
+_DOT_BLOCK_V = 16
 
 
 def _interpreting() -> bool:
@@ -84,6 +85,116 @@ def _kernel() -> Any:
         tl.store(out + b * V * C + v[:, None] * C + c[None, :], acc.to(out.dtype.element_ty), mask=mask)
 
     return gather_sum_kernel
+
+
+@lru_cache(maxsize=None)
+def _dot_kernel() -> Any:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def gather_dot_kernel(x, index, weight, blocks, bias, out, R, V, C, O,
+                          S: tl.constexpr, K: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                          PRECISION: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr,
+                          BLOCK_O: tl.constexpr):
+        v = tl.program_id(0) * BLOCK_V + tl.arange(0, BLOCK_V)  # (BLOCK_V,)
+        b = tl.program_id(1).to(tl.int64)
+        c = tl.arange(0, BLOCK_C)
+        o = tl.arange(0, BLOCK_O)
+        vmask = v < V
+        cmask = c < C
+        wmask = cmask[:, None] & (o < O)[None, :]
+        x_b = x + b * R * C
+        acc = tl.zeros((BLOCK_V, BLOCK_O), dtype=tl.float32)
+        for s in tl.static_range(S):
+            g = tl.zeros((BLOCK_V, BLOCK_C), dtype=tl.float32)  # up-sampled spiral entry s
+            for k in tl.static_range(K):
+                i = s * K + k
+                r = (tl.load(index + v * (S * K) + i, mask=vmask, other=0) // S).to(tl.int64)  # input vertex
+                w = tl.load(weight + v * (S * K) + i, mask=vmask, other=0.0)
+                rows = tl.load(x_b + r[:, None] * C + c[None, :], mask=vmask[:, None] & cmask[None, :], other=0.0)
+                g += w[:, None] * rows.to(tl.float32)
+            w_s = tl.load(blocks + c[:, None] * (S * O) + s * O + o[None, :], mask=wmask, other=0.0)  # (C, O)
+            if PRECISION == "default":  # 16-bit inputs
+                acc += tl.dot(g.to(w_s.dtype), w_s)
+            else:  # fp32 inputs: "ieee" (exact) or "tf32"
+                acc += tl.dot(g.to(w_s.dtype), w_s, input_precision=PRECISION)
+        if HAS_BIAS:
+            acc += tl.load(bias + o, mask=o < O, other=0.0).to(tl.float32)[None, :]
+        if ACT == 1:  # ELU, alpha = 1
+            acc = tl.where(acc > 0, acc, tl.exp(tl.minimum(acc, 0.0)) - 1.0)
+        omask = vmask[:, None] & (o < O)[None, :]
+        tl.store(out + b * V * O + v[:, None] * O + o[None, :], acc.to(out.dtype.element_ty), mask=omask)
+
+    return gather_dot_kernel
+
+
+def _pow2(n: int, least: int = 1) -> int:
+    return max(least, 1 << (max(1, n) - 1).bit_length())
+
+
+def gather_project(x: Tensor, index: Tensor, weight: Tensor, blocks: Tensor, bias: Tensor | None,
+                   spiral_length: int, activation: str | None = None) -> Tensor:
+    """The whole spiral layer in one kernel: gather (and up-sample), then multiply.
+
+    ``y[b, v] = act(bias + sum_s W_s g_s)`` with ``g_s = sum_k weight[v, s*K + k] *
+    x[b, index[v, s*K + k] // S]``: the gather of
+    :func:`~mesh_decoder.nn.spiral_conv.spiral_bags` read as input vertices, and
+    ``W_s`` the ``s``-th ``(C_in, C_out)`` column block of ``blocks``
+    (:func:`~mesh_decoder.nn.spiral_conv.spiral_weight_blocks`). For small
+    batches, where one launch costs more than the arithmetic: it replaces the
+    projection's matrix product and :func:`weighted_gather_sum` with one kernel
+    (tensor-core products on tiles of 16 vertices; TF32 only where
+    ``torch.get_float32_matmul_precision()`` allows it).
+
+    Shapes:
+        ``x (B, V_in, C_in), index/weight (V_out, S*K), blocks (C_in, S*C_out) -> (B, V_out, C_out)``
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+    S = int(spiral_length)
+    if x.dim() != 3 or index.dim() != 2 or tuple(weight.shape) != tuple(index.shape) or index.shape[1] % S:
+        raise ValueError(f"gather_project: expected x (B, V_in, C), index/weight (V_out, S*K) with S = {S}, "
+                         f"got {tuple(x.shape)}, {tuple(index.shape)}, {tuple(weight.shape)}")
+    if blocks.dim() != 2 or blocks.shape[0] != x.shape[2] or blocks.shape[1] % S:
+        raise ValueError(f"blocks: expected shape ({x.shape[2]}, S*C_out), got {tuple(blocks.shape)}")
+    return _gather_project_op(x, index, weight, blocks.to(x.dtype), bias, S, activation or "none")
+
+
+@torch.library.custom_op("mesh_decoder::gather_project", mutates_args=())
+def _gather_project_op(x: Tensor, index: Tensor, weight: Tensor, blocks: Tensor, bias: Tensor | None,
+                       spiral_length: int, activation: str) -> Tensor:
+    B, R, C = x.shape
+    V, SK = index.shape
+    S = spiral_length
+    O = blocks.shape[1] // S
+    x = x.contiguous()
+    index = index.contiguous()
+    weight = weight.to(torch.float32).contiguous()
+    blocks = blocks.contiguous()
+    out = x.new_empty(B, V, O)
+    if B == 0 or V == 0:
+        return out
+    if x.dtype != torch.float32:
+        precision = "default"
+    else:
+        precision = "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+    has_bias = bias is not None
+    bias_arg = bias.contiguous() if has_bias else weight
+    for b0 in range(0, B, _MAX_GRID_Y):
+        b1 = min(B, b0 + _MAX_GRID_Y)
+        grid = ((V + _DOT_BLOCK_V - 1) // _DOT_BLOCK_V, b1 - b0)
+        _dot_kernel()[grid](x[b0:b1], index, weight, blocks, bias_arg, out[b0:b1], R, V, C, O,
+                            S=S, K=SK // S, HAS_BIAS=has_bias, ACT=1 if activation == "elu" else 0,
+                            PRECISION=precision, BLOCK_V=_DOT_BLOCK_V,
+                            BLOCK_C=_pow2(C, 16), BLOCK_O=_pow2(O, 16))
+    return out
+
+
+@_gather_project_op.register_fake
+def _(x: Tensor, index: Tensor, weight: Tensor, blocks: Tensor, bias: Tensor | None, spiral_length: int,
+      activation: str) -> Tensor:
+    return x.new_empty(x.shape[0], index.shape[0], blocks.shape[1] // spiral_length)
 
 
 def weighted_gather_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None = None,

@@ -44,6 +44,29 @@ def test_on_cuda_matches_loops(dtype, tol, activation):
     torch.testing.assert_close(got.cpu().double(), want, rtol=tol, atol=tol)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
+def test_gather_project_on_cuda_matches_loops(dtype, tol):
+    from mesh_decoder.nn import spiral_bags, spiral_weight_blocks
+    from mesh_decoder.nn.triton_gather import gather_project
+    from tests.nn.reference import random_spirals, random_up_operator
+    from tests.nn.triton_interpret_check import spiral_layer_reference
+
+    g = torch.Generator().manual_seed(4)
+    V_in, V_out, S, C, O = 40, 150, 9, 32, 32
+    spirals = random_spirals(g, V_out, S)
+    up_index, up_weight = random_up_operator(g, V_out, V_in)
+    index, weight = spiral_bags(spirals, up_index, up_weight, num_in=V_in)
+    W = torch.randn(O, S * C, generator=g) / (S * C) ** 0.5
+    bias = torch.randn(O, generator=g)
+    x = torch.randn(3, V_in, C, generator=g)
+    got = gather_project(x.to("cuda", dtype), index.cuda(), weight.cuda(), spiral_weight_blocks(W, S).to("cuda", dtype),
+                         bias.to("cuda", dtype), S, "elu")
+    want = spiral_layer_reference(x.to(dtype), spirals, up_index, up_weight, W.to(dtype), bias.to(dtype), "elu")
+    torch.testing.assert_close(got.cpu().double(), want, rtol=tol, atol=tol)
+
+
 def test_argument_errors():
     z = torch.randn(2, 5, 3)
     index = torch.zeros(4, 2, dtype=torch.long)
@@ -58,11 +81,15 @@ def test_argument_errors():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("compiled", [False, True])
-def test_cuda_decoders_fast_path_equals_plain(compiled):
+@pytest.mark.parametrize("rows", [16384, 0])
+def test_cuda_decoders_fast_path_equals_plain(compiled, rows, monkeypatch):
     """Spiral and joint decoders on CUDA (Triton gathers, also compiled) equal the plain formulation."""
     from mesh_decoder.nn import JointDecoder, SpiralDecoder, plain_formulation
     from tests.nn.conftest import make_synthetic_hierarchy
 
+    from mesh_decoder.nn import spiral_conv
+
+    monkeypatch.setattr(spiral_conv, "GATHER_PROJECT_ROWS", rows)  # one kernel per layer, or two
     torch.manual_seed(3)
     hierarchy = make_synthetic_hierarchy()
     graph = SpiralDecoder.from_hierarchy(hierarchy, latent_size=6, channels=(8, 12), out_channels=6)

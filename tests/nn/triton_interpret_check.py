@@ -12,7 +12,7 @@ import sys
 import torch
 
 from mesh_decoder.nn import spiral_conv, texture
-from mesh_decoder.nn.triton_gather import gather_sum_available, weighted_gather_sum
+from mesh_decoder.nn.triton_gather import gather_project, gather_sum_available, weighted_gather_sum
 
 
 def loop_reference(z, index, weight, bias=None, activation=None):
@@ -47,6 +47,38 @@ def check_kernel() -> None:
         torch.testing.assert_close(half.double(), want, rtol=2e-2, atol=2e-2)
 
 
+def spiral_layer_reference(x, spirals, up_index, up_weight, weight, bias, activation=None):
+    """Dense up-sampling (identity without ``up_index``), then the spiral convolution by loops."""
+    from tests.nn.reference import spiral_conv_reference, up_sample_reference
+
+    fine = x if up_index is None else up_sample_reference(x.double(), up_index, up_weight)
+    out = spiral_conv_reference(fine.double(), spirals, weight.double(), bias.double())
+    return torch.nn.functional.elu(out) if activation == "elu" else out
+
+
+def check_gather_project() -> None:
+    """The one-kernel layer (gather, up-sample, multiply) against loops, with and without up-sampling."""
+    from mesh_decoder.nn import spiral_bags, spiral_weight_blocks
+    from tests.nn.reference import random_spirals, random_up_operator
+
+    g = torch.Generator().manual_seed(3)
+    for V_in, V_out, S, C, O, up in [(7, 19, 5, 4, 3, True), (30, 30, 9, 32, 3, False), (20, 37, 9, 64, 40, True)]:
+        spirals = random_spirals(g, V_out, S)
+        up_index, up_weight = random_up_operator(g, V_out, V_in) if up else (None, None)
+        index, weight = spiral_bags(spirals, up_index, up_weight, num_in=V_in if up else None)
+        W = torch.randn(O, S * C, generator=g) / (S * C) ** 0.5
+        bias = torch.randn(O, generator=g)
+        x = torch.randn(2, V_in, C, generator=g)
+        for act in (None, "elu"):
+            got = gather_project(x, index, weight, spiral_weight_blocks(W, S), bias, S, act)
+            want = spiral_layer_reference(x, spirals, up_index, up_weight, W, bias, act)
+            torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+        half = gather_project(x.half(), index, weight, spiral_weight_blocks(W, S).half(), bias.half(), S, "elu")
+        assert half.dtype == torch.float16
+        torch.testing.assert_close(half.double(), spiral_layer_reference(x, spirals, up_index, up_weight, W, bias,
+                                                                         "elu"), rtol=1e-2, atol=1e-2)
+
+
 def check_wiring() -> None:
     """The decoder's inference path through the kernel (forced on for CPU tensors) equals the plain one."""
     from mesh_decoder.nn import JointDecoder, SpiralDecoder, plain_formulation
@@ -59,15 +91,17 @@ def check_wiring() -> None:
     joint = JointDecoder(graph, "mesh", hierarchy.texel_map)
     z = torch.randn(3, 6)
     with torch.inference_mode():
-        fast = joint(z)
         with plain_formulation():
             plain = joint(z)
-    for got, want in zip(fast, plain):
-        if got.is_floating_point():
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for rows in (spiral_conv.GATHER_PROJECT_ROWS, 0):  # one kernel per layer; product + gather kernel
+            spiral_conv.GATHER_PROJECT_ROWS = rows
+            fast = joint(z)
+            for got, want in zip(fast, plain):
+                if got.is_floating_point():
+                    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-CHECKS = {"kernel": check_kernel, "wiring": check_wiring}
+CHECKS = {"kernel": check_kernel, "gather_project": check_gather_project, "wiring": check_wiring}
 
 if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET") != "1" or not gather_sum_available(torch.empty(0)):
