@@ -8,7 +8,7 @@
 # 1. the CUDA cases of the layer and decoder tests;
 # 2. the decode benchmark, eager and CUDA graphs, fp32/TF32/bf16/fp16, every decoder;
 # 3. torch.compile, plain and replayed as CUDA graphs (reduce-overhead), for the
-#    spiral, joint and reference decoders in bf16 (results under OUTPUT_DIR/compile).
+#    spiral, joint and reference decoders in bf16 (OUTPUT_DIR/decode-compile_*).
 # Set MESH_DECODER_GIT_COMMIT to the commit of the copied tree when its .git is stale.
 # Each step has its own time limit (SIGINT: the benchmark keeps the rows it
 # finished); the script exits non-zero if any step failed, after running all.
@@ -25,12 +25,12 @@ python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_devic
 timeout "${GPU_TEST_TIMEOUT:-100}" python3 -m pytest -q -p no:cacheprovider -o addopts="" -k cuda \
     tests/nn/test_triton_gather.py tests/nn/test_up_spiral_conv.py tests/nn/test_spiral_conv.py \
     tests/nn/test_decoders.py tests/nn/test_pool.py tests/nn/test_texture.py \
-    > "$out/cuda_tests.txt" 2>&1 || { status=1; echo "CUDA TESTS FAILED"; }
-tail -n 12 "$out/cuda_tests.txt"
+    > "$out/cuda-tests.txt" 2>&1 || { status=1; echo "CUDA TESTS FAILED"; }
+tail -n 12 "$out/cuda-tests.txt"
 timeout -s INT "${GPU_BENCH_TIMEOUT:-290}" "${bench[@]}" --modes eager cudagraph --time-box "${GPU_TIME_BOX:-210}" \
     --output-dir "$out" || { status=1; echo "BENCHMARK FAILED"; }
-mkdir -p "$out/compile"
 timeout -s INT "${GPU_COMPILE_TIMEOUT:-140}" "${bench[@]}" --modes compile compile-cudagraph \
     --decoders spiralnet++-coma joint reference --dtypes bf16 --batch-sizes 1 256 \
-    --time-box "${GPU_COMPILE_TIME_BOX:-100}" --output-dir "$out/compile" || { status=1; echo "COMPILE BENCHMARK FAILED"; }
+    --time-box "${GPU_COMPILE_TIME_BOX:-100}" --output-dir "$out" --file-prefix decode-compile \
+    || { status=1; echo "COMPILE BENCHMARK FAILED"; }
 exit $status

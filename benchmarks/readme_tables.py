@@ -146,33 +146,147 @@ def sweep() -> str:
     return "\n\n".join(parts)
 
 
+def _decode_rows(d: dict) -> list[list[str]]:
+    rows = []
+    for r in d["rows"]:
+        if r.get("status") != "ok":
+            rows.append([r["decoder"], r["dtype"], r["mode"], str(r["batch"]), r.get("status", "?")] + ["–"] * 8)
+            continue
+
+        def frac(key: str) -> str:
+            return f"{r[key] * 100:.0f} %" if r.get(key) is not None else "–"
+
+        rows.append([
+            r["decoder"], r["dtype"], r["mode"], str(r["batch"]), _g(r["meshes_per_s"]), _g(r["latency_ms"]),
+            _g(r.get("mflop_per_mesh")), f"{r.get('parameters', 0):,}",
+            _g(r.get("peak_memory_mb")) if r.get("peak_memory_mb") is not None else "–",
+            f"{r['max_error']:.1e}", frac("fraction_shape_bound"), frac("fraction_compute_roof"),
+            _g(r.get("speedup_vs_reference")) if r.get("speedup_vs_reference") is not None else "–",
+        ])
+    return rows
+
+
+_DECODE_HEADER = ["decoder", "dtype", "mode", "batch", "meshes/s", "latency (ms)", "MFLOP/mesh", "params",
+                  "peak MB", "max error", "shape bound", "square roof", "× reference"]
+
+
+def _roofs(d: dict) -> str:
+    roofs = d["roofs"]
+    mm = ", ".join(f"{k} {v['gflops']:,.0f}" for k, v in roofs["matmul"].items())
+    n = next(iter(roofs["matmul"].values()))["n"]
+    return (f"Roofs measured in the same run: square matmul ({n}²) GFLOP/s: {mm}; "
+            f"copy {roofs['bandwidth']['copy_gbps']:,.1f} GB/s")
+
+
+def _gpu_pivot(d: dict) -> str:
+    """meshes/s per (decoder, mode, batch) with one column per dtype (failed or erroring rows: their status)."""
+    dtypes = list(dict.fromkeys(r["dtype"] for r in d["rows"]))
+    cells: dict[tuple, dict[str, str]] = {}
+    for r in d["rows"]:
+        key = (r["decoder"], r["mode"], r["batch"])
+        cells.setdefault(key, {})[r["dtype"]] = _g(r["meshes_per_s"]) if r.get("status") == "ok" else r.get("status", "?")
+    rows = [[dec, mode, str(batch)] + [cells[(dec, mode, batch)].get(t, "–") for t in dtypes]
+            for (dec, mode, batch) in sorted(cells, key=lambda k: (k[2], k[0], k[1]))]
+    return _table(["decoder", "mode", "batch"] + [f"{t} meshes/s" for t in dtypes], rows)
+
+
 def decode() -> str:
     parts = []
     for path, d in _load("decode_*.json"):
+        head = f"Machine: {_machine(d['environment'])}; device {d['rows'][0]['device']}. {_roofs(d)}. Source: `{path}`."
+        if d["environment"].get("gpu"):
+            ok = sum(r.get("status") == "ok" for r in d["rows"])
+            parts.append(head + f" {ok} of {len(d['rows'])} rows passed their error check against fp32 eager "
+                         "(tolerances: " + ", ".join(f"{k} {v:.0e}" for k, v in _tolerances(d).items())
+                         + "); a row that did not shows its status.\n\n" + _gpu_pivot(d))
+        else:
+            parts.append(head + "\n\n" + _table(_DECODE_HEADER, _decode_rows(d)))
+    return "\n\n".join(parts)
+
+
+def _tolerances(d: dict) -> dict[str, float]:
+    return {r["dtype"]: r["tolerance"] for r in d["rows"] if r.get("tolerance") is not None}
+
+
+def decode_compile() -> str:
+    parts = []
+    for path, d in _load("decode-compile_*.json"):
+        parts.append(f"Machine: {_machine(d['environment'])}; device {d['rows'][0]['device']}. Source: `{path}`.\n\n"
+                     + _table(_DECODE_HEADER, _decode_rows(d)))
+    return "\n\n".join(parts)
+
+
+def _best(rows: list[dict], **match) -> dict | None:
+    ok = [r for r in rows if r.get("status") == "ok" and all(r.get(k) == v for k, v in match.items())]
+    return max(ok, key=lambda r: r["meshes_per_s"]) if ok else None
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def targets() -> str:
+    """The throughput issue's targets, each with the measured value from the committed files."""
+    rows = []
+    for path, d in _load("decode_cpu-*.json"):
+        r32 = _best(d["rows"], decoder="spiralnet++-coma", batch=32, dtype="fp32")
+        r256 = _best(d["rows"], decoder="spiralnet++-coma", batch=256, dtype="fp32", mode="eager")
+        where = f"`{os.path.basename(path)}`"
+        if r32 and r32.get("speedup_vs_reference") is not None:
+            x = r32["speedup_vs_reference"]
+            rows.append(["CPU: spiralnet++-coma, batch 32, vs the better reference", "≥ 5× (aim 10×)",
+                         f"{x:.1f}× ({r32['mode']}, {_g(r32['meshes_per_s'])} meshes/s)", _verdict(x >= 5), where])
+        if r32 and r32.get("fraction_shape_bound") is not None:
+            f = r32["fraction_shape_bound"]
+            rows.append(["CPU: fraction of the shape bound, batch 32", "≥ 70 %", f"{f * 100:.0f} %",
+                         _verdict(f >= 0.7), where])
+            rows.append(["CPU: fraction of the square fp32 roof, batch 32", "reported",
+                         f"{r32['fraction_compute_roof'] * 100:.0f} % (model FLOPs)", "–", where])
+        if r256 and r256.get("memory_vs_reference") is not None:
+            m = r256["memory_vs_reference"]
+            rows.append(["CPU: peak memory at batch 256 vs the reference's", "≤ 0.25×",
+                         f"{m:.2f}× ({_g(r256['peak_memory_mb'])} MB)", _verdict(m <= 0.25), where])
+    for path, d in _load("decode_cuda-*.json"):
+        where = f"`{os.path.basename(path)}`"
+        top = _best(d["rows"], decoder="spiralnet++-coma", batch=256)
+        if top:
+            rows.append(["GPU: spiralnet++-coma, batch 256, best precision within tolerance", "≥ 100,000 meshes/s",
+                         f"{_g(top['meshes_per_s'])} ({top['dtype']}, {top['mode']})",
+                         _verdict(top["meshes_per_s"] >= 1e5), where])
+        one = _best(d["rows"], decoder="spiralnet++-coma", batch=1, mode="cudagraph")
+        if one:
+            rows.append(["GPU: batch 1 with CUDA graphs (latent in, vertices out, synchronised)", "≥ 10,000 decodes/s",
+                         f"{_g(one['meshes_per_s'])} ({one['dtype']})", _verdict(one["meshes_per_s"] >= 1e4), where])
+        if top:
+            joint = _best(d["rows"], decoder="joint", batch=256, dtype=top["dtype"], mode=top["mode"])
+            if joint:
+                ratio = joint["meshes_per_s"] / top["meshes_per_s"]
+                rows.append(["GPU: joint decoder vs spiral decoder, batch 256", "≥ 0.5×",
+                             f"{ratio:.2f}× ({_g(joint['meshes_per_s'])} meshes/s)", _verdict(ratio >= 0.5), where])
+    if not rows:
+        return ""
+    return _table(["target", "goal", "measured", "", "source"], rows)
+
+
+def variants() -> str:
+    """The one-kernel spiral layer (GATHER_PROJECT_ROWS = 16384) beside the default path, spiral decoder, CUDA graphs."""
+    parts = []
+    for path, d in _load(os.path.join("variants", "decode_cuda-*.json")):
+        base_path = os.path.join("benchmarks", "results", os.path.basename(path).split("_one-kernel")[0] + ".json")
+        if not os.path.exists(os.path.join(ROOT, base_path)):
+            continue
+        with open(os.path.join(ROOT, base_path), encoding="utf-8") as fh:
+            base = json.load(fh)
         rows = []
         for r in d["rows"]:
-            if r.get("status") != "ok":
-                rows.append([r["decoder"], r["dtype"], r["mode"], str(r["batch"]), r.get("status", "?")] + ["–"] * 8)
+            if r["decoder"] != "spiralnet++-coma" or r["mode"] != "cudagraph" or r.get("status") != "ok":
                 continue
-
-            def frac(key: str) -> str:
-                return f"{r[key] * 100:.0f} %" if r.get(key) is not None else "–"
-
-            rows.append([
-                r["decoder"], r["dtype"], r["mode"], str(r["batch"]), _g(r["meshes_per_s"]), _g(r["latency_ms"]),
-                _g(r.get("mflop_per_mesh")), f"{r.get('parameters', 0):,}",
-                _g(r.get("peak_memory_mb")) if r.get("peak_memory_mb") is not None else "–",
-                f"{r['max_error']:.1e}", frac("fraction_shape_bound"), frac("fraction_compute_roof"),
-                _g(r.get("speedup_vs_reference")) if r.get("speedup_vs_reference") is not None else "–",
-            ])
-        roofs = d["roofs"]
-        mm = roofs["matmul"]["fp32"]
-        parts.append(
-            f"Machine: {_machine(d['environment'])}; device {d['rows'][0]['device']}. Roofs measured in the same run: "
-            f"square fp32 matmul ({mm['n']}²) {mm['gflops']:.0f} GFLOP/s, copy {roofs['bandwidth']['copy_gbps']:.1f} GB/s. "
-            f"Source: `{path}`.\n\n"
-            + _table(["decoder", "dtype", "mode", "batch", "meshes/s", "latency (ms)", "MFLOP/mesh", "params",
-                      "peak MB", "max error", "shape bound", "square roof", "× reference"], rows))
+            b = _best(base["rows"], decoder=r["decoder"], mode=r["mode"], batch=r["batch"], dtype=r["dtype"])
+            rows.append([r["dtype"], str(r["batch"]), _g(b["meshes_per_s"]) if b else "–", _g(r["meshes_per_s"])])
+        parts.append(f"Default: `{base_path}` (commit {str(base['environment'].get('git_commit'))[:7]}); one-kernel "
+                     f"layers: `{path}` (commit {str(d['environment'].get('git_commit'))[:7]}, a later run that also "
+                     "copies the batch-1 latent straight into the graph input).\n\n"
+                     + _table(["dtype", "batch", "default meshes/s", "one-kernel meshes/s"], rows))
     return "\n\n".join(parts)
 
 
@@ -186,7 +300,8 @@ def scaling() -> str:
     return "\n\n".join(parts)
 
 
-TABLES: dict[str, Callable[[], str]] = {"decode": decode, "scaling": scaling, "sweep": sweep, "hierarchy": hierarchy, "spectrum": spectrum, "render": render, "fit": fit}
+TABLES: dict[str, Callable[[], str]] = {"decode": decode, "decode-compile": decode_compile, "targets": targets,
+                                        "variants": variants, "scaling": scaling, "sweep": sweep, "hierarchy": hierarchy, "spectrum": spectrum, "render": render, "fit": fit}
 
 
 def update(text: str) -> str:

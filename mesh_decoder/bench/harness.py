@@ -47,6 +47,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -1250,6 +1251,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     source.add_argument("--hierarchy", help="a saved hierarchy (.npz); needs no openmesh")
     parser.add_argument("--texture-size", type=int, default=256, help="UV texture size of the joint decoder (0: none)")
     parser.add_argument("--output-dir", default="benchmarks/results", help="where result files go")
+    parser.add_argument("--file-prefix", default="decode",
+                        help="result files are PREFIX_<machine>.json/.csv/.png (default decode)")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds of timing samples for the whole run (default 30; --quick 5)")
     parser.add_argument("--time-box", type=float, default=None,
@@ -1304,7 +1307,10 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         raise ValueError(f"--time-budget: expected a positive number of seconds, got {args.time_budget}")
     if args.texture_size < 0:
         raise ValueError(f"--texture-size: expected 0 (none) or a positive size, got {args.texture_size}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.file_prefix):
+        raise ValueError(f"--file-prefix: expected letters, digits, '.', '_' or '-', got {args.file_prefix!r}")
     return BenchOptions(
+        file_prefix=args.file_prefix,
         device=device,
         batch_sizes=batch_sizes,
         modes=modes,

@@ -74,10 +74,11 @@ CHUNK_BYTES = 4 << 20
 #: Fewest output rows per chunk, to bound Python overhead for very wide inputs.
 MIN_CHUNK_ROWS = 256
 #: On CUDA, up to this many output rows (batch x vertices) a spiral layer runs as one
-#: gather-and-multiply kernel (:func:`~mesh_decoder.nn.triton_gather.gather_project`);
-#: above it, a matrix product then the gather kernel (kernel launches dominate small
-#: batches, the product's efficiency large ones).
-GATHER_PROJECT_ROWS = 16384
+#: gather-and-multiply kernel (:func:`~mesh_decoder.nn.triton_gather.gather_project`)
+#: instead of a matrix product then the gather kernel. Off (0) by default: on an H200
+#: with 16384 it measured slower in bf16/fp16 at batches 1 and 32 and no faster in fp32
+#: (``benchmarks/results/variants/``).
+GATHER_PROJECT_ROWS = 0
 
 
 def _pad_flat(x: Tensor) -> Tensor:
@@ -370,7 +371,7 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
     The sum runs as ``embedding_bag`` on the CPU and as the Triton kernels of
     :mod:`~mesh_decoder.nn.triton_gather` on CUDA (bias and activation fused; also
     under ``torch.compile``, as custom operators; up to :data:`GATHER_PROJECT_ROWS`
-    output rows the product is fused in too), and as indexing
+    output rows the product is fused in too: off by default), and as indexing
     (:func:`weighted_row_sum`) when compiling for CUDA without Triton.
 
     Args:

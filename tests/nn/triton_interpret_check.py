@@ -93,7 +93,7 @@ def check_wiring() -> None:
     with torch.inference_mode():
         with plain_formulation():
             plain = joint(z)
-        for rows in (spiral_conv.GATHER_PROJECT_ROWS, 0):  # one kernel per layer; product + gather kernel
+        for rows in (16384, 0):  # one kernel per layer; product + gather kernel
             spiral_conv.GATHER_PROJECT_ROWS = rows
             fast = joint(z)
             for got, want in zip(fast, plain):
