@@ -243,6 +243,7 @@ def test_bad_specs_and_options(tmp_path):
         (["--batch-sizes", "0"], "positive integer"),
         (["--modes", "cudagraph", "--device", "cpu"], "CUDA"),
         (["--modes", "compile-cudagraph", "--device", "cpu"], "compile-cudagraph: CUDA graphs need a CUDA"),
+        (["--file-prefix", "../x"], "--file-prefix: expected letters"),
         (["--dtypes", "tf32", "--device", "cpu"], "TF32"),
         (["--device", "tpu"], "--device"),
         (["--template", "a.obj", "--vertices", "100"], "not allowed with"),
@@ -262,11 +263,11 @@ def test_cli_errors_are_one_line(argv, message, capsys, tmp_path):
 # ------------------------------------------------------ a real quick run (the CLI)
 def test_quick_run_on_a_tiny_template(tmp_path, capsys):
     argv = ["--quick", "--vertices", "1000", "--texture-size", "32", "--threads", "1", "--batch-sizes", "1", "3",
-            "--time-budget", "0.3", "--output-dir", str(tmp_path), "--no-progress"]
+            "--time-budget", "0.3", "--output-dir", str(tmp_path), "--no-progress", "--file-prefix", "quick-run"]
     assert harness.main(argv) == 0
     out = capsys.readouterr().out
     assert "spiralnet++-coma" in out and "meshes/s" in out
-    stem = f"decode_{report.machine_slug('cpu', 1)}"
+    stem = f"quick-run_{report.machine_slug('cpu', 1)}"
     data = json.loads((tmp_path / f"{stem}.json").read_text())
     assert ENV_KEYS <= set(data["environment"])
     assert data["environment"]["template"] == "face_template(1000)"
@@ -306,3 +307,14 @@ def test_memory_probe_sees_the_reference_gather(tmp_path):
     gather_mb = batch * h.sizes[0] * 9 * 32 * 4 / 2**20
     assert results["reference"]["peak_memory_mb"] >= gather_mb, results
     assert results["spiralnet++-coma"]["peak_memory_mb"] < results["reference"]["peak_memory_mb"], results
+
+
+def test_git_commit_override_names_a_copied_tree(monkeypatch):
+    """A benchmark machine that receives files only records the commit it is told; junk is ignored."""
+    from mesh_decoder.bench import report
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("MESH_DECODER_GIT_COMMIT", sha)
+    assert report.git_commit() == sha
+    monkeypatch.setenv("MESH_DECODER_GIT_COMMIT", "not-a-commit")
+    assert report.git_commit() != "not-a-commit"
