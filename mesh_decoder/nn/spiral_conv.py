@@ -348,8 +348,13 @@ def _activate_(out: Tensor, activation: str | None) -> Tensor:
 
 def _cached_blocks(weight: Tensor, S: int, cache: BagCache | None) -> Tensor:
     """:func:`spiral_weight_blocks`, kept in ``cache`` until the weight changes
-    (another tensor, dtype, device or an in-place update)."""
-    if cache is None or torch.compiler.is_compiling() or weight.requires_grad and torch.is_grad_enabled():
+    (another tensor, dtype, device or an in-place update).
+
+    Not cached while a CUDA graph is captured: the graph then rearranges the weight
+    itself on every replay, so it sees weights updated in place after the capture.
+    """
+    if (cache is None or torch.compiler.is_compiling() or (weight.requires_grad and torch.is_grad_enabled())
+            or (weight.is_cuda and torch.cuda.is_current_stream_capturing())):
         return spiral_weight_blocks(weight, S)
     try:
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape), S)
@@ -422,6 +427,18 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
     return _activate_(out, activation).view(B, V_out, O)  # (B, V_out, C_out)
 
 
+def update_buffer(module: nn.Module, name: str, value: Tensor) -> None:
+    """Set a derived buffer: in place when the shape matches (CUDA graphs captured
+    earlier read the buffer's memory, so it must stay where it is; it keeps its
+    device and dtype), else replaced by ``value``."""
+    old = getattr(module, name)
+    if old.shape == value.shape and old.is_floating_point() == value.is_floating_point():
+        with torch.no_grad():
+            old.copy_(value)
+    else:
+        setattr(module, name, value)
+
+
 def _use_chunked_kernel(x: Tensor) -> bool:
     """The CPU kernel runs in plain eager mode only: not while compiling, exporting or
     tracing (the plain formulation is what those should record), nor under autocast
@@ -489,8 +506,8 @@ class SpiralConv(nn.Module):
     def _refresh_bags(self) -> None:
         index, weight = spiral_bags(self.indices)  # (V, S), (V, S)
         self._bag_cache = BagCache()
-        self.bag_index = index
-        self.bag_weight = weight.to(device=self.indices.device)
+        update_buffer(self, "bag_index", index)
+        update_buffer(self, "bag_weight", weight)
 
     def reset_parameters(self) -> None:
         """Xavier-uniform weight and zero bias, as SpiralNet++."""

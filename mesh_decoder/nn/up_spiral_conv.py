@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .graph import check_features
 from .pool import UpSample
-from .spiral_conv import BagCache, SpiralConv, project_gather, spiral_bags
+from .spiral_conv import BagCache, SpiralConv, project_gather, spiral_bags, update_buffer
 
 __all__ = ["UpSpiralConv"]
 
@@ -88,8 +88,8 @@ class UpSpiralConv(nn.Module):
                              f"the convolution expects {conv.num_vertices}")
         num_in = up.num_in if up.num_in is not None else up._min_in
         index, weight = spiral_bags(conv.indices, up.index, up.weight, num_in=num_in)
-        self.index = index
-        self.weight = weight
+        update_buffer(self, "index", index)
+        update_buffer(self, "weight", weight)
         self._bag_cache = BagCache()
         self.num_in = int(num_in)
         self.num_out = conv.num_vertices

@@ -103,3 +103,31 @@ def test_cuda_decoders_fast_path_equals_plain(compiled, rows, monkeypatch):
     for got, want in zip(fast, plain):
         if got.is_floating_point():
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_replay_sees_weights_loaded_in_place():
+    """A decoder captured in a CUDA graph, then given other weights by load_state_dict, replays with the new ones."""
+    from mesh_decoder.nn import SpiralDecoder
+    from tests.nn.conftest import make_synthetic_hierarchy
+
+    torch.manual_seed(5)
+    hierarchy = make_synthetic_hierarchy()
+    dec = SpiralDecoder.from_hierarchy(hierarchy, latent_size=6, channels=(8, 12)).cuda()
+    other = SpiralDecoder.from_hierarchy(hierarchy, latent_size=6, channels=(8, 12)).cuda()
+    z = torch.randn(4, 6, device="cuda")
+    with torch.inference_mode():
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                dec(z)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = dec(z)
+        dec.load_state_dict(other.state_dict())
+        graph.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(out, other(z), rtol=1e-5, atol=1e-5)

@@ -211,3 +211,28 @@ def test_indexing_form_for_the_gpu_compiler_equals_embedding_bag():
     z = torch.matmul(x, spiral_weight_blocks(conv.linear.weight, S))  # (B, V_in, S*O)
     got = weighted_row_sum(z.view(x.shape[0], -1, O), index, weight) + conv.linear.bias
     torch.testing.assert_close(got, _reference(up, conv, x))
+
+
+def test_refresh_updates_buffers_in_place():
+    """A captured CUDA graph reads buffer memory: a refresh with same-shaped operators must write into it."""
+    up, conv, x, _ = _pair(16, dtype=torch.float32)
+    fused = UpSpiralConv(up, conv)
+    index_ptr, weight_ptr = fused.index.data_ptr(), fused.weight.data_ptr()
+    other_up, _, _, _ = _pair(17, dtype=torch.float32)
+    up.load_state_dict(other_up.state_dict())
+    fused.refresh(up, conv)
+    assert (fused.index.data_ptr(), fused.weight.data_ptr()) == (index_ptr, weight_ptr)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x, conv.linear.weight, conv.linear.bias), conv(up(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_rearranged_weight_follows_in_place_updates():
+    """The cached weight blocks are rebuilt when the weight changes in place (its version moves)."""
+    up, conv, x, _ = _pair(18, dtype=torch.float32)
+    fused = UpSpiralConv(up, conv)
+    with torch.inference_mode():
+        fused(x, conv.linear.weight, conv.linear.bias)
+    with torch.no_grad():
+        conv.linear.weight.mul_(-2.0)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x, conv.linear.weight, conv.linear.bias), conv(up(x)), rtol=1e-5, atol=1e-5)
