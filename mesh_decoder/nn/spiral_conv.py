@@ -39,10 +39,13 @@ sums the ``S`` projected rows of each spiral, moving ``S * C_out`` instead of
 folded into the gather (:func:`spiral_bags`), are the decoders' fused
 up-sampling + convolution (:class:`~mesh_decoder.nn.up_spiral_conv.UpSpiralConv`).
 
-The plain formulation (:func:`spiral_gather` then ``nn.Linear``) runs instead under
-``torch.compile``/``torch.export`` (the compiler plans its own buffers), while
-tracing (TorchScript ONNX export), under autocast, and on other devices (GPU
-allocations are cached).
+On CUDA the narrow inference path runs the same way with the Triton gather of
+:mod:`~mesh_decoder.nn.triton_gather` in place of ``embedding_bag``.
+
+Otherwise the plain formulation (:func:`spiral_gather` then ``nn.Linear``) runs: the
+chunked kernel is left out under ``torch.compile``/``torch.export`` (the compiler
+plans its own buffers), while tracing (TorchScript ONNX export), under autocast and
+:func:`~mesh_decoder.nn.plain_formulation`, and on devices other than the CPU.
 """
 
 from __future__ import annotations
