@@ -64,6 +64,7 @@ from .triton_gather import gather_project, gather_sum_available, weighted_gather
 __all__ = [
     "SpiralConv",
     "convert_spiralnet_state_dict",
+    "embedding_bag_sum",
     "project_gather",
     "spiral_bags",
     "spiral_gather",
@@ -291,6 +292,9 @@ class BagCache:
 
     A CUDA graph captured earlier reads the copy it was captured with, so a CUDA
     copy that is replaced is kept alive (in ``retired``) rather than freed.
+
+    It also keeps a layer's rearranged spiral weight (``blocks``, see
+    :func:`_cached_blocks`).
     """
 
     def __init__(self) -> None:
@@ -338,8 +342,8 @@ def weighted_row_sum(z: Tensor, index: Tensor, weight: Tensor) -> Tensor:
 
 
 def _use_triton(z: Tensor) -> bool:
-    """The Triton gather runs for CUDA tensors when Triton is installed (and not
-    while compiling: the compiler gets the indexing form)."""
+    """The Triton gather runs for CUDA tensors when Triton is installed (eager,
+    captured in CUDA graphs, and compiled, as a custom operator)."""
     return z.device.type == "cuda" and gather_sum_available(z)
 
 
@@ -417,17 +421,30 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
         out = weighted_row_sum(z.view(B, V_in * S, O), index, bag_weight)  # (B, V_out, C_out)
         out = out if bias is None else out + bias
         return out if activation is None else F.elu(out)
-    z = z.view(B * V_in * S, O)  # (B*V_in*S, C_out): row b*V_in*S + c*S + j
-    if B == 1:
-        w = bag_weight.to(z.dtype)  # (V_out, N)
-    elif cache is not None and not torch.compiler.is_compiling():
-        index, w = cache.get(index, bag_weight, B, V_in * S, z.dtype)  # (B*V_out, N) each
-    else:
-        index, w = _replicate_bags(index, bag_weight.to(z.dtype), B, V_in * S)  # (B*V_out, N) each
-    out = F.embedding_bag(index, z, per_sample_weights=w, mode="sum")  # (B*V_out, C_out)
+    out = embedding_bag_sum(z.view(B, V_in * S, O), index, bag_weight, cache)  # (B, V_out, C_out)
     if bias is not None:
         out = out + bias if out.requires_grad else out.add_(bias)
-    return _activate_(out, activation).view(B, V_out, O)  # (B, V_out, C_out)
+    return _activate_(out, activation)  # (B, V_out, C_out)
+
+
+def embedding_bag_sum(z: Tensor, index: Tensor, weight: Tensor, cache: BagCache | None = None) -> Tensor:
+    """``out[b, v] = sum_i weight[v, i] * z[b, index[v, i]]`` with one ``embedding_bag`` call.
+
+    The batch is folded into the rows (``index`` offset by ``b * R`` per sample,
+    kept in ``cache`` between calls, except while compiling).
+
+    Shapes: ``z (B, R, C), index (V, N), weight (V, N) -> (B, V, C)``.
+    """
+    B, R, C = z.shape
+    V, N = index.shape
+    if B == 1:
+        w = weight.to(z.dtype)  # (V, N)
+    elif cache is not None and not torch.compiler.is_compiling():
+        index, w = cache.get(index, weight, B, R, z.dtype)  # (B*V, N) each
+    else:
+        index, w = _replicate_bags(index, weight.to(z.dtype), B, R)  # (B*V, N) each
+    out = F.embedding_bag(index, z.reshape(B * R, C), per_sample_weights=w, mode="sum")  # (B*V, C)
+    return out.view(B, V, C)
 
 
 def update_buffer(module: nn.Module, name: str, value: Tensor) -> None:

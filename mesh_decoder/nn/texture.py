@@ -28,7 +28,7 @@ from torch import nn
 
 from .._checks import check_tensor
 from .graph import inference_fast_path
-from .spiral_conv import BagCache, _use_triton
+from .spiral_conv import BagCache, _use_triton, embedding_bag_sum
 from .triton_gather import weighted_gather_sum
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -132,16 +132,16 @@ class TexelGather(nn.Module):
         unbatched = colors.dim() == 2
         if unbatched:
             colors = colors.unsqueeze(0)  # (1, V, C)
-        B, V, C = colors.shape
+        B, _, C = colors.shape
         H, W = self.size
-        if inference_fast_path(colors) and _use_triton(colors):
-            tex = weighted_gather_sum(colors, self.index.view(H * W, 3), self.weight.view(H * W, 3))  # (B, H*W, C)
-            tex = tex.view(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W)
-            return tex[0] if unbatched else tex
-        if inference_fast_path(colors) and not colors.is_cuda:
-            # One weighted gather (embedding_bag), no (B, H*W*3, C) temporary.
-            rows, w = self._bags.get(self.index.view(H * W, 3), self.weight.view(H * W, 3), B, V, colors.dtype)
-            tex = F.embedding_bag(rows, colors.reshape(B * V, C), per_sample_weights=w, mode="sum")  # (B*H*W, C)
+        fast = inference_fast_path(colors)
+        if fast and (_use_triton(colors) or not colors.is_cuda):
+            # One weighted gather (Triton on CUDA, embedding_bag on the CPU), no (B, H*W*3, C) temporary.
+            index, weight = self.index.view(H * W, 3), self.weight.view(H * W, 3)
+            if _use_triton(colors):
+                tex = weighted_gather_sum(colors, index, weight)  # (B, H*W, C)
+            else:
+                tex = embedding_bag_sum(colors, index, weight, self._bags)  # (B, H*W, C)
             tex = tex.view(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W)
             return tex[0] if unbatched else tex
         gathered = colors[:, self.index.reshape(-1)]  # (B, H*W*3, C)
