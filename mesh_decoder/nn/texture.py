@@ -28,7 +28,7 @@ from torch import nn
 
 from .._checks import check_tensor
 from .graph import inference_fast_path
-from .spiral_conv import BagCache, _use_triton, embedding_bag_sum
+from .spiral_conv import _use_triton, embedding_bag_sum
 from .triton_gather import weighted_gather_sum
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,8 +99,6 @@ class TexelGather(nn.Module):
         self.register_buffer("index", index.contiguous())
         self.register_buffer("weight", weight.contiguous())
         self.register_buffer("mask", mask.contiguous())
-        self._bags = BagCache()  # the gather replicated for a batch (inference)
-        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._bags.clear())
 
     @classmethod
     def from_texel_map(cls, texel_map: "TexelMap", num_vertices: int | None = None) -> "TexelGather":
@@ -141,7 +139,7 @@ class TexelGather(nn.Module):
             if _use_triton(colors):
                 tex = weighted_gather_sum(colors, index, weight)  # (B, H*W, C)
             else:
-                tex = embedding_bag_sum(colors, index, weight, self._bags)  # (B, H*W, C)
+                tex = embedding_bag_sum(colors, index, weight)  # (B, H*W, C)
             tex = tex.view(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W)
             return tex[0] if unbatched else tex
         gathered = colors[:, self.index.reshape(-1)]  # (B, H*W*3, C)
