@@ -39,8 +39,10 @@ sums the ``S`` projected rows of each spiral, moving ``S * C_out`` instead of
 folded into the gather (:func:`spiral_bags`), are the decoders' fused
 up-sampling + convolution (:class:`~mesh_decoder.nn.up_spiral_conv.UpSpiralConv`).
 
-On CUDA the narrow inference path runs the same way with the Triton gather of
-:mod:`~mesh_decoder.nn.triton_gather` in place of ``embedding_bag``.
+The narrow inference path also runs under ``torch.compile`` on the CPU, where the
+gather is the opaque operator ``mesh_decoder::bag_sum`` (:func:`embedding_bag_sum`),
+and on CUDA with the Triton gather of :mod:`~mesh_decoder.nn.triton_gather` in place
+of ``embedding_bag``.
 
 Otherwise the plain formulation (:func:`spiral_gather` then ``nn.Linear``) runs: the
 chunked kernel is left out under ``torch.compile``/``torch.export`` (the compiler
