@@ -8,7 +8,10 @@
 # 1. the CUDA cases of the layer and decoder tests;
 # 2. the decode benchmark, eager and CUDA graphs, fp32/TF32/bf16/fp16, every decoder;
 # 3. torch.compile, plain and replayed as CUDA graphs (reduce-overhead), for the
-#    spiral, joint and reference decoders in bf16 (OUTPUT_DIR/decode-compile_*).
+#    spiral, joint and reference decoders in bf16 (OUTPUT_DIR/decode-compile_*);
+# 4. the variant that multiplies by the spiral weight as stored, with small gather
+#    blocks (spiral_conv.LATENCY_ROWS, off by default), CUDA graphs, spiral and
+#    joint decoders (OUTPUT_DIR/decode-latency_*), to compare with step 2's rows.
 # Set MESH_DECODER_GIT_COMMIT to the commit of the copied tree when its .git is stale.
 # Each step has its own time limit (SIGINT: the benchmark keeps the rows it
 # finished); the script exits non-zero if any step failed, after running all.
@@ -33,4 +36,9 @@ timeout -s INT "${GPU_COMPILE_TIMEOUT:-140}" "${bench[@]}" --modes compile compi
     --decoders spiralnet++-coma joint reference --dtypes bf16 --batch-sizes 1 256 \
     --time-box "${GPU_COMPILE_TIME_BOX:-100}" --output-dir "$out" --file-prefix decode-compile \
     || { status=1; echo "COMPILE BENCHMARK FAILED"; }
+variant=(python3 -c 'import sys; from mesh_decoder.nn import spiral_conv; spiral_conv.LATENCY_ROWS = 10**9
+from mesh_decoder.cli import main; sys.exit(main(sys.argv[1:]))' bench --device cuda --hierarchy "$hierarchy" --no-progress)
+timeout -s INT "${GPU_VARIANT_TIMEOUT:-120}" "${variant[@]}" --modes cudagraph --decoders spiralnet++-coma joint \
+    --time-box "${GPU_VARIANT_TIME_BOX:-90}" --output-dir "$out" --file-prefix decode-latency \
+    || { status=1; echo "VARIANT BENCHMARK FAILED"; }
 exit $status

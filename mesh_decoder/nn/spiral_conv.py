@@ -85,6 +85,15 @@ MIN_CHUNK_ROWS = 256
 #: with 16384 it measured slower in bf16/fp16 at batches 1 and 32 and no faster in fp32
 #: (``benchmarks/results/variants/``).
 GATHER_PROJECT_ROWS = 0
+#: On CUDA, up to this many output rows (batch x vertices) a layer multiplies by the
+#: spiral weight as stored (``x @ W.view(C_out * S, C_in).T``, read by the gather
+#: through strides) instead of by its rearranged copy (:func:`spiral_weight_blocks`,
+#: which a captured CUDA graph makes again on every replay), and the gather runs on
+#: blocks of :data:`LATENCY_BLOCK_V` vertices, so a small batch gets more programs.
+#: Off (0) until measured on a GPU: ``benchmarks/gpu.sh`` runs it as a variant.
+LATENCY_ROWS = 0
+#: Output vertices per gather program under :data:`LATENCY_ROWS`.
+LATENCY_BLOCK_V = 16
 
 
 def _pad_flat(x: Tensor) -> Tensor:
@@ -379,7 +388,8 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
     The sum runs as ``embedding_bag`` on the CPU and as the Triton kernels of
     :mod:`~mesh_decoder.nn.triton_gather` on CUDA (bias and activation fused; also
     under ``torch.compile``, as custom operators; up to :data:`GATHER_PROJECT_ROWS`
-    output rows the product is fused in too: off by default), and as indexing
+    output rows the product is fused in too, and up to :data:`LATENCY_ROWS` the
+    weight is used as stored: both off by default), and as indexing
     (:func:`weighted_row_sum`) when compiling for CUDA without Triton.
 
     Args:
@@ -402,9 +412,13 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
     V_out, N = index.shape
     O = weight.shape[0]
     S = int(spiral_length)
-    blocks = _cached_blocks(weight, S, cache)  # (C_in, S*C_out)
     records_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias))
+    if _use_triton(x) and not records_grad and B * V_out <= LATENCY_ROWS:
+        z = torch.matmul(x, weight.reshape(O * S, -1).t())  # (B, V_in, C_out*S), column o*S + j
+        z = z.view(B, V_in, O, S).transpose(2, 3)  # (B, V_in, S, C_out), strided: row u*S + j is W_j x_u
+        return weighted_gather_sum(z, index, bag_weight, bias, activation, LATENCY_BLOCK_V)  # (B, V_out, C_out)
+    blocks = _cached_blocks(weight, S, cache)  # (C_in, S*C_out)
     if _use_triton(x) and not records_grad:  # eager, CUDA graphs and compiled alike
         if B * V_out <= GATHER_PROJECT_ROWS:  # few rows: one kernel, launches dominate
             return gather_project(x, index, bag_weight, blocks, bias, S, activation)  # (B, V_out, C_out)

@@ -61,8 +61,8 @@ def _kernel() -> Any:
     import triton.language as tl
 
     @triton.jit
-    def gather_sum_kernel(z, index, weight, bias, out, R, V, C,
-                          N: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+    def gather_sum_kernel(z, index, weight, bias, out, V, C, stride_b, stride_v, stride_s, stride_c,
+                          N: tl.constexpr, S: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
                           BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr):
         v0 = tl.program_id(0) * BLOCK_V
         b = tl.program_id(1).to(tl.int64)
@@ -71,12 +71,13 @@ def _kernel() -> Any:
         vmask = v < V
         cmask = c < C
         mask = vmask[:, None] & cmask[None, :]
-        z_b = z + b * R * C
+        z_b = z + b * stride_b
         acc = tl.zeros((BLOCK_V, BLOCK_C), dtype=tl.float32)
         for i in tl.static_range(N):
             r = tl.load(index + v * N + i, mask=vmask, other=0).to(tl.int64)  # (BLOCK_V,)
             w = tl.load(weight + v * N + i, mask=vmask, other=0.0)  # (BLOCK_V,)
-            rows = tl.load(z_b + r[:, None] * C + c[None, :], mask=mask, other=0.0)  # (BLOCK_V, BLOCK_C)
+            start = (r // S) * stride_v + (r % S) * stride_s  # row r = (vertex, spiral entry)
+            rows = tl.load(z_b + start[:, None] + c[None, :] * stride_c, mask=mask, other=0.0)  # (BLOCK_V, BLOCK_C)
             acc += w[:, None] * rows.to(tl.float32)
         if HAS_BIAS:
             acc += tl.load(bias + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
@@ -198,37 +199,45 @@ def _(x: Tensor, index: Tensor, weight: Tensor, blocks: Tensor, bias: Tensor | N
 
 
 def weighted_gather_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None = None,
-                        activation: str | None = None) -> Tensor:
+                        activation: str | None = None, block_v: int = _BLOCK_V) -> Tensor:
     """``act(bias + sum_i weight[v, i] * z[b, index[v, i]])`` by the Triton kernel.
 
     Registered as the custom operator ``mesh_decoder::weighted_gather_sum``, so
     ``torch.compile`` keeps it as one opaque call (and CUDA graphs capture it).
 
     Args:
-        z: ``(B, R, C)`` rows (float16, bfloat16 or float32).
+        z: ``(B, R, C)`` rows (float16, bfloat16 or float32), or ``(B, V_in, S, C)``
+            with any strides, read as the ``R = V_in * S`` rows ``r = u * S + j``
+            (so a projection in another layout needs no copy).
         index: ``(V, N)`` integer rows of ``z``, each in ``[0, R)``.
         weight: ``(V, N)`` float weights (read as fp32).
         bias: ``(C,)`` or ``None``.
         activation: ``None`` or ``"elu"``.
+        block_v: output vertices per program (a power of two): smaller blocks
+            give more programs to a small batch.
 
     Shapes:
         ``(B, R, C) -> (B, V, C)``, ``z``'s dtype; sums in fp32.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
-    if z.dim() != 3:
-        raise ValueError(f"z: expected shape (B, R, C), got {tuple(z.shape)}")
+    if z.dim() not in (3, 4):
+        raise ValueError(f"z: expected shape (B, R, C) or (B, V_in, S, C), got {tuple(z.shape)}")
     if index.dim() != 2 or tuple(weight.shape) != tuple(index.shape):
         raise ValueError(f"index/weight: expected two (V, N) tensors, got {tuple(index.shape)} and "
                          f"{tuple(weight.shape)}")
-    return _gather_sum_op(z, index, weight, bias, activation or "none")
+    if block_v < 1 or block_v & (block_v - 1):
+        raise ValueError(f"block_v: expected a power of two, got {block_v}")
+    return _gather_sum_op(z, index, weight, bias, activation or "none", int(block_v))
 
 
 @torch.library.custom_op("mesh_decoder::weighted_gather_sum", mutates_args=())
-def _gather_sum_op(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation: str) -> Tensor:
-    B, R, C = z.shape
+def _gather_sum_op(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation: str,
+                   block_v: int) -> Tensor:
+    if z.dim() == 3:
+        z = z.contiguous().unsqueeze(2)  # (B, R, 1, C)
+    B, _, S, C = z.shape
     V, N = index.shape
-    z = z.contiguous()
     index = index.contiguous()
     weight = weight.to(torch.float32).contiguous()
     out = z.new_empty(B, V, C)
@@ -239,13 +248,13 @@ def _gather_sum_op(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None
     bias_arg = bias.contiguous() if has_bias else weight  # any pointer when there is no bias
     for b0 in range(0, B, _MAX_GRID_Y):  # the sample is the grid's second axis
         b1 = min(B, b0 + _MAX_GRID_Y)
-        grid = ((V + _BLOCK_V - 1) // _BLOCK_V, b1 - b0)
-        _kernel()[grid](z[b0:b1], index, weight, bias_arg, out[b0:b1], R, V, C,
-                        N=N, HAS_BIAS=has_bias, ACT=1 if activation == "elu" else 0,
-                        BLOCK_V=_BLOCK_V, BLOCK_C=block_c)
+        grid = ((V + block_v - 1) // block_v, b1 - b0)
+        _kernel()[grid](z[b0:b1], index, weight, bias_arg, out[b0:b1], V, C, *z.stride(),
+                        N=N, S=S, HAS_BIAS=has_bias, ACT=1 if activation == "elu" else 0,
+                        BLOCK_V=block_v, BLOCK_C=block_c)
     return out
 
 
 @_gather_sum_op.register_fake
-def _(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation: str) -> Tensor:
-    return z.new_empty(z.shape[0], index.shape[0], z.shape[2])
+def _(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation: str, block_v: int) -> Tensor:
+    return z.new_empty(z.shape[0], index.shape[0], z.shape[-1])

@@ -72,8 +72,10 @@ def test_argument_errors():
     index = torch.zeros(4, 2, dtype=torch.long)
     with pytest.raises(ValueError, match="activation: expected one of"):
         weighted_gather_sum(z, index, torch.ones(4, 2), activation="relu")
-    with pytest.raises(ValueError, match=r"z: expected shape \(B, R, C\), got \(5, 3\)"):
+    with pytest.raises(ValueError, match=r"z: expected shape \(B, R, C\) or \(B, V_in, S, C\), got \(5, 3\)"):
         weighted_gather_sum(z[0], index, torch.ones(4, 2))
+    with pytest.raises(ValueError, match="block_v: expected a power of two, got 12"):
+        weighted_gather_sum(z, index, torch.ones(4, 2), block_v=12)
     with pytest.raises(ValueError, match=r"expected two \(V, N\) tensors, got \(4, 2\) and \(4, 3\)"):
         weighted_gather_sum(z, index, torch.ones(4, 3))
 
@@ -81,8 +83,8 @@ def test_argument_errors():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("compiled", [False, True])
-@pytest.mark.parametrize("rows", [16384, 0])
-def test_cuda_decoders_fast_path_equals_plain(compiled, rows, monkeypatch):
+@pytest.mark.parametrize("rows,latency", [(16384, 0), (0, 0), (0, 10**9)])
+def test_cuda_decoders_fast_path_equals_plain(compiled, rows, latency, monkeypatch):
     """Spiral and joint decoders on CUDA (Triton gathers, also compiled) equal the plain formulation."""
     from mesh_decoder.nn import JointDecoder, SpiralDecoder, plain_formulation
     from tests.nn.conftest import make_synthetic_hierarchy
@@ -90,6 +92,7 @@ def test_cuda_decoders_fast_path_equals_plain(compiled, rows, monkeypatch):
     from mesh_decoder.nn import spiral_conv
 
     monkeypatch.setattr(spiral_conv, "GATHER_PROJECT_ROWS", rows)  # one kernel per layer, or two
+    monkeypatch.setattr(spiral_conv, "LATENCY_ROWS", latency)  # the weight as stored, small gather blocks
     torch.manual_seed(3)
     hierarchy = make_synthetic_hierarchy()
     graph = SpiralDecoder.from_hierarchy(hierarchy, latent_size=6, channels=(8, 12), out_channels=6)
@@ -107,10 +110,13 @@ def test_cuda_decoders_fast_path_equals_plain(compiled, rows, monkeypatch):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_graph_replay_sees_weights_loaded_in_place():
+@pytest.mark.parametrize("latency", [0, 10**9])
+def test_cuda_graph_replay_sees_weights_loaded_in_place(latency, monkeypatch):
     """A decoder captured in a CUDA graph, then given other weights by load_state_dict, replays with the new ones."""
-    from mesh_decoder.nn import SpiralDecoder
+    from mesh_decoder.nn import SpiralDecoder, spiral_conv
     from tests.nn.conftest import make_synthetic_hierarchy
+
+    monkeypatch.setattr(spiral_conv, "LATENCY_ROWS", latency)
 
     torch.manual_seed(5)
     hierarchy = make_synthetic_hierarchy()

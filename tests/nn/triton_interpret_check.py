@@ -45,6 +45,24 @@ def check_kernel() -> None:
         assert half.dtype == torch.bfloat16
         want = loop_reference(z.to(torch.bfloat16), index, weight, bias, "elu")
         torch.testing.assert_close(half.double(), want, rtol=2e-2, atol=2e-2)
+        for block_v in (1, 16):  # more, smaller programs
+            got = weighted_gather_sum(z, index, weight, bias, "elu", block_v=block_v)
+            torch.testing.assert_close(got.double(), loop_reference(z, index, weight, bias, "elu"), rtol=1e-5, atol=1e-5)
+
+
+def check_strided_rows() -> None:
+    """``z`` given as a strided ``(B, V_in, S, C)`` view: row ``u * S + j`` is ``z[:, u, j]``."""
+    g = torch.Generator().manual_seed(5)
+    for B, V_in, S, C, V, N in [(2, 6, 9, 3, 40, 27), (1, 11, 4, 32, 70, 12), (3, 5, 1, 7, 9, 2)]:
+        stored = torch.randn(B, V_in, C, S, generator=g)  # channel-major: another layout's projection
+        z = stored.transpose(2, 3)  # (B, V_in, S, C), not contiguous
+        index = torch.randint(0, V_in * S, (V, N), generator=g)
+        weight = torch.rand(V, N, generator=g)
+        bias = torch.randn(C, generator=g)
+        want = loop_reference(z.reshape(B, V_in * S, C), index, weight, bias, "elu")
+        for block_v in (16, 64):
+            got = weighted_gather_sum(z, index, weight, bias, "elu", block_v=block_v)
+            torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
 def spiral_layer_reference(x, spirals, up_index, up_weight, weight, bias, activation=None):
@@ -93,15 +111,18 @@ def check_wiring() -> None:
     with torch.inference_mode():
         with plain_formulation():
             plain = joint(z)
-        for rows in (16384, 0):  # one kernel per layer; product + gather kernel
+        # one kernel per layer; product + gather kernel; the weight as stored + gather kernel
+        for rows, latency in ((16384, 0), (0, 0), (0, 10**9)):
             spiral_conv.GATHER_PROJECT_ROWS = rows
+            spiral_conv.LATENCY_ROWS = latency
             fast = joint(z)
             for got, want in zip(fast, plain):
                 if got.is_floating_point():
                     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-CHECKS = {"kernel": check_kernel, "gather_project": check_gather_project, "wiring": check_wiring}
+CHECKS = {"kernel": check_kernel, "strided_rows": check_strided_rows, "gather_project": check_gather_project,
+          "wiring": check_wiring}
 
 if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET") != "1" or not gather_sum_available(torch.empty(0)):
