@@ -468,7 +468,10 @@ def embedding_bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | N
     records_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (z, weight, bias))
     inference_cpu = z.device.type == "cpu" and not records_grad
     if inference_cpu and (cache is None or B == 1 or torch.compiler.is_compiling()):
-        return _bag_sum_op(z, index, weight.to(z.dtype), bias, activation or "none")  # (B, V, C)
+        # The operator for the compiler; called directly otherwise (its dispatch measured
+        # about 0.1 ms a call, as much as a small layer's whole gather).
+        per_sample = _bag_sum_op if torch.compiler.is_compiling() else _bag_sum
+        return per_sample(z, index, weight.to(z.dtype), bias, activation or "none")  # (B, V, C)
     if inference_cpu:
         rows, w = cache.get(index, weight, B, R, z.dtype)  # (B*V, N) each
     else:
@@ -481,8 +484,7 @@ def embedding_bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | N
     return out if activation is None else F.elu(out)  # (B, V, C)
 
 
-@torch.library.custom_op("mesh_decoder::bag_sum", mutates_args=(), device_types="cpu")
-def _bag_sum_op(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation: str) -> Tensor:
+def _bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation: str) -> Tensor:
     """:func:`embedding_bag_sum` one sample at a time. Measured on 2 CPU threads at
     ``B=32`` with 27 rows of 32 channels per bag: as fast as one call on a
     batch-replicated index (which also has to be built: 2.5x slower with it)."""
@@ -494,8 +496,16 @@ def _bag_sum_op(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, a
             y.add_(bias)
         if activation == "elu":
             F.elu_(y)
+        if B == 1:
+            return y.unsqueeze(0)  # (1, V, C)
         out[b] = y
     return out
+
+
+@torch.library.custom_op("mesh_decoder::bag_sum", mutates_args=(), device_types="cpu")
+def _bag_sum_op(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation: str) -> Tensor:
+    """:func:`_bag_sum` as one operator that ``torch.compile`` does not trace into."""
+    return _bag_sum(z, index, weight, bias, activation)
 
 
 @_bag_sum_op.register_fake

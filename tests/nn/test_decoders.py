@@ -359,6 +359,38 @@ def test_chunked_cpu_inference_matches_whole_batch(synthetic_hierarchy, kind, ba
     assert dec._chunk_size(z.requires_grad_(True)) == batch  # autograd: one pass, the recorded path
 
 
+@pytest.mark.slow
+def test_compiled_cpu_inference_takes_the_fused_path_in_at_most_the_chunk_cap(synthetic_hierarchy, monkeypatch):
+    """Compiled on the CPU, a decoder gathers with the opaque per-sample operator, in chunks
+    (at most COMPILED_MAX_CHUNKS of them), and equals the plain formulation."""
+    import mesh_decoder.nn.decoders as decoders
+    from mesh_decoder.nn import plain_formulation
+
+    torch._dynamo.reset()
+    torch.manual_seed(14)
+    dec = build("spiral", synthetic_hierarchy)
+    randomise_normalization(dec, seed=15)
+    z = rand_latent(dec, 5, seed=16)
+    per_sample = 4 * dec.num_vertices[0] * max(dec.channels) * 4
+    monkeypatch.setattr(decoders, "DECODE_CHUNK_BYTES", per_sample)  # eager: chunks of 1 sample
+    monkeypatch.setattr(decoders, "COMPILED_MAX_CHUNKS", 2)  # compiled: chunks of 3 and 2
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    with torch.inference_mode():
+        with plain_formulation():
+            plain = dec(z)
+        compiled = torch.compile(dec, backend=backend, fullgraph=True)(z)
+    torch.testing.assert_close(compiled, plain, rtol=1e-5, atol=1e-5)
+    targets = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function"]
+    layers = len(dec.convs) + 1  # the fused blocks and the output convolution
+    assert targets.count("mesh_decoder.bag_sum.default") == 2 * layers
+    assert "<built-in method index_select of type object" not in " ".join(targets)
+
+
 def test_fused_blocks_follow_a_loaded_state_dict(make_hierarchy):
     """Loading another decoder's buffers (other operators, same sizes) rebuilds the fused gathers."""
     torch.manual_seed(11)
