@@ -11,7 +11,9 @@
 #    spiral, joint and reference decoders in bf16 (OUTPUT_DIR/decode-compile_*);
 # 4. the variant that multiplies by the spiral weight as stored, with small gather
 #    blocks (spiral_conv.LATENCY_ROWS, off by default), CUDA graphs, spiral and
-#    joint decoders (OUTPUT_DIR/decode-latency_*), to compare with step 2's rows.
+#    joint decoders, fp32 and fp16 (OUTPUT_DIR/decode-latency_*), to compare with
+#    step 2's rows.
+# The steps' default limits add up to under 10 minutes (the GPU machine's limit per command).
 # Set MESH_DECODER_GIT_COMMIT to the commit of the copied tree when its .git is stale.
 # Each step has its own time limit (SIGINT: the benchmark keeps the rows it
 # finished); the script exits non-zero if any step failed, after running all.
@@ -30,15 +32,15 @@ timeout "${GPU_TEST_TIMEOUT:-100}" python3 -m pytest -q -p no:cacheprovider -o a
     tests/nn/test_decoders.py tests/nn/test_pool.py tests/nn/test_texture.py \
     > "$out/cuda-tests.txt" 2>&1 || { status=1; echo "CUDA TESTS FAILED"; }
 tail -n 12 "$out/cuda-tests.txt"
-timeout -s INT "${GPU_BENCH_TIMEOUT:-290}" "${bench[@]}" --modes eager cudagraph --time-box "${GPU_TIME_BOX:-210}" \
+timeout -s INT "${GPU_BENCH_TIMEOUT:-270}" "${bench[@]}" --modes eager cudagraph --time-box "${GPU_TIME_BOX:-210}" \
     --output-dir "$out" || { status=1; echo "BENCHMARK FAILED"; }
-timeout -s INT "${GPU_COMPILE_TIMEOUT:-140}" "${bench[@]}" --modes compile compile-cudagraph \
+timeout -s INT "${GPU_COMPILE_TIMEOUT:-130}" "${bench[@]}" --modes compile compile-cudagraph \
     --decoders spiralnet++-coma joint reference --dtypes bf16 --batch-sizes 1 256 \
     --time-box "${GPU_COMPILE_TIME_BOX:-100}" --output-dir "$out" --file-prefix decode-compile \
     || { status=1; echo "COMPILE BENCHMARK FAILED"; }
 variant=(python3 -c 'import sys; from mesh_decoder.nn import spiral_conv; spiral_conv.LATENCY_ROWS = 10**9
 from mesh_decoder.cli import main; sys.exit(main(sys.argv[1:]))' bench --device cuda --hierarchy "$hierarchy" --no-progress)
-timeout -s INT "${GPU_VARIANT_TIMEOUT:-120}" "${variant[@]}" --modes cudagraph --decoders spiralnet++-coma joint \
-    --time-box "${GPU_VARIANT_TIME_BOX:-90}" --output-dir "$out" --file-prefix decode-latency \
+timeout -s INT "${GPU_VARIANT_TIMEOUT:-90}" "${variant[@]}" --modes cudagraph --decoders spiralnet++-coma joint \
+    --dtypes fp32 fp16 --time-box "${GPU_VARIANT_TIME_BOX:-60}" --output-dir "$out" --file-prefix decode-latency \
     || { status=1; echo "VARIANT BENCHMARK FAILED"; }
 exit $status
