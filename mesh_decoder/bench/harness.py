@@ -29,8 +29,9 @@ Results go to ``--output-dir`` (default ``benchmarks/results/``) as JSON and CSV
 an interrupted run (Ctrl-C) leaves complete files for the configurations that
 finished. The thread count is set with :func:`torch.set_num_threads` for the
 run only (and restored afterwards). The default run keeps to a time box
-(``--time-box``, 170 s): slow groups then take fewer samples (at least 2) and
-memory probes that would start after it are skipped.
+(``--time-box``, 160 s, so that with start-up it ends within 3 minutes on 2 cores):
+slow groups then take fewer samples (at least 2), and memory probes still running
+at its end are stopped and those not started are skipped.
 
 The reference decoder (``benchmarks/reference/decoder.py``, the formulation of
 the public SpiralNet++ code) is timed eager and compiled beside the fast spiral
@@ -1032,9 +1033,12 @@ def _probe_env(threads: int) -> dict[str, str]:
 def _serve_probes(todo: list[tuple[dict, dict]], workers: int, done: Callable[[dict, dict], None],
                   deadline: float | None = None) -> list[dict]:
     """Run probes through ``workers`` probe servers (:func:`_probe_server`): each imports the
-    library once, then forks a fresh child per configuration. Probes not started by
-    ``deadline`` (a :func:`time.perf_counter` value) are skipped; returns their rows."""
+    library once, then forks a fresh child per configuration. At ``deadline`` (a
+    :func:`time.perf_counter` value) probes still running are stopped (the server and
+    its child are killed) and those not started are skipped; returns their rows."""
     import queue
+    import select
+    import signal
     import threading
 
     jobs: "queue.Queue[tuple[dict, dict]]" = queue.Queue()
@@ -1046,8 +1050,9 @@ def _serve_probes(todo: list[tuple[dict, dict]], workers: int, done: Callable[[d
 
     def serve() -> None:
         cmd = [sys.executable, "-c", "from mesh_decoder.bench.harness import _probe_server; _probe_server()"]
+        # Its own process group: the server and the child it forks are killed together.
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                text=True, env=_probe_env(threads))
+                                text=True, env=_probe_env(threads), start_new_session=True)
         try:
             while True:
                 try:
@@ -1061,6 +1066,14 @@ def _serve_probes(todo: list[tuple[dict, dict]], workers: int, done: Callable[[d
                 try:
                     proc.stdin.write(json.dumps(request) + "\n")
                     proc.stdin.flush()
+                    if deadline is not None:  # one answer line per request: nothing is buffered
+                        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.perf_counter()))
+                        if not ready:  # the time box ends while this probe runs: stop it
+                            with contextlib.suppress(ProcessLookupError):
+                                os.killpg(proc.pid, signal.SIGKILL)
+                            with lock:
+                                skipped.append(row)
+                            return
                     line = proc.stdout.readline()
                     result = json.loads(line) if line.strip() else {"error": "memory probe server died"}
                 except (OSError, ValueError) as exc:
@@ -1081,6 +1094,8 @@ def _serve_probes(todo: list[tuple[dict, dict]], workers: int, done: Callable[[d
         t.start()
     for t in pool:
         t.join()
+    while not jobs.empty():  # left by servers stopped at the deadline
+        skipped.append(jobs.get_nowait()[0])
     return skipped
 
 
@@ -1256,7 +1271,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds of timing samples for the whole run (default 30; --quick 5)")
     parser.add_argument("--time-box", type=float, default=None,
-                        help="wall-clock seconds the run should fit in (default 170; --quick 60; 0: no limit)")
+                        help="wall-clock seconds the run should fit in (default 160; --quick 60; 0: no limit)")
     parser.add_argument("--memory", choices=("all", "auto", "eager", "off"), default=None,
                         help="CPU peak-memory probes, one subprocess per row: all rows; auto: eager rows and "
                              "the other modes at the largest batch (default); eager rows (--quick); none")
@@ -1318,7 +1333,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         threads=args.threads or _default_threads(),
         output_dir=args.output_dir,
         time_budget_s=args.time_budget if args.time_budget is not None else (5.0 if quick else 30.0),
-        time_box_s=None if args.time_box == 0 else (args.time_box or (60.0 if quick else 170.0)),
+        time_box_s=None if args.time_box == 0 else (args.time_box or (60.0 if quick else 160.0)),
         min_repeats=3,
         memory=args.memory or ("eager" if quick else "auto"),
         progress=not args.no_progress,

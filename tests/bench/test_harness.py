@@ -309,6 +309,29 @@ def test_memory_probe_sees_the_reference_gather(tmp_path):
     assert results["spiralnet++-coma"]["peak_memory_mb"] < results["reference"]["peak_memory_mb"], results
 
 
+def test_memory_probes_stop_at_the_deadline(tmp_path):
+    """A probe still running when the time box ends is stopped, not waited for; it and the
+    probes not started come back as skipped, and none is reported as measured."""
+    import time
+
+    from mesh_decoder.hierarchy import build_hierarchy, save_hierarchy
+    from mesh_decoder.mesh.templates import face_template
+    from mesh_decoder.nn.presets import preset_hierarchy_params
+
+    h = build_hierarchy(face_template(1000, seed=0), **preset_hierarchy_params("spiralnet++-coma"), texture_size=None)
+    path = tmp_path / "h.npz"
+    save_hierarchy(h, path)
+    rows = [{"decoder": "reference", "mode": "eager", "batch": b} for b in (64, 32, 16)]
+    todo = [(row, {"name": "reference", "hierarchy": str(path), "batch": row["batch"], "dtype": "fp32",
+                   "mode": "eager", "threads": 1, "seed": 0}) for row in rows]
+    answered = []
+    # The server's own start (importing torch) outlasts the deadline, so the first probe is stopped.
+    skipped = harness._serve_probes(todo, 1, lambda row, result: answered.append(row),
+                                    deadline=time.perf_counter() + 0.05)
+    assert answered == []
+    assert sorted(r["batch"] for r in skipped) == [16, 32, 64]
+
+
 def test_git_commit_override_names_a_copied_tree(monkeypatch):
     """A benchmark machine that receives files only records the commit it is told; junk is ignored."""
     from mesh_decoder.bench import report
