@@ -486,8 +486,8 @@ def embedding_bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | N
 
 def _bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation: str) -> Tensor:
     """:func:`embedding_bag_sum` one sample at a time. Measured on 2 CPU threads at
-    ``B=32`` with 27 rows of 32 channels per bag: as fast as one call on a
-    batch-replicated index (which also has to be built: 2.5x slower with it)."""
+    ``B=32``, 5,023 bags of 27 rows of 32 channels: 8.9 ms, against 10.0 ms for one
+    call on a cached batch-replicated index and 24.6 ms when that index is built."""
     B, _, C = z.shape
     out = z.new_empty(B, index.shape[0], C)  # (B, V, C)
     for b in range(B):
@@ -591,7 +591,7 @@ class SpiralConv(nn.Module):
 
     def _refresh_bags(self) -> None:
         index, weight = spiral_bags(self.indices)  # (V, S), (V, S)
-        self._block_cache = BagCache()
+        self._bag_cache = BagCache()
         update_buffer(self, "bag_index", index)
         update_buffer(self, "bag_weight", weight)
 
@@ -620,7 +620,7 @@ class SpiralConv(nn.Module):
         if ((x.device.type == "cpu" or _use_triton(x)) and self.out_channels < self.in_channels
                 and inference_fast_path(x, *self.linear.parameters())):
             out = project_gather(x, self.bag_index, self.bag_weight, self.linear.weight, self.linear.bias,
-                                 self.spiral_length, self._block_cache)  # (B, V, C_out)
+                                 self.spiral_length, self._bag_cache)  # (B, V, C_out)
         elif _use_chunked_kernel(x):
             out = _SpiralGatherLinear.apply(x, self.indices, self.linear.weight, self.linear.bias)  # (B, V, C_out)
         else:

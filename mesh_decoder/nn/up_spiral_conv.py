@@ -90,7 +90,7 @@ class UpSpiralConv(nn.Module):
         index, weight = spiral_bags(conv.indices, up.index, up.weight, num_in=num_in)
         update_buffer(self, "index", index)
         update_buffer(self, "weight", weight)
-        self._block_cache = BagCache()
+        self._bag_cache = BagCache()
         self.num_in = int(num_in)
         self.num_out = conv.num_vertices
         self.in_channels = conv.in_channels
@@ -112,7 +112,7 @@ class UpSpiralConv(nn.Module):
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(0)  # (1, V_in, C_in)
-        out = project_gather(x, self.index, self.weight, weight, bias, self.spiral_length, self._block_cache,
+        out = project_gather(x, self.index, self.weight, weight, bias, self.spiral_length, self._bag_cache,
                              activation)  # (B, V_out, C_out)
         return out.squeeze(0) if unbatched else out
 
