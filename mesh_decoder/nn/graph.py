@@ -158,6 +158,11 @@ def fast_paths_enabled() -> bool:
     return not _PLAIN_FORMULATION
 
 
+def records_grad(*tensors: Tensor | None) -> bool:
+    """Whether autograd would record an operation on ``tensors`` (``None`` entries skipped)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def inference_fast_path(x: Tensor, *params: Tensor) -> bool:
     """Whether an inference-only fast path may run on input ``x``.
 
@@ -167,6 +172,6 @@ def inference_fast_path(x: Tensor, *params: Tensor) -> bool:
     """
     if _PLAIN_FORMULATION or torch.jit.is_tracing() or torch.compiler.is_exporting():
         return False
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+    if records_grad(x, *params):
         return False
     return not _autocast_enabled(x.device.type)

@@ -60,7 +60,8 @@ from torch import Tensor, nn
 
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
-from .graph import check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int
+from .graph import (check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int,
+                    records_grad)
 from .triton_gather import gather_project, gather_sum_available, weighted_gather_sum
 
 __all__ = [
@@ -412,14 +413,13 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
     V_out, N = index.shape
     O = weight.shape[0]
     S = int(spiral_length)
-    records_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias))
-    if _use_triton(x) and not records_grad and B * V_out <= LATENCY_ROWS:
+    triton = _use_triton(x) and not records_grad(x, weight, bias)  # eager, CUDA graphs and compiled alike
+    if triton and B * V_out <= LATENCY_ROWS:
         z = torch.matmul(x, weight.reshape(O * S, -1).t())  # (B, V_in, C_out*S), column o*S + j
         z = z.view(B, V_in, O, S).transpose(2, 3)  # (B, V_in, S, C_out), strided: row u*S + j is W_j x_u
         return weighted_gather_sum(z, index, bag_weight, bias, activation, LATENCY_BLOCK_V)  # (B, V_out, C_out)
     blocks = _cached_blocks(weight, S, cache)  # (C_in, S*C_out)
-    if _use_triton(x) and not records_grad:  # eager, CUDA graphs and compiled alike
+    if triton:
         if B * V_out <= GATHER_PROJECT_ROWS:  # few rows: one kernel, launches dominate
             return gather_project(x, index, bag_weight, blocks, bias, S, activation)  # (B, V_out, C_out)
         z = torch.matmul(x, blocks)  # (B, V_in, S*C_out)
@@ -465,8 +465,7 @@ def embedding_bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | N
         raise ValueError(f"activation: expected None or 'elu', got {activation!r}")
     B, R, C = z.shape
     V, N = index.shape
-    records_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (z, weight, bias))
-    inference_cpu = z.device.type == "cpu" and not records_grad
+    inference_cpu = z.device.type == "cpu" and not records_grad(z, weight, bias)
     if inference_cpu and (cache is None or B == 1 or torch.compiler.is_compiling()):
         # The operator for the compiler; called directly otherwise (its dispatch measured
         # about 0.1 ms a call, as much as a small layer's whole gather).
@@ -488,17 +487,17 @@ def _bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, acti
     """:func:`embedding_bag_sum` one sample at a time. Measured on 2 CPU threads at
     ``B=32``, 5,023 bags of 27 rows of 32 channels: 8.9 ms, against 10.0 ms for one
     call on a cached batch-replicated index and 24.6 ms when that index is built."""
+    def one(b: int) -> Tensor:
+        y = F.embedding_bag(index, z[b], per_sample_weights=weight, mode="sum")  # (V, C)
+        y = y if bias is None else y.add_(bias)
+        return F.elu_(y) if activation == "elu" else y
+
     B, _, C = z.shape
+    if B == 1:
+        return one(0).unsqueeze(0)  # (1, V, C)
     out = z.new_empty(B, index.shape[0], C)  # (B, V, C)
     for b in range(B):
-        y = F.embedding_bag(index, z[b], per_sample_weights=weight, mode="sum")  # (V, C)
-        if bias is not None:
-            y.add_(bias)
-        if activation == "elu":
-            F.elu_(y)
-        if B == 1:
-            return y.unsqueeze(0)  # (1, V, C)
-        out[b] = y
+        out[b] = one(b)
     return out
 
 

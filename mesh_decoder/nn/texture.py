@@ -132,11 +132,11 @@ class TexelGather(nn.Module):
             colors = colors.unsqueeze(0)  # (1, V, C)
         B, _, C = colors.shape
         H, W = self.size
-        fast = inference_fast_path(colors)
-        if fast and (_use_triton(colors) or not colors.is_cuda):
+        triton = _use_triton(colors)
+        if inference_fast_path(colors) and (triton or not colors.is_cuda):
             # One weighted gather (Triton on CUDA, embedding_bag on the CPU), no (B, H*W*3, C) temporary.
             index, weight = self.index.view(H * W, 3), self.weight.view(H * W, 3)
-            if _use_triton(colors):
+            if triton:
                 tex = weighted_gather_sum(colors, index, weight)  # (B, H*W, C)
             else:
                 tex = embedding_bag_sum(colors, index, weight)  # (B, H*W, C)
