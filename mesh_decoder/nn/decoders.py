@@ -46,6 +46,7 @@ from torch import nn
 
 from ..errors import HierarchyError
 from ..hierarchy.container import MeshHierarchy, TexelMap
+from .activation import elu_
 from .cheb_conv import ChebConv
 from .graph import inference_fast_path, mesh_edge_index
 from .pool import UpSample
@@ -94,7 +95,7 @@ COMPILED_MAX_CHUNKS = 8
 #: In-place versions used when no gradient is recorded, so inference keeps one activation
 #: tensor alive per level instead of two (same defaults as the modules above).
 _INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "elu": nn.functional.elu_,
+    "elu": elu_,
     "relu": nn.functional.relu_,
     "leaky_relu": nn.functional.leaky_relu_,
 }

@@ -60,6 +60,7 @@ from torch import Tensor, nn
 
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
+from .activation import elu_
 from .graph import (check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int,
                     records_grad)
 from .triton_gather import gather_project, gather_sum_available, weighted_gather_sum
@@ -478,7 +479,7 @@ def embedding_bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | N
     out = F.embedding_bag(rows, z.reshape(B * R, C), per_sample_weights=w, mode="sum").view(B, V, C)
     if inference_cpu:  # a fresh tensor nobody records: in place
         out = out if bias is None else out.add_(bias)
-        return out if activation is None else F.elu_(out)
+        return out if activation is None else elu_(out)
     out = out if bias is None else out + bias
     return out if activation is None else F.elu(out)  # (B, V, C)
 
@@ -490,7 +491,7 @@ def _bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, acti
     def one(b: int) -> Tensor:
         y = F.embedding_bag(index, z[b], per_sample_weights=weight, mode="sum")  # (V, C)
         y = y if bias is None else y.add_(bias)
-        return F.elu_(y) if activation == "elu" else y
+        return elu_(y) if activation == "elu" else y
 
     B, _, C = z.shape
     if B == 1:
