@@ -430,8 +430,7 @@ def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor,
         # Without Triton, indexing for the GPU compiler, which fuses the gather and the
         # sum (on the CPU its code is slower than embedding_bag: measured).
         out = weighted_row_sum(z.view(B, V_in * S, O), index, bag_weight)  # (B, V_out, C_out)
-        out = out if bias is None else out + bias
-        return out if activation is None else F.elu(out)
+        return _bias_act(out, bias, activation, inplace=False)
     return embedding_bag_sum(z.view(B, V_in * S, O), index, bag_weight, bias, activation, cache)  # (B, V_out, C_out)
 
 
@@ -477,11 +476,17 @@ def embedding_bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | N
     else:
         rows, w = _replicate_bags(index, weight.to(z.dtype), B, R)  # (B*V, N) each
     out = F.embedding_bag(rows, z.reshape(B * R, C), per_sample_weights=w, mode="sum").view(B, V, C)
-    if inference_cpu:  # a fresh tensor nobody records: in place
-        out = out if bias is None else out.add_(bias)
-        return out if activation is None else elu_(out)
-    out = out if bias is None else out + bias
-    return out if activation is None else F.elu(out)  # (B, V, C)
+    return _bias_act(out, bias, activation, inplace=inference_cpu)  # (B, V, C)
+
+
+def _bias_act(out: Tensor, bias: Tensor | None, activation: str | None, inplace: bool) -> Tensor:
+    """``act(out + bias)``, ELU for ``activation == "elu"`` and none otherwise (``None``,
+    ``"none"``); in place when ``out`` is a fresh tensor that autograd does not record."""
+    if bias is not None:
+        out = out.add_(bias) if inplace else out + bias
+    if activation != "elu":
+        return out
+    return elu_(out) if inplace else F.elu(out)
 
 
 def _bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation: str) -> Tensor:
@@ -490,8 +495,7 @@ def _bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, acti
     call on a cached batch-replicated index and 24.6 ms when that index is built."""
     def one(b: int) -> Tensor:
         y = F.embedding_bag(index, z[b], per_sample_weights=weight, mode="sum")  # (V, C)
-        y = y if bias is None else y.add_(bias)
-        return elu_(y) if activation == "elu" else y
+        return _bias_act(y, bias, activation, inplace=True)
 
     B, _, C = z.shape
     if B == 1:
