@@ -1,6 +1,6 @@
 """Layers on fixed-topology meshes: spiral and Chebyshev convolutions, PyG adapter, pooling."""
 
-from .cheb_conv import ChebConv, laplacian_matmul
+from .cheb_conv import ChebConv, LaplacianRows, laplacian_matmul, laplacian_rows
 from .graph import fast_paths_enabled, mesh_edge_index, plain_formulation
 from .pool import DownSample, UpSample
 from .pyg_conv import PyGConv
@@ -17,6 +17,7 @@ from .up_spiral_conv import UpSpiralConv
 __all__ = [
     "ChebConv",
     "DownSample",
+    "LaplacianRows",
     "PyGConv",
     "SpiralConv",
     "UpSample",
@@ -24,6 +25,7 @@ __all__ = [
     "convert_spiralnet_state_dict",
     "fast_paths_enabled",
     "laplacian_matmul",
+    "laplacian_rows",
     "mesh_edge_index",
     "plain_formulation",
     "project_gather",

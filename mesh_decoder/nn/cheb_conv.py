@@ -19,29 +19,97 @@ the output equals ``torch_geometric.nn.ChebConv(C_in, C_out, K, normalization="s
 called with ``lambda_max=2.0`` on the mesh's edges.
 
 Layout: the whole batch is propagated at once as one ``(V, B*C)`` matrix, so each
-Laplacian product is a single sparse-dense product (``torch.sparse.mm`` on a COO
-tensor built from the buffers, no copy). Under ``torch.compile``, and for dtypes
-the sparse kernels lack (``float16``, ``bfloat16``), the product is a dense
-gather / ``scatter_add`` instead, which the compiler fuses.
+Laplacian product is a single sparse-dense product. Three kernels compute it:
+
+- CPU, eager: ``embedding_bag`` over the Laplacian's compressed rows (one bag of
+  weighted rows per vertex), differentiated by the same product with the
+  transposed matrix. Measured on 2 cores, 5,023 vertices: 36 us against 913 us for
+  ``torch.sparse.mm`` at 16 columns (batch 1), 1.4 ms against 17.9 ms at 1,024.
+- CUDA, eager, ``float32``/``float64``: ``torch.sparse.mm`` on a COO tensor built
+  from the buffers, no copy.
+- Otherwise (under ``torch.compile``, tracing or export, inside
+  :func:`~mesh_decoder.nn.plain_formulation`, or for dtypes cuSPARSE lacks): the
+  plain gather / ``scatter_add``, which the compiler fuses, and the reference the
+  other two are tested against.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
-from .graph import FLOAT_DTYPES, check_features, hierarchy_level, positive_int
+from .graph import FLOAT_DTYPES, check_features, fast_paths_enabled, hierarchy_level, positive_int, records_grad
 
-__all__ = ["ChebConv", "laplacian_matmul"]
+__all__ = ["ChebConv", "LaplacianRows", "laplacian_matmul", "laplacian_rows"]
 
 _SPARSE_DTYPES = (torch.float32, torch.float64)
 
 
-def laplacian_matmul(index: Tensor, weight: Tensor, num_vertices: int, x: Tensor) -> Tensor:
+class LaplacianRows(NamedTuple):
+    """A sparse ``(V, V)`` matrix as compressed rows, and its transpose, in one dtype.
+
+    ``offsets[i]`` is the first entry of row ``i`` in ``col``/``weight`` (a row ends
+    where the next begins; the last at ``E``), the layout ``embedding_bag`` takes.
+
+    Shapes: ``offsets (V,)``, ``col (E,)``, ``weight (E,)``, the same for ``t_*``.
+    """
+
+    offsets: Tensor
+    col: Tensor
+    weight: Tensor
+    t_offsets: Tensor
+    t_col: Tensor
+    t_weight: Tensor
+
+
+def laplacian_rows(index: Tensor, weight: Tensor, num_vertices: int, dtype: torch.dtype | None = None) -> LaplacianRows:
+    """The compressed rows of the COO matrix ``(index, weight)`` and of its transpose.
+
+    Args:
+        index: ``(2, E)`` int64 (row, col), sorted by row then col, no duplicates.
+        weight: ``(E,)`` float values.
+        num_vertices: ``V``.
+        dtype: dtype of the returned weights (default: ``weight``'s).
+    """
+    V = int(num_vertices)
+    w = weight.detach().to(dtype or weight.dtype)
+    row, col = index[0], index[1]
+
+    def starts(r: Tensor) -> Tensor:
+        counts = torch.bincount(r, minlength=V)  # (V,)
+        return torch.cumsum(counts, 0).sub_(counts)  # (V,) exclusive prefix sum
+
+    order = torch.argsort(col * V + row)  # (E,) entries by (col, row): the transpose's rows
+    return LaplacianRows(starts(row), col, w, starts(col), row[order], w[order])
+
+
+def _bag_product(x: Tensor, offsets: Tensor, col: Tensor, weight: Tensor) -> Tensor:
+    """Shapes: ``(V, N) -> (V, N)``; ``out[i] = sum of weight[e] * x[col[e]]`` over row ``i``'s entries."""
+    return F.embedding_bag(col, x.contiguous(), offsets, mode="sum", per_sample_weights=weight)  # (V, N)
+
+
+class _BagMatmul(torch.autograd.Function):
+    """:func:`_bag_product` for autograd: the gradient is the product by the transpose,
+    itself a ``_BagMatmul``, so higher derivatives follow."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, *rows: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.rows = rows
+        return _bag_product(x, *rows[:3])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        rows = ctx.rows
+        return (_BagMatmul.apply(grad, *rows[3:], *rows[:3]),) + (None,) * len(rows)
+
+
+def laplacian_matmul(index: Tensor, weight: Tensor, num_vertices: int, x: Tensor,
+                     rows: LaplacianRows | None = None) -> Tensor:
     r"""Sparse product :math:`\tilde{L} \mathbf{X}` with :math:`\tilde{L}` given as COO.
 
     Args:
@@ -49,12 +117,20 @@ def laplacian_matmul(index: Tensor, weight: Tensor, num_vertices: int, x: Tensor
         weight: ``(E,)`` float values.
         num_vertices: ``V``.
         x: ``(V, N)`` dense matrix.
+        rows: :func:`laplacian_rows` of ``(index, weight)`` in ``x``'s dtype, kept by
+            the caller for the CPU kernel; ``None`` derives them when needed.
 
     Shapes:
         ``(V, N) -> (V, N)``; ``out[i] = sum_e weight[e] * x[col[e]]`` over ``row[e] == i``.
 
-    Differentiable in ``x``; ``index``/``weight`` are treated as constants.
+    Differentiable in ``x`` (twice and more); ``index``/``weight`` are treated as constants.
     """
+    if _use_bag_kernel(x):
+        if rows is None:
+            rows = laplacian_rows(index, weight, num_vertices, x.dtype)
+        if records_grad(x):
+            return _BagMatmul.apply(x, *rows)  # (V, N)
+        return _bag_product(x, *rows[:3])  # (V, N)
     w = weight.to(x.dtype)
     if _use_sparse_kernel(x):
         L = torch.sparse_coo_tensor(index, w, (num_vertices, num_vertices), is_coalesced=True,
@@ -66,10 +142,19 @@ def laplacian_matmul(index: Tensor, weight: Tensor, num_vertices: int, x: Tensor
     return x.new_zeros(num_vertices, x.shape[1]).scatter_add(0, row.unsqueeze(1).expand_as(msg), msg)  # (V, N)
 
 
+def _eager() -> bool:
+    """Plain eager mode: not compiling, exporting or tracing."""
+    return not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+
+def _use_bag_kernel(x: Tensor) -> bool:
+    """The ``embedding_bag`` kernel: CPU, eager, outside :func:`~mesh_decoder.nn.plain_formulation`."""
+    return x.device.type == "cpu" and fast_paths_enabled() and _eager()
+
+
 def _use_sparse_kernel(x: Tensor) -> bool:
     """Sparse tensors only in plain eager mode: not while compiling, exporting or tracing."""
-    return (x.dtype in _SPARSE_DTYPES and x.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling()
-            and not torch.jit.is_tracing())
+    return x.dtype in _SPARSE_DTYPES and x.device.type in ("cpu", "cuda") and _eager()
 
 
 class ChebConv(nn.Module):
@@ -121,6 +206,7 @@ class ChebConv(nn.Module):
             self.bias = nn.Parameter(torch.empty(self.out_channels))
         else:
             self.register_parameter("bias", None)
+        self._rows_cache: tuple[Tensor, Tensor, tuple, LaplacianRows] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -139,33 +225,86 @@ class ChebConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Shapes: ``(B, V, C_in) -> (B, V, C_out)`` or ``(V, C_in) -> (V, C_out)``."""
-        weight0 = self.lins[0].weight
-        x = check_features(x, self.num_vertices, self.in_channels, weight0.dtype, self.laplacian_index.device)
-        V, C, O = self.num_vertices, self.in_channels, self.out_channels
-        unbatched = x.dim() == 2
-        B = 1 if unbatched else x.shape[0]
+        x = check_features(x, self.num_vertices, self.in_channels, self.lins[0].weight.dtype,
+                           self.laplacian_index.device)
+        if x.dim() == 2:
+            return self.forward_vertex_major(x.unsqueeze(1)).squeeze(1)  # (V, C_out)
         # Vertex-major: the whole batch is one (V, B*C) matrix for the Laplacian products.
-        t0 = x if unbatched else x.transpose(0, 1).reshape(V, B * C)  # (V, B*C)
+        return self.forward_vertex_major(x.transpose(0, 1)).transpose(0, 1).contiguous()  # (B, V, C_out)
+
+    def forward_vertex_major(self, x: Tensor) -> Tensor:
+        """The convolution on vertex-major features, as :class:`ChebDecoder` keeps them.
+
+        Shapes: ``(V, B, C_in) -> (V, B, C_out)``; the input is not checked.
+        """
+        V, B, C = x.shape
+        O = self.out_channels
+        if self.K > 2 and O < C:
+            return self._clenshaw(x)  # (V, B, O)
+        t0 = x.reshape(V, B * C)  # (V, B*C)
 
         def lin(k: int, t: Tensor, acc: Tensor | None) -> Tensor:
             rows = t.reshape(V * B, C)  # (V*B, C)
             w = self.lins[k].weight.t()  # (C, O)
             if acc is None:
                 return rows @ w if self.bias is None else torch.addmm(self.bias, rows, w)  # (V*B, O)
-            return torch.addmm(acc, rows, w)  # (V*B, O)
+            return acc.addmm_(rows, w)  # (V*B, O), in place: addmm keeps no output for its gradient
 
         out = lin(0, t0, None)
         if self.K > 1:
             idx, wt = self.laplacian_index, self.laplacian_weight
-            t1 = laplacian_matmul(idx, wt, V, t0)  # (V, B*C)
+            rows = self._rows(x.dtype) if _use_bag_kernel(x) else None
+            t1 = laplacian_matmul(idx, wt, V, t0, rows)  # (V, B*C)
             out = lin(1, t1, out)
             for k in range(2, self.K):
-                t2 = laplacian_matmul(idx, wt, V, t1).mul_(2.0).sub_(t0)  # (V, B*C)
+                t2 = laplacian_matmul(idx, wt, V, t1, rows).mul_(2.0).sub_(t0)  # (V, B*C)
                 out = lin(k, t2, out)
                 t0, t1 = t1, t2
-        if unbatched:
-            return out  # (V, O)
-        return out.view(V, B, O).transpose(0, 1).contiguous()  # (B, V, O)
+        return out.view(V, B, O)  # (V, B, O)
+
+    def _clenshaw(self, x: Tensor) -> Tensor:
+        r"""The same sum with the Laplacian products on ``C_out`` columns instead of ``C_in``.
+
+        All ``K`` projections :math:`Y_k = X \Theta_k` come from one matrix product;
+        then Clenshaw's recurrence :math:`b_k = Y_k + 2\tilde{L} b_{k+1} - b_{k+2}`
+        (from :math:`b_{K-1} = Y_{K-1}`) gives
+        :math:`\sum_k T_k(\tilde{L}) Y_k = Y_0 + \tilde{L} b_1 - b_2`. Chosen when
+        ``C_out < C_in`` (a decoder's output layer), where the products are what costs.
+
+        Shapes: ``(V, B, C_in) -> (V, B, C_out)``.
+        """
+        V, B, C = x.shape
+        O, K = self.out_channels, self.K
+        theta = torch.cat([lin.weight.t() for lin in self.lins], dim=1)  # (C, K*O)
+        y = (x.reshape(V * B, C) @ theta).view(V, B, K, O)  # (V, B, K, O): y[:, :, k] = Y_k
+        idx, wt = self.laplacian_index, self.laplacian_weight
+        rows = self._rows(x.dtype) if _use_bag_kernel(x) else None
+
+        def lap(b: Tensor) -> Tensor:
+            return laplacian_matmul(idx, wt, V, b.reshape(V, B * O), rows).view(V, B, O)  # (V, B, O)
+
+        b1, b2 = y[:, :, K - 1], None  # b_{k+1}, b_{k+2}
+        for k in range(K - 2, 0, -1):
+            bk = lap(b1).mul_(2.0).add_(y[:, :, k])  # (V, B, O)
+            if b2 is not None:
+                bk.sub_(b2)
+            b1, b2 = bk, b1
+        out = lap(b1).add_(y[:, :, 0]).sub_(b2)  # (V, B, O); K > 2, so b2 is set
+        return out if self.bias is None else out.add_(self.bias)
+
+    def _rows(self, dtype: torch.dtype) -> LaplacianRows:
+        """:func:`laplacian_rows` of the buffers in ``dtype``, kept until a buffer is
+        replaced or changed in place (``load_state_dict`` copies into them)."""
+        idx, wt = self.laplacian_index, self.laplacian_weight
+        try:
+            versions = (idx._version, wt._version, dtype)
+        except RuntimeError:  # inference tensors keep no version counter: derive afresh
+            return laplacian_rows(idx, wt, self.num_vertices, dtype)
+        cached = self._rows_cache
+        if cached is None or cached[0] is not idx or cached[1] is not wt or cached[2] != versions:
+            # the cache holds the buffers themselves, so their storage is never reused by others
+            self._rows_cache = cached = (idx, wt, versions, laplacian_rows(idx, wt, self.num_vertices, dtype))
+        return cached[3]
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, K={self.K}"

@@ -639,6 +639,23 @@ class ChebDecoder(GraphDecoder):
         index, weight = self._laplacians[level]
         return ChebConv(in_channels, out_channels, self.K, index, weight, self.num_vertices[level])
 
+    def _decode(self, zb: torch.Tensor) -> torch.Tensor:
+        """On the CPU without autograd the features stay vertex-major, ``(V_l, B, c)``,
+        from the latent to the output: every Laplacian product and up-sampling is then
+        one ``embedding_bag`` over a ``(V_l, B*c)`` matrix, with no transposes between
+        layers (:meth:`ChebConv.forward_vertex_major`,
+        :meth:`UpSample.forward_vertex_major`). Otherwise :meth:`GraphDecoder._decode`,
+        the reference."""
+        if zb.device.type != "cpu" or not inference_fast_path(zb, *self.parameters()):
+            return super()._decode(zb)
+        B = zb.shape[0]
+        L = len(self.channels)
+        x = self.fc(zb).view(B, self.num_vertices[L], self.channels[-1]).transpose(0, 1)  # (V_L, B, c_{L-1})
+        for up, conv in zip(self.ups, self.convs):
+            x = up.forward_vertex_major(x)  # (V_l, B, c_in)
+            x = self._activate(conv.forward_vertex_major(x))  # (V_l, B, c_l)
+        return self.out_conv.forward_vertex_major(x).transpose(0, 1).contiguous()  # (B, V_0, C_out)
+
     @classmethod
     def from_hierarchy(
         cls,

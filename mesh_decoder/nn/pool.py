@@ -8,7 +8,8 @@ both operators as sparse matrices. Here they are what those matrices are:
   its barycentric weights: :math:`\mathbf{y}_v = \sum_{k} w_{vk} \, \mathbf{x}_{u(v,k)}`.
 
 Both run as ``index_select`` gathers (plus ``addcmul`` for the weights), never a
-general sparse product.
+general sparse product; up-sampling of vertex-major features runs as one
+``embedding_bag``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_tensor
@@ -138,6 +140,21 @@ class UpSample(nn.Module):
         for k in range(1, self.index.shape[1]):
             out = torch.addcmul(out, x.index_select(-2, self.index[:, k]), w[:, k : k + 1])  # (B, V_out, C)
         return out
+
+    def forward_vertex_major(self, x: Tensor) -> Tensor:
+        """Up-sampling of vertex-major features, as :class:`~mesh_decoder.nn.ChebDecoder`
+        keeps them on its CPU inference path: one ``embedding_bag`` (a bag of ``k``
+        weighted coarse rows per fine vertex) over the ``(V_in, B*C)`` matrix.
+        :meth:`forward` is its reference.
+
+        Shapes: ``(V_in, B, C) -> (V_out, B, C)``; the input is not checked.
+        """
+        V_in, B, C = x.shape
+        V_out, k = self.index.shape
+        offsets = torch.arange(0, V_out * k, k, device=x.device)  # (V_out,) each bag's first entry
+        out = F.embedding_bag(self.index.reshape(-1), x.reshape(V_in, B * C), offsets, mode="sum",
+                              per_sample_weights=self.weight.reshape(-1).to(x.dtype))  # (V_out, B*C)
+        return out.view(V_out, B, C)
 
     def extra_repr(self) -> str:
         return f"num_in={self.num_in}, num_out={self.num_out}, k={self.index.shape[1]}"

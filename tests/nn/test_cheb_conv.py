@@ -3,12 +3,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mesh_decoder.nn import ChebConv, laplacian_matmul, mesh_edge_index
+from mesh_decoder.nn import ChebConv, laplacian_matmul, laplacian_rows, mesh_edge_index
 from mesh_decoder.nn import cheb_conv as cheb_mod
 from tests.nn.reference import (cheb_conv_reference, coo, dense_adjacency, dense_scaled_laplacian, grid_mesh,
                                 icosahedron, make_test_hierarchy)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+KERNELS = ["bag", "sparse", "gather"]
+
+
+def _use_kernel(kernel: str, monkeypatch) -> None:
+    """Make ``kernel`` the one every CPU Laplacian product takes (``bag`` is the CPU default)."""
+    if kernel != "bag":
+        monkeypatch.setattr(cheb_mod, "_use_bag_kernel", lambda x: False)
+    if kernel == "gather":
+        monkeypatch.setattr(cheb_mod, "_use_sparse_kernel", lambda x: False)
 
 
 def _graph(kind: str = "grid"):
@@ -30,13 +39,13 @@ def _layer(seed: int, K: int = 4, C: int = 3, O: int = 5, dtype=torch.float64, b
     return conv, x, torch.tensor(L, dtype=dtype), faces, gen
 
 
-@pytest.mark.parametrize("kernel", ["sparse", "gather"])
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("K", [1, 2, 3, 6])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-def test_forward_backward_match_dense_reference(kernel, K, dtype, tol, monkeypatch):
-    if kernel == "gather":
-        monkeypatch.setattr(cheb_mod, "_use_sparse_kernel", lambda x: False)
-    conv, x, L, _, gen = _layer(K, K=K, dtype=dtype)
+@pytest.mark.parametrize("C,O", [(3, 5), (6, 2)])  # (6, 2): fewer outputs, Clenshaw's recurrence for K > 2
+def test_forward_backward_match_dense_reference(kernel, K, dtype, tol, C, O, monkeypatch):
+    _use_kernel(kernel, monkeypatch)
+    conv, x, L, _, gen = _layer(K, K=K, C=C, O=O, dtype=dtype)
     x.requires_grad_(True)
     out = conv(x)
     ref = cheb_conv_reference(x, L, [lin.weight for lin in conv.lins], conv.bias)
@@ -80,21 +89,62 @@ def test_laplacian_matmul_kernels_agree():
     torch.testing.assert_close(got.double(), dense, rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize("kernel", ["sparse", "gather"])
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_laplacian_matmul_non_symmetric(kernel, monkeypatch):
-    """Rows and columns are not interchangeable: a random non-symmetric matrix."""
-    if kernel == "gather":
-        monkeypatch.setattr(cheb_mod, "_use_sparse_kernel", lambda x: False)
+    """Rows and columns are not interchangeable: a random non-symmetric matrix, with an
+    empty row and an empty column; first and second derivatives."""
+    _use_kernel(kernel, monkeypatch)
     gen = torch.Generator().manual_seed(31)
     V = 9
     M = torch.randn(V, V, generator=gen, dtype=torch.float64) * (torch.rand(V, V, generator=gen) < 0.3)
     M[0, 1], M[1, 0] = 1.5, 0.0  # certainly not symmetric
+    M[4, :] = 0.0  # a vertex with no entries in its row ...
+    M[:, 6] = 0.0  # ... and one no row reads
     index, weight = coo(M.numpy(), torch.float64)
     X = torch.randn(V, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     out = laplacian_matmul(index, weight, V, X)
     torch.testing.assert_close(out, M @ X)
-    go = torch.randn(V, 4, generator=gen, dtype=torch.float64)
-    torch.testing.assert_close(torch.autograd.grad(out, X, go)[0], M.T @ go)
+    go = torch.randn(V, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(out, X, go, create_graph=True)
+    torch.testing.assert_close(gx, M.T @ go)
+    gg = torch.randn(V, 4, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad(gx, go, gg)[0], M @ gg)  # the product by M again
+
+
+def test_laplacian_rows_are_the_compressed_rows_and_the_transpose():
+    gen = torch.Generator().manual_seed(32)
+    V = 7
+    M = torch.randn(V, V, generator=gen, dtype=torch.float64) * (torch.rand(V, V, generator=gen) < 0.4)
+    M[2, :] = 0.0
+    index, weight = coo(M.numpy(), torch.float64)
+    rows = laplacian_rows(index, weight, V, torch.float32)
+    assert rows.weight.dtype == rows.t_weight.dtype == torch.float32
+    for offsets, col, w, dense in ((rows.offsets, rows.col, rows.weight, M),
+                                   (rows.t_offsets, rows.t_col, rows.t_weight, M.T)):
+        ends = torch.cat([offsets[1:], torch.tensor([col.numel()])])
+        rebuilt = torch.zeros(V, V, dtype=torch.float64)
+        for i in range(V):
+            for e in range(int(offsets[i]), int(ends[i])):
+                rebuilt[i, col[e]] += float(w[e])
+        torch.testing.assert_close(rebuilt, dense.float().double())
+
+
+def test_empty_laplacian_gives_zero_products():
+    X = torch.randn(5, 3)
+    out = laplacian_matmul(torch.zeros(2, 0, dtype=torch.int64), torch.zeros(0), 5, X)
+    assert torch.equal(out, torch.zeros(5, 3))
+
+
+def test_bag_kernel_follows_laplacian_loaded_in_place():
+    """The CPU kernel keeps the compressed rows; loading another Laplacian of the same
+    size into the buffers (``load_state_dict`` copies) must be seen."""
+    conv, x, L, _, gen = _layer(33, K=4, dtype=torch.float64)
+    before = conv(x)
+    scaled = {**conv.state_dict(), "laplacian_weight": conv.laplacian_weight * 0.5}
+    conv.load_state_dict(scaled)
+    ref = cheb_conv_reference(x, L * 0.5, [lin.weight for lin in conv.lins], conv.bias)
+    torch.testing.assert_close(conv(x), ref, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(conv(x), before)
 
 
 def test_duplicate_entries_are_summed():
@@ -112,8 +162,9 @@ def test_duplicate_entries_are_summed():
     torch.testing.assert_close(other(x), conv(x), rtol=1e-12, atol=1e-12)
 
 
-def test_gradcheck_float64():
-    conv, x, _, _, _ = _layer(23, K=3, C=2, O=2, kind="ico")
+@pytest.mark.parametrize("C,O", [(2, 2), (3, 2)])  # (3, 2): Clenshaw's recurrence
+def test_gradcheck_float64(C, O):
+    conv, x, _, _, _ = _layer(23, K=3, C=C, O=O, kind="ico")
     x = x[:2].requires_grad_(True)
     w = [lin.weight for lin in conv.lins]
 

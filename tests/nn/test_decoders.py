@@ -339,6 +339,31 @@ def test_fused_inference_matches_dense_reference(request, hierarchy_name):
     torch.testing.assert_close(plain, ref)
 
 
+@pytest.mark.parametrize("hierarchy_name", HIERARCHIES)
+@pytest.mark.parametrize("K", [2, 4])
+def test_cheb_vertex_major_inference_matches_dense_reference(request, hierarchy_name, K):
+    """Without autograd on the CPU the Chebyshev decoder keeps features vertex-major
+    (embedding_bag products, Clenshaw's recurrence in the 4-channel output layer);
+    same meshes as written out, unbatched too."""
+    from mesh_decoder.nn import plain_formulation
+
+    hierarchy = request.getfixturevalue(hierarchy_name)
+    torch.manual_seed(17)
+    dec = ChebDecoder.from_hierarchy(hierarchy, K=K, channels=(8, 12), latent_size=5, out_channels=4).double()
+    randomise_normalization(dec, seed=18)
+    z = rand_latent(dec, 3, seed=19, dtype=torch.float64)
+    with torch.inference_mode():
+        fast = dec(z)
+        single = dec(z[1])
+        with plain_formulation():
+            plain = dec(z)
+    assert fast.is_contiguous() and single.shape == fast.shape[1:]
+    ref = decoder_reference(dec, hierarchy, z)
+    torch.testing.assert_close(fast, ref)
+    torch.testing.assert_close(single, ref[1])
+    torch.testing.assert_close(plain, ref)
+
+
 @pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
 @pytest.mark.parametrize("batch", [1, 5, 7])
 def test_chunked_cpu_inference_matches_whole_batch(synthetic_hierarchy, kind, batch, monkeypatch):

@@ -49,6 +49,20 @@ def test_upsample_matches_dense_operator(k, dtype, tol):
                                rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_upsample_vertex_major_matches_forward(k, dtype, tol):
+    """The decoders' vertex-major path (one embedding_bag) against the reference forward."""
+    layer, x, _ = _up(64, dtype, k=k)
+    with torch.inference_mode():
+        want = layer(x)  # (B, V_out, C)
+        got = layer.forward_vertex_major(x.transpose(0, 1).contiguous())  # (V_out, B, C)
+    assert got.shape == (V_OUT_UP, x.shape[0], C)
+    torch.testing.assert_close(got.transpose(0, 1), want, rtol=tol, atol=tol)
+    torch.testing.assert_close(got.transpose(0, 1), up_sample_reference(x, layer.index, layer.weight),
+                               rtol=tol, atol=tol)
+
+
 def test_upsample_reproduces_constant_and_linear_fields():
     """Weights summing to one: constants stay constant; a vertex's own index reproduces it."""
     layer, x, _ = _up(62)
