@@ -29,7 +29,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
 timeout "${GPU_TEST_TIMEOUT:-100}" python3 -m pytest -q -p no:cacheprovider -o addopts="" -k cuda \
     tests/nn/test_triton_gather.py tests/nn/test_up_spiral_conv.py tests/nn/test_spiral_conv.py \
-    tests/nn/test_decoders.py tests/nn/test_pool.py tests/nn/test_texture.py \
+    tests/nn/test_decoders.py tests/nn/test_pool.py tests/nn/test_texture.py tests/nn/test_cheb_conv.py \
     > "$out/cuda-tests.txt" 2>&1 || { status=1; echo "CUDA TESTS FAILED"; }
 tail -n 12 "$out/cuda-tests.txt"
 timeout -s INT "${GPU_BENCH_TIMEOUT:-270}" "${bench[@]}" --modes eager cudagraph --time-box "${GPU_TIME_BOX:-210}" \
