@@ -31,6 +31,10 @@ Laplacian product is a single sparse-dense product. Three kernels compute it:
   :func:`~mesh_decoder.nn.plain_formulation`, or for dtypes cuSPARSE lacks): the
   plain gather / ``scatter_add``, which the compiler fuses, and the reference the
   other two are tested against.
+
+A layer with fewer outputs than inputs (a decoder's output layer) projects first
+and sums the terms by Clenshaw's recurrence, so its products run on ``C_out``
+columns (:meth:`ChebConv.forward_vertex_major`).
 """
 
 from __future__ import annotations

@@ -332,6 +332,29 @@ def test_memory_probes_stop_at_the_deadline(tmp_path):
     assert sorted(r["batch"] for r in skipped) == [16, 32, 64]
 
 
+def test_essential_memory_probes_outlast_the_deadline(tmp_path):
+    """The probes the memory target compares run to the end even when the time box is over;
+    the others are still skipped."""
+    import time
+
+    from mesh_decoder.hierarchy import build_hierarchy, save_hierarchy
+    from mesh_decoder.mesh.templates import face_template
+    from mesh_decoder.nn.presets import preset_hierarchy_params
+
+    h = build_hierarchy(face_template(1000, seed=0), **preset_hierarchy_params("spiralnet++-coma"), texture_size=None)
+    path = tmp_path / "h.npz"
+    save_hierarchy(h, path)
+    rows = [{"decoder": name, "mode": "eager", "batch": 8} for name in ("spiralnet++-coma", "reference", "pca")]
+    todo = [(row, {"name": row["decoder"], "hierarchy": str(path), "batch": 8, "dtype": "fp32", "mode": "eager",
+                   "threads": 1, "seed": 0, "latent_size": 16}) for row in rows]
+    answered = {}
+    skipped = harness._serve_probes(todo, 1, lambda row, result: answered.__setitem__(row["decoder"], result),
+                                    deadline=time.perf_counter() + 0.05, essential=2)
+    assert sorted(answered) == ["reference", "spiralnet++-coma"]
+    assert all(result["peak_memory_mb"] > 0 for result in answered.values()), answered
+    assert [r["decoder"] for r in skipped] == ["pca"]
+
+
 def test_git_commit_override_names_a_copied_tree(monkeypatch):
     """A benchmark machine that receives files only records the commit it is told; junk is ignored."""
     from mesh_decoder.bench import report
