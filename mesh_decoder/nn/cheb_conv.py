@@ -21,13 +21,13 @@ called with ``lambda_max=2.0`` on the mesh's edges.
 Layout: the whole batch is propagated at once as one ``(V, B*C)`` matrix, so each
 Laplacian product is a single sparse-dense product. Three kernels compute it:
 
-- CPU, eager: ``embedding_bag`` over the Laplacian's compressed rows (one bag of
-  weighted rows per vertex), differentiated by the same product with the
-  transposed matrix. Measured on 2 cores, 5,023 vertices: 36 us against 913 us for
+- CPU (eager, and compiled without autograd): ``embedding_bag`` over the
+  Laplacian's compressed rows (one bag of weighted rows per vertex, kept as
+  buffers), differentiated by the same product with the transposed matrix. Measured on 2 cores, 5,023 vertices: 36 us against 913 us for
   ``torch.sparse.mm`` at 16 columns (batch 1), 1.4 ms against 17.9 ms at 1,024.
 - CUDA, eager, ``float32``/``float64``: ``torch.sparse.mm`` on a COO tensor built
   from the buffers, no copy.
-- Otherwise (under ``torch.compile``, tracing or export, inside
+- Otherwise (compiling with autograd, tracing or export, inside
   :func:`~mesh_decoder.nn.plain_formulation`, or for dtypes cuSPARSE lacks): the
   plain gather / ``scatter_add``, which the compiler fuses, and the reference the
   other two are tested against.
@@ -47,7 +47,8 @@ from torch import Tensor, nn
 
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
-from .graph import FLOAT_DTYPES, check_features, fast_paths_enabled, hierarchy_level, positive_int, records_grad
+from .graph import (FLOAT_DTYPES, check_features, fast_paths_enabled, hierarchy_level, positive_int, records_grad,
+                    update_buffer)
 
 __all__ = ["ChebConv", "LaplacianRows", "laplacian_matmul", "laplacian_rows"]
 
@@ -152,8 +153,11 @@ def _eager() -> bool:
 
 
 def _use_bag_kernel(x: Tensor) -> bool:
-    """The ``embedding_bag`` kernel: CPU, eager, outside :func:`~mesh_decoder.nn.plain_formulation`."""
-    return x.device.type == "cpu" and fast_paths_enabled() and _eager()
+    """The ``embedding_bag`` kernel: CPU, outside :func:`~mesh_decoder.nn.plain_formulation`,
+    in eager mode, or compiled without autograd; not while exporting or tracing."""
+    if x.device.type != "cpu" or not fast_paths_enabled() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return False
+    return not torch.compiler.is_compiling() or not records_grad(x)
 
 
 def _use_sparse_kernel(x: Tensor) -> bool:
@@ -203,6 +207,13 @@ class ChebConv(nn.Module):
         index, weight = _coalesce(laplacian_index, laplacian_weight, self.num_vertices)
         self.register_buffer("laplacian_index", index)
         self.register_buffer("laplacian_weight", weight)
+        # The CPU kernel's compressed rows (LaplacianRows), derived from the two above
+        # (not saved; rebuilt when a state dict is loaded).
+        for name in LaplacianRows._fields:
+            empty = weight.new_empty(0) if name.endswith("weight") else index.new_empty(0)
+            self.register_buffer("rows_" + name, empty, persistent=False)
+        self._refresh_rows()
+        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_rows())
         self.lins = nn.ModuleList(
             nn.Linear(self.in_channels, self.out_channels, bias=False) for _ in range(self.K)
         )
@@ -210,7 +221,6 @@ class ChebConv(nn.Module):
             self.bias = nn.Parameter(torch.empty(self.out_channels))
         else:
             self.register_parameter("bias", None)
-        self._rows_cache: tuple[Tensor, Tensor, tuple, LaplacianRows] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -296,19 +306,15 @@ class ChebConv(nn.Module):
         out = lap(b1).add_(y[:, :, 0]).sub_(b2)  # (V, B, O); K > 2, so b2 is set
         return out if self.bias is None else out.add_(self.bias)
 
+    def _refresh_rows(self) -> None:
+        rows = laplacian_rows(self.laplacian_index, self.laplacian_weight, self.num_vertices)
+        for name, value in zip(LaplacianRows._fields, rows):
+            update_buffer(self, "rows_" + name, value)
+
     def _rows(self, dtype: torch.dtype) -> LaplacianRows:
-        """:func:`laplacian_rows` of the buffers in ``dtype``, kept until a buffer is
-        replaced or changed in place (``load_state_dict`` copies into them)."""
-        idx, wt = self.laplacian_index, self.laplacian_weight
-        try:
-            versions = (idx._version, wt._version, dtype)
-        except RuntimeError:  # inference tensors keep no version counter: derive afresh
-            return laplacian_rows(idx, wt, self.num_vertices, dtype)
-        cached = self._rows_cache
-        if cached is None or cached[0] is not idx or cached[1] is not wt or cached[2] != versions:
-            # the cache holds the buffers themselves, so their storage is never reused by others
-            self._rows_cache = cached = (idx, wt, versions, laplacian_rows(idx, wt, self.num_vertices, dtype))
-        return cached[3]
+        """The compressed-row buffers, weights in ``dtype``."""
+        rows = LaplacianRows(*(getattr(self, "rows_" + name) for name in LaplacianRows._fields))
+        return rows._replace(weight=rows.weight.to(dtype), t_weight=rows.t_weight.to(dtype))
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, K={self.K}"

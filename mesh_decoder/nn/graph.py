@@ -158,6 +158,18 @@ def fast_paths_enabled() -> bool:
     return not _PLAIN_FORMULATION
 
 
+def update_buffer(module: torch.nn.Module, name: str, value: Tensor) -> None:
+    """Set a derived buffer: in place when the shape matches (CUDA graphs captured
+    earlier read the buffer's memory, so it must stay where it is; it keeps its
+    device and dtype), else replaced by ``value``."""
+    old = getattr(module, name)
+    if old.shape == value.shape and old.is_floating_point() == value.is_floating_point():
+        with torch.no_grad():
+            old.copy_(value)
+    else:
+        setattr(module, name, value)
+
+
 def records_grad(*tensors: Tensor | None) -> bool:
     """Whether autograd would record an operation on ``tensors`` (``None`` entries skipped)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

@@ -62,7 +62,7 @@ from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
 from .activation import elu_
 from .graph import (check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int,
-                    records_grad)
+                    records_grad, update_buffer)
 from .triton_gather import gather_project, gather_sum_available, weighted_gather_sum
 
 __all__ = [
@@ -515,18 +515,6 @@ def _bag_sum_op(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, a
 @_bag_sum_op.register_fake
 def _(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation: str) -> Tensor:
     return z.new_empty(z.shape[0], index.shape[0], z.shape[2])
-
-
-def update_buffer(module: nn.Module, name: str, value: Tensor) -> None:
-    """Set a derived buffer: in place when the shape matches (CUDA graphs captured
-    earlier read the buffer's memory, so it must stay where it is; it keeps its
-    device and dtype), else replaced by ``value``."""
-    old = getattr(module, name)
-    if old.shape == value.shape and old.is_floating_point() == value.is_floating_point():
-        with torch.no_grad():
-            old.copy_(value)
-    else:
-        setattr(module, name, value)
 
 
 def _use_chunked_kernel(x: Tensor) -> bool:

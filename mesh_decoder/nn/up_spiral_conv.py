@@ -34,9 +34,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .graph import check_features
+from .graph import check_features, update_buffer
 from .pool import UpSample
-from .spiral_conv import BagCache, SpiralConv, project_gather, spiral_bags, update_buffer
+from .spiral_conv import BagCache, SpiralConv, project_gather, spiral_bags
 
 __all__ = ["UpSpiralConv"]
 

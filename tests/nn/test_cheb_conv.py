@@ -191,6 +191,7 @@ def test_state_dict_round_trip_includes_laplacian():
     conv, x, *_ = _layer(25, dtype=torch.float32)
     sd = conv.state_dict()
     assert {"laplacian_index", "laplacian_weight", "bias", "lins.0.weight"} <= set(sd)
+    assert not any(key.startswith("rows_") for key in sd)  # derived buffers are not saved
     half = conv.laplacian_weight * 0.5
     fresh = ChebConv(3, 5, 4, conv.laplacian_index, half, conv.num_vertices)
     assert not torch.allclose(fresh(x), conv(x))
@@ -254,6 +255,7 @@ def test_to_device_moves_buffers(device):
     want = conv(x)
     moved = conv.to(device)
     assert moved.laplacian_index.device.type == device and moved.laplacian_weight.device.type == device
+    assert all(buf.device.type == device for name, buf in moved.named_buffers() if name.startswith("rows_"))
     out = moved(x.to(device))
     assert out.shape == want.shape
     if device != "meta":
@@ -271,3 +273,25 @@ def test_torch_compile_matches_eager():
     go = torch.randn(out.shape, generator=gen)
     torch.testing.assert_close(torch.autograd.grad(out, x, go)[0], torch.autograd.grad(ref, x, go)[0],
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("C,O", [(3, 5), (6, 2)])
+def test_compiled_inference_takes_the_bag_kernel(C, O):
+    """Compiled without autograd on the CPU, the Laplacian products stay embedding_bag
+    (the compressed rows are buffers, graph inputs) and equal the dense reference."""
+    torch._dynamo.reset()
+    conv, x, L, _, _ = _layer(34, K=4, C=C, O=O, dtype=torch.float32)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    with torch.inference_mode():
+        out = torch.compile(conv, backend=backend, fullgraph=True)(x)
+    ref = cheb_conv_reference(x, L, [lin.weight for lin in conv.lins], conv.bias)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    targets = " ".join(str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function")
+    assert targets.count("embedding_bag") == conv.K - 1
+    assert "scatter_add" not in targets
