@@ -258,11 +258,11 @@ class ChebConv(nn.Module):
         t0 = x.reshape(V, B * C)  # (V, B*C)
 
         def lin(k: int, t: Tensor, acc: Tensor | None) -> Tensor:
-            rows = t.reshape(V * B, C)  # (V*B, C)
+            flat = t.reshape(V * B, C)  # (V*B, C)
             w = self.lins[k].weight.t()  # (C, O)
             if acc is None:
-                return rows @ w if self.bias is None else torch.addmm(self.bias, rows, w)  # (V*B, O)
-            return acc.addmm_(rows, w)  # (V*B, O), in place: addmm keeps no output for its gradient
+                return flat @ w if self.bias is None else torch.addmm(self.bias, flat, w)  # (V*B, O)
+            return acc.addmm_(flat, w)  # (V*B, O), in place: addmm keeps no output for its gradient
 
         out = lin(0, t0, None)
         if self.K > 1:
