@@ -12,7 +12,11 @@
 # 4. the variant that multiplies by the spiral weight as stored, with small gather
 #    blocks (spiral_conv.LATENCY_ROWS, off by default), CUDA graphs, spiral and
 #    joint decoders, fp32 and fp16 (OUTPUT_DIR/decode-latency_*), to compare with
-#    step 2's rows.
+#    step 2's rows;
+# 5. the variant that captures the batch-1 latent copy in and output copies out in
+#    the CUDA graph itself (harness.CAPTURE_IO, off by default), spiral, joint and
+#    PCA decoders, fp32 and fp16 (OUTPUT_DIR/decode-io_*), to compare with step 2's
+#    batch-1 rows.
 # The steps' default limits add up to under 10 minutes (the GPU machine's limit per command).
 # Set MESH_DECODER_GIT_COMMIT to the commit of the copied tree when its .git is stale.
 # Each step has its own time limit (SIGINT: the benchmark keeps the rows it
@@ -30,9 +34,10 @@ python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_devic
 timeout "${GPU_TEST_TIMEOUT:-100}" python3 -m pytest -q -p no:cacheprovider -o addopts="" -k cuda \
     tests/nn/test_triton_gather.py tests/nn/test_up_spiral_conv.py tests/nn/test_spiral_conv.py \
     tests/nn/test_decoders.py tests/nn/test_pool.py tests/nn/test_texture.py tests/nn/test_cheb_conv.py \
+    tests/bench/test_harness.py \
     > "$out/cuda-tests.txt" 2>&1 || { status=1; echo "CUDA TESTS FAILED"; }
 tail -n 12 "$out/cuda-tests.txt"
-timeout -s INT "${GPU_BENCH_TIMEOUT:-270}" "${bench[@]}" --modes eager cudagraph --time-box "${GPU_TIME_BOX:-210}" \
+timeout -s INT "${GPU_BENCH_TIMEOUT:-225}" "${bench[@]}" --modes eager cudagraph --time-box "${GPU_TIME_BOX:-170}" \
     --output-dir "$out" || { status=1; echo "BENCHMARK FAILED"; }
 timeout -s INT "${GPU_COMPILE_TIMEOUT:-130}" "${bench[@]}" --modes compile compile-cudagraph \
     --decoders spiralnet++-coma joint reference --dtypes bf16 --batch-sizes 1 256 \
@@ -43,4 +48,9 @@ from mesh_decoder.cli import main; sys.exit(main(sys.argv[1:]))' bench --device 
 timeout -s INT "${GPU_VARIANT_TIMEOUT:-90}" "${variant[@]}" --modes cudagraph --decoders spiralnet++-coma joint \
     --dtypes fp32 fp16 --time-box "${GPU_VARIANT_TIME_BOX:-60}" --output-dir "$out" --file-prefix decode-latency \
     || { status=1; echo "VARIANT BENCHMARK FAILED"; }
+io=(python3 -c 'import sys; from mesh_decoder.bench import harness; harness.CAPTURE_IO = True
+from mesh_decoder.cli import main; sys.exit(main(sys.argv[1:]))' bench --device cuda --hierarchy "$hierarchy" --no-progress)
+timeout -s INT "${GPU_IO_TIMEOUT:-45}" "${io[@]}" --modes cudagraph --decoders spiralnet++-coma joint pca \
+    --dtypes fp32 fp16 --batch-sizes 1 --time-box "${GPU_IO_TIME_BOX:-30}" --output-dir "$out" --file-prefix decode-io \
+    || { status=1; echo "IO VARIANT BENCHMARK FAILED"; }
 exit $status

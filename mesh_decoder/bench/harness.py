@@ -117,6 +117,12 @@ TOLERANCES: dict[str, float] = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 5e-2, "fp16"
 SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000, 10000, 20000, 50000, 100000)
 QUICK_SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000)
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Batch-1 ``cudagraph`` rows with the latent's copy in and the outputs' copies out
+#: captured in the CUDA graph itself, between page-locked host buffers and the
+#: graph's tensors: a timed call is then a host copy into the staging buffer, one
+#: replay and a synchronisation, instead of three launches. Off until measured on a
+#: GPU: ``benchmarks/gpu.sh`` runs it as a variant (``decode-io_*`` files).
+CAPTURE_IO = False
 
 
 # ---------------------------------------------------------------------------- specs
@@ -436,21 +442,41 @@ def _cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 class _CudaGraphRunner:
-    """Capture ``module(z)`` for a fixed batch in a CUDA graph; replay with new latents."""
+    """Capture ``module(z)`` for a fixed batch in a CUDA graph; replay with new latents.
 
-    def __init__(self, module: nn.Module, z: torch.Tensor):
+    With ``capture_io`` the graph also copies the latent in from a page-locked host
+    buffer and the outputs out to page-locked host buffers (:data:`CAPTURE_IO`); a
+    call then returns those host buffers, valid once the stream is synchronised.
+    """
+
+    def __init__(self, module: nn.Module, z: torch.Tensor, capture_io: bool = False):
         self.static_z = z.clone()
+        self.captures_io = capture_io
         stream = torch.cuda.Stream(device=z.device)
         stream.wait_stream(torch.cuda.current_stream(z.device))
         with torch.cuda.stream(stream):
             for _ in range(3):
-                module(self.static_z)
+                warm = module(self.static_z)
         torch.cuda.current_stream(z.device).wait_stream(stream)
+        if capture_io:  # page-locked buffers are allocated before the capture, which cannot allocate them
+            self.host_z = torch.empty(z.shape, dtype=z.dtype, pin_memory=True)
+            self.host_z.copy_(z)
+            self.host_out = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in _outputs(warm)]
+        del warm
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
+            if capture_io:
+                self.static_z.copy_(self.host_z, non_blocking=True)
             self.static_out = module(self.static_z)
+            if capture_io:
+                for host, t in zip(self.host_out, _outputs(self.static_out)):
+                    host.copy_(t, non_blocking=True)
 
     def __call__(self, z: torch.Tensor):
+        if self.captures_io:
+            self.host_z.copy_(z)  # the latent into the staging buffer the graph copies from
+            self.graph.replay()
+            return self.host_out
         self.static_z.copy_(z, non_blocking=True)
         self.graph.replay()
         return self.static_out
@@ -660,6 +686,7 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
             "batch_sizes": list(options.batch_sizes), "modes": list(options.modes), "dtypes": list(options.dtypes),
             "time_budget_s": options.time_budget_s, "time_box_s": options.time_box_s, "min_repeats": options.min_repeats, "warmup": options.warmup,
             "memory": options.memory, "seed": options.seed, "tolerances": {d: TOLERANCES[d] for d in options.dtypes},
+            "capture_io": CAPTURE_IO,
         },
         "roofs": {},
         "decoders": {},
@@ -940,7 +967,7 @@ def _runner(spec, mode, dtype_name, batch, device, modules, compiled, graphs, on
         key = (spec.name, dtype_name, batch)
         if key not in graphs:
             with torch.inference_mode():
-                graphs[key] = _CudaGraphRunner(module, z_dev)
+                graphs[key] = _CudaGraphRunner(module, z_dev, capture_io=CAPTURE_IO and batch == 1)
         return graphs[key]
     if mode == "onnx":
         if dtype_name != "fp32":
@@ -964,6 +991,10 @@ def _closure(runner, mode: str, z_host: torch.Tensor, z_dev: torch.Tensor, copy_
     def call():
         # latent in: a captured graph copies the pinned host latent into its input itself
         z = z_host.to(device, non_blocking=True) if cuda and mode != "cudagraph" else z_host
+        if getattr(runner, "captures_io", False):  # the graph copies the outputs out too
+            outs = runner(z)
+            synchronize(device)
+            return outs
         outs = _outputs(runner(z))
         if not cuda:
             return outs  # already in host memory: nothing to copy

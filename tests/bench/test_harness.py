@@ -355,6 +355,46 @@ def test_essential_memory_probes_outlast_the_deadline(tmp_path):
     assert [r["decoder"] for r in skipped] == ["pca"]
 
 
+class TwoOutputs(TinyDecoder):
+    """Vertices and a second output, as the joint decoder returns."""
+
+    def forward(self, z):
+        v = super().forward(z)
+        return v, v.mean(dim=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("capture_io", [False, True])
+def test_cuda_graph_runner_replays_fresh_latents(capture_io):
+    """A captured graph, with the copies in and out captured or not, gives the module's
+    outputs for latents it was not captured with."""
+    module = TwoOutputs(latent_size=6, num_vertices=10).cuda().eval()
+    gen = torch.Generator().manual_seed(3)
+    with torch.inference_mode():
+        runner = harness._CudaGraphRunner(module, torch.randn(1, 6, generator=gen).cuda(), capture_io=capture_io)
+        for _ in range(3):
+            z = torch.randn(1, 6, generator=gen).pin_memory()
+            outs = harness._outputs(runner(z if capture_io else z.cuda()))
+            torch.cuda.synchronize()
+            assert len(outs) == 2 and all(t.is_cuda != capture_io for t in outs)  # captured: host buffers
+            want = harness._outputs(module(z.cuda()))
+            for got, ref in zip(outs, want):
+                torch.testing.assert_close(got.cpu(), ref.cpu())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_benchmark_with_captured_copies(tmp_path, monkeypatch):
+    """The batch-1 rows with the copies captured pass the error check and are timed."""
+    monkeypatch.setattr(harness, "CAPTURE_IO", True)
+    specs = [DecoderSpec("tiny", TwoOutputs(latent_size=6, num_vertices=10).cuda().eval(), latent_size=6)]
+    payload = run_benchmark(specs, options(tmp_path, device=torch.device("cuda"), modes=("eager", "cudagraph"),
+                                           batch_sizes=(1,)))
+    rows = {row["mode"]: row for row in payload["rows"]}
+    assert payload["options"]["capture_io"] is True
+    assert rows["cudagraph"]["status"] == "ok" and rows["cudagraph"]["meshes_per_s"] > 0, rows
+    assert rows["cudagraph"]["max_error"] <= rows["cudagraph"]["tolerance"]
+
+
 def test_git_commit_override_names_a_copied_tree(monkeypatch):
     """A benchmark machine that receives files only records the commit it is told; junk is ignored."""
     from mesh_decoder.bench import report
