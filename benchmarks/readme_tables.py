@@ -290,6 +290,36 @@ def variants() -> str:
     return "\n\n".join(parts)
 
 
+#: The batch-1 CUDA-graph variants ``benchmarks/gpu.sh`` runs beside the default path: file prefix -> column.
+LATENCY_VARIANTS = {"decode-latency": "weight as stored (LATENCY_ROWS)", "decode-io": "copies captured (CAPTURE_IO)"}
+
+
+def latency() -> str:
+    """Batch 1 with CUDA graphs: the default path and each variant, from the same GPU run."""
+    parts = []
+    for path, base in _load("decode_cuda-*.json"):
+        suffix = os.path.basename(path)[len("decode"):]  # "_cuda-<card>.json"
+        found = [(col, d, p) for prefix, col in LATENCY_VARIANTS.items() for p, d in _load(prefix + suffix)]
+        if not found:
+            continue
+        rows = []
+        for r in base["rows"]:
+            if r["batch"] != 1 or r["mode"] != "cudagraph" or r.get("status") != "ok":
+                continue
+            cells = []
+            for _, d, _ in found:
+                v = _best(d["rows"], decoder=r["decoder"], mode="cudagraph", batch=1, dtype=r["dtype"])
+                cells.append(_g(v["meshes_per_s"]) if v else "–")
+            if any(c != "–" for c in cells):
+                rows.append([r["decoder"], r["dtype"], _g(r["meshes_per_s"]), *cells])
+        sources = "; ".join(f"{col}: `{p}` (commit {str(d['environment'].get('git_commit'))[:7]})"
+                            for col, d, p in found)
+        parts.append(f"Default: `{path}` (commit {str(base['environment'].get('git_commit'))[:7]}); {sources}.\n\n"
+                     + _table(["decoder", "dtype", "default decodes/s", *(col + " decodes/s" for col, _, _ in found)],
+                              rows))
+    return "\n\n".join(parts)
+
+
 def scaling() -> str:
     parts = []
     for path, d in _load("scaling_*.json"):
@@ -301,7 +331,7 @@ def scaling() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {"decode": decode, "decode-compile": decode_compile, "targets": targets,
-                                        "variants": variants, "scaling": scaling, "sweep": sweep, "hierarchy": hierarchy, "spectrum": spectrum, "render": render, "fit": fit}
+                                        "variants": variants, "latency": latency, "scaling": scaling, "sweep": sweep, "hierarchy": hierarchy, "spectrum": spectrum, "render": render, "fit": fit}
 
 
 def update(text: str) -> str:
