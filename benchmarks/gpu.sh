@@ -5,6 +5,10 @@
 #
 #   benchmarks/gpu.sh HIERARCHY.npz OUTPUT_DIR
 #
+# The default run's hierarchy, made beforehand on a machine with the install:
+#
+#   mesh-decoder hierarchy --factors 4 4 4 4 --spiral-length 9 --texture-size 256 -o .gpu_in/face5023_t256.npz
+#
 # 1. the CUDA cases of the layer and decoder tests;
 # 2. the decode benchmark, eager and CUDA graphs, fp32/TF32/bf16/fp16, every decoder;
 # 3. torch.compile, plain and replayed as CUDA graphs (reduce-overhead), for the
