@@ -47,8 +47,8 @@ from torch import Tensor, nn
 
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
-from .graph import (FLOAT_DTYPES, check_features, fast_paths_enabled, hierarchy_level, positive_int, records_grad,
-                    update_buffer)
+from .graph import (FLOAT_DTYPES, _autocast_enabled, check_features, fast_paths_enabled, hierarchy_level,
+                    positive_int, records_grad, update_buffer)
 
 __all__ = ["ChebConv", "LaplacianRows", "laplacian_matmul", "laplacian_rows"]
 
@@ -256,12 +256,15 @@ class ChebConv(nn.Module):
         if self.K > 2 and O < C:
             return self._clenshaw(x)  # (V, B, O)
         t0 = x.reshape(V, B * C)  # (V, B*C)
+        autocast = _autocast_enabled(x.device.type)  # it picks the products' dtypes: none in place
 
         def lin(k: int, t: Tensor, acc: Tensor | None) -> Tensor:
             flat = t.reshape(V * B, C)  # (V*B, C)
             w = self.lins[k].weight.t()  # (C, O)
             if acc is None:
                 return flat @ w if self.bias is None else torch.addmm(self.bias, flat, w)  # (V*B, O)
+            if autocast:
+                return torch.addmm(acc, flat, w)  # (V*B, O)
             return acc.addmm_(flat, w)  # (V*B, O), in place: addmm keeps no output for its gradient
 
         out = lin(0, t0, None)
@@ -292,7 +295,7 @@ class ChebConv(nn.Module):
         theta = torch.cat([lin.weight.t() for lin in self.lins], dim=1)  # (C, K*O)
         y = (x.reshape(V * B, C) @ theta).view(V, B, K, O)  # (V, B, K, O): y[:, :, k] = Y_k
         idx, wt = self.laplacian_index, self.laplacian_weight
-        rows = self._rows(x.dtype) if _use_bag_kernel(x) else None
+        rows = self._rows(y.dtype) if _use_bag_kernel(y) else None  # y's dtype: autocast may have chosen it
 
         def lap(b: Tensor) -> Tensor:
             return laplacian_matmul(idx, wt, V, b.reshape(V, B * O), rows).view(V, B, O)  # (V, B, O)

@@ -295,3 +295,16 @@ def test_compiled_inference_takes_the_bag_kernel(C, O):
     targets = " ".join(str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function")
     assert targets.count("embedding_bag") == conv.K - 1
     assert "scatter_add" not in targets
+
+
+@pytest.mark.parametrize("C,O", [(3, 5), (6, 2)])
+@pytest.mark.parametrize("grad", [True, False])
+def test_cpu_autocast_bfloat16(C, O, grad):
+    """Under bfloat16 autocast the products take autocast's dtypes (nothing accumulates in
+    place across dtypes); the result is close to float32, with and without autograd."""
+    conv, x, _, _, _ = _layer(35, K=4, C=C, O=O, dtype=torch.float32)
+    want = conv(x)
+    with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = conv(x)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want.detach(), rtol=0.05, atol=0.05)

@@ -364,6 +364,20 @@ def test_cheb_vertex_major_inference_matches_dense_reference(request, hierarchy_
     torch.testing.assert_close(plain, ref)
 
 
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+def test_cpu_autocast_decodes_close_to_float32(synthetic_hierarchy, kind):
+    """bfloat16 autocast on the CPU, with and without autograd: close to the float32 decode."""
+    torch.manual_seed(20)
+    dec = build(kind, synthetic_hierarchy)
+    z = rand_latent(dec, 3, seed=21)
+    want = dec(z).detach()
+    scale = want.abs().max()
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16):
+            got = dec(z)
+        torch.testing.assert_close(got.float() / scale, want / scale, rtol=0.05, atol=0.05)
+
+
 @pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
 @pytest.mark.parametrize("batch", [1, 5, 7])
 def test_chunked_cpu_inference_matches_whole_batch(synthetic_hierarchy, kind, batch, monkeypatch):
