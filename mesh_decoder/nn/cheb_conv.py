@@ -99,18 +99,29 @@ def _bag_product(x: Tensor, offsets: Tensor, col: Tensor, weight: Tensor) -> Ten
 
 
 class _BagMatmul(torch.autograd.Function):
-    """:func:`_bag_product` for autograd: the gradient is the product by the transpose,
-    itself a ``_BagMatmul``, so higher derivatives follow."""
+    """:func:`_bag_product` for autograd and ``torch.func``: the product is linear in
+    ``x``, so its gradient is the product by the transpose and its forward derivative
+    the product itself, both ``_BagMatmul`` again (higher derivatives follow). The
+    compressed rows are constants."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x: Tensor, *rows: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.rows = rows
+    def forward(x: Tensor, *rows: Tensor) -> Tensor:  # type: ignore[override]
         return _bag_product(x, *rows[:3])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        ctx.rows = inputs[1:]
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         rows = ctx.rows
         return (_BagMatmul.apply(grad, *rows[3:], *rows[:3]),) + (None,) * len(rows)
+
+    @staticmethod
+    def jvp(ctx, x_tangent: Tensor, *row_tangents) -> Tensor:  # type: ignore[override]
+        return _BagMatmul.apply(x_tangent, *ctx.rows)
 
 
 def laplacian_matmul(index: Tensor, weight: Tensor, num_vertices: int, x: Tensor,
@@ -128,12 +139,14 @@ def laplacian_matmul(index: Tensor, weight: Tensor, num_vertices: int, x: Tensor
     Shapes:
         ``(V, N) -> (V, N)``; ``out[i] = sum_e weight[e] * x[col[e]]`` over ``row[e] == i``.
 
-    Differentiable in ``x`` (twice and more); ``index``/``weight`` are treated as constants.
+    Differentiable in ``x`` (twice and more, and under ``torch.func``'s transforms);
+    ``index``/``weight`` are treated as constants. With grad mode on, change the result
+    out of place (under ``vmap`` it may be a view that autograd forbids changing).
     """
     if _use_bag_kernel(x):
         if rows is None:
             rows = laplacian_rows(index, weight, num_vertices, x.dtype)
-        if records_grad(x):
+        if torch.is_grad_enabled():  # autograd, and torch.func's transforms (whose tensors require no grad)
             return _BagMatmul.apply(x, *rows)  # (V, N)
         return _bag_product(x, *rows[:3])  # (V, N)
     w = weight.to(x.dtype)
@@ -274,7 +287,8 @@ class ChebConv(nn.Module):
             t1 = laplacian_matmul(idx, wt, V, t0, rows)  # (V, B*C)
             out = lin(1, t1, out)
             for k in range(2, self.K):
-                t2 = laplacian_matmul(idx, wt, V, t1, rows).mul_(2.0).sub_(t0)  # (V, B*C)
+                lt = laplacian_matmul(idx, wt, V, t1, rows)  # (V, B*C)
+                t2 = (lt.mul(2.0) if torch.is_grad_enabled() else lt.mul_(2.0)).sub_(t0)  # (V, B*C)
                 out = lin(k, t2, out)
                 t0, t1 = t1, t2
         return out.view(V, B, O)  # (V, B, O)
@@ -302,11 +316,11 @@ class ChebConv(nn.Module):
 
         b1, b2 = y[:, :, K - 1], None  # b_{k+1}, b_{k+2}
         for k in range(K - 2, 0, -1):
-            bk = lap(b1).mul_(2.0).add_(y[:, :, k])  # (V, B, O)
+            bk = torch.add(y[:, :, k], lap(b1), alpha=2.0)  # (V, B, O)
             if b2 is not None:
                 bk.sub_(b2)
             b1, b2 = bk, b1
-        out = lap(b1).add_(y[:, :, 0]).sub_(b2)  # (V, B, O); K > 2, so b2 is set
+        out = torch.add(y[:, :, 0], lap(b1)).sub_(b2)  # (V, B, O); K > 2, so b2 is set
         return out if self.bias is None else out.add_(self.bias)
 
     def _refresh_rows(self) -> None:

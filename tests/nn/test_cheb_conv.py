@@ -308,3 +308,22 @@ def test_cpu_autocast_bfloat16(C, O, grad):
         got = conv(x)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want.detach(), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # vmap fallbacks
+@pytest.mark.parametrize("kernel", ["bag", "gather"])  # the CPU kernels (sparse: CUDA)
+@pytest.mark.parametrize("C,O", [(3, 4), (5, 2)])
+def test_torch_func_transforms_match_the_reference(kernel, C, O, monkeypatch):
+    """vmap, jacrev, jvp and hessian through the layer, as PyTorch users apply them."""
+    _use_kernel(kernel, monkeypatch)
+    conv, x, L, _, gen = _layer(36, K=4, C=C, O=O)
+
+    def ref(a):
+        return cheb_conv_reference(a.unsqueeze(0), L, [lin.weight for lin in conv.lins], conv.bias).squeeze(0)
+
+    tangent = torch.randn(x[0].shape, generator=gen, dtype=x.dtype)
+    torch.testing.assert_close(torch.vmap(conv)(x), torch.vmap(ref)(x))
+    torch.testing.assert_close(torch.func.jacrev(conv)(x[0]), torch.func.jacrev(ref)(x[0]))
+    torch.testing.assert_close(torch.func.jvp(conv, (x[0],), (tangent,))[1], torch.func.jvp(ref, (x[0],), (tangent,))[1])
+    hess = torch.func.hessian(lambda a: conv(a).sin().sum())(x[0])
+    torch.testing.assert_close(hess, torch.func.hessian(lambda a: ref(a).sin().sum())(x[0]))
