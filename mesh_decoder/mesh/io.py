@@ -677,22 +677,25 @@ def _resolve_obj(path, tokens, defined_before, total, where, what):
 
 def _write_obj(mesh: Mesh, path: str) -> None:
     """OBJ text: landmark comments, ``v`` (with colours), ``vt``, 1-based ``f``."""
-    v32 = mesh.vertices.astype(np.float32)  # (V, 3)
     header = [f"# mesh_decoder OBJ: {mesh.num_vertices} vertices, {mesh.num_faces} triangles"]
     header += [f"# landmark {name} {index}" for name, index in mesh.landmarks.items()]
     with atomic_write(path, "wb") as handle:
         handle.write(("\n".join(header) + "\n").encode("utf-8"))
-        if mesh.colors is None:
-            handle.write(_format_rows("v %.9g %.9g %.9g", v32))
-        else:
-            vc = np.concatenate([v32, mesh.colors.astype(np.float32)], axis=1)  # (V, 6)
-            handle.write(_format_rows("v %.9g %.9g %.9g %.9g %.9g %.9g", vc))
+        handle.write(_vertex_rows(mesh, "v "))
         if mesh.uv is None:
             handle.write(_format_rows("f %d %d %d", mesh.faces + 1))
         else:
             handle.write(_format_rows("vt %.9g %.9g", mesh.uv.astype(np.float32)))
             corners = np.stack([mesh.faces + 1, mesh.uv_faces + 1], axis=2).reshape(-1, 6)  # (F, 3, 2) -> (F, 6)
             handle.write(_format_rows("f %d/%d %d/%d %d/%d", corners))
+
+
+def _vertex_rows(mesh: Mesh, prefix: str) -> bytes:
+    """One ``prefix x y z`` line per vertex, with ``r g b`` after it when the mesh has colours."""
+    rows = mesh.vertices.astype(np.float32)  # (V, 3)
+    if mesh.colors is not None:
+        rows = np.concatenate([rows, mesh.colors.astype(np.float32)], axis=1)  # (V, 6)
+    return _format_rows(prefix + " ".join(["%.9g"] * rows.shape[1]), rows)
 
 
 def _format_rows(fmt: str, rows: np.ndarray) -> bytes:
@@ -915,17 +918,12 @@ def _off_faces(path, records, V):
 
 def _write_off(mesh: Mesh, path: str) -> None:
     """OFF (or COFF with float colours) text with landmark comments after the counts."""
-    v32 = mesh.vertices.astype(np.float32)  # (V, 3)
     keyword = "OFF" if mesh.colors is None else "COFF"
     header = [keyword, f"{mesh.num_vertices} {mesh.num_faces} 0"]
     header += [f"# landmark {name} {index}" for name, index in mesh.landmarks.items()]
     with atomic_write(path, "wb") as handle:
         handle.write(("\n".join(header) + "\n").encode("utf-8"))
-        if mesh.colors is None:
-            handle.write(_format_rows("%.9g %.9g %.9g", v32))
-        else:
-            vc = np.concatenate([v32, mesh.colors.astype(np.float32)], axis=1)  # (V, 6)
-            handle.write(_format_rows("%.9g %.9g %.9g %.9g %.9g %.9g", vc))
+        handle.write(_vertex_rows(mesh, ""))
         handle.write(_format_rows("3 %d %d %d", mesh.faces))
 
 
