@@ -291,7 +291,8 @@ def variants() -> str:
 
 
 #: The batch-1 CUDA-graph variants ``benchmarks/gpu.sh`` runs beside the default path: file prefix -> column.
-LATENCY_VARIANTS = {"decode-latency": "weight as stored (LATENCY_ROWS)", "decode-io": "copies captured (CAPTURE_IO)"}
+LATENCY_VARIANTS = {"decode-latency": "weight as stored (LATENCY_ROWS)", "decode-io": "copies captured (CAPTURE_IO)",
+                    "decode-io-latency": "both"}
 
 
 def latency() -> str:
@@ -320,6 +321,25 @@ def latency() -> str:
     return "\n\n".join(parts)
 
 
+def cheb_cuda() -> str:
+    """COMA on CUDA: the default torch.sparse.mm products beside the embedding_bag variant (BAG_ON_CUDA)."""
+    parts = []
+    for path, base in _load("decode_cuda-*.json"):
+        suffix = os.path.basename(path)[len("decode"):]  # "_cuda-<card>.json"
+        for bag_path, bag in _load("decode-chebbag" + suffix):
+            rows = []
+            for r in bag["rows"]:
+                if r["decoder"] != "coma" or r.get("status") != "ok":
+                    continue
+                b = _best(base["rows"], decoder="coma", mode=r["mode"], batch=r["batch"], dtype=r["dtype"])
+                rows.append([r["dtype"], r["mode"], str(r["batch"]), _g(b["meshes_per_s"]) if b else "–",
+                             _g(r["meshes_per_s"])])
+            parts.append(f"Default: `{path}` (commit {str(base['environment'].get('git_commit'))[:7]}); embedding_bag: "
+                         f"`{bag_path}` (commit {str(bag['environment'].get('git_commit'))[:7]}).\n\n"
+                         + _table(["dtype", "mode", "batch", "sparse.mm meshes/s", "embedding_bag meshes/s"], rows))
+    return "\n\n".join(parts)
+
+
 def scaling() -> str:
     parts = []
     for path, d in _load("scaling_*.json"):
@@ -331,7 +351,7 @@ def scaling() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {"decode": decode, "decode-compile": decode_compile, "targets": targets,
-                                        "variants": variants, "latency": latency, "scaling": scaling, "sweep": sweep, "hierarchy": hierarchy, "spectrum": spectrum, "render": render, "fit": fit}
+                                        "variants": variants, "latency": latency, "cheb-cuda": cheb_cuda, "scaling": scaling, "sweep": sweep, "hierarchy": hierarchy, "spectrum": spectrum, "render": render, "fit": fit}
 
 
 def update(text: str) -> str:

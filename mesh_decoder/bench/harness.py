@@ -483,6 +483,14 @@ class _CudaGraphRunner:
 
 
 # ------------------------------------------------------------------------ probes
+def _switches() -> dict[str, Any]:
+    """The library's off-by-default fast-path switches as this run has them (variants set them)."""
+    from ..nn import cheb_conv, spiral_conv
+
+    return {"spiral_conv.GATHER_PROJECT_ROWS": spiral_conv.GATHER_PROJECT_ROWS,
+            "spiral_conv.LATENCY_ROWS": spiral_conv.LATENCY_ROWS, "cheb_conv.BAG_ON_CUDA": cheb_conv.BAG_ON_CUDA}
+
+
 def _vm_status(key: str) -> int | None:
     try:
         with open("/proc/self/status", encoding="ascii") as handle:
@@ -686,7 +694,7 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
             "batch_sizes": list(options.batch_sizes), "modes": list(options.modes), "dtypes": list(options.dtypes),
             "time_budget_s": options.time_budget_s, "time_box_s": options.time_box_s, "min_repeats": options.min_repeats, "warmup": options.warmup,
             "memory": options.memory, "seed": options.seed, "tolerances": {d: TOLERANCES[d] for d in options.dtypes},
-            "capture_io": CAPTURE_IO,
+            "capture_io": CAPTURE_IO, "switches": _switches(),
         },
         "roofs": {},
         "decoders": {},

@@ -27,7 +27,8 @@ Laplacian product is a single sparse-dense product. Three kernels compute it:
   Measured on 2 cores, 5,023 vertices: 36 us against 913 us for
   ``torch.sparse.mm`` at 16 columns (batch 1), 1.4 ms against 17.9 ms at 1,024.
 - CUDA, eager, ``float32``/``float64``: ``torch.sparse.mm`` on a COO tensor built
-  from the buffers, no copy.
+  from the buffers, no copy. With :data:`BAG_ON_CUDA` set, the ``embedding_bag``
+  kernel instead, as on the CPU (not yet measured on a GPU, so off).
 - Otherwise (compiling with autograd, tracing or export, inside
   :func:`~mesh_decoder.nn.plain_formulation`, or for dtypes cuSPARSE lacks): the
   plain gather / ``scatter_add``, which the compiler fuses, and the reference the
@@ -54,6 +55,18 @@ from .graph import (FLOAT_DTYPES, _autocast_enabled, check_features, fast_paths_
 __all__ = ["ChebConv", "LaplacianRows", "laplacian_matmul", "laplacian_rows"]
 
 _SPARSE_DTYPES = (torch.float32, torch.float64)
+
+#: Take the ``embedding_bag`` products, and :class:`~mesh_decoder.nn.ChebDecoder`'s
+#: vertex-major inference path, on CUDA as well as on the CPU. Off by default: on
+#: the GPU only ``torch.sparse.mm`` has been measured (COMA at batch 1 with CUDA
+#: graphs, H200: 942 decodes/s in fp32, about 1 ms a decode). ``benchmarks/gpu.sh``
+#: times COMA with this switched on beside the default path (``decode-chebbag_*``).
+BAG_ON_CUDA = False
+
+
+def bag_device(x: Tensor) -> bool:
+    """Whether ``x``'s device takes the ``embedding_bag`` kernels (CPU; CUDA with :data:`BAG_ON_CUDA`)."""
+    return x.device.type == "cpu" or (BAG_ON_CUDA and x.device.type == "cuda")
 
 
 class LaplacianRows(NamedTuple):
@@ -167,9 +180,10 @@ def _recording() -> bool:
 
 
 def _use_bag_kernel(x: Tensor) -> bool:
-    """The ``embedding_bag`` kernel: CPU, outside :func:`~mesh_decoder.nn.plain_formulation`,
-    in eager mode, or compiled without autograd; not while exporting or tracing."""
-    return (x.device.type == "cpu" and fast_paths_enabled() and not _recording()
+    """The ``embedding_bag`` kernel: on a :func:`bag_device`, outside
+    :func:`~mesh_decoder.nn.plain_formulation`, in eager mode, or compiled without
+    autograd; not while exporting or tracing."""
+    return (bag_device(x) and fast_paths_enabled() and not _recording()
             and (not torch.compiler.is_compiling() or not records_grad(x)))
 
 

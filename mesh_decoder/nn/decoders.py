@@ -47,7 +47,7 @@ from torch import nn
 from ..errors import HierarchyError
 from ..hierarchy.container import MeshHierarchy, TexelMap
 from .activation import elu_
-from .cheb_conv import ChebConv
+from .cheb_conv import ChebConv, bag_device
 from .graph import inference_fast_path, mesh_edge_index
 from .pool import UpSample
 from .pyg_conv import PyGConv
@@ -644,9 +644,10 @@ class ChebDecoder(GraphDecoder):
         from the latent to the output: every Laplacian product and up-sampling is then
         one ``embedding_bag`` over a ``(V_l, B*c)`` matrix, with no transposes between
         layers (:meth:`ChebConv.forward_vertex_major`,
-        :meth:`UpSample.forward_vertex_major`). Otherwise :meth:`GraphDecoder._decode`,
-        the reference."""
-        if zb.device.type != "cpu" or not inference_fast_path(zb, *self.parameters()):
+        :meth:`UpSample.forward_vertex_major`); on CUDA too with
+        :data:`~mesh_decoder.nn.cheb_conv.BAG_ON_CUDA`. Otherwise
+        :meth:`GraphDecoder._decode`, the reference."""
+        if not bag_device(zb) or not inference_fast_path(zb, *self.parameters()):
             return super()._decode(zb)
         B = zb.shape[0]
         L = len(self.channels)

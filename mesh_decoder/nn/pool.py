@@ -143,7 +143,7 @@ class UpSample(nn.Module):
 
     def forward_vertex_major(self, x: Tensor) -> Tensor:
         """Up-sampling of vertex-major features, as :class:`~mesh_decoder.nn.ChebDecoder`
-        keeps them on its CPU inference path: one ``embedding_bag`` (a bag of ``k``
+        keeps them on its inference path: one ``embedding_bag`` (a bag of ``k``
         weighted coarse rows per fine vertex) over the ``(V_in, B*C)`` matrix.
         :meth:`forward` is its reference.
 

@@ -404,3 +404,17 @@ def test_git_commit_override_names_a_copied_tree(monkeypatch):
     assert report.git_commit() == sha
     monkeypatch.setenv("MESH_DECODER_GIT_COMMIT", "not-a-commit")
     assert report.git_commit() != "not-a-commit"
+
+
+def test_results_record_the_fast_path_switches(tmp_path, monkeypatch):
+    """A variant run (a switch set before the harness starts) says so in its result file."""
+    from mesh_decoder.nn import cheb_conv
+
+    monkeypatch.setattr(cheb_conv, "BAG_ON_CUDA", True)
+    specs = [DecoderSpec("tiny", TinyDecoder().eval(), latent_size=6)]
+    run_benchmark(specs, options(tmp_path, batch_sizes=(1,)))
+    saved = [json.loads(p.read_text()) for p in tmp_path.rglob("*.json")]
+    assert len(saved) == 1
+    switches = saved[0]["options"]["switches"]
+    assert switches["cheb_conv.BAG_ON_CUDA"] is True
+    assert switches["spiral_conv.LATENCY_ROWS"] == 0 and switches["spiral_conv.GATHER_PROJECT_ROWS"] == 0
