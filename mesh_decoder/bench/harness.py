@@ -840,6 +840,7 @@ def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.dev
             closures: dict[str, Callable] = {}
             warmups: dict[str, int] = {}
             pending: dict[str, dict] = {}
+            compile_s = 0.0  # this group's compiled error checks: compiling, then one call
             for name, mode in group:
                 spec = specs[name]
                 row = {
@@ -868,6 +869,8 @@ def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.dev
                         if cuda:
                             row["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) - allocated) / 2**20
                     check_s = time.perf_counter() - t_check
+                    if mode.startswith("compile"):
+                        compile_s += check_s
                     if mode == "eager" and dtype_name == "fp32" and name not in baselines:
                         baselines[name] = [t.to("cpu") for t in out]
                     row["max_error"] = max_relative_error(out, baseline(spec.baseline or spec.name))
@@ -899,9 +902,13 @@ def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.dev
             group_budget = max(0.05, budget_left / groups_left)
             t0 = time.perf_counter()
             deadline = None
-            if timing_end is not None:  # the rest of the time box, shared by batch size (plus overheads)
+            if timing_end is not None:
+                # The rest of the time box, less what the later groups are expected to spend
+                # compiling (as long as this group did: with inductor's cache cold that is
+                # most of a group), shared by batch size (plus overheads).
                 weights = [b + 16 for b, _ in groups[gi:]]
-                deadline = t0 + max(0.0, timing_end - t0) * weights[0] / sum(weights)
+                later_compiles = compile_s * (len(groups) - gi - 1)
+                deadline = t0 + max(0.0, timing_end - t0 - later_compiles) * weights[0] / sum(weights)
             with torch.inference_mode():
                 results = time_interleaved(
                     closures, warmup=options.warmup, warmups=warmups, min_repeats=options.min_repeats,

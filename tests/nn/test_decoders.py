@@ -399,9 +399,10 @@ def test_chunked_cpu_inference_matches_whole_batch(synthetic_hierarchy, kind, ba
 
 
 @pytest.mark.slow
-def test_compiled_cpu_inference_takes_the_fused_path_in_at_most_the_chunk_cap(synthetic_hierarchy, monkeypatch):
+def test_compiled_cpu_inference_takes_the_fused_path_once_for_all_chunks(synthetic_hierarchy, monkeypatch):
     """Compiled on the CPU, a decoder gathers with the opaque per-sample operator, in chunks
-    (at most COMPILED_MAX_CHUNKS of them), and equals the plain formulation."""
+    that all call one traced copy of the network (a nested compile region), and equals
+    the plain formulation."""
     import mesh_decoder.nn.decoders as decoders
     from mesh_decoder.nn import plain_formulation
 
@@ -411,8 +412,7 @@ def test_compiled_cpu_inference_takes_the_fused_path_in_at_most_the_chunk_cap(sy
     randomise_normalization(dec, seed=15)
     z = rand_latent(dec, 5, seed=16)
     per_sample = 4 * dec.num_vertices[0] * max(dec.channels) * 4
-    monkeypatch.setattr(decoders, "DECODE_CHUNK_BYTES", per_sample)  # eager: chunks of 1 sample
-    monkeypatch.setattr(decoders, "COMPILED_MAX_CHUNKS", 2)  # compiled: chunks of 3 and 2
+    monkeypatch.setattr(decoders, "DECODE_CHUNK_BYTES", per_sample)  # chunks of 1 sample
     graphs = []
 
     def backend(gm, example_inputs):
@@ -424,10 +424,17 @@ def test_compiled_cpu_inference_takes_the_fused_path_in_at_most_the_chunk_cap(sy
             plain = dec(z)
         compiled = torch.compile(dec, backend=backend, fullgraph=True)(z)
     torch.testing.assert_close(compiled, plain, rtol=1e-5, atol=1e-5)
-    targets = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function"]
+    assert len(graphs) == 1
+    nodes = list(graphs[0].graph.nodes)
+    calls = [n for n in nodes if n.op == "call_function" and str(n.target) == "invoke_subgraph"]
+    assert len(calls) == 5  # one per chunk
+    assert {str(n.args[0].target) for n in calls} == {"subgraph_0"}  # all the same traced network
+    region = [str(n.target) for n in graphs[0].subgraph_0.graph.nodes if n.op == "call_function"]
     layers = len(dec.convs) + 1  # the fused blocks and the output convolution
-    assert targets.count("mesh_decoder.bag_sum.default") == 2 * layers
-    assert "<built-in method index_select of type object" not in " ".join(targets)
+    assert region.count("mesh_decoder.bag_sum.default") == layers
+    assert "<built-in method index_select of type object" not in " ".join(region)
+    top = [str(n.target) for n in nodes if n.op == "call_function"]
+    assert "mesh_decoder.bag_sum.default" not in top  # no chunk copied into the outer graph
 
 
 def test_fused_blocks_follow_a_loaded_state_dict(make_hierarchy):
