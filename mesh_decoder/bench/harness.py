@@ -34,8 +34,8 @@ slow groups then take fewer samples (at least 2), and memory probes still runnin
 at its end are stopped and those not started are skipped, except the two the
 memory target compares (the spiral decoder and its reference, eager, largest
 batch), which always run. Compiling is not bounded by the box: with inductor's
-cache cold (a fresh machine) the default run measured 3 min 29 s to 3 min 48 s here,
-about 130 s of it compiling, warm 2 min 44 s.
+cache cold (a fresh machine) the default run measured 2 min 55 s here, warm
+2 min 44 s.
 
 The reference decoder (``benchmarks/reference/decoder.py``, the formulation of
 the public SpiralNet++ code) is timed eager and compiled beside the fast spiral
