@@ -259,6 +259,77 @@ class HierarchyModel:
         return self
 
 
+def _check_level_sizes(num_vertices: Sequence[int], num_convs: int) -> tuple[int, ...]:
+    """``(V_0, ..., V_L)`` as ints, one more level size than ``num_convs`` channel entries."""
+    sizes = tuple(_check_positive_int(v, "num_vertices") for v in num_vertices)
+    if len(sizes) != num_convs + 1:
+        raise ValueError(f"num_vertices: expected {num_convs + 1} level sizes for {num_convs} channel entries, "
+                         f"got {len(sizes)}")
+    return sizes
+
+
+def _level_laplacians(hierarchy: MeshHierarchy, num: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The Laplacians of levels ``0..num-1``: ``(index, weight)`` lists, ``(2, E_l)`` and ``(E_l,)``."""
+    levels = hierarchy.levels[:num]
+    return [lvl.laplacian_index for lvl in levels], [lvl.laplacian_weight for lvl in levels]
+
+
+class _SpiralLevels:
+    """The per-level :class:`~mesh_decoder.nn.SpiralConv` of a graph decoder or encoder.
+
+    A mixin before :class:`GraphDecoder` or :class:`~mesh_decoder.nn.GraphEncoder`:
+    it checks the spirals against the level sizes and supplies ``_make_conv``.
+    """
+
+    channels: tuple[int, ...]
+    num_vertices: tuple[int, ...]
+
+    def _build_spiral_convs(self, spirals: Sequence[torch.Tensor], dilations: Sequence[int] | None) -> None:
+        L = len(self.channels)
+        if len(spirals) != L:
+            raise ValueError(f"spirals: expected {L} tensors (levels 0..{L - 1}), got {len(spirals)}")
+        for l in range(L):
+            if spirals[l].dim() != 2 or spirals[l].shape[0] != self.num_vertices[l]:
+                raise ValueError(
+                    f"spirals[{l}]: expected shape ({self.num_vertices[l]}, S), got {tuple(spirals[l].shape)}"
+                )
+        self.dilations = tuple(int(d) for d in (dilations if dilations is not None else [1] * L))
+        if len(self.dilations) != L:
+            raise ValueError(f"dilations: expected {L} ints, got {len(self.dilations)}")
+        self.spiral_lengths = tuple(int(s.shape[1]) for s in spirals)
+        self._spirals = list(spirals)
+        self._build_convs()  # type: ignore[attr-defined]
+        del self._spirals  # the convs hold the spirals as buffers
+
+    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
+        return SpiralConv(in_channels, out_channels, self._spirals[level], dilation=self.dilations[level])
+
+
+class _ChebLevels:
+    """The per-level :class:`~mesh_decoder.nn.ChebConv` of a graph decoder or encoder
+    (a mixin, as :class:`_SpiralLevels`)."""
+
+    channels: tuple[int, ...]
+    num_vertices: tuple[int, ...]
+
+    def _build_cheb_convs(self, K: int, laplacian_index: Sequence[torch.Tensor],
+                          laplacian_weight: Sequence[torch.Tensor]) -> None:
+        L = len(self.channels)
+        self.K = _check_positive_int(K, "K")
+        if len(laplacian_index) != L or len(laplacian_weight) != L:
+            raise ValueError(
+                f"laplacian_index/laplacian_weight: expected {L} tensors each (levels 0..{L - 1}), "
+                f"got {len(laplacian_index)} and {len(laplacian_weight)}"
+            )
+        self._laplacians = list(zip(laplacian_index, laplacian_weight))
+        self._build_convs()  # type: ignore[attr-defined]
+        del self._laplacians  # the convs hold the Laplacians as buffers
+
+    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
+        index, weight = self._laplacians[level]
+        return ChebConv(in_channels, out_channels, self.K, index, weight, self.num_vertices[level])
+
+
 class GraphDecoder(HierarchyModel, nn.Module):
     r"""Base class of the graph decoders: FC, then [up-sample, conv, activation] per level.
 
@@ -311,9 +382,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
         self.channels = _check_channels(channels)
         self.out_channels = _check_positive_int(out_channels, "out_channels")
         L = len(self.channels)
-        sizes = [_check_positive_int(v, "num_vertices") for v in num_vertices]
-        if len(sizes) != L + 1:
-            raise ValueError(f"num_vertices: expected {L + 1} level sizes for {L} channel entries, got {len(sizes)}")
+        sizes = _check_level_sizes(num_vertices, L)
         if len(up_index) != L or len(up_weight) != L:
             raise ValueError(
                 f"up_index/up_weight: expected {L} tensors each, got {len(up_index)} and {len(up_weight)}"
@@ -328,7 +397,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
                     f"up_index[{l}]: expected indices < {sizes[l + 1]} (level {l + 1} size), "
                     f"got maximum {int(up_index[l].max())}"
                 )
-        self.num_vertices = tuple(sizes)
+        self.num_vertices = sizes
         self.activation = str(activation).lower()
         make_activation(self.activation)  # validate the name early
         self.check_finite = bool(check_finite)
@@ -478,7 +547,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
         )
 
 
-class SpiralDecoder(GraphDecoder):
+class SpiralDecoder(_SpiralLevels, GraphDecoder):
     r"""SpiralNet++ decoder (Gong et al., ICCVW 2019) with :class:`~mesh_decoder.nn.SpiralConv`.
 
     Each convolution gathers the features of a vertex's spiral and applies one
@@ -515,21 +584,7 @@ class SpiralDecoder(GraphDecoder):
         check_finite: bool = False,
     ) -> None:
         super().__init__(latent_size, channels, num_vertices, up_index, up_weight, out_channels, activation, check_finite)
-        L = len(self.channels)
-        if len(spirals) != L:
-            raise ValueError(f"spirals: expected {L} tensors (levels 0..{L - 1}), got {len(spirals)}")
-        for l in range(L):
-            if spirals[l].dim() != 2 or spirals[l].shape[0] != self.num_vertices[l]:
-                raise ValueError(
-                    f"spirals[{l}]: expected shape ({self.num_vertices[l]}, S), got {tuple(spirals[l].shape)}"
-                )
-        self.dilations = tuple(int(d) for d in (dilations if dilations is not None else [1] * L))
-        if len(self.dilations) != L:
-            raise ValueError(f"dilations: expected {L} ints, got {len(self.dilations)}")
-        self.spiral_lengths = tuple(int(s.shape[1]) for s in spirals)
-        self._spirals = list(spirals)
-        self._build_convs()
-        del self._spirals  # the convs hold the spirals as buffers
+        self._build_spiral_convs(spirals, dilations)
         # Inference: each (up-sampling, convolution) pair as one projection + gather.
         self.fused = nn.ModuleList(UpSpiralConv(up, conv) for up, conv in zip(self.ups, self.convs))
         self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_fused())
@@ -550,9 +605,6 @@ class SpiralDecoder(GraphDecoder):
             if fused_act is None:
                 x = self._activate(x)
         return x
-
-    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
-        return SpiralConv(in_channels, out_channels, self._spirals[level], dilation=self.dilations[level])
 
     @classmethod
     def from_hierarchy(
@@ -593,7 +645,7 @@ class SpiralDecoder(GraphDecoder):
         return {**self._base_config(), "spiral_length": list(self.spiral_lengths)}
 
 
-class ChebDecoder(GraphDecoder):
+class ChebDecoder(_ChebLevels, GraphDecoder):
     r"""COMA decoder (Ranjan et al., ECCV 2018) with :class:`~mesh_decoder.nn.ChebConv`.
 
     Each convolution is a ``K``-term Chebyshev polynomial of the scaled
@@ -632,20 +684,7 @@ class ChebDecoder(GraphDecoder):
         check_finite: bool = False,
     ) -> None:
         super().__init__(latent_size, channels, num_vertices, up_index, up_weight, out_channels, activation, check_finite)
-        L = len(self.channels)
-        self.K = _check_positive_int(K, "K")
-        if len(laplacian_index) != L or len(laplacian_weight) != L:
-            raise ValueError(
-                f"laplacian_index/laplacian_weight: expected {L} tensors each (levels 0..{L - 1}), "
-                f"got {len(laplacian_index)} and {len(laplacian_weight)}"
-            )
-        self._laplacians = list(zip(laplacian_index, laplacian_weight))
-        self._build_convs()
-        del self._laplacians
-
-    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
-        index, weight = self._laplacians[level]
-        return ChebConv(in_channels, out_channels, self.K, index, weight, self.num_vertices[level])
+        self._build_cheb_convs(K, laplacian_index, laplacian_weight)
 
     def _decode(self, zb: torch.Tensor) -> torch.Tensor:
         """On the CPU without autograd the features stay vertex-major, ``(V_l, B, c)``,
@@ -684,8 +723,7 @@ class ChebDecoder(GraphDecoder):
             latent_size,
             channels,
             K,
-            [hierarchy.levels[l].laplacian_index for l in range(L)],
-            [hierarchy.levels[l].laplacian_weight for l in range(L)],
+            *_level_laplacians(hierarchy, L),
             hierarchy.up_index[:L],
             hierarchy.up_weight[:L],
             hierarchy.sizes[: L + 1],

@@ -20,19 +20,19 @@ import torch
 from torch import nn
 
 from ..hierarchy.container import MeshHierarchy
-from .cheb_conv import ChebConv
 from .decoders import (
     HierarchyModel,
+    _ChebLevels,
     _check_channels,
-    _check_config_sizes,
+    _check_level_sizes,
     _check_levels,
     _check_positive_int,
+    _level_laplacians,
     _level_spirals,
-    _split_config,
+    _SpiralLevels,
     make_activation,
 )
 from .pool import DownSample
-from .spiral_conv import SpiralConv
 
 __all__ = ["GraphEncoder", "SpiralEncoder", "ChebEncoder", "encoder_from_config"]
 
@@ -74,9 +74,7 @@ class GraphEncoder(HierarchyModel, nn.Module):
         self.channels = _check_channels(channels)
         self.latent_size = _check_positive_int(latent_size, "latent_size")
         L = len(self.channels)
-        sizes = [_check_positive_int(v, "num_vertices") for v in num_vertices]
-        if len(sizes) != L + 1:
-            raise ValueError(f"num_vertices: expected {L + 1} level sizes for {L} channel entries, got {len(sizes)}")
+        sizes = _check_level_sizes(num_vertices, L)
         if len(down_index) != L:
             raise ValueError(f"down_index: expected {L} tensors, got {len(down_index)}")
         for l in range(L):
@@ -89,7 +87,7 @@ class GraphEncoder(HierarchyModel, nn.Module):
                     f"down_index[{l}]: expected indices < {sizes[l]} (level {l} size), "
                     f"got maximum {int(down_index[l].max())}"
                 )
-        self.num_vertices = tuple(sizes)
+        self.num_vertices = sizes
         self.activation = str(activation).lower()
         self.act = make_activation(self.activation)
         self.template_hash: str | None = None
@@ -151,7 +149,7 @@ class GraphEncoder(HierarchyModel, nn.Module):
         )
 
 
-class SpiralEncoder(GraphEncoder):
+class SpiralEncoder(_SpiralLevels, GraphEncoder):
     """SpiralNet++ encoder (Gong et al., ICCVW 2019) with :class:`~mesh_decoder.nn.SpiralConv`.
 
     Args:
@@ -180,24 +178,7 @@ class SpiralEncoder(GraphEncoder):
         activation: str = "elu",
     ) -> None:
         super().__init__(in_channels, channels, latent_size, num_vertices, down_index, activation)
-        L = len(self.channels)
-        if len(spirals) != L:
-            raise ValueError(f"spirals: expected {L} tensors (levels 0..{L - 1}), got {len(spirals)}")
-        for l in range(L):
-            if spirals[l].dim() != 2 or spirals[l].shape[0] != self.num_vertices[l]:
-                raise ValueError(
-                    f"spirals[{l}]: expected shape ({self.num_vertices[l]}, S), got {tuple(spirals[l].shape)}"
-                )
-        self.dilations = tuple(int(d) for d in (dilations if dilations is not None else [1] * L))
-        if len(self.dilations) != L:
-            raise ValueError(f"dilations: expected {L} ints, got {len(self.dilations)}")
-        self.spiral_lengths = tuple(int(s.shape[1]) for s in spirals)
-        self._spirals = list(spirals)
-        self._build_convs()
-        del self._spirals
-
-    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
-        return SpiralConv(in_channels, out_channels, self._spirals[level], dilation=self.dilations[level])
+        self._build_spiral_convs(spirals, dilations)
 
     @classmethod
     def from_hierarchy(
@@ -224,7 +205,7 @@ class SpiralEncoder(GraphEncoder):
         return {**self._base_config(), "spiral_length": list(self.spiral_lengths)}
 
 
-class ChebEncoder(GraphEncoder):
+class ChebEncoder(_ChebLevels, GraphEncoder):
     """COMA encoder (Ranjan et al., ECCV 2018) with :class:`~mesh_decoder.nn.ChebConv`.
 
     Args:
@@ -255,20 +236,7 @@ class ChebEncoder(GraphEncoder):
         activation: str = "elu",
     ) -> None:
         super().__init__(in_channels, channels, latent_size, num_vertices, down_index, activation)
-        L = len(self.channels)
-        self.K = _check_positive_int(K, "K")
-        if len(laplacian_index) != L or len(laplacian_weight) != L:
-            raise ValueError(
-                f"laplacian_index/laplacian_weight: expected {L} tensors each, "
-                f"got {len(laplacian_index)} and {len(laplacian_weight)}"
-            )
-        self._laplacians = list(zip(laplacian_index, laplacian_weight))
-        self._build_convs()
-        del self._laplacians
-
-    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
-        index, weight = self._laplacians[level]
-        return ChebConv(in_channels, out_channels, self.K, index, weight, self.num_vertices[level])
+        self._build_cheb_convs(K, laplacian_index, laplacian_weight)
 
     @classmethod
     def from_hierarchy(
@@ -289,8 +257,7 @@ class ChebEncoder(GraphEncoder):
             channels,
             latent_size,
             K,
-            [hierarchy.levels[l].laplacian_index for l in range(L)],
-            [hierarchy.levels[l].laplacian_weight for l in range(L)],
+            *_level_laplacians(hierarchy, L),
             hierarchy.down[:L],
             hierarchy.sizes[: L + 1],
             activation=activation,

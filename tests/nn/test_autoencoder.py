@@ -10,7 +10,7 @@ import torch
 
 from mesh_decoder.errors import HierarchyError
 from mesh_decoder.nn.autoencoder import MeshAutoencoder
-from mesh_decoder.nn.decoders import ACTIVATIONS, ChebDecoder, SpiralDecoder
+from mesh_decoder.nn.decoders import ACTIVATIONS, ChebDecoder, GraphDecoder, SpiralDecoder
 from mesh_decoder.nn.encoders import ChebEncoder, GraphEncoder, SpiralEncoder, encoder_from_config
 
 
@@ -203,3 +203,54 @@ def test_autoencoder_learns_to_reconstruct(synthetic_hierarchy):
         loss.backward()
         opt.step()
     assert loss.item() < 0.2 * first, (loss.item(), first)
+
+
+# --------------------------------------------------- constructor checks, encoders and decoders
+def _constructor_args(cls, hierarchy, channels=(8, 12)) -> dict:
+    """The keyword arguments of ``cls(...)`` on the first ``len(channels)`` levels."""
+    L = len(channels)
+    kw: dict = {"channels": channels, "latent_size": 5, "num_vertices": hierarchy.sizes[: L + 1]}
+    if cls in (SpiralEncoder, ChebEncoder):
+        kw.update(in_channels=3, down_index=hierarchy.down[:L])
+    else:
+        kw.update(up_index=hierarchy.up_index[:L], up_weight=hierarchy.up_weight[:L])
+    if cls in (SpiralEncoder, SpiralDecoder):
+        kw.update(spirals=[hierarchy.levels[l].spirals for l in range(L)])
+    else:
+        kw.update(K=3, laplacian_index=[hierarchy.levels[l].laplacian_index for l in range(L)],
+                  laplacian_weight=[hierarchy.levels[l].laplacian_weight for l in range(L)])
+    return kw
+
+
+@pytest.mark.parametrize("cls", [SpiralEncoder, SpiralDecoder, ChebEncoder, ChebDecoder])
+def test_constructors_check_level_data_and_name_what_they_found(synthetic_hierarchy, cls):
+    h = synthetic_hierarchy
+    good = _constructor_args(cls, h)
+    model = cls(**good)
+    assert model.num_vertices == tuple(h.sizes[:3])
+    levels = [conv.num_vertices for conv in model.convs]
+    if isinstance(model, GraphDecoder):
+        levels.reverse()  # a decoder's convs run from the coarsest level
+    assert levels == list(h.sizes[:2])
+
+    with pytest.raises(ValueError, match=r"num_vertices: expected 3 level sizes for 2 channel entries, got 2"):
+        cls(**{**good, "num_vertices": h.sizes[:2]})
+    if "Spiral" in cls.__name__:
+        spirals = good["spirals"]
+        with pytest.raises(ValueError, match=r"spirals: expected 2 tensors \(levels 0\.\.1\), got 1"):
+            cls(**{**good, "spirals": spirals[:1]})
+        bad_rows = spirals[0][:-1]
+        with pytest.raises(ValueError, match=rf"spirals\[0\]: expected shape \({h.sizes[0]}, S\), "
+                                             rf"got \({h.sizes[0] - 1}, {spirals[0].shape[1]}\)"):
+            cls(**{**good, "spirals": [bad_rows, spirals[1]]})
+        with pytest.raises(ValueError, match=r"dilations: expected 2 ints, got 3"):
+            cls(**{**good, "dilations": [1, 1, 1]})
+        assert cls(**{**good, "dilations": [1, 2]}).dilations == (1, 2)
+    else:
+        with pytest.raises(ValueError, match=r"laplacian_index/laplacian_weight: expected 2 tensors each "
+                                             r"\(levels 0\.\.1\), got 2 and 1"):
+            cls(**{**good, "laplacian_weight": good["laplacian_weight"][:1]})
+        with pytest.raises(ValueError, match=r"K: expected a positive int, got 0"):
+            cls(**{**good, "K": 0})
+    # The level data is not kept beside the convs once they are built.
+    assert not hasattr(model, "_spirals") and not hasattr(model, "_laplacians")
