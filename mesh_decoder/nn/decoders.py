@@ -149,6 +149,15 @@ def _check_levels(hierarchy: MeshHierarchy, num_convs: int) -> None:
         )
 
 
+def _check_level_sizes(num_vertices: Sequence[int], num_convs: int) -> tuple[int, ...]:
+    """``(V_0, ..., V_L)`` as ints, one more level size than ``num_convs`` channel entries."""
+    sizes = tuple(_check_positive_int(v, "num_vertices") for v in num_vertices)
+    if len(sizes) != num_convs + 1:
+        raise ValueError(f"num_vertices: expected {num_convs + 1} level sizes for {num_convs} channel entries, "
+                         f"got {len(sizes)}")
+    return sizes
+
+
 def _per_level(value: Any, num: int, name: str) -> list[Any]:
     """An int (or None) broadcast to ``num`` levels, or a sequence of exactly ``num``."""
     if value is None or isinstance(value, (int, np.integer)):
@@ -187,6 +196,12 @@ def _level_spirals(hierarchy: MeshHierarchy, spiral_length: Any, num: int) -> tu
             spirals.append(lvl.spirals[:, :want].contiguous())  # (V_l, want)
         dilations.append(int(lvl.dilation))
     return spirals, dilations
+
+
+def _level_laplacians(hierarchy: MeshHierarchy, num: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The Laplacians of levels ``0..num-1``: ``(index, weight)`` lists, ``(2, E_l)`` and ``(E_l,)``."""
+    levels = hierarchy.levels[:num]
+    return [lvl.laplacian_index for lvl in levels], [lvl.laplacian_weight for lvl in levels]
 
 
 def _as_float_tensor(value: Any, name: str) -> torch.Tensor:
@@ -257,21 +272,6 @@ class HierarchyModel:
     def _remember_hierarchy(self, hierarchy: MeshHierarchy):
         self.template_hash = hierarchy.template_hash
         return self
-
-
-def _check_level_sizes(num_vertices: Sequence[int], num_convs: int) -> tuple[int, ...]:
-    """``(V_0, ..., V_L)`` as ints, one more level size than ``num_convs`` channel entries."""
-    sizes = tuple(_check_positive_int(v, "num_vertices") for v in num_vertices)
-    if len(sizes) != num_convs + 1:
-        raise ValueError(f"num_vertices: expected {num_convs + 1} level sizes for {num_convs} channel entries, "
-                         f"got {len(sizes)}")
-    return sizes
-
-
-def _level_laplacians(hierarchy: MeshHierarchy, num: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The Laplacians of levels ``0..num-1``: ``(index, weight)`` lists, ``(2, E_l)`` and ``(E_l,)``."""
-    levels = hierarchy.levels[:num]
-    return [lvl.laplacian_index for lvl in levels], [lvl.laplacian_weight for lvl in levels]
 
 
 class _SpiralLevels:
