@@ -310,6 +310,53 @@ def test_embedding_bag_sum_matches_a_loop_with_and_without_autograd(activation, 
         torch.testing.assert_close(zg.grad, ref.grad)
 
 
+def _loop_bag_sum(z, index, weight, bias):
+    """``bias + sum_i weight[v, i] * z[b, index[v, i]]`` written out, for every sample."""
+    return (z[:, index] * weight.unsqueeze(-1)).sum(2) + bias  # (B, V, C)
+
+
+def test_bag_sum_operator_keeps_one_replicated_gather_and_follows_in_place_updates(monkeypatch):
+    shared = spiral_mod._SharedBags()
+    monkeypatch.setattr(spiral_mod, "_SHARED_BAGS", shared)
+    op = torch.ops.mesh_decoder.bag_sum
+    gen = torch.Generator().manual_seed(23)
+    B, R, C, V, N = 4, 13, 5, 9, 6
+    z = torch.randn(B, R, C, generator=gen, dtype=torch.float64)
+    index = torch.randint(0, R, (V, N), generator=gen)
+    weight = torch.rand(V, N, generator=gen, dtype=torch.float64)
+    bias = torch.randn(C, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(op(z, index, weight, bias, "none"), _loop_bag_sum(z, index, weight, bias))
+        assert len(shared.entries) == 1
+        rows = next(iter(shared.entries.values()))[3]
+        assert rows.shape == (B * V, N) and shared.nbytes == B * V * N * (8 + 8)
+        # a smaller batch reads the first samples of the same copy
+        torch.testing.assert_close(op(z[:2], index, weight, bias, "none"), _loop_bag_sum(z[:2], index, weight, bias))
+        assert len(shared.entries) == 1 and next(iter(shared.entries.values()))[3] is rows
+        weight.mul_(torch.rand(V, N, generator=gen, dtype=torch.float64))  # in place: the weight copy follows
+        torch.testing.assert_close(op(z, index, weight, bias, "none"), _loop_bag_sum(z, index, weight, bias))
+        assert next(iter(shared.entries.values()))[3] is rows
+        other = torch.rand(V, N, generator=gen, dtype=torch.float64)  # another weight for the same gather
+        torch.testing.assert_close(op(z, index, other, bias, "none"), _loop_bag_sum(z, index, other, bias))
+        index[0] = (index[0] + 1) % R  # in place: the gather copy is rebuilt
+        torch.testing.assert_close(op(z, index, other, bias, "none"), _loop_bag_sum(z, index, other, bias))
+        assert shared.nbytes == sum(e[3].nbytes + e[4].nbytes for e in shared.entries.values())
+
+        # past SHARED_BAGS_BYTES the least recently used copies go; past SHARED_BAG_BYTES none is made
+        monkeypatch.setattr(spiral_mod, "SHARED_BAGS_BYTES", B * V * N * 16)
+        index2 = torch.randint(0, R, (V, N), generator=gen)
+        torch.testing.assert_close(op(z, index2, other, bias, "none"), _loop_bag_sum(z, index2, other, bias))
+        assert len(shared.entries) == 1 and next(iter(shared.entries.values()))[0] is index2
+        monkeypatch.setattr(spiral_mod, "SHARED_BAG_BYTES", B * V * N * 16 - 1)
+        index3 = torch.randint(0, R, (V, N), generator=gen)
+        torch.testing.assert_close(op(z, index3, other, bias, "none"), _loop_bag_sum(z, index3, other, bias))
+        assert [e[0] for e in shared.entries.values()] == [index2]
+    with torch.inference_mode():  # tensors made here keep no version counter: summed per sample, nothing kept
+        index4, weight4 = index.clone(), weight.clone()
+        torch.testing.assert_close(op(z, index4, weight4, bias, "none"), _loop_bag_sum(z, index4, weight4, bias))
+    assert [e[0] for e in shared.entries.values()] == [index2]
+
+
 def test_bag_sum_operator_passes_opcheck():
     gen = torch.Generator().manual_seed(22)
     z = torch.randn(3, 9, 4, generator=gen)
