@@ -303,10 +303,8 @@ class BagCache:
     ``B`` samples of a replicated gather are the gather of any batch of ``B``, so one
     copy built for the largest batch seen serves every smaller one. The copy is a
     cache of data derived from a layer's buffers (rebuilt when the device, dtype or
-    gather changes; :meth:`clear` drops it), not graph data of its own.
-
-    A CUDA graph captured earlier reads the copy it was captured with, so a CUDA
-    copy that is replaced is kept alive (in ``retired``) rather than freed.
+    gather changes; :meth:`clear` drops it), not graph data of its own. It serves
+    CPU inference only (:func:`embedding_bag_sum`).
 
     It also keeps a layer's rearranged spiral weight (``blocks``, see
     :func:`_cached_blocks`).
@@ -319,7 +317,6 @@ class BagCache:
         self.index: Tensor | None = None  # (B*V_out, N)
         self.weight: Tensor | None = None  # (B*V_out, N)
         self.key: tuple | None = None
-        self.retired: list[tuple[Tensor, Tensor]] = []
         self.blocks: Tensor | None = None  # spiral_weight_blocks of the last weight
         self.blocks_key: tuple | None = None
 
@@ -329,8 +326,6 @@ class BagCache:
         V_out, N = index.shape
         key = (index.data_ptr(), index.device, rows_per_sample, dtype)
         if self.index is None or self.key != key or self.index.shape[0] < batch * V_out:
-            if self.index is not None and self.index.device.type == "cuda":
-                self.retired.append((self.index, self.weight))
             self.index, self.weight = _replicate_bags(index, weight.to(dtype), batch, rows_per_sample)
             self.key = key
         return self.index[: batch * V_out], self.weight[: batch * V_out]
