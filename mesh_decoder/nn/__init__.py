@@ -11,6 +11,7 @@ from .spiral_conv import (
     spiral_bags,
     spiral_gather,
     spiral_weight_blocks,
+    weight_blocks_scope,
 )
 from .up_spiral_conv import UpSpiralConv
 
@@ -32,6 +33,7 @@ __all__ = [
     "spiral_bags",
     "spiral_gather",
     "spiral_weight_blocks",
+    "weight_blocks_scope",
 ]
 
 # Decoders, encoders, autoencoder, UV texture operators and presets.

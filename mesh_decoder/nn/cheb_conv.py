@@ -109,6 +109,8 @@ def laplacian_rows(index: Tensor, weight: Tensor, num_vertices: int, dtype: torc
 
 def _bag_product(x: Tensor, offsets: Tensor, col: Tensor, weight: Tensor) -> Tensor:
     """Shapes: ``(V, N) -> (V, N)``; ``out[i] = sum of weight[e] * x[col[e]]`` over row ``i``'s entries."""
+    if x.shape[1] == 0:  # embedding_bag rejects a matrix without columns (an empty batch)
+        return x.new_empty(offsets.shape[0], 0)
     return F.embedding_bag(col, x.contiguous(), offsets, mode="sum", per_sample_weights=weight)  # (V, N)
 
 

@@ -51,7 +51,7 @@ from .cheb_conv import ChebConv, bag_device
 from .graph import inference_fast_path, mesh_edge_index
 from .pool import UpSample
 from .pyg_conv import PyGConv
-from .spiral_conv import SpiralConv
+from .spiral_conv import SpiralConv, weight_blocks_scope
 from .texture import TexelGather
 from .up_spiral_conv import UpSpiralConv
 
@@ -86,6 +86,22 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 #: intermediates stay in cache, large enough to keep the matrix products efficient
 #: (measured on 2 cores: chunks of 4-8 samples of the 5,023-vertex preset were fastest).
 DECODE_CHUNK_BYTES = 32 << 20
+
+
+def _batched_latent(z: Any, latent_size: int, weight: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``z`` checked against a decoder's latent size and first weight (dtype, device),
+    as ``(B, Z)``, and whether it came unbatched: ``(Z,)`` or ``(B, Z)`` -> ``(B, Z)``."""
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"z: expected a torch.Tensor, got {type(z).__name__}")
+    Z = latent_size
+    if z.dim() not in (1, 2) or z.shape[-1] != Z:
+        raise ValueError(f"z: expected shape (B, {Z}) or ({Z},), got {tuple(z.shape)}")
+    if z.dtype != weight.dtype:
+        raise TypeError(f"z: expected dtype {weight.dtype} (the decoder's), got {z.dtype}")
+    if z.device != weight.device:
+        raise ValueError(f"z: expected a tensor on {weight.device} (the decoder's), got one on {z.device}")
+    unbatched = z.dim() == 1
+    return (z.unsqueeze(0) if unbatched else z), unbatched
 
 
 @torch.compiler.nested_compile_region
@@ -454,21 +470,10 @@ class GraphDecoder(HierarchyModel, nn.Module):
 
     # -------------------------------------------------------------------- forward
     def _check_latent(self, z: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        if not isinstance(z, torch.Tensor):
-            raise TypeError(f"z: expected a torch.Tensor, got {type(z).__name__}")
-        Z = self.latent_size
-        if z.dim() not in (1, 2) or z.shape[-1] != Z:
-            raise ValueError(f"z: expected shape (B, {Z}) or ({Z},), got {tuple(z.shape)}")
-        dtype = self.fc.weight.dtype
-        if z.dtype != dtype:
-            raise TypeError(f"z: expected dtype {dtype} (the decoder's), got {z.dtype}")
-        device = self.fc.weight.device
-        if z.device != device:
-            raise ValueError(f"z: expected a tensor on {device} (the decoder's), got one on {z.device}")
-        if self.check_finite and not bool(torch.isfinite(z).all()):
+        zb, unbatched = _batched_latent(z, self.latent_size, self.fc.weight)
+        if self.check_finite and not bool(torch.isfinite(zb).all()):
             raise ValueError("z: expected finite latents, got NaN or inf")
-        unbatched = z.dim() == 1
-        return (z.unsqueeze(0) if unbatched else z), unbatched
+        return zb, unbatched
 
     def decode_normalized(self, z: torch.Tensor) -> torch.Tensor:
         """The network output before the normalisation is undone: ``(B, V_0, C_out)``.
@@ -478,15 +483,23 @@ class GraphDecoder(HierarchyModel, nn.Module):
         compiled, the chunks share one compiled network (:func:`_decode_chunk`).
         """
         zb, unbatched = self._check_latent(z)
+        if torch.compiler.is_compiling():
+            y = self._decode_chunks(zb)  # (B, V_0, C_out)
+        else:
+            with weight_blocks_scope():  # each spiral layer rearranges its weight once per call
+                y = self._decode_chunks(zb)  # (B, V_0, C_out)
+        return y[0] if unbatched else y
+
+    def _decode_chunks(self, zb: torch.Tensor) -> torch.Tensor:
+        """``(B, Z) -> (B, V_0, C_out)``, in chunks of :meth:`_chunk_size` samples."""
         B = zb.shape[0]
         n = self._chunk_size(zb)
         if n >= B:
-            y = self._decode(zb)  # (B, V_0, C_out)
-        else:
-            y = zb.new_empty(B, self.num_vertices[0], self.out_channels)  # (B, V_0, C_out)
-            for b0 in range(0, B, n):
-                y[b0 : b0 + n] = _decode_chunk(self, zb[b0 : b0 + n])
-        return y[0] if unbatched else y
+            return self._decode(zb)  # (B, V_0, C_out)
+        y = zb.new_empty(B, self.num_vertices[0], self.out_channels)  # (B, V_0, C_out)
+        for b0 in range(0, B, n):
+            y[b0 : b0 + n] = _decode_chunk(self, zb[b0 : b0 + n])
+        return y
 
     def _chunk_size(self, z: torch.Tensor) -> int:
         """Samples per chunk of a CPU inference decode (the whole batch otherwise)."""
@@ -985,12 +998,7 @@ class UVTextureDecoder(nn.Module):
         self.head = nn.Conv2d(cin, self.out_channels, kernel_size=3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if not isinstance(z, torch.Tensor):
-            raise TypeError(f"z: expected a torch.Tensor, got {type(z).__name__}")
-        if z.dim() not in (1, 2) or z.shape[-1] != self.latent_size:
-            raise ValueError(f"z: expected shape (B, {self.latent_size}) or ({self.latent_size},), got {tuple(z.shape)}")
-        unbatched = z.dim() == 1
-        zb = z.unsqueeze(0) if unbatched else z  # (B, Z)
+        zb, unbatched = _batched_latent(z, self.latent_size, self.fc.weight)  # (B, Z)
         x = self.fc(zb).reshape(zb.shape[0], self.channels, 4, 4)  # (B, C, 4, 4)
         x = self.stages(self.stem(x))  # (B, C_last, H, W)
         tex = torch.sigmoid(self.head(x))  # (B, out_channels, H, W)

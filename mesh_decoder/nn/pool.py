@@ -151,6 +151,8 @@ class UpSample(nn.Module):
         """
         V_in, B, C = x.shape
         V_out, k = self.index.shape
+        if B * C == 0:  # embedding_bag rejects a matrix without columns (an empty batch)
+            return x.new_empty(V_out, B, C)
         offsets = torch.arange(0, V_out * k, k, device=x.device)  # (V_out,) each bag's first entry
         out = F.embedding_bag(self.index.reshape(-1), x.reshape(V_in, B * C), offsets, mode="sum",
                               per_sample_weights=self.weight.reshape(-1).to(x.dtype))  # (V_out, B*C)

@@ -105,6 +105,8 @@ class PyGConv(nn.Module):
         # Union-graph edges for the last batch size seen (not saved; rebuilt on demand).
         self.register_buffer("union_edge_index", edge_index.new_empty(2, 0), persistent=False)
         self._union_batch = 0
+        # A loaded state dict may bring another graph: the union edges are then rebuilt.
+        self.register_load_state_dict_post_hook(lambda module, _incompatible: setattr(module, "_union_batch", 0))
         # No reset_parameters() here: ``conv`` arrives initialised (or trained) and
         # wrapping it must not change its weights.
 

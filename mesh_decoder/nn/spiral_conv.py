@@ -54,7 +54,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Mapping, NamedTuple
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +76,7 @@ __all__ = [
     "spiral_bags",
     "spiral_gather",
     "spiral_weight_blocks",
+    "weight_blocks_scope",
     "weighted_row_sum",
 ]
 
@@ -318,6 +320,7 @@ class BagCache:
         self.weight: Tensor | None = None  # (B*V_out, N)
         self.key: tuple | None = None
         self.blocks: Tensor | None = None  # spiral_weight_blocks of the last weight
+        self.blocks_of: Tensor | None = None  # that weight, held so its identity is checked
         self.blocks_key: tuple | None = None
 
     def get(self, index: Tensor, weight: Tensor, batch: int, rows_per_sample: int,
@@ -363,23 +366,48 @@ def _use_triton(z: Tensor) -> bool:
     return z.device.type == "cuda" and gather_sum_available(z)
 
 
+_BLOCKS_SCOPE = threading.local()  # .token: the open weight_blocks_scope's, if any
+
+
+@contextmanager
+def weight_blocks_scope() -> Iterator[None]:
+    """Within it, each spiral layer rearranges its weight once (:func:`_cached_blocks`).
+
+    A decoder opens one per call, so the chunks of a chunked decode share each layer's
+    rearranged weight. Outside a scope every call rearranges afresh: a weight changed
+    between calls by any means, ``.data`` included (which no version counter sees), is
+    always the one used. Nested scopes are one scope.
+    """
+    if getattr(_BLOCKS_SCOPE, "token", None) is not None:
+        yield
+        return
+    _BLOCKS_SCOPE.token = object()
+    try:
+        yield
+    finally:
+        _BLOCKS_SCOPE.token = None
+
+
 def _cached_blocks(weight: Tensor, S: int, cache: BagCache | None) -> Tensor:
-    """:func:`spiral_weight_blocks`, kept in ``cache`` until the weight changes
-    (another tensor, dtype, device or an in-place update).
+    """:func:`spiral_weight_blocks`, kept in ``cache`` for the rest of the open
+    :func:`weight_blocks_scope` (rebuilt if the weight changes there: another tensor,
+    dtype, device or an in-place update); made afresh outside a scope.
 
     Not cached while a CUDA graph is captured: the graph then rearranges the weight
     itself on every replay, so it sees weights updated in place after the capture.
     """
-    if (cache is None or torch.compiler.is_compiling() or (weight.requires_grad and torch.is_grad_enabled())
+    token = getattr(_BLOCKS_SCOPE, "token", None)
+    if (token is None or cache is None or torch.compiler.is_compiling()
+            or (weight.requires_grad and torch.is_grad_enabled())
             or (weight.is_cuda and torch.cuda.is_current_stream_capturing())):
         return spiral_weight_blocks(weight, S)
     try:
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape), S)
+        key = (token, weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape), S)
     except RuntimeError:  # an inference tensor keeps no version counter
         return spiral_weight_blocks(weight, S)
-    if cache.blocks_key != key:
+    if cache.blocks_key != key or cache.blocks_of is not weight:
         cache.blocks = spiral_weight_blocks(weight, S).detach()
-        cache.blocks_key = key
+        cache.blocks_of, cache.blocks_key = weight, key
     return cache.blocks
 
 
@@ -471,6 +499,8 @@ def embedding_bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | N
         raise ValueError(f"activation: expected None or 'elu', got {activation!r}")
     B, R, C = z.shape
     V, N = index.shape
+    if B == 0:  # embedding_bag cannot fold an empty batch
+        return z.new_empty(0, V, C)
     inference_cpu = z.device.type == "cpu" and not records_grad(z, weight, bias)
     if inference_cpu and (cache is None or B == 1 or torch.compiler.is_compiling()):
         # The operator for the compiler; called directly otherwise (its dispatch measured

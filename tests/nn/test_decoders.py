@@ -448,3 +448,70 @@ def test_fused_blocks_follow_a_loaded_state_dict(make_hierarchy):
     with torch.inference_mode():
         torch.testing.assert_close(a(z), b(z), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(a(z), b(z), rtol=1e-5, atol=1e-5)  # recorded path
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
+@pytest.mark.parametrize("mode", ["inference", "no_grad", "grad"])
+def test_empty_batch_decodes_to_an_empty_batch(synthetic_hierarchy, kind, mode):
+    """A batch of 0 latents gives 0 meshes on every path, as the plain formulation does."""
+    from mesh_decoder.nn import plain_formulation
+
+    torch.manual_seed(13)
+    dec = build(kind, synthetic_hierarchy)
+    z = rand_latent(dec, 0, seed=14)
+    context = {"inference": torch.inference_mode, "no_grad": torch.no_grad, "grad": torch.enable_grad}[mode]
+    with context():
+        got = dec(z)
+        with plain_formulation():
+            plain = dec(z)
+    assert got.shape == plain.shape == (0, dec.num_vertices[0], dec.out_channels)
+
+
+@pytest.mark.parametrize("mode", ["inference", "no_grad"])
+def test_spiral_inference_follows_weights_changed_through_data(synthetic_hierarchy, mode):
+    """Weights changed between calls by any means, ``.data`` included (no version counter
+    sees it, as in an EMA update), are the ones the fused inference path uses."""
+    from mesh_decoder.nn import plain_formulation
+
+    torch.manual_seed(15)
+    dec = build("spiral", synthetic_hierarchy)
+    z = rand_latent(dec, 3, seed=16)
+    g = torch.Generator().manual_seed(17)
+    context = torch.inference_mode if mode == "inference" else torch.no_grad
+    with context():
+        before = dec(z)  # the fused path has run (and rearranged the weights) once
+    for p in dec.parameters():
+        p.data.mul_(1.0 + torch.rand(p.shape, generator=g))
+    with context():
+        got = dec(z)
+        with plain_formulation():
+            want = dec(z)
+    assert (want - before).abs().max() > 1e-2  # the change is visible
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_chunks_of_one_decode_share_each_rearranged_weight(synthetic_hierarchy, monkeypatch):
+    """Within one call a chunked decode rearranges each spiral weight once, not once per chunk."""
+    import mesh_decoder.nn.decoders as decoders
+    import mesh_decoder.nn.spiral_conv as spiral_conv
+    from mesh_decoder.nn import plain_formulation
+
+    torch.manual_seed(18)
+    dec = build("spiral", synthetic_hierarchy)
+    z = rand_latent(dec, 7, seed=19)
+    per_sample = 4 * dec.num_vertices[0] * max(dec.channels) * 4
+    monkeypatch.setattr(decoders, "DECODE_CHUNK_BYTES", 2 * per_sample)  # 4 chunks
+    made = []
+    rearrange = spiral_conv.spiral_weight_blocks
+    monkeypatch.setattr(spiral_conv, "spiral_weight_blocks", lambda w, S: made.append(w) or rearrange(w, S))
+    with torch.inference_mode():
+        dec(z)
+        assert dec._chunk_size(z) == 2
+        first = len(made)
+        dec(z)
+    layers = len(dec.convs) + 1  # the fused blocks and the output convolution
+    assert first == layers and len(made) == 2 * layers  # once per layer and call
+    with torch.inference_mode():
+        with plain_formulation():
+            want = dec(z)
+        torch.testing.assert_close(dec(z), want, rtol=1e-5, atol=1e-5)

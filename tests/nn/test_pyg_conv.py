@@ -210,6 +210,19 @@ def test_state_dict_round_trip():
     assert torch.equal(fresh(x), layer(x))
 
 
+def test_union_mode_follows_a_loaded_graph():
+    """A loaded state dict with another graph (same edge count) rebuilds the cached union edges."""
+    faces, V = _mesh()
+    torch.manual_seed(59)
+    relabelled = torch.randperm(V, generator=torch.Generator().manual_seed(60))[faces]
+    layer = PyGConv(gnn.GATConv(C, O), mesh_edge_index(faces, V), V, mode="union")
+    other = PyGConv(gnn.GATConv(C, O), mesh_edge_index(relabelled, V), V, mode="union")
+    x = torch.randn(2, V, C, generator=torch.Generator().manual_seed(61))
+    layer(x)  # caches the union edges of a batch of 2
+    layer.load_state_dict(other.state_dict())
+    torch.testing.assert_close(layer(x), _per_sample(other.conv, x, other.edge_index), rtol=1e-5, atol=1e-5)
+
+
 def test_from_hierarchy_and_repr():
     h = make_test_hierarchy(seed=52)
     layer = PyGConv.from_hierarchy(gnn.GCNConv(C, O), h, 1)

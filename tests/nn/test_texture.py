@@ -324,6 +324,10 @@ def test_uv_texture_decoder_options(norm, norm_cls):
     assert dec(torch.randn(2, 4, generator=torch.Generator().manual_seed(2))).shape == (2, 3, 16, 16)
     with pytest.raises(ValueError, match="square power of two"):
         UVTextureDecoder(4, texture_size=48)
+    with pytest.raises(TypeError, match=r"z: expected dtype torch.float32 \(the decoder's\), got torch.float64"):
+        dec(torch.randn(2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"z: expected shape \(B, 4\) or \(4,\), got \(2, 5\)"):
+        dec(torch.randn(2, 5))
     with pytest.raises(ValueError, match="norm: expected"):
         UVTextureDecoder(4, texture_size=16, norm="layer")
 
