@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from typing import IO, Iterator
 
@@ -18,9 +19,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
     content and the temporary file (``.<name>.*.tmp``) is removed or left behind
     under a name no reader opens. ``suffix`` keeps a file extension on the
     temporary name for writers that dispatch on it (``np.savez`` appends ``.npz``).
+
+    A symlink is followed: the file it points to is replaced, the link stays.
+    An existing file keeps its permission bits; a new one gets ``0o666 & ~umask``.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(os.fspath(path))
+    directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     base = os.path.basename(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=(suffix or "") + ".tmp", dir=directory)
@@ -29,9 +33,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        mask = os.umask(0)  # mkstemp creates 0600; give the file the usual permissions
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        try:  # mkstemp creates 0600: keep the target's permissions, or give a new file the usual ones
+            perms = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            mask = os.umask(0)
+            os.umask(mask)
+            perms = 0o666 & ~mask
+        os.chmod(tmp, perms)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import operator
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -71,7 +72,7 @@ class Mesh:
                     f"colors: expected {self.vertices.shape[0]} rows (one per vertex), "
                     f"got {self.colors.shape[0]}"
                 )
-        self.landmarks = {str(k): int(v) for k, v in dict(self.landmarks).items()}
+        self.landmarks = {str(k): _landmark_index(str(k), v) for k, v in dict(self.landmarks).items()}
 
     # ------------------------------------------------------------------ basics
     @property
@@ -160,10 +161,14 @@ class Mesh:
             raise MeshValidationError(
                 f"face {i} is degenerate (repeated vertex): {f[i].tolist()} ({degenerate.size} such faces)"
             )
-        # Faces and edges are compared through 1-D int64 keys (much faster than unique rows).
+        # Faces and edges are compared through 1-D int64 keys (much faster than unique rows);
+        # the face key needs V**3 < 2**63, larger meshes compare sorted rows instead.
         sorted_faces = np.sort(f, axis=1)
-        face_key = (sorted_faces[:, 0] * V + sorted_faces[:, 1]) * V + sorted_faces[:, 2]
-        _, first, counts = np.unique(face_key, return_index=True, return_counts=True)
+        if V**3 < 2**63:  # the largest key, V**3 - 1, fits in int64
+            face_key = (sorted_faces[:, 0] * V + sorted_faces[:, 1]) * V + sorted_faces[:, 2]
+            _, first, counts = np.unique(face_key, return_index=True, return_counts=True)
+        else:
+            _, first, counts = np.unique(sorted_faces, axis=0, return_index=True, return_counts=True)
         if (counts > 1).any():
             j = int(first[np.flatnonzero(counts > 1)[0]])
             raise MeshValidationError(
@@ -173,9 +178,10 @@ class Mesh:
         und_key = np.minimum(he[:, 0], he[:, 1]) * V + np.maximum(he[:, 0], he[:, 1])
         uniq, cnt = np.unique(und_key, return_counts=True)
         if (cnt > 2).any():
-            k = int(uniq[np.flatnonzero(cnt > 2)[0]])
+            e = int(np.flatnonzero(cnt > 2)[0])
+            k = int(uniq[e])
             raise MeshValidationError(
-                f"non-manifold edge ({k // V}, {k % V}) is shared by {int(cnt.max())} faces, "
+                f"non-manifold edge ({k // V}, {k % V}) is shared by {int(cnt[e])} faces, "
                 f"expected at most 2 ({int((cnt > 2).sum())} such edges)"
             )
         dir_key = he[:, 0] * V + he[:, 1]
@@ -201,6 +207,18 @@ class Mesh:
             if not 0 <= idx < V:
                 raise MeshValidationError(f"landmark {name!r}: expected a vertex index in [0, {V}), got {idx}")
         return self
+
+
+def _landmark_index(name: str, value) -> int:
+    """A landmark's vertex index as an int; integers only (no bools, no floats)."""
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise MeshValidationError(
+            f"landmark {name!r}: expected an integer vertex index, got {value!r} ({type(value).__name__})"
+        ) from None
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:

@@ -228,6 +228,15 @@ def _clip(text: str, limit: int = 40) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
+def _plain(text: str) -> bool:
+    """Whether numeric text avoids what Python's ``float``/``int`` accept beyond file syntax.
+
+    They take underscores (``"1_5"`` is 15) and non-ASCII digits (``"\u0663"`` is 3);
+    mesh files allow neither. A cheap test, so readers run it on whole blocks of numbers.
+    """
+    return text.isascii() and "_" not in text
+
+
 def _parse_landmark(path: str, comment: str, where, out: dict) -> None:
     """Parse ``landmark <name> <index>`` from a comment's text (without the comment marker)."""
     fields = comment.split()
@@ -243,6 +252,8 @@ def _parse_landmark(path: str, comment: str, where, out: dict) -> None:
     except UnicodeEncodeError:
         raise MeshFileError(path, f"landmark name {_clip(name)}: expected UTF-8 text", where) from None
     try:
+        if not _plain(token):
+            raise ValueError(token)
         index = int(token)
     except ValueError:
         raise MeshFileError(path, f"landmark {_clip(name)}: expected an integer vertex index, found {_clip(token)}", where) from None
@@ -260,11 +271,15 @@ def _to_floats(path: str, rows: Sequence[Sequence[str]], lines: Sequence, what: 
     k = len(rows[0]) if n else 0
     flat = [tok for row in rows for tok in row]  # (N*K,)
     try:
+        if not _plain("".join(flat)):
+            raise ValueError("not plain")
         values = np.array(list(map(float, flat)), dtype=np.float64).reshape(n, k)  # (N, K)
     except ValueError:
         for row, where in zip(rows, lines):
             for tok in row:
                 try:
+                    if not _plain(tok):
+                        raise ValueError(tok)
                     float(tok)
                 except ValueError:
                     raise MeshFileError(path, f"{what}: expected a number, found {_clip(tok)}", where) from None
@@ -279,10 +294,14 @@ def _to_floats(path: str, rows: Sequence[Sequence[str]], lines: Sequence, what: 
 def _to_ints(path: str, tokens: Sequence[str], where_of, what: str) -> np.ndarray:
     """Parse integer tokens into an int64 array; ``where_of(i)`` locates token ``i``."""
     try:
+        if not _plain("".join(tokens)):
+            raise ValueError("not plain")
         return np.array(list(map(int, tokens)), dtype=np.int64)
     except (ValueError, OverflowError):
         for i, tok in enumerate(tokens):
             try:
+                if not _plain(tok):
+                    raise ValueError(tok)
                 value = int(tok)
             except ValueError:
                 raise MeshFileError(path, f"{what}: expected an integer, found {_clip(tok)}", where_of(i)) from None
@@ -459,7 +478,10 @@ def _bulk_rows(lines: list[str], keyword: str, widths: tuple) -> np.ndarray | No
     not all have the same allowed width, or a value is not a finite number.
     """
     n = len(lines)
-    tokens = " ".join(lines).split()  # (N*width,)
+    text = " ".join(lines)
+    if not _plain(text):
+        return None
+    tokens = text.split()  # (N*width,)
     width = len(tokens) // n
     if width not in widths or len(tokens) != width * n or tokens[::width].count(keyword) != n:
         return None
@@ -759,7 +781,7 @@ def _read_off_fast(path: str, lines: list[str]) -> _Parts | None:
     width = 6 if records[0] == "COFF" else 3
     vblock = "\n".join(lines[i : i + nv]) + "\n"
     fblock = "\n".join(lines[i + nv : end]) + "\n"
-    if "#" in vblock or "#" in fblock:
+    if "#" in vblock or "#" in fblock or not _plain(vblock):
         return None
     if not _OFF_VERTEX_BLOCK[width].fullmatch(vblock) or not _OFF_TRIANGLE_BLOCK.fullmatch(fblock):
         return None
@@ -819,6 +841,8 @@ def _read_off_careful(path: str, lines: list[str]) -> _Parts:
     if len(counts) != 3:
         raise MeshFileError(path, f"OFF counts: expected 3 integers 'V F E', found {_clip(' '.join(counts))}", counts_ln)
     try:
+        if not _plain("".join(counts)):
+            raise ValueError("not plain")
         nv, nf, _ = (int(c) for c in counts)
     except ValueError:
         raise MeshFileError(path, f"OFF counts: expected 3 integers 'V F E', found {_clip(' '.join(counts))}", counts_ln) from None
@@ -1022,7 +1046,7 @@ def _parse_ply_header(path: str, data: bytes) -> _PlyHeader:
             if len(fields) != 2:
                 raise MeshFileError(path, f"PLY header: expected 'element <name> <count>', found {_clip(stripped)}", ln)
             try:
-                count = int(fields[1])
+                count = int(fields[1]) if _plain(fields[1]) else -1
             except ValueError:
                 count = -1
             if count < 0:
@@ -1269,6 +1293,12 @@ def _read_ply(path: str, data: bytes) -> _Parts:
             raise MeshFileError(
                 path, f"PLY ascii body: expected ASCII text, found byte {body[exc.start]:#04x}", line
             ) from None
+        bad = body.find(b"_")  # plyfile's number parsing would take "1_5" as 15
+        if bad >= 0:
+            line = header.num_lines + 1 + len(re.findall(rb"\r\n|\r|\n", body[:bad]))
+            start = max(body.rfind(c, 0, bad) for c in (b" ", b"\t", b"\n", b"\r")) + 1
+            token = re.compile(rb"\S*").match(body, start).group().decode("ascii")
+            raise MeshFileError(path, f"PLY ascii body: expected a number, found {_clip(token)}", line)
     arrays, consumed = _plyfile_read(path, data, header)
 
     # --- trailing data: counts must describe the whole file

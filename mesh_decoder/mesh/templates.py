@@ -92,8 +92,10 @@ def _check_count(num_vertices) -> int:
 
 
 def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed: expected a non-negative int, got {seed!r}")
+    if int(seed) < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {int(seed)}")
     return int(seed)
 
 
@@ -742,7 +744,7 @@ def template(kind: str = "face", num_vertices: int | None = 5023, seed: int = 0)
         num_vertices: exact vertex count for face and head (500 to 100,000).
             Icospheres only come in sizes ``10 * 4**k + 2`` (12, 42, 162, 642, 2562,
             10242, 40962, 163842): the sphere is the smallest with at least
-            ``num_vertices`` vertices (``None``: 642). Default ``5023``
+            ``num_vertices`` vertices (1 to 163,842; ``None``: 642). Default ``5023``
             (a 10,242-vertex sphere).
         seed: point placement of face and head. Default ``0``. The sphere is
             deterministic and ignores it.
@@ -756,12 +758,14 @@ def template(kind: str = "face", num_vertices: int | None = 5023, seed: int = 0)
             return icosphere(3)
         if isinstance(num_vertices, bool) or not isinstance(num_vertices, numbers.Integral):
             raise TypeError(f"num_vertices: expected an int, got {type(num_vertices).__name__}")
-        for k in range(8):
-            if icosphere_vertex_count(k) >= num_vertices:
-                return icosphere(k)
-        raise ValueError(
-            f"num_vertices: an icosphere has at most {icosphere_vertex_count(7)} vertices here, got {num_vertices}"
-        )
+        n, largest = int(num_vertices), icosphere_vertex_count(7)
+        if not 1 <= n <= largest:
+            raise ValueError(
+                f"num_vertices: expected an integer in [1, {largest}] (an icosphere has at most "
+                f"{largest} vertices here), got {n}"
+            )
+        k = next(k for k in range(8) if icosphere_vertex_count(k) >= n)
+        return icosphere(k)
     raise ValueError(f"kind: expected 'face', 'head' or 'sphere', got {kind!r}")
 
 

@@ -167,18 +167,36 @@ def _rasterize(uv_tri: np.ndarray, h: int, w: int):
 
 
 def _overlap_pairs(face: np.ndarray, texel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unique face pairs covering a common texel, and one shared texel per pair.
+    """Unique face pairs covering a common texel, and the lowest such texel per pair.
 
-    Shapes: ``face, texel (K,)`` -> ``pairs (P, 2)`` (``pairs[:, 0] < pairs[:, 1]``), ``where (P,)``.
+    Every pair of faces within a texel counts, however many faces cover it. Texels
+    covered by the same set of faces yield the same pairs, so each distinct set is
+    expanded once: the work grows with the distinct sets, not with their area.
+
+    Shapes: ``face, texel (K,)`` -> ``pairs (P, 2)`` (``pairs[:, 0] < pairs[:, 1]``, sorted), ``where (P,)``.
     """
     order = np.lexsort((face, texel))
-    f, t = face[order], texel[order]
-    same = t[1:] == t[:-1]
-    if not same.any():
+    f, t = face[order], texel[order]  # faces ascending within each texel's run
+    starts = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])  # (R,) first entry of each texel
+    lengths = np.diff(np.r_[starts, t.size])  # (R,) faces covering each texel
+    n_faces = int(f.max()) + 1 if f.size else 1
+    keys, wheres = [], []
+    for n in np.unique(lengths[lengths > 1]).tolist():
+        first = starts[lengths == n]  # (M,)
+        runs = f[first[:, None] + np.arange(n)]  # (M, n) the faces of each such texel
+        runs, keep = np.unique(runs, axis=0, return_index=True)  # (D, n) distinct face sets, lowest texel each
+        i, j = np.triu_indices(n, 1)
+        keys.append((runs[:, i] * n_faces + runs[:, j]).ravel())  # (D * n(n-1)/2,) pair keys
+        wheres.append(np.repeat(t[first[keep]], i.size))
+    if not keys:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
-    pairs = np.stack([f[:-1][same], f[1:][same]], axis=1)  # consecutive faces of a texel
-    pairs, first = np.unique(pairs, axis=0, return_index=True)
-    return pairs.astype(np.int64), t[:-1][same][first]
+    key, where = np.concatenate(keys), np.concatenate(wheres)
+    order = np.lexsort((where, key))  # lowest texel first within each pair
+    key, where = key[order], where[order]
+    unique = np.r_[True, key[1:] != key[:-1]]
+    key = key[unique]
+    pairs = np.stack([key // n_faces, key % n_faces], axis=1)
+    return pairs.astype(np.int64), where[unique].astype(np.int64)
 
 
 # ----------------------------------------------------------------------- public

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -147,6 +148,54 @@ def test_validate_non_manifold_edge_names_vertices():
         Mesh(v, faces).validate()
 
 
+def test_validate_non_manifold_edge_reports_that_edges_count():
+    """The message gives the named edge's own face count, not the worst edge's."""
+    rng = np.random.default_rng(20)
+    for _ in range(5):
+        n_edges = int(rng.integers(2, 5))
+        counts = rng.integers(3, 7, size=n_edges)  # faces on each non-manifold edge
+        V = 2 * n_edges + int(counts.sum())
+        ids = rng.permutation(V)
+        edges = ids[: 2 * n_edges].reshape(n_edges, 2)
+        apexes = iter(ids[2 * n_edges :].tolist())
+        faces = [[a, b, next(apexes)] for (a, b), k in zip(edges.tolist(), counts) for _ in range(k)]
+        faces = np.array(faces)[rng.permutation(len(faces))]
+        keys = [tuple(sorted(e)) for e in edges.tolist()]
+        first = min(range(n_edges), key=lambda i: keys[i])  # the edge validate() names
+        if counts[first] == counts.max():  # make the named edge differ from the worst one
+            counts_worst = int(counts.max())
+            other = (first + 1) % n_edges
+            extra = [[*edges[other].tolist(), V + j] for j in range(counts_worst + 1 - int(counts[other]))]
+            faces = np.concatenate([faces, np.array(extra)])
+            V += len(extra)
+        with pytest.raises(MeshValidationError) as info:
+            Mesh(rng.random((V, 3)), faces).validate()
+        a, b = keys[first]
+        assert f"non-manifold edge ({a}, {b}) is shared by {int(counts[first])} faces" in str(info.value)
+        assert f"({n_edges} such edges)" in str(info.value)
+
+
+def test_validate_duplicate_faces_with_more_than_2_21_vertices():
+    """Above 2**21 vertices the packed face key would overflow int64 and make distinct faces collide."""
+    rng = np.random.default_rng(21)
+    V = 2**22
+    vertices = rng.random((V, 3))
+    # {a, b, c} and {a + 2**20, b, c} share a packed key modulo 2**64 when V = 2**22
+    picks = rng.choice(np.arange(2**21, V), size=(6, 2), replace=False)  # (6, 2) distinct b, c
+    low = rng.choice(2**20, size=6, replace=False)
+    faces = np.concatenate([
+        np.stack([low, picks[:, 0], picks[:, 1]], axis=1),
+        np.stack([low + 2**20, picks[:, 1], picks[:, 0]], axis=1),  # the shared edge, traversed back
+    ])
+    faces = np.roll(faces[rng.permutation(12)], int(rng.integers(3)), axis=1)
+    mesh = Mesh(vertices, faces)
+    assert mesh.validate() is mesh
+    j = int(rng.integers(12))
+    duplicate = np.concatenate([faces, np.roll(faces[j : j + 1], 1, axis=1)])  # same vertex set, rotated
+    with pytest.raises(MeshValidationError, match=rf"face {j} {re.escape(str(faces[j].tolist()))} is duplicated \(1 "):
+        Mesh(vertices, duplicate).validate()
+
+
 def test_validate_inconsistent_winding():
     faces = np.array([[0, 1, 2], [1, 2, 3]])  # both traverse 1 -> 2
     with pytest.raises(MeshValidationError, match=r"inconsistent winding: faces \[0, 1\] both traverse edge \(1 -> 2\)"):
@@ -165,6 +214,30 @@ def test_validate_flipped_face_in_random_mesh(make_grid_mesh):
 def test_validate_bad_landmark(index):
     with pytest.raises(MeshValidationError, match=rf"landmark 'tip': expected a vertex index in \[0, 4\), got {index}"):
         Mesh(SQUARE_V, SQUARE_F, landmarks={"tip": index}).validate()
+
+
+def test_landmarks_accept_python_and_numpy_integers():
+    rng = np.random.default_rng(22)
+    for dtype in (int, np.int8, np.int32, np.int64, np.uint16, np.uint64):
+        index = dtype(rng.integers(0, 4))
+        m = Mesh(SQUARE_V, SQUARE_F, landmarks={"tip": index, "chin": np.array(index)})
+        assert m.landmarks == {"tip": int(index), "chin": int(index)}
+        assert type(m.landmarks["tip"]) is int and type(m.landmarks["chin"]) is int
+
+
+@pytest.mark.parametrize("make_bad", [
+    lambda rng: float(rng.integers(0, 4)) + rng.uniform(0.05, 0.95),  # truncation would hide it
+    lambda rng: np.float64(rng.integers(0, 4)),  # integral, but a float
+    lambda rng: str(rng.integers(0, 4)),
+    lambda rng: bool(rng.integers(0, 2)),
+    lambda rng: None,
+], ids=["fraction", "integral-float", "str", "bool", "none"])
+def test_landmarks_reject_non_integers(make_bad):
+    rng = np.random.default_rng(23)
+    value = make_bad(rng)
+    name = f"lm_{int(rng.integers(1000))}"
+    with pytest.raises(MeshValidationError, match=rf"landmark '{name}': expected an integer vertex index, got {re.escape(repr(value))}"):
+        Mesh(SQUARE_V, SQUARE_F, landmarks={"ok": 1, name: value})
 
 
 def test_validate_uv_faces_out_of_range():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 import tracemalloc
 import zlib
@@ -18,6 +19,7 @@ import plyfile
 import pytest
 
 import mesh_decoder.mesh.io as mio
+from mesh_decoder._atomic import atomic_write
 from mesh_decoder.errors import MeshFileError
 from mesh_decoder.mesh import Mesh, load_mesh, save_mesh
 
@@ -649,6 +651,15 @@ BAD_FILES = [
      + PLY_OK_BODY + "3 0 1 2 4 0 0 1 0\n", r"expected 6 values \(u v per corner\), found 4", 14),
     ("lm.ply", PLY_HEAD.replace("ply\n", "ply\ncomment landmark a 9\n", 1) + PLY_FACE + PLY_OK_BODY + "3 0 1 2\n",
      r"landmark 'a': expected a vertex index in \[0, 3\), found 9", 2),
+    ("underscore.obj", "v 1_5 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", r"vertex: expected a number, found '1_5'$", 1),
+    ("underscoref.obj", OBJ_OK + "v 1 1 0\n" * 8 + "f 1 2 1_1\n", r"face vertex index: expected an integer, found '1_1'$", 12),
+    ("arabic.obj", "v \u0663 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "vertex: expected a number, found '\u0663'$", 1),
+    ("underscore.off", "OFF\n3 1 0\n1_5 0 0\n1 0 0\n0 1 0\n3 0 1 2\n", r"OFF vertex: expected a number, found '1_5'$", 3),
+    ("countunderscore.off", "OFF\n3 1 0_0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n", r"OFF counts: expected 3 integers", 2),
+    ("underscore.ply", PLY_HEAD + PLY_FACE + "0 0 0\n1_5 0 0\n0 1 0\n3 0 1 2\n", r"PLY ascii body: expected a number, found '1_5'$", 11),
+    ("countunderscore.ply", PLY_HEAD.replace("vertex 3", "vertex 0_3") + PLY_FACE + PLY_OK_BODY + "3 0 1 2\n",
+     r"expected a non-negative element count, found '0_3'$", 3),
+    ("lmunderscore.obj", "# landmark nose_tip 1_0\n" + OBJ_OK + "f 1 2 3\n", r"landmark 'nose_tip': expected an integer vertex index, found '1_0'$", 1),
     ("bad.ply", PLY_HEAD + PLY_FACE + PLY_OK_BODY + "3 0 1 2\n", None, None),  # control: valid
     # extension
     ("mesh.stl", "solid x\n", r"unknown mesh format: expected extension one of \.obj, \.off, \.ply, found '\.stl'", None),
@@ -670,6 +681,81 @@ def test_malformed_file_raises_mesh_file_error(tmp_path, name, content, reason, 
     assert err.path == str(path) and str(err).startswith(str(path))
     if line is not None:
         assert err.line == line and f"line {line}:" in str(err)
+
+
+def _sneak_into(token: str, rng) -> str:
+    """``token`` with an underscore or a non-ASCII digit: Python's int()/float() still read it, a mesh file must not."""
+    digits = [i for i, ch in enumerate(token) if ch.isdigit()]
+    adjacent = [i + 1 for i in digits if i + 1 in digits]
+    if adjacent and rng.random() < 0.6:
+        i = int(rng.choice(adjacent))
+        return token[:i] + "_" + token[i:]
+    i = int(rng.choice(digits))
+    return token[:i] + chr(0x660 + int(token[i])) + token[i + 1 :]  # ARABIC-INDIC DIGIT of the same value
+
+
+def _number_targets(ext: str, lines: list[str]):
+    """``(line index, token index, expected reason)`` of every numeric token a saved file holds."""
+    out = []
+    body = False  # PLY: after end_header
+    for i, line in enumerate(lines):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if tokens[:2] in (["#", "landmark"], ["comment", "landmark"]):
+            reason = r"landmark '.*': expected an integer vertex index"
+            out.append((i, 3, reason + r"|PLY header: expected ASCII text" if ext == "ply" else reason))
+        elif ext == "obj" and tokens[0] in ("v", "vt", "f"):
+            reason = {"v": r"vertex: expected a number", "vt": r"texture coordinate: expected a number",
+                      "f": r"face (vertex|texture) index: expected an integer"}[tokens[0]]
+            out += [(i, j, reason) for j in range(1, len(tokens))]
+        elif ext == "off" and i == 1:
+            out += [(i, j, r"OFF counts: expected 3 integers") for j in range(3)]
+        elif ext == "off" and i > 1 and tokens[0] != "#":
+            if len(tokens) == 4 and tokens[0] == "3" and "." not in line:
+                out += [(i, 0, r"OFF face size: expected an integer")]
+                out += [(i, j, r"OFF face vertex index: expected an integer") for j in (1, 2, 3)]
+            else:
+                out += [(i, j, r"OFF vertex: expected a number") for j in range(len(tokens))]
+        elif ext == "ply" and tokens[0] == "element":
+            out.append((i, 2, r"PLY header: expected (a non-negative element count|ASCII text)"))
+        elif ext == "ply" and body:
+            out += [(i, j, r"PLY ascii body: expected (a number|ASCII text)") for j in range(len(tokens))]
+        body = body or tokens == ["end_header"]
+    return out
+
+
+@pytest.mark.parametrize("ext", ["obj", "off", "ply"])
+def test_numbers_with_underscores_or_non_ascii_digits_are_errors(tmp_path, make_grid_mesh, ext):
+    """Python's float("1_5") is 15.0 and int("\u0663") is 3; a mesh file holding them is malformed."""
+    rng = np.random.default_rng(103)
+    path = tmp_path / f"m.{ext}"
+    for case in range(12):
+        mesh = make_grid_mesh(rng, 6, 6, colors=case % 3 == 0, uv="corner" if ext != "off" else None, landmarks=3)
+        save_mesh(mesh, path, binary=False if ext == "ply" else None)
+        text = path.read_text(encoding="utf-8")
+        if case % 4 == 1 and ext != "ply":  # a comment forces the careful line-by-line reader
+            text = text.replace("\n", " # c\n", 1) if ext == "obj" else text + "# the end\n"
+        path.write_text(text, encoding="utf-8")
+        assert load_mesh(path).landmarks == mesh.landmarks  # names with underscores are fine
+        lines = text.split("\n")
+        targets = _number_targets(ext, lines)
+        if case % 3 == 2:  # the rarer header counts and landmark indices
+            targets = [t for t in targets if "landmark" in t[2] or "count" in t[2]]
+        i, j, reason = targets[int(rng.integers(len(targets)))]
+        tokens = lines[i].split()
+        parts = tokens[j].split("/")
+        k = int(rng.choice([n for n, part in enumerate(parts) if any(ch.isdigit() for ch in part)]))
+        bad = _sneak_into(parts[k], rng)
+        assert float(bad) == float(parts[k])  # Python itself reads it as the same number
+        tokens[j] = "/".join(parts[:k] + [bad] + parts[k + 1 :])
+        lines[i] = " ".join(tokens)
+        path.write_text("\n".join(lines), encoding="utf-8")
+        with pytest.raises(MeshFileError, match=reason) as info:
+            load_mesh(path)
+        assert info.value.line == i + 1, str(info.value)
+        if "ASCII text" not in str(info.value):
+            assert f"found {bad!r}" in str(info.value) or bad in str(info.value), str(info.value)
 
 
 def _binary_ply(tmp_path, *, vertex_count=3, face_list_type="uchar", list_len=None, cut=0, extra=b""):
@@ -817,6 +903,63 @@ def test_successful_save_leaves_no_temp(tmp_path, make_grid_mesh):
     for ext in ("obj", "off", "ply"):
         save_mesh(mesh, tmp_path / f"m.{ext.upper()}")
     assert sorted(os.listdir(tmp_path)) == ["m.OBJ", "m.OFF", "m.PLY"]
+
+
+def test_atomic_write_keeps_the_targets_permissions(tmp_path, make_grid_mesh):
+    rng = np.random.default_rng(14)
+    for ext, binary in SAVE_CASES:
+        path = tmp_path / f"m.{ext}"
+        save_mesh(make_grid_mesh(rng, 3, 3), path, binary=binary)
+        mode = 0o600 | int(rng.integers(0, 0o100)) & 0o055  # owner read-write plus random group/other bits
+        os.chmod(path, mode)
+        new = make_grid_mesh(rng, 3, 4)
+        save_mesh(new, path, binary=binary)
+        assert stat.S_IMODE(os.stat(path).st_mode) == mode
+        assert load_mesh(path).content_hash() == new.content_hash()
+    payload = rng.bytes(int(rng.integers(1, 5000)))
+    target = tmp_path / "blob.bin"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o640)
+    with atomic_write(target) as handle:
+        handle.write(payload)
+    assert target.read_bytes() == payload and stat.S_IMODE(os.stat(target).st_mode) == 0o640
+    mask = int(rng.choice([0o002, 0o022, 0o027, 0o077]))
+    old_mask = os.umask(mask)
+    try:  # a new file gets the umask default
+        with atomic_write(tmp_path / "fresh.bin") as handle:
+            handle.write(payload)
+    finally:
+        os.umask(old_mask)
+    assert stat.S_IMODE(os.stat(tmp_path / "fresh.bin").st_mode) == 0o666 & ~mask
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["blob.bin", "fresh.bin"] + [f"m.{e}" for e in ("obj", "off", "ply")])
+
+
+def test_atomic_write_through_a_symlink_replaces_its_target(tmp_path, make_grid_mesh):
+    rng = np.random.default_rng(15)
+    real_dir, link_dir = tmp_path / "real", tmp_path / "links"
+    real_dir.mkdir()
+    link_dir.mkdir()
+    for ext, binary in SAVE_CASES:
+        real = real_dir / f"mesh.{ext}"
+        save_mesh(make_grid_mesh(rng, 3, 3), real, binary=binary)
+        os.chmod(real, 0o640)
+        link = link_dir / f"link.{ext}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.path.relpath(real, link_dir) if rng.random() < 0.5 else real)
+        chain = link_dir / f"chain.{ext}"  # a link to the link
+        chain.unlink(missing_ok=True)
+        chain.symlink_to(link.name)
+        new = make_grid_mesh(rng, 4, 3, colors=True)
+        save_mesh(new, chain, binary=binary)
+        assert link.is_symlink() and chain.is_symlink() and os.path.samefile(chain, real)
+        assert load_mesh(real).content_hash() == new.content_hash()
+        assert stat.S_IMODE(os.stat(real).st_mode) == 0o640
+    dangling = link_dir / "later.obj"  # a link whose target does not exist yet
+    dangling.symlink_to(real_dir / "later.obj")
+    new = make_grid_mesh(rng, 3, 3)
+    save_mesh(new, dangling)
+    assert dangling.is_symlink() and load_mesh(real_dir / "later.obj").content_hash() == new.content_hash()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
 # =============================================================================

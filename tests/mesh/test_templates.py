@@ -109,6 +109,19 @@ def test_vertex_count_type(n):
         face_template(n)
 
 
+def test_negative_seed_is_value_error():
+    rng = np.random.default_rng(40)
+    for seed in (-1, int(-rng.integers(2, 10**6)), np.int64(-rng.integers(1, 100))):
+        for builder in (face_template, head_template):
+            with pytest.raises(ValueError, match=rf"seed: expected a non-negative int, got {int(seed)}"):
+                builder(500, seed=seed)
+        with pytest.raises(ValueError, match="seed"):
+            template("face", 500, seed=seed)
+    for seed in (1.0, "1", True, None):
+        with pytest.raises(TypeError, match="seed: expected a non-negative int"):
+            face_template(500, seed=seed)
+
+
 def test_deterministic_per_seed():
     a, b, c = face_template(900, seed=3), face_template(900, seed=3), face_template(900, seed=4)
     np.testing.assert_array_equal(a.vertices, b.vertices)
@@ -430,6 +443,17 @@ def test_template_dispatch():
         template("cube")
     with pytest.raises(ValueError, match="at most 163842"):
         template("sphere", 200_000)
+
+
+def test_template_sphere_rejects_non_positive_counts():
+    rng = np.random.default_rng(41)
+    for n in (0, -1, int(-rng.integers(2, 10**6)), np.int32(-rng.integers(1, 100))):
+        with pytest.raises(ValueError, match=rf"num_vertices: expected an integer in \[1, 163842\].*got {int(n)}"):
+            template("sphere", n)
+    n = int(rng.integers(1, 13))
+    assert template("sphere", n).num_vertices == 12
+    with pytest.raises(TypeError, match="expected an int"):
+        template("sphere", 12.0)
 
 
 def test_template_info(face):

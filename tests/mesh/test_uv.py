@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from mesh_decoder.errors import MeshValidationError
 from mesh_decoder.hierarchy.container import TexelMap
 from mesh_decoder.mesh.container import Mesh
 from mesh_decoder.mesh.uv import (
+    _overlap_pairs,
     automatic_uv,
     check_uv_overlap,
     ensure_uv,
@@ -206,6 +209,45 @@ def test_overlapping_uv_triangles_are_named():
     for (i, j), (_, strict, _) in ref.items():
         both[i, j] = strict.size == 2
     assert both.any() and (tm.face.numpy()[both] == 0).all()
+
+
+def test_check_uv_overlap_reports_every_pair_on_a_shared_texel():
+    """Three or more UV triangles on one texel give all their pairs, not just neighbours."""
+    rng = np.random.default_rng(30)
+    for _ in range(4):
+        n = int(rng.integers(3, 8))  # triangles, all around a common point
+        centre = rng.uniform(0.4, 0.6, size=2)
+        gaps = 2 * np.pi / 3 + rng.uniform(-0.5, 0.5, size=(n, 2))  # CCW corners, every gap below pi
+        angles = rng.uniform(0, 2 * np.pi, size=(n, 1)) + np.concatenate([np.zeros((n, 1)), np.cumsum(gaps, 1)], 1)
+        radius = rng.uniform(0.15, 0.35, size=(n, 3, 1))
+        uv = (centre + radius * np.stack([np.cos(angles), np.sin(angles)], axis=-1)).reshape(-1, 2)
+        faces = np.arange(3 * n).reshape(n, 3)
+        extra = jittered_grid(3, 3, rng)  # a chart elsewhere that overlaps nothing
+        uv = np.concatenate([uv, 0.02 + 0.1 * extra.uv])
+        faces = np.concatenate([faces, extra.faces + 3 * n])
+        mesh = Mesh(rng.normal(size=(uv.shape[0], 3)), faces, uv=uv, uv_faces=faces)
+        ref = brute_force_texels(mesh, 24, 24)
+        assert all(np.array_equal(closed, strict) for closed, strict, _ in ref.values())  # no centre on an edge
+        expected = sorted({(int(a), int(b)) for _, strict, _ in ref.values() for a, b in itertools.combinations(strict, 2)})
+        assert max(len(strict) for _, strict, _ in ref.values()) >= 3
+        assert check_uv_overlap(mesh, 24).tolist() == [list(p) for p in expected]
+
+
+def test_overlap_pairs_match_all_pairs_per_texel():
+    rng = np.random.default_rng(31)
+    for _ in range(20):
+        texel = rng.integers(0, 30, size=int(rng.integers(1, 200)))
+        face = rng.integers(0, 25, size=texel.size)
+        keep = np.unique(np.stack([face, texel], 1), axis=0, return_index=True)[1]  # a face covers a texel once
+        perm = rng.permutation(keep)
+        face, texel = face[perm], texel[perm]
+        first = {}
+        for t in np.unique(texel):
+            for pair in itertools.combinations(sorted(face[texel == t].tolist()), 2):
+                first.setdefault(pair, int(t))  # texels ascend: the lowest one sharing the pair
+        pairs, where = _overlap_pairs(face, texel)
+        assert pairs.tolist() == [list(p) for p in sorted(first)]
+        assert where.tolist() == [first[p] for p in sorted(first)]
 
 
 def test_texel_map_rejects_bad_input():
