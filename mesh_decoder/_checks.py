@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import argparse
+import numbers
+import os
+from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["check_tensor"]
+__all__ = ["check_tensor", "check_int", "int_argument", "check_device", "check_output_path"]
 
 
 def check_tensor(
@@ -39,3 +42,71 @@ def check_tensor(
     if device is not None and x.device != torch.device(device):
         raise ValueError(f"{name}: expected a tensor on {device}, got one on {x.device}")
     return x
+
+
+def check_int(value: object, name: str, minimum: int | None = None) -> int:
+    """``value`` as an ``int``: ``TypeError`` if not an integer (bools are not), ``ValueError`` if below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def int_argument(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for integers ``>= minimum`` (argparse prefixes the option's name)."""
+
+    def parse(text: str) -> int:
+        try:
+            return check_int(int(text), "", minimum)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def check_device(value: object, name: str, *, available: bool = True) -> torch.device:
+    """A ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` device; with ``available``, it must exist here.
+
+    Raises ``ValueError`` naming ``name``, the value and what was expected.
+    """
+    try:
+        device = torch.device(value)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps") or (device.type != "cuda" and device.index):
+        raise ValueError(f"{name}: expected cpu, cuda, cuda:N or mps, got {value!r}")
+    if available and device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name} {value}: MPS is not available on this machine (torch {torch.__version__})")
+    if available and device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {value}: CUDA is not available on this machine (torch {torch.__version__})")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name} {value}: expected a CUDA device index below {count}, this machine has "
+                             f"{count} CUDA device{'s' if count != 1 else ''}")
+    return device
+
+
+def check_output_path(path: str | os.PathLike, name: str, *, directory: bool = False) -> str:
+    """Check that a file (or, with ``directory``, a folder) can be written at ``path``; returns ``path``.
+
+    Nothing is created. Raises ``ValueError`` naming ``name`` and the path when
+    ``path`` is a folder where a file is wanted (or a file where a folder is),
+    or when the nearest existing parent is a file or not writable.
+    """
+    path = os.fspath(path)
+    full = os.path.abspath(path)
+    wanted = "a directory" if directory else "a file path"
+    if os.path.exists(full) and os.path.isdir(full) != directory:
+        found = "a directory" if os.path.isdir(full) else "an existing file"
+        raise ValueError(f"{name} {path}: expected {wanted}, found {found}")
+    existing = full if directory else os.path.dirname(full)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{name} {path}: expected {wanted}, but {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {path}: expected a writable location, {existing} is not writable")
+    return path

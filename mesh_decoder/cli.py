@@ -10,6 +10,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
+from ._checks import check_output_path, int_argument
 from .errors import MeshError
 
 __all__ = ["main", "build_parser"]
@@ -52,6 +53,8 @@ def _build_template(args):
 def _run_template(args) -> int:
     if not args.info and not args.output:
         raise _CLIError("mesh-decoder template: give -o/--output PATH, --info, or both")
+    if args.output:
+        check_output_path(args.output, "-o/--output")
     mesh = _build_template(args)
     if args.output:
         from .mesh.io import save_mesh
@@ -103,6 +106,8 @@ def _one_or_many(values: list[int]):
 
 
 def _run_hierarchy(args) -> int:
+    if args.output:
+        check_output_path(args.output, "-o/--output")
     mesh = _load_template(args.template)
     from .hierarchy import build_hierarchy, hierarchy_table, save_hierarchy
 
@@ -144,6 +149,8 @@ def _add_bench(sub) -> None:
 def _run_bench(args) -> int:
     from .bench.harness import run_from_args
 
+    if args.output_dir is not None and not args.memory_probe:
+        check_output_path(args.output_dir, "--output-dir", directory=True)
     return int(run_from_args(args) or 0)
 
 
@@ -168,9 +175,9 @@ def _add_evaluate(sub) -> None:
 def _add_render(sub) -> None:
     p = sub.add_parser("render", help="sample a trained model's latent prior and render a grid of faces")
     p.add_argument("checkpoint", help="a training run folder, model.safetensors or checkpoint.safetensors")
-    p.add_argument("--n", type=_parse_vertices, default=16, help="number of faces (default 16)")
+    p.add_argument("--n", type=int_argument(1), default=16, help="number of faces (default 16)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=192, help="pixels per face (default 192)")
+    p.add_argument("--image-size", type=int_argument(1), default=192, help="pixels per face (default 192)")
     p.add_argument("-o", "--output", required=True, help="output PNG")
     p.set_defaults(func=_run_render)
 
@@ -181,8 +188,7 @@ def _run_render(args) -> int:
     from .render import face_grid
     from .train import load_trained
 
-    if args.n < 1:
-        raise _CLIError(f"mesh-decoder render: --n: expected a positive count, got {args.n}")
+    check_output_path(args.output, "-o/--output")
     model, hierarchy, _, _ = load_trained(args.checkpoint)
     generator = torch.Generator().manual_seed(args.seed)
     with torch.inference_mode():
@@ -222,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (MeshError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (MeshError, ValueError, TypeError, OSError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -232,8 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.filename:
-        text = f"{exc.filename}: {exc.strerror or text}"
+    if isinstance(exc, OSError) and (exc.filename or exc.filename2):
+        # os.replace(tmp, path) sets filename2 to the destination: name the user's file, not the temporary one
+        path = exc.filename2 or exc.filename
+        reason = exc.strerror or text
+        if isinstance(exc, FileExistsError):
+            reason = f"expected a directory, found a file ({reason})"
+        text = f"{path}: {reason}"
     return " ".join(text.split())
 
 

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from ._checks import check_tensor
+from ._checks import check_int, check_tensor
 
 __all__ = [
     "per_vertex_error",
@@ -215,10 +215,13 @@ def generalisation(
         train: ``(N, V, 3)`` training faces (torch or numpy).
         test: ``(M, V, 3)`` held-out faces.
         sizes: numbers of components / latent sizes to evaluate.
-        batch_size: test faces reconstructed at a time (default 256).
+        batch_size: test faces reconstructed at a time, at least 1 (default 256).
 
     Returns:
         ``{k: mean error}`` in data units, in the order of ``sizes``.
+
+    Raises:
+        ValueError: an empty test set, ``batch_size`` below 1, or bad ``sizes``.
 
     Shapes:
         ``(N, V, 3), (M, V, 3) -> {k: float}``
@@ -227,6 +230,9 @@ def generalisation(
 
     test_t = _as_tensor(test, "test")
     check_tensor(test_t, "test", shape=("M", "V", 3), dtype=_FLOAT_DTYPES)
+    if test_t.shape[0] == 0 or test_t.shape[1] == 0:
+        raise ValueError(f"test: expected at least one held-out face with vertices, got shape {tuple(test_t.shape)}")
+    check_int(batch_size, "batch_size", 1)
     sizes = [int(k) for k in sizes]
     if not sizes or min(sizes) < 1:
         raise ValueError(f"sizes: expected a non-empty list of positive integers, got {sizes}")
@@ -331,10 +337,8 @@ def specificity(
     """
     if not hasattr(model, "sample"):
         raise TypeError(f"model: expected an object with sample(n, generator), got {type(model).__name__}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    check_int(num_samples, "num_samples", 1)
+    check_int(batch_size, "batch_size", 1)
     t = _as_tensor(train, "train")
     distances, nearest = [], []
     with torch.no_grad():

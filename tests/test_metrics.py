@@ -213,3 +213,27 @@ def test_specificity_pca_samples_close_noise_far():
     np.testing.assert_allclose(dist.numpy(), ref_dist, rtol=1e-12)
     with pytest.raises(TypeError, match=r"sample\(n, generator\)"):
         specificity(object(), x)
+
+
+def test_empty_test_set_and_batch_sizes_below_one_are_refused():
+    seed = int(np.random.default_rng().integers(1 << 30))
+    x, *_ = subspace_faces(30, 10, [9.0, 4.0, 1.0], seed=seed)
+    fitted = PCAModel.fit(x[:25], num_components=3)
+    with pytest.raises(ValueError, match=r"^test: expected at least one held-out face with vertices, got shape "
+                                         r"\(0, 10, 3\)$"):
+        generalisation(fitted, None, x[:0], [1, 2])
+    bad = int(np.random.default_rng(seed).integers(-5, 1))
+    with pytest.raises(ValueError, match=rf"^batch_size: expected an integer >= 1, got {bad}$"):
+        generalisation(fitted, None, x[25:], [1, 2], batch_size=bad)
+    with pytest.raises(ValueError, match=rf"^batch_size: expected an integer >= 1, got {bad}$"):
+        specificity(fitted, x, 10, batch_size=bad)
+    with pytest.raises(TypeError, match=r"^batch_size: expected an integer, got 2.5 \(float\)$"):
+        specificity(fitted, x, 10, batch_size=2.5)
+    with pytest.raises(ValueError, match=rf"^num_samples: expected an integer >= 1, got {bad}$"):
+        specificity(fitted, x, bad)
+    # any batch size >= 1 gives the same answers
+    batch = int(np.random.default_rng(seed).integers(1, 7))
+    whole = generalisation(fitted, None, x[25:], [1, 2])
+    assert generalisation(fitted, None, x[25:], [1, 2], batch_size=batch) == pytest.approx(whole, rel=1e-12)
+    for k in (1, 2):
+        assert math.isclose(whole[k], projection_errors_reference(x[:25], x[25:], k), rel_tol=1e-8)

@@ -23,6 +23,7 @@ import argparse
 import os
 from typing import Any
 
+from .._checks import check_device, check_output_path
 from ..errors import ModelFileError
 
 __all__ = ["add_fit_arguments", "run_fit"]
@@ -144,6 +145,10 @@ def run_fit(args: argparse.Namespace) -> int:
         raise ValueError(f"--prior-weight: expected a non-negative number, got {args.prior_weight}")
     if args.focal is not None and not args.focal > 0:
         raise ValueError(f"--focal: expected a positive number of pixels, got {args.focal}")
+    check_device(args.device, "--device")
+    for option, path in (("-o/--output", args.output), ("--json", args.json), ("--overlay", args.overlay)):
+        if path:
+            check_output_path(path, option)
     stages = None if not args.stages else [Stage.parse(s) for s in args.stages]
     model, tpl, where = _load(args)
     try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -321,6 +322,10 @@ def load_landmarks(path: str | os.PathLike) -> LandmarkTarget:
         w = data["weights"]
         if not isinstance(w, dict) or set(w) - set(names):
             raise MeshFileError(path, '"weights": expected an object name -> weight over the landmark names')
+        for name, value in w.items():
+            if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not math.isfinite(value) or value < 0):
+                raise MeshFileError(path, f'"weights"[{name!r}]: expected a finite number >= 0, got {value!r}')
         weights = [float(w.get(n, 1.0)) for n in names]
     size = data["image_size"]
     try:

@@ -49,7 +49,7 @@ shown (``null`` is YAML's ``None``)::
       color_weight: 1.0          # weight of the colour L1 term (joint)
       seed: 0                    # parameter initialisation and data order
       checkpoint_every: 1        # epochs between checkpoints (the last epoch always saves)
-      device: cpu
+      device: cpu                # cpu | cuda | cuda:N
 
 Unknown keys and values of the wrong type raise :class:`TrainConfigError`
 naming the key (``model.latent_size``) and the file.
@@ -322,13 +322,12 @@ class TrainConfig:
             raise _error(w, "training.weight_decay", f"expected a number >= 0, got {tr.weight_decay}")
         if not (tr.color_weight >= 0 and math.isfinite(tr.color_weight)):
             raise _error(w, "training.color_weight", f"expected a number >= 0, got {tr.color_weight}")
-        try:
-            import torch
+        from .._checks import check_device
 
-            torch.device(tr.device)
-        except (RuntimeError, ValueError, TypeError):
-            raise _error(w, "training.device", f"expected a torch device name such as 'cpu' or 'cuda', "
-                                               f"got {tr.device!r}") from None
+        try:  # the name only: a run trained on CUDA still loads on a machine without it
+            check_device(tr.device, "training.device", available=False)
+        except ValueError as exc:
+            raise _error(w, None, str(exc)) from None
         return self
 
     # ----------------------------------------------------- resolved values

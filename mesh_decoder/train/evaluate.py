@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .._checks import check_device, check_int, check_output_path, int_argument
 from ..nn.autoencoder import MeshAutoencoder
 from ..pca import PCAModel
 from .config import TrainConfig
@@ -85,9 +86,11 @@ def _explained(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor) -> floa
 
 @torch.no_grad()
 def _ae_reconstruct(model: MeshAutoencoder, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    if x.shape[0] == 0:
+        raise ValueError("x: expected at least one mesh to reconstruct, got none")
     device = model.decoder.fc.weight.device
     parts = [model(x[i:i + batch_size].to(device)).cpu() for i in range(0, x.shape[0], batch_size)]  # (b, V, C)
-    return torch.cat(parts) if parts else x.new_zeros(x.shape)  # (N, V, C)
+    return torch.cat(parts)  # (N, V, C)
 
 
 def _prior_is_default(model: MeshAutoencoder) -> bool:
@@ -149,8 +152,8 @@ def evaluate(
         num_samples: random samples for specificity. Default 100.
         batch_size: meshes per forward pass. Default 64.
         seed: seeds the samples of specificity. Default 0.
-        max_train_faces: at most this many training faces for the explained variance,
-            latent compactness and a checkpoint's latent prior (default ``None``: all).
+        max_train_faces: at most this many training faces (at least 2) for the explained
+            variance, latent compactness and a checkpoint's latent prior (default ``None``: all).
         device: where to run a model loaded from a file. Default ``None`` (CPU).
 
     Returns:
@@ -161,11 +164,16 @@ def evaluate(
         measures asked for), and ``table``, the side-by-side text table.
 
     Raises:
-        ValueError: no held-out faces, or ``K`` larger than PCA can fit.
+        ValueError: no held-out faces, ``K`` larger than PCA can fit, a ``batch_size`` or
+            ``num_samples`` below 1, a ``max_train_faces`` below 2, or a device not available here.
     """
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
         raise ValueError(f"measures: expected a subset of {list(MEASURES)}, got unknown {unknown}")
+    check_int(batch_size, "batch_size", 1)
+    check_int(num_samples, "num_samples", 1)
+    if max_train_faces is not None:
+        check_int(max_train_faces, "max_train_faces", 2)  # a latent covariance needs two faces
     model, config, origin = _resolve(source, config, device)
     if data is None:
         data = load_data(config)
@@ -349,16 +357,22 @@ def add_evaluate_arguments(parser) -> None:
     parser.add_argument("--no-pca", action="store_true", help="leave the PCA baseline out")
     parser.add_argument("--measures", nargs="+", choices=MEASURES, default=list(MEASURES),
                         help="3DMM measures to compute (default: all)")
-    parser.add_argument("--num-samples", type=int, default=100, help="random samples for specificity (default 100)")
-    parser.add_argument("--batch-size", type=int, default=64, help="meshes per forward pass (default 64)")
-    parser.add_argument("--max-train-faces", type=int, default=None,
-                        help="training faces used for explained variance and compactness (default: all)")
+    parser.add_argument("--num-samples", type=int_argument(1), default=100,
+                        help="random samples for specificity (default 100)")
+    parser.add_argument("--batch-size", type=int_argument(1), default=64, help="meshes per forward pass (default 64)")
+    parser.add_argument("--max-train-faces", type=int_argument(2), default=None,
+                        help="training faces (at least 2) used for explained variance and compactness "
+                             "(default: all)")
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the specificity samples (default 0)")
 
 
 def run_evaluate(args) -> int:
     """Run ``mesh-decoder evaluate``: print the table, optionally write JSON. Returns the exit code."""
+    if args.device is not None:
+        check_device(args.device, "--device")
+    if args.json:
+        check_output_path(args.json, "--json")
     result = evaluate(args.checkpoint, pca=not args.no_pca, measures=args.measures, num_samples=args.num_samples,
                       batch_size=args.batch_size, seed=args.seed, max_train_faces=args.max_train_faces,
                       device=args.device)

@@ -54,6 +54,8 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from .._checks import check_device, check_int, check_output_path
+from ..errors import MeshError
 from ..hierarchy.container import MeshHierarchy
 from ..mesh.container import Mesh
 from ..model_files import hierarchy_signature
@@ -336,6 +338,8 @@ class TrainResult:
         interrupted: ``True`` when Ctrl-C (or a callback raising ``KeyboardInterrupt``) stopped the run.
         train_seconds: wall time of all epochs (all sessions), without checkpoint saving.
         data_meta: provenance of the training data.
+        up_to_date: ``True`` when a resumed run had already completed its epochs and written its
+            model: nothing was trained or written, the result is read from the run's files.
     """
 
     model: MeshAutoencoder
@@ -351,6 +355,7 @@ class TrainResult:
     interrupted: bool
     train_seconds: float
     data_meta: dict[str, Any] = field(default_factory=dict)
+    up_to_date: bool = False
 
     @property
     def final_loss(self) -> float | None:
@@ -416,6 +421,7 @@ def _nonfinite_parameter(model: torch.nn.Module) -> str | None:
 @torch.no_grad()
 def encode_all(model: MeshAutoencoder, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Latents ``(N, Z)`` of meshes ``(N, V, C)`` in data units, in batches, in eval mode."""
+    check_int(batch_size, "batch_size", 1)
     device = model.decoder.fc.weight.device
     was_training = model.training
     model.eval()
@@ -442,8 +448,11 @@ def train(
         output_dir: the run's folder (created).
         resume: continue from ``output_dir/checkpoint.safetensors``. Only
             ``training.epochs``, ``training.checkpoint_every``, ``training.device`` and
-            ``hierarchy.cache_dir`` may differ from the checkpoint's config. Default ``False``;
-            without it, a folder that already holds a checkpoint is refused.
+            ``hierarchy.cache_dir`` may differ from the checkpoint's config, and
+            ``training.epochs`` may not be below the epochs the checkpoint has trained. A run
+            that already has ``training.epochs`` epochs and its model files is left as it is
+            (``up_to_date=True``). Default ``False``; without it, a folder that already holds a
+            checkpoint is refused.
         progress: show a tqdm bar (epoch, running loss, meshes/s). Default ``True``.
         data: the meshes, if already loaded with :func:`load_data` for this config
             (avoids generating them again). Default ``None``: loaded here.
@@ -459,9 +468,12 @@ def train(
         TrainingError: a non-finite loss or parameters (names epoch and step; the last
             good checkpoint is kept), or a checkpoint that does not match the config.
         MeshFileError: a folder mesh that does not match the template.
+        ValueError: ``output_dir`` is a file or cannot be created, or ``training.device`` is not
+            available here.
     """
     config = _as_config(config)
-    out = os.fspath(output_dir)
+    out = check_output_path(output_dir, "output_dir", directory=True)
+    check_device(config.training.device, f"{config.source}: training.device" if config.source else "training.device")
     ckpt_path = os.path.join(out, CHECKPOINT_NAME)
     checkpoint = None
     if resume:
@@ -473,6 +485,14 @@ def train(
         if diff:
             raise TrainingError(f"{ckpt_path}: the config differs from the checkpoint's in {diff}; only "
                                 f"{sorted(RESUMABLE_KEYS)} may change on resume")
+        done, in_epoch = int(checkpoint.meta["epoch"]), int(checkpoint.meta["batch_in_epoch"])
+        if config.training.epochs < done + (in_epoch > 0):
+            trained = f"{done} epochs" + (f" and {in_epoch} batches of epoch {done + 1}" if in_epoch else "")
+            raise TrainingError(f"{ckpt_path}: training.epochs: expected at least {done + (in_epoch > 0)} (the "
+                                f"checkpoint has trained {trained}), got {config.training.epochs}; nothing was "
+                                "changed")
+        if config.training.epochs == done and _model_files_match(out, checkpoint.meta):
+            return _saved_result(out, checkpoint.meta, config.training.device)
     elif os.path.exists(ckpt_path):
         raise TrainingError(f"{ckpt_path}: the output folder already holds a checkpoint; resume it "
                             "(resume=True, --resume) or choose another folder")
@@ -624,6 +644,34 @@ def train(
     return result
 
 
+def _model_files_match(out: str, checkpoint_meta: Mapping[str, Any]) -> bool:
+    """Whether the run's hierarchy, model and decoder files were written from the checkpoint's last step."""
+    from ..model_files import read_model_meta
+
+    if not os.path.isfile(os.path.join(out, HIERARCHY_NAME)):
+        return False
+    for name in (MODEL_NAME, DECODER_NAME):
+        try:
+            extra = read_model_meta(os.path.join(out, name)).get("extra_meta") or {}
+        except (MeshError, OSError):
+            return False
+        if (extra.get("epochs"), extra.get("steps")) != (checkpoint_meta["epoch"], checkpoint_meta["step"]):
+            return False
+    return True
+
+
+def _saved_result(out: str, checkpoint_meta: Mapping[str, Any], device: str) -> TrainResult:
+    """The :class:`TrainResult` of a finished run, read from its files (nothing is written)."""
+    model, hierarchy, config, meta = load_trained(os.path.join(out, MODEL_NAME), device=device)
+    history = list(checkpoint_meta.get("history", []))
+    return TrainResult(model=model, hierarchy=hierarchy, config=config, output_dir=out,
+                       checkpoint_path=os.path.join(out, CHECKPOINT_NAME), model_path=meta["path"],
+                       decoder_path=os.path.join(out, DECODER_NAME), epochs_completed=int(checkpoint_meta["epoch"]),
+                       step=int(checkpoint_meta["step"]), history=history, interrupted=False,
+                       train_seconds=sum(h["seconds"] for h in history), data_meta=dict(meta.get("data") or {}),
+                       up_to_date=True)
+
+
 def _progress_bar(enabled: bool, total: int, initial: int):
     if not enabled:
         return None
@@ -691,6 +739,8 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
     """
     from .checkpoint import read_checkpoint_meta, read_safetensors_metadata
 
+    if device is not None:
+        check_device(device, "device")
     path = os.fspath(output_dir_or_file)
     if os.path.isdir(path):
         for name in (MODEL_NAME, CHECKPOINT_NAME):
@@ -749,13 +799,19 @@ def add_train_arguments(parser) -> None:
 
 def run_train(args) -> int:
     """Run ``mesh-decoder train``. Returns 0 when done, 130 when interrupted (the checkpoint is saved)."""
-    config = load_config(args.config)
-    if args.epochs is not None:
-        config = config.replace(training={"epochs": args.epochs})
     out = args.output_dir
     if out is None:
         out = os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])
+    check_output_path(out, "-o/--output-dir", directory=True)
+    config = load_config(args.config)
+    if args.epochs is not None:
+        config = config.replace(training={"epochs": args.epochs})
     result = train(config, out, resume=args.resume, progress=not args.quiet)
+    if result.up_to_date:
+        n = result.epochs_completed
+        print(f"{out}: already trained its {n} epochs; nothing to do, no file was changed "
+              f"(--epochs N with N > {n} trains on)")
+        return 0
     if result.interrupted:
         print(f"interrupted at epoch {result.epochs_completed + 1}, step {result.step}; checkpoint saved to "
               f"{result.checkpoint_path}; continue with --resume")

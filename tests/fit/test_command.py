@@ -114,3 +114,24 @@ def test_argument_errors(tmp_path, pca_file, template):
         _run([pca_file, "--target", tmp_path / "t.obj", "--template", tmp_path / "t900.obj", "-o", tmp_path / "o.obj"])
     with pytest.raises(ValueError, match="--focal"):
         _run([pca_file, "--target", tmp_path / "t.obj", "-o", tmp_path / "o.obj", "--focal", "-3"])
+
+
+def test_device_and_output_paths_are_checked_before_loading(tmp_path, template, monkeypatch):
+    import mesh_decoder.fit.command as command
+
+    def no_load(args):
+        raise AssertionError("the model was loaded before the checks")
+
+    monkeypatch.setattr(command, "_load", no_load)
+    save_mesh(template, tmp_path / "t.obj")
+    common = ["model.safetensors", "--target", tmp_path / "t.obj"]
+    missing = f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(ValueError, match=rf"^--device {missing}: "):
+        _run([*common, "-o", tmp_path / "o.obj", "--device", missing])
+    with pytest.raises(ValueError, match=r"^--device: expected cpu, cuda, cuda:N or mps, got 'tpu'$"):
+        _run([*common, "-o", tmp_path / "o.obj", "--device", "tpu"])
+    a_dir = tmp_path / f"d{np.random.default_rng().integers(100)}"
+    a_dir.mkdir()
+    for option in ("-o", "--json", "--overlay"):
+        with pytest.raises(ValueError, match=rf"^{option}.* {a_dir}: expected a file path, found a directory$"):
+            _run([*common, option, a_dir])

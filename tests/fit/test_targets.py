@@ -102,6 +102,20 @@ def test_target_file_errors_name_the_file(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"image_size": [4, 4], "landmarks": {"a": [1, "x"]}}))
     with pytest.raises(MeshFileError, match=r"bad\.json.*\[x, y\]"):
         load_landmarks(tmp_path / "bad.json")
+    rng = np.random.default_rng()
+    marks = {n: rng.uniform(0, 4, 2).tolist() for n in ("nose_tip", "chin", "eye_l", "eye_r")}
+    name = str(rng.choice(list(marks)))
+    for value in ("x", [1], None, True, float("nan"), float("inf"), -float(rng.uniform(0.1, 5))):
+        (tmp_path / "lm.json").write_text(json.dumps({"image_size": [4, 4], "landmarks": marks,
+                                                      "weights": {name: value}}))
+        with pytest.raises(MeshFileError) as err:
+            load_landmarks(tmp_path / "lm.json")
+        assert str(err.value) == (f'{tmp_path / "lm.json"}: "weights"[{name!r}]: expected a finite number >= 0, '
+                                  f"got {value!r}")
+    weight = float(rng.uniform(0, 5))
+    (tmp_path / "lm.json").write_text(json.dumps({"image_size": [4, 4], "landmarks": marks, "weights": {name: weight}}))
+    loaded = load_landmarks(tmp_path / "lm.json")
+    assert loaded.weights.tolist() == [weight if n == name else 1.0 for n in marks]
     (tmp_path / "few.json").write_text(json.dumps({"image_size": [4, 4], "landmarks": {"a": [1, 2]}}))
     with pytest.raises(MeshFileError, match=r"few\.json.*at least 4"):
         load_landmarks(tmp_path / "few.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 from mesh_decoder.train import TrainConfig, TrainConfigError, load_config, save_config
@@ -91,6 +92,8 @@ def test_wrong_type_names_key_and_file(tmp_path, section, key, value, expected):
         ({"training": {"lr": -1.0}}, "training.lr"),
         ({"training": {"lr_decay": 1.5}}, "training.lr_decay"),
         ({"training": {"device": "gpu7"}}, "training.device"),
+        ({"training": {"device": "cuda:x"}}, "training.device"),
+        ({"training": {"device": "mps:1"}}, "training.device"),
         ({"data": {"test_fraction": 1.0}}, "data.test_fraction"),
         ({"data": {"source": "folder"}}, "data.root"),
         ({"data": {"source": "folder", "root": "x", "split": "extrapolation"}}, "data.split"),
@@ -141,3 +144,14 @@ def test_example_configs_are_valid():
     for path in files:
         cfg = load_config(path)
         assert cfg.training.epochs >= 1, path
+
+
+def test_device_names_are_checked_but_not_their_presence(tmp_path):
+    path = tmp_path / "device.yaml"
+    path.write_text("training:\n  device: foo\n")
+    with pytest.raises(TrainConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: training.device: expected cpu, cuda, cuda:N or mps, got 'foo'"
+    # a run trained on a GPU still loads its config where there is none
+    index = int(np.random.default_rng().integers(0, 8))
+    assert TrainConfig.from_dict({"training": {"device": f"cuda:{index}"}}).training.device == f"cuda:{index}"

@@ -7,10 +7,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from mesh_decoder.pca import PCAModel
 from mesh_decoder.train import (
     MEASURES,
+    TrainingError,
     add_evaluate_arguments,
     add_train_arguments,
     evaluate,
@@ -104,6 +106,14 @@ def test_cli_train_and_evaluate(tmp_path, tiny_config, capsys):
     args = parser.parse_args([str(config_path), "-o", str(out), "--resume", "--quiet"])  # on to 3 epochs
     assert run_train(args) == 0
     assert "trained 3 epochs" in capsys.readouterr().out
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    args = parser.parse_args([str(config_path), "-o", str(out), "--resume", "--epochs", "2", "--quiet"])
+    with pytest.raises(TrainingError, match=r"training.epochs: expected at least 3 .*got 2; nothing was changed"):
+        run_train(args)
+    args = parser.parse_args([str(config_path), "-o", str(out), "--resume", "--quiet"])
+    assert run_train(args) == 0
+    assert "already trained its 3 epochs; nothing to do, no file was changed" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
 
     parser = argparse.ArgumentParser()
     add_evaluate_arguments(parser)
@@ -112,3 +122,41 @@ def test_cli_train_and_evaluate(tmp_path, tiny_config, capsys):
     printed = capsys.readouterr().out
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["table"] in printed and saved["models"]["pca"]["parameters"] == 3 * 600 * 9
+
+
+def test_batch_size_train_faces_and_device_are_checked(trained, capsys):
+    from mesh_decoder.cli import main
+    from mesh_decoder.train.evaluate import _ae_reconstruct
+
+    result, data = trained
+    rng = np.random.default_rng()
+    base = evaluate(result, data=data, measures=("error", "compactness"), pca=False)
+    batch = int(rng.integers(1, data.test.shape[0] + 2))
+    faces = int(rng.integers(2, data.train.shape[0] + 1))
+    same = evaluate(result, data=data, measures=("error", "compactness"), pca=False, batch_size=batch)
+    assert same["models"]["autoencoder"]["vertex_error"] == pytest.approx(base["models"]["autoencoder"]["vertex_error"])
+    part = evaluate(result, data=data, measures=("error", "compactness"), pca=False, max_train_faces=faces)
+    ref_z = result.model.encode(data.train[:faces]).detach().double()
+    ref = np.sort(np.linalg.eigvalsh(np.cov(ref_z.numpy().T)))[::-1]
+    assert part["models"]["autoencoder"]["compactness"] == pytest.approx(np.cumsum(ref) / ref.sum(), rel=1e-4)
+    bad = int(rng.integers(-50, 1))
+    with pytest.raises(ValueError, match=rf"^batch_size: expected an integer >= 1, got {bad}$"):
+        evaluate(result, data=data, pca=False, batch_size=bad)
+    with pytest.raises(ValueError, match=rf"^max_train_faces: expected an integer >= 2, got {bad + 1}$"):
+        evaluate(result, data=data, pca=False, max_train_faces=bad + 1)
+    with pytest.raises(ValueError, match="^device: expected cpu, cuda, cuda:N or mps, got 'foo'$"):
+        evaluate(result.output_dir, device="foo")
+    with pytest.raises(ValueError, match="expected at least one mesh"):
+        _ae_reconstruct(result.model, data.test[:0], 4)
+    # the command line: one line, before any work
+    missing = f"cuda:{torch.cuda.device_count()}"
+    for argv, expected in [
+        (["--batch-size", str(bad), "--measures", "error", "--no-pca"],
+         f"--batch-size: expected an integer >= 1, got '{bad}'"),
+        (["--max-train-faces", str(bad + 1)], f"--max-train-faces: expected an integer >= 2, got '{bad + 1}'"),
+        (["--device", "foo"], "--device: expected cpu, cuda, cuda:N or mps, got 'foo'"),
+        (["--device", missing], f"--device {missing}: "),
+    ]:
+        assert main(["evaluate", result.output_dir, *argv]) != 0
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err

@@ -192,3 +192,60 @@ def test_progress_bar_shows_epoch_loss_and_throughput(tmp_path, tiny_config, cap
     train(tiny_config(training={"epochs": 1}, data={"n": 20}), tmp_path, progress=True)
     err = capsys.readouterr().err
     assert "epoch 1/1" in err and "loss" in err and "meshes/s" in err
+
+
+def _file_bytes(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_resume_never_goes_back_and_a_finished_run_is_left_as_it_is(tmp_path, tiny_config):
+    rng = np.random.default_rng()
+    epochs = int(rng.integers(2, 4))
+    config = tiny_config(training={"epochs": epochs})
+    data = load_data(config)
+    first = train(config, tmp_path, progress=False, data=data)
+    before = _file_bytes(tmp_path)
+    fewer = int(rng.integers(1, epochs))
+    with pytest.raises(TrainingError, match=rf"training.epochs: expected at least {epochs} \(the checkpoint has "
+                                            rf"trained {epochs} epochs\), got {fewer}; nothing was changed"):
+        train(tiny_config(training={"epochs": fewer}), tmp_path, resume=True, progress=False, data=data)
+    assert _file_bytes(tmp_path) == before
+    # the same epochs again: nothing trained, nothing written, the saved model returned
+    again = train(config, tmp_path, resume=True, progress=False, data=data)
+    assert again.up_to_date and not first.up_to_date and not again.interrupted
+    assert (again.epochs_completed, again.step, again.history) == (epochs, first.step, first.history)
+    assert_same_state(parameters_of(again.model), parameters_of(first.model))
+    assert again.config.to_dict() == first.config.to_dict()
+    assert _file_bytes(tmp_path) == before
+    # a run that stopped while writing its model files is finished on resume
+    (tmp_path / "decoder.safetensors").unlink()
+    finished = train(config, tmp_path, resume=True, progress=False, data=data)
+    assert not finished.up_to_date and _file_bytes(tmp_path) == before
+
+
+def test_resume_refuses_epochs_below_a_part_done_epoch(tmp_path, tiny_config):
+    config = tiny_config(training={"epochs": 3})
+    step = int(np.random.default_rng().integers(6, 10))  # in epoch 2 (5 batches per epoch)
+    stopped = train(config, tmp_path, progress=False, callback=_interrupt_at(step, "raise"))
+    assert stopped.interrupted and stopped.epochs_completed == 1
+    before = _file_bytes(tmp_path)
+    with pytest.raises(TrainingError, match=rf"expected at least 2 \(the checkpoint has trained 1 epochs and "
+                                            rf"{step - 5} batches of epoch 2\), got 1"):
+        train(tiny_config(training={"epochs": 1}), tmp_path, resume=True, progress=False)
+    assert _file_bytes(tmp_path) == before
+
+
+def test_output_dir_and_device_are_checked_before_the_data(tmp_path, tiny_config, monkeypatch):
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded before the checks")
+
+    monkeypatch.setattr(loop, "load_data", no_data)
+    a_file = tmp_path / "afile"
+    a_file.write_bytes(os.urandom(16))
+    for out in (a_file, a_file / "sub"):
+        with pytest.raises(ValueError, match="output_dir .*expected a directory"):
+            train(tiny_config(), out, progress=False)
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last device: never available
+    with pytest.raises(ValueError, match=rf"^training.device {missing}: "):
+        train(tiny_config(training={"device": missing}), tmp_path / "run", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
