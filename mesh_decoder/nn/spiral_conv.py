@@ -377,6 +377,15 @@ def weight_blocks_scope() -> Iterator[None]:
     rearranged weight. Outside a scope every call rearranges afresh: a weight changed
     between calls by any means, ``.data`` included (which no version counter sees), is
     always the one used. Nested scopes are one scope.
+
+    Around a loop of small calls with fixed weights it saves the rearrangements, as
+    ``torch.nn.utils.parametrize.cached()`` does for parametrisations (measured on 2
+    cores: 0.12 ms of a 1.3 ms batch-1 decode of the 5,023-vertex spiral decoder)::
+
+        with torch.inference_mode(), weight_blocks_scope():
+            meshes = [decoder(z) for z in latents]
+
+    Within it, change weights in place (their version counters see that) or not at all.
     """
     if getattr(_BLOCKS_SCOPE, "token", None) is not None:
         yield

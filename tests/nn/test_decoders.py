@@ -511,6 +511,10 @@ def test_chunks_of_one_decode_share_each_rearranged_weight(synthetic_hierarchy, 
         dec(z)
     layers = len(dec.convs) + 1  # the fused blocks and the output convolution
     assert first == layers and len(made) == 2 * layers  # once per layer and call
+    with torch.inference_mode(), spiral_conv.weight_blocks_scope():  # a user's scope around several calls
+        for _ in range(3):
+            dec(z)
+    assert len(made) == 3 * layers
     with torch.inference_mode():
         with plain_formulation():
             want = dec(z)
