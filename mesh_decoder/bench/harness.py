@@ -57,7 +57,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +66,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import int_argument
 from . import report
 from .roofline import (
     DTYPES,
@@ -1289,21 +1289,11 @@ def run_scaling(
 
 
 # -------------------------------------------------------------------------- CLI
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
-
-
 def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the benchmark's options to ``parser`` (used by ``mesh-decoder bench``)."""
     parser.add_argument("--decoders", nargs="+", choices=list(BUILTIN_DECODERS), default=None,
                         help="decoders to run (default: all)")
-    parser.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=None,
+    parser.add_argument("--batch-sizes", nargs="+", type=int_argument(1), default=None,
                         help="batch sizes (default 1 32 256; --quick: 1 16)")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=None,
                         help="eager, compile, cudagraph (CUDA), compile-cudagraph (CUDA: torch.compile "
@@ -1311,7 +1301,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None,
                         help="fp32 (TF32 off, the reference), tf32, bf16, fp16 (default: fp32 on CPU, all on CUDA)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=int_argument(1), default=None,
                         help="CPU threads (default: the cores this process may use)")
     parser.add_argument("--quick", action="store_true", help="a short run: small batches, eager only, short budget")
     parser.add_argument("--onnx", action="store_true", help="also run the ONNX Runtime export")
@@ -1319,7 +1309,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="meshes/s of the spiral decoder from 1,000 to 100,000 vertices instead")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--template", help="template mesh file (default: the built-in face)")
-    source.add_argument("--vertices", type=_positive_int, default=None,
+    source.add_argument("--vertices", type=int_argument(1), default=None,
                         help="vertex count of the built-in face template (default 5023)")
     source.add_argument("--hierarchy", help="a saved hierarchy (.npz); needs no openmesh")
     parser.add_argument("--texture-size", type=int, default=256, help="UV texture size of the joint decoder (0: none)")

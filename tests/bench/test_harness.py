@@ -240,7 +240,7 @@ def test_bad_specs_and_options(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--batch-sizes", "0"], "positive integer"),
+        (["--batch-sizes", "0"], "expected an integer >= 1, got '0'"),
         (["--modes", "cudagraph", "--device", "cpu"], "CUDA"),
         (["--modes", "compile-cudagraph", "--device", "cpu"], "compile-cudagraph: CUDA graphs need a CUDA"),
         (["--file-prefix", "../x"], "--file-prefix: expected letters"),
