@@ -44,13 +44,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
-from .graph import (FLOAT_DTYPES, _autocast_enabled, check_features, fast_paths_enabled, hierarchy_level,
-                    positive_int, records_grad, update_buffer)
+from .graph import (FLOAT_DTYPES, _autocast_enabled, bag_product, check_features, fast_paths_enabled,
+                    hierarchy_level, positive_int, records_grad, update_buffer)
 
 __all__ = ["ChebConv", "LaplacianRows", "laplacian_matmul", "laplacian_rows"]
 
@@ -107,15 +106,8 @@ def laplacian_rows(index: Tensor, weight: Tensor, num_vertices: int, dtype: torc
     return LaplacianRows(starts(row), col, w, starts(col), row[order], w[order])
 
 
-def _bag_product(x: Tensor, offsets: Tensor, col: Tensor, weight: Tensor) -> Tensor:
-    """Shapes: ``(V, N) -> (V, N)``; ``out[i] = sum of weight[e] * x[col[e]]`` over row ``i``'s entries."""
-    if x.shape[1] == 0:  # embedding_bag rejects a matrix without columns (an empty batch)
-        return x.new_empty(offsets.shape[0], 0)
-    return F.embedding_bag(col, x.contiguous(), offsets, mode="sum", per_sample_weights=weight)  # (V, N)
-
-
 class _BagMatmul(torch.autograd.Function):
-    """:func:`_bag_product` for autograd and ``torch.func``: the product is linear in
+    """:func:`bag_product` for autograd and ``torch.func``: the product is linear in
     ``x``, so its gradient is the product by the transpose and its forward derivative
     the product itself, both ``_BagMatmul`` again (higher derivatives follow). The
     compressed rows are constants."""
@@ -124,7 +116,7 @@ class _BagMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, *rows: Tensor) -> Tensor:  # type: ignore[override]
-        return _bag_product(x, *rows[:3])
+        return bag_product(x, *rows[:3])
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
@@ -164,7 +156,7 @@ def laplacian_matmul(index: Tensor, weight: Tensor, num_vertices: int, x: Tensor
             rows = laplacian_rows(index, weight, num_vertices, x.dtype)
         if torch.is_grad_enabled():  # autograd, and torch.func's transforms (whose tensors require no grad)
             return _BagMatmul.apply(x, *rows)  # (V, N)
-        return _bag_product(x, *rows[:3])  # (V, N)
+        return bag_product(x, *rows[:3])  # (V, N)
     w = weight.to(x.dtype)
     if _use_sparse_kernel(x):
         L = torch.sparse_coo_tensor(index, w, (num_vertices, num_vertices), is_coalesced=True,

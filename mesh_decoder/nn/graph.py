@@ -170,6 +170,19 @@ def update_buffer(module: torch.nn.Module, name: str, value: Tensor) -> None:
         setattr(module, name, value)
 
 
+def bag_product(x: Tensor, offsets: Tensor, col: Tensor, weight: Tensor) -> Tensor:
+    """A sparse matrix in compressed rows times ``x``, by one ``embedding_bag``: row ``i``'s
+    entries are ``offsets[i]`` up to the next row's.
+
+    Shapes: ``x (V_in, N), offsets (V_out,), col (E,), weight (E,) -> (V_out, N)``;
+    ``out[i] = sum of weight[e] * x[col[e]]`` over row ``i``'s entries.
+    """
+    if x.shape[1] == 0:  # embedding_bag rejects a matrix without columns (an empty batch)
+        return x.new_empty(offsets.shape[0], 0)
+    return torch.nn.functional.embedding_bag(col, x.contiguous(), offsets, mode="sum",
+                                             per_sample_weights=weight)  # (V_out, N)
+
+
 def records_grad(*tensors: Tensor | None) -> bool:
     """Whether autograd would record an operation on ``tensors`` (``None`` entries skipped)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

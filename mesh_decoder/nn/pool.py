@@ -17,12 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
-from .graph import FLOAT_DTYPES, check_features, hierarchy_level, positive_int
+from .graph import FLOAT_DTYPES, bag_product, check_features, hierarchy_level, positive_int
 
 __all__ = ["DownSample", "UpSample"]
 
@@ -151,11 +150,9 @@ class UpSample(nn.Module):
         """
         V_in, B, C = x.shape
         V_out, k = self.index.shape
-        if B * C == 0:  # embedding_bag rejects a matrix without columns (an empty batch)
-            return x.new_empty(V_out, B, C)
         offsets = torch.arange(0, V_out * k, k, device=x.device)  # (V_out,) each bag's first entry
-        out = F.embedding_bag(self.index.reshape(-1), x.reshape(V_in, B * C), offsets, mode="sum",
-                              per_sample_weights=self.weight.reshape(-1).to(x.dtype))  # (V_out, B*C)
+        out = bag_product(x.reshape(V_in, B * C), offsets, self.index.reshape(-1),
+                          self.weight.reshape(-1).to(x.dtype))  # (V_out, B*C)
         return out.view(V_out, B, C)
 
     def extra_repr(self) -> str:

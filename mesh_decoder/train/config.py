@@ -49,7 +49,7 @@ shown (``null`` is YAML's ``None``)::
       color_weight: 1.0          # weight of the colour L1 term (joint)
       seed: 0                    # parameter initialisation and data order
       checkpoint_every: 1        # epochs between checkpoints (the last epoch always saves)
-      device: cpu                # cpu | cuda | cuda:N
+      device: cpu                # cpu | cuda | cuda:N | mps
 
 Unknown keys and values of the wrong type raise :class:`TrainConfigError`
 naming the key (``model.latent_size``) and the file.

@@ -336,13 +336,13 @@ def _count_bag_products(monkeypatch) -> list[int]:
     """Switch the bag kernel on for CUDA and count its products."""
     monkeypatch.setattr(cheb_mod, "BAG_ON_CUDA", True)
     calls = [0]
-    product = cheb_mod._bag_product
+    product = cheb_mod.bag_product
 
     def counted(*args):
         calls[0] += 1
         return product(*args)
 
-    monkeypatch.setattr(cheb_mod, "_bag_product", counted)
+    monkeypatch.setattr(cheb_mod, "bag_product", counted)
     return calls
 
 
