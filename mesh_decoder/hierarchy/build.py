@@ -131,7 +131,7 @@ def build_hierarchy(
     Returns:
         A :class:`MeshHierarchy` with ``len(factors) + 1`` levels; its ``meta`` holds
         ``template_hash``, ``factors``, ``spiral_lengths``, ``dilations``,
-        ``texture_size``, ``format_version`` and ``library_version``.
+        ``texture_size``, ``uv_hash``, ``format_version`` and ``library_version``.
 
     Shapes:
         ``levels[l].vertices (V_l, 3)``, ``spirals (V_l, S_l)``, ``down[l] (V_{l+1},)``,
@@ -162,6 +162,9 @@ def build_hierarchy(
         "spiral_lengths": spiral_lengths,
         "dilations": dilations,
         "texture_size": tex,
+        # the texel map depends on the template's UVs, which content_hash leaves out;
+        # None: no texel map, or UVs made by automatic_uv (deterministic per library version)
+        "uv_hash": mesh.uv_hash() if tex is not None else None,
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
     }

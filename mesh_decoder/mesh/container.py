@@ -134,6 +134,20 @@ class Mesh:
         h.update(np.ascontiguousarray(self.faces, dtype="<i8").tobytes())
         return h.hexdigest()
 
+    def uv_hash(self) -> str | None:
+        """SHA-256 of ``uv`` rounded to float32 and ``uv_faces``, or ``None`` without UVs.
+
+        :meth:`content_hash` covers the geometry only; a texel map depends on this too.
+        """
+        if self.uv is None:
+            return None
+        h = hashlib.sha256()
+        h.update(b"mesh_decoder.Mesh.uv/v1")
+        for a, dtype in ((self.uv, "<f4"), (self.uv_faces, "<i8")):
+            h.update(np.asarray(a.shape, dtype="<i8").tobytes())
+            h.update(np.ascontiguousarray(a, dtype=dtype).tobytes())
+        return h.hexdigest()
+
     # -------------------------------------------------------------- validation
     def validate(self) -> "Mesh":
         """Check values and topology; return ``self`` or raise :class:`MeshValidationError`.

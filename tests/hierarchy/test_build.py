@@ -88,6 +88,7 @@ def test_face_template_defaults(face, face_hierarchy):
         "spiral_lengths": [9] * 5,
         "dilations": [1] * 5,
         "texture_size": [256, 256],
+        "uv_hash": face.uv_hash(),
         "format_version": 1,
         "library_version": mesh_decoder.__version__,
     }
@@ -276,6 +277,25 @@ def test_cache_hit_is_a_load(small, tmp_path, counting):
     build_hierarchy(small, cache_dir=tmp_path, factors=(4, 4), spiral_lengths=5, texture_size=16)
     build_hierarchy(small.copy(vertices=small.vertices * 1.01), cache_dir=tmp_path, **PARAMS)
     assert counting.calls == 6 and len(list(tmp_path.glob("hierarchy-*.npz"))) == 3
+
+
+@pytest.mark.parametrize("uvs", ["other", "automatic"])
+def test_cache_key_covers_the_uvs(small, tmp_path, uvs):
+    """Same geometry, other UVs: another texel map, so another cache entry (never the first map)."""
+    other = small.copy(uv=small.uv[:, ::-1].copy()) if uvs == "other" else small.copy(uv=None, uv_faces=None)
+    assert other.content_hash() == small.content_hash() and other.uv_hash() != small.uv_hash()
+    first = build_hierarchy(small, cache_dir=tmp_path, **PARAMS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cached = build_hierarchy(other, cache_dir=tmp_path, **PARAMS)
+    fresh = build_hierarchy(other, cache_dir=None, **PARAMS)
+    assert not torch.equal(first.texel_map.face, fresh.texel_map.face)
+    assert torch.equal(cached.texel_map.face, fresh.texel_map.face)
+    assert len(list(tmp_path.glob("hierarchy-*.npz"))) == 2
+    # without a texel map the UVs do not matter: one entry serves both
+    no_tex = dict(PARAMS, texture_size=None)
+    assert same(build_hierarchy(small, cache_dir=tmp_path, **no_tex), build_hierarchy(other, cache_dir=tmp_path, **no_tex))
+    assert len(list(tmp_path.glob("hierarchy-*.npz"))) == 3
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "other_params", "other_template", "garbage"])
