@@ -261,7 +261,7 @@ class MeshFolderDataset(Dataset):
         patterns = [p.strip() for p in str(pattern).split("|") if p.strip()]
         if not patterns:
             raise ValueError(f"pattern: expected glob patterns separated by '|', got {pattern!r}")
-        files = sorted({f for p in patterns for f in glob.glob(os.path.join(root, p), recursive=True)
+        files = sorted({f for p in patterns for f in glob.glob(os.path.join(glob.escape(root), p), recursive=True)
                         if os.path.isfile(f)})
         if not files:
             raise MeshFileError(root, f"expected files matching {pattern!r}, found none")

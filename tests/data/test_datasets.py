@@ -224,6 +224,18 @@ def test_folder_alignment_recovers_template_exactly(tmp_path, small):
     assert ds.transforms[2][2] == pytest.approx(2.0, rel=1e-5)
 
 
+@pytest.mark.parametrize("name", ["scans[1]", "faces?[2]*"])
+def test_folder_name_with_glob_characters(tmp_path, small, name):
+    """The folder's own name is a path, not a pattern: only ``pattern`` is globbed."""
+    root = tmp_path / name
+    root.mkdir()
+    rng = np.random.default_rng(6)
+    expected = _write_set(root, small, rng, n=2, transform=False, colors=False)
+    ds = MeshFolderDataset(root, small)
+    assert len(ds) == 2 and all(p.startswith(str(root)) for p in ds.files)
+    np.testing.assert_allclose(ds[1]["vertices"].numpy(), expected[1], atol=1e-4)
+
+
 def test_folder_rejects_other_faces(tmp_path, small):
     rng = np.random.default_rng(5)
     _write_set(tmp_path, small, rng, n=2, transform=False, colors=False)
