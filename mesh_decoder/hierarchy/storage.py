@@ -18,6 +18,9 @@ under a schema name, plus one JSON document:
 ``meta_json``                          0-d unicode array: the JSON document
 =====================================  ==============================================
 
+"float" arrays keep the hierarchy's dtype: float32 unless cast with
+``MeshHierarchy.to``; bfloat16, which ``.npy`` cannot hold, is refused.
+
 The JSON document holds ``format`` (``"mesh_decoder.hierarchy"``),
 ``format_version``, ``num_levels``, per-level ``spiral_length``/``dilation``,
 whether a texel map is present, the hierarchy's ``meta`` and ``checksum``: the
@@ -62,7 +65,7 @@ FORMAT_VERSION = 1
 
 _LEVEL_FIELDS = ("vertices", "faces", "spirals", "laplacian_index", "laplacian_weight", "original_index")
 _TEXEL_FIELDS = ("index", "weight", "face", "mask")
-_WEIGHT_ATOL = 1e-4  # |sum(weights) - 1| tolerated in float32 files
+_WEIGHT_ATOL = 1e-4  # |sum(weights) - 1| tolerated in float32 files; more in coarser dtypes
 
 
 # ----------------------------------------------------------------------------- checks
@@ -100,10 +103,12 @@ def _check_range(t: torch.Tensor, name: str, low: int, high: int) -> None:
 def _check_weights(w: torch.Tensor, name: str) -> None:
     if w.numel() == 0:
         return
-    if float(w.min()) < -_WEIGHT_ATOL:
+    # rounding each of a row's weights to w.dtype moves the sum by up to half an eps each
+    atol = max(_WEIGHT_ATOL, w.shape[-1] * torch.finfo(w.dtype).eps)
+    if float(w.min()) < -atol:
         _fail(f"{name}: expected non-negative weights, got minimum {float(w.min()):.3g}")
     err = float((w.double().sum(-1) - 1.0).abs().max())
-    if err > _WEIGHT_ATOL:
+    if err > atol:
         _fail(f"{name}: expected weights summing to 1, got a row off by {err:.3g}")
 
 
@@ -249,6 +254,9 @@ def save_hierarchy(h: MeshHierarchy, path: str | os.PathLike) -> Path:
         TypeError: ``h.meta`` is not JSON-serialisable.
     """
     check_hierarchy(h)
+    if any(t.dtype == torch.bfloat16 for t in h.up_weight + [l.vertices for l in h.levels]):
+        raise HierarchyError(f"{os.fspath(path)}: expected float16, float32 or float64 tensors, got bfloat16, "
+                             "which .npz cannot hold; save the hierarchy before casting it")
     arrays = _arrays_of(h)
     try:
         meta = json.loads(_canonical_json(h.meta))

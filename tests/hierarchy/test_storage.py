@@ -96,6 +96,23 @@ def test_round_trip_without_texel_map_and_single_level(template, tmp_path):
     assert_same(other, load_hierarchy(save_hierarchy(other, tmp_path / "ico.npz")))
 
 
+def test_round_trip_in_half_precision(hierarchy, tmp_path):
+    """A hierarchy cast with .to(dtype=...) passes the checks; float16 saves, bfloat16 is refused clearly."""
+    half = hierarchy.to(dtype=torch.float16)
+    check_hierarchy(half)
+    assert_same(half, load_hierarchy(save_hierarchy(half, tmp_path / "half.npz")))
+    bf16 = hierarchy.to(dtype=torch.bfloat16)
+    check_hierarchy(bf16)
+    with pytest.raises(HierarchyError, match=r"bf16\.npz: expected float16, float32 or float64 tensors, got bfloat16"):
+        save_hierarchy(bf16, tmp_path / "bf16.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["half.npz"]
+    # the looser tolerance is the dtype's rounding, not a licence for wrong weights
+    wrong = hierarchy.to(dtype=torch.float16)
+    wrong.up_weight[0][0, 0] += 0.05
+    with pytest.raises(HierarchyError, match=r"up_weight\[0\]: expected weights summing to 1"):
+        check_hierarchy(wrong)
+
+
 def test_schema(hierarchy, tmp_path):
     path = save_hierarchy(hierarchy, tmp_path / "h.npz")
     arrays, doc = read_raw(path)  # plain arrays, no pickle needed
