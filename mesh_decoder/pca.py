@@ -22,6 +22,8 @@ from ._checks import check_tensor
 __all__ = ["PCAModel", "PCAOutput", "randomized_svd"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: Dtypes without LAPACK kernels (SVD, QR): fitted in float32, the results cast back.
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 _DTYPE_NAMES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
 #: ``method="auto"`` uses the randomized SVD from this many data-matrix entries on ...
@@ -71,7 +73,8 @@ def randomized_svd(
             fresh generator seeded with 0, so the result is deterministic.
 
     Returns:
-        ``U (M, k)``, ``S (k,)`` (descending), ``Vh (k, N)``.
+        ``U (M, k)``, ``S (k,)`` (descending), ``Vh (k, N)``, in ``a``'s dtype (float16
+        and bfloat16 are computed in float32).
 
     Shapes:
         ``(M, N) -> (M, k), (k,), (k, N)``
@@ -82,6 +85,9 @@ def randomized_svd(
         raise ValueError(f"rank: expected an integer in [1, min(M, N) = {min(m, n)}], got {rank}")
     if oversample < 0 or n_iter < 0:
         raise ValueError(f"oversample and n_iter: expected non-negative, got {oversample} and {n_iter}")
+    if a.dtype in _HALF_DTYPES:
+        u, s, vh = randomized_svd(a.float(), rank, oversample=oversample, n_iter=n_iter, generator=generator)
+        return u.to(a.dtype), s.to(a.dtype), vh.to(a.dtype)
     width = min(rank + oversample, m, n)
     if generator is None:
         generator = torch.Generator(device=a.device).manual_seed(0)
@@ -119,6 +125,9 @@ def _fit_linear(
         )
     if method not in ("auto", "svd", "randomized"):
         raise ValueError(f"method: expected 'auto', 'svd' or 'randomized', got {method!r}")
+    if data.dtype in _HALF_DTYPES:
+        fitted = _fit_linear(data.float(), num_components, method, generator, oversample, n_iter, name)
+        return tuple(t.to(data.dtype) for t in fitted)
     if method == "auto":
         small_rank = num_components + oversample < _AUTO_MAX_RANK_FRACTION * min(n, d)
         method = "randomized" if n * d >= _AUTO_MIN_ENTRIES and small_rank else "svd"
@@ -311,7 +320,8 @@ class PCAModel(nn.Module):
 
         Args:
             vertices: ``(N, V, 3)`` floating positions (torch or numpy); the model
-                keeps their dtype and device.
+                keeps their dtype and device (float16 and bfloat16 data are fitted in
+                float32, then cast).
             colors: ``(N, V, 3)`` per-vertex colours, or ``None`` (default) for a
                 shape-only model.
             num_components: ``K`` (default 50), at most ``min(N - 1, 3V)``.

@@ -85,6 +85,26 @@ def test_randomized_svd_matches_dense_svd():
         randomized_svd(a, 46)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("method", ["svd", "randomized"])
+def test_half_precision_data_fits_in_float32_and_keeps_its_dtype(dtype, method):
+    """No LAPACK kernel takes half precision: the fit runs in float32 on the same rounded values."""
+    x = faces(40, 25, seed=int(torch.randint(1 << 30, ()))).to(dtype)
+    colors = torch.rand(40, 25, 3).to(dtype)
+    model = PCAModel.fit(x, colors, num_components=5, method=method)
+    reference = PCAModel.fit(x.float(), colors.float(), num_components=5, method=method)
+    assert model.mean.dtype == model.components.dtype == model.color_stddev.dtype == dtype
+    eps = torch.finfo(dtype).eps  # the float32 results, rounded once or twice to dtype
+    for name, buffer in reference.named_buffers():
+        torch.testing.assert_close(getattr(model, name), buffer.to(dtype), rtol=2 * eps,
+                                   atol=2 * eps * float(buffer.abs().max()))
+    z = torch.randn(3, 5).to(dtype)
+    assert model.decode(z).dtype == dtype
+    u, s, vh = randomized_svd(x.reshape(40, -1), 4)
+    assert u.dtype == s.dtype == vh.dtype == dtype
+    torch.testing.assert_close(s.float(), torch.linalg.svdvals(x.reshape(40, -1).float())[:4], rtol=2e-2, atol=0)
+
+
 def test_auto_picks_randomized_only_for_large_low_rank_problems(monkeypatch):
     import mesh_decoder.pca as pca
 
