@@ -271,9 +271,16 @@ def _parse_meta(path, header: dict) -> dict[str, Any]:
         raise _fail(path, f"written in model format version {meta.get('format_version')!r} "
                           f"(library {meta.get('library_version')}); this library "
                           f"({__version__}) reads format version {FORMAT_VERSION}")
-    for key in ("class", "config", "checksum", "aliases"):
+    for key, kind, want in (("class", str, "a string"), ("config", dict, "a JSON object"),
+                            ("checksum", str, "a string"), ("aliases", dict, "a JSON object")):
         if key not in meta:
             raise _fail(path, f"corrupt model metadata: missing {key!r}")
+        if not isinstance(meta[key], kind):
+            raise _fail(path, f"corrupt model metadata: expected {key!r} to be {want}, "
+                              f"got {type(meta[key]).__name__} {meta[key]!r:.60}")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta["aliases"].items()):
+        raise _fail(path, f"corrupt model metadata: expected 'aliases' to map tensor names to tensor names, "
+                          f"got {meta['aliases']!r:.60}")
     return meta
 
 

@@ -250,6 +250,23 @@ def test_bad_files_are_clear_errors(tmp_path):
         load_model(tmp_path / "cfg.safetensors")
 
 
+@pytest.mark.parametrize("key, value, match", [
+    ("aliases", [], r"expected 'aliases' to be a JSON object, got list"),
+    ("aliases", {"x": 3}, r"expected 'aliases' to map tensor names to tensor names"),
+    ("class", ["PCAModel"], r"expected 'class' to be a string, got list"),
+    ("config", None, r"expected 'config' to be a JSON object, got NoneType"),
+    ("checksum", 7, r"expected 'checksum' to be a string, got int"),
+])
+def test_metadata_of_the_wrong_type_is_a_clear_error(tmp_path, key, value, match):
+    path = tmp_path / "pca.safetensors"
+    save_model(pca_model(int(torch.randint(1 << 20, ()))), path)
+    bad = tmp_path / "bad.safetensors"
+    rewrite_meta(path, bad, lambda m: m.update({key: value}))
+    for read in (load_model, read_model_meta):
+        with pytest.raises(ModelFileError, match=r"bad\.safetensors: corrupt model metadata: " + match):
+            read(bad)
+
+
 def test_save_rejects_unregistered_and_unserialisable(tmp_path):
     class Unregistered(nn.Module):
         def config(self):
