@@ -38,12 +38,11 @@ Three cameras:
 from __future__ import annotations
 
 import math
+import operator
 from typing import Sequence
 
 import numpy as np
 import torch
-
-from .._checks import check_tensor
 
 __all__ = [
     "Camera",
@@ -178,9 +177,10 @@ class Camera:
         """
         if not isinstance(points, torch.Tensor):
             raise TypeError(f"points: expected a torch.Tensor, got {type(points).__name__}")
+        if points.dim() not in (2, 3) or points.shape[-1] != 3:
+            raise ValueError(f"points: expected (N, 3) or (B, N, 3), got {tuple(points.shape)}")
         if points.dim() == 2:
             points = points.unsqueeze(0)  # (1, N, 3)
-        check_tensor(points, "points", shape=("B", "N", 3))
         if not points.is_floating_point():
             raise TypeError(f"points: expected a floating dtype, got {points.dtype}")
         bp, bc = int(points.shape[0]), self.batch_size
@@ -201,12 +201,22 @@ class Camera:
         return out
 
     def __getitem__(self, index: int) -> "Camera":
-        """The camera of batch element ``index`` (a batch-1 camera is shared by every element)."""
+        """The batch-1 camera of batch element ``index`` in ``[-B, B)`` (negative counts from the end).
+
+        A batch-1 camera is shared by every element: any index gives it back. Parameters
+        of batch size 1 are shared likewise. Raises ``IndexError`` outside ``[-B, B)`` when ``B > 1``.
+        """
+        i = operator.index(index)
+        B = self.batch_size
+        if B > 1:
+            if not -B <= i < B:
+                raise IndexError(f"camera index: expected in [-{B}, {B}), got {i}")
+            i %= B
         out = object.__new__(type(self))
         out.__dict__.update(self.__dict__)
         for n in self._param_names:
             p = getattr(self, n)
-            setattr(out, n, p if p.shape[0] == 1 else p[index : index + 1])
+            setattr(out, n, p if p.shape[0] == 1 else p[i : i + 1])
         return out
 
     def __repr__(self) -> str:
@@ -265,9 +275,18 @@ class OrthographicCamera(Camera):
             v = vertices.detach()
         else:
             v = torch.as_tensor(np.asarray(vertices, np.float64))
-        v = v.reshape(-1, 3).double()  # (N, 3)
-        if v.shape[0] == 0 or not torch.isfinite(v).all():
-            raise ValueError("vertices: expected at least one finite point")
+        if v.dim() not in (2, 3) or v.shape[-1] != 3:
+            raise ValueError(f"vertices: expected (V, 3) or (B, V, 3), got {tuple(v.shape)}")
+        n = int(v.shape[-2])  # V
+        v = v.reshape(-1, 3).double()  # (N, 3) all batch elements together
+        if v.shape[0] == 0:
+            raise ValueError("vertices: expected at least one point, got 0")
+        bad = ~torch.isfinite(v)  # (N, 3)
+        if bool(bad.any()):
+            i = int(bad.any(dim=1).nonzero()[0, 0])
+            where = f"point {i}" if v.shape[0] == n else f"batch element {i // n}, point {i % n}"
+            raise ValueError(f"vertices: expected finite coordinates, got {int(bad.sum())} non-finite values "
+                             f"(first at {where})")
         rot = _rotation(R)[0].double()
         p = v @ rot.T  # (N, 3) camera frame, before centring
         lo, hi = p.min(0).values, p.max(0).values

@@ -84,14 +84,15 @@ def render_images(
     camera: Camera | None = None,
     image_size=256,
     light: DirectionalLight | None = DirectionalLight(),
-    background=(1.0, 1.0, 1.0),
+    background=None,
 ) -> np.ndarray:
     """Render a batch of meshes to float images in ``[0, 1]`` (no gradient).
 
     Args:
         vertices: ``(B, V, 3)`` or ``(V, 3)`` (tensor or array).
         faces: ``(F, 3)``.
-        colors, texture, uv, uv_faces, light, background: as in :func:`~mesh_decoder.render.render`.
+        colors, texture, uv, uv_faces, light, background: as in :func:`~mesh_decoder.render.render`
+            (default background white in every channel).
         camera: default a shared orthographic camera from ``+z`` framing every mesh.
         image_size: ``int`` or ``(H, W)``. Default ``256``.
 
@@ -116,7 +117,8 @@ def tile_images(images: np.ndarray, ncols: int | None = None, padding: int = 4, 
         images: ``(B, H, W, C)`` array (or tensor, channels last).
         ncols: images per row; default ``ceil(sqrt(B))``.
         padding: pixels between and around tiles. Default ``4``.
-        background: value of the padding. Default ``1.0`` (white).
+        background: value of the padding. Default ``1.0`` (white). For uint8 images a
+            float in ``[0, 1]`` is scaled to ``0..255`` (``1.0`` -> 255); other values are used as given.
     """
     arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if arr.ndim != 4:
@@ -131,6 +133,8 @@ def tile_images(images: np.ndarray, ncols: int | None = None, padding: int = 4, 
         raise ValueError(f"padding: expected a non-negative int, got {padding}")
     ncols = min(ncols, B)
     nrows = int(math.ceil(B / ncols))
+    if arr.dtype == np.uint8 and isinstance(background, (float, np.floating)) and 0.0 <= background <= 1.0:
+        background = int(round(float(background) * 255.0))
     out = np.full((nrows * H + (nrows + 1) * padding, ncols * W + (ncols + 1) * padding, C), background,
                   dtype=arr.dtype)
     for k in range(B):

@@ -34,9 +34,10 @@ __all__ = ["interpolate", "sample_texture"]
 def _as_attributes(attributes, name: str, batch: int) -> torch.Tensor:
     if not isinstance(attributes, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(attributes).__name__}")
+    if attributes.dim() not in (2, 3):
+        raise ValueError(f"{name}: expected (N, C) or (B, N, C), got {tuple(attributes.shape)}")
     if attributes.dim() == 2:
         attributes = attributes.unsqueeze(0)  # (1, N, C)
-    check_tensor(attributes, name, shape=("B", "N", "C"))
     if not attributes.is_floating_point():
         raise TypeError(f"{name}: expected a floating dtype, got {attributes.dtype}")
     if int(attributes.shape[0]) not in (1, batch):
@@ -127,9 +128,10 @@ def interpolate(
 def _as_texture(texture, name: str = "texture") -> torch.Tensor:
     if not isinstance(texture, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(texture).__name__}")
+    if texture.dim() not in (3, 4):
+        raise ValueError(f"{name}: expected (C, H, W) or (B, C, H, W), got {tuple(texture.shape)}")
     if texture.dim() == 3:
         texture = texture.unsqueeze(0)  # (1, C, Ht, Wt)
-    check_tensor(texture, name, shape=("B", "C", "H", "W"))
     if not texture.is_floating_point():
         raise TypeError(f"{name}: expected a floating dtype, got {texture.dtype}")
     return texture

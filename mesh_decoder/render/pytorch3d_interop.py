@@ -71,9 +71,10 @@ def texture_to_pytorch3d_maps(texture: torch.Tensor) -> torch.Tensor:
     """``(N, C, H, W)`` or ``(C, H, W)`` texture -> PyTorch3D maps ``(N, H, W, C)`` (same rows, no flip)."""
     if not isinstance(texture, torch.Tensor):
         raise TypeError(f"texture: expected a torch.Tensor, got {type(texture).__name__}")
+    if texture.dim() not in (3, 4):
+        raise ValueError(f"texture: expected (C, H, W) or (N, C, H, W), got {tuple(texture.shape)}")
     if texture.dim() == 3:
         texture = texture.unsqueeze(0)  # (1, C, H, W)
-    check_tensor(texture, "texture", shape=("N", "C", "H", "W"))
     return texture.permute(0, 2, 3, 1)  # (N, H, W, C)
 
 
@@ -175,7 +176,7 @@ def to_pytorch3d(
             default ``faces``).
         uv: ``(T, 2)`` UVs in our convention.
         uv_faces: ``(F, 3)`` indices into ``uv``.
-        colors: ``(N, V, C)`` or ``(V, C)`` per-vertex colours.
+        colors: ``(N, V, C)`` or ``(V, C)`` per-vertex colours (tensor or array).
         align_corners: the ``TexturesUV`` setting; UVs are converted so PyTorch3D
             samples the same colours as :func:`~mesh_decoder.render.render`. Default ``True``.
 
@@ -187,9 +188,10 @@ def to_pytorch3d(
         raise ValueError("texture, colors: expected at most one, got both")
     if not isinstance(vertices, torch.Tensor):
         raise TypeError(f"vertices: expected a torch.Tensor, got {type(vertices).__name__}")
+    if vertices.dim() not in (2, 3) or vertices.shape[-1] != 3:
+        raise ValueError(f"vertices: expected (V, 3) or (N, V, 3), got {tuple(vertices.shape)}")
     if vertices.dim() == 2:
         vertices = vertices.unsqueeze(0)  # (1, V, 3)
-    check_tensor(vertices, "vertices", shape=("N", "V", 3))
     N = int(vertices.shape[0])
     faces_t = torch.as_tensor(faces, device=vertices.device).long()
     check_tensor(faces_t, "faces", shape=("F", 3))
@@ -211,8 +213,11 @@ def to_pytorch3d(
             align_corners=align_corners,
         )
     elif colors is not None:
-        col = colors if colors.dim() == 3 else colors.unsqueeze(0)  # (N|1, V, C)
-        check_tensor(col, "colors", shape=("N", int(vertices.shape[1]), "C"))
+        col = torch.as_tensor(colors, device=vertices.device)
+        V = int(vertices.shape[1])
+        if col.dim() not in (2, 3) or int(col.shape[-2]) != V or (col.dim() == 3 and int(col.shape[0]) not in (1, N)):
+            raise ValueError(f"colors: expected ({V}, C) or ({N} or 1, {V}, C), got {tuple(col.shape)}")
+        col = col if col.dim() == 3 else col.unsqueeze(0)  # (N|1, V, C)
         textures = TexturesVertex(verts_features=col.expand(N, -1, -1).contiguous().to(vertices.device))
     return Meshes(verts=vertices, faces=faces_t.unsqueeze(0).repeat(N, 1, 1), textures=textures)
 

@@ -102,9 +102,10 @@ def as_vertices(vertices: Any, name: str = "vertices") -> torch.Tensor:
         vertices = torch.from_numpy(np.ascontiguousarray(vertices))
     if not isinstance(vertices, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(vertices).__name__}")
+    if vertices.dim() not in (2, 3) or vertices.shape[-1] != 3:
+        raise ValueError(f"{name}: expected (V, 3) or (B, V, 3), got {tuple(vertices.shape)}")
     if vertices.dim() == 2:
         vertices = vertices.unsqueeze(0)  # (1, V, 3)
-    check_tensor(vertices, name, shape=("B", "V", 3))
     if not vertices.is_floating_point():
         raise TypeError(f"{name}: expected a floating dtype, got {vertices.dtype}")
     return vertices

@@ -63,9 +63,9 @@ def _as_uv(uv, uv_faces, faces: torch.Tensor, num_vertices: int, batch: int, dev
         raise ValueError("uv: expected per-vertex or per-corner UVs with a texture, got None")
     if not isinstance(uv, torch.Tensor):
         uv = torch.as_tensor(np.asarray(uv, dtype=np.float64))
+    if uv.dim() not in (2, 3) or uv.shape[-1] != 2:
+        raise ValueError(f"uv: expected (T, 2) or (B, T, 2), got {tuple(uv.shape)}")
     uv = _as_attributes(uv.to(device), "uv", batch)
-    if uv.shape[-1] != 2:
-        raise ValueError(f"uv: expected shape (T, 2) or (B, T, 2), got {tuple(uv.shape)}")
     if uv_faces is None:
         if int(uv.shape[1]) != num_vertices:
             raise ValueError(
@@ -80,12 +80,17 @@ def _as_uv(uv, uv_faces, faces: torch.Tensor, num_vertices: int, batch: int, dev
 
 
 def _background(background, channels: int, ref: torch.Tensor) -> torch.Tensor:
+    """``(C,)`` background colour: ``None`` is white (1.0 in every channel), one value fills every channel."""
+    if background is None:
+        background = 1.0
     bg = background if isinstance(background, torch.Tensor) else torch.as_tensor(np.asarray(background, np.float64))
     bg = bg.to(device=ref.device, dtype=ref.dtype).reshape(-1)
     if bg.numel() == 1:
         bg = bg.expand(channels)
     if bg.numel() != channels:
-        raise ValueError(f"background: expected 1 or {channels} values (one per channel), got {bg.numel()}")
+        raise ValueError(
+            f"background: expected 1 value or C={channels} values (one per channel), got {bg.numel()}"
+        )
     return bg
 
 
@@ -100,7 +105,7 @@ def render(
     uv: torch.Tensor | None = None,
     uv_faces: torch.Tensor | None = None,
     light: DirectionalLight | None = DirectionalLight(),
-    background: float | Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0),
+    background: float | Sequence[float] | torch.Tensor | None = None,
     cull_backfaces: bool = False,
     fragments: Fragments | None = None,
     max_candidates: int = MAX_CANDIDATES,
@@ -122,7 +127,8 @@ def render(
         light: a :class:`~mesh_decoder.render.shading.DirectionalLight` (its
             ``direction`` may be a ``(B, 3)`` tensor), or ``None`` for unlit albedo.
             Default ``DirectionalLight()``.
-        background: colour of empty pixels, one value or one per channel. Default white.
+        background: colour of empty pixels, one value or one per channel of the
+            albedo. Default ``None``: white (1.0 in every channel, for any ``C``).
         cull_backfaces: passed to :func:`~mesh_decoder.render.rasterize.rasterize`. Default ``False``.
         fragments: reuse fragments rasterised earlier from the same vertices,
             faces and camera (skips the rasterisation). Default ``None``.
@@ -219,6 +225,8 @@ def to_image_array(image) -> np.ndarray:
             t = t[0]
         if t.dim() == 3:
             t = t.permute(1, 2, 0)  # (H, W, C)
+        if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+            t = t.float()  # bfloat16 and other floats numpy cannot hold
         arr = t.numpy()
     elif isinstance(image, np.ndarray):
         arr = image

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .._checks import check_tensor
@@ -62,7 +63,7 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor, eps: float = 1e-
     Shapes:
         ``(B, V, 3) -> (B, V, 3)`` (``(V, 3) -> (V, 3)``).
     """
-    unbatched = isinstance(vertices, torch.Tensor) and vertices.dim() == 2
+    unbatched = np.ndim(vertices) == 2  # tensor or array
     v = as_vertices(vertices)
     f = as_faces(faces, int(v.shape[1]), v.device)
     p = v[:, f]  # (B, F, 3, 3)

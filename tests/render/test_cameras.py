@@ -164,9 +164,52 @@ def test_bad_points():
     cam = OrthographicCamera(scale=torch.ones(3))
     with pytest.raises(TypeError, match="points"):
         cam.project(np.zeros((1, 4, 3)))
-    with pytest.raises(ValueError, match=r"expected shape \(B, N, 3\)"):
+    with pytest.raises(ValueError, match=r"points: expected \(N, 3\) or \(B, N, 3\), got \(1, 4, 2\)"):
         cam.project(torch.ones(1, 4, 2))
+    with pytest.raises(ValueError, match=r"points: expected \(N, 3\) or \(B, N, 3\), got \(4, 2\)"):
+        cam.project(torch.rand(4, 2))  # the caller's shape, not an internal (1, 4, 2)
     with pytest.raises(ValueError, match="batch size 1 or 3"):
         cam.project(torch.ones(2, 4, 3))
     with pytest.raises(TypeError, match="floating"):
         cam.project(torch.ones(1, 4, 3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("make", [
+    lambda g: OrthographicCamera(scale=torch.rand(3, generator=g) + 0.5, center=torch.randn(3, 3, generator=g)),
+    lambda g: WeakPerspectiveCamera(scale=torch.rand(3, generator=g) + 0.5, t2d=torch.randn(1, 2, generator=g)),
+    lambda g: PerspectiveCamera(torch.rand(3, 4, generator=g) * 10 + 5, 8, t=torch.randn(3, 3, generator=g)),
+])
+def test_camera_indexing_is_like_a_sequence(make):
+    g = torch.Generator().manual_seed(4)
+    cam = make(g)
+    pts = torch.randn(3, 6, 3, generator=g) + torch.tensor([0.0, 0.0, 5.0])
+    out = cam.project(pts)  # (3, 6, 3)
+    for i in range(-3, 3):
+        one = cam[i]
+        assert one.batch_size == 1
+        assert torch.allclose(one.project(pts[i]), out[i].unsqueeze(0))
+    assert cam[np.int64(-1)].batch_size == 1
+    for i in (3, 7, -4):
+        with pytest.raises(IndexError, match=rf"camera index: expected in \[-3, 3\), got {i}"):
+            cam[i]
+    with pytest.raises(TypeError):
+        cam[1.0]
+    single = OrthographicCamera(scale=torch.rand(1, generator=g) + 0.5)  # shared by every element
+    for i in (-1, 0, 5):
+        assert torch.equal(single[i].scale, single.scale)
+
+
+def test_orthographic_fit_errors_name_the_non_finite_point():
+    g = torch.Generator().manual_seed(5)
+    v = torch.rand(2, 100, 3, generator=g, dtype=torch.float64)
+    v[1, 7, 0] = float("nan")
+    v[1, 9, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"expected finite coordinates, got 2 non-finite values "
+                                         r"\(first at batch element 1, point 7\)"):
+        OrthographicCamera.fit(v, 64)
+    with pytest.raises(ValueError, match=r"got 1 non-finite values \(first at point 1\)"):
+        OrthographicCamera.fit(v[1, 8:].numpy(), 64)  # unbatched array: rows 8.. of element 1
+    with pytest.raises(ValueError, match=r"vertices: expected at least one point, got 0"):
+        OrthographicCamera.fit(torch.rand(2, 0, 3, generator=g), 64)
+    with pytest.raises(ValueError, match=r"vertices: expected \(V, 3\) or \(B, V, 3\), got \(4, 2\)"):
+        OrthographicCamera.fit(torch.rand(4, 2, generator=g), 64)

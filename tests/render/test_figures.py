@@ -36,6 +36,20 @@ def test_tile_images_layout():
         figures.tile_images(imgs[0])
 
 
+def test_tile_images_uint8_padding_scales_float_background():
+    rng = np.random.default_rng(52)
+    imgs = rng.integers(0, 256, size=(3, 4, 5, 3), dtype=np.uint8)
+    grid = figures.tile_images(imgs, ncols=2, padding=2)
+    assert grid.dtype == np.uint8
+    assert np.all(grid[:2] == 255) and np.all(grid[:, :2] == 255)  # default 1.0: white
+    assert np.array_equal(grid[2:6, 2:7], imgs[0])
+    assert np.all(figures.tile_images(imgs, padding=1, background=0.5)[0] == 128)
+    assert np.all(figures.tile_images(imgs, padding=1, background=0.0)[0] == 0)
+    assert np.all(figures.tile_images(imgs, padding=1, background=7)[0] == 7)  # an int is a uint8 value
+    floats = figures.tile_images(imgs / 255.0, padding=1)
+    assert np.all(floats[0] == 1.0)
+
+
 def test_face_grid_renders_each_face_with_one_camera(face, tmp_path):
     g = torch.Generator().manual_seed(51)
     v = torch.tensor(face.vertices) + 3 * torch.randn(3, *face.vertices.shape, generator=g, dtype=torch.float64)

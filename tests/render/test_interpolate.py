@@ -63,6 +63,8 @@ def test_interpolate_batched_attributes_and_broadcast():
         interpolate(frags, torch.randn(3, 500, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="at least 500 rows"):
         interpolate(frags, torch.randn(400, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"attributes: expected \(N, C\) or \(B, N, C\), got \(500,\)"):
+        interpolate(frags, attrs[0, :, 0])  # the caller's shape, not an internal (1, 500)
 
 
 @pytest.mark.parametrize("perspective", [False, True])
@@ -116,3 +118,5 @@ def test_sample_texture_gradcheck_and_errors():
         sample_texture(torch.rand(2, 3, 4, 4), torch.rand(3, 2, 2, 2))
     with pytest.raises(TypeError, match="floating"):
         sample_texture(torch.ones(3, 4, 4, dtype=torch.int64), torch.rand(1, 2, 2, 2))
+    with pytest.raises(ValueError, match=r"texture: expected \(C, H, W\) or \(B, C, H, W\), got \(4, 5\)"):
+        sample_texture(tex[0, 0], uv)  # the caller's shape, not an internal (1, 4, 5)

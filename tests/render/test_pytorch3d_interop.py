@@ -117,6 +117,9 @@ def test_round_trip_and_sampling_with_pytorch3d(align_corners):
     colours = torch.rand(2, 500, 3, generator=g)
     again = from_pytorch3d(to_pytorch3d(v, mesh.faces, colors=colours))
     assert torch.allclose(again.colors, colours)
+    # numpy colours are accepted like numpy faces and UVs
+    shared = from_pytorch3d(to_pytorch3d(v, mesh.faces, colors=colours[0].numpy()))
+    assert torch.allclose(shared.colors, colours[:1].expand(2, -1, -1))
 
 
 def test_pytorch3d_conversion_is_pure_tensor_code():

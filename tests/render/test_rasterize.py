@@ -291,8 +291,10 @@ def test_input_errors():
     cam = _ortho_identity()
     v = torch.rand(4, 3)
     f = torch.tensor([[0, 1, 2]])
-    with pytest.raises(ValueError, match=r"expected shape \(B, V, 3\)"):
-        rasterize(torch.rand(4, 2), f, cam, 8)
+    with pytest.raises(ValueError, match=r"vertices: expected \(V, 3\) or \(B, V, 3\), got \(4, 2\)"):
+        rasterize(torch.rand(4, 2), f, cam, 8)  # the caller's shape, not an internal (1, 4, 2)
+    with pytest.raises(ValueError, match=r"vertices: expected \(V, 3\) or \(B, V, 3\), got \(1, 2, 4, 3\)"):
+        rasterize(torch.rand(1, 2, 4, 3), f, cam, 8)
     with pytest.raises(TypeError, match="floating"):
         rasterize(torch.ones(4, 3, dtype=torch.int64), f, cam, 8)
     with pytest.raises(ValueError, match=r"faces: expected indices in \[0, 4\), got range \[0, 4\]"):

@@ -136,13 +136,56 @@ def test_render_input_errors():
         render(v, f, cam, 16, texture=torch.rand(3, 4, 4))
     with pytest.raises(ValueError, match=r"colors: expected 500 rows"):
         render(v, f, cam, 16, colors=torch.rand(499, 3))
-    with pytest.raises(ValueError, match="background"):
+    with pytest.raises(ValueError, match=r"background: expected 1 value or C=3 values \(one per channel\), got 2"):
         render(v, f, cam, 16, background=(1.0, 0.0))
+    with pytest.raises(ValueError, match=r"vertices: expected \(V, 3\) or \(B, V, 3\), got \(500, 2\)"):
+        render(v[:, :2], f, cam, 16)
+    with pytest.raises(ValueError, match=r"colors: expected \(N, C\) or \(B, N, C\), got \(500,\)"):
+        render(v, f, cam, 16, colors=torch.rand(500))
+    with pytest.raises(ValueError, match=r"texture: expected \(C, H, W\) or \(B, C, H, W\), got \(4, 4\)"):
+        render(v, f, cam, 16, texture=torch.rand(4, 4), uv=mesh.uv)
+    with pytest.raises(ValueError, match=r"uv: expected \(T, 2\) or \(B, T, 2\), got \(500, 3\)"):
+        render(v, f, cam, 16, texture=torch.rand(3, 4, 4), uv=torch.rand(500, 3))
     with pytest.raises(TypeError, match="light"):
         render(v, f, cam, 16, light=(0.0, 0.0, 1.0))
     frags = rasterize(v, f, cam, 16)
     with pytest.raises(ValueError, match="fragments"):
         render(v, f, cam, 20, fragments=frags)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_default_background_is_white_in_every_channel(channels):
+    mesh = face_template(500, seed=3)
+    v = torch.tensor(mesh.vertices)
+    f = torch.tensor(mesh.faces)
+    cam = OrthographicCamera.fit(v, 20, margin=0.2)
+    g = torch.Generator().manual_seed(64 + channels)
+    colors = torch.rand(500, channels, generator=g, dtype=torch.float64) * 0.5 + 0.1
+    tex = torch.rand(channels, 6, 6, generator=g, dtype=torch.float64) * 0.5 + 0.1
+    for kw in (dict(colors=colors), dict(texture=tex, uv=mesh.uv, uv_faces=mesh.uv_faces)):
+        out = render(v, f, cam, 20, **kw)
+        assert out.image.shape == (1, channels, 20, 20)
+        assert bool((~out.mask).any()) and bool(out.mask.any())
+        assert torch.all(out.image[:, :, ~out.mask[0]] == 1.0)
+        assert torch.all(out.image[:, :, out.mask[0]] < 1.0)  # albedo <= 0.6, shading <= 1
+        # explicit values behave as before: one value for every channel, or one per channel
+        grey = render(v, f, cam, 20, background=0.25, **kw).image
+        assert torch.all(grey[:, :, ~out.mask[0]] == 0.25)
+        bg = torch.rand(channels, generator=g, dtype=torch.float64)
+        per = render(v, f, cam, 20, background=tuple(bg.tolist()), **kw).image
+        assert torch.equal(per[0, :, ~out.mask[0]], bg.unsqueeze(1).expand(-1, int((~out.mask[0]).sum())))
+        assert torch.equal(per[:, :, out.mask[0]], out.image[:, :, out.mask[0]])
+
+
+def test_to_image_array_and_save_png_accept_bfloat16(tmp_path):
+    img = torch.rand(3, 5, 7, generator=torch.Generator().manual_seed(65)).to(torch.bfloat16)
+    arr = to_image_array(img)
+    assert arr.dtype == np.uint8 and arr.shape == (5, 7, 3)
+    assert np.array_equal(arr, to_image_array(img.float()))
+    assert np.array_equal(to_image_array(img[0]), arr[:, :, :1])
+    path = save_png(img.unsqueeze(0), tmp_path / "bf16.png")
+    PIL = pytest.importorskip("PIL.Image")
+    assert np.array_equal(np.asarray(PIL.open(path)), arr)
 
 
 def test_save_png_round_trip(tmp_path):

@@ -28,6 +28,15 @@ def test_vertex_normals_point_outwards_on_a_sphere_and_batch():
     assert torch.allclose(n[1], vertex_normals(batch[1], torch.tensor(sphere.faces)))
 
 
+def test_vertex_normals_keep_the_callers_batching_for_arrays():
+    mesh = face_template(500, seed=7)
+    verts = mesh.vertices + np.random.default_rng(32).normal(scale=2.0, size=mesh.vertices.shape)
+    out = vertex_normals(verts, mesh.faces)  # numpy (V, 3) -> (V, 3)
+    assert out.shape == (500, 3)
+    np.testing.assert_allclose(out.numpy(), reference_vertex_normals(verts, mesh.faces), atol=1e-12)
+    assert vertex_normals(verts[None].repeat(2, 0), mesh.faces).shape == (2, 500, 3)
+
+
 def test_isolated_vertex_gets_a_zero_normal():
     v = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [5.0, 5.0, 5.0]], dtype=torch.float64)
     n = vertex_normals(v, torch.tensor([[0, 1, 2]]))
