@@ -83,7 +83,8 @@ def _fmt(value) -> str:
 def _add_hierarchy(sub) -> None:
     p = sub.add_parser("hierarchy", help="build a mesh hierarchy and print its levels")
     p.add_argument("template", nargs="?", help="template mesh file (default: the built-in 5,023-vertex face)")
-    p.add_argument("--factors", type=int, nargs="+", default=[4, 4, 4, 4])
+    p.add_argument("--factors", type=float, nargs="+", default=[4, 4, 4, 4],
+                   help="down-sampling factor per level, each a real number > 1 (default: 4 4 4 4)")
     p.add_argument("--spiral-length", type=int, nargs="+", default=[9])
     p.add_argument("--dilation", type=int, nargs="+", default=[1])
     p.add_argument("--texture-size", type=int, default=256, help="UV texel map size (0: none)")

@@ -99,3 +99,19 @@ def test_one_line_prefers_the_rename_destination():
     exc = IsADirectoryError(21, "Is a directory", "/d/.out.png.x1y2.tmp", None, "/d/out.png")
     assert _one_line(exc) == "/d/out.png: Is a directory"
     assert _one_line(OSError(28, "No space left on device")) == "[Errno 28] No space left on device"
+
+
+def test_hierarchy_takes_real_factors(tmp_path, capsys):
+    """--factors takes what build_hierarchy takes: real numbers > 1 (a whole number stays an int in meta)."""
+    from mesh_decoder.hierarchy.storage import load_hierarchy
+
+    template = tmp_path / "t.obj"
+    assert main(["template", "--vertices", "600", "-o", str(template)]) == 0
+    out = tmp_path / "h.npz"
+    assert main(["hierarchy", str(template), "--factors", "2.5", "4", "--texture-size", "0", "-o", str(out)]) == 0
+    h = load_hierarchy(out)
+    assert h.meta["factors"] == [2.5, 4] and h.sizes == [600, 240, 60]
+    capsys.readouterr()
+    for bad in ("1", "nan"):
+        assert main(["hierarchy", str(template), "--factors", bad, "--texture-size", "0"]) != 0
+        assert "factors[0]: expected a finite down-sampling factor > 1" in _one_error_line(capsys)
