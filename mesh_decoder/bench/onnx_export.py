@@ -81,8 +81,10 @@ def export_onnx(
     Args:
         decoder: module with ``latent_size`` whose ``forward(z)`` decodes.
         path: output ``.onnx`` file.
-        batch_size: batch of the example latent used for tracing (default 1).
-        dynamic_batch: make the batch dimension dynamic (default ``True``).
+        batch_size: batch of the example latent used for tracing (default 1; at
+            least 2 with ``dynamic_batch``, since a traced batch of 1 is specialised).
+        dynamic_batch: make the batch dimension dynamic (default ``True``); an
+            exporter whose file still has a fixed batch counts as failed.
         opset_version: ONNX opset (default: the exporter's).
         prefer_dynamo: try the ``dynamo=True`` exporter first (default ``True``);
             on failure fall back to the TorchScript exporter.
@@ -101,7 +103,8 @@ def export_onnx(
     model = copy.deepcopy(decoder).to(device="cpu", dtype=torch.float32).eval()
     if hasattr(model, "check_finite"):
         model.check_finite = False  # data-dependent checks do not export
-    z = torch.randn(batch_size, _latent_size(model), generator=torch.Generator().manual_seed(0))  # (B, Z)
+    trace_batch = max(batch_size, 2) if dynamic_batch else batch_size
+    z = torch.randn(trace_batch, _latent_size(model), generator=torch.Generator().manual_seed(0))  # (B, Z)
     with torch.no_grad():
         names = onnx_output_names(model(z))
     errors: list[str] = []
@@ -113,6 +116,8 @@ def export_onnx(
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     _export(model, z, tmp_path, names, exporter, dynamic_batch, opset_version)
+                if dynamic_batch:
+                    _check_dynamic_batch(tmp_path)
                 break
             except Exception as exc:  # noqa: BLE001 - try the next exporter, report all failures
                 errors.append(f"{exporter}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -123,6 +128,15 @@ def export_onnx(
     with atomic_write(path, "wb") as handle:
         handle.write(data)
     return exporter
+
+
+def _check_dynamic_batch(path: str) -> None:
+    """Raise unless the file's input ``z`` has a symbolic batch dimension."""
+    import onnx
+
+    dim = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    if not dim.dim_param:
+        raise ValueError(f"expected a dynamic batch dimension on input 'z', got a fixed batch of {dim.dim_value}")
 
 
 def _export(model, z, path, names, exporter, dynamic_batch, opset_version) -> None:

@@ -14,7 +14,8 @@ pytest.importorskip("onnxruntime", reason="ONNX Runtime needs onnxruntime (pip i
 
 from mesh_decoder.hierarchy import build_hierarchy  # noqa: E402
 from mesh_decoder.mesh.templates import face_template  # noqa: E402
-from mesh_decoder.nn.decoders import JointDecoder, SpiralDecoder  # noqa: E402
+from mesh_decoder.bench import onnx_export  # noqa: E402
+from mesh_decoder.nn.decoders import ChebDecoder, JointDecoder, SpiralDecoder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,26 @@ def test_spiral_decoder_onnx_equals_pytorch_dynamic_batch(hierarchy, tmp_path):
         (got,) = runner(z)
         assert got.shape == expected.shape
         assert max_relative_error([got], [expected]) < 1e-5
+
+
+def test_chebyshev_decoder_onnx_has_a_dynamic_batch(hierarchy, tmp_path):
+    """A batch of 1 traced by torch.export is specialised; export_onnx traces at 2 and checks the file."""
+    torch.manual_seed(int(torch.randint(1 << 30, ())))
+    decoder = ChebDecoder.from_hierarchy(hierarchy, latent_size=8, channels=(16, 32)).eval()
+    path = tmp_path / "coma.onnx"
+    export_onnx(decoder, path, batch_size=1, dynamic_batch=True)
+    onnx_export._check_dynamic_batch(str(path))
+    runner = OnnxRunner(path, threads=1)
+    for batch in (1, 3):
+        z = torch.randn(batch, 8)
+        with torch.no_grad():
+            expected = decoder(z)
+        (got,) = runner(z)
+        assert got.shape == expected.shape and max_relative_error([got], [expected]) < 1e-5
+    fixed = tmp_path / "fixed.onnx"
+    export_onnx(decoder, fixed, batch_size=2, dynamic_batch=False)
+    with pytest.raises(ValueError, match="expected a dynamic batch dimension on input 'z', got a fixed batch of 2"):
+        onnx_export._check_dynamic_batch(str(fixed))
 
 
 def test_joint_decoder_onnx_outputs(hierarchy, tmp_path):
