@@ -36,6 +36,7 @@ hierarchy=$1
 out=$2
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
+mkdir -p "$out" || exit 1
 bench=(python3 -c 'import sys; from mesh_decoder.cli import main; sys.exit(main(sys.argv[1:]))' bench
        --device cuda --hierarchy "$hierarchy" --no-progress)
 

@@ -20,11 +20,27 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 
 def _load(pattern: str) -> list[tuple[str, dict]]:
+    """``(path, document)`` per matching file; a benchmark file without rows is skipped, with a note."""
     out = []
     for path in sorted(glob.glob(os.path.join(RESULTS, pattern))):
         with open(path, encoding="utf-8") as fh:
-            out.append((os.path.relpath(path, ROOT), json.load(fh)))
+            d = json.load(fh)
+        rel = os.path.relpath(path, ROOT)
+        if "rows" in d and not d["rows"]:
+            print(f"{rel}: skipped, expected benchmark rows, found none", file=sys.stderr)
+            continue
+        out.append((rel, d))
     return out
+
+
+def _commit(d: dict) -> str:
+    """``commit <short hash>`` of a result document, with the interrupted-run note if any."""
+    return f"commit {str(d['environment'].get('git_commit'))[:7]}{_interrupted(d)}"
+
+
+def _interrupted(d: dict) -> str:
+    """A note for a run stopped by Ctrl-C: its file holds only the configurations that finished."""
+    return " (an interrupted run: only the configurations that finished)" if d.get("environment", {}).get("interrupted") else ""
 
 
 def _machine(env: dict) -> str:
@@ -33,7 +49,8 @@ def _machine(env: dict) -> str:
     text = f"{dev}"
     if not env.get("gpu") and threads:
         text += f", {threads} thread{'s' if threads != 1 else ''}"
-    return f"{text}, torch {env.get('torch', '?')}, commit {str(env.get('git_commit') or '?')[:7]}"
+    text = f"{text}, torch {env.get('torch', '?')}, commit {str(env.get('git_commit') or '?')[:7]}"
+    return text + _interrupted({"environment": env})
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -231,7 +248,7 @@ def targets() -> str:
     for path, d in _load("decode_cpu-*.json"):
         r32 = _best(d["rows"], decoder="spiralnet++-coma", batch=32, dtype="fp32")
         r256 = _best(d["rows"], decoder="spiralnet++-coma", batch=256, dtype="fp32", mode="eager")
-        where = f"`{os.path.basename(path)}`"
+        where = f"`{os.path.basename(path)}`" + _interrupted(d)
         if r32 and r32.get("speedup_vs_reference") is not None:
             x = r32["speedup_vs_reference"]
             rows.append(["CPU: spiralnet++-coma, batch 32, vs the better reference", "≥ 5× (aim 10×)",
@@ -247,7 +264,7 @@ def targets() -> str:
             rows.append(["CPU: peak memory at batch 256 vs the reference's", "≤ 0.25×",
                          f"{m:.2f}× ({_g(r256['peak_memory_mb'])} MB)", _verdict(m <= 0.25), where])
     for path, d in _load("decode_cuda-*.json"):
-        where = f"`{os.path.basename(path)}`"
+        where = f"`{os.path.basename(path)}`" + _interrupted(d)
         top = _best(d["rows"], decoder="spiralnet++-coma", batch=256)
         if top:
             rows.append(["GPU: spiralnet++-coma, batch 256, best precision within tolerance", "≥ 100,000 meshes/s",
@@ -283,8 +300,8 @@ def variants() -> str:
                 continue
             b = _best(base["rows"], decoder=r["decoder"], mode=r["mode"], batch=r["batch"], dtype=r["dtype"])
             rows.append([r["dtype"], str(r["batch"]), _g(b["meshes_per_s"]) if b else "–", _g(r["meshes_per_s"])])
-        parts.append(f"Default: `{base_path}` (commit {str(base['environment'].get('git_commit'))[:7]}); one-kernel "
-                     f"layers: `{path}` (commit {str(d['environment'].get('git_commit'))[:7]}, a later run that also "
+        parts.append(f"Default: `{base_path}` ({_commit(base)}); one-kernel "
+                     f"layers: `{path}` ({_commit(d)}, a later run that also "
                      "copies the batch-1 latent straight into the graph input).\n\n"
                      + _table(["dtype", "batch", "default meshes/s", "one-kernel meshes/s"], rows))
     return "\n\n".join(parts)
@@ -313,9 +330,9 @@ def latency() -> str:
                 cells.append(_g(v["meshes_per_s"]) if v else "–")
             if any(c != "–" for c in cells):
                 rows.append([r["decoder"], r["dtype"], _g(r["meshes_per_s"]), *cells])
-        sources = "; ".join(f"{col}: `{p}` (commit {str(d['environment'].get('git_commit'))[:7]})"
+        sources = "; ".join(f"{col}: `{p}` ({_commit(d)})"
                             for col, d, p in found)
-        parts.append(f"Default: `{path}` (commit {str(base['environment'].get('git_commit'))[:7]}); {sources}.\n\n"
+        parts.append(f"Default: `{path}` ({_commit(base)}); {sources}.\n\n"
                      + _table(["decoder", "dtype", "default decodes/s", *(col + " decodes/s" for col, _, _ in found)],
                               rows))
     return "\n\n".join(parts)
@@ -334,8 +351,8 @@ def cheb_cuda() -> str:
                 b = _best(base["rows"], decoder="coma", mode=r["mode"], batch=r["batch"], dtype=r["dtype"])
                 rows.append([r["dtype"], r["mode"], str(r["batch"]), _g(b["meshes_per_s"]) if b else "–",
                              _g(r["meshes_per_s"])])
-            parts.append(f"Default: `{path}` (commit {str(base['environment'].get('git_commit'))[:7]}); embedding_bag: "
-                         f"`{bag_path}` (commit {str(bag['environment'].get('git_commit'))[:7]}).\n\n"
+            parts.append(f"Default: `{path}` ({_commit(base)}); embedding_bag: "
+                         f"`{bag_path}` ({_commit(bag)}).\n\n"
                          + _table(["dtype", "mode", "batch", "sparse.mm meshes/s", "embedding_bag meshes/s"], rows))
     return "\n\n".join(parts)
 

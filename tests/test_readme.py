@@ -32,3 +32,25 @@ def test_python_example_runs():
     proc = subprocess.run([sys.executable, "-c", code + "\nassert tuple(out.texture.shape) == (8, 3, 256, 256)\n"],
                           capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_tables_skip_empty_files_and_mark_interrupted_runs(tmp_path, monkeypatch, capsys):
+    """A run stopped by Ctrl-C: a file without rows is skipped, one with some rows is labelled as partial."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("readme_tables", os.path.join(ROOT, "benchmarks", "readme_tables.py"))
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    with open(os.path.join(ROOT, "benchmarks", "results", "decode_cuda-nvidia-h200.json"), encoding="utf-8") as fh:
+        full = json.load(fh)
+    partial = dict(full, rows=[r for r in full["rows"] if r["decoder"] == "spiralnet++-coma"][:5],
+                   environment=dict(full["environment"], interrupted=True))
+    empty = dict(full, rows=[], environment=dict(full["environment"], interrupted=True))
+    for name, doc in (("decode_cuda-card.json", partial), ("decode_cpu-empty.json", empty)):
+        (tmp_path / name).write_text(json.dumps(doc), encoding="utf-8")
+    monkeypatch.setattr(tables, "RESULTS", str(tmp_path))
+    decode, targets = tables.decode(), tables.targets()
+    assert "an interrupted run" in decode and "decode_cpu-empty" not in decode
+    assert "`decode_cuda-card.json` (an interrupted run" in targets
+    assert "decode_cpu-empty.json: skipped, expected benchmark rows, found none" in capsys.readouterr().err
