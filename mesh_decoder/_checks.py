@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["check_tensor", "check_int", "int_argument", "check_device", "check_output_path"]
+__all__ = ["check_tensor", "check_int", "int_argument", "check_device", "check_output_path", "one_line_error"]
 
 
 def check_tensor(
@@ -110,3 +110,16 @@ def check_output_path(path: str | os.PathLike, name: str, *, directory: bool = F
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{name} {path}: expected a writable location, {existing} is not writable")
     return path
+
+
+def one_line_error(exc: BaseException) -> str:
+    """``exc`` as the one line a command prints after ``error:`` (an ``OSError`` names the user's path)."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and (exc.filename or exc.filename2):
+        # os.replace(tmp, path) sets filename2 to the destination: name the user's file, not the temporary one
+        path = exc.filename2 or exc.filename
+        reason = exc.strerror or text
+        if isinstance(exc, FileExistsError):
+            reason = f"expected a directory, found a file ({reason})"
+        text = f"{path}: {reason}"
+    return " ".join(text.split())

@@ -10,7 +10,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from ._checks import check_output_path, int_argument
+from ._checks import check_output_path, int_argument, one_line_error
 from .errors import MeshError
 
 __all__ = ["main", "build_parser"]
@@ -230,23 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (MeshError, ValueError, TypeError, OSError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, OSError) and (exc.filename or exc.filename2):
-        # os.replace(tmp, path) sets filename2 to the destination: name the user's file, not the temporary one
-        path = exc.filename2 or exc.filename
-        reason = exc.strerror or text
-        if isinstance(exc, FileExistsError):
-            reason = f"expected a directory, found a file ({reason})"
-        text = f"{path}: {reason}"
-    return " ".join(text.split())
 
 
 if __name__ == "__main__":

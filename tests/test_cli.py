@@ -94,7 +94,7 @@ def test_os_errors_are_one_line_naming_the_users_file(tmp_path, capsys, monkeypa
 
 
 def test_one_line_prefers_the_rename_destination():
-    from mesh_decoder.cli import _one_line
+    from mesh_decoder._checks import one_line_error as _one_line
 
     exc = IsADirectoryError(21, "Is a directory", "/d/.out.png.x1y2.tmp", None, "/d/out.png")
     assert _one_line(exc) == "/d/out.png: Is a directory"

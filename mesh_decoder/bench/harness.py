@@ -27,7 +27,8 @@ Results go to ``--output-dir`` (default ``benchmarks/results/``) as JSON and CSV
 (with the environment) and a PNG plot, named by machine, e.g.
 ``decode_cpu-<cpu>-<N>threads.json``; they are rewritten after every group, so
 an interrupted run (Ctrl-C) leaves complete files for the configurations that
-finished. The thread count is set with :func:`torch.set_num_threads` for the
+finished (interrupted before the first group ends, it writes nothing and an
+earlier run's files stay as they were). The thread count is set with :func:`torch.set_num_threads` for the
 run only (and restored afterwards). The default run keeps to a time box
 (``--time-box``, 160 s, so that with start-up it ends within 3 minutes on 2 cores):
 slow groups then take fewer samples (at least 2), and memory probes still running
@@ -47,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -66,7 +68,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import int_argument
+from .._checks import check_int, check_output_path, int_argument, one_line_error
 from . import report
 from .roofline import (
     DTYPES,
@@ -175,12 +177,13 @@ class BenchOptions:
         time_budget_s: seconds of timing samples for the whole run, shared by
             the groups (each config still gets ``min_repeats`` samples).
         time_box_s: wall-clock seconds the whole run should fit in, counted from
-            ``started_at`` (``None``: no limit). Slow groups then take fewer than
+            ``started_at``, finite and >= 0 (``None``: no limit). Slow groups then take fewer than
             ``min_repeats`` samples (never fewer than 2), and CPU memory probes not
             started by the end are skipped (except with ``memory="all"``, and the
             eager probes at the largest batch of a decoder and its reference).
         started_at: :func:`time.perf_counter` value the time box counts from
-            (default: when :func:`run_benchmark` starts).
+            (default: when :func:`run_benchmark` starts; the options are not changed,
+            so they can be reused for another run).
         min_repeats: samples per configuration at least (default 3).
         max_repeats: samples per configuration at most (default 30).
         warmup: untimed calls per configuration after the error check (default 1;
@@ -192,7 +195,8 @@ class BenchOptions:
         plot: write the PNG.
         print_table: print the table at the end.
         seed: seed of the latents and of the weights.
-        matmul_n: size of the square matrix product roof.
+        matmul_n: size of the square matrix product roof (half precision on the CPU:
+            at most this, see :func:`~.roofline.matmul_roof`; the roof records the size used).
         bandwidth_mb: size of the tensor the copy-bandwidth roof copies
             (default 256 MiB on the CPU, 1 GiB on CUDA).
         file_prefix: result file names start with this (default ``"decode"``).
@@ -612,8 +616,19 @@ def _write(payload: dict, paths: dict[str, Path] | None, plot: bool, warn: Calla
             warn(str(exc))
 
 
+def _add_note(row: dict, text: str, replace: str | None = None) -> None:
+    """Add ``text`` to the row's note (``"; "``-joined): in place of a part starting with ``replace``, else last."""
+    parts = [p for p in (row.get("note") or "").split("; ") if p]
+    at = next((i for i, p in enumerate(parts) if replace and p.startswith(replace)), None)
+    if at is None:
+        parts.append(text)
+    else:
+        parts[at] = text
+    row["note"] = "; ".join(parts)
+
+
 def _annotate(rows: list[dict], specs: Mapping[str, DecoderSpec]) -> None:
-    """Speed-ups and memory ratios against the better reference configuration."""
+    """Speed-ups and memory ratios against the better reference configuration (idempotent)."""
     for spec in specs.values():
         if not spec.reference_for:
             continue
@@ -626,7 +641,7 @@ def _annotate(rows: list[dict], specs: Mapping[str, DecoderSpec]) -> None:
             if refs:
                 best = max(refs, key=lambda r: r["meshes_per_s"])
                 row["speedup_vs_reference"] = row["meshes_per_s"] / best["meshes_per_s"]
-                row["note"] = f"reference best: {best['mode']}"
+                _add_note(row, f"reference best: {best['mode']}", replace="reference best: ")
                 mems = [r["peak_memory_mb"] for r in refs if r.get("peak_memory_mb")]
                 if mems and row.get("peak_memory_mb") is not None:
                     row["memory_vs_reference"] = row["peak_memory_mb"] / min(mems)
@@ -680,6 +695,12 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
     for mode in options.modes:
         if mode not in MODES:
             raise ValueError(f"modes: expected some of {list(MODES)}, got {mode!r}")
+    box = options.time_box_s
+    if box is not None and (isinstance(box, bool) or not isinstance(box, (int, float)) or not 0 <= box < math.inf):
+        raise ValueError(f"time_box_s: expected None or a finite number of seconds >= 0, got {box!r}")
+    check_int(options.seed, "seed", 0)
+    if options.output_dir is not None:  # before any work
+        check_output_path(options.output_dir, "output_dir", directory=True)
 
     slug = report.machine_slug(device, options.threads)
     paths = _result_paths(options, slug)
@@ -707,8 +728,8 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
     configs = [(b, d, s.name, m) for b in options.batch_sizes for d in options.dtypes
                for s in specs for m in options.modes if s.modes is None or m in s.modes]
     started = time.perf_counter()
-    if options.started_at is None:
-        options.started_at = started
+    if options.started_at is None:  # on a copy: the caller's options may be reused for another run
+        options = dataclasses.replace(options, started_at=started)
     compiling = any(m.startswith("compile") for m in options.modes)
     limits = _dynamo_limits() if compiling else contextlib.nullcontext()
     with _threads(options.threads), limits, _tqdm(len(configs), options.progress) as bar, \
@@ -720,11 +741,19 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
                 payload["environment"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
             _write(payload, paths, options.plot, warn)
         except KeyboardInterrupt:
+            if not rows:  # nothing finished: an earlier run's complete files stay as they are
+                if paths is not None:
+                    print(f"interrupted before any configuration finished: nothing written "
+                          f"({paths['json']} and {paths['csv']} left as they were)", file=sys.stderr)
+                raise
             payload["environment"]["interrupted"] = True
             payload["environment"]["wall_s"] = time.perf_counter() - started
             _annotate(rows, specs_by_name)
             payload["summary"] = _summary(rows, specs_by_name)
             _write(payload, paths, options.plot, warn)
+            if paths is not None:
+                print(f"interrupted: wrote the {len(rows)} finished configurations to {paths['json']} "
+                      f"and {paths['csv']}", file=sys.stderr)
             raise
     if options.print_table:
         _print_report(payload, paths)
@@ -737,7 +766,9 @@ def _print_report(payload: dict, paths: dict[str, Path] | None) -> None:
     print(f"device {env['device']} ({env.get('gpu') or env.get('cpu')}), {env['threads']} threads, "
           f"torch {env['torch']}, commit {(env.get('git_commit') or 'unknown')[:12]}")
     for dtype, roof in roofs.get("matmul", {}).items():
-        print(f"square matmul roof {dtype}: {roof['gflops']:.1f} GFLOP/s (n={roof['n']})")
+        asked = roof.get("requested_n", roof["n"])
+        print(f"square matmul roof {dtype}: {roof['gflops']:.1f} GFLOP/s (n={roof['n']}"
+              + (f", the largest quick size up to {asked}" if asked != roof["n"] else "") + ")")
     if "bandwidth" in roofs:
         print(f"copy bandwidth roof: {roofs['bandwidth']['copy_gbps']:.1f} GB/s")
     print(report.format_table(payload["rows"]))
@@ -1069,7 +1100,7 @@ def _probe_memory(rows, specs, options, tmp, onnx_files, warn, deadline: float |
         if hasattr(os, "fork"):
             skipped = _serve_probes(todo, workers, done, deadline, essential)
             for row in skipped:
-                row["note"] = ((row.get("note") or "") + " peak memory not measured: time box (--memory all)").strip()
+                _add_note(row, "peak memory not measured: time box (--memory all)")
         else:  # a fresh interpreter per configuration
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [(row, pool.submit(_run_probe, request)) for row, request in todo]
@@ -1289,12 +1320,29 @@ def run_scaling(
 
 
 # -------------------------------------------------------------------------- CLI
+def _seconds_argument(positive: bool) -> Callable[[str], float]:
+    """An argparse ``type`` for a finite number of seconds, ``> 0`` or ``>= 0`` (argparse prefixes the option)."""
+    bound = "> 0" if positive else ">= 0"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise argparse.ArgumentTypeError(f"expected a finite number of seconds {bound}, got {text!r}")
+        return value
+
+    parse.__name__ = f"seconds {bound}"
+    return parse
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the benchmark's options to ``parser`` (used by ``mesh-decoder bench``)."""
     parser.add_argument("--decoders", nargs="+", choices=list(BUILTIN_DECODERS), default=None,
                         help="decoders to run (default: all)")
     parser.add_argument("--batch-sizes", nargs="+", type=int_argument(1), default=None,
-                        help="batch sizes (default 1 32 256; --quick: 1 16)")
+                        help="batch sizes (default 1 32 256; --quick: 1 16; --scaling: one size, default 8)")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=None,
                         help="eager, compile, cudagraph (CUDA), compile-cudagraph (CUDA: torch.compile "
                              "mode='reduce-overhead'), onnx (default: eager compile, + cudagraph on CUDA)")
@@ -1306,7 +1354,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--quick", action="store_true", help="a short run: small batches, eager only, short budget")
     parser.add_argument("--onnx", action="store_true", help="also run the ONNX Runtime export")
     parser.add_argument("--scaling", action="store_true",
-                        help="meshes/s of the spiral decoder from 1,000 to 100,000 vertices instead")
+                        help="meshes/s of the spiral decoder (eager, fp32) from 1,000 to 100,000 vertices instead; "
+                             "takes --device, --threads, --quick, --batch-sizes (one size), --output-dir, --seed, "
+                             "--no-progress and --no-plot")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--template", help="template mesh file (default: the built-in face)")
     source.add_argument("--vertices", type=int_argument(1), default=None,
@@ -1316,14 +1366,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--output-dir", default="benchmarks/results", help="where result files go")
     parser.add_argument("--file-prefix", default="decode",
                         help="result files are PREFIX_<machine>.json/.csv/.png (default decode)")
-    parser.add_argument("--time-budget", type=float, default=None,
+    parser.add_argument("--time-budget", type=_seconds_argument(positive=True), default=None,
                         help="seconds of timing samples for the whole run (default 30; --quick 5)")
-    parser.add_argument("--time-box", type=float, default=None,
+    parser.add_argument("--time-box", type=_seconds_argument(positive=False), default=None,
                         help="wall-clock seconds the run should fit in (default 160; --quick 60; 0: no limit)")
     parser.add_argument("--memory", choices=("all", "auto", "eager", "off"), default=None,
                         help="CPU peak-memory probes, one subprocess per row: all rows; auto: eager rows and "
                              "the other modes at the largest batch (default); eager rows (--quick); none")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int_argument(0), default=0, help="seed of the latents and weights (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plot", action="store_true", help="no PNG")
     parser.add_argument("--_memory-probe", dest="memory_probe", default=None, help=argparse.SUPPRESS)
@@ -1364,10 +1414,10 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     if "tf32" in dtypes and not cuda:
         raise ValueError("--dtypes tf32: TF32 is a CUDA matmul mode (got device cpu)")
     batch_sizes = tuple(sorted(set(args.batch_sizes))) if args.batch_sizes else (QUICK_BATCH_SIZES if quick else DEFAULT_BATCH_SIZES)
-    if args.time_box is not None and args.time_box < 0:
-        raise ValueError(f"--time-box: expected seconds >= 0 (0: no limit), got {args.time_box}")
-    if args.time_budget is not None and not args.time_budget > 0:
-        raise ValueError(f"--time-budget: expected a positive number of seconds, got {args.time_budget}")
+    if args.time_box is not None and not 0 <= args.time_box < math.inf:
+        raise ValueError(f"--time-box: expected a finite number of seconds >= 0 (0: no limit), got {args.time_box}")
+    if args.time_budget is not None and not 0 < args.time_budget < math.inf:
+        raise ValueError(f"--time-budget: expected a finite number of seconds > 0, got {args.time_budget}")
     if args.texture_size < 0:
         raise ValueError(f"--texture-size: expected 0 (none) or a positive size, got {args.texture_size}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.file_prefix):
@@ -1434,6 +1484,24 @@ def _load_inputs(args: argparse.Namespace, names: Sequence[str], tmp: str):
     return template, hierarchy, path, context
 
 
+def _check_scaling_args(args: argparse.Namespace) -> None:
+    """``ValueError`` for options ``--scaling`` would ignore, or more than one batch size."""
+    ignored = [option for option, given in (
+        ("--decoders", args.decoders is not None), ("--modes", args.modes is not None),
+        ("--dtypes", args.dtypes is not None), ("--onnx", args.onnx), ("--template", args.template is not None),
+        ("--vertices", args.vertices is not None), ("--hierarchy", args.hierarchy is not None),
+        ("--texture-size", args.texture_size != 256), ("--file-prefix", args.file_prefix != "decode"),
+        ("--time-budget", args.time_budget is not None), ("--time-box", args.time_box is not None),
+        ("--memory", args.memory is not None),
+    ) if given]
+    if ignored:
+        raise ValueError(f"--scaling: expected none of the options it ignores, got {', '.join(ignored)} "
+                         f"(it times spiralnet++-coma, eager, fp32, on built-in face templates)")
+    if args.batch_sizes is not None and len(args.batch_sizes) != 1:
+        raise ValueError(f"--scaling: expected one --batch-sizes value, got "
+                         f"{' '.join(str(b) for b in args.batch_sizes)}")
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the benchmark for parsed arguments (the CLI's entry point); returns the exit code."""
     if getattr(args, "memory_probe", None):
@@ -1442,8 +1510,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     started = time.perf_counter()
+    if args.scaling:
+        _check_scaling_args(args)
     options = options_from_args(args)
     options.started_at = started
+    if options.output_dir is not None:  # before any work: a bad folder fails now, not after the run
+        check_output_path(options.output_dir, "--output-dir", directory=True)
     if args.scaling:
         sizes = QUICK_SCALING_SIZES if args.quick else SCALING_SIZES
         run_scaling(sizes, device=options.device, batch=(args.batch_sizes or [8])[0], threads=options.threads,
@@ -1489,11 +1561,11 @@ def main(argv: list[str] | None = None) -> int:
     except _ArgumentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        print(f"error: {one_line_error(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("error: interrupted (results of the finished configurations were written)", file=sys.stderr)
+    except KeyboardInterrupt:  # run_benchmark said what it wrote
+        print("error: interrupted", file=sys.stderr)
         return 130
 
 

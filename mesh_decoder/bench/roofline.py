@@ -14,7 +14,9 @@ down-sampling           0 (a gather)
 fully connected         :math:`2 R\, C_{in} C_{out}` for ``R`` rows per mesh
 texel gather            3 multiply-adds per texel and channel: :math:`6 H W C`
 PCA decode              :math:`2 K \cdot 3V` (GEMM ``(1, K) x (K, 3V)``)
-2-D (transposed) conv   :math:`2 C_{out} H_{out} W_{out} C_{in} k_h k_w / g`
+2-D conv                :math:`2 C_{out} H_{out} W_{out} C_{in} k_h k_w / g`
+2-D transposed conv     :math:`2 C_{in} H_{in} W_{in} C_{out} k_h k_w / g` (every input pixel
+                        scatters a ``k_h x k_w`` patch: counted from the input size)
 ======================  ==================================================================
 
 Minimum bytes moved by one call of batch ``B``: the model state (parameters and
@@ -22,7 +24,8 @@ buffers, read once) plus ``B`` times (latent read + outputs written).
 
 Roofs, measured on the machine that runs the benchmark:
 
-* :func:`matmul_roof`: GFLOP/s of a square matrix product (``n`` = 2048 to 4096);
+* :func:`matmul_roof`: GFLOP/s of a square matrix product (``n`` = 2048 to 4096;
+  half precision on the CPU: the largest size up to ``n`` whose product is quick);
 * :func:`copy_bandwidth`: GB/s of a big tensor copy (bytes read + bytes written);
 * :func:`gemm_bound`: the *shape bound*, the time of the decoder's own
   matrix products (the per-layer GEMMs with the batch's ``M, K, N``) run alone
@@ -33,12 +36,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
+from .._checks import check_int
 from .timing import time_fn
 
 __all__ = [
@@ -274,14 +279,17 @@ def _pca_rule(name, module, calls):
 
 
 def _conv2d_rule(name, module, calls):
+    transposed = isinstance(module, nn.ConvTranspose2d)
+    kernel = math.prod(module.kernel_size)
     flops = 0
     for call in calls:
-        out = call.outputs[0]  # (B, C_out, H, W)
-        c_in = module.in_channels
-        kernel = math.prod(module.kernel_size)
-        flops += 2 * int(math.prod(out[-3:])) * c_in * kernel // module.groups
-    kind = "conv_transpose2d" if isinstance(module, nn.ConvTranspose2d) else "conv2d"
-    return LayerCost(name, kind, flops)
+        if transposed:  # each input pixel times the (C_in, C_out / g, k_h, k_w) weight
+            x = call.inputs[0]  # (B, C_in, H_in, W_in)
+            flops += 2 * int(math.prod(x[-3:])) * module.out_channels * kernel // module.groups
+        else:  # each output pixel from a (C_in / g, k_h, k_w) patch
+            out = call.outputs[0]  # (B, C_out, H_out, W_out)
+            flops += 2 * int(math.prod(out[-3:])) * module.in_channels * kernel // module.groups
+    return LayerCost(name, "conv_transpose2d" if transposed else "conv2d", flops)
 
 
 def _load_default_rules() -> None:
@@ -393,21 +401,47 @@ def matmul_roof(
     *,
     budget_s: float = 1.0,
     generator_seed: int = 0,
+    max_product_s: float = 0.25,
 ) -> dict:
     """GFLOP/s of a square ``n x n`` matrix product (``2 n^3`` FLOPs per product).
 
     Runs under the caller's thread count and matmul precision (see :func:`precision`).
+    On the CPU, float16 and bfloat16 products may be slow (no half-precision matrix
+    units: fp16 at ``n`` = 2048 can take tens of seconds per product), so their size
+    is chosen first: from ``min(n, 256)``, doubled (up to ``n``) while one product of
+    the next size is expected (8x the last one) to take at most ``max_product_s``.
 
     Returns:
-        dict with ``n``, ``gflops`` and the timing.
+        dict with ``n`` (the size used), ``requested_n``, ``flops`` (per product),
+        ``gflops`` and the timing.
     """
     device = torch.device(device)
+    check_int(n, "n", 1)
     gen = torch.Generator().manual_seed(generator_seed)
-    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    requested = n
+    if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        n = _quick_size(n, dtype, max_product_s, gen)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)  # (n, n)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)  # (n, n)
     out = torch.empty(n, n, device=device, dtype=dtype)
     timing = time_fn(lambda: torch.mm(a, b, out=out), warmup=1, min_repeats=3, budget_s=budget_s, device=device)
-    return {"n": n, "gflops": 2 * n**3 / timing.median_s / 1e9, "timing": timing.as_dict()}
+    flops = 2 * n**3
+    return {"n": n, "requested_n": requested, "flops": flops, "gflops": flops / timing.median_s / 1e9,
+            "timing": timing.as_dict()}
+
+
+def _quick_size(n: int, dtype: torch.dtype, max_product_s: float, gen: torch.Generator) -> int:
+    """The largest of ``min(n, 256)``, doubled, ..., ``n`` whose CPU product should take <= ``max_product_s``."""
+    size = min(n, 256)
+    while size < n:
+        a = torch.randn(size, size, generator=gen).to(dtype)  # (size, size)
+        torch.mm(a, a)  # warm-up
+        t0 = time.perf_counter()
+        torch.mm(a, a)
+        if 8 * (time.perf_counter() - t0) > max_product_s:  # the next size: 8x the FLOPs
+            break
+        size = min(n, 2 * size)
+    return size
 
 
 def copy_bandwidth(

@@ -28,6 +28,8 @@ from typing import Callable, Mapping
 
 import torch
 
+from .._checks import check_int
+
 __all__ = [
     "TimingResult",
     "synchronize",
@@ -171,7 +173,7 @@ def time_fn(
         max_repeats: at most this many samples (default 50).
         budget_s: stop sampling once this many seconds of samples are spent and
             ``min_repeats`` are reached (default 1.0).
-        number: calls per sample (default 1).
+        number: calls per sample, an integer >= 1 (default 1).
         device: CUDA device to synchronise on / time with events; CPU or ``None``
             uses ``clock``.
         clock: wall clock for CPU samples (default :func:`time.perf_counter`);
@@ -180,6 +182,7 @@ def time_fn(
     Returns:
         :class:`TimingResult` whose :attr:`~TimingResult.median_s` is the statistic.
     """
+    check_int(number, "number", 1)
     return time_interleaved(
         {"fn": fn},
         warmup=warmup,
@@ -221,7 +224,7 @@ def time_interleaved(
         min_repeats: samples per closure at least (default 3).
         max_repeats: rounds at most (default 50).
         budget_s: seconds of sampling for the whole group (default 2.0).
-        numbers: calls per sample for some closures (default 1).
+        numbers: calls per sample for some closures, integers >= 1 (default 1).
         warmups: warm-up calls for some closures, overriding ``warmup`` (e.g. 0
             for a slow closure that the caller has already run once).
         min_sample_s: if positive, closures not in ``numbers`` get a number of
@@ -255,6 +258,8 @@ def time_interleaved(
     for name, n in warmups.items():
         if n < 0:
             raise ValueError(f"warmups[{name!r}] must be >= 0, got {n}")
+    for name, n in numbers.items():
+        check_int(n, f"numbers[{name!r}]", 1)
     for name, fn in fns.items():
         for _ in range(warmups.get(name, warmup)):
             fn()

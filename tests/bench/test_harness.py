@@ -227,6 +227,48 @@ def test_interrupt_leaves_complete_files(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_interrupt_before_any_row_keeps_earlier_files(tmp_path, capsys):
+    """Ctrl-C before the first group ends writes nothing: an earlier run's complete files stay."""
+    run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)], options(tmp_path, plot=False))
+    stem = f"decode_{report.machine_slug('cpu', 1)}"
+    before = {suffix: (tmp_path / f"{stem}.{suffix}").read_bytes() for suffix in ("json", "csv")}
+    assert len(json.loads(before["json"])["rows"]) == 2
+    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt):  # batch 1 is the first group (and the cost count)
+        run_benchmark([DecoderSpec("tiny", TinyDecoder(fail_at_batch=1), 6)], options(tmp_path, plot=False))
+    assert {suffix: (tmp_path / f"{stem}.{suffix}").read_bytes() for suffix in ("json", "csv")} == before
+    assert "nothing written" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_skipped_probe_note_survives_the_reference_note(tmp_path, monkeypatch):
+    """The time-box note of a row whose memory probe was skipped is kept beside the reference note."""
+    monkeypatch.setattr(harness, "_serve_probes", lambda todo, *a, **k: [row for row, _ in todo])  # all skipped
+    specs = [DecoderSpec("fast", TinyDecoder(), 6, recipe={"name": "x"}),
+             DecoderSpec("ref", TinyDecoder(), 6, baseline="fast", reference_for="fast", recipe={"name": "x"})]
+    payload = run_benchmark(specs, options(None, output_dir=None, memory="eager", hierarchy_path="unused.npz",
+                                           batch_sizes=(4,)))
+    skipped = "peak memory not measured: time box (--memory all)"
+    notes = {row["decoder"]: row["note"] for row in payload["rows"]}
+    assert notes == {"fast": f"reference best: eager; {skipped}", "ref": skipped}
+    harness._annotate(payload["rows"], {s.name: s for s in specs})  # once more: nothing repeated
+    assert payload["rows"][0]["note"] == f"reference best: eager; {skipped}"
+    assert payload["summary"][0]["note"] == notes["fast"]
+
+
+def test_options_are_not_changed_by_a_run(tmp_path):
+    """run_benchmark kept its start in the caller's options: a second run with them inherited the
+    first run's (spent) time box."""
+    import dataclasses
+
+    opts = options(tmp_path, plot=False, time_box_s=60.0, batch_sizes=(2,))
+    before = dataclasses.asdict(opts)
+    for _ in range(2):
+        payload = run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)], opts)
+        assert opts.started_at is None and dataclasses.asdict(opts) == before
+        assert payload["rows"][0]["repeats"] >= opts.min_repeats
+
+
 def test_bad_specs_and_options(tmp_path):
     tiny = TinyDecoder()
     with pytest.raises(ValueError, match="unique"):
@@ -235,6 +277,17 @@ def test_bad_specs_and_options(tmp_path):
         run_benchmark([DecoderSpec("a", tiny, 6, baseline="zzz")], options(tmp_path))
     with pytest.raises(ValueError, match="dtypes"):
         run_benchmark([DecoderSpec("a", tiny, 6)], options(tmp_path, dtypes=("fp64",)))
+    for box in (math.inf, math.nan, -1.0):
+        with pytest.raises(ValueError, match=rf"time_box_s: expected None or a finite number of seconds >= 0, "
+                                             rf"got {box!r}"):
+            run_benchmark([DecoderSpec("a", tiny, 6)], options(tmp_path, time_box_s=box))
+    with pytest.raises(ValueError, match="seed: expected an integer >= 0, got -1"):
+        run_benchmark([DecoderSpec("a", tiny, 6)], options(tmp_path, seed=-1))
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    with pytest.raises(ValueError, match="output_dir .*afile: expected a directory, found an existing file"):
+        run_benchmark([DecoderSpec("a", tiny, 6)], options(afile))
+    assert tiny.calls == 0  # refused before any work
 
 
 @pytest.mark.parametrize(
@@ -258,6 +311,81 @@ def test_cli_errors_are_one_line(argv, message, capsys, tmp_path):
     assert code != 0
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """The CLI must stop before any work: loading the inputs or a scaling run fails the test."""
+
+    def started(*args, **kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(harness, "_load_inputs", started)
+    monkeypatch.setattr(harness, "run_scaling", started)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--time-box", "inf"], "argument --time-box: expected a finite number of seconds >= 0, got 'inf'"),
+        (["--time-box", "nan"], "argument --time-box: expected a finite number of seconds >= 0, got 'nan'"),
+        (["--time-box", "1e999"], "argument --time-box: expected a finite number of seconds >= 0, got '1e999'"),
+        (["--time-budget", "inf"], "argument --time-budget: expected a finite number of seconds > 0, got 'inf'"),
+        (["--time-budget", "0"], "argument --time-budget: expected a finite number of seconds > 0, got '0'"),
+        (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+    ],
+)
+def test_bad_values_are_refused_before_the_run(argv, message, no_run, capsys, tmp_path):
+    assert harness.main([*argv, "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: mesh-decoder bench: ") and err.count("\n") == 1, err
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dtypes", "bf16"], "--scaling: expected none of the options it ignores, got --dtypes "),
+        (["--modes", "compile", "--decoders", "coma"], "got --decoders, --modes "),
+        (["--hierarchy", "h.npz", "--time-box", "5"], "got --hierarchy, --time-box "),
+        (["--memory", "all", "--onnx"], "got --onnx, --memory "),
+        (["--batch-sizes", "64", "2"], "--scaling: expected one --batch-sizes value, got 64 2"),
+    ],
+)
+def test_scaling_refuses_the_options_it_ignores(argv, message, no_run, capsys, tmp_path):
+    assert harness.main(["--scaling", "--quick", "--device", "cpu", *argv, "--output-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+
+
+def test_scaling_takes_its_one_batch_size(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(harness, "run_scaling", lambda sizes, **kw: calls.append((tuple(sizes), kw)))
+    argv = ["--scaling", "--quick", "--device", "cpu", "--threads", "1", "--seed", "3", "--output-dir", str(tmp_path)]
+    assert harness.main([*argv, "--batch-sizes", "64"]) == 0
+    assert harness.main(argv) == 0
+    assert [(sizes, kw["batch"], kw["seed"], kw["threads"]) for sizes, kw in calls] == [
+        (harness.QUICK_SCALING_SIZES, 64, 3, 1), (harness.QUICK_SCALING_SIZES, 8, 3, 1)]
+
+
+def test_output_dir_errors_are_one_line_before_the_run(no_run, capsys, tmp_path):
+    """An --output-dir that is a file failed with a traceback, after the whole run."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for extra in ([], ["--scaling", "--quick"]):
+        assert harness.main(["--device", "cpu", *extra, "--output-dir", str(afile)]) == 1
+        err = capsys.readouterr().err
+        assert err == f"error: --output-dir {afile}: expected a directory, found an existing file\n"
+
+
+def test_os_errors_during_the_run_are_one_line(monkeypatch, capsys, tmp_path):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "decode_x.json"))
+
+    monkeypatch.setattr(harness, "_load_inputs", denied)
+    assert harness.main(["--device", "cpu", "--output-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'decode_x.json'}: Permission denied\n"
 
 
 # ------------------------------------------------------ a real quick run (the CLI)

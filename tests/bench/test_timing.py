@@ -170,3 +170,15 @@ def test_deadline_cuts_rounds_but_keeps_a_floor():
     assert res["a"].repeats == 2  # the floor, although the deadline passed after the first
     with pytest.raises(ValueError, match="deadline_min_repeats"):
         time_interleaved({"a": a}, deadline=1.0, deadline_min_repeats=0)
+
+
+@pytest.mark.parametrize("number, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_calls_per_sample_must_be_a_positive_integer(number, error):
+    """number=0 divided by zero and number=-2 gave a negative median: both are refused, naming the argument."""
+    clock = FakeClock()
+    fn, state = workload(clock, [0.1])
+    with pytest.raises(error, match=r"number: expected an integer"):
+        time_fn(fn, number=number, warmup=0, budget_s=0.0, clock=clock)
+    with pytest.raises(error, match=r"numbers\['a'\]: expected an integer"):
+        time_interleaved({"a": fn}, numbers={"a": number}, warmup=0, budget_s=0.0, clock=clock)
+    assert state["calls"] == 0  # refused before any call
