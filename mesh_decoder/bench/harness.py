@@ -400,7 +400,7 @@ def max_relative_error(outputs: Sequence[torch.Tensor], reference: Sequence[torc
 
 
 def _latent(batch: int, size: int, seed: int) -> torch.Tensor:
-    """Fresh standard-normal latents ``(B, Z)`` from a seeded generator (CPU, fp32)."""
+    """Standard-normal latents ``(B, Z)`` from a generator seeded by ``seed``, ``batch`` and ``size`` (CPU, fp32)."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + batch * 101 + size)
     return torch.randn(batch, size, generator=gen)  # (B, Z)
 
