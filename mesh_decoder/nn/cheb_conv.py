@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
 from .graph import (FLOAT_DTYPES, _autocast_enabled, bag_product, check_features, fast_paths_enabled,
-                    hierarchy_level, positive_int, records_grad, update_buffer)
+                    hierarchy_level, positive_int, records_grad, under_func_transform, update_buffer)
 
 __all__ = ["ChebConv", "LaplacianRows", "laplacian_matmul", "laplacian_rows"]
 
@@ -182,9 +182,12 @@ def _use_bag_kernel(x: Tensor) -> bool:
 
 
 def _use_sparse_kernel(x: Tensor) -> bool:
-    """Sparse tensors only in plain eager mode: not while compiling, exporting or tracing."""
-    return (x.dtype in _SPARSE_DTYPES and x.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling()
-            and not _recording())
+    """Sparse tensors only in eager mode with the fast paths on: not while compiling,
+    exporting or tracing, inside :func:`~mesh_decoder.nn.plain_formulation` (whose
+    reference is the gather / ``scatter_add``), or under ``torch.func`` transforms
+    (sparse products have no ``vmap`` or forward-mode rules)."""
+    return (x.dtype in _SPARSE_DTYPES and x.device.type in ("cpu", "cuda") and fast_paths_enabled()
+            and not torch.compiler.is_compiling() and not _recording() and not under_func_transform(x))
 
 
 class ChebConv(nn.Module):

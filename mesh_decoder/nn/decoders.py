@@ -456,17 +456,22 @@ class GraphDecoder(HierarchyModel, nn.Module):
             std: ``(V_0, C_out)``, ``(C_out,)`` or a scalar; finite and > 0.
         """
         V, C = self.num_vertices[0], self.out_channels
+        checked = {}  # both checked in the buffers' dtype before either changes
         for name, value in (("mean", mean), ("std", std)):
             t = _as_float_tensor(value, name)
             try:
                 t = torch.broadcast_to(t, (V, C))
             except RuntimeError:
                 raise ValueError(f"{name}: expected shape ({V}, {C}), ({C},) or a scalar, got {tuple(t.shape)}") from None
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{name}: expected finite values, got non-finite entries")
-            if name == "std" and not bool((t > 0).all()):
-                raise ValueError(f"std: expected positive values, got minimum {float(t.min())}")
-            getattr(self, name).copy_(t.to(getattr(self, name).dtype))
+            dtype = getattr(self, name).dtype
+            cast = t.to(dtype)
+            if not bool(torch.isfinite(cast).all()):
+                raise ValueError(f"{name}: expected finite values in {dtype}, got non-finite entries")
+            if name == "std" and not bool((cast > 0).all()):
+                raise ValueError(f"std: expected positive values in {dtype}, got minimum {float(cast.min())}")
+            checked[name] = cast
+        for name, t in checked.items():
+            getattr(self, name).copy_(t)
 
     # -------------------------------------------------------------------- forward
     def _check_latent(self, z: torch.Tensor) -> tuple[torch.Tensor, bool]:

@@ -188,14 +188,22 @@ def records_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def under_func_transform(x: Tensor) -> bool:
+    """Whether ``x`` is wrapped by a ``torch.func`` transform (``vmap``, ``grad``,
+    ``jacrev``, ``jvp``, ...). Under ``vmap`` and ``jvp`` its ``requires_grad`` is
+    ``False``, so this, not :func:`records_grad`, keeps inference-only kernels out.
+    Never true while compiling (the compiler sees through the transforms itself)."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
 def inference_fast_path(x: Tensor, *params: Tensor) -> bool:
     """Whether an inference-only fast path may run on input ``x``.
 
     True when autograd records nothing (no grad mode, or neither ``x`` nor
     ``params`` require grad), outside :func:`plain_formulation`, while not
-    tracing or exporting, and without autocast.
+    tracing or exporting, outside ``torch.func`` transforms, and without autocast.
     """
-    if _PLAIN_FORMULATION or torch.jit.is_tracing() or torch.compiler.is_exporting():
+    if _PLAIN_FORMULATION or torch.jit.is_tracing() or torch.compiler.is_exporting() or under_func_transform(x):
         return False
     if records_grad(x, *params):
         return False

@@ -157,7 +157,7 @@ class PyGConv(nn.Module):
             out = self.conv(x, self.edge_index)  # (B, V, C_out)
         else:
             out = self.conv(x.reshape(B * V, C), self.union_edges(B))  # (B*V, C_out)
-            out = out.view(B, V, -1)  # (B, V, C_out)
+            out = out.view(B, V, out.shape[-1])  # (B, V, C_out); -1 cannot be inferred for an empty batch
         if not isinstance(out, Tensor) or out.dim() != 3 or tuple(out.shape[:2]) != (B, V):
             found = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise RuntimeError(

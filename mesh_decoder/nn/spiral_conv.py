@@ -65,7 +65,7 @@ from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
 from .activation import elu_
 from .graph import (check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int,
-                    records_grad, update_buffer)
+                    records_grad, under_func_transform, update_buffer)
 from .triton_gather import gather_project, gather_sum_available, weighted_gather_sum
 
 __all__ = [
@@ -304,8 +304,9 @@ class BagCache:
     Sample ``b`` of a batch reads rows ``index + b * rows_per_sample``; the first
     ``B`` samples of a replicated gather are the gather of any batch of ``B``, so one
     copy built for the largest batch seen serves every smaller one. The copy is a
-    cache of data derived from a layer's buffers (rebuilt when the device, dtype or
-    gather changes; :meth:`clear` drops it), not graph data of its own. It serves
+    cache of data derived from a layer's buffers (rebuilt when the dtype changes or
+    the gather's tensors are replaced or changed in place; :meth:`clear` drops it),
+    not graph data of its own. It serves
     CPU inference only (:func:`embedding_bag_sum`).
 
     It also keeps a layer's rearranged spiral weight (``blocks``, see
@@ -319,6 +320,7 @@ class BagCache:
         self.index: Tensor | None = None  # (B*V_out, N)
         self.weight: Tensor | None = None  # (B*V_out, N)
         self.key: tuple | None = None
+        self.sources: tuple[Tensor, Tensor] | None = None  # the gather replicated, held so identity is checked
         self.blocks: Tensor | None = None  # spiral_weight_blocks of the last weight
         self.blocks_of: Tensor | None = None  # that weight, held so its identity is checked
         self.blocks_key: tuple | None = None
@@ -327,11 +329,21 @@ class BagCache:
             dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """``(index, weight)`` of ``batch`` samples: ``(batch * V_out, N)`` each."""
         V_out, N = index.shape
-        key = (index.data_ptr(), index.device, rows_per_sample, dtype)
-        if self.index is None or self.key != key or self.index.shape[0] < batch * V_out:
+        # rebuilt for other tensors (a dtype round trip, a move) or the same ones changed in place (load_state_dict)
+        key = (index.data_ptr(), index.device, rows_per_sample, dtype, _version(index), _version(weight))
+        same = self.sources is not None and self.sources[0] is index and self.sources[1] is weight
+        if self.index is None or not same or self.key != key or self.index.shape[0] < batch * V_out:
             self.index, self.weight = _replicate_bags(index, weight.to(dtype), batch, rows_per_sample)
-            self.key = key
+            self.key, self.sources = key, (index, weight)
         return self.index[: batch * V_out], self.weight[: batch * V_out]
+
+
+def _version(t: Tensor) -> int | None:
+    """``t``'s version counter (bumped by every in-place change), ``None`` for an inference tensor (none kept)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
 def _replicate_bags(index: Tensor, weight: Tensor, batch: int, rows_per_sample: int) -> tuple[Tensor, Tensor]:
@@ -361,10 +373,18 @@ def weighted_row_sum(z: Tensor, index: Tensor, weight: Tensor) -> Tensor:
 
 
 def _use_triton(z: Tensor) -> bool:
-    """The Triton gather runs for CUDA tensors when Triton is installed (eager,
-    captured in CUDA graphs, and compiled, as a custom operator)."""
-    return z.device.type == "cuda" and gather_sum_available(z)
+    """The Triton gather runs for CUDA tensors of the dtypes it computes in (fp16,
+    bf16, fp32: it accumulates in fp32, so fp64 takes the plain path) when Triton is
+    installed (eager, captured in CUDA graphs, and compiled, as a custom operator)."""
+    return _triton_device(z) and z.dtype in _TRITON_DTYPES and gather_sum_available(z)
 
+
+def _triton_device(z: Tensor) -> bool:
+    """Whether ``z`` is on a device the Triton gather serves (the interpreter tests route CPU tensors here)."""
+    return z.device.type == "cuda"
+
+
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # what the Triton gather computes in
 
 _BLOCKS_SCOPE = threading.local()  # .token: the open weight_blocks_scope's, if any
 
@@ -657,10 +677,11 @@ def _(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation:
 
 def _use_chunked_kernel(x: Tensor) -> bool:
     """The CPU kernel runs in plain eager mode only: not while compiling, exporting or
-    tracing (the plain formulation is what those should record), nor under autocast
-    or :func:`~mesh_decoder.nn.plain_formulation`."""
+    tracing (the plain formulation is what those should record), nor under autocast,
+    :func:`~mesh_decoder.nn.plain_formulation` or ``torch.func`` transforms (it has no
+    ``vmap`` or forward-mode rule)."""
     return (x.device.type == "cpu" and fast_paths_enabled() and not torch.compiler.is_compiling()
-            and not torch.jit.is_tracing() and not torch.is_autocast_enabled("cpu"))
+            and not torch.jit.is_tracing() and not torch.is_autocast_enabled("cpu") and not under_func_transform(x))
 
 
 class SpiralConv(nn.Module):

@@ -96,9 +96,10 @@ class TexelGather(nn.Module):
         elif top > num_vertices:
             raise ValueError(f"index: expected vertex indices < {num_vertices}, got maximum {top - 1}")
         self.num_vertices = int(num_vertices)
-        self.register_buffer("index", index.contiguous())
-        self.register_buffer("weight", weight.contiguous())
-        self.register_buffer("mask", mask.contiguous())
+        # copies: the layer's buffers, not views of the caller's map (another decoder's, load_state_dict's target)
+        self.register_buffer("index", index.detach().clone().contiguous())
+        self.register_buffer("weight", weight.detach().clone().contiguous())
+        self.register_buffer("mask", mask.detach().clone().contiguous())
 
     @classmethod
     def from_texel_map(cls, texel_map: "TexelMap", num_vertices: int | None = None) -> "TexelGather":

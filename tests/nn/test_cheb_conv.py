@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mesh_decoder.nn import ChebConv, laplacian_matmul, laplacian_rows, mesh_edge_index
+from mesh_decoder.nn import ChebConv, laplacian_matmul, laplacian_rows, mesh_edge_index, plain_formulation
 from mesh_decoder.nn import cheb_conv as cheb_mod
+from mesh_decoder.nn import graph as graph_mod
 from tests.nn.reference import (cheb_conv_reference, coo, dense_adjacency, dense_scaled_laplacian, grid_mesh,
                                 icosahedron, make_test_hierarchy)
 
@@ -75,6 +76,16 @@ def test_equals_pyg_chebconv(kind, dtype, tol):
     for inp in (x, x[1]):  # batched and unbatched
         want = pyg(inp, edge_index, lambda_max=2.0)
         torch.testing.assert_close(conv(inp), want, rtol=tol, atol=tol)
+
+
+def test_plain_formulation_takes_the_gather_kernel(monkeypatch):
+    """plain_formulation() is the reference the fast kernels are tested against: no sparse tensors in it."""
+    conv, x, L, _, _ = _layer(int(torch.randint(1 << 30, ())))
+    monkeypatch.setattr(torch.sparse, "mm", lambda *a: pytest.fail("torch.sparse.mm inside plain_formulation"))
+    with plain_formulation():
+        got = conv(x)
+    want = cheb_conv_reference(x, L, [lin.weight for lin in conv.lins], conv.bias)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_laplacian_matmul_kernels_agree():
@@ -311,12 +322,19 @@ def test_cpu_autocast_bfloat16(C, O, grad):
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # vmap fallbacks
-@pytest.mark.parametrize("kernel", ["bag", "gather"])  # the CPU kernels (sparse: CUDA)
+@pytest.mark.parametrize("kernel", ["bag", "gather", "sparse", "plain"])
 @pytest.mark.parametrize("C,O", [(3, 4), (5, 2)])
 def test_torch_func_transforms_match_the_reference(kernel, C, O, monkeypatch):
-    """vmap, jacrev, jvp and hessian through the layer, as PyTorch users apply them."""
-    _use_kernel(kernel, monkeypatch)
-    conv, x, L, _, gen = _layer(36, K=4, C=C, O=O)
+    """vmap, jacrev, jvp and hessian through the layer, as PyTorch users apply them.
+
+    ``sparse`` (the CUDA kernel, here on the CPU) has no vmap or forward-mode rule, so
+    it steps aside under the transforms; ``plain``: inside plain_formulation().
+    """
+    if kernel == "plain":
+        monkeypatch.setattr(graph_mod, "_PLAIN_FORMULATION", True)
+    else:
+        _use_kernel(kernel, monkeypatch)
+    conv, x, L, _, gen = _layer(int(torch.randint(1 << 30, ())), K=4, C=C, O=O)
 
     def ref(a):
         return cheb_conv_reference(a.unsqueeze(0), L, [lin.weight for lin in conv.lins], conv.bias).squeeze(0)

@@ -44,10 +44,22 @@ def dense_up(hierarchy, level: int) -> torch.Tensor:
     return U
 
 
+#: Each activation's formula, written independently of the library's table.
+ACTIVATION_FORMULAS = {
+    "elu": lambda x: torch.where(x > 0, x, torch.exp(x) - 1),
+    "relu": lambda x: torch.where(x > 0, x, torch.zeros_like(x)),
+    "leaky_relu": lambda x: torch.where(x > 0, x, 0.01 * x),
+    "silu": lambda x: x / (1 + torch.exp(-x)),
+    "gelu": lambda x: 0.5 * x * (1 + torch.erf(x / 2 ** 0.5)),
+    "tanh": lambda x: (torch.exp(2 * x) - 1) / (torch.exp(2 * x) + 1),
+    "softplus": lambda x: torch.log1p(torch.exp(x)),
+}
+
+
 def decoder_reference(dec: GraphDecoder, hierarchy, z: torch.Tensor) -> torch.Tensor:
     """The decoder written out level by level: explicit FC, dense up-sampling, the decoder's convs."""
     L = len(dec.channels)
-    act = ACTIVATIONS[dec.activation]()
+    act = ACTIVATION_FORMULAS[dec.activation]
     x = z @ dec.fc.weight.T + dec.fc.bias  # (B, V_L * c)
     x = x.reshape(z.shape[0], hierarchy.sizes[L], dec.channels[-1])
     for i, level in enumerate(range(L - 1, -1, -1)):
@@ -122,6 +134,14 @@ def test_normalization_is_undone(synthetic_hierarchy, kind):
         dec.set_normalization(0.0, torch.zeros(3))
     with pytest.raises(ValueError, match=r"mean: expected shape \(90, 3\), \(3,\) or a scalar, got \(4,\)"):
         dec.set_normalization(torch.zeros(4), 1.0)
+    # a rejected call changes neither buffer; values are checked as the buffers will hold them
+    before = {k: v.clone() for k, v in dec.named_buffers() if k in ("mean", "std")}
+    for mean, std, message in ((torch.randn(3), -torch.rand(3), "std: expected positive values in torch.float32"),
+                               (torch.randn(3), 1e-50, "std: expected positive values in torch.float32"),
+                               (1e39, 1.0, "mean: expected finite values in torch.float32")):
+        with pytest.raises(ValueError, match=message):
+            dec.set_normalization(mean, std)
+        assert all(torch.equal(getattr(dec, k), v) for k, v in before.items())
 
 
 def test_spiralnetpp_architecture(synthetic_hierarchy, make_hierarchy):
@@ -159,11 +179,17 @@ def test_spiral_length_truncation(synthetic_hierarchy, make_hierarchy):
     assert build("spiral", dilated).dilations == (2, 2)  # full length: the hierarchy's dilation
 
 
+def test_every_activation_has_a_reference_formula():
+    assert set(ACTIVATIONS) == set(ACTIVATION_FORMULAS)
+
+
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_activations(synthetic_hierarchy, activation):
     dec = build("spiral", synthetic_hierarchy, activation=activation)
-    assert isinstance(dec.act, ACTIVATIONS[activation])
-    z = rand_latent(dec, 2, seed=7)
+    x = torch.randn(1000, dtype=torch.float64) * 3
+    torch.testing.assert_close(dec.act(x),
+                               ACTIVATION_FORMULAS[activation](x), rtol=1e-12, atol=1e-12)
+    z = rand_latent(dec, 2, seed=int(torch.randint(1 << 30, ())))
     torch.testing.assert_close(dec(z), decoder_reference(dec, synthetic_hierarchy, z))
 
 

@@ -143,10 +143,35 @@ def test_auto_mode_rules():
 
 
 def test_batched_mode_on_an_unsuitable_conv_says_so():
+    """A conv that flattens the batch in batched mode gets the layer's own message, naming the fix."""
+
+    class Flattening(torch.nn.Module):  # treats (B, V, C) as B*V nodes, as node-level convs do
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(C, O)
+
+        def forward(self, x, edge_index):
+            return self.lin(x.reshape(-1, x.shape[-1]))  # (B*V, O)
+
     faces, V = _mesh()
-    layer = PyGConv(gnn.GATConv(C, O), mesh_edge_index(faces, V), V, mode="batched")
-    with pytest.raises(Exception):
+    layer = PyGConv(Flattening(), mesh_edge_index(faces, V), V, mode="batched")
+    with pytest.raises(RuntimeError, match=rf"Flattening in 'batched' mode: expected an output of shape "
+                                           rf"\(2, {V}, C_out\), got \({2 * V}, {O}\); try mode='union'"):
         layer(torch.randn(2, V, C))
+    union = PyGConv(Flattening(), mesh_edge_index(faces, V), V, mode="union")
+    union.conv.load_state_dict(layer.conv.state_dict())
+    x = torch.randn(2, V, C)
+    torch.testing.assert_close(union(x), layer.conv.lin(x))
+
+
+@pytest.mark.parametrize("mode", ["batched", "union"])
+def test_empty_batch_decodes_to_an_empty_batch(mode):
+    faces, V = _mesh()
+    conv = gnn.GCNConv(C, O) if mode == "batched" else gnn.GATConv(C, O)
+    layer = PyGConv(conv, mesh_edge_index(faces, V), V)
+    assert layer.mode == mode
+    out = layer(torch.randn(0, V, C))
+    assert out.shape == (0, V, O)
 
 
 def test_union_edges_cached_per_batch_size():

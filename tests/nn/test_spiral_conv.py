@@ -366,3 +366,40 @@ def test_bag_sum_operator_passes_opcheck():
         torch.library.opcheck(torch.ops.mesh_decoder.bag_sum.default,
                               (z[:B], index, weight, torch.randn(4, generator=gen), "elu"),
                               test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+
+
+@pytest.mark.parametrize("transform", ["vmap", "jacrev", "jvp"])
+@pytest.mark.parametrize("narrow", [False, True])
+def test_torch_func_transforms_equal_the_loop_reference(transform, narrow):
+    """Under torch.func the CPU kernels (no vmap or forward-mode rule) step aside for the plain formulation."""
+    conv, x, gen = _layer(int(torch.randint(1 << 30, ())), C=5 if narrow else 3, O=2 if narrow else 4)
+    W, b = conv.linear.weight.detach(), conv.linear.bias.detach()
+
+    def reference(xs):
+        return spiral_conv_reference(xs.unsqueeze(0), conv.indices, W, b).squeeze(0)  # (V, O)
+
+    tangent = torch.randn(x.shape[1:], generator=gen, dtype=x.dtype)
+    run = {"vmap": lambda f: torch.vmap(f)(x),
+           "jacrev": lambda f: torch.func.jacrev(f)(x[0]),
+           "jvp": lambda f: torch.func.jvp(f, (x[0],), (tangent,))[1]}[transform]
+    with torch.no_grad():  # the inference-only paths are the ones that must step aside
+        got = run(conv)
+    torch.testing.assert_close(got, run(reference), rtol=1e-10, atol=1e-10)
+
+
+def test_replicated_gather_follows_a_dtype_round_trip():
+    """A layer whose buffers were replaced (half() then float()) gathers with the new ones at every batch."""
+    from mesh_decoder.nn import SpiralDecoder
+    from tests.nn.conftest import make_synthetic_hierarchy
+
+    torch.manual_seed(int(torch.randint(1 << 30, ())))
+    decoder = SpiralDecoder.from_hierarchy(make_synthetic_hierarchy(), latent_size=6, channels=(8, 12)).eval()
+    z = torch.randn(4, 6)
+    with torch.inference_mode():
+        decoder(z)  # the replicated gathers are built for batch 4
+    decoder.half().float()  # the up-sampling weights, rounded, are new tensors
+    fresh = SpiralDecoder.from_hierarchy(make_synthetic_hierarchy(), latent_size=6, channels=(8, 12)).eval()
+    fresh.load_state_dict(decoder.state_dict())
+    with torch.inference_mode():
+        for B in (4, 1):
+            torch.testing.assert_close(decoder(z[:B]), fresh(z[:B]), rtol=0, atol=0)

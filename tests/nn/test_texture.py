@@ -151,6 +151,19 @@ def test_texel_gather_from_hierarchy(synthetic_hierarchy):
     torch.testing.assert_close(gather(colors), texel_gather_reference(colors, tm.index, tm.weight))
 
 
+def test_texel_gather_owns_its_buffers(synthetic_hierarchy):
+    """Two layers built from one texel map share no storage with it or each other (load_state_dict copies in place)."""
+    tm = synthetic_hierarchy.texel_map
+    a, b = TexelGather.from_texel_map(tm), TexelGather.from_texel_map(tm)
+    before = tm.weight.clone(), tm.index.clone()
+    state = {k: v.clone() for k, v in a.state_dict().items()}
+    state["weight"] = torch.rand_like(state["weight"])
+    state["index"] = torch.randint_like(state["index"], a.num_vertices)
+    a.load_state_dict(state)
+    assert torch.equal(tm.weight, before[0]) and torch.equal(tm.index, before[1])
+    assert torch.equal(b.weight, before[0].to(b.weight.dtype)) and torch.equal(b.index, before[1])
+
+
 def test_texel_gather_errors():
     index = torch.zeros(4, 4, 3, dtype=torch.int64)
     weight = torch.full((4, 4, 3), 1 / 3)

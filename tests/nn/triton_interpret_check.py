@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from mesh_decoder.nn import spiral_conv, texture
+from mesh_decoder.nn import spiral_conv
 from mesh_decoder.nn.triton_gather import gather_project, gather_sum_available, weighted_gather_sum
 
 
@@ -102,7 +102,7 @@ def check_wiring() -> None:
     from mesh_decoder.nn import JointDecoder, SpiralDecoder, plain_formulation
     from tests.nn.conftest import make_synthetic_hierarchy
 
-    spiral_conv._use_triton = texture._use_triton = lambda t: True
+    spiral_conv._triton_device = lambda t: True  # CPU tensors take the CUDA path (texture asks spiral_conv)
     torch.manual_seed(1)
     hierarchy = make_synthetic_hierarchy()
     graph = SpiralDecoder.from_hierarchy(hierarchy, latent_size=6, channels=(8, 12), out_channels=6)
@@ -121,8 +121,30 @@ def check_wiring() -> None:
                     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def check_fp64_stays_plain() -> None:
+    """The kernel computes in fp32: an fp64 decoder on its device takes the plain path, to fp64 precision."""
+    from mesh_decoder.nn import JointDecoder, SpiralDecoder, plain_formulation
+    from tests.nn.conftest import make_synthetic_hierarchy
+
+    spiral_conv._triton_device = lambda t: True
+    hierarchy = make_synthetic_hierarchy()
+    graph = SpiralDecoder.from_hierarchy(hierarchy, latent_size=6, channels=(8, 12), out_channels=6)
+    joint = JointDecoder(graph, "mesh", hierarchy.texel_map).double()
+    z = torch.randn(3, 6, dtype=torch.float64)
+    with torch.inference_mode():
+        with plain_formulation():
+            plain = joint(z)
+        for rows, latency in ((16384, 0), (0, 0), (0, 10**9)):
+            spiral_conv.GATHER_PROJECT_ROWS = rows
+            spiral_conv.LATENCY_ROWS = latency
+            for got, want in zip(joint(z), plain):
+                if got.is_floating_point():
+                    assert got.dtype == torch.float64
+                    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 CHECKS = {"kernel": check_kernel, "strided_rows": check_strided_rows, "gather_project": check_gather_project,
-          "wiring": check_wiring}
+          "wiring": check_wiring, "fp64_stays_plain": check_fp64_stays_plain}
 
 if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET") != "1" or not gather_sum_available(torch.empty(0)):
