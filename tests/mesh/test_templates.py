@@ -85,13 +85,8 @@ def test_exact_vertex_count_and_valid(builder, n):
 @pytest.mark.slow
 @pytest.mark.parametrize("builder", [face_template, head_template])
 def test_100k_vertices(builder):
-    import time
-
-    t0 = time.perf_counter()
     mesh = builder(100_000)
-    elapsed = time.perf_counter() - t0
     assert mesh.num_vertices == 100_000
-    assert elapsed < 30.0  # a few seconds on one core; generous for a loaded machine
     mesh.validate()
 
 

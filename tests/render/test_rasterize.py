@@ -33,7 +33,16 @@ def _perspective(H, W, f=None):
 def test_flat_square_covers_the_expected_pixels():
     H, W = 8, 10
     x0, x1, y0, y1 = -0.55, 0.3, -0.3, 0.8  # NDC; no pixel centre on the boundary
-    verts = torch.tensor([[x0, y0, 0.0], [x1, y0, 0.0], [x1, y1, 0.0], [x0, y1, 0.0]], dtype=torch.float64)
+    # a fresh random tilted plane z = a x + b y + c; the camera looks along -z, so depth = -z, kept in 0.5..4.5
+    rng = np.random.default_rng()
+    a, b = rng.uniform(-1.0, 1.0, size=2)
+    c = rng.uniform(-3.0, -2.5)
+
+    def plane_z(x, y):
+        return a * x + b * y + c
+
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    verts = torch.tensor([[x, y, plane_z(x, y)] for x, y in corners], dtype=torch.float64)
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
     frags = rasterize(verts, faces, _ortho_identity(), (H, W))
     # by hand: centres x_j = (j + .5)/10*2 - 1 = -0.9, -0.7, ..., 0.9 -> inside (-0.55, 0.3): j = 2..6
@@ -50,7 +59,12 @@ def test_flat_square_covers_the_expected_pixels():
                 assert int(frags.face_id[0, i, j]) == (1 if above else 0)
     assert torch.all(frags.face_id[0][~frags.mask[0]] == -1)
     assert torch.all(torch.isinf(frags.depth[0][~frags.mask[0]]))
-    assert torch.allclose(frags.depth[0][frags.mask[0]], torch.zeros((), dtype=torch.float64))
+    # depth at each covered pixel centre (the cameras module's convention) is the plane's, seen along -z
+    ii, jj = np.nonzero(expected)
+    xs, ys = (jj + 0.5) / W * 2 - 1, 1 - (ii + 0.5) / H * 2
+    want = torch.from_numpy(-plane_z(xs, ys))
+    got = frags.depth[0][frags.mask[0]]  # row-major, like np.nonzero
+    assert torch.allclose(got, want, rtol=0, atol=1e-9), f"plane a={a}, b={b}, c={c}: {got} != {want}"
 
 
 def _integer_grid_mesh(gen: torch.Generator, cells: int = 4, step: int = 4):
