@@ -97,8 +97,8 @@ def check_gather_project() -> None:
                                                                          "elu"), rtol=1e-2, atol=1e-2)
 
 
-def check_wiring() -> None:
-    """The decoder's inference path through the kernel (forced on for CPU tensors) equals the plain one."""
+def _joint_fast_equals_plain(dtype: torch.dtype, tol: float) -> None:
+    """A joint decoder's inference path, with CPU tensors routed to the kernel, equals its plain path."""
     from mesh_decoder.nn import JointDecoder, SpiralDecoder, plain_formulation
     from tests.nn.conftest import make_synthetic_hierarchy
 
@@ -106,8 +106,8 @@ def check_wiring() -> None:
     torch.manual_seed(1)
     hierarchy = make_synthetic_hierarchy()
     graph = SpiralDecoder.from_hierarchy(hierarchy, latent_size=6, channels=(8, 12), out_channels=6)
-    joint = JointDecoder(graph, "mesh", hierarchy.texel_map)
-    z = torch.randn(3, 6)
+    joint = JointDecoder(graph, "mesh", hierarchy.texel_map).to(dtype)
+    z = torch.randn(3, 6, dtype=dtype)
     with torch.inference_mode():
         with plain_formulation():
             plain = joint(z)
@@ -115,32 +115,20 @@ def check_wiring() -> None:
         for rows, latency in ((16384, 0), (0, 0), (0, 10**9)):
             spiral_conv.GATHER_PROJECT_ROWS = rows
             spiral_conv.LATENCY_ROWS = latency
-            fast = joint(z)
-            for got, want in zip(fast, plain):
+            for got, want in zip(joint(z), plain):
                 if got.is_floating_point():
-                    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+                    assert got.dtype == dtype
+                    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+def check_wiring() -> None:
+    """The decoder's inference path through the kernel equals the plain one."""
+    _joint_fast_equals_plain(torch.float32, 1e-5)
 
 
 def check_fp64_stays_plain() -> None:
     """The kernel computes in fp32: an fp64 decoder on its device takes the plain path, to fp64 precision."""
-    from mesh_decoder.nn import JointDecoder, SpiralDecoder, plain_formulation
-    from tests.nn.conftest import make_synthetic_hierarchy
-
-    spiral_conv._triton_device = lambda t: True
-    hierarchy = make_synthetic_hierarchy()
-    graph = SpiralDecoder.from_hierarchy(hierarchy, latent_size=6, channels=(8, 12), out_channels=6)
-    joint = JointDecoder(graph, "mesh", hierarchy.texel_map).double()
-    z = torch.randn(3, 6, dtype=torch.float64)
-    with torch.inference_mode():
-        with plain_formulation():
-            plain = joint(z)
-        for rows, latency in ((16384, 0), (0, 0), (0, 10**9)):
-            spiral_conv.GATHER_PROJECT_ROWS = rows
-            spiral_conv.LATENCY_ROWS = latency
-            for got, want in zip(joint(z), plain):
-                if got.is_floating_point():
-                    assert got.dtype == torch.float64
-                    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    _joint_fast_equals_plain(torch.float64, 1e-12)
 
 
 CHECKS = {"kernel": check_kernel, "strided_rows": check_strided_rows, "gather_project": check_gather_project,
