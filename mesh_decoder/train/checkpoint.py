@@ -41,6 +41,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_checkpoint_meta",
+    "check_training_meta",
     "read_safetensors_metadata",
 ]
 
@@ -242,6 +243,29 @@ def _parse(path: str, metadata: Mapping[str, str]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('format_version')!r} (library "
                               f"{meta.get('library_version')}); this library reads version {CHECKPOINT_VERSION}")
     return meta
+
+
+def check_training_meta(path: str, meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``meta`` if it is the JSON document of a checkpoint written by ``train()``, else
+    :class:`CheckpointError` naming ``path`` and the first entry missing or of the wrong type
+    (a checkpoint from :func:`save_checkpoint` alone holds no training state)."""
+    for key, ok, want in (
+        ("config", lambda v: isinstance(v, dict), "a JSON object"),
+        ("epoch", _count, "an integer >= 0"), ("step", _count, "an integer >= 0"),
+        ("batch_in_epoch", _count, "an integer >= 0"),
+        ("history", lambda v: isinstance(v, list), "a list"),
+        ("rng", lambda v: isinstance(v, list) and "sampler" in v, "a list naming the 'sampler' generator"),
+    ):
+        if key not in meta:
+            raise CheckpointError(f"{path}: not a training checkpoint of train(): no {key!r} in its metadata")
+        if not ok(meta[key]):
+            raise CheckpointError(f"{path}: corrupt training state: expected {key!r} to be {want}, "
+                                  f"got {meta[key]!r:.60}")
+    return meta
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:

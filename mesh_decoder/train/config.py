@@ -411,6 +411,9 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
             text = handle.read()
     except OSError as exc:
         raise TrainConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise TrainConfigError(f"{path}: expected UTF-8 text, found byte 0x{exc.object[exc.start]:02x} at offset "
+                               f"{exc.start}") from None
     if path.lower().endswith(".json"):
         try:
             data = json.loads(text)

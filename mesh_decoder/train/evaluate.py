@@ -41,7 +41,8 @@ from .._checks import check_device, check_int, check_output_path, int_argument
 from ..nn.autoencoder import MeshAutoencoder
 from ..pca import PCAModel
 from .config import TrainConfig
-from .loop import TrainingData, TrainResult, _as_config, _check_data, encode_all, load_data, load_trained
+from .loop import (TrainingData, TrainResult, _as_config, _check_data, check_trained_on, encode_all, load_data,
+                   load_trained)
 
 __all__ = ["MEASURES", "evaluate", "format_table", "add_evaluate_arguments", "run_evaluate"]
 
@@ -100,17 +101,18 @@ def _prior_is_default(model: MeshAutoencoder) -> bool:
 
 
 def _resolve(source, config, device):
+    """``(model, config, origin, saved)``: ``saved`` is a saved run's JSON meta (``None`` for objects)."""
     if isinstance(source, TrainResult):
-        return source.model, source.config, {"kind": "train_result", "path": source.model_path}
+        return source.model, source.config, {"kind": "train_result", "path": source.model_path}, None
     if isinstance(source, MeshAutoencoder):
         if config is None:
             raise TypeError("config: evaluating a MeshAutoencoder object needs its TrainConfig (config=...)")
-        return source, _as_config(config), {"kind": "model", "path": None}
+        return source, _as_config(config), {"kind": "model", "path": None}, None
     if isinstance(source, (str, os.PathLike)):
         model, _, cfg, meta = load_trained(source, device=device)
         if config is not None:
             raise TypeError("config: a saved run carries its own config; do not pass config=")
-        return model, cfg, {"kind": meta["kind"], "path": meta["path"]}
+        return model, cfg, {"kind": meta["kind"], "path": meta["path"]}, meta
     raise TypeError(f"source: expected a run folder, a model or checkpoint file, a TrainResult or a "
                     f"MeshAutoencoder, got {type(source).__name__}")
 
@@ -166,6 +168,8 @@ def evaluate(
     Raises:
         ValueError: no held-out faces, ``K`` larger than PCA can fit, a ``batch_size`` or
             ``num_samples`` below 1, a ``max_train_faces`` below 2, or a device not available here.
+        TrainingError: a saved run's data version or template differs from the data now
+            (a folder of meshes that changed since training would leak training faces into the test set).
     """
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
@@ -174,11 +178,13 @@ def evaluate(
     check_int(num_samples, "num_samples", 1)
     if max_train_faces is not None:
         check_int(max_train_faces, "max_train_faces", 2)  # a latent covariance needs two faces
-    model, config, origin = _resolve(source, config, device)
+    model, config, origin, saved = _resolve(source, config, device)
     if data is None:
         data = load_data(config)
     else:
         _check_data(data, config)
+    if saved is not None:  # a folder that changed since training would move training faces into the test set
+        check_trained_on(saved, data, saved["path"])
     if data.test.shape[0] == 0:
         raise ValueError(f"data: expected held-out test meshes, got none (data.test_fraction = "
                          f"{config.data.test_fraction}, split {config.data.split!r})")

@@ -54,13 +54,13 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .._checks import check_device, check_int, check_output_path
+from .._checks import check_device, check_int, check_output_path, int_argument
 from ..errors import MeshError
 from ..hierarchy.container import MeshHierarchy
 from ..mesh.container import Mesh
 from ..model_files import hierarchy_signature
 from ..nn.autoencoder import MeshAutoencoder
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, check_training_meta, load_checkpoint, save_checkpoint
 from .config import RESUMABLE_KEYS, TrainConfig, config_differences, load_config, save_config
 
 __all__ = [
@@ -227,6 +227,14 @@ def _check_data(data: TrainingData, config: TrainConfig) -> None:
                                 f"({data.meta.get(key)}) than the config's ({want[section]}); use load_data(config)")
     if data.channels != config.in_channels:
         raise TrainingError(f"data: expected {config.in_channels} channels per vertex, got {data.channels}")
+
+
+def check_trained_on(meta: Mapping[str, Any], data: TrainingData, path: str) -> None:
+    """Raise :class:`TrainingError` unless ``data`` is what the run saved in ``path`` (its
+    checkpoint or model file, JSON ``meta``) was trained on: the same data version and template."""
+    for key in ("data_version", "template_hash"):
+        if meta.get(key) != data.meta[key]:
+            raise TrainingError(f"{path}: trained on {key} {meta.get(key)!r}, the data now has {data.meta[key]!r}")
 
 
 # ======================================================================= model
@@ -480,6 +488,7 @@ def train(
         if not os.path.isfile(ckpt_path):
             raise TrainingError(f"{ckpt_path}: no checkpoint to resume from")
         checkpoint = load_checkpoint(ckpt_path)
+        check_training_meta(ckpt_path, checkpoint.meta)
         diff = [k for k in config_differences(checkpoint.meta.get("config", {}), config.to_dict())
                 if k not in RESUMABLE_KEYS]
         if diff:
@@ -502,10 +511,7 @@ def train(
     else:
         _check_data(data, config)
     if checkpoint is not None:
-        for key in ("data_version", "template_hash"):
-            if checkpoint.meta.get(key) != data.meta[key]:
-                raise TrainingError(f"{ckpt_path}: checkpoint trained on {key} {checkpoint.meta.get(key)!r}, the "
-                                    f"data now has {data.meta[key]!r}")
+        check_trained_on(checkpoint.meta, data, ckpt_path)
     hierarchy = make_hierarchy(config, data.template)
     t = config.training
     device = torch.device(t.device)
@@ -743,12 +749,7 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
         check_device(device, "device")
     path = os.fspath(output_dir_or_file)
     if os.path.isdir(path):
-        for name in (MODEL_NAME, CHECKPOINT_NAME):
-            if os.path.isfile(os.path.join(path, name)):
-                path = os.path.join(path, name)
-                break
-        else:
-            raise CheckpointError(f"{path}: expected {MODEL_NAME} or {CHECKPOINT_NAME} in this folder, found neither")
+        path = _trained_file(path)
     metadata = read_safetensors_metadata(path)
     if "mesh_decoder" in metadata:
         from ..model_files import load_model, read_model_meta
@@ -763,7 +764,7 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
         if not isinstance(model, MeshAutoencoder):
             raise CheckpointError(f"{path}: expected a MeshAutoencoder, the file holds a {type(model).__name__}")
         return model, hierarchy, config, dict(extra, kind="model", path=path)
-    meta = read_checkpoint_meta(path)
+    meta = check_training_meta(path, read_checkpoint_meta(path))
     config = TrainConfig.from_dict(meta["config"], source=path)
     hierarchy = _hierarchy_beside(path, config, meta.get("template_hash"))
     model = build_autoencoder(config, hierarchy)
@@ -771,6 +772,28 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
     if device is not None:
         model.to(device)
     return model.eval(), hierarchy, config, dict(meta, kind="checkpoint", path=path)
+
+
+def _trained_file(folder: str) -> str:
+    """A run folder's ``model.safetensors``, or its checkpoint when there is no model file; refused
+    when the checkpoint has trained past the model file (a resumed run that was interrupted)."""
+    from ..model_files import read_model_meta
+    from .checkpoint import read_checkpoint_meta
+
+    model_path, ckpt_path = os.path.join(folder, MODEL_NAME), os.path.join(folder, CHECKPOINT_NAME)
+    if not os.path.isfile(model_path):
+        if os.path.isfile(ckpt_path):
+            return ckpt_path
+        raise CheckpointError(f"{folder}: expected {MODEL_NAME} or {CHECKPOINT_NAME} in this folder, found neither")
+    if os.path.isfile(ckpt_path):
+        extra = read_model_meta(model_path).get("extra_meta") or {}
+        ckpt = check_training_meta(ckpt_path, read_checkpoint_meta(ckpt_path))
+        if isinstance(extra.get("steps"), int) and ckpt["step"] > extra["steps"]:
+            raise CheckpointError(
+                f"{folder}: {CHECKPOINT_NAME} (epoch {ckpt['epoch']}, step {ckpt['step']}) has trained past "
+                f"{MODEL_NAME} (step {extra['steps']}): a resumed run was interrupted; finish it with --resume, "
+                f"or name either file")
+    return model_path
 
 
 def _hierarchy_beside(path: str, config: TrainConfig, template_hash: str | None) -> MeshHierarchy:
@@ -793,7 +816,7 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("-o", "--output-dir", default=None,
                         help="run folder (default: runs/<config file name without extension>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    parser.add_argument("--epochs", type=int_argument(1), default=None, help="override training.epochs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

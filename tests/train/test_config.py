@@ -155,3 +155,11 @@ def test_device_names_are_checked_but_not_their_presence(tmp_path):
     # a run trained on a GPU still loads its config where there is none
     index = int(np.random.default_rng().integers(0, 8))
     assert TrainConfig.from_dict({"training": {"device": f"cuda:{index}"}}).training.device == f"cuda:{index}"
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("# caf\u00e9\ntraining:\n  epochs: 2\n".encode("latin-1"))
+    with pytest.raises(TrainConfigError, match=re.escape(f"{path}: expected UTF-8 text, found byte 0xe9 at offset 5")):
+        load_config(path)
+

@@ -249,3 +249,80 @@ def test_output_dir_and_device_are_checked_before_the_data(tmp_path, tiny_config
     with pytest.raises(ValueError, match=rf"^training.device {missing}: "):
         train(tiny_config(training={"device": missing}), tmp_path / "run", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_resume_interrupted_past_the_model_file_is_not_silently_ignored(tmp_path, tiny_config):
+    """Model file from epoch 2, checkpoint further on: the folder is ambiguous; each file still loads by name."""
+    from mesh_decoder.train import CheckpointError
+
+    data = load_data(tiny_config())
+    train(tiny_config(training={"epochs": 2}), tmp_path, progress=False, data=data)  # 5 batches an epoch
+    step = int(np.random.default_rng().integers(11, 15))  # in epoch 3 of the resumed run
+    stopped = train(tiny_config(training={"epochs": 4}), tmp_path, resume=True, progress=False, data=data,
+                    callback=_interrupt_at(step, "raise"))
+    assert stopped.interrupted
+    with pytest.raises(CheckpointError, match=rf"checkpoint.safetensors \(epoch 2, step {step}\) has trained past "
+                                              r"model.safetensors \(step 10\)"):
+        load_trained(tmp_path)
+    assert load_trained(tmp_path / "model.safetensors")[3]["steps"] == 10
+    assert load_trained(tmp_path / CHECKPOINT_NAME)[3]["step"] == step
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("epoch", None, r"not a training checkpoint of train\(\): no 'epoch' in its metadata"),
+    ("batch_in_epoch", "x", r"expected 'batch_in_epoch' to be an integer >= 0, got 'x'"),
+    ("config", None, r"not a training checkpoint of train\(\): no 'config'"),
+    ("rng", [], r"expected 'rng' to be a list naming the 'sampler' generator"),
+])
+def test_checkpoint_without_a_training_state_is_named(tmp_path, tiny_config, key, value, message):
+    from mesh_decoder.train import CheckpointError, save_checkpoint
+
+    config = tiny_config(training={"epochs": 1})
+    result = train(config, tmp_path / "run", progress=False)
+    meta = dict(read_checkpoint_meta(result.checkpoint_path))
+    if value is None:
+        del meta[key]
+    else:
+        meta[key] = value
+    bad = tmp_path / "bad" / CHECKPOINT_NAME
+    save_checkpoint(bad, result.model, meta=meta)
+    with pytest.raises(CheckpointError, match=message) as err:
+        train(tiny_config(training={"epochs": 2}), bad.parent, resume=True, progress=False)
+    assert str(bad) in str(err.value)
+    with pytest.raises(CheckpointError, match=message):
+        load_trained(bad)
+
+
+def test_cli_epochs_must_be_positive(tmp_path, tiny_config, capsys):
+    import yaml
+
+    from mesh_decoder.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config()), encoding="utf-8")
+    assert main(["train", str(path), "--epochs", "0", "-o", str(tmp_path / "run")]) == 2
+    assert "argument --epochs: expected an integer >= 1, got '0'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluating_a_run_on_a_folder_that_changed_is_refused(tmp_path, tiny_config):
+    """A mesh added since training reshuffles the split, so training faces would count as test faces."""
+    from mesh_decoder.data import SyntheticFaces
+    from mesh_decoder.mesh.io import save_mesh
+    from mesh_decoder.mesh.templates import face_template
+    from mesh_decoder.train import evaluate
+
+    template = face_template(600)
+    gen = SyntheticFaces(template)
+    v, _ = gen.generate(gen.sample_params(13, rng=np.random.default_rng()))
+    folder = tmp_path / "scans"
+    _write_folder(folder, template, v[:12])
+    config = tiny_config(data={"source": "folder", "root": str(folder), "test_fraction": 0.25},
+                         training={"epochs": 1, "batch_size": 3})
+    run = tmp_path / "run"
+    trained = train(config, run, progress=False).data_meta["data_version"]
+    assert evaluate(run, pca=False, measures=())["split"]["data_version"] == trained
+    save_mesh(template.copy(vertices=v[12].astype(np.float64)), folder / "scan_12.ply")
+    with pytest.raises(TrainingError, match=rf"model.safetensors: trained on data_version '{trained}', the data "
+                                            r"now has 'mesh-folder-sha256:"):
+        evaluate(run, pca=False, measures=())
