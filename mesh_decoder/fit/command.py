@@ -24,7 +24,7 @@ import os
 from typing import Any
 
 from .._checks import check_device, check_output_path
-from ..errors import ModelFileError
+from ..errors import MeshFileError, ModelFileError
 
 __all__ = ["add_fit_arguments", "run_fit"]
 
@@ -157,6 +157,13 @@ def run_fit(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.target}: {exc}") from None
     if args.landmarks is not None and target.kind != "image":
         raise ValueError(f"--landmarks: only a photograph target takes landmarks, got a {target.kind} target")
+    landmarks = target if target.kind == "landmarks" else getattr(target, "landmarks", None)
+    if landmarks is not None:
+        missing = [n for n in landmarks.names if n not in tpl.landmarks]
+        if missing:
+            lm_file = args.target if target.kind == "landmarks" else args.landmarks
+            raise MeshFileError(lm_file, f"landmarks {missing[:5]}{'...' if len(missing) > 5 else ''} are not "
+                                         f"landmarks of the {where}; expected names from {sorted(tpl.landmarks)}")
     camera = "perspective" if args.camera == "perspective" else "weak_perspective"
     result = fit(model, target, template=tpl, stages=stages, prior_weight=args.prior_weight,
                  rotation=args.rotation, camera=camera, focal=args.focal, progress=not args.quiet)

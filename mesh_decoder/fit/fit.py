@@ -64,6 +64,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -140,6 +141,8 @@ DEFAULT_PRIOR_WEIGHTS: dict[str, float] = {"mesh": 1e-3, "points": 1e-3, "landma
 _CAMERAS = {"weak_perspective": "weak_perspective", "weak": "weak_perspective", "perspective": "perspective"}
 #: Target space of the perspective camera: y up, looking along -z (OpenCV axes flip y and z).
 _FLIP_YZ = (1.0, -1.0, -1.0)
+#: Largest ``|R^T R - I|`` entry accepted in a starting rotation matrix (float32 round-off passes).
+_ROTATION_TOLERANCE = 1e-4
 
 
 # ============================================================================ stages
@@ -172,7 +175,8 @@ class Stage:
         lr: Adam's initial learning rate (every group is parameterised at unit
             scale, module docstring). Default ``0.05``.
         terms: the loss terms used (names in :data:`LOSS_TERMS`); default ``None``:
-            all the target's terms. Terms the target does not have are ignored.
+            all the target's terms. Terms the target does not have are ignored, but a
+            stage must use at least one of the target's terms (``"prior"`` counts).
         final_lr_factor: the learning rate at the end of the stage, relative to
             ``lr``; Adam's rate follows a cosine decay from ``lr`` to there. Default ``0.1``.
         name: shown on the progress bar. Default ``""``.
@@ -515,13 +519,14 @@ def _background_image(image, target, size: tuple[int, int]) -> np.ndarray:
             return target.image.permute(1, 2, 0).numpy().copy()
         return np.ones((h, w, 3))
     if isinstance(image, torch.Tensor):
-        arr = image.detach().cpu().double()
-        if arr.dim() == 3 and arr.shape[0] == 3:
-            arr = arr.permute(1, 2, 0)
-        arr = arr.numpy()
+        t = image.detach().cpu()
+        arr = (t if t.dtype == torch.uint8 else t.double()).numpy()
     else:
         arr = np.asarray(image)
-        arr = arr.astype(np.float64) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float64)
+    # (3, H, W) to channels-last; a (3, 3, 3) image is channels-last when uint8 (the documented layouts)
+    if arr.shape == (3, h, w) and (arr.shape != (h, w, 3) or arr.dtype != np.uint8):
+        arr = arr.transpose(1, 2, 0)
+    arr = arr.astype(np.float64) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float64)
     if arr.shape != (h, w, 3):
         raise ValueError(f"image: expected an RGB image of {h} x {w} pixels, got shape {tuple(arr.shape)}")
     return arr.copy()
@@ -577,7 +582,42 @@ def _as_matrix(rotation: Any, dtype, device) -> torch.Tensor:
     elif tuple(r.shape) != (3, 3):
         raise ValueError(
             f"init rotation: expected a (3, 3) matrix, a (3,) axis-angle or a (6,) 6D vector, got {tuple(r.shape)}")
+    else:
+        det = float(torch.linalg.det(r))
+        err = float((r.T @ r - torch.eye(3, dtype=r.dtype, device=r.device)).abs().max())
+        if not (err <= _ROTATION_TOLERANCE and det > 0):
+            raise ValueError(f"init rotation: expected a rotation matrix (R^T R = I, det +1), got det {det:.6g}, "
+                             f"max |R^T R - I| {err:.3g}")
     return r.to(dtype)
+
+
+def _check_finite(name: str, value: Any) -> None:
+    """Raise if a starting value (a number, array, tensor or light) holds NaN or infinity."""
+    parts = [value.direction, value.ambient, value.diffuse] if isinstance(value, DirectionalLight) else [value]
+    for part in parts:
+        try:
+            t = part.detach() if isinstance(part, torch.Tensor) else torch.as_tensor(np.asarray(part, dtype=np.float64))
+        except (TypeError, ValueError):
+            continue  # not numbers: reported where the value is used
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+
+
+def _focal_value(value: Any, name: str) -> float:
+    """A focal length in pixels: a real number or a 0-d tensor / array, positive and finite."""
+    f = None
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        usable = value.ndim == 0 and value.dtype not in (torch.bool, np.bool_)
+    else:
+        usable = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if usable:
+        try:
+            f = float(value)
+        except (TypeError, ValueError, RuntimeError):
+            f = None
+    if f is None or not (math.isfinite(f) and f > 0):
+        raise ValueError(f"{name}: expected a positive number of pixels, got {value!r}")
+    return f
 
 
 class FitProblem:
@@ -705,14 +745,21 @@ class FitProblem:
             if unknown:
                 raise ValueError(f"init: unknown keys {sorted(unknown)}; expected some of {sorted(allowed)}")
             given = {k: v for k, v in init.items() if v is not None}
+        for key, value in given.items():
+            if value is not None:  # a FitResult's unused entries are None
+                _check_finite(f"init {key}", value)
+        if light is not None:
+            _check_finite("light", light)
 
         # Focal length (perspective).
         self.focal0 = None
         if self.camera_kind == "perspective" and self.image_size is not None:
-            f = given.get("focal", focal if focal is not None else float(max(self.image_size)))
-            if not (isinstance(f, (int, float)) and math.isfinite(f) and f > 0):
-                raise ValueError(f"focal: expected a positive number of pixels, got {f!r}")
-            self.focal0 = float(f)
+            if "focal" in given:
+                self.focal0 = _focal_value(given["focal"], "init focal")
+            elif focal is not None:
+                self.focal0 = _focal_value(focal, "focal")
+            else:
+                self.focal0 = float(max(self.image_size))
 
         # Latent (whitened).
         prior = self.decoder.prior.to(**dd)
@@ -981,10 +1028,19 @@ class FitProblem:
         for s in stages:
             if not isinstance(s, Stage):
                 raise TypeError(f"stages: expected Stage objects, got {type(s).__name__}")
-        for s in stages:
+        tensors = self.group_tensors()
+        for i, s in enumerate(stages):
             groups = self.resolve_groups(s.groups)
             if "focal" in groups and self.log_f is None:
                 raise ValueError("stages: the 'focal' group needs a perspective camera and an image target")
+            stage = f"stages[{i}]" + (f" ({s.name!r})" if s.name else "")
+            if not any(tensors[g] for g in groups):
+                raise ValueError(
+                    f"{stage}: the groups {list(s.groups)} free no parameters of a {self.kind} target; expected "
+                    "at least one group that applies (color and light apply to image targets only)")
+            if s.terms is not None and not any(t in self.terms for t in s.terms):
+                raise ValueError(f"{stage}: uses none of this target's terms {list(self.terms)}; "
+                                 f"got terms {list(s.terms)}")
         losses: dict[str, list[float]] = {k: [] for k in (*self.terms, "total")}
         stage_starts: list[int] = []
         total_iterations = sum(s.iterations for s in stages)

@@ -53,6 +53,8 @@ __all__ = [
 
 POINT_CLOUD_EXTENSIONS = (".xyz", ".txt", ".npy")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+#: Pillow modes of 16-bit greyscale images (PNG); ``"I"`` is how some Pillow versions open them.
+_GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 def _tensor(value: Any, name: str, cols: int | None, *, rows: int | None = None) -> torch.Tensor:
@@ -89,9 +91,20 @@ def _weights(value: Any, n: int, name: str = "weights") -> torch.Tensor | None:
 
 
 def _image_size(value: Any) -> tuple[int, int]:
+    """``H`` or ``(H, W)`` of positive whole numbers (ints, or floats with integral values) -> ``(H, W)``."""
     from ..render.cameras import image_size_pair
 
-    return image_size_pair(tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else value)
+    pair = isinstance(value, (list, tuple))
+    sizes = []
+    for v in (value if pair else (value,)):
+        whole = not isinstance(v, (bool, np.bool_)) and (
+            isinstance(v, (int, np.integer))
+            or (isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer()))
+        if not whole:
+            raise ValueError(f"image_size: expected an int or a pair (H, W) of positive whole numbers of pixels, "
+                             f"got {value!r}")
+        sizes.append(int(v))
+    return image_size_pair(tuple(sizes) if pair else sizes[0])
 
 
 @dataclass
@@ -353,6 +366,8 @@ def save_landmarks(target: LandmarkTarget, path: str | os.PathLike) -> None:
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """An RGB image file as ``(3, H, W)`` float64 in ``[0, 1]`` (alpha dropped, grey expanded).
 
+    8-bit images are divided by 255, 16-bit greyscale PNGs by 65535.
+
     Needs Pillow (``pip install pillow``; it comes with matplotlib).
     """
     path = os.fspath(path)
@@ -364,9 +379,19 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
     try:
         with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0  # (H, W, 3)
+            if img.mode in _GREY16_MODES:  # 16-bit greyscale: convert("RGB") would clip it at 255
+                grey = np.asarray(img, dtype=np.float64)  # (H, W)
+                mode = img.mode
+            else:
+                grey = None
+                arr = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0  # (H, W, 3)
     except (OSError, ValueError) as exc:
         raise MeshFileError(path, f"expected an image file, could not decode it ({exc})") from None
+    if grey is not None:
+        if grey.size and (grey.min() < 0 or grey.max() > 65535):
+            raise MeshFileError(path, f"expected 16-bit greyscale values in [0, 65535] (mode {mode}), "
+                                      f"got range [{grey.min():g}, {grey.max():g}]")
+        arr = np.repeat((grey / 65535.0)[..., None], 3, axis=2)  # (H, W, 3)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # (3, H, W)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from mesh_decoder.errors import ModelFileError
+from mesh_decoder.errors import MeshFileError, ModelFileError
 from mesh_decoder.fit import LandmarkTarget, add_fit_arguments, apply_similarity, run_fit, save_landmarks
 from mesh_decoder.mesh.io import load_mesh, save_mesh
 from mesh_decoder.mesh.templates import face_template
@@ -114,6 +115,26 @@ def test_argument_errors(tmp_path, pca_file, template):
         _run([pca_file, "--target", tmp_path / "t.obj", "--template", tmp_path / "t900.obj", "-o", tmp_path / "o.obj"])
     with pytest.raises(ValueError, match="--focal"):
         _run([pca_file, "--target", tmp_path / "t.obj", "-o", tmp_path / "o.obj", "--focal", "-3"])
+
+
+def test_landmark_names_the_template_lacks_name_the_file(tmp_path, pca_file, template, photo_target):
+    rng = np.random.default_rng()
+    names = [str(n) for n in rng.choice(sorted(template.landmarks), 5, replace=False)]
+    unknown = f"not_a_landmark_{rng.integers(1000)}"
+    target = LandmarkTarget(rng.uniform(10, 80, (6, 2)), [*names, unknown], photo_target[0].image_size)
+    save_landmarks(target, tmp_path / "lm.json")
+    expected = (rf"^{re.escape(str(tmp_path / 'lm.json'))}: landmarks \['{unknown}'\] are not landmarks of the "
+                rf"built-in face template \(800 vertices, seed 0\); expected names from ")
+    with pytest.raises(MeshFileError, match=expected):
+        _run([pca_file, "--target", tmp_path / "lm.json", "--json", tmp_path / "fit.json", *_SHORT])
+    pytest.importorskip("PIL", reason="reading photographs needs Pillow")
+    from mesh_decoder.render import save_png
+
+    save_png(photo_target[0].image, tmp_path / "photo.png")
+    with pytest.raises(MeshFileError, match=expected):
+        _run([pca_file, "--target", tmp_path / "photo.png", "--landmarks", tmp_path / "lm.json", "--json",
+              tmp_path / "fit.json", *_SHORT])
+    assert not (tmp_path / "fit.json").exists()
 
 
 def test_device_and_output_paths_are_checked_before_loading(tmp_path, template, monkeypatch):

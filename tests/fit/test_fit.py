@@ -26,6 +26,7 @@ Stated accuracies (the benchmark, ``benchmarks/bench_fit.py``, measures them ove
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ from mesh_decoder.fit import (
     fit,
     rotation_angle,
 )
-from mesh_decoder.render import OrthographicCamera, PerspectiveCamera, ndc_to_pixel
+from mesh_decoder.render import DirectionalLight, OrthographicCamera, PerspectiveCamera, ndc_to_pixel
 
 from .conftest import make_autoencoder, random_similarity, sample_surface, shape_error
 from .reference import surface_distance
@@ -302,6 +303,139 @@ def test_image_without_landmarks_starts_frontal_and_improves(pca, template, phot
     result = fit(pca, image, template=template, stages=[Stage(("pose", "appearance"), 30, 0.03)], progress=False)
     assert result.losses["photometric"][-1] < result.losses["photometric"][0]
     assert default_stages("image", has_landmarks=False)[-1].terms is None
+
+
+def test_init_rotation_matrix_must_be_a_rotation(pca, faces, template):
+    g = torch.Generator().manual_seed(int(np.random.default_rng().integers(1 << 31)))
+    target = MeshTarget(faces[0][200])
+    _, R, _ = random_similarity(g)
+    mirrored = R @ torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    sheared = R.clone()
+    sheared[0, 1] += 0.01 + 0.1 * float(torch.rand((), generator=g))
+    for rotation in ("axis_angle", "6d"):
+        with pytest.raises(ValueError, match=r"^init rotation: expected a rotation matrix \(R\^T R = I, det \+1\), "
+                                             r"got det -1, max \|R\^T R - I\| "):
+            fit(pca, target, init={"rotation": mirrored}, rotation=rotation, stages=[Stage(("pose",), 0)],
+                progress=False)
+        for bad in (1.5 * R, sheared):
+            with pytest.raises(ValueError, match="init rotation: expected a rotation matrix"):
+                fit(pca, target, init={"rotation": bad}, rotation=rotation, stages=[Stage(("pose",), 0)],
+                    progress=False)
+        # a float32 rotation passes, and is the starting (here: final) rotation
+        result = fit(pca, target, init={"rotation": R.float()}, rotation=rotation, stages=[Stage(("pose",), 0)],
+                     progress=False)
+        torch.testing.assert_close(result.rotation.double(), R, atol=1e-5, rtol=0)
+
+
+def test_init_values_must_be_finite(pca, faces, template):
+    rng = np.random.default_rng()
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+    target, _ = _landmark_target(template, faces[0][203].double(), g, "perspective")
+    _, R, t = random_similarity(g)
+    good = {"latent": rng.normal(size=30), "color_latent": rng.normal(size=pca.color_latent_size),
+            "scale": float(rng.uniform(0.5, 2.0)), "rotation": R.numpy(), "translation": t.numpy(),
+            "focal": float(rng.uniform(300, 900)), "albedo": rng.uniform(0.2, 0.8, 3)}
+    for key in good:
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            value = np.array(good[key], dtype=np.float64)
+            value.reshape(-1)[rng.integers(value.size)] = bad
+            with pytest.raises(ValueError, match=rf"^init {key}: expected finite values, got NaN or infinity$"):
+                fit(pca, target, template=template, camera="perspective", init={key: value},
+                    stages=[Stage(("pose",), 0)], progress=False)
+    light = DirectionalLight(tuple(rng.normal(size=3)), float("nan"), float(rng.uniform(0.2, 0.8)))
+    with pytest.raises(ValueError, match=r"^init light: expected finite values"):
+        fit(pca, target, template=template, init={"light": light}, stages=[Stage(("pose",), 0)], progress=False)
+    with pytest.raises(ValueError, match=r"^light: expected finite values"):
+        fit(pca, target, template=template, light=light, stages=[Stage(("pose",), 0)], progress=False)
+    result = fit(pca, target, template=template, camera="perspective", init=good, stages=[Stage(("pose",), 0)],
+                 progress=False)
+    assert result.focal == pytest.approx(good["focal"]) and float(result.scale) == pytest.approx(good["scale"])
+
+
+def test_focal_accepts_numpy_and_tensor_scalars(pca, faces, template):
+    rng = np.random.default_rng()
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+    target, _ = _landmark_target(template, faces[0][205].double(), g, "perspective")
+    f = float(rng.integers(300, 900))
+    for value in (np.float32(f), np.int64(f), torch.tensor(f), torch.tensor(f, dtype=torch.float64), np.array(f)):
+        result = fit(pca, target, template=template, camera="perspective", focal=value, stages=[Stage(("pose",), 0)],
+                     progress=False)
+        assert result.focal == pytest.approx(f)
+        result = fit(pca, target, template=template, camera="perspective", init={"focal": value},
+                     stages=[Stage(("pose",), 0)], progress=False)
+        assert result.focal == pytest.approx(f)
+    for value in (str(f), True, torch.tensor([f]), -f, 0.0, float("inf")):
+        with pytest.raises(ValueError, match=r"^focal: expected a positive number of pixels, got "):
+            fit(pca, target, template=template, camera="perspective", focal=value, stages=[Stage(("pose",), 0)],
+                progress=False)
+
+
+def test_stage_must_use_one_of_the_targets_terms(pca, faces, template):
+    g = torch.Generator().manual_seed(int(np.random.default_rng().integers(1 << 31)))
+    target, _ = _landmark_target(template, faces[0][204].double(), g, "weak_perspective")
+    for terms in (("vertex",), ("point_to_point", "photometric"), ()):
+        stages = [Stage(("pose",), 2), Stage(("pose", "shape"), 3, terms=terms)]
+        with pytest.raises(ValueError, match=rf"^stages\[1\]: uses none of this target's terms "
+                                             rf"\['landmark', 'prior'\]; got terms {re.escape(str(list(terms)))}$"):
+            fit(pca, target, template=template, stages=stages, progress=False)
+    # the prior alone is one of the target's terms; terms the target lacks are ignored
+    result = fit(pca, target, template=template, stages=[Stage(("shape",), 2, terms=("vertex", "prior"))],
+                 progress=False)
+    assert len(result.losses["prior"]) == 2 and all(math.isnan(v) for v in result.losses["landmark"])
+
+
+def test_stage_freeing_no_parameter_of_the_target_raises(pca, faces, template, photo_target):
+    g = torch.Generator().manual_seed(int(np.random.default_rng().integers(1 << 31)))
+    mesh, _, _, _ = _registered_target(faces, 202, g, noise=0.5)
+    landmarks, _ = _landmark_target(template, faces[0][203].double(), g, "weak_perspective")
+    for target in (mesh, PointCloudTarget(mesh.vertices), landmarks):
+        for groups in (("appearance",), ("color",), ("light", "color")):
+            stages = [Stage(("pose",), 2), Stage(groups, 5, name="looks")]
+            with pytest.raises(ValueError, match=rf"^stages\[1\] \('looks'\): the groups "
+                                                 rf"{re.escape(str(list(groups)))} free no parameters of a "
+                                                 rf"{target.kind} target"):
+                fit(pca, target, template=template, stages=stages, progress=False)
+    # no default schedule relies on skipping a stage
+    cases = [(mesh, "weak_perspective"), (PointCloudTarget(mesh.vertices), "weak_perspective"),
+             (landmarks, "weak_perspective"), (landmarks, "perspective"), (photo_target[0], "weak_perspective"),
+             (photo_target[0], "perspective"), (ImageTarget(photo_target[0].image), "weak_perspective")]
+    for target, camera in cases:
+        problem = FitProblem(pca, target, template=template, camera=camera)
+        defaults = default_stages(target.kind, camera, problem.landmarks is not None)
+        result = problem.run([Stage(s.groups, 0, terms=s.terms, name=s.name) for s in defaults], progress=False)
+        assert result.stage_starts == [0] * len(defaults)
+
+
+def test_save_overlay_image_layouts(tmp_path, pca, faces, template):
+    pytest.importorskip("PIL", reason="reading the overlay back needs Pillow")
+    from mesh_decoder.fit import read_image
+
+    rng = np.random.default_rng()
+    h, w = 40, 52
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+    _, R, _ = random_similarity(g)
+    X = apply_similarity(faces[0][206].double(), 0.15, R, torch.zeros(3, dtype=torch.float64))
+    index = torch.tensor([template.landmarks[n] for n in sorted(template.landmarks)])
+    cam = OrthographicCamera(scale=torch.tensor([[2.0 / w, 2.0 / h]], dtype=torch.float64))
+    pixels = ndc_to_pixel(cam.project(X[index][None]), (h, w))[0, :, :2]
+    result = fit(pca, LandmarkTarget(pixels, sorted(template.landmarks), (h, w)), template=template,
+                 stages=[Stage(("pose",), 0)], progress=False)
+    floats = rng.random((3, h, w))
+    bytes_ = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    layouts = {
+        "numpy (3, H, W) float": (floats, floats.transpose(1, 2, 0)),
+        "torch (3, H, W) float": (torch.from_numpy(floats).float(), floats.transpose(1, 2, 0)),
+        "numpy (H, W, 3) uint8": (bytes_, bytes_ / 255.0),
+        "torch (H, W, 3) uint8": (torch.from_numpy(bytes_), bytes_ / 255.0),
+    }
+    for label, (image, expected) in layouts.items():
+        # alpha 0: the overlay is the background image itself
+        result.save_overlay(tmp_path / "overlay.png", image=image, alpha=0.0, draw_landmarks=False)
+        back = read_image(tmp_path / "overlay.png").permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(back, np.round(expected * 255.0) / 255.0, atol=1.5 / 255, err_msg=label)
+    with pytest.raises(ValueError, match=rf"image: expected an RGB image of {h} x {w} pixels, "
+                                         rf"got shape \(3, {w}, {h}\)"):
+        result.save_overlay(tmp_path / "overlay.png", image=rng.random((3, w, h)))
 
 
 @pytest.mark.cuda

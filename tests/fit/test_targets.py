@@ -158,3 +158,44 @@ def test_load_photograph_with_landmarks_and_mask(tmp_path):
     save_png(mask[:5], tmp_path / "small.png")
     with pytest.raises(MeshFileError, match=r"small\.png.*\(10, 12\)"):
         load_target(tmp_path / "photo.png", mask=tmp_path / "small.png")
+
+
+def test_read_image_16bit_greyscale(tmp_path):
+    pytest.importorskip("PIL", reason="reading photographs needs Pillow")
+    from PIL import Image
+
+    rng = np.random.default_rng()
+    h, w = int(rng.integers(20, 40)), int(rng.integers(41, 60))
+    ramp = np.round(np.linspace(0, 65535, h * w)).astype(np.uint16).reshape(h, w)  # dark to white, 16 bits
+    ramp[rng.integers(h), rng.integers(w)] = rng.integers(1, 65535)  # and one random grey
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as img:
+        assert img.mode in ("I;16", "I")  # a 16-bit greyscale file
+    image = read_image(tmp_path / "grey16.png")
+    assert image.shape == (3, h, w) and image.dtype == torch.float64
+    expected = torch.from_numpy(ramp / 65535.0)
+    for channel in image:
+        torch.testing.assert_close(channel, expected, atol=1e-12, rtol=0)
+    target = load_target(tmp_path / "grey16.png")
+    assert isinstance(target, ImageTarget)
+    assert float(target.image.mean()) == pytest.approx(float(expected.mean()), abs=1e-9)
+
+
+def test_landmark_image_size_must_be_whole_pixel_counts(tmp_path):
+    rng = np.random.default_rng()
+    points = rng.random((4, 2)) * 50
+    h, w = int(rng.integers(20, 500)), int(rng.integers(20, 500))
+    assert LandmarkTarget(points, list("abcd"), [float(h), float(w)]).image_size == (h, w)
+    assert LandmarkTarget(points, list("abcd"), (np.int64(h), w)).image_size == (h, w)
+    fraction = float(rng.uniform(0.1, 0.9))
+    for size in ([h + fraction, w], (h, w + fraction), (True, w), [str(h), w], (h, float("nan")), h + fraction):
+        with pytest.raises(ValueError, match=r"^image_size: expected an int or a pair \(H, W\) of positive whole "
+                                             r"numbers of pixels, got "):
+            LandmarkTarget(points, list("abcd"), size)
+    marks = {n: p for n, p in zip("abcd", points.tolist())}
+    for text in (f"[{h + fraction}, {w}]", f"[Infinity, {w}]", f'["{h}", {w}]', f"[{h}, true]"):
+        (tmp_path / "lm.json").write_text('{"image_size": %s, "landmarks": %s}' % (text, json.dumps(marks)))
+        with pytest.raises(MeshFileError, match=r"lm\.json: image_size: expected an int or a pair \(H, W\)"):
+            load_landmarks(tmp_path / "lm.json")
+    (tmp_path / "lm.json").write_text(json.dumps({"image_size": [float(h), float(w)], "landmarks": marks}))
+    assert load_landmarks(tmp_path / "lm.json").image_size == (h, w)
