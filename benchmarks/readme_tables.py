@@ -35,12 +35,12 @@ def _load(pattern: str) -> list[tuple[str, dict]]:
 
 def _commit(d: dict) -> str:
     """``commit <short hash>`` of a result document, with the interrupted-run note if any."""
-    return f"commit {str(d['environment'].get('git_commit'))[:7]}{_interrupted(d)}"
+    return f"commit {str(d['environment'].get('git_commit'))[:7]}{_interrupted(d['environment'])}"
 
 
-def _interrupted(d: dict) -> str:
+def _interrupted(env: dict) -> str:
     """A note for a run stopped by Ctrl-C: its file holds only the configurations that finished."""
-    return " (an interrupted run: only the configurations that finished)" if d.get("environment", {}).get("interrupted") else ""
+    return " (an interrupted run: only the configurations that finished)" if env.get("interrupted") else ""
 
 
 def _machine(env: dict) -> str:
@@ -50,7 +50,7 @@ def _machine(env: dict) -> str:
     if not env.get("gpu") and threads:
         text += f", {threads} thread{'s' if threads != 1 else ''}"
     text = f"{text}, torch {env.get('torch', '?')}, commit {str(env.get('git_commit') or '?')[:7]}"
-    return text + _interrupted({"environment": env})
+    return text + _interrupted(env)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -248,7 +248,7 @@ def targets() -> str:
     for path, d in _load("decode_cpu-*.json"):
         r32 = _best(d["rows"], decoder="spiralnet++-coma", batch=32, dtype="fp32")
         r256 = _best(d["rows"], decoder="spiralnet++-coma", batch=256, dtype="fp32", mode="eager")
-        where = f"`{os.path.basename(path)}`" + _interrupted(d)
+        where = f"`{os.path.basename(path)}`" + _interrupted(d["environment"])
         if r32 and r32.get("speedup_vs_reference") is not None:
             x = r32["speedup_vs_reference"]
             rows.append(["CPU: spiralnet++-coma, batch 32, vs the better reference", "≥ 5× (aim 10×)",
@@ -264,7 +264,7 @@ def targets() -> str:
             rows.append(["CPU: peak memory at batch 256 vs the reference's", "≤ 0.25×",
                          f"{m:.2f}× ({_g(r256['peak_memory_mb'])} MB)", _verdict(m <= 0.25), where])
     for path, d in _load("decode_cuda-*.json"):
-        where = f"`{os.path.basename(path)}`" + _interrupted(d)
+        where = f"`{os.path.basename(path)}`" + _interrupted(d["environment"])
         top = _best(d["rows"], decoder="spiralnet++-coma", batch=256)
         if top:
             rows.append(["GPU: spiralnet++-coma, batch 256, best precision within tolerance", "≥ 100,000 meshes/s",

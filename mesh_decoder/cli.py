@@ -150,9 +150,7 @@ def _add_bench(sub) -> None:
 def _run_bench(args) -> int:
     from .bench.harness import run_from_args
 
-    if args.output_dir is not None and not args.memory_probe:
-        check_output_path(args.output_dir, "--output-dir", directory=True)
-    return int(run_from_args(args) or 0)
+    return int(run_from_args(args) or 0)  # it checks --output-dir before any work
 
 
 # ------------------------------------------------------------------- train, evaluate

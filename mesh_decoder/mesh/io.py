@@ -237,6 +237,20 @@ def _plain(text: str) -> bool:
     return text.isascii() and "_" not in text
 
 
+def _strict_int(text: str) -> int:
+    """``int(text)`` for file syntax only (see :func:`_plain`); ``ValueError`` otherwise."""
+    if not _plain(text):
+        raise ValueError(text)
+    return int(text)
+
+
+def _strict_float(text: str) -> float:
+    """``float(text)`` for file syntax only (see :func:`_plain`); ``ValueError`` otherwise."""
+    if not _plain(text):
+        raise ValueError(text)
+    return float(text)
+
+
 def _parse_landmark(path: str, comment: str, where, out: dict) -> None:
     """Parse ``landmark <name> <index>`` from a comment's text (without the comment marker)."""
     fields = comment.split()
@@ -252,9 +266,7 @@ def _parse_landmark(path: str, comment: str, where, out: dict) -> None:
     except UnicodeEncodeError:
         raise MeshFileError(path, f"landmark name {_clip(name)}: expected UTF-8 text", where) from None
     try:
-        if not _plain(token):
-            raise ValueError(token)
-        index = int(token)
+        index = _strict_int(token)
     except ValueError:
         raise MeshFileError(path, f"landmark {_clip(name)}: expected an integer vertex index, found {_clip(token)}", where) from None
     if name in out:
@@ -278,9 +290,7 @@ def _to_floats(path: str, rows: Sequence[Sequence[str]], lines: Sequence, what: 
         for row, where in zip(rows, lines):
             for tok in row:
                 try:
-                    if not _plain(tok):
-                        raise ValueError(tok)
-                    float(tok)
+                    _strict_float(tok)
                 except ValueError:
                     raise MeshFileError(path, f"{what}: expected a number, found {_clip(tok)}", where) from None
         raise  # pragma: no cover - the loop above always finds the culprit
@@ -300,9 +310,7 @@ def _to_ints(path: str, tokens: Sequence[str], where_of, what: str) -> np.ndarra
     except (ValueError, OverflowError):
         for i, tok in enumerate(tokens):
             try:
-                if not _plain(tok):
-                    raise ValueError(tok)
-                value = int(tok)
+                value = _strict_int(tok)
             except ValueError:
                 raise MeshFileError(path, f"{what}: expected an integer, found {_clip(tok)}", where_of(i)) from None
             if not -(2**62) < value < 2**62:
@@ -841,9 +849,7 @@ def _read_off_careful(path: str, lines: list[str]) -> _Parts:
     if len(counts) != 3:
         raise MeshFileError(path, f"OFF counts: expected 3 integers 'V F E', found {_clip(' '.join(counts))}", counts_ln)
     try:
-        if not _plain("".join(counts)):
-            raise ValueError("not plain")
-        nv, nf, _ = (int(c) for c in counts)
+        nv, nf, _ = (_strict_int(c) for c in counts)
     except ValueError:
         raise MeshFileError(path, f"OFF counts: expected 3 integers 'V F E', found {_clip(' '.join(counts))}", counts_ln) from None
     if nv < 0 or nf < 0:
@@ -1046,7 +1052,7 @@ def _parse_ply_header(path: str, data: bytes) -> _PlyHeader:
             if len(fields) != 2:
                 raise MeshFileError(path, f"PLY header: expected 'element <name> <count>', found {_clip(stripped)}", ln)
             try:
-                count = int(fields[1]) if _plain(fields[1]) else -1
+                count = _strict_int(fields[1])
             except ValueError:
                 count = -1
             if count < 0:

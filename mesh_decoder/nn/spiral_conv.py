@@ -306,8 +306,7 @@ class BagCache:
     copy built for the largest batch seen serves every smaller one. The copy is a
     cache of data derived from a layer's buffers (rebuilt when the dtype changes or
     the gather's tensors are replaced or changed in place; :meth:`clear` drops it),
-    not graph data of its own. It serves
-    CPU inference only (:func:`embedding_bag_sum`).
+    not graph data of its own. It serves CPU inference only (:func:`embedding_bag_sum`).
 
     It also keeps a layer's rearranged spiral weight (``blocks``, see
     :func:`_cached_blocks`).
@@ -430,10 +429,10 @@ def _cached_blocks(weight: Tensor, S: int, cache: BagCache | None) -> Tensor:
             or (weight.requires_grad and torch.is_grad_enabled())
             or (weight.is_cuda and torch.cuda.is_current_stream_capturing())):
         return spiral_weight_blocks(weight, S)
-    try:
-        key = (token, weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape), S)
-    except RuntimeError:  # an inference tensor keeps no version counter
+    version = _version(weight)
+    if version is None:  # an inference tensor: no version counter to see in-place changes by
         return spiral_weight_blocks(weight, S)
+    key = (token, weight.data_ptr(), version, weight.dtype, weight.device, tuple(weight.shape), S)
     if cache.blocks_key != key or cache.blocks_of is not weight:
         cache.blocks = spiral_weight_blocks(weight, S).detach()
         cache.blocks_of, cache.blocks_key = weight, key
@@ -628,13 +627,13 @@ class _SharedBags:
         V, N = index.shape
         if batch * V * N * (index.element_size() + weight.element_size()) > SHARED_BAG_BYTES:
             return None
-        try:
-            index_key = (index.untyped_storage().data_ptr(), index.storage_offset(), tuple(index.shape),
-                         index.stride(), index.device, index._version, rows_per_sample)
-            weight_key = (weight.untyped_storage().data_ptr(), weight.storage_offset(), tuple(weight.shape),
-                          weight.stride(), weight.dtype, weight._version)
-        except RuntimeError:  # an inference tensor keeps no version counter
+        index_version, weight_version = _version(index), _version(weight)
+        if index_version is None or weight_version is None:  # inference tensors: in-place changes unseen
             return None
+        index_key = (index.untyped_storage().data_ptr(), index.storage_offset(), tuple(index.shape),
+                     index.stride(), index.device, index_version, rows_per_sample)
+        weight_key = (weight.untyped_storage().data_ptr(), weight.storage_offset(), tuple(weight.shape),
+                      weight.stride(), weight.dtype, weight_version)
         with self._lock:
             entry = self.entries.pop(index_key, None)
             if entry is None or entry.rows.shape[0] < batch * V:

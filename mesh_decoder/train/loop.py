@@ -489,12 +489,12 @@ def train(
             raise TrainingError(f"{ckpt_path}: no checkpoint to resume from")
         checkpoint = load_checkpoint(ckpt_path)
         check_training_meta(ckpt_path, checkpoint.meta)
-        diff = [k for k in config_differences(checkpoint.meta.get("config", {}), config.to_dict())
+        diff = [k for k in config_differences(checkpoint.meta["config"], config.to_dict())
                 if k not in RESUMABLE_KEYS]
         if diff:
             raise TrainingError(f"{ckpt_path}: the config differs from the checkpoint's in {diff}; only "
                                 f"{sorted(RESUMABLE_KEYS)} may change on resume")
-        done, in_epoch = int(checkpoint.meta["epoch"]), int(checkpoint.meta["batch_in_epoch"])
+        done, in_epoch = checkpoint.meta["epoch"], checkpoint.meta["batch_in_epoch"]  # checked ints
         if config.training.epochs < done + (in_epoch > 0):
             trained = f"{done} epochs" + (f" and {in_epoch} batches of epoch {done + 1}" if in_epoch else "")
             raise TrainingError(f"{ckpt_path}: training.epochs: expected at least {done + (in_epoch > 0)} (the "
