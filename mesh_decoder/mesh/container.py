@@ -15,9 +15,14 @@ __all__ = ["Mesh"]
 
 
 def _as_array(value, name: str, dtype, cols: int | None) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype == object:
-        raise MeshValidationError(f"{name}: expected a numeric array, got dtype object")
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise MeshValidationError(f"{name}: expected a rectangular numeric array, got {type(value).__name__}: {exc}") from None
+    except (TypeError, RuntimeError) as exc:  # e.g. a CUDA tensor or one that requires grad
+        raise TypeError(f"{name}: expected a numpy array (or array-like), got {type(value).__name__}: {exc}") from None
+    if arr.dtype.kind not in "iuf":  # complex would lose its imaginary part, text would be parsed
+        raise MeshValidationError(f"{name}: expected a numeric array (integers or floats), got dtype {arr.dtype}")
     if np.issubdtype(dtype, np.integer) and arr.size and not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise MeshValidationError(f"{name}: expected integer indices, got non-integer values")
@@ -39,10 +44,12 @@ class Mesh:
         uv_faces: ``(F, 3)`` int64 indices into ``uv``, one per face corner, or ``None``.
             Per-corner UVs let a seam vertex carry two UVs without splitting it.
         colors: ``(V, 3)`` float64 RGB in ``[0, 1]``, or ``None``.
-        landmarks: name -> vertex index.
+        landmarks: name -> vertex index (``None``: no landmarks).
 
-    The constructor converts dtypes and checks shapes; :meth:`validate` checks
-    topology and values.
+    The constructor, and every later assignment to a field, converts dtypes and
+    checks shapes; :meth:`validate` checks the fields against each other,
+    topology and values. Arrays that already have the schema's dtype and are
+    contiguous are used as given, not copied (use :meth:`copy` for a deep copy).
     """
 
     vertices: np.ndarray
@@ -52,27 +59,33 @@ class Mesh:
     colors: np.ndarray | None = None
     landmarks: Mapping[str, int] = field(default_factory=dict)
 
+    def __setattr__(self, name: str, value) -> None:
+        # Every assignment, in the constructor or later, converts to the schema's dtype and
+        # checks the shape, so validate() and the writers never see int32 faces (whose index
+        # keys would wrap) or a 1-D array. Checks between fields are in _check_layout.
+        if name in _SCHEMA:
+            dtype, cols, optional = _SCHEMA[name]
+            if not (optional and value is None):
+                value = _as_array(value, name, dtype, cols)
+        elif name == "landmarks":
+            value = _landmark_dict(value)
+        object.__setattr__(self, name, value)
+
     def __post_init__(self) -> None:
-        self.vertices = _as_array(self.vertices, "vertices", np.float64, 3)
-        self.faces = _as_array(self.faces, "faces", np.int64, 3)
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Checks between fields: UVs both or neither, one ``uv_faces`` row per face, one colour per vertex."""
         if (self.uv is None) != (self.uv_faces is None):
             raise MeshValidationError("uv and uv_faces: expected both or neither, got only one")
-        if self.uv is not None:
-            self.uv = _as_array(self.uv, "uv", np.float64, 2)
-            self.uv_faces = _as_array(self.uv_faces, "uv_faces", np.int64, 3)
-            if self.uv_faces.shape[0] != self.faces.shape[0]:
-                raise MeshValidationError(
-                    f"uv_faces: expected {self.faces.shape[0]} rows (one per face), "
-                    f"got {self.uv_faces.shape[0]}"
-                )
-        if self.colors is not None:
-            self.colors = _as_array(self.colors, "colors", np.float64, 3)
-            if self.colors.shape[0] != self.vertices.shape[0]:
-                raise MeshValidationError(
-                    f"colors: expected {self.vertices.shape[0]} rows (one per vertex), "
-                    f"got {self.colors.shape[0]}"
-                )
-        self.landmarks = {str(k): _landmark_index(str(k), v) for k, v in dict(self.landmarks).items()}
+        if self.uv_faces is not None and self.uv_faces.shape[0] != self.faces.shape[0]:
+            raise MeshValidationError(
+                f"uv_faces: expected {self.faces.shape[0]} rows (one per face), got {self.uv_faces.shape[0]}"
+            )
+        if self.colors is not None and self.colors.shape[0] != self.vertices.shape[0]:
+            raise MeshValidationError(
+                f"colors: expected {self.vertices.shape[0]} rows (one per vertex), got {self.colors.shape[0]}"
+            )
 
     # ------------------------------------------------------------------ basics
     @property
@@ -152,12 +165,14 @@ class Mesh:
     def validate(self) -> "Mesh":
         """Check values and topology; return ``self`` or raise :class:`MeshValidationError`.
 
-        Checks: finite positions, UVs and colours; face indices in range;
+        Checks: the fields' row counts agree (also after assignments); finite
+        positions, UVs and colours; face indices in range;
         no degenerate faces (a repeated index); no duplicate faces (same vertex
         set); every edge used by at most two faces (non-manifold edges named by
         their vertex ids); consistent winding (no directed edge used twice);
-        landmark indices in range.
+        landmark names are strings and their indices integers in range.
         """
+        self._check_layout()
         V = self.num_vertices
         if V == 0 or self.num_faces == 0:
             raise MeshValidationError(f"expected at least one vertex and one face, got V={V}, F={self.num_faces}")
@@ -217,10 +232,36 @@ class Mesh:
                 )
         if self.colors is not None:
             _check_finite(self.colors, "colors")
-        for name, idx in self.landmarks.items():
+        for name, idx in self.landmarks.items():  # the dict may have been edited in place
+            if not isinstance(name, str):
+                raise MeshValidationError(f"landmark names: expected strings, got {name!r} ({type(name).__name__})")
+            idx = _landmark_index(name, idx)
             if not 0 <= idx < V:
                 raise MeshValidationError(f"landmark {name!r}: expected a vertex index in [0, {V}), got {idx}")
         return self
+
+
+#: field -> (dtype, columns, may be None)
+_SCHEMA = {
+    "vertices": (np.float64, 3, False),
+    "faces": (np.int64, 3, False),
+    "uv": (np.float64, 2, True),
+    "uv_faces": (np.int64, 3, True),
+    "colors": (np.float64, 3, True),
+}
+
+
+def _landmark_dict(value) -> dict[str, int]:
+    """Landmarks as a new ``{str: int}`` dict; ``None`` is no landmarks."""
+    if value is None:
+        return {}
+    try:
+        pairs = dict(value)
+    except (TypeError, ValueError):
+        raise MeshValidationError(
+            f"landmarks: expected a mapping name -> vertex index, got {type(value).__name__}"
+        ) from None
+    return {str(k): _landmark_index(str(k), v) for k, v in pairs.items()}
 
 
 def _landmark_index(name: str, value) -> int:

@@ -211,12 +211,12 @@ def _text_lines(path: str, data: bytes) -> list[str]:
     Bytes that are not UTF-8 survive as surrogate escapes, so they are
     reported as non-numeric tokens where they matter and ignored in comments.
     """
+    nul = data.find(b"\x00")
+    if nul >= 0:  # offset in the file; lines end at LF, CRLF or a lone CR, as below
+        line = len(re.findall(rb"\r\n|\r|\n", data[:nul])) + 1
+        raise MeshFileError(path, f"binary data (NUL byte at offset {nul}) in a text mesh format", line)
     if data.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
         data = data[3:]
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
-        raise MeshFileError(path, f"binary data (NUL byte at offset {nul}) in a text mesh format", line)
     text = data.decode("utf-8", errors="surrogateescape")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")

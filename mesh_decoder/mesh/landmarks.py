@@ -108,10 +108,18 @@ def nearest_vertices(points: np.ndarray, targets: Mapping[str, tuple[float, ...]
     if points.ndim != 2 or points.shape[0] == 0:
         raise ValueError(f"points: expected a non-empty (V, D) array, got shape {points.shape}")
     names = list(targets)
+    if not names:
+        return {}
     query = np.asarray([targets[n] for n in names], dtype=np.float64)  # (K, D)
     if query.ndim != 2 or query.shape[1] != points.shape[1]:
         raise ValueError(
             f"targets: expected {points.shape[1]} coordinates per landmark, got array of shape {query.shape}"
         )
+    if not np.isfinite(points).all():
+        raise ValueError("points: expected finite coordinates, got NaN or inf")
+    bad = ~np.isfinite(query).all(axis=1)
+    if bad.any():
+        name = names[int(np.flatnonzero(bad)[0])]
+        raise ValueError(f"targets[{name!r}]: expected finite coordinates, got {list(targets[name])}")
     _, index = cKDTree(points).query(query)
     return {n: int(i) for n, i in zip(names, index)}

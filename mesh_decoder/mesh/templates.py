@@ -414,6 +414,8 @@ def _controls(controls: Mapping[str, object] | None, v: int) -> tuple[dict[str, 
         detail = np.asarray(detail, dtype=np.float64)
         if detail.ndim != 2 or detail.shape[1] != v:
             raise ValueError(f"controls['detail']: expected shape (N, {v}), got {detail.shape}")
+        if not np.isfinite(detail).all():
+            raise ValueError("controls['detail']: expected finite values, got NaN or inf")
         sizes.add(detail.shape[0])
     if len(sizes) > 1:
         raise ValueError(f"controls: expected one batch size N, got sizes {sorted(sizes)}")
@@ -535,6 +537,8 @@ def face_surface(s, y, controls: Mapping[str, object] | None = None) -> np.ndarr
     y = np.asarray(y, dtype=np.float64)
     if s.ndim != 1 or s.shape != y.shape:
         raise ValueError(f"s, y: expected two (V,) arrays, got shapes {s.shape} and {y.shape}")
+    if not (np.isfinite(s).all() and np.isfinite(y).all()):
+        raise ValueError("s, y: expected finite canonical coordinates, got NaN or inf")
     c, detail, n = _controls(controls, s.shape[0])
     theta = s / R0  # (V,)
     r = _base_radius(theta, y) + _relief(s, y, c)  # (N, V)
@@ -663,7 +667,12 @@ def icosphere(subdivisions: int = 3, radius: float = 100.0) -> Mesh:
         raise TypeError(f"subdivisions: expected an int, got {type(subdivisions).__name__}")
     if not 0 <= subdivisions <= 7:
         raise ValueError(f"subdivisions: expected an integer in [0, 7], got {subdivisions}")
-    radius = float(radius)
+    try:
+        if isinstance(radius, (bool, np.bool_, str, bytes)):
+            raise TypeError
+        radius = float(radius)  # numbers, numpy and torch scalars
+    except (TypeError, ValueError):
+        raise TypeError(f"radius: expected a positive finite number, got {radius!r} ({type(radius).__name__})") from None
     if not (math.isfinite(radius) and radius > 0):
         raise ValueError(f"radius: expected a positive finite number, got {radius}")
     t = (1.0 + math.sqrt(5.0)) / 2.0

@@ -64,6 +64,16 @@ def _map_size(size) -> tuple[int, int]:
     return h, w
 
 
+def _check_face_indices(mesh: Mesh) -> None:
+    """Face indices in ``[0, V)``: texel maps and UV charts index vertices with them."""
+    v = mesh.num_vertices
+    if mesh.faces.size and (mesh.faces.min() < 0 or mesh.faces.max() >= v):
+        raise MeshValidationError(
+            f"faces: expected vertex indices in [0, {v}), got range "
+            f"[{int(mesh.faces.min())}, {int(mesh.faces.max())}]"
+        )
+
+
 def _corner_uvs(mesh: Mesh) -> np.ndarray:
     """UV of every face corner, ``(F, 3, 2)``."""
     if not isinstance(mesh, Mesh):
@@ -71,6 +81,7 @@ def _corner_uvs(mesh: Mesh) -> np.ndarray:
     if mesh.uv is None:
         raise MeshValidationError("mesh: expected UVs (mesh.uv and mesh.uv_faces), got none; "
                                   "use automatic_uv() or ensure_uv() first")
+    mesh._check_layout()  # one uv_faces row per face, also after assignments to the fields
     t = mesh.uv.shape[0]
     if mesh.uv_faces.size and (mesh.uv_faces.min() < 0 or mesh.uv_faces.max() >= t):
         raise MeshValidationError(
@@ -215,7 +226,7 @@ def texel_map(mesh: Mesh, size, *, allow_overlap: bool = False, dtype: "torch.dt
         allow_overlap: if ``False`` (default), two UV triangles covering one texel
             centre raise :class:`MeshValidationError` naming them; if ``True`` the
             lower face index wins.
-        dtype: float dtype of ``weight``. Default ``torch.get_default_dtype()``.
+        dtype: torch floating-point dtype of ``weight``. Default ``torch.get_default_dtype()``.
 
     Returns:
         :class:`mesh_decoder.hierarchy.container.TexelMap` with ``index (H, W, 3)``
@@ -231,7 +242,10 @@ def texel_map(mesh: Mesh, size, *, allow_overlap: bool = False, dtype: "torch.dt
     from ..hierarchy.container import TexelMap
 
     h, w = _map_size(size)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype: expected a torch floating-point dtype such as torch.float32, got {dtype!r}")
     uv_tri = _corner_uvs(mesh)  # (F, 3, 2)
+    _check_face_indices(mesh)  # the map's index holds mesh.faces rows
     face, row, col, bary = _rasterize(uv_tri, h, w)
     texel = row * w + col  # (K,) flat texel index
     if face.size == 0:
@@ -434,6 +448,13 @@ def automatic_uv(mesh: Mesh, method: str = "auto", *, margin: float = 0.02, chec
     if mesh.num_vertices == 0 or mesh.num_faces == 0:
         raise MeshValidationError(
             f"automatic_uv: expected a mesh with vertices and faces, got V={mesh.num_vertices}, F={mesh.num_faces}"
+        )
+    _check_face_indices(mesh)
+    bad = ~np.isfinite(mesh.vertices).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise MeshValidationError(
+            f"vertices: expected finite values, got {mesh.vertices[row].tolist()} at row {row}"
         )
     builders = {"planar": _planar_uv, "cylindrical": _cylindrical_uv}
     if method in builders:

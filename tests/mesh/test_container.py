@@ -313,3 +313,104 @@ def test_copy_is_deep_and_applies_changes():
     assert m.vertices[0, 0] == 0.0 and m.colors[0, 0] != 0.5 and "b" not in m.landmarks
     assert m.copy(landmarks={}).landmarks == {} and m.landmarks == {"a": 1}
     assert repr(m) == "Mesh(V=4, F=2, colors, 1 landmarks)"
+
+
+# ----------------------------------------------------------------------------- assignments
+def _two_triangles_with_wrapping_int32_keys():
+    """V = 2000 and two disjoint faces whose sorted-face keys ``(a V + b) V + c`` agree modulo 2**32."""
+    V = 2000
+    for x in range(2, V):
+        a, rest = divmod((V + x) + 2**32, V * V)  # face (0, 1, x) has key V + x
+        b, c = divmod(rest, V)
+        if 1 < a < b < c < V:
+            return V, np.array([[0, 1, x], [a, b, c]])
+    raise AssertionError("no colliding pair")  # pragma: no cover
+
+
+def test_assigning_a_field_converts_its_dtype_and_checks_its_shape():
+    V, faces = _two_triangles_with_wrapping_int32_keys()
+    m = Mesh(np.random.default_rng(21).normal(size=(V, 3)), faces).validate()
+    m.faces = faces.astype(np.int32)  # int32 keys would wrap: a false "duplicated face"
+    assert m.faces.dtype == np.int64
+    assert m.validate() is m
+    m.vertices = m.vertices.astype(np.float32)
+    assert m.vertices.dtype == np.float64
+    with pytest.raises(MeshValidationError, match=r"vertices: expected shape \(N, 3\), got \(6000,\)"):
+        m.vertices = np.random.default_rng(22).normal(size=3 * V)
+    with pytest.raises(MeshValidationError, match="faces: expected integer indices"):
+        m.faces = faces + 0.5
+
+
+def test_validate_checks_row_counts_after_assignments(tmp_path):
+    from mesh_decoder.errors import MeshFileError
+    from mesh_decoder.mesh import save_mesh
+
+    rng = np.random.default_rng(23)
+    m = Mesh(SQUARE_V, SQUARE_F, uv=rng.random((4, 2)), uv_faces=SQUARE_F, colors=rng.random((4, 3)))
+    m.colors = rng.random((3, 3))
+    with pytest.raises(MeshValidationError, match=r"colors: expected 4 rows \(one per vertex\), got 3"):
+        m.validate()
+    with pytest.raises(MeshFileError, match="colors: expected 4 rows"):  # was numpy's ValueError from the writer
+        save_mesh(m, tmp_path / "m.ply")
+    m.colors = None
+    m.uv_faces = SQUARE_F[:1]
+    with pytest.raises(MeshValidationError, match=r"uv_faces: expected 2 rows \(one per face\), got 1"):
+        m.validate()
+    m.uv_faces = None
+    with pytest.raises(MeshValidationError, match="uv and uv_faces: expected both or neither"):
+        m.validate()
+    assert not list(tmp_path.iterdir())
+
+
+def test_validate_checks_landmarks_edited_in_place(tmp_path):
+    from mesh_decoder.errors import MeshFileError
+    from mesh_decoder.mesh import load_mesh, save_mesh
+
+    m = Mesh(SQUARE_V, SQUARE_F, landmarks={"a": 1})
+    m.landmarks["tip"] = 1.5  # was accepted and written as "# landmark tip 1.5", which load_mesh refuses
+    with pytest.raises(MeshValidationError, match=r"landmark 'tip': expected an integer vertex index, got 1.5"):
+        m.validate()
+    with pytest.raises(MeshFileError, match="landmark 'tip'"):
+        save_mesh(m, tmp_path / "m.obj")
+    del m.landmarks["tip"]
+    m.landmarks[7] = 2  # was a TypeError from the writer's name check
+    with pytest.raises(MeshValidationError, match=r"landmark names: expected strings, got 7 \(int\)"):
+        m.validate()
+    del m.landmarks[7]
+    m.landmarks["b"] = np.int64(2)
+    save_mesh(m, tmp_path / "m.obj")
+    assert load_mesh(tmp_path / "m.obj").landmarks == {"a": 1, "b": 2}
+    m.landmarks = {"c": np.int32(3)}  # assignment converts like the constructor
+    assert m.landmarks == {"c": 3} and type(m.landmarks["c"]) is int
+
+
+@pytest.mark.parametrize(
+    "value, dtype",
+    [
+        (np.random.default_rng(24).normal(size=(4, 3)) * (1 + 1j), "complex128"),  # imaginary part was dropped
+        (np.random.default_rng(25).normal(size=(4, 3)).astype(str), "<U"),  # text was parsed
+        (np.random.default_rng(26).random((4, 3)) > 0.5, "bool"),
+    ],
+)
+def test_constructor_rejects_non_real_dtypes(value, dtype):
+    with pytest.raises(MeshValidationError, match=f"vertices: expected a numeric array .*got dtype {dtype}"):
+        Mesh(value, SQUARE_F)
+    with pytest.raises(MeshValidationError, match="faces: expected a numeric array"):
+        Mesh(SQUARE_V, SQUARE_F.astype(complex))
+
+
+def test_landmarks_none_is_no_landmarks_and_bad_containers_are_named():
+    assert Mesh(SQUARE_V, SQUARE_F, landmarks=None).landmarks == {}  # was TypeError: 'NoneType' object is not iterable
+    with pytest.raises(MeshValidationError, match="landmarks: expected a mapping name -> vertex index, got int"):
+        Mesh(SQUARE_V, SQUARE_F, landmarks=3)
+    assert Mesh(SQUARE_V, SQUARE_F, landmarks=[("a", 1)]).landmarks == {"a": 1}
+
+
+def test_constructor_names_the_field_it_cannot_convert():
+    torch = pytest.importorskip("torch")
+    v = torch.tensor(np.random.default_rng(27).normal(size=(4, 3)), requires_grad=True)
+    with pytest.raises(TypeError, match="vertices: expected a numpy array .*requires grad"):  # was a RuntimeError
+        Mesh(v, SQUARE_F)
+    assert np.array_equal(Mesh(v.detach(), SQUARE_F).vertices, v.detach().numpy())
+    with pytest.raises(MeshValidationError, match="faces: expected a rectangular numeric array"):
+        Mesh(SQUARE_V, [[0, 1, 2], [1, 3]])

@@ -814,6 +814,22 @@ def _write(path, text):
     return path
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_nul_byte_is_placed_by_line_and_file_offset(tmp_path, newline, bom):
+    rng = np.random.default_rng(51)
+    rows = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in rng.normal(size=(4, 3))]
+    rows += ["f 1 2 3", "f 2 \x004 3", ""]  # the NUL is on line 6
+    data = bom + newline.join(rows).encode()
+    path = tmp_path / "nul.obj"
+    path.write_bytes(data)
+    # a CR-only file was reported at line 1, and the offset skipped the byte-order mark
+    offset = data.index(b"\x00")
+    with pytest.raises(MeshFileError, match=f"NUL byte at offset {offset}") as info:
+        load_mesh(path)
+    assert info.value.line == 6
+
+
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_mesh(tmp_path / "absent.obj")

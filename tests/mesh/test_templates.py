@@ -304,6 +304,22 @@ def test_face_surface_errors():
         face_surface(s, np.zeros(4))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_face_surface_refuses_non_finite_detail_and_coordinates(bad):
+    rng = np.random.default_rng(31)
+    s, y = rng.uniform(-60, 60, 6), rng.uniform(-90, 50, 6)
+    detail = rng.normal(size=(2, 6))
+    detail[1, 4] = bad  # used to give NaN positions silently, unlike every named control
+    with pytest.raises(ValueError, match=r"controls\['detail'\]: expected finite values"):
+        face_surface(s, y, {"detail": detail})
+    for k in (0, 1):
+        coords = [s.copy(), y.copy()]
+        coords[k][2] = bad
+        with pytest.raises(ValueError, match="s, y: expected finite canonical coordinates"):
+            face_surface(*coords)
+    assert np.isfinite(face_surface(s, y, {"detail": rng.normal(size=(2, 6))})).all()
+
+
 # ------------------------------------------------------------------------- UVs
 def test_face_uv(face):
     np.testing.assert_array_equal(face.uv_faces, face.faces)
@@ -424,6 +440,19 @@ def test_icosphere_errors():
         icosphere(2.0)
     with pytest.raises(ValueError, match="radius"):
         icosphere(1, radius=-1.0)
+
+
+@pytest.mark.parametrize("radius", ["50", True, np.array([50.0]), None])
+def test_icosphere_radius_must_be_a_number(radius):
+    with pytest.raises(TypeError, match="radius: expected a positive finite number"):  # "50" and True were accepted
+        icosphere(1, radius=radius)
+
+
+def test_icosphere_radius_takes_numpy_and_torch_scalars():
+    torch = pytest.importorskip("torch")
+    r = float(np.random.default_rng(32).uniform(10, 200))
+    for value in (np.float32(r), np.array(r), torch.tensor(r, dtype=torch.float64)):
+        np.testing.assert_allclose(np.linalg.norm(icosphere(1, radius=value).vertices, axis=1), float(value))
 
 
 def test_template_dispatch():

@@ -262,6 +262,33 @@ def test_texel_map_rejects_bad_input():
         texel_map(mesh.copy(uv=mesh.uv + 5.0), 16)
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, np.float32, "float32"])
+def test_texel_map_dtype_must_be_a_torch_float_dtype(dtype):
+    mesh = jittered_grid(3, 3, np.random.default_rng(6))
+    # torch.int64 used to give all-zero weights silently
+    with pytest.raises(TypeError, match="dtype: expected a torch floating-point dtype"):
+        texel_map(mesh, 16, dtype=dtype)
+    assert texel_map(mesh, 16, dtype=torch.float64).weight.dtype == torch.float64
+
+
+def test_uv_functions_refuse_out_of_range_faces_and_non_finite_vertices():
+    rng = np.random.default_rng(7)
+    mesh = jittered_grid(4, 4, rng)
+    bad_faces = mesh.faces.copy()
+    bad_faces[3, 1] = mesh.num_vertices + int(rng.integers(1, 100))
+    # texel_map used to return vertex indices past the end of the mesh
+    with pytest.raises(MeshValidationError, match=r"faces: expected vertex indices in \[0, 16\)"):
+        texel_map(mesh.copy(faces=bad_faces), 16)
+    plain = mesh.copy(uv=None, uv_faces=None)
+    for method in ("planar", "cylindrical", "auto"):
+        with pytest.raises(MeshValidationError, match=r"faces: expected vertex indices in \[0, 16\)"):  # was IndexError
+            automatic_uv(plain.copy(faces=bad_faces), method)
+        vertices = plain.vertices.copy()
+        vertices[5, 1] = np.nan
+        with pytest.raises(MeshValidationError, match="vertices: expected finite values, .* at row 5"):  # was LinAlgError
+            automatic_uv(plain.copy(vertices=vertices), method)
+
+
 # ---------------------------------------------------------------------- automatic UVs
 def test_planar_uv_of_a_flat_mesh_is_a_similarity():
     rng = np.random.default_rng(6)
