@@ -139,7 +139,8 @@ def build_hierarchy(
 
     Raises:
         TypeError: ``mesh`` is not a :class:`Mesh` or a parameter has the wrong type.
-        MeshValidationError: the mesh is invalid (NaN, non-manifold, inconsistent winding, ...).
+        MeshValidationError: the mesh is invalid (NaN, non-manifold, inconsistent winding,
+            coordinates beyond the float32 range, ...).
         HierarchyError: the factors leave fewer than 4 vertices, or the decimation fails.
     """
     if not isinstance(mesh, Mesh):
@@ -153,6 +154,13 @@ def build_hierarchy(
 
     with _timed(timings, "validate"):
         mesh.validate()
+        with np.errstate(over="ignore"):
+            fits = bool(np.isfinite(mesh.vertices.astype(np.float32)).all())
+        if not fits:
+            raise MeshValidationError(
+                f"vertices: expected magnitudes float32 can hold (up to {float(np.finfo(np.float32).max):.4g}; "
+                f"the hierarchy stores float32 positions), got {float(np.abs(mesh.vertices).max()):.4g}"
+            )
         check_manifold(mesh.vertices, mesh.faces)
         sizes = level_sizes(mesh.num_vertices, factors)
     meta = {

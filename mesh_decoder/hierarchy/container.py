@@ -6,6 +6,7 @@ to a device without openmesh.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -109,8 +110,25 @@ class MeshHierarchy:
     def template_hash(self) -> str | None:
         return self.meta.get("template_hash")
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "MeshHierarchy":
-        """A copy on ``device``; float tensors are cast to ``dtype`` if given."""
+    def to(
+        self, device: torch.device | str | torch.dtype | None = None, dtype: torch.dtype | None = None
+    ) -> "MeshHierarchy":
+        """A copy on ``device``; float tensors are cast to ``dtype`` if given.
+
+        As with :meth:`torch.nn.Module.to`, a dtype may be passed alone, ``h.to(torch.float64)``,
+        and only floating dtypes are accepted: index tensors stay int64 and masks bool.
+        ``meta`` is copied; tensors already on ``device`` in ``dtype`` are shared, as
+        :meth:`torch.Tensor.to` shares them.
+
+        Raises:
+            TypeError: ``dtype`` is not a floating ``torch.dtype``.
+        """
+        if isinstance(device, torch.dtype):
+            if dtype is not None:
+                raise TypeError(f"to: got a dtype twice ({device} as device and {dtype} as dtype)")
+            device, dtype = None, device
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype: expected a floating torch.dtype (e.g. torch.float64), got {dtype!r}")
 
         def move(t: torch.Tensor) -> torch.Tensor:
             if dtype is not None and t.is_floating_point():
@@ -127,5 +145,5 @@ class MeshHierarchy:
             up_index=[move(t) for t in self.up_index],
             up_weight=[move(t) for t in self.up_weight],
             texel_map=None if self.texel_map is None else move_obj(self.texel_map),
-            meta=dict(self.meta),
+            meta=copy.deepcopy(self.meta),
         )

@@ -17,6 +17,11 @@ the decimater before it reaches the target, it is relaxed in stages and finally
 dropped. The result is then checked against the fine surface (no flipped and no
 degenerate faces); on failure the level is redone with a stricter normal
 deviation, and if every setting fails a :class:`HierarchyError` is raised.
+OpenMesh works on a copy of the mesh centred on its bounding box and scaled into
+``[-1, 1]``, so the result does not depend on the units or the placement of the
+mesh beyond rounding (raw quadric errors grow with the fourth power of the scale,
+which stalls the decimater on large coordinates, and lose precision far from the
+origin).
 
 ``openmesh`` is imported inside :func:`decimate_mesh` only, so that loading and
 using a saved hierarchy never needs it.
@@ -127,13 +132,21 @@ def check_manifold(vertices: np.ndarray, faces: np.ndarray) -> None:
         faces: ``(F, 3)`` int64 faces with every edge shared by at most 2 faces.
 
     Raises:
-        MeshValidationError: naming the first offending vertex and the count.
+        MeshValidationError: naming the first offending vertex and the count (or bad
+            face shapes, dtypes or indices).
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     V = int(np.asarray(vertices).shape[0])
-    faces = np.asarray(faces, dtype=np.int64)
+    faces = np.asarray(faces)
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise MeshValidationError(f"faces: expected shape (F, 3), got {faces.shape}")
+    if faces.size and not np.issubdtype(faces.dtype, np.integer):
+        raise MeshValidationError(f"faces: expected integer indices, got dtype {faces.dtype}")
+    faces = faces.astype(np.int64, copy=False)
+    if faces.size and (faces.min() < 0 or faces.max() >= V):
+        raise MeshValidationError(f"faces: expected indices in [0, {V}), got [{faces.min()}, {faces.max()}]")
     F = faces.shape[0]
     corner_vertex = faces.reshape(-1)  # (3F,) vertex of corner 3f+k
     used = np.bincount(corner_vertex, minlength=V)
@@ -320,12 +333,20 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
         return Decimation(vertices.copy(), faces.copy(), np.arange(V, dtype=np.int64))
 
     openmesh = _import_openmesh()
+    # OpenMesh ranks collapses by quadric errors (squared distances times areas): on raw
+    # coordinates they stall the decimater for large meshes (a grid scaled by 2**40 stopped
+    # at once) and lose precision far from the origin. Decimate a copy centred on its
+    # bounding box and scaled into [-1, 1]; only the kept indices are used, positions
+    # come from `vertices`.
+    low, high = vertices.min(axis=0), vertices.max(axis=0)
+    half = float((high / 2 - low / 2).max())  # halves first: no overflow near the float64 limit
+    work = (vertices - (low / 2 + high / 2)) / (half if half > 0 else 1.0)
     failures = []
     for deviation in _NORMAL_DEVIATIONS:
         current, cur_faces = np.arange(V, dtype=np.int64), faces
         for aspect_ratio in _ASPECT_RATIO_STAGES:
             current, cur_faces = _collapse_once(
-                openmesh, vertices, cur_faces, current, num_vertices, deviation, aspect_ratio
+                openmesh, work, cur_faces, current, num_vertices, deviation, aspect_ratio
             )
             if current.size <= num_vertices:
                 break
@@ -335,8 +356,8 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
                 f"expected {num_vertices}"
             )
             break  # a stricter limit only stops earlier
-        flipped = flipped_faces(vertices, faces, cur_faces)
-        degenerate = degenerate_faces(vertices, cur_faces)
+        flipped = flipped_faces(work, faces, cur_faces)  # both tests are scale-free: `work` keeps them in range
+        degenerate = degenerate_faces(work, cur_faces)
         if flipped.size == 0 and degenerate.size == 0:
             break
         failures.append(

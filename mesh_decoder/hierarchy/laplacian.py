@@ -30,6 +30,9 @@ __all__ = ["mesh_edge_index", "scaled_laplacian"]
 def mesh_edge_index(faces: np.ndarray | torch.Tensor, num_vertices: int) -> np.ndarray:
     """Directed edges of a triangle mesh, both directions, unique, sorted by (row, col).
 
+    Self-loops (from a degenerate face with a repeated index) are dropped, as
+    :func:`torch_geometric.utils.get_laplacian` and :func:`mesh_decoder.nn.mesh_edge_index` drop them.
+
     Args:
         faces: ``(F, 3)`` int faces.
         num_vertices: ``V``; all indices must lie in ``[0, V)``.
@@ -48,12 +51,17 @@ def mesh_edge_index(faces: np.ndarray | torch.Tensor, num_vertices: int) -> np.n
     if not np.issubdtype(faces.dtype, np.integer):
         raise HierarchyError(f"faces: expected an integer array, got dtype {faces.dtype}")
     faces = faces.astype(np.int64, copy=False)
+    if isinstance(num_vertices, (bool, np.bool_)) or not isinstance(num_vertices, (int, np.integer)):
+        raise TypeError(f"num_vertices: expected an int, got {type(num_vertices).__name__} {num_vertices!r}")
     V = int(num_vertices)
+    if V < 0:
+        raise HierarchyError(f"num_vertices: expected an int >= 0, got {V}")
     if faces.size and (faces.min() < 0 or faces.max() >= V):
         raise HierarchyError(f"faces: expected indices in [0, {V}), got [{faces.min()}, {faces.max()}]")
     src = faces[:, [0, 1, 2, 1, 2, 0]].reshape(-1)  # (6F,) each edge in both directions
     dst = faces[:, [1, 2, 0, 0, 1, 2]].reshape(-1)  # (6F,)
-    key = np.unique(src * V + dst)  # (E,) sorted by (row, col)
+    loop = src == dst  # a degenerate face (repeated index) would add a self-loop: no diagonal, as documented
+    key = np.unique(src[~loop] * V + dst[~loop])  # (E,) sorted by (row, col)
     return np.stack([key // V, key % V])  # (2, E)
 
 

@@ -116,6 +116,20 @@ def _closest_on_degenerate(p, a, b, c):
     return out
 
 
+def _positions(x, name: str) -> np.ndarray:
+    """``x`` as a contiguous finite float64 ``(N, 3)`` array, or a :class:`HierarchyError`."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != 3:
+        raise HierarchyError(f"{name}: expected shape (N, 3), got {x.shape}")
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise HierarchyError(f"{name}: expected a real-valued array, got dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if not np.isfinite(x).all():
+        bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+        raise HierarchyError(f"{name}: expected finite values, got NaN or infinity (row {bad}: {x[bad].tolist()})")
+    return x
+
+
 def _flatten_ball(lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(point, item) pairs from ``cKDTree.query_ball_point``'s array of lists."""
     counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
@@ -133,7 +147,7 @@ def closest_points_on_surface(
     2. Certificate: a triangle with centroid ``m`` and bounding radius ``r``
        (around ``m``) is at distance at least ``|p - m| - r``. Every triangle with
        ``|p - m| - r <= d`` is evaluated too. For points with ``d <= D0`` (the
-       median triangle radius; nearly all points of a mesh close to the surface)
+       95th percentile of the first-pass distances: nearly all points)
        these triangles are found from the triangles' side, one ball query of
        radius ``r + D0`` per triangle over a tree of the points; the remaining
        points query the centroid tree with radius ``d + max(r)``. Triangles never
@@ -150,13 +164,30 @@ def closest_points_on_surface(
         ``(face (N,) int64, bary (N, 3) float64, sqdist (N,) float64)``: the
         closest triangle, the barycentrics of the closest point in it, and the
         squared distance.
+
+    Raises:
+        HierarchyError: bad shapes, non-finite positions, face indices out of range,
+            no faces, or ``k < 1``.
     """
-    points = np.ascontiguousarray(points, dtype=np.float64)
-    vertices = np.ascontiguousarray(vertices, dtype=np.float64)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise HierarchyError(f"k: expected an int >= 1, got {k!r}")
+    points = _positions(points, "points")
+    vertices = _positions(vertices, "vertices")
+    faces = np.asarray(faces)
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise HierarchyError(f"faces: expected shape (F, 3), got {faces.shape}")
+    if faces.size and not np.issubdtype(faces.dtype, np.integer):
+        raise HierarchyError(f"faces: expected an integer array, got dtype {faces.dtype}")
     faces = np.ascontiguousarray(faces, dtype=np.int64)
     N, F = points.shape[0], faces.shape[0]
     if F == 0:
         raise HierarchyError("closest point on a surface: the mesh has no faces")
+    if faces.min() < 0 or faces.max() >= vertices.shape[0]:
+        raise HierarchyError(
+            f"faces: expected indices in [0, {vertices.shape[0]}), got [{int(faces.min())}, {int(faces.max())}]"
+        )
+    if N == 0:  # np.quantile of no distances below would fail
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 3)), np.zeros(0)
     tri = vertices[faces]  # (F, 3, 3)
     centroid = tri.mean(axis=1)  # (F, 3)
     radius = np.sqrt(((tri - centroid[:, None]) ** 2).sum(-1).max(-1))  # (F,)
@@ -245,9 +276,17 @@ def upsample_operator(
     Returns:
         ``(index (V_f, 3) int64, weight (V_f, 3) float64)`` with non-negative
         weights summing to 1.
+
+    Raises:
+        HierarchyError: bad shapes, non-finite positions, or ``down`` out of range or
+            with a repeated index.
     """
-    fine_vertices = np.asarray(fine_vertices, dtype=np.float64)
-    coarse_faces = np.asarray(coarse_faces, dtype=np.int64)
+    fine_vertices = _positions(fine_vertices, "fine_vertices")
+    coarse_vertices = _positions(coarse_vertices, "coarse_vertices")
+    coarse_faces = np.asarray(coarse_faces)
+    if coarse_faces.size and not np.issubdtype(coarse_faces.dtype, np.integer):
+        raise HierarchyError(f"coarse_faces: expected an integer array, got dtype {coarse_faces.dtype}")
+    coarse_faces = coarse_faces.astype(np.int64, copy=False)
     Vf = fine_vertices.shape[0]
     index = np.empty((Vf, 3), dtype=np.int64)
     weight = np.empty((Vf, 3), dtype=np.float64)
@@ -259,6 +298,13 @@ def upsample_operator(
             raise HierarchyError(f"down: expected shape ({Vc},), got {down.shape}")
         if down.size and (down.min() < 0 or down.max() >= Vf):
             raise HierarchyError(f"down: expected indices in [0, {Vf}), got [{down.min()}, {down.max()}]")
+        repeated = np.unique(down, return_counts=True)
+        if (repeated[1] > 1).any():
+            i = int(repeated[0][np.flatnonzero(repeated[1] > 1)[0]])
+            raise HierarchyError(
+                f"down: expected distinct indices (one fine vertex per coarse vertex), got fine vertex {i} "
+                f"{int(repeated[1].max())} times"
+            )
         index[down] = np.arange(Vc, dtype=np.int64)[:, None]  # (V_c, 1) broadcast to (V_c, 3)
         weight[down] = (1.0, 0.0, 0.0)
         search[down] = False

@@ -103,6 +103,7 @@ def _check_range(t: torch.Tensor, name: str, low: int, high: int) -> None:
 def _check_weights(w: torch.Tensor, name: str) -> None:
     if w.numel() == 0:
         return
+    w = w.detach()
     # rounding each of a row's weights to w.dtype moves the sum by up to half an eps each
     atol = max(_WEIGHT_ATOL, w.shape[-1] * torch.finfo(w.dtype).eps)
     if float(w.min()) < -atol:
@@ -197,19 +198,20 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy())
 
 
-def _arrays_of(h: MeshHierarchy) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
+def _tensors_of(h: MeshHierarchy) -> dict[str, torch.Tensor]:
+    """Every tensor of ``h`` under its file schema name."""
+    tensors: dict[str, torch.Tensor] = {}
     for l, lvl in enumerate(h.levels):
         for name in _LEVEL_FIELDS:
-            arrays[f"level{l}/{name}"] = _to_numpy(getattr(lvl, name))
+            tensors[f"level{l}/{name}"] = getattr(lvl, name)
     for l in range(len(h.down)):
-        arrays[f"down{l}"] = _to_numpy(h.down[l])
-        arrays[f"up{l}/index"] = _to_numpy(h.up_index[l])
-        arrays[f"up{l}/weight"] = _to_numpy(h.up_weight[l])
+        tensors[f"down{l}"] = h.down[l]
+        tensors[f"up{l}/index"] = h.up_index[l]
+        tensors[f"up{l}/weight"] = h.up_weight[l]
     if h.texel_map is not None:
         for name in _TEXEL_FIELDS:
-            arrays[f"texel/{name}"] = _to_numpy(getattr(h.texel_map, name))
-    return arrays
+            tensors[f"texel/{name}"] = getattr(h.texel_map, name)
+    return tensors
 
 
 def _expected_keys(num_levels: int, texel: bool) -> set[str]:
@@ -254,10 +256,13 @@ def save_hierarchy(h: MeshHierarchy, path: str | os.PathLike) -> Path:
         TypeError: ``h.meta`` is not JSON-serialisable.
     """
     check_hierarchy(h)
-    if any(t.dtype == torch.bfloat16 for t in h.up_weight + [l.vertices for l in h.levels]):
-        raise HierarchyError(f"{os.fspath(path)}: expected float16, float32 or float64 tensors, got bfloat16, "
-                             "which .npz cannot hold; save the hierarchy before casting it")
-    arrays = _arrays_of(h)
+    tensors = _tensors_of(h)
+    bf16 = sorted(name for name, t in tensors.items() if t.dtype == torch.bfloat16)
+    if bf16:
+        raise HierarchyError(f"{os.fspath(path)}: expected float16, float32 or float64 tensors, got bfloat16 "
+                             f"({', '.join(bf16[:3])}{' ...' if len(bf16) > 3 else ''}), which .npz cannot hold; "
+                             "save the hierarchy before casting it")
+    arrays = {name: _to_numpy(t) for name, t in tensors.items()}
     try:
         meta = json.loads(_canonical_json(h.meta))
     except (TypeError, ValueError) as err:
@@ -352,7 +357,13 @@ def _load(path: Path, expected_template_hash) -> MeshHierarchy:
         _fail("checksum mismatch: the file was corrupted or modified after it was written")
 
     def t(name: str) -> torch.Tensor:
-        return torch.from_numpy(arrays[name])
+        arr = arrays[name]
+        try:
+            return torch.from_numpy(arr)
+        except (TypeError, ValueError) as err:  # e.g. strings or a non-native byte order
+            raise HierarchyError(
+                f"{name}: expected a native-byte-order int64, bool or float array, got dtype {arr.dtype.str}"
+            ) from err
 
     levels = [
         HierarchyLevel(

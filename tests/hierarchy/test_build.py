@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from types import SimpleNamespace
 
@@ -15,7 +16,7 @@ from mesh_decoder.hierarchy import build as build_module
 from mesh_decoder.hierarchy.build import build_hierarchy, hierarchy_table
 from mesh_decoder.hierarchy.laplacian import scaled_laplacian
 from mesh_decoder.hierarchy.spirals import compute_spirals
-from mesh_decoder.hierarchy.storage import check_hierarchy, default_cache_dir, load_hierarchy
+from mesh_decoder.hierarchy.storage import _canonical_json, _checksum, check_hierarchy, default_cache_dir, load_hierarchy
 from mesh_decoder.mesh.container import Mesh
 from mesh_decoder.mesh.templates import face_template, head_template, icosphere
 from mesh_decoder.mesh.uv import ensure_uv, texel_map
@@ -212,6 +213,16 @@ def test_bad_input(small):
         build_hierarchy(small, cache_dir=3)
 
 
+def test_positions_beyond_float32_are_refused(small):
+    """The hierarchy stores float32 positions: 1e39 became infinity, silently, in a returned hierarchy."""
+    huge = small.copy(vertices=small.vertices * 1e37)  # |v| up to ~1e39
+    with pytest.raises(MeshValidationError, match=r"vertices: expected magnitudes float32 can hold .* got 1\.\d+e\+39"):
+        build_hierarchy(huge, factors=(), texture_size=None)
+    large = small.copy(vertices=small.vertices * 1e35)  # still within float32
+    h = build_hierarchy(large, factors=(), texture_size=None)
+    assert torch.isfinite(h.levels[0].vertices).all()
+
+
 def test_bowtie_is_rejected(small):
     # glue a second copy of the mesh to the first at one boundary vertex
     b = small.boundary_vertices()
@@ -313,7 +324,7 @@ def test_cache_key_covers_the_uvs(small, tmp_path, uvs):
     assert len(list(tmp_path.glob("hierarchy-*.npz"))) == 3
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "other_params", "other_template", "garbage"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "other_params", "other_template", "garbage", "byte_order"])
 def test_bad_cache_file_warns_and_rebuilds(small, tmp_path, counting, damage):
     good = build_hierarchy(small, cache_dir=tmp_path, **PARAMS)
     (path,) = tmp_path.glob("hierarchy-*.npz")
@@ -326,6 +337,14 @@ def test_bad_cache_file_warns_and_rebuilds(small, tmp_path, counting, damage):
         path.write_bytes(data[: len(data) // 3])
     elif damage == "garbage":
         path.write_bytes(b"\0" * 100)
+    elif damage == "byte_order":  # valid checksum, but an array torch cannot take
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        document = json.loads(str(arrays.pop("meta_json")[()]))
+        arrays["level0/vertices"] = arrays["level0/vertices"].astype(">f4")
+        document["checksum"] = _checksum(arrays, document)
+        with open(path, "wb") as fh:
+            np.savez(fh, meta_json=np.array(_canonical_json(document)), **arrays)
     else:
         other_dir = tmp_path / "other"
         if damage == "other_params":
@@ -336,7 +355,8 @@ def test_bad_cache_file_warns_and_rebuilds(small, tmp_path, counting, damage):
         path.write_bytes(other.read_bytes())  # a valid file under the wrong key
     calls = counting.calls
     expected = {"flip": "", "truncate": "not a readable", "garbage": "not a readable",
-                "other_params": "parameters differ", "other_template": "another template"}[damage]
+                "other_params": "parameters differ", "other_template": "another template",
+                "byte_order": "native-byte-order"}[damage]
     with pytest.warns(RuntimeWarning, match=f"ignoring the hierarchy cache file.*{expected}"):
         rebuilt = build_hierarchy(small, cache_dir=tmp_path, **PARAMS)
     assert counting.calls == calls + 2  # rebuilt, never a silently wrong hierarchy

@@ -211,6 +211,37 @@ def test_decimater_stopping_early_is_an_error():
         decimate_mesh(v, f, 3)
 
 
+@pytest.mark.parametrize("units", ["scaled", "moved"])
+def test_units_and_placement_do_not_change_the_decimation(units):
+    """Quadric errors on raw coordinates stalled the decimater on a grid scaled by 2**40 ("stopped at 224
+    vertices") and changed the result of a grid moved 3e5 away; the decimation is done in normalised units."""
+    rng = np.random.default_rng(11)
+    v, f = wavy_grid(rng, 16, 14)
+    base = decimate_mesh(v, f, 56)
+    w = v * 2.0**40 if units == "scaled" else v + np.array([3e5, -2e5, 1e5])
+    dec = decimate_mesh(w, f, 56)
+    check_level(w, f, dec, 56)
+    np.testing.assert_array_equal(dec.kept, base.kept)
+    np.testing.assert_array_equal(dec.faces, base.faces)
+    np.testing.assert_array_equal(dec.vertices, w[dec.kept])  # positions untouched by the normalisation
+
+
+def test_check_manifold_refuses_bad_faces_clearly():
+    rng = np.random.default_rng(12)
+    v, f = wavy_grid(rng, 5, 4)
+    bad = f.copy()
+    bad[3, 1] = -1
+    with pytest.raises(MeshValidationError, match=r"faces: expected indices in \[0, 20\), got \[-1, 19\]"):
+        check_manifold(v, bad)
+    bad[3, 1] = 25  # was reported as "vertex 20 is not used by any face", a vertex that does not exist
+    with pytest.raises(MeshValidationError, match=r"faces: expected indices in \[0, 20\), got \[0, 25\]"):
+        check_manifold(v, bad)
+    with pytest.raises(MeshValidationError, match=r"faces: expected shape \(F, 3\), got \(1, 4\)"):
+        check_manifold(v, np.array([[0, 1, 2, 3]]))
+    with pytest.raises(MeshValidationError, match="faces: expected integer indices, got dtype float64"):
+        check_manifold(v, f.astype(np.float64))
+
+
 def test_bad_input():
     rng = np.random.default_rng(5)
     v, f = wavy_grid(rng, 6, 5)

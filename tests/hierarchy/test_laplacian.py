@@ -131,3 +131,25 @@ def test_bad_input():
         scaled_laplacian(np.array([[0.0, 1.0, 2.0]]), 3)
     with pytest.raises(TypeError, match="floating"):
         scaled_laplacian(np.array([[0, 1, 2]]), 3, dtype=torch.int64)
+
+
+def test_degenerate_face_adds_no_diagonal():
+    """A face with a repeated index made a self-loop: a diagonal entry and a degree one too high."""
+    rng = np.random.default_rng(13)
+    _, faces = random_surface(rng, 5, 4)
+    V = 20
+    a, b = (int(x) for x in faces[0, :2])
+    with_degenerate = np.concatenate([faces, [[a, a, b]]])  # only adds edge (a, b), already there
+    index, weight = scaled_laplacian(with_degenerate, V, dtype=torch.float64)
+    assert not (index[0] == index[1]).any()
+    np.testing.assert_allclose(to_dense(index, weight, V), dense_reference(faces, V), atol=1e-15)
+    np.testing.assert_array_equal(mesh_edge_index(with_degenerate, V), mesh_edge_index(faces, V))
+
+
+@pytest.mark.parametrize("num_vertices", [True, 20.7, "20"])
+def test_num_vertices_must_be_an_int(num_vertices):
+    _, faces = random_surface(np.random.default_rng(14), 5, 4)
+    with pytest.raises(TypeError, match="num_vertices: expected an int"):
+        scaled_laplacian(faces, num_vertices)
+    with pytest.raises(HierarchyError, match="num_vertices: expected an int >= 0, got -1"):
+        scaled_laplacian(np.zeros((0, 3), dtype=np.int64), -1)

@@ -175,3 +175,42 @@ def test_bad_down():
         upsample_operator(v, coarse.vertices, coarse.faces, bad)
     with pytest.raises(HierarchyError, match="no faces"):
         closest_points_on_surface(v, coarse.vertices, np.zeros((0, 3), dtype=np.int64))
+
+
+def test_bad_points_faces_and_k_raise_clear_errors():
+    rng = np.random.default_rng(15)
+    v, f = wavy_grid(rng, 6, 6)
+    points = rng.normal(size=(7, 3))
+    with pytest.raises(HierarchyError, match="k: expected an int >= 1, got 0"):
+        closest_points_on_surface(points, v, f, k=0)
+    with pytest.raises(HierarchyError, match=r"points: expected shape \(N, 3\), got \(7, 2\)"):
+        closest_points_on_surface(points[:, :2], v, f)
+    with pytest.raises(HierarchyError, match=r"faces: expected indices in \[0, 36\), got \[0, 40\]"):
+        closest_points_on_surface(points, v, np.concatenate([f, [[0, 1, 40]]]))
+    with pytest.raises(HierarchyError, match=r"faces: expected indices in \[0, 36\), got \[-1, 35\]"):
+        closest_points_on_surface(points, v, np.concatenate([f, [[0, 1, -1]]]))
+    bad = points.copy()
+    bad[4, 2] = np.nan
+    with pytest.raises(HierarchyError, match=r"points: expected finite values, got NaN or infinity \(row 4"):
+        closest_points_on_surface(bad, v, f)
+    with pytest.raises(HierarchyError, match="faces: expected an integer array"):
+        closest_points_on_surface(points, v, f.astype(np.float64))
+
+
+def test_no_points_give_empty_results():
+    """With more faces than k, an empty query failed inside np.quantile (IndexError)."""
+    v, f = wavy_grid(np.random.default_rng(17), 6, 6)
+    face, bary, d2 = closest_points_on_surface(np.zeros((0, 3)), v, f)
+    assert face.shape == d2.shape == (0,) and bary.shape == (0, 3)
+    assert face.dtype == np.int64 and bary.dtype == d2.dtype == np.float64
+
+
+def test_repeated_down_index_is_refused():
+    """Two coarse vertices on one fine vertex silently lost the first one's self-mapping."""
+    rng = np.random.default_rng(16)
+    v, f = wavy_grid(rng, 8, 8)
+    coarse = decimate_mesh(v, f, 20)
+    bad = coarse.kept.copy()
+    bad[1] = bad[0]
+    with pytest.raises(HierarchyError, match=rf"down: expected distinct indices .* got fine vertex {bad[0]} 2 times"):
+        upsample_operator(v, coarse.vertices, coarse.faces, bad)

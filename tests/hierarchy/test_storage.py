@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -111,6 +112,51 @@ def test_round_trip_in_half_precision(hierarchy, tmp_path):
     wrong.up_weight[0][0, 0] += 0.05
     with pytest.raises(HierarchyError, match=r"up_weight\[0\]: expected weights summing to 1"):
         check_hierarchy(wrong)
+
+
+@pytest.mark.parametrize("field", ["laplacian_weight", "texel_weight"])
+def test_bfloat16_anywhere_is_refused_naming_the_file(hierarchy, tmp_path, field):
+    """Not only vertices and up-sampling weights: every float tensor is checked before writing."""
+    h = hierarchy.to()
+    if field == "laplacian_weight":
+        h.levels[1].laplacian_weight = h.levels[1].laplacian_weight.to(torch.bfloat16)
+        name = "level1/laplacian_weight"
+    else:
+        h.texel_map.weight = h.texel_map.weight.to(torch.bfloat16)
+        name = "texel/weight"
+    with pytest.raises(HierarchyError, match=rf"bf\.npz: expected float16, float32 or float64 tensors, got bfloat16 \({name}\)"):
+        save_hierarchy(h, tmp_path / "bf.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_to_takes_a_dtype_alone_and_only_floating_dtypes(hierarchy):
+    """As torch.nn.Module.to: h.to(torch.float64) casts; an integer dtype is refused, not truncating positions."""
+    double = hierarchy.to(torch.float64)
+    assert double.levels[0].vertices.dtype == double.up_weight[0].dtype == double.texel_map.weight.dtype == torch.float64
+    assert double.levels[0].faces.dtype == torch.int64 and double.texel_map.mask.dtype == torch.bool
+    check_hierarchy(double)
+    assert torch.equal(double.levels[1].vertices.float(), hierarchy.levels[1].vertices)
+    for dtype in (torch.int32, torch.int64, torch.bool, torch.complex64, "float64"):
+        with pytest.raises(TypeError, match="dtype: expected a floating torch.dtype"):
+            hierarchy.to(dtype=dtype)
+    with pytest.raises(TypeError, match="dtype twice"):
+        hierarchy.to(torch.float64, torch.float32)
+    assert hierarchy.levels[0].vertices.dtype == torch.float32  # unchanged
+
+
+def test_to_copies_meta(hierarchy):
+    copy = hierarchy.to("cpu")
+    copy.meta["factors"].append(99)
+    copy.meta["sizes"][0] = -1
+    assert hierarchy.meta["factors"] == [4, 4] and hierarchy.meta["sizes"][0] == 500
+
+
+def test_weights_that_require_grad_are_checked_without_warnings(hierarchy):
+    h = hierarchy.to(torch.float64)
+    h.up_weight[0].requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_hierarchy(h)
 
 
 def test_schema(hierarchy, tmp_path):
@@ -229,6 +275,26 @@ def test_inconsistent_arrays_with_valid_checksum(hierarchy, tmp_path, key, chang
     arrays[key] = change(arrays[key])
     rewrite(path, arrays, doc)
     with pytest.raises(HierarchyError, match=message):
+        load_hierarchy(path)
+
+
+@pytest.mark.parametrize(
+    "key, change, dtype",
+    [
+        ("level0/vertices", lambda a: a.astype(">f4"), ">f4"),
+        ("up1/index", lambda a: a.astype(">i8"), ">i8"),
+        ("level0/faces", lambda a: a.astype("U8"), "<U8"),
+    ],
+)
+def test_unconvertible_arrays_with_valid_checksum_name_the_file(hierarchy, tmp_path, key, change, dtype):
+    """Arrays torch cannot take (other byte order, strings) give a HierarchyError naming the file and
+    array, not a bare ValueError/TypeError, so the cache warns and rebuilds instead of crashing."""
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    arrays, doc = read_raw(path)
+    arrays[key] = change(arrays[key])
+    rewrite(path, arrays, doc)
+    with pytest.raises(HierarchyError, match=rf"h\.npz: {key}: expected a native-byte-order int64, bool or float array, "
+                                             rf"got dtype {dtype}"):
         load_hierarchy(path)
 
 
