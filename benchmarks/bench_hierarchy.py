@@ -84,10 +84,14 @@ def _version(package: str) -> str | None:
 
 
 def growth(rows: list[dict]) -> list[dict]:
-    """Empirical exponents ``log(t2/t1) / log(V2/V1)`` between consecutive sizes."""
+    """Empirical exponents ``log(t2/t1) / log(V2/V1)`` between consecutive sizes
+    (``None`` where undefined: a time of 0, or the same size twice)."""
     out = []
     for a, b in zip(rows, rows[1:]):
         ratio = math.log(b["vertices"] / a["vertices"])
+        if ratio == 0:  # --sizes 5023 5023: no growth to measure (it divided by zero, losing the run)
+            out.append({"from": a["vertices"], "to": b["vertices"], "hierarchy_s": None, **{s: None for s in STAGES}})
+            continue
         entry = {"from": a["vertices"], "to": b["vertices"]}
         for key in ("hierarchy_s",) + tuple(f"stages_s.{s}" for s in STAGES):
             ta = a[key] if "." not in key else a["stages_s"][key.split(".")[1]]

@@ -23,9 +23,14 @@ def _load(pattern: str) -> list[tuple[str, dict]]:
     """``(path, document)`` per matching file; a benchmark file without rows is skipped, with a note."""
     out = []
     for path in sorted(glob.glob(os.path.join(RESULTS, pattern))):
-        with open(path, encoding="utf-8") as fh:
-            d = json.load(fh)
         rel = os.path.relpath(path, ROOT)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                d = json.load(fh)
+        except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise SystemExit(f"{rel}: expected a JSON result file, could not read it: {exc}") from None
+        if not isinstance(d, dict):
+            raise SystemExit(f"{rel}: expected a JSON object (a result file), found {type(d).__name__}")
         if "rows" in d and not d["rows"]:
             print(f"{rel}: skipped, expected benchmark rows, found none", file=sys.stderr)
             continue
@@ -189,10 +194,14 @@ _DECODE_HEADER = ["decoder", "dtype", "mode", "batch", "meshes/s", "latency (ms)
 
 def _roofs(d: dict) -> str:
     roofs = d["roofs"]
-    mm = ", ".join(f"{k} {v['gflops']:,.0f}" for k, v in roofs["matmul"].items())
-    n = next(iter(roofs["matmul"].values()))["n"]
-    return (f"Roofs measured in the same run: square matmul ({n}²) GFLOP/s: {mm}; "
-            f"copy {roofs['bandwidth']['copy_gbps']:,.1f} GB/s")
+    sizes = {v["n"] for v in roofs["matmul"].values()}
+    if len(sizes) == 1:  # one size: said once
+        mm = ", ".join(f"{k} {v['gflops']:,.0f}" for k, v in roofs["matmul"].items())
+        matmul = f"square matmul ({sizes.pop()}²) GFLOP/s: {mm}"
+    else:  # half precision on the CPU runs a smaller product: each roof names its own size
+        matmul = "square matmul GFLOP/s: " + ", ".join(
+            f"{k} {v['gflops']:,.0f} ({v['n']}²)" for k, v in roofs["matmul"].items())
+    return f"Roofs measured in the same run: {matmul}; copy {roofs['bandwidth']['copy_gbps']:,.1f} GB/s"
 
 
 def _gpu_pivot(d: dict) -> str:

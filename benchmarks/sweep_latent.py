@@ -108,6 +108,15 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=None, help="result file (default: OUTPUT_DIR/sweep_latent_<machine>.json)")
     args = parser.parse_args(argv)
 
+    # Every run's config is checked before any work: a bad --latent-sizes value failed only when its
+    # turn came, after the result file had been replaced by one with no rows.
+    try:
+        for k in args.latent_sizes:
+            for split in args.splits:
+                for method in args.methods:
+                    make_config(args, split, method, k)
+    except ValueError as exc:  # TrainConfigError names the setting
+        parser.error(str(exc))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()

@@ -76,8 +76,22 @@ def run(n: int = 2000, components: int = 100, seed: int = 0, num_vertices: int =
         "shape": shape,
         "colour": colour,
         "seconds": {"generate": t1 - t0, "svd": t2 - t1},
-        "environment": environment("cpu", threads=int(os.environ.get("OMP_NUM_THREADS", "0") or 0)),
+        "environment": environment("cpu", threads=blas_threads(), omp_num_threads=os.environ.get("OMP_NUM_THREADS")),
     }
+
+
+def blas_threads() -> int:
+    """Threads numpy's SVD may use: the first ``OMP_NUM_THREADS`` value, else every core this process may use.
+
+    (``OMP_NUM_THREADS`` unset was recorded as 0 threads; a list such as ``"2,1"`` raised after the work.)
+    """
+    text = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

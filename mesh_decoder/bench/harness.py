@@ -667,6 +667,34 @@ def _tqdm(total: int, enabled: bool):
                 dynamic_ncols=True, file=sys.stderr)
 
 
+MEMORY_CHOICES: tuple[str, ...] = ("all", "auto", "eager", "off")
+
+
+def _check_options(options: BenchOptions) -> None:
+    """``ValueError``/``TypeError`` for option values the run cannot use, before any work.
+
+    A batch size of 0 divided by zero after the timing; an empty batch, dtype or mode
+    list ran nothing and replaced an earlier run's result files with empty ones.
+    """
+    for what in ("batch_sizes", "dtypes", "modes"):
+        if not tuple(getattr(options, what)):
+            raise ValueError(f"{what}: expected at least one value, got none")
+    for batch in options.batch_sizes:
+        check_int(batch, "batch_sizes", 1)
+    check_int(options.threads, "threads", 1)
+    check_int(options.min_repeats, "min_repeats", 1)
+    check_int(options.max_repeats, "max_repeats", 1)
+    check_int(options.warmup, "warmup", 0)
+    check_int(options.matmul_n, "matmul_n", 1)
+    if options.bandwidth_mb is not None:
+        check_int(options.bandwidth_mb, "bandwidth_mb", 1)
+    if options.memory not in MEMORY_CHOICES:
+        raise ValueError(f"memory: expected one of {list(MEMORY_CHOICES)}, got {options.memory!r}")
+    budget = options.time_budget_s
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
+        raise ValueError(f"time_budget_s: expected a finite number of seconds >= 0, got {budget!r}")
+
+
 def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[str, Any]:
     """Benchmark decoders; write and return the results.
 
@@ -699,6 +727,9 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
     if box is not None and (isinstance(box, bool) or not isinstance(box, (int, float)) or not 0 <= box < math.inf):
         raise ValueError(f"time_box_s: expected None or a finite number of seconds >= 0, got {box!r}")
     check_int(options.seed, "seed", 0)
+    _check_options(options)
+    if not specs:
+        raise ValueError("decoders: expected at least one DecoderSpec, got none")
     if options.output_dir is not None:  # before any work
         check_output_path(options.output_dir, "output_dir", directory=True)
 
@@ -727,6 +758,9 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
     rows: list[dict] = payload["rows"]
     configs = [(b, d, s.name, m) for b in options.batch_sizes for d in options.dtypes
                for s in specs for m in options.modes if s.modes is None or m in s.modes]
+    if not configs:  # nothing to run: an earlier run's result files stay as they are
+        raise ValueError(f"modes: expected one that some decoder runs in, got {list(options.modes)} "
+                         f"(decoders' modes: {[list(s.modes) for s in specs if s.modes is not None]})")
     started = time.perf_counter()
     if options.started_at is None:  # on a copy: the caller's options may be reused for another run
         options = dataclasses.replace(options, started_at=started)
@@ -956,7 +990,8 @@ def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.dev
                     row.update({
                         "meshes_per_s": batch / seconds,
                         "latency_ms": seconds * 1e3,
-                        "latency_iqr_ms": res.iqr_s * 1e3,
+                        # the spread of fewer than 4 samples is unknown, not 0 (TimingResult.iqr_s)
+                        "latency_iqr_ms": res.iqr_s * 1e3 if res.repeats >= 4 else None,
                         "repeats": res.repeats,
                         "calls_per_sample": res.number,
                         "gflops": cost.flops_per_mesh * batch / seconds / 1e9,
@@ -1275,7 +1310,10 @@ def run_scaling(
     from ..nn.presets import preset_hierarchy_params
 
     device = torch.device(device)
-    threads = threads or _default_threads()
+    check_int(batch, "batch", 1)
+    for n in sizes:
+        check_int(n, "sizes", 1)
+    threads = _default_threads() if threads is None else check_int(threads, "threads", 1)
     slug = report.machine_slug(device, threads)
     points: list[dict] = []
     payload = {"environment": report.environment(device, threads, batch=batch), "points": points}
@@ -1370,7 +1408,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="seconds of timing samples for the whole run (default 30; --quick 5)")
     parser.add_argument("--time-box", type=_seconds_argument(positive=False), default=None,
                         help="wall-clock seconds the run should fit in (default 160; --quick 60; 0: no limit)")
-    parser.add_argument("--memory", choices=("all", "auto", "eager", "off"), default=None,
+    parser.add_argument("--memory", choices=MEMORY_CHOICES, default=None,
                         help="CPU peak-memory probes, one subprocess per row: all rows; auto: eager rows and "
                              "the other modes at the largest batch (default); eager rows (--quick); none")
     parser.add_argument("--seed", type=int_argument(0), default=0, help="seed of the latents and weights (default 0)")
@@ -1470,7 +1508,8 @@ def _load_inputs(args: argparse.Namespace, names: Sequence[str], tmp: str):
             template = face_template(n)
             context = {"template": f"face_template({n})"}
         t0 = time.perf_counter()
-        hierarchy = build_hierarchy(template, **preset_hierarchy_params("spiralnet++-coma"), texture_size=texture)
+        with _naming_input(args):
+            hierarchy = build_hierarchy(template, **preset_hierarchy_params("spiralnet++-coma"), texture_size=texture)
         context["hierarchy_build_s"] = time.perf_counter() - t0
         path = os.path.join(tmp, "hierarchy.npz")
         save_hierarchy(hierarchy, path)
@@ -1482,6 +1521,19 @@ def _load_inputs(args: argparse.Namespace, names: Sequence[str], tmp: str):
     context["hierarchy_sizes"] = hierarchy.sizes
     context["texture_size"] = list(hierarchy.texel_map.size) if hierarchy.texel_map is not None else None
     return template, hierarchy, path, context
+
+
+@contextlib.contextmanager
+def _naming_input(args: argparse.Namespace) -> Iterator[None]:
+    """Prefix a ``ValueError`` about the user's mesh or hierarchy with the option and file it came from."""
+    source = (f"--template {args.template}" if args.template else
+              f"--hierarchy {args.hierarchy}" if args.hierarchy else None)
+    try:
+        yield
+    except ValueError as exc:
+        if source is None:
+            raise
+        raise ValueError(f"{source}: {exc}") from exc
 
 
 def _check_scaling_args(args: argparse.Namespace) -> None:
@@ -1534,8 +1586,9 @@ def run_from_args(args: argparse.Namespace) -> int:
             if args.decoders:
                 raise ValueError("--decoders joint: the hierarchy has no texel map")
             names = tuple(n for n in names if n != "joint")
-        specs = default_specs(names, hierarchy, options.device, template=template, seed=options.seed,
-                              pca_faces=50 if args.quick else 200)
+        with _naming_input(args):
+            specs = default_specs(names, hierarchy, options.device, template=template, seed=options.seed,
+                                  pca_faces=50 if args.quick else 200)
         options.hierarchy_path = path
         context["setup_s"] = time.perf_counter() - t_setup  # template, hierarchy, decoders, PCA fit
         options.context = context

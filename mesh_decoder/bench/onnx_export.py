@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_write
+from .._checks import check_int, check_output_path
 
 __all__ = ["export_onnx", "OnnxRunner", "onnx_output_names", "require_onnx"]
 
@@ -96,8 +97,8 @@ def export_onnx(
         ``z``: ``(B, Z)`` (``B`` dynamic when ``dynamic_batch``).
     """
     require_onnx("onnx", "onnxscript")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    check_int(batch_size, "batch_size", 1)
+    check_output_path(path, "path")  # before the export: a folder there failed after it, naming a temporary file
     import copy
 
     model = copy.deepcopy(decoder).to(device="cpu", dtype=torch.float32).eval()

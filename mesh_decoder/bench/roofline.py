@@ -107,12 +107,16 @@ class LayerCost:
         flops: floating-point operations per mesh.
         gemms: matrix products per mesh as ``(M, K, N)``; ``M`` is the row count of
             one mesh and scales with the batch.
+        buffer_parameters: the layer's learned numbers held in buffers rather than
+            ``nn.Parameter`` (a PCA model's mean and components), counted in
+            :attr:`DecoderCost.parameters`.
     """
 
     name: str
     kind: str
     flops: float
     gemms: list[tuple[int, int, int]] = field(default_factory=list)
+    buffer_parameters: int = 0
 
 
 @dataclass
@@ -121,7 +125,9 @@ class DecoderCost:
 
     Attributes:
         layers: per-layer costs, in call order.
-        parameters: number of trainable parameters.
+        parameters: number of trainable parameters, plus the learned numbers a layer
+            holds in buffers (:attr:`LayerCost.buffer_parameters`: a PCA model's mean
+            and components, as :func:`mesh_decoder.train.evaluate` counts them).
         state_bytes: bytes of parameters and buffers (read once per call).
         input_bytes: bytes of one mesh's latent.
         output_bytes: bytes of one mesh's outputs (every floating output tensor;
@@ -275,7 +281,11 @@ def _texel_rule(name, module, calls):
 
 def _pca_rule(name, module, calls):
     k, dim = module.components.shape  # (K, 3V)
-    return LayerCost(name, "pca", len(calls) * 2 * k * dim, [(1, k, dim)] * len(calls))
+    # Its model is its buffers: mean (V, 3) and components (K, 3V), and the colour model's.
+    stored = sum(int(t.numel()) for t in (module.mean, module.components,
+                                          getattr(module, "color_mean", None),
+                                          getattr(module, "color_components", None)) if t is not None)
+    return LayerCost(name, "pca", len(calls) * 2 * k * dim, [(1, k, dim)] * len(calls), buffer_parameters=stored)
 
 
 def _conv2d_rule(name, module, calls):
@@ -385,7 +395,8 @@ def decoder_cost(model: nn.Module, latent: torch.Tensor) -> DecoderCost:
     state = [t for t in model.state_dict(keep_vars=True).values() if isinstance(t, torch.Tensor)]
     return DecoderCost(
         layers=layers,
-        parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        parameters=sum(p.numel() for p in model.parameters() if p.requires_grad)
+        + sum(layer.buffer_parameters for layer in layers),
         state_bytes=sum(t.numel() * t.element_size() for t in state),
         input_bytes=latent.numel() * latent.element_size(),
         output_bytes=sum(t.numel() * t.element_size() for t in _tensors(output) if t.is_floating_point()),

@@ -554,3 +554,94 @@ def test_results_record_the_fast_path_switches(tmp_path, monkeypatch):
     switches = saved[0]["options"]["switches"]
     assert switches["cheb_conv.BAG_ON_CUDA"] is True
     assert switches["spiral_conv.LATENCY_ROWS"] == 0 and switches["spiral_conv.GATHER_PROJECT_ROWS"] == 0
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        ({"batch_sizes": (0,)}, ValueError, "batch_sizes: expected an integer >= 1, got 0"),
+        ({"batch_sizes": (-3,)}, ValueError, "batch_sizes: expected an integer >= 1, got -3"),
+        ({"batch_sizes": (2.5,)}, TypeError, "batch_sizes: expected an integer, got 2.5"),
+        ({"batch_sizes": ()}, ValueError, "batch_sizes: expected at least one value, got none"),
+        ({"dtypes": ()}, ValueError, "dtypes: expected at least one value, got none"),
+        ({"modes": ()}, ValueError, "modes: expected at least one value, got none"),
+        ({"threads": 0}, ValueError, "threads: expected an integer >= 1, got 0"),
+        ({"min_repeats": 0}, ValueError, "min_repeats: expected an integer >= 1, got 0"),
+        ({"warmup": -1}, ValueError, "warmup: expected an integer >= 0, got -1"),
+        ({"memory": "some"}, ValueError, r"memory: expected one of \['all', 'auto', 'eager', 'off'\], got 'some'"),
+        ({"time_budget_s": math.nan}, ValueError, "time_budget_s: expected a finite number of seconds >= 0, got nan"),
+    ],
+)
+def test_options_the_run_cannot_use_are_refused_before_any_work(change, error, message, tmp_path):
+    """batch 0 divided by zero after the timing, threads=0 failed in torch, an unknown memory
+    mode probed every row, and an empty batch/dtype/mode list replaced the earlier run's result
+    files with empty ones (or failed with an IndexError)."""
+    run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)], options(tmp_path, plot=False, batch_sizes=(2,)))
+    stem = f"decode_{report.machine_slug('cpu', 1)}"
+    before = {suffix: (tmp_path / f"{stem}.{suffix}").read_bytes() for suffix in ("json", "csv")}
+    tiny = TinyDecoder()
+    with pytest.raises(error, match=message):
+        run_benchmark([DecoderSpec("tiny", tiny, 6)], options(tmp_path, plot=False, **change))
+    assert tiny.calls == 0
+    assert {suffix: (tmp_path / f"{stem}.{suffix}").read_bytes() for suffix in ("json", "csv")} == before
+
+
+def test_a_run_with_nothing_to_run_keeps_the_earlier_files(tmp_path):
+    """No decoder, or no requested mode that a decoder runs in: an error, not an empty result file."""
+    run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)], options(tmp_path, plot=False, batch_sizes=(2,)))
+    stem = f"decode_{report.machine_slug('cpu', 1)}"
+    before = (tmp_path / f"{stem}.json").read_bytes()
+    with pytest.raises(ValueError, match="decoders: expected at least one DecoderSpec, got none"):
+        run_benchmark([], options(tmp_path, plot=False))
+    only_onnx = DecoderSpec("tiny", TinyDecoder(), 6, modes=("onnx",))
+    with pytest.raises(ValueError, match=r"modes: expected one that some decoder runs in, got \['eager'\]"):
+        run_benchmark([only_onnx], options(tmp_path, plot=False))
+    assert (tmp_path / f"{stem}.json").read_bytes() == before
+
+
+def test_latency_spread_of_too_few_samples_is_unknown_not_zero(tmp_path):
+    """With 2 or 3 samples the row said latency_iqr_ms 0.0 (no spread at all); it is unknown."""
+    few = run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)],
+                        options(None, output_dir=None, batch_sizes=(2,), min_repeats=3, max_repeats=3))
+    row = few["rows"][0]
+    assert row["repeats"] == 3 and row["latency_iqr_ms"] is None
+    many = run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)],
+                         options(None, output_dir=None, batch_sizes=(2,), min_repeats=5, max_repeats=5))
+    row = many["rows"][0]
+    assert row["repeats"] == 5 and row["latency_iqr_ms"] >= 0
+
+
+def test_pca_parameters_are_its_mean_and_components():
+    """PCA holds its model in buffers: the table said 0 parameters for a 16-component PCA
+    (the sweep's table counts mean + components for the same model)."""
+    from mesh_decoder.pca import PCAModel
+
+    shape = PCAModel(10, 4)
+    z = torch.randn(1, 4, generator=torch.Generator().manual_seed(6))
+    assert decoder_cost(shape, z).parameters == 3 * 10 + 4 * 3 * 10
+    coloured = PCAModel(10, 4, num_color_components=2)
+    assert decoder_cost(coloured, z).parameters == (3 * 10 + 4 * 3 * 10) + (3 * 10 + 2 * 3 * 10)
+
+
+@pytest.mark.parametrize("batch, error, message", [(0, ValueError, "batch: expected an integer >= 1, got 0"),
+                                                   (2.5, TypeError, "batch: expected an integer, got 2.5")])
+def test_scaling_refuses_a_bad_batch_before_building(batch, error, message):
+    """batch=0 failed after building the template with 'latent: expected shape (1, Z)'."""
+    with pytest.raises(error, match=message):
+        harness.run_scaling((1000,), batch=batch, threads=1, output_dir=None, progress=False, plot=False)
+
+
+def test_errors_about_the_users_mesh_name_the_file(tmp_path, capsys):
+    """A template the preset cannot decimate failed with a message that named neither the option nor the file."""
+    path = tmp_path / "small.obj"
+    rows, cols = 6, 6
+    lines = [f"v {c * 10.0} {r * 10.0} {((r * 7 + c * 3) % 5) * 0.7}" for r in range(rows) for c in range(cols)]
+    for r in range(rows - 1):
+        for c in range(cols - 1):
+            a = r * cols + c + 1
+            lines += [f"f {a} {a + 1} {a + cols + 1}", f"f {a} {a + cols + 1} {a + cols}"]
+    path.write_text("\n".join(lines) + "\n")
+    argv = ["--template", str(path), "--quick", "--memory", "off", "--output-dir", str(tmp_path / "out")]
+    assert harness.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --template {path}: factors (4, 4, 4, 4)") and err.count("\n") == 1, err

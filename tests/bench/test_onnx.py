@@ -119,3 +119,26 @@ def test_harness_onnx_mode(tmp_path, capsys):
         assert r["status"] == "ok", r
         assert r["max_error"] < 1e-4 and r["meshes_per_s"] > 0
     assert data["decoders"]["joint"]["onnx_exporter"] in ("dynamo", "torchscript")
+
+
+def test_bad_path_and_batch_are_refused_before_the_export(tmp_path, monkeypatch):
+    """A folder as the path failed after the whole export, naming a temporary file; batch_size=True was taken as 1."""
+    exported = []
+    monkeypatch.setattr(onnx_export, "_export", lambda *args: exported.append(args))
+
+    class Tiny(torch.nn.Module):
+        latent_size = 4
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 9)
+
+        def forward(self, z):
+            return self.fc(z).view(z.shape[0], 3, 3)  # (B, 3, 3)
+
+    with pytest.raises(ValueError, match=rf"path {tmp_path}: expected a file path, found a directory"):
+        export_onnx(Tiny(), tmp_path)
+    for bad, error in ((True, TypeError), (0, ValueError), (2.0, TypeError)):
+        with pytest.raises(error, match="batch_size: expected an integer"):
+            export_onnx(Tiny(), tmp_path / "x.onnx", batch_size=bad)
+    assert exported == []

@@ -1,0 +1,86 @@
+"""The scripts under benchmarks/: README tables from result files, growth exponents, recorded threads."""
+
+import json
+import os
+
+import pytest
+
+from benchmarks import bench_hierarchy, readme_tables, sweep_latent, synthetic_spectrum
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    """An empty results folder that readme_tables reads instead of benchmarks/results/."""
+    folder = tmp_path / "benchmarks" / "results"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(readme_tables, "ROOT", str(tmp_path))
+    monkeypatch.setattr(readme_tables, "RESULTS", str(folder))
+    return folder
+
+
+def _decode_file(matmul: dict) -> dict:
+    row = {"decoder": "spiralnet++-coma", "device": "cpu", "dtype": "fp32", "mode": "eager", "batch": 32,
+           "status": "ok", "meshes_per_s": 812.5, "latency_ms": 39.4, "mflop_per_mesh": 143.2, "parameters": 96515,
+           "peak_memory_mb": 39.2, "max_error": 0.0, "fraction_shape_bound": 0.93, "fraction_compute_roof": 0.61}
+    env = {"cpu": "Some CPU", "gpu": None, "threads": 2, "torch": "2.x", "git_commit": "0123456789abcdef"}
+    return {"environment": env, "roofs": {"matmul": matmul, "bandwidth": {"copy_gbps": 33.9}}, "rows": [row]}
+
+
+def test_roof_caption_names_each_size_when_they_differ(results):
+    """The caption said 'square matmul (2048²)' for every dtype, also for a CPU bf16 roof measured at 512²."""
+    mixed = {"fp32": {"n": 2048, "gflops": 189.9}, "bf16": {"n": 512, "gflops": 12.3}}
+    (results / "decode_cpu-some-2threads.json").write_text(json.dumps(_decode_file(mixed)))
+    text = readme_tables.decode()
+    assert "square matmul GFLOP/s: fp32 190 (2048²), bf16 12 (512²);" in text
+    assert "(2048²) GFLOP/s" not in text
+    same = {"fp32": {"n": 2048, "gflops": 189.9}}
+    (results / "decode_cpu-some-2threads.json").write_text(json.dumps(_decode_file(same)))
+    assert "square matmul (2048²) GFLOP/s: fp32 190;" in readme_tables.decode()
+
+
+@pytest.mark.parametrize("content, found", [('{"rows": [', "could not read it"), ("[1, 2]", "found list")])
+def test_a_broken_result_file_is_named(results, content, found):
+    """A truncated result file failed with a bare JSONDecodeError that named no file."""
+    (results / "decode_cpu-some-2threads.json").write_text(content)
+    with pytest.raises(SystemExit, match=rf"benchmarks.results.decode_cpu-some-2threads\.json: expected a JSON .*{found}"):
+        readme_tables.decode()
+
+
+def test_growth_of_a_repeated_size_is_undefined_not_a_crash():
+    """--sizes 5023 5023 divided by zero after every build, before the result file was written."""
+    def row(vertices, seconds):
+        return {"vertices": vertices, "hierarchy_s": seconds, "stages_s": {s: seconds / 10 for s in bench_hierarchy.STAGES}}
+
+    out = bench_hierarchy.growth([row(1000, 0.1), row(1000, 0.12), row(4000, 0.48)])
+    assert out[0] == {"from": 1000, "to": 1000, "hierarchy_s": None, **{s: None for s in bench_hierarchy.STAGES}}
+    assert out[1]["hierarchy_s"] == pytest.approx(1.0) and out[1]["decimate"] == pytest.approx(1.0)
+    assert list(out[0]) == list(out[1])  # the same keys, in the same order
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), ("", None), ("3", 3), ("2,1", 2), ("x", None)])
+def test_spectrum_records_the_threads_it_ran_with(monkeypatch, value, expected):
+    """OMP_NUM_THREADS unset was recorded as 0 threads, and '2,1' (nested OpenMP) raised after the work."""
+    if value is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert synthetic_spectrum.blas_threads() == (cores if expected is None else expected)
+
+
+def test_spectrum_result_records_threads_when_omp_is_unset(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    env = synthetic_spectrum.run(n=8, components=3, num_vertices=500)["environment"]
+    assert env["threads"] >= 1 and env["omp_num_threads"] is None
+
+
+def test_sweep_refuses_a_bad_latent_size_before_replacing_the_result_file(tmp_path, monkeypatch, capsys):
+    """--latent-sizes 4 0 failed at size 0's turn, after the result file had been rewritten with no rows."""
+    out = tmp_path / "sweep.json"
+    out.write_text('{"rows": ["an earlier sweep"]}')
+    monkeypatch.setattr(sweep_latent, "load_data", lambda *a, **k: pytest.fail("the sweep started"))
+    with pytest.raises(SystemExit) as stop:
+        sweep_latent.main(["--latent-sizes", "4", "0", "--splits", "interpolation", "--output", str(out)])
+    assert stop.value.code == 2
+    assert "model.latent_size: expected an int >= 1, got 0" in capsys.readouterr().err
+    assert out.read_text() == '{"rows": ["an earlier sweep"]}'
