@@ -19,6 +19,7 @@ templates and synthetic faces).
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -118,8 +119,8 @@ def compactness(source, total_variance: float | None = None) -> np.ndarray:
     Args:
         source: one of
             - a :class:`~mesh_decoder.pca.PCAModel`: its eigenvalues over the total
-              variance of its training data (so the curve ends below 1 when ``K`` is
-              smaller than the data's rank);
+              variance of its training data, i.e. its ``explained_variance_ratio``
+              (so the curve ends below 1 when ``K`` is smaller than the data's rank);
             - a 1-D array of variances (eigenvalues, or per-dimension latent
               variances), sorted here in decreasing order;
             - a 2-D ``(N, Z)`` array of latent codes of an autoencoder: the
@@ -133,6 +134,10 @@ def compactness(source, total_variance: float | None = None) -> np.ndarray:
         ``(K,)`` float64 numpy array, non-decreasing.
     """
     if hasattr(source, "explained_variance") and hasattr(source, "total_variance"):
+        if total_variance is None and hasattr(source, "explained_variance_ratio"):
+            # the model's own ratios: its float16 variances and total may have overflowed to infinity
+            ratio = source.explained_variance_ratio.detach().to("cpu", torch.float64).numpy()
+            return np.cumsum(ratio)
         variances = source.explained_variance.detach().to("cpu", torch.float64).numpy()
         if total_variance is None:
             total_variance = float(source.total_variance)
@@ -141,12 +146,16 @@ def compactness(source, total_variance: float | None = None) -> np.ndarray:
         if arr.dim() == 2:
             if arr.shape[0] < 2:
                 raise ValueError(f"source: expected at least 2 latent codes, got {arr.shape[0]}")
+            bad = ~torch.isfinite(arr).all(dim=1)  # (N,)
+            if bool(bad.any()):
+                raise ValueError(f"source: expected finite latent codes, found NaN or infinity in {int(bad.sum())} "
+                                 f"of {arr.shape[0]} codes (first: code {int(bad.nonzero()[0])})")
             centred = arr - arr.mean(dim=0)  # (N, Z)
             cov = centred.T @ centred / (arr.shape[0] - 1)  # (Z, Z)
             variances = torch.linalg.eigvalsh(cov).clamp_min(0).numpy()
         elif arr.dim() == 1:
-            if bool((arr < 0).any()):
-                raise ValueError("source: expected non-negative variances, got negative entries")
+            if not bool(torch.isfinite(arr).all()) or bool((arr < 0).any()):
+                raise ValueError(f"source: expected finite non-negative variances, got {arr.tolist()[:8]}")
             variances = arr.numpy()
         else:
             raise ValueError(f"source: expected a PCA model, (K,) variances or (N, Z) latents, got shape {tuple(arr.shape)}")
@@ -193,6 +202,23 @@ def _mean_reconstruction_error(model, test: torch.Tensor, batch_size: int) -> fl
     return total / count
 
 
+def _positive_ints(values, name: str) -> list[int]:
+    """``values`` as a non-empty list of ints >= 1 (a float such as 2.5 is refused, not truncated)."""
+    try:
+        items = [] if isinstance(values, (str, bytes)) else list(values)
+    except TypeError:
+        items = []
+    out = []
+    for k in items:
+        try:
+            out.append(-1 if isinstance(k, bool) else operator.index(k))
+        except TypeError:
+            out.append(-1)
+    if not out or min(out) < 1:
+        raise ValueError(f"{name}: expected a non-empty list of positive integers, got {values!r}")
+    return out
+
+
 def generalisation(
     models,
     train,
@@ -233,9 +259,7 @@ def generalisation(
     if test_t.shape[0] == 0 or test_t.shape[1] == 0:
         raise ValueError(f"test: expected at least one held-out face with vertices, got shape {tuple(test_t.shape)}")
     check_int(batch_size, "batch_size", 1)
-    sizes = [int(k) for k in sizes]
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"sizes: expected a non-empty list of positive integers, got {sizes}")
+    sizes = _positive_ints(sizes, "sizes")
     if isinstance(models, type) and issubclass(models, PCAModel):
         train_t = _as_tensor(train, "train")
         check_tensor(train_t, "train", shape=("N", test_t.shape[1], 3), dtype=_FLOAT_DTYPES)
@@ -277,7 +301,11 @@ def nearest_face_distance(
         chunk_elements: memory budget of one block, in scalars (default 2^24).
 
     Returns:
-        ``distance (S,)`` and ``index (S,)`` of the nearest training face (int64).
+        ``distance (S,)`` and ``index (S,)`` of the nearest training face (int64). A
+        sample with a NaN coordinate gets distance NaN.
+
+    Raises:
+        ValueError: no training faces, or a training face with NaN or infinite values.
 
     Shapes:
         ``(S, V, 3), (N, V, 3) -> (S,), (S,)``
@@ -288,6 +316,10 @@ def nearest_face_distance(
     check_tensor(t, "train", shape=("N", s.shape[1], 3), dtype=_FLOAT_DTYPES)
     if t.shape[0] == 0:
         raise ValueError("train: expected at least one training face, got 0")
+    bad = ~torch.isfinite(t).flatten(1).all(dim=1)  # (N,)
+    if bool(bad.any()):
+        raise ValueError(f"train: expected finite vertices, found NaN or infinity in {int(bad.sum())} of "
+                         f"{t.shape[0]} faces (first: face {int(bad.nonzero()[0])})")
     dtype = torch.promote_types(s.dtype, t.dtype)
     s, t = s.to(dtype), t.to(dtype=dtype, device=s.device)
     v = s.shape[1]
@@ -301,8 +333,9 @@ def nearest_face_distance(
         for j in range(0, t.shape[0], block_t):
             tj = t[j:j + block_t].unsqueeze(0)  # (1, bt, V, 3)
             d = torch.linalg.vector_norm(si - tj, dim=-1).mean(dim=-1)  # (bs, bt)
-            value, arg = d.min(dim=1)  # (bs,)
-            better = value < best[i:i + block_s]
+            value, arg = d.min(dim=1)  # (bs,); NaN for a sample with NaN
+            old = best[i:i + block_s]
+            better = (value < old) | (value.isnan() & ~old.isnan())  # a NaN sample stays NaN
             best[i:i + block_s] = torch.where(better, value, best[i:i + block_s])
             best_index[i:i + block_s] = torch.where(better, arg + j, best_index[i:i + block_s])
     return best, best_index

@@ -39,6 +39,7 @@ from torch import nn
 
 from . import __version__
 from ._atomic import atomic_write
+from ._checks import check_device, check_output_path
 from .errors import ModelFileError
 
 __all__ = [
@@ -190,8 +191,10 @@ def save_model(
 
     Raises:
         TypeError: ``model`` has no ``config()`` or its config / ``extra_meta`` is not JSON-able.
-        ValueError: the class is not registered, or a hierarchy is needed and missing.
+        ValueError: the class is not registered, a hierarchy is needed and missing, or
+            ``path`` is a directory or under a file.
     """
+    check_output_path(path, "path")
     if not isinstance(model, nn.Module) or not callable(getattr(model, "config", None)):
         raise TypeError(f"model: expected an nn.Module with config(), got {type(model).__name__}")
     config = model.config()
@@ -258,6 +261,9 @@ def _parse_header(path, blob: bytes) -> tuple[dict, int]:
 
 def _parse_meta(path, header: dict) -> dict[str, Any]:
     metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise _fail(path, f"not a safetensors model file: expected the header's '__metadata__' to be a JSON "
+                          f"object, got {type(metadata).__name__}")
     if _META_KEY not in metadata:
         raise _fail(path, f"not a mesh_decoder model file: no {_META_KEY!r} entry in the safetensors metadata "
                           f"(found keys {sorted(metadata)})")
@@ -347,9 +353,14 @@ def load_model(
     Raises:
         ModelFileError: missing, truncated or corrupt file (checksum), another
             format version, an unknown class, another template or hierarchy, or
-            tensors that do not fit the rebuilt model. The message names the file.
+            tensors that do not fit the rebuilt model (names, shapes, floating versus
+            integer dtypes; a PCA model's dtype). The message names the file.
+        ValueError: ``device`` is not a device of this machine.
     """
     from safetensors.torch import load as load_safetensors
+
+    if device is not None:
+        device = check_device(device, "device")
 
     blob = _read(path)
     header, _ = _parse_header(path, blob)
@@ -373,10 +384,17 @@ def load_model(
         model = cls.from_config(meta["config"], hierarchy)
     except (TypeError, ValueError, KeyError) as exc:
         raise _fail(path, f"cannot rebuild {meta['class']} from its saved config: {exc}") from None
+    built = model.state_dict()
+    for key, t in sorted(tensors.items()):
+        if key in built and built[key].is_floating_point() != t.is_floating_point():
+            raise _fail(path, f"the saved tensors do not fit {meta['class']}: {key!r} is {t.dtype}, expected a "
+                              f"{'floating' if built[key].is_floating_point() else 'non-floating'} dtype like "
+                              f"{built[key].dtype}")
     try:
         model.load_state_dict(tensors, strict=True, assign=True)
     except RuntimeError as exc:
-        raise _fail(path, f"the saved tensors do not fit {meta['class']}: {exc}") from None
+        reason = " ".join(str(exc).split())  # torch's message spans lines
+        raise _fail(path, f"the saved tensors do not fit {meta['class']}: {reason}") from None
     if device is None and hierarchy is not None:
         device = hierarchy.levels[0].vertices.device
     if device is not None:

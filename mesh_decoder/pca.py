@@ -81,7 +81,7 @@ def randomized_svd(
     """
     check_tensor(a, "a", shape=("M", "N"), dtype=_FLOAT_DTYPES)
     m, n = a.shape
-    if not 1 <= rank <= min(m, n):
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= min(m, n):
         raise ValueError(f"rank: expected an integer in [1, min(M, N) = {min(m, n)}], got {rank}")
     if oversample < 0 or n_iter < 0:
         raise ValueError(f"oversample and n_iter: expected non-negative, got {oversample} and {n_iter}")
@@ -125,9 +125,6 @@ def _fit_linear(
         )
     if method not in ("auto", "svd", "randomized"):
         raise ValueError(f"method: expected 'auto', 'svd' or 'randomized', got {method!r}")
-    if data.dtype in _HALF_DTYPES:
-        fitted = _fit_linear(data.float(), num_components, method, generator, oversample, n_iter, name)
-        return tuple(t.to(data.dtype) for t in fitted)
     if method == "auto":
         small_rank = num_components + oversample < _AUTO_MAX_RANK_FRACTION * min(n, d)
         method = "randomized" if n * d >= _AUTO_MIN_ENTRIES and small_rank else "svd"
@@ -143,11 +140,18 @@ def _fit_linear(
 
 
 def _as_float_tensor(x, name: str) -> torch.Tensor:
+    """``x`` as an ``(N, V, 3)`` floating tensor of finite values (training data)."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(x).__name__}")
-    return check_tensor(x, name, shape=("N", "V", 3), dtype=_FLOAT_DTYPES)
+    check_tensor(x, name, shape=("N", "V", 3), dtype=_FLOAT_DTYPES)
+    bad = ~torch.isfinite(x).all(dim=-1)  # (N, V)
+    if bool(bad.any()):
+        mesh, vertex = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{name}: expected finite values, found NaN or infinity at {int(bad.sum())} vertices "
+                         f"(first: mesh {mesh}, vertex {vertex})")
+    return x
 
 
 class PCAModel(nn.Module):
@@ -283,12 +287,13 @@ class PCAModel(nn.Module):
             parts.append(("color_", color_mean, color_components, color_stddev, color_total_variance))
         model = cls(v, components.shape[0], 0 if len(parts) == 1 else color_components.shape[0], dtype=dtype)
         model = model.to(mean.device)
+        exact = torch.promote_types(dtype, torch.float32)  # float16 variances of mm data overflow: ratios in float32
         with torch.no_grad():
             for prefix, m, c, s, total in parts:
                 if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
                     raise ValueError(f"{prefix}stddev: expected finite non-negative values, got {s.tolist()[:8]}")
-                variance = s.square()
-                total = variance.sum() if total is None else torch.as_tensor(total, dtype=dtype, device=m.device)
+                variance = s.to(exact).square()
+                total = variance.sum() if total is None else torch.as_tensor(total, dtype=exact, device=m.device)
                 getattr(model, prefix + "mean").copy_(m)
                 getattr(model, prefix + "components").copy_(c)
                 getattr(model, prefix + "stddev").copy_(s)
@@ -319,9 +324,9 @@ class PCAModel(nn.Module):
         ``stddev = S / sqrt(N - 1)``.
 
         Args:
-            vertices: ``(N, V, 3)`` floating positions (torch or numpy); the model
-                keeps their dtype and device (float16 and bfloat16 data are fitted in
-                float32, then cast).
+            vertices: ``(N, V, 3)`` finite floating positions (torch or numpy); the
+                model keeps their dtype and device (float16 and bfloat16 data are fitted
+                in float32, then cast).
             colors: ``(N, V, 3)`` per-vertex colours, or ``None`` (default) for a
                 shape-only model.
             num_components: ``K`` (default 50), at most ``min(N - 1, 3V)``.
@@ -338,6 +343,13 @@ class PCAModel(nn.Module):
             ``(N, V, 3) -> `` a model with ``components (K, 3V)``
         """
         vertices = _as_float_tensor(vertices, "vertices")
+        if vertices.dtype in _HALF_DTYPES:
+            # No LAPACK kernel takes half precision: the whole fit, variances and ratios included,
+            # runs in float32 and the model is cast at the end (variances of millimetre data
+            # overflow float16, and their ratios would come out NaN).
+            colors = None if colors is None else _as_float_tensor(colors, "colors").float()
+            return cls.fit(vertices.float(), colors, num_components, color_components, method, generator,
+                           oversample=oversample, n_iter=n_iter).to(vertices.dtype)
         n, v, _ = vertices.shape
         if n < 2:
             raise ValueError(f"vertices: expected at least 2 meshes to fit a PCA model, got {n}")
@@ -370,19 +382,28 @@ class PCAModel(nn.Module):
         ``truncate(k).compactness()`` is the first ``k`` entries of ``compactness()``.
         ``num_color_components=None`` keeps all colour components.
         """
-        if not 1 <= num_components <= self.latent_size:
-            raise ValueError(f"num_components: expected an integer in [1, {self.latent_size}], got {num_components}")
+        def bad(k, high):
+            return isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= high
+
+        if bad(num_components, self.latent_size):
+            raise ValueError(f"num_components: expected an integer in [1, {self.latent_size}], got {num_components!r}")
         kwargs: dict[str, Any] = {}
+        kc = 0
         if self.has_colors:
             kc = self.color_latent_size if num_color_components is None else num_color_components
-            if not 1 <= kc <= self.color_latent_size:
+            if bad(kc, self.color_latent_size):
                 raise ValueError(f"num_color_components: expected an integer in [1, {self.color_latent_size}], got {kc}")
             kwargs = dict(color_mean=self.color_mean, color_components=self.color_components[:kc],
                           color_stddev=self.color_stddev[:kc], color_total_variance=self.color_total_variance)
         elif num_color_components not in (None, 0):
             raise ValueError("num_color_components: this model has no colour part")
-        return type(self).from_tensors(self.mean, self.components[:num_components], self.stddev[:num_components],
-                                       self.total_variance, **kwargs)
+        out = type(self).from_tensors(self.mean, self.components[:num_components], self.stddev[:num_components],
+                                      self.total_variance, **kwargs)
+        with torch.no_grad():  # the ratios as they are (a float16 total variance may be infinite)
+            out.explained_variance_ratio.copy_(self.explained_variance_ratio[:num_components])
+            if kc:
+                out.color_explained_variance_ratio.copy_(self.color_explained_variance_ratio[:kc])
+        return out
 
     # ------------------------------------------------------ decode / encode
     def _check_latent(self, z: torch.Tensor, size: int, name: str) -> tuple[torch.Tensor, bool]:
@@ -396,7 +417,7 @@ class PCAModel(nn.Module):
     @staticmethod
     def _linear_decode(z, mean, components, stddev) -> torch.Tensor:
         flat = torch.addmm(mean.reshape(1, -1), z * stddev, components)  # (B, 3V)
-        return flat.reshape(z.shape[0], -1, 3)  # (B, V, 3)
+        return flat.reshape(z.shape[0], mean.shape[0], 3)  # (B, V, 3); sizes explicit for B = 0
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Vertices ``mean + (z * stddev) @ components`` for shape coefficients ``z``.
@@ -433,7 +454,7 @@ class PCAModel(nn.Module):
 
     def _project(self, x, mean, components, stddev, name: str) -> torch.Tensor:
         check_tensor(x, name, shape=("B", self.num_vertices, 3), dtype=self.mean.dtype, device=self.mean.device)
-        coords = (x - mean).reshape(x.shape[0], -1) @ components.T  # (B, K)
+        coords = (x - mean).flatten(1) @ components.T  # (B, K)
         positive = stddev > 0
         # A component of zero variance carries no coefficient: it encodes to 0.
         return torch.where(positive, coords / torch.where(positive, stddev, torch.ones_like(stddev)),
@@ -524,6 +545,22 @@ class PCAModel(nn.Module):
         return torch.cumsum(self.explained_variance_ratio, dim=0)
 
     # ----------------------------------------------------------------- config
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # load_state_dict(assign=True) takes the given tensors as they are: one of another dtype
+        # would leave a model of mixed dtypes, which decode() cannot use. (Without assign they are cast.)
+        if local_metadata.get("assign_to_params_buffers", False):
+            bad = [f"{prefix}{name}: expected dtype {buffer.dtype} (the model's), got {given.dtype}; build the "
+                   f"model with dtype={given.dtype} to assign these"
+                   for name, buffer in self._buffers.items()
+                   if buffer is not None and isinstance(given := state_dict.get(prefix + name), torch.Tensor)
+                   and given.dtype != buffer.dtype]
+            if bad:  # assign nothing: the model keeps its buffers
+                error_msgs.extend(bad)
+                return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def config(self) -> dict[str, Any]:
         """JSON-able architecture description; :meth:`from_config` rebuilds the model
         (its buffers then come from a state dict)."""
@@ -546,6 +583,10 @@ class PCAModel(nn.Module):
             raise TypeError(f"config: expected a dict, got {type(config).__name__}")
         if config.get("class", cls.__name__) != cls.__name__:
             raise ValueError(f"config: expected class {cls.__name__!r}, got {config.get('class')!r}")
+        unknown = sorted(set(config) - {"class", "num_vertices", "num_components", "num_color_components", "dtype"})
+        if unknown:  # a misspelt key (num_colour_components) would otherwise be ignored silently
+            raise ValueError(f"config: unknown keys {unknown}; expected num_vertices, num_components and "
+                             f"optionally class, num_color_components, dtype")
         missing = [k for k in ("num_vertices", "num_components") if k not in config]
         if missing:
             raise ValueError(f"config: missing keys {missing} (expected num_vertices, num_components)")

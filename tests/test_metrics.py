@@ -237,3 +237,60 @@ def test_empty_test_set_and_batch_sizes_below_one_are_refused():
     assert generalisation(fitted, None, x[25:], [1, 2], batch_size=batch) == pytest.approx(whole, rel=1e-12)
     for k in (1, 2):
         assert math.isclose(whole[k], projection_errors_reference(x[:25], x[25:], k), rel_tol=1e-8)
+
+
+def test_nearest_face_distance_with_non_finite_values():
+    """A NaN sample gets distance NaN; a training face with NaN is an error (it made the answer depend
+    on chunk_elements: inf for every sample in one block, the face skipped in several)."""
+    seed = int(np.random.default_rng().integers(1 << 30))
+    g = torch.Generator().manual_seed(seed)
+    samples = torch.randn(5, 10, 3, generator=g, dtype=torch.float64)
+    train = torch.randn(6, 10, 3, generator=g, dtype=torch.float64)
+    j = int(torch.randint(6, (), generator=g))
+    broken = train.clone()
+    broken[j, 3, 0] = float("nan")
+    for chunk in (2**24, 30, 1):
+        with pytest.raises(ValueError, match=rf"^train: expected finite vertices, found NaN or infinity in 1 of 6 "
+                                             rf"faces \(first: face {j}\)$"):
+            nearest_face_distance(samples, broken, chunk_elements=chunk)
+    i = int(torch.randint(5, (), generator=g))
+    nan_sample = samples.clone()
+    nan_sample[i, 7, 2] = float("nan")
+    ref_dist, ref_idx = nearest_reference(samples, train)
+    for chunk in (2**24, 30, 1):
+        dist, idx = nearest_face_distance(nan_sample, train, chunk_elements=chunk)
+        assert torch.isnan(dist[i])
+        keep = np.arange(5) != i
+        np.testing.assert_allclose(dist.numpy()[keep], ref_dist[keep], rtol=1e-12)
+        np.testing.assert_array_equal(idx.numpy()[keep], ref_idx[keep])
+    with pytest.raises(ValueError, match="train: expected finite vertices"):
+        specificity(Memoriser(train, 0.0), broken, 4)
+
+
+def test_generalisation_sizes_must_be_positive_integers():
+    x, *_ = subspace_faces(20, 8, [9.0, 4.0, 1.0], seed=int(np.random.default_rng().integers(1 << 30)))
+    fitted = PCAModel.fit(x[:15], num_components=3)
+    for bad in ([1.9, 2], [True], [0, 1], [], 3, "12", [2, "3"]):
+        with pytest.raises(ValueError, match=r"^sizes: expected a non-empty list of positive integers, got "):
+            generalisation(fitted, None, x[15:], bad)
+    assert list(generalisation(fitted, None, x[15:], (np.int64(2), torch.tensor(1)))) == [2, 1]
+
+
+def test_compactness_refuses_non_finite_variances_and_reads_half_models():
+    with pytest.raises(ValueError, match=r"^source: expected finite non-negative variances, got \[3.0, inf\]$"):
+        compactness(np.array([3.0, np.inf]))
+    with pytest.raises(ValueError, match=r"^source: expected finite non-negative variances, got \[3.0, nan, 1.0\]$"):
+        compactness(np.array([3.0, np.nan, 1.0]))
+    latents = np.random.default_rng().normal(size=(6, 3))
+    latents[4, 1] = np.nan  # a diverged autoencoder's codes: the message named total_variance
+    with pytest.raises(ValueError, match=r"^source: expected finite latent codes, found NaN or infinity in 1 of 6 "
+                                         r"codes \(first: code 4\)$"):
+        compactness(latents)
+    # a float16 model of millimetre data: its variances and total overflow, its ratios do not
+    x, *_ = subspace_faces(20, 60, [9e4, 4e4, 1e4], seed=int(np.random.default_rng().integers(1 << 30)))
+    model = PCAModel.fit(x.float(), num_components=4)
+    expected = compactness(model)
+    half = model.to(torch.float16)
+    assert not torch.isfinite(half.total_variance)
+    np.testing.assert_allclose(compactness(half), expected, rtol=2e-3)
+    np.testing.assert_allclose(compactness(half.truncate(2)), expected[:2], rtol=2e-3)

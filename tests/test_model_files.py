@@ -391,3 +391,68 @@ def test_loading_needs_no_openmesh(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert float(proc.stdout.strip()) == model(z).sum().item()
+
+
+def rewrite_tensors(src, dst, change):
+    """Copy a model file with its tensors edited by ``change(tensors)`` and the checksum recomputed."""
+    import safetensors.torch
+
+    from mesh_decoder.model_files import _checksum
+
+    blob = src.read_bytes()
+    size = struct.unpack("<Q", blob[:8])[0]
+    meta = json.loads(json.loads(blob[8:8 + size])["__metadata__"]["mesh_decoder"])
+    tensors = safetensors.torch.load(blob)
+    change(tensors)
+    meta["checksum"] = _checksum(tensors)
+    dst.write_bytes(safetensors.torch.save(tensors, metadata={"mesh_decoder": json.dumps(meta)}))
+
+
+def test_tensors_of_another_dtype_are_a_clear_error(tmp_path):
+    """A file whose tensors' dtypes differ from what its config builds is refused, not loaded half-cast."""
+    path = tmp_path / "pca.safetensors"
+    save_model(pca_model(int(torch.randint(1 << 20, ())), dtype=torch.float32), path)
+    key = ["mean", "components", "stddev", "color_mean"][int(torch.randint(4, ()))]
+    bad = tmp_path / "dtype.safetensors"
+    rewrite_tensors(path, bad, lambda t: t.update({key: t[key].double()}))
+    with pytest.raises(ModelFileError, match=rf"^{bad}: the saved tensors do not fit PCAModel: .*{key}: expected "
+                                             r"dtype torch.float32 \(the model's\), got torch.float64") as info:
+        load_model(bad)
+    assert "\n" not in str(info.value)
+    # an index buffer saved as floats (or weights as integers) does not fit a hierarchy model either
+    h = toy_hierarchy(40, seed=15)
+    save_model(toy_model(h, seed=16), tmp_path / "toy.safetensors", hierarchy=h)
+    rewrite_tensors(tmp_path / "toy.safetensors", bad, lambda t: t.update(
+        {k: t[k].float() for k in ("spirals", "inner.spirals") if k in t}))
+    with pytest.raises(ModelFileError, match=r"do not fit ToyGraphModel: '(inner\.)?spirals' is torch.float32, "
+                                             r"expected a non-floating dtype like torch.int64"):
+        load_model(bad, h)
+    rewrite_tensors(tmp_path / "toy.safetensors", bad, lambda t: t.update({"fc.weight": t["fc.weight"].long()}))
+    with pytest.raises(ModelFileError, match=r"'fc.weight' is torch.int64, expected a floating dtype like torch.float32"):
+        load_model(bad, h)
+
+
+def test_header_metadata_that_is_not_an_object(tmp_path):
+    header = json.dumps({"__metadata__": 5, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    bad = tmp_path / "meta5.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(header)) + header + bytes(4))
+    for read in (load_model, read_model_meta):
+        with pytest.raises(ModelFileError, match=rf"^{bad}: not a safetensors model file: expected the header's "
+                                                 r"'__metadata__' to be a JSON object, got int$"):
+            read(bad)
+
+
+def test_save_to_a_directory_and_load_to_a_bad_device_are_clear_errors(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=rf"^path {folder}: expected a file path, found a directory$"):
+        save_model(pca_model(17), folder)
+    assert list(tmp_path.iterdir()) == [folder] and list(folder.iterdir()) == []
+    path = tmp_path / "pca.safetensors"
+    save_model(pca_model(18), path)
+    with pytest.raises(ValueError, match=r"^device: expected cpu, cuda, cuda:N or mps, got 'gpu'$"):
+        load_model(path, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"^device cuda: CUDA is not available on this machine"):
+            load_model(path, device="cuda")
+    assert load_model(path, device=torch.device("cpu")).mean.device.type == "cpu"

@@ -269,3 +269,82 @@ def test_float32_numpy_input_and_log_prior_constant():
     z = torch.randn(1, 5, generator=torch.Generator().manual_seed(25))
     expected = -0.5 * float((z**2).sum()) - 2.5 * math.log(2 * math.pi)
     assert math.isclose(float(model.log_prior(z)[0]), expected, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_ratios_of_millimetre_data(dtype):
+    """Total variances of mm data overflow float16 (65504): ratios and compactness still come out right."""
+    seed = int(torch.randint(1 << 30, ()))
+    x = faces(16, 120, seed=seed, dtype=torch.float32) * 30  # total variance far above 65504
+    reference = PCAModel.fit(x.to(dtype).float(), num_components=6)
+    assert float(reference.total_variance) > 1e5
+    model = PCAModel.fit(x.to(dtype), num_components=6)
+    ratio = reference.explained_variance_ratio.to(dtype)
+    assert torch.isfinite(model.explained_variance_ratio).all()
+    torch.testing.assert_close(model.explained_variance_ratio, ratio, rtol=0, atol=0)
+    torch.testing.assert_close(model.compactness(), torch.cumsum(ratio, dim=0), rtol=0, atol=0)
+    # truncating keeps the ratios, also for a float32 model cast afterwards
+    for m in (model, PCAModel.fit(x, num_components=6).to(dtype)):
+        torch.testing.assert_close(m.truncate(3).compactness(), m.compactness()[:3], rtol=0, atol=0)
+        assert torch.isfinite(m.truncate(3).compactness()).all()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_training_data_is_a_clear_error(bad):
+    x = faces(10, 12, seed=int(torch.randint(1 << 30, ())), dtype=torch.float32)
+    i, v = int(torch.randint(10, ())), int(torch.randint(12, ()))
+    broken = x.clone()
+    broken[i, v, 1] = bad
+    for method in ("svd", "randomized"):
+        with pytest.raises(ValueError, match=rf"^vertices: expected finite values, found NaN or infinity at 1 "
+                                             rf"vertices \(first: mesh {i}, vertex {v}\)$"):
+            PCAModel.fit(broken, num_components=3, method=method)
+        with pytest.raises(ValueError, match=rf"^colors: expected finite values.*mesh {i}, vertex {v}\)$"):
+            PCAModel.fit(x, broken.half(), num_components=3, method=method)
+
+
+def test_empty_batches():
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))
+    model = PCAModel.fit(faces(10, 8, seed=26), torch.rand(10, 8, 3, generator=g, dtype=torch.float64),
+                         num_components=3, color_components=2)
+    assert model.sample(0).shape == (0, 8, 3) and model.sample_colors(0).shape == (0, 8, 3)
+    assert model.decode(torch.empty(0, 3, dtype=torch.float64)).shape == (0, 8, 3)
+    assert model.encode(torch.empty(0, 8, 3, dtype=torch.float64)).shape == (0, 3)
+    assert model.encode_colors(torch.empty(0, 8, 3, dtype=torch.float64)).shape == (0, 2)
+    assert model.reconstruct(torch.empty(0, 8, 3, dtype=torch.float64)).shape == (0, 8, 3)
+
+
+def test_sizes_must_be_integers():
+    model = PCAModel.fit(faces(10, 12, seed=27), torch.rand(10, 12, 3, dtype=torch.float64), num_components=5)
+    for bad in (2.5, True, "2"):
+        with pytest.raises(ValueError, match=rf"^num_components: expected an integer in \[1, 5\], got {bad!r}$"):
+            model.truncate(bad)
+        with pytest.raises(ValueError, match=r"^num_color_components: expected an integer in \[1, 5\]"):
+            model.truncate(2, bad)
+        with pytest.raises(ValueError, match=r"^rank: expected an integer in \[1, min\(M, N\) = 10\]"):
+            randomized_svd(faces(10, 12, seed=28).reshape(10, -1), bad)
+    assert model.truncate(np.int64(2), np.int64(3)).color_latent_size == 3
+
+
+def test_assigning_tensors_of_another_dtype_is_refused():
+    """load_state_dict(assign=True) would otherwise leave a model of mixed dtypes that cannot decode."""
+    model = PCAModel.fit(faces(10, 12, seed=29), num_components=3)  # float64
+    state = model.state_dict()
+    state["mean"] = state["mean"].float()
+    target = PCAModel.from_config(model.config())
+    with pytest.raises(RuntimeError, match=r"mean: expected dtype torch.float64 \(the model's\), got torch.float32"):
+        target.load_state_dict(state, assign=True)
+    state = {k: v for k, v in state.items()}  # (torch keeps the assign flag in the state dict's _metadata)
+    target.load_state_dict(state)  # without assign the values are cast into the model's dtype, as in torch
+    assert target.mean.dtype == torch.float64 and torch.equal(target.mean, model.mean.float().double())
+    fresh = PCAModel.from_config(model.config())
+    fresh.load_state_dict(model.state_dict(), assign=True)
+    assert torch.equal(fresh.mean, model.mean)
+
+
+def test_config_with_unknown_keys_is_refused():
+    config = {"class": "PCAModel", "num_vertices": 12, "num_components": 3, "num_colour_components": 2}
+    with pytest.raises(ValueError, match=r"^config: unknown keys \['num_colour_components'\]; expected num_vertices"):
+        PCAModel.from_config(config)  # was a shape-only model, the colour size ignored
+    config["num_color_components"] = config.pop("num_colour_components")
+    assert PCAModel.from_config(config).color_latent_size == 2

@@ -83,8 +83,8 @@ def _normalization(data: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.
     """Per-vertex mean and clamped std over the set. Shapes: ``(N, V, 3)`` -> ``(V, 3), (V, 3)``."""
     if data.shape[0] == 0:
         raise ValueError("normalization: expected at least one mesh in the dataset, got none")
-    if not eps > 0:
-        raise ValueError(f"eps: expected a positive number, got {eps}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < float("inf"):
+        raise ValueError(f"eps: expected a finite positive number, got {eps!r}")
     data = data.to(torch.float64)
     mean = data.mean(dim=0)
     std = data.std(dim=0, unbiased=False).clamp_min(eps)

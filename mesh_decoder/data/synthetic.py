@@ -161,6 +161,7 @@ class FaceParams:
     @classmethod
     def neutral(cls, n: int = 1) -> "FaceParams":
         """``n`` template faces: identity and appearance 0.5, expression 0, no detail."""
+        n = _count(n, "n")
         values = np.full((n, len(PARAM_NAMES)), 0.5)
         for name in EXPRESSION_NAMES:
             values[:, _column(name)] = 0.0
@@ -183,6 +184,13 @@ def _column(name: str) -> int:
         return PARAM_NAMES.index(name)
     except ValueError:
         raise KeyError(f"unknown face parameter {name!r}; expected one of {list(PARAM_NAMES)}") from None
+
+
+def _count(n, name: str, minimum: int = 0) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < minimum:
+        kind = "a non-negative int" if minimum == 0 else f"an int >= {minimum}"
+        raise ValueError(f"{name}: expected {kind}, got {n!r}")
+    return int(n)
 
 
 def _as_params(params) -> FaceParams:
@@ -320,11 +328,12 @@ class SyntheticFaces:
             ``params (N, P)`` -> ``(N, V, 3)``, ``(N, V, 3)``.
         """
         params = _as_params(params)
+        chunk = _count(chunk, "chunk", 1)
         n, v = len(params), self.num_vertices
         vertices = np.empty((n, v, 3), dtype=np.float32)
         colors = np.empty((n, v, 3), dtype=np.float32)
-        for start in range(0, n, max(int(chunk), 1)):
-            part = params[start:start + max(int(chunk), 1)]
+        for start in range(0, n, chunk):
+            part = params[start:start + chunk]
             vertices[start:start + len(part)] = self._shape(part)
             colors[start:start + len(part)] = self._colour(part)
         return vertices, colors
@@ -392,12 +401,12 @@ def interpolation_split(n: int, seed: int = 0, test_fraction: float = 0.1) -> tu
     Returns:
         ``(train, test)`` sorted int64 index arrays, disjoint, covering ``range(n)``.
     """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 0:
-        raise ValueError(f"n: expected a non-negative int, got {n!r}")
-    if not 0.0 <= float(test_fraction) <= 1.0:
-        raise ValueError(f"test_fraction: expected a number in [0, 1], got {test_fraction}")
-    n = int(n)
-    order = np.random.default_rng([int(seed), 0x5917]).permutation(n)
+    n = _count(n, "n")
+    seed = _count(seed, "seed")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) \
+            or not 0.0 <= float(test_fraction) <= 1.0:
+        raise ValueError(f"test_fraction: expected a number in [0, 1], got {test_fraction!r}")
+    order = np.random.default_rng([seed, 0x5917]).permutation(n)
     n_test = int(round(float(test_fraction) * n))
     return np.sort(order[n_test:]).astype(np.int64), np.sort(order[:n_test]).astype(np.int64)
 
@@ -415,5 +424,7 @@ def extrapolation_split(params, key: str = "jaw_open", threshold: float = 0.7) -
     """
     params = _as_params(params)
     column = params[key]  # (N,)
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
+        raise ValueError(f"threshold: expected a finite number, got {threshold!r}")
     test = column > float(threshold)
     return np.flatnonzero(~test).astype(np.int64), np.flatnonzero(test).astype(np.int64)

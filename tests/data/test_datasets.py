@@ -93,6 +93,9 @@ def test_synthetic_normalization(small):
     assert (cstd == 0.5).all()
     with pytest.raises(ValueError, match="'vertices', 'colors'"):
         ds.normalization("params")
+    for bad in (float("inf"), float("nan"), 0.0, "1e-3", None):  # inf made every std inf
+        with pytest.raises(ValueError, match=rf"^eps: expected a finite positive number, got {bad!r}$"):
+            ds.normalization(eps=bad)
 
 
 def test_synthetic_argument_errors(small):

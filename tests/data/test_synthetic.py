@@ -271,3 +271,29 @@ def test_extrapolation_split(gen, key, threshold):
     np.testing.assert_array_equal(extrapolation_split(p.values, key, threshold)[1], test)
     with pytest.raises(KeyError):
         extrapolation_split(p, key="mouth_size")
+
+
+def test_split_and_generation_arguments_are_checked():
+    """Bad seeds, fractions, thresholds, counts and chunk sizes are errors, not truncated or ignored."""
+    rng = np.random.default_rng()
+    p = FaceParams.from_array(rng.uniform(size=(20, len(PARAM_NAMES))))
+    for bad in (float("nan"), "0.5", None):
+        with pytest.raises(ValueError, match=rf"^threshold: expected a finite number, got {bad!r}$"):
+            extrapolation_split(p, threshold=bad)  # NaN held out nothing, silently
+    for bad in (1.5, -1, None, True):
+        with pytest.raises(ValueError, match=rf"^seed: expected a non-negative int, got {bad!r}$"):
+            interpolation_split(10, seed=bad)  # 1.5 gave seed 1's split
+    with pytest.raises(ValueError, match=r"^test_fraction: expected a number in \[0, 1\], got '0.5'$"):
+        interpolation_split(10, test_fraction="0.5")
+    np.testing.assert_array_equal(interpolation_split(10, seed=np.int64(3))[1], interpolation_split(10, seed=3)[1])
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match=rf"^n: expected a non-negative int, got {bad!r}$"):
+            FaceParams.neutral(bad)
+    gen = SyntheticFaces(face_template(500))
+    for bad in (0, -3, "x", 2.0):
+        with pytest.raises(ValueError, match=rf"^chunk: expected an int >= 1, got {bad!r}$"):
+            gen.generate(p[:2], chunk=bad)
+    v1, c1 = gen.generate(p[:3], chunk=1)
+    v3, c3 = gen.generate(p[:3], chunk=np.int64(3))
+    np.testing.assert_array_equal(v1, v3)
+    np.testing.assert_array_equal(c1, c3)
