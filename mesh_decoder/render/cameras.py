@@ -186,6 +186,8 @@ class Camera:
         bp, bc = int(points.shape[0]), self.batch_size
         if bp != bc and 1 not in (bp, bc):
             raise ValueError(f"points: expected batch size 1 or {bc} (the camera's), got {bp}")
+        if bp == 0:  # an empty batch projects to an empty batch (the parameters would broadcast it to 1)
+            return points.new_empty((0, int(points.shape[1]), 3))
         params = [getattr(self, n).to(device=points.device, dtype=points.dtype) for n in self._param_names]
         return self._project(points, *params)
 
@@ -287,7 +289,10 @@ class OrthographicCamera(Camera):
             where = f"point {i}" if v.shape[0] == n else f"batch element {i // n}, point {i % n}"
             raise ValueError(f"vertices: expected finite coordinates, got {int(bad.sum())} non-finite values "
                              f"(first at {where})")
-        rot = _rotation(R)[0].double()
+        rot = _rotation(R)
+        if rot.shape[0] != 1:
+            raise ValueError(f"R: expected one rotation (3, 3) for the shared camera, got {tuple(rot.shape)}")
+        rot = rot[0].double()
         p = v @ rot.T  # (N, 3) camera frame, before centring
         lo, hi = p.min(0).values, p.max(0).values
         mid = (lo + hi) / 2
@@ -397,12 +402,18 @@ class PerspectiveCamera(Camera):
         principal point is the image centre ``((W - 1) / 2, (H - 1) / 2)``.
         """
         h, w = image_size_pair(image_size)
-        eye_t = torch.as_tensor(np.asarray(eye, np.float64))
-        forward = torch.as_tensor(np.asarray(at, np.float64)) - eye_t
-        if forward.shape != (3,) or float(forward.norm()) == 0:
+        vecs = {}
+        for name, value in (("eye", eye), ("at", at), ("up", up)):
+            arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, np.float64)
+            if arr.shape != (3,) or not np.isfinite(arr).all():
+                raise ValueError(f"{name}: expected 3 finite coordinates, got {value!r}")
+            vecs[name] = torch.as_tensor(arr)
+        eye_t = vecs["eye"]
+        forward = vecs["at"] - eye_t
+        if float(forward.norm()) == 0:
             raise ValueError(f"eye, at: expected two distinct 3D points, got {eye!r} and {at!r}")
         forward = forward / forward.norm()
-        right = torch.linalg.cross(forward, torch.as_tensor(np.asarray(up, np.float64)))
+        right = torch.linalg.cross(forward, vecs["up"])
         if float(right.norm()) < 1e-9:
             raise ValueError(f"up: expected a direction not parallel to the viewing direction, got {up!r}")
         right = right / right.norm()

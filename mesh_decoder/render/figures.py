@@ -413,7 +413,8 @@ def error_heatmap(
         errors: ``(B, V)`` or ``(V,)`` non-negative values (e.g. Euclidean error in mm).
         path: the PNG to write (required).
         vmin: lower end of the colour scale. Default ``0``.
-        vmax: upper end; default the largest error.
+        vmax: upper end, above ``vmin``; default the largest error (``vmin + 1`` when no
+            error exceeds ``vmin``).
         cmap: matplotlib colour map. Default ``"viridis"``.
         label: colour-bar label.
         titles: one title per mesh, optional.
@@ -440,8 +441,13 @@ def error_heatmap(
         )
     if not torch.isfinite(err).all():
         raise ValueError("errors: expected finite values, got NaN or inf")
+    vmin = float(vmin)
+    if not math.isfinite(vmin):
+        raise ValueError(f"vmin: expected a finite number, got {vmin}")
+    if vmax is not None and not (math.isfinite(float(vmax)) and float(vmax) > vmin):
+        raise ValueError(f"vmax: expected a finite number above vmin={vmin}, got {vmax}")
     top = float(err.max()) if vmax is None else float(vmax)
-    if not top > vmin:
+    if not top > vmin:  # every error at or below vmin (e.g. all zero): any scale above vmin shows them alike
         top = vmin + 1.0
     if titles is not None and len(titles) != B:
         raise ValueError(f"titles: expected {B} titles, got {len(titles)}")

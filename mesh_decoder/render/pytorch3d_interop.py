@@ -229,7 +229,8 @@ def from_pytorch3d(meshes) -> MeshTensors:
     textures' ``align_corners``); ``TexturesVertex`` become ``colors``.
 
     Raises:
-        ValueError: the meshes differ in faces, vertex count or UV layout.
+        ValueError: the meshes differ in faces, vertex count or UV layout, or the
+            ``TexturesUV`` sample otherwise than bilinearly with border padding.
     """
     _, TexturesUV, TexturesVertex = require_pytorch3d()
     faces_list = meshes.faces_list()
@@ -244,6 +245,15 @@ def from_pytorch3d(meshes) -> MeshTensors:
     tex = meshes.textures
     texture = uv = uv_faces = colors = None
     if isinstance(tex, TexturesUV):
+        # PyTorch3D >= 0.6 samples with these settings; our sampling is bilinear with border padding
+        modes = {"sampling_mode": "bilinear", "padding_mode": "border"}
+        for name, ours in modes.items():
+            theirs = getattr(tex, name, ours)
+            if theirs != ours:
+                raise ValueError(
+                    f"meshes.textures: expected TexturesUV({name}={ours!r}), the sampling of "
+                    f"mesh_decoder.render, got {name}={theirs!r} (the colours would differ)"
+                )
         maps = tex.maps_padded()  # (N, H, W, C)
         texture = texture_from_pytorch3d_maps(maps)
         vu, fu = tex.verts_uvs_list(), tex.faces_uvs_list()

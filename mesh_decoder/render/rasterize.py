@@ -26,7 +26,10 @@ is evaluated with the edge's end points in a canonical (lexicographic) order, so
 the two triangles see exactly opposite values, and after orienting each triangle
 so that its interior is positive, an edge owns the centres on it when its direction
 ``(dx, dy)`` (``dy`` pointing down the image) has ``dy > 0``, or ``dy == 0`` and
-``dx < 0`` (the rule of :mod:`mesh_decoder.mesh.uv`). Degenerate faces (zero screen
+``dx < 0`` (the rule of :mod:`mesh_decoder.mesh.uv`). The edge function is evaluated as
+``dx (p_y - a_y) - dy (p_x - a_x)`` from the edge's first end ``a``: it is exactly zero at
+both end points, so a pixel centre on a vertex is covered by exactly one face of the
+fan around it too. Degenerate faces (zero screen
 area) and faces with a non-finite projected vertex cover nothing.
 
 **Barycentrics.** For a pixel centre ``p`` in face ``(v_0, v_1, v_2)``, the screen
@@ -147,9 +150,9 @@ def _face_setup(tri: torch.Tensor, perspective: bool, znear: float | None, cull_
         tri: ``(N, 3, 3)`` pixel-space corners (column, row, depth) of ``N = B * F`` faces.
 
     Returns:
-        ``coef (N, 12)``: oriented edge equations ``e_k = A_k x + B_k y + C_k``
-        (``k = 0..2``, 9 values) then the depth plane ``q = P x + Q y + R``
-        (``q = depth``, or ``1 / depth`` for a perspective camera);
+        ``coef (N, 15)``: oriented edge equations ``e_k = dx_k (y - a_{y,k}) - dy_k (x - a_{x,k})``
+        (``k = 0..2``: ``dx``, ``dy``, ``a_x``, ``a_y``, 12 values) then the depth plane
+        ``q = P x + Q y + R`` (``q = depth``, or ``1 / depth`` for a perspective camera);
         ``owns (N, 3)`` bool tie ownership of each edge; ``valid (N,)`` bool.
     """
     x, y, z = tri[..., 0], tri[..., 1], tri[..., 2]  # (N, 3) each
@@ -168,14 +171,15 @@ def _face_setup(tri: torch.Tensor, perspective: bool, znear: float | None, cull_
     swap = (tail[..., 0] > head[..., 0]) | ((tail[..., 0] == head[..., 0]) & (tail[..., 1] > head[..., 1]))  # (N, 3)
     a = torch.where(swap.unsqueeze(-1), head, tail)  # (N, 3, 2) canonical first end
     b = torch.where(swap.unsqueeze(-1), tail, head)  # (N, 3, 2) canonical second end
-    dx = b[..., 0] - a[..., 0]
-    dy = b[..., 1] - a[..., 1]
-    # e(p) = dx * (p_y - a_y) - dy * (p_x - a_x) = A p_x + B p_y + C, identical for both faces of an edge
-    A = -dy
-    Bc = dx
-    C = dy * a[..., 0] - dx * a[..., 1]
     orient = torch.where(swap, -1.0, 1.0).to(tri.dtype) * sign.unsqueeze(1)  # (N, 3)
-    A, Bc, C = A * orient, Bc * orient, C * orient  # interior positive, still exact negations across an edge
+    # e(p) = dx * (p_y - a_y) - dy * (p_x - a_x), oriented so the interior is positive: the same numbers,
+    # exactly negated, for both faces of an edge. Evaluated in this form (not expanded to A p_x + B p_y + C),
+    # it is exactly 0 at both end points and keeps its sign close to an edge: the expanded form rounds a
+    # pixel centre a few ulps off a horizontal edge to 0, outside the bounding box of the face that owns it
+    dx = (b[..., 0] - a[..., 0]) * orient  # (N, 3)
+    dy = (b[..., 1] - a[..., 1]) * orient
+    A, Bc = -dy, dx
+    C = dy * a[..., 0] - dx * a[..., 1]  # only for the depth plane
     direction = (head - tail) * sign.reshape(-1, 1, 1)  # (N, 3, 2) oriented edge directions
     owns = (direction[..., 1] > 0) | ((direction[..., 1] == 0) & (direction[..., 0] < 0))  # (N, 3)
 
@@ -184,7 +188,7 @@ def _face_setup(tri: torch.Tensor, perspective: bool, znear: float | None, cull_
     P = (A * q).sum(1) / s
     Q = (Bc * q).sum(1) / s
     R = (C * q).sum(1) / s
-    coef = torch.cat([A, Bc, C, torch.stack([P, Q, R], dim=1)], dim=1)  # (N, 12)
+    coef = torch.cat([dx, dy, a[..., 0], a[..., 1], torch.stack([P, Q, R], dim=1)], dim=1)  # (N, 15)
     coef = torch.where(valid.unsqueeze(1), coef, torch.zeros((), dtype=coef.dtype))
     return coef, owns, valid
 
@@ -288,7 +292,7 @@ def rasterize(
             largest = max(largest, int(k.shape[0]))
             fid = torch.searchsorted(ends, k, right=True)  # (K,) index into B*F
             m = meta.index_select(0, fid)  # (K, 6)
-            c = coef.index_select(0, fid)  # (K, 12)
+            c = coef.index_select(0, fid)  # (K, 15)
             del fid
             offset = k - m[:, 0]  # (K,) position inside the face's box
             del k
@@ -299,11 +303,11 @@ def rasterize(
             py = row.to(dtype)
             inside = None
             for j in range(3):  # oriented edge function of edge j, interior positive
-                e = c[:, j] * px + c[:, 3 + j] * py + c[:, 6 + j]  # (K,)
+                e = c[:, j] * (py - c[:, 9 + j]) - c[:, 3 + j] * (px - c[:, 6 + j])  # (K,)
                 ok = (e > 0) | ((e == 0) & (((m[:, 5] >> (_FACE_BITS + j)) & 1) == 1))
                 inside = ok if inside is None else inside & ok
             del e, ok
-            q = c[:, 9] * px + c[:, 10] * py + c[:, 11]  # (K,) depth or 1/depth
+            q = c[:, 12] * px + c[:, 13] * py + c[:, 14]  # (K,) depth or 1/depth
             del c, px, py
             depth = 1.0 / q if camera.is_perspective else q
             key = _ordered_depth_code(depth) * (1 << _FACE_BITS) + (m[:, 5] & ((1 << _FACE_BITS) - 1))  # (K,)

@@ -22,6 +22,7 @@ UVs and normals inside the faces that already cover each pixel.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import struct
@@ -125,13 +126,15 @@ def render(
         uv_faces: ``(F, 3)`` indices into ``uv`` per face corner; default ``faces``
             (then ``uv`` needs one row per vertex).
         light: a :class:`~mesh_decoder.render.shading.DirectionalLight` (its
-            ``direction`` may be a ``(B, 3)`` tensor), or ``None`` for unlit albedo.
+            ``direction`` may be a ``(B, 3)`` tensor, its ``ambient`` and ``diffuse``
+            ``(B,)`` tensors), or ``None`` for unlit albedo.
             Default ``DirectionalLight()``.
         background: colour of empty pixels, one value or one per channel of the
             albedo. Default ``None``: white (1.0 in every channel, for any ``C``).
         cull_backfaces: passed to :func:`~mesh_decoder.render.rasterize.rasterize`. Default ``False``.
         fragments: reuse fragments rasterised earlier from the same vertices,
-            faces and camera (skips the rasterisation). Default ``None``.
+            faces and camera (skips the rasterisation; the barycentrics are recomputed
+            with ``camera``, so gradients reach its parameters). Default ``None``.
         max_candidates: rasteriser chunk size. Default ``2**17``.
 
     Returns:
@@ -153,6 +156,15 @@ def render(
             f"fragments: expected fragments of {image_size_pair(image_size)} pixels and {int(f.shape[0])} faces, "
             f"got {fragments.image_size} and {int(fragments.faces.shape[0])}"
         )
+    elif camera is not fragments.camera:
+        # the face ids come from the fragments; the (differentiable) barycentrics from the camera given here,
+        # e.g. one rebuilt from parameters that require grad after rasterising under torch.no_grad()
+        if not isinstance(camera, Camera):
+            raise TypeError(f"camera: expected a mesh_decoder.render Camera, got {type(camera).__name__}")
+        if camera.batch_size not in (1, fragments.batch_size):
+            raise ValueError(f"camera: expected batch size 1 or {fragments.batch_size} (the fragments'), "
+                             f"got {camera.batch_size}")
+        fragments = dataclasses.replace(fragments, camera=camera)
     B = fragments.batch_size
     if int(v.shape[0]) not in (1, B):
         raise ValueError(f"vertices: expected batch size 1 or {B}, got {int(v.shape[0])}")
@@ -196,7 +208,14 @@ def render(
         if isinstance(direction, torch.Tensor) and direction.dim() == 2:
             check_tensor(direction, "light.direction", shape=(B, 3))
             direction = direction.to(device=v.device, dtype=dtype).index_select(0, batch)  # (P, 3)
-        shaded = shade_lambert(n, albedo, direction, light.ambient, light.diffuse)  # (P, C)
+        coefficients = []
+        for name in ("ambient", "diffuse"):
+            k = getattr(light, name)
+            if isinstance(k, torch.Tensor) and k.dim() == 1:  # one per batch element -> one per covered pixel
+                check_tensor(k, f"light.{name}", shape=(B,))
+                k = k.to(device=v.device, dtype=dtype).index_select(0, batch)  # (P,)
+            coefficients.append(k)
+        shaded = shade_lambert(n, albedo, direction, *coefficients)  # (P, C)
     else:
         shaded = albedo
     C = int(shaded.shape[-1])

@@ -213,3 +213,34 @@ def test_orthographic_fit_errors_name_the_non_finite_point():
         OrthographicCamera.fit(torch.rand(2, 0, 3, generator=g), 64)
     with pytest.raises(ValueError, match=r"vertices: expected \(V, 3\) or \(B, V, 3\), got \(4, 2\)"):
         OrthographicCamera.fit(torch.rand(4, 2, generator=g), 64)
+
+
+def test_look_at_and_fit_refuse_inputs_they_would_silently_misuse():
+    with pytest.raises(ValueError, match=r"eye: expected 3 finite coordinates, got \(0.0, nan, 5.0\)"):
+        PerspectiveCamera.look_at(eye=(0.0, float("nan"), 5.0))  # was a camera of NaNs
+    with pytest.raises(ValueError, match=r"up: expected 3 finite coordinates, got \(0.0, 1.0\)"):
+        PerspectiveCamera.look_at(eye=(0.0, 0.0, 5.0), up=(0.0, 1.0))  # was a RuntimeError from linalg.cross
+    g = torch.Generator().manual_seed(6)
+    R = torch.stack([_rotation(g), _rotation(g)])
+    with pytest.raises(ValueError, match=r"R: expected one rotation \(3, 3\) for the shared camera, got \(2, 3, 3\)"):
+        OrthographicCamera.fit(torch.rand(20, 3, generator=g), 32, R=R)  # the second rotation was dropped
+    one = OrthographicCamera.fit(torch.rand(20, 3, generator=g), 32, R=R[:1])  # a batch of one is that rotation
+    assert torch.allclose(one.R[0], R[0].float())
+
+
+@pytest.mark.parametrize("make", [
+    lambda: OrthographicCamera(scale=0.5),
+    lambda: WeakPerspectiveCamera(scale=0.5),
+    lambda: PerspectiveCamera((10.0, 10.0, 4.0, 4.0), 8),
+])
+def test_an_empty_batch_projects_and_renders_to_an_empty_batch(make):
+    from mesh_decoder.render import rasterize, render
+
+    cam = make()
+    pts = torch.rand(0, 5, 3, dtype=torch.float64)
+    out = cam.project(pts)
+    assert out.shape == (0, 5, 3) and out.dtype == torch.float64
+    faces = torch.tensor([[0, 1, 2], [2, 3, 4]])
+    frags = rasterize(pts, faces, cam, (6, 7))
+    assert frags.face_id.shape == (0, 6, 7) and frags.bary.shape == (0, 6, 7, 3)
+    assert render(pts, faces, cam, (6, 7)).image.shape == (0, 3, 6, 7)

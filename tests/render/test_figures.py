@@ -97,6 +97,12 @@ def test_figure_helpers_write_pngs(face, tmp_path):
     with pytest.raises(ValueError, match=r"errors: expected shape \(B, 500\)"):
         figures.error_heatmap(face.vertices, face.faces, err[:, :10], tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+    for vmin, vmax in ((1.0, 0.5), (0.5, 0.5), (0.0, float("nan"))):  # were replaced by vmin + 1 without a word
+        with pytest.raises(ValueError, match=r"vmax: expected a finite number above vmin="):
+            figures.error_heatmap(face.vertices, face.faces, err, tmp_path / "bad.png", vmin=vmin, vmax=vmax)
+    with pytest.raises(ValueError, match=r"vmin: expected a finite number, got inf"):
+        figures.error_heatmap(face.vertices, face.faces, err, tmp_path / "bad.png", vmin=float("inf"))
+    assert not (tmp_path / "bad.png").exists()
 
 
 def test_error_heatmap_colours_follow_the_errors(face, tmp_path):

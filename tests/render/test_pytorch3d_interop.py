@@ -128,3 +128,65 @@ def test_pytorch3d_conversion_is_pure_tensor_code():
     out = uv_to_pytorch3d(uv, (8, 8), True)
     out.sum().backward()
     assert np.allclose(uv.grad[:, 0].numpy(), 8 / 7)
+
+
+def _fake_pytorch3d(monkeypatch):
+    """Just enough of PyTorch3D's module layout and classes for :func:`from_pytorch3d`."""
+    import sys
+    import types
+
+    class TexturesUV:
+        def __init__(self, maps, faces_uvs, verts_uvs, padding_mode="border", align_corners=True,
+                     sampling_mode="bilinear"):
+            self._maps, self._faces_uvs, self._verts_uvs = maps, faces_uvs, verts_uvs
+            self.padding_mode, self.align_corners, self.sampling_mode = padding_mode, align_corners, sampling_mode
+
+        def maps_padded(self):
+            return self._maps
+
+        def verts_uvs_list(self):
+            return list(self._verts_uvs)
+
+        def faces_uvs_list(self):
+            return list(self._faces_uvs)
+
+    class TexturesVertex:
+        pass
+
+    class Meshes:
+        def __init__(self, verts, faces, textures=None):
+            self._verts, self._faces, self.textures = verts, faces, textures
+
+        def verts_list(self):
+            return list(self._verts)
+
+        def faces_list(self):
+            return list(self._faces)
+
+    root, renderer, structures = (types.ModuleType(n) for n in
+                                  ("pytorch3d", "pytorch3d.renderer", "pytorch3d.structures"))
+    renderer.TexturesUV, renderer.TexturesVertex, structures.Meshes = TexturesUV, TexturesVertex, Meshes
+    for module in (root, renderer, structures):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    return Meshes, TexturesUV
+
+
+def test_from_pytorch3d_refuses_textures_sampled_otherwise(monkeypatch):
+    """Nearest sampling or zero padding would give other colours than ours: an error, not a silent change."""
+    Meshes, TexturesUV = _fake_pytorch3d(monkeypatch)
+    g = torch.Generator().manual_seed(64)
+    verts = torch.rand(2, 4, 3, generator=g)
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]]).expand(2, -1, -1)
+    maps = torch.rand(2, 5, 6, 3, generator=g)
+    uv = torch.rand(1, 4, 2, generator=g).expand(2, -1, -1)  # one shared UV layout
+
+    def meshes(**modes):
+        return Meshes(verts, faces, TexturesUV(maps, faces, uv, **modes))
+
+    back = from_pytorch3d(meshes())
+    assert torch.equal(back.texture, texture_from_pytorch3d_maps(maps))
+    assert torch.allclose(back.uv, uv_from_pytorch3d(uv[0], (5, 6), True))
+    with pytest.raises(ValueError, match=r"expected TexturesUV\(sampling_mode='bilinear'\).*got sampling_mode='nearest'"):
+        from_pytorch3d(meshes(sampling_mode="nearest"))
+    with pytest.raises(ValueError, match=r"expected TexturesUV\(padding_mode='border'\).*got padding_mode='zeros'"):
+        from_pytorch3d(meshes(padding_mode="zeros"))

@@ -113,6 +113,53 @@ def test_shared_edges_and_vertices_are_covered_once():
     assert torch.equal(flipped.mask, full.mask)
 
 
+def test_float32_plane_grid_has_no_holes_along_its_edges():
+    """A pixel centre a few ulps below a horizontal edge lies outside the upper face's box: the lower face owns it.
+
+    With the edge function expanded to ``A x + B y + C`` it rounded to 0 there, the lower face did not own
+    the edge, and whole rows of pixels along the grid lines stayed empty.
+    """
+    n, S = 10, 50
+    ii, jj = torch.meshgrid(torch.arange(n + 1), torch.arange(n + 1), indexing="ij")
+    xy = torch.stack([jj / n * 2 - 1, ii / n * 2 - 1], -1).reshape(-1, 2).float() * 0.9
+    depth = 0.25 * torch.rand(len(xy), 1, generator=torch.Generator().manual_seed(41)) - 2.0  # a bumpy height field
+    verts = torch.cat([xy, depth], 1)  # (V, 3) float32; grid lines pass a few ulps from pixel centres
+    faces = []
+    for i in range(n):
+        for j in range(n):
+            a, b, c, d = i * (n + 1) + j, i * (n + 1) + j + 1, (i + 1) * (n + 1) + j, (i + 1) * (n + 1) + j + 1
+            faces += [[a, b, d], [a, d, c]]
+    frags = rasterize(verts, torch.tensor(faces), OrthographicCamera(scale=1.0), S)
+    centres = (torch.arange(S, dtype=torch.float64) + 0.5) / S * 2 - 1
+    inside = centres.abs() < 0.9 - 1e-6
+    interior = inside[:, None] & inside[None, :]
+    assert int(interior.sum()) > 1500
+    holes = (interior & ~frags.mask[0]).nonzero().tolist()
+    assert not holes, f"{len(holes)} empty pixels inside the grid, first {holes[:4]}"
+
+
+def test_a_vertex_on_a_pixel_centre_is_covered_by_exactly_one_face_of_its_fan():
+    g = torch.Generator().manual_seed(42)
+    H = W = 11
+    cam = _ortho_identity()
+    wrong = []
+    for trial in range(60):
+        k = int(torch.randint(3, 9, (1,), generator=g))
+        angle = (torch.arange(k, dtype=torch.float64) * (2 * torch.pi / k)
+                 + (torch.rand(k, generator=g, dtype=torch.float64) - 0.5) * (torch.pi / k))  # gaps below pi
+        radius = 2 + 3 * torch.rand(k, generator=g, dtype=torch.float64)
+        ring = torch.stack([5 + radius * torch.cos(angle), 5 + radius * torch.sin(angle)], 1)  # inexact corners
+        pix = torch.cat([torch.tensor([[5.0, 5.0]], dtype=torch.float64), ring])
+        pix = torch.cat([pix, torch.rand(k + 1, 1, generator=g, dtype=torch.float64)], 1)
+        verts = pixel_to_ndc(pix, (H, W))
+        assert torch.equal(ndc_to_pixel(verts[:1], (H, W))[0, :2], pix[0, :2])  # the centre vertex lands exactly
+        faces = torch.tensor([[0, 1 + i, 1 + (i + 1) % k] for i in range(k)])
+        count = sum(int(rasterize(verts, faces[i : i + 1], cam, (H, W)).mask[0, 5, 5]) for i in range(k))
+        if count != 1:
+            wrong.append((trial, count))
+    assert not wrong, f"(fan, faces covering the centre vertex's pixel): {wrong}"
+
+
 # -------------------------------------------------------------------------- reference
 @pytest.mark.parametrize("kind", ["orthographic", "perspective"])
 @pytest.mark.parametrize("seed", [0, 1, 2])

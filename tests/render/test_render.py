@@ -235,3 +235,47 @@ def test_import_needs_neither_openmesh_nor_matplotlib():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_per_batch_ambient_and_diffuse_light_each_mesh():
+    mesh = face_template(500, seed=4)
+    g = torch.Generator().manual_seed(43)
+    v = torch.tensor(mesh.vertices) + 2 * torch.randn(2, 500, 3, generator=g, dtype=torch.float64)
+    f = torch.tensor(mesh.faces)
+    cam = OrthographicCamera.fit(v, 24)
+    ambient = torch.rand(2, generator=g, dtype=torch.float64) * 0.5
+    diffuse = torch.rand(2, generator=g, dtype=torch.float64) + 0.2
+    out = render(v, f, cam, 24, light=DirectionalLight(ambient=ambient, diffuse=diffuse))  # was a RuntimeError
+    for b in range(2):
+        one = render(v[b], f, cam, 24, light=DirectionalLight(ambient=float(ambient[b]), diffuse=float(diffuse[b])))
+        assert torch.allclose(out.image[b], one.image[0], atol=1e-12)
+    with pytest.raises(ValueError, match=r"light.diffuse: expected shape \(2\), got \(3,\)"):
+        render(v, f, cam, 24, light=DirectionalLight(diffuse=torch.rand(3, generator=g, dtype=torch.float64)))
+
+
+def test_reused_fragments_take_the_camera_given_for_the_gradients():
+    """Rasterised under no_grad, then rendered with a camera rebuilt from parameters that require grad."""
+    mesh = face_template(500, seed=2)
+    g = torch.Generator().manual_seed(44)
+    v = torch.tensor(mesh.vertices)
+    f = torch.tensor(mesh.faces)
+    base = OrthographicCamera.fit(v, 24).to(dtype=torch.float64)
+    log_scale = (base.scale.log() + 0.01 * torch.randn(1, 2, generator=g, dtype=torch.float64)).requires_grad_(True)
+
+    def camera():
+        return OrthographicCamera(scale=log_scale.exp(), center=base.center)
+
+    colors = torch.rand(500, 3, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        frags = rasterize(v, f, camera(), 24)
+    reused = render(v, f, camera(), 24, colors=colors, fragments=frags, light=None)  # had no gradient at all
+    fresh = render(v, f, camera(), 24, colors=colors, light=None)
+    assert torch.equal(reused.mask, fresh.mask) and torch.allclose(reused.image, fresh.image, atol=1e-12)
+    weights = torch.rand(fresh.image.shape, generator=g, dtype=torch.float64)
+    want, = torch.autograd.grad((fresh.image * weights).sum(), log_scale)
+    got, = torch.autograd.grad((reused.image * weights).sum(), log_scale)
+    assert float(want.abs().sum()) > 0 and torch.allclose(got, want)
+    with pytest.raises(ValueError, match=r"camera: expected batch size 1 or 1 \(the fragments'\), got 2"):
+        render(v, f, OrthographicCamera(scale=torch.ones(2)), 24, fragments=frags)
+    with pytest.raises(TypeError, match="camera: expected a mesh_decoder.render Camera"):
+        render(v, f, "camera", 24, fragments=frags)
