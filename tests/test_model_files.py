@@ -408,20 +408,24 @@ def rewrite_tensors(src, dst, change):
     dst.write_bytes(safetensors.torch.save(tensors, metadata={"mesh_decoder": json.dumps(meta)}))
 
 
-def test_tensors_of_another_dtype_are_a_clear_error(tmp_path):
+@pytest.mark.parametrize("key", ["mean", "components", "stddev", "color_mean"])
+def test_tensors_of_another_dtype_are_a_clear_error(tmp_path, key):
     """A file whose tensors' dtypes differ from what its config builds is refused, not loaded half-cast."""
     path = tmp_path / "pca.safetensors"
-    save_model(pca_model(int(torch.randint(1 << 20, ())), dtype=torch.float32), path)
-    key = ["mean", "components", "stddev", "color_mean"][int(torch.randint(4, ()))]
+    save_model(pca_model(19, dtype=torch.float32), path)
     bad = tmp_path / "dtype.safetensors"
     rewrite_tensors(path, bad, lambda t: t.update({key: t[key].double()}))
     with pytest.raises(ModelFileError, match=rf"^{bad}: the saved tensors do not fit PCAModel: .*{key}: expected "
                                              r"dtype torch.float32 \(the model's\), got torch.float64") as info:
         load_model(bad)
     assert "\n" not in str(info.value)
-    # an index buffer saved as floats (or weights as integers) does not fit a hierarchy model either
+
+
+def test_tensors_of_another_kind_do_not_fit_a_graph_model(tmp_path):
+    """An index buffer saved as floats (or weights as integers) does not fit a hierarchy model either."""
     h = toy_hierarchy(40, seed=15)
     save_model(toy_model(h, seed=16), tmp_path / "toy.safetensors", hierarchy=h)
+    bad = tmp_path / "kind.safetensors"
     rewrite_tensors(tmp_path / "toy.safetensors", bad, lambda t: t.update(
         {k: t[k].float() for k in ("spirals", "inner.spirals") if k in t}))
     with pytest.raises(ModelFileError, match=r"do not fit ToyGraphModel: '(inner\.)?spirals' is torch.float32, "

@@ -274,8 +274,8 @@ def test_float32_numpy_input_and_log_prior_constant():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_ratios_of_millimetre_data(dtype):
     """Total variances of mm data overflow float16 (65504): ratios and compactness still come out right."""
-    seed = int(torch.randint(1 << 30, ()))
-    x = faces(16, 120, seed=seed, dtype=torch.float32) * 30  # total variance far above 65504
+    # a fixed seed: with 16 faces the total variance varies by seed and fell below 1e5 for ~2 % of seeds
+    x = faces(16, 120, seed=32, dtype=torch.float32) * 30  # total variance ~1.8e5, far above 65504
     reference = PCAModel.fit(x.to(dtype).float(), num_components=6)
     assert float(reference.total_variance) > 1e5
     model = PCAModel.fit(x.to(dtype), num_components=6)
@@ -291,8 +291,9 @@ def test_half_precision_ratios_of_millimetre_data(dtype):
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_training_data_is_a_clear_error(bad):
-    x = faces(10, 12, seed=int(torch.randint(1 << 30, ())), dtype=torch.float32)
-    i, v = int(torch.randint(10, ())), int(torch.randint(12, ()))
+    g = torch.Generator().manual_seed(30)
+    x = faces(10, 12, seed=31, dtype=torch.float32)
+    i, v = int(torch.randint(10, (), generator=g)), int(torch.randint(12, (), generator=g))
     broken = x.clone()
     broken[i, v, 1] = bad
     for method in ("svd", "randomized"):
@@ -304,7 +305,7 @@ def test_non_finite_training_data_is_a_clear_error(bad):
 
 
 def test_empty_batches():
-    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))
+    g = torch.Generator().manual_seed(26)
     model = PCAModel.fit(faces(10, 8, seed=26), torch.rand(10, 8, 3, generator=g, dtype=torch.float64),
                          num_components=3, color_components=2)
     assert model.sample(0).shape == (0, 8, 3) and model.sample_colors(0).shape == (0, 8, 3)
@@ -315,7 +316,8 @@ def test_empty_batches():
 
 
 def test_sizes_must_be_integers():
-    model = PCAModel.fit(faces(10, 12, seed=27), torch.rand(10, 12, 3, dtype=torch.float64), num_components=5)
+    colors = torch.rand(10, 12, 3, generator=torch.Generator().manual_seed(27), dtype=torch.float64)
+    model = PCAModel.fit(faces(10, 12, seed=27), colors, num_components=5)
     for bad in (2.5, True, "2"):
         with pytest.raises(ValueError, match=rf"^num_components: expected an integer in \[1, 5\], got {bad!r}$"):
             model.truncate(bad)

@@ -318,6 +318,13 @@ def _load(path: Path, expected_template_hash) -> MeshHierarchy:
     if not path.is_file():
         _fail("no such file" if not path.exists() else "not a regular file")
     try:
+        with open(path, "rb") as stream:
+            head = stream.read(4)
+    except OSError as err:
+        raise HierarchyError(f"cannot read: {type(err).__name__}: {err}") from err
+    if head[:2] != b"PK":  # np.load would call anything else pickled data
+        _fail(f"not a .npz archive (expected a zip file, starting with b'PK'; found {head!r})")
+    try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except Exception as err:  # zipfile, zlib, numpy format and OS errors alike

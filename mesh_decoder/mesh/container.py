@@ -142,7 +142,8 @@ class Mesh:
         h = hashlib.sha256()
         h.update(b"mesh_decoder.Mesh/v1")
         h.update(np.asarray(self.vertices.shape, dtype="<i8").tobytes())
-        h.update(np.ascontiguousarray(self.vertices, dtype="<f4").tobytes())
+        with np.errstate(over="ignore"):  # beyond float32 hashes as inf; validation is not this method's job
+            h.update(np.ascontiguousarray(self.vertices, dtype="<f4").tobytes())
         h.update(np.asarray(self.faces.shape, dtype="<i8").tobytes())
         h.update(np.ascontiguousarray(self.faces, dtype="<i8").tobytes())
         return h.hexdigest()
@@ -158,7 +159,8 @@ class Mesh:
         h.update(b"mesh_decoder.Mesh.uv/v1")
         for a, dtype in ((self.uv, "<f4"), (self.uv_faces, "<i8")):
             h.update(np.asarray(a.shape, dtype="<i8").tobytes())
-            h.update(np.ascontiguousarray(a, dtype=dtype).tobytes())
+            with np.errstate(over="ignore"):
+                h.update(np.ascontiguousarray(a, dtype=dtype).tobytes())
         return h.hexdigest()
 
     # -------------------------------------------------------------- validation

@@ -162,12 +162,12 @@ def render(
         if not isinstance(camera, Camera):
             raise TypeError(f"camera: expected a mesh_decoder.render Camera, got {type(camera).__name__}")
         if camera.batch_size not in (1, fragments.batch_size):
-            raise ValueError(f"camera: expected batch size 1 or {fragments.batch_size} (the fragments'), "
+            raise ValueError(f"camera: expected batch size {_one_or(fragments.batch_size)} (the fragments'), "
                              f"got {camera.batch_size}")
         fragments = dataclasses.replace(fragments, camera=camera)
     B = fragments.batch_size
     if int(v.shape[0]) not in (1, B):
-        raise ValueError(f"vertices: expected batch size 1 or {B}, got {int(v.shape[0])}")
+        raise ValueError(f"vertices: expected batch size {_one_or(B)}, got {int(v.shape[0])}")
     flat, batch, face = covered_pixels(fragments)
     need_grad = torch.is_grad_enabled() and (v.requires_grad or fragments.camera.requires_grad)
     if need_grad:
@@ -186,7 +186,7 @@ def render(
     elif texture is not None:
         tex = _as_texture(texture).to(v.device)
         if int(tex.shape[0]) not in (1, B):
-            raise ValueError(f"texture: expected batch size 1 or {B}, got {int(tex.shape[0])}")
+            raise ValueError(f"texture: expected batch size {_one_or(B)}, got {int(tex.shape[0])}")
         uv_t, uvf = _as_uv(uv, uv_faces, f, int(v.shape[1]), B, v.device)
         uv_p = _interp_packed(uv_t.to(tex.dtype), uvf, batch, face, bary)  # (P, 2)
         uv_img = _scatter(uv_p, flat, fragments)  # (B, H, W, 2)
@@ -309,3 +309,8 @@ def save_png(image, path: str | os.PathLike) -> str:
     with atomic_write(path, "wb") as handle:
         handle.write(data)
     return os.fspath(path)
+
+
+def _one_or(batch: int) -> str:
+    """The batch sizes an input may have beside one of ``batch``: ``"1 or B"``, or ``"1"``."""
+    return "1" if batch == 1 else f"1 or {batch}"

@@ -556,6 +556,29 @@ def test_results_record_the_fast_path_switches(tmp_path, monkeypatch):
     assert switches["spiral_conv.LATENCY_ROWS"] == 0 and switches["spiral_conv.GATHER_PROJECT_ROWS"] == 0
 
 
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory):
+    """The result files of one small run, ``{name: bytes}``: written once, copied into each test's folder."""
+    folder = tmp_path_factory.mktemp("earlier_run")
+    run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)], options(folder, plot=False, batch_sizes=(2,)))
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    stem = f"decode_{report.machine_slug('cpu', 1)}"
+    assert {f"{stem}.json", f"{stem}.csv"} <= set(files)
+    return files
+
+
+def _results_of_an_earlier_run(folder, earlier_run):
+    """Put the earlier run's result files into ``folder``; return a reader of every file there."""
+    for name, data in earlier_run.items():
+        (folder / name).write_bytes(data)
+
+    def contents():
+        return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    assert contents() == earlier_run
+    return contents
+
+
 @pytest.mark.parametrize(
     "change, error, message",
     [
@@ -572,31 +595,27 @@ def test_results_record_the_fast_path_switches(tmp_path, monkeypatch):
         ({"time_budget_s": math.nan}, ValueError, "time_budget_s: expected a finite number of seconds >= 0, got nan"),
     ],
 )
-def test_options_the_run_cannot_use_are_refused_before_any_work(change, error, message, tmp_path):
+def test_options_the_run_cannot_use_are_refused_before_any_work(change, error, message, tmp_path, earlier_run):
     """batch 0 divided by zero after the timing, threads=0 failed in torch, an unknown memory
     mode probed every row, and an empty batch/dtype/mode list replaced the earlier run's result
     files with empty ones (or failed with an IndexError)."""
-    run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)], options(tmp_path, plot=False, batch_sizes=(2,)))
-    stem = f"decode_{report.machine_slug('cpu', 1)}"
-    before = {suffix: (tmp_path / f"{stem}.{suffix}").read_bytes() for suffix in ("json", "csv")}
+    contents = _results_of_an_earlier_run(tmp_path, earlier_run)
     tiny = TinyDecoder()
     with pytest.raises(error, match=message):
         run_benchmark([DecoderSpec("tiny", tiny, 6)], options(tmp_path, plot=False, **change))
     assert tiny.calls == 0
-    assert {suffix: (tmp_path / f"{stem}.{suffix}").read_bytes() for suffix in ("json", "csv")} == before
+    assert contents() == earlier_run
 
 
-def test_a_run_with_nothing_to_run_keeps_the_earlier_files(tmp_path):
+def test_a_run_with_nothing_to_run_keeps_the_earlier_files(tmp_path, earlier_run):
     """No decoder, or no requested mode that a decoder runs in: an error, not an empty result file."""
-    run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)], options(tmp_path, plot=False, batch_sizes=(2,)))
-    stem = f"decode_{report.machine_slug('cpu', 1)}"
-    before = (tmp_path / f"{stem}.json").read_bytes()
+    contents = _results_of_an_earlier_run(tmp_path, earlier_run)
     with pytest.raises(ValueError, match="decoders: expected at least one DecoderSpec, got none"):
         run_benchmark([], options(tmp_path, plot=False))
     only_onnx = DecoderSpec("tiny", TinyDecoder(), 6, modes=("onnx",))
     with pytest.raises(ValueError, match=r"modes: expected one that some decoder runs in, got \['eager'\]"):
         run_benchmark([only_onnx], options(tmp_path, plot=False))
-    assert (tmp_path / f"{stem}.json").read_bytes() == before
+    assert contents() == earlier_run
 
 
 def test_latency_spread_of_too_few_samples_is_unknown_not_zero(tmp_path):
@@ -609,18 +628,6 @@ def test_latency_spread_of_too_few_samples_is_unknown_not_zero(tmp_path):
                          options(None, output_dir=None, batch_sizes=(2,), min_repeats=5, max_repeats=5))
     row = many["rows"][0]
     assert row["repeats"] == 5 and row["latency_iqr_ms"] >= 0
-
-
-def test_pca_parameters_are_its_mean_and_components():
-    """PCA holds its model in buffers: the table said 0 parameters for a 16-component PCA
-    (the sweep's table counts mean + components for the same model)."""
-    from mesh_decoder.pca import PCAModel
-
-    shape = PCAModel(10, 4)
-    z = torch.randn(1, 4, generator=torch.Generator().manual_seed(6))
-    assert decoder_cost(shape, z).parameters == 3 * 10 + 4 * 3 * 10
-    coloured = PCAModel(10, 4, num_color_components=2)
-    assert decoder_cost(coloured, z).parameters == (3 * 10 + 4 * 3 * 10) + (3 * 10 + 2 * 3 * 10)
 
 
 @pytest.mark.parametrize("batch, error, message", [(0, ValueError, "batch: expected an integer >= 1, got 0"),

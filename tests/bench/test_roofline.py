@@ -6,6 +6,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mesh_decoder.bench.roofline import decoder_cost, matmul_roof
+from mesh_decoder.pca import PCAModel
 
 
 class ConvDecoder(nn.Module):
@@ -38,6 +39,16 @@ def test_conv_flops_match_hand_count_and_torch(conv, hand):
         model(z)
     assert counted["conv"] == hand
     assert counted["conv"] == counter.get_flop_counts()["Global"][torch.ops.aten.convolution]
+
+
+def test_pca_parameters_are_its_mean_and_components():
+    """PCA holds its model in buffers: the table said 0 parameters for a 16-component PCA
+    (the sweep's table counts mean + components for the same model)."""
+    shape = PCAModel(10, 4)
+    z = torch.randn(1, 4, generator=torch.Generator().manual_seed(6))
+    assert decoder_cost(shape, z).parameters == 3 * 10 + 4 * 3 * 10
+    coloured = PCAModel(10, 4, num_color_components=2)
+    assert decoder_cost(coloured, z).parameters == (3 * 10 + 4 * 3 * 10) + (3 * 10 + 2 * 3 * 10)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

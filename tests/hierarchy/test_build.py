@@ -354,7 +354,7 @@ def test_bad_cache_file_warns_and_rebuilds(small, tmp_path, counting, damage):
         (other,) = other_dir.glob("hierarchy-*.npz")
         path.write_bytes(other.read_bytes())  # a valid file under the wrong key
     calls = counting.calls
-    expected = {"flip": "", "truncate": "not a readable", "garbage": "not a readable",
+    expected = {"flip": "", "truncate": "not a readable", "garbage": "not a .npz archive",
                 "other_params": "parameters differ", "other_template": "another template",
                 "byte_order": "native-byte-order"}[damage]
     with pytest.warns(RuntimeWarning, match=f"ignoring the hierarchy cache file.*{expected}"):

@@ -129,28 +129,6 @@ def test_bfloat16_anywhere_is_refused_naming_the_file(hierarchy, tmp_path, field
     assert list(tmp_path.iterdir()) == []
 
 
-def test_to_takes_a_dtype_alone_and_only_floating_dtypes(hierarchy):
-    """As torch.nn.Module.to: h.to(torch.float64) casts; an integer dtype is refused, not truncating positions."""
-    double = hierarchy.to(torch.float64)
-    assert double.levels[0].vertices.dtype == double.up_weight[0].dtype == double.texel_map.weight.dtype == torch.float64
-    assert double.levels[0].faces.dtype == torch.int64 and double.texel_map.mask.dtype == torch.bool
-    check_hierarchy(double)
-    assert torch.equal(double.levels[1].vertices.float(), hierarchy.levels[1].vertices)
-    for dtype in (torch.int32, torch.int64, torch.bool, torch.complex64, "float64"):
-        with pytest.raises(TypeError, match="dtype: expected a floating torch.dtype"):
-            hierarchy.to(dtype=dtype)
-    with pytest.raises(TypeError, match="dtype twice"):
-        hierarchy.to(torch.float64, torch.float32)
-    assert hierarchy.levels[0].vertices.dtype == torch.float32  # unchanged
-
-
-def test_to_copies_meta(hierarchy):
-    copy = hierarchy.to("cpu")
-    copy.meta["factors"].append(99)
-    copy.meta["sizes"][0] = -1
-    assert hierarchy.meta["factors"] == [4, 4] and hierarchy.meta["sizes"][0] == 500
-
-
 def test_weights_that_require_grad_are_checked_without_warnings(hierarchy):
     h = hierarchy.to(torch.float64)
     h.up_weight[0].requires_grad_(True)
@@ -183,8 +161,10 @@ def test_missing_and_unreadable_files(tmp_path):
         load_hierarchy(tmp_path / "nope.npz")
     junk = tmp_path / "junk.npz"
     junk.write_bytes(np.random.default_rng(0).bytes(1000))
-    with pytest.raises(HierarchyError, match=r"junk\.npz: not a readable hierarchy archive"):
+    # numpy calls any file that is neither a zip nor a .npy "pickled (object) data"; the error says what it is
+    with pytest.raises(HierarchyError, match=r"junk\.npz: not a \.npz archive \(expected a zip file") as info:
         load_hierarchy(junk)
+    assert "pickle" not in str(info.value)
     with pytest.raises(HierarchyError, match="not a regular file"):
         load_hierarchy(tmp_path)
 
@@ -430,3 +410,4 @@ def test_sigkill_during_save_keeps_previous_file(hierarchy, template, tmp_path, 
 
     monkeypatch.setattr(build_module, "decimate_mesh", no_decimation)
     assert_same(build_hierarchy(template, cache_dir=cache_dir, **PARAMS), hierarchy)
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -414,3 +415,14 @@ def test_constructor_names_the_field_it_cannot_convert():
     assert np.array_equal(Mesh(v.detach(), SQUARE_F).vertices, v.detach().numpy())
     with pytest.raises(MeshValidationError, match="faces: expected a rectangular numeric array"):
         Mesh(SQUARE_V, [[0, 1, 2], [1, 3]])
+
+
+def test_hashes_of_coordinates_beyond_float32_raise_no_overflow_warning():
+    rng = np.random.default_rng(17)
+    vertices = rng.normal(size=(3, 3))
+    mesh = Mesh(vertices, np.array([[0, 1, 2]]), uv=rng.random((3, 2)), uv_faces=np.array([[0, 1, 2]]))
+    huge = Mesh(vertices * np.array([1e39, 1.0, 1.0]), mesh.faces, uv=mesh.uv * 1e39, uv_faces=mesh.uv_faces)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert huge.content_hash() != mesh.content_hash()
+        assert huge.uv_hash() != mesh.uv_hash()

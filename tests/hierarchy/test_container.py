@@ -1,0 +1,39 @@
+"""MeshHierarchy (the container): MeshHierarchy.to casts like torch.nn.Module.to and copies its meta."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mesh_decoder.hierarchy.build import build_hierarchy
+from mesh_decoder.hierarchy.storage import check_hierarchy
+from mesh_decoder.mesh.templates import face_template
+
+PARAMS = dict(factors=(4, 4), spiral_lengths=(9, 7, 5), dilations=(1, 2, 1), texture_size=(16, 24))
+
+
+@pytest.fixture(scope="module")
+def hierarchy():
+    return build_hierarchy(face_template(500, seed=3), **PARAMS)
+
+
+def test_to_takes_a_dtype_alone_and_only_floating_dtypes(hierarchy):
+    """As torch.nn.Module.to: h.to(torch.float64) casts; an integer dtype is refused, not truncating positions."""
+    double = hierarchy.to(torch.float64)
+    assert double.levels[0].vertices.dtype == double.up_weight[0].dtype == double.texel_map.weight.dtype == torch.float64
+    assert double.levels[0].faces.dtype == torch.int64 and double.texel_map.mask.dtype == torch.bool
+    check_hierarchy(double)
+    assert torch.equal(double.levels[1].vertices.float(), hierarchy.levels[1].vertices)
+    for dtype in (torch.int32, torch.int64, torch.bool, torch.complex64, "float64"):
+        with pytest.raises(TypeError, match="dtype: expected a floating torch.dtype"):
+            hierarchy.to(dtype=dtype)
+    with pytest.raises(TypeError, match="dtype twice"):
+        hierarchy.to(torch.float64, torch.float32)
+    assert hierarchy.levels[0].vertices.dtype == torch.float32  # unchanged
+
+
+def test_to_copies_meta(hierarchy):
+    copy = hierarchy.to("cpu")
+    copy.meta["factors"].append(99)
+    copy.meta["sizes"][0] = -1
+    assert hierarchy.meta["factors"] == [4, 4] and hierarchy.meta["sizes"][0] == 500
