@@ -12,8 +12,11 @@ as done to sample COMA-style autoencoders.
 
 from __future__ import annotations
 
+import math
+from numbers import Real
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -100,13 +103,21 @@ class MeshAutoencoder(nn.Module):
 
     # ----------------------------------------------------------------- encode/decode
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latent codes ``(B, Z)`` (or ``(Z,)``) of meshes ``(B, V, C)`` in data units."""
+        """Latent codes ``(B, Z)`` (or ``(Z,)``) of meshes ``(B, V, C)`` in data units, in the
+        autoencoder's dtype and on its device (an integer or other-precision ``x`` is refused)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         V, C = self.decoder.num_vertices[0], self.decoder.out_channels
         if x.dim() not in (2, 3) or tuple(x.shape[-2:]) != (V, C):
             raise ValueError(f"x: expected shape (B, {V}, {C}) or ({V}, {C}), got {tuple(x.shape)}")
-        return self.encoder((x - self.decoder.mean) / self.decoder.std)  # (B, V, C) -> (B, Z)
+        # checked here, as the encoder would: the normalisation below would otherwise promote
+        # an integer or lower-precision x to the buffers' dtype, or fail on another device
+        mean = self.decoder.mean
+        if x.dtype != mean.dtype:
+            raise TypeError(f"x: expected dtype {mean.dtype} (the autoencoder's), got {x.dtype}")
+        if x.device != mean.device:
+            raise ValueError(f"x: expected a tensor on {mean.device} (the autoencoder's), got one on {x.device}")
+        return self.encoder((x - mean) / self.decoder.std)  # (B, V, C) -> (B, Z)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Meshes ``(B, V, C)`` in data units from latents ``(B, Z)``."""
@@ -122,17 +133,23 @@ class MeshAutoencoder(nn.Module):
 
         :math:`\mu = \frac1N \sum_n z_n`, :math:`\Sigma = \frac1{N-1} \sum_n (z_n - \mu)(z_n - \mu)^\top`,
         computed in float64; its Cholesky factor is stored. When :math:`\Sigma`
-        is singular (``N <= Z`` or collapsed dimensions), ``jitter * mean(diag Σ)``
-        is added to the diagonal, times 10 until the factorisation succeeds.
+        is singular (``N <= Z`` or collapsed dimensions: its smallest eigenvalue is
+        within rounding of zero, ``<= Z * eps * largest``), ``jitter * mean(diag Σ)``
+        is added to the diagonal, times 10 until the factorisation succeeds. (A
+        rank-deficient matrix may still factorise in floating point, into a factor
+        whose near-zero directions are rounding noise; they get the jitter too.)
 
         Args:
             latents: ``(N, Z)`` floating, ``N >= 2``, finite.
-            jitter: relative diagonal jitter for singular covariances (default ``1e-6``).
+            jitter: relative diagonal jitter for singular covariances, finite and > 0
+                (default ``1e-6``).
 
         Returns:
             ``self``.
         """
         Z = self.latent_size
+        if isinstance(jitter, bool) or not isinstance(jitter, Real) or not math.isfinite(jitter) or jitter <= 0:
+            raise ValueError(f"jitter: expected a finite number > 0, got {jitter!r}")
         check_tensor(latents, "latents", shape=("N", Z))
         if not latents.is_floating_point():
             raise TypeError(f"latents: expected a floating dtype, got {latents.dtype}")
@@ -145,7 +162,11 @@ class MeshAutoencoder(nn.Module):
         mu = z.mean(dim=0)  # (Z,)
         centered = z - mu  # (N, Z)
         cov = centered.T @ centered / (N - 1)  # (Z, Z)
+        eig = torch.linalg.eigvalsh(cov)  # (Z,) ascending
+        singular = bool(eig[0] <= Z * torch.finfo(torch.float64).eps * eig[-1])
         chol, info = torch.linalg.cholesky_ex(cov)
+        if singular:
+            info = torch.ones_like(info)  # factorised or not, it gets the jitter below
         scale = float(torch.diagonal(cov).mean().clamp(min=torch.finfo(torch.float64).tiny))
         eps = jitter
         eye = torch.eye(Z, dtype=torch.float64, device=cov.device)
@@ -166,8 +187,9 @@ class MeshAutoencoder(nn.Module):
         With a seeded ``generator`` the result is deterministic; the noise is
         drawn on the generator's device and moved to the model's.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n: expected a positive int, got {n!r}")
+        n = int(n)
         mu, chol = self.latent_mean, self.latent_cov_cholesky
         gen_device = generator.device if generator is not None else mu.device
         eps = torch.randn(n, self.latent_size, generator=generator, dtype=mu.dtype, device=gen_device)  # (n, Z)

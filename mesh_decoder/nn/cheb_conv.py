@@ -154,7 +154,9 @@ def laplacian_matmul(index: Tensor, weight: Tensor, num_vertices: int, x: Tensor
     if _use_bag_kernel(x):
         if rows is None:
             rows = laplacian_rows(index, weight, num_vertices, x.dtype)
-        if torch.is_grad_enabled():  # autograd, and torch.func's transforms (whose tensors require no grad)
+        # autograd, torch.func's transforms and forward-mode AD (whose tensors require no grad, and
+        # which run under no_grad too): embedding_bag itself has no forward-mode rule
+        if torch.is_grad_enabled() or under_func_transform(x):
             return _BagMatmul.apply(x, *rows)  # (V, N)
         return bag_product(x, *rows[:3])  # (V, N)
     w = weight.to(x.dtype)

@@ -128,14 +128,21 @@ _INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def make_activation(name: str) -> nn.Module:
-    """A fresh activation module from its name in :data:`ACTIVATIONS`."""
+def activation_name(name: Any) -> str:
+    """``name`` checked against :data:`ACTIVATIONS`, lower-cased."""
     if not isinstance(name, str):
-        raise TypeError(f"activation: expected a name (str), got {type(name).__name__}")
+        raise TypeError(
+            f"activation: expected a name (str) in {sorted(ACTIVATIONS)}, got {type(name).__name__} {name!r}"
+        )
     key = name.lower()
     if key not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {name!r}")
-    return ACTIVATIONS[key]()
+    return key
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module from its name in :data:`ACTIVATIONS`."""
+    return ACTIVATIONS[activation_name(name)]()
 
 
 def _check_channels(channels: Sequence[int]) -> tuple[int, ...]:
@@ -248,6 +255,11 @@ def _check_config_sizes(config: Mapping[str, Any], hierarchy: MeshHierarchy, num
         )
 
 
+def _config_levels(kwargs: Mapping[str, Any]) -> int:
+    """The number of channel entries (up- or down-sampling steps) a config asks for."""
+    return len(_check_channels(kwargs["channels"])) if "channels" in kwargs else 0
+
+
 def _split_config(config: Mapping[str, Any], cls: type) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
@@ -278,7 +290,7 @@ class HierarchyModel:
     def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy):
         """Rebuild from :meth:`config` on the same hierarchy (sizes and template hash are checked)."""
         kwargs = _split_config(config, cls)
-        _check_config_sizes(config, hierarchy, len(kwargs.get("channels", ())))
+        _check_config_sizes(config, hierarchy, _config_levels(kwargs))
         return cls.from_hierarchy(hierarchy, **kwargs)
 
     @classmethod
@@ -414,8 +426,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
                     f"got maximum {int(up_index[l].max())}"
                 )
         self.num_vertices = sizes
-        self.activation = str(activation).lower()
-        make_activation(self.activation)  # validate the name early
+        self.activation = activation_name(activation)  # validated early
         self.check_finite = bool(check_finite)
         self.template_hash: str | None = None
 
@@ -890,7 +901,7 @@ class PyGDecoder(GraphDecoder):
     ) -> "PyGDecoder":
         """Rebuild from :meth:`config`; pass ``conv`` when it was a factory function."""
         kwargs = _split_config(config, cls)
-        _check_config_sizes(config, hierarchy, len(kwargs.get("channels", ())))
+        _check_config_sizes(config, hierarchy, _config_levels(kwargs))
         if conv is not None:
             kwargs["conv"] = conv
             if not isinstance(conv, (str, type)):
@@ -918,13 +929,27 @@ def _norm2d(kind: str, channels: int, num_groups: int) -> nn.Module:
     raise ValueError(f"norm: expected 'group', 'batch', 'instance' or 'none', got {kind!r}")
 
 
+#: ``UVTextureDecoder``'s normalisations and up-sampling modes.
+_NORMS = ("group", "batch", "instance", "none")
+_UPSAMPLES = ("transpose", "nearest")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _texture_pair(texture_size: int | Sequence[int]) -> tuple[int, int]:
+    """``texture_size`` as ``(H, W)``: an int or a pair of ints."""
+    if _is_int(texture_size):
+        return int(texture_size), int(texture_size)
+    if (isinstance(texture_size, Sequence) and not isinstance(texture_size, str) and len(texture_size) == 2
+            and all(_is_int(s) for s in texture_size)):
+        return int(texture_size[0]), int(texture_size[1])
+    raise ValueError(f"texture_size: expected an int or (H, W) ints, got {texture_size!r}")
+
+
 def _texture_side(texture_size: int | Sequence[int]) -> int:
-    if isinstance(texture_size, (int, np.integer)) and not isinstance(texture_size, bool):
-        H = W = int(texture_size)
-    elif isinstance(texture_size, Sequence) and len(texture_size) == 2:
-        H, W = (int(s) for s in texture_size)
-    else:
-        raise ValueError(f"texture_size: expected an int or (H, W), got {texture_size!r}")
+    H, W = _texture_pair(texture_size)
     if H != W or H < 8 or H & (H - 1):
         raise ValueError(f"texture_size: expected a square power of two >= 8 (4 * 2**n), got ({H}, {W})")
     return H
@@ -978,13 +1003,15 @@ class UVTextureDecoder(nn.Module):
         self.texture_size = _texture_side(texture_size)
         self.channels = _check_positive_int(channels, "channels")
         self.min_channels = _check_positive_int(min_channels, "min_channels")
+        if norm not in _NORMS:
+            raise ValueError(f"norm: expected one of {_NORMS}, got {norm!r}")
         self.norm = str(norm)
         self.upsample = str(upsample)
-        self.activation = str(activation).lower()
+        self.activation = activation_name(activation)
         self.num_groups = _check_positive_int(num_groups, "num_groups")
         self.out_channels = _check_positive_int(out_channels, "out_channels")
-        if self.upsample not in ("transpose", "nearest"):
-            raise ValueError(f"upsample: expected 'transpose' or 'nearest', got {upsample!r}")
+        if upsample not in _UPSAMPLES:
+            raise ValueError(f"upsample: expected one of {_UPSAMPLES}, got {upsample!r}")
         self.num_stages = int(math.log2(self.texture_size // 4))
 
         self.fc = nn.Linear(self.latent_size, self.channels * 16)
@@ -1103,9 +1130,14 @@ class JointDecoder(nn.Module):
             raise ValueError(f"texture_branch: expected 'mesh' or 'cnn', got {texture_branch!r}")
         self.decoder = decoder
         self.texture_branch = texture_branch
+        # checked for either branch: the config keeps them
+        if texture_norm not in _NORMS:
+            raise ValueError(f"texture_norm: expected one of {_NORMS}, got {texture_norm!r}")
+        if texture_upsample not in _UPSAMPLES:
+            raise ValueError(f"texture_upsample: expected one of {_UPSAMPLES}, got {texture_upsample!r}")
         self.texture_options = {
-            "texture_channels": int(texture_channels),
-            "min_texture_channels": int(min_texture_channels),
+            "texture_channels": _check_positive_int(texture_channels, "texture_channels"),
+            "min_texture_channels": _check_positive_int(min_texture_channels, "min_texture_channels"),
             "texture_norm": str(texture_norm),
             "texture_upsample": str(texture_upsample),
         }
@@ -1224,12 +1256,6 @@ class JointDecoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"texture_branch={self.texture_branch!r}, texture_size={self.texture_size}"
-
-
-def _texture_pair(texture_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(texture_size, (int, np.integer)):
-        return int(texture_size), int(texture_size)
-    return tuple(int(s) for s in texture_size)  # type: ignore[return-value]
 
 
 _GRAPH_DECODERS: dict[str, type[GraphDecoder]] = {

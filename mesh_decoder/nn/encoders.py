@@ -30,6 +30,7 @@ from .decoders import (
     _level_laplacians,
     _level_spirals,
     _SpiralLevels,
+    activation_name,
     make_activation,
 )
 from .pool import DownSample
@@ -88,7 +89,7 @@ class GraphEncoder(HierarchyModel, nn.Module):
                     f"got maximum {int(down_index[l].max())}"
                 )
         self.num_vertices = sizes
-        self.activation = str(activation).lower()
+        self.activation = activation_name(activation)
         self.act = make_activation(self.activation)
         self.template_hash: str | None = None
         self.convs = nn.ModuleList()
@@ -128,7 +129,8 @@ class GraphEncoder(HierarchyModel, nn.Module):
         h = x.unsqueeze(0) if unbatched else x  # (B, V_0, C_in)
         for conv, down in zip(self.convs, self.downs):
             h = down(self.act(conv(h)))  # (B, V_{l+1}, c_l)
-        z = self.fc(h.reshape(h.shape[0], -1))  # (B, V_L * c_{L-1}) -> (B, Z)
+        flat = h.reshape(h.shape[0], self.fc.in_features)  # (B, V_L * c_{L-1}); -1 fails for an empty batch
+        z = self.fc(flat)  # (B, Z)
         return z[0] if unbatched else z
 
     def _base_config(self) -> dict[str, Any]:

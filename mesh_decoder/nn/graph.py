@@ -188,12 +188,20 @@ def records_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def under_func_transform(x: Tensor) -> bool:
-    """Whether ``x`` is wrapped by a ``torch.func`` transform (``vmap``, ``grad``,
-    ``jacrev``, ``jvp``, ...). Under ``vmap`` and ``jvp`` its ``requires_grad`` is
-    ``False``, so this, not :func:`records_grad`, keeps inference-only kernels out.
-    Never true while compiling (the compiler sees through the transforms itself)."""
-    return not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(x)
+def under_func_transform(x: Tensor | None = None) -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ``jvp``,
+    ...) or forward-mode AD (an open ``torch.autograd.forward_ad.dual_level``) is
+    active, or ``x`` is wrapped by one. Under ``vmap`` and ``jvp`` tensors report
+    ``requires_grad=False`` and forward-mode tangents do not show in it either, so
+    this, not :func:`records_grad`, keeps the inference-only kernels (which have no
+    forward-mode rule) out. The check is global, not on ``x`` alone: a transform
+    over the parameters only (``jvp`` of ``functional_call``) leaves the input
+    plain. Never true while compiling (the compiler sees through the transforms itself)."""
+    if torch.compiler.is_compiling():
+        return False
+    return (torch._C._functorch.peek_interpreter_stack() is not None
+            or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
+            or (x is not None and torch._C._functorch.is_functorch_wrapped_tensor(x)))
 
 
 def inference_fast_path(x: Tensor, *params: Tensor) -> bool:
@@ -201,7 +209,8 @@ def inference_fast_path(x: Tensor, *params: Tensor) -> bool:
 
     True when autograd records nothing (no grad mode, or neither ``x`` nor
     ``params`` require grad), outside :func:`plain_formulation`, while not
-    tracing or exporting, outside ``torch.func`` transforms, and without autocast.
+    tracing or exporting, outside ``torch.func`` transforms and forward-mode AD
+    (:func:`under_func_transform`), and without autocast.
     """
     if _PLAIN_FORMULATION or torch.jit.is_tracing() or torch.compiler.is_exporting() or under_func_transform(x):
         return False

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_tensor
-from .graph import inference_fast_path
+from .graph import _non_negative_int, inference_fast_path
 from .spiral_conv import _use_triton, embedding_bag_sum
 from .triton_gather import weighted_gather_sum
 
@@ -85,6 +85,8 @@ class TexelGather(nn.Module):
         check_tensor(weight, "weight", shape=(H, W, 3))
         if not weight.is_floating_point():
             raise TypeError(f"weight: expected a floating dtype, got {weight.dtype}")
+        if not bool(torch.isfinite(weight).all()):
+            raise ValueError("weight: expected finite barycentric weights, got NaN or inf")
         if mask is None:
             mask = torch.ones(H, W, dtype=torch.bool, device=index.device)
         check_tensor(mask, "mask", shape=(H, W), dtype=torch.bool)
@@ -93,7 +95,7 @@ class TexelGather(nn.Module):
         top = int(index.max()) + 1 if index.numel() else 0
         if num_vertices is None:
             num_vertices = top
-        elif top > num_vertices:
+        elif top > _non_negative_int(num_vertices, "num_vertices"):
             raise ValueError(f"index: expected vertex indices < {num_vertices}, got maximum {top - 1}")
         self.num_vertices = int(num_vertices)
         # copies: the layer's buffers, not views of the caller's map (another decoder's, load_state_dict's target)
@@ -187,6 +189,8 @@ def uv_corners(
     check_tensor(uv_t, "uv", shape=("T", 2))
     if not uv_t.is_floating_point():
         raise TypeError(f"uv: expected a floating dtype, got {uv_t.dtype}")
+    if not bool(torch.isfinite(uv_t.detach()).all()):
+        raise ValueError("uv: expected finite texture coordinates, got NaN or inf")
     check_tensor(fc, "faces", shape=("F", 3))
     check_tensor(uvf, "uv_faces", shape=(int(fc.shape[0]), 3))
     if fc.is_floating_point() or uvf.is_floating_point():
@@ -196,8 +200,7 @@ def uv_corners(
     if uvf.numel() and (int(uvf.min()) < 0 or int(uvf.max()) >= T):
         raise ValueError(f"uv_faces: expected indices in [0, {T}), got [{int(uvf.min())}, {int(uvf.max())}]")
     top = int(fc.max()) + 1 if fc.numel() else 0
-    if num_vertices is None:
-        num_vertices = top
+    num_vertices = top if num_vertices is None else _non_negative_int(num_vertices, "num_vertices")
     if fc.numel() and (int(fc.min()) < 0 or top > num_vertices):
         raise ValueError(
             f"faces: expected vertex indices in [0, {num_vertices}), got [{int(fc.min())}, {top - 1}]"

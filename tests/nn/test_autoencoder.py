@@ -254,3 +254,56 @@ def test_constructors_check_level_data_and_name_what_they_found(synthetic_hierar
             cls(**{**good, "K": 0})
     # The level data is not kept beside the convs once they are built.
     assert not hasattr(model, "_spirals") and not hasattr(model, "_laplacians")
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+@pytest.mark.parametrize("mode", ["grad", "no_grad"])
+def test_empty_batch_encodes_to_an_empty_batch(synthetic_hierarchy, kind, mode):
+    """0 meshes give 0 latent codes, and the autoencoder 0 meshes, as the decoders do."""
+    torch.manual_seed(15)
+    ae = build_autoencoder(kind, synthetic_hierarchy)
+    x = rand_meshes(synthetic_hierarchy, 0, seed=16)
+    with (torch.enable_grad() if mode == "grad" else torch.no_grad()):
+        z = ae.encoder(x)
+        y = ae(x)
+    assert z.shape == (0, 5) and z.dtype == x.dtype
+    assert y.shape == (0, 90, 3)
+
+
+def test_autoencoder_encode_checks_dtype_before_normalising(synthetic_hierarchy):
+    """The normalisation does not quietly promote an integer or lower-precision input."""
+    torch.manual_seed(17)
+    ae = build_autoencoder("spiral", synthetic_hierarchy)
+    x = rand_meshes(synthetic_hierarchy, 2, seed=18)
+    for bad in (x.half(), x.bfloat16(), (x * 10).long(), x.double()):
+        with pytest.raises(TypeError, match=rf"x: expected dtype torch.float32 \(the autoencoder's\), got {bad.dtype}"):
+            ae.encode(bad)
+        with pytest.raises(TypeError, match=rf"got {bad.dtype}"):
+            ae(bad)
+    half = ae.half()
+    assert half.encode(x.half()).dtype == torch.float16
+
+
+def test_fit_latent_prior_jitters_every_rank_deficient_covariance(synthetic_hierarchy):
+    """N <= Z codes give a singular covariance, which gets the documented jitter even when
+    floating point happens to factorise it (its near-zero directions are then rounding
+    noise, ~1e-8 of the scale); a non-singular one is factorised as it is."""
+    ae = build_autoencoder("spiral", synthetic_hierarchy)
+    jitter = 1e-6
+    for N in (2, 3, 4, 5):
+        for seed in range(6):
+            latents = torch.randn(N, 5, generator=torch.Generator().manual_seed(100 * N + seed), dtype=torch.float64)
+            ae.fit_latent_prior(latents, jitter=jitter)
+            L = ae.latent_cov_cholesky.double()
+            cov = torch.cov(latents.T)
+            scale = float(cov.diagonal().mean())
+            smallest = float(torch.linalg.eigvalsh(L @ L.T)[0])
+            assert smallest >= 0.5 * jitter * scale, (N, seed, smallest, jitter * scale)
+    full = torch.randn(50, 5, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    ae.fit_latent_prior(full)
+    L = ae.latent_cov_cholesky.double()
+    torch.testing.assert_close(L @ L.T, torch.cov(full.T), rtol=1e-5, atol=1e-6)  # float32 buffers, no jitter
+    for bad in (0.0, -1e-6, float("nan"), float("inf"), "1e-6"):
+        with pytest.raises(ValueError, match=r"jitter: expected a finite number > 0, got"):
+            ae.fit_latent_prior(full, jitter=bad)
+    assert ae.sample(np.int64(2)).shape == (2, 90, 3)

@@ -416,3 +416,24 @@ def test_cheb_decoder_bag_on_cuda_equals_default_and_captures(monkeypatch):
         torch.cuda.synchronize()
         monkeypatch.setattr(cheb_mod, "BAG_ON_CUDA", False)
         torch.testing.assert_close(static_out, dec(z2), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("C,O", [(3, 4), (5, 2)])
+def test_forward_mode_ad_under_no_grad_matches_the_reference(C, O):
+    """Forward-mode AD runs without grad mode too: torch.func.jvp and dual tensors of
+    torch.autograd.forward_ad under no_grad (embedding_bag has no forward-mode rule)."""
+    import torch.autograd.forward_ad as fwAD
+
+    conv, x, L, _, gen = _layer(int(torch.randint(1 << 30, ())), K=4, C=C, O=O)
+
+    def ref(a):
+        return cheb_conv_reference(a.unsqueeze(0), L, [lin.weight for lin in conv.lins], conv.bias).squeeze(0)
+
+    tangent = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    want = torch.func.jvp(ref, (x[0],), (tangent[0],))[1]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.func.jvp(conv, (x[0],), (tangent[0],))[1], want)
+        with fwAD.dual_level():
+            out = conv(fwAD.make_dual(x, tangent))
+            got = fwAD.unpack_dual(out).tangent
+    torch.testing.assert_close(got, torch.func.vmap(lambda a, t: torch.func.jvp(ref, (a,), (t,))[1])(x, tangent))

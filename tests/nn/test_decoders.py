@@ -545,3 +545,94 @@ def test_chunks_of_one_decode_share_each_rearranged_weight(synthetic_hierarchy, 
         with plain_formulation():
             want = dec(z)
         torch.testing.assert_close(dec(z), want, rtol=1e-5, atol=1e-5)
+
+
+def _joint_or_graph(kind: str, hierarchy):
+    from mesh_decoder.nn.decoders import JointDecoder
+
+    if kind == "joint":
+        return JointDecoder.from_hierarchy(hierarchy, "mesh", channels=(8, 12), latent_size=5)
+    return build(kind, hierarchy)
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "joint"])
+def test_forward_mode_ad_through_the_decoders(synthetic_hierarchy, kind):
+    """Dual tensors of torch.autograd.forward_ad, with grad mode on and off, carry the
+    tangent the plain formulation gives (the inference kernels have no forward-mode rule)."""
+    import torch.autograd.forward_ad as fwAD
+
+    from mesh_decoder.nn import plain_formulation
+
+    torch.manual_seed(20)
+    dec = _joint_or_graph(kind, synthetic_hierarchy).double()
+    if kind != "joint":
+        randomise_normalization(dec, seed=21)
+    out = (lambda o: o.texture) if kind == "joint" else (lambda o: o)
+    g = torch.Generator().manual_seed(22)
+    z = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    t = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    with plain_formulation():
+        want = torch.func.jvp(lambda q: out(dec(q)), (z,), (t,))[1]
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad), fwAD.dual_level():
+            got = fwAD.unpack_dual(out(dec(fwAD.make_dual(z, t)))).tangent
+        torch.testing.assert_close(got, want, msg=lambda m: f"grad mode {grad}: {m}")
+
+
+def test_func_jvp_under_no_grad_and_over_the_parameters(synthetic_hierarchy):
+    """torch.func.jvp through the Chebyshev decoder over the latent under no_grad, and over
+    the parameters alone (functional_call: the input stays a plain tensor), in and out of
+    grad mode."""
+    from mesh_decoder.nn import plain_formulation
+
+    torch.manual_seed(23)
+    dec = build("cheb", synthetic_hierarchy).double()
+    out = (lambda o: o)
+    g = torch.Generator().manual_seed(24)
+    z = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    t = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    params = {n: p.detach() for n, p in dec.named_parameters()}
+    tangents = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
+
+    def of_params(p):
+        return out(torch.func.functional_call(dec, p, (z,)))
+
+    with plain_formulation():
+        want_z = torch.func.jvp(lambda q: out(dec(q)), (z,), (t,))[1]
+        want_p = torch.func.jvp(of_params, (params,), (tangents,))[1]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.func.jvp(lambda q: out(dec(q)), (z,), (t,))[1], want_z)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            torch.testing.assert_close(torch.func.jvp(of_params, (params,), (tangents,))[1], want_p)
+
+
+def test_activation_must_be_a_name():
+    """A non-string activation is a TypeError naming what was given, not its lower-cased str()."""
+    from mesh_decoder.nn.decoders import UVTextureDecoder
+    from mesh_decoder.nn.encoders import SpiralEncoder
+    from tests.nn.conftest import make_synthetic_hierarchy
+
+    h = make_synthetic_hierarchy(sizes=(20, 10, 5), texture_size=8)
+    makers = [lambda a: SpiralDecoder.from_hierarchy(h, channels=(4, 4), latent_size=3, activation=a),
+              lambda a: SpiralEncoder.from_hierarchy(h, channels=(4, 4), latent_size=3, activation=a),
+              lambda a: UVTextureDecoder(3, texture_size=8, channels=4, activation=a)]
+    for make in makers:
+        with pytest.raises(TypeError, match=r"activation: expected a name \(str\) in .*, got NoneType None"):
+            make(None)
+        with pytest.raises(TypeError, match=r"activation: expected a name \(str\) in .*, got type .*ReLU"):
+            make(nn.ReLU)
+        assert make("ReLU").activation == "relu"
+
+
+def test_config_with_a_bad_channels_entry_is_a_named_error(synthetic_hierarchy):
+    """A hand-edited config's channels (an int, not a list) is named, not len()'s TypeError."""
+    from mesh_decoder.nn.encoders import SpiralEncoder, encoder_from_config
+
+    models = [build("spiral", synthetic_hierarchy), build("pyg", synthetic_hierarchy),
+              SpiralEncoder.from_hierarchy(synthetic_hierarchy, channels=(8, 12), latent_size=5)]
+    for model in models:
+        config = {**model.config(), "channels": 8}
+        rebuild = encoder_from_config if isinstance(model, SpiralEncoder) else decoder_from_config
+        with pytest.raises(ValueError, match="channels: expected a non-empty sequence of ints, got 8"):
+            rebuild(config, synthetic_hierarchy)

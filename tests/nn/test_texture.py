@@ -434,3 +434,55 @@ def test_texel_gather_inference_path_matches_loop_reference(dtype, tol):
         for B in (6, 2, 6):  # a smaller batch reuses the replicated index of a larger one
             torch.testing.assert_close(gather(colors[:B]), want[:B], rtol=tol, atol=tol)
         torch.testing.assert_close(gather(colors[3]), want[3], rtol=tol, atol=tol)
+
+
+def test_texture_options_are_checked_and_named(synthetic_hierarchy):
+    """Sizes and widths are ints (not truncated floats, not unnamed int() failures), names
+    are names, in either JointDecoder branch (the config keeps them)."""
+    from mesh_decoder.nn.decoders import JointDecoder, UVTextureDecoder
+
+    for size in ((16.5, 16.5), 16.0, (16, "a"), "16"):
+        with pytest.raises(ValueError, match=r"texture_size: expected an int or \(H, W\) ints, got"):
+            UVTextureDecoder(4, texture_size=size)
+    with pytest.raises(ValueError, match=r"norm: expected one of .*, got None"):
+        UVTextureDecoder(4, texture_size=16, norm=None)
+    kw = dict(channels=(8, 12), latent_size=5)
+    for branch in ("mesh", "cnn"):
+        with pytest.raises(ValueError, match=r"texture_size: expected an int or \(H, W\) ints, got 'x'"):
+            JointDecoder.from_hierarchy(synthetic_hierarchy, branch, texture_size="x", **kw)
+        for bad in ("abc", 2.7, -3):
+            with pytest.raises(ValueError, match=rf"texture_channels: expected a positive int, got {bad!r}"):
+                JointDecoder.from_hierarchy(synthetic_hierarchy, branch, texture_channels=bad, **kw)
+        with pytest.raises(ValueError, match=r"min_texture_channels: expected a positive int, got 0"):
+            JointDecoder.from_hierarchy(synthetic_hierarchy, branch, min_texture_channels=0, **kw)
+        with pytest.raises(ValueError, match=r"texture_norm: expected one of .*, got 'bogus'"):
+            JointDecoder.from_hierarchy(synthetic_hierarchy, branch, texture_norm="bogus", **kw)
+        with pytest.raises(ValueError, match=r"texture_upsample: expected one of .*, got 'bilinear'"):
+            JointDecoder.from_hierarchy(synthetic_hierarchy, branch, texture_upsample="bilinear", **kw)
+    joint = JointDecoder.from_hierarchy(synthetic_hierarchy, "mesh", texture_size=(16, 16), **kw)
+    assert joint.texture_size == (16, 16)
+
+
+def test_uv_operators_check_counts_and_finite_values():
+    """Vertex counts are ints (not truncated floats, not torch's unnamed bincount error);
+    NaN texel weights or UVs are refused rather than spread over the texture."""
+    g = torch.Generator().manual_seed(41)
+    uv = torch.rand(4, 2, generator=g)
+    uv_faces = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    faces = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    for bad, err in ((4.5, TypeError), (True, TypeError), (-1, ValueError)):
+        with pytest.raises(err, match=rf"num_vertices: expected a non-negative int, got .*{bad!r}"):
+            uv_corners(uv, uv_faces, faces, bad)
+        with pytest.raises(err, match="num_vertices: expected a non-negative int"):
+            sample_uv(torch.rand(3, 8, 8, generator=g), (uv, uv_faces, faces), num_vertices=bad)
+    nan_uv = uv.clone()
+    nan_uv[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="uv: expected finite texture coordinates"):
+        UVSampler(nan_uv, uv_faces, faces)
+    index = torch.randint(0, 3, (2, 2, 3), generator=g)
+    weight = torch.rand(2, 2, 3, generator=g)
+    with pytest.raises(TypeError, match="num_vertices: expected a non-negative int, got float 3.5"):
+        TexelGather(index, weight, num_vertices=3.5)
+    weight[1, 0, 2] = float("nan")
+    with pytest.raises(ValueError, match="weight: expected finite barycentric weights"):
+        TexelGather(index, weight)
