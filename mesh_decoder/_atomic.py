@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -22,9 +23,24 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
 
     A symlink is followed: the file it points to is replaced, the link stays.
     An existing file keeps its permission bits; a new one gets ``0o666 & ~umask``.
+
+    Raises:
+        OutputPathError: ``path`` is a directory, or one of its parents is a file
+            (an ``OSError`` and a ``ValueError`` naming ``path``); nothing is created.
     """
-    path = os.path.realpath(os.fspath(path))
+    from .errors import OutputPathError
+
+    given = os.fspath(path)
+    path = os.path.realpath(given)
+    if os.path.isdir(path):
+        raise OutputPathError(errno.EISDIR, "expected a file path, found a directory", given)
     directory = os.path.dirname(path)
+    existing = directory
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputPathError(errno.ENOTDIR, f"expected a file path, but {existing} is a file, not a directory",
+                              given)
     os.makedirs(directory, exist_ok=True)
     base = os.path.basename(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=(suffix or "") + ".tmp", dir=directory)

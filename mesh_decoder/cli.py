@@ -37,7 +37,9 @@ def _parse_vertices(value: str) -> int:
 def _add_template(sub) -> None:
     p = sub.add_parser("template", help="write a built-in template mesh, or summarise it")
     p.add_argument("--kind", choices=("face", "head", "sphere"), default="face")
-    p.add_argument("--vertices", type=_parse_vertices, default=5023, help="exact vertex count (default 5023)")
+    p.add_argument("--vertices", type=_parse_vertices, default=5023,
+                   help="vertex count (default 5023): exact for face and head (500 to 100,000); sphere: the "
+                        "smallest icosphere with at least this many (1 to 163,842)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--info", action="store_true", help="print a summary instead of (or as well as) writing")
     p.add_argument("-o", "--output", help="output mesh (.obj, .ply, .off)")
@@ -45,8 +47,12 @@ def _add_template(sub) -> None:
 
 
 def _build_template(args):
-    from .mesh.templates import template
+    from .mesh.templates import MAX_VERTICES, MIN_VERTICES, icosphere_vertex_count, template
 
+    low, high = (1, icosphere_vertex_count(7)) if args.kind == "sphere" else (MIN_VERTICES, MAX_VERTICES)
+    if not low <= args.vertices <= high:
+        raise _CLIError(f"mesh-decoder template: --vertices: expected an integer in [{low}, {high}] for "
+                        f"--kind {args.kind}, got {args.vertices}")
     return template(kind=args.kind, num_vertices=args.vertices, seed=args.seed)
 
 
@@ -188,13 +194,22 @@ def _run_render(args) -> int:
     from .train import load_trained
 
     check_output_path(args.output, "-o/--output")
-    model, hierarchy, _, _ = load_trained(args.checkpoint)
+    model, hierarchy, config, meta = load_trained(args.checkpoint)
+    prior = "the stored latent prior"
+    if meta["kind"] == "checkpoint":  # no latent prior is fitted before training ends: fit it as evaluate does
+        from .train import load_data
+        from .train.loop import check_trained_on, encode_all
+
+        data = load_data(config)
+        check_trained_on(meta, data, meta["path"])
+        model.fit_latent_prior(encode_all(model, data.train).to(model.latent_mean))
+        prior = "the latent prior of the training faces (fitted now: a checkpoint stores none)"
     generator = torch.Generator().manual_seed(args.seed)
     with torch.inference_mode():
         decoded = model.sample(args.n, generator=generator)  # (n, V, C): shape, then colour if any
     colors = decoded[..., 3:6].clamp(0, 1) if decoded.shape[-1] >= 6 else None
     face_grid(decoded[..., :3], hierarchy.levels[0].faces, args.output, colors=colors, image_size=args.image_size)
-    print(f"wrote {args.output}: {args.n} faces sampled from the stored latent prior")
+    print(f"wrote {args.output}: {args.n} faces sampled from {prior}")
     return 0
 
 
@@ -227,8 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (MeshError, ValueError, TypeError, OSError) as exc:
+    except (MeshError, ValueError, TypeError, OSError, ImportError) as exc:  # ImportError: openmesh, Pillow
         print(f"error: {one_line_error(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:  # e.g. a huge --texture-size: say so in one line
+        print(f"error: out of memory ({one_line_error(exc)}); try smaller sizes", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MeshError", "MeshValidationError", "MeshFileError", "HierarchyError", "ModelFileError"]
+__all__ = [
+    "MeshError", "MeshValidationError", "MeshFileError", "HierarchyError", "ModelFileError", "OutputPathError",
+]
 
 
 class MeshError(ValueError):
@@ -45,3 +47,14 @@ class HierarchyError(MeshError):
 
 class ModelFileError(MeshError):
     """A saved model is corrupt or does not match its template."""
+
+
+class OutputPathError(OSError, MeshError):
+    """A file cannot be written at a path: the path is a directory, or one of its parents is a file.
+
+    Both an :class:`OSError` (``errno``, ``strerror`` and ``filename``: the path as given) and a
+    :class:`ValueError`; the message is ``"PATH: reason"``.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"

@@ -11,3 +11,24 @@ def test_import_without_openmesh():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_saved_hierarchy_decodes_without_openmesh(tmp_path):
+    """README: running a decoder from a saved hierarchy, and every command module, need no openmesh."""
+    from mesh_decoder.hierarchy import build_hierarchy, save_hierarchy
+    from mesh_decoder.mesh import face_template
+
+    save_hierarchy(build_hierarchy(face_template(500), factors=(2, 2), texture_size=16), tmp_path / "h.npz")
+    code = BLOCK_OPENMESH + (
+        "import torch, mesh_decoder.cli, mesh_decoder.train, mesh_decoder.fit, mesh_decoder.bench, mesh_decoder.data\n"
+        "from mesh_decoder.hierarchy import load_hierarchy\n"
+        "from mesh_decoder.nn import JointDecoder\n"
+        f"h = load_hierarchy({str(tmp_path / 'h.npz')!r})\n"
+        "torch.manual_seed(3)\n"
+        "decoder = JointDecoder.from_hierarchy(h, latent_size=4, channels=(8, 8), texture_branch='mesh')\n"
+        "out = decoder(torch.randn(2, 4))\n"
+        "print(tuple(out.vertices.shape), tuple(out.texture.shape))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "(2, 500, 3) (2, 3, 16, 16)"

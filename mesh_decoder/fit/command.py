@@ -86,7 +86,20 @@ def _load(args: argparse.Namespace):
     from ..mesh.io import load_mesh
     from ..model_files import load_model, read_model_meta
 
-    meta = read_model_meta(args.model)
+    try:
+        meta = read_model_meta(args.model)
+    except ModelFileError:
+        from ..train.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_safetensors_metadata
+
+        try:
+            checkpoint = CHECKPOINT_FORMAT in read_safetensors_metadata(args.model)
+        except CheckpointError:
+            checkpoint = False
+        if checkpoint:  # render and evaluate read checkpoints; a fit needs the model's fitted latent prior
+            raise ModelFileError(f"{args.model}: a training checkpoint, not a model file; fit the run's "
+                                 "model.safetensors (written when training ends, with the latent prior a fit "
+                                 "uses)") from None
+        raise
     if meta["class"].endswith("Encoder"):
         raise ModelFileError(
             f"{args.model}: holds a {meta['class']}; expected a decoder, an autoencoder or a PCA model")
@@ -114,8 +127,10 @@ def _load(args: argparse.Namespace):
     else:
         try:
             tpl, where = _model_template(meta, num_vertices)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ModelFileError(f"{args.model}: cannot build the model's template ({exc}); "
+        except (TypeError, ValueError, KeyError, OSError) as exc:  # OSError: a template file not found from here
+            from .._checks import one_line_error
+
+            raise ModelFileError(f"{args.model}: cannot build the model's template ({one_line_error(exc)}); "
                                  "pass --template with the model's template") from None
     expected = (hierarchy.template_hash if hierarchy is not None else None) or meta.get("hierarchy_hash") \
         or (meta.get("extra_meta") or {}).get("template_hash")
@@ -145,6 +160,9 @@ def run_fit(args: argparse.Namespace) -> int:
         raise ValueError(f"--prior-weight: expected a non-negative number, got {args.prior_weight}")
     if args.focal is not None and not args.focal > 0:
         raise ValueError(f"--focal: expected a positive number of pixels, got {args.focal}")
+    if args.focal is not None and args.camera != "perspective":
+        raise ValueError(f"--focal: only the perspective camera has a focal length; add --camera perspective "
+                         f"(got --camera {args.camera})")
     check_device(args.device, "--device")
     for option, path in (("-o/--output", args.output), ("--json", args.json), ("--overlay", args.overlay)):
         if path:
@@ -155,8 +173,9 @@ def run_fit(args: argparse.Namespace) -> int:
         target = load_target(args.target, tpl, kind=args.target_kind, landmarks=args.landmarks, mask=args.mask)
     except ImportError as exc:  # Pillow for photographs: report it as a usage error naming the fix
         raise ValueError(f"{args.target}: {exc}") from None
-    if args.landmarks is not None and target.kind != "image":
-        raise ValueError(f"--landmarks: only a photograph target takes landmarks, got a {target.kind} target")
+    for option, value, what in (("--landmarks", args.landmarks, "landmarks"), ("--mask", args.mask, "a mask")):
+        if value is not None and target.kind != "image":
+            raise ValueError(f"{option}: only a photograph target takes {what}, got a {target.kind} target")
     landmarks = target if target.kind == "landmarks" else getattr(target, "landmarks", None)
     if landmarks is not None:
         missing = [n for n in landmarks.names if n not in tpl.landmarks]

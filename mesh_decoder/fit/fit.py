@@ -52,11 +52,11 @@ linear model.
 ``translation``, ``scale``, ``latent``, ``color`` (colour latent or albedo), ``light``
 (direction, ambient and diffuse) and ``focal`` (perspective camera); aliases
 ``pose`` (rotation, translation, scale — no scale for the perspective camera),
-``shape`` (latent), ``appearance`` (color, light), ``camera`` (focal) and ``all``. Every
-group is parameterised at unit scale: the latent whitened by the prior, scale and
-focal length as log-factors, the translation in units of the initial face radius
-in target space, the rotation as an axis-angle update of the initial rotation (or
-its 6D representation), so one learning rate suits all groups.
+``shape`` (latent), ``appearance`` (color, light), ``camera`` (focal) and ``all`` (every
+group that applies to the target). Every group is parameterised at unit scale: the latent
+whitened by the prior, scale and focal length as log-factors, the translation in units of
+the initial face radius in target space, the rotation as an axis-angle update of the
+initial rotation (or its 6D representation), so one learning rate suits all groups.
 """
 
 from __future__ import annotations
@@ -379,9 +379,9 @@ class FitResult:
         t = self.template
         return Mesh(
             self.vertices.detach().double().cpu().numpy(),
-            self.faces.cpu().numpy(),
-            uv=None if t is None else t.uv,
-            uv_faces=None if t is None else t.uv_faces,
+            self.faces.cpu().numpy().copy(),  # self.faces shares memory with the template's faces
+            uv=None if t is None or t.uv is None else t.uv.copy(),  # its own arrays, not the template's
+            uv_faces=None if t is None or t.uv_faces is None else t.uv_faces.copy(),
             colors=colors,
             landmarks={} if t is None else dict(t.landmarks),
         )
@@ -911,7 +911,12 @@ class FitProblem:
         return self.s0 * torch.exp(self.log_s)
 
     def translation(self) -> torch.Tensor:
-        return self.t0 + self.t_unit * self.dt
+        dt = self.dt
+        if self.image_size is not None and self.camera_kind == "weak_perspective":
+            # t_z does not move the projection: keep it where it started (round-off in the renderer's
+            # gradient would otherwise make Adam walk it by a full step each iteration)
+            dt = torch.cat([dt[:2], torch.zeros_like(dt[2:])])
+        return self.t0 + self.t_unit * dt
 
     def camera(self) -> Camera | None:
         """The camera mapping target space to the image (``None`` for mesh and scan targets)."""
@@ -1031,7 +1036,8 @@ class FitProblem:
         tensors = self.group_tensors()
         for i, s in enumerate(stages):
             groups = self.resolve_groups(s.groups)
-            if "focal" in groups and self.log_f is None:
+            named = _expand_groups([g for g in s.groups if g != "all"])  # "all": every group that applies
+            if "focal" in named and self.log_f is None:
                 raise ValueError("stages: the 'focal' group needs a perspective camera and an image target")
             stage = f"stages[{i}]" + (f" ({s.name!r})" if s.name else "")
             if not any(tensors[g] for g in groups):

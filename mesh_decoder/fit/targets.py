@@ -409,7 +409,9 @@ def _read_points(path: str) -> np.ndarray:
             path, f"expected rows of 3 or 6 numbers (x y z [nx ny nz]), could not read them ({exc})") from None
     if arr.ndim != 2 or arr.shape[1] not in (3, 6) or arr.shape[0] < 3:
         raise MeshFileError(path, f"expected an (N, 3) or (N, 6) array with N >= 3, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise MeshFileError(path, f"expected real numbers (an integer or float array), got dtype {arr.dtype}")
+    if not np.isfinite(arr).all():
         raise MeshFileError(path, "expected finite numbers")
     return arr.astype(np.float64)
 

@@ -240,6 +240,12 @@ class TrainConfig:
         w = self.source
         t, h, d, m, tr = self.template, self.hierarchy, self.data, self.model, self.training
         _positive(w, "template.vertices", t.vertices)
+        if t.kind != "file":
+            from ..mesh.templates import MAX_VERTICES, MIN_VERTICES
+
+            if not MIN_VERTICES <= t.vertices <= MAX_VERTICES:
+                raise _error(w, "template.vertices", f"expected an int in [{MIN_VERTICES}, {MAX_VERTICES}] (the vertex "
+                                                     f"count of the built-in {t.kind} template), got {t.vertices}")
         _non_negative(w, "template.seed", t.seed)
         if t.kind == "file" and not t.path:
             raise _error(w, "template.path", "expected a mesh file path when template.kind is 'file', got none")

@@ -801,12 +801,18 @@ def _hierarchy_beside(path: str, config: TrainConfig, template_hash: str | None)
     from ..hierarchy import load_hierarchy
 
     saved = os.path.join(os.path.dirname(os.path.abspath(path)), HIERARCHY_NAME)
+    problem = None
     if os.path.isfile(saved):
         try:
             return load_hierarchy(saved, expected_template_hash=template_hash)
-        except HierarchyError:
-            pass  # another template or a damaged file: rebuild below
-    return make_hierarchy(config, load_template(config))
+        except HierarchyError as exc:
+            problem = exc  # another template or a damaged file: rebuild below
+    try:
+        return make_hierarchy(config, load_template(config))
+    except ImportError as exc:  # no openmesh here: say why the saved hierarchy was not used
+        if problem is None:
+            raise
+        raise ImportError(f"{problem}; rebuilding the hierarchy instead failed: {exc}") from None
 
 
 # =========================================================================== CLI

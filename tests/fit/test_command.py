@@ -117,6 +117,21 @@ def test_argument_errors(tmp_path, pca_file, template):
         _run([pca_file, "--target", tmp_path / "t.obj", "-o", tmp_path / "o.obj", "--focal", "-3"])
 
 
+def test_options_the_target_or_camera_would_ignore_are_refused(tmp_path, pca_file, template):
+    """--focal without the perspective camera, and --mask with a target other than a photograph, did nothing."""
+    rng = np.random.default_rng(64)
+    save_mesh(template.copy(vertices=template.vertices + rng.normal(size=(template.num_vertices, 3))), tmp_path / "t.obj")
+    names = sorted(template.landmarks)
+    save_landmarks(LandmarkTarget(rng.uniform(10, 50, size=(len(names), 2)), names, 64), tmp_path / "lm.json")
+    with pytest.raises(ValueError, match=r"^--focal: only the perspective camera has a focal length; add --camera "
+                                         r"perspective \(got --camera weak\)$"):
+        _run([pca_file, "--target", tmp_path / "lm.json", "--json", tmp_path / "f.json", "--focal", "500"])
+    (tmp_path / "mask.png").write_bytes(b"")  # never read: refused before
+    with pytest.raises(ValueError, match="^--mask: only a photograph target takes a mask, got a mesh target$"):
+        _run([pca_file, "--target", tmp_path / "t.obj", "--mask", tmp_path / "mask.png", "-o", tmp_path / "o.obj"])
+    assert not (tmp_path / "f.json").exists() and not (tmp_path / "o.obj").exists()
+
+
 def test_landmark_names_the_template_lacks_name_the_file(tmp_path, pca_file, template, photo_target):
     rng = np.random.default_rng()
     names = [str(n) for n in rng.choice(sorted(template.landmarks), 5, replace=False)]
@@ -156,3 +171,30 @@ def test_device_and_output_paths_are_checked_before_loading(tmp_path, template, 
     for option in ("-o", "--json", "--overlay"):
         with pytest.raises(ValueError, match=rf"^{option}.* {a_dir}: expected a file path, found a directory$"):
             _run([*common, option, a_dir])
+
+
+def test_a_template_file_missing_from_here_asks_for_template(tmp_path, pca, template, monkeypatch):
+    """A model trained on a template file names it by the path its config gave (relative to where it trained);
+    from another folder the file is missing: a ModelFileError naming the model, the path and --template."""
+    model = tmp_path / "pca.safetensors"
+    save_model(pca, model, extra_meta={"template": {"kind": "file", "path": "data/template.obj"}})
+    save_mesh(template, tmp_path / "t.obj")
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    with pytest.raises(ModelFileError) as info:
+        _run([model, "--target", tmp_path / "t.obj", "-o", tmp_path / "o.obj", "--quiet"])
+    assert str(info.value) == (f"{model}: cannot build the model's template (data/template.obj: No such file or "
+                               "directory); pass --template with the model's template")
+    assert _run([model, "--target", tmp_path / "t.obj", "--template", tmp_path / "t.obj", "-o", tmp_path / "o.obj",
+                 "--stages", "pose:2", "--quiet"]) == 0
+
+
+def test_a_training_checkpoint_is_named_as_such(tmp_path, template):
+    """render and evaluate read a checkpoint; fit needs the model file (with its fitted prior) and says so."""
+    from mesh_decoder.train import save_checkpoint
+
+    torch.manual_seed(63)
+    save_checkpoint(tmp_path / "checkpoint.safetensors", torch.nn.Linear(3, 2), meta={"epoch": 1})
+    save_mesh(template, tmp_path / "t.obj")
+    expected = f"{tmp_path / 'checkpoint.safetensors'}: a training checkpoint, not a model file; fit the run's "
+    with pytest.raises(ModelFileError, match=re.escape(expected + "model.safetensors")):
+        _run([tmp_path / "checkpoint.safetensors", "--target", tmp_path / "t.obj", "-o", tmp_path / "o.obj"])

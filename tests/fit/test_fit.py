@@ -195,6 +195,44 @@ def test_fit_result_outputs(tmp_path, photo_case, template):
     assert float(err.median()) < 0.1
 
 
+def test_to_mesh_owns_its_arrays(pca, faces, template):
+    """Editing the fitted mesh's faces or UVs in place leaves the template (and the next to_mesh) unchanged."""
+    own = template.copy()
+    g = torch.Generator().manual_seed(61)
+    target, _, _, _ = _registered_target(faces, 209, g, noise=0.5)
+    result = fit(pca, target, template=own, stages=[Stage(("pose",), 2)], progress=False)
+    uv, uv_faces, tri = own.uv.copy(), own.uv_faces.copy(), own.faces.copy()
+    mesh = result.to_mesh()
+    mesh.uv[:] = torch.rand(mesh.uv.shape, generator=g, dtype=torch.float64).numpy()
+    mesh.uv_faces[:] = mesh.uv_faces[::-1]
+    mesh.faces[:] = mesh.faces[:, ::-1]
+    assert np.array_equal(own.uv, uv) and np.array_equal(own.uv_faces, uv_faces) and np.array_equal(own.faces, tri)
+    again = result.to_mesh()
+    assert np.array_equal(again.uv, uv) and np.array_equal(again.faces, tri)
+
+
+def test_all_frees_the_groups_that_apply(pca, faces, template):
+    """``all`` is every group that applies to the target: on a registered mesh (no camera) it is pose + shape,
+    not an error about the focal length; naming ``focal`` or ``camera`` there still is one."""
+    g = torch.Generator().manual_seed(62)
+    target, _, _, _ = _registered_target(faces, 206, g, noise=0.5)
+    every = fit(pca, target, template=template, stages=[Stage(("all",), 4)], progress=False)
+    pose_shape = fit(pca, target, template=template, stages=[Stage(("pose", "shape"), 4)], progress=False)
+    assert torch.equal(every.vertices, pose_shape.vertices) and every.losses == pose_shape.losses
+    for groups in (("all", "focal"), ("camera",)):
+        with pytest.raises(ValueError, match="'focal' group needs a perspective camera"):
+            fit(pca, target, template=template, stages=[Stage(groups, 4)], progress=False)
+
+
+def test_weak_perspective_image_fit_keeps_tz(pca, template, photo_target):
+    """With the weak-perspective camera t_z does not move the image; the module docstring keeps it at 0. The
+    renderer's round-off gradient on it must not let Adam walk it (a full learning-rate step per iteration)."""
+    target = photo_target[0]
+    stages = [Stage(("pose",), 8, terms=("landmark", "prior")), Stage(("pose", "appearance"), 12)]
+    result = fit(pca, target, template=template, stages=stages, progress=False)
+    assert float(result.translation[2]) == 0.0 and float(result.translation[:2].abs().sum()) > 0
+
+
 def test_prior_weight_pulls_latent_towards_prior_mean(pca, faces, template):
     g = torch.Generator().manual_seed(41)
     target, _, _, _ = _registered_target(faces, 207, g, noise=0.5)

@@ -126,6 +126,19 @@ def test_target_file_errors_name_the_file(tmp_path):
         load_target(tmp_path / "x.stl")
 
 
+def test_point_arrays_of_complex_numbers_are_refused(tmp_path):
+    """A complex .npy is not a point cloud: refused naming the file and dtype, not cast to its real parts."""
+    rng = np.random.default_rng(5)
+    points = rng.normal(size=(20, 3)) + 1j * rng.normal(size=(20, 3))
+    np.save(tmp_path / "c.npy", points)
+    with pytest.raises(MeshFileError) as err:
+        load_target(tmp_path / "c.npy")
+    assert str(err.value) == (f"{tmp_path / 'c.npy'}: expected real numbers (an integer or float array), "
+                              "got dtype complex128")
+    np.save(tmp_path / "i.npy", rng.integers(-50, 50, size=(20, 3)))
+    assert load_target(tmp_path / "i.npy").points.dtype == torch.float64
+
+
 def test_read_image_round_trip(tmp_path):
     pytest.importorskip("PIL", reason="reading photographs needs Pillow")
     from mesh_decoder.render import save_png

@@ -99,6 +99,8 @@ def test_wrong_type_names_key_and_file(tmp_path, section, key, value, expected):
         ({"data": {"source": "folder", "root": "x", "split": "extrapolation"}}, "data.split"),
         ({"data": {"key": "nose_colour"}}, "data.key"),
         ({"template": {"kind": "file"}}, "template.path"),
+        ({"template": {"vertices": 300}}, "template.vertices"),
+        ({"template": {"kind": "head", "vertices": 100_001}}, "template.vertices"),
         ({"model": {"preset": "coma", "decoder": "spiral"}}, "model.decoder"),
         ({"model": {"preset": "neural3dmm"}}, "model.preset"),
         ({"model": {"activation": "swish"}}, "model.activation"),

@@ -1,0 +1,53 @@
+"""mesh_decoder._atomic.atomic_write: bad target paths are refused up front, naming the path."""
+
+import os
+
+import numpy as np
+import pytest
+
+from mesh_decoder._atomic import atomic_write
+from mesh_decoder.errors import MeshError, OutputPathError
+
+
+def _payload() -> bytes:
+    return np.random.default_rng(7).integers(0, 256, 64, dtype=np.uint8).tobytes()
+
+
+def test_a_directory_is_refused_naming_it(tmp_path):
+    target = tmp_path / "out.obj"
+    target.mkdir()
+    with pytest.raises(OutputPathError) as info:
+        with atomic_write(target) as handle:
+            handle.write(_payload())
+    assert isinstance(info.value, MeshError) and isinstance(info.value, OSError)  # ValueError, and OSError callers
+    assert str(info.value) == f"{target}: expected a file path, found a directory"
+    assert sorted(os.listdir(tmp_path)) == ["out.obj"] and os.listdir(target) == []  # no temporary file left
+
+
+def test_a_symlink_to_a_directory_is_refused(tmp_path):
+    (tmp_path / "d").mkdir()
+    os.symlink(tmp_path / "d", tmp_path / "link")
+    with pytest.raises(OutputPathError, match="found a directory"):
+        with atomic_write(tmp_path / "link") as handle:
+            handle.write(_payload())
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_a_file_among_the_parents_is_refused_naming_it(tmp_path, depth):
+    a_file = tmp_path / "afile"
+    a_file.write_bytes(_payload())
+    target = a_file.joinpath(*["sub"] * (depth - 1), "x.npz")
+    with pytest.raises(OutputPathError) as info:
+        with atomic_write(target) as handle:
+            handle.write(_payload())
+    assert isinstance(info.value, ValueError)
+    assert str(info.value) == f"{target}: expected a file path, but {a_file} is a file, not a directory"
+    assert info.value.filename == str(target)
+    assert a_file.read_bytes() == _payload() and sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+def test_new_parents_are_created_and_the_file_written(tmp_path):
+    target = tmp_path / "a" / "b" / "x.bin"
+    with atomic_write(target) as handle:
+        handle.write(_payload())
+    assert target.read_bytes() == _payload()
