@@ -40,7 +40,11 @@ def _load(pattern: str) -> list[tuple[str, dict]]:
 
 def _commit(d: dict) -> str:
     """``commit <short hash>`` of a result document, with the interrupted-run note if any."""
-    return f"commit {str(d['environment'].get('git_commit'))[:7]}{_interrupted(d['environment'])}"
+    return _commit_of(d["environment"])
+
+
+def _commit_of(env: dict) -> str:
+    return f"commit {str(env.get('git_commit') or '?')[:7]}{_interrupted(env)}"
 
 
 def _interrupted(env: dict) -> str:
@@ -54,8 +58,7 @@ def _machine(env: dict) -> str:
     text = f"{dev}"
     if not env.get("gpu") and threads:
         text += f", {threads} thread{'s' if threads != 1 else ''}"
-    text = f"{text}, torch {env.get('torch', '?')}, commit {str(env.get('git_commit') or '?')[:7]}"
-    return text + _interrupted(env)
+    return f"{text}, torch {env.get('torch', '?')}, {_commit_of(env)}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

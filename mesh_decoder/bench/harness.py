@@ -676,6 +676,15 @@ def _check_options(options: BenchOptions) -> None:
     A batch size of 0 divided by zero after the timing; an empty batch, dtype or mode
     list ran nothing and replaced an earlier run's result files with empty ones.
     """
+    for dtype in options.dtypes:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtypes: expected some of {sorted(DTYPES)}, got {dtype!r}")
+    for mode in options.modes:
+        if mode not in MODES:
+            raise ValueError(f"modes: expected some of {list(MODES)}, got {mode!r}")
+    if options.time_box_s is not None and not _is_seconds(options.time_box_s):
+        raise ValueError(f"time_box_s: expected None or a finite number of seconds >= 0, got {options.time_box_s!r}")
+    check_int(options.seed, "seed", 0)
     for what in ("batch_sizes", "dtypes", "modes"):
         if not tuple(getattr(options, what)):
             raise ValueError(f"{what}: expected at least one value, got none")
@@ -690,9 +699,13 @@ def _check_options(options: BenchOptions) -> None:
         check_int(options.bandwidth_mb, "bandwidth_mb", 1)
     if options.memory not in MEMORY_CHOICES:
         raise ValueError(f"memory: expected one of {list(MEMORY_CHOICES)}, got {options.memory!r}")
-    budget = options.time_budget_s
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
-        raise ValueError(f"time_budget_s: expected a finite number of seconds >= 0, got {budget!r}")
+    if not _is_seconds(options.time_budget_s):
+        raise ValueError(f"time_budget_s: expected a finite number of seconds >= 0, got {options.time_budget_s!r}")
+
+
+def _is_seconds(value: object) -> bool:
+    """Whether ``value`` is a finite real number of seconds ``>= 0`` (bools are not)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < math.inf
 
 
 def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[str, Any]:
@@ -717,16 +730,6 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
             if other is not None and other not in specs_by_name:
                 raise ValueError(f"decoder {spec.name!r}: refers to {other!r}, which is not benchmarked")
     device = torch.device(options.device)
-    for dtype in options.dtypes:
-        if dtype not in DTYPES:
-            raise ValueError(f"dtypes: expected some of {sorted(DTYPES)}, got {dtype!r}")
-    for mode in options.modes:
-        if mode not in MODES:
-            raise ValueError(f"modes: expected some of {list(MODES)}, got {mode!r}")
-    box = options.time_box_s
-    if box is not None and (isinstance(box, bool) or not isinstance(box, (int, float)) or not 0 <= box < math.inf):
-        raise ValueError(f"time_box_s: expected None or a finite number of seconds >= 0, got {box!r}")
-    check_int(options.seed, "seed", 0)
     _check_options(options)
     if not specs:
         raise ValueError("decoders: expected at least one DecoderSpec, got none")

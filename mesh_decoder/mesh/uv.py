@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import MeshValidationError
-from .container import Mesh
+from .container import Mesh, _check_finite
 
 if TYPE_CHECKING:  # the texel map container lives with the hierarchy it belongs to
     import torch
@@ -450,12 +450,7 @@ def automatic_uv(mesh: Mesh, method: str = "auto", *, margin: float = 0.02, chec
             f"automatic_uv: expected a mesh with vertices and faces, got V={mesh.num_vertices}, F={mesh.num_faces}"
         )
     _check_face_indices(mesh)
-    bad = ~np.isfinite(mesh.vertices).all(axis=1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise MeshValidationError(
-            f"vertices: expected finite values, got {mesh.vertices[row].tolist()} at row {row}"
-        )
+    _check_finite(mesh.vertices, "vertices")
     builders = {"planar": _planar_uv, "cylindrical": _cylindrical_uv}
     if method in builders:
         return builders[method](mesh, margin)

@@ -204,18 +204,14 @@ def render(
         normals = vertex_normals(v.to(dtype), f)  # (B|1, V, 3)
         n = _interp_packed(normals, f, batch, face, bary.to(dtype))  # (P, 3)
         n = n / torch.linalg.vector_norm(n, dim=-1, keepdim=True).clamp(min=1e-12)
-        direction = light.direction
-        if isinstance(direction, torch.Tensor) and direction.dim() == 2:
-            check_tensor(direction, "light.direction", shape=(B, 3))
-            direction = direction.to(device=v.device, dtype=dtype).index_select(0, batch)  # (P, 3)
-        coefficients = []
-        for name in ("ambient", "diffuse"):
+        spread = []  # direction, ambient, diffuse; one per batch element -> one per covered pixel
+        for name, per_batch in (("direction", (B, 3)), ("ambient", (B,)), ("diffuse", (B,))):
             k = getattr(light, name)
-            if isinstance(k, torch.Tensor) and k.dim() == 1:  # one per batch element -> one per covered pixel
-                check_tensor(k, f"light.{name}", shape=(B,))
-                k = k.to(device=v.device, dtype=dtype).index_select(0, batch)  # (P,)
-            coefficients.append(k)
-        shaded = shade_lambert(n, albedo, direction, *coefficients)  # (P, C)
+            if isinstance(k, torch.Tensor) and k.dim() == len(per_batch):
+                check_tensor(k, f"light.{name}", shape=per_batch)
+                k = k.to(device=v.device, dtype=dtype).index_select(0, batch)  # (P, 3) or (P,)
+            spread.append(k)
+        shaded = shade_lambert(n, albedo, *spread)  # (P, C)
     else:
         shaded = albedo
     C = int(shaded.shape[-1])
