@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import stat
 import tempfile
-from typing import IO, Iterator
+from typing import IO, Any, Iterator, Mapping
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "write_json"]
 
 
 @contextlib.contextmanager
@@ -67,3 +69,27 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with non-finite floats as ``null``/``"inf"``/``"-inf"`` and dtypes/devices as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if type(value).__module__ == "torch" and type(value).__name__ in ("dtype", "device"):
+        return str(value)
+    return value
+
+
+def write_json(path: str | os.PathLike, payload: Mapping[str, Any], indent: int = 2) -> None:
+    """Write ``payload`` as standard JSON, atomically.
+
+    NaN becomes ``null`` and infinities the strings ``"inf"``/``"-inf"``, so any
+    strict JSON reader opens the file (Python's own ``NaN`` tokens are not JSON).
+    """
+    text = json.dumps(_jsonable(payload), indent=indent, allow_nan=False)
+    with atomic_write(path, "w") as handle:
+        handle.write(text + "\n")

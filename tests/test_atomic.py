@@ -1,11 +1,15 @@
-"""mesh_decoder._atomic.atomic_write: bad target paths are refused up front, naming the path."""
+"""mesh_decoder._atomic: atomic_write refuses bad target paths up front, naming the path; write_json writes
+standard JSON."""
 
+import json
+import math
 import os
 
 import numpy as np
 import pytest
+import torch
 
-from mesh_decoder._atomic import atomic_write
+from mesh_decoder._atomic import atomic_write, write_json
 from mesh_decoder.errors import MeshError, OutputPathError
 
 
@@ -51,3 +55,31 @@ def test_new_parents_are_created_and_the_file_written(tmp_path):
     with atomic_write(target) as handle:
         handle.write(_payload())
     assert target.read_bytes() == _payload()
+
+
+def _strict_loads(text: str):
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_json_writes_standard_json(tmp_path):
+    """NaN and infinities are not JSON: they become null and "inf"/"-inf"; dtypes and devices become strings."""
+    values = np.random.default_rng(3).normal(size=4).tolist()
+    payload = {"losses": [values[0], math.nan, values[1]], "nested": {"up": math.inf, "down": -math.inf},
+               "pair": (values[2], values[3]), "dtype": torch.float16, "device": torch.device("cpu"), 2: "key"}
+    path = tmp_path / "out.json"
+    write_json(path, payload, indent=1)
+    data = _strict_loads(path.read_text())
+    assert data == {"losses": [values[0], None, values[1]], "nested": {"up": "inf", "down": "-inf"},
+                    "pair": [values[2], values[3]], "dtype": "torch.float16", "device": "cpu", "2": "key"}
+    assert path.read_text().startswith('{\n "losses"')  # the indent is the caller's
+
+
+def test_write_json_keeps_the_old_file_on_bad_payload(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text('{"kept": 1}\n')
+    with pytest.raises(TypeError):
+        write_json(path, {"set": {1, 2}})
+    assert path.read_text() == '{"kept": 1}\n' and os.listdir(tmp_path) == ["out.json"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
 import os
 import platform
@@ -23,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from .. import __version__
-from .._atomic import atomic_write
+from .._atomic import atomic_write, write_json
 
 __all__ = [
     "ROW_COLUMNS",
@@ -145,27 +144,6 @@ def environment(device: torch.device | str, threads: int, **extra: Any) -> dict[
         pass
     env.update(extra)
     return env
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.dtype):
-        return str(value)
-    if isinstance(value, (torch.device,)):
-        return str(value)
-    return value
-
-
-def write_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
-    """Write ``payload`` as indented JSON, atomically (non-finite floats become ``null``/``"inf"``)."""
-    text = json.dumps(_jsonable(payload), indent=2, sort_keys=False)
-    with atomic_write(path, "w") as handle:
-        handle.write(text + "\n")
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = ROW_COLUMNS,

@@ -62,7 +62,6 @@ initial rotation (or its 6D representation), so one learning rate suits all grou
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import numbers
 import os
@@ -75,7 +74,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-from .._atomic import atomic_write
+from .._atomic import write_json
 from ..mesh.container import Mesh
 from ..render.cameras import Camera, OrthographicCamera, PerspectiveCamera, ndc_to_pixel
 from ..render.render import RenderOutput, render
@@ -413,9 +412,11 @@ class FitResult:
         return out
 
     def save_json(self, path: str | os.PathLike) -> None:
-        """Write :meth:`summary` as JSON, atomically."""
-        with atomic_write(path, "w") as handle:
-            json.dump(self.summary(), handle, indent=1, allow_nan=True)
+        """Write :meth:`summary` as standard JSON, atomically.
+
+        A loss not evaluated at a step (NaN in :attr:`losses`) is written as ``null``.
+        """
+        write_json(path, self.summary(), indent=1)
 
     def render(self, image_size=None, light: DirectionalLight | None = None) -> RenderOutput:
         """Render the fitted mesh with its camera (or, without one, a frontal orthographic view of target space).

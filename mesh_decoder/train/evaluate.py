@@ -31,7 +31,6 @@ counted); PCA's "parameters" are its buffer sizes, ``mean`` (``3V``) plus
 from __future__ import annotations
 
 import copy
-import json
 import os
 from typing import Any, Mapping, Sequence
 
@@ -384,9 +383,8 @@ def run_evaluate(args) -> int:
                       device=args.device)
     print(result["table"])
     if args.json:
-        from .._atomic import atomic_write
+        from .._atomic import write_json
 
-        with atomic_write(args.json, "w") as handle:
-            handle.write(json.dumps(result, indent=2, allow_nan=True) + "\n")
+        write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0

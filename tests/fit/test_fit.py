@@ -183,9 +183,16 @@ def test_fit_result_outputs(tmp_path, photo_case, template):
     full.save_json(tmp_path / "fit.json")
     import json
 
-    data = json.loads((tmp_path / "fit.json").read_text())
+    def refuse(token):
+        raise AssertionError(f"fit.json holds the non-standard JSON token {token}")
+
+    data = json.loads((tmp_path / "fit.json").read_text(), parse_constant=refuse)
     assert data["target_kind"] == "image" and len(data["latent"]) == 30 and data["camera"]["type"] == "weak_perspective"
     assert len(data["losses"]["total"]) == len(full.losses["total"])
+    # steps where a loss was not evaluated (NaN) are written as null
+    photometric = full.losses["photometric"]
+    assert any(math.isnan(v) for v in photometric)
+    assert data["losses"]["photometric"] == [None if math.isnan(v) else v for v in photometric]
     path = full.save_overlay(tmp_path / "overlay.png")
     assert (tmp_path / "overlay.png").stat().st_size > 1000 and path.endswith("overlay.png")
     out = full.render()
