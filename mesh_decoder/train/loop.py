@@ -35,7 +35,11 @@ Files in the output directory:
 * ``hierarchy.npz``: the mesh hierarchy (loads without openmesh);
 * ``model.safetensors``: the trained :class:`~mesh_decoder.nn.MeshAutoencoder`;
 * ``decoder.safetensors``: its decoder alone (a :class:`~mesh_decoder.nn.JointDecoder`
-  with the mesh texture branch for joint models built with a texel map).
+  with the mesh texture branch for joint models built with a texel map). Its
+  metadata holds the fitted latent prior, so the decoder alone samples faces:
+  ``read_model_meta(path)["extra_meta"]["latent_prior"]`` is
+  ``{"mean": (Z,), "cov_cholesky": (Z, Z)}`` as lists, and a sample is
+  ``mean + L @ eps`` with ``eps ~ N(0, I)``.
 """
 
 from __future__ import annotations
@@ -727,7 +731,8 @@ def _finish(result: TrainResult, data: TrainingData, base_meta: dict[str, Any]) 
 
         decoder = JointDecoder(model.decoder, "mesh", hierarchy.texel_map)
     result.decoder_path = os.path.join(out, DECODER_NAME)
-    save_model(decoder, result.decoder_path, hierarchy=hierarchy, extra_meta=extra)
+    prior = {"mean": model.latent_mean.tolist(), "cov_cholesky": model.latent_cov_cholesky.tolist()}
+    save_model(decoder, result.decoder_path, hierarchy=hierarchy, extra_meta={**extra, "latent_prior": prior})
 
 
 def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | str | None = None

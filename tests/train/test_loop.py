@@ -162,13 +162,24 @@ def test_folder_of_meshes_trains_joint_and_mismatch_is_named(tmp_path, tiny_conf
     assert data.meta["data_version"].startswith("mesh-folder-sha256:")
     result = train(config, tmp_path / "run", progress=False, data=data)
     assert result.model.decoder.out_channels == 6 and result.history[-1]["loss"] < result.history[0]["loss"]
-    from mesh_decoder.model_files import load_model
+    from mesh_decoder.model_files import load_model, read_model_meta
     from mesh_decoder.nn import JointDecoder
 
     decoder = load_model(result.decoder_path, result.hierarchy)
     assert isinstance(decoder, JointDecoder) and decoder.texture_size == (32, 32)
     out = decoder(result.model.latent_mean)
     assert out.vertices.shape == (600, 3) and out.texture.shape == (3, 32, 32)
+    # the decoder file carries the fitted latent prior: it samples what the autoencoder samples
+    prior = read_model_meta(result.decoder_path)["extra_meta"]["latent_prior"]
+    mean = torch.tensor(prior["mean"], dtype=result.model.latent_mean.dtype)
+    chol = torch.tensor(prior["cov_cholesky"], dtype=mean.dtype)
+    assert torch.equal(mean, result.model.latent_mean) and torch.equal(chol, result.model.latent_cov_cholesky)
+    assert not torch.equal(chol, torch.eye(len(mean), dtype=mean.dtype))  # fitted, not the default
+    eps = torch.randn(4, len(mean), generator=torch.Generator().manual_seed(5), dtype=mean.dtype)
+    with torch.no_grad():
+        sampled = decoder(mean + eps @ chol.T).vertices
+        expected = result.model.sample(4, generator=torch.Generator().manual_seed(5))[..., :3]
+    torch.testing.assert_close(sampled, expected, rtol=1e-5, atol=1e-6)
 
     save_mesh(face_template(500), folder / "scan_99.ply")  # registered to another template
     with pytest.raises(MeshFileError) as err:
