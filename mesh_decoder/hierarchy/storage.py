@@ -26,10 +26,10 @@ The JSON document holds ``format`` (``"mesh_decoder.hierarchy"``),
 whether a texel map is present, the hierarchy's ``meta`` and ``checksum``: the
 SHA-256 of every array (name, dtype, shape and bytes, in sorted name order) and
 of the document itself without the checksum. Loading verifies the format
-version, the keys, the checksum, the shapes and index ranges, and optionally the
-template hash, and raises :class:`HierarchyError` naming the file and the
-problem. Files are written atomically (temporary file, fsync, rename), so an
-interrupted save leaves the previous file intact.
+version, the keys, the checksum, the tensors' consistency (:func:`check_hierarchy`)
+and optionally the template hash, and raises :class:`HierarchyError` naming the
+file and the problem. Files are written atomically (temporary file, fsync,
+rename), so an interrupted save leaves the previous file intact.
 """
 
 from __future__ import annotations
@@ -113,15 +113,122 @@ def _check_weights(w: torch.Tensor, name: str) -> None:
         _fail(f"{name}: expected weights summing to 1, got a row off by {err:.3g}")
 
 
+def _first(mask: torch.Tensor) -> tuple[int, ...]:
+    """Position of the first ``True`` entry of ``mask`` (row-major)."""
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
+def _check_spiral_centres(s: torch.Tensor, name: str) -> None:
+    """Spiral ``v`` starts at ``v``: ``s[:, 0] == arange(V)``. ``s``: ``(V, S)``, ``S >= 1``."""
+    bad = s[:, 0] != torch.arange(s.shape[0], device=s.device)  # (V,)
+    if bad.any():
+        (v,) = _first(bad)
+        _fail(f"{name}: expected each spiral to start at its own vertex (spirals[:, 0] == arange({s.shape[0]})), "
+              f"got spirals[{v}, 0] = {int(s[v, 0])}")
+
+
+def _check_original_index(oi: torch.Tensor, want: torch.Tensor, name: str, expected: str) -> None:
+    """``oi == want`` (both ``(V,)``); ``expected`` says what ``want`` is."""
+    bad = oi != want  # (V,)
+    if bad.any():
+        (v,) = _first(bad)
+        _fail(f"{name}: expected {expected}, got original_index[{v}] = {int(oi[v])} instead of {int(want[v])}")
+
+
+def _check_kept_upsampling(ui: torch.Tensor, uw: torch.Tensor, d: torch.Tensor, l: int) -> None:
+    """A kept vertex up-samples to itself: its weights on its own coarse copy sum to 1.
+
+    ``ui``, ``uw``: ``(V_l, 3)``; ``d``: ``(V_{l+1},)``. Row ``d[j]`` puts weight 1 on ``j``
+    (the builder writes ``(j, j, j)``; any row with all its weight on ``j`` passes).
+    """
+    own = ui[d] == torch.arange(d.shape[0], device=ui.device)[:, None]  # (V_{l+1}, 3)
+    weight = (uw[d].double() * own).sum(1)  # (V_{l+1},)
+    atol = max(_WEIGHT_ATOL, 3 * torch.finfo(uw.dtype).eps)
+    bad = (weight - 1.0).abs() > atol
+    if bad.any():
+        (j,) = _first(bad)
+        _fail(f"up_index[{l}]: expected each kept vertex to up-sample from itself, row down[{l}][j] of "
+              f"up_index[{l}]/up_weight[{l}] with weight 1 on j, got indices {ui[d[j]].tolist()} with weight "
+              f"{float(weight[j]):.3g} on j = {j} (vertex {int(d[j])} of level {l})")
+
+
+def _check_laplacian(li: torch.Tensor, lw: torch.Tensor, p: str, V: int) -> None:
+    """The scaled Laplacian ``-D^-1/2 A D^-1/2`` of :func:`~mesh_decoder.hierarchy.laplacian.scaled_laplacian`.
+
+    ``li`` ``(2, E)``: entries sorted by ``(row, col)`` without repeats, no self loops
+    (the zero diagonal is not stored), symmetric (every ``(i, j)`` has its ``(j, i)``);
+    ``lw`` ``(E,)``: ``-1 / sqrt(deg(i) deg(j))`` with ``deg`` the row counts of ``li``, up to
+    the rounding to float32 (the builder's dtype) and to ``lw``'s dtype.
+    """
+    if li.shape[1] == 0:
+        return
+    row, col = li
+    loops = row == col  # (E,)
+    if loops.any():
+        (e,) = _first(loops)
+        _fail(f"{p}.laplacian_index: expected no self loops (the zero diagonal is not stored), "
+              f"got entry {e} = ({int(row[e])}, {int(col[e])})")
+    key = row * V + col  # (E,) (row, col) order
+    back = key[1:] <= key[:-1]  # (E-1,)
+    if back.any():
+        e = _first(back)[0] + 1
+        _fail(f"{p}.laplacian_index: expected entries sorted by (row, col) without repeats, got entry {e} = "
+              f"({int(row[e])}, {int(col[e])}) after ({int(row[e - 1])}, {int(col[e - 1])})")
+    transposed = col * V + row  # (E,)
+    if not torch.equal(torch.sort(transposed).values, key):
+        (e,) = _first(~torch.isin(transposed, key))
+        _fail(f"{p}.laplacian_index: expected a symmetric matrix (every (i, j) with its (j, i)), "
+              f"got entry {e} = ({int(row[e])}, {int(col[e])}) without ({int(col[e])}, {int(row[e])})")
+    scale = torch.bincount(row, minlength=V).double().rsqrt_()  # (V,) deg^-1/2
+    want = scale[row].mul_(scale[col]).neg_()  # (E,) -1/sqrt(deg(i) deg(j)), in place: E can be millions
+    w = lw.detach().double()
+    rtol = max(torch.finfo(torch.float32).eps, torch.finfo(lw.dtype).eps)
+    off = (w - want).abs_() > want.abs().mul_(rtol)  # (E,)
+    if off.any():
+        (e,) = _first(off)
+        found, expected = float(w[e]), float(want[e])
+        _fail(f"{p}.laplacian_weight: expected -1/sqrt(deg(i) deg(j)) (the scaled Laplacian -D^-1/2 A D^-1/2, "
+              f"deg from laplacian_index), got {found:.9g} instead of {expected:.9g} at entry {e} "
+              f"({int(row[e])}, {int(col[e])}; relative error {abs(found / expected - 1):.2g} > {rtol:.2g})")
+
+
+def _check_texel_faces(tm: TexelMap, faces: torch.Tensor) -> None:
+    """``mask == (face >= 0)``; covered texels hold the vertices of their face: ``index == faces[face]``."""
+    covered = tm.face >= 0  # (H, W)
+    if not torch.equal(tm.mask, covered):
+        i, j = _first(tm.mask != covered)
+        _fail(f"texel_map.mask: expected True exactly where a face covers the texel (texel_map.face >= 0), "
+              f"got mask[{i}, {j}] = {bool(tm.mask[i, j])} with face {int(tm.face[i, j])}")
+    bad = (tm.index[covered] != faces[tm.face[covered]]).any(-1)  # (K,) the covered texels, row-major
+    if bad.any():
+        i, j = (int(x) for x in covered.nonzero()[_first(bad)[0]])
+        f = int(tm.face[i, j])
+        _fail(f"texel_map.index: expected the vertices of the covering face (levels[0].faces[texel_map.face]), "
+              f"got {tm.index[i, j].tolist()} at texel ({i}, {j}), whose face {f} is {faces[f].tolist()}")
+
+
 def check_hierarchy(h: MeshHierarchy) -> MeshHierarchy:
     """Check that a hierarchy's tensors are mutually consistent; return it or raise.
 
-    Checks dtypes and shapes of every tensor, index ranges (faces, Laplacian and
-    ``original_index`` in range, spirals in ``[0, V]``, ``down`` a set of distinct
-    indices with ``levels[l+1].vertices == levels[l].vertices[down[l]]``, ``up_index``
-    into level ``l + 1``, texel indices into level 0), that up-sampling and texel
-    weights are non-negative and sum to 1, and that spirals have ``spiral_length``
-    columns.
+    Checks, for what :func:`~mesh_decoder.hierarchy.build.build_hierarchy` makes:
+
+    * dtypes and shapes of every tensor, float tensors finite, spirals with
+      ``spiral_length`` columns, ``spiral_length`` and ``dilation`` ints ``>= 1``;
+    * index ranges: faces, Laplacian and ``original_index`` in range, spirals in
+      ``[0, V]``, ``up_index`` into level ``l + 1``, texel indices and faces into level 0;
+    * spirals: each starts at its own vertex, ``spirals[:, 0] == arange(V)``;
+    * the scaled Laplacian: ``laplacian_index`` sorted by ``(row, col)`` without
+      repeats or self loops and symmetric; ``laplacian_weight`` equal to
+      ``-1 / sqrt(deg(i) deg(j))`` (``deg``: entries per row) up to float32 rounding;
+    * ``original_index``: ``arange(V_0)`` at level 0 and
+      ``levels[l].original_index[down[l]]`` at level ``l + 1``;
+    * ``down[l]``: distinct indices with ``levels[l+1].vertices == levels[l].vertices[down[l]]``;
+    * up-sampling: weights non-negative and summing to 1, and each kept vertex
+      up-samples from itself alone (row ``down[l][j]`` puts weight 1 on ``j``);
+    * the texel map: weights non-negative and summing to 1, ``mask == (face >= 0)``,
+      and covered texels hold their face's vertices (``index == levels[0].faces[face]``).
+
+    All checks are vectorised (no loop over vertices, edges or texels).
 
     Raises:
         HierarchyError: naming the first inconsistent tensor, the expected and the found value.
@@ -151,14 +258,19 @@ def check_hierarchy(h: MeshHierarchy) -> MeshHierarchy:
         s = _check_array(lvl.spirals, f"{p}.spirals", 2, "int")
         _check_shape(s, f"{p}.spirals", (V, lvl.spiral_length))
         _check_range(s, f"{p}.spirals", 0, V)
+        _check_spiral_centres(s, f"{p}.spirals")
         li = _check_array(lvl.laplacian_index, f"{p}.laplacian_index", 2, "int")
         _check_shape(li, f"{p}.laplacian_index", (2, None))
         _check_range(li, f"{p}.laplacian_index", 0, V - 1)
         lw = _check_array(lvl.laplacian_weight, f"{p}.laplacian_weight", 1, "float")
         _check_shape(lw, f"{p}.laplacian_weight", (li.shape[1],))
+        _check_laplacian(li, lw, p, V)
         oi = _check_array(lvl.original_index, f"{p}.original_index", 1, "int")
         _check_shape(oi, f"{p}.original_index", (V,))
         _check_range(oi, f"{p}.original_index", 0, V0 - 1)
+        if l == 0:
+            _check_original_index(oi, torch.arange(V, device=oi.device), f"{p}.original_index",
+                                  f"arange({V}) (level 0 is the template)")
     for l in range(L):
         fine, coarse = h.levels[l], h.levels[l + 1]
         Vf, Vc = fine.num_vertices, coarse.num_vertices
@@ -169,12 +281,15 @@ def check_hierarchy(h: MeshHierarchy) -> MeshHierarchy:
             _fail(f"down[{l}]: expected {Vc} distinct indices, got repeated ones")
         if not torch.equal(fine.vertices[d], coarse.vertices):
             _fail(f"down[{l}]: expected levels[{l + 1}].vertices == levels[{l}].vertices[down[{l}]], got a mismatch")
+        _check_original_index(coarse.original_index, fine.original_index[d], f"levels[{l + 1}].original_index",
+                              f"levels[{l}].original_index[down[{l}]]")
         ui = _check_array(h.up_index[l], f"up_index[{l}]", 2, "int")
         _check_shape(ui, f"up_index[{l}]", (Vf, 3))
         _check_range(ui, f"up_index[{l}]", 0, Vc - 1)
         uw = _check_array(h.up_weight[l], f"up_weight[{l}]", 2, "float")
         _check_shape(uw, f"up_weight[{l}]", (Vf, 3))
         _check_weights(uw, f"up_weight[{l}]")
+        _check_kept_upsampling(ui, uw, d, l)
     if h.texel_map is not None:
         tm = h.texel_map
         if not isinstance(tm, TexelMap):
@@ -190,6 +305,7 @@ def check_hierarchy(h: MeshHierarchy) -> MeshHierarchy:
         tf = _check_array(tm.face, "texel_map.face", 2, "int")
         _check_shape(tf, "texel_map.face", (H, W))
         _check_range(tf, "texel_map.face", -1, h.levels[0].faces.shape[0] - 1)
+        _check_texel_faces(tm, h.levels[0].faces)
     return h
 
 

@@ -258,6 +258,155 @@ def test_inconsistent_arrays_with_valid_checksum(hierarchy, tmp_path, key, chang
         load_hierarchy(path)
 
 
+def _swap(a: np.ndarray, rng: np.random.Generator, axis: int = 0) -> np.ndarray:
+    """``a`` with two distinct random entries along ``axis`` exchanged."""
+    i, j = rng.choice(a.shape[axis], size=2, replace=False)
+    out = a.copy()
+    idx = [slice(None)] * a.ndim
+    idx[axis] = [i, j]
+    src = [slice(None)] * a.ndim
+    src[axis] = [j, i]
+    out[tuple(idx)] = a[tuple(src)]
+    return out
+
+
+def _spiral_centre(a, arrays, rng):
+    v, c = int(rng.integers(a.shape[0])), int(rng.integers(1, a.shape[1]))
+    a = a.copy()
+    a[v, [0, c]] = a[v, [c, 0]]  # the spiral holds the same vertices, not starting at its own
+    return a
+
+
+def _scale_one(a, arrays, rng):
+    a = a.copy()
+    a[rng.integers(a.size)] *= np.float32(1.0 + rng.uniform(0.01, 0.5))
+    return a
+
+
+def _self_loop(a, arrays, rng):
+    a = a.copy()
+    e = rng.integers(a.shape[1])
+    a[1, e] = a[0, e]
+    return a
+
+
+def _drop_one_direction(a, arrays, rng):
+    e = rng.integers(a.shape[1])  # still sorted, but (j, i) lacks its (i, j)
+    arrays["level1/laplacian_weight"] = np.delete(arrays["level1/laplacian_weight"], e)
+    return np.delete(a, e, axis=1)
+
+
+def _kept_elsewhere(a, arrays, rng):
+    down = arrays["down0"]
+    j = int(rng.integers(down.size))
+    a = a.copy()
+    a[down[j]] = (j + rng.integers(1, down.size)) % down.size  # another coarse vertex
+    return a
+
+
+def _covered_texel(arrays, rng):
+    face = arrays["texel/face"]
+    rows, cols = np.nonzero(face >= 0)
+    k = rng.integers(rows.size)
+    return rows[k], cols[k]
+
+
+def _uncover(a, arrays, rng):
+    a = a.copy()
+    a[_covered_texel(arrays, rng)] = False
+    return a
+
+
+def _rotate_corners(a, arrays, rng):
+    i, j = _covered_texel(arrays, rng)
+    a = a.copy()
+    a[i, j] = np.roll(a[i, j], int(rng.integers(1, 3)))  # the face's vertices, in another order
+    return a
+
+
+@pytest.mark.parametrize(
+    "key, change, message",
+    [
+        ("level1/spirals", _spiral_centre,
+         r"levels\[1\]\.spirals: expected each spiral to start at its own vertex \(spirals\[:, 0\] == arange\(125\)\), "
+         r"got spirals\[\d+, 0\] = \d+"),
+        ("level0/original_index", lambda a, arrays, rng: _swap(a, rng),
+         r"levels\[0\]\.original_index: expected arange\(500\) \(level 0 is the template\), got original_index\[\d+\]"),
+        ("level2/original_index", lambda a, arrays, rng: _swap(a, rng),
+         r"levels\[2\]\.original_index: expected levels\[1\]\.original_index\[down\[1\]\], got original_index\[\d+\]"),
+        ("level1/laplacian_weight", _scale_one,
+         r"levels\[1\]\.laplacian_weight: expected -1/sqrt\(deg\(i\) deg\(j\)\) .*, got -[\d.]+ instead of -[\d.]+ "
+         r"at entry \d+"),
+        ("level0/laplacian_weight", lambda a, arrays, rng: -a,
+         r"levels\[0\]\.laplacian_weight: expected -1/sqrt\(deg\(i\) deg\(j\)\) .*, got [\d.]+ instead of -[\d.]+"),
+        ("level0/laplacian_index", _self_loop,
+         r"levels\[0\]\.laplacian_index: expected no self loops \(the zero diagonal is not stored\), "
+         r"got entry \d+ = \((\d+), \1\)"),
+        ("level0/laplacian_index", lambda a, arrays, rng: _swap(a, rng, axis=1),
+         r"levels\[0\]\.laplacian_index: expected entries sorted by \(row, col\) without repeats"),
+        ("level1/laplacian_index", _drop_one_direction,
+         r"levels\[1\]\.laplacian_index: expected a symmetric matrix \(every \(i, j\) with its \(j, i\)\), "
+         r"got entry \d+ = \((\d+), (\d+)\) without \(\2, \1\)"),
+        ("up0/index", _kept_elsewhere,
+         r"up_index\[0\]: expected each kept vertex to up-sample from itself, row down\[0\]\[j\] of "
+         r"up_index\[0\]/up_weight\[0\] with weight 1 on j, got indices \[\d+, \d+, \d+\] with weight 0 on j = \d+"),
+        ("texel/mask", _uncover,
+         r"texel_map\.mask: expected True exactly where a face covers the texel \(texel_map\.face >= 0\), "
+         r"got mask\[\d+, \d+\] = False with face \d+"),
+        ("texel/index", _rotate_corners,
+         r"texel_map\.index: expected the vertices of the covering face \(levels\[0\]\.faces\[texel_map\.face\]\), "
+         r"got \[\d+, \d+, \d+\] at texel \(\d+, \d+\), whose face \d+ is"),
+    ],
+)
+def test_builder_invariants_are_checked_on_load(hierarchy, tmp_path, key, change, message):
+    """Damage within every index range, with a valid checksum, that breaks what the builder guarantees."""
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    arrays, doc = read_raw(path)
+    arrays[key] = change(arrays[key], arrays, np.random.default_rng(11))
+    rewrite(path, arrays, doc)
+    with pytest.raises(HierarchyError, match=r"h\.npz: " + message):
+        load_hierarchy(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_laplacian_weight_tolerance_is_the_rounding_only(hierarchy, dtype):
+    """Built weights pass in every dtype (float32 rounding carried into float64, float16 and bfloat16
+    rounding), and a change of a few units in the last place of one weight does not."""
+    h = hierarchy.to(dtype)
+    check_hierarchy(h)
+    rtol = max(torch.finfo(torch.float32).eps, torch.finfo(dtype).eps)
+    w = h.levels[2].laplacian_weight.clone()  # .to(torch.float32) shares the fixture's tensors
+    e = int(np.random.default_rng(5).integers(w.numel()))
+    w[e] = w[e] * (1 + 4 * rtol)
+    h.levels[2].laplacian_weight = w
+    with pytest.raises(HierarchyError, match=rf"levels\[2\]\.laplacian_weight: expected .* at entry {e} "):
+        check_hierarchy(h)
+
+
+@pytest.mark.parametrize(
+    "make, params",
+    [
+        (lambda: face_template(500, seed=6), dict(factors=(2.5, 3.7), spiral_lengths=1, dilations=3, texture_size=1)),
+        (lambda: icosphere(2), dict(factors=(4, 4), spiral_lengths=(30, 20, 12), dilations=(2, 3, 4),
+                                    texture_size=(5, 40))),
+    ],
+)
+def test_every_builder_option_passes_and_damage_is_still_found(tmp_path, make, params):
+    """Builder options at their edges (real factors, spirals of length 1 or longer than a level, dilations,
+    tiny texel maps) give hierarchies the new checks accept; the same damage in them is refused."""
+    h = build_hierarchy(make(), **params)
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        check_hierarchy(h.to(dtype))
+    loaded = load_hierarchy(save_hierarchy(h, tmp_path / "h.npz"))
+    rng = np.random.default_rng(3)
+    last = loaded.levels[-1]
+    v = int(rng.integers(last.num_vertices))
+    last.spirals[v, 0] = (v + int(rng.integers(1, last.num_vertices))) % last.num_vertices
+    L = len(loaded.levels) - 1
+    with pytest.raises(HierarchyError, match=rf"levels\[{L}\]\.spirals: expected each spiral to start at its own"):
+        check_hierarchy(loaded)
+
+
 @pytest.mark.parametrize(
     "key, change, dtype",
     [
