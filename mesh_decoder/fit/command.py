@@ -15,6 +15,10 @@ with the model's vertex count and seed 0. It is checked against the template has
 the model file or its hierarchy records, when there is one. Models built on a
 hierarchy (neural decoders, autoencoders) need it: ``--hierarchy FILE``, or
 ``hierarchy.npz`` beside the model file.
+
+The latent prior of the fit is the model's own: an autoencoder's fitted Gaussian,
+the one a ``decoder.safetensors`` of a training run stores in its metadata
+(``extra_meta["latent_prior"]``), or else the standard normal.
 """
 
 from __future__ import annotations
@@ -81,8 +85,29 @@ def _model_template(meta: dict[str, Any], num_vertices: int):
     return template("face", num_vertices, 0), f"built-in face template ({num_vertices} vertices, seed 0)"
 
 
+def _stored_prior(path, meta: dict[str, Any], model):
+    """The :class:`~mesh_decoder.fit.GaussianPrior` a decoder file stores (``None`` without one), on the
+    model's dtype and device."""
+    from .adapters import GaussianPrior
+
+    stored = (meta.get("extra_meta") or {}).get("latent_prior")
+    if stored is None:
+        return None
+    import torch
+
+    like = next((t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()), torch.empty(0))
+    try:
+        mean = torch.tensor(stored["mean"], dtype=like.dtype, device=like.device)
+        return GaussianPrior(mean, torch.tensor(stored["cov_cholesky"], dtype=like.dtype, device=like.device))
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        from .._checks import one_line_error
+
+        raise ModelFileError(f"{path}: extra_meta.latent_prior: expected {{'mean': Z numbers, 'cov_cholesky': "
+                             f"Z x Z lower-triangular}}, got {one_line_error(exc)}") from None
+
+
 def _load(args: argparse.Namespace):
-    """``(model, template, description of the template)`` from the arguments."""
+    """``(model, template, description of the template, stored latent prior or None)`` from the arguments."""
     from ..mesh.io import load_mesh
     from ..model_files import load_model, read_model_meta
 
@@ -141,7 +166,7 @@ def _load(args: argparse.Namespace):
     if tpl.num_vertices != num_vertices and num_vertices:
         raise ModelFileError(f"{args.model}: the model decodes {num_vertices} vertices, the {where} has "
                              f"{tpl.num_vertices}; pass --template with the model's template")
-    return model, tpl, where
+    return model, tpl, where, _stored_prior(args.model, meta, model)
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -168,7 +193,7 @@ def run_fit(args: argparse.Namespace) -> int:
         if path:
             check_output_path(path, option)
     stages = None if not args.stages else [Stage.parse(s) for s in args.stages]
-    model, tpl, where = _load(args)
+    model, tpl, where, prior = _load(args)
     try:
         target = load_target(args.target, tpl, kind=args.target_kind, landmarks=args.landmarks, mask=args.mask)
     except ImportError as exc:  # Pillow for photographs: report it as a usage error naming the fix
@@ -184,11 +209,11 @@ def run_fit(args: argparse.Namespace) -> int:
             raise MeshFileError(lm_file, f"landmarks {missing[:5]}{'...' if len(missing) > 5 else ''} are not "
                                          f"landmarks of the {where}; expected names from {sorted(tpl.landmarks)}")
     camera = "perspective" if args.camera == "perspective" else "weak_perspective"
-    result = fit(model, target, template=tpl, stages=stages, prior_weight=args.prior_weight,
+    result = fit(model, target, template=tpl, stages=stages, prior=prior, prior_weight=args.prior_weight,
                  rotation=args.rotation, camera=camera, focal=args.focal, progress=not args.quiet)
     terms = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
     angle = float(result.axis_angle.norm()) * 57.29577951308232
-    print(f"fitted {type(model).__name__} to a {target.kind} target ({where}) in {result.seconds:.1f} s: {terms}")
+    print(f"fitted {type(model).__name__} to {'an' if target.kind == 'image' else 'a'} {target.kind} target ({where}) in {result.seconds:.1f} s: {terms}")
     print(f"scale {float(result.scale):.4g}, rotation {angle:.2f} deg, translation "
           f"[{', '.join(f'{v:.4g}' for v in result.translation.tolist())}]"
           + (f", focal {result.focal:.4g} px" if result.focal is not None else ""))

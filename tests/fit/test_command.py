@@ -198,3 +198,31 @@ def test_a_training_checkpoint_is_named_as_such(tmp_path, template):
     expected = f"{tmp_path / 'checkpoint.safetensors'}: a training checkpoint, not a model file; fit the run's "
     with pytest.raises(ModelFileError, match=re.escape(expected + "model.safetensors")):
         _run([tmp_path / "checkpoint.safetensors", "--target", tmp_path / "t.obj", "-o", tmp_path / "o.obj"])
+
+
+def test_a_decoder_file_fits_with_the_latent_prior_it_stores(tmp_path, hierarchy, template):
+    """A training run's decoder.safetensors stores the fitted prior in its metadata; fitting the decoder file
+    uses it, so the fit equals the autoencoder file's (the decoders are the same)."""
+    from mesh_decoder.hierarchy import save_hierarchy
+
+    ae = make_autoencoder(hierarchy, template, seed=3)
+    save_hierarchy(hierarchy, tmp_path / "hierarchy.npz")
+    save_model(ae, tmp_path / "model.safetensors", hierarchy=hierarchy)
+    prior = {"mean": ae.latent_mean.tolist(), "cov_cholesky": ae.latent_cov_cholesky.tolist()}
+    save_model(ae.decoder, tmp_path / "decoder.safetensors", hierarchy=hierarchy, extra_meta={"latent_prior": prior})
+    save_model(ae.decoder, tmp_path / "plain.safetensors", hierarchy=hierarchy)
+    with torch.no_grad():
+        truth = ae.decode(ae.sample_latents(1, generator=torch.Generator().manual_seed(9)))[0]
+    save_mesh(template.copy(vertices=truth.double().numpy()), tmp_path / "target.obj")
+    losses = {}
+    for name in ("model", "decoder", "plain"):
+        assert _run([tmp_path / f"{name}.safetensors", "--target", tmp_path / "target.obj", "--json",
+                     tmp_path / f"{name}.json", *_SHORT]) == 0
+        losses[name] = json.loads((tmp_path / f"{name}.json").read_text())["final_losses"]
+    assert losses["decoder"] == pytest.approx(losses["model"], rel=1e-4, abs=1e-6)
+    assert losses["plain"]["prior"] != pytest.approx(losses["model"]["prior"], rel=0.1)  # N(0, I) differs
+
+    damaged = dict(prior, cov_cholesky=prior["cov_cholesky"][:-1])
+    save_model(ae.decoder, tmp_path / "damaged.safetensors", hierarchy=hierarchy, extra_meta={"latent_prior": damaged})
+    with pytest.raises(ModelFileError, match=r"damaged\.safetensors: extra_meta\.latent_prior: expected"):
+        _run([tmp_path / "damaged.safetensors", "--target", tmp_path / "target.obj", "--json", tmp_path / "d.json"])
