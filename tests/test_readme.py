@@ -20,6 +20,22 @@ def test_two_commands_come_first():
     assert "make bench" in first_block and "make test" in first_block
 
 
+def test_two_commands_say_where_make_bench_writes():
+    """`make bench` writes outside the committed results (so `make test` still passes after it), and the README
+    says where, and how to add a run to the tables."""
+    import argparse
+
+    from mesh_decoder.bench.harness import add_bench_arguments
+
+    default = add_bench_arguments(argparse.ArgumentParser()).get_default("output_dir")
+    assert os.path.normpath(default) != os.path.join("benchmarks", "results")
+    ignored = subprocess.run(["git", "check-ignore", "-q", os.path.join(default, "decode_x.json")], cwd=ROOT)
+    assert ignored.returncode in (0, 128)  # 0: git ignores it; 128: not a git checkout (an unpacked release)
+    section = _readme().split("## In Python")[0]
+    assert f"`{default}/`" in section and "readme_tables.py" in section
+    assert "--output-dir benchmarks/results" in section
+
+
 def test_result_tables_match_committed_files():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "readme_tables.py"), "--check"],
                           capture_output=True, text=True)

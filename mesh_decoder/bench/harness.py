@@ -23,7 +23,8 @@ harness
    matrix-product shapes timed alone (the *shape bound*, meshes/s); FLOPs and
    minimum bytes per mesh are counted analytically (:mod:`.roofline`).
 
-Results go to ``--output-dir`` (default ``benchmarks/results/``) as JSON and CSV
+Results go to ``--output-dir`` (default ``out/bench/``, which git ignores, so a run
+never touches the committed results in ``benchmarks/results/``) as JSON and CSV
 (with the environment) and a PNG plot, named by machine, e.g.
 ``decode_cpu-<cpu>-<N>threads.json``; they are rewritten after every group, so
 an interrupted run (Ctrl-C) leaves complete files for the configurations that
@@ -89,6 +90,7 @@ __all__ = [
     "BenchOptions",
     "BUILTIN_DECODERS",
     "DEFAULT_DECODERS",
+    "DEFAULT_OUTPUT_DIR",
     "MODES",
     "TOLERANCES",
     "add_bench_arguments",
@@ -119,6 +121,9 @@ QUICK_BATCH_SIZES: tuple[int, ...] = (1, 16)
 TOLERANCES: dict[str, float] = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 5e-2, "fp16": 1e-2}
 SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000, 10000, 20000, 50000, 100000)
 QUICK_SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000)
+#: Where result files go unless told (relative to the working folder; git ignores ``out/``).
+#: The committed runs the README's tables are generated from are in ``benchmarks/results/``.
+DEFAULT_OUTPUT_DIR = "out/bench"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Batch-1 ``cudagraph`` rows with the latent's copy in and the outputs' copies out
 #: captured in the CUDA graph itself, between page-locked host buffers and the
@@ -209,7 +214,7 @@ class BenchOptions:
     modes: tuple[str, ...] = ("eager", "compile")
     dtypes: tuple[str, ...] = ("fp32",)
     threads: int = 1
-    output_dir: str | None = "benchmarks/results"
+    output_dir: str | None = DEFAULT_OUTPUT_DIR
     time_budget_s: float = 30.0
     time_box_s: float | None = None
     started_at: float | None = None
@@ -810,8 +815,10 @@ def _print_report(payload: dict, paths: dict[str, Path] | None) -> None:
         print(f"copy bandwidth roof: {roofs['bandwidth']['copy_gbps']:.1f} GB/s")
     print(report.format_table(payload["rows"]))
     if any(r["status"] == "ok" and r.get("peak_memory_mb") is None for r in payload["rows"]):
-        print("peak mem '-': not probed (the default probes eager rows and every mode at the largest batch; "
-              "--memory all probes every row)")
+        why = {"off": "--memory off", "eager": "--memory eager probes eager rows only",
+               "all": "the time box ended before their probes"}.get(
+            payload["options"]["memory"], "the default probes eager rows and every mode at the largest batch")
+        print(f"peak mem '-': not probed ({why}; --memory all probes every row)")
     for s in payload["summary"]:
         print(f"{s['decoder']} {s['dtype']} {s['mode']} batch {s['batch']}: "
               f"{s['speedup_vs_reference']:.1f}x the better reference ({s['note']})"
@@ -1295,7 +1302,7 @@ def run_scaling(
     device: torch.device | str = "cpu",
     batch: int = 8,
     threads: int | None = None,
-    output_dir: str | None = "benchmarks/results",
+    output_dir: str | None = DEFAULT_OUTPUT_DIR,
     budget_s: float = 2.0,
     seed: int = 0,
     progress: bool = True,
@@ -1404,7 +1411,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="vertex count of the built-in face template (default 5023)")
     source.add_argument("--hierarchy", help="a saved hierarchy (.npz); needs no openmesh")
     parser.add_argument("--texture-size", type=int, default=256, help="UV texture size of the joint decoder (0: none)")
-    parser.add_argument("--output-dir", default="benchmarks/results", help="where result files go")
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR,
+                        help=f"where result files go (default {DEFAULT_OUTPUT_DIR}; the committed runs the README's "
+                             "tables come from are in benchmarks/results)")
     parser.add_argument("--file-prefix", default="decode",
                         help="result files are PREFIX_<machine>.json/.csv/.png (default decode)")
     parser.add_argument("--time-budget", type=_seconds_argument(positive=True), default=None,

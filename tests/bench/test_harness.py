@@ -235,6 +235,16 @@ def test_interrupt_leaves_complete_files(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("memory, why", [("off", "--memory off"), ("eager", "--memory eager probes eager rows only")])
+def test_the_table_says_why_peak_memory_was_not_probed(tmp_path, capsys, memory, why):
+    """The note under the table named the default's rule whatever --memory was."""
+    run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)],
+                  options(None, output_dir=None, memory=memory, modes=("eager", "compile"), batch_sizes=(2,),
+                          print_table=True))
+    out = capsys.readouterr().out
+    assert f"peak mem '-': not probed ({why}; --memory all probes every row)" in out
+
+
 def test_interrupt_before_any_row_keeps_earlier_files(tmp_path, capsys):
     """Ctrl-C before the first group ends writes nothing: an earlier run's complete files stay."""
     run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)], options(tmp_path, plot=False))
