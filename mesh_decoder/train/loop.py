@@ -124,12 +124,25 @@ class TrainingData:
         return int(self.train.shape[-1])
 
 
+def _check_config_path(config: TrainConfig, key: str, path: str, folder: bool = False) -> None:
+    """Raise ``FileNotFoundError`` naming the config file and ``key`` when ``path`` is not there."""
+    if not (os.path.isdir(path) if folder else os.path.isfile(path)):
+        where = config.source or "config"
+        raise FileNotFoundError(f"{where}: {key}: {path}: expected a {'folder' if folder else 'mesh file'}, found "
+                                f"none at this path (a relative path is from the working folder {os.getcwd()})")
+
+
 def load_template(config: TrainConfig) -> Mesh:
-    """The template mesh of ``config.template`` (built-in face / head, or a mesh file)."""
+    """The template mesh of ``config.template`` (built-in face / head, or a mesh file).
+
+    Raises:
+        FileNotFoundError: a template file that is not there, naming the config key.
+    """
     t = config.template
     if t.kind == "file":
         from ..mesh.io import load_mesh
 
+        _check_config_path(config, "template.path", t.path)
         return load_mesh(t.path)
     from ..mesh.templates import face_template, head_template
 
@@ -179,6 +192,7 @@ def load_data(config: TrainConfig | Mapping[str, Any], template: Mesh | None = N
     else:
         from ..data import MeshFolderDataset, interpolation_split
 
+        _check_config_path(config, "data.root", d.root, folder=True)
         ds = MeshFolderDataset(d.root, template, align=d.align, pattern=d.pattern)
         if joint and not ds.has_colors:
             raise TrainingError(f"{d.root}: model.joint needs per-vertex colours in every mesh file, some files "

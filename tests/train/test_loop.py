@@ -337,3 +337,24 @@ def test_evaluating_a_run_on_a_folder_that_changed_is_refused(tmp_path, tiny_con
     with pytest.raises(TrainingError, match=rf"model.safetensors: trained on data_version '{trained}', the data "
                                             r"now has 'mesh-folder-sha256:"):
         evaluate(run, pca=False, measures=())
+
+
+@pytest.mark.parametrize("section, key, what", [
+    ({"template": {"kind": "file", "path": "meshes/template.obj"}}, "template.path", "a mesh file"),
+    ({"data": {"source": "folder", "root": "meshes/registered"}}, "data.root", "a folder"),
+])
+def test_a_missing_path_in_a_config_names_its_key(tmp_path, tiny_config, monkeypatch, section, key, what):
+    """A relative path that is not there named the path alone, not the config file, the key or where it is from."""
+    import yaml
+
+    from mesh_decoder.train import load_config
+
+    config = dict(tiny_config(), **section)  # a folder's data section replaces the synthetic one
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    path = section.get("template", section.get("data"))
+    path = path.get("path") or path.get("root")
+    with pytest.raises(FileNotFoundError) as info:
+        load_data(load_config("run.yaml"))
+    assert str(info.value) == (f"run.yaml: {key}: {path}: expected {what}, found none at this path "
+                               f"(a relative path is from the working folder {tmp_path})")
