@@ -88,8 +88,9 @@ MIN_CHUNK_ROWS = 256
 #: On CUDA, up to this many output rows (batch x vertices) a spiral layer runs as one
 #: gather-and-multiply kernel (:func:`~mesh_decoder.nn.triton_gather.gather_project`)
 #: instead of a matrix product then the gather kernel. Off (0) by default: on an H200
-#: with 16384 it measured slower in bf16/fp16 at batches 1 and 32 and no faster in fp32
-#: (``benchmarks/results/variants/``).
+#: with 16384 it measured slower in every precision at batch 32 and in bf16/fp16 at
+#: batch 1; faster at batch 1 in fp32/tf32, but in a later run that also changed the
+#: batch-1 input copy (``benchmarks/results/variants/``, the README's variants table).
 GATHER_PROJECT_ROWS = 0
 #: On CUDA, up to this many output rows (batch x vertices) a layer multiplies by the
 #: spiral weight as stored (``x @ W.view(C_out * S, C_in).T``, read by the gather
