@@ -86,24 +86,32 @@ def _model_template(meta: dict[str, Any], num_vertices: int):
 
 
 def _stored_prior(path, meta: dict[str, Any], model):
-    """The :class:`~mesh_decoder.fit.GaussianPrior` a decoder file stores (``None`` without one), on the
-    model's dtype and device."""
-    from .adapters import GaussianPrior
+    """The :class:`~mesh_decoder.fit.GaussianPrior` a decoder file stores (``None`` without one), of the
+    model's latent size, on its dtype and device.
+
+    Raises:
+        ModelFileError: a stored prior that is not a Gaussian of the model's latent size, naming the file.
+    """
+    from .adapters import GaussianPrior, as_fit_decoder
 
     stored = (meta.get("extra_meta") or {}).get("latent_prior")
     if stored is None:
         return None
     import torch
 
-    like = next((t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()), torch.empty(0))
+    own = as_fit_decoder(model)  # the model's own prior: its latent size Z, dtype and device
+    dd = {"dtype": own.dtype, "device": own.device}
     try:
-        mean = torch.tensor(stored["mean"], dtype=like.dtype, device=like.device)
-        return GaussianPrior(mean, torch.tensor(stored["cov_cholesky"], dtype=like.dtype, device=like.device))
+        prior = GaussianPrior(torch.tensor(stored["mean"], **dd), torch.tensor(stored["cov_cholesky"], **dd))
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         from .._checks import one_line_error
 
         raise ModelFileError(f"{path}: extra_meta.latent_prior: expected {{'mean': Z numbers, 'cov_cholesky': "
                              f"Z x Z lower-triangular}}, got {one_line_error(exc)}") from None
+    if prior.size != own.latent_size:
+        raise ModelFileError(f"{path}: extra_meta.latent_prior: expected Z = {own.latent_size} (the model's latent "
+                             f"size), got a prior of size {prior.size}")
+    return prior
 
 
 def _load(args: argparse.Namespace):
@@ -213,7 +221,9 @@ def run_fit(args: argparse.Namespace) -> int:
                  rotation=args.rotation, camera=camera, focal=args.focal, progress=not args.quiet)
     terms = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
     angle = float(result.axis_angle.norm()) * 57.29577951308232
-    print(f"fitted {type(model).__name__} to {'an' if target.kind == 'image' else 'a'} {target.kind} target ({where}) in {result.seconds:.1f} s: {terms}")
+    article = "an" if target.kind == "image" else "a"
+    print(f"fitted {type(model).__name__} to {article} {target.kind} target ({where}) in {result.seconds:.1f} s: "
+          f"{terms}")
     print(f"scale {float(result.scale):.4g}, rotation {angle:.2f} deg, translation "
           f"[{', '.join(f'{v:.4g}' for v in result.translation.tolist())}]"
           + (f", focal {result.focal:.4g} px" if result.focal is not None else ""))

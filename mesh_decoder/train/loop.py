@@ -125,18 +125,30 @@ class TrainingData:
 
 
 def _check_config_path(config: TrainConfig, key: str, path: str, folder: bool = False) -> None:
-    """Raise ``FileNotFoundError`` naming the config file and ``key`` when ``path`` is not there."""
-    if not (os.path.isdir(path) if folder else os.path.isfile(path)):
-        where = config.source or "config"
-        raise FileNotFoundError(f"{where}: {key}: {path}: expected a {'folder' if folder else 'mesh file'}, found "
-                                f"none at this path (a relative path is from the working folder {os.getcwd()})")
+    """Raise an ``OSError`` naming the config file and ``key`` when ``path`` is not a folder (``folder``) or a file.
+
+    ``FileNotFoundError`` when nothing is there, ``IsADirectoryError`` for a folder where a file was
+    expected, ``NotADirectoryError`` for a file where a folder was; the message says what was found.
+    """
+    if os.path.isdir(path) if folder else os.path.isfile(path):
+        return
+    if not os.path.exists(path):
+        error, found = FileNotFoundError, "none at this path"
+    elif os.path.isdir(path):
+        error, found = IsADirectoryError, "a folder"
+    else:  # a file where a folder was expected, or a device, pipe or socket
+        error = NotADirectoryError if folder else OSError
+        found = "a file" if os.path.isfile(path) else "a device, pipe or socket"
+    raise error(f"{config.source or 'config'}: {key}: {path}: expected a {'folder' if folder else 'mesh file'}, "
+                f"found {found} (a relative path is from the working folder {os.getcwd()})")
 
 
 def load_template(config: TrainConfig) -> Mesh:
     """The template mesh of ``config.template`` (built-in face / head, or a mesh file).
 
     Raises:
-        FileNotFoundError: a template file that is not there, naming the config key.
+        FileNotFoundError: a template file that is not there (``IsADirectoryError``: a folder), naming the
+            config key.
     """
     t = config.template
     if t.kind == "file":

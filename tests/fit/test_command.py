@@ -226,3 +226,24 @@ def test_a_decoder_file_fits_with_the_latent_prior_it_stores(tmp_path, hierarchy
     save_model(ae.decoder, tmp_path / "damaged.safetensors", hierarchy=hierarchy, extra_meta={"latent_prior": damaged})
     with pytest.raises(ModelFileError, match=r"damaged\.safetensors: extra_meta\.latent_prior: expected"):
         _run([tmp_path / "damaged.safetensors", "--target", tmp_path / "target.obj", "--json", tmp_path / "d.json"])
+
+
+def test_a_stored_prior_of_another_latent_size_names_the_file(tmp_path, hierarchy, template):
+    """A decoder file whose stored prior is a valid Gaussian of another size was refused by the fit as
+    'prior: expected size 8 ...', naming neither the file nor the metadata entry."""
+    from mesh_decoder.hierarchy import save_hierarchy
+
+    ae = make_autoencoder(hierarchy, template, seed=4)
+    save_hierarchy(hierarchy, tmp_path / "hierarchy.npz")
+    g = torch.Generator().manual_seed(12)
+    z = ae.latent_size + 2
+    chol = torch.tril(torch.randn(z, z, generator=g), diagonal=-1) + torch.diag(torch.rand(z, generator=g) + 0.5)
+    prior = {"mean": torch.randn(z, generator=g).tolist(), "cov_cholesky": chol.tolist()}
+    save_model(ae.decoder, tmp_path / "decoder.safetensors", hierarchy=hierarchy, extra_meta={"latent_prior": prior})
+    save_mesh(template, tmp_path / "target.obj")
+    expected = (f"{tmp_path / 'decoder.safetensors'}: extra_meta.latent_prior: expected Z = {ae.latent_size} "
+                f"(the model's latent size), got a prior of size {z}")
+    with pytest.raises(ModelFileError, match=re.escape(expected)):
+        _run([tmp_path / "decoder.safetensors", "--target", tmp_path / "target.obj", "--json", tmp_path / "f.json",
+              *_SHORT])
+    assert not (tmp_path / "f.json").exists()

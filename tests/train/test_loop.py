@@ -358,3 +358,30 @@ def test_a_missing_path_in_a_config_names_its_key(tmp_path, tiny_config, monkeyp
         load_data(load_config("run.yaml"))
     assert str(info.value) == (f"run.yaml: {key}: {path}: expected {what}, found none at this path "
                                f"(a relative path is from the working folder {tmp_path})")
+
+
+@pytest.mark.parametrize("section, key, error, what, found", [
+    ({"template": {"kind": "file", "path": "meshes/template.obj"}}, "template.path", IsADirectoryError,
+     "a mesh file", "a folder"),
+    ({"data": {"source": "folder", "root": "meshes/registered"}}, "data.root", NotADirectoryError,
+     "a folder", "a file"),
+])
+def test_a_config_path_of_the_other_kind_says_what_is_there(tmp_path, tiny_config, monkeypatch, section, key,
+                                                            error, what, found):
+    """A template.path naming a folder, or a data.root naming a file, was a FileNotFoundError saying
+    'found none at this path' although something was there."""
+    import yaml
+
+    from mesh_decoder.train import load_config
+
+    config = dict(tiny_config(), **section)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "meshes" / "template.obj").mkdir(parents=True)  # a folder where the template file should be
+    (tmp_path / "meshes" / "registered").write_bytes(np.random.default_rng(7).bytes(64))  # a file, not a folder
+    monkeypatch.chdir(tmp_path)
+    path = section.get("template", section.get("data"))
+    path = path.get("path") or path.get("root")
+    with pytest.raises(error) as info:
+        load_data(load_config("run.yaml"))
+    assert str(info.value) == (f"run.yaml: {key}: {path}: expected {what}, found {found} "
+                               f"(a relative path is from the working folder {tmp_path})")
