@@ -37,7 +37,8 @@ at its end are stopped and those not started are skipped, except the two the
 memory target compares (the spiral decoder and its reference, eager, largest
 batch), which always run. Compiling is not bounded by the box: with inductor's
 cache cold (a fresh machine) the default run measured 2 min 55 s here, warm
-2 min 44 s.
+2 min 44 s; on a slower day of the same machine, cold 4 min 43 s and warm 2 min
+45 s (compiling, about 40 gcc kernels per COMA graph, took twice as long).
 
 The reference decoder (``benchmarks/reference/decoder.py``, the formulation of
 the public SpiralNet++ code) is timed eager and compiled beside the fast spiral
