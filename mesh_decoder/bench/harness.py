@@ -665,12 +665,13 @@ def _summary(rows: list[dict], specs: Mapping[str, DecoderSpec]) -> list[dict]:
 
 
 def _tqdm(total: int, enabled: bool):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a core dependency
+    """A progress bar over ``total`` steps, or a context of ``None`` when disabled (then tqdm is not
+    even imported: in a notebook without ipywidgets, importing ``tqdm.auto`` prints a warning)."""
+    if not enabled:
         return contextlib.nullcontext(None)
-    return tqdm(total=total, desc="bench", unit="config", disable=not enabled, leave=False,
-                dynamic_ncols=True, file=sys.stderr)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="bench", unit="config", leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
 MEMORY_CHOICES: tuple[str, ...] = ("all", "auto", "eager", "off")

@@ -662,3 +662,16 @@ def test_errors_about_the_users_mesh_name_the_file(tmp_path, capsys):
     assert harness.main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: --template {path}: factors (4, 4, 4, 4)") and err.count("\n") == 1, err
+
+
+def test_a_run_without_progress_never_imports_tqdm(tmp_path, monkeypatch):
+    """--no-progress imported tqdm.auto all the same, which in a notebook without ipywidgets prints an
+    'IProgress not found' warning into the notebook (04_throughput runs the bench with --no-progress)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # importing it now raises ImportError
+    spec = DecoderSpec(name="tiny", module=TinyDecoder(), latent_size=6)
+    payload = run_benchmark([spec], options(tmp_path, progress=False, batch_sizes=(1,), plot=False))
+    assert [row["status"] for row in payload["rows"]] == ["ok"]
+    with pytest.raises(ImportError, match="tqdm.auto"):  # with a bar, the import happens
+        run_benchmark([spec], options(tmp_path, progress=True, batch_sizes=(1,), plot=False))
