@@ -339,49 +339,35 @@ def test_evaluating_a_run_on_a_folder_that_changed_is_refused(tmp_path, tiny_con
         evaluate(run, pca=False, measures=())
 
 
-@pytest.mark.parametrize("section, key, what", [
-    ({"template": {"kind": "file", "path": "meshes/template.obj"}}, "template.path", "a mesh file"),
-    ({"data": {"source": "folder", "root": "meshes/registered"}}, "data.root", "a folder"),
+_TEMPLATE_PATH = ({"template": {"kind": "file", "path": "meshes/template.obj"}}, "template.path", "a mesh file")
+_DATA_ROOT = ({"data": {"source": "folder", "root": "meshes/registered"}}, "data.root", "a folder")
+
+
+@pytest.mark.parametrize("section, key, what, error, found", [
+    (*_TEMPLATE_PATH, FileNotFoundError, "none at this path"),
+    (*_DATA_ROOT, FileNotFoundError, "none at this path"),
+    (*_TEMPLATE_PATH, IsADirectoryError, "a folder"),
+    (*_DATA_ROOT, NotADirectoryError, "a file"),
 ])
-def test_a_missing_path_in_a_config_names_its_key(tmp_path, tiny_config, monkeypatch, section, key, what):
-    """A relative path that is not there named the path alone, not the config file, the key or where it is from."""
+def test_a_config_path_that_is_not_there_names_its_key(tmp_path, tiny_config, monkeypatch, section, key, what,
+                                                       error, found):
+    """A relative path that is not there named the path alone, not the config file, the key or where it is
+    from; a template.path naming a folder, or a data.root naming a file, said 'found none at this path'
+    although something was there."""
     import yaml
 
     from mesh_decoder.train import load_config
 
     config = dict(tiny_config(), **section)  # a folder's data section replaces the synthetic one
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    monkeypatch.chdir(tmp_path)
-    path = section.get("template", section.get("data"))
-    path = path.get("path") or path.get("root")
-    with pytest.raises(FileNotFoundError) as info:
-        load_data(load_config("run.yaml"))
-    assert str(info.value) == (f"run.yaml: {key}: {path}: expected {what}, found none at this path "
-                               f"(a relative path is from the working folder {tmp_path})")
-
-
-@pytest.mark.parametrize("section, key, error, what, found", [
-    ({"template": {"kind": "file", "path": "meshes/template.obj"}}, "template.path", IsADirectoryError,
-     "a mesh file", "a folder"),
-    ({"data": {"source": "folder", "root": "meshes/registered"}}, "data.root", NotADirectoryError,
-     "a folder", "a file"),
-])
-def test_a_config_path_of_the_other_kind_says_what_is_there(tmp_path, tiny_config, monkeypatch, section, key,
-                                                            error, what, found):
-    """A template.path naming a folder, or a data.root naming a file, was a FileNotFoundError saying
-    'found none at this path' although something was there."""
-    import yaml
-
-    from mesh_decoder.train import load_config
-
-    config = dict(tiny_config(), **section)
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    (tmp_path / "meshes" / "template.obj").mkdir(parents=True)  # a folder where the template file should be
-    (tmp_path / "meshes" / "registered").write_bytes(np.random.default_rng(7).bytes(64))  # a file, not a folder
+    if error is not FileNotFoundError:
+        (tmp_path / "meshes" / "template.obj").mkdir(parents=True)  # a folder where the template file should be
+        (tmp_path / "meshes" / "registered").write_bytes(np.random.default_rng(7).bytes(64))  # a file, not a folder
     monkeypatch.chdir(tmp_path)
     path = section.get("template", section.get("data"))
     path = path.get("path") or path.get("root")
     with pytest.raises(error) as info:
         load_data(load_config("run.yaml"))
+    assert type(info.value) is error
     assert str(info.value) == (f"run.yaml: {key}: {path}: expected {what}, found {found} "
                                f"(a relative path is from the working folder {tmp_path})")
