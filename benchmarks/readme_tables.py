@@ -191,6 +191,16 @@ def _decode_rows(d: dict) -> list[list[str]]:
     return rows
 
 
+def _zero_params_note(d: dict) -> str:
+    """A note under a table whose run counted no parameters for some decoder (runs before the count took
+    buffers too: PCA keeps its mean and components as buffers), or nothing."""
+    zero = sorted({r["decoder"] for r in d["rows"] if r.get("status") == "ok" and r.get("parameters") == 0})
+    if not zero:
+        return ""
+    return (f"\n\nparams 0 ({', '.join(zero)}): this run counted `nn.Parameter`s only; later runs count buffers too "
+            "(PCA keeps its mean and components as buffers).")
+
+
 _DECODE_HEADER = ["decoder", "dtype", "mode", "batch", "meshes/s", "latency (ms)", "MFLOP/mesh", "params",
                   "peak MB", "max error", "shape bound", "square roof", "× reference"]
 
@@ -229,7 +239,7 @@ def decode() -> str:
                          "(tolerances: " + ", ".join(f"{k} {v:.0e}" for k, v in _tolerances(d).items())
                          + "); a row that did not shows its status.\n\n" + _gpu_pivot(d))
         else:
-            parts.append(head + "\n\n" + _table(_DECODE_HEADER, _decode_rows(d)))
+            parts.append(head + "\n\n" + _table(_DECODE_HEADER, _decode_rows(d)) + _zero_params_note(d))
     return "\n\n".join(parts)
 
 
@@ -241,7 +251,7 @@ def decode_compile() -> str:
     parts = []
     for path, d in _load("decode-compile_*.json"):
         parts.append(f"Machine: {_machine(d['environment'])}; device {d['rows'][0]['device']}. Source: `{path}`.\n\n"
-                     + _table(_DECODE_HEADER, _decode_rows(d)))
+                     + _table(_DECODE_HEADER, _decode_rows(d)) + _zero_params_note(d))
     return "\n\n".join(parts)
 
 

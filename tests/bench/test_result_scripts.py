@@ -38,6 +38,19 @@ def test_roof_caption_names_each_size_when_they_differ(results):
     assert "square matmul (2048²) GFLOP/s: fp32 190;" in readme_tables.decode()
 
 
+def test_a_run_that_counted_no_parameters_says_why_under_its_table(results):
+    """PCA rows of runs that counted nn.Parameters only showed 'params 0' without a word."""
+    payload = _decode_file({"fp32": {"n": 2048, "gflops": 189.9}})
+    (results / "decode_cpu-some-2threads.json").write_text(json.dumps(payload))
+    assert "params 0" not in readme_tables.decode()
+    pca = dict(payload["rows"][0], decoder="pca", parameters=0, meshes_per_s=27711.0)
+    payload["rows"].append(pca)
+    (results / "decode_cpu-some-2threads.json").write_text(json.dumps(payload))
+    text = readme_tables.decode()
+    assert "| pca | fp32 | eager | 32 | 27,711 |" in text
+    assert "\n\nparams 0 (pca): this run counted `nn.Parameter`s only" in text
+
+
 @pytest.mark.parametrize("content, found", [('{"rows": [', "could not read it"), ("[1, 2]", "found list")])
 def test_a_broken_result_file_is_named(results, content, found):
     """A truncated result file failed with a bare JSONDecodeError that named no file."""
