@@ -816,11 +816,9 @@ def _print_report(payload: dict, paths: dict[str, Path] | None) -> None:
     if "bandwidth" in roofs:
         print(f"copy bandwidth roof: {roofs['bandwidth']['copy_gbps']:.1f} GB/s")
     print(report.format_table(payload["rows"]))
-    if any(r["status"] == "ok" and r.get("peak_memory_mb") is None for r in payload["rows"]):
-        why = {"off": "--memory off", "eager": "--memory eager probes eager rows only",
-               "all": "the time box ended before their probes"}.get(
-            payload["options"]["memory"], "the default probes eager rows and every mode at the largest batch")
-        print(f"peak mem '-': not probed ({why}; --memory all probes every row)")
+    note = _memory_note(payload)
+    if note:
+        print(note)
     for s in payload["summary"]:
         print(f"{s['decoder']} {s['dtype']} {s['mode']} batch {s['batch']}: "
               f"{s['speedup_vs_reference']:.1f}x the better reference ({s['note']})"
@@ -828,6 +826,28 @@ def _print_report(payload: dict, paths: dict[str, Path] | None) -> None:
               + (f", memory {s['memory_vs_reference']:.2f}x the reference's" if s.get("memory_vs_reference") else ""))
     if paths is not None:
         print("wrote " + ", ".join(str(p) for p in paths.values() if p.exists()))
+
+
+_BOXED = "peak memory not measured: time box"
+
+
+def _memory_note(payload: dict) -> str | None:
+    """The line under the table that says why some rows show no peak memory (``None``: every row has one).
+
+    Rows the time box cut off (their note says so) are counted apart from those ``--memory`` leaves out."""
+    missing = [r for r in payload["rows"] if r["status"] == "ok" and r.get("peak_memory_mb") is None]
+    if not missing:
+        return None
+    memory = payload["options"]["memory"]
+    if memory == "all":  # no time box on the probes: those missing failed (warned above) or could not run
+        return "peak mem '-': not measured (their probes failed or could not run; see the warnings above)"
+    boxed = sum(_BOXED in (r.get("note") or "") for r in missing)
+    why = [] if boxed == len(missing) else [{"off": "--memory off", "eager": "--memory eager probes eager rows only"}.get(
+        memory, "the default probes eager rows and every mode at the largest batch")]
+    if boxed:
+        why.insert(0, ("" if boxed == len(missing) else f"{boxed} of them because ")
+                   + "the time box ended before their probes")
+    return f"peak mem '-': not probed ({'; '.join(why)}; --memory all probes every row)"
 
 
 def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.device, payload: dict,
@@ -1147,7 +1167,7 @@ def _probe_memory(rows, specs, options, tmp, onnx_files, warn, deadline: float |
         if hasattr(os, "fork"):
             skipped = _serve_probes(todo, workers, done, deadline, essential)
             for row in skipped:
-                _add_note(row, "peak memory not measured: time box (--memory all)")
+                _add_note(row, f"{_BOXED} (--memory all)")
         else:  # a fresh interpreter per configuration
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [(row, pool.submit(_run_probe, request)) for row, request in todo]

@@ -274,6 +274,22 @@ def test_skipped_probe_note_survives_the_reference_note(tmp_path, monkeypatch):
     assert payload["summary"][0]["note"] == notes["fast"]
 
 
+@pytest.mark.parametrize("modes, why", [
+    (("eager",), "the time box ended before their probes"),
+    (("eager", "compile"), "1 of them because the time box ended before their probes; "
+                           "--memory eager probes eager rows only"),
+])
+def test_the_memory_note_counts_the_rows_the_time_box_cut_off(monkeypatch, modes, why):
+    """Rows whose probes the time box cut off were explained by the --memory rule alone ('the default
+    probes eager rows ...'), although they were eager rows."""
+    monkeypatch.setattr(harness, "_serve_probes", lambda todo, *a, **k: [row for row, _ in todo])  # all skipped
+    spec = DecoderSpec("tiny", TinyDecoder(), 6, recipe={"name": "x"})
+    payload = run_benchmark([spec], options(None, output_dir=None, memory="eager", hierarchy_path="unused.npz",
+                                            modes=modes, batch_sizes=(4,)))
+    assert [row.get("peak_memory_mb") for row in payload["rows"]] == [None] * len(modes)
+    assert harness._memory_note(payload) == f"peak mem '-': not probed ({why}; --memory all probes every row)"
+
+
 def test_options_are_not_changed_by_a_run(tmp_path):
     """run_benchmark kept its start in the caller's options: a second run with them inherited the
     first run's (spent) time box."""
