@@ -76,7 +76,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        # keys JSON takes itself (str, int, float, bool, None) as json.dumps writes them; others as str()
+        return {k if k is None or isinstance(k, (str, int, float, bool)) else str(k): _jsonable(v)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if type(value).__module__ == "torch" and type(value).__name__ in ("dtype", "device"):

@@ -77,6 +77,16 @@ def test_write_json_writes_standard_json(tmp_path):
     assert path.read_text().startswith('{\n "losses"')  # the indent is the caller's
 
 
+def test_write_json_writes_keys_as_json_does(tmp_path):
+    """Keys went through str(): None became "None" and True "True", where JSON (and json.dumps) write
+    "null" and "true"; keys JSON cannot take (a dtype) are still written as str()."""
+    value = float(np.random.default_rng(5).normal())
+    payload = {None: value, True: 1, 2.5: "x", 3: "y", torch.float32: "z"}
+    write_json(tmp_path / "keys.json", payload)
+    assert _strict_loads((tmp_path / "keys.json").read_text()) == {
+        "null": value, "true": 1, "2.5": "x", "3": "y", "torch.float32": "z"}
+
+
 def test_write_json_keeps_the_old_file_on_bad_payload(tmp_path):
     path = tmp_path / "out.json"
     path.write_text('{"kept": 1}\n')
