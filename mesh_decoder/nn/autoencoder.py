@@ -41,7 +41,8 @@ class MeshAutoencoder(nn.Module):
     Args:
         encoder: a :class:`~mesh_decoder.nn.GraphEncoder`.
         decoder: a :class:`~mesh_decoder.nn.GraphDecoder` with the same latent
-            size, ``out_channels == encoder.in_channels`` and the same template size.
+            size, ``out_channels == encoder.in_channels`` and the same template size
+            (and template hash, where both were built on a hierarchy that records one).
 
     Buffers:
         latent_mean: ``(Z,)``, default zeros.
@@ -76,6 +77,12 @@ class MeshAutoencoder(nn.Module):
             raise ValueError(
                 f"vertices: expected the encoder's template size ({encoder.num_vertices[0]}) to equal the "
                 f"decoder's ({decoder.num_vertices[0]})"
+            )
+        enc_hash, dec_hash = encoder.template_hash, decoder.template_hash
+        if enc_hash is not None and dec_hash is not None and enc_hash != dec_hash:
+            raise ValueError(
+                f"template: expected the encoder's template hash ({enc_hash}) to equal the decoder's ({dec_hash}): "
+                "they were built on hierarchies of different templates"
             )
         self.encoder = encoder
         self.decoder = decoder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -120,6 +121,24 @@ def test_autoencoder_rejects_mismatched_parts(synthetic_hierarchy):
         MeshAutoencoder(enc6, dec)
     with pytest.raises(TypeError, match="expected a GraphEncoder"):
         MeshAutoencoder(dec, dec)
+
+
+def test_autoencoder_rejects_parts_built_on_different_templates(face_hierarchy):
+    """An encoder and a decoder on hierarchies of the same sizes but different templates paired silently:
+    the level sizes agreed, the vertices meant different things."""
+    from mesh_decoder.hierarchy import build_hierarchy
+    from mesh_decoder.mesh import face_template
+
+    other = build_hierarchy(face_template(1000, seed=1), factors=(4, 4), spiral_lengths=9, texture_size=None)
+    assert other.sizes == face_hierarchy.sizes and other.template_hash != face_hierarchy.template_hash
+    enc = build_encoder("spiral", face_hierarchy)
+    dec = SpiralDecoder.from_hierarchy(other, channels=(8, 12), latent_size=5)
+    expected = (f"template: expected the encoder's template hash ({face_hierarchy.template_hash}) to equal the "
+                f"decoder's ({other.template_hash})")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        MeshAutoencoder(enc, dec)
+    same = SpiralDecoder.from_hierarchy(face_hierarchy, channels=(8, 12), latent_size=5)
+    assert MeshAutoencoder(enc, same).decoder is same
 
 
 def test_fit_latent_prior_matches_sample_mean_and_covariance(synthetic_hierarchy):
