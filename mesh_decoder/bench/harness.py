@@ -39,6 +39,9 @@ batch), which always run. Compiling is not bounded by the box: with inductor's
 cache cold (a fresh machine) the default run measured 2 min 55 s here, warm
 2 min 44 s; on a slower day of the same machine, cold 4 min 43 s and warm 2 min
 45 s (compiling, about 40 gcc kernels per COMA graph, took twice as long).
+Each row records ``first_call_s``, the seconds from making its runner to the end of
+its first call (the error check): CUDA graph capture and compiling happen there, so
+it shows what compiling cost; the printed report sums it over the compiled rows.
 
 The reference decoder (``benchmarks/reference/decoder.py``, the formulation of
 the public SpiralNet++ code) is timed eager and compiled beside the fast spiral
@@ -819,6 +822,10 @@ def _print_report(payload: dict, paths: dict[str, Path] | None) -> None:
     note = _memory_note(payload)
     if note:
         print(note)
+    firsts = [r["first_call_s"] for r in payload["rows"] if r["mode"].startswith("compile") and "first_call_s" in r]
+    if firsts:
+        print(f"compiling: the first calls of the {len(firsts)} compiled configurations took {sum(firsts):.1f} s "
+              f"of the run's {payload['environment'].get('wall_s', math.nan):.1f} s (first_call_s in the files)")
     for s in payload["summary"]:
         print(f"{s['decoder']} {s['dtype']} {s['mode']} batch {s['batch']}: "
               f"{s['speedup_vs_reference']:.1f}x the better reference ({s['note']})"
@@ -957,6 +964,7 @@ def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.dev
                         synchronize(device)
                         torch.cuda.reset_peak_memory_stats(device)
                         allocated = torch.cuda.memory_allocated(device)
+                    t_first = time.perf_counter()
                     runner = _runner(spec, mode, dtype_name, batch, device, modules, compiled, graphs,
                                      onnx_runners, onnx_errors, z_dev)
                     t_check = time.perf_counter()
@@ -966,6 +974,8 @@ def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.dev
                         if cuda:
                             row["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) - allocated) / 2**20
                     check_s = time.perf_counter() - t_check
+                    # making the runner (CUDA graph capture) and its first call (compiling): not timed below
+                    row["first_call_s"] = time.perf_counter() - t_first
                     if mode.startswith("compile"):
                         compile_s += check_s
                     if mode == "eager" and dtype_name == "fp32" and name not in baselines:

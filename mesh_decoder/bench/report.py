@@ -47,7 +47,7 @@ ROW_COLUMNS: tuple[str, ...] = (
     "gflops", "gbps", "fraction_compute_roof", "fraction_bandwidth_roof",
     "shape_bound_meshes_per_s", "fraction_shape_bound",
     "speedup_vs_reference", "memory_vs_reference",
-    "matmul_precision", "threads", "note",
+    "matmul_precision", "threads", "first_call_s", "note",
 )
 
 

@@ -245,6 +245,23 @@ def test_the_table_says_why_peak_memory_was_not_probed(tmp_path, capsys, memory,
     assert f"peak mem '-': not probed ({why}; --memory all probes every row)" in out
 
 
+def test_rows_record_their_first_call_and_the_report_sums_compiling(tmp_path, capsys):
+    """What compiling cost was not recorded anywhere: a cold run's extra minutes showed only in wall_s."""
+    payload = run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)],
+                            options(tmp_path, modes=("eager", "compile"), batch_sizes=(2,), plot=False,
+                                    print_table=True))
+    first = {row["mode"]: row["first_call_s"] for row in payload["rows"]}
+    assert set(first) == {"eager", "compile"} and all(0 < s < payload["environment"]["wall_s"] for s in first.values())
+    assert first["compile"] > first["eager"]  # compiling happens in the first call; an eager call is one call
+    stem = f"decode_{report.machine_slug('cpu', 1)}"
+    table = list(csv.DictReader(l for l in (tmp_path / f"{stem}.csv").read_text().splitlines()
+                                if not l.startswith("#")))
+    assert [float(r["first_call_s"]) for r in table] == pytest.approx([first[r["mode"]] for r in table])
+    out = capsys.readouterr().out
+    assert (f"compiling: the first calls of the 1 compiled configurations took {first['compile']:.1f} s of the "
+            f"run's {payload['environment']['wall_s']:.1f} s") in out
+
+
 def test_interrupt_before_any_row_keeps_earlier_files(tmp_path, capsys):
     """Ctrl-C before the first group ends writes nothing: an earlier run's complete files stay."""
     run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)], options(tmp_path, plot=False))
