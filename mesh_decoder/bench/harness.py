@@ -824,7 +824,8 @@ def _print_report(payload: dict, paths: dict[str, Path] | None) -> None:
         print(note)
     firsts = [r["first_call_s"] for r in payload["rows"] if r["mode"].startswith("compile") and "first_call_s" in r]
     if firsts:
-        print(f"compiling: the first calls of the {len(firsts)} compiled configurations took {sum(firsts):.1f} s "
+        plural = "s" if len(firsts) != 1 else ""
+        print(f"compiling: the first calls of the {len(firsts)} compiled configuration{plural} took {sum(firsts):.1f} s "
               f"of the run's {payload['environment'].get('wall_s', math.nan):.1f} s (first_call_s in the files)")
     for s in payload["summary"]:
         print(f"{s['decoder']} {s['dtype']} {s['mode']} batch {s['batch']}: "

@@ -258,7 +258,7 @@ def test_rows_record_their_first_call_and_the_report_sums_compiling(tmp_path, ca
                                 if not l.startswith("#")))
     assert [float(r["first_call_s"]) for r in table] == pytest.approx([first[r["mode"]] for r in table])
     out = capsys.readouterr().out
-    assert (f"compiling: the first calls of the 1 compiled configurations took {first['compile']:.1f} s of the "
+    assert (f"compiling: the first calls of the 1 compiled configuration took {first['compile']:.1f} s of the "
             f"run's {payload['environment']['wall_s']:.1f} s") in out
 
 
