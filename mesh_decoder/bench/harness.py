@@ -825,8 +825,9 @@ def _print_report(payload: dict, paths: dict[str, Path] | None) -> None:
     firsts = [r["first_call_s"] for r in payload["rows"] if r["mode"].startswith("compile") and "first_call_s" in r]
     if firsts:
         plural = "s" if len(firsts) != 1 else ""
-        print(f"compiling: the first calls of the {len(firsts)} compiled configuration{plural} took {sum(firsts):.1f} s "
-              f"of the run's {payload['environment'].get('wall_s', math.nan):.1f} s (first_call_s in the files)")
+        print(f"compiling: the first calls of the {len(firsts)} compiled configuration{plural} took "
+              f"{sum(firsts):.1f} s of the run's {payload['environment'].get('wall_s', math.nan):.1f} s "
+              "(first_call_s in the files)")
     for s in payload["summary"]:
         print(f"{s['decoder']} {s['dtype']} {s['mode']} batch {s['batch']}: "
               f"{s['speedup_vs_reference']:.1f}x the better reference ({s['note']})"
@@ -850,8 +851,9 @@ def _memory_note(payload: dict) -> str | None:
     if memory == "all":  # no time box on the probes: those missing failed (warned above) or could not run
         return "peak mem '-': not measured (their probes failed or could not run; see the warnings above)"
     boxed = sum(_BOXED in (r.get("note") or "") for r in missing)
-    why = [] if boxed == len(missing) else [{"off": "--memory off", "eager": "--memory eager probes eager rows only"}.get(
-        memory, "the default probes eager rows and every mode at the largest batch")]
+    rules = {"off": "--memory off", "eager": "--memory eager probes eager rows only"}
+    why = [] if boxed == len(missing) else [
+        rules.get(memory, "the default probes eager rows and every mode at the largest batch")]
     if boxed:
         why.insert(0, ("" if boxed == len(missing) else f"{boxed} of them because ")
                    + "the time box ended before their probes")
