@@ -138,7 +138,7 @@ def build_hierarchy(
         ``up_index[l]``/``up_weight[l]`` ``(V_l, 3)``, texel map ``(H, W, 3)``.
 
     Raises:
-        TypeError: ``mesh`` is not a :class:`Mesh` or a parameter has the wrong type.
+        TypeError: ``mesh`` is not a :class:`Mesh` or a parameter (``timings`` included) has the wrong type.
         MeshValidationError: the mesh is invalid (NaN, non-manifold, inconsistent winding,
             coordinates beyond the float32 range, ...).
         HierarchyError: the factors leave fewer than 4 vertices, or the decimation fails.
@@ -151,6 +151,8 @@ def build_hierarchy(
     dilations = _per_level(dilations, num_levels, "dilations")
     tex = _normalise_texture_size(texture_size)
     directory = resolve_cache_dir(cache_dir)
+    if timings is not None and not isinstance(timings, dict):
+        raise TypeError(f"timings: expected None or a dict to add the stage times to, got {type(timings).__name__}")
 
     with _timed(timings, "validate"):
         mesh.validate()
@@ -270,6 +272,8 @@ def hierarchy_table(h: MeshHierarchy) -> list[dict]:
         ``dilation``, ``boundary_vertices`` (vertices on a boundary edge) and
         ``padded_spirals`` (spirals containing the pad index ``V``).
     """
+    if not isinstance(h, MeshHierarchy):
+        raise TypeError(f"h: expected a MeshHierarchy, got {type(h).__name__}")
     rows = []
     for l, lvl in enumerate(h.levels):
         V = lvl.num_vertices

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from .._checks import check_device
+
 __all__ = ["HierarchyLevel", "TexelMap", "MeshHierarchy"]
 
 
@@ -122,6 +124,7 @@ class MeshHierarchy:
 
         Raises:
             TypeError: ``dtype`` is not a floating ``torch.dtype``.
+            ValueError: ``device`` is not a device, or a CUDA/MPS device this machine lacks.
         """
         if isinstance(device, torch.dtype):
             if dtype is not None:
@@ -129,6 +132,14 @@ class MeshHierarchy:
             device, dtype = None, device
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype: expected a floating torch.dtype (e.g. torch.float64), got {dtype!r}")
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError, ValueError):
+                raise ValueError(f"device: expected a torch.device or a device name ('cpu', 'cuda:0', ...), "
+                                 f"got {device!r}") from None
+            if device.type in ("cuda", "mps"):
+                check_device(device, "device")  # one this machine has
 
         def move(t: torch.Tensor) -> torch.Tensor:
             if dtype is not None and t.is_floating_point():

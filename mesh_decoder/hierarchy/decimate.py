@@ -35,6 +35,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from .._checks import check_int
 from ..errors import HierarchyError, MeshValidationError
 
 __all__ = [
@@ -97,12 +98,13 @@ def level_sizes(num_vertices: int, factors: Sequence[float]) -> list[int]:
         ``len(factors) + 1`` sizes, e.g. ``[5023, 1256, 314, 79, 20]`` for ``(4, 4, 4, 4)``.
 
     Raises:
-        TypeError: a factor is not a real number.
+        TypeError: ``num_vertices`` is not an int, or a factor is not a real number.
+        ValueError: ``num_vertices`` is below 1.
         HierarchyError: a factor is not > 1 or finite, or a level would have fewer than 4 vertices.
     """
     if isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence):
         raise TypeError(f"factors: expected a sequence of numbers, got {type(factors).__name__}")
-    sizes = [int(num_vertices)]
+    sizes = [check_int(num_vertices, "num_vertices", minimum=1)]
     for i, f in enumerate(factors):
         if isinstance(f, bool) or not isinstance(f, numbers.Real):
             raise TypeError(f"factors[{i}]: expected a real number > 1, got {type(f).__name__} {f!r}")

@@ -83,14 +83,20 @@ def compute_spirals(vertices, faces, length: int, dilation: int = 1, *, chunk_si
             raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
         if value < 1:
             raise ValueError(f"{name}: expected an int >= 1, got {value}")
-    total = int(length) * int(dilation)
+    length, dilation = int(length), int(dilation)
+    # a spiral holds each vertex of the mesh at most once: entries past the V-th are padding, not computed
+    total = min(length * dilation, num_vertices)
 
     neighbors, degree = _one_rings(faces, num_vertices)  # (V, D), (V,)
     out = np.empty((num_vertices, total), dtype=np.int64)
     for start in range(0, num_vertices, int(chunk_size)):
         centres = np.arange(start, min(start + int(chunk_size), num_vertices), dtype=np.int64)
         out[start:start + centres.size] = _spirals_of(centres, neighbors, degree, total, num_vertices)
-    return np.ascontiguousarray(out[:, ::int(dilation)][:, :int(length)])  # (V, L)
+    kept = out[:, ::dilation][:, :length]  # (V, <= L)
+    if kept.shape[1] < length:
+        pad = np.full((num_vertices, length - kept.shape[1]), num_vertices, dtype=np.int64)
+        kept = np.concatenate([kept, pad], axis=1)  # (V, L)
+    return np.ascontiguousarray(kept)  # (V, L)
 
 
 # --------------------------------------------------------------------------- inputs

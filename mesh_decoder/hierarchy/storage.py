@@ -237,6 +237,8 @@ def check_hierarchy(h: MeshHierarchy) -> MeshHierarchy:
         raise TypeError(f"expected a MeshHierarchy, got {type(h).__name__}")
     if len(h.levels) == 0:
         _fail("levels: expected at least one level, got none")
+    if not isinstance(h.meta, dict):
+        _fail(f"meta: expected a dict of JSON-able build parameters, got {type(h.meta).__name__}")
     L = len(h.levels) - 1
     for name in ("down", "up_index", "up_weight"):
         if len(getattr(h, name)) != L:
@@ -310,6 +312,12 @@ def check_hierarchy(h: MeshHierarchy) -> MeshHierarchy:
 
 
 # ----------------------------------------------------------------------------- save
+def _check_path(path: Any) -> str | os.PathLike:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a file path (str or os.PathLike), got {type(path).__name__}")
+    return path
+
+
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy())
 
@@ -371,6 +379,7 @@ def save_hierarchy(h: MeshHierarchy, path: str | os.PathLike) -> Path:
         HierarchyError: ``h`` is inconsistent.
         TypeError: ``h.meta`` is not JSON-serialisable.
     """
+    _check_path(path)
     check_hierarchy(h)
     tensors = _tensors_of(h)
     bf16 = sorted(name for name, t in tensors.items() if t.dtype == torch.bfloat16)
@@ -423,11 +432,27 @@ def load_hierarchy(
         HierarchyError: ``"<path>: <problem>"`` for a missing, truncated, corrupt,
             inconsistent, other-version or other-template file.
     """
-    path = Path(path)
+    path = Path(_check_path(path))
     try:
         return _load(path, expected_template_hash)
     except HierarchyError as err:
         raise HierarchyError(f"{path}: {err}") from err
+
+
+def _found(value: Any) -> str:
+    """A JSON value for a message: its type and a short repr."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
+
+
+def _field(document: dict, name: str, kind: type, what: str, where: str = "meta_json") -> Any:
+    """``document[name]`` if it is a ``kind`` (``bool`` is no ``int`` here), else a :class:`HierarchyError`."""
+    if name not in document:
+        _fail(f"{where}: expected {name!r} ({what}), got none")
+    value = document[name]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        _fail(f"{where}: expected {name!r} to be {what}, got {_found(value)}")
+    return value
 
 
 def _load(path: Path, expected_template_hash) -> MeshHierarchy:
@@ -445,6 +470,10 @@ def _load(path: Path, expected_template_hash) -> MeshHierarchy:
             arrays = {name: archive[name] for name in archive.files}
     except Exception as err:  # zipfile, zlib, numpy format and OS errors alike
         raise HierarchyError(f"not a readable hierarchy archive (truncated or corrupt?): {type(err).__name__}: {err}") from err
+    not_npy = sorted(name for name, value in arrays.items() if not isinstance(value, np.ndarray))
+    if not_npy:  # np.load hands back the raw bytes of a member without the .npy header
+        name = not_npy[0]
+        _fail(f"member {name!r}: expected a .npy array, got {len(arrays[name])} bytes without the .npy header")
     raw = arrays.pop("meta_json", None)
     if raw is None:
         _fail("missing 'meta_json': not a mesh_decoder hierarchy file")
@@ -452,7 +481,7 @@ def _load(path: Path, expected_template_hash) -> MeshHierarchy:
         _fail(f"meta_json: expected a 0-d unicode array, got dtype {raw.dtype} shape {raw.shape}")
     try:
         document = json.loads(str(raw[()]))
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nesting deeper than the parser's stack
         raise HierarchyError(f"meta_json: expected a JSON document, got invalid JSON ({err})") from err
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
@@ -460,16 +489,21 @@ def _load(path: Path, expected_template_hash) -> MeshHierarchy:
     version = document.get("format_version")
     if version != FORMAT_VERSION:
         _fail(f"expected format version {FORMAT_VERSION}, got {version!r} (written by another mesh_decoder version)")
-    try:
-        num_levels = int(document["num_levels"])
-        level_info = [(int(x["spiral_length"]), int(x["dilation"])) for x in document["levels"]]
-        has_texel = bool(document["texel_map"])
-        meta = dict(document["meta"])
-        stored_checksum = str(document["checksum"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise HierarchyError(f"meta_json: incomplete document ({type(err).__name__}: {err})") from err
-    if num_levels < 1 or len(level_info) != num_levels:
-        _fail(f"meta_json: expected {num_levels} >= 1 level entries, got {len(level_info)}")
+    num_levels = _field(document, "num_levels", int, "an int >= 1")
+    entries = _field(document, "levels", list, "a list of {spiral_length, dilation} objects")
+    level_info = []
+    for l, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            _fail(f"meta_json: expected levels[{l}] to be a {{spiral_length, dilation}} object, got {_found(entry)}")
+        level_info.append(tuple(_field(entry, name, int, "an int", f"meta_json levels[{l}]")
+                                for name in ("spiral_length", "dilation")))
+    has_texel = _field(document, "texel_map", bool, "true or false")
+    meta = _field(document, "meta", dict, "an object")
+    stored_checksum = _field(document, "checksum", str, "a string")
+    if num_levels < 1:
+        _fail(f"meta_json: expected 'num_levels' to be an int >= 1, got {num_levels}")
+    if len(level_info) != num_levels:
+        _fail(f"meta_json: expected {num_levels} level entries (num_levels), got {len(level_info)}")
     expected = _expected_keys(num_levels, has_texel)
     missing, extra = sorted(expected - arrays.keys()), sorted(arrays.keys() - expected)
     if missing:

@@ -197,6 +197,8 @@ class MeshAutoencoder(nn.Module):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n: expected a positive int, got {n!r}")
         n = int(n)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected None or a torch.Generator, got {type(generator).__name__}")
         mu, chol = self.latent_mean, self.latent_cov_cholesky
         gen_device = generator.device if generator is not None else mu.device
         eps = torch.randn(n, self.latent_size, generator=generator, dtype=mu.dtype, device=gen_device)  # (n, Z)

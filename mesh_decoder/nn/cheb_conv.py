@@ -89,14 +89,23 @@ def laplacian_rows(index: Tensor, weight: Tensor, num_vertices: int, dtype: torc
     """The compressed rows of the COO matrix ``(index, weight)`` and of its transpose.
 
     Args:
-        index: ``(2, E)`` int64 (row, col), sorted by row then col, no duplicates.
-        weight: ``(E,)`` float values.
+        index: ``(2, E)`` int64 (row, col) in ``[0, V)``, sorted by row then col, no duplicates.
+        weight: ``(E,)`` float values, finite.
         num_vertices: ``V``.
         dtype: dtype of the returned weights (default: ``weight``'s).
+
+    Raises ``TypeError``/``ValueError`` naming ``laplacian_index`` or ``laplacian_weight``
+    when they break these rules (the rows would silently describe another matrix).
     """
-    V = int(num_vertices)
-    w = weight.detach().to(dtype or weight.dtype)
+    V = positive_int(num_vertices, "num_vertices")
+    _check_coo(index, weight, V)
     row, col = index[0], index[1]
+    key = row * V + col  # (E,)
+    if key.numel() > 1 and bool((key[1:] <= key[:-1]).any()):
+        e = int((key[1:] <= key[:-1]).nonzero()[0]) + 1
+        raise ValueError(f"laplacian_index: expected entries sorted by (row, col) without repeats, got entry {e} = "
+                         f"({int(row[e])}, {int(col[e])}) after ({int(row[e - 1])}, {int(col[e - 1])})")
+    w = weight.detach().to(dtype or weight.dtype)
 
     def starts(r: Tensor) -> Tensor:
         counts = torch.bincount(r, minlength=V)  # (V,)
@@ -362,6 +371,16 @@ def _coalesce(index: Tensor, weight: Tensor, V: int) -> tuple[Tensor, Tensor]:
 
     Shapes: ``index (2, E), weight (E,) -> (2, E'), (E',)``.
     """
+    _check_coo(index, weight, V)
+    key = index[0] * V + index[1]  # (E,)
+    uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)  # (E',), (E,)
+    summed = weight.new_zeros(uniq.shape[0]).index_add_(0, inverse, weight.detach())  # (E',)
+    rows = torch.div(uniq, V, rounding_mode="floor")
+    return torch.stack([rows, uniq - rows * V]).contiguous(), summed
+
+
+def _check_coo(index: Tensor, weight: Tensor, V: int) -> None:
+    """A COO matrix ``(2, E)`` int64 indices in ``[0, V)``, ``(E,)`` finite float values on one device."""
     check_tensor(index, "laplacian_index", shape=(2, "E"), dtype=torch.int64)
     E = index.shape[1]
     check_tensor(weight, "laplacian_weight", shape=(E,), dtype=FLOAT_DTYPES)
@@ -376,8 +395,3 @@ def _coalesce(index: Tensor, weight: Tensor, V: int) -> tuple[Tensor, Tensor]:
         )
     if not bool(torch.isfinite(weight).all()):
         raise ValueError("laplacian_weight: expected finite values, got NaN or inf")
-    key = index[0] * V + index[1]  # (E,)
-    uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)  # (E',), (E,)
-    summed = weight.new_zeros(uniq.shape[0]).index_add_(0, inverse, weight.detach())  # (E',)
-    rows = torch.div(uniq, V, rounding_mode="floor")
-    return torch.stack([rows, uniq - rows * V]).contiguous(), summed

@@ -230,6 +230,8 @@ def _level_laplacians(hierarchy: MeshHierarchy, num: int) -> tuple[list[torch.Te
 def _as_float_tensor(value: Any, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         t = value.detach()
+    elif value is None:  # np.asarray(None, dtype=float) is NaN, which would be reported as a non-finite value
+        raise TypeError(f"{name}: expected a tensor, array or number, got None")
     else:
         try:
             t = torch.as_tensor(np.asarray(value, dtype=np.float64))
@@ -245,6 +247,8 @@ def _check_config_sizes(config: Mapping[str, Any], hierarchy: MeshHierarchy, num
     _check_levels(hierarchy, num_convs)
     want = config.get("num_vertices")
     have = hierarchy.sizes[: num_convs + 1]
+    if want is not None and (isinstance(want, (str, bytes)) or not isinstance(want, Sequence)):
+        raise TypeError(f"config: expected 'num_vertices' to be a list of level sizes, got {want!r}")
     if want is not None and list(want) != have:
         raise HierarchyError(f"hierarchy: expected level sizes {list(want)} (from the config), got {have}")
     want_hash = config.get("template_hash")
@@ -780,6 +784,9 @@ def _resolve_pyg_conv(conv: Any, conv_kwargs: Mapping[str, Any] | None) -> Calla
         conv_cls = conv
     else:
         raise TypeError(f"conv: expected a class name, a class or a factory (in, out) -> MessagePassing, got {conv!r}")
+    if conv_kwargs is not None and not isinstance(conv_kwargs, Mapping):
+        raise TypeError(f"conv_kwargs: expected a dict of keyword arguments for {conv_cls.__name__}, "
+                        f"got {type(conv_kwargs).__name__} {conv_kwargs!r}")
     kwargs = dict(conv_kwargs or {})
     return lambda cin, cout: conv_cls(cin, cout, **kwargs)
 

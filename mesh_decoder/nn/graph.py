@@ -81,14 +81,15 @@ def _non_negative_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def hierarchy_level(hierarchy: MeshHierarchy, level: int, top: int | None = None) -> HierarchyLevel:
+def hierarchy_level(hierarchy: MeshHierarchy, level: int, below_coarsest: int = 0) -> HierarchyLevel:
     """``hierarchy.levels[level]`` after checking the type and ``0 <= level <= top``.
 
-    ``top`` defaults to the coarsest level; pooling passes ``num_levels - 2``.
+    ``top`` is the coarsest level less ``below_coarsest``; pooling, which needs level
+    ``level + 1`` too, passes 1.
     """
     if not isinstance(hierarchy, MeshHierarchy):
         raise TypeError(f"hierarchy: expected a MeshHierarchy, got {type(hierarchy).__name__}")
-    top = hierarchy.num_levels - 1 if top is None else top
+    top = hierarchy.num_levels - 1 - below_coarsest
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level <= top:
         raise ValueError(f"level: expected an int in [0, {top}], got {level!r}")
     return hierarchy.levels[int(level)]

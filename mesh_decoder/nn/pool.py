@@ -59,9 +59,15 @@ class DownSample(nn.Module):
         check_tensor(index, "index", shape=("V_out",), dtype=torch.int64)
         self.num_in = _check_num_in(index, num_in, "index")
         self.num_out = int(index.shape[0])
-        self._min_in = int(index.max()) + 1 if index.numel() else 0
         self.register_buffer("index", index.detach().clone().contiguous())
+        self._refresh_min_in()
+        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_min_in())
         self.reset_parameters()
+
+    def _refresh_min_in(self) -> None:
+        """Check a (loaded) ``index`` against ``num_in``; keep the input size it needs."""
+        _check_num_in(self.index, self.num_in, f"{type(self).__name__}.index")
+        self._min_in = int(self.index.max()) + 1 if self.index.numel() else 0
 
     def reset_parameters(self) -> None:
         """No parameters: present for a uniform layer interface."""
@@ -69,7 +75,7 @@ class DownSample(nn.Module):
     @classmethod
     def from_hierarchy(cls, hierarchy: MeshHierarchy, level: int) -> "DownSample":
         """Level ``level -> level + 1`` with ``hierarchy.down[level]``."""
-        fine = hierarchy_level(hierarchy, level, top=hierarchy.num_levels - 2)
+        fine = hierarchy_level(hierarchy, level, below_coarsest=1)
         return cls(hierarchy.down[level], num_in=fine.num_vertices)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -116,10 +122,13 @@ class UpSample(nn.Module):
             raise ValueError("weight: expected finite values, got NaN or inf")
         self.num_in = _check_num_in(index, num_in, "index")
         self.num_out = int(index.shape[0])
-        self._min_in = int(index.max()) + 1 if index.numel() else 0
         self.register_buffer("index", index.detach().clone().contiguous())
         self.register_buffer("weight", weight.detach().clone().contiguous())
+        self._refresh_min_in()
+        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_min_in())
         self.reset_parameters()
+
+    _refresh_min_in = DownSample._refresh_min_in
 
     def reset_parameters(self) -> None:
         """No parameters: present for a uniform layer interface."""
@@ -127,7 +136,7 @@ class UpSample(nn.Module):
     @classmethod
     def from_hierarchy(cls, hierarchy: MeshHierarchy, level: int) -> "UpSample":
         """Level ``level + 1 -> level`` with ``hierarchy.up_index[level]`` and ``up_weight[level]``."""
-        hierarchy_level(hierarchy, level, top=hierarchy.num_levels - 2)
+        hierarchy_level(hierarchy, level, below_coarsest=1)
         coarse = hierarchy.levels[level + 1]
         return cls(hierarchy.up_index[level], hierarchy.up_weight[level], num_in=coarse.num_vertices)
 

@@ -293,8 +293,11 @@ def spiral_weight_blocks(weight: Tensor, spiral_length: int) -> Tensor:
     Column ``j * C_out + o`` is row ``o`` of block ``W_j``, so ``x @ blocks``
     viewed ``(..., S, C_out)`` holds ``W_j x`` at ``[..., j, :]``.
     """
+    S = positive_int(spiral_length, "spiral_length")
+    if weight.dim() != 2 or weight.shape[1] % S:
+        raise ValueError(f"weight: expected shape (C_out, S*C_in) with S = spiral_length = {S}, "
+                         f"got {tuple(weight.shape)}")
     O, SC = weight.shape
-    S = int(spiral_length)
     C = SC // S
     return weight.view(O, S, C).permute(2, 1, 0).reshape(C, S * O)  # (C_in, S*C_out)
 
@@ -721,8 +724,8 @@ class SpiralConv(nn.Module):
         self.dilation = positive_int(dilation, "dilation")
         check_tensor(indices, "indices", shape=("V", "S"), dtype=torch.int64)
         V, S = indices.shape
-        if S < 1:
-            raise ValueError(f"indices: expected spirals of length S >= 1, got shape {tuple(indices.shape)}")
+        if V < 1 or S < 1:
+            raise ValueError(f"indices: expected V >= 1 spirals of length S >= 1, got shape {tuple(indices.shape)}")
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) > V):
             raise ValueError(
                 f"indices: expected values in [0, {V}] (V = {V} vertices, {V} = zero padding), "

@@ -27,12 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_tensor
-from .graph import _non_negative_int, inference_fast_path
+from ..hierarchy.container import TexelMap
+from .graph import _non_negative_int, hierarchy_level, inference_fast_path
 from .spiral_conv import _use_triton, embedding_bag_sum
 from .triton_gather import weighted_gather_sum
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..hierarchy.container import MeshHierarchy, TexelMap
+    from ..hierarchy.container import MeshHierarchy
     from ..mesh.container import Mesh
 
 __all__ = ["TexelGather", "UVSampler", "sample_uv", "uv_corners"]
@@ -106,11 +107,14 @@ class TexelGather(nn.Module):
     @classmethod
     def from_texel_map(cls, texel_map: "TexelMap", num_vertices: int | None = None) -> "TexelGather":
         """Build from a :class:`~mesh_decoder.hierarchy.TexelMap`."""
+        if not isinstance(texel_map, TexelMap):
+            raise TypeError(f"texel_map: expected a TexelMap, got {type(texel_map).__name__}")
         return cls(texel_map.index, texel_map.weight, texel_map.mask, num_vertices=num_vertices)
 
     @classmethod
     def from_hierarchy(cls, hierarchy: "MeshHierarchy") -> "TexelGather":
         """Build from ``hierarchy.texel_map`` (vertex count of the template, level 0)."""
+        hierarchy_level(hierarchy, 0)  # checks the type
         if hierarchy.texel_map is None:
             raise ValueError("hierarchy: expected a texel map (build it with texture_size set), got None")
         return cls.from_texel_map(hierarchy.texel_map, num_vertices=hierarchy.levels[0].num_vertices)
@@ -130,13 +134,18 @@ class TexelGather(nn.Module):
             )
         if not colors.is_floating_point():
             raise TypeError(f"colors: expected a floating dtype, got {colors.dtype}")
+        if colors.device != self.index.device:
+            raise ValueError(
+                f"colors: expected a tensor on {self.index.device} (the layer's), got one on {colors.device}"
+            )
         unbatched = colors.dim() == 2
         if unbatched:
             colors = colors.unsqueeze(0)  # (1, V, C)
         B, _, C = colors.shape
         H, W = self.size
         triton = _use_triton(colors)
-        if inference_fast_path(colors) and (triton or not colors.is_cuda):
+        # embedding_bag refuses rows without columns: no channels (C = 0) take the gather below
+        if C and inference_fast_path(colors) and (triton or not colors.is_cuda):
             # One weighted gather (Triton on CUDA, embedding_bag on the CPU), no (B, H*W*3, C) temporary.
             index, weight = self.index.view(H * W, 3), self.weight.view(H * W, 3)
             if triton:

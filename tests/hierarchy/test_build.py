@@ -383,3 +383,14 @@ def test_unwritable_cache_dir_warns(small, tmp_path):
     with pytest.warns(RuntimeWarning, match="could not write the hierarchy cache file"):
         h = build_hierarchy(small, cache_dir=blocker / "cache", **PARAMS)
     assert h.sizes == [600, 150, 38]
+
+
+def test_wrong_types_of_timings_and_table_argument_are_named():
+    mesh = face_template(500, seed=4)
+    with pytest.raises(TypeError, match="timings: expected None or a dict to add the stage times to, got list"):
+        build_hierarchy(mesh, factors=(4,), texture_size=None, timings=[])
+    timings = {}
+    build_hierarchy(mesh, factors=(4,), texture_size=None, timings=timings)
+    assert timings["spirals"] > 0
+    with pytest.raises(TypeError, match="h: expected a MeshHierarchy, got Mesh"):
+        hierarchy_table(mesh)

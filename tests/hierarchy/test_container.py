@@ -37,3 +37,14 @@ def test_to_copies_meta(hierarchy):
     copy.meta["factors"].append(99)
     copy.meta["sizes"][0] = -1
     assert hierarchy.meta["factors"] == [4, 4] and hierarchy.meta["sizes"][0] == 500
+
+
+def test_to_refuses_unknown_and_absent_devices_by_name(hierarchy):
+    for device in ("gpu0", 3.5, ["cpu"]):
+        with pytest.raises(ValueError, match=r"device: expected a torch.device or a device name \('cpu', 'cuda:0', ...\)"):
+            hierarchy.to(device)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device cuda:0: CUDA is not available on this machine"):
+            hierarchy.to("cuda:0")
+    moved = hierarchy.to(torch.device("cpu"))
+    assert torch.equal(moved.levels[1].vertices, hierarchy.levels[1].vertices)

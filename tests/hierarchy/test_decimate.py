@@ -147,6 +147,11 @@ def test_level_sizes():
         level_sizes(100, ("4",))
     with pytest.raises(TypeError, match="sequence"):
         level_sizes(100, 4)
+    for bad in ("100", 100.0, 2.5, True):
+        with pytest.raises(TypeError, match=r"num_vertices: expected an integer, got"):
+            level_sizes(bad, (4,))
+    with pytest.raises(ValueError, match="num_vertices: expected an integer >= 1, got 0"):
+        level_sizes(0, (4,))
 
 
 @pytest.mark.parametrize("seed", [0, 1])

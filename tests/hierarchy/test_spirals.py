@@ -314,3 +314,17 @@ def test_bad_inputs_raise_clear_errors():
         compute_spirals(v, f, 0)
     with pytest.raises(TypeError, match="dilation"):
         compute_spirals(v, f, 9, 1.5)
+
+
+@pytest.mark.parametrize("length,dilation", [(50, 1), (11, 7), (3, 10**12)])
+def test_spirals_longer_than_the_mesh_are_padding_past_V_entries(length, dilation):
+    """Entries past the V-th of an undilated spiral are padding; they are not computed (no L*d*V array)."""
+    v, f = grid_mesh(6, 7, np.random.default_rng(11))  # 42 vertices
+    V = v.shape[0]
+    got = compute_spirals(v, f, length, dilation)
+    assert got.shape == (V, length)
+    full = reference_spirals(f, V, V)  # every vertex, in spiral order
+    want = np.full((V, length), V, dtype=np.int64)
+    kept = full[:, ::dilation][:, :length]
+    want[:, :kept.shape[1]] = kept
+    np.testing.assert_array_equal(got, want)

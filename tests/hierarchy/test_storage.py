@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -230,6 +231,62 @@ def test_pickled_content_is_refused(tmp_path):
     with open(path, "wb") as fh:
         np.savez(fh, meta_json=np.array([{"format": "mesh_decoder.hierarchy"}], dtype=object))
     with pytest.raises(HierarchyError, match="not a readable hierarchy archive"):
+        load_hierarchy(path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.update(num_levels=str(d["num_levels"])), r"expected 'num_levels' to be an int >= 1, got str '3'"),
+        (lambda d: d.update(num_levels=0), r"expected 'num_levels' to be an int >= 1, got 0"),
+        (lambda d: d.update(levels=len(d["levels"])), r"expected 'levels' to be a list of \{spiral_length, dilation\} objects, got int 3"),
+        (lambda d: d.update(levels=[[9, 1]] * len(d["levels"])), r"expected levels\[0\] to be a \{spiral_length, dilation\} object, got list"),
+        (lambda d: d["levels"][1].pop("dilation"), r"levels\[1\]: expected 'dilation' \(an int\), got none"),
+        (lambda d: d["levels"][2].update(spiral_length=5.5), r"levels\[2\]: expected 'spiral_length' to be an int, got float 5.5"),
+        (lambda d: d.update(texel_map="no"), r"expected 'texel_map' to be true or false, got str 'no'"),
+        (lambda d: d.update(meta=sorted(d["meta"])), r"expected 'meta' to be an object, got list"),
+        (lambda d: d.update(checksum=7), r"expected 'checksum' to be a string, got int 7"),
+    ],
+)
+def test_document_fields_of_the_wrong_type_are_named(hierarchy, tmp_path, change, message):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    arrays, doc = read_raw(path)
+    change(doc)
+    rewrite(path, arrays, doc, fix_checksum=not isinstance(doc["checksum"], int))
+    with pytest.raises(HierarchyError, match=r"h\.npz: meta_json.*" + message):
+        load_hierarchy(path)
+
+
+def test_deeply_nested_document_and_members_without_npy_header(hierarchy, tmp_path):
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    arrays, _ = read_raw(path)
+    arrays.pop("meta_json")
+    with open(path, "wb") as fh:  # deeper than json's recursion limit: RecursionError, not ValueError
+        np.savez(fh, meta_json=np.array("[" * 100_000 + "]" * 100_000), **arrays)
+    with pytest.raises(HierarchyError, match=r"h\.npz: meta_json: expected a JSON document, got invalid JSON"):
+        load_hierarchy(path)
+    junk = np.random.default_rng(3).bytes(50)  # np.load returns a member without the .npy header as bytes
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("meta_json.npy", junk)
+        z.writestr("down0.npy", junk)
+    with pytest.raises(HierarchyError, match=r"h\.npz: member 'down0': expected a \.npy array, got 50 bytes"):
+        load_hierarchy(path)
+
+
+def test_meta_that_is_not_a_dict_is_refused_before_writing(hierarchy, tmp_path):
+    h = replace(hierarchy, meta=json.dumps(hierarchy.meta))  # load_hierarchy could not read this file back
+    with pytest.raises(HierarchyError, match="meta: expected a dict of JSON-able build parameters, got str"):
+        save_hierarchy(h, tmp_path / "h.npz")
+    assert not os.listdir(tmp_path)
+    with pytest.raises(HierarchyError, match="meta: expected a dict"):
+        check_hierarchy(h)
+
+
+@pytest.mark.parametrize("path", [None, 3, ["h.npz"]])
+def test_path_of_the_wrong_type(hierarchy, path):
+    with pytest.raises(TypeError, match=r"path: expected a file path \(str or os.PathLike\), got"):
+        save_hierarchy(hierarchy, path)
+    with pytest.raises(TypeError, match=r"path: expected a file path \(str or os.PathLike\), got"):
         load_hierarchy(path)
 
 

@@ -326,3 +326,10 @@ def test_fit_latent_prior_jitters_every_rank_deficient_covariance(synthetic_hier
         with pytest.raises(ValueError, match=r"jitter: expected a finite number > 0, got"):
             ae.fit_latent_prior(full, jitter=bad)
     assert ae.sample(np.int64(2)).shape == (2, 90, 3)
+
+
+def test_sample_latents_names_a_generator_of_the_wrong_type(synthetic_hierarchy):
+    ae = build_autoencoder("spiral", synthetic_hierarchy)
+    with pytest.raises(TypeError, match="generator: expected None or a torch.Generator, got int"):
+        ae.sample_latents(2, generator=7)
+    assert ae.sample_latents(2, generator=torch.Generator().manual_seed(7)).shape == (2, ae.latent_size)

@@ -437,3 +437,25 @@ def test_forward_mode_ad_under_no_grad_matches_the_reference(C, O):
             out = conv(fwAD.make_dual(x, tangent))
             got = fwAD.unpack_dual(out).tangent
     torch.testing.assert_close(got, torch.func.vmap(lambda a, t: torch.func.jvp(ref, (a,), (t,))[1])(x, tangent))
+
+
+def test_laplacian_rows_refuse_a_matrix_they_would_misread():
+    """Compressed rows assume (row, col) order and indices below V; otherwise the product was silently wrong."""
+    gen = torch.Generator().manual_seed(81)
+    conv = ChebConv.from_hierarchy(3, 4, 3, make_test_hierarchy(seed=81), 0)
+    index, weight, V = conv.laplacian_index, conv.laplacian_weight, conv.num_vertices
+    perm = torch.randperm(index.shape[1], generator=gen)
+    x = torch.randn(V, 5, generator=gen)
+    with pytest.raises(ValueError, match=r"laplacian_index: expected entries sorted by \(row, col\) without repeats"):
+        laplacian_matmul(index[:, perm], weight[perm], V, x)
+    with pytest.raises(ValueError, match=rf"laplacian_index: expected vertex indices in \[0, {V - 1}\), got"):
+        laplacian_rows(index, weight, V - 1)
+    with pytest.raises(TypeError, match="laplacian_weight: expected dtype"):
+        laplacian_rows(index, weight.long(), V)
+    state = conv.state_dict()
+    with pytest.raises(ValueError, match="laplacian_index: expected entries sorted"):
+        ChebConv.from_hierarchy(3, 4, 3, make_test_hierarchy(seed=81), 0).load_state_dict(
+            {**state, "laplacian_index": index[:, perm], "laplacian_weight": weight[perm]})
+    with pytest.raises(ValueError, match=rf"laplacian_index: expected vertex indices in \[0, {V}\), got range \[1, {V}\]"):
+        ChebConv.from_hierarchy(3, 4, 3, make_test_hierarchy(seed=81), 0).load_state_dict(
+            {**state, "laplacian_index": index + 1})

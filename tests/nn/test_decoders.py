@@ -636,3 +636,15 @@ def test_config_with_a_bad_channels_entry_is_a_named_error(synthetic_hierarchy):
         rebuild = encoder_from_config if isinstance(model, SpiralEncoder) else decoder_from_config
         with pytest.raises(ValueError, match="channels: expected a non-empty sequence of ints, got 8"):
             rebuild(config, synthetic_hierarchy)
+
+
+def test_normalisation_config_and_conv_kwargs_of_the_wrong_type_are_named(synthetic_hierarchy):
+    dec = SpiralDecoder.from_hierarchy(synthetic_hierarchy, latent_size=4, channels=(4, 4))
+    std = torch.rand(3, generator=torch.Generator().manual_seed(93)) + 0.5
+    with pytest.raises(TypeError, match="mean: expected a tensor, array or number, got None"):
+        dec.set_normalization(None, std)  # was reported as "non-finite entries"
+    config = dict(dec.config(), num_vertices=dec.num_vertices[0])
+    with pytest.raises(TypeError, match="config: expected 'num_vertices' to be a list of level sizes, got 90"):
+        SpiralDecoder.from_config(config, synthetic_hierarchy)
+    with pytest.raises(TypeError, match="conv_kwargs: expected a dict of keyword arguments for GCNConv, got list"):
+        PyGDecoder.from_hierarchy(synthetic_hierarchy, latent_size=4, channels=(4, 4), conv_kwargs=["improved"])

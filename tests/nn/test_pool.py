@@ -261,3 +261,20 @@ def test_onnx_export_torchscript_exporter():
     session = ort.InferenceSession(buf.getvalue())
     got = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
     torch.testing.assert_close(got, model(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [_down, _up])
+def test_load_state_dict_refuses_an_index_past_the_input(make):
+    """A loaded index is checked as the constructor's: out of range it would fail (or, vertex-major, read
+    past the input) at the first forward, far from the load that caused it."""
+    layer, x, _ = make(71, torch.float32)
+    state = layer.state_dict()
+    state["index"] = state["index"] + V_IN - int(state["index"].min())  # every index past the input
+    with pytest.raises(ValueError, match=rf"{type(layer).__name__}\.index: expected indices in \[0, {V_IN}\), got"):
+        make(72, torch.float32)[0].load_state_dict(state)
+
+
+def test_from_hierarchy_names_a_non_hierarchy():
+    for cls in (DownSample, UpSample):
+        with pytest.raises(TypeError, match="hierarchy: expected a MeshHierarchy, got NoneType"):
+            cls.from_hierarchy(None, 0)

@@ -403,3 +403,14 @@ def test_replicated_gather_follows_a_dtype_round_trip():
     with torch.inference_mode():
         for B in (4, 1):
             torch.testing.assert_close(decoder(z[:B]), fresh(z[:B]), rtol=0, atol=0)
+
+
+def test_spiral_weight_blocks_and_empty_spirals_are_checked():
+    w = torch.randn(5, 36, generator=torch.Generator().manual_seed(91))
+    assert spiral_mod.spiral_weight_blocks(w, 9).shape == (4, 45)
+    with pytest.raises(ValueError, match=r"weight: expected shape \(C_out, S\*C_in\) with S = spiral_length = 7, got \(5, 36\)"):
+        spiral_mod.spiral_weight_blocks(w, 7)
+    with pytest.raises(ValueError, match="spiral_length: expected a positive int, got 0"):
+        spiral_mod.spiral_weight_blocks(w, 0)
+    with pytest.raises(ValueError, match=r"indices: expected V >= 1 spirals of length S >= 1, got shape \(0, 9\)"):
+        SpiralConv(3, 4, torch.empty(0, 9, dtype=torch.int64))

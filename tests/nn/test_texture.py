@@ -486,3 +486,16 @@ def test_uv_operators_check_counts_and_finite_values():
     weight[1, 0, 2] = float("nan")
     with pytest.raises(ValueError, match="weight: expected finite barycentric weights"):
         TexelGather(index, weight)
+
+
+def test_texel_gather_checks_the_map_type_and_the_colours_device(synthetic_hierarchy):
+    with pytest.raises(TypeError, match="texel_map: expected a TexelMap, got dict"):
+        TexelGather.from_texel_map(vars(synthetic_hierarchy.texel_map))
+    with pytest.raises(TypeError, match="hierarchy: expected a MeshHierarchy, got TexelMap"):
+        TexelGather.from_hierarchy(synthetic_hierarchy.texel_map)
+    gather = TexelGather.from_hierarchy(synthetic_hierarchy)
+    colors = torch.rand(2, gather.num_vertices, 3, generator=torch.Generator().manual_seed(5))
+    with pytest.raises(ValueError, match=r"colors: expected a tensor on cpu \(the layer's\), got one on meta"):
+        gather(colors.to("meta"))
+    with torch.no_grad():  # no channels: embedding_bag refuses rows without columns
+        assert gather(colors[..., :0]).shape == (2, 0, *gather.size)
