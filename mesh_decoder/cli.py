@@ -42,7 +42,7 @@ def _add_template(sub) -> None:
                         "smallest icosphere with at least this many (1 to 163,842)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--info", action="store_true", help="print a summary instead of (or as well as) writing")
-    p.add_argument("-o", "--output", help="output mesh (.obj, .ply, .off)")
+    p.add_argument("-o", "--output", help="output mesh (.obj or .ply; OFF cannot store the template's UVs)")
     p.set_defaults(func=_run_template)
 
 
@@ -61,6 +61,9 @@ def _run_template(args) -> int:
         raise _CLIError("mesh-decoder template: give -o/--output PATH, --info, or both")
     if args.output:
         check_output_path(args.output, "-o/--output")
+        if args.output.lower().endswith(".off"):
+            raise _CLIError(f"mesh-decoder template: -o/--output {args.output}: expected .obj or .ply, OFF cannot "
+                            "store the template's texture coordinates")
     mesh = _build_template(args)
     if args.output:
         from .mesh.io import save_mesh
@@ -91,9 +94,9 @@ def _add_hierarchy(sub) -> None:
     p.add_argument("template", nargs="?", help="template mesh file (default: the built-in 5,023-vertex face)")
     p.add_argument("--factors", type=float, nargs="+", default=[4, 4, 4, 4],
                    help="down-sampling factor per level, each a real number > 1 (default: 4 4 4 4)")
-    p.add_argument("--spiral-length", type=int, nargs="+", default=[9])
-    p.add_argument("--dilation", type=int, nargs="+", default=[1])
-    p.add_argument("--texture-size", type=int, default=256, help="UV texel map size (0: none)")
+    p.add_argument("--spiral-length", type=int_argument(1), nargs="+", default=[9])
+    p.add_argument("--dilation", type=int_argument(1), nargs="+", default=[1])
+    p.add_argument("--texture-size", type=int_argument(0), default=256, help="UV texel map size (0: none)")
     p.add_argument("-o", "--output", help="write the hierarchy (.npz)")
     p.set_defaults(func=_run_hierarchy)
 
@@ -194,6 +197,9 @@ def _run_render(args) -> int:
     from .train import load_trained
 
     check_output_path(args.output, "-o/--output")
+    if not args.output.lower().endswith(".png"):
+        raise _CLIError(f"mesh-decoder render: -o/--output {args.output}: expected a file name ending in .png "
+                        "(the grid is written as PNG)")
     model, hierarchy, config, meta = load_trained(args.checkpoint)
     prior = "the stored latent prior"
     if meta["kind"] == "checkpoint":  # no latent prior is fitted before training ends: fit it as evaluate does
@@ -235,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _torch_out_of_memory(exc: RuntimeError) -> bool:
+    """Whether ``exc`` is torch failing to allocate (a ``RuntimeError``, not a ``MemoryError``, on any device)."""
+    torch = sys.modules.get("torch")
+    return isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or "can't allocate memory" in str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -245,7 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MeshError, ValueError, TypeError, OSError, ImportError) as exc:  # ImportError: openmesh, Pillow
         print(f"error: {one_line_error(exc)}", file=sys.stderr)
         return 1
-    except MemoryError as exc:  # e.g. a huge --texture-size: say so in one line
+    except (MemoryError, RuntimeError) as exc:  # e.g. a huge --texture-size: say so in one line
+        if not isinstance(exc, MemoryError) and not _torch_out_of_memory(exc):
+            raise
         print(f"error: out of memory ({one_line_error(exc)}); try smaller sizes", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

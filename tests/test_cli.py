@@ -182,3 +182,52 @@ def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(["hierarchy", "--texture-size", "100000", "-o", str(tmp_path / "h.npz")]) == 1
     err = _one_error_line(capsys)
     assert err.startswith("error: out of memory (Unable to allocate 123. MiB") and "smaller sizes" in err, err
+
+
+def test_render_writes_only_png_names(tiny_run, tmp_path, capsys):
+    """-o grid.jpg (or .obj) wrote PNG bytes under that name; it is refused before the model is loaded."""
+    for name in ("grid.jpg", "grid.obj", "grid"):
+        assert main(["render", str(tmp_path / "no-run"), "--n", "2", "-o", str(tmp_path / name)]) == 2
+        err = _one_error_line(capsys)
+        assert f"-o/--output {tmp_path / name}: expected a file name ending in .png" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_template_as_off_names_the_option(tmp_path, capsys):
+    """Every template has UVs, which OFF cannot store: -o x.off failed after the build with a hint at the Python
+    API (mesh.copy(uv=None, ...)); it is refused up front naming -o/--output."""
+    seed = int(np.random.default_rng().integers(100))
+    assert main(["template", "--vertices", "600", "--seed", str(seed), "-o", str(tmp_path / "t.off")]) == 2
+    err = _one_error_line(capsys)
+    assert f"-o/--output {tmp_path / 't.off'}: expected .obj or .ply, OFF cannot store" in err, err
+    assert "mesh.copy" not in err and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("option, value, minimum", [("--spiral-length", "0", 1), ("--dilation", "-2", 1),
+                                                    ("--texture-size", "-1", 0)])
+def test_hierarchy_integer_options_name_the_option(option, value, minimum, tmp_path, capsys):
+    """--spiral-length 0 was refused as 'spiral_lengths[0]: ...' (build_hierarchy's parameter, not the option)."""
+    assert main(["hierarchy", option, value, "-o", str(tmp_path / "h.npz")]) == 2
+    err = _one_error_line(capsys)
+    assert f"argument {option}: expected an integer >= {minimum}, got '{value}'" in err, err
+
+
+def test_torch_out_of_memory_is_one_line(tiny_run, tmp_path, capsys, monkeypatch):
+    """torch's CPU allocator fails with a RuntimeError, not a MemoryError: render --image-size 100000 ended in a
+    traceback. Other RuntimeErrors still propagate."""
+    import mesh_decoder.render as render
+
+    size = int(np.random.default_rng().integers(10**10, 10**11))
+
+    def grid(*args, **kwargs):
+        raise RuntimeError(f"[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           f"memory: you tried to allocate {size} bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(render, "face_grid", grid)
+    assert main(["render", str(tiny_run), "--n", "2", "-o", str(tmp_path / "g.png")]) == 1
+    err = _one_error_line(capsys)
+    assert err.startswith("error: out of memory ([enforce fail") and f"allocate {size} bytes" in err, err
+    assert err.rstrip().endswith("try smaller sizes"), err
+    monkeypatch.setattr(render, "face_grid", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["render", str(tiny_run), "--n", "2", "-o", str(tmp_path / "g.png")])

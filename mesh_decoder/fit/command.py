@@ -24,6 +24,7 @@ the one a ``decoder.safetensors`` of a training run stores in its metadata
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from typing import Any
 
@@ -177,6 +178,27 @@ def _load(args: argparse.Namespace):
     return model, tpl, where, _stored_prior(args.model, meta, model)
 
 
+def _check_output_formats(mesh_path: str | None, overlay_path: str | None) -> None:
+    """Refuse a ``-o`` that is no mesh file name and an ``--overlay`` that is no PNG name, before the fit."""
+    from ..mesh.io import MESH_EXTENSIONS
+
+    for option, path, allowed in (("-o/--output", mesh_path, MESH_EXTENSIONS), ("--overlay", overlay_path, (".png",))):
+        ext = os.path.splitext(path or "")[1].lower()
+        if path and ext not in allowed:
+            raise ValueError(f"{option} {path}: expected a file name ending in {' or '.join(allowed)}, got "
+                             f"{repr(ext) if ext else 'no extension'}")
+
+
+def _parse_stage(spec: str):
+    """:meth:`Stage.parse` with errors that name ``--stages`` and the stage."""
+    from .fit import Stage
+
+    try:
+        return Stage.parse(spec)
+    except ValueError as exc:
+        raise ValueError(f"--stages {spec}: {str(exc).removeprefix(f'stage {spec!r}: ')}") from None
+
+
 def run_fit(args: argparse.Namespace) -> int:
     """Run ``mesh-decoder fit`` from parsed arguments (see :func:`add_fit_arguments`). Returns 0 on success.
 
@@ -184,15 +206,15 @@ def run_fit(args: argparse.Namespace) -> int:
     command line prints them as one line.
     """
     from ..mesh.io import save_mesh
-    from .fit import Stage, fit
+    from .fit import fit
     from .targets import load_target
 
     if not (args.output or args.json or args.overlay):
         raise ValueError("mesh-decoder fit: give at least one of -o/--output MESH, --json FILE, --overlay PNG")
-    if args.prior_weight is not None and not args.prior_weight >= 0:
-        raise ValueError(f"--prior-weight: expected a non-negative number, got {args.prior_weight}")
-    if args.focal is not None and not args.focal > 0:
-        raise ValueError(f"--focal: expected a positive number of pixels, got {args.focal}")
+    if args.prior_weight is not None and not (args.prior_weight >= 0 and math.isfinite(args.prior_weight)):
+        raise ValueError(f"--prior-weight: expected a finite non-negative number, got {args.prior_weight}")
+    if args.focal is not None and not (args.focal > 0 and math.isfinite(args.focal)):
+        raise ValueError(f"--focal: expected a finite positive number of pixels, got {args.focal}")
     if args.focal is not None and args.camera != "perspective":
         raise ValueError(f"--focal: only the perspective camera has a focal length; add --camera perspective "
                          f"(got --camera {args.camera})")
@@ -200,8 +222,12 @@ def run_fit(args: argparse.Namespace) -> int:
     for option, path in (("-o/--output", args.output), ("--json", args.json), ("--overlay", args.overlay)):
         if path:
             check_output_path(path, option)
-    stages = None if not args.stages else [Stage.parse(s) for s in args.stages]
+    _check_output_formats(args.output, args.overlay)
+    stages = None if not args.stages else [_parse_stage(s) for s in args.stages]
     model, tpl, where, prior = _load(args)
+    if args.output and args.output.lower().endswith(".off") and tpl.uv is not None:
+        raise ValueError(f"-o/--output {args.output}: expected .obj or .ply, OFF cannot store the texture "
+                         f"coordinates of the {where}")
     try:
         target = load_target(args.target, tpl, kind=args.target_kind, landmarks=args.landmarks, mask=args.mask)
     except ImportError as exc:  # Pillow for photographs: report it as a usage error naming the fix

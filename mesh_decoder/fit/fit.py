@@ -1092,8 +1092,9 @@ class FitProblem:
             total = self.total(terms)
             if not bool(torch.isfinite(total)):
                 raise ValueError(
-                    f"fit: the loss became {float(total)} at iteration {iteration} "
-                    f"(stage {stage.name or '+'.join(stage.groups)}); lower the learning rate"
+                    f"fit: the loss became {float(total.detach())} at iteration {iteration} "
+                    f"(stage {stage.name or '+'.join(stage.groups)}); lower the learning rate, or check "
+                    "weights and inputs of extreme size"
                 )
             total.backward()
             opt.step()

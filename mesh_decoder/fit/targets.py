@@ -28,6 +28,7 @@ import errno
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -53,6 +54,8 @@ __all__ = [
 
 POINT_CLOUD_EXTENSIONS = (".xyz", ".txt", ".npy")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+_NPY_MAGIC = b"\x93NUMPY"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Pillow modes of 16-bit greyscale images (PNG); ``"I"`` is how some Pillow versions open them.
 _GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -77,6 +80,9 @@ def _tensor(value: Any, name: str, cols: int | None, *, rows: int | None = None)
         raise ValueError(f"{name}: expected shape ({rows},), got {tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    if t.numel() and float(t.abs().max()) > _FLOAT32_MAX:  # fits run in the model's dtype, float32 by default
+        raise ValueError(f"{name}: expected values within float32 range (|x| <= {_FLOAT32_MAX:.4g}), got "
+                         f"{float(t.abs().max()):.4g}")
     return t.contiguous()
 
 
@@ -103,6 +109,8 @@ def _image_size(value: Any) -> tuple[int, int]:
         if not whole:
             raise ValueError(f"image_size: expected an int or a pair (H, W) of positive whole numbers of pixels, "
                              f"got {value!r}")
+        if abs(v) > _FLOAT32_MAX:  # a fit in float32 would overflow
+            raise ValueError(f"image_size: expected at most {_FLOAT32_MAX:.4g} pixels per side, got {value!r}")
         sizes.append(int(v))
     return image_size_pair(tuple(sizes) if pair else sizes[0])
 
@@ -399,14 +407,23 @@ def _read_points(path: str) -> np.ndarray:
     ext = os.path.splitext(path)[1].lower()
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    if ext == ".npy" and os.path.isfile(path):
+        with open(path, "rb") as handle:
+            magic = handle.read(len(_NPY_MAGIC))
+        if magic != _NPY_MAGIC:  # numpy would guess pickled data (or fail on an empty file)
+            raise MeshFileError(path, f"not a .npy file: expected it to start with {_NPY_MAGIC!r}, found {magic!r}")
     try:
         if ext == ".npy":
             arr = np.load(path, allow_pickle=False)
         else:
-            arr = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
-    except (OSError, ValueError) as exc:
+            with warnings.catch_warnings():  # an empty file: said below, in the error
+                warnings.simplefilter("ignore", UserWarning)
+                arr = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: a truncated .npy
         raise MeshFileError(
             path, f"expected rows of 3 or 6 numbers (x y z [nx ny nz]), could not read them ({exc})") from None
+    if arr.size == 0:
+        raise MeshFileError(path, "expected rows of 3 or 6 numbers (x y z [nx ny nz]), found none")
     if arr.ndim != 2 or arr.shape[1] not in (3, 6) or arr.shape[0] < 3:
         raise MeshFileError(path, f"expected an (N, 3) or (N, 6) array with N >= 3, got shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
@@ -482,8 +499,9 @@ def load_target(
         arr = _read_points(path)
         return PointCloudTarget(arr[:, :3], arr[:, 3:] if arr.shape[1] == 6 else None)
     if ext not in MESH_EXTENSIONS:
-        raise MeshFileError(
-            path, f"expected a mesh file ({', '.join(MESH_EXTENSIONS)}) for a {kind} target, got {ext!r}")
+        files = "a mesh file" + (" or a point cloud" if kind == "points" else "")
+        known = MESH_EXTENSIONS + (POINT_CLOUD_EXTENSIONS if kind == "points" else ())
+        raise MeshFileError(path, f"expected {files} ({', '.join(known)}) for a {kind} target, got {ext!r}")
     mesh = load_mesh(path)
     registered = (
         template is not None

@@ -247,3 +247,100 @@ def test_a_stored_prior_of_another_latent_size_names_the_file(tmp_path, hierarch
         _run([tmp_path / "decoder.safetensors", "--target", tmp_path / "target.obj", "--json", tmp_path / "f.json",
               *_SHORT])
     assert not (tmp_path / "f.json").exists()
+
+
+def test_point_files_that_hold_no_array_are_one_line_errors(tmp_path, pca_file, recwarn):
+    """An empty .npy raised numpy's EOFError (a traceback), random bytes in a .npy were reported as 'pickled
+    data ... load it unsafely', and an empty .xyz printed numpy's UserWarning before the error."""
+    rng = np.random.default_rng(66)
+    np.save(tmp_path / "cut.npy", rng.normal(size=(40, 3)))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "cut.npy").read_bytes()[:60])
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "noise.npy").write_bytes(bytes([0x80]) + rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+    (tmp_path / "empty.xyz").write_text("# no points\n")
+    for name, reason in (("empty.npy", "not a .npy file: expected it to start with b'\\x93NUMPY', found b''"),
+                         ("noise.npy", "not a .npy file: expected it to start with b'\\x93NUMPY'"),
+                         ("cut.npy", "expected rows of 3 or 6 numbers (x y z [nx ny nz]), could not read them"),
+                         ("empty.xyz", "expected rows of 3 or 6 numbers (x y z [nx ny nz]), found none")):
+        with pytest.raises(MeshFileError, match="^" + re.escape(f"{tmp_path / name}: {reason}")) as info:
+            _run([pca_file, "--target", tmp_path / name, "-o", tmp_path / "o.obj", *_SHORT])
+        assert "pickle" not in str(info.value), info.value
+    assert [str(w.message) for w in recwarn] == []
+    with pytest.raises(MeshFileError, match=r"expected a mesh file or a point cloud \(\.obj, \.off, \.ply, \.xyz, "
+                                            r"\.txt, \.npy\) for a points target, got '\.json'"):
+        _run([pca_file, "--target", tmp_path / "lm.json", "--target-kind", "points", "-o", tmp_path / "o.obj"])
+    assert not (tmp_path / "o.obj").exists()
+
+
+def test_number_and_stage_errors_name_the_option(tmp_path, pca_file, template, monkeypatch):
+    """--prior-weight inf and --focal inf passed the command's checks and were refused inside the fit as
+    'prior_weight: ...' / 'focal: ...'; a bad --stages entry was refused as 'iterations: ...' or 'lr: ...'."""
+    import mesh_decoder.fit.command as command
+
+    def no_load(args):
+        raise AssertionError("the model was loaded before the checks")
+
+    monkeypatch.setattr(command, "_load", no_load)
+    rng = np.random.default_rng(67)
+    save_mesh(template.copy(vertices=template.vertices + rng.normal(size=(template.num_vertices, 3))), tmp_path / "t.obj")
+    common = [pca_file, "--target", tmp_path / "t.obj", "-o", tmp_path / "o.obj"]
+    cases = [
+        (["--prior-weight", "inf"], "--prior-weight: expected a finite non-negative number, got inf"),
+        (["--camera", "perspective", "--focal", "inf"], "--focal: expected a finite positive number of pixels, got inf"),
+        (["--stages", "pose:20", "pose:-3"], "--stages pose:-3: iterations: expected a non-negative int, got -3"),
+        (["--stages", "pose:20:nan"], "--stages pose:20:nan: lr: expected a positive number, got nan"),
+        (["--stages", "pose"], "--stages pose: expected GROUPS:ITERATIONS[:LR], e.g. 'pose+shape:300:0.02'"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+            _run([*common, *options])
+    assert not (tmp_path / "o.obj").exists()
+
+
+def test_output_formats_are_checked_before_the_fit(tmp_path, pca_file, template, monkeypatch):
+    """-o with no mesh extension (or .off, which cannot hold the template's UVs) failed only after the whole fit,
+    and --overlay x.jpg wrote PNG bytes under a .jpg name."""
+    import importlib
+
+    fit_module = importlib.import_module("mesh_decoder.fit.fit")  # the module: the package exports fit()
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit ran before the output formats were checked")
+
+    monkeypatch.setattr(fit_module, "fit", no_fit)
+    rng = np.random.default_rng(68)
+    save_mesh(template.copy(vertices=template.vertices + rng.normal(size=(template.num_vertices, 3))), tmp_path / "t.obj")
+    common = [pca_file, "--target", tmp_path / "t.obj", *_SHORT]
+    cases = [
+        (["-o", tmp_path / "f.xyz"], f"-o/--output {tmp_path / 'f.xyz'}: expected a file name ending in .obj or .off "
+                                     "or .ply, got '.xyz'"),
+        (["-o", tmp_path / "f"], f"-o/--output {tmp_path / 'f'}: expected a file name ending in .obj or .off or .ply, "
+                                 "got no extension"),
+        (["--overlay", tmp_path / "o.jpg"], f"--overlay {tmp_path / 'o.jpg'}: expected a file name ending in .png, "
+                                            "got '.jpg'"),
+        (["-o", tmp_path / "f.off"], f"-o/--output {tmp_path / 'f.off'}: expected .obj or .ply, OFF cannot store the "
+                                     "texture coordinates of the built-in face template (800 vertices, seed 0)"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+            _run([*common, *options])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.obj"]
+
+
+def test_landmarks_beyond_float32_range_name_the_file(tmp_path, pca_file, template):
+    """Landmarks (or an image size) beyond float32 range are finite in float64 but overflow in the fit's float32:
+    the fit's camera SVD ended in a LinAlgError traceback."""
+    rng = np.random.default_rng(69)
+    names = sorted(template.landmarks)
+    marks = {n: [float(x), float(y)] for n, (x, y) in zip(names, rng.uniform(20, 200, size=(len(names), 2)))}
+    big = float(rng.uniform(1e300, 1e301))
+    for name, data, message in (
+        ("far.json", {"image_size": [256, 256], "landmarks": dict(marks, **{names[3]: [big, 5.0]})},
+         f"points: expected values within float32 range (|x| <= 3.403e+38), got {big:.4g}"),
+        ("huge.json", {"image_size": [big, 256], "landmarks": marks},
+         f"image_size: expected at most 3.403e+38 pixels per side, got [{big!r}, 256]"),
+    ):
+        (tmp_path / name).write_text(json.dumps(data))
+        with pytest.raises(MeshFileError, match="^" + re.escape(f"{tmp_path / name}: {message}")):
+            _run([pca_file, "--target", tmp_path / name, "-o", tmp_path / "o.obj", *_SHORT])
+    assert not (tmp_path / "o.obj").exists()

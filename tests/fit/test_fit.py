@@ -500,3 +500,17 @@ def test_fit_on_cuda_matches_cpu(pca, faces, template):
     result = fit(pca_cuda, lm_target, template=template, camera="perspective", focal=600.0, stages=stages,
                  progress=False)
     assert result.project_landmarks().device.type == "cuda"
+
+
+def test_a_non_finite_loss_is_one_error_without_a_warning(pca, faces, template):
+    """A loss that overflowed (here a prior weight beyond float32, the fit's dtype) was reported after a torch
+    UserWarning ('Converting a tensor with requires_grad=True to a scalar'), printed by the message itself."""
+    import warnings
+
+    g = torch.Generator().manual_seed(43)
+    target, _, _, _ = _registered_target(faces, 208, g, noise=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        with pytest.raises(ValueError, match=r"fit: the loss became (inf|nan) at iteration \d+ .*extreme size"):
+            fit(pca, target, template=template, prior_weight=1e308, stages=[Stage(("pose", "shape"), 5)],
+                progress=False)
