@@ -2,15 +2,18 @@
 
 Every error raised on bad input is a :class:`ValueError` (or :class:`TypeError`)
 subclass whose message states what was expected, what was found and, for files,
-which file.
+which file. A file that is not there is also a :class:`FileNotFoundError`
+(:class:`MissingFileError`), as :func:`open` and :func:`torch.load` report it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 
 __all__ = [
     "MeshError", "MeshValidationError", "MeshFileError", "HierarchyError", "ModelFileError", "OutputPathError",
+    "MissingFileError", "HierarchyNotFoundError", "ModelFileNotFoundError",
 ]
 
 
@@ -49,12 +52,41 @@ class ModelFileError(MeshError):
     """A saved model is corrupt or does not match its template."""
 
 
-class OutputPathError(OSError, MeshError):
+class _PathMessage:
+    """The message ``"PATH: reason"`` of an :class:`OSError` built as ``(errno, reason, path)``."""
+
+    filename: str
+    strerror: str
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+class OutputPathError(_PathMessage, OSError, MeshError):
     """A file cannot be written at a path: the path is a directory, or one of its parents is a file.
 
     Both an :class:`OSError` (``errno``, ``strerror`` and ``filename``: the path as given) and a
     :class:`ValueError`; the message is ``"PATH: reason"``.
     """
 
-    def __str__(self) -> str:
-        return f"{self.filename}: {self.strerror}"
+
+class MissingFileError(_PathMessage, FileNotFoundError):
+    """Base of the file errors for a path where there is no file: a :class:`FileNotFoundError`
+    (``errno`` ENOENT, ``filename`` the path as given) that is also the loader's own error
+    (a :class:`ValueError`); the message is ``"PATH: reason"``.
+
+    Args:
+        path: the path as given.
+        reason: what was expected and found (default ``"no such file"``).
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str = "no such file"):
+        super().__init__(errno.ENOENT, reason, os.fspath(path))
+
+
+class HierarchyNotFoundError(MissingFileError, HierarchyError):
+    """A saved hierarchy that is not there."""
+
+
+class ModelFileNotFoundError(MissingFileError, ModelFileError):
+    """A model file that is not there."""

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_write
-from ..errors import HierarchyError
+from ..errors import HierarchyError, HierarchyNotFoundError
 from ..mesh.container import Mesh
 from .container import HierarchyLevel, MeshHierarchy, TexelMap
 
@@ -430,9 +430,12 @@ def load_hierarchy(
 
     Raises:
         HierarchyError: ``"<path>: <problem>"`` for a missing, truncated, corrupt,
-            inconsistent, other-version or other-template file.
+            inconsistent, other-version or other-template file; a missing one is a
+            :class:`~mesh_decoder.errors.HierarchyNotFoundError`, also a ``FileNotFoundError``.
     """
     path = Path(_check_path(path))
+    if not path.exists():
+        raise HierarchyNotFoundError(path)
     try:
         return _load(path, expected_template_hash)
     except HierarchyError as err:

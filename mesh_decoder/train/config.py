@@ -68,8 +68,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Union
 
+from ..errors import MissingFileError
+
 __all__ = [
     "TrainConfigError",
+    "TrainConfigNotFoundError",
     "TemplateConfig",
     "HierarchyConfig",
     "DataConfig",
@@ -84,6 +87,10 @@ __all__ = [
 
 class TrainConfigError(ValueError):
     """A training configuration is invalid: names the key, the expected and the found value, and the file."""
+
+
+class TrainConfigNotFoundError(MissingFileError, TrainConfigError):
+    """A config file that is not there (also a ``FileNotFoundError``)."""
 
 
 @dataclass
@@ -416,7 +423,10 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
-        raise TrainConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+        reason = f"cannot read the config file ({exc.strerror or exc})"
+        if isinstance(exc, FileNotFoundError):
+            raise TrainConfigNotFoundError(path, reason) from None
+        raise TrainConfigError(f"{path}: {reason}") from None
     except UnicodeDecodeError as exc:
         raise TrainConfigError(f"{path}: expected UTF-8 text, found byte 0x{exc.object[exc.start]:02x} at offset "
                                f"{exc.start}") from None
