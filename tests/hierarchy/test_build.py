@@ -209,6 +209,9 @@ def test_bad_input(small):
         build_hierarchy(small, factors=(4,), dilations=(1, 0), texture_size=None)
     with pytest.raises(TypeError, match="texture_size"):
         build_hierarchy(small, texture_size=(16, 16, 3))
+    # a huge texel map was built until the memory ran out and the process was killed
+    with pytest.raises(ValueError, match=r"texture_size: expected at most 8192 texels per side, got \(16, 1000000\)"):
+        build_hierarchy(small, texture_size=(16, 1_000_000))
     with pytest.raises(TypeError, match="cache_dir"):
         build_hierarchy(small, cache_dir=3)
 
