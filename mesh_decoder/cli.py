@@ -115,9 +115,17 @@ def _one_or_many(values: list[int]):
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _require_suffix(command: str, path: str, suffix: str, why: str) -> None:
+    """Refuse an ``-o/--output`` of ``command`` whose name does not end in ``suffix``, before any work."""
+    if not path.lower().endswith(suffix):
+        raise _CLIError(f"mesh-decoder {command}: -o/--output {path}: expected a file name ending in {suffix} "
+                        f"({why})")
+
+
 def _run_hierarchy(args) -> int:
     if args.output:
         check_output_path(args.output, "-o/--output")
+        _require_suffix("hierarchy", args.output, ".npz", "the hierarchy is written as an .npz archive")
     mesh = _load_template(args.template)
     from .hierarchy import build_hierarchy, hierarchy_table, save_hierarchy
 
@@ -197,9 +205,7 @@ def _run_render(args) -> int:
     from .train import load_trained
 
     check_output_path(args.output, "-o/--output")
-    if not args.output.lower().endswith(".png"):
-        raise _CLIError(f"mesh-decoder render: -o/--output {args.output}: expected a file name ending in .png "
-                        "(the grid is written as PNG)")
+    _require_suffix("render", args.output, ".png", "the grid is written as PNG")
     model, hierarchy, config, meta = load_trained(args.checkpoint)
     prior = "the stored latent prior"
     if meta["kind"] == "checkpoint":  # no latent prior is fitted before training ends: fit it as evaluate does

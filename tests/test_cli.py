@@ -193,6 +193,15 @@ def test_render_writes_only_png_names(tiny_run, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_hierarchy_writes_only_npz_names(tmp_path, capsys):
+    """-o h.obj wrote an .npz archive under that name; it is refused before the build."""
+    for name in ("h.obj", "h"):
+        assert main(["hierarchy", "--factors", "4", "--texture-size", "0", "-o", str(tmp_path / name)]) == 2
+        err = _one_error_line(capsys)
+        assert f"-o/--output {tmp_path / name}: expected a file name ending in .npz" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_template_as_off_names_the_option(tmp_path, capsys):
     """Every template has UVs, which OFF cannot store: -o x.off failed after the build with a hint at the Python
     API (mesh.copy(uv=None, ...)); it is refused up front naming -o/--output."""

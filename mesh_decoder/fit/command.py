@@ -39,7 +39,8 @@ _HIERARCHY_BESIDE = "hierarchy.npz"
 def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the arguments of ``mesh-decoder fit`` to ``parser`` (and return it)."""
     parser.add_argument("model", metavar="MODEL",
-                        help="model file (.safetensors): a PCA model, a decoder or an autoencoder")
+                        help="model file (.safetensors): a PCA model, a decoder or an autoencoder; or a training "
+                             "run folder (its model.safetensors)")
     parser.add_argument("--target", required=True, metavar="FILE",
                         help="what to fit: a registered mesh or a scan (.obj, .ply, .off), a point cloud "
                              "(.xyz, .txt, .npy), 2D landmarks (.json) or a photograph (.png, .jpg)")
@@ -115,11 +116,26 @@ def _stored_prior(path, meta: dict[str, Any], model):
     return prior
 
 
+def _run_model_file(path: str) -> str:
+    """``path``, or for a training run folder its ``model.safetensors`` (as render and evaluate take a run)."""
+    if not os.path.isdir(path):
+        return path
+    from ..errors import ModelFileNotFoundError
+    from ..train.loop import MODEL_NAME
+
+    model = os.path.join(path, MODEL_NAME)
+    if not os.path.exists(model):
+        raise ModelFileNotFoundError(model, f"expected the run folder's model file, found none (written when "
+                                            "training ends; a folder that is no run has none either)")
+    return model
+
+
 def _load(args: argparse.Namespace):
     """``(model, template, description of the template, stored latent prior or None)`` from the arguments."""
     from ..mesh.io import load_mesh
     from ..model_files import load_model, read_model_meta
 
+    args.model = _run_model_file(args.model)
     try:
         meta = read_model_meta(args.model)
     except ModelFileError:

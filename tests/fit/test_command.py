@@ -344,3 +344,24 @@ def test_landmarks_beyond_float32_range_name_the_file(tmp_path, pca_file, templa
         with pytest.raises(MeshFileError, match="^" + re.escape(f"{tmp_path / name}: {message}")):
             _run([pca_file, "--target", tmp_path / name, "-o", tmp_path / "o.obj", *_SHORT])
     assert not (tmp_path / "o.obj").exists()
+
+
+def test_a_run_folder_fits_its_model_file(tmp_path, pca, faces, template):
+    """render and evaluate take a run folder; fit said 'cannot read the model file (Is a directory)'."""
+    from mesh_decoder.errors import ModelFileNotFoundError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model(pca, run / "model.safetensors")
+    g = torch.Generator().manual_seed(63)
+    s, R, t = random_similarity(g)
+    save_mesh(template.copy(vertices=apply_similarity(faces[0][206].double(), s, R, t).numpy()), tmp_path / "t.obj")
+    for model, out in ((run, "folder.json"), (run / "model.safetensors", "file.json")):
+        assert _run([model, "--target", tmp_path / "t.obj", "--json", tmp_path / out, *_SHORT]) == 0
+    folder, file = (json.loads((tmp_path / name).read_text()) for name in ("folder.json", "file.json"))
+    assert folder["losses"] == file["losses"] and folder["latent"] == file["latent"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelFileNotFoundError, match=re.escape(f"{empty / 'model.safetensors'}: expected the run "
+                                                               "folder's model file, found none")):
+        _run([empty, "--target", tmp_path / "t.obj", "--json", tmp_path / "e.json", *_SHORT])
