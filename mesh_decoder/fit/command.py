@@ -125,7 +125,7 @@ def _run_model_file(path: str) -> str:
 
     model = os.path.join(path, MODEL_NAME)
     if not os.path.exists(model):
-        raise ModelFileNotFoundError(model, f"expected the run folder's model file, found none (written when "
+        raise ModelFileNotFoundError(model, "expected the run folder's model file, found none (written when "
                                             "training ends; a folder that is no run has none either)")
     return model
 
