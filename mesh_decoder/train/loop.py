@@ -818,7 +818,10 @@ def _trained_file(folder: str) -> str:
         raise CheckpointError(f"{folder}: expected {MODEL_NAME} or {CHECKPOINT_NAME} in this folder, found neither")
     if os.path.isfile(ckpt_path):
         extra = read_model_meta(model_path).get("extra_meta") or {}
-        ckpt = check_training_meta(ckpt_path, read_checkpoint_meta(ckpt_path))
+        try:  # to tell whether the checkpoint has trained past the model file
+            ckpt = check_training_meta(ckpt_path, read_checkpoint_meta(ckpt_path))
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (name {model_path} to use the model file without it)") from None
         if isinstance(extra.get("steps"), int) and ckpt["step"] > extra["steps"]:
             raise CheckpointError(
                 f"{folder}: {CHECKPOINT_NAME} (epoch {ckpt['epoch']}, step {ckpt['step']}) has trained past "

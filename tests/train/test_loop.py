@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import numpy as np
@@ -277,6 +278,12 @@ def test_a_resume_interrupted_past_the_model_file_is_not_silently_ignored(tmp_pa
         load_trained(tmp_path)
     assert load_trained(tmp_path / "model.safetensors")[3]["steps"] == 10
     assert load_trained(tmp_path / CHECKPOINT_NAME)[3]["step"] == step
+    # a damaged checkpoint beside the model file: the error says how to use the model file alone
+    (tmp_path / CHECKPOINT_NAME).write_bytes(np.random.default_rng(step).bytes(64))
+    with pytest.raises(CheckpointError, match=re.escape(f"(name {tmp_path / 'model.safetensors'} to use the model "
+                                                        "file without it)")):
+        load_trained(tmp_path)
+    assert load_trained(tmp_path / "model.safetensors")[3]["steps"] == 10
 
 
 @pytest.mark.parametrize("key, value, message", [
