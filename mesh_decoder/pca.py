@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_tensor
+from ._checks import check_int, check_tensor
 
 __all__ = ["PCAModel", "PCAOutput", "randomized_svd"]
 
@@ -83,8 +83,12 @@ def randomized_svd(
     m, n = a.shape
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= min(m, n):
         raise ValueError(f"rank: expected an integer in [1, min(M, N) = {min(m, n)}], got {rank}")
-    if oversample < 0 or n_iter < 0:
-        raise ValueError(f"oversample and n_iter: expected non-negative, got {oversample} and {n_iter}")
+    check_int(oversample, "oversample", 0)
+    check_int(n_iter, "n_iter", 0)
+    _check_generator(generator)
+    if not bool(torch.isfinite(a).all()):
+        bad = int((~torch.isfinite(a)).sum())
+        raise ValueError(f"a: expected finite values, found NaN or infinity in {bad} entries")
     if a.dtype in _HALF_DTYPES:
         u, s, vh = randomized_svd(a.float(), rank, oversample=oversample, n_iter=n_iter, generator=generator)
         return u.to(a.dtype), s.to(a.dtype), vh.to(a.dtype)
@@ -99,6 +103,13 @@ def randomized_svd(
     b = q.T @ a  # (l, N)
     ub, s, vh = torch.linalg.svd(b, full_matrices=False)  # (l, l), (l,), (l, N)
     return (q @ ub)[:, :rank], s[:rank], vh[:rank]
+
+
+def _check_generator(generator) -> None:
+    """``None`` or a ``torch.Generator`` (``TypeError`` naming the value otherwise)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, "
+                        f"got {generator!r} ({type(generator).__name__})")
 
 
 def _flip_signs(components: torch.Tensor) -> torch.Tensor:
@@ -502,6 +513,7 @@ class PCAModel(nn.Module):
     def _randn(self, n: int, size: int, generator: torch.Generator | None) -> torch.Tensor:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n: expected a non-negative integer, got {n!r}")
+        _check_generator(generator)
         device = self.mean.device if generator is None else generator.device
         z = torch.randn(int(n), size, generator=generator, device=device, dtype=self.mean.dtype)  # (n, K)
         return z.to(self.mean.device)

@@ -85,6 +85,29 @@ def test_randomized_svd_matches_dense_svd():
         randomized_svd(a, 46)
 
 
+def test_randomized_svd_and_sampling_check_their_arguments():
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(30, 12, generator=g, dtype=torch.float64)
+    bad = a.clone()
+    bad[int(torch.randint(30, (), generator=g)), int(torch.randint(12, (), generator=g))] = float("nan")
+    # torch's LinAlgError (a RuntimeError) from inside the SVD before
+    with pytest.raises(ValueError, match="a: expected finite values, found NaN or infinity in 1 entries"):
+        randomized_svd(bad, 3)
+    # TypeErrors from inside torch.randn / range() before
+    for name, value in (("oversample", 1.5), ("n_iter", 2.5), ("oversample", "10")):
+        with pytest.raises(TypeError, match=f"{name}: expected an integer"):
+            randomized_svd(a, 3, **{name: value})
+    with pytest.raises(ValueError, match="n_iter: expected an integer >= 0, got -1"):
+        randomized_svd(a, 3, n_iter=-1)
+    model = PCAModel.fit(faces(12, 10, seed=18), num_components=4)
+    # AttributeError: 'int' object has no attribute 'device' before
+    for call in (lambda gen: randomized_svd(a, 3, generator=gen), lambda gen: model.sample(2, generator=gen),
+                 lambda gen: PCAModel.fit(faces(12, 10, seed=19), num_components=2, method="randomized",
+                                          generator=gen)):
+        with pytest.raises(TypeError, match=r"generator: expected a torch.Generator or None, got 0 \(int\)"):
+            call(0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("method", ["svd", "randomized"])
 def test_half_precision_data_fits_in_float32_and_keeps_its_dtype(dtype, method):

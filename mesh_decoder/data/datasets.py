@@ -65,10 +65,18 @@ def rigid_align(source, target, scale: bool = False) -> tuple[np.ndarray, np.nda
     """
     x = np.asarray(source, dtype=np.float64)
     y = np.asarray(target, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != 3 or x.shape != y.shape:
-        raise ValueError(f"source, target: expected two (V, 3) arrays of equal shape, got {x.shape} and {y.shape}")
+    if x.ndim != 2 or x.shape[1] != 3 or x.shape != y.shape or x.shape[0] == 0:
+        raise ValueError(f"source, target: expected two (V, 3) arrays of equal shape, V >= 1, "
+                         f"got {x.shape} and {y.shape}")
+    for name, a in (("source", x), ("target", y)):
+        bad = ~np.isfinite(a).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{name}: expected finite points, got NaN or inf at {int(bad.sum())} points "
+                             f"(first: point {int(np.flatnonzero(bad)[0])})")
     mx, my = x.mean(axis=0), y.mean(axis=0)
     xc, yc = x - mx, y - my  # (V, 3)
+    if scale and not np.sqrt((xc**2).sum(axis=1).mean()) > 1e-9 * np.abs(x).max():  # spread at rounding level
+        raise ValueError("source: expected points that are not all equal to fit a scale, got one repeated point")
     cov = yc.T @ xc / x.shape[0]  # (3, 3)
     u, d, wt = np.linalg.svd(cov)
     sign = np.ones(3)

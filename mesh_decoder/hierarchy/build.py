@@ -31,7 +31,7 @@ import torch
 from .. import __version__
 from ..errors import HierarchyError, MeshValidationError
 from ..mesh.container import Mesh
-from ..mesh.uv import ensure_uv, texel_map
+from ..mesh.uv import MAX_MAP_SIZE, ensure_uv, texel_map
 from .container import HierarchyLevel, MeshHierarchy
 from .decimate import check_manifold, decimate_mesh, level_sizes
 from .laplacian import scaled_laplacian
@@ -82,10 +82,10 @@ def _per_level(value, num_levels: int, name: str) -> list[int]:
     return out
 
 
-#: The largest texel map side :func:`build_hierarchy` builds. Building takes about 150 bytes a texel
-#: (a 4096 x 4096 map peaked at about 2.5 GB and took 21 s on 2 cores); far larger sizes would
-#: exhaust the memory and get the process killed instead of raising.
-MAX_TEXTURE_SIZE = 8192
+#: The largest texel map side :func:`build_hierarchy` builds (:data:`mesh_decoder.mesh.uv.MAX_MAP_SIZE`).
+#: Building takes about 150 bytes a texel (a 4096 x 4096 map peaked at about 2.5 GB and took 21 s on
+#: 2 cores); far larger sizes would exhaust the memory and get the process killed instead of raising.
+MAX_TEXTURE_SIZE = MAX_MAP_SIZE
 
 
 def _normalise_texture_size(texture_size) -> list[int] | None:

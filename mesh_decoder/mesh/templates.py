@@ -44,6 +44,7 @@ from typing import Callable, Mapping
 import numpy as np
 from scipy.spatial import Delaunay, cKDTree
 
+from ..errors import MeshValidationError
 from .container import Mesh
 from .landmarks import EYE_S, EYE_Y, FACE_LANDMARKS, MOUTH_HALF_WIDTH, MOUTH_Y, SPHERE_LANDMARKS, nearest_vertices
 
@@ -793,7 +794,13 @@ def template_info(mesh: Mesh) -> dict[str, object]:
     """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh: expected a mesh_decoder Mesh, got {type(mesh).__name__}")
-    from .uv import check_uv_overlap, flipped_uv_faces, uv_coverage
+    from .uv import _check_face_indices, check_uv_overlap, flipped_uv_faces, uv_coverage
+
+    if mesh.num_vertices == 0 or mesh.num_faces == 0:
+        raise MeshValidationError(
+            f"mesh: expected at least one vertex and one face, got V={mesh.num_vertices}, F={mesh.num_faces}"
+        )
+    _check_face_indices(mesh)  # the lengths below index vertices with the faces
 
     boundary = mesh.boundary_edges()  # (B, 2)
     blen = float(np.linalg.norm(mesh.vertices[boundary[:, 0]] - mesh.vertices[boundary[:, 1]], axis=1).sum())

@@ -25,6 +25,8 @@ at once (triangles are small), never a dense faces x texels array.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,6 +51,12 @@ __all__ = [
 _CHUNK = 1 << 22  # (face, texel) candidate pairs tested at once
 
 
+#: The largest side :func:`texel_map` and :func:`check_uv_overlap` accept. Rasterising takes
+#: about 150 bytes a covered texel, so a map far past this exhausts the memory and the process
+#: is killed instead of raising (``build_hierarchy``'s ``texture_size`` has the same bound).
+MAX_MAP_SIZE = 8192
+
+
 # ------------------------------------------------------------------------ helpers
 def _map_size(size) -> tuple[int, int]:
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
@@ -61,6 +69,8 @@ def _map_size(size) -> tuple[int, int]:
         raise TypeError(f"size: expected an int or a pair of ints (H, W), got {size!r}")
     if h < 1 or w < 1:
         raise ValueError(f"size: expected positive sizes, got (H, W) = ({h}, {w})")
+    if max(h, w) > MAX_MAP_SIZE:
+        raise ValueError(f"size: expected at most {MAX_MAP_SIZE} texels per side, got (H, W) = ({h}, {w})")
     return h, w
 
 
@@ -222,7 +232,7 @@ def texel_map(mesh: Mesh, size, *, allow_overlap: bool = False, dtype: "torch.dt
 
     Args:
         mesh: a :class:`Mesh` with UVs.
-        size: ``S`` for an ``S x S`` map, or ``(H, W)``.
+        size: ``S`` for an ``S x S`` map, or ``(H, W)``; at most :data:`MAX_MAP_SIZE` per side.
         allow_overlap: if ``False`` (default), two UV triangles covering one texel
             centre raise :class:`MeshValidationError` naming them; if ``True`` the
             lower face index wins.
@@ -296,7 +306,7 @@ def check_uv_overlap(mesh: Mesh, size=512) -> np.ndarray:
 
     Args:
         mesh: a :class:`Mesh` with UVs.
-        size: resolution of the test raster, ``S`` or ``(H, W)``. Default ``512``.
+        size: resolution of the test raster, ``S`` or ``(H, W)`` (at most :data:`MAX_MAP_SIZE`). Default ``512``.
             Overlaps smaller than a texel can go unseen; raise ``size`` to find them.
 
     Returns:
@@ -316,11 +326,14 @@ def flipped_uv_faces(mesh: Mesh, *, rtol: float = 1e-12) -> np.ndarray:
 
     Args:
         mesh: a :class:`Mesh` with UVs.
-        rtol: relative area below which a face counts as degenerate. Default ``1e-12``.
+        rtol: relative area below which a face counts as degenerate, a finite number ``>= 0``.
+            Default ``1e-12``.
 
     Returns:
         ``(K,)`` int64 sorted face indices.
     """
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0.0 <= rtol < math.inf:
+        raise ValueError(f"rtol: expected a finite number >= 0, got {rtol!r}")
     area = _signed_areas(_corner_uvs(mesh))  # (F,)
     total = area.sum()
     tol = rtol * np.abs(area).sum()

@@ -27,7 +27,7 @@ import torch
 from .._atomic import atomic_write
 from .cameras import Camera, OrthographicCamera, ndc_to_pixel
 from .rasterize import as_faces, as_vertices
-from .render import render, save_png
+from .render import _check_png_path, render, save_png
 from .shading import DirectionalLight
 
 __all__ = [
@@ -55,6 +55,13 @@ def _save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> str:
     with atomic_write(path, "wb") as handle:
         handle.write(buffer.getvalue())
     return os.fspath(path)
+
+
+def _figure_path(path) -> None:
+    """A figure's required PNG name: not ``None``, ending in ``.png`` (``ValueError`` before any drawing)."""
+    if path is None:
+        raise ValueError("path: expected a file name for the figure, got None")
+    _check_png_path(path)
 
 
 def _tensor(x, name: str) -> torch.Tensor:
@@ -165,7 +172,7 @@ def face_grid(
     Args:
         vertices: ``(B, V, 3)`` decoded positions.
         faces: ``(F, 3)`` template faces.
-        path: PNG to write, or ``None``.
+        path: PNG to write (a name ending in ``.png``), or ``None``.
         ncols: faces per row (default ``ceil(sqrt(B))``).
         image_size: size of each tile. Default ``192``.
         colors / texture, uv, uv_faces: per-vertex colours ``(B, V, 3)`` or a UV
@@ -177,6 +184,8 @@ def face_grid(
     Returns:
         The grid, ``(H', W', 3)`` float in ``[0, 1]``.
     """
+    if path is not None:
+        _check_png_path(path)
     imgs = render_images(vertices, faces, colors=colors, texture=texture, uv=uv, uv_faces=uv_faces, camera=camera,
                          image_size=image_size, light=light)
     grid = tile_images(imgs, ncols=ncols, padding=padding)
@@ -220,7 +229,7 @@ def texture_and_mesh(
         faces: ``(F, 3)``.
         uv: ``(T, 2)`` UVs (``v`` from the bottom).
         uv_faces: ``(F, 3)``, default ``faces``.
-        path: the PNG to write (required).
+        path: the PNG to write (required; a name ending in ``.png``).
         image_size: render size. Default ``512``.
         camera: default orthographic from ``+z``.
         show_layout: draw the UV triangles over the texture. Default ``True``.
@@ -229,8 +238,7 @@ def texture_and_mesh(
     Returns:
         ``path``.
     """
-    if path is None:
-        raise ValueError("path: expected a file name for the figure, got None")
+    _figure_path(path)
     tex = _tensor(texture, "texture").detach()
     if tex.dim() == 4:
         if tex.shape[0] != 1:
@@ -277,7 +285,7 @@ def hierarchy_levels(
     Args:
         hierarchy: a :class:`~mesh_decoder.hierarchy.MeshHierarchy`, or a sequence of
             ``(vertices (V_l, 3), faces (F_l, 3))`` pairs.
-        path: the PNG to write (required).
+        path: the PNG to write (required; a name ending in ``.png``).
         image_size: size of each panel. Default ``256``.
         wireframe: draw the edges of the visible faces. Default ``True``.
         camera: default one orthographic camera framing the finest level.
@@ -285,8 +293,7 @@ def hierarchy_levels(
     Returns:
         ``path``.
     """
-    if path is None:
-        raise ValueError("path: expected a file name for the figure, got None")
+    _figure_path(path)
     if hasattr(hierarchy, "levels"):
         levels = [(lvl.vertices, lvl.faces) for lvl in hierarchy.levels]
     else:
@@ -346,7 +353,7 @@ def spirals_on_mesh(
         faces: ``(F, 3)``.
         spirals: ``(V, S)`` int64 spiral indices (e.g. ``hierarchy.levels[0].spirals``).
         centers: vertex ids whose spirals are drawn.
-        path: the PNG to write (required).
+        path: the PNG to write (required; a name ending in ``.png``).
         image_size: default ``512``.
         camera: default orthographic from ``+z`` framing the mesh.
         title: optional title.
@@ -354,18 +361,23 @@ def spirals_on_mesh(
     Returns:
         ``path``.
     """
-    if path is None:
-        raise ValueError("path: expected a file name for the figure, got None")
+    _figure_path(path)
     v = as_vertices(_tensor(vertices, "vertices")).detach()[:1]
     f = as_faces(_tensor(faces, "faces"), int(v.shape[1]), v.device)
     V = int(v.shape[1])
     sp = _tensor(spirals, "spirals")
     if sp.dim() != 2 or sp.shape[0] != V or sp.is_floating_point():
         raise ValueError(f"spirals: expected integer indices of shape ({V}, S), got {tuple(sp.shape)} {sp.dtype}")
+    if sp.numel() and int(sp.min()) < 0:
+        raise ValueError(f"spirals: expected indices >= 0 (>= {V} for padding), got {int(sp.min())}")
     centers = [int(c) for c in centers]
     bad = [c for c in centers if not 0 <= c < V]
     if bad or not centers:
         raise ValueError(f"centers: expected vertex ids in [0, {V}), got {centers}")
+    empty = [c for c in centers if not bool((sp[c] < V).any())]
+    if empty:
+        raise ValueError(f"spirals: expected at least one vertex id below {V} in the spirals of centers {empty}, "
+                         "got only padding")
     cam = _default_camera(v, image_size, camera)
     img = render_images(v, f, camera=cam, image_size=image_size)[0]
     xy = _pixel_positions(cam, v[0], image_size)  # (V, 2)
@@ -411,7 +423,7 @@ def error_heatmap(
         vertices: ``(B, V, 3)`` or ``(V, 3)`` (e.g. the ground truth or the reconstruction).
         faces: ``(F, 3)``.
         errors: ``(B, V)`` or ``(V,)`` non-negative values (e.g. Euclidean error in mm).
-        path: the PNG to write (required).
+        path: the PNG to write (required; a name ending in ``.png``).
         vmin: lower end of the colour scale. Default ``0``.
         vmax: upper end, above ``vmin``; default the largest error (``vmin + 1`` when no
             error exceeds ``vmin``).
@@ -425,8 +437,7 @@ def error_heatmap(
     Returns:
         ``path``.
     """
-    if path is None:
-        raise ValueError("path: expected a file name for the figure, got None")
+    _figure_path(path)
     v = as_vertices(_tensor(vertices, "vertices")).detach()
     err = _tensor(errors, "errors").detach().double()
     if err.dim() == 1:
@@ -484,7 +495,7 @@ def benchmark_plot(source: str | os.PathLike | Sequence[Mapping[str, Any]], path
     Args:
         source: a result JSON written by the benchmark harness (an object with
             ``"rows"``), or the list of row dicts itself.
-        path: the PNG to write.
+        path: the PNG to write (a name ending in ``.png``).
         title: optional title.
 
     Returns:
@@ -492,6 +503,7 @@ def benchmark_plot(source: str | os.PathLike | Sequence[Mapping[str, Any]], path
     """
     from ..bench.report import plot_throughput
 
+    _figure_path(path)
     if isinstance(source, (str, os.PathLike)):
         try:
             with open(source, encoding="utf-8") as handle:

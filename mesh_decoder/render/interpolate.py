@@ -40,6 +40,8 @@ def _as_attributes(attributes, name: str, batch: int) -> torch.Tensor:
         attributes = attributes.unsqueeze(0)  # (1, N, C)
     if not attributes.is_floating_point():
         raise TypeError(f"{name}: expected a floating dtype, got {attributes.dtype}")
+    if attributes.shape[-1] == 0:
+        raise ValueError(f"{name}: expected at least one channel C, got shape {tuple(attributes.shape)}")
     if int(attributes.shape[0]) not in (1, batch):
         raise ValueError(f"{name}: expected batch size 1 or {batch}, got {int(attributes.shape[0])}")
     return attributes
@@ -134,6 +136,8 @@ def _as_texture(texture, name: str = "texture") -> torch.Tensor:
         texture = texture.unsqueeze(0)  # (1, C, Ht, Wt)
     if not texture.is_floating_point():
         raise TypeError(f"{name}: expected a floating dtype, got {texture.dtype}")
+    if 0 in texture.shape[1:]:
+        raise ValueError(f"{name}: expected at least one channel and one texel, got shape {tuple(texture.shape)}")
     return texture
 
 

@@ -294,17 +294,25 @@ def save_png(image, path: str | os.PathLike) -> str:
     Args:
         image: see :func:`to_image_array` (torch ``(C, H, W)`` or numpy ``(H, W, C)``,
             floats in ``[0, 1]`` or uint8).
-        path: the file to write.
+        path: the file to write; its name must end in ``.png`` (any case).
 
     Returns:
         ``path`` as a string. Encodes with Pillow when it is installed (it comes with
         matplotlib), otherwise with a small built-in zlib encoder, so saving never
         needs an extra package.
     """
+    _check_png_path(path)
     data = _encode_png(to_image_array(image))
     with atomic_write(path, "wb") as handle:
         handle.write(data)
     return os.fspath(path)
+
+
+def _check_png_path(path: str | os.PathLike, name: str = "path") -> None:
+    """Refuse (``ValueError``) a file name that does not end in ``.png``: the file is written as PNG."""
+    if not os.fsdecode(path).lower().endswith(".png"):
+        raise ValueError(f"{name} {os.fsdecode(path)}: expected a file name ending in .png (the image is written "
+                         "as PNG)")
 
 
 def _one_or(batch: int) -> str:

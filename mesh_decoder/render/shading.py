@@ -80,6 +80,9 @@ def _coefficient(value, name: str, ref: torch.Tensor) -> torch.Tensor:
     t = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
     t = t.to(device=ref.device, dtype=ref.dtype)
     if t.dim() == 1:  # one per batch element / leading entry
+        if int(t.shape[0]) not in (1, int(ref.shape[0])):
+            raise ValueError(f"{name}: expected a number or a ({int(ref.shape[0])},) tensor (one per normal), "
+                             f"got shape {tuple(t.shape)}")
         t = t.reshape(-1, *([1] * (ref.dim() - 1)))
     elif t.dim() != 0:
         raise ValueError(f"{name}: expected a number or a (B,) tensor, got shape {tuple(t.shape)}")
@@ -115,6 +118,11 @@ def shade_lambert(
         )
     if normals.dim() < 1 or normals.shape[-1] != 3:
         raise ValueError(f"normals: expected shape (..., 3), got {tuple(normals.shape)}")
+    try:
+        torch.broadcast_shapes(normals.shape[:-1] + (1,), albedo.shape)
+    except RuntimeError:
+        raise ValueError(f"albedo: expected a shape broadcastable with the normals' {tuple(normals.shape[:-1])} "
+                         f"plus channels, got {tuple(albedo.shape)}") from None
     light = light_dir if isinstance(light_dir, torch.Tensor) else torch.tensor([float(c) for c in light_dir])
     light = light.to(device=normals.device, dtype=normals.dtype)
     if light.dim() == 1:

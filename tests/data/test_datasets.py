@@ -168,6 +168,28 @@ def test_rigid_align_never_reflects():
         rigid_align(y, y[:10])
 
 
+def test_rigid_align_refuses_non_finite_empty_and_degenerate_input():
+    rng = np.random.default_rng(8)
+    y = rng.normal(size=(20, 3))
+    i = int(rng.integers(20))
+    for value in (np.nan, np.inf):
+        bad = y.copy()
+        bad[i, int(rng.integers(3))] = value
+        # numpy's LinAlgError "SVD did not converge" before
+        with pytest.raises(ValueError, match=rf"source: expected finite points, .* \(first: point {i}\)"):
+            rigid_align(bad, y)
+        with pytest.raises(ValueError, match=rf"target: expected finite points, .* \(first: point {i}\)"):
+            rigid_align(y, bad)
+    with pytest.raises(ValueError, match="V >= 1"):
+        rigid_align(np.zeros((0, 3)), np.zeros((0, 3)))
+    # scale=True on one repeated point returned NaN points, rotation and scale with a RuntimeWarning
+    with pytest.raises(ValueError, match="not all equal to fit a scale"):
+        rigid_align(np.repeat(y[:1], 5, axis=0), y[:5], scale=True)
+    aligned, _, t, c = rigid_align(np.repeat(y[:1], 5, axis=0), y[:5])  # without scale: a translation
+    np.testing.assert_allclose(aligned, np.repeat(y[:5].mean(axis=0, keepdims=True), 5, axis=0), atol=1e-12)
+    assert c == 1.0 and np.isfinite(t).all()
+
+
 # ------------------------------------------------------------------ folder set
 def _write_set(root, template, rng, n=4, transform=True, colors=True):
     expected = []

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from mesh_decoder.errors import MeshValidationError
 from mesh_decoder.mesh import Mesh
 from mesh_decoder.mesh.landmarks import FACE_LANDMARKS, MIRROR_PAIRS, SPHERE_LANDMARKS
 from mesh_decoder.mesh.templates import (
@@ -495,6 +496,18 @@ def test_template_info(face):
     assert sphere["num_boundary_edges"] == 0 and 0.7 < sphere["uv_coverage"] <= 1.0
     with pytest.raises(TypeError):
         template_info(face.vertices)
+
+
+def test_template_info_refuses_out_of_range_faces_and_an_empty_mesh(face):
+    rng = np.random.default_rng(11)
+    faces = face.faces.copy()
+    faces[int(rng.integers(face.num_faces)), 1] = face.num_vertices + int(rng.integers(1, 50))
+    # an IndexError from numpy before
+    with pytest.raises(MeshValidationError, match=rf"faces: expected vertex indices in \[0, {face.num_vertices}\)"):
+        template_info(face.copy(faces=faces))
+    # numpy's "zero-size array to reduction operation" before
+    with pytest.raises(MeshValidationError, match="expected at least one vertex and one face, got V=0, F=0"):
+        template_info(Mesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)))
 
 
 def test_import_without_openmesh():

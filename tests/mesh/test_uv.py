@@ -12,6 +12,7 @@ from mesh_decoder.errors import MeshValidationError
 from mesh_decoder.hierarchy.container import TexelMap
 from mesh_decoder.mesh.container import Mesh
 from mesh_decoder.mesh.uv import (
+    MAX_MAP_SIZE,
     _overlap_pairs,
     automatic_uv,
     check_uv_overlap,
@@ -262,6 +263,17 @@ def test_texel_map_rejects_bad_input():
         texel_map(mesh.copy(uv=mesh.uv + 5.0), 16)
 
 
+def test_map_size_is_bounded():
+    mesh = jittered_grid(3, 3, np.random.default_rng(12))
+    side = MAX_MAP_SIZE + int(np.random.default_rng(12).integers(1, 10**6))
+    # texel_map(mesh, 10**6) used to allocate until the kernel killed the process (11.7 GiB at the first array)
+    for size in (side, (16, side), (side, 16)):
+        with pytest.raises(ValueError, match=f"size: expected at most {MAX_MAP_SIZE} texels per side"):
+            texel_map(mesh, size)
+        with pytest.raises(ValueError, match=f"size: expected at most {MAX_MAP_SIZE} texels per side"):
+            check_uv_overlap(mesh, size)
+
+
 @pytest.mark.parametrize("dtype", [torch.int64, torch.bool, np.float32, "float32"])
 def test_texel_map_dtype_must_be_a_torch_float_dtype(dtype):
     mesh = jittered_grid(3, 3, np.random.default_rng(6))
@@ -376,6 +388,10 @@ def test_flipped_faces_are_found():
     uv_faces[7] = uv_faces[7, ::-1]  # mirror one triangle's UV orientation
     np.testing.assert_array_equal(flipped_uv_faces(mesh.copy(uv_faces=uv_faces)), [7])
     assert flipped_uv_faces(mesh).size == 0
+    # a negative rtol used to report every face of a clean chart as flipped
+    for rtol in (-float(np.random.default_rng(9).uniform(0.1, 1.0)), float("nan"), float("inf"), "1e-12", True):
+        with pytest.raises(ValueError, match="rtol: expected a finite number >= 0"):
+            flipped_uv_faces(mesh, rtol=rtol)
 
 
 # --------------------------------------------------------------------------- coverage

@@ -89,6 +89,17 @@ def test_figure_helpers_write_pngs(face, tmp_path):
         figures.spirals_on_mesh(face.vertices, face.faces, spirals, [500], tmp_path / "bad.png")
     with pytest.raises(ValueError, match=r"spirals: expected integer indices of shape \(500, S\)"):
         figures.spirals_on_mesh(face.vertices, face.faces, spirals[:10], [1], tmp_path / "bad.png")
+    # a negative entry was skipped as if it were padding; a spiral of padding only was an IndexError
+    rng = np.random.default_rng(53)
+    negative = spirals.copy()
+    negative[int(rng.integers(500)), int(rng.integers(1, 9))] = -int(rng.integers(1, 500))
+    with pytest.raises(ValueError, match=r"spirals: expected indices >= 0 \(>= 500 for padding\), got -"):
+        figures.spirals_on_mesh(face.vertices, face.faces, negative, [7], tmp_path / "bad.png")
+    padding = spirals.copy()
+    padding[100] = 500 + int(rng.integers(0, 3))
+    with pytest.raises(ValueError, match=r"in the spirals of centers \[100\], got only padding"):
+        figures.spirals_on_mesh(face.vertices, face.faces, padding, [7, 100], tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
 
     err = np.random.default_rng(52).random((2, 500))
     p = figures.error_heatmap(np.stack([face.vertices] * 2), face.faces, err, tmp_path / "err.png",
@@ -116,6 +127,30 @@ def test_error_heatmap_colours_follow_the_errors(face, tmp_path):
     low = np.array(plt.get_cmap("viridis")(0.0)[:3])
     assert np.abs(imgs[0, 32, 50] - top).max() < 1e-6
     assert np.abs(imgs[0, 32, 12] - low).max() < 1e-6
+
+
+def test_figures_refuse_names_other_than_png_before_drawing(face, tmp_path, monkeypatch):
+    rng = np.random.default_rng(54)
+    v = face.vertices + rng.normal(scale=0.5, size=face.vertices.shape)
+    rows = [{"decoder": "spiral", "dtype": "float32", "mode": "eager", "batch": 1, "status": "ok",
+             "meshes_per_s": 100.0}]
+    drawn = []
+    monkeypatch.setattr(figures, "render_images", lambda *a, **k: drawn.append(1))
+    calls = {
+        "face_grid": lambda p: figures.face_grid(v[None], face.faces, p, image_size=16),
+        "texture_and_mesh": lambda p: figures.texture_and_mesh(torch.rand(3, 8, 8), v, face.faces, face.uv,
+                                                               face.uv_faces, p, image_size=16),
+        "hierarchy_levels": lambda p: figures.hierarchy_levels([(v, face.faces)], p, image_size=16),
+        "spirals_on_mesh": lambda p: figures.spirals_on_mesh(v, face.faces, np.tile(np.arange(3), (500, 1)), [0], p),
+        "error_heatmap": lambda p: figures.error_heatmap(v, face.faces, rng.random(500), p, image_size=16),
+        "benchmark_plot": lambda p: figures.benchmark_plot(rows, p),
+    }
+    for name, call in calls.items():
+        # these wrote PNG bytes into a .pdf / .jpg file before
+        for suffix in (".pdf", ".jpg"):
+            with pytest.raises(ValueError, match=rf"{name}{suffix}: expected a file name ending in \.png"):
+                call(tmp_path / f"{name}{suffix}")
+    assert drawn == [] and sorted(tmp_path.iterdir()) == []
 
 
 def test_benchmark_plot_from_rows_and_json(tmp_path):

@@ -120,3 +120,15 @@ def test_sample_texture_gradcheck_and_errors():
         sample_texture(torch.ones(3, 4, 4, dtype=torch.int64), torch.rand(1, 2, 2, 2))
     with pytest.raises(ValueError, match=r"texture: expected \(C, H, W\) or \(B, C, H, W\), got \(4, 5\)"):
         sample_texture(tex[0, 0], uv)  # the caller's shape, not an internal (1, 4, 5)
+
+
+
+def test_empty_channels_and_textures_are_refused():
+    g, verts, faces, frags = _scene(28)
+    uv = torch.rand(1, 3, 3, 2, generator=g)
+    # grid_sample's "expected input to have non-empty spatial dimensions" / a reshape RuntimeError before
+    for shape in ((3, 0, 4), (3, 4, 0), (0, 4, 4), (1, 3, 0, 0)):
+        with pytest.raises(ValueError, match=r"texture: expected at least one channel and one texel"):
+            sample_texture(torch.rand(*shape, generator=g), uv)
+    with pytest.raises(ValueError, match=r"attributes: expected at least one channel C, got shape \(1, 12, 0\)"):
+        interpolate(frags, torch.rand(1, verts.shape[-2], 0, generator=g))  # 12 vertices

@@ -213,6 +213,12 @@ def test_save_png_errors_and_fallback(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="one image"):
         save_png(torch.rand(2, 3, 4, 4), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+    # PNG bytes used to be written under any name: a .jpg that no JPEG reader opens
+    for name in ("x.jpg", "x.pdf", "x", "x.png.tmp"):
+        with pytest.raises(ValueError, match=rf"{name}: expected a file name ending in \.png"):
+            save_png(torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(45)), tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert save_png(torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(46)), tmp_path / "X.PNG")
     # without Pillow the built-in encoder writes the same pixels
     PIL = pytest.importorskip("PIL.Image")
     img = torch.rand(3, 5, 7, generator=torch.Generator().manual_seed(42))

@@ -85,3 +85,21 @@ def test_lambert_gradcheck_and_errors():
     with pytest.raises(ValueError, match=r"light_dir: expected shape \(4, 3\)"):
         shade_lambert(torch.rand(4, 3), torch.rand(4, 3), torch.rand(2, 3))
     assert DirectionalLight().ambient + DirectionalLight().diffuse == pytest.approx(1.0)
+
+
+def test_lambert_refuses_albedo_and_coefficients_of_another_length():
+    g = torch.Generator().manual_seed(35)
+    n = torch.randn(5, 3, generator=g)
+    n = n / n.norm(dim=-1, keepdim=True)
+    albedo = torch.rand(5, 3, generator=g)
+    # torch's "The size of tensor a (4) must match the size of tensor b (5)" RuntimeError before
+    with pytest.raises(ValueError, match=r"albedo: expected a shape broadcastable with the normals' \(5,\)"):
+        shade_lambert(n, albedo[:4])
+    for name in ("ambient", "diffuse"):
+        with pytest.raises(ValueError, match=rf"{name}: expected a number or a \(5,\) tensor .*got shape \(3,\)"):
+            shade_lambert(n, albedo, **{name: torch.rand(3, generator=g)})
+    k = torch.rand(5, generator=g)
+    expected = albedo * (k[:, None] + 0.65 * (n * torch.tensor([0.3, 0.5, 1.0]) / torch.tensor([0.3, 0.5, 1.0]).norm())
+                         .sum(-1, keepdim=True).clamp(min=0))
+    torch.testing.assert_close(shade_lambert(n, albedo, ambient=k), expected)  # (N,) still one per normal
+    torch.testing.assert_close(shade_lambert(n, albedo[:1], ambient=k), expected / albedo * albedo[:1])
