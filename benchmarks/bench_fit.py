@@ -48,6 +48,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from mesh_decoder._checks import check_output_path
 from mesh_decoder.bench import report
 from mesh_decoder.data.synthetic import SyntheticFaces
 from mesh_decoder.fit import (
@@ -273,12 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.faces <= 60 or args.threads < 1:
         parser.error("--faces must be in [1, 60] and --threads positive")
-    payload = run(args.kinds, args.faces, args.vertices, args.components, args.threads)
     path = args.output or os.path.join(RESULTS, f"fit_{report.machine_slug('cpu', args.threads)}.json")
+    check_output_path(path, "--output")  # before the work, not after it
+    payload = run(args.kinds, args.faces, args.vertices, args.components, args.threads)
     report.write_json(path, payload)
     print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(report.script_main(main))

@@ -41,7 +41,8 @@ import numpy as np
 import scipy
 import torch
 
-from mesh_decoder.bench.report import environment, machine_slug, write_json
+from mesh_decoder._checks import check_output_path
+from mesh_decoder.bench.report import environment, machine_slug, script_main, write_json
 from mesh_decoder.hierarchy import build_hierarchy
 from mesh_decoder.mesh.templates import face_template
 
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats: expected an int >= 1, got {args.repeats}")
+    check_output_path(args.output_dir, "--output-dir", directory=True)  # before the work, not after it
 
     threads = torch.get_num_threads()
     # warm-up: imports, allocator and caches, on the smallest template
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for n in args.sizes:
-        row = bench_size(n, args.repeats, tuple(args.factors), args.spiral_length, args.texture_size)
+        row = bench_size(n, args.repeats, tuple(args.factors), args.spiral_length, args.texture_size or None)
         rows.append(row)
         stages = ", ".join(f"{k} {v:.3f}" for k, v in row["stages_s"].items())
         print(f"V={n:>7}: hierarchy {row['hierarchy_s']:.3f} s, total {row['total_s']:.3f} s ({stages})", flush=True)
@@ -153,4 +155,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main))

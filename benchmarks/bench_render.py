@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from mesh_decoder._checks import check_output_path
 from mesh_decoder.bench import report
 from mesh_decoder.bench.timing import time_fn
 from mesh_decoder.mesh.templates import face_template
@@ -171,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.sizes) < 1 or min(args.batches) < 1 or args.threads < 1:
         parser.error("sizes, batches and threads must be positive")
-    payload = run(args.sizes, args.batches, args.vertices, args.threads, args.budget, memory=not args.no_memory)
     path = args.output or os.path.join(RESULTS, f"render_{report.machine_slug('cpu', args.threads)}.json")
+    check_output_path(path, "--output")  # before the work, not after it
+    payload = run(args.sizes, args.batches, args.vertices, args.threads, args.budget, memory=not args.no_memory)
     report.write_json(path, payload)
     print(f"wrote {path}")
     if args.plot:
@@ -184,4 +186,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(report.script_main(main))

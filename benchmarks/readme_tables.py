@@ -19,14 +19,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 
+class _Document(dict):
+    """A JSON object of a result file: a key the tables need and the file lacks is one line naming
+    the file (``SystemExit``), not a ``KeyError`` traceback."""
+
+    def __init__(self, pairs: list[tuple[str, object]], path: str):
+        super().__init__(pairs)
+        self.path = path
+
+    def __missing__(self, key: str):
+        raise SystemExit(f"{self.path}: expected {key!r} in a result file's object, found keys {sorted(self)}")
+
+
+def _read(path: str) -> dict:
+    """The JSON result file at ``path`` (relative to the repository) as :class:`_Document` objects."""
+    with open(os.path.join(ROOT, path), encoding="utf-8") as fh:
+        return json.load(fh, object_pairs_hook=lambda pairs: _Document(pairs, path))
+
+
 def _load(pattern: str) -> list[tuple[str, dict]]:
     """``(path, document)`` per matching file; a benchmark file without rows is skipped, with a note."""
     out = []
     for path in sorted(glob.glob(os.path.join(RESULTS, pattern))):
         rel = os.path.relpath(path, ROOT)
         try:
-            with open(path, encoding="utf-8") as fh:
-                d = json.load(fh)
+            d = _read(rel)
         except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise SystemExit(f"{rel}: expected a JSON result file, could not read it: {exc}") from None
         if not isinstance(d, dict):
@@ -314,8 +331,7 @@ def variants() -> str:
         base_path = os.path.join("benchmarks", "results", os.path.basename(path).split("_one-kernel")[0] + ".json")
         if not os.path.exists(os.path.join(ROOT, base_path)):
             continue
-        with open(os.path.join(ROOT, base_path), encoding="utf-8") as fh:
-            base = json.load(fh)
+        base = _read(base_path)
         rows = []
         for r in d["rows"]:
             if r["decoder"] != "spiralnet++-coma" or r["mode"] != "cudagraph" or r.get("status") != "ok":
@@ -411,8 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not up to date")
     parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
     args = parser.parse_args(argv)
-    with open(args.readme, encoding="utf-8") as fh:
-        old = fh.read()
+    try:
+        with open(args.readme, encoding="utf-8") as fh:
+            old = fh.read()
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise SystemExit(f"--readme {args.readme}: expected a readable UTF-8 README, could not read it: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
     new = update(old)
     if args.check:
         if new != old:

@@ -23,7 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mesh_decoder.bench.report import environment, write_json
+from mesh_decoder._checks import check_output_path
+from mesh_decoder.bench.report import environment, script_main, write_json
 from mesh_decoder.data.synthetic import GENERATOR_VERSION, SyntheticFaces
 from mesh_decoder.mesh.templates import face_template
 
@@ -104,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 2 or args.components < 1:
         parser.error(f"expected --n >= 2 and --components >= 1, got {args.n} and {args.components}")
+    check_output_path(args.output, "--output")  # before the work, not after it
     payload = run(args.n, args.components, args.seed, args.vertices)
     write_json(args.output, payload)
     for what in ("shape", "colour"):
@@ -114,4 +116,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(script_main(main))

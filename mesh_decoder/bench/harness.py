@@ -73,7 +73,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_int, check_output_path, int_argument, one_line_error
+from .._checks import check_int, check_output_path, int_argument
 from . import report
 from .roofline import (
     DTYPES,
@@ -123,6 +123,8 @@ DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 32, 256)
 QUICK_BATCH_SIZES: tuple[int, ...] = (1, 16)
 #: Maximum relative error against fp32 eager, per dtype.
 TOLERANCES: dict[str, float] = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 5e-2, "fp16": 1e-2}
+#: The largest ``--seed`` (latents and weights are seeded with 64-bit torch seeds derived from it).
+MAX_SEED = 2**32 - 1
 SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000, 10000, 20000, 50000, 100000)
 QUICK_SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000)
 #: Where result files go unless told (relative to the working folder; git ignores ``out/``).
@@ -1505,6 +1507,14 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         raise ValueError(f"--time-budget: expected a finite number of seconds > 0, got {args.time_budget}")
     if args.texture_size < 0:
         raise ValueError(f"--texture-size: expected 0 (none) or a positive size, got {args.texture_size}")
+    cpus = os.cpu_count() or 1
+    if args.threads is not None and args.threads > cpus:  # a huge thread pool crashed torch (segfault)
+        raise ValueError(f"--threads: expected an integer in [1, {cpus}] (the CPUs of this machine), got {args.threads}")
+    if args.seed > MAX_SEED:  # torch's seeds are 64-bit: a larger one failed with 'Overflow when unpacking long long'
+        raise ValueError(f"--seed: expected an integer in [0, {MAX_SEED}], got {args.seed}")
+    for option in ("template", "hierarchy", "output_dir"):  # '' was taken as not given, or as the working folder
+        if getattr(args, option, None) == "":
+            raise ValueError(f"--{option.replace('_', '-')}: expected a path, got ''")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.file_prefix):
         raise ValueError(f"--file-prefix: expected letters, digits, '.', '_' or '-', got {args.file_prefix!r}")
     return BenchOptions(
@@ -1533,9 +1543,7 @@ def _load_inputs(args: argparse.Namespace, names: Sequence[str], tmp: str):
 
     texture = args.texture_size or None
     if args.hierarchy:
-        if not os.path.isfile(args.hierarchy):
-            raise FileNotFoundError(f"{args.hierarchy}: no such hierarchy file")
-        hierarchy = load_hierarchy(args.hierarchy)
+        hierarchy = load_hierarchy(args.hierarchy)  # says whether the file is missing or not a file
         template = None
         context = {"template": f"hierarchy file {args.hierarchy}"}
         path = args.hierarchy
@@ -1552,7 +1560,8 @@ def _load_inputs(args: argparse.Namespace, names: Sequence[str], tmp: str):
             from ..mesh.templates import face_template
 
             n = args.vertices or 5023
-            template = face_template(n)
+            with _naming_input(args):
+                template = face_template(n)
             context = {"template": f"face_template({n})"}
         t0 = time.perf_counter()
         with _naming_input(args):
@@ -1572,9 +1581,10 @@ def _load_inputs(args: argparse.Namespace, names: Sequence[str], tmp: str):
 
 @contextlib.contextmanager
 def _naming_input(args: argparse.Namespace) -> Iterator[None]:
-    """Prefix a ``ValueError`` about the user's mesh or hierarchy with the option and file it came from."""
+    """Prefix a ``ValueError`` about the user's mesh or hierarchy with the option (and file) it came from."""
     source = (f"--template {args.template}" if args.template else
-              f"--hierarchy {args.hierarchy}" if args.hierarchy else None)
+              f"--hierarchy {args.hierarchy}" if args.hierarchy else
+              f"--vertices {args.vertices}" if args.vertices else None)
     try:
         yield
     except ValueError as exc:
@@ -1643,30 +1653,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-class _ArgumentError(ValueError):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise _ArgumentError(f"{self.prog}: {message}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mesh_decoder.bench.harness [options]``; returns the exit code."""
-    parser = add_bench_arguments(_Parser(prog="mesh-decoder bench", description="Decoding throughput benchmark."))
-    try:
-        args = parser.parse_args(argv)
-        return run_from_args(args)
-    except _ArgumentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, OSError, ImportError) as exc:
-        print(f"error: {one_line_error(exc)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # run_benchmark said what it wrote
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    """``python -m mesh_decoder.bench.harness [options]``, the same as ``mesh-decoder bench [options]``
+    (the same one-line errors, out of memory included); returns the exit code."""
+    from ..cli import main as cli_main
+
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

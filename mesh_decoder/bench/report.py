@@ -17,12 +17,13 @@ import re
 import subprocess
 import sys
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
 from .. import __version__
 from .._atomic import atomic_write, write_json
+from .._checks import one_line_error
 
 __all__ = [
     "ROW_COLUMNS",
@@ -295,3 +296,13 @@ def plot_scaling(points: Sequence[Mapping[str, Any]], path: str | os.PathLike, t
         _save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+def script_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a ``benchmarks/`` script's ``main(argv)``: a bad value or file prints one line
+    (``error: ...``) and returns 1 instead of a traceback."""
+    try:
+        return main(argv)
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"error: {one_line_error(exc)}", file=sys.stderr)
+        return 1

@@ -708,3 +708,69 @@ def test_a_run_without_progress_never_imports_tqdm(tmp_path, monkeypatch):
     assert [row["status"] for row in payload["rows"]] == ["ok"]
     with pytest.raises(ImportError, match="tqdm.auto"):  # with a bar, the import happens
         run_benchmark([spec], options(tmp_path, progress=True, batch_sizes=(1,), plot=False))
+
+
+# ------------------------------------------------- bad input: one line, before any work
+def test_python_m_harness_reports_out_of_memory_in_one_line(monkeypatch, capsys, tmp_path):
+    """``python -m mesh_decoder.bench.harness --batch-sizes 1000000000`` ended in a RuntimeError traceback
+    (``mesh-decoder bench`` printed one line): the two entries now share the command's error handling."""
+    batch = int(torch.randint(10**8, 10**9, (1,), generator=torch.Generator().manual_seed(5)))
+
+    def allocate(*args, **kwargs):
+        raise RuntimeError(f"DefaultCPUAllocator: can't allocate memory: you tried to allocate {64 * batch} bytes.")
+
+    monkeypatch.setattr(harness, "_load_inputs", allocate)
+    argv = ["--device", "cpu", "--batch-sizes", str(batch), "--output-dir", str(tmp_path)]
+    assert harness.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory (") and str(64 * batch) in err and err.count("\n") == 1, err
+
+
+def test_threads_and_seed_beyond_their_range_are_refused(no_run, capsys, tmp_path):
+    """--threads 100000 crashed torch (segmentation fault) and --seed 99999999999999999999 failed with
+    'Overflow when unpacking long long', naming neither option."""
+    import os
+
+    rng = torch.Generator().manual_seed(7)
+    cpus = os.cpu_count() or 1
+    threads = cpus + int(torch.randint(1, 10**5, (1,), generator=rng))
+    seed = harness.MAX_SEED + int(torch.randint(1, 10**9, (1,), generator=rng)) * 10**12
+    for argv, message in (
+        (["--threads", str(threads)], f"error: --threads: expected an integer in [1, {cpus}] "
+                                      f"(the CPUs of this machine), got {threads}\n"),
+        (["--seed", str(seed)], f"error: --seed: expected an integer in [0, {harness.MAX_SEED}], got {seed}\n"),
+    ):
+        assert harness.main(["--device", "cpu", *argv, "--output-dir", str(tmp_path)]) == 1
+        assert capsys.readouterr().err == message
+
+
+@pytest.mark.parametrize("option", ["--template", "--hierarchy", "--output-dir"])
+def test_an_empty_path_is_refused(option, no_run, capsys, tmp_path, monkeypatch):
+    """``--template ''`` and ``--hierarchy ''`` ran the built-in face as if not given; ``--output-dir ''``
+    wrote the result files into the working folder."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--device", "cpu", option, ""] + (["--output-dir", str(tmp_path / "out")] if option != "--output-dir" else [])
+    assert harness.main(argv) == 1
+    assert capsys.readouterr().err == f"error: {option}: expected a path, got ''\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_vertex_count_the_preset_cannot_use_names_the_option(capsys, tmp_path):
+    """--vertices 700 passed the argument check, then failed with a message about factors that named
+    no option; --vertices 1 named 'num_vertices', an argument of a function."""
+    n = int(torch.randint(600, 760, (1,), generator=torch.Generator().manual_seed(3)))
+    for vertices, message in ((n, "factors (4, 4, 4, 4) leave"), (1, "num_vertices: expected an integer in [500,")):
+        argv = ["--device", "cpu", "--vertices", str(vertices), "--decoders", "pca", "--texture-size", "0",
+                "--output-dir", str(tmp_path)]
+        assert harness.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --vertices {vertices}: {message}") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_hierarchy_that_is_a_folder_is_not_called_missing(capsys, tmp_path):
+    """--hierarchy FOLDER said 'no such hierarchy file' of a path that exists."""
+    folder = tmp_path / "h.npz"
+    folder.mkdir()
+    assert harness.main(["--device", "cpu", "--hierarchy", str(folder), "--output-dir", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == f"error: {folder}: not a regular file\n"

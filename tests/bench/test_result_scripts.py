@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from benchmarks import bench_hierarchy, readme_tables, sweep_latent, synthetic_spectrum
 
@@ -97,3 +98,65 @@ def test_sweep_refuses_a_bad_latent_size_before_replacing_the_result_file(tmp_pa
     assert stop.value.code == 2
     assert "model.latent_size: expected an int >= 1, got 0" in capsys.readouterr().err
     assert out.read_text() == '{"rows": ["an earlier sweep"]}'
+
+
+def test_a_result_file_without_a_key_the_tables_need_is_named(results):
+    """A result file missing 'rows', or a row missing 'meshes_per_s', ended in a KeyError traceback."""
+    gen = torch.Generator().manual_seed(11)
+    payload = _decode_file({"fp32": {"n": 2048, "gflops": float(torch.rand(1, generator=gen)) * 100 + 1}})
+    payload["rows"][0]["meshes_per_s"] = float(torch.rand(1, generator=gen)) * 1000 + 1
+    path = results / "decode_cpu-some-2threads.json"
+    path.write_text(json.dumps(payload))
+    assert "decode_cpu-some-2threads.json" in readme_tables.targets()
+    del payload["rows"][0]["meshes_per_s"]
+    path.write_text(json.dumps(payload))
+    with pytest.raises(SystemExit, match=r"decode_cpu-some-2threads\.json: expected 'meshes_per_s' in a result file"):
+        readme_tables.targets()
+    path.write_text(json.dumps({"environment": payload["environment"]}))
+    with pytest.raises(SystemExit, match=r"decode_cpu-some-2threads\.json: expected 'rows' in a result file's object, "
+                                         r"found keys \['environment'\]"):
+        readme_tables.targets()
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "binary"])
+def test_an_unreadable_readme_is_one_line(kind, tmp_path):
+    """--readme pointing at a missing file, a folder or binary data ended in a traceback."""
+    path = tmp_path / "README.md"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "binary":
+        path.write_bytes(b"\xff\xfe\xa4" + bytes(torch.randint(0, 256, (64,), generator=torch.Generator().manual_seed(2))
+                                                 .to(torch.uint8).tolist()))
+    with pytest.raises(SystemExit, match=rf"^--readme {path}: expected a readable UTF-8 README, could not read it: "):
+        readme_tables.main(["--check", "--readme", str(path)])
+
+
+def test_a_bad_output_path_is_refused_before_the_work(tmp_path, monkeypatch):
+    """A file given as bench_hierarchy's --output-dir, or a folder as synthetic_spectrum's --output, failed
+    only after the whole run, with an OutputPathError traceback."""
+
+    def started(*args, **kwargs):
+        raise AssertionError("the work started")
+
+    afile = tmp_path / "afile"
+    afile.write_bytes(bytes(torch.randint(1, 256, (32,), generator=torch.Generator().manual_seed(4)).tolist()))
+    monkeypatch.setattr(bench_hierarchy, "build_hierarchy", started)
+    with pytest.raises(ValueError, match=rf"^--output-dir {afile}: expected a directory, found an existing file$"):
+        bench_hierarchy.main(["--sizes", "1000", "--output-dir", str(afile)])
+    monkeypatch.setattr(synthetic_spectrum, "run", started)
+    with pytest.raises(ValueError, match=rf"^--output {tmp_path}: expected a file path, found a directory$"):
+        synthetic_spectrum.main(["--n", "4", "--output", str(tmp_path)])
+
+
+def test_a_scripts_bad_value_is_one_line(tmp_path):
+    """synthetic_spectrum.py --vertices 10 (like bench_hierarchy, bench_render and bench_fit) ended in a traceback."""
+    import subprocess
+    import sys
+
+    script = os.path.join(readme_tables.ROOT, "benchmarks", "synthetic_spectrum.py")
+    out = tmp_path / "spectrum.json"
+    proc = subprocess.run([sys.executable, script, "--n", "4", "--components", "2", "--vertices", "10",
+                           "--output", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr == "error: num_vertices: expected an integer in [500, 100000], got 10\n", proc.stderr
+    assert not out.exists()
