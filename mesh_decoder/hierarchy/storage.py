@@ -315,6 +315,8 @@ def check_hierarchy(h: MeshHierarchy) -> MeshHierarchy:
 def _check_path(path: Any) -> str | os.PathLike:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a file path (str or os.PathLike), got {type(path).__name__}")
+    if os.fspath(path) == "":  # Path("") is the working folder
+        raise ValueError("path: expected a file path, got ''")
     return path
 
 

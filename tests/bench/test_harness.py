@@ -774,3 +774,14 @@ def test_a_hierarchy_that_is_a_folder_is_not_called_missing(capsys, tmp_path):
     folder.mkdir()
     assert harness.main(["--device", "cpu", "--hierarchy", str(folder), "--output-dir", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err == f"error: {folder}: not a regular file\n"
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cpu:1", "--device: expected cpu, cuda, cuda:N or mps, got 'cpu:1'"),
+    ("mps", "--device: expected auto, cpu, cuda or cuda:N, got 'mps'"),
+])
+def test_a_device_the_harness_cannot_time_on_is_refused(tmp_path, capsys, device, message):
+    """--device cpu:1 was accepted and recorded as device 'cpu:1'."""
+    assert harness.main(["--device", device, "--quick", "--output-dir", str(tmp_path)]) == 1
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -290,6 +290,15 @@ def test_path_of_the_wrong_type(hierarchy, path):
         load_hierarchy(path)
 
 
+def test_an_empty_path_is_refused(hierarchy, tmp_path, monkeypatch):
+    """load_hierarchy('') said '.: not a regular file' (Path('') is the working folder)."""
+    monkeypatch.chdir(tmp_path)
+    for call in (lambda: save_hierarchy(hierarchy, ""), lambda: load_hierarchy("")):
+        with pytest.raises(ValueError, match=r"^path: expected a file path, got ''$"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "key, change, message",
     [
