@@ -70,10 +70,10 @@ class OutputPathError(_PathMessage, OSError, MeshError):
     """
 
 
-class MissingFileError(_PathMessage, FileNotFoundError):
-    """Base of the file errors for a path where there is no file: a :class:`FileNotFoundError`
-    (``errno`` ENOENT, ``filename`` the path as given) that is also the loader's own error
-    (a :class:`ValueError`); the message is ``"PATH: reason"``.
+class MissingFileError(_PathMessage, FileNotFoundError, MeshError):
+    """A path where there is no file: a :class:`FileNotFoundError` (``errno`` ENOENT, ``filename``
+    the path as given) and a :class:`ValueError`; its subclasses are also the loader's own error
+    (e.g. :class:`HierarchyNotFoundError` a :class:`HierarchyError`). The message is ``"PATH: reason"``.
 
     Args:
         path: the path as given.

@@ -508,6 +508,10 @@ def benchmark_plot(source: str | os.PathLike | Sequence[Mapping[str, Any]], path
         try:
             with open(source, encoding="utf-8") as handle:
                 payload = json.load(handle)
+        except FileNotFoundError:
+            from ..errors import MissingFileError
+
+            raise MissingFileError(source, "expected a benchmark result JSON, found none") from None
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(
                 f"{os.fspath(source)}: expected a benchmark result JSON, could not read it ({exc})"

@@ -162,6 +162,10 @@ def test_benchmark_plot_from_rows_and_json(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="bad.json: expected a JSON object with a 'rows' list"):
         figures.benchmark_plot(tmp_path / "bad.json", tmp_path / "c.png")
+    # a missing result file is a FileNotFoundError (and a ValueError), naming it
+    with pytest.raises(FileNotFoundError, match=r"missing.json: expected a benchmark result JSON, found none") as info:
+        figures.benchmark_plot(tmp_path / "missing.json", tmp_path / "d.png")
+    assert isinstance(info.value, ValueError) and not (tmp_path / "d.png").exists()
 
 
 def test_missing_matplotlib_says_how_to_install(face, tmp_path, monkeypatch):
