@@ -44,6 +44,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .._checks import check_device
+
 __all__ = [
     "Camera",
     "OrthographicCamera",
@@ -195,7 +197,11 @@ class Camera:
         raise NotImplementedError
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "Camera":
-        """A copy with every parameter moved (and, if given, cast to ``dtype``)."""
+        """A copy with every parameter moved (and, if given, cast to ``dtype``).
+
+        Raises ``ValueError`` for a device this machine lacks, naming it."""
+        if device is not None and not isinstance(device, torch.dtype):
+            check_device(device, "device")
         out = object.__new__(type(self))
         out.__dict__.update(self.__dict__)
         for n in self._param_names:

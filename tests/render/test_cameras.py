@@ -244,3 +244,16 @@ def test_an_empty_batch_projects_and_renders_to_an_empty_batch(make):
     frags = rasterize(pts, faces, cam, (6, 7))
     assert frags.face_id.shape == (0, 6, 7) and frags.bary.shape == (0, 6, 7, 3)
     assert render(pts, faces, cam, (6, 7)).image.shape == (0, 3, 6, 7)
+
+
+def test_to_a_device_this_machine_lacks_names_it():
+    """Camera.to('cuda') without CUDA failed with torch's AssertionError ('Torch not compiled with CUDA')."""
+    g = torch.Generator().manual_seed(5)
+    cam = OrthographicCamera(scale=torch.rand(2, generator=g) + 0.5)
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last device: never available
+    with pytest.raises(ValueError, match=rf"^device {missing}: "):
+        cam.to(missing)
+    with pytest.raises(ValueError, match=r"^device: expected cpu, cuda, cuda:N or mps, got 'nope'"):
+        cam.to("nope")
+    moved = cam.to("cpu", dtype=torch.float64)
+    assert moved.scale.dtype == torch.float64 and torch.equal(moved.scale, cam.scale.double())
