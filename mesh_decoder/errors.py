@@ -84,6 +84,16 @@ class MissingFileError(_PathMessage, FileNotFoundError, MeshError):
         super().__init__(errno.ENOENT, reason, os.fspath(path))
 
 
+def unreadable(path: str | os.PathLike, what: str, exc: OSError, error: type[Exception],
+               missing: type[MissingFileError]) -> Exception:
+    """The error for a file ``open`` or ``read`` failed on with ``exc``: ``missing`` when nothing is
+    there, else ``error``; the message is ``"PATH: cannot read WHAT (strerror)"``."""
+    reason = f"cannot read {what} ({exc.strerror or exc})"
+    if isinstance(exc, FileNotFoundError):
+        return missing(path, reason)
+    return error(f"{os.fspath(path)}: {reason}")
+
+
 class HierarchyNotFoundError(MissingFileError, HierarchyError):
     """A saved hierarchy that is not there."""
 

@@ -40,7 +40,7 @@ from torch import nn
 from . import __version__
 from ._atomic import atomic_write
 from ._checks import check_device, check_output_path
-from .errors import ModelFileError, ModelFileNotFoundError
+from .errors import ModelFileError, ModelFileNotFoundError, unreadable
 
 __all__ = [
     "FORMAT",
@@ -290,18 +290,12 @@ def _parse_meta(path, header: dict) -> dict[str, Any]:
     return meta
 
 
-def _unreadable(path, exc: OSError) -> ModelFileError:
-    """The error for a model file ``open`` or ``read`` failed on (a missing one is also a FileNotFoundError)."""
-    reason = f"cannot read the model file ({exc.strerror or exc})"
-    return ModelFileNotFoundError(path, reason) if isinstance(exc, FileNotFoundError) else _fail(path, reason)
-
-
 def _read(path) -> bytes:
     try:
         with open(path, "rb") as handle:
             return handle.read()
     except OSError as exc:
-        raise _unreadable(path, exc) from None
+        raise unreadable(path, "the model file", exc, ModelFileError, ModelFileNotFoundError) from None
 
 
 def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -313,7 +307,7 @@ def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
             size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
             blob = head + handle.read(min(size, _MAX_HEADER))
     except OSError as exc:
-        raise _unreadable(path, exc) from None
+        raise unreadable(path, "the model file", exc, ModelFileError, ModelFileNotFoundError) from None
     header, _ = _parse_header(path, blob)
     return _parse_meta(path, header)
 

@@ -853,13 +853,16 @@ def _memory_note(payload: dict) -> str | None:
     if memory == "all":  # no time box on the probes: those missing failed (warned above) or could not run
         return "peak mem '-': not measured (their probes failed or could not run; see the warnings above)"
     boxed = sum(_BOXED in (r.get("note") or "") for r in missing)
-    rules = {"off": "--memory off", "eager": "--memory eager probes eager rows only"}
-    why = [] if boxed == len(missing) else [
-        rules.get(memory, "the default probes eager rows and every mode at the largest batch")]
-    if boxed:
-        why.insert(0, ("" if boxed == len(missing) else f"{boxed} of them because ")
-                   + "the time box ended before their probes")
-    return f"peak mem '-': not probed ({'; '.join(why)}; --memory all probes every row)"
+    box = "the time box ended before their probes"
+    rule = {"off": "--memory off", "eager": "--memory eager probes eager rows only"}.get(
+        memory, "the default probes eager rows and every mode at the largest batch")
+    if boxed == len(missing):
+        why = box
+    elif boxed:
+        why = f"{boxed} of them because {box}; {rule}"
+    else:
+        why = rule
+    return f"peak mem '-': not probed ({why}; --memory all probes every row)"
 
 
 def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.device, payload: dict,

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import HierarchyError
 
-__all__ = ["mesh_edge_index", "scaled_laplacian"]
+__all__ = ["coo_order_problem", "mesh_edge_index", "scaled_laplacian"]
 
 
 def mesh_edge_index(faces: np.ndarray | torch.Tensor, num_vertices: int) -> np.ndarray:
@@ -90,3 +90,16 @@ def scaled_laplacian(
     degree = np.bincount(row, minlength=int(num_vertices)).astype(np.float64)  # (V,)
     weight = -1.0 / np.sqrt(degree[row] * degree[col])  # (E,)
     return torch.from_numpy(edge_index), torch.from_numpy(weight).to(dtype)
+
+
+def coo_order_problem(row: torch.Tensor, col: torch.Tensor, num_vertices: int) -> str | None:
+    """How COO entries ``(row, col)`` (each ``(E,)``) break the order :func:`scaled_laplacian` writes
+    and compressed rows rely on, sorted by ``(row, col)`` without repeats, as the end of an error
+    message; ``None`` when they keep it."""
+    key = row * num_vertices + col  # (E,)
+    back = key[1:] <= key[:-1]  # (E-1,)
+    if not bool(back.any()):
+        return None
+    e = int(back.nonzero()[0]) + 1
+    return (f"expected entries sorted by (row, col) without repeats, got entry {e} = ({int(row[e])}, {int(col[e])}) "
+            f"after ({int(row[e - 1])}, {int(col[e - 1])})")

@@ -47,6 +47,7 @@ from .._atomic import atomic_write
 from ..errors import HierarchyError, HierarchyNotFoundError
 from ..mesh.container import Mesh
 from .container import HierarchyLevel, MeshHierarchy, TexelMap
+from .laplacian import coo_order_problem
 
 __all__ = [
     "FORMAT_NAME",
@@ -168,12 +169,10 @@ def _check_laplacian(li: torch.Tensor, lw: torch.Tensor, p: str, V: int) -> None
         (e,) = _first(loops)
         _fail(f"{p}.laplacian_index: expected no self loops (the zero diagonal is not stored), "
               f"got entry {e} = ({int(row[e])}, {int(col[e])})")
-    key = row * V + col  # (E,) (row, col) order
-    back = key[1:] <= key[:-1]  # (E-1,)
-    if back.any():
-        e = _first(back)[0] + 1
-        _fail(f"{p}.laplacian_index: expected entries sorted by (row, col) without repeats, got entry {e} = "
-              f"({int(row[e])}, {int(col[e])}) after ({int(row[e - 1])}, {int(col[e - 1])})")
+    problem = coo_order_problem(row, col, V)
+    if problem:
+        _fail(f"{p}.laplacian_index: {problem}")
+    key = row * V + col  # (E,) in order
     transposed = col * V + row  # (E,)
     if not torch.equal(torch.sort(transposed).values, key):
         (e,) = _first(~torch.isin(transposed, key))
@@ -461,8 +460,8 @@ def _field(document: dict, name: str, kind: type, what: str, where: str = "meta_
 
 
 def _load(path: Path, expected_template_hash) -> MeshHierarchy:
-    if not path.is_file():
-        _fail("no such file" if not path.exists() else "not a regular file")
+    if not path.is_file():  # load_hierarchy has said when nothing is there
+        _fail("not a regular file")
     try:
         with open(path, "rb") as stream:
             head = stream.read(4)

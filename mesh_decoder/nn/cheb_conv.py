@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
+from ..hierarchy.laplacian import coo_order_problem
 from .graph import (FLOAT_DTYPES, _autocast_enabled, bag_product, check_features, fast_paths_enabled,
                     hierarchy_level, positive_int, records_grad, under_func_transform, update_buffer)
 
@@ -100,11 +101,9 @@ def laplacian_rows(index: Tensor, weight: Tensor, num_vertices: int, dtype: torc
     V = positive_int(num_vertices, "num_vertices")
     _check_coo(index, weight, V)
     row, col = index[0], index[1]
-    key = row * V + col  # (E,)
-    if key.numel() > 1 and bool((key[1:] <= key[:-1]).any()):
-        e = int((key[1:] <= key[:-1]).nonzero()[0]) + 1
-        raise ValueError(f"laplacian_index: expected entries sorted by (row, col) without repeats, got entry {e} = "
-                         f"({int(row[e])}, {int(col[e])}) after ({int(row[e - 1])}, {int(col[e - 1])})")
+    problem = coo_order_problem(row, col, V)
+    if problem:
+        raise ValueError(f"laplacian_index: {problem}")
     w = weight.detach().to(dtype or weight.dtype)
 
     def starts(r: Tensor) -> Tensor:

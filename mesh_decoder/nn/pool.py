@@ -38,6 +38,21 @@ def _check_num_in(index: Tensor, num_in: int | None, name: str) -> int | None:
     return num_in
 
 
+def _track_index(module: nn.Module) -> None:
+    """Keep ``module._min_in``, the input size its (checked) ``index`` buffer needs; after every
+    state-dict load, check the loaded ``index`` against ``module.num_in`` and update it."""
+
+    def min_in(m: nn.Module) -> None:
+        m._min_in = int(m.index.max()) + 1 if m.index.numel() else 0
+
+    def loaded(m: nn.Module, _incompatible) -> None:
+        _check_num_in(m.index, m.num_in, f"{type(m).__name__}.index")
+        min_in(m)
+
+    min_in(module)
+    module.register_load_state_dict_post_hook(loaded)
+
+
 class DownSample(nn.Module):
     r"""Keep a subset of the vertices: :math:`\mathbf{y}_v = \mathbf{x}_{\mathrm{index}[v]}`.
 
@@ -60,14 +75,8 @@ class DownSample(nn.Module):
         self.num_in = _check_num_in(index, num_in, "index")
         self.num_out = int(index.shape[0])
         self.register_buffer("index", index.detach().clone().contiguous())
-        self._refresh_min_in()
-        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_min_in())
+        _track_index(self)
         self.reset_parameters()
-
-    def _refresh_min_in(self) -> None:
-        """Check a (loaded) ``index`` against ``num_in``; keep the input size it needs."""
-        _check_num_in(self.index, self.num_in, f"{type(self).__name__}.index")
-        self._min_in = int(self.index.max()) + 1 if self.index.numel() else 0
 
     def reset_parameters(self) -> None:
         """No parameters: present for a uniform layer interface."""
@@ -124,11 +133,8 @@ class UpSample(nn.Module):
         self.num_out = int(index.shape[0])
         self.register_buffer("index", index.detach().clone().contiguous())
         self.register_buffer("weight", weight.detach().clone().contiguous())
-        self._refresh_min_in()
-        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_min_in())
+        _track_index(self)
         self.reset_parameters()
-
-    _refresh_min_in = DownSample._refresh_min_in
 
     def reset_parameters(self) -> None:
         """No parameters: present for a uniform layer interface."""

@@ -31,7 +31,7 @@ import torch
 
 from .. import __version__
 from .._atomic import atomic_write
-from ..errors import ModelFileError, ModelFileNotFoundError
+from ..errors import ModelFileError, ModelFileNotFoundError, unreadable
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -59,13 +59,6 @@ class CheckpointError(ModelFileError):
 
 class CheckpointNotFoundError(ModelFileNotFoundError, CheckpointError):
     """A checkpoint that is not there (also a ``FileNotFoundError``)."""
-
-
-def _unreadable(path: str, what: str, exc: OSError) -> CheckpointError:
-    """The error for a checkpoint ``open`` or ``read`` failed on (a missing one is also a FileNotFoundError)."""
-    reason = f"cannot read {what} ({exc.strerror or exc})"
-    return CheckpointNotFoundError(path, reason) if isinstance(exc, FileNotFoundError) else \
-        CheckpointError(f"{path}: {reason}")
 
 
 @dataclass
@@ -227,7 +220,7 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
                 raise CheckpointError(f"{path}: not a safetensors file (header of {size} bytes announced)")
             blob = handle.read(size)
     except OSError as exc:
-        raise _unreadable(path, "the file", exc) from None
+        raise unreadable(path, "the file", exc, CheckpointError, CheckpointNotFoundError) from None
     if len(blob) < size:
         raise CheckpointError(f"{path}: truncated: header of {size} bytes announced, {len(blob)} present")
     try:
@@ -302,7 +295,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             blob = handle.read()
         tensors = load_safetensors(blob)  # safetensors, not pickle
     except OSError as exc:
-        raise _unreadable(path, "the checkpoint", exc) from None
+        raise unreadable(path, "the checkpoint", exc, CheckpointError, CheckpointNotFoundError) from None
     except Exception as exc:  # safetensors raises its own error type for truncated data
         raise CheckpointError(f"{path}: truncated or corrupt tensor data ({exc})") from None
     if _checksum(tensors) != meta.get("checksum"):

@@ -68,7 +68,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Union
 
-from ..errors import MissingFileError
+from ..errors import MissingFileError, unreadable
 
 __all__ = [
     "TrainConfigError",
@@ -423,10 +423,7 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
-        reason = f"cannot read the config file ({exc.strerror or exc})"
-        if isinstance(exc, FileNotFoundError):
-            raise TrainConfigNotFoundError(path, reason) from None
-        raise TrainConfigError(f"{path}: {reason}") from None
+        raise unreadable(path, "the config file", exc, TrainConfigError, TrainConfigNotFoundError) from None
     except UnicodeDecodeError as exc:
         raise TrainConfigError(f"{path}: expected UTF-8 text, found byte 0x{exc.object[exc.start]:02x} at offset "
                                f"{exc.start}") from None
