@@ -7,9 +7,10 @@ import numbers
 import os
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["check_tensor", "check_int", "int_argument", "check_device", "check_output_path", "one_line_error"]
+__all__ = ["check_tensor", "check_int", "check_bool", "int_argument", "check_device", "check_output_path", "one_line_error"]
 
 
 def check_tensor(
@@ -51,6 +52,16 @@ def check_int(value: object, name: str, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
     return int(value)
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` as a ``bool``: ``TypeError`` unless it is ``True`` or ``False`` (numpy's bools too).
+
+    A string such as ``"no"`` or a number is refused rather than read by its truth value.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
 
 
 def int_argument(minimum: int) -> Callable[[str], int]:

@@ -491,7 +491,7 @@ def _load(path: Path, expected_template_hash) -> MeshHierarchy:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
         _fail(f"expected format {FORMAT_NAME!r}, got {found!r}")
     version = document.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # not 1.0 or true, which equal 1
         _fail(f"expected format version {FORMAT_VERSION}, got {version!r} (written by another mesh_decoder version)")
     num_levels = _field(document, "num_levels", int, "an int >= 1")
     entries = _field(document, "levels", list, "a list of {spiral_length, dilation} objects")

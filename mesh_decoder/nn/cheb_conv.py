@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_tensor
+from .._checks import check_bool, check_tensor
 from ..hierarchy.container import MeshHierarchy
 from ..hierarchy.laplacian import coo_order_problem
 from .graph import (FLOAT_DTYPES, _autocast_enabled, bag_product, check_features, fast_paths_enabled,
@@ -252,7 +252,7 @@ class ChebConv(nn.Module):
         self.lins = nn.ModuleList(
             nn.Linear(self.in_channels, self.out_channels, bias=False) for _ in range(self.K)
         )
-        if bias:
+        if check_bool(bias, "bias"):
             self.bias = nn.Parameter(torch.empty(self.out_channels))
         else:
             self.register_parameter("bias", None)

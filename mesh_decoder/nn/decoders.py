@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import check_bool
 from ..errors import HierarchyError
 from ..hierarchy.container import MeshHierarchy, TexelMap
 from .activation import elu_
@@ -431,7 +432,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
                 )
         self.num_vertices = sizes
         self.activation = activation_name(activation)  # validated early
-        self.check_finite = bool(check_finite)
+        self.check_finite = check_bool(check_finite, "check_finite")
         self.template_hash: str | None = None
 
         self.fc = nn.Linear(self.latent_size, sizes[L] * self.channels[-1])

@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_tensor
+from .._checks import check_bool, check_tensor
 from ..hierarchy.container import MeshHierarchy
 from .activation import elu_
 from .graph import (check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int,
@@ -740,7 +740,7 @@ class SpiralConv(nn.Module):
         self.register_buffer("bag_weight", torch.empty(0, 0), persistent=False)
         self._refresh_bags()
         self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_bags())
-        self.linear = nn.Linear(self.in_channels * self.spiral_length, self.out_channels, bias=bias)
+        self.linear = nn.Linear(self.in_channels * self.spiral_length, self.out_channels, bias=check_bool(bias, "bias"))
         self.reset_parameters()
 
     def _refresh_bags(self) -> None:

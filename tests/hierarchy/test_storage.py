@@ -211,6 +211,10 @@ def test_format_version_and_keys(hierarchy, tmp_path):
     rewrite(path, arrays, dict(doc, format_version=2))
     with pytest.raises(HierarchyError, match="expected format version 1, got 2"):
         load_hierarchy(path)
+    for equal_to_one in (1.0, True):  # equal to 1 in Python, but not the integer the format writes
+        rewrite(path, arrays, dict(doc, format_version=equal_to_one))
+        with pytest.raises(HierarchyError, match=f"expected format version 1, got {equal_to_one!r}"):
+            load_hierarchy(path)
     rewrite(path, arrays, dict(doc, format="something.else"))
     with pytest.raises(HierarchyError, match="expected format 'mesh_decoder.hierarchy'"):
         load_hierarchy(path)

@@ -258,6 +258,9 @@ def test_constructor_errors():
     bad[0] = float("nan")
     with pytest.raises(ValueError, match="laplacian_weight: expected finite values"):
         ChebConv(2, 2, 2, index, bad, V)
+    with pytest.raises(TypeError, match=r"bias: expected True or False, got 'no' \(str\)"):
+        ChebConv(2, 2, 2, index, weight, V, bias="no")
+    assert ChebConv(2, 2, 2, index, weight, V, bias=False).bias is None
 
 
 @pytest.mark.parametrize("device", DEVICES + ["meta"])

@@ -228,6 +228,8 @@ def test_check_finite(synthetic_hierarchy):
     with pytest.raises(ValueError, match="output: expected finite"):
         dec(z[:1])
     assert build("cheb", synthetic_hierarchy, check_finite=True).check_finite
+    with pytest.raises(TypeError, match=r"check_finite: expected True or False, got 'no' \(str\)"):
+        build("spiral", synthetic_hierarchy, check_finite="no")  # its truth value would switch the check on
 
 
 # ------------------------------------------------------------------------------ config

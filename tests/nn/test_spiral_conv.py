@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -213,6 +214,9 @@ def test_constructor_errors():
         SpiralConv(2, 2, bad)
     with pytest.raises(ValueError, match="in_channels: expected a positive int, got 0"):
         SpiralConv(0, 2, idx)
+    with pytest.raises(TypeError, match=r"bias: expected True or False, got 'no' \(str\)"):
+        SpiralConv(2, 2, idx, bias="no")  # read by its truth value, it would have built a bias
+    assert SpiralConv(2, 2, idx, bias=np.bool_(False)).linear.bias is None
 
 
 @pytest.mark.parametrize("device", DEVICES)
