@@ -273,7 +273,7 @@ def _parse_meta(path, header: dict) -> dict[str, Any]:
         raise _fail(path, f"corrupt model metadata: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise _fail(path, f"expected format {FORMAT!r}, got {meta.get('format') if isinstance(meta, dict) else meta!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if type(meta.get("format_version")) is not int or meta["format_version"] != FORMAT_VERSION:  # not 1.0 or true
         raise _fail(path, f"written in model format version {meta.get('format_version')!r} "
                           f"(library {meta.get('library_version')}); this library "
                           f"({__version__}) reads format version {FORMAT_VERSION}")
@@ -300,16 +300,40 @@ def _read(path) -> bytes:
 
 def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON metadata of a model file (class, config, versions, hierarchy hash,
-    extra meta), without loading its tensors."""
+    extra meta), without loading its tensors.
+
+    A file shorter than its header says (cut off after the header) is refused here
+    too, so a caller learns of it before asking for anything else the model needs.
+    """
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)
             size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
             blob = head + handle.read(min(size, _MAX_HEADER))
+            file_size = os.fstat(handle.fileno()).st_size
     except OSError as exc:
         raise unreadable(path, "the model file", exc, ModelFileError, ModelFileNotFoundError) from None
-    header, _ = _parse_header(path, blob)
-    return _parse_meta(path, header)
+    header, size = _parse_header(path, blob)
+    meta = _parse_meta(path, header)
+    declared = _declared_data_bytes(header)
+    if declared is not None and file_size < 8 + size + declared:
+        raise _fail(path, f"truncated: its header describes {declared} bytes of tensor data, the file holds "
+                          f"{max(file_size - 8 - size, 0)}")
+    return meta
+
+
+def _declared_data_bytes(header: dict) -> int | None:
+    """The tensor data's length that a safetensors header describes (the largest end
+    offset), or ``None`` when an entry is malformed (loading reports that)."""
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            return None
+        end = max(end, offsets[1])
+    return end
 
 
 def _check_hierarchy(path, meta: dict, hierarchy, needs_hierarchy: bool) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -225,7 +226,12 @@ def test_bad_files_are_clear_errors(tmp_path):
 
     expect("empty.safetensors", b"", "truncated or not a model file: 0 bytes")
     expect("short.safetensors", blob[:len(blob) // 2], "truncated")
-    expect("tail.safetensors", blob[:-1], "truncated or corrupt tensor data")
+    expect("tail.safetensors", blob[:-1], "truncated")
+    with pytest.raises(ModelFileError, match=r"tail\.safetensors: truncated: its header describes (\d+) bytes "
+                                             r"of tensor data, the file holds (\d+)") as info:
+        read_model_meta(tmp_path / "tail.safetensors")  # known from the header and the file's size
+    declared, held = map(int, re.search(r"describes (\d+) .* holds (\d+)", str(info.value)).groups())
+    assert declared - held == 1
     expect("garbage.safetensors", bytes(range(256)) * 4, "truncated or not a model file")
     size = struct.unpack("<Q", blob[:8])[0]
     flipped = bytearray(blob)
@@ -242,6 +248,10 @@ def test_bad_files_are_clear_errors(tmp_path):
         load_model(tmp_path / "v2.safetensors")
     with pytest.raises(ModelFileError, match="format version 2"):
         read_model_meta(tmp_path / "v2.safetensors")
+    for equal_to_one in (1.0, True):  # equal to 1 in Python, but not the integer the format writes
+        rewrite_meta(path, tmp_path / "v1.0.safetensors", lambda m: m.update(format_version=equal_to_one))
+        with pytest.raises(ModelFileError, match=f"written in model format version {equal_to_one!r} "):
+            load_model(tmp_path / "v1.0.safetensors")
     rewrite_meta(path, tmp_path / "cls.safetensors", lambda m: m.update({"class": "NoSuchDecoder"}))
     with pytest.raises(ModelFileError, match=r"cls\.safetensors: unknown model class 'NoSuchDecoder'; expected one of \[.*'PCAModel'"):
         load_model(tmp_path / "cls.safetensors")

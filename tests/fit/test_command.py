@@ -87,6 +87,13 @@ def test_autoencoder_with_hierarchy_beside(tmp_path, hierarchy, template, faces)
     save_mesh(template.copy(vertices=template.vertices + 1.0), tmp_path / "target.obj")
     with pytest.raises(ModelFileError, match="--hierarchy"):
         _run([tmp_path / "model.safetensors", "--target", tmp_path / "target.obj", "-o", tmp_path / "o.obj"])
+    cut = tmp_path / "cut" / "model.safetensors"  # cut off after its header, no hierarchy beside it
+    cut.parent.mkdir()
+    cut.write_bytes((tmp_path / "model.safetensors").read_bytes()[:-100])
+    with pytest.raises(ModelFileError, match=r"model\.safetensors: truncated: its header describes \d+ bytes of "
+                                             r"tensor data, the file holds \d+") as info:
+        _run([cut, "--target", tmp_path / "target.obj", "-o", tmp_path / "o.obj"])
+    assert "--hierarchy" not in str(info.value)  # the file is what is wrong, not a missing option
     save_hierarchy(hierarchy, tmp_path / "hierarchy.npz")
     assert _run([tmp_path / "model.safetensors", "--target", tmp_path / "target.obj", "-o", tmp_path / "o.obj",
                  *_SHORT]) == 0
