@@ -10,7 +10,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["check_tensor", "check_int", "check_bool", "int_argument", "check_device", "check_output_path", "one_line_error"]
+__all__ = ["check_tensor", "check_int", "check_bool", "int_argument", "MAX_SEED", "check_device", "check_output_path",
+           "one_line_error"]
 
 
 def check_tensor(
@@ -64,16 +65,24 @@ def check_bool(value: object, name: str) -> bool:
     return bool(value)
 
 
-def int_argument(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type`` for integers ``>= minimum`` (argparse prefixes the option's name)."""
+#: The largest seed the command line takes: numpy's legacy and torch's generators all accept it.
+MAX_SEED = 2**32 - 1
+
+
+def int_argument(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for integers ``>= minimum`` (and ``<= maximum``; argparse prefixes the option's name)."""
+    want = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
 
     def parse(text: str) -> int:
         try:
-            return check_int(int(text), "", minimum)
+            value = check_int(int(text), "", minimum)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
+        return value
 
-    parse.__name__ = f"integer >= {minimum}"
+    parse.__name__ = want.removeprefix("an ")
     return parse
 
 

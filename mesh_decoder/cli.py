@@ -6,11 +6,12 @@ Argument errors and bad files print one line to stderr and exit non-zero.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from ._checks import check_output_path, int_argument, one_line_error
+from ._checks import MAX_SEED, check_output_path, int_argument, one_line_error
 from .errors import MeshError
 
 __all__ = ["main", "build_parser"]
@@ -33,6 +34,16 @@ def _parse_vertices(value: str) -> int:
     return n
 
 
+def _parse_factor(value: str) -> float:
+    try:
+        factor = float(value)
+    except ValueError:
+        factor = math.nan
+    if not (math.isfinite(factor) and factor > 1):
+        raise argparse.ArgumentTypeError(f"expected a finite real number > 1, got {value!r}")
+    return factor
+
+
 # --------------------------------------------------------------------------- template
 def _add_template(sub) -> None:
     p = sub.add_parser("template", help="write a built-in template mesh, or summarise it")
@@ -40,7 +51,7 @@ def _add_template(sub) -> None:
     p.add_argument("--vertices", type=_parse_vertices, default=5023,
                    help="vertex count (default 5023): exact for face and head (500 to 100,000); sphere: the "
                         "smallest icosphere with at least this many (1 to 163,842)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0)
     p.add_argument("--info", action="store_true", help="print a summary instead of (or as well as) writing")
     p.add_argument("-o", "--output", help="output mesh (.obj or .ply; OFF cannot store the template's UVs)")
     p.set_defaults(func=_run_template)
@@ -92,11 +103,14 @@ def _fmt(value) -> str:
 def _add_hierarchy(sub) -> None:
     p = sub.add_parser("hierarchy", help="build a mesh hierarchy and print its levels")
     p.add_argument("template", nargs="?", help="template mesh file (default: the built-in 5,023-vertex face)")
-    p.add_argument("--factors", type=float, nargs="+", default=[4, 4, 4, 4],
+    p.add_argument("--factors", type=_parse_factor, nargs="+", default=[4, 4, 4, 4],
                    help="down-sampling factor per level, each a real number > 1 (default: 4 4 4 4)")
     p.add_argument("--spiral-length", type=int_argument(1), nargs="+", default=[9])
     p.add_argument("--dilation", type=int_argument(1), nargs="+", default=[1])
-    p.add_argument("--texture-size", type=int_argument(0), default=256, help="UV texel map size (0: none)")
+    from .mesh.uv import MAX_MAP_SIZE
+
+    p.add_argument("--texture-size", type=int_argument(0, MAX_MAP_SIZE), default=256,
+                   help=f"UV texel map size (0: none; at most {MAX_MAP_SIZE})")
     p.add_argument("-o", "--output", help="write the hierarchy (.npz)")
     p.set_defaults(func=_run_hierarchy)
 
@@ -192,7 +206,7 @@ def _add_render(sub) -> None:
     p = sub.add_parser("render", help="sample a trained model's latent prior and render a grid of faces")
     p.add_argument("checkpoint", help="a training run folder, model.safetensors or checkpoint.safetensors")
     p.add_argument("--n", type=int_argument(1), default=16, help="number of faces (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0)
     p.add_argument("--image-size", type=int_argument(1), default=192, help="pixels per face (default 192)")
     p.add_argument("-o", "--output", required=True, help="output PNG")
     p.set_defaults(func=_run_render)

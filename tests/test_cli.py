@@ -113,9 +113,10 @@ def test_hierarchy_takes_real_factors(tmp_path, capsys):
     h = load_hierarchy(out)
     assert h.meta["factors"] == [2.5, 4] and h.sizes == [600, 240, 60]
     capsys.readouterr()
-    for bad in ("1", "nan"):
-        assert main(["hierarchy", str(template), "--factors", bad, "--texture-size", "0"]) != 0
-        assert "factors[0]: expected a finite down-sampling factor > 1" in _one_error_line(capsys)
+    for bad in ("1", "nan", "0", "inf", "four"):  # named as the option (was build_hierarchy's 'factors[0]')
+        assert main(["hierarchy", str(template), "--factors", "4", bad, "--texture-size", "0"]) == 2
+        err = _one_error_line(capsys)
+        assert f"argument --factors: expected a finite real number > 1, got '{bad}'" in err, err
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +180,7 @@ def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
         raise MemoryError("Unable to allocate 123. MiB for an array with shape (16129168,) and data type float64")
 
     monkeypatch.setattr(hierarchy, "build_hierarchy", build)
-    assert main(["hierarchy", "--texture-size", "100000", "-o", str(tmp_path / "h.npz")]) == 1
+    assert main(["hierarchy", "--texture-size", "8192", "-o", str(tmp_path / "h.npz")]) == 1
     err = _one_error_line(capsys)
     assert err.startswith("error: out of memory (Unable to allocate 123. MiB") and "smaller sizes" in err, err
 
@@ -212,13 +213,32 @@ def test_template_as_off_names_the_option(tmp_path, capsys):
     assert "mesh.copy" not in err and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("option, value, minimum", [("--spiral-length", "0", 1), ("--dilation", "-2", 1),
-                                                    ("--texture-size", "-1", 0)])
-def test_hierarchy_integer_options_name_the_option(option, value, minimum, tmp_path, capsys):
-    """--spiral-length 0 was refused as 'spiral_lengths[0]: ...' (build_hierarchy's parameter, not the option)."""
+@pytest.mark.parametrize("option, value, allowed", [("--spiral-length", "0", ">= 1"), ("--dilation", "-2", ">= 1"),
+                                                    ("--texture-size", "-1", "in [0, 8192]"),
+                                                    ("--texture-size", "8193", "in [0, 8192]")])
+def test_hierarchy_integer_options_name_the_option(option, value, allowed, tmp_path, capsys):
+    """--spiral-length 0 was refused as 'spiral_lengths[0]: ...' and --texture-size 8193 as 'texture_size: ...'
+    (build_hierarchy's parameters, not the options)."""
+    from mesh_decoder.mesh.uv import MAX_MAP_SIZE
+
+    assert MAX_MAP_SIZE == 8192  # the limit the option states is the library's
     assert main(["hierarchy", option, value, "-o", str(tmp_path / "h.npz")]) == 2
     err = _one_error_line(capsys)
-    assert f"argument {option}: expected an integer >= {minimum}, got '{value}'" in err, err
+    assert f"argument {option}: expected an integer {allowed}, got '{value}'" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["template", "render"])
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "99999999999999999999"])
+def test_seeds_name_the_option(command, seed, tmp_path, capsys):
+    """template --seed -1 was refused as the library's 'seed: ...'; render --seed 99999999999999999999 failed as
+    torch's 'Overflow when unpacking long long'. Seeds are integers in [0, 2**32 - 1] everywhere, as in bench."""
+    argv = {"template": ["template", "-o", str(tmp_path / "t.obj")],
+            "render": ["render", str(tmp_path), "-o", str(tmp_path / "g.png")]}[command]
+    assert main([*argv, "--seed", seed]) == 2
+    err = _one_error_line(capsys)
+    assert f"mesh-decoder {command}: argument --seed: expected an integer in [0, 4294967295], got '{seed}'" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_torch_out_of_memory_is_one_line(tiny_run, tmp_path, capsys, monkeypatch):
