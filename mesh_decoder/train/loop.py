@@ -681,7 +681,8 @@ def train(
 
 
 def _model_files_match(out: str, checkpoint_meta: Mapping[str, Any]) -> bool:
-    """Whether the run's hierarchy, model and decoder files were written from the checkpoint's last step."""
+    """Whether the run's hierarchy, model and decoder files were written from the checkpoint's last step
+    (and the decoder file holds the latent prior, which files written before it was stored lack)."""
     from ..model_files import read_model_meta
 
     if not os.path.isfile(os.path.join(out, HIERARCHY_NAME)):
@@ -692,6 +693,8 @@ def _model_files_match(out: str, checkpoint_meta: Mapping[str, Any]) -> bool:
         except (MeshError, OSError):
             return False
         if (extra.get("epochs"), extra.get("steps")) != (checkpoint_meta["epoch"], checkpoint_meta["step"]):
+            return False
+        if name == DECODER_NAME and "latent_prior" not in extra:
             return False
     return True
 

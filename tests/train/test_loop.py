@@ -233,6 +233,17 @@ def test_resume_never_goes_back_and_a_finished_run_is_left_as_it_is(tmp_path, ti
     (tmp_path / "decoder.safetensors").unlink()
     finished = train(config, tmp_path, resume=True, progress=False, data=data)
     assert not finished.up_to_date and _file_bytes(tmp_path) == before
+    # a decoder file written without the latent prior (as before the prior was stored) is rewritten with it
+    from mesh_decoder.model_files import load_model, read_model_meta, save_model
+
+    decoder_path = tmp_path / "decoder.safetensors"
+    meta = read_model_meta(decoder_path)
+    extra = {k: v for k, v in meta["extra_meta"].items() if k != "latent_prior"}
+    save_model(load_model(decoder_path, first.hierarchy), decoder_path, hierarchy=first.hierarchy, extra_meta=extra)
+    assert "latent_prior" not in read_model_meta(decoder_path)["extra_meta"]
+    rewritten = train(config, tmp_path, resume=True, progress=False, data=data)
+    assert not rewritten.up_to_date
+    assert read_model_meta(decoder_path)["extra_meta"]["latent_prior"] == meta["extra_meta"]["latent_prior"]
 
 
 def test_resume_refuses_epochs_below_a_part_done_epoch(tmp_path, tiny_config):
