@@ -274,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.faces <= 60 or args.threads < 1:
         parser.error("--faces must be in [1, 60] and --threads positive")
+    report.check_threads(args.threads)  # a huge thread pool crashed torch (segfault)
     path = args.output or os.path.join(RESULTS, f"fit_{report.machine_slug('cpu', args.threads)}.json")
     check_output_path(path, "--output")  # before the work, not after it
-    payload = run(args.kinds, args.faces, args.vertices, args.components, args.threads)
+    with report.naming_options({"num_vertices": "--vertices", "num_components": "--components"}):
+        payload = run(args.kinds, args.faces, args.vertices, args.components, args.threads)
     report.write_json(path, payload)
     print(f"wrote {path}")
     return 0

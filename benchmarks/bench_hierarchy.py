@@ -41,8 +41,8 @@ import numpy as np
 import scipy
 import torch
 
-from mesh_decoder._checks import check_output_path
-from mesh_decoder.bench.report import environment, machine_slug, script_main, write_json
+from mesh_decoder._checks import check_output_path, int_argument
+from mesh_decoder.bench.report import environment, machine_slug, naming_options, script_main, write_json
 from mesh_decoder.hierarchy import build_hierarchy
 from mesh_decoder.mesh.templates import face_template
 
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="template vertex counts")
     parser.add_argument("--repeats", type=int, default=3, help="builds per size (median reported)")
     parser.add_argument("--factors", type=int, nargs="+", default=[4, 4, 4, 4])
-    parser.add_argument("--spiral-length", type=int, default=9)
-    parser.add_argument("--texture-size", type=int, default=256)
+    parser.add_argument("--spiral-length", type=int_argument(1), default=9)
+    parser.add_argument("--texture-size", type=int_argument(0), default=256, help="texel map size (0: none)")
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -120,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     build_hierarchy(face_template(500), factors=(4, 4), texture_size=16)
 
     rows = []
+    # build_hierarchy's and face_template's errors name their parameters: here, the options they come from
+    options = {"num_vertices": "--sizes", "factors": "--factors", "spiral_lengths": "--spiral-length",
+               "texture_size": "--texture-size"}
     for n in args.sizes:
-        row = bench_size(n, args.repeats, tuple(args.factors), args.spiral_length, args.texture_size or None)
+        with naming_options(options):
+            row = bench_size(n, args.repeats, tuple(args.factors), args.spiral_length, args.texture_size or None)
         rows.append(row)
         stages = ", ".join(f"{k} {v:.3f}" for k, v in row["stages_s"].items())
         print(f"V={n:>7}: hierarchy {row['hierarchy_s']:.3f} s, total {row['total_s']:.3f} s ({stages})", flush=True)

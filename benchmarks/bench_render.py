@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from mesh_decoder._checks import check_output_path
+from mesh_decoder._checks import check_output_path, int_argument
 from mesh_decoder.bench import report
 from mesh_decoder.bench.timing import time_fn
 from mesh_decoder.mesh.templates import face_template
@@ -160,21 +160,21 @@ def run(sizes, batches, num_vertices: int = 5023, threads: int = 1, budget_s: fl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--sizes", type=int_argument(1), nargs="+", default=[256, 512])
+    parser.add_argument("--batches", type=int_argument(1), nargs="+", default=[1, 8])
     parser.add_argument("--vertices", type=int, default=5023)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int_argument(1), default=1)
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed samples per closure")
     parser.add_argument("--no-memory", action="store_true", help="skip the subprocess memory measurement")
     parser.add_argument("-o", "--output", default=None,
                         help="result JSON (default benchmarks/results/render_<machine>.json)")
     parser.add_argument("--plot", default=None, help="also write a PNG plot of images/s against batch size")
     args = parser.parse_args(argv)
-    if min(args.sizes) < 1 or min(args.batches) < 1 or args.threads < 1:
-        parser.error("sizes, batches and threads must be positive")
+    report.check_threads(args.threads)  # a huge thread pool crashed torch (segfault)
     path = args.output or os.path.join(RESULTS, f"render_{report.machine_slug('cpu', args.threads)}.json")
     check_output_path(path, "--output")  # before the work, not after it
-    payload = run(args.sizes, args.batches, args.vertices, args.threads, args.budget, memory=not args.no_memory)
+    with report.naming_options({"num_vertices": "--vertices"}):
+        payload = run(args.sizes, args.batches, args.vertices, args.threads, args.budget, memory=not args.no_memory)
     report.write_json(path, payload)
     print(f"wrote {path}")
     if args.plot:

@@ -56,17 +56,30 @@ def _load(pattern: str) -> list[tuple[str, dict]]:
 
 
 def _commit(d: dict) -> str:
-    """``commit <short hash>`` of a result document, with the interrupted-run note if any."""
+    """``commit <short hash>`` of a result document, with the note of a run that did not finish, if any."""
     return _commit_of(d["environment"])
 
 
 def _commit_of(env: dict) -> str:
-    return f"commit {str(env.get('git_commit') or '?')[:7]}{_interrupted(env)}"
+    return f"commit {str(env.get('git_commit') or '?')[:7]}{_unfinished(env)}"
 
 
-def _interrupted(env: dict) -> str:
-    """A note for a run stopped by Ctrl-C: its file holds only the configurations that finished."""
-    return " (an interrupted run: only the configurations that finished)" if env.get("interrupted") else ""
+def _unfinished(env: dict) -> str:
+    """A note for a run that did not finish: its file holds only the configurations written before it ended.
+
+    The harness writes ``"complete": false`` until its last write; a run stopped by Ctrl-C adds
+    ``"interrupted": true``, one ended by an error ``"failed": "<ExceptionType>: <message>"``; a file that
+    says only ``"complete": false`` is from a run still going, or killed. Files written before these keys
+    existed have none of them: complete runs, without a note.
+    """
+    if env.get("interrupted"):
+        return " (an interrupted run: only the configurations that finished)"
+    if env.get("failed"):
+        error = str(env["failed"]).split(":")[0]  # the exception's type: its message may break the table
+        return f" (a run that failed with {error}: only the configurations that finished)"
+    if env.get("complete") is False:
+        return " (an unfinished run, still going or killed: only the configurations written so far)"
+    return ""
 
 
 def _machine(env: dict) -> str:
@@ -287,7 +300,7 @@ def targets() -> str:
     for path, d in _load("decode_cpu-*.json"):
         r32 = _best(d["rows"], decoder="spiralnet++-coma", batch=32, dtype="fp32")
         r256 = _best(d["rows"], decoder="spiralnet++-coma", batch=256, dtype="fp32", mode="eager")
-        where = f"`{os.path.basename(path)}`" + _interrupted(d["environment"])
+        where = f"`{os.path.basename(path)}`" + _unfinished(d["environment"])
         if r32 and r32.get("speedup_vs_reference") is not None:
             x = r32["speedup_vs_reference"]
             rows.append(["CPU: spiralnet++-coma, batch 32, vs the better reference", "≥ 5× (aim 10×)",
@@ -303,7 +316,7 @@ def targets() -> str:
             rows.append(["CPU: peak memory at batch 256 vs the reference's", "≤ 0.25×",
                          f"{m:.2f}× ({_g(r256['peak_memory_mb'])} MB)", _verdict(m <= 0.25), where])
     for path, d in _load("decode_cuda-*.json"):
-        where = f"`{os.path.basename(path)}`" + _interrupted(d["environment"])
+        where = f"`{os.path.basename(path)}`" + _unfinished(d["environment"])
         top = _best(d["rows"], decoder="spiralnet++-coma", batch=256)
         if top:
             rows.append(["GPU: spiralnet++-coma, batch 256, best precision within tolerance", "≥ 100,000 meshes/s",

@@ -38,10 +38,12 @@ from pathlib import Path
 
 import torch
 
-from mesh_decoder.bench.report import environment, machine_slug, write_json
+from mesh_decoder._checks import check_output_path, int_argument
+from mesh_decoder.bench.report import check_threads, environment, machine_slug, naming_options, script_main, write_json
 from mesh_decoder.data import GENERATOR_VERSION
 from mesh_decoder.pca import PCAModel
-from mesh_decoder.train import TrainConfig, evaluate, load_data, train
+from mesh_decoder.train import TrainConfig, evaluate, load_data, make_hierarchy, train
+from mesh_decoder.train.evaluate import MEASURES
 
 LATENT_SIZES = (4, 8, 16, 32, 64)
 SPLITS = ("interpolation", "extrapolation")
@@ -51,6 +53,20 @@ METHODS = {  # name -> model section of the config
 }
 #: Learning rates of the papers: SpiralNet++ 1e-3, COMA 8e-3 (both decayed by 0.99 per epoch).
 PAPER_LR = {"spiral": 1e-3, "cheb": 8e-3}
+#: The config keys :func:`make_config` sets from options, as its errors name them -> the options
+#: (``training.lr`` is ``--lr-<method>``, see :func:`config_options`).
+CONFIG_OPTIONS = {
+    "config: template.vertices": "--vertices", "config: data.n": "--n", "config: data.seed": "--seed",
+    "config: model.latent_size": "--latent-sizes", "config: training.epochs": "--epochs",
+    "config: training.checkpoint_every": "--epochs", "config: training.batch_size": "--batch-size",
+    "config: training.lr_decay": "--lr-decay", "config: training.seed": "--seed",
+    "config: hierarchy.cache_dir": "--cache-dir",
+}
+
+
+def config_options(method: str | None) -> dict[str, str]:
+    """:data:`CONFIG_OPTIONS` with ``training.lr``, which comes from ``--lr-<method>`` (``None``: spiral)."""
+    return {**CONFIG_OPTIONS, "config: training.lr": f"--lr-{method or 'spiral'}"}
 
 
 def make_config(args, split: str, method: str | None, latent_size: int) -> TrainConfig:
@@ -99,9 +115,10 @@ def main(argv=None) -> int:
     parser.add_argument("--lr-cheb", type=float, default=PAPER_LR["cheb"], help="default 8e-3 (COMA)")
     parser.add_argument("--lr-decay", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--measures", nargs="+", default=["error"],
+    parser.add_argument("--measures", nargs="+", choices=MEASURES, default=["error"],
                         help="evaluate() measures (default: errors only, the sweep's budget)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as the environment)")
+    parser.add_argument("--threads", type=int_argument(1), default=None,
+                        help="torch.set_num_threads (default: as the environment)")
     parser.add_argument("--cache-dir", default=None, help="hierarchy cache (default: the library's cache folder)")
     parser.add_argument("--work-dir", default=None, help="folder of the training runs (default: a temporary one)")
     parser.add_argument("--output-dir", default=str(Path(__file__).resolve().parent / "results"))
@@ -114,9 +131,15 @@ def main(argv=None) -> int:
         for k in args.latent_sizes:
             for split in args.splits:
                 for method in args.methods:
-                    make_config(args, split, method, k)
-    except ValueError as exc:  # TrainConfigError names the setting
+                    with naming_options(config_options(method)):  # TrainConfigError names the config key
+                        make_config(args, split, method, k)
+        check_threads(args.threads)  # a huge thread pool crashed torch (segfault)
+    except ValueError as exc:
         parser.error(str(exc))
+    if args.output:  # before the work, not after it
+        check_output_path(args.output, "--output")
+    else:
+        check_output_path(args.output_dir, "--output-dir", directory=True)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -164,9 +187,18 @@ def main(argv=None) -> int:
         write_json(out_path, payload)
 
     data, pcas = {}, {}
+    # The presets' factors need enough vertices, and the splits enough faces: their errors name the option
+    # (the hierarchies are built now, cached for training, so that a bad --vertices fails before the file is)
+    data_options = {"factors": f"--vertices {args.vertices}: factors", "data": f"--n {args.n}: data"}
     for split in args.splits:  # setup: data and PCA once per split
         tick = time.perf_counter()
-        data[split] = load_data(make_config(args, split, None, max(args.latent_sizes)))
+        with naming_options(data_options):
+            data[split] = load_data(make_config(args, split, None, max(args.latent_sizes)))
+            for method in args.methods:
+                make_hierarchy(make_config(args, split, method, max(args.latent_sizes)), data[split].template)
+        if data[split].test.shape[0] == 0:  # evaluate() refused it, after the first training
+            raise ValueError(f"--n {args.n}: expected held-out test faces, the {split} split of {args.n} faces "
+                             "holds out none")
         gen_s = time.perf_counter() - tick
         tick = time.perf_counter()
         pcas[split] = PCAModel.fit(data[split].train.double(), num_components=max(args.latent_sizes)).float()
@@ -228,4 +260,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main))

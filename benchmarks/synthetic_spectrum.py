@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mesh_decoder._checks import check_output_path
-from mesh_decoder.bench.report import environment, script_main, write_json
+from mesh_decoder._checks import check_output_path, int_argument
+from mesh_decoder.bench.report import environment, naming_options, script_main, write_json
 from mesh_decoder.data.synthetic import GENERATOR_VERSION, SyntheticFaces
 from mesh_decoder.mesh.templates import face_template
 
@@ -99,14 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="faces (default 2000)")
     parser.add_argument("--components", type=int, default=100, help="components reported (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="parameter seed (default 0)")
+    parser.add_argument("--seed", type=int_argument(0), default=0, help="parameter seed (default 0)")
     parser.add_argument("--vertices", type=int, default=5023, help="template vertices (default 5023)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="JSON file (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
     if args.n < 2 or args.components < 1:
         parser.error(f"expected --n >= 2 and --components >= 1, got {args.n} and {args.components}")
     check_output_path(args.output, "--output")  # before the work, not after it
-    payload = run(args.n, args.components, args.seed, args.vertices)
+    with naming_options({"num_vertices": "--vertices"}):
+        payload = run(args.n, args.components, args.seed, args.vertices)
     write_json(args.output, payload)
     for what in ("shape", "colour"):
         print(f"{what:6s} components for 90/95/99/99.9 %: "

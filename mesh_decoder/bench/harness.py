@@ -27,9 +27,13 @@ Results go to ``--output-dir`` (default ``out/bench/``, which git ignores, so a 
 never touches the committed results in ``benchmarks/results/``) as JSON and CSV
 (with the environment) and a PNG plot, named by machine, e.g.
 ``decode_cpu-<cpu>-<N>threads.json``; they are rewritten after every group, so
-an interrupted run (Ctrl-C) leaves complete files for the configurations that
-finished (interrupted before the first group ends, it writes nothing and an
-earlier run's files stay as they were). The thread count is set with :func:`torch.set_num_threads` for the
+a run that ends early leaves complete files for the configurations that
+finished (ended before the first group does, it writes nothing and an earlier
+run's files stay as they were). Until the last write, a file's environment has
+``"complete": false``, which the last write sets to ``true``; a run ended by
+Ctrl-C adds ``"interrupted": true``, one ended by an error ``"failed":
+"<ExceptionType>: <message>"`` (the CSV's comment lines say the same). Files
+written before these keys existed have none of them, and are complete. The thread count is set with :func:`torch.set_num_threads` for the
 run only (and restored afterwards). The default run keeps to a time box
 (``--time-box``, 160 s, so that with start-up it ends within 3 minutes on 2 cores):
 slow groups then take fewer samples (at least 2), and memory probes still running
@@ -73,7 +77,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_device, check_int, check_output_path, int_argument
+from .._checks import MAX_SEED, check_device, check_int, check_output_path, int_argument, one_line_error
 from . import report
 from .roofline import (
     DTYPES,
@@ -123,8 +127,6 @@ DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 32, 256)
 QUICK_BATCH_SIZES: tuple[int, ...] = (1, 16)
 #: Maximum relative error against fp32 eager, per dtype.
 TOLERANCES: dict[str, float] = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 5e-2, "fp16": 1e-2}
-#: The largest ``--seed`` (latents and weights are seeded with 64-bit torch seeds derived from it).
-MAX_SEED = 2**32 - 1
 SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000, 10000, 20000, 50000, 100000)
 QUICK_SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000)
 #: Where result files go unless told (relative to the working folder; git ignores ``out/``).
@@ -612,13 +614,47 @@ def _result_paths(options: BenchOptions, slug: str) -> dict[str, Path] | None:
     return {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "png": out / f"{stem}.png"}
 
 
+def _csv_comments(env: Mapping[str, Any]) -> dict[str, Any]:
+    """The environment entries a result CSV starts with: the machine, and whether the run finished."""
+    keys = ("device", "cpu", "gpu", "threads", "torch", "git_commit", "date", "complete")
+    return {k: env.get(k) for k in keys} | {k: env[k] for k in ("interrupted", "failed") if k in env}
+
+
+def _write_unfinished(payload: dict, exc: BaseException, paths: dict[str, Path] | None, finished: str,
+                      write: Callable[[], None]) -> None:
+    """Record why a run whose ``finished`` results were written ended early, and rewrite its files.
+
+    The environment keeps ``"complete": false`` and gets ``"interrupted": true`` (Ctrl-C) or
+    ``"failed": "<ExceptionType>: <message>"`` (``exc``, any other error); ``write`` rewrites the files.
+    One line on stderr names them; a rewrite that fails as well is said there, and not raised: the
+    caller raises ``exc``, the error that ended the run.
+    """
+    env = payload["environment"]
+    env["complete"] = False
+    if isinstance(exc, KeyboardInterrupt):
+        env["interrupted"] = True
+        what = "interrupted"
+    else:
+        env["failed"] = f"{type(exc).__name__}: {one_line_error(exc)}"[:300]
+        what = "failed"
+    try:
+        write()
+    except Exception as again:  # noqa: BLE001 - the error that ended the run is the one raised
+        if paths is not None:
+            print(f"{what}: could not rewrite {paths['json']} and {paths['csv']} to say so "
+                  f"({type(again).__name__}: {one_line_error(again)})", file=sys.stderr)
+        return
+    if paths is not None:
+        print(f"{what}: wrote {finished} to {paths['json']} and {paths['csv']}"
+              + ("" if what == "interrupted" else ", marked failed"), file=sys.stderr)
+
+
 def _write(payload: dict, paths: dict[str, Path] | None, plot: bool, warn: Callable[[str], None]) -> None:
     if paths is None:
         return
     report.write_json(paths["json"], payload)
     env = payload["environment"]
-    comments = {k: env.get(k) for k in ("device", "cpu", "gpu", "threads", "torch", "git_commit", "date")}
-    report.write_csv(paths["csv"], payload["rows"], comments=comments)
+    report.write_csv(paths["csv"], payload["rows"], comments=_csv_comments(env))
     if plot:
         try:
             title = f"{env.get('gpu') or env.get('cpu')} ({env.get('device')}, {env.get('threads')} threads)"
@@ -757,7 +793,8 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
         print(f"warning: {text}", file=sys.stderr)
 
     payload: dict[str, Any] = {
-        "environment": report.environment(device, options.threads, **options.context),
+        # "complete" is false until the last write (the files are rewritten after every group)
+        "environment": {**report.environment(device, options.threads, **options.context), "complete": False},
         "options": {
             "batch_sizes": list(options.batch_sizes), "modes": list(options.modes), "dtypes": list(options.dtypes),
             "time_budget_s": options.time_budget_s, "time_box_s": options.time_box_s, "min_repeats": options.min_repeats, "warmup": options.warmup,
@@ -788,21 +825,22 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
             payload["environment"]["wall_s"] = time.perf_counter() - started
             with contextlib.suppress(OSError, AttributeError):
                 payload["environment"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+            payload["environment"]["complete"] = True
             _write(payload, paths, options.plot, warn)
-        except KeyboardInterrupt:
-            if not rows:  # nothing finished: an earlier run's complete files stay as they are
-                if paths is not None:
+        except (KeyboardInterrupt, Exception) as exc:  # a later group, the memory probes or the last write
+            if not rows:  # nothing finished, nothing written: an earlier run's files stay as they are
+                if paths is not None and isinstance(exc, KeyboardInterrupt):
                     print(f"interrupted before any configuration finished: nothing written "
                           f"({paths['json']} and {paths['csv']} left as they were)", file=sys.stderr)
                 raise
-            payload["environment"]["interrupted"] = True
-            payload["environment"]["wall_s"] = time.perf_counter() - started
-            _annotate(rows, specs_by_name)
-            payload["summary"] = _summary(rows, specs_by_name)
-            _write(payload, paths, options.plot, warn)
-            if paths is not None:
-                print(f"interrupted: wrote the {len(rows)} finished configurations to {paths['json']} "
-                      f"and {paths['csv']}", file=sys.stderr)
+
+            def rewrite() -> None:
+                payload["environment"]["wall_s"] = time.perf_counter() - started
+                _annotate(rows, specs_by_name)
+                payload["summary"] = _summary(rows, specs_by_name)
+                _write(payload, paths, options.plot, warn)
+
+            _write_unfinished(payload, exc, paths, f"the {len(rows)} finished configurations", rewrite)
             raise
     if options.print_table:
         _print_report(payload, paths)
@@ -1353,7 +1391,9 @@ def run_scaling(
     Builds the face template at each size, its preset hierarchy (no texture) and
     the decoder, and times eager fp32 decoding of ``batch`` latents. The cost of
     every layer is linear in the vertex count, so microseconds per mesh should
-    grow linearly. Writes ``scaling_<machine>.json/.csv/.png``.
+    grow linearly. Writes ``scaling_<machine>.json/.csv/.png``, the JSON and CSV
+    after every size: until the last write they say ``"complete": false``, and a
+    run ended early says why (``interrupted`` or ``failed``, as :func:`run_benchmark`'s).
     """
     from ..hierarchy import build_hierarchy
     from ..mesh.templates import face_template
@@ -1366,36 +1406,49 @@ def run_scaling(
     threads = _default_threads() if threads is None else check_int(threads, "threads", 1)
     slug = report.machine_slug(device, threads)
     points: list[dict] = []
-    payload = {"environment": report.environment(device, threads, batch=batch), "points": points}
+    payload = {"environment": {**report.environment(device, threads, batch=batch), "complete": False},
+               "points": points}
     paths = None
     if output_dir is not None:
         out = Path(output_dir)
         paths = {k: out / f"scaling_{slug}.{k}" for k in ("json", "csv", "png")}
     columns = ("vertices", "levels", "hierarchy_s", "mflop_per_mesh", "meshes_per_s", "us_per_mesh",
                "ns_per_vertex", "repeats")
+
+    def write() -> None:
+        if paths is not None:
+            report.write_json(paths["json"], payload)
+            report.write_csv(paths["csv"], points, columns=columns, comments=_csv_comments(payload["environment"]))
+
     with _threads(threads), _tqdm(len(sizes), progress) as bar:
-        for n in sizes:
-            t0 = time.perf_counter()
-            template = face_template(int(n), seed=seed)
-            hierarchy = build_hierarchy(template, **preset_hierarchy_params("spiralnet++-coma"), texture_size=None)
-            built_s = time.perf_counter() - t0
-            module, _ = build_decoder("spiralnet++-coma", hierarchy, seed=seed)
-            module = module.to(device).eval()
-            z = _latent(batch, module.latent_size, seed).to(device)  # (B, Z)
-            cost = decoder_cost(module, z[:1])
-            with torch.inference_mode():
-                res = time_fn(lambda: module(z), warmup=1, min_repeats=3, budget_s=budget_s, device=device)
-            rate = batch / res.median_s
-            points.append({
-                "vertices": hierarchy.sizes[0], "levels": hierarchy.sizes, "hierarchy_s": built_s,
-                "mflop_per_mesh": cost.mflop_per_mesh, "meshes_per_s": rate, "us_per_mesh": 1e6 / rate,
-                "ns_per_vertex": 1e9 / rate / hierarchy.sizes[0], "repeats": res.repeats,
-            })
-            if paths is not None:
-                report.write_json(paths["json"], payload)
-                report.write_csv(paths["csv"], points, columns=columns)
-            if bar is not None:
-                bar.update(1)
+        try:
+            for n in sizes:
+                t0 = time.perf_counter()
+                template = face_template(int(n), seed=seed)
+                hierarchy = build_hierarchy(template, **preset_hierarchy_params("spiralnet++-coma"),
+                                            texture_size=None)
+                built_s = time.perf_counter() - t0
+                module, _ = build_decoder("spiralnet++-coma", hierarchy, seed=seed)
+                module = module.to(device).eval()
+                z = _latent(batch, module.latent_size, seed).to(device)  # (B, Z)
+                cost = decoder_cost(module, z[:1])
+                with torch.inference_mode():
+                    res = time_fn(lambda: module(z), warmup=1, min_repeats=3, budget_s=budget_s, device=device)
+                rate = batch / res.median_s
+                points.append({
+                    "vertices": hierarchy.sizes[0], "levels": hierarchy.sizes, "hierarchy_s": built_s,
+                    "mflop_per_mesh": cost.mflop_per_mesh, "meshes_per_s": rate, "us_per_mesh": 1e6 / rate,
+                    "ns_per_vertex": 1e9 / rate / hierarchy.sizes[0], "repeats": res.repeats,
+                })
+                write()
+                if bar is not None:
+                    bar.update(1)
+            payload["environment"]["complete"] = True
+            write()
+        except (KeyboardInterrupt, Exception) as exc:
+            if points:  # written after the first size: mark them; else nothing was written
+                _write_unfinished(payload, exc, paths, f"the {len(points)} finished sizes", write)
+            raise
     if paths is not None and plot:
         try:
             report.plot_scaling(points, paths["png"], title=f"spiralnet++-coma, batch {batch}, {slug}")
@@ -1503,11 +1556,12 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         raise ValueError(f"--time-box: expected a finite number of seconds >= 0 (0: no limit), got {args.time_box}")
     if args.time_budget is not None and not 0 < args.time_budget < math.inf:
         raise ValueError(f"--time-budget: expected a finite number of seconds > 0, got {args.time_budget}")
-    if args.texture_size < 0:
-        raise ValueError(f"--texture-size: expected 0 (none) or a positive size, got {args.texture_size}")
-    cpus = os.cpu_count() or 1
-    if args.threads is not None and args.threads > cpus:  # a huge thread pool crashed torch (segfault)
-        raise ValueError(f"--threads: expected an integer in [1, {cpus}] (the CPUs of this machine), got {args.threads}")
+    from ..hierarchy.build import MAX_TEXTURE_SIZE
+
+    if not 0 <= args.texture_size <= MAX_TEXTURE_SIZE:  # build_hierarchy's message named 'texture_size'
+        raise ValueError(f"--texture-size: expected 0 (none) or a size in [1, {MAX_TEXTURE_SIZE}], "
+                         f"got {args.texture_size}")
+    report.check_threads(args.threads)  # a huge thread pool crashed torch (segfault)
     if args.seed > MAX_SEED:  # torch's seeds are 64-bit: a larger one failed with 'Overflow when unpacking long long'
         raise ValueError(f"--seed: expected an integer in [0, {MAX_SEED}], got {args.seed}")
     for option in ("template", "hierarchy", "output_dir"):  # '' was taken as not given, or as the working folder

@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -38,6 +38,9 @@ __all__ = [
     "require_matplotlib",
     "plot_throughput",
     "plot_scaling",
+    "script_main",
+    "naming_options",
+    "check_threads",
 ]
 
 #: Columns of a result row, in CSV order.
@@ -306,3 +309,33 @@ def script_main(main: Callable[[list[str] | None], int], argv: list[str] | None 
     except (ValueError, TypeError, OSError) as exc:
         print(f"error: {one_line_error(exc)}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def naming_options(options: Mapping[str, str]) -> Iterator[None]:
+    """Inside, an error about a library parameter names the script's option the value came from.
+
+    ``options`` maps a parameter to the text that names the option, e.g. ``{"num_vertices": "--vertices"}``
+    (or a training config's key, ``{"config: data.n": "--n"}``). A ``ValueError`` or ``TypeError`` whose
+    message starts with one of them, with or without an index (``"factors[1]: ..."``), is raised again,
+    from it, with that text in its place: ``"--vertices: expected an integer in [500, 100000], got 10"``.
+    Other errors pass unchanged, and so do the library's messages where it is called from Python.
+    """
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        text = str(exc)
+        for name, option in options.items():
+            found = re.match(rf"{re.escape(name)}(?:\[\d+\])?(?=[: ])", text)
+            if found:
+                raise (TypeError if isinstance(exc, TypeError) else ValueError)(option + text[found.end():]) from exc
+        raise
+
+
+def check_threads(threads: int | None, name: str = "--threads") -> int | None:
+    """``threads`` if ``None`` or in ``[1, the CPUs of this machine]``, else ``ValueError`` naming ``name``
+    (torch crashed, with a segmentation fault, on a thread pool far beyond the machine's)."""
+    cpus = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cpus:
+        raise ValueError(f"{name}: expected an integer in [1, {cpus}] (the CPUs of this machine), got {threads}")
+    return threads

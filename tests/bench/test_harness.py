@@ -230,7 +230,7 @@ def test_interrupt_leaves_complete_files(tmp_path):
         run_benchmark([spec], options(tmp_path, plot=False))
     stem = f"decode_{report.machine_slug('cpu', 1)}"
     data = json.loads((tmp_path / f"{stem}.json").read_text())
-    assert data["environment"]["interrupted"] is True
+    assert data["environment"]["interrupted"] is True and data["environment"]["complete"] is False
     assert [(r["decoder"], r["batch"], r["status"]) for r in data["rows"]] == [("tiny", 1, "ok")]
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -274,6 +274,144 @@ def test_interrupt_before_any_row_keeps_earlier_files(tmp_path, capsys):
     assert {suffix: (tmp_path / f"{stem}.{suffix}").read_bytes() for suffix in ("json", "csv")} == before
     assert "nothing written" in capsys.readouterr().err
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _written(tmp_path, prefix="decode", threads=1) -> tuple[dict, dict[str, str]]:
+    """The JSON result file and the CSV's comment lines (``# key: value``) of a run in ``tmp_path``."""
+    stem = f"{prefix}_{report.machine_slug('cpu', threads)}"
+    data = json.loads((tmp_path / f"{stem}.json").read_text())
+    lines = (tmp_path / f"{stem}.csv").read_text().splitlines()
+    comments = dict(line[2:].split(": ", 1) for line in lines if line.startswith("# "))
+    return data, comments
+
+
+class Peek(TinyDecoder):
+    """The tiny decoder that, at its first call of batch ``at``, keeps the result file's environment as it is then."""
+
+    def __init__(self, path, at, **kw):
+        super().__init__(**kw)
+        self.path, self.at, self.seen = path, at, None
+
+    def forward(self, z):
+        if z.shape[0] == self.at and self.seen is None:
+            self.seen = json.loads(self.path.read_text())["environment"]
+        return super().forward(z)
+
+
+def test_a_file_says_whether_its_run_is_complete(tmp_path):
+    """The files rewritten after every group carried no mark while the run went on: a run killed there
+    (or still going) left files that looked like a finished run's."""
+    stem = f"decode_{report.machine_slug('cpu', 1)}"
+    peek = Peek(tmp_path / f"{stem}.json", at=4)
+    payload = run_benchmark([DecoderSpec("tiny", peek, 6)], options(tmp_path, plot=False))
+    assert peek.seen is not None and peek.seen["complete"] is False  # written after batch 1, read at batch 4
+    data, comments = _written(tmp_path)
+    assert data["environment"]["complete"] is True and payload["environment"]["complete"] is True
+    assert not {"interrupted", "failed"} & set(data["environment"]) and comments["complete"] == "True"
+    assert [r["batch"] for r in data["rows"]] == [1, 4]
+
+
+def _fail_later_group(monkeypatch, message):
+    """``time_interleaved`` raises at its second group (batch 4): the first group's files are written."""
+    timing, calls = harness.time_interleaved, []
+
+    def fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError(message)
+        return timing(*args, **kwargs)
+
+    monkeypatch.setattr(harness, "time_interleaved", fail)
+    return {}
+
+
+def _fail_probes(monkeypatch, message):
+    def fail(*args, **kwargs):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(harness, "_probe_memory", fail)
+    return {"memory": "eager", "hierarchy_path": "unused.npz"}
+
+
+def _fail_csv_writes(monkeypatch, message, calls_that_fail):
+    """``write_csv`` raises ``OSError`` at the calls in ``calls_that_fail`` (1: after batch 1, 2: batch 4, 3: the last)."""
+    write_csv, calls = report.write_csv, []
+
+    def fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) in calls_that_fail:
+            raise OSError(28, "No space left on device", message)  # message: the file's name
+        return write_csv(*args, **kwargs)
+
+    monkeypatch.setattr(report, "write_csv", fail)
+    return {}
+
+
+def _fail_last_write(monkeypatch, message):
+    return _fail_csv_writes(monkeypatch, message, {3})
+
+
+def _fail_last_write_and_rewrite(monkeypatch, message):
+    return _fail_csv_writes(monkeypatch, message, {3, 4})
+
+
+@pytest.mark.parametrize("where, error, rows", [
+    (_fail_later_group, RuntimeError, [1]), (_fail_probes, RuntimeError, [1, 4]), (_fail_last_write, OSError, [1, 4]),
+    (_fail_last_write_and_rewrite, OSError, [1, 4]),
+])
+def test_a_run_ended_by_an_error_leaves_files_marked_failed(tmp_path, monkeypatch, capsys, where, error, rows):
+    """An error after the first group (in a later group, the memory probes or the last write) left files
+    that looked like a complete run's: only Ctrl-C was recorded."""
+    message = f"simulated failure {int(torch.randint(1000, 10**6, (1,), generator=torch.Generator().manual_seed(8)))}"
+    extra = where(monkeypatch, message)
+    spec = DecoderSpec("tiny", TinyDecoder(seed=3), 6, recipe={"name": "x"})
+    with pytest.raises(error, match=message):
+        run_benchmark([spec], options(tmp_path, **{"plot": False, **extra}))
+    data, comments = _written(tmp_path)
+    failed = f"{error.__name__}: {message}" + (": No space left on device" if error is OSError else "")
+    env = data["environment"]
+    assert env["complete"] is False and env["failed"] == failed and "interrupted" not in env
+    assert [r["batch"] for r in data["rows"]] == rows and all(r["status"] == "ok" for r in data["rows"])
+    stem = tmp_path / f"decode_{report.machine_slug('cpu', 1)}"
+    err = capsys.readouterr().err
+    if where is _fail_last_write_and_rewrite:  # the JSON is marked; the CSV is the batch-4 write's: unfinished
+        assert comments["complete"] == "False" and "failed" not in comments
+        assert f"failed: could not rewrite {stem}.json and {stem}.csv to say so ({failed})" in err
+    else:
+        assert comments["complete"] == "False" and comments["failed"] == failed
+        assert (f"failed: wrote the {len(rows)} finished configurations to {stem}.json and {stem}.csv, marked failed"
+                in err)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_scaling_run_ended_early_says_so(tmp_path, monkeypatch, capsys):
+    """run_scaling rewrote its files after every size, unmarked: stopped at a later size, they looked complete."""
+    from mesh_decoder.mesh import templates
+
+    sizes = []
+
+    def template(n, seed=0):
+        sizes.append(n)
+        if len(sizes) == 2:
+            raise RuntimeError(f"simulated failure at {n} vertices")
+        return face_template(n, seed=seed)
+
+    face_template = templates.face_template
+    monkeypatch.setattr(templates, "face_template", template)
+    with pytest.raises(RuntimeError, match="simulated failure at 2000 vertices"):
+        harness.run_scaling((1000, 2000), batch=2, threads=1, output_dir=str(tmp_path), budget_s=0.05,
+                            progress=False, plot=False, seed=4)
+    data, comments = _written(tmp_path, prefix="scaling")
+    assert data["environment"]["complete"] is False and comments["complete"] == "False"
+    assert data["environment"]["failed"] == "RuntimeError: simulated failure at 2000 vertices"
+    assert [p["vertices"] for p in data["points"]] == [1000]
+    assert "failed: wrote the 1 finished sizes to" in capsys.readouterr().err
+    monkeypatch.setattr(templates, "face_template", face_template)
+    harness.run_scaling((1000,), batch=2, threads=1, output_dir=str(tmp_path), budget_s=0.05, progress=False,
+                        plot=False, seed=4)
+    data, comments = _written(tmp_path, prefix="scaling")
+    assert data["environment"]["complete"] is True and "failed" not in data["environment"]
+    assert comments["complete"] == "True" and "failed" not in comments
 
 
 def test_skipped_probe_note_survives_the_reference_note(tmp_path, monkeypatch):
@@ -752,6 +890,19 @@ def test_an_empty_path_is_refused(option, no_run, capsys, tmp_path, monkeypatch)
     argv = ["--device", "cpu", option, ""] + (["--output-dir", str(tmp_path / "out")] if option != "--output-dir" else [])
     assert harness.main(argv) == 1
     assert capsys.readouterr().err == f"error: {option}: expected a path, got ''\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_texture_size_beyond_the_largest_names_the_option(no_run, capsys, tmp_path):
+    """--texture-size 100000 failed in build_hierarchy with 'texture_size: expected at most 8192 texels per side',
+    and with --vertices given, blamed that: '--vertices 1000: texture_size: ...'."""
+    from mesh_decoder.hierarchy.build import MAX_TEXTURE_SIZE
+
+    size = MAX_TEXTURE_SIZE + int(torch.randint(1, 10**5, (1,), generator=torch.Generator().manual_seed(9)))
+    for extra in ([], ["--vertices", "1000"]):
+        assert harness.main(["--device", "cpu", "--texture-size", str(size), *extra, "--output-dir", str(tmp_path)]) == 1
+        assert capsys.readouterr().err == (f"error: --texture-size: expected 0 (none) or a size in "
+                                           f"[1, {MAX_TEXTURE_SIZE}], got {size}\n")
     assert list(tmp_path.iterdir()) == []
 
 

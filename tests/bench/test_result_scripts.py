@@ -1,12 +1,14 @@
 """The scripts under benchmarks/: README tables from result files, growth exponents, recorded threads."""
 
+import contextlib
 import json
 import os
 
 import pytest
 import torch
 
-from benchmarks import bench_hierarchy, readme_tables, sweep_latent, synthetic_spectrum
+from benchmarks import bench_fit, bench_hierarchy, bench_render, readme_tables, sweep_latent, synthetic_spectrum
+from mesh_decoder.bench import report
 
 
 @pytest.fixture
@@ -96,7 +98,7 @@ def test_sweep_refuses_a_bad_latent_size_before_replacing_the_result_file(tmp_pa
     with pytest.raises(SystemExit) as stop:
         sweep_latent.main(["--latent-sizes", "4", "0", "--splits", "interpolation", "--output", str(out)])
     assert stop.value.code == 2
-    assert "model.latent_size: expected an int >= 1, got 0" in capsys.readouterr().err
+    assert "--latent-sizes: expected an int >= 1, got 0" in capsys.readouterr().err
     assert out.read_text() == '{"rows": ["an earlier sweep"]}'
 
 
@@ -158,5 +160,133 @@ def test_a_scripts_bad_value_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, script, "--n", "4", "--components", "2", "--vertices", "10",
                            "--output", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert proc.stderr == "error: num_vertices: expected an integer in [500, 100000], got 10\n", proc.stderr
+    assert proc.stderr == "error: --vertices: expected an integer in [500, 100000], got 10\n", proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("marks, note", [
+    ({"complete": False, "failed": "RuntimeError: CUDA error: an illegal memory access was encountered"},
+     " (a run that failed with RuntimeError: only the configurations that finished)"),
+    ({"complete": False}, " (an unfinished run, still going or killed: only the configurations written so far)"),
+    ({"complete": False, "interrupted": True}, " (an interrupted run: only the configurations that finished)"),
+    ({"complete": True}, ""),
+    ({}, ""),  # files written before the keys existed: complete
+])
+def test_tables_mark_a_run_that_did_not_finish(results, marks, note):
+    """A run ended by an error, or still going (or killed), left files the tables showed as a complete run's:
+    only Ctrl-C ('interrupted') was marked."""
+    gen = torch.Generator().manual_seed(12)
+    payload = _decode_file({"fp32": {"n": 2048, "gflops": float(torch.rand(1, generator=gen)) * 100 + 1}})
+    payload["rows"][0]["meshes_per_s"] = float(torch.rand(1, generator=gen)) * 1000 + 1
+    payload["rows"][0]["speedup_vs_reference"] = float(torch.rand(1, generator=gen)) * 9 + 1
+    payload["environment"].update(marks)
+    (results / "decode_cpu-some-2threads.json").write_text(json.dumps(payload))
+    assert f"Some CPU, 2 threads, torch 2.x, commit 0123456{note}; device cpu." in readme_tables.decode()
+    assert f"| `decode_cpu-some-2threads.json`{note} |" in readme_tables.targets()
+
+
+_GEN = torch.Generator().manual_seed(21)
+_SMALL = int(torch.randint(1, 500, (1,), generator=_GEN))  # below the face template's 500 vertices
+_HUGE = int(torch.randint(100_001, 10**7, (1,), generator=_GEN))  # above its 100,000
+_RANGE = "expected an integer in [500, 100000], got"
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    (synthetic_spectrum, ["--n", "4", "--components", "2", "--vertices", str(_SMALL)], f"--vertices: {_RANGE} {_SMALL}"),
+    (bench_render, ["--sizes", "16", "--batches", "1", "--no-memory", "--vertices", str(-_SMALL)],
+     f"--vertices: {_RANGE} {-_SMALL}"),
+    (bench_fit, ["--faces", "1", "--kinds", "mesh", "--vertices", str(_HUGE)], f"--vertices: {_RANGE} {_HUGE}"),
+    (bench_fit, ["--faces", "1", "--kinds", "mesh", "--vertices", "500", "--components", str(_HUGE)],
+     f"--components: expected an integer in [1, min(N - 1, 3V) = 199] for N = 200 samples of dimension 1500, got {_HUGE}"),
+    (bench_hierarchy, ["--sizes", str(_SMALL)], f"--sizes: {_RANGE} {_SMALL}"),
+    (bench_hierarchy, ["--sizes", "500", "--factors", "1"], "--factors: expected a finite down-sampling factor > 1, got 1"),
+    (bench_hierarchy, ["--sizes", "500", "--texture-size", str(_HUGE)],
+     f"--texture-size: expected at most 8192 texels per side, got ({_HUGE}, {_HUGE})"),
+])
+def test_a_scripts_error_names_its_option(tmp_path, capsys, script, argv, message):
+    """The scripts' errors named the library's parameters: 'num_vertices', 'num_components', 'factors[0]',
+    'texture_size', none of them an option of the script."""
+    output = ["--output-dir", str(tmp_path)] if script is bench_hierarchy else ["--output", str(tmp_path / "r.json")]
+    assert report.script_main(script.main, [*argv, *output]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("script", [bench_render, bench_fit, sweep_latent])
+def test_a_thread_count_beyond_the_machines_is_refused(tmp_path, capsys, script):
+    """--threads 100000 crashed torch with a segmentation fault (sweep_latent --threads 0: a RuntimeError traceback)."""
+    cpus = os.cpu_count() or 1
+    threads = cpus + int(torch.randint(1, 10**5, (1,), generator=torch.Generator().manual_seed(22)))
+    argv = ["--threads", str(threads), "--output", str(tmp_path / "r.json")]
+    with pytest.raises(SystemExit) if script is sweep_latent else contextlib.nullcontext():  # its argument checks
+        assert report.script_main(script.main, argv) == 1
+    assert f"--threads: expected an integer in [1, {cpus}] (the CPUs of this machine), got {threads}\n" in (
+        capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message, code", [
+    (["--vertices", str(_SMALL)], f"--vertices: expected an int in [500, 100000] (the vertex count of the built-in "
+                                  f"face template), got {_SMALL}", 2),
+    (["--lr-cheb", "-0.5"], "--lr-cheb: expected a positive number, got -0.5", 2),
+    (["--n", "0"], "--n: expected an int >= 1, got 0", 2),
+    (["--vertices", "600"], "--vertices 600: factors (4, 4, 4, 4) leave", 1),
+    (["--n", "5", "--vertices", "1000", "--methods", "spiral"],
+     "--n 5: expected held-out test faces, the interpolation split of 5 faces holds out none", 1),
+])
+def test_sweep_errors_name_its_options(tmp_path, capsys, monkeypatch, argv, message, code):
+    """sweep_latent's errors named config keys ('config: template.vertices', 'training.lr'); a --vertices the
+    presets cannot decimate failed in the first training, and --n 5 after it, both after the result file had been
+    replaced by one without rows."""
+    monkeypatch.setattr(sweep_latent, "train", lambda *a, **k: pytest.fail("the training started"))
+    out = tmp_path / "sweep.json"
+    out.write_text('{"rows": ["an earlier sweep"]}')
+    argv = ["--latent-sizes", "4", "--splits", "interpolation", "--n", "12", *argv, "--output", str(out)]
+    if code == 2:  # the argument checks
+        with pytest.raises(SystemExit) as stop:
+            sweep_latent.main(argv)
+        assert stop.value.code == 2
+    else:
+        assert report.script_main(sweep_latent.main, argv) == 1
+    assert message in capsys.readouterr().err
+    assert out.read_text() == '{"rows": ["an earlier sweep"]}'
+
+
+def test_naming_options_renames_the_parameter_only():
+    """The library's own message stays as it is; inside the context, its leading parameter becomes the option."""
+    from mesh_decoder.mesh.templates import face_template
+
+    n = int(torch.randint(1, 500, (1,), generator=torch.Generator().manual_seed(23)))
+    with pytest.raises(ValueError, match=rf"^num_vertices: expected an integer in \[500, 100000\], got {n}$"):
+        face_template(n)
+    with pytest.raises(ValueError, match=rf"^--vertices: expected an integer in \[500, 100000\], got {n}$") as caught:
+        with report.naming_options({"num_vertices": "--vertices"}):
+            face_template(n)
+    assert str(caught.value.__cause__).startswith("num_vertices: ")
+    with pytest.raises(TypeError, match=r"^--vertices: expected an int, got float$"):
+        with report.naming_options({"num_vertices": "--vertices"}):
+            face_template(float(n))
+    for text in ("num_vertices_total: unrelated", "a num_vertices: elsewhere"):  # not the parameter's label
+        with pytest.raises(ValueError, match=rf"^{text}$"):
+            with report.naming_options({"num_vertices": "--vertices"}):
+                raise ValueError(text)
+    with pytest.raises(ValueError, match=r"^--factors: expected a finite down-sampling factor > 1, got 0$"):
+        with report.naming_options({"factors": "--factors"}):
+            raise ValueError("factors[2]: expected a finite down-sampling factor > 1, got 0")
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    (synthetic_spectrum, ["--n", "4", "--seed", str(-_SMALL)], f"argument --seed: expected an integer >= 0, got '{-_SMALL}'"),
+    (bench_hierarchy, ["--sizes", "500", "--texture-size", str(-_SMALL)],
+     f"argument --texture-size: expected an integer >= 0, got '{-_SMALL}'"),
+    (bench_hierarchy, ["--sizes", "500", "--spiral-length", "0"], "argument --spiral-length: expected an integer >= 1, got '0'"),
+])
+def test_a_scripts_bad_value_is_refused_with_its_option(tmp_path, capsys, script, argv, message):
+    """--seed -1 said 'rng: expected a numpy Generator or a non-negative int seed'; --texture-size -1
+    'texture_size: expected positive sizes, got (-1, -1)'; --spiral-length 0 'spiral_lengths[0]: ...'."""
+    output = ["--output-dir", str(tmp_path)] if script is bench_hierarchy else ["--output", str(tmp_path / "r.json")]
+    with pytest.raises(SystemExit) as stop:
+        script.main([*argv, *output])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
