@@ -39,6 +39,9 @@ __all__ = [
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+#: Relative shortfall of a given total variance below the sum of the variances accepted as rounding.
+_TOTAL_ROUNDING = 1e-6
+
 
 def _as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
@@ -128,7 +131,9 @@ def compactness(source, total_variance: float | None = None) -> np.ndarray:
               does not depend on how the latent axes are rotated and equals the
               sorted per-dimension variances when the codes are uncorrelated).
         total_variance: denominator; ``None`` (default) uses the PCA model's total
-            variance, or the sum of the given variances.
+            variance, or the sum of the given variances. A value given must be
+            finite and at least the sum of the variances (up to a relative rounding
+            of 1e-6), else ``ValueError``: the fractions would pass 1.
 
     Returns:
         ``(K,)`` float64 numpy array, non-decreasing.
@@ -160,9 +165,13 @@ def compactness(source, total_variance: float | None = None) -> np.ndarray:
         else:
             raise ValueError(f"source: expected a PCA model, (K,) variances or (N, Z) latents, got shape {tuple(arr.shape)}")
         variances = np.sort(variances)[::-1]
-    total = float(np.sum(variances)) if total_variance is None else float(total_variance)
+    captured = float(np.sum(variances))
+    total = captured if total_variance is None else float(total_variance)
     if not total > 0:
         raise ValueError(f"total_variance: expected a positive value, got {total}")
+    if total_variance is not None and not (math.isfinite(total) and total >= captured * (1.0 - _TOTAL_ROUNDING)):
+        raise ValueError(f"total_variance: expected a finite value at least the sum of the {len(variances)} "
+                         f"variances, {captured:.6g} (a smaller total gives fractions above 1), got {total:.6g}")
     return np.cumsum(variances) / total
 
 

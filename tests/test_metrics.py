@@ -1,6 +1,7 @@
 """3DMM measures on toy distributions whose answers are known, plus loop references."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -293,3 +294,26 @@ def test_compactness_refuses_non_finite_variances_and_reads_half_models():
     assert not torch.isfinite(half.total_variance)
     np.testing.assert_allclose(compactness(half), expected, rtol=2e-3)
     np.testing.assert_allclose(compactness(half.truncate(2)), expected[:2], rtol=2e-3)
+
+
+def test_compactness_refuses_a_total_below_the_sum_of_the_variances():
+    """A given total below the variances' sum gave fractions above 1 (an infinite one, all zeros)."""
+    rng = np.random.default_rng(45)
+    variances = rng.uniform(0.5, 3.0, size=5)
+    captured = float(variances.sum())
+    for total in (0.5 * captured, captured * (1 - 1e-4), np.inf):
+        with pytest.raises(ValueError, match=rf"^total_variance: expected a finite value at least the sum of the 5 "
+                                             rf"variances, {re.escape(f'{captured:.6g}')} \(a smaller total gives "
+                                             rf"fractions above 1\), got {re.escape(f'{total:.6g}')}$"):
+            compactness(variances, total_variance=total)
+    # rounding below the sum is tolerated; a larger total (variance the components miss) ends below 1
+    assert compactness(variances, total_variance=captured * (1 - 1e-9))[-1] == pytest.approx(1.0, rel=1e-8)
+    assert compactness(variances, total_variance=2.0 * captured)[-1] == pytest.approx(0.5, rel=1e-12)
+    # the same for a PCA model given a total
+    x, *_ = subspace_faces(20, 8, [9.0, 4.0, 1.0], seed=46)
+    model = PCAModel.fit(x, num_components=3)
+    explained = float(model.explained_variance.double().sum())
+    with pytest.raises(ValueError, match=r"^total_variance: expected a finite value at least the sum of the 3 "):
+        compactness(model, total_variance=0.9 * explained)
+    np.testing.assert_allclose(compactness(model, total_variance=float(model.total_variance)), compactness(model),
+                               rtol=1e-6)

@@ -20,6 +20,12 @@ non-square image therefore needs different ``x`` and ``y`` scales; the
 a batch-1 set of points over a batch of cameras. Parameters may require grad:
 the projection is differentiable with respect to them (used when fitting).
 
+**Checked parameters.** Parameters given as plain numbers (Python numbers, sequences,
+numpy arrays) are checked when the camera is built: every entry finite, and scales
+and focal lengths non-zero (a zero maps every point to one line or to the image
+centre). Tensors are taken as they are, unchecked: a check would wait for the GPU at
+every construction, and the fitting loop builds a camera from tensors at every step.
+
 Three cameras:
 
 * :class:`OrthographicCamera` — ``x = s_x (R (X - c))_x``, ``y = s_y (R (X - c))_y``,
@@ -106,17 +112,46 @@ def pixel_to_ndc(points: torch.Tensor, image_size) -> torch.Tensor:
     return torch.cat([torch.stack([x, y], dim=-1), points[..., 2:]], dim=-1)
 
 
+def _finite_numbers(value, name: str) -> np.ndarray:
+    """Plain numbers (a Python number, a sequence or a numpy array) as float64, refusing NaN and infinity.
+
+    Raises ``ValueError`` naming ``name`` and the values found (``TypeError`` for
+    values that are not numbers). Only for values on the host: tensors are not
+    passed here (reading them may wait for the GPU).
+    """
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:  # text, None in a list, tensors needing grad or on a GPU
+        raise TypeError(f"{name}: expected plain numbers or a tensor, got {value!r} ({exc})") from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: expected finite numbers, got {_numbers_text(arr)}")
+    return arr
+
+
+def _nonzero(arr: np.ndarray, name: str, what: str) -> None:
+    """Refuse (``ValueError``) a zero in ``arr``, host values of parameter ``name``; ``what`` names them and why."""
+    if (arr == 0).any():
+        raise ValueError(f"{name}: expected non-zero {what}, got {_numbers_text(arr)}")
+
+
+def _numbers_text(arr: np.ndarray) -> str:
+    """Host values on one line for an error message: all of up to 12, else the first and last few."""
+    if arr.size <= 12:
+        return str(arr.tolist())
+    flat = np.array2string(arr.reshape(-1), threshold=6, edgeitems=3, separator=", ", max_line_width=1 << 20)
+    return f"{flat} (shape {arr.shape})"
+
+
 def _param(value, name: str, tail: tuple[int, ...], default_dtype=torch.float32) -> torch.Tensor:
     """A camera parameter as a tensor ``(B, *tail)`` (``B = 1`` for an unbatched value).
 
-    Accepts Python numbers, sequences, numpy arrays and tensors (kept as they are,
-    with their autograd history, when already batched).
+    Accepts Python numbers, sequences, numpy arrays (checked finite) and tensors
+    (unchecked; kept as they are, with their autograd history, when already batched).
     """
     if isinstance(value, torch.Tensor):
         t = value
     else:
-        arr = np.asarray(value, dtype=np.float64)
-        t = torch.as_tensor(arr, dtype=default_dtype)
+        t = torch.as_tensor(_finite_numbers(value, name), dtype=default_dtype)
     if not t.is_floating_point():
         t = t.to(default_dtype)
     want = "(B, " + ", ".join(str(s) for s in tail) + ")" if tail else "(B,)"
@@ -148,6 +183,8 @@ class Camera:
     Subclasses implement :meth:`_project` on broadcast parameters and set
     :attr:`is_perspective` (perspective-correct interpolation) and :attr:`znear`
     (faces with a vertex at a smaller depth are not drawn; ``None``: no near plane).
+    Parameters given as plain numbers are checked (finite; scales and focal lengths
+    non-zero) with a ``ValueError`` naming them; tensors are not (module docstring).
     """
 
     is_perspective: bool = False
@@ -253,7 +290,9 @@ class OrthographicCamera(Camera):
     def __init__(self, scale=1.0, center=(0.0, 0.0, 0.0), R=None) -> None:
         s = scale
         if not isinstance(s, torch.Tensor):
-            s = torch.as_tensor(np.asarray(scale, dtype=np.float64), dtype=torch.float32)
+            arr = _finite_numbers(scale, "scale")
+            _nonzero(arr, "scale", "scales (zero maps every point to the image centre)")
+            s = torch.as_tensor(arr, dtype=torch.float32)
         if s.dim() == 0:
             s = s.reshape(1, 1).expand(1, 2)  # (1, 2)
         elif s.dim() == 1:
@@ -338,6 +377,8 @@ class WeakPerspectiveCamera(Camera):
 
     def __init__(self, scale=1.0, R=None, t2d=(0.0, 0.0)) -> None:
         self.scale = _param(scale, "scale", ())
+        if not isinstance(scale, torch.Tensor):
+            _nonzero(self.scale.numpy(), "scale", "scales (zero maps every point to t2d)")
         self.R = _rotation(R)
         self.t2d = _param(t2d, "t2d", (2,))
         self.batch_size
@@ -379,10 +420,13 @@ class PerspectiveCamera(Camera):
     _param_names = ("K", "R", "t")
 
     def __init__(self, K, image_size, R=None, t=(0.0, 0.0, 0.0), znear: float = 1e-3) -> None:
-        k = K if isinstance(K, torch.Tensor) else torch.as_tensor(np.asarray(K, dtype=np.float64), dtype=torch.float32)
+        k = K if isinstance(K, torch.Tensor) else torch.as_tensor(_finite_numbers(K, "K"), dtype=torch.float32)
         if k.shape[-2:] == (3, 3):
             k = torch.stack([k[..., 0, 0], k[..., 1, 1], k[..., 0, 2], k[..., 1, 2]], dim=-1)  # (..., 4)
         self.K = _param(k, "K", (4,))
+        if not isinstance(K, torch.Tensor):
+            _nonzero(self.K[:, :2].numpy(), "K", "focal lengths f_x, f_y (zero maps every point onto the "
+                     "principal point's row or column)")
         self.image_size = image_size_pair(image_size)
         self.R = _rotation(R)
         self.t = _param(t, "t", (3,))

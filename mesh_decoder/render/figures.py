@@ -125,7 +125,9 @@ def tile_images(images: np.ndarray, ncols: int | None = None, padding: int = 4, 
         ncols: images per row; default ``ceil(sqrt(B))``.
         padding: pixels between and around tiles. Default ``4``.
         background: value of the padding. Default ``1.0`` (white). For uint8 images a
-            float in ``[0, 1]`` is scaled to ``0..255`` (``1.0`` -> 255); other values are used as given.
+            float in ``[0, 1]`` is scaled to ``0..255`` (``1.0`` -> 255); other values are used as given,
+            and for integer images must be whole numbers in the dtype's range (``ValueError``
+            otherwise: numpy would wrap 300 to 44 in uint8).
     """
     arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if arr.ndim != 4:
@@ -142,6 +144,8 @@ def tile_images(images: np.ndarray, ncols: int | None = None, padding: int = 4, 
     nrows = int(math.ceil(B / ncols))
     if arr.dtype == np.uint8 and isinstance(background, (float, np.floating)) and 0.0 <= background <= 1.0:
         background = int(round(float(background) * 255.0))
+    if np.issubdtype(arr.dtype, np.integer):
+        _check_integer_fill(background, arr.dtype)
     out = np.full((nrows * H + (nrows + 1) * padding, ncols * W + (ncols + 1) * padding, C), background,
                   dtype=arr.dtype)
     for k in range(B):
@@ -150,6 +154,20 @@ def tile_images(images: np.ndarray, ncols: int | None = None, padding: int = 4, 
         x0 = padding + c * (W + padding)
         out[y0 : y0 + H, x0 : x0 + W] = arr[k]
     return out
+
+
+def _check_integer_fill(background, dtype: np.dtype) -> None:
+    """Refuse (``ValueError``) a ``background`` that an integer image of ``dtype`` cannot hold exactly."""
+    info = np.iinfo(dtype)
+    scaled = " (or a float in [0, 1], scaled to 0..255)" if dtype == np.uint8 else ""
+    try:
+        values = np.asarray(background, dtype=np.float64)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or not (np.isfinite(values).all() and (values == np.round(values)).all()
+                              and (values >= info.min).all() and (values <= info.max).all()):
+        raise ValueError(f"background: expected a whole number in [{info.min}, {info.max}] for {dtype} images{scaled}, "
+                         f"got {background!r}")
 
 
 def face_grid(

@@ -17,7 +17,8 @@ per-corner UVs (a seam vertex keeps a UV per side).
 interpolation, using the texel convention of :mod:`mesh_decoder.mesh.uv`: texel
 ``(i, j)`` (row ``i`` from the top) has its centre at ``u = (j + 0.5) / W``,
 ``v = 1 - (i + 0.5) / H``, i.e. ``grid_sample(align_corners=False)`` on the grid
-``(2u - 1, 1 - 2v)`` (``v`` flipped), with border padding.
+``(2u - 1, 1 - 2v)`` (``v`` flipped), with border padding. A non-finite UV gives
+NaN in every channel (``grid_sample`` alone would read a texel for it).
 """
 
 from __future__ import annotations
@@ -127,17 +128,34 @@ def interpolate(
     return _scatter(vals, flat.to(attributes.device), fragments)
 
 
+#: Channel counts of images (grey, RGB, RGBA): a texture whose last dimension is one of these and whose
+#: channel dimension is not was given channels last.
+_IMAGE_CHANNELS = (1, 3, 4)
+
+
 def _as_texture(texture, name: str = "texture") -> torch.Tensor:
+    """A ``(C, H_t, W_t)`` or ``(B, C, H_t, W_t)`` floating texture as ``(B, C, H_t, W_t)``.
+
+    Refuses (``ValueError``) one given channels last, ``(H_t, W_t, C)`` or
+    ``(B, H_t, W_t, C)``, when its shape says so (last size 1, 3 or 4, channel size
+    not), saying how to permute it.
+    """
     if not isinstance(texture, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(texture).__name__}")
     if texture.dim() not in (3, 4):
         raise ValueError(f"{name}: expected (C, H, W) or (B, C, H, W), got {tuple(texture.shape)}")
+    given = tuple(texture.shape)
     if texture.dim() == 3:
         texture = texture.unsqueeze(0)  # (1, C, Ht, Wt)
     if not texture.is_floating_point():
         raise TypeError(f"{name}: expected a floating dtype, got {texture.dtype}")
     if 0 in texture.shape[1:]:
-        raise ValueError(f"{name}: expected at least one channel and one texel, got shape {tuple(texture.shape)}")
+        raise ValueError(f"{name}: expected at least one channel and one texel, got shape {given}")
+    if given[-1] in _IMAGE_CHANNELS and given[-3] not in _IMAGE_CHANNELS:
+        first, last, fix = (("(C, H, W)", "(H, W, C)", "permute(2, 0, 1)") if len(given) == 3
+                            else ("(B, C, H, W)", "(B, H, W, C)", "permute(0, 3, 1, 2)"))
+        raise ValueError(f"{name}: expected channels first {first}, got shape {given}, which looks like channels "
+                         f"last {last} with C = {given[-1]}; pass {name}.{fix}")
     return texture
 
 
@@ -157,7 +175,12 @@ def sample_texture(
         mode: ``grid_sample`` mode, ``"bilinear"`` (default) or ``"nearest"``.
 
     Returns:
-        ``(B, C, H, W)`` sampled colours. A batch of 1 on either side broadcasts.
+        ``(B, C, H, W)`` sampled colours, NaN where ``uv`` is not finite (inside the
+        mask). A batch of 1 on either side broadcasts.
+
+    Raises:
+        ValueError: for a texture given channels last (e.g. ``(256, 256, 3)``), with
+            the ``permute`` that fixes it.
 
     Shapes:
         ``(B, C, H_t, W_t), (B, H, W, 2) -> (B, C, H, W)``.
@@ -176,9 +199,11 @@ def sample_texture(
     grid = grid.to(texture.dtype).expand(B, -1, -1, -1)
     out = F.grid_sample(texture.expand(B, -1, -1, -1), grid, mode=mode, padding_mode="border",
                         align_corners=False)  # (B, C, H, W)
+    # grid_sample reads a border texel for a NaN or infinite coordinate: make those pixels NaN (no host sync)
+    out = out.masked_fill(~torch.isfinite(uv).all(dim=-1).unsqueeze(1), float("nan"))  # (B, C, H, W)
     if mask is not None:
         check_tensor(mask, "mask", shape=("B", int(uv.shape[1]), int(uv.shape[2])), dtype=torch.bool)
         if int(mask.shape[0]) not in (1, B):
             raise ValueError(f"mask: expected batch size 1 or {B}, got {int(mask.shape[0])}")
-        out = out * mask.unsqueeze(1).to(out.dtype)  # (B, C, H, W)
+        out = out.masked_fill(~mask.unsqueeze(1), 0.0)  # (B, C, H, W); zero even where the colour is NaN
     return out

@@ -120,9 +120,11 @@ def render(
         image_size: ``int`` or ``(H, W)``.
         colors: ``(B, V, C)`` or ``(V, C)`` per-vertex albedo. Default ``None``.
         texture: ``(B, C, H_t, W_t)`` or ``(C, H_t, W_t)`` UV texture (row 0 at ``v = 1``),
+            channels first (one given channels last, e.g. ``(256, 256, 3)``, is refused),
             used with ``uv``/``uv_faces``. Default ``None``. Without colours or
             texture the albedo is :data:`DEFAULT_ALBEDO`.
-        uv: ``(T, 2)`` or ``(B, T, 2)`` texture coordinates (``v`` from the bottom).
+        uv: ``(T, 2)`` or ``(B, T, 2)`` texture coordinates (``v`` from the bottom); the
+            pixels of faces with a non-finite UV come out NaN.
         uv_faces: ``(F, 3)`` indices into ``uv`` per face corner; default ``faces``
             (then ``uv`` needs one row per vertex).
         light: a :class:`~mesh_decoder.render.shading.DirectionalLight` (its

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .._checks import check_tensor
+from .cameras import _finite_numbers, _numbers_text
 from .rasterize import as_faces, as_vertices
 
 __all__ = ["DirectionalLight", "vertex_normals", "shade_lambert"]
@@ -45,11 +46,33 @@ class DirectionalLight:
             which lights the built-in face seen by the default camera.
         ambient: ``k_a``. Default ``0.35``.
         diffuse: ``k_d``. Default ``0.65``.
+
+    Plain numbers are checked here (``ValueError``): a direction of three finite
+    numbers, not all zero, and finite coefficients. Tensors (e.g. a ``(B, 3)``
+    direction, or the parameters of a fit, rebuilt at every step) are not: a check
+    would wait for the GPU.
     """
 
     direction: Sequence[float] = (0.3, 0.5, 1.0)
     ambient: float = 0.35
     diffuse: float = 0.65
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.direction, torch.Tensor):
+            _light_direction(self.direction, "direction")
+        for name in ("ambient", "diffuse"):
+            if not isinstance(getattr(self, name), torch.Tensor):
+                _finite_numbers(getattr(self, name), name)
+
+
+def _light_direction(value, name: str) -> np.ndarray:
+    """Host numbers of a direction towards the light: ``(3,)``, finite, not all zero (else ``ValueError``)."""
+    arr = _finite_numbers(value, name)
+    if arr.shape != (3,):
+        raise ValueError(f"{name}: expected 3 numbers (x, y, z) or a tensor, got shape {arr.shape}")
+    if not (arr != 0).any():
+        raise ValueError(f"{name}: expected a direction towards the light, not all zero, got {_numbers_text(arr)}")
+    return arr
 
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -77,7 +100,7 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor, eps: float = 1e-
 
 
 def _coefficient(value, name: str, ref: torch.Tensor) -> torch.Tensor:
-    t = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+    t = value if isinstance(value, torch.Tensor) else torch.tensor(float(_finite_numbers(value, name)))
     t = t.to(device=ref.device, dtype=ref.dtype)
     if t.dim() == 1:  # one per batch element / leading entry
         if int(t.shape[0]) not in (1, int(ref.shape[0])):
@@ -106,6 +129,8 @@ def shade_lambert(
         ambient: ``k_a``, a number or ``(N,)``. Default ``0.35``.
         diffuse: ``k_d``, a number or ``(N,)``. Default ``0.65``.
 
+    Plain numbers are checked (finite; a direction not all zero); tensors are not.
+
     Returns:
         ``(N, ..., C)`` shaded colours.
 
@@ -123,7 +148,10 @@ def shade_lambert(
     except RuntimeError:
         raise ValueError(f"albedo: expected a shape broadcastable with the normals' {tuple(normals.shape[:-1])} "
                          f"plus channels, got {tuple(albedo.shape)}") from None
-    light = light_dir if isinstance(light_dir, torch.Tensor) else torch.tensor([float(c) for c in light_dir])
+    if isinstance(light_dir, torch.Tensor):
+        light = light_dir
+    else:
+        light = torch.as_tensor(_light_direction(light_dir, "light_dir"))
     light = light.to(device=normals.device, dtype=normals.dtype)
     if light.dim() == 1:
         check_tensor(light, "light_dir", shape=(3,))

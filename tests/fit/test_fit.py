@@ -387,7 +387,10 @@ def test_init_values_must_be_finite(pca, faces, template):
             with pytest.raises(ValueError, match=rf"^init {key}: expected finite values, got NaN or infinity$"):
                 fit(pca, target, template=template, camera="perspective", init={key: value},
                     stages=[Stage(("pose",), 0)], progress=False)
-    light = DirectionalLight(tuple(rng.normal(size=3)), float("nan"), float(rng.uniform(0.2, 0.8)))
+    with pytest.raises(ValueError, match=r"^ambient: expected finite numbers"):  # plain numbers: refused when built
+        DirectionalLight(tuple(rng.normal(size=3)), float("nan"), float(rng.uniform(0.2, 0.8)))
+    # a tensor is taken unchecked (checking would wait for the GPU), so fit's own check catches it
+    light = DirectionalLight(tuple(rng.normal(size=3)), torch.tensor(float("nan")), float(rng.uniform(0.2, 0.8)))
     with pytest.raises(ValueError, match=r"^init light: expected finite values"):
         fit(pca, target, template=template, init={"light": light}, stages=[Stage(("pose",), 0)], progress=False)
     with pytest.raises(ValueError, match=r"^light: expected finite values"):

@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -257,3 +258,54 @@ def test_to_a_device_this_machine_lacks_names_it():
         cam.to("nope")
     moved = cam.to("cpu", dtype=torch.float64)
     assert moved.scale.dtype == torch.float64 and torch.equal(moved.scale, cam.scale.double())
+
+
+_NAN, _INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: OrthographicCamera(scale=_NAN), r"scale: expected finite numbers, got nan"),
+    (lambda: OrthographicCamera(scale=[0.5, _INF]), r"scale: expected finite numbers, got [0.5, inf]"),
+    (lambda: OrthographicCamera(scale=0), r"scale: expected non-zero scales (zero maps every point to the image "
+                                          r"centre), got 0.0"),
+    (lambda: OrthographicCamera(scale=np.array([[0.02, 0.0]])), r"scale: expected non-zero scales"),
+    (lambda: OrthographicCamera(center=(0.0, _INF, 1.0)), r"center: expected finite numbers, got [0.0, inf, 1.0]"),
+    (lambda: OrthographicCamera(R=np.full((3, 3), _NAN)), r"R: expected finite numbers, got [[nan, nan, nan], "),
+    (lambda: WeakPerspectiveCamera(scale=_NAN), r"scale: expected finite numbers, got nan"),
+    (lambda: WeakPerspectiveCamera(scale=0.0), r"scale: expected non-zero scales (zero maps every point to t2d), "
+                                               r"got [0.0]"),
+    (lambda: WeakPerspectiveCamera(scale=0.5, t2d=(_NAN, 0.1)), r"t2d: expected finite numbers, got [nan, 0.1]"),
+    (lambda: PerspectiveCamera((50.0, 50.0, _NAN, 4.0), 8), r"K: expected finite numbers, got [50.0, 50.0, nan, 4.0]"),
+    (lambda: PerspectiveCamera((0.0, 50.0, 4.0, 4.0), 8), r"K: expected non-zero focal lengths f_x, f_y (zero maps "
+                                                          r"every point onto the principal point's row or column), "
+                                                          r"got [[0.0, 50.0]]"),
+    (lambda: PerspectiveCamera(np.diag([50.0, 0.0, 1.0]), 8), r"K: expected non-zero focal lengths"),
+    (lambda: PerspectiveCamera((50.0, 50.0, 4.0, 4.0), 8, t=(0.0, 0.0, -_INF)), r"t: expected finite numbers"),
+])
+def test_plain_numbers_that_draw_nothing_are_refused(make, message):
+    """A NaN, infinite or zero scale, focal length or offset rendered an empty image without a word."""
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        make()
+
+
+def test_tensor_parameters_stay_unchecked_and_plain_numbers_match_them():
+    g = torch.Generator().manual_seed(6)
+    # tensors are not read at construction (that would wait for the GPU in the fitting loop): no error here
+    OrthographicCamera(scale=torch.tensor([_NAN, 0.0]), center=torch.full((3,), _INF))
+    WeakPerspectiveCamera(scale=torch.zeros(2), t2d=torch.full((2,), _NAN))
+    PerspectiveCamera(torch.zeros(4), 8, t=torch.full((3,), _NAN))
+    pts = torch.randn(2, 7, 3, generator=g, dtype=torch.float64)
+    s = (torch.rand(2, generator=g, dtype=torch.float64) + 0.5).tolist()
+    c = torch.randn(3, generator=g, dtype=torch.float64).tolist()
+    R = _rotation(g).tolist()
+    K = (torch.rand(4, generator=g, dtype=torch.float64) * 50 + 10).tolist()
+    pairs = [
+        (OrthographicCamera(scale=s, center=c, R=R), OrthographicCamera(scale=torch.tensor(s), center=torch.tensor(c),
+                                                                        R=torch.tensor(R))),
+        (WeakPerspectiveCamera(scale=s[0], R=R, t2d=c[:2]),
+         WeakPerspectiveCamera(scale=torch.tensor(s[0]), R=torch.tensor(R), t2d=torch.tensor(c[:2]))),
+        (PerspectiveCamera(K, 8, R=R, t=[c[0], c[1], 20.0]),
+         PerspectiveCamera(torch.tensor(K), 8, R=torch.tensor(R), t=torch.tensor([c[0], c[1], 20.0]))),
+    ]
+    for plain, tensor in pairs:
+        assert torch.allclose(plain.project(pts), tensor.project(pts), atol=1e-5)

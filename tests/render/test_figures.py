@@ -1,4 +1,5 @@
 import json
+import re
 import sys
 
 import numpy as np
@@ -48,6 +49,25 @@ def test_tile_images_uint8_padding_scales_float_background():
     assert np.all(figures.tile_images(imgs, padding=1, background=7)[0] == 7)  # an int is a uint8 value
     floats = figures.tile_images(imgs / 255.0, padding=1)
     assert np.all(floats[0] == 1.0)
+
+
+def test_tile_images_refuses_a_background_integer_images_cannot_hold():
+    rng = np.random.default_rng(53)
+    imgs = rng.integers(0, 256, size=(3, 4, 5, 3), dtype=np.uint8)
+    # numpy wrapped 300 to 44 (and -1 to 255, 2.5 to 2, NaN to 0) in the padding
+    for bad in (300.0, 300, np.int64(300), -1, -1.0, 2.5, float("nan"), 256):
+        with pytest.raises(ValueError, match=rf"^background: expected a whole number in \[0, 255\] for uint8 images "
+                                             rf"\(or a float in \[0, 1\], scaled to 0\.\.255\), got {re.escape(repr(bad))}$"):
+            figures.tile_images(imgs, padding=1, background=bad)
+    small = rng.integers(-100, 100, size=(2, 3, 3, 1), dtype=np.int8)
+    with pytest.raises(ValueError, match=r"^background: expected a whole number in \[-128, 127\] for int8 images, "
+                                         r"got 200$"):
+        figures.tile_images(small, background=200)
+    # values in range still fill the padding exactly; floats are used as given
+    assert np.all(figures.tile_images(imgs, padding=1, background=255)[0] == 255)
+    assert np.all(figures.tile_images(imgs, padding=1, background=np.uint8(9))[0] == 9)
+    assert np.all(figures.tile_images(small, padding=1, background=-128)[0] == -128)
+    assert np.all(figures.tile_images(imgs / 255.0, padding=1, background=300.0)[0] == 300.0)
 
 
 def test_face_grid_renders_each_face_with_one_camera(face, tmp_path):

@@ -132,3 +132,46 @@ def test_empty_channels_and_textures_are_refused():
             sample_texture(torch.rand(*shape, generator=g), uv)
     with pytest.raises(ValueError, match=r"attributes: expected at least one channel C, got shape \(1, 12, 0\)"):
         interpolate(frags, torch.rand(1, verts.shape[-2], 0, generator=g))  # 12 vertices
+
+
+def test_channels_last_texture_is_refused_with_the_permute_that_fixes_it():
+    g = torch.Generator().manual_seed(29)
+    uv = torch.rand(2, 5, 6, 2, generator=g, dtype=torch.float64)
+    for c in (1, 3, 4):
+        tex = torch.rand(2, c, 16, 12, generator=g, dtype=torch.float64)  # (B, C, H, W)
+        # read as (C, H, W) = (16, 12, c) before: a 16-channel texture of 12 x c texels
+        with pytest.raises(ValueError, match=rf"^texture: expected channels first \(C, H, W\), got shape "
+                                             rf"\(16, 12, {c}\), .* C = {c}; pass texture\.permute\(2, 0, 1\)$"):
+            sample_texture(tex[0].permute(1, 2, 0), uv)
+        with pytest.raises(ValueError, match=rf"^texture: expected channels first \(B, C, H, W\), got shape "
+                                             rf"\(2, 16, 12, {c}\), .*; pass texture\.permute\(0, 3, 1, 2\)$"):
+            sample_texture(tex.permute(0, 2, 3, 1), uv)
+        # the permutes named give back the documented layouts, which still sample
+        assert torch.equal(sample_texture(tex[0].permute(1, 2, 0).permute(2, 0, 1), uv), sample_texture(tex[0], uv))
+        assert torch.equal(sample_texture(tex.permute(0, 2, 3, 1).permute(0, 3, 1, 2), uv), sample_texture(tex, uv))
+    # channels first with a width of 1, 3 or 4 texels is not mistaken for channels last
+    for shape in ((3, 9, 4), (4, 7, 3), (1, 5, 1), (2, 3, 6, 4)):
+        out = sample_texture(torch.rand(*shape, generator=g, dtype=torch.float64), uv)
+        assert out.shape == (2, shape[-3], 5, 6)
+
+
+def test_non_finite_uv_gives_nan_not_a_border_texel():
+    g = torch.Generator().manual_seed(30)
+    tex = torch.rand(2, 3, 7, 9, generator=g, dtype=torch.float64)
+    uv = torch.rand(2, 4, 5, 2, generator=g, dtype=torch.float64)
+    bad = torch.zeros(2, 4, 5, dtype=torch.bool)
+    bad_uv = uv.clone()
+    for (b, i, j, k), value in zip(((0, 1, 2, 0), (1, 3, 0, 1), (1, 0, 4, 0)), (np.nan, np.inf, -np.inf)):
+        bad_uv[b, i, j, k] = value
+        bad[b, i, j] = True
+    for mode in ("bilinear", "nearest"):
+        out = sample_texture(tex, bad_uv, mode=mode).permute(0, 2, 3, 1)  # (B, H, W, C)
+        assert torch.isnan(out[bad]).all()  # grid_sample alone gave a border texel's colour
+        assert torch.equal(out[~bad], sample_texture(tex, uv, mode=mode).permute(0, 2, 3, 1)[~bad])
+    # outside a mask the colour is zero, NaN UVs included; inside it a NaN UV stays NaN
+    mask = torch.rand(2, 4, 5, generator=g) > 0.5
+    mask[0, 1, 2], mask[1, 3, 0] = True, False
+    out = sample_texture(tex, bad_uv, mask=mask)
+    assert torch.isnan(out[0, :, 1, 2]).all() and torch.all(out[1, :, 3, 0] == 0)
+    assert torch.all(out.permute(0, 2, 3, 1)[~mask] == 0)
+    assert torch.equal(out.permute(0, 2, 3, 1)[mask & ~bad], sample_texture(tex, uv).permute(0, 2, 3, 1)[mask & ~bad])

@@ -285,3 +285,29 @@ def test_reused_fragments_take_the_camera_given_for_the_gradients():
         render(v, f, OrthographicCamera(scale=torch.ones(2)), 24, fragments=frags)
     with pytest.raises(TypeError, match="camera: expected a mesh_decoder.render Camera"):
         render(v, f, "camera", 24, fragments=frags)
+
+
+def test_render_refuses_a_channels_last_texture_and_shows_nan_uvs():
+    mesh = face_template(500, seed=5)
+    g = torch.Generator().manual_seed(45)
+    v = torch.tensor(mesh.vertices)
+    f = torch.tensor(mesh.faces)
+    cam = OrthographicCamera.fit(v, 32)
+    tex = torch.rand(3, 16, 16, generator=g, dtype=torch.float64)
+    # was rendered as a 16-channel (16, 3)-texel texture, an image of 16 channels
+    with pytest.raises(ValueError, match=r"^texture: expected channels first \(C, H, W\), got shape \(16, 16, 3\), "
+                                         r".*; pass texture\.permute\(2, 0, 1\)$"):
+        render(v, f, cam, 32, texture=tex.permute(1, 2, 0), uv=mesh.uv, uv_faces=mesh.uv_faces)
+    good = render(v, f, cam, 32, texture=tex, uv=mesh.uv, uv_faces=mesh.uv_faces)
+    frags = good.fragments
+    # a NaN UV of one corner of a visible face: the pixels of every face using that UV row are NaN
+    face_ids = frags.face_id[frags.mask]  # (P,)
+    row = int(mesh.uv_faces[int(face_ids[torch.randint(len(face_ids), (1,), generator=g)]), 0])
+    uv = mesh.uv.copy()
+    uv[row, int(torch.randint(2, (1,), generator=g))] = np.nan
+    out = render(v, f, cam, 32, texture=tex, uv=uv, uv_faces=mesh.uv_faces, fragments=frags)
+    uses = torch.from_numpy((mesh.uv_faces == row).any(axis=1))  # (F,)
+    hit = uses[frags.face_id.clamp(min=0)] & frags.mask  # (1, H, W)
+    nan = torch.isnan(out.image).any(dim=1)  # (1, H, W); a border texel's plausible colour before
+    assert bool(hit.any()) and torch.equal(nan, hit) and bool(torch.isnan(out.image[:, :, hit[0]]).all())
+    assert torch.equal(out.image.permute(0, 2, 3, 1)[~nan], good.image.permute(0, 2, 3, 1)[~nan])

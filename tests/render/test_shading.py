@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -103,3 +105,36 @@ def test_lambert_refuses_albedo_and_coefficients_of_another_length():
                          .sum(-1, keepdim=True).clamp(min=0))
     torch.testing.assert_close(shade_lambert(n, albedo, ambient=k), expected)  # (N,) still one per normal
     torch.testing.assert_close(shade_lambert(n, albedo[:1], ambient=k), expected / albedo * albedo[:1])
+
+
+def test_lights_of_plain_numbers_that_shade_wrongly_are_refused():
+    """A zero direction lit nothing but the ambient term, a NaN one or a NaN coefficient gave NaN colours."""
+    nan, inf = float("nan"), float("inf")
+    cases = [
+        (dict(direction=(0.0, 0.0, 0.0)), "direction: expected a direction towards the light, not all zero, "
+                                          "got [0.0, 0.0, 0.0]"),
+        (dict(direction=np.zeros(3)), "direction: expected a direction towards the light, not all zero"),
+        (dict(direction=(nan, 0.5, 1.0)), "direction: expected finite numbers, got [nan, 0.5, 1.0]"),
+        (dict(direction=(0.3, 0.5)), "direction: expected 3 numbers (x, y, z) or a tensor, got shape (2,)"),
+        (dict(ambient=nan), "ambient: expected finite numbers, got nan"),
+        (dict(diffuse=-inf), "diffuse: expected finite numbers, got -inf"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match="^" + re.escape(message)):
+            DirectionalLight(**kwargs)
+    g = torch.Generator().manual_seed(36)
+    n = torch.nn.functional.normalize(torch.randn(6, 3, generator=g), dim=-1)
+    albedo = torch.rand(6, 3, generator=g)
+    with pytest.raises(ValueError, match=r"^light_dir: expected a direction towards the light, not all zero"):
+        shade_lambert(n, albedo, (0, 0, 0))
+    with pytest.raises(ValueError, match=r"^ambient: expected finite numbers, got nan"):
+        shade_lambert(n, albedo, ambient=nan)
+    # tensors are not read (no wait for the GPU): a fit's parameters pass as they are
+    DirectionalLight(direction=torch.zeros(3), ambient=torch.tensor(nan))
+    # valid plain numbers shade as the same tensors do
+    d = torch.randn(3, generator=g, dtype=torch.float64)
+    ka, kd = torch.rand(2, generator=g, dtype=torch.float64).tolist()
+    light = DirectionalLight(tuple(d.tolist()), ka, kd)
+    torch.testing.assert_close(shade_lambert(n.double(), albedo.double(), light.direction, light.ambient, light.diffuse),
+                               shade_lambert(n.double(), albedo.double(), d, torch.tensor(ka, dtype=torch.float64),
+                                             torch.tensor(kd, dtype=torch.float64)))
