@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from mesh_decoder._checks import check_output_path, int_argument
+from mesh_decoder._checks import check_output_path, int_argument, real_argument
 from mesh_decoder.bench import report
 from mesh_decoder.bench.timing import time_fn
 from mesh_decoder.mesh.templates import face_template
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int_argument(1), nargs="+", default=[1, 8])
     parser.add_argument("--vertices", type=int, default=5023)
     parser.add_argument("--threads", type=int_argument(1), default=1)
-    parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed samples per closure")
+    parser.add_argument("--budget", type=real_argument(0, inclusive=False, what="a finite number of seconds"), default=3.0, help="seconds of timed samples per closure")
     parser.add_argument("--no-memory", action="store_true", help="skip the subprocess memory measurement")
     parser.add_argument("-o", "--output", default=None,
                         help="result JSON (default benchmarks/results/render_<machine>.json)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import numbers
 import os
 from typing import Callable, Sequence
@@ -10,8 +11,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["check_tensor", "check_int", "check_bool", "int_argument", "MAX_SEED", "check_device", "check_output_path",
-           "one_line_error"]
+__all__ = ["check_tensor", "check_int", "check_bool", "int_argument", "real_argument", "MAX_SEED", "check_device", "check_output_path",
+           "one_line_error", "out_of_memory"]
 
 
 def check_tensor(
@@ -84,6 +85,32 @@ def int_argument(minimum: int, maximum: int | None = None) -> Callable[[str], in
 
     parse.__name__ = want.removeprefix("an ")
     return parse
+
+
+def real_argument(lower: float, *, inclusive: bool, what: str = "a finite real number") -> Callable[[str], float]:
+    """An argparse ``type`` for finite numbers ``> lower`` (``>= lower`` when ``inclusive``); ``what``
+    names them in the error (argparse prefixes the option's name)."""
+    bound = f"{'>=' if inclusive else '>'} {lower}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value >= lower if inclusive else value > lower)):
+            raise argparse.ArgumentTypeError(f"expected {what} {bound}, got {text!r}")
+        return value
+
+    parse.__name__ = f"{what.removeprefix('a ')} {bound}"
+    return parse
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure to allocate: Python's ``MemoryError``, or torch's (a ``RuntimeError``
+    on any device), which a command reports in one line."""
+    torch_oom = getattr(torch, "OutOfMemoryError", ())
+    return isinstance(exc, (MemoryError, torch_oom)) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
 def check_device(value: object, name: str, *, available: bool = True) -> torch.device:

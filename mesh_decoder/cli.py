@@ -6,12 +6,11 @@ Argument errors and bad files print one line to stderr and exit non-zero.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from ._checks import MAX_SEED, check_output_path, int_argument, one_line_error
+from ._checks import MAX_SEED, check_output_path, int_argument, one_line_error, out_of_memory, real_argument
 from .errors import MeshError
 
 __all__ = ["main", "build_parser"]
@@ -32,16 +31,6 @@ def _parse_vertices(value: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer vertex count, got {value!r}") from None
     return n
-
-
-def _parse_factor(value: str) -> float:
-    try:
-        factor = float(value)
-    except ValueError:
-        factor = math.nan
-    if not (math.isfinite(factor) and factor > 1):
-        raise argparse.ArgumentTypeError(f"expected a finite real number > 1, got {value!r}")
-    return factor
 
 
 # --------------------------------------------------------------------------- template
@@ -103,7 +92,7 @@ def _fmt(value) -> str:
 def _add_hierarchy(sub) -> None:
     p = sub.add_parser("hierarchy", help="build a mesh hierarchy and print its levels")
     p.add_argument("template", nargs="?", help="template mesh file (default: the built-in 5,023-vertex face)")
-    p.add_argument("--factors", type=_parse_factor, nargs="+", default=[4, 4, 4, 4],
+    p.add_argument("--factors", type=real_argument(1, inclusive=False), nargs="+", default=[4, 4, 4, 4],
                    help="down-sampling factor per level, each a real number > 1 (default: 4 4 4 4)")
     p.add_argument("--spiral-length", type=int_argument(1), nargs="+", default=[9])
     p.add_argument("--dilation", type=int_argument(1), nargs="+", default=[1])
@@ -261,12 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _torch_out_of_memory(exc: RuntimeError) -> bool:
-    """Whether ``exc`` is torch failing to allocate (a ``RuntimeError``, not a ``MemoryError``, on any device)."""
-    torch = sys.modules.get("torch")
-    return isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or "can't allocate memory" in str(exc)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -278,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {one_line_error(exc)}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as exc:  # e.g. a huge --texture-size: say so in one line
-        if not isinstance(exc, MemoryError) and not _torch_out_of_memory(exc):
+        if not out_of_memory(exc):
             raise
         print(f"error: out of memory ({one_line_error(exc)}); try smaller sizes", file=sys.stderr)
         return 1

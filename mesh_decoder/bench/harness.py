@@ -77,7 +77,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import MAX_SEED, check_device, check_int, check_output_path, int_argument, one_line_error
+from .._checks import MAX_SEED, check_device, check_int, check_output_path, int_argument, one_line_error, real_argument
 from . import report
 from .roofline import (
     DTYPES,
@@ -1461,23 +1461,6 @@ def run_scaling(
 
 
 # -------------------------------------------------------------------------- CLI
-def _seconds_argument(positive: bool) -> Callable[[str], float]:
-    """An argparse ``type`` for a finite number of seconds, ``> 0`` or ``>= 0`` (argparse prefixes the option)."""
-    bound = "> 0" if positive else ">= 0"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
-            raise argparse.ArgumentTypeError(f"expected a finite number of seconds {bound}, got {text!r}")
-        return value
-
-    parse.__name__ = f"seconds {bound}"
-    return parse
-
-
 def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the benchmark's options to ``parser`` (used by ``mesh-decoder bench``)."""
     parser.add_argument("--decoders", nargs="+", choices=list(BUILTIN_DECODERS), default=None,
@@ -1509,9 +1492,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "tables come from are in benchmarks/results)")
     parser.add_argument("--file-prefix", default="decode",
                         help="result files are PREFIX_<machine>.json/.csv/.png (default decode)")
-    parser.add_argument("--time-budget", type=_seconds_argument(positive=True), default=None,
+    parser.add_argument("--time-budget", type=real_argument(0, inclusive=False, what="a finite number of seconds"), default=None,
                         help="seconds of timing samples for the whole run (default 30; --quick 5)")
-    parser.add_argument("--time-box", type=_seconds_argument(positive=False), default=None,
+    parser.add_argument("--time-box", type=real_argument(0, inclusive=True, what="a finite number of seconds"), default=None,
                         help="wall-clock seconds the run should fit in (default 160; --quick 60; 0: no limit)")
     parser.add_argument("--memory", choices=MEMORY_CHOICES, default=None,
                         help="CPU peak-memory probes, one subprocess per row: all rows; auto: eager rows and "

@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__
 from .._atomic import atomic_write, write_json
-from .._checks import one_line_error
+from .._checks import one_line_error, out_of_memory
 
 __all__ = [
     "ROW_COLUMNS",
@@ -308,6 +308,11 @@ def script_main(main: Callable[[list[str] | None], int], argv: list[str] | None 
         return main(argv)
     except (ValueError, TypeError, OSError) as exc:
         print(f"error: {one_line_error(exc)}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as exc:  # e.g. huge sizes: say so in one line
+        if not out_of_memory(exc):
+            raise
+        print(f"error: out of memory ({one_line_error(exc)}); try smaller sizes", file=sys.stderr)
         return 1
 
 

@@ -281,6 +281,9 @@ def test_naming_options_renames_the_parameter_only():
     (bench_hierarchy, ["--sizes", "500", "--texture-size", str(-_SMALL)],
      f"argument --texture-size: expected an integer >= 0, got '{-_SMALL}'"),
     (bench_hierarchy, ["--sizes", "500", "--spiral-length", "0"], "argument --spiral-length: expected an integer >= 1, got '0'"),
+    (bench_render, ["--budget", "-1"], "argument --budget: expected a finite number of seconds > 0, got '-1'"),
+    (bench_render, ["--budget", "nan"], "argument --budget: expected a finite number of seconds > 0, got 'nan'"),
+    (bench_render, ["--budget", "inf"], "argument --budget: expected a finite number of seconds > 0, got 'inf'"),
 ])
 def test_a_scripts_bad_value_is_refused_with_its_option(tmp_path, capsys, script, argv, message):
     """--seed -1 said 'rng: expected a numpy Generator or a non-negative int seed'; --texture-size -1
@@ -290,3 +293,29 @@ def test_a_scripts_bad_value_is_refused_with_its_option(tmp_path, capsys, script
         script.main([*argv, *output])
     assert stop.value.code == 2 and message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("error", [MemoryError("Unable to allocate 74.5 GiB for an array"),
+                                   RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                                                "allocate memory: you tried to allocate 80000000000 bytes.")])
+def test_a_scripts_out_of_memory_is_one_line(capsys, error):
+    """bench_render --sizes 100000 ended in a traceback: an allocation failure is one line, as in the CLI."""
+    from mesh_decoder.bench.report import script_main
+
+    def main(argv):
+        raise error
+
+    assert script_main(main, []) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory (") and err.endswith("; try smaller sizes\n") and err.count("\n") == 1
+    assert str(error).split(":")[0] in err
+
+
+def test_a_scripts_other_runtime_errors_are_raised():
+    from mesh_decoder.bench.report import script_main
+
+    def main(argv):
+        raise RuntimeError("a bug, not a lack of memory")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        script_main(main, [])
