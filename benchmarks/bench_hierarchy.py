@@ -44,7 +44,7 @@ import torch
 from mesh_decoder._checks import check_output_path, int_argument
 from mesh_decoder.bench.report import environment, machine_slug, naming_options, script_main, write_json
 from mesh_decoder.hierarchy import build_hierarchy
-from mesh_decoder.mesh.templates import face_template
+from mesh_decoder.mesh.templates import MAX_VERTICES, MIN_VERTICES, face_template
 
 STAGES = ("validate", "decimate", "operators", "spirals", "laplacian", "texel_map")
 DEFAULT_SIZES = (5023, 20000, 50000, 100000)
@@ -104,15 +104,15 @@ def growth(rows: list[dict]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="template vertex counts")
-    parser.add_argument("--repeats", type=int, default=3, help="builds per size (median reported)")
-    parser.add_argument("--factors", type=int, nargs="+", default=[4, 4, 4, 4])
+    # every size checked before the first is built (a bad last size failed after minutes of work)
+    parser.add_argument("--sizes", type=int_argument(MIN_VERTICES, MAX_VERTICES), nargs="+",
+                        default=list(DEFAULT_SIZES), help="template vertex counts")
+    parser.add_argument("--repeats", type=int_argument(1), default=3, help="builds per size (median reported)")
+    parser.add_argument("--factors", type=int_argument(2), nargs="+", default=[4, 4, 4, 4])
     parser.add_argument("--spiral-length", type=int_argument(1), default=9)
     parser.add_argument("--texture-size", type=int_argument(0), default=256, help="texel map size (0: none)")
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error(f"--repeats: expected an int >= 1, got {args.repeats}")
     check_output_path(args.output_dir, "--output-dir", directory=True)  # before the work, not after it
 
     threads = torch.get_num_threads()

@@ -198,8 +198,6 @@ _RANGE = "expected an integer in [500, 100000], got"
     (bench_fit, ["--faces", "1", "--kinds", "mesh", "--vertices", str(_HUGE)], f"--vertices: {_RANGE} {_HUGE}"),
     (bench_fit, ["--faces", "1", "--kinds", "mesh", "--vertices", "500", "--components", str(_HUGE)],
      f"--components: expected an integer in [1, min(N - 1, 3V) = 199] for N = 200 samples of dimension 1500, got {_HUGE}"),
-    (bench_hierarchy, ["--sizes", str(_SMALL)], f"--sizes: {_RANGE} {_SMALL}"),
-    (bench_hierarchy, ["--sizes", "500", "--factors", "1"], "--factors: expected a finite down-sampling factor > 1, got 1"),
     (bench_hierarchy, ["--sizes", "500", "--texture-size", str(_HUGE)],
      f"--texture-size: expected at most 8192 texels per side, got ({_HUGE}, {_HUGE})"),
 ])
@@ -281,6 +279,11 @@ def test_naming_options_renames_the_parameter_only():
     (bench_hierarchy, ["--sizes", "500", "--texture-size", str(-_SMALL)],
      f"argument --texture-size: expected an integer >= 0, got '{-_SMALL}'"),
     (bench_hierarchy, ["--sizes", "500", "--spiral-length", "0"], "argument --spiral-length: expected an integer >= 1, got '0'"),
+    # every size and factor before the first build (a bad last size failed after the others were built)
+    (bench_hierarchy, ["--sizes", "500", str(_SMALL)], f"argument --sizes: {_RANGE} '{_SMALL}'"),
+    (bench_hierarchy, ["--sizes", "500", str(_HUGE)], f"argument --sizes: {_RANGE} '{_HUGE}'"),
+    (bench_hierarchy, ["--sizes", "500", "--factors", "4", "1"], "argument --factors: expected an integer >= 2, got '1'"),
+    (bench_hierarchy, ["--sizes", "500", "--repeats", "0"], "argument --repeats: expected an integer >= 1, got '0'"),
     (bench_render, ["--budget", "-1"], "argument --budget: expected a finite number of seconds > 0, got '-1'"),
     (bench_render, ["--budget", "nan"], "argument --budget: expected a finite number of seconds > 0, got 'nan'"),
     (bench_render, ["--budget", "inf"], "argument --budget: expected a finite number of seconds > 0, got 'inf'"),
