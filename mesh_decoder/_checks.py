@@ -24,7 +24,7 @@ def check_tensor(
 ) -> torch.Tensor:
     """Check a tensor's type, rank, sizes, dtype and device.
 
-    ``shape`` entries are ints (must match), or strings/``None`` (any size).
+    ``shape`` entries are integers, numpy's too (must match), or strings/``None`` (any size).
     Raises ``TypeError`` for a non-tensor or wrong dtype and ``ValueError`` for a
     wrong shape or device, naming the expected and the found value.
     """
@@ -34,7 +34,7 @@ def check_tensor(
         shape = tuple(shape)
         pretty = "(" + ", ".join(str(s) for s in shape) + ")"
         if x.dim() != len(shape) or any(
-            isinstance(s, int) and s != n for s, n in zip(shape, x.shape)
+            isinstance(s, numbers.Integral) and s != n for s, n in zip(shape, x.shape)
         ):
             raise ValueError(f"{name}: expected shape {pretty}, got {tuple(x.shape)}")
     if dtype is not None:

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_bool
+from .._checks import check_bool, check_tensor
 from ..errors import HierarchyError
 from ..hierarchy.container import MeshHierarchy, TexelMap
 from .activation import elu_
@@ -180,6 +180,18 @@ def _check_level_sizes(num_vertices: Sequence[int], num_convs: int) -> tuple[int
         raise ValueError(f"num_vertices: expected {num_convs + 1} level sizes for {num_convs} channel entries, "
                          f"got {len(sizes)}")
     return sizes
+
+
+def _check_level_index(index: Any, name: str, shape: tuple[int, ...], num_in: int, level: int) -> None:
+    """An int64 index tensor of ``shape`` into level ``level`` (``num_in`` vertices); errors name ``name``."""
+    check_tensor(index, name)
+    if tuple(index.shape) != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {tuple(index.shape)}")
+    check_tensor(index, name, dtype=torch.int64)
+    if index.numel():
+        lo, hi = int(index.min()), int(index.max())
+        if lo < 0 or hi >= num_in:
+            raise ValueError(f"{name}: expected indices in [0, {num_in}) (level {level} size), got range [{lo}, {hi}]")
 
 
 def _per_level(value: Any, num: int, name: str) -> list[Any]:
@@ -421,15 +433,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
                 f"up_index/up_weight: expected {L} tensors each, got {len(up_index)} and {len(up_weight)}"
             )
         for l in range(L):
-            if tuple(up_index[l].shape) != (sizes[l], 3):
-                raise ValueError(
-                    f"up_index[{l}]: expected shape ({sizes[l]}, 3), got {tuple(up_index[l].shape)}"
-                )
-            if up_index[l].numel() and int(up_index[l].max()) >= sizes[l + 1]:
-                raise ValueError(
-                    f"up_index[{l}]: expected indices < {sizes[l + 1]} (level {l + 1} size), "
-                    f"got maximum {int(up_index[l].max())}"
-                )
+            _check_level_index(up_index[l], f"up_index[{l}]", (sizes[l], 3), sizes[l + 1], l + 1)
         self.num_vertices = sizes
         self.activation = activation_name(activation)  # validated early
         self.check_finite = check_bool(check_finite, "check_finite")

@@ -24,6 +24,7 @@ from .decoders import (
     HierarchyModel,
     _ChebLevels,
     _check_channels,
+    _check_level_index,
     _check_level_sizes,
     _check_levels,
     _check_positive_int,
@@ -79,15 +80,7 @@ class GraphEncoder(HierarchyModel, nn.Module):
         if len(down_index) != L:
             raise ValueError(f"down_index: expected {L} tensors, got {len(down_index)}")
         for l in range(L):
-            if tuple(down_index[l].shape) != (sizes[l + 1],):
-                raise ValueError(
-                    f"down_index[{l}]: expected shape ({sizes[l + 1]},), got {tuple(down_index[l].shape)}"
-                )
-            if down_index[l].numel() and int(down_index[l].max()) >= sizes[l]:
-                raise ValueError(
-                    f"down_index[{l}]: expected indices < {sizes[l]} (level {l} size), "
-                    f"got maximum {int(down_index[l].max())}"
-                )
+            _check_level_index(down_index[l], f"down_index[{l}]", (sizes[l + 1],), sizes[l], l)
         self.num_vertices = sizes
         self.activation = activation_name(activation)
         self.act = make_activation(self.activation)

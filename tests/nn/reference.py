@@ -11,11 +11,14 @@ import numpy as np
 import torch
 
 from mesh_decoder.hierarchy import HierarchyLevel, MeshHierarchy
+from mesh_decoder.nn.decoders import ACTIVATIONS
+from mesh_decoder.nn.encoders import ChebEncoder, GraphEncoder, SpiralEncoder
 
 __all__ = [
     "grid_mesh", "icosahedron", "edge_set", "dense_adjacency", "dense_scaled_laplacian", "coo",
     "random_spirals", "random_up_operator", "spiral_conv_reference", "spiralnet_reference",
     "cheb_conv_reference", "down_sample_reference", "up_sample_reference", "make_test_hierarchy",
+    "build_encoder", "encoder_reference", "rand_meshes", "rand_latent",
 ]
 
 
@@ -192,3 +195,34 @@ def make_test_hierarchy(seed: int = 0, spiral_length: int = 5) -> MeshHierarchy:
     down = torch.randperm(V0, generator=gen)[:V1].sort().values
     up_index, up_weight = random_up_operator(gen, V0, V1)
     return MeshHierarchy(levels, [down], [up_index], [up_weight])
+
+
+# ------------------------------------------------------------------------------ encoders and random inputs
+def build_encoder(kind: str, hierarchy, **kw) -> GraphEncoder:
+    kw.setdefault("channels", (8, 12))
+    kw.setdefault("latent_size", 5)
+    if kind == "spiral":
+        return SpiralEncoder.from_hierarchy(hierarchy, **kw)
+    return ChebEncoder.from_hierarchy(hierarchy, K=3, **kw)
+
+
+def encoder_reference(enc: GraphEncoder, hierarchy, x: torch.Tensor) -> torch.Tensor:
+    """The encoder written out: the encoder's convs, selection by a loop, explicit FC."""
+    act = ACTIVATIONS[enc.activation]()
+    h = x
+    for level, conv in enumerate(enc.convs):
+        h = act(conv(h))
+        idx = hierarchy.down[level].tolist()
+        h = torch.stack([h[:, i] for i in idx], dim=1)  # (B, V_{l+1}, C)
+    flat = h.reshape(h.shape[0], -1)
+    return flat @ enc.fc.weight.T + enc.fc.bias
+
+
+def rand_meshes(hierarchy, batch: int, seed: int, channels: int = 3, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, hierarchy.sizes[0], channels, generator=g, dtype=dtype)
+
+
+def rand_latent(dec: torch.nn.Module, batch: int, seed: int, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, dec.latent_size, generator=g, dtype=dtype)

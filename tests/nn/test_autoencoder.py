@@ -1,4 +1,4 @@
-"""Tests of the encoders and MeshAutoencoder (shared normalisation, latent prior, sampling)."""
+"""Tests of MeshAutoencoder (shared normalisation, latent prior, sampling); the encoders alone: test_encoders.py."""
 
 from __future__ import annotations
 
@@ -9,18 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mesh_decoder.errors import HierarchyError
 from mesh_decoder.nn.autoencoder import MeshAutoencoder
-from mesh_decoder.nn.decoders import ACTIVATIONS, ChebDecoder, GraphDecoder, SpiralDecoder
-from mesh_decoder.nn.encoders import ChebEncoder, GraphEncoder, SpiralEncoder, encoder_from_config
-
-
-def build_encoder(kind: str, hierarchy, **kw) -> GraphEncoder:
-    kw.setdefault("channels", (8, 12))
-    kw.setdefault("latent_size", 5)
-    if kind == "spiral":
-        return SpiralEncoder.from_hierarchy(hierarchy, **kw)
-    return ChebEncoder.from_hierarchy(hierarchy, K=3, **kw)
+from mesh_decoder.nn.decoders import ChebDecoder, GraphDecoder, SpiralDecoder
+from mesh_decoder.nn.encoders import ChebEncoder, SpiralEncoder
+from tests.nn.reference import build_encoder, rand_meshes
 
 
 def build_autoencoder(kind: str, hierarchy, **kw) -> MeshAutoencoder:
@@ -31,61 +23,6 @@ def build_autoencoder(kind: str, hierarchy, **kw) -> MeshAutoencoder:
     else:
         dec = ChebDecoder.from_hierarchy(hierarchy, K=3, **kw)
     return MeshAutoencoder(build_encoder(kind, hierarchy, **kw), dec)
-
-
-def encoder_reference(enc: GraphEncoder, hierarchy, x: torch.Tensor) -> torch.Tensor:
-    """The encoder written out: the encoder's convs, selection by a loop, explicit FC."""
-    act = ACTIVATIONS[enc.activation]()
-    h = x
-    for level, conv in enumerate(enc.convs):
-        h = act(conv(h))
-        idx = hierarchy.down[level].tolist()
-        h = torch.stack([h[:, i] for i in idx], dim=1)  # (B, V_{l+1}, C)
-    flat = h.reshape(h.shape[0], -1)
-    return flat @ enc.fc.weight.T + enc.fc.bias
-
-
-def rand_meshes(hierarchy, batch: int, seed: int, channels: int = 3, dtype=torch.float32) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, hierarchy.sizes[0], channels, generator=g, dtype=dtype)
-
-
-# ------------------------------------------------------------------------------ encoders
-@pytest.mark.parametrize("hierarchy_name", ["synthetic_hierarchy", "face_hierarchy"])
-@pytest.mark.parametrize("kind", ["spiral", "cheb"])
-def test_encoder_matches_reference_and_is_batch_consistent(request, hierarchy_name, kind):
-    hierarchy = request.getfixturevalue(hierarchy_name)
-    torch.manual_seed(0)
-    enc = build_encoder(kind, hierarchy).double()
-    x = rand_meshes(hierarchy, 3, seed=1, dtype=torch.float64)
-    z = enc(x)
-    assert z.shape == (3, 5)
-    torch.testing.assert_close(z, encoder_reference(enc, hierarchy, x))
-    for b in range(3):
-        torch.testing.assert_close(enc(x[b]), z[b])
-
-
-def test_encoder_architecture_mirrors_the_decoder(synthetic_hierarchy):
-    enc = SpiralEncoder.from_hierarchy(synthetic_hierarchy, latent_size=7, channels=(8, 12, 16), in_channels=6)
-    assert [(c.in_channels, c.out_channels) for c in enc.convs] == [(6, 8), (8, 12), (12, 16)]
-    assert enc.fc.in_features == synthetic_hierarchy.sizes[3] * 16 and enc.fc.out_features == 7
-    assert "in_channels=6, channels=(8, 12, 16), latent_size=7" in repr(enc) and "SpiralConv(6, 8" in repr(enc)
-    with pytest.raises(ValueError, match=r"x: expected shape \(B, 90, 6\) or \(90, 6\), got \(2, 90, 3\)"):
-        enc(torch.randn(2, 90, 3))
-    with pytest.raises(TypeError, match="got torch.float64"):
-        enc(torch.randn(90, 6, dtype=torch.float64))
-
-
-@pytest.mark.parametrize("kind", ["spiral", "cheb"])
-def test_encoder_config_round_trip(synthetic_hierarchy, make_hierarchy, kind):
-    enc = build_encoder(kind, synthetic_hierarchy, activation="relu")
-    config = json.loads(json.dumps(enc.config()))
-    again = encoder_from_config(config, synthetic_hierarchy)
-    again.load_state_dict(enc.state_dict())
-    x = rand_meshes(synthetic_hierarchy, 2, seed=2)
-    torch.testing.assert_close(again(x), enc(x))
-    with pytest.raises(HierarchyError, match="expected level sizes"):
-        encoder_from_config(config, make_hierarchy(sizes=(90, 41, 18, 8)))
 
 
 # --------------------------------------------------------------------------- autoencoder

@@ -1,4 +1,4 @@
-"""Tests of the graph decoders (spiral, Chebyshev, PyG) and the presets."""
+"""Tests of the graph decoders (spiral, Chebyshev, PyG); the presets are in test_presets.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from mesh_decoder.nn.decoders import (
     SpiralDecoder,
     decoder_from_config,
 )
-from mesh_decoder.nn.presets import PRESETS, decoder_from_preset, preset_hierarchy_params
+from tests.nn.reference import rand_latent
 
 DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
 HIERARCHIES = ["synthetic_hierarchy", "face_hierarchy", "head_hierarchy", "sphere_hierarchy"]
@@ -66,11 +66,6 @@ def decoder_reference(dec: GraphDecoder, hierarchy, z: torch.Tensor) -> torch.Te
         x = torch.einsum("uv,bvc->buc", dense_up(hierarchy, level).to(x.dtype), x)
         x = act(dec.convs[i](x))
     return dec.out_conv(x) * dec.std + dec.mean
-
-
-def rand_latent(dec: GraphDecoder, batch: int, seed: int, dtype=torch.float32) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, dec.latent_size, generator=g, dtype=dtype)
 
 
 def randomise_normalization(dec: GraphDecoder, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,6 +227,26 @@ def test_check_finite(synthetic_hierarchy):
         build("spiral", synthetic_hierarchy, check_finite="no")  # its truth value would switch the check on
 
 
+@pytest.mark.parametrize("bad", ["ndarray", "negative", "int32", "too large", "shape"])
+def test_constructor_names_up_index_and_its_level_for_every_bad_entry(synthetic_hierarchy, bad):
+    """A numpy entry failed with AttributeError ('numel'), a negative or int32 one with UpSample's 'index: ...'
+    error, naming neither up_index nor the level."""
+    h = synthetic_hierarchy
+    good = dict(latent_size=5, channels=(8, 12), spirals=[h.levels[l].spirals for l in range(2)],
+                up_index=list(h.up_index[:2]), up_weight=list(h.up_weight[:2]), num_vertices=h.sizes[:3])
+    assert SpiralDecoder(**good).num_vertices == tuple(h.sizes[:3])
+    u0, u1 = good["up_index"]
+    entry = {"ndarray": u1.numpy(), "negative": u1 - 1000, "int32": u1.int(), "too large": u1 + h.sizes[2],
+             "shape": u1[:-1]}[bad]
+    want = {"ndarray": r"expected a torch.Tensor, got ndarray",
+            "negative": rf"expected indices in \[0, {h.sizes[2]}\) \(level 2 size\), got range \[-\d+, -?\d+\]",
+            "int32": r"expected dtype torch.int64, got torch.int32",
+            "too large": rf"expected indices in \[0, {h.sizes[2]}\) \(level 2 size\), got range \[\d+, \d+\]",
+            "shape": rf"expected shape \({h.sizes[1]}, 3\), got \({h.sizes[1] - 1}, 3\)"}[bad]
+    with pytest.raises((TypeError, ValueError), match=rf"^up_index\[1\]: {want}$"):
+        SpiralDecoder(**{**good, "up_index": [u0, entry]})
+
+
 # ------------------------------------------------------------------------------ config
 @pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
 def test_config_round_trip(synthetic_hierarchy, kind, make_hierarchy):
@@ -295,32 +310,6 @@ def test_torch_compile_gives_the_same_output(face_hierarchy, kind):
         eager = dec(z)
         compiled = torch.compile(dec, fullgraph=True)(z)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
-
-
-# ------------------------------------------------------------------------------ presets
-def test_presets_content():
-    assert PRESETS["spiralnet++-coma"] == dict(
-        cls="SpiralDecoder", latent_size=16, channels=(32, 32, 32, 64), spiral_length=9, factors=(4, 4, 4, 4)
-    )
-    assert PRESETS["coma"] == dict(cls="ChebDecoder", K=6, channels=(16, 16, 16, 32), latent_size=8, factors=(4, 4, 4, 4))
-    assert preset_hierarchy_params("spiralnet++-coma") == {"factors": (4, 4, 4, 4), "spiral_lengths": 9}
-    assert preset_hierarchy_params("coma") == {"factors": (4, 4, 4, 4)}
-    with pytest.raises(ValueError, match="preset: expected one of"):
-        preset_hierarchy_params("spiralnet")
-
-
-def test_decoder_from_preset(preset_hierarchy, make_hierarchy):
-    spiral = decoder_from_preset("spiralnet++-coma", preset_hierarchy)
-    assert isinstance(spiral, SpiralDecoder) and spiral.latent_size == 16 and spiral.channels == (32, 32, 32, 64)
-    assert spiral.spiral_lengths == (9, 9, 9, 9)
-    coma = decoder_from_preset("coma", preset_hierarchy, out_channels=6)
-    assert isinstance(coma, ChebDecoder) and coma.K == 6 and coma.latent_size == 8 and coma.out_channels == 6
-    for dec in (spiral, coma):
-        z = rand_latent(dec, 2, seed=14)
-        assert dec(z).shape == (2, preset_hierarchy.sizes[0], dec.out_channels)
-    wrong = make_hierarchy(sizes=(90, 40, 18, 8), seed=4)
-    with pytest.raises(HierarchyError, match="preset_hierarchy_params"):
-        decoder_from_preset("coma", wrong)
 
 
 def test_graph_decoder_is_an_nn_module(synthetic_hierarchy):
