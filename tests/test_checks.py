@@ -20,6 +20,8 @@ from mesh_decoder._checks import (
     check_tensor,
     int_argument,
     one_line_error,
+    out_of_memory,
+    real_argument,
 )
 
 DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
@@ -167,6 +169,31 @@ def test_int_argument_errors_name_the_option_through_argparse():
     with pytest.raises(argparse.ArgumentError, match=r"^argument --steps: expected an integer in \[1, 100\], "
                                                      r"got '101'$"):
         parser.parse_args(["--steps", "101"])
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+def test_real_argument_takes_finite_numbers_past_the_bound(inclusive):
+    rng = np.random.default_rng()
+    lower = float(rng.integers(-5, 5))
+    parse = real_argument(lower, inclusive=inclusive, what="a finite number of seconds")
+    above = lower + float(rng.uniform(1e-6, 1e6))
+    assert parse(repr(above)) == above
+    bound = f"{'>=' if inclusive else '>'} {lower}"
+    if inclusive:
+        assert parse(str(lower)) == lower
+    for text in [str(lower), str(lower - 0.5), "nan", "inf", "1e999", "x", ""][int(inclusive):]:
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=rf"^expected a finite number of seconds {re.escape(bound)}, got {re.escape(repr(text))}$"):
+            parse(text)
+    assert parse.__name__ == f"finite number of seconds {bound}"
+
+
+def test_out_of_memory_knows_python_and_torch_allocation_failures():
+    assert out_of_memory(MemoryError("Unable to allocate 74.5 GiB"))
+    assert out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"))
+    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"))
+    for other in (RuntimeError("shape mismatch"), ValueError("can't allocate memory"), OSError("disk full")):
+        assert not out_of_memory(other)  # a ValueError quoting the words is no allocation failure
 
 
 def test_max_seed_is_taken_by_numpy_and_torch_and_is_the_largest_numpy_takes():
