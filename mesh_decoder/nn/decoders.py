@@ -37,6 +37,7 @@ Every decoder has ``config() -> dict`` (JSON-able, with ``"class"``) and
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -277,13 +278,31 @@ def _config_levels(kwargs: Mapping[str, Any]) -> int:
     return len(_check_channels(kwargs["channels"])) if "channels" in kwargs else 0
 
 
-def _split_config(config: Mapping[str, Any], cls: type) -> dict[str, Any]:
+def _check_config_keys(kwargs: Mapping[str, Any], cls: type, takes: Callable[..., Any]) -> None:
+    """Refuse (``ValueError``) a config key of ``cls`` that ``takes`` (what the config is passed to) does not
+    take, listing those it takes."""
+    params = inspect.signature(takes).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = sorted(n for n, p in params.items() if n != "hierarchy" and p.kind is not inspect.Parameter.VAR_POSITIONAL)
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise ValueError(f"config: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                         f"for {cls.__name__}; expected some of {known} (and 'class', 'num_vertices', "
+                         "'template_hash')")
+
+
+def _split_config(config: Mapping[str, Any], cls: type, takes: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """``config``'s constructor arguments for ``cls``, checked against the keywords of ``takes`` (what they are
+    passed to; default ``cls.from_hierarchy``, or ``cls`` itself without one)."""
     if not isinstance(config, Mapping):
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
     name = config.get("class")
     if name != cls.__name__:
         raise ValueError(f"config: expected class {cls.__name__!r}, got {name!r}")
-    return {k: v for k, v in config.items() if k not in ("class", "num_vertices", "template_hash")}
+    kwargs = {k: v for k, v in config.items() if k not in ("class", "num_vertices", "template_hash")}
+    _check_config_keys(kwargs, cls, takes or getattr(cls, "from_hierarchy", cls))
+    return kwargs
 
 
 # ---------------------------------------------------------------------- graph decoders
@@ -1260,7 +1279,7 @@ class JointDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy) -> "JointDecoder":
-        kwargs = _split_config(config, cls)
+        kwargs = _split_config(config, cls, takes=cls)
         graph = decoder_from_config(kwargs.pop("decoder"), hierarchy)
         if kwargs.get("texture_branch") == "mesh":
             kwargs.pop("texture_size", None)

@@ -267,6 +267,10 @@ def test_config_round_trip(synthetic_hierarchy, kind, make_hierarchy):
         type(dec).from_config(config, same_sizes)
     with pytest.raises(ValueError, match="expected class"):
         ChebDecoder.from_config({**config, "class": "Nope"}, synthetic_hierarchy)
+    misspelt = {**config, "chanels": config["channels"]}  # was Python's "unexpected keyword argument 'chanels'"
+    with pytest.raises(ValueError, match=rf"^config: unknown key 'chanels' for {type(dec).__name__}; expected some "
+                                         r"of \[.*'channels'.*\] \(and 'class', 'num_vertices', 'template_hash'\)$"):
+        decoder_from_config(misspelt, synthetic_hierarchy)
 
 
 def test_pyg_decoder_conv_factory(synthetic_hierarchy):

@@ -403,6 +403,14 @@ def test_joint_decoder_config_round_trip_and_errors(synthetic_hierarchy):
         z = torch.randn(2, 5, generator=torch.Generator().manual_seed(7))
         for a, b in zip(again(z), joint(z)):
             torch.testing.assert_close(a, b)
+        with pytest.raises(ValueError, match=r"^config: unknown key 'texture_brnch' for JointDecoder; expected some "
+                                             r"of \[.*'texture_branch'.*\]"):  # was Python's unexpected keyword
+            decoder_from_config({**config, "texture_brnch": branch}, synthetic_hierarchy)
+        if branch == "cnn":
+            texture = json.loads(json.dumps(joint.texture.config()))
+            assert type(joint.texture).from_config(texture).config() == texture
+            with pytest.raises(ValueError, match=r"^config: unknown keys 'chanels', 'norms' for UVTextureDecoder"):
+                type(joint.texture).from_config({**texture, "chanels": 8, "norms": "batch"})
     three = SpiralDecoder.from_hierarchy(synthetic_hierarchy, channels=(8, 12), latent_size=5)
     with pytest.raises(ValueError, match="mesh texture branch expects 6 output channels"):
         JointDecoder(three, "mesh", synthetic_hierarchy.texel_map)
