@@ -41,6 +41,10 @@ def test_maps_are_permuted_not_flipped():
     assert texture_to_pytorch3d_maps(tex[0]).shape == (1, 5, 7, 3)
     with pytest.raises(ValueError, match=r"maps: expected shape \(N, H, W, C\)"):
         texture_from_pytorch3d_maps(torch.rand(5, 7, 3))
+    channels_last = tex[0].permute(1, 2, 0)  # (5, 7, 3): was permuted again, to maps of 5 channels
+    with pytest.raises(ValueError, match=r"^texture: expected channels first \(C, H, W\), got shape \(5, 7, 3\).*"
+                                         r"pass texture.permute\(2, 0, 1\)$"):
+        texture_to_pytorch3d_maps(channels_last)
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
