@@ -63,11 +63,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -75,6 +74,7 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from .._atomic import write_json
+from .._checks import check_bool
 from ..mesh.container import Mesh
 from ..render.cameras import Camera, OrthographicCamera, PerspectiveCamera, ndc_to_pixel
 from ..render.render import RenderOutput, render
@@ -99,7 +99,7 @@ from .pose import (
     rotation_6d_to_matrix,
     umeyama,
 )
-from .targets import ImageTarget, LandmarkTarget, MeshTarget, PointCloudTarget
+from .targets import ImageTarget, LandmarkTarget, MeshTarget, PointCloudTarget, _real_number
 
 __all__ = [
     "PARAM_GROUPS",
@@ -162,6 +162,15 @@ def _expand_groups(groups: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _check_terms(terms: str | Sequence[str]) -> tuple[str, ...]:
+    """Loss term names (one string is one name) as a tuple; ``ValueError`` naming those not in :data:`LOSS_TERMS`."""
+    terms = (terms,) if isinstance(terms, str) else tuple(terms)
+    unknown = [t for t in terms if t not in LOSS_TERMS]
+    if unknown:
+        raise ValueError(f"terms: unknown loss terms {unknown}; expected names from {list(LOSS_TERMS)}")
+    return terms
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage of a fit schedule: which parameter groups are free, for how long, how fast.
@@ -189,7 +198,10 @@ class Stage:
     name: str = ""
 
     def __post_init__(self) -> None:
-        groups = (self.groups,) if isinstance(self.groups, str) else tuple(self.groups)
+        try:
+            groups = (self.groups,) if isinstance(self.groups, str) else tuple(self.groups)
+        except TypeError:
+            raise TypeError(f"groups: expected parameter group names, got {type(self.groups).__name__}") from None
         if not groups:
             raise ValueError("groups: expected at least one parameter group, got none")
         _expand_groups(groups)  # validates
@@ -198,16 +210,16 @@ class Stage:
         if isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it < 0:
             raise ValueError(f"iterations: expected a non-negative int, got {it!r}")
         object.__setattr__(self, "iterations", int(it))
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        lr = _real_number(self.lr)
+        if lr is None or not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr: expected a positive number, got {self.lr!r}")
-        if not 0 < float(self.final_lr_factor) <= 1:
+        object.__setattr__(self, "lr", lr)
+        factor = _real_number(self.final_lr_factor)
+        if factor is None or not 0 < factor <= 1:
             raise ValueError(f"final_lr_factor: expected a number in (0, 1], got {self.final_lr_factor!r}")
+        object.__setattr__(self, "final_lr_factor", factor)
         if self.terms is not None:
-            terms = (self.terms,) if isinstance(self.terms, str) else tuple(self.terms)
-            unknown = [t for t in terms if t not in LOSS_TERMS]
-            if unknown:
-                raise ValueError(f"terms: unknown loss terms {unknown}; expected names from {list(LOSS_TERMS)}")
-            object.__setattr__(self, "terms", terms)
+            object.__setattr__(self, "terms", _check_terms(self.terms))
 
     @classmethod
     def parse(cls, spec: str) -> "Stage":
@@ -266,7 +278,7 @@ def default_stages(kind: str, camera: str = "weak_perspective", has_landmarks: b
 
 
 def _camera_name(camera: str) -> str:
-    if camera not in _CAMERAS:
+    if not isinstance(camera, str) or camera not in _CAMERAS:
         raise ValueError(f"camera: expected 'weak_perspective' or 'perspective', got {camera!r}")
     return _CAMERAS[camera]
 
@@ -366,6 +378,8 @@ class FitResult:
             if not isinstance(lm, LandmarkTarget):
                 raise ValueError("project_landmarks: give names=; the target has no landmarks")
             names = lm.names
+        if isinstance(names, str):
+            raise TypeError(f"names: expected a sequence of landmark names, got one string {names!r}")
         index = _landmark_index(self.template, names)
         ndc = self.camera.project(self.vertices[index].unsqueeze(0))  # (1, K, 3)
         return ndc_to_pixel(ndc, self.image_size)[0, :, :2]  # (K, 2)
@@ -468,8 +482,10 @@ class FitResult:
         """
         from ..render.render import save_png
 
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha: expected a number in [0, 1], got {alpha}")
+        a = _real_number(alpha)
+        if a is None or not 0.0 <= a <= 1.0:
+            raise ValueError(f"alpha: expected a number in [0, 1], got {alpha!r}")
+        alpha = a
         if self.camera is not None:
             h, w = self.image_size
             background = _background_image(image, self.target, (h, w))  # (H, W, 3) float
@@ -573,22 +589,46 @@ def _frozen(module: nn.Module | None) -> Iterator[None]:
         module.train(was_training)
 
 
-def _as_matrix(rotation: Any, dtype, device) -> torch.Tensor:
-    r = torch.as_tensor(np.asarray(rotation) if not isinstance(rotation, torch.Tensor) else rotation)
-    r = r.detach().to(device=device, dtype=torch.float64)
-    if tuple(r.shape) == (3,):
-        r = axis_angle_to_matrix(r)
-    elif tuple(r.shape) == (6,):
-        r = rotation_6d_to_matrix(r)
-    elif tuple(r.shape) != (3, 3):
-        raise ValueError(
-            f"init rotation: expected a (3, 3) matrix, a (3,) axis-angle or a (6,) 6D vector, got {tuple(r.shape)}")
+def _init_tensor(value: Any, key: str, size: int | None = None) -> torch.Tensor:
+    """A starting value of ``init`` (numbers: a tensor, array, list or scalar) as a detached real tensor; with
+    ``size``, flattened to that many values. ``TypeError`` / ``ValueError`` name ``init KEY``."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
     else:
-        det = float(torch.linalg.det(r))
-        err = float((r.T @ r - torch.eye(3, dtype=r.dtype, device=r.device)).abs().max())
-        if not (err <= _ROTATION_TOLERANCE and det > 0):
-            raise ValueError(f"init rotation: expected a rotation matrix (R^T R = I, det +1), got det {det:.6g}, "
-                             f"max |R^T R - I| {err:.3g}")
+        arr = np.asarray(value)
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise TypeError(f"init {key}: expected numbers, got {type(value).__name__} of dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"init {key}: expected real numbers, got {t.dtype}")
+    if size is None:
+        return t
+    if t.numel() != size:
+        raise ValueError(f"init {key}: expected {size} value{'s' if size != 1 else ''}, got {t.numel()} "
+                         f"(shape {tuple(t.shape)})")
+    return t.reshape(size)
+
+
+def _as_matrix(rotation: Any, dtype, device) -> torch.Tensor:
+    given = _init_tensor(rotation, "rotation").to(device=device, dtype=torch.float64)
+    shape = tuple(given.shape)
+    if shape == (3,):
+        r = axis_angle_to_matrix(given)
+    elif shape == (6,):
+        r = rotation_6d_to_matrix(given)
+    elif shape == (3, 3):
+        r = given
+    else:
+        raise ValueError(
+            f"init rotation: expected a (3, 3) matrix, a (3,) axis-angle or a (6,) 6D vector, got {shape}")
+    det = float(torch.linalg.det(r))
+    err = float((r.T @ r - torch.eye(3, dtype=r.dtype, device=r.device)).abs().max())
+    if not (err <= _ROTATION_TOLERANCE and det > 0):
+        if shape == (6,):  # Gram-Schmidt of a zero or parallel pair gives no rotation
+            raise ValueError("init rotation: expected a 6D rotation, two non-zero and non-parallel 3-vectors, "
+                             f"got {[round(v, 6) for v in given.tolist()]}")
+        raise ValueError(f"init rotation: expected a rotation matrix (R^T R = I, det +1), got det {det:.6g}, "
+                         f"max |R^T R - I| {err:.3g}")
     return r.to(dtype)
 
 
@@ -604,18 +644,28 @@ def _check_finite(name: str, value: Any) -> None:
             raise ValueError(f"{name}: expected finite values, got NaN or infinity")
 
 
+def _light_direction(light: DirectionalLight, name: str) -> torch.Tensor:
+    """The ``(3,)`` float64 CPU direction of a starting light; ``ValueError`` naming ``name`` unless it is 3
+    numbers, not all zero (a tensor direction is not checked when the light is built)."""
+    d = light.direction
+    t = d.detach().cpu() if isinstance(d, torch.Tensor) else torch.as_tensor(np.asarray(d, dtype=np.float64))
+    if tuple(t.shape) != (3,) or not bool((t != 0).any()):
+        raise ValueError(f"{name}: expected a direction of 3 numbers, not all zero, got "
+                         f"{t.tolist() if t.numel() <= 6 else tuple(t.shape)}")
+    return t.double()
+
+
+def _non_negative(value: Any, name: str) -> float:
+    """A weight: a finite real number ``>= 0`` (numpy and 0-d tensor scalars too, not bools)."""
+    w = _real_number(value)
+    if w is None or not (math.isfinite(w) and w >= 0):
+        raise ValueError(f"{name}: expected a non-negative number, got {value!r}")
+    return w
+
+
 def _focal_value(value: Any, name: str) -> float:
     """A focal length in pixels: a real number or a 0-d tensor / array, positive and finite."""
-    f = None
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        usable = value.ndim == 0 and value.dtype not in (torch.bool, np.bool_)
-    else:
-        usable = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    if usable:
-        try:
-            f = float(value)
-        except (TypeError, ValueError, RuntimeError):
-            f = None
+    f = _real_number(value)
     if f is None or not (math.isfinite(f) and f > 0):
         raise ValueError(f"{name}: expected a positive number of pixels, got {value!r}")
     return f
@@ -670,17 +720,15 @@ class FitProblem:
 
         # ---------------------------------------------------------------- weights
         self.weights = dict(DEFAULT_WEIGHTS)
+        if weights is not None and not isinstance(weights, Mapping):
+            raise TypeError(f"weights: expected a mapping term name -> weight, got {type(weights).__name__}")
         for k, v in (weights or {}).items():
             if k not in DEFAULT_WEIGHTS:
                 raise ValueError(f"weights: unknown term {k!r}; expected names from {sorted(DEFAULT_WEIGHTS)} "
                                  "(the prior has prior_weight)")
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"weights[{k!r}]: expected a non-negative number, got {v!r}")
-            self.weights[k] = float(v)
+            self.weights[k] = _non_negative(v, f"weights[{k!r}]")
         pw = DEFAULT_PRIOR_WEIGHTS[self.kind] if prior_weight is None else prior_weight
-        if not (isinstance(pw, (int, float)) and math.isfinite(pw) and pw >= 0):
-            raise ValueError(f"prior_weight: expected a non-negative number, got {pw!r}")
-        self.prior_weight = float(pw)
+        self.prior_weight = _non_negative(pw, "prior_weight")
 
         # ---------------------------------------------------------------- target data
         self.landmarks: LandmarkTarget | None = None
@@ -712,6 +760,9 @@ class FitProblem:
                                         None if self.decoder.color_prior is None
                                         else self.decoder.color_prior.mean.to(**dd).unsqueeze(0))
         V = int(mean_decoded.vertices.shape[1])
+        if not bool(torch.isfinite(mean_decoded.vertices).all()):
+            raise ValueError(f"decoder: expected finite vertices from the prior mean latent, got NaN or inf "
+                             f"({self.decoder.name or 'decoder'})")
         if template is not None and template.num_vertices != V:
             raise ValueError(f"template: expected {V} vertices (the decoder's output), got {template.num_vertices}")
         if isinstance(target, MeshTarget) and target.vertices.shape[0] != V:
@@ -767,16 +818,15 @@ class FitProblem:
         self.prior = prior
         z0 = given.get("latent")
         if z0 is not None:
-            z0 = torch.as_tensor(z0).to(**dd).reshape(-1)
-            if z0.shape[0] != prior.size:
-                raise ValueError(f"init latent: expected {prior.size} values, got {z0.shape[0]}")
+            z0 = _init_tensor(z0, "latent", prior.size).to(**dd)
         w0 = torch.zeros(1, prior.size, **dd) if z0 is None else prior.whiten(z0.unsqueeze(0)).detach()
         self.color_prior = None if self.decoder.color_prior is None else self.decoder.color_prior.to(**dd)
         zc0 = given.get("color_latent")
         if self.color_prior is not None:
             wc0 = torch.zeros(1, self.color_prior.size, **dd)
             if zc0 is not None:
-                wc0 = self.color_prior.whiten(torch.as_tensor(zc0).to(**dd).reshape(1, -1)).detach()
+                zc0 = _init_tensor(zc0, "color_latent", self.color_prior.size).to(**dd)
+                wc0 = self.color_prior.whiten(zc0.unsqueeze(0)).detach()
         if z0 is not None:
             with torch.no_grad(), _frozen(self.decoder.module):
                 shape0 = self.decoder(z0.unsqueeze(0)).vertices[0]
@@ -786,11 +836,11 @@ class FitProblem:
         # Pose.
         s0, R0, t0 = self._initial_pose(shape0)
         if "scale" in given:
-            s0 = torch.as_tensor(given["scale"]).to(**dd).reshape(())
+            s0 = _init_tensor(given["scale"], "scale", 1).to(**dd).reshape(())
         if "rotation" in given:
             R0 = _as_matrix(given["rotation"], self.dtype, self.device)
         if "translation" in given:
-            t0 = torch.as_tensor(given["translation"]).to(**dd).reshape(3)
+            t0 = _init_tensor(given["translation"], "translation", 3).to(**dd)
         if not (float(s0) > 0 and math.isfinite(float(s0))):
             raise ValueError(f"init scale: expected a positive number, got {float(s0)}")
         self.s0, self.R0, self.t0 = s0.detach(), R0.detach(), t0.detach()
@@ -800,11 +850,17 @@ class FitProblem:
 
         # Appearance.
         self.light0 = light if light is not None else given.get("light") or DirectionalLight()
+        light_name = "light" if light is not None else "init light"
         if not isinstance(self.light0, DirectionalLight):
-            raise TypeError(f"light: expected a DirectionalLight, got {type(self.light0).__name__}")
+            raise TypeError(f"{light_name}: expected a DirectionalLight, got {type(self.light0).__name__}")
+        direction = _light_direction(self.light0, light_name)
+        for part, article in (("ambient", "an"), ("diffuse", "a")):  # fitted as logarithms
+            value = getattr(self.light0, part)
+            number = _real_number(value)
+            if number is None or number < 0:
+                raise ValueError(f"{light_name}: expected {article} {part} coefficient >= 0, got {value!r}")
         albedo0 = given.get("albedo")
-        if albedo0 is None:
-            albedo0 = self._initial_albedo()
+        albedo0 = self._initial_albedo() if albedo0 is None else _init_tensor(albedo0, "albedo", 3)
 
         # Free tensors (all leaves; a stage decides which ones the optimiser sees).
         def leaf(t):
@@ -819,11 +875,10 @@ class FitProblem:
         self.dt = leaf(torch.zeros(3))
         self.log_s = leaf(torch.zeros(()))
         self.log_f = leaf(torch.zeros(())) if self.focal0 is not None else None
-        direction = torch.as_tensor(np.asarray(self.light0.direction, dtype=np.float64))
         self.light_dir = leaf(direction / direction.norm())
         self.log_ambient = leaf(torch.tensor(math.log(max(float(self.light0.ambient), 1e-6))))
         self.log_diffuse = leaf(torch.tensor(math.log(max(float(self.light0.diffuse), 1e-6))))
-        self.albedo = leaf(torch.as_tensor(albedo0).reshape(3)) if (
+        self.albedo = leaf(albedo0) if (
             self.kind == "image" and not self.has_colors and not self.has_texture) else None
 
     def _initial_albedo(self) -> torch.Tensor:
@@ -956,7 +1011,7 @@ class FitProblem:
 
     def losses(self, terms: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The unweighted loss terms ``()`` at the current parameters (all the target's by default)."""
-        use = self.terms if terms is None else tuple(t for t in terms if t in self.terms)
+        use = self.terms if terms is None else tuple(t for t in _check_terms(terms) if t in self.terms)
         out, X = self.decode()
         result: dict[str, torch.Tensor] = {}
         if "vertex" in use:
@@ -1028,9 +1083,15 @@ class FitProblem:
             stages: default :func:`default_stages` of the target kind.
             progress: show a tqdm bar with the loss terms (default ``True``).
         """
+        progress = check_bool(progress, "progress")
         if stages is None:
             stages = default_stages(self.kind, self.camera_kind, self.landmarks is not None)
+        if isinstance(stages, Stage) or not isinstance(stages, Iterable):
+            raise TypeError(f"stages: expected a sequence of Stage objects, got {type(stages).__name__}"
+                            + (" (put one stage in a list)" if isinstance(stages, Stage) else ""))
         stages = list(stages)
+        if not stages:
+            raise ValueError("stages: expected at least one Stage, got none (stages=None runs the default schedule)")
         for s in stages:
             if not isinstance(s, Stage):
                 raise TypeError(f"stages: expected Stage objects, got {type(s).__name__}")
@@ -1048,6 +1109,11 @@ class FitProblem:
             if s.terms is not None and not any(t in self.terms for t in s.terms):
                 raise ValueError(f"{stage}: uses none of this target's terms {list(self.terms)}; "
                                  f"got terms {list(s.terms)}")
+            used = {t: self.prior_weight if t == "prior" else self.weights[t]
+                    for t in (self.terms if s.terms is None else s.terms) if t in self.terms}
+            if s.iterations and not any(used.values()):
+                raise ValueError(f"{stage}: every term it uses has weight 0 ({used}), so it would fit nothing; "
+                                 "expected a positive weight (weights=, prior_weight=) for at least one")
         losses: dict[str, list[float]] = {k: [] for k in (*self.terms, "total")}
         stage_starts: list[int] = []
         total_iterations = sum(s.iterations for s in stages)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import numbers
 import os
 import warnings
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .._checks import check_bool
 from ..errors import MeshFileError
 from ..mesh.container import Mesh
 
@@ -84,6 +86,31 @@ def _tensor(value: Any, name: str, cols: int | None, *, rows: int | None = None)
         raise ValueError(f"{name}: expected values within float32 range (|x| <= {_FLOAT32_MAX:.4g}), got "
                          f"{float(t.abs().max()):.4g}")
     return t.contiguous()
+
+
+def _real_number(value: Any) -> float | None:
+    """``value`` as a ``float`` when it is one real number: Python's or numpy's (not a bool), or a 0-d
+    integer or floating array or tensor; otherwise ``None`` (the caller names what it expected)."""
+    if isinstance(value, torch.Tensor):
+        usable = value.dim() == 0 and value.dtype != torch.bool and not value.is_complex()
+    elif isinstance(value, np.ndarray):
+        usable = value.ndim == 0 and (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating))
+    else:
+        usable = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    return float(value) if usable else None
+
+
+def _check_spread(points: torch.Tensor, weights: torch.Tensor | None, name: str) -> None:
+    """Refuse points (those of positive weight) that all coincide: a face fitted to them collapses to a point.
+
+    Shapes: ``points (N, D)``, ``weights (N,)``.
+    """
+    used = points if weights is None else points[weights > 0]
+    if bool((used == used[0]).all()):
+        which = "points" + (" of positive weight" if weights is not None else "")
+        found = f"all {used.shape[0]} {which}" if used.shape[0] > 1 else f"one point{which[6:]}"
+        raise ValueError(f"{name}: expected at least two distinct points, got {found} at "
+                         f"{tuple(round(v, 6) for v in used[0].tolist())}")
 
 
 def _weights(value: Any, n: int, name: str = "weights") -> torch.Tensor | None:
@@ -137,6 +164,7 @@ class MeshTarget:
         if self.vertices.shape[0] < 3:
             raise ValueError(f"vertices: expected at least 3 vertices, got {self.vertices.shape[0]}")
         self.weights = _weights(self.weights, self.vertices.shape[0])
+        _check_spread(self.vertices, self.weights, "vertices")
 
 
 @dataclass
@@ -176,6 +204,7 @@ class PointCloudTarget:
         self.points = _tensor(self.points, "points", 3)
         if self.points.shape[0] < 3:
             raise ValueError(f"points: expected at least 3 points, got {self.points.shape[0]}")
+        _check_spread(self.points, None, "points")
         if self.normals is not None:
             n = _tensor(self.normals, "normals", 3, rows=self.points.shape[0])
             length = torch.linalg.vector_norm(n, dim=1, keepdim=True)
@@ -184,10 +213,11 @@ class PointCloudTarget:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"correspondence_every: expected a positive int, got {every!r}")
         self.correspondence_every = int(every)
-        if not (isinstance(self.trim, (int, float)) and self.trim > 0):
+        trim = _real_number(self.trim)
+        if trim is None or not trim > 0:
             raise ValueError(f"trim: expected a positive number (or inf), got {self.trim!r}")
-        self.trim = float(self.trim)
-        self.model_to_scan = bool(self.model_to_scan)
+        self.trim = trim
+        self.model_to_scan = check_bool(self.model_to_scan, "model_to_scan")
 
 
 @dataclass
@@ -214,7 +244,10 @@ class LandmarkTarget:
         self.points = _tensor(self.points, "points", 2)
         if isinstance(self.names, str):
             raise TypeError("names: expected a sequence of landmark names, got one string")
-        self.names = tuple(str(n) for n in self.names)
+        try:
+            self.names = tuple(str(n) for n in self.names)
+        except TypeError:
+            raise TypeError(f"names: expected a sequence of landmark names, got {type(self.names).__name__}") from None
         k = int(self.points.shape[0])
         if len(self.names) != k:
             raise ValueError(f"names: expected {k} names (one per point), got {len(self.names)}")
@@ -225,6 +258,7 @@ class LandmarkTarget:
             raise ValueError(f"points: expected at least 4 landmarks to fit a pose, got {k}")
         self.image_size = _image_size(self.image_size)
         self.weights = _weights(self.weights, k)
+        _check_spread(self.points, self.weights, "points")
 
     def subset(self, names: Sequence[str]) -> "LandmarkTarget":
         """The landmarks called ``names`` (in that order)."""
@@ -244,7 +278,8 @@ class ImageTarget:
     Args:
         image: ``(3, H, W)`` RGB in ``[0, 1]`` (or ``(H, W, 3)`` uint8 / float, converted).
         mask: ``(H, W)`` bool: the pixels of the face the photometric loss may use,
-            or ``None`` (default) for every pixel the fitted face covers.
+            or ``None`` (default) for every pixel the fitted face covers. Integers
+            (non-zero: face) and floats of only 0 and 1 are converted; a soft mask is refused.
         landmarks: a :class:`LandmarkTarget` of the same image size, or ``None``.
             Landmarks initialise the pose and keep it in place while the
             photometric term refines it (the renderer has no silhouette gradients).
@@ -270,16 +305,17 @@ class ImageTarget:
         img = _tensor(img, "image", None)
         if img.dim() != 3 or img.shape[0] != 3:
             raise ValueError(f"image: expected shape (3, H, W) (or (H, W, 3) as a numpy array), got {tuple(img.shape)}")
+        if img.numel() == 0:
+            raise ValueError(f"image: expected at least one pixel, got shape {tuple(np.shape(self.image))}")
         if float(img.min()) < 0 or float(img.max()) > 1:
             raise ValueError(f"image: expected values in [0, 1], got range [{float(img.min())}, {float(img.max())}]")
         self.image = img.contiguous()
         h, w = int(img.shape[1]), int(img.shape[2])
         if self.mask is not None:
-            m = self.mask
-            m = m.detach().cpu() if isinstance(m, torch.Tensor) else torch.from_numpy(np.asarray(m))
+            m = _mask(self.mask)
             if tuple(m.shape) != (h, w):
                 raise ValueError(f"mask: expected shape ({h}, {w}) (the image's), got {tuple(m.shape)}")
-            self.mask = m.to(torch.bool)
+            self.mask = m
             if not bool(self.mask.any()):
                 raise ValueError("mask: expected at least one pixel of the face, got an empty mask")
         if self.landmarks is not None:
@@ -296,6 +332,25 @@ class ImageTarget:
 
 
 Target = MeshTarget | PointCloudTarget | LandmarkTarget | ImageTarget
+
+
+def _mask(value: Any) -> torch.Tensor:
+    """A face mask as a bool CPU tensor: bools as they are, integers non-zero for the face, floats only 0 or 1
+    (a soft mask or NaN is refused rather than read as "face wherever non-zero")."""
+    if isinstance(value, torch.Tensor):
+        m = value.detach().cpu()
+    else:
+        arr = np.asarray(value)
+        if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.number)):
+            raise TypeError(f"mask: expected a bool array or tensor, got dtype {arr.dtype}")
+        m = torch.from_numpy(np.ascontiguousarray(arr))
+    if m.is_complex():
+        raise TypeError(f"mask: expected a bool array or tensor, got {m.dtype}")
+    if m.is_floating_point() and m.numel() and not bool(((m == 0) | (m == 1)).all()):
+        bad = m[(m != 0) & (m != 1)]
+        raise ValueError(f"mask: expected bool values (or floats 0 and 1), got {float(bad[0])} among them; "
+                         "threshold a soft mask first")
+    return m.to(torch.bool)
 
 
 # ============================================================================ files
@@ -497,7 +552,7 @@ def load_target(
             raise MeshFileError(
                 path, "a point cloud file cannot be a registered mesh; use a mesh file (.obj, .ply, .off)")
         arr = _read_points(path)
-        return PointCloudTarget(arr[:, :3], arr[:, 3:] if arr.shape[1] == 6 else None)
+        return _file_target(path, PointCloudTarget, arr[:, :3], arr[:, 3:] if arr.shape[1] == 6 else None)
     if ext not in MESH_EXTENSIONS:
         files = "a mesh file" + (" or a point cloud" if kind == "points" else "")
         known = MESH_EXTENSIONS + (POINT_CLOUD_EXTENSIONS if kind == "points" else ())
@@ -513,5 +568,13 @@ def load_target(
         if template is not None and mesh.num_vertices != template.num_vertices:
             raise MeshFileError(path, f"a registered mesh needs the template's {template.num_vertices} vertices, "
                                       f"found {mesh.num_vertices}")
-        return MeshTarget(mesh.vertices)
-    return PointCloudTarget(mesh.vertices, _vertex_normals_np(mesh.vertices, mesh.faces))
+        return _file_target(path, MeshTarget, mesh.vertices)
+    return _file_target(path, PointCloudTarget, mesh.vertices, _vertex_normals_np(mesh.vertices, mesh.faces))
+
+
+def _file_target(path: str, cls: type, *args: Any) -> MeshTarget | PointCloudTarget:
+    """``cls(*args)``, its ``ValueError`` (e.g. points that all coincide) naming the file."""
+    try:
+        return cls(*args)
+    except ValueError as exc:
+        raise MeshFileError(path, str(exc)) from None

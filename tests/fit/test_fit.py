@@ -517,3 +517,214 @@ def test_a_non_finite_loss_is_one_error_without_a_warning(pca, faces, template):
         with pytest.raises(ValueError, match=r"fit: the loss became (inf|nan) at iteration \d+ .*extreme size"):
             fit(pca, target, template=template, prior_weight=1e308, stages=[Stage(("pose", "shape"), 5)],
                 progress=False)
+
+
+def test_stage_numbers_may_be_numpy_or_tensor_scalars_but_not_bools_or_strings():
+    """lr=np.float32(0.01) and 0-d tensors were refused as 'expected a positive number'; lr=True and
+    final_lr_factor=True passed as 1; final_lr_factor='0.5' passed and failed later inside the fit with Python's
+    "unsupported operand type(s) for -: 'int' and 'str'", None with float()'s message; groups=None with
+    "'NoneType' object is not iterable"."""
+    rng = np.random.default_rng(81)
+    lr, factor = float(rng.uniform(0.01, 0.1)), float(rng.uniform(0.1, 1.0))
+    for make in (np.float32, np.float64, torch.tensor, np.array):
+        stage = Stage(("pose",), 3, make(lr), final_lr_factor=make(factor))
+        assert type(stage.lr) is float and type(stage.final_lr_factor) is float
+        assert stage.lr == pytest.approx(lr, rel=1e-6) and stage.final_lr_factor == pytest.approx(factor, rel=1e-6)
+    for bad in (True, str(lr), None, torch.tensor([lr])):
+        with pytest.raises(ValueError, match=rf"^lr: expected a positive number, got {re.escape(repr(bad))}$"):
+            Stage(("pose",), 3, bad)
+    for bad in (True, str(factor), None, np.array([factor])):
+        with pytest.raises(ValueError, match=r"^final_lr_factor: expected a number in \(0, 1\], got "):
+            Stage(("pose",), 3, final_lr_factor=bad)
+    for bad in (None, 3):
+        with pytest.raises(TypeError, match=rf"^groups: expected parameter group names, got {type(bad).__name__}$"):
+            Stage(bad, 3)
+
+
+def test_weights_may_be_numpy_or_tensor_scalars_and_must_be_a_mapping(pca, faces, template):
+    """weights={'vertex': np.float32(2)} and prior_weight=torch.tensor(0.1) were refused as 'expected a
+    non-negative number'; prior_weight=True passed as 1; weights=[...] failed with "'list' object has no
+    attribute 'items'"."""
+    rng = np.random.default_rng(82)
+    target = MeshTarget(faces[0][200])
+    w, pw = float(rng.uniform(0.5, 3.0)), float(rng.uniform(1e-3, 1e-1))
+    stages = [Stage(("pose",), 0)]
+    for make in (np.float32, torch.tensor, np.array):
+        problem = FitProblem(pca, target, template=template, weights={"vertex": make(w)}, prior_weight=make(pw))
+        assert problem.weights["vertex"] == pytest.approx(w, rel=1e-6)
+        assert problem.prior_weight == pytest.approx(pw, rel=1e-6)
+    with pytest.raises(ValueError, match=r"^prior_weight: expected a non-negative number, got True$"):
+        fit(pca, target, prior_weight=True, stages=stages, progress=False)
+    with pytest.raises(ValueError, match=r"^weights\['vertex'\]: expected a non-negative number, got '2'$"):
+        fit(pca, target, weights={"vertex": "2"}, stages=stages, progress=False)
+    for bad in ([w], w, "vertex"):
+        with pytest.raises(TypeError, match=rf"^weights: expected a mapping term name -> weight, got "
+                                            rf"{type(bad).__name__}$"):
+            fit(pca, target, weights=bad, stages=stages, progress=False)
+    with pytest.raises(ValueError, match=r"^camera: expected 'weak_perspective' or 'perspective', got \['weak'\]$"):
+        fit(pca, target, camera=["weak"], stages=stages, progress=False)  # was "unhashable type: 'list'"
+
+
+def test_stages_must_be_a_non_empty_sequence_and_fit_something(pca, faces, template):
+    """stages=[] returned the starting values as a fit; one Stage (not in a list) failed with "'Stage' object is
+    not iterable"; a stage whose terms all weigh 0 returned its starting values, every loss 0."""
+    g = torch.Generator().manual_seed(83)
+    target, _, _, _ = _registered_target(faces, 207, g, noise=0.5)
+    with pytest.raises(ValueError, match=r"^stages: expected at least one Stage, got none \(stages=None runs the "
+                                         r"default schedule\)$"):
+        fit(pca, target, stages=[], progress=False)
+    with pytest.raises(ValueError, match=r"^stages: expected at least one Stage"):
+        FitProblem(pca, target).run(iter([]), progress=False)
+    with pytest.raises(TypeError, match=r"^stages: expected a sequence of Stage objects, got Stage \(put one stage in "
+                                        r"a list\)$"):
+        fit(pca, target, stages=Stage(("pose",), 2), progress=False)
+    with pytest.raises(TypeError, match=r"^stages: expected a sequence of Stage objects, got int$"):
+        fit(pca, target, stages=5, progress=False)
+    zero = {"weights": {"vertex": 0.0}, "prior_weight": 0.0}
+    with pytest.raises(ValueError, match=r"^stages\[1\] \('shape'\): every term it uses has weight 0 "
+                                         r"\(\{'vertex': 0\.0, 'prior': 0\.0\}\), so it would fit nothing"):
+        fit(pca, target, stages=[Stage(("pose",), 0), Stage(("shape",), 3, name="shape")], progress=False, **zero)
+    with pytest.raises(ValueError, match=r"^stages\[0\]: every term it uses has weight 0 \(\{'prior': 0\.0\}\)"):
+        fit(pca, target, stages=[Stage(("shape",), 3, terms=("prior",))], prior_weight=0.0, progress=False)
+    # zero iterations fit nothing anyway; the prior alone still fits
+    fit(pca, target, stages=[Stage(("shape",), 0)], progress=False, **zero)
+    z = torch.randn(30, generator=g, dtype=torch.float64)
+    result = fit(pca, target, init={"latent": z}, stages=[Stage(("shape",), 3)], weights={"vertex": 0.0},
+                 progress=False)
+    assert result.final_losses["prior"] < result.losses["prior"][0] == pytest.approx(0.5 * float(z.square().sum()))
+
+
+def _shape_only(pca):
+    """The PCA shape model without its colour model: an image fit gets a fitted albedo."""
+    from mesh_decoder.fit import FitDecoder, GaussianPrior
+
+    return FitDecoder(pca.decode, GaussianPrior.standard_normal(pca.latent_size), module=pca, name="shape only")
+
+
+def test_init_values_are_checked_by_name(pca, faces, template, photo_target):
+    """Strings failed inside torch ("new(): invalid data type 'str'"), a wrong-sized scale, translation or albedo
+    with reshape's "shape '[3]' is invalid for input of size 2", a wrong-sized colour latent as 'z: expected
+    shape (B, 30)', a bool latent passed as 0/1, and a tuple light was called 'light' rather than 'init light'."""
+    rng = np.random.default_rng(84)
+    target = MeshTarget(faces[0][200])
+    stages = [Stage(("pose",), 0)]
+    cases = [
+        ({"latent": "zeros"}, TypeError, r"init latent: expected numbers, got str of dtype <U5"),
+        ({"latent": rng.normal(size=30) > 0}, TypeError, r"init latent: expected numbers, got ndarray of dtype bool"),
+        ({"latent": torch.from_numpy(rng.normal(size=30) > 0)}, TypeError, r"init latent: expected real numbers, got "
+                                                                          r"torch\.bool"),
+        ({"color_latent": rng.normal(size=5)}, ValueError, r"init color_latent: expected 30 values, got 5 \(shape "
+                                                           r"\(5,\)\)"),
+        ({"scale": rng.uniform(0.5, 2, 3)}, ValueError, r"init scale: expected 1 value, got 3 \(shape \(3,\)\)"),
+        ({"scale": "1"}, TypeError, r"init scale: expected numbers, got str of dtype <U1"),
+        ({"translation": rng.normal(size=2)}, ValueError, r"init translation: expected 3 values, got 2 \(shape "
+                                                          r"\(2,\)\)"),
+        ({"rotation": "identity"}, TypeError, r"init rotation: expected numbers, got str of dtype <U8"),
+        ({"albedo": rng.uniform(0.2, 0.8, 4)}, ValueError, r"init albedo: expected 3 values, got 4 \(shape \(4,\)\)"),
+        ({"light": (0.0, 0.0, 1.0)}, TypeError, r"init light: expected a DirectionalLight, got tuple"),
+    ]
+    for init, error, message in cases:
+        with pytest.raises(error, match=rf"^{message}$"):
+            fit(pca, target, template=template, init=init, stages=stages, progress=False)
+    with pytest.raises(ValueError, match=r"^init albedo: expected 3 values, got 4"):  # where the albedo is fitted
+        fit(_shape_only(pca), photo_target[0], template=template, init={"albedo": rng.uniform(0.2, 0.8, 4)},
+            stages=stages, progress=False)
+    z, s, t = rng.normal(size=(1, 30)), float(rng.uniform(0.5, 2)), rng.normal(size=(1, 3))  # any shape of 30, 1, 3
+    result = fit(pca, target, template=template, init={"latent": z, "scale": np.array([s]), "translation": t},
+                 stages=stages, progress=False)
+    torch.testing.assert_close(result.latent.double(), torch.from_numpy(z[0]), rtol=1e-5, atol=1e-5)
+    assert float(result.scale) == pytest.approx(s, rel=1e-6)
+
+
+def test_init_6d_rotation_must_be_a_rotation(pca, faces, template):
+    """A zero or parallel 6D pair became a zero (or rank-one) 'rotation' that the fit used without a word."""
+    rng = np.random.default_rng(85)
+    target = MeshTarget(faces[0][200])
+    a = rng.normal(size=3)
+    for d6 in (np.zeros(6), np.concatenate([a, -rng.uniform(0.5, 2.0) * a]), np.concatenate([a, np.zeros(3)])):
+        for rotation in ("axis_angle", "6d"):
+            with pytest.raises(ValueError, match=r"^init rotation: expected a 6D rotation, two non-zero and "
+                                                 r"non-parallel 3-vectors, got \["):
+                fit(pca, target, init={"rotation": d6}, rotation=rotation, stages=[Stage(("pose",), 0)],
+                    progress=False)
+    _, R, _ = random_similarity(torch.Generator().manual_seed(85))
+    d6 = torch.cat([R[:, 0], R[:, 1]]) * float(rng.uniform(0.5, 3.0))  # any positive length
+    result = fit(pca, target, init={"rotation": d6}, rotation="6d", stages=[Stage(("pose",), 0)], progress=False)
+    torch.testing.assert_close(result.rotation.double(), R, atol=1e-5, rtol=0)
+
+
+def test_light_needs_a_direction_and_non_negative_coefficients(pca, template, photo_target):
+    """A tensor direction of zeros (not checked when the light is built) made every loss NaN, reported as 'lower
+    the learning rate'; a negative ambient or diffuse coefficient was clamped to 1e-6 without a word."""
+    rng = np.random.default_rng(86)
+    target = photo_target[0]
+    stages = [Stage(("appearance",), 1)]
+    cases = [
+        (DirectionalLight(torch.zeros(3)),
+         r"expected a direction of 3 numbers, not all zero, got \[0\.0, 0\.0, 0\.0\]"),
+        (DirectionalLight(torch.from_numpy(rng.normal(size=2))), r"expected a direction of 3 numbers, not all zero"),
+        (DirectionalLight(ambient=-float(rng.uniform(0.1, 1))), r"expected an ambient coefficient >= 0, got -"),
+        (DirectionalLight(diffuse=torch.tensor(-float(rng.uniform(0.1, 1)))), r"expected a diffuse coefficient >= 0"),
+    ]
+    for light, message in cases:
+        with pytest.raises(ValueError, match=rf"^light: {message}"):
+            fit(pca, target, template=template, light=light, stages=stages, progress=False)
+        with pytest.raises(ValueError, match=rf"^init light: {message}"):
+            fit(pca, target, template=template, init={"light": light}, stages=stages, progress=False)
+    direction = rng.normal(size=3)
+    result = fit(pca, target, template=template, light=DirectionalLight(torch.from_numpy(direction), 0.0, 0.5),
+                 stages=[Stage(("pose",), 0)], progress=False)
+    np.testing.assert_allclose(result.light.direction, direction / np.linalg.norm(direction), atol=1e-6)
+
+
+def test_a_decoder_with_non_finite_output_is_refused(template):
+    """A decoder giving NaN failed inside the initial alignment with 'linalg.svd: The algorithm failed to converge'."""
+    from torch import nn
+
+    class Broken(nn.Module):
+        latent_size = 4
+
+        def __init__(self):
+            super().__init__()
+            self.base = nn.Parameter(torch.randn(800, 3, generator=torch.Generator().manual_seed(87)))
+
+        def forward(self, z):
+            return self.base + z.sum(-1)[:, None, None] / z.sum()  # 0 / 0 at the prior mean
+
+    target = MeshTarget(torch.randn(800, 3, generator=torch.Generator().manual_seed(88)))
+    with pytest.raises(ValueError, match=r"^decoder: expected finite vertices from the prior mean latent, got NaN or "
+                                         r"inf \(Broken\)$"):
+        fit(Broken(), target, template=template, progress=False)
+
+
+def test_problem_losses_refuse_unknown_terms_and_run_refuses_non_bool_progress(pca, faces, template):
+    """FitProblem.losses(['vertexx']) returned {} (and total() of it None); losses('vertex') read the letters;
+    progress='no' showed the bar."""
+    g = torch.Generator().manual_seed(89)
+    target, _, _, _ = _registered_target(faces, 208, g, noise=0.5)
+    problem = FitProblem(pca, target, template=template)
+    with pytest.raises(ValueError, match=r"^terms: unknown loss terms \['vertexx'\]; expected names from "):
+        problem.losses(["vertexx", "prior"])
+    with torch.no_grad():
+        one = problem.losses("vertex")
+        both = problem.losses()
+    assert list(one) == ["vertex"] and float(one["vertex"]) == float(both["vertex"]) > 0
+    assert problem.losses(["landmark"]) == {}  # a known term the target lacks is skipped, as stages do
+    for progress in ("no", 0, None):
+        with pytest.raises(TypeError, match=rf"^progress: expected True or False, got {re.escape(repr(progress))}"):
+            fit(pca, target, stages=[Stage(("pose",), 1)], progress=progress)
+
+
+def test_result_methods_name_bad_arguments(tmp_path, pca, faces, template):
+    """project_landmarks('nose_tip') looked up the letters 'n', 'o', ...; save_overlay(alpha='x') failed with
+    float()'s "could not convert string to float: 'x'"."""
+    g = torch.Generator().manual_seed(90)
+    target, _ = _landmark_target(template, faces[0][204].double(), g, "weak_perspective")
+    result = fit(pca, target, template=template, stages=[Stage(("pose",), 0)], progress=False)
+    name = target.names[int(torch.randint(len(target.names), (1,), generator=g))]
+    with pytest.raises(TypeError, match=rf"^names: expected a sequence of landmark names, got one string '{name}'$"):
+        result.project_landmarks(name)
+    assert result.project_landmarks([name]).shape == (1, 2)
+    for alpha in ("x", "0.5", None, True):
+        with pytest.raises(ValueError, match=rf"^alpha: expected a number in \[0, 1\], got {re.escape(repr(alpha))}$"):
+            result.save_overlay(tmp_path / "o.png", alpha=alpha)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -212,3 +213,85 @@ def test_landmark_image_size_must_be_whole_pixel_counts(tmp_path):
             load_landmarks(tmp_path / "lm.json")
     (tmp_path / "lm.json").write_text(json.dumps({"image_size": [float(h), float(w)], "landmarks": marks}))
     assert load_landmarks(tmp_path / "lm.json").image_size == (h, w)
+
+
+def test_targets_whose_points_all_coincide_are_refused(tmp_path):
+    """A mesh or landmarks all at one point were fitted by collapsing the face onto it (loss 0, no error), and a scan
+    at one point failed with 'init scale: expected a positive number, got 0.0', a value nobody gave."""
+    rng = np.random.default_rng(7)
+    p = rng.normal(size=3) * 50
+    n = int(rng.integers(5, 40))
+    same = np.repeat(p[None], n, 0)
+    at = re.escape(str(tuple(round(v, 6) for v in p.tolist())))
+    with pytest.raises(ValueError, match=rf"^vertices: expected at least two distinct points, got all {n} points at "
+                                         rf"{at}$"):
+        MeshTarget(same)
+    with pytest.raises(ValueError, match=rf"^points: expected at least two distinct points, got all {n} points at "):
+        PointCloudTarget(same)
+    with pytest.raises(ValueError, match=rf"^points: expected at least two distinct points, got all {n} points at "):
+        LandmarkTarget(same[:, :2], [f"l{i}" for i in range(n)], 256)
+    # only the points of positive weight count
+    spread = rng.normal(size=(n, 3))
+    weights = np.zeros(n)
+    weights[:3] = rng.uniform(0.5, 2.0, 3)
+    spread[:3] = p
+    with pytest.raises(ValueError, match=r"^vertices: expected at least two distinct points, got all 3 points of "
+                                         r"positive weight at "):
+        MeshTarget(spread, weights=weights)
+    weights[:3] = [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"^points: expected at least two distinct points, got one point of positive "
+                                         r"weight at "):
+        LandmarkTarget(spread[:, :2], [f"l{i}" for i in range(n)], 256, weights=weights)
+    assert MeshTarget(spread).vertices.shape == (n, 3)  # distinct points pass
+    # a point cloud file of one repeated point names the file
+    np.savetxt(tmp_path / "one.xyz", same)
+    with pytest.raises(MeshFileError, match=r"one\.xyz: points: expected at least two distinct points"):
+        load_target(tmp_path / "one.xyz")
+
+
+def test_point_cloud_options_are_checked_not_coerced():
+    """model_to_scan='no' was read as True; trim=True passed as 1.0 while numpy's float32 and 0-d tensors were
+    refused as 'expected a positive number'."""
+    rng = np.random.default_rng(8)
+    points = rng.normal(size=(30, 3))
+    trim = float(rng.uniform(1.5, 6.0))
+    for value in (np.float32(trim), torch.tensor(trim, dtype=torch.float64), np.float64(trim), np.array(trim)):
+        assert PointCloudTarget(points, trim=value).trim == pytest.approx(trim, rel=1e-6)
+    for value in (True, "5", torch.tensor([trim]), None):
+        with pytest.raises(ValueError, match=r"^trim: expected a positive number \(or inf\), got "):
+            PointCloudTarget(points, trim=value)
+    for value in ("no", "False", 0, None):
+        with pytest.raises(TypeError, match=rf"^model_to_scan: expected True or False, got {re.escape(repr(value))}"):
+            PointCloudTarget(points, model_to_scan=value)
+    assert PointCloudTarget(points, model_to_scan=np.bool_(False)).model_to_scan is False
+
+
+def test_landmark_names_must_be_a_sequence():
+    """names=None failed with Python's "'NoneType' object is not iterable", naming no argument."""
+    points = np.random.default_rng(9).random((4, 2)) * 30
+    for names in (None, 4, 2.5):
+        with pytest.raises(TypeError, match=rf"^names: expected a sequence of landmark names, got "
+                                            rf"{type(names).__name__}$"):
+            LandmarkTarget(points, names, 32)
+
+
+def test_image_target_refuses_empty_images_and_soft_masks():
+    """An image without pixels failed inside torch ('min(): Expected reduction dim ...'); a soft or NaN mask was
+    read as 'face wherever non-zero'; a mask of strings failed in torch.from_numpy."""
+    rng = np.random.default_rng(10)
+    for image, shape in ((torch.zeros(3, 0, 5), (3, 0, 5)), (np.zeros((0, 4, 3)), (0, 4, 3))):
+        with pytest.raises(ValueError, match=rf"^image: expected at least one pixel, got shape "
+                                             rf"{re.escape(str(shape))}$"):
+            ImageTarget(image)
+    h, w = 6, 9
+    image = rng.random((h, w, 3))
+    soft = rng.uniform(0.05, 0.95, (h, w))
+    for mask in (soft, torch.from_numpy(soft), np.where(soft > 0.5, np.nan, 1.0)):
+        with pytest.raises(ValueError, match=r"^mask: expected bool values \(or floats 0 and 1\), got "):
+            ImageTarget(image, mask=mask)
+    with pytest.raises(TypeError, match=r"^mask: expected a bool array or tensor, got dtype <U"):
+        ImageTarget(image, mask=np.full((h, w), "face"))
+    # bools, 0/255 bytes and 0/1 floats are masks
+    face = soft > 0.5
+    for mask in (face, face.astype(np.uint8) * 255, face.astype(np.float32), torch.from_numpy(face).double()):
+        assert torch.equal(ImageTarget(image, mask=mask).mask, torch.from_numpy(face))
