@@ -140,12 +140,15 @@ def check_output_path(path: str | os.PathLike, name: str, *, directory: bool = F
     """Check that a file (or, with ``directory``, a folder) can be written at ``path``; returns ``path``.
 
     Nothing is created. Raises ``ValueError`` naming ``name`` and the path when
-    ``path`` is a folder where a file is wanted (or a file where a folder is),
+    ``path`` is empty (an unset shell variable in ``-o "$RUN"``; not taken as the
+    working folder), a folder where a file is wanted (or a file where a folder is),
     or when the nearest existing parent is a file or not writable.
     """
     path = os.fspath(path)
-    full = os.path.abspath(path)
     wanted = "a directory" if directory else "a file path"
+    if path == "":
+        raise ValueError(f"{name}: expected {wanted}, got ''")
+    full = os.path.abspath(path)
     if os.path.exists(full) and os.path.isdir(full) != directory:
         found = "a directory" if os.path.isdir(full) else "an existing file"
         raise ValueError(f"{name} {path}: expected {wanted}, found {found}")

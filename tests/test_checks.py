@@ -260,6 +260,13 @@ def test_check_output_path_accepts_new_files_and_folders_and_creates_nothing(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.txt"]
 
 
+@pytest.mark.parametrize("directory, wanted", [(False, "a file path"), (True, "a directory")])
+def test_check_output_path_refuses_an_empty_path(directory, wanted):
+    """'' was taken as the working folder (an unset shell variable in -o "$RUN"): a run wrote its files there."""
+    with pytest.raises(ValueError, match=rf"^-o: expected {wanted}, got ''$"):
+        check_output_path("", "-o", directory=directory)
+
+
 def test_check_output_path_names_a_folder_where_a_file_is_wanted_and_back(tmp_path):
     (tmp_path / "f.txt").write_text("x")
     with pytest.raises(ValueError, match=rf"^--output {re.escape(str(tmp_path))}: expected a file path, "

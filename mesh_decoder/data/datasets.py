@@ -235,7 +235,9 @@ class MeshFolderDataset(Dataset):
     :func:`mesh_decoder.mesh.io.load_mesh` when the dataset is built. Its faces must
     equal the template's exactly (same triangles, same order, same corner order);
     otherwise :class:`~mesh_decoder.errors.MeshFileError` names the file and the
-    counts or the first differing face.
+    counts or the first differing face. It also names a position beyond float32 range
+    (the dataset stores float32) and a broken symbolic link that matches ``pattern``
+    (a scan that would otherwise be left out silently).
 
     Args:
         root: the folder.
@@ -269,8 +271,11 @@ class MeshFolderDataset(Dataset):
         patterns = [p.strip() for p in str(pattern).split("|") if p.strip()]
         if not patterns:
             raise ValueError(f"pattern: expected glob patterns separated by '|', got {pattern!r}")
-        files = sorted({f for p in patterns for f in glob.glob(os.path.join(glob.escape(root), p), recursive=True)
-                        if os.path.isfile(f)})
+        matches = {f for p in patterns for f in glob.glob(os.path.join(glob.escape(root), p), recursive=True)}
+        for f in sorted(matches):
+            if os.path.islink(f) and not os.path.exists(f):  # a scan on a drive not mounted, a moved file
+                raise MeshFileError(f, f"expected a mesh file, found a broken symbolic link to {os.readlink(f)}")
+        files = sorted(f for f in matches if os.path.isfile(f))
         if not files:
             raise MeshFileError(root, f"expected files matching {pattern!r}, found none")
         self.root, self.template, self.files = root, template, files
@@ -279,6 +284,7 @@ class MeshFolderDataset(Dataset):
             mesh = load_mesh(path)
             _check_same_faces(path, mesh, template)
             v = mesh.vertices
+            _check_float32(path, v)
             if align:
                 v, rot, t, c = rigid_align(v, template.vertices, scale=scale)
                 self.transforms.append((rot, t, c))
@@ -320,6 +326,20 @@ class MeshFolderDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"MeshFolderDataset({len(self)} meshes from {self.root!r}, V={self.template.num_vertices})"
+
+
+def _check_float32(path: str, vertices: np.ndarray) -> None:
+    """Raise :class:`MeshFileError` unless every position of ``vertices (V, 3)`` fits float32 (the dataset's dtype)."""
+    with np.errstate(over="ignore"):
+        bad = np.flatnonzero(~np.isfinite(vertices.astype(np.float32)).all(axis=1))
+    if bad.size:
+        i = int(bad[0])
+        raise MeshFileError(
+            path,
+            f"vertex {i} is {vertices[i].tolist()}: expected magnitudes float32 can hold (up to "
+            f"{float(np.finfo(np.float32).max):.4g}; the dataset stores float32 positions), "
+            f"{bad.size} of {len(vertices)} vertices exceed it",
+        )
 
 
 def _check_same_faces(path: str, mesh: Mesh, template: Mesh) -> None:

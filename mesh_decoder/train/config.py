@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import numbers
@@ -268,6 +269,8 @@ class TrainConfig:
         for key in ("spiral_length", "dilation"):
             for i, v in enumerate(_as_list(getattr(h, key))):
                 _positive(w, f"hierarchy.{key}" + (f"[{i}]" if isinstance(getattr(h, key), list) else ""), v)
+        if isinstance(h.cache_dir, str) and not h.cache_dir.strip():  # Path("") is the working folder
+            raise _error(w, "hierarchy.cache_dir", f"expected true, false or a folder, got {h.cache_dir!r}")
         if h.texture_size is not None and h.texture_size < 0:
             raise _error(w, "hierarchy.texture_size", f"expected null, 0 (no texel map) or a size > 0, got {h.texture_size}")
         _positive(w, "data.n", d.n)
@@ -280,6 +283,8 @@ class TrainConfig:
         if d.source == "folder":
             if not d.root:
                 raise _error(w, "data.root", "expected the folder of registered meshes when data.source is 'folder', got none")
+            if not any(p.strip() for p in d.pattern.split("|")):
+                raise _error(w, "data.pattern", f"expected glob patterns separated by '|', got {d.pattern!r}")
             if d.split != "interpolation":
                 raise _error(w, "data.split", "expected 'interpolation' for a folder of meshes (the extrapolation "
                                               f"split needs the synthetic faces' parameters), got {d.split!r}")
@@ -327,6 +332,9 @@ class TrainConfig:
         _positive(w, "training.decay_step", tr.decay_step)
         _positive(w, "training.checkpoint_every", tr.checkpoint_every)
         _non_negative(w, "training.seed", tr.seed)
+        if tr.seed > _MAX_TORCH_SEED:
+            raise _error(w, "training.seed", f"expected an int in [0, {_MAX_TORCH_SEED}] (torch's seeds are 64-bit), "
+                                             f"got {tr.seed}")
         if not (tr.lr > 0 and math.isfinite(tr.lr)):
             raise _error(w, "training.lr", f"expected a positive number, got {tr.lr}")
         if not 0.0 < tr.lr_decay <= 1.0:
@@ -407,6 +415,9 @@ class TrainConfig:
 
 _PRESET_DECODERS = {"SpiralDecoder": "spiral", "ChebDecoder": "cheb"}
 
+#: The largest seed ``torch.manual_seed`` takes (a larger one failed with 'Overflow when unpacking long long').
+_MAX_TORCH_SEED = 2**64 - 1
+
 
 # ------------------------------------------------------------------------ files
 def load_config(path: str | os.PathLike) -> TrainConfig:
@@ -415,8 +426,8 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
     Other extensions are read as YAML (a superset of JSON).
 
     Raises:
-        TrainConfigError: unreadable file, syntax error (with the line) or invalid config;
-            the message names the file.
+        TrainConfigError: unreadable file, syntax error (with the line), a key given twice in one
+            mapping (YAML and JSON would keep the last silently) or invalid config; the message names the file.
     """
     path = os.fspath(path)
     try:
@@ -429,20 +440,64 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
                                f"{exc.start}") from None
     if path.lower().endswith(".json"):
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_json_object)
         except json.JSONDecodeError as exc:
             raise TrainConfigError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        except _DuplicateKey as exc:
+            raise TrainConfigError(f"{path}: not valid JSON ({exc})") from None
     else:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader: no Python objects
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f", line {mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc)
             raise TrainConfigError(f"{path}{line}: not valid YAML ({problem})") from None
     return TrainConfig.from_dict(data, source=path)
+
+
+class _DuplicateKey(ValueError):
+    """A key given twice in one mapping of a config file (YAML and JSON keep the last silently)."""
+
+
+def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' ``object_pairs_hook``: the object, or :class:`_DuplicateKey` for a repeated key."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"duplicate key {key!r}: expected each key once in an object, found it twice")
+        out[key] = value
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _unique_key_loader() -> type:
+    """A ``yaml.SafeLoader`` that refuses a key given twice in one mapping, naming both lines
+    (merge keys ``<<`` may still be overridden, as YAML defines)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                first: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=deep)
+                    try:
+                        again = key in first
+                    except TypeError:  # an unhashable key: SafeLoader names it
+                        continue
+                    if again:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r}: expected each key once in a mapping, found it "
+                                        f"on line {first[key]} and here", key_node.start_mark)
+                    first[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:

@@ -36,12 +36,12 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .._checks import check_device, check_int, check_output_path, int_argument
+from .._checks import MAX_SEED, check_bool, check_device, check_int, check_output_path, int_argument
 from ..nn.autoencoder import MeshAutoencoder
 from ..pca import PCAModel
 from .config import TrainConfig
-from .loop import (TrainingData, TrainResult, _as_config, _check_data, check_trained_on, encode_all, load_data,
-                   load_trained)
+from .loop import (TrainingData, TrainResult, _as_config, _check_data, check_trained_on, check_trained_template,
+                   encode_all, load_data, load_template, load_trained)
 
 __all__ = ["MEASURES", "evaluate", "format_table", "add_evaluate_arguments", "run_evaluate"]
 
@@ -166,20 +166,37 @@ def evaluate(
 
     Raises:
         ValueError: no held-out faces, ``K`` larger than PCA can fit, a ``batch_size`` or
-            ``num_samples`` below 1, a ``max_train_faces`` below 2, or a device not available here.
+            ``num_samples`` below 1, a ``max_train_faces`` below 2, a ``seed`` outside
+            ``[0, MAX_SEED]``, or a device not available here.
+        TypeError: ``measures`` given as one string, a ``seed`` that is not an integer, or a ``pca``
+            that is neither a bool nor a ``PCAModel``.
         TrainingError: a saved run's data version or template differs from the data now
             (a folder of meshes that changed since training would leak training faces into the test set).
     """
+    if isinstance(measures, str):  # iterating it would name its letters
+        raise TypeError(f"measures: expected a list of names from {list(MEASURES)}, got the string {measures!r} "
+                        f"(write ({measures!r},))")
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
         raise ValueError(f"measures: expected a subset of {list(MEASURES)}, got unknown {unknown}")
+    if pca is not None and not isinstance(pca, PCAModel):
+        try:  # 0 or "no" would have fitted PCA by their truth value
+            pca = check_bool(pca, "pca")
+        except TypeError:
+            raise TypeError(f"pca: expected True, False or a fitted PCAModel, got {pca!r} "
+                            f"({type(pca).__name__})") from None
     check_int(batch_size, "batch_size", 1)
     check_int(num_samples, "num_samples", 1)
+    if check_int(seed, "seed", 0) > MAX_SEED:
+        raise ValueError(f"seed: expected an integer in [0, {MAX_SEED}], got {seed}")
     if max_train_faces is not None:
         check_int(max_train_faces, "max_train_faces", 2)  # a latent covariance needs two faces
     model, config, origin, saved = _resolve(source, config, device)
     if data is None:
-        data = load_data(config)
+        template = load_template(config)
+        if saved is not None:  # before the meshes: a folder's scans would be named, not the template that changed
+            check_trained_template(saved, config, template, saved["path"])
+        data = load_data(config, template)
     else:
         _check_data(data, config)
     if saved is not None:  # a folder that changed since training would move training faces into the test set
@@ -369,7 +386,8 @@ def add_evaluate_arguments(parser) -> None:
                         help="training faces (at least 2) used for explained variance and compactness "
                              "(default: all)")
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the specificity samples (default 0)")
+    parser.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0,
+                        help="seed of the specificity samples (default 0)")
 
 
 def run_evaluate(args) -> int:

@@ -65,7 +65,7 @@ from ..mesh.container import Mesh
 from ..model_files import hierarchy_signature
 from ..nn.autoencoder import MeshAutoencoder
 from .checkpoint import CheckpointError, check_training_meta, load_checkpoint, save_checkpoint
-from .config import RESUMABLE_KEYS, TrainConfig, config_differences, load_config, save_config
+from .config import RESUMABLE_KEYS, TrainConfig, TrainConfigError, config_differences, load_config, save_config
 
 __all__ = [
     "TrainingError",
@@ -201,6 +201,11 @@ def load_data(config: TrainConfig | Mapping[str, Any], template: Mesh | None = N
             parts[split] = x.contiguous()
         version = GENERATOR_VERSION
         extra: dict[str, Any] = {"generator_seed": d.generator_seed}
+        if d.split == "extrapolation":
+            held_out = f"data.key {d.key!r} > data.threshold {d.threshold} holds out {parts['test'].shape[0]}"
+        else:
+            held_out = f"data.test_fraction {d.test_fraction} holds out {parts['test'].shape[0]}"
+        drawn = f"data.n = {d.n} synthetic faces; {held_out}"
     else:
         from ..data import MeshFolderDataset, interpolation_split
 
@@ -218,9 +223,11 @@ def load_data(config: TrainConfig | Mapping[str, Any], template: Mesh | None = N
         parts = {"train": x[torch.from_numpy(train_idx)].contiguous(), "test": x[torch.from_numpy(test_idx)].contiguous()}
         version = _folder_version(ds.vertices, ds.files)
         extra = {"root": d.root, "num_files": len(ds.files)}
+        drawn = (f"data.root {d.root} holds {len(ds.files)} mesh file{'s' if len(ds.files) != 1 else ''} matching "
+                 f"data.pattern {d.pattern!r}; data.test_fraction {d.test_fraction} holds out {len(test_idx)}")
     if parts["train"].shape[0] < 2:
-        raise TrainingError(f"data: expected at least 2 training meshes, got {parts['train'].shape[0]} "
-                            f"(data.n = {d.n}, split {d.split!r})")
+        raise TrainingError(f"{config.source or 'config'}: data: expected at least 2 training meshes, got "
+                            f"{parts['train'].shape[0]} ({drawn})")
     meta = {
         "source": d.source,
         "split": d.split,
@@ -267,6 +274,17 @@ def check_trained_on(meta: Mapping[str, Any], data: TrainingData, path: str) -> 
             raise TrainingError(f"{path}: trained on {key} {meta.get(key)!r}, the data now has {data.meta[key]!r}")
 
 
+def check_trained_template(meta: Mapping[str, Any], config: TrainConfig, template: Mesh, path: str) -> None:
+    """Raise :class:`TrainingError` unless ``template`` (from ``config``) is the one the run saved in ``path``
+    was trained on; checked before the meshes are read, whose errors would name a scan, not the template."""
+    now = template.content_hash()
+    if meta.get("template_hash") != now:
+        t = config.template
+        source = f"template.path {t.path}" if t.kind == "file" else f"the built-in {t.kind} template"
+        raise TrainingError(f"{path}: trained on template_hash {meta.get('template_hash')!r}, {source} now has "
+                            f"{now!r} ({template.num_vertices} vertices): the template changed since training")
+
+
 # ======================================================================= model
 def make_hierarchy(config: TrainConfig, template: Mesh) -> MeshHierarchy:
     """:func:`~mesh_decoder.hierarchy.build_hierarchy` with the config's parameters (cached per ``hierarchy.cache_dir``)."""
@@ -291,6 +309,10 @@ def build_autoencoder(config: TrainConfig, hierarchy: MeshHierarchy) -> MeshAuto
     or :class:`~mesh_decoder.nn.PyGDecoder`; the encoder a :class:`~mesh_decoder.nn.SpiralEncoder`
     or :class:`~mesh_decoder.nn.ChebEncoder` with the same channels and latent size.
     Joint models have 6 channels (xyz + rgb) in and out.
+
+    Raises:
+        TrainConfigError: a ``model.conv`` that is no ``torch_geometric.nn`` class, or ``model.conv_kwargs``
+            it does not take (names both keys and the config file).
     """
     from ..nn import ChebDecoder, ChebEncoder, PyGDecoder, SpiralDecoder, SpiralEncoder
 
@@ -303,8 +325,13 @@ def build_autoencoder(config: TrainConfig, hierarchy: MeshHierarchy) -> MeshAuto
     elif kind == "cheb":
         decoder = ChebDecoder.from_hierarchy(hierarchy, K=config.K, out_channels=C, **common)
     else:
-        decoder = PyGDecoder.from_hierarchy(hierarchy, conv=config.model.conv, conv_kwargs=config.model.conv_kwargs,
-                                            out_channels=C, **common)
+        m = config.model
+        try:
+            decoder = PyGDecoder.from_hierarchy(hierarchy, conv=m.conv, conv_kwargs=m.conv_kwargs, out_channels=C,
+                                                **common)
+        except (TypeError, ValueError) as exc:  # a misspelt class or an argument it does not take
+            raise TrainConfigError(f"{config.source or 'config'}: model.conv {m.conv!r}, model.conv_kwargs "
+                                   f"{m.conv_kwargs}: {exc}") from None
     if config.encoder_kind == "spiral":
         encoder = SpiralEncoder.from_hierarchy(hierarchy, in_channels=C, **common)
     else:
@@ -495,7 +522,9 @@ def train(
         data: the meshes, if already loaded with :func:`load_data` for this config
             (avoids generating them again). Default ``None``: loaded here.
         callback: called with a :class:`StepInfo` after every optimizer step; raising
-            ``KeyboardInterrupt`` from it stops the run as Ctrl-C does.
+            ``KeyboardInterrupt`` from it stops the run as Ctrl-C does. Any other exception it
+            raises is raised by ``train`` after a checkpoint of that step is saved (its note
+            says so), so ``resume=True`` loses nothing.
 
     Returns:
         A :class:`TrainResult`. When interrupted (Ctrl-C), a checkpoint is saved and the
@@ -599,6 +628,7 @@ def train(
     batches = len(loader)
     stop = _StopFlag()
     interrupted = False
+    callback_error: tuple[Exception, int, int] | None = None  # (the callback's exception, epoch, step)
     bar = _progress_bar(progress, total=t.epochs * batches, initial=min(step, t.epochs * batches))
     model.train()
     try:
@@ -639,6 +669,9 @@ def train(
                             callback(StepInfo(epoch + 1, step, batch_done, batches, value, running, lr, model))
                         except KeyboardInterrupt:
                             stop.requested = True
+                        except Exception as exc:  # saved below as Ctrl-C is, then raised: no step is lost
+                            callback_error = (exc, epoch + 1, step)
+                            stop.requested = True
                     if stop.requested:
                         break
                 if stop.requested and batch_done < batches:
@@ -666,6 +699,12 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+    if callback_error is not None:
+        exc, at_epoch, at_step = callback_error
+        if hasattr(exc, "add_note"):  # Python >= 3.11
+            exc.add_note(f"train(): the step callback raised at epoch {at_epoch}, step {at_step}; the checkpoint "
+                         f"{ckpt_path} holds the run up to that step: continue with resume=True (--resume)")
+        raise exc
 
     train_seconds = sum(h["seconds"] for h in history) + partial["seconds"]
     result = TrainResult(model=model, hierarchy=hierarchy, config=config, output_dir=out, checkpoint_path=ckpt_path,

@@ -285,3 +285,36 @@ def test_folder_errors(tmp_path, small):
         MeshFolderDataset(tmp_path / "missing", small)
     with pytest.raises(TypeError):
         MeshFolderDataset(tmp_path, small.vertices)
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_folder_refuses_positions_beyond_float32(tmp_path, small, align):
+    """A position float32 cannot hold became inf in the dataset (then 'mean: expected finite values', naming no file)."""
+    rng = np.random.default_rng(8)
+    _write_set(tmp_path, small, rng, n=2, transform=False, colors=False)
+    v = small.vertices.copy()
+    row = int(rng.integers(small.num_vertices))
+    v[row] = rng.uniform(1e39, 1e300, 3) * rng.choice([-1.0, 1.0], 3)
+    bad = tmp_path / "face_09.obj"  # save_mesh refuses such a mesh: written by hand
+    bad.write_text("".join(f"v {x:.17g} {y:.17g} {z:.17g}\n" for x, y, z in v)
+                   + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in small.faces))
+    with pytest.raises(MeshFileError, match=rf"vertex {row} is .*: expected magnitudes float32 can hold \(up to "
+                                            rf"3.403e\+38; .*\), 1 of {small.num_vertices} vertices exceed it") as err:
+        MeshFolderDataset(tmp_path, small, align=align)
+    assert err.value.path == str(bad)
+
+
+def test_folder_names_a_broken_link(tmp_path, small):
+    """A link to a scan on a drive that is not mounted was left out of the set silently."""
+    rng = np.random.default_rng(9)
+    expected = _write_set(tmp_path, small, rng, n=2, transform=False, colors=False)
+    link = tmp_path / "face_05.ply"
+    link.symlink_to(tmp_path / "unmounted" / "face_05.ply")
+    (tmp_path / "folder.ply").mkdir()  # a folder that matches the pattern is no scan: still skipped
+    with pytest.raises(MeshFileError, match="expected a mesh file, found a broken symbolic link to .*unmounted") as err:
+        MeshFolderDataset(tmp_path, small)
+    assert err.value.path == str(link)
+    link.unlink()
+    ds = MeshFolderDataset(tmp_path, small)
+    assert len(ds) == 2
+    np.testing.assert_allclose(ds.vertices.numpy(), expected, atol=1e-4)

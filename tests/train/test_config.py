@@ -107,6 +107,8 @@ def test_wrong_type_names_key_and_file(tmp_path, section, key, value, expected):
         ({"model": {"channels": [8, 8, 8]}, "hierarchy": {"factors": [2, 2]}}, "model.channels"),
         ({"hierarchy": {"factors": [4, 1]}}, "hierarchy.factors[1]"),
         ({"hierarchy": {"spiral_length": [9, 9]}}, "hierarchy.spiral_length"),
+        ({"hierarchy": {"cache_dir": ""}}, "hierarchy.cache_dir"),  # was the working folder
+        ({"data": {"source": "folder", "root": "x", "pattern": " | "}}, "data.pattern"),
     ],
 )
 def test_range_and_consistency_errors(config, key):
@@ -165,3 +167,39 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path):
     with pytest.raises(TrainConfigError, match=re.escape(f"{path}: expected UTF-8 text, found byte 0xe9 at offset 5")):
         load_config(path)
 
+
+
+def test_training_seed_is_checked_against_torchs_range():
+    """A seed beyond 64 bits failed in train() with torch's 'Overflow when unpacking long long', after the data."""
+    seed = 2**64 + int(np.random.default_rng(13).integers(0, 2**32))
+    with pytest.raises(TrainConfigError, match=rf"^config: training.seed: expected an int in \[0, {2**64 - 1}\] "
+                                               rf"\(torch's seeds are 64-bit\), got {seed}$"):
+        TrainConfig.from_dict({"training": {"seed": seed}})
+    assert TrainConfig.from_dict({"training": {"seed": 2**64 - 1}}).training.seed == 2**64 - 1  # torch takes it
+
+
+@pytest.mark.parametrize("name, text, line, key", [
+    ("sections.yaml", "training:\n  epochs: {a}\n  lr: 0.01\nmodel: {{}}\ntraining:\n  epochs: {b}\n", 5, "training"),
+    ("keys.yaml", "training:\n  epochs: {a}\n  batch_size: 4\n  epochs: {b}\n", 4, "epochs"),
+    ("flow.yaml", "training: {{epochs: {a}, epochs: {b}}}\n", 1, "epochs"),
+], ids=["sections", "keys", "flow"])
+def test_a_key_given_twice_in_yaml_is_named(tmp_path, name, text, line, key):
+    """YAML keeps the last of two equal keys: a second 'training:' section silently dropped the first's lr."""
+    a, b = (int(v) for v in np.random.default_rng(11).integers(1, 50, 2))
+    path = _write(tmp_path, name, text.format(a=a, b=b))
+    with pytest.raises(TrainConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}, line {line}: not valid YAML (duplicate key {key!r}: expected each "
+                                     "key once in a mapping, found it on line ")
+
+
+def test_a_key_given_twice_in_json_is_named_and_merge_keys_still_work(tmp_path):
+    a, b = (int(v) for v in np.random.default_rng(12).integers(1, 50, 2))
+    path = _write(tmp_path, "twice.json", json.dumps({"training": {"epochs": a}})[:-2] + f', "epochs": {b}}}}}')
+    with pytest.raises(TrainConfigError, match="^" + re.escape(f"{path}: not valid JSON (duplicate key 'epochs': "
+                                                               "expected each key once in an object, found it twice)")):
+        load_config(path)
+    # a YAML merge key's entries may be overridden: that is no duplicate
+    path = _write(tmp_path, "merge.yaml", f"training:\n  <<: {{epochs: {a}, batch_size: 4}}\n  epochs: {b}\n")
+    cfg = load_config(path)
+    assert (cfg.training.epochs, cfg.training.batch_size) == (b, 4)

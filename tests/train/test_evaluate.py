@@ -160,3 +160,27 @@ def test_batch_size_train_faces_and_device_are_checked(trained, capsys):
         assert main(["evaluate", result.output_dir, *argv]) != 0
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+
+
+def test_measures_seed_and_pca_arguments_are_checked(trained, capsys):
+    """A string of measures was read letter by letter, a seed beyond 64 bits failed with torch's 'Overflow when
+    unpacking long long' (the command line's too), and pca=0 fitted PCA by its truth value."""
+    from mesh_decoder.cli import main
+
+    result, data = trained
+    rng = np.random.default_rng(31)
+    with pytest.raises(TypeError, match=r"^measures: expected a list of names from \[.*\], got the string "
+                                        r"'compactness' \(write \('compactness',\)\)$"):
+        evaluate(result, data=data, measures="compactness", pca=False)
+    big = 2**64 + int(rng.integers(1, 1000))
+    for seed in (big, -int(rng.integers(1, 1000))):
+        with pytest.raises(ValueError, match=rf"^seed: expected an integer (in \[0, 4294967295\]|>= 0), got {seed}$"):
+            evaluate(result, data=data, seed=seed, pca=False)
+    with pytest.raises(TypeError, match=r"^seed: expected an integer, got '7' \(str\)$"):
+        evaluate(result, data=data, seed="7", pca=False)
+    for pca in (0, "no"):
+        with pytest.raises(TypeError, match=rf"^pca: expected True, False or a fitted PCAModel, got {pca!r} "):
+            evaluate(result, data=data, pca=pca, measures=())
+    assert list(evaluate(result, data=data, pca=np.False_, measures=())["models"]) == ["autoencoder"]
+    assert main(["evaluate", result.output_dir, "--no-pca", "--measures", "error", "--seed", str(big)]) == 2
+    assert f"argument --seed: expected an integer in [0, 4294967295], got '{big}'" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -389,3 +390,124 @@ def test_a_config_path_that_is_not_there_names_its_key(tmp_path, tiny_config, mo
     assert type(info.value) is error
     assert str(info.value) == (f"run.yaml: {key}: {path}: expected {what}, found {found} "
                                f"(a relative path is from the working folder {tmp_path})")
+
+
+class _CallbackBug(Exception):
+    """What a step callback with a bug raises (a logging server that is down, ...)."""
+
+
+@pytest.mark.parametrize("step", [7, 5, 15])  # mid-epoch 2; the end of epoch 1; the last step of the run
+def test_a_callback_that_raises_saves_its_step_and_resume_matches(tmp_path, tiny_config, step):
+    """The exception went up with nothing saved since the last checkpoint: up to checkpoint_every epochs lost."""
+    config = tiny_config(training={"epochs": 3, "checkpoint_every": 2})  # 5 batches per epoch
+    data = load_data(config)
+    full = train(config, tmp_path / "full", progress=False, data=data)
+    message = f"the logging server is down ({int(np.random.default_rng(step).integers(1, 1000))})"
+
+    def callback(info):
+        if info.step == step:
+            raise _CallbackBug(message)
+
+    with pytest.raises(_CallbackBug, match=re.escape(message)) as err:
+        train(config, tmp_path / "run", progress=False, data=data, callback=callback)
+    ckpt = tmp_path / "run" / CHECKPOINT_NAME
+    if sys.version_info >= (3, 11):  # exceptions carry notes
+        assert (f"the step callback raised at epoch {(step - 1) // 5 + 1}, step {step}; the checkpoint {ckpt} holds "
+                "the run up to that step") in "\n".join(err.value.__notes__)
+    assert read_checkpoint_meta(ckpt)["step"] == step
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    resumed = train(config, tmp_path / "run", resume=True, progress=False, data=data)
+    assert not resumed.interrupted and resumed.step == full.step
+    assert_same_state(parameters_of(full.model), parameters_of(resumed.model))
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-12)
+
+
+def test_too_few_training_meshes_name_the_keys_that_decide(tmp_path, tiny_config):
+    """The message spoke of data.n and the split alone: for a folder data.n plays no part, and the
+    test_fraction or threshold that held every face out went unnamed."""
+    rng = np.random.default_rng(21)
+    fraction = float(rng.uniform(0.98, 0.999))
+    with pytest.raises(TrainingError, match="^" + re.escape(
+            f"config: data: expected at least 2 training meshes, got 0 (data.n = 20 synthetic faces; "
+            f"data.test_fraction {fraction} holds out 20)")):
+        load_data(tiny_config(data={"n": 20, "test_fraction": fraction}))
+    threshold = float(rng.uniform(-1.0, -0.01))
+    with pytest.raises(TrainingError, match="^" + re.escape(
+            f"config: data: expected at least 2 training meshes, got 0 (data.n = 20 synthetic faces; data.key "
+            f"'smile' > data.threshold {threshold} holds out 20)")):
+        load_data(tiny_config(data={"n": 20, "split": "extrapolation", "key": "smile", "threshold": threshold}))
+    from mesh_decoder.data import SyntheticFaces
+    from mesh_decoder.mesh.templates import face_template
+
+    template = face_template(600)
+    gen = SyntheticFaces(template)
+    v, _ = gen.generate(gen.sample_params(1, rng=rng))
+    _write_folder(tmp_path / "scans", template, v)
+    with pytest.raises(TrainingError, match="^" + re.escape(
+            f"config: data: expected at least 2 training meshes, got 1 (data.root {tmp_path / 'scans'} holds 1 mesh "
+            "file matching data.pattern '*.obj|*.ply|*.off'; data.test_fraction 0.1 holds out 0)")):
+        load_data(tiny_config(data={"source": "folder", "root": str(tmp_path / "scans")}))
+
+
+@pytest.mark.parametrize("model, message, cause", [
+    ({"conv": "GCNconv"}, "model.conv 'GCNconv', model.conv_kwargs {}: ",
+     "conv: expected the name of a torch_geometric.nn conv class, got 'GCNconv'"),
+    ({"conv_kwargs": {"fo": 1}}, "model.conv 'GCNConv', model.conv_kwargs {'fo': 1}: ", "keyword argument 'fo'"),
+], ids=["misspelt-conv", "unknown-kwarg"])
+def test_a_pyg_conv_that_cannot_be_built_names_its_config_keys(tmp_path, tiny_config, model, message, cause):
+    """The error named 'conv' or was Python's 'got an unexpected keyword argument', without the config file or key."""
+    import yaml
+
+    from mesh_decoder.train import TrainConfigError, load_config
+
+    path = tmp_path / "pyg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(model=dict({"decoder": "pyg"}, **model), data={"n": 20})))
+    with pytest.raises(TrainConfigError) as err:
+        train(load_config(path), tmp_path / "run", progress=False)
+    assert str(err.value).startswith(f"{path}: {message}") and cause in str(err.value)
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
+
+
+def test_an_empty_output_dir_is_refused_before_the_data(tmp_path, tiny_config, monkeypatch, capsys):
+    """'' (an unset shell variable in -o "$RUN") failed after the data with "No such file or directory: ''"."""
+    import yaml
+
+    from mesh_decoder.cli import main
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded before the checks")
+
+    monkeypatch.setattr(loop, "load_data", no_data)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="^output_dir: expected a directory, got ''$"):
+        train(tiny_config(), "", progress=False)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config()))
+    assert main(["train", "c.yaml", "-o", "", "--quiet"]) == 1
+    assert capsys.readouterr().err == "error: -o/--output-dir: expected a directory, got ''\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_evaluating_a_folder_run_whose_template_file_changed_names_the_template(tmp_path, tiny_config):
+    """The scans were named instead ('expected the template's 500 vertices ..., found 600'), not the template."""
+    from mesh_decoder.data import SyntheticFaces
+    from mesh_decoder.mesh.io import save_mesh
+    from mesh_decoder.mesh.templates import face_template
+    from mesh_decoder.train import evaluate
+
+    template = face_template(600)
+    gen = SyntheticFaces(template)
+    v, _ = gen.generate(gen.sample_params(8, rng=np.random.default_rng(22)))
+    _write_folder(tmp_path / "scans", template, v)
+    save_mesh(template, tmp_path / "template.obj")
+    config = tiny_config(template={"kind": "file", "path": str(tmp_path / "template.obj")},
+                         data={"source": "folder", "root": str(tmp_path / "scans"), "test_fraction": 0.25},
+                         training={"epochs": 1, "batch_size": 3})
+    config["template"].pop("vertices")
+    config["template"].pop("seed")
+    run = tmp_path / "run"
+    train(config, run, progress=False)
+    save_mesh(face_template(500), tmp_path / "template.obj")  # another template under the same name
+    with pytest.raises(TrainingError, match=re.escape(f"{run / 'model.safetensors'}: trained on template_hash '")
+                       + ".*" + re.escape(f"template.path {tmp_path / 'template.obj'} now has '") + r"[0-9a-f]+"
+                       + re.escape("' (500 vertices): the template changed since training")):
+        evaluate(run, pca=False, measures=())
