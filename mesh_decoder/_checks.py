@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["check_tensor", "check_int", "check_bool", "int_argument", "real_argument", "MAX_SEED", "check_device", "check_output_path",
+__all__ = ["check_tensor", "check_int", "check_bool", "real_number", "int_argument", "real_argument", "MAX_SEED", "check_device", "check_output_path",
            "one_line_error", "out_of_memory"]
 
 
@@ -68,6 +68,18 @@ def check_bool(value: object, name: str) -> bool:
 
 #: The largest seed the command line takes: numpy's legacy and torch's generators all accept it.
 MAX_SEED = 2**32 - 1
+
+
+def real_number(value: object) -> float | None:
+    """``value`` as a ``float`` when it is one real number: Python's or numpy's (not a bool), or a 0-d
+    integer or floating array or tensor; otherwise ``None`` (the caller names what it expected)."""
+    if isinstance(value, torch.Tensor):
+        usable = value.dim() == 0 and value.dtype != torch.bool and not value.is_complex()
+    elif isinstance(value, np.ndarray):
+        usable = value.ndim == 0 and (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating))
+    else:
+        usable = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    return float(value) if usable else None
 
 
 def int_argument(minimum: int, maximum: int | None = None) -> Callable[[str], int]:

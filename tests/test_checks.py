@@ -22,6 +22,7 @@ from mesh_decoder._checks import (
     one_line_error,
     out_of_memory,
     real_argument,
+    real_number,
 )
 
 DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
@@ -186,6 +187,16 @@ def test_real_argument_takes_finite_numbers_past_the_bound(inclusive):
                            match=rf"^expected a finite number of seconds {re.escape(bound)}, got {re.escape(repr(text))}$"):
             parse(text)
     assert parse.__name__ == f"finite number of seconds {bound}"
+
+
+def test_real_number_reads_one_real_number_of_any_kind():
+    x = float(np.random.default_rng().normal())
+    for value in (x, np.float32(x), np.float64(x), np.array(x), torch.tensor(x, dtype=torch.float64)):
+        assert real_number(value) == pytest.approx(x, rel=1e-6) and type(real_number(value)) is float
+    assert real_number(7) == 7.0 and real_number(np.int16(7)) == 7.0 and real_number(torch.tensor(7)) == 7.0
+    for not_one in (True, np.bool_(False), torch.tensor(True), "1.5", None, [x], np.array([x]), torch.tensor([x]),
+                    1j, torch.tensor(1j), np.array("1.5")):
+        assert real_number(not_one) is None, not_one
 
 
 def test_out_of_memory_knows_python_and_torch_allocation_failures():

@@ -74,7 +74,7 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from .._atomic import write_json
-from .._checks import check_bool
+from .._checks import check_bool, real_number
 from ..mesh.container import Mesh
 from ..render.cameras import Camera, OrthographicCamera, PerspectiveCamera, ndc_to_pixel
 from ..render.render import RenderOutput, render
@@ -99,7 +99,7 @@ from .pose import (
     rotation_6d_to_matrix,
     umeyama,
 )
-from .targets import ImageTarget, LandmarkTarget, MeshTarget, PointCloudTarget, _real_number
+from .targets import ImageTarget, LandmarkTarget, MeshTarget, PointCloudTarget
 
 __all__ = [
     "PARAM_GROUPS",
@@ -210,11 +210,11 @@ class Stage:
         if isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it < 0:
             raise ValueError(f"iterations: expected a non-negative int, got {it!r}")
         object.__setattr__(self, "iterations", int(it))
-        lr = _real_number(self.lr)
+        lr = real_number(self.lr)
         if lr is None or not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr: expected a positive number, got {self.lr!r}")
         object.__setattr__(self, "lr", lr)
-        factor = _real_number(self.final_lr_factor)
+        factor = real_number(self.final_lr_factor)
         if factor is None or not 0 < factor <= 1:
             raise ValueError(f"final_lr_factor: expected a number in (0, 1], got {self.final_lr_factor!r}")
         object.__setattr__(self, "final_lr_factor", factor)
@@ -482,7 +482,7 @@ class FitResult:
         """
         from ..render.render import save_png
 
-        a = _real_number(alpha)
+        a = real_number(alpha)
         if a is None or not 0.0 <= a <= 1.0:
             raise ValueError(f"alpha: expected a number in [0, 1], got {alpha!r}")
         alpha = a
@@ -657,7 +657,7 @@ def _light_direction(light: DirectionalLight, name: str) -> torch.Tensor:
 
 def _non_negative(value: Any, name: str) -> float:
     """A weight: a finite real number ``>= 0`` (numpy and 0-d tensor scalars too, not bools)."""
-    w = _real_number(value)
+    w = real_number(value)
     if w is None or not (math.isfinite(w) and w >= 0):
         raise ValueError(f"{name}: expected a non-negative number, got {value!r}")
     return w
@@ -665,7 +665,7 @@ def _non_negative(value: Any, name: str) -> float:
 
 def _focal_value(value: Any, name: str) -> float:
     """A focal length in pixels: a real number or a 0-d tensor / array, positive and finite."""
-    f = _real_number(value)
+    f = real_number(value)
     if f is None or not (math.isfinite(f) and f > 0):
         raise ValueError(f"{name}: expected a positive number of pixels, got {value!r}")
     return f
@@ -856,7 +856,7 @@ class FitProblem:
         direction = _light_direction(self.light0, light_name)
         for part, article in (("ambient", "an"), ("diffuse", "a")):  # fitted as logarithms
             value = getattr(self.light0, part)
-            number = _real_number(value)
+            number = real_number(value)
             if number is None or number < 0:
                 raise ValueError(f"{light_name}: expected {article} {part} coefficient >= 0, got {value!r}")
         albedo0 = given.get("albedo")

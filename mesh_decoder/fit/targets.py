@@ -27,7 +27,6 @@ from __future__ import annotations
 import errno
 import json
 import math
-import numbers
 import os
 import warnings
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .._checks import check_bool
+from .._checks import check_bool, real_number
 from ..errors import MeshFileError
 from ..mesh.container import Mesh
 
@@ -86,18 +85,6 @@ def _tensor(value: Any, name: str, cols: int | None, *, rows: int | None = None)
         raise ValueError(f"{name}: expected values within float32 range (|x| <= {_FLOAT32_MAX:.4g}), got "
                          f"{float(t.abs().max()):.4g}")
     return t.contiguous()
-
-
-def _real_number(value: Any) -> float | None:
-    """``value`` as a ``float`` when it is one real number: Python's or numpy's (not a bool), or a 0-d
-    integer or floating array or tensor; otherwise ``None`` (the caller names what it expected)."""
-    if isinstance(value, torch.Tensor):
-        usable = value.dim() == 0 and value.dtype != torch.bool and not value.is_complex()
-    elif isinstance(value, np.ndarray):
-        usable = value.ndim == 0 and (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating))
-    else:
-        usable = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    return float(value) if usable else None
 
 
 def _check_spread(points: torch.Tensor, weights: torch.Tensor | None, name: str) -> None:
@@ -213,7 +200,7 @@ class PointCloudTarget:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"correspondence_every: expected a positive int, got {every!r}")
         self.correspondence_every = int(every)
-        trim = _real_number(self.trim)
+        trim = real_number(self.trim)
         if trim is None or not trim > 0:
             raise ValueError(f"trim: expected a positive number (or inf), got {self.trim!r}")
         self.trim = trim
