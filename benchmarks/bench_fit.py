@@ -182,7 +182,7 @@ def _landmark_case(scene: Scene, i: int, camera: str) -> dict[str, Any]:
     pixels = ndc_to_pixel(cam.project(X[scene.landmark_index][None]), size)[0, :, :2]
     pixels = pixels + torch.randn(pixels.shape, generator=g, dtype=torch.float64)
     r = fit(scene.pca, LandmarkTarget(pixels, scene.names, size), template=scene.template, camera=camera,
-            focal=600.0, progress=False)
+            focal=600.0 if camera == "perspective" else None, progress=False)
     out = {"seconds": r.seconds, "iterations": len(r.losses["total"]), "rotation_error_deg": degrees(r.rotation, R),
            "shape_error_mm": shape_error(r.model_vertices, truth),
            "mean_face_shape_error_mm": shape_error(scene.pca.mean, truth),

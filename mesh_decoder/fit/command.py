@@ -248,6 +248,9 @@ def run_fit(args: argparse.Namespace) -> int:
         target = load_target(args.target, tpl, kind=args.target_kind, landmarks=args.landmarks, mask=args.mask)
     except ImportError as exc:  # Pillow for photographs: report it as a usage error naming the fix
         raise ValueError(f"{args.target}: {exc}") from None
+    if args.camera == "perspective" and target.kind in ("mesh", "points"):
+        raise ValueError(f"--camera perspective: {args.target} is a {target.kind} target, fitted in 3D with no "
+                         "camera; leave --camera out")
     for option, value, what in (("--landmarks", args.landmarks, "landmarks"), ("--mask", args.mask, "a mask")):
         if value is not None and target.kind != "image":
             raise ValueError(f"{option}: only a photograph target takes {what}, got a {target.kind} target")

@@ -745,6 +745,12 @@ class FitProblem:
         else:
             self.landmarks = target if isinstance(target, LandmarkTarget) else target.landmarks
             self.image_size = target.image_size
+        if self.image_size is None and self.camera_kind == "perspective":  # it would be ignored
+            raise ValueError(f"camera: a {self.kind} target is fitted in 3D, with no camera; expected the default "
+                             "'weak_perspective', got 'perspective'")
+        if focal is not None and self.camera_kind != "perspective":  # it would be ignored
+            raise ValueError(f"focal: only the perspective camera has a focal length; expected camera='perspective' "
+                             f"with focal={focal!r}, got camera={camera!r}")
         if self.landmarks is not None:
             self.landmark_index = _landmark_index(template, self.landmarks.names).to(self.device)
             self.landmark_points = self.landmarks.points.to(**dd)

@@ -136,6 +136,9 @@ def test_options_the_target_or_camera_would_ignore_are_refused(tmp_path, pca_fil
     (tmp_path / "mask.png").write_bytes(b"")  # never read: refused before
     with pytest.raises(ValueError, match="^--mask: only a photograph target takes a mask, got a mesh target$"):
         _run([pca_file, "--target", tmp_path / "t.obj", "--mask", tmp_path / "mask.png", "-o", tmp_path / "o.obj"])
+    with pytest.raises(ValueError, match=rf"^--camera perspective: {re.escape(str(tmp_path / 't.obj'))} is a mesh "
+                                         r"target, fitted in 3D with no camera; leave --camera out$"):
+        _run([pca_file, "--target", tmp_path / "t.obj", "--camera", "perspective", "-o", tmp_path / "o.obj"])
     assert not (tmp_path / "f.json").exists() and not (tmp_path / "o.obj").exists()
 
 

@@ -142,7 +142,8 @@ def test_landmark_fit_recovers_rotation(tmp_path, pca, faces, template, camera, 
     g = torch.Generator().manual_seed(index)
     truth = faces[0][index].double()
     target, R = _landmark_target(template, truth, g, camera)
-    result = fit(pca, target, template=template, camera=camera, focal=600.0, progress=False)
+    result = fit(pca, target, template=template, camera=camera, focal=600.0 if camera == "perspective" else None,
+                 progress=False)
     assert _degrees(result.rotation, R) < 3.5
     assert shape_error(result.model_vertices, truth) < shape_error(pca.mean, truth)
     assert math.sqrt(result.final_losses["landmark"]) < 2.5  # pixels RMS, noise is 1.4
@@ -255,7 +256,8 @@ def test_prior_weight_pulls_latent_towards_prior_mean(pca, faces, template):
 def test_gradients_reach_every_free_parameter(pca, template, photo_case):
     target = photo_case[0]
     for camera in ("weak_perspective", "perspective"):
-        problem = FitProblem(pca, target, template=template, camera=camera, focal=300.0,
+        problem = FitProblem(pca, target, template=template, camera=camera,
+                             focal=300.0 if camera == "perspective" else None,
                              init={"latent": 0.3 * torch.ones(30)})
         params = problem.parameters(("all",))
         names = ["rotation", "translation", "scale", "latent", "color", "light", "focal"]
@@ -314,6 +316,14 @@ def test_stages_and_argument_errors(pca, faces, template):
         fit(pca, MeshTarget(faces[0][200][:500]), progress=False)
     with pytest.raises(ValueError, match="unknown term 'vertices'"):
         fit(pca, target, weights={"vertices": 1.0}, progress=False)
+    # options the fit would ignore: a camera for a 3D target, a focal length without the perspective camera
+    with pytest.raises(ValueError, match=r"^camera: a mesh target is fitted in 3D, with no camera; expected the "
+                                         r"default 'weak_perspective', got 'perspective'$"):
+        fit(pca, target, template=template, camera="perspective", progress=False)
+    landmarks = LandmarkTarget(torch.rand(4, 2, dtype=torch.float64) * 60, sorted(template.landmarks)[:4], 64)
+    with pytest.raises(ValueError, match=r"^focal: only the perspective camera has a focal length; expected "
+                                         r"camera='perspective' with focal=600.0, got camera='weak'$"):
+        fit(pca, landmarks, template=template, camera="weak", focal=600.0, progress=False)
     with pytest.raises(ValueError, match="not template landmarks"):
         fit(pca, LandmarkTarget(torch.rand(4, 2), ["a", "b", "c", "d"], 64), template=template, progress=False)
     with pytest.raises(TypeError, match="MeshTarget"):
