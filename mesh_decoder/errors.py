@@ -17,6 +17,12 @@ __all__ = [
 ]
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as an error message names it: an empty one (an unset shell variable) as ``'' (an empty path)``,
+    which a bare ``": reason"`` would hide."""
+    return os.fspath(path) or "'' (an empty path)"
+
+
 class MeshError(ValueError):
     """Base class of the toolkit's input errors."""
 
@@ -38,7 +44,7 @@ class MeshFileError(MeshError):
         self.path = os.fspath(path)
         self.reason = reason
         self.line = line
-        where = f"{self.path}"
+        where = shown_path(self.path)
         if line is not None:
             where += f", line {line}" if isinstance(line, int) else f", {line}"
         super().__init__(f"{where}: {reason}")
@@ -59,7 +65,7 @@ class _PathMessage:
     strerror: str
 
     def __str__(self) -> str:
-        return f"{self.filename}: {self.strerror}"
+        return f"{shown_path(self.filename)}: {self.strerror}"
 
 
 class OutputPathError(_PathMessage, OSError, MeshError):
@@ -91,7 +97,7 @@ def unreadable(path: str | os.PathLike, what: str, exc: OSError, error: type[Exc
     reason = f"cannot read {what} ({exc.strerror or exc})"
     if isinstance(exc, FileNotFoundError):
         return missing(path, reason)
-    return error(f"{os.fspath(path)}: {reason}")
+    return error(f"{shown_path(path)}: {reason}")
 
 
 class HierarchyNotFoundError(MissingFileError, HierarchyError):

@@ -47,3 +47,13 @@ def test_a_folder_where_a_file_should_be_is_not_a_missing_file(tmp_path, load):
         load(tmp_path)
     assert not isinstance(info.value, FileNotFoundError)
     assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.parametrize("load", [load_model, read_model_meta, load_checkpoint, load_trained, load_config, load_mesh])
+def test_an_empty_path_is_named_as_such(load):
+    """An empty path (an unset shell variable in "$MODEL") printed as 'error: : cannot read ...', naming nothing."""
+    with pytest.raises(ValueError) as info:
+        load("")
+    assert str(info.value).startswith("'' (an empty path): "), str(info.value)
+    with pytest.raises(ValueError, match=r"^path: expected a file path, got ''$"):
+        load_hierarchy("")  # checked before reading, as it always was

@@ -455,6 +455,9 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
             line = f", line {mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc)
             raise TrainConfigError(f"{path}{line}: not valid YAML ({problem})") from None
+    if data is None:  # an empty file (or only comments): most likely not the file meant
+        raise TrainConfigError(f"{path}: expected a mapping of settings, got an empty file (write {{}} to train "
+                               "with every default)")
     return TrainConfig.from_dict(data, source=path)
 
 
