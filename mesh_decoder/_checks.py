@@ -47,11 +47,16 @@ def check_tensor(
     return x
 
 
-def check_int(value: object, name: str, minimum: int | None = None) -> int:
-    """``value`` as an ``int``: ``TypeError`` if not an integer (bools are not), ``ValueError`` if below ``minimum``."""
+def check_int(value: object, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an ``int``: ``TypeError`` if not an integer (bools are not), ``ValueError`` if below
+    ``minimum`` or above ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer, got {value!r} ({type(value).__name__})")
-    if minimum is not None and value < minimum:
+    below = minimum is not None and value < minimum
+    if maximum is not None and (below or value > maximum):
+        raise ValueError(f"{name}: expected an integer in [{'-inf' if minimum is None else minimum}, {maximum}], "
+                         f"got {value}")
+    if below:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
     return int(value)
 
@@ -88,12 +93,9 @@ def int_argument(minimum: int, maximum: int | None = None) -> Callable[[str], in
 
     def parse(text: str) -> int:
         try:
-            value = check_int(int(text), "", minimum)
+            return check_int(int(text), "", minimum, maximum)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
-        return value
 
     parse.__name__ = want.removeprefix("an ")
     return parse

@@ -129,6 +129,15 @@ def test_check_int_minimum():
         check_int(np.int64(-1), "n", minimum=0)
 
 
+def test_check_int_maximum_names_the_whole_range_on_either_side():
+    assert check_int(7, "seed", 0, 7) == 7 and check_int(-3, "k", maximum=0) == -3
+    for value in (-1, 8, 2**64):
+        with pytest.raises(ValueError, match=rf"^seed: expected an integer in \[0, 7\], got {value}$"):
+            check_int(value, "seed", 0, 7)
+    with pytest.raises(ValueError, match=r"^k: expected an integer in \[-inf, 0\], got 1$"):
+        check_int(1, "k", maximum=0)
+
+
 # ------------------------------------------------------------------------------ check_bool
 @pytest.mark.parametrize("value, want", [(True, True), (False, False), (np.bool_(True), True),
                                          (np.bool_(False), False)])
@@ -174,7 +183,7 @@ def test_int_argument_errors_name_the_option_through_argparse():
 
 @pytest.mark.parametrize("inclusive", [False, True])
 def test_real_argument_takes_finite_numbers_past_the_bound(inclusive):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(17)
     lower = float(rng.integers(-5, 5))
     parse = real_argument(lower, inclusive=inclusive, what="a finite number of seconds")
     above = lower + float(rng.uniform(1e-6, 1e6))
@@ -190,7 +199,7 @@ def test_real_argument_takes_finite_numbers_past_the_bound(inclusive):
 
 
 def test_real_number_reads_one_real_number_of_any_kind():
-    x = float(np.random.default_rng().normal())
+    x = float(np.random.default_rng(18).normal())
     for value in (x, np.float32(x), np.float64(x), np.array(x), torch.tensor(x, dtype=torch.float64)):
         assert real_number(value) == pytest.approx(x, rel=1e-6) and type(real_number(value)) is float
     assert real_number(7) == 7.0 and real_number(np.int16(7)) == 7.0 and real_number(torch.tensor(7)) == 7.0

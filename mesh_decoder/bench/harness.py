@@ -1486,7 +1486,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     source.add_argument("--vertices", type=int_argument(1), default=None,
                         help="vertex count of the built-in face template (default 5023)")
     source.add_argument("--hierarchy", help="a saved hierarchy (.npz); needs no openmesh")
-    parser.add_argument("--texture-size", type=int, default=256, help="UV texture size of the joint decoder (0: none)")
+    from ..mesh.uv import MAX_MAP_SIZE
+
+    parser.add_argument("--texture-size", type=int_argument(0, MAX_MAP_SIZE), default=256,
+                        help=f"UV texture size of the joint decoder (0: none; at most {MAX_MAP_SIZE})")
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR,
                         help=f"where result files go (default {DEFAULT_OUTPUT_DIR}; the committed runs the README's "
                              "tables come from are in benchmarks/results)")
@@ -1499,7 +1502,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--memory", choices=MEMORY_CHOICES, default=None,
                         help="CPU peak-memory probes, one subprocess per row: all rows; auto: eager rows and "
                              "the other modes at the largest batch (default); eager rows (--quick); none")
-    parser.add_argument("--seed", type=int_argument(0), default=0, help="seed of the latents and weights (default 0)")
+    parser.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0, help="seed of the latents and weights (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plot", action="store_true", help="no PNG")
     parser.add_argument("--_memory-probe", dest="memory_probe", default=None, help=argparse.SUPPRESS)
@@ -1539,14 +1542,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         raise ValueError(f"--time-box: expected a finite number of seconds >= 0 (0: no limit), got {args.time_box}")
     if args.time_budget is not None and not 0 < args.time_budget < math.inf:
         raise ValueError(f"--time-budget: expected a finite number of seconds > 0, got {args.time_budget}")
-    from ..hierarchy.build import MAX_TEXTURE_SIZE
-
-    if not 0 <= args.texture_size <= MAX_TEXTURE_SIZE:  # build_hierarchy's message named 'texture_size'
-        raise ValueError(f"--texture-size: expected 0 (none) or a size in [1, {MAX_TEXTURE_SIZE}], "
-                         f"got {args.texture_size}")
     report.check_threads(args.threads)  # a huge thread pool crashed torch (segfault)
-    if args.seed > MAX_SEED:  # torch's seeds are 64-bit: a larger one failed with 'Overflow when unpacking long long'
-        raise ValueError(f"--seed: expected an integer in [0, {MAX_SEED}], got {args.seed}")
     for option in ("template", "hierarchy", "output_dir"):  # '' was taken as not given, or as the working folder
         if getattr(args, option, None) == "":
             raise ValueError(f"--{option.replace('_', '-')}: expected a path, got ''")

@@ -78,7 +78,7 @@ from .._checks import check_bool, real_number
 from ..mesh.container import Mesh
 from ..render.cameras import Camera, OrthographicCamera, PerspectiveCamera, ndc_to_pixel
 from ..render.render import RenderOutput, render
-from ..render.shading import DirectionalLight, vertex_normals
+from ..render.shading import DirectionalLight, light_direction, vertex_normals
 from .adapters import Decoded, FitDecoder, as_fit_decoder
 from .losses import (
     Correspondences,
@@ -644,15 +644,17 @@ def _check_finite(name: str, value: Any) -> None:
             raise ValueError(f"{name}: expected finite values, got NaN or infinity")
 
 
-def _light_direction(light: DirectionalLight, name: str) -> torch.Tensor:
-    """The ``(3,)`` float64 CPU direction of a starting light; ``ValueError`` naming ``name`` unless it is 3
-    numbers, not all zero (a tensor direction is not checked when the light is built)."""
+def _start_direction(light: DirectionalLight, name: str) -> torch.Tensor:
+    """The ``(3,)`` float64 CPU direction of a starting light: 3 numbers, not all zero, else ``ValueError``
+    naming ``name``. Plain numbers were checked when the light was built; a tensor is read here, once."""
     d = light.direction
-    t = d.detach().cpu() if isinstance(d, torch.Tensor) else torch.as_tensor(np.asarray(d, dtype=np.float64))
+    if not isinstance(d, torch.Tensor):
+        return torch.as_tensor(light_direction(d, name))
+    t = d.detach().cpu().double()
     if tuple(t.shape) != (3,) or not bool((t != 0).any()):
         raise ValueError(f"{name}: expected a direction of 3 numbers, not all zero, got "
                          f"{t.tolist() if t.numel() <= 6 else tuple(t.shape)}")
-    return t.double()
+    return t
 
 
 def _non_negative(value: Any, name: str) -> float:
@@ -748,6 +750,9 @@ class FitProblem:
         if self.image_size is None and self.camera_kind == "perspective":  # it would be ignored
             raise ValueError(f"camera: a {self.kind} target is fitted in 3D, with no camera; expected the default "
                              "'weak_perspective', got 'perspective'")
+        if focal is not None and self.image_size is None:  # it would be ignored
+            raise ValueError(f"focal: a {self.kind} target is fitted in 3D, with no camera; leave focal out, "
+                             f"got focal={focal!r}")
         if focal is not None and self.camera_kind != "perspective":  # it would be ignored
             raise ValueError(f"focal: only the perspective camera has a focal length; expected camera='perspective' "
                              f"with focal={focal!r}, got camera={camera!r}")
@@ -859,12 +864,13 @@ class FitProblem:
         light_name = "light" if light is not None else "init light"
         if not isinstance(self.light0, DirectionalLight):
             raise TypeError(f"{light_name}: expected a DirectionalLight, got {type(self.light0).__name__}")
-        direction = _light_direction(self.light0, light_name)
+        direction = _start_direction(self.light0, light_name)
         for part, article in (("ambient", "an"), ("diffuse", "a")):  # fitted as logarithms
             value = getattr(self.light0, part)
             number = real_number(value)
             if number is None or number < 0:
-                raise ValueError(f"{light_name}: expected {article} {part} coefficient >= 0, got {value!r}")
+                raise ValueError(f"{light_name}: expected {article} {part} coefficient, a real number >= 0, "
+                                 f"got {value!r}")
         albedo0 = given.get("albedo")
         albedo0 = self._initial_albedo() if albedo0 is None else _init_tensor(albedo0, "albedo", 3)
 
@@ -1077,9 +1083,13 @@ class FitProblem:
         """The weighted sum of loss terms."""
         total = None
         for k, v in terms.items():
-            w = self.prior_weight if k == "prior" else self.weights[k]
+            w = self.weight(k)
             total = w * v if total is None else total + w * v
         return total
+
+    def weight(self, term: str) -> float:
+        """The weight of loss term ``term`` (``prior_weight`` for ``"prior"``)."""
+        return self.prior_weight if term == "prior" else self.weights[term]
 
     # --------------------------------------------------------------------- run
     def run(self, stages: Sequence[Stage] | None = None, progress: bool = True) -> FitResult:
@@ -1115,7 +1125,7 @@ class FitProblem:
             if s.terms is not None and not any(t in self.terms for t in s.terms):
                 raise ValueError(f"{stage}: uses none of this target's terms {list(self.terms)}; "
                                  f"got terms {list(s.terms)}")
-            used = {t: self.prior_weight if t == "prior" else self.weights[t]
+            used = {t: self.weight(t)
                     for t in (self.terms if s.terms is None else s.terms) if t in self.terms}
             if s.iterations and not any(used.values()):
                 raise ValueError(f"{stage}: every term it uses has weight 0 ({used}), so it would fit nothing; "

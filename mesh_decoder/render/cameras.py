@@ -120,6 +120,9 @@ def _finite_numbers(value, name: str) -> np.ndarray:
     passed here (reading them may wait for the GPU).
     """
     try:
+        given = np.asarray(value)
+        if not (given.dtype == bool or np.issubdtype(given.dtype, np.number) or given.dtype == object):
+            raise TypeError(f"dtype {given.dtype}")  # text: '2' would convert to 2.0
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError, RuntimeError) as exc:  # text, None in a list, tensors needing grad or on a GPU
         raise TypeError(f"{name}: expected plain numbers or a tensor, got {value!r} ({exc})") from None

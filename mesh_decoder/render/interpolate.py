@@ -133,12 +133,27 @@ def interpolate(
 _IMAGE_CHANNELS = (1, 3, 4)
 
 
+def _check_channels_first(shape: tuple[int, ...], name: str) -> None:
+    """Refuse (``ValueError``) a ``(H, W, C)`` or ``(B, H, W, C)`` texture shape given for ``(C, H, W)`` or
+    ``(B, C, H, W)``, saying how to permute it.
+
+    The shape alone decides, so the rule is narrow: the last size is 1, 3 or 4 (an image's channels), the
+    channel size is not, and both sizes before the last exceed 4 (an image's height and width). A
+    channels-first texture of more than 4 channels and a width of 1, 3 or 4 texels is therefore refused too.
+    """
+    if len(shape) in (3, 4) and shape[-1] in _IMAGE_CHANNELS and shape[-3] not in _IMAGE_CHANNELS \
+            and shape[-3] > 4 and shape[-2] > 4:
+        first, last, fix = (("(C, H, W)", "(H, W, C)", "permute(2, 0, 1)") if len(shape) == 3
+                            else ("(B, C, H, W)", "(B, H, W, C)", "permute(0, 3, 1, 2)"))
+        raise ValueError(f"{name}: expected channels first {first}, got shape {shape}, which looks like channels "
+                         f"last {last} with C = {shape[-1]}; pass {name}.{fix}")
+
+
 def _as_texture(texture, name: str = "texture") -> torch.Tensor:
     """A ``(C, H_t, W_t)`` or ``(B, C, H_t, W_t)`` floating texture as ``(B, C, H_t, W_t)``.
 
     Refuses (``ValueError``) one given channels last, ``(H_t, W_t, C)`` or
-    ``(B, H_t, W_t, C)``, when its shape says so (last size 1, 3 or 4, channel size
-    not), saying how to permute it.
+    ``(B, H_t, W_t, C)``, when its shape says so (:func:`_check_channels_first`).
     """
     if not isinstance(texture, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(texture).__name__}")
@@ -151,11 +166,7 @@ def _as_texture(texture, name: str = "texture") -> torch.Tensor:
         raise TypeError(f"{name}: expected a floating dtype, got {texture.dtype}")
     if 0 in texture.shape[1:]:
         raise ValueError(f"{name}: expected at least one channel and one texel, got shape {given}")
-    if given[-1] in _IMAGE_CHANNELS and given[-3] not in _IMAGE_CHANNELS:
-        first, last, fix = (("(C, H, W)", "(H, W, C)", "permute(2, 0, 1)") if len(given) == 3
-                            else ("(B, C, H, W)", "(B, H, W, C)", "permute(0, 3, 1, 2)"))
-        raise ValueError(f"{name}: expected channels first {first}, got shape {given}, which looks like channels "
-                         f"last {last} with C = {given[-1]}; pass {name}.{fix}")
+    _check_channels_first(given, name)
     return texture
 
 

@@ -40,7 +40,7 @@ import torch
 
 from .._checks import check_tensor
 from .cameras import image_size_pair
-from .interpolate import _as_texture
+from .interpolate import _check_channels_first
 
 __all__ = [
     "MeshTensors",
@@ -69,9 +69,16 @@ def require_pytorch3d():
 
 
 def texture_to_pytorch3d_maps(texture: torch.Tensor) -> torch.Tensor:
-    """``(N, C, H, W)`` or ``(C, H, W)`` floating texture -> PyTorch3D maps ``(N, H, W, C)`` (same rows,
-    no flip). One already channels last, e.g. ``(256, 256, 3)``, is refused, as by the renderer."""
-    return _as_texture(texture).permute(0, 2, 3, 1)  # (N, H, W, C)
+    """``(N, C, H, W)`` or ``(C, H, W)`` texture -> PyTorch3D maps ``(N, H, W, C)`` (same rows, no flip).
+    One already channels last, e.g. ``(256, 256, 3)``, is refused, as by the renderer."""
+    if not isinstance(texture, torch.Tensor):
+        raise TypeError(f"texture: expected a torch.Tensor, got {type(texture).__name__}")
+    if texture.dim() not in (3, 4):
+        raise ValueError(f"texture: expected (C, H, W) or (N, C, H, W), got {tuple(texture.shape)}")
+    _check_channels_first(tuple(texture.shape), "texture")
+    if texture.dim() == 3:
+        texture = texture.unsqueeze(0)  # (1, C, H, W)
+    return texture.permute(0, 2, 3, 1)  # (N, H, W, C)
 
 
 def texture_from_pytorch3d_maps(maps: torch.Tensor) -> torch.Tensor:

@@ -59,14 +59,14 @@ class DirectionalLight:
 
     def __post_init__(self) -> None:
         if not isinstance(self.direction, torch.Tensor):
-            _light_direction(self.direction, "direction")
+            light_direction(self.direction, "direction")
         for name in ("ambient", "diffuse"):
             if not isinstance(getattr(self, name), torch.Tensor):
                 _finite_numbers(getattr(self, name), name)
 
 
-def _light_direction(value, name: str) -> np.ndarray:
-    """Host numbers of a direction towards the light: ``(3,)``, finite, not all zero (else ``ValueError``)."""
+def light_direction(value, name: str) -> np.ndarray:
+    """Plain numbers of a direction towards the light: ``(3,)``, finite, not all zero (else ``ValueError``)."""
     arr = _finite_numbers(value, name)
     if arr.shape != (3,):
         raise ValueError(f"{name}: expected 3 numbers (x, y, z) or a tensor, got shape {arr.shape}")
@@ -151,7 +151,7 @@ def shade_lambert(
     if isinstance(light_dir, torch.Tensor):
         light = light_dir
     else:
-        light = torch.as_tensor(_light_direction(light_dir, "light_dir"))
+        light = torch.as_tensor(light_direction(light_dir, "light_dir"))
     light = light.to(device=normals.device, dtype=normals.dtype)
     if light.dim() == 1:
         check_tensor(light, "light_dir", shape=(3,))

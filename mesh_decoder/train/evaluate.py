@@ -187,8 +187,7 @@ def evaluate(
                             f"({type(pca).__name__})") from None
     check_int(batch_size, "batch_size", 1)
     check_int(num_samples, "num_samples", 1)
-    if check_int(seed, "seed", 0) > MAX_SEED:
-        raise ValueError(f"seed: expected an integer in [0, {MAX_SEED}], got {seed}")
+    check_int(seed, "seed", 0, MAX_SEED)
     if max_train_faces is not None:
         check_int(max_train_faces, "max_train_faces", 2)  # a latent covariance needs two faces
     model, config, origin, saved = _resolve(source, config, device)

@@ -521,7 +521,7 @@ def no_run(monkeypatch):
         (["--time-box", "1e999"], "argument --time-box: expected a finite number of seconds >= 0, got '1e999'"),
         (["--time-budget", "inf"], "argument --time-budget: expected a finite number of seconds > 0, got 'inf'"),
         (["--time-budget", "0"], "argument --time-budget: expected a finite number of seconds > 0, got '0'"),
-        (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+        (["--seed", "-1"], "argument --seed: expected an integer in [0, 4294967295], got '-1'"),
     ],
 )
 def test_bad_values_are_refused_before_the_run(argv, message, no_run, capsys, tmp_path):
@@ -873,12 +873,13 @@ def test_threads_and_seed_beyond_their_range_are_refused(no_run, capsys, tmp_pat
     cpus = os.cpu_count() or 1
     threads = cpus + int(torch.randint(1, 10**5, (1,), generator=rng))
     seed = harness.MAX_SEED + int(torch.randint(1, 10**9, (1,), generator=rng)) * 10**12
-    for argv, message in (
+    for argv, message, code in (
         (["--threads", str(threads)], f"error: --threads: expected an integer in [1, {cpus}] "
-                                      f"(the CPUs of this machine), got {threads}\n"),
-        (["--seed", str(seed)], f"error: --seed: expected an integer in [0, {harness.MAX_SEED}], got {seed}\n"),
+                                      f"(the CPUs of this machine), got {threads}\n", 1),
+        (["--seed", str(seed)], f"error: mesh-decoder bench: argument --seed: expected an integer in "
+                                f"[0, {harness.MAX_SEED}], got '{seed}'\n", 2),  # as template and render say it
     ):
-        assert harness.main(["--device", "cpu", *argv, "--output-dir", str(tmp_path)]) == 1
+        assert harness.main(["--device", "cpu", *argv, "--output-dir", str(tmp_path)]) == code
         assert capsys.readouterr().err == message
 
 
@@ -900,9 +901,9 @@ def test_a_texture_size_beyond_the_largest_names_the_option(no_run, capsys, tmp_
 
     size = MAX_TEXTURE_SIZE + int(torch.randint(1, 10**5, (1,), generator=torch.Generator().manual_seed(9)))
     for extra in ([], ["--vertices", "1000"]):
-        assert harness.main(["--device", "cpu", "--texture-size", str(size), *extra, "--output-dir", str(tmp_path)]) == 1
-        assert capsys.readouterr().err == (f"error: --texture-size: expected 0 (none) or a size in "
-                                           f"[1, {MAX_TEXTURE_SIZE}], got {size}\n")
+        assert harness.main(["--device", "cpu", "--texture-size", str(size), *extra, "--output-dir", str(tmp_path)]) == 2
+        assert capsys.readouterr().err == (f"error: mesh-decoder bench: argument --texture-size: expected an integer "
+                                           f"in [0, {MAX_TEXTURE_SIZE}], got '{size}'\n")  # as the hierarchy command
     assert list(tmp_path.iterdir()) == []
 
 

@@ -232,6 +232,7 @@ def test_a_thread_count_beyond_the_machines_is_refused(tmp_path, capsys, script)
     (["--vertices", "600"], "--vertices 600: factors (4, 4, 4, 4) leave", 1),
     (["--n", "5", "--vertices", "1000", "--methods", "spiral"],
      "--n 5: expected held-out test faces, the interpolation split of 5 faces holds out none", 1),
+    (["--n", "1", "--vertices", "1000", "--methods", "spiral"], "--n 1: data: expected at least 2 training meshes", 1),
 ])
 def test_sweep_errors_name_its_options(tmp_path, capsys, monkeypatch, argv, message, code):
     """sweep_latent's errors named config keys ('config: template.vertices', 'training.lr'); a --vertices the

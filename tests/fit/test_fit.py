@@ -320,7 +320,12 @@ def test_stages_and_argument_errors(pca, faces, template):
     with pytest.raises(ValueError, match=r"^camera: a mesh target is fitted in 3D, with no camera; expected the "
                                          r"default 'weak_perspective', got 'perspective'$"):
         fit(pca, target, template=template, camera="perspective", progress=False)
-    landmarks = LandmarkTarget(torch.rand(4, 2, dtype=torch.float64) * 60, sorted(template.landmarks)[:4], 64)
+    with pytest.raises(ValueError, match=r"^focal: a mesh target is fitted in 3D, with no camera; leave focal out, "
+                                         r"got focal=600.0$"):  # not advice to add the camera it then refuses
+        fit(pca, target, template=template, focal=600.0, progress=False)
+    g = torch.Generator().manual_seed(311)
+    landmarks = LandmarkTarget(torch.rand(4, 2, generator=g, dtype=torch.float64) * 60, sorted(template.landmarks)[:4],
+                               64)
     with pytest.raises(ValueError, match=r"^focal: only the perspective camera has a focal length; expected "
                                          r"camera='perspective' with focal=600.0, got camera='weak'$"):
         fit(pca, landmarks, template=template, camera="weak", focal=600.0, progress=False)
@@ -673,8 +678,8 @@ def test_light_needs_a_direction_and_non_negative_coefficients(pca, template, ph
         (DirectionalLight(torch.zeros(3)),
          r"expected a direction of 3 numbers, not all zero, got \[0\.0, 0\.0, 0\.0\]"),
         (DirectionalLight(torch.from_numpy(rng.normal(size=2))), r"expected a direction of 3 numbers, not all zero"),
-        (DirectionalLight(ambient=-float(rng.uniform(0.1, 1))), r"expected an ambient coefficient >= 0, got -"),
-        (DirectionalLight(diffuse=torch.tensor(-float(rng.uniform(0.1, 1)))), r"expected a diffuse coefficient >= 0"),
+        (DirectionalLight(ambient=-float(rng.uniform(0.1, 1))), r"expected an ambient coefficient, a real number >= 0, got -"),
+        (DirectionalLight(diffuse=torch.tensor(-float(rng.uniform(0.1, 1)))), r"expected a diffuse coefficient, a real number >= 0"),
     ]
     for light, message in cases:
         with pytest.raises(ValueError, match=rf"^light: {message}"):

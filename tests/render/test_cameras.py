@@ -288,6 +288,17 @@ def test_plain_numbers_that_draw_nothing_are_refused(make, message):
         make()
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda: OrthographicCamera(scale="2"), "scale: expected plain numbers or a tensor, got '2' (dtype <U1)"),
+    (lambda: WeakPerspectiveCamera(t2d=("0", "1")), "t2d: expected plain numbers or a tensor, got ('0', '1')"),
+    (lambda: PerspectiveCamera(("50", 50.0, 4.0, 4.0), 8), "K: expected plain numbers or a tensor, got ('50', 50.0"),
+])
+def test_text_is_not_read_as_numbers(make, message):
+    """numpy parsed '2' as 2.0, although the check's docstring promised a TypeError for what is not a number."""
+    with pytest.raises(TypeError, match="^" + re.escape(message)):
+        make()
+
+
 def test_tensor_parameters_stay_unchecked_and_plain_numbers_match_them():
     g = torch.Generator().manual_seed(6)
     # tensors are not read at construction (that would wait for the GPU in the fitting loop): no error here

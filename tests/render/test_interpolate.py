@@ -149,8 +149,9 @@ def test_channels_last_texture_is_refused_with_the_permute_that_fixes_it():
         # the permutes named give back the documented layouts, which still sample
         assert torch.equal(sample_texture(tex[0].permute(1, 2, 0).permute(2, 0, 1), uv), sample_texture(tex[0], uv))
         assert torch.equal(sample_texture(tex.permute(0, 2, 3, 1).permute(0, 3, 1, 2), uv), sample_texture(tex, uv))
-    # channels first with a width of 1, 3 or 4 texels is not mistaken for channels last
-    for shape in ((3, 9, 4), (4, 7, 3), (1, 5, 1), (2, 3, 6, 4)):
+    # channels first with a width of 1, 3 or 4 texels is not mistaken for channels last, nor a small texture of
+    # other channel counts (its first two sizes read as an image's height and width would be 4 texels or fewer)
+    for shape in ((3, 9, 4), (4, 7, 3), (1, 5, 1), (2, 3, 6, 4), (2, 1, 1), (6, 4, 3), (2, 8, 3, 1)):
         out = sample_texture(torch.rand(*shape, generator=g, dtype=torch.float64), uv)
         assert out.shape == (2, shape[-3], 5, 6)
 

@@ -45,6 +45,8 @@ def test_maps_are_permuted_not_flipped():
     with pytest.raises(ValueError, match=r"^texture: expected channels first \(C, H, W\), got shape \(5, 7, 3\).*"
                                          r"pass texture.permute\(2, 0, 1\)$"):
         texture_to_pytorch3d_maps(channels_last)
+    as_bytes = (255 * tex[0]).to(torch.uint8)  # integer textures convert as before
+    assert torch.equal(texture_to_pytorch3d_maps(as_bytes)[0], as_bytes.permute(1, 2, 0))
 
 
 @pytest.mark.parametrize("align_corners", [False, True])

@@ -174,7 +174,7 @@ def test_measures_seed_and_pca_arguments_are_checked(trained, capsys):
         evaluate(result, data=data, measures="compactness", pca=False)
     big = 2**64 + int(rng.integers(1, 1000))
     for seed in (big, -int(rng.integers(1, 1000))):
-        with pytest.raises(ValueError, match=rf"^seed: expected an integer (in \[0, 4294967295\]|>= 0), got {seed}$"):
+        with pytest.raises(ValueError, match=rf"^seed: expected an integer in \[0, 4294967295\], got {seed}$"):
             evaluate(result, data=data, seed=seed, pca=False)
     with pytest.raises(TypeError, match=r"^seed: expected an integer, got '7' \(str\)$"):
         evaluate(result, data=data, seed="7", pca=False)
