@@ -11,8 +11,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["check_tensor", "check_int", "check_bool", "real_number", "int_argument", "real_argument", "MAX_SEED", "check_device", "check_output_path",
-           "one_line_error", "out_of_memory"]
+__all__ = [
+    "check_tensor", "same_device", "check_int", "check_bool", "real_number", "int_argument", "real_argument",
+    "MAX_SEED", "check_device", "check_output_path", "one_line_error", "out_of_memory",
+]
 
 
 def check_tensor(
@@ -42,9 +44,17 @@ def check_tensor(
         if x.dtype not in allowed:
             want = " or ".join(str(d) for d in allowed)
             raise TypeError(f"{name}: expected dtype {want}, got {x.dtype}")
-    if device is not None and x.device != torch.device(device):
+    if device is not None and not same_device(x.device, device):
         raise ValueError(f"{name}: expected a tensor on {device}, got one on {x.device}")
     return x
+
+
+def same_device(actual: torch.device, wanted: torch.device | str) -> bool:
+    """Whether a tensor on ``actual`` is on ``wanted``: the same type, and the same index when ``wanted``
+    names one (``"cuda"`` accepts a tensor on ``cuda:0`` or any other CUDA device; ``torch.device("cuda")``
+    would equal none of them)."""
+    wanted = torch.device(wanted)
+    return actual.type == wanted.type and (wanted.index is None or actual.index == wanted.index)
 
 
 def check_int(value: object, name: str, minimum: int | None = None, maximum: int | None = None) -> int:

@@ -23,6 +23,7 @@ from mesh_decoder._checks import (
     out_of_memory,
     real_argument,
     real_number,
+    same_device,
 )
 
 DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
@@ -78,6 +79,14 @@ def test_check_tensor_checks_numpy_integer_sizes():
     x = rand(2, 3, seed=3)
     with pytest.raises(ValueError, match=r"x: expected shape \(5, 3\), got \(2, 3\)"):
         check_tensor(x, "x", shape=(np.int64(5), 3))
+
+
+def test_same_device_needs_the_index_only_when_one_is_named():
+    """check_tensor(x, device="cuda") refused a tensor on cuda:0: torch.device("cuda") != torch.device("cuda:0")."""
+    cuda0, cuda1 = torch.device("cuda", 0), torch.device("cuda", 1)
+    assert same_device(cuda0, "cuda") and same_device(cuda1, torch.device("cuda"))
+    assert same_device(cuda0, "cuda:0") and not same_device(cuda1, "cuda:0") and not same_device(cuda0, "cpu")
+    assert same_device(torch.device("cpu"), "cpu") and not same_device(torch.device("cpu"), "cuda")
 
 
 def test_check_tensor_dtype_errors_list_every_allowed_dtype():
