@@ -99,7 +99,7 @@ from .pose import (
     rotation_6d_to_matrix,
     umeyama,
 )
-from .targets import ImageTarget, LandmarkTarget, MeshTarget, PointCloudTarget
+from .targets import ImageTarget, LandmarkTarget, MeshTarget, PointCloudTarget, real_tensor
 
 __all__ = [
     "PARAM_GROUPS",
@@ -592,15 +592,7 @@ def _frozen(module: nn.Module | None) -> Iterator[None]:
 def _init_tensor(value: Any, key: str, size: int | None = None) -> torch.Tensor:
     """A starting value of ``init`` (numbers: a tensor, array, list or scalar) as a detached real tensor; with
     ``size``, flattened to that many values. ``TypeError`` / ``ValueError`` name ``init KEY``."""
-    if isinstance(value, torch.Tensor):
-        t = value.detach()
-    else:
-        arr = np.asarray(value)
-        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-            raise TypeError(f"init {key}: expected numbers, got {type(value).__name__} of dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.dtype == torch.bool or t.is_complex():
-        raise TypeError(f"init {key}: expected real numbers, got {t.dtype}")
+    t = real_tensor(value, f"init {key}")
     if size is None:
         return t
     if t.numel() != size:

@@ -61,18 +61,24 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-def _tensor(value: Any, name: str, cols: int | None, *, rows: int | None = None) -> torch.Tensor:
-    """A finite float64 CPU tensor of shape ``(rows, cols)`` (``None``: any)."""
+def real_tensor(value: Any, name: str) -> torch.Tensor:
+    """``value`` (a tensor, array, list or number of integers or floats) as a detached tensor, on its
+    device; ``TypeError`` naming ``name`` for text, bools, complex numbers and objects."""
     if isinstance(value, torch.Tensor):
-        t = value.detach().to("cpu")
+        t = value.detach()
     else:
         arr = np.asarray(value)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise TypeError(f"{name}: expected a numeric array or tensor, got dtype {arr.dtype}")
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise TypeError(f"{name}: expected real numbers, got {type(value).__name__} of dtype {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"{name}: expected real numbers, got {t.dtype}")
-    t = t.to(torch.float64)
+    return t
+
+
+def _tensor(value: Any, name: str, cols: int | None, *, rows: int | None = None) -> torch.Tensor:
+    """A finite float64 CPU tensor of shape ``(rows, cols)`` (``None``: any)."""
+    t = real_tensor(value, name).to("cpu", torch.float64)
     if cols is not None:
         if t.dim() != 2 or t.shape[1] != cols or (rows is not None and t.shape[0] != rows):
             want = f"({'N' if rows is None else rows}, {cols})"

@@ -624,17 +624,17 @@ def test_init_values_are_checked_by_name(pca, faces, template, photo_target):
     target = MeshTarget(faces[0][200])
     stages = [Stage(("pose",), 0)]
     cases = [
-        ({"latent": "zeros"}, TypeError, r"init latent: expected numbers, got str of dtype <U5"),
-        ({"latent": rng.normal(size=30) > 0}, TypeError, r"init latent: expected numbers, got ndarray of dtype bool"),
+        ({"latent": "zeros"}, TypeError, r"init latent: expected real numbers, got str of dtype <U5"),
+        ({"latent": rng.normal(size=30) > 0}, TypeError, r"init latent: expected real numbers, got ndarray of dtype bool"),
         ({"latent": torch.from_numpy(rng.normal(size=30) > 0)}, TypeError, r"init latent: expected real numbers, got "
                                                                           r"torch\.bool"),
         ({"color_latent": rng.normal(size=5)}, ValueError, r"init color_latent: expected 30 values, got 5 \(shape "
                                                            r"\(5,\)\)"),
         ({"scale": rng.uniform(0.5, 2, 3)}, ValueError, r"init scale: expected 1 value, got 3 \(shape \(3,\)\)"),
-        ({"scale": "1"}, TypeError, r"init scale: expected numbers, got str of dtype <U1"),
+        ({"scale": "1"}, TypeError, r"init scale: expected real numbers, got str of dtype <U1"),
         ({"translation": rng.normal(size=2)}, ValueError, r"init translation: expected 3 values, got 2 \(shape "
                                                           r"\(2,\)\)"),
-        ({"rotation": "identity"}, TypeError, r"init rotation: expected numbers, got str of dtype <U8"),
+        ({"rotation": "identity"}, TypeError, r"init rotation: expected real numbers, got str of dtype <U8"),
         ({"albedo": rng.uniform(0.2, 0.8, 4)}, ValueError, r"init albedo: expected 3 values, got 4 \(shape \(4,\)\)"),
         ({"light": (0.0, 0.0, 1.0)}, TypeError, r"init light: expected a DirectionalLight, got tuple"),
     ]
