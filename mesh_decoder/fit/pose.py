@@ -167,11 +167,19 @@ def rotation_angle(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tens
     Computed as :math:`\operatorname{atan2}(\lVert\mathrm{vee}(M - M^\top)\rVert / 2, (\mathrm{tr} M - 1)/2)`,
     accurate for small and large angles alike.
 
+    Two dtypes (a fitted float32 rotation against a float64 truth) are computed in the wider one.
+
     Shapes:
         ``(..., 3, 3), (..., 3, 3) -> (...)``.
     """
     _check_floating(a, "a", (3, 3))
-    m = a if b is None else a.transpose(-1, -2) @ _check_floating(b, "b", (3, 3))
+    if b is not None:
+        _check_floating(b, "b", (3, 3))
+        if a.device != b.device:
+            raise ValueError(f"b: expected a tensor on {a.device} (a's device), got one on {b.device}")
+        wide = torch.promote_types(a.dtype, b.dtype)
+        a, b = a.to(wide), b.to(wide)
+    m = a if b is None else a.transpose(-1, -2) @ b
     cos = (m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2] - 1.0) / 2.0
     vee = torch.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1)
     sin = torch.linalg.vector_norm(vee, dim=-1) / 2.0

@@ -2,7 +2,8 @@
 
 Every picture is rendered by :func:`mesh_decoder.render.render` (no OpenGL, no
 display) and written atomically as PNG. :func:`render_images`, :func:`tile_images`
-and :func:`face_grid` need only torch and Pillow (or matplotlib); the figures with
+and :func:`face_grid` need only torch (PNGs are written with Pillow when it is installed, else with
+:func:`~mesh_decoder.render.render.save_png`'s own encoder); the figures with
 axes, titles, colour bars and overlays import matplotlib when called and raise an
 ``ImportError`` that says ``pip install matplotlib`` when it is missing. The
 benchmark plot re-uses :func:`mesh_decoder.bench.report.plot_throughput`.

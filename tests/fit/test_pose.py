@@ -101,6 +101,20 @@ def test_rotation_angle_matches_acos_reference():
     assert abs(float(rotation_angle(axis_angle_to_matrix(w))) - 2e-7) < 1e-15
 
 
+def test_rotation_angle_of_two_dtypes_is_computed_in_the_wider():
+    """A fitted float32 rotation against a float64 truth failed with torch's 'expected m1 and m2 to have the
+    same dtype'."""
+    g = torch.Generator().manual_seed(61)
+    a = axis_angle_to_matrix(_random_axis_angles(g, 5))
+    b = axis_angle_to_matrix(_random_axis_angles(g, 5))
+    for x, y in ((a.float(), b), (a, b.float())):
+        got = rotation_angle(x, y)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, rotation_angle(x.double(), y.double()))
+    with pytest.raises(ValueError, match=r"^b: expected a tensor on cpu \(a's device\), got one on meta$"):
+        rotation_angle(a, b.to("meta"))
+
+
 def test_apply_similarity_matches_loop():
     g = torch.Generator().manual_seed(7)
     x = torch.randn(3, 10, 3, generator=g, dtype=torch.float64)
