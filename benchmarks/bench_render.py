@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int_argument(1), nargs="+", default=[1, 8])
     parser.add_argument("--vertices", type=int, default=5023)
     parser.add_argument("--threads", type=int_argument(1), default=1)
-    parser.add_argument("--budget", type=real_argument(0, inclusive=False, what="a finite number of seconds"), default=3.0, help="seconds of timed samples per closure")
+    parser.add_argument("--budget", type=real_argument(0, inclusive=False, what="a finite number of seconds"),
+                        default=3.0, help="seconds of timed samples per closure")
     parser.add_argument("--no-memory", action="store_true", help="skip the subprocess memory measurement")
     parser.add_argument("-o", "--output", default=None,
                         help="result JSON (default benchmarks/results/render_<machine>.json)")

@@ -14,6 +14,7 @@ import torch
 __all__ = [
     "check_tensor", "same_device", "check_int", "check_bool", "real_number", "int_argument", "real_argument",
     "MAX_SEED", "check_device", "check_output_path", "one_line_error", "out_of_memory",
+    "error_line",
 ]
 
 
@@ -135,6 +136,14 @@ def out_of_memory(exc: BaseException) -> bool:
     torch_oom = getattr(torch, "OutOfMemoryError", ())
     return isinstance(exc, (MemoryError, torch_oom)) or (
         isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
+def error_line(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> str | None:
+    """What a command prints after ``error:`` for ``exc``: one line for an error of ``kinds`` (bad input, bad
+    files) or for running out of memory; ``None`` for anything else, a bug the caller raises again."""
+    if out_of_memory(exc):  # e.g. huge sizes
+        return f"out of memory ({one_line_error(exc)}); try smaller sizes"
+    return one_line_error(exc) if isinstance(exc, kinds) else None
 
 
 def check_device(value: object, name: str, *, available: bool = True) -> torch.device:

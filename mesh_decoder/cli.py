@@ -10,8 +10,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from ._checks import MAX_SEED, check_output_path, int_argument, one_line_error, out_of_memory, real_argument
-from .errors import MeshError
+from ._checks import MAX_SEED, check_output_path, error_line, int_argument, real_argument
 
 __all__ = ["main", "build_parser"]
 
@@ -257,13 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (MeshError, ValueError, TypeError, OSError, ImportError) as exc:  # ImportError: openmesh, Pillow
-        print(f"error: {one_line_error(exc)}", file=sys.stderr)
-        return 1
-    except (MemoryError, RuntimeError) as exc:  # e.g. a huge --texture-size: say so in one line
-        if not out_of_memory(exc):
+    except Exception as exc:  # bad input or files (MeshError is a ValueError; ImportError: openmesh, Pillow), memory
+        line = error_line(exc, (ValueError, TypeError, OSError, ImportError))
+        if line is None:
             raise
-        print(f"error: out of memory ({one_line_error(exc)}); try smaller sizes", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -1495,14 +1495,17 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "tables come from are in benchmarks/results)")
     parser.add_argument("--file-prefix", default="decode",
                         help="result files are PREFIX_<machine>.json/.csv/.png (default decode)")
-    parser.add_argument("--time-budget", type=real_argument(0, inclusive=False, what="a finite number of seconds"), default=None,
+    parser.add_argument("--time-budget", type=real_argument(0, inclusive=False, what="a finite number of seconds"),
+                        default=None,
                         help="seconds of timing samples for the whole run (default 30; --quick 5)")
-    parser.add_argument("--time-box", type=real_argument(0, inclusive=True, what="a finite number of seconds"), default=None,
+    parser.add_argument("--time-box", type=real_argument(0, inclusive=True, what="a finite number of seconds"),
+                        default=None,
                         help="wall-clock seconds the run should fit in (default 160; --quick 60; 0: no limit)")
     parser.add_argument("--memory", choices=MEMORY_CHOICES, default=None,
                         help="CPU peak-memory probes, one subprocess per row: all rows; auto: eager rows and "
                              "the other modes at the largest batch (default); eager rows (--quick); none")
-    parser.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0, help="seed of the latents and weights (default 0)")
+    parser.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0,
+                        help="seed of the latents and weights (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plot", action="store_true", help="no PNG")
     parser.add_argument("--_memory-probe", dest="memory_probe", default=None, help=argparse.SUPPRESS)

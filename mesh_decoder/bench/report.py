@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__
 from .._atomic import atomic_write, write_json
-from .._checks import one_line_error, out_of_memory
+from .._checks import error_line
 
 __all__ = [
     "ROW_COLUMNS",
@@ -306,13 +306,11 @@ def script_main(main: Callable[[list[str] | None], int], argv: list[str] | None 
     (``error: ...``) and returns 1 instead of a traceback."""
     try:
         return main(argv)
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"error: {one_line_error(exc)}", file=sys.stderr)
-        return 1
-    except (MemoryError, RuntimeError) as exc:  # e.g. huge sizes: say so in one line
-        if not out_of_memory(exc):
+    except Exception as exc:  # bad input or files, or too little memory (one line); anything else is raised
+        line = error_line(exc, (ValueError, TypeError, OSError))
+        if line is None:
             raise
-        print(f"error: out of memory ({one_line_error(exc)}); try smaller sizes", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         return 1
 
 

@@ -129,7 +129,7 @@ def interpolate(
 
 
 #: Channel counts of images (grey, RGB, RGBA): a texture whose last dimension is one of these and whose
-#: channel dimension is not was given channels last.
+#: other two exceed 4 was given channels last.
 _IMAGE_CHANNELS = (1, 3, 4)
 
 
@@ -137,12 +137,11 @@ def _check_channels_first(shape: tuple[int, ...], name: str) -> None:
     """Refuse (``ValueError``) a ``(H, W, C)`` or ``(B, H, W, C)`` texture shape given for ``(C, H, W)`` or
     ``(B, C, H, W)``, saying how to permute it.
 
-    The shape alone decides, so the rule is narrow: the last size is 1, 3 or 4 (an image's channels), the
-    channel size is not, and both sizes before the last exceed 4 (an image's height and width). A
+    The shape alone decides, so the rule is narrow: the last size is 1, 3 or 4 (an image's channels) and
+    both sizes before it exceed 4 (an image's height and width, so the channel size is no image's). A
     channels-first texture of more than 4 channels and a width of 1, 3 or 4 texels is therefore refused too.
     """
-    if len(shape) in (3, 4) and shape[-1] in _IMAGE_CHANNELS and shape[-3] not in _IMAGE_CHANNELS \
-            and shape[-3] > 4 and shape[-2] > 4:
+    if len(shape) in (3, 4) and shape[-1] in _IMAGE_CHANNELS and shape[-3] > 4 and shape[-2] > 4:
         first, last, fix = (("(C, H, W)", "(H, W, C)", "permute(2, 0, 1)") if len(shape) == 3
                             else ("(B, C, H, W)", "(B, H, W, C)", "permute(0, 3, 1, 2)"))
         raise ValueError(f"{name}: expected channels first {first}, got shape {shape}, which looks like channels "
