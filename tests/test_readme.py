@@ -50,6 +50,19 @@ def test_python_example_runs():
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_interop_example_runs():
+    """The second Python block (PyTorch Geometric) runs after the first, on its output."""
+    blocks = re.findall(r"```python\n(.*?)```", _readme(), flags=re.S)
+    assert len(blocks) >= 2 and "to_pyg" in blocks[1]
+    check = ("\nassert tuple(meshes.vertices.shape) == (8, 5023, 3) and torch.equal(meshes.vertices, out.vertices)"
+             "\nassert torch.equal(meshes.faces, torch.from_numpy(template.faces))"
+             "\nassert tuple(graphs.face.shape) == (3, 8 * template.num_faces)\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", blocks[0] + blocks[1] + check],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_tables_skip_empty_files_and_mark_interrupted_runs(tmp_path, monkeypatch, capsys):
     """A run stopped by Ctrl-C: a file without rows is skipped, one with some rows is labelled as partial."""
     import importlib.util

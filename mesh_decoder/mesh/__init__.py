@@ -1,8 +1,9 @@
-"""Mesh container, strict I/O, templates and UV utilities."""
+"""Mesh container, strict I/O, templates, UV utilities and PyTorch Geometric conversion."""
 
 from .container import Mesh
 from .io import MESH_EXTENSIONS, load_mesh, save_mesh
 from .landmarks import FACE_LANDMARKS, SPHERE_LANDMARKS
+from .pyg_interop import PyGMeshes, from_pyg, mesh_from_pyg, mesh_to_pyg, to_pyg
 from .templates import (
     canonical_coordinates,
     face_surface,
@@ -25,6 +26,11 @@ __all__ = [
     "flipped_uv_faces",
     "texel_map",
     "uv_coverage",
+    "PyGMeshes",
+    "to_pyg",
+    "from_pyg",
+    "mesh_to_pyg",
+    "mesh_from_pyg",
     "FACE_LANDMARKS",
     "SPHERE_LANDMARKS",
     "canonical_coordinates",
