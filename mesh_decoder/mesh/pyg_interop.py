@@ -180,25 +180,23 @@ def from_pyg(data: Any) -> PyGMeshes:
     return PyGMeshes(pos.unsqueeze(0), face.t().contiguous(), colors)  # (1, V, 3), (F, 3)
 
 
+def _same_count(counts: torch.Tensor, what: str) -> int:
+    """The count every graph has (``counts`` ``(N,)``), or ``ValueError`` naming the first graph that differs."""
+    differ = torch.nonzero(counts != counts[0])
+    if differ.numel():
+        i = int(differ[0])
+        raise ValueError(f"data: expected graphs with the same number of {what}, graph {i} has {int(counts[i])} "
+                         f"{what} and graph 0 has {int(counts[0])}")
+    return int(counts[0])
+
+
 def _split_batch(pos: torch.Tensor, face: torch.Tensor, color: torch.Tensor | None, data: Any) -> PyGMeshes:
     """A ``Batch`` of ``N`` graphs -> ``(N, V, 3)`` vertices and the shared ``(F, 3)`` faces."""
     N = int(data.num_graphs)
     ptr = data.ptr.to(pos.device)  # (N + 1,) first vertex of each graph
-    counts = ptr.diff()  # (N,)
-    V = int(counts[0])
-    differ = torch.nonzero(counts != V)
-    if differ.numel():
-        i = int(differ[0])
-        raise ValueError(f"data: expected graphs of one vertex count, graph {i} has {int(counts[i])} vertices "
-                         f"and graph 0 has {V}")
+    V = _same_count(ptr.diff(), "vertices")
     owner = data.batch.to(pos.device)[face[0]]  # (N*F,) the graph of each face
-    per_graph = torch.bincount(owner, minlength=N)  # (N,)
-    F = int(per_graph[0])
-    differ = torch.nonzero(per_graph != F)
-    if differ.numel():
-        i = int(differ[0])
-        raise ValueError(f"data: expected graphs with the same faces, graph {i} has {int(per_graph[i])} faces "
-                         f"and graph 0 has {F}")
+    F = _same_count(torch.bincount(owner, minlength=N), "faces")
     if bool((owner.diff() < 0).any()):
         raise ValueError("data.face: expected the faces grouped by graph, as Batch.from_data_list stacks them")
     local = face.reshape(3, N, F) - ptr[:N].view(1, N, 1)  # (3, N, F) indices within each graph
