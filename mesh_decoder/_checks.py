@@ -14,7 +14,7 @@ import torch
 __all__ = [
     "check_tensor", "same_device", "check_int", "check_bool", "real_number", "int_argument", "real_argument",
     "MAX_SEED", "check_device", "check_output_path", "one_line_error", "out_of_memory",
-    "error_line",
+    "error_line", "as_faces",
 ]
 
 
@@ -48,6 +48,25 @@ def check_tensor(
     if device is not None and not same_device(x.device, device):
         raise ValueError(f"{name}: expected a tensor on {device}, got one on {x.device}")
     return x
+
+
+def as_faces(faces: object, num_vertices: int | None, device: torch.device | str, name: str = "faces") -> torch.Tensor:
+    """``(F, 3)`` integer indices (tensor or numpy array) -> int64 tensor on ``device``, every index
+    in ``[0, num_vertices)`` (``num_vertices=None``: any index >= 0)."""
+    if isinstance(faces, np.ndarray):
+        faces = torch.from_numpy(np.ascontiguousarray(faces))
+    if not isinstance(faces, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(faces).__name__}")
+    check_tensor(faces, name, shape=("F", 3))
+    if faces.is_floating_point() or faces.is_complex() or faces.dtype == torch.bool:
+        raise TypeError(f"{name}: expected integer indices, got {faces.dtype}")
+    faces = faces.to(device=device, dtype=torch.int64)
+    if faces.numel():
+        lo, hi = int(faces.min()), int(faces.max())
+        if lo < 0 or (num_vertices is not None and hi >= num_vertices):
+            want = ">= 0" if num_vertices is None else f"in [0, {num_vertices})"
+            raise ValueError(f"{name}: expected indices {want}, got range [{lo}, {hi}]")
+    return faces
 
 
 def same_device(actual: torch.device, wanted: torch.device | str) -> bool:

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
+from .._checks import as_faces
 from .container import Mesh
 
 __all__ = ["PyGMeshes", "to_pyg", "from_pyg", "mesh_to_pyg", "mesh_from_pyg"]
@@ -56,29 +56,6 @@ def _pyg_data():
     from torch_geometric.data import Batch, Data
 
     return Data, Batch
-
-
-def _index_tensor(faces: Any, name: str, device: torch.device) -> torch.Tensor:
-    """``faces`` (tensor or array of integers) as an int64 tensor on ``device``."""
-    if not isinstance(faces, torch.Tensor):
-        try:
-            arr = np.asarray(faces)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name}: expected integer indices, got {type(faces).__name__}: {exc}") from None
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"{name}: expected integer indices, got dtype {arr.dtype}")
-        faces = torch.from_numpy(arr.astype(np.int64))
-    elif faces.is_floating_point() or faces.is_complex() or faces.dtype == torch.bool:
-        raise TypeError(f"{name}: expected integer indices, got dtype {faces.dtype}")
-    return faces.to(device=device, dtype=torch.long)
-
-
-def _check_range(faces: torch.Tensor, num_vertices: int, name: str) -> None:
-    """Every index of ``faces`` in ``[0, num_vertices)``."""
-    if faces.numel():
-        lo, hi = int(faces.min()), int(faces.max())
-        if lo < 0 or hi >= num_vertices:
-            raise ValueError(f"{name}: expected vertex indices in [0, {num_vertices - 1}], got {lo} to {hi}")
 
 
 def to_pyg(vertices: torch.Tensor, faces: Any, colors: torch.Tensor | None = None):
@@ -105,11 +82,7 @@ def to_pyg(vertices: torch.Tensor, faces: Any, colors: torch.Tensor | None = Non
     single = vertices.dim() == 2
     batch = vertices.unsqueeze(0) if single else vertices  # (N, V, 3)
     N, V = int(batch.shape[0]), int(batch.shape[1])
-    face = _index_tensor(faces, "faces", batch.device)
-    if face.dim() != 2 or face.shape[1] != 3:
-        raise ValueError(f"faces: expected shape (F, 3), got {tuple(face.shape)}")
-    _check_range(face, V, "faces")
-    face = face.t().contiguous()  # (3, F)
+    face = as_faces(faces, V, batch.device).t().contiguous()  # (3, F)
     color = None
     if colors is not None:
         if not isinstance(colors, torch.Tensor):
@@ -166,14 +139,13 @@ def from_pyg(data: Any) -> PyGMeshes:
         raise TypeError(f"data.pos: expected a floating dtype, got {pos.dtype}")
     if face.dim() != 2 or face.shape[0] != 3:
         raise ValueError(f"data.face: expected shape (3, F), got {tuple(face.shape)}")
-    face = _index_tensor(face, "data.face", pos.device)
     total = int(pos.shape[0])
+    face = as_faces(face.t(), total, pos.device, "data.face").t()  # (3, F)
     color = None
     if "color" in data and data.color is not None:
         color = _attribute(data, "color")
         if color.dim() != 2 or color.shape[0] != total:
             raise ValueError(f"data.color: expected shape ({total}, C), one row per vertex, got {tuple(color.shape)}")
-    _check_range(face, total, "data.face")
     if isinstance(data, Batch) and data.num_graphs > 1:
         return _split_batch(pos, face, color, data)
     colors = None if color is None else color.unsqueeze(0)  # (1, V, C)
@@ -200,7 +172,7 @@ def _split_batch(pos: torch.Tensor, face: torch.Tensor, color: torch.Tensor | No
     if bool((owner.diff() < 0).any()):
         raise ValueError("data.face: expected the faces grouped by graph, as Batch.from_data_list stacks them")
     local = face.reshape(3, N, F) - ptr[:N].view(1, N, 1)  # (3, N, F) indices within each graph
-    _check_range(local[:, 0], V, "data.face of graph 0 (within the graph)")
+    as_faces(local[:, 0].t(), V, pos.device, "data.face of graph 0 (within the graph)")
     mismatch = (local != local[:, :1]).any(dim=0).any(dim=1)  # (N,)
     if bool(mismatch.any()):
         i = int(torch.nonzero(mismatch)[0])

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_tensor
+from .._checks import as_faces
 from .cameras import Camera, image_size_pair
 
 __all__ = ["Fragments", "rasterize", "barycentric_coordinates", "covered_pixels", "as_faces", "as_vertices"]
@@ -112,23 +112,6 @@ def as_vertices(vertices: Any, name: str = "vertices") -> torch.Tensor:
     if not vertices.is_floating_point():
         raise TypeError(f"{name}: expected a floating dtype, got {vertices.dtype}")
     return vertices
-
-
-def as_faces(faces: Any, num_vertices: int | None, device, name: str = "faces") -> torch.Tensor:
-    """``(F, 3)`` integer indices (tensor or array) -> int64 tensor on ``device``, range-checked."""
-    if isinstance(faces, np.ndarray):
-        faces = torch.from_numpy(np.ascontiguousarray(faces))
-    if not isinstance(faces, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(faces).__name__}")
-    check_tensor(faces, name, shape=("F", 3))
-    if faces.is_floating_point() or faces.dtype == torch.bool:
-        raise TypeError(f"{name}: expected integer indices, got {faces.dtype}")
-    faces = faces.to(device=device, dtype=torch.int64)
-    if faces.numel() and num_vertices is not None:
-        lo, hi = int(faces.min()), int(faces.max())
-        if lo < 0 or hi >= num_vertices:
-            raise ValueError(f"{name}: expected indices in [0, {num_vertices}), got range [{lo}, {hi}]")
-    return faces
 
 
 def _project_pixels(camera: Camera, vertices: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:

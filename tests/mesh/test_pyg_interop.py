@@ -144,10 +144,11 @@ def test_batches_of_different_meshes_are_refused_naming_the_graph(rng):
     (lambda v, f, c: (v.long(), f, c), TypeError, "vertices: expected a floating dtype, got torch.int64"),
     (lambda v, f, c: (v, f[:, :2], c), ValueError, r"faces: expected shape \(F, 3\), got"),
     (lambda v, f, c: (v, f.T, c), ValueError, r"faces: expected shape \(F, 3\), got \(3, "),
-    (lambda v, f, c: (v, f + v.shape[1], c), ValueError, r"faces: expected vertex indices in \[0, "),
-    (lambda v, f, c: (v, f - f.max() - 1, c), ValueError, r"faces: expected vertex indices in \[0, "),
-    (lambda v, f, c: (v, f.astype(np.float64), c), TypeError, "faces: expected integer indices, got dtype float64"),
-    (lambda v, f, c: (v, torch.from_numpy(f).float(), c), TypeError, "faces: expected integer indices, got dtype torch.float32"),
+    (lambda v, f, c: (v, f + v.shape[1], c), ValueError, r"faces: expected indices in \[0, "),
+    (lambda v, f, c: (v, f - f.max() - 1, c), ValueError, r"faces: expected indices in \[0, "),
+    (lambda v, f, c: (v, f.astype(np.float64), c), TypeError, "faces: expected integer indices, got torch.float64"),
+    (lambda v, f, c: (v, torch.from_numpy(f).float(), c), TypeError,
+     "faces: expected integer indices, got torch.float32"),
     (lambda v, f, c: (v, f, c[:, 1:]), ValueError, r"colors: expected shape \(2, \d+, C\) to match the vertices"),
     (lambda v, f, c: (v, f, c[0]), ValueError, r"colors: expected shape \(2, \d+, C\)"),
     (lambda v, f, c: (v, f, c.numpy()), TypeError, "colors: expected a torch.Tensor, got ndarray"),
@@ -166,7 +167,7 @@ def test_to_pyg_names_bad_input(rng, change, error, message):
     (lambda d: Data(pos=d.pos.long(), face=d.face), TypeError, "data.pos: expected a floating dtype"),
     (lambda d: Data(pos=d.pos, face=d.face[:2]), ValueError, r"data.face: expected shape \(3, F\), got \(2, "),
     (lambda d: Data(pos=d.pos, face=d.face.float()), TypeError, "data.face: expected integer indices"),
-    (lambda d: Data(pos=d.pos[:-1], face=d.face), ValueError, r"data.face: expected vertex indices in \[0, "),
+    (lambda d: Data(pos=d.pos[:-1], face=d.face), ValueError, r"data.face: expected indices in \[0, "),
     (lambda d: Data(pos=d.pos, face=d.face, color=d.color[1:]), ValueError,
      r"data.color: expected shape \(\d+, C\), one row per vertex"),
 ])
@@ -192,5 +193,5 @@ def test_a_batch_whose_faces_reach_into_the_next_graph_is_refused(rng):
     batch = Batch.from_data_list(graphs)
     V = mesh.num_vertices
     batch.face[1, 0] = V  # graph 0's first face now uses graph 1's first vertex as its second corner
-    with pytest.raises(ValueError, match=r"data.face of graph 0 \(within the graph\): expected vertex indices in"):
+    with pytest.raises(ValueError, match=r"data.face of graph 0 \(within the graph\): expected indices in \[0, "):
         from_pyg(batch)
