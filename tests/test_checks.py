@@ -13,6 +13,7 @@ import torch
 from mesh_decoder import _checks
 from mesh_decoder._checks import (
     MAX_SEED,
+    as_faces,
     check_bool,
     check_device,
     check_int,
@@ -342,3 +343,26 @@ def test_one_line_error_names_the_users_path_for_os_errors():
     assert one_line_error(FileExistsError(17, "File exists", "/runs/x")) == \
         "/runs/x: expected a directory, found a file (File exists)"
     assert one_line_error(OSError("disk\nfull")) == "disk full"  # no path, no errno: the message
+
+
+def test_as_faces_takes_integer_tensors_and_arrays_as_int64():
+    rng = np.random.default_rng(7)
+    faces = rng.integers(0, 9, size=(5, 3)).astype(np.int32)
+    for given in (faces, torch.from_numpy(faces), torch.from_numpy(faces).to(torch.uint8)):
+        out = as_faces(given, 9, "cpu")
+        assert out.dtype == torch.int64 and torch.equal(out, torch.from_numpy(faces).long())
+    assert as_faces(faces[:0], 0, "cpu").shape == (0, 3)
+
+
+@pytest.mark.parametrize("faces, num_vertices, error, message", [
+    ([[0, 1, 2]], 3, TypeError, "faces: expected a torch.Tensor or numpy array, got list"),
+    (np.array([[0.0, 1.0, 2.0]]), 3, TypeError, "faces: expected integer indices, got torch.float64"),
+    (torch.tensor([[True, False, True]]), 3, TypeError, "faces: expected integer indices, got torch.bool"),
+    (np.array([[0, 1, 2, 3]]), 4, ValueError, r"faces: expected shape \(F, 3\), got \(1, 4\)"),
+    (np.array([[0, 1, 3]]), 3, ValueError, r"faces: expected indices in \[0, 3\), got range \[0, 3\]"),
+    (np.array([[0, -1, 2]]), 3, ValueError, r"faces: expected indices in \[0, 3\), got range \[-1, 2\]"),
+    (np.array([[0, -1, 2]]), None, ValueError, r"faces: expected indices >= 0, got range \[-1, 2\]"),
+])
+def test_as_faces_names_what_is_wrong(faces, num_vertices, error, message):
+    with pytest.raises(error, match=message):
+        as_faces(faces, num_vertices, "cpu")
