@@ -161,11 +161,13 @@ def load_template(config: TrainConfig) -> Mesh:
     return (face_template if t.kind == "face" else head_template)(t.vertices, seed=t.seed)
 
 
-def _folder_version(vertices: torch.Tensor, files: list[str]) -> str:
+def _folder_version(x: torch.Tensor, files: list[str]) -> str:
+    """The data version of folder meshes: a hash of the file names and of ``x`` ``(N, V, C)``, the
+    values trained on (vertices, and colours for joint models)."""
     digest = hashlib.sha256()
     for f in files:
         digest.update(os.path.basename(f).encode() + b"\0")
-    digest.update(vertices.numpy().tobytes())
+    digest.update(x.numpy().tobytes())
     return "mesh-folder-sha256:" + digest.hexdigest()[:16]
 
 
@@ -221,7 +223,7 @@ def load_data(config: TrainConfig | Mapping[str, Any], template: Mesh | None = N
             x = ds.vertices  # (N, V, 3)
         train_idx, test_idx = interpolation_split(len(ds), seed=d.seed, test_fraction=d.test_fraction)
         parts = {"train": x[torch.from_numpy(train_idx)].contiguous(), "test": x[torch.from_numpy(test_idx)].contiguous()}
-        version = _folder_version(ds.vertices, ds.files)
+        version = _folder_version(x, ds.files)  # the data used: vertices, and colours for joint models
         extra = {"root": d.root, "num_files": len(ds.files)}
         drawn = (f"data.root {d.root} holds {len(ds.files)} mesh file{'s' if len(ds.files) != 1 else ''} matching "
                  f"data.pattern {d.pattern!r}; data.test_fraction {d.test_fraction} holds out {len(test_idx)}")
@@ -678,6 +680,10 @@ def train(
                     save(epoch_start_state, batch_done, "interrupted")
                     interrupted = True
                     break
+                # Stopped after the last batch: end the iteration as a full epoch does, since the
+                # sampler's generator draws once more on reaching the end when the batches divide
+                # the data; the next epoch then starts from the same generator state either way.
+                next(batch_iter, None)
                 # the epoch is complete
                 history.append({
                     "epoch": epoch + 1,

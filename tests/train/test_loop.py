@@ -86,16 +86,21 @@ def _interrupt_at(step: int, how: str):
     return callback
 
 
-@pytest.mark.parametrize("how, step", [("raise", 7), ("signal", 8), ("raise", 5)])  # 5: at an epoch end
-def test_ctrl_c_saves_and_resume_matches(tmp_path, tiny_config, how, step):
-    config = tiny_config(training={"epochs": 3})
+@pytest.mark.parametrize("how, step, batch_size", [
+    ("raise", 7, 8), ("signal", 8, 8),
+    ("raise", 5, 8),  # at an epoch's end (36 faces: the last batch holds 4)
+    ("raise", 8, 9),  # at an epoch's end where the batches divide the 36 faces: the sampler draws once more
+])
+def test_ctrl_c_saves_and_resume_matches(tmp_path, tiny_config, how, step, batch_size):
+    config = tiny_config(training={"epochs": 3, "batch_size": batch_size})
+    batches = -(-36 // batch_size)
     data = load_data(config)
     full = train(config, tmp_path / "full", progress=False, data=data)
     stopped = train(config, tmp_path / "run", progress=False, data=data, callback=_interrupt_at(step, how))
     assert stopped.interrupted and stopped.model_path is None and stopped.step == step
     meta = read_checkpoint_meta(tmp_path / "run" / CHECKPOINT_NAME)
     assert meta["status"] == "interrupted" and meta["step"] == step
-    assert meta["epoch"] * 5 + meta["batch_in_epoch"] == step  # 5 batches per epoch
+    assert meta["epoch"] * batches + meta["batch_in_epoch"] == step
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
     resumed = train(config, tmp_path / "run", resume=True, progress=False, data=data)
     assert not resumed.interrupted and resumed.step == full.step
@@ -356,6 +361,31 @@ def test_evaluating_a_run_on_a_folder_that_changed_is_refused(tmp_path, tiny_con
     with pytest.raises(TrainingError, match=rf"model.safetensors: trained on data_version '{trained}', the data "
                                             r"now has 'mesh-folder-sha256:"):
         evaluate(run, pca=False, measures=())
+
+
+def test_the_folder_data_version_covers_what_a_model_trains_on(tmp_path, tiny_config):
+    """Colours changed in every file left a joint model's data version as it was, so evaluate and resume went
+    on with other data; a shape-only model does not train on colours, so its version ignores them."""
+    import shutil
+
+    from mesh_decoder.data import SyntheticFaces
+    from mesh_decoder.mesh.templates import face_template
+
+    template = face_template(600)
+    gen = SyntheticFaces(template)
+    v, c = gen.generate(gen.sample_params(8, rng=np.random.default_rng()))
+    _write_folder(tmp_path / "a", template, v, c)
+    _write_folder(tmp_path / "b", template, v, 1.0 - c)  # the same shapes, other colours
+
+    def version(folder, joint):
+        config = tiny_config(data={"source": "folder", "root": str(tmp_path / folder), "test_fraction": 0.25},
+                             model={"joint": joint}, hierarchy={"texture_size": 32} if joint else {})
+        return load_data(config).meta["data_version"]
+
+    assert version("a", True) != version("b", True)
+    assert version("a", False) == version("b", False)
+    shutil.copy(tmp_path / "a" / "scan_00.ply", tmp_path / "b" / "scan_00.ply")
+    assert version("b", False) == version("a", False)
 
 
 _TEMPLATE_PATH = ({"template": {"kind": "file", "path": "meshes/template.obj"}}, "template.path", "a mesh file")
