@@ -24,11 +24,12 @@ the one a ``decoder.safetensors`` of a training run stores in its metadata
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from typing import Any
 
-from .._checks import check_device, check_output_path
+from .._checks import check_device, check_output_path, int_argument
 from ..errors import MeshFileError, ModelFileError
 
 __all__ = ["add_fit_arguments", "run_fit"]
@@ -47,7 +48,18 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--target-kind", choices=("auto", "mesh", "points", "landmarks", "image"), default="auto",
                         help="how to read the target (default auto: a mesh file with the template's vertices and "
                              "faces is registered, any other mesh a scan)")
-    parser.add_argument("--landmarks", metavar="JSON", help="2D landmarks of the photograph")
+    parser.add_argument("--partial-scan", action="store_true",
+                        help="the scan covers only part of the face: pair scan points with the model, not "
+                             "every model vertex with the scan (scan and point-cloud targets)")
+    parser.add_argument("--trim", type=float, metavar="X",
+                        help="drop scan correspondences farther apart than X times their median distance "
+                             "(default 5; inf keeps all)")
+    parser.add_argument("--correspondence-every", type=int_argument(1), metavar="N",
+                        help="iterations between scan correspondence updates (default 10)")
+    parser.add_argument("--landmarks", metavar="JSON",
+                        help='2D landmarks of the photograph: {"image_size": [H, W], "landmarks": {name: [x, y]}} '
+                             "in pixels (x to the right, y down, pixel centres at integers), named after the "
+                             "template's landmarks (a .json target has the same layout)")
     parser.add_argument("--mask", metavar="IMAGE", help="face mask of the photograph (non-black pixels: face)")
     parser.add_argument("--template", metavar="MESH", help="the model's template mesh with its landmarks")
     parser.add_argument("--hierarchy", metavar="NPZ",
@@ -248,6 +260,18 @@ def run_fit(args: argparse.Namespace) -> int:
         target = load_target(args.target, tpl, kind=args.target_kind, landmarks=args.landmarks, mask=args.mask)
     except ImportError as exc:  # Pillow for photographs: report it as a usage error naming the fix
         raise ValueError(f"{args.target}: {exc}") from None
+    scan_options = {"model_to_scan": False} if args.partial_scan else {}
+    if args.trim is not None:
+        if not args.trim > 0:
+            raise ValueError(f"--trim: expected a positive number of median distances (or inf), got {args.trim}")
+        scan_options["trim"] = args.trim
+    if args.correspondence_every is not None:
+        scan_options["correspondence_every"] = args.correspondence_every
+    if scan_options and target.kind != "points":
+        raise ValueError(f"--partial-scan, --trim, --correspondence-every: only a scan or point-cloud target takes "
+                         f"them, got a {target.kind} target")
+    if scan_options:
+        target = dataclasses.replace(target, **scan_options)
     if args.camera == "perspective" and target.kind in ("mesh", "points"):
         raise ValueError(f"--camera perspective: {args.target} is a {target.kind} target, fitted in 3D with no "
                          "camera; leave --camera out")
@@ -264,7 +288,8 @@ def run_fit(args: argparse.Namespace) -> int:
     camera = "perspective" if args.camera == "perspective" else "weak_perspective"
     result = fit(model, target, template=tpl, stages=stages, prior=prior, prior_weight=args.prior_weight,
                  rotation=args.rotation, camera=camera, focal=args.focal, progress=not args.quiet)
-    terms = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
+    terms = ", ".join(f"{k} {v:.4g}" + ("" if k == "prior" else f" (RMS {math.sqrt(max(v, 0.0)):.4g})")
+                      for k, v in result.final_losses.items())
     angle = float(result.axis_angle.norm()) * 57.29577951308232
     article = "an" if target.kind == "image" else "a"
     print(f"fitted {type(model).__name__} to {article} {target.kind} target ({where}) in {result.seconds:.1f} s: "

@@ -375,3 +375,48 @@ def test_a_run_folder_fits_its_model_file(tmp_path, pca, faces, template):
     with pytest.raises(ModelFileNotFoundError, match=re.escape(f"{empty / 'model.safetensors'}: expected the run "
                                                                "folder's model file, found none")):
         _run([empty, "--target", tmp_path / "t.obj", "--json", tmp_path / "e.json", *_SHORT])
+
+
+def test_scan_options_reach_the_target_and_are_refused_for_other_targets(tmp_path, pca_file, template, monkeypatch):
+    """A partial scan could not switch off model-to-scan pairing from the command line, nor change trim or the
+    correspondence interval, although the PointCloudTarget docstring recommends it for partial scans."""
+    import importlib
+
+    fit_module = importlib.import_module("mesh_decoder.fit.fit")  # the module (the package exports its function)
+    rng = np.random.default_rng(65)
+    crop = template.vertices[template.vertices[:, 1] > np.median(template.vertices[:, 1])]  # the upper half
+    np.savetxt(tmp_path / "scan.xyz", crop + rng.normal(scale=0.3, size=crop.shape))
+    seen = {}
+    real_fit = fit_module.fit
+
+    def spy(model, target, **kwargs):
+        seen["target"] = target
+        return real_fit(model, target, **kwargs)
+
+    monkeypatch.setattr(fit_module, "fit", spy)
+    assert _run([pca_file, "--target", tmp_path / "scan.xyz", "--partial-scan", "--trim", "3.5",
+                 "--correspondence-every", "4", "--json", tmp_path / "f.json", *_SHORT]) == 0
+    target = seen["target"]
+    assert (target.kind, target.model_to_scan, target.trim, target.correspondence_every) == ("points", False, 3.5, 4)
+    assert _run([pca_file, "--target", tmp_path / "scan.xyz", "--json", tmp_path / "g.json", *_SHORT]) == 0
+    target = seen["target"]
+    assert (target.model_to_scan, target.trim, target.correspondence_every) == (True, 5.0, 10)  # the defaults
+    save_mesh(template, tmp_path / "t.obj")
+    with pytest.raises(ValueError, match=r"^--partial-scan, --trim, --correspondence-every: only a scan or "
+                                         r"point-cloud target takes them, got a mesh target$"):
+        _run([pca_file, "--target", tmp_path / "t.obj", "--trim", "4", "-o", tmp_path / "o.obj"])
+    with pytest.raises(ValueError, match=r"^--trim: expected a positive number of median distances"):
+        _run([pca_file, "--target", tmp_path / "scan.xyz", "--trim", "0", "-o", tmp_path / "o.obj"])
+    with pytest.raises(SystemExit):
+        _run([pca_file, "--target", tmp_path / "scan.xyz", "--correspondence-every", "0", "-o", tmp_path / "o.obj"])
+
+
+def test_the_printed_losses_give_their_root_mean_squares(tmp_path, pca_file, template, capsys):
+    """The printed terms are means of squares (mm² for a mesh in mm): each now shows its RMS beside it."""
+    rng = np.random.default_rng(66)
+    save_mesh(template.copy(vertices=template.vertices + rng.normal(size=template.vertices.shape)), tmp_path / "t.obj")
+    assert _run([pca_file, "--target", tmp_path / "t.obj", "--json", tmp_path / "f.json", *_SHORT]) == 0
+    out = capsys.readouterr().out
+    value, rms = re.search(r"vertex ([0-9.e+-]+) \(RMS ([0-9.e+-]+)\)", out).groups()
+    assert float(rms) == pytest.approx(float(value) ** 0.5, rel=1e-3)
+    assert re.search(r"prior [0-9.e+-]+(,|$)", out, flags=re.M)  # the prior is an energy, not a distance
