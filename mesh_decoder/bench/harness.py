@@ -67,6 +67,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -859,6 +860,7 @@ def _print_report(payload: dict, paths: dict[str, Path] | None) -> None:
     if "bandwidth" in roofs:
         print(f"copy bandwidth roof: {roofs['bandwidth']['copy_gbps']:.1f} GB/s")
     print(report.format_table(payload["rows"]))
+    print(textwrap.fill(report.TABLE_LEGEND, width=120, break_on_hyphens=False))
     note = _memory_note(payload)
     if note:
         print(note)

@@ -35,6 +35,7 @@ __all__ = [
     "write_json",
     "write_csv",
     "format_table",
+    "TABLE_LEGEND",
     "require_matplotlib",
     "plot_throughput",
     "plot_scaling",
@@ -193,6 +194,19 @@ def _count(n: Any) -> str:
     if n is None:
         return "-"
     return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}k" if n >= 1e3 else str(n))
+
+
+#: What the columns of :func:`format_table` mean (the harness prints it under the table).
+TABLE_LEGEND = (
+    "latency: one decode of the batch (at batch 1 with the latent copied in and the outputs out, synchronised); "
+    "peak mem: the decode's peak memory above what it started with; "
+    "error: max |y - y_fp32_eager| / max |y_fp32_eager|; "
+    "%roof: MFLOP/mesh x meshes/s against the square fp32 matrix-product roof; "
+    "%bw: the minimum bytes per mesh x meshes/s against the copy bandwidth; "
+    "%shape: meshes/s against the shape bound, the model's own matrix-product shapes timed alone (a fast path "
+    "that multiplies less than the model as written passes 100%); "
+    "speedup: meshes/s against the better of the reference decoder's eager and compiled rows"
+)
 
 
 def format_table(rows: Iterable[Mapping[str, Any]]) -> str:

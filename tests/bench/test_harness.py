@@ -243,6 +243,9 @@ def test_the_table_says_why_peak_memory_was_not_probed(tmp_path, capsys, memory,
                           print_table=True))
     out = capsys.readouterr().out
     assert f"peak mem '-': not probed ({why}; --memory all probes every row)" in out
+    # the columns are explained under the table
+    assert " ".join(report.TABLE_LEGEND.split()) in " ".join(out.split())
+    assert all(f"{column}:" in report.TABLE_LEGEND for column in ("latency", "error", "%roof", "%bw", "%shape", "speedup"))
 
 
 def test_rows_record_their_first_call_and_the_report_sums_compiling(tmp_path, capsys):
