@@ -14,6 +14,8 @@ tensors, so the benchmark harness times it like any other decoder.
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
 import tempfile
 import warnings
@@ -32,8 +34,6 @@ _INSTALL_HINT = "pip install 'mesh_decoder[onnx]' (onnx, onnxscript, onnxruntime
 
 def require_onnx(*modules: str) -> None:
     """Import the given optional modules or raise ``ImportError`` saying how to install them."""
-    import importlib
-
     for name in modules or ("onnx", "onnxscript", "onnxruntime"):
         try:
             importlib.import_module(name)
@@ -85,7 +85,9 @@ def export_onnx(
         batch_size: batch of the example latent used for tracing (default 1; at
             least 2 with ``dynamic_batch``, since a traced batch of 1 is specialised).
         dynamic_batch: make the batch dimension dynamic (default ``True``); an
-            exporter whose file still has a fixed batch counts as failed.
+            exporter whose file still has a fixed batch, or decodes a batch of another
+            size than the traced one otherwise than the module (checked in ONNX
+            Runtime when installed), counts as failed.
         opset_version: ONNX opset (default: the exporter's).
         prefer_dynamo: try the ``dynamo=True`` exporter first (default ``True``);
             on failure fall back to the TorchScript exporter.
@@ -119,6 +121,7 @@ def export_onnx(
                     _export(model, z, tmp_path, names, exporter, dynamic_batch, opset_version)
                 if dynamic_batch:
                     _check_dynamic_batch(tmp_path)
+                    _check_other_batch(model, tmp_path, trace_batch + 1)
                 break
             except Exception as exc:  # noqa: BLE001 - try the next exporter, report all failures
                 errors.append(f"{exporter}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -138,6 +141,45 @@ def _check_dynamic_batch(path: str) -> None:
     dim = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
     if not dim.dim_param:
         raise ValueError(f"expected a dynamic batch dimension on input 'z', got a fixed batch of {dim.dim_value}")
+
+
+#: Largest ``max |onnx - torch| / max(1, max |torch|)`` accepted at a batch size other than the traced one.
+_OTHER_BATCH_TOLERANCE = 1e-4
+
+
+def _check_other_batch(model: nn.Module, path: str, batch: int) -> None:
+    """Raise unless the file decodes a batch of ``batch`` (not the traced size) as the module does.
+
+    A file can declare a dynamic batch and still hold values of the traced batch (the
+    TorchScript exporter records a Python integer's value, e.g. ``torch.arange(B)``
+    made from the batch size, as a constant), and then decodes only the traced samples
+    right. Checked in ONNX Runtime when it is installed (the ``onnx`` extra has it).
+    """
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    z = torch.randn(batch, _latent_size(model), generator=torch.Generator().manual_seed(1))  # (B, Z)
+    with torch.no_grad():
+        output = model(z)
+    names, expected = onnx_output_names(output), _output_tensors(output)
+    got = OnnxRunner(path, threads=1)(z)
+    for name, a, b in zip(names, got, expected):
+        if tuple(a.shape) != tuple(b.shape):
+            raise ValueError(f"the file decodes a batch of {batch} to {name!r} of shape {tuple(a.shape)}, the module "
+                             f"to {tuple(b.shape)}: it holds values of the traced batch")
+        if not b.is_floating_point():  # the joint decoder's texel mask
+            error = 0.0 if torch.equal(a.to(b.dtype), b) else math.inf
+        else:
+            error = float((a - b).abs().max()) / max(1.0, float(b.abs().max())) if b.numel() else 0.0
+        if not error <= _OTHER_BATCH_TOLERANCE:
+            raise ValueError(f"the file decodes a batch of {batch} wrongly ({name!r} off by {error:.2e} relative to "
+                             "the module): it holds values of the traced batch")
+
+
+def _output_tensors(output: object) -> list[torch.Tensor]:
+    """A decoder output's tensors, in :func:`onnx_output_names` order."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    return [value for value in output if isinstance(value, torch.Tensor)]
 
 
 def _export(model, z, path, names, exporter, dynamic_batch, opset_version) -> None:

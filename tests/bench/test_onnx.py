@@ -142,3 +142,25 @@ def test_bad_path_and_batch_are_refused_before_the_export(tmp_path, monkeypatch)
         with pytest.raises(error, match="batch_size: expected an integer"):
             export_onnx(Tiny(), tmp_path / "x.onnx", batch_size=bad)
     assert exported == []
+
+
+def test_a_file_that_decodes_only_the_traced_batch_is_refused(hierarchy, tmp_path):
+    """The TorchScript exporter records a union-mode PyG conv's edge offsets (torch.arange of the batch size) as
+    constants: the file declared a dynamic batch yet decoded only the traced samples right. The dynamo exporter
+    makes them symbolic."""
+    from mesh_decoder.nn import PyGDecoder
+
+    torch.manual_seed(int(torch.randint(1 << 30, ())))
+    decoder = PyGDecoder.from_hierarchy(hierarchy, "GATConv", latent_size=4, channels=(8, 8)).eval()
+    assert decoder.convs[0].mode == "union"
+    with pytest.raises(RuntimeError, match=r"torchscript: ValueError: the file decodes a batch of 3 wrongly "
+                                           r"\('vertices' off by .* relative to the module\): it holds values of "
+                                           r"the traced batch"):
+        export_onnx(decoder, tmp_path / "gat.onnx", prefer_dynamo=False)
+    assert not (tmp_path / "gat.onnx").exists()
+    assert export_onnx(decoder, tmp_path / "gat.onnx") == "dynamo"
+    z = torch.randn(5, 4)
+    with torch.no_grad():
+        expected = decoder(z)
+    (got,) = OnnxRunner(tmp_path / "gat.onnx", threads=1)(z)
+    assert max_relative_error([got], [expected]) < 1e-5
