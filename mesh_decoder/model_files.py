@@ -169,6 +169,17 @@ def _collect_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
     return tensors, aliases
 
 
+def _conv_factory_in(config: Any) -> bool:
+    """Whether ``config`` holds a PyGDecoder's whose conv was a factory function (``"conv": None``), at any depth."""
+    if isinstance(config, dict):
+        if config.get("class") == "PyGDecoder" and config.get("conv") is None:
+            return True
+        return any(_conv_factory_in(value) for value in config.values())
+    if isinstance(config, (list, tuple)):
+        return any(_conv_factory_in(value) for value in config)
+    return False
+
+
 def save_model(
     model: nn.Module,
     path: str | os.PathLike,
@@ -208,6 +219,10 @@ def save_model(
     if _REGISTRY[name].needs_hierarchy and hierarchy is None:
         raise ValueError(f"hierarchy: {name} is built on a mesh hierarchy; pass hierarchy= so the file "
                          "records which template it belongs to")
+    if _conv_factory_in(config):
+        raise ValueError("model: a PyGDecoder built with a conv factory function cannot be stored (a file keeps the "
+                         "conv's class name and load_model rebuilds it from that); build it with a torch_geometric.nn "
+                         "class or its name, e.g. 'GCNConv' and conv_kwargs, or save its state_dict")
     extra = dict(extra_meta or {})
     meta = {
         "format": FORMAT,

@@ -470,3 +470,30 @@ def test_save_to_a_directory_and_load_to_a_bad_device_are_clear_errors(tmp_path)
         with pytest.raises(ValueError, match=r"^device cuda: CUDA is not available on this machine"):
             load_model(path, device="cuda")
     assert load_model(path, device=torch.device("cpu")).mean.device.type == "cpu"
+
+
+def test_a_pyg_decoder_built_from_a_factory_is_refused_before_writing(tmp_path):
+    """It was saved without complaint, yet load_model could never rebuild it (the file has no conv to name)."""
+    import torch_geometric.nn as gnn
+
+    from mesh_decoder.hierarchy import build_hierarchy
+    from mesh_decoder.mesh.templates import face_template
+    from mesh_decoder.nn import JointDecoder, PyGDecoder
+
+    h = build_hierarchy(face_template(600), factors=(4, 4), texture_size=16)
+    torch.manual_seed(12)
+
+    def factory(cin, cout):
+        return gnn.GraphConv(cin, cout, aggr="mean")
+
+    decoder = PyGDecoder.from_hierarchy(h, factory, latent_size=4, channels=(8, 8))
+    joint = JointDecoder(PyGDecoder.from_hierarchy(h, factory, latent_size=4, channels=(8, 8), out_channels=6),
+                         "mesh", h.texel_map)
+    for model, name in ((decoder, "pyg.safetensors"), (joint, "joint.safetensors")):
+        with pytest.raises(ValueError, match="^model: a PyGDecoder built with a conv factory function cannot be "
+                                             "stored"):
+            save_model(model, tmp_path / name, hierarchy=h)
+        assert not (tmp_path / name).exists()
+    named = PyGDecoder.from_hierarchy(h, "GraphConv", conv_kwargs={"aggr": "mean"}, latent_size=4, channels=(8, 8))
+    save_model(named, tmp_path / "named.safetensors", hierarchy=h)
+    assert type(load_model(tmp_path / "named.safetensors", h)) is PyGDecoder
