@@ -122,7 +122,8 @@ def tile_images(images: np.ndarray, ncols: int | None = None, padding: int = 4, 
     """Tile ``(B, H, W, C)`` images row by row into one ``(H', W', C)`` image.
 
     Args:
-        images: ``(B, H, W, C)`` array (or tensor, channels last).
+        images: ``(B, H, W, C)`` array (or tensor, channels last; ``C`` is 1, 3 or 4 for
+            :func:`save_png`). A channels-first ``(B, C, H, W)`` batch (``render()``'s) is refused.
         ncols: images per row; default ``ceil(sqrt(B))``.
         padding: pixels between and around tiles. Default ``4``.
         background: value of the padding. Default ``1.0`` (white). For uint8 images a
@@ -134,6 +135,10 @@ def tile_images(images: np.ndarray, ncols: int | None = None, padding: int = 4, 
     if arr.ndim != 4:
         raise ValueError(f"images: expected shape (B, H, W, C), got {arr.shape}")
     B, H, W, C = arr.shape
+    if C not in (1, 3, 4) and H in (1, 3, 4):  # render()'s image is (B, C, H, W)
+        raise ValueError(f"images: expected channels last (B, H, W, C), got shape {arr.shape}, which looks like "
+                         f"channels first (B, C, H, W) with C = {H}, as render() returns; pass "
+                         "images.permute(0, 2, 3, 1) (a tensor) or images.transpose(0, 2, 3, 1) (an array)")
     if B == 0:
         raise ValueError("images: expected at least one image, got 0")
     ncols = int(math.ceil(math.sqrt(B))) if ncols is None else int(ncols)

@@ -196,3 +196,16 @@ def test_missing_matplotlib_says_how_to_install(face, tmp_path, monkeypatch):
     # the grid needs no matplotlib
     figures.face_grid(face.vertices, face.faces, tmp_path / "grid.png", image_size=16)
     assert (tmp_path / "grid.png").exists()
+
+
+def test_tile_images_refuses_renders_channels_first():
+    """render().image is (B, C, H, W): tiled as given it became an (18, W', 192) 'image' that save_png refused."""
+    rng = np.random.default_rng(3)
+    first = torch.from_numpy(rng.random((4, 3, 16, 20)))  # (B, C, H, W)
+    with pytest.raises(ValueError, match=r"images: expected channels last \(B, H, W, C\), got shape \(4, 3, 16, 20\), "
+                                         r"which looks like channels first .* pass images.permute\(0, 2, 3, 1\)"):
+        figures.tile_images(first)
+    tiled = figures.tile_images(first.permute(0, 2, 3, 1), ncols=2, padding=0)
+    assert tiled.shape == (32, 40, 3)
+    np.testing.assert_array_equal(tiled[:16, 20:], first[1].permute(1, 2, 0).numpy())
+    assert figures.tile_images(rng.random((2, 5, 6, 2)), padding=0).shape == (5, 12, 2)  # two channels, not refused
