@@ -50,7 +50,7 @@ from ..errors import HierarchyError
 from ..hierarchy.container import MeshHierarchy, TexelMap
 from .activation import elu_
 from .cheb_conv import ChebConv, bag_device
-from .graph import inference_fast_path, mesh_edge_index
+from .graph import fast_paths_enabled, inference_fast_path, mesh_edge_index
 from .pool import UpSample
 from .pyg_conv import PyGConv
 from .spiral_conv import SpiralConv, weight_blocks_scope
@@ -425,6 +425,17 @@ class GraphDecoder(HierarchyModel, nn.Module):
     Shapes:
         - input: ``z`` ``(B, Z)`` or ``(Z,)``, floating, the module's dtype
         - output: ``(B, V_0, out_channels)`` or ``(V_0, out_channels)``
+
+    The blocks are stored coarse to fine: ``ups[i]`` and ``convs[i]`` run at level
+    ``L-1-i`` (the arguments above, like a hierarchy's levels, go fine to coarse).
+
+    When no gradient is recorded (``torch.no_grad``, ``inference_mode``, or inputs and
+    parameters that need none), the spiral and Chebyshev decoders run fused fast paths
+    that call neither ``ups[i]`` nor ``convs[i]``, and every decoder applies its
+    activation in place. Forward hooks on those submodules therefore see no call, or
+    (PyG decoders) see their output activated afterwards. To read per-layer features
+    with hooks, decode inside :func:`~mesh_decoder.nn.plain_formulation`, which runs
+    every module as written and allocates a fresh activation.
     """
 
     mean: torch.Tensor
@@ -570,9 +581,11 @@ class GraphDecoder(HierarchyModel, nn.Module):
         return x
 
     def _activate(self, h: torch.Tensor) -> torch.Tensor:
-        """The activation; in place on the fresh conv output when autograd records nothing."""
+        """The activation; in place on the fresh conv output when autograd records nothing (not inside
+        :func:`~mesh_decoder.nn.plain_formulation`, so forward hooks keep the conv's own output)."""
         inplace = _INPLACE_ACTIVATIONS.get(self.activation.lower())
-        if inplace is None or h.requires_grad or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        if (inplace is None or h.requires_grad or torch.compiler.is_compiling() or torch.jit.is_tracing()
+                or not fast_paths_enabled()):
             return self.act(h)
         return inplace(h)
 

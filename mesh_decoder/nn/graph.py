@@ -141,9 +141,11 @@ def plain_formulation() -> Iterator[None]:
     Switches off the inference fast paths (the CPU spiral kernels, the fused
     up-sampling + spiral convolution and the chunked CPU decode), so each layer
     runs the obviously correct form: gather, then ``nn.Linear``; up-sample, then
-    convolve. Results agree with the fast paths up to float summation order.
-    Used by the analytic cost counter (which needs every layer called) and by
-    tests; not thread-safe.
+    convolve; activate into a fresh tensor. Results agree with the fast paths up to
+    float summation order. Every submodule is called, so forward hooks see each
+    layer's own output (for feature extraction without gradients). Used by the
+    analytic cost counter (which needs every layer called) and by tests; not
+    thread-safe.
     """
     global _PLAIN_FORMULATION
     previous = _PLAIN_FORMULATION

@@ -11,9 +11,19 @@ in one of two ways:
   edges. No copy of the graph is made.
 - ``"union"``: the disjoint union of ``B`` copies of the mesh, the batching of
   PyG's ``DataLoader``: ``x.reshape(B*V, C)`` with the edges of sample ``b`` offset
-  by ``b*V``. Correct for every convolution (attention, pseudo-coordinates:
-  ``GATConv``, ``FeaStConv``, ...), at the cost of a ``(2, B*E)`` edge index,
-  cached per batch size in a non-persistent buffer so that it follows ``.to()``.
+  by ``b*V``. Correct for every convolution called as ``conv(x, edge_index)``
+  (attention and learned-neighbourhood ones: ``GATConv``, ``FeaStConv``, ...), at
+  the cost of a ``(2, B*E)`` edge index, cached per batch size in a non-persistent
+  buffer so that it follows ``.to()``.
+
+Only ``conv(x, edge_index)`` is called: convolutions that also need edge
+attributes or positions (pseudo-coordinate ones such as ``GMMConv``, ``SplineConv``,
+``NNConv``; ``PointNetConv``) are not supported.
+
+Under ``torch.compile``, convolutions that add self-loops on every call
+(``GCNConv``, ``GATConv`` by default) break the graph at PyG's data-dependent
+``add_remaining_self_loops`` (still correct, but one graph per layer);
+``SAGEConv``, ``GraphConv`` or ``GCNConv(add_self_loops=False)`` compile whole.
 
 ``"auto"`` picks ``"batched"`` for the classes known to batch correctly (each is
 checked against a per-sample loop in the tests) and ``"union"`` for all others.

@@ -643,3 +643,27 @@ def test_normalisation_config_and_conv_kwargs_of_the_wrong_type_are_named(synthe
         SpiralDecoder.from_config(config, synthetic_hierarchy)
     with pytest.raises(TypeError, match="conv_kwargs: expected a dict of keyword arguments for GCNConv, got list"):
         PyGDecoder.from_hierarchy(synthetic_hierarchy, latent_size=4, channels=(4, 4), conv_kwargs=["improved"])
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
+def test_hooks_see_every_layer_without_gradients_inside_plain_formulation(face_hierarchy, kind):
+    """Without gradients the fast paths skip convs[i] (spiral, Chebyshev) or activate its output in place (PyG),
+    so a feature-extraction hook saw nothing or altered values; inside plain_formulation it sees what it sees
+    with gradients."""
+    from mesh_decoder.nn import plain_formulation
+
+    torch.manual_seed(21)
+    dec = build(kind, face_hierarchy).eval()
+    z = rand_latent(dec, 3, seed=22)
+    seen: list[torch.Tensor] = []
+    hooks = [conv.register_forward_hook(lambda m, i, o: seen.append(o.detach())) for conv in dec.convs]  # kept, not copied
+    dec(z)  # with gradients: the plain formulation
+    with_grad, seen[:] = list(seen), []
+    with torch.no_grad(), plain_formulation():
+        out = dec(z)
+    for h in hooks:
+        h.remove()
+    assert len(seen) == len(with_grad) == len(dec.convs)
+    for a, b in zip(seen, with_grad):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, dec(z).detach(), rtol=1e-5, atol=1e-5)
