@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from .._checks import check_bool, check_tensor
 from ..hierarchy.container import MeshHierarchy
 from ..hierarchy.laplacian import coo_order_problem
-from .graph import (FLOAT_DTYPES, _autocast_enabled, bag_product, check_features, fast_paths_enabled,
+from .graph import (FLOAT_DTYPES, _autocast_enabled, after_load, bag_product, check_features, fast_paths_enabled,
                     hierarchy_level, positive_int, records_grad, under_func_transform, update_buffer)
 
 __all__ = ["ChebConv", "LaplacianRows", "laplacian_matmul", "laplacian_rows"]
@@ -248,7 +248,7 @@ class ChebConv(nn.Module):
             empty = weight.new_empty(0) if name.endswith("weight") else index.new_empty(0)
             self.register_buffer("rows_" + name, empty, persistent=False)
         self._refresh_rows()
-        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_rows())
+        self.register_load_state_dict_post_hook(after_load("_refresh_rows"))
         self.lins = nn.ModuleList(
             nn.Linear(self.in_channels, self.out_channels, bias=False) for _ in range(self.K)
         )

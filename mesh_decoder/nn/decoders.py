@@ -50,7 +50,7 @@ from ..errors import HierarchyError
 from ..hierarchy.container import MeshHierarchy, TexelMap
 from .activation import elu_
 from .cheb_conv import ChebConv, bag_device
-from .graph import fast_paths_enabled, inference_fast_path, mesh_edge_index
+from .graph import after_load, fast_paths_enabled, inference_fast_path, mesh_edge_index
 from .pool import UpSample
 from .pyg_conv import PyGConv
 from .spiral_conv import SpiralConv, weight_blocks_scope
@@ -657,7 +657,7 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         self._build_spiral_convs(spirals, dilations)
         # Inference: each (up-sampling, convolution) pair as one projection + gather.
         self.fused = nn.ModuleList(UpSpiralConv(up, conv) for up, conv in zip(self.ups, self.convs))
-        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_fused())
+        self.register_load_state_dict_post_hook(after_load("_refresh_fused"))
 
     def _refresh_fused(self) -> None:
         for fused, up, conv in zip(self.fused, self.ups, self.convs):

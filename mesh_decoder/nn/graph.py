@@ -8,8 +8,9 @@ state the expected and the found value.
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -154,6 +155,17 @@ def plain_formulation() -> Iterator[None]:
         yield
     finally:
         _PLAIN_FORMULATION = previous
+
+
+def after_load(method: str) -> Callable[[torch.nn.Module, Any], None]:
+    """A state-dict load post-hook that calls ``module.<method>()``: a picklable one (a
+    ``functools.partial`` of a module-level function, where a lambda would make the
+    module unpicklable for ``torch.save(model)`` and multiprocessing)."""
+    return functools.partial(_call_after_load, method)
+
+
+def _call_after_load(method: str, module: torch.nn.Module, _incompatible: Any) -> None:
+    getattr(module, method)()
 
 
 def fast_paths_enabled() -> bool:

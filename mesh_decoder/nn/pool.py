@@ -41,16 +41,17 @@ def _check_num_in(index: Tensor, num_in: int | None, name: str) -> int | None:
 def _track_index(module: nn.Module) -> None:
     """Keep ``module._min_in``, the input size its (checked) ``index`` buffer needs; after every
     state-dict load, check the loaded ``index`` against ``module.num_in`` and update it."""
+    _set_min_in(module)
+    module.register_load_state_dict_post_hook(_index_loaded)  # a module-level function: picklable
 
-    def min_in(m: nn.Module) -> None:
-        m._min_in = int(m.index.max()) + 1 if m.index.numel() else 0
 
-    def loaded(m: nn.Module, _incompatible) -> None:
-        _check_num_in(m.index, m.num_in, f"{type(m).__name__}.index")
-        min_in(m)
+def _set_min_in(m: nn.Module) -> None:
+    m._min_in = int(m.index.max()) + 1 if m.index.numel() else 0
 
-    min_in(module)
-    module.register_load_state_dict_post_hook(loaded)
+
+def _index_loaded(m: nn.Module, _incompatible: Any) -> None:
+    _check_num_in(m.index, m.num_in, f"{type(m).__name__}.index")
+    _set_min_in(m)
 
 
 class DownSample(nn.Module):

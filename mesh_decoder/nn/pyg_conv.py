@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
-from .graph import check_features, hierarchy_level, mesh_edge_index, positive_int
+from .graph import after_load, check_features, hierarchy_level, mesh_edge_index, positive_int
 
 __all__ = ["PyGConv", "mesh_edge_index", "BATCHED_CONVS"]
 
@@ -116,9 +116,13 @@ class PyGConv(nn.Module):
         self.register_buffer("union_edge_index", edge_index.new_empty(2, 0), persistent=False)
         self._union_batch = 0
         # A loaded state dict may bring another graph: the union edges are then rebuilt.
-        self.register_load_state_dict_post_hook(lambda module, _incompatible: setattr(module, "_union_batch", 0))
+        self.register_load_state_dict_post_hook(after_load("_forget_union"))
         # No reset_parameters() here: ``conv`` arrives initialised (or trained) and
         # wrapping it must not change its weights.
+
+    def _forget_union(self) -> None:
+        """After a state-dict load (which may bring another graph): rebuild the union edges on demand."""
+        self._union_batch = 0
 
     def reset_parameters(self) -> None:
         """Reset the wrapped convolution's parameters (if it has ``reset_parameters``)."""

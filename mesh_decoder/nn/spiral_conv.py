@@ -64,7 +64,7 @@ from torch import Tensor, nn
 from .._checks import check_bool, check_tensor
 from ..hierarchy.container import MeshHierarchy
 from .activation import elu_
-from .graph import (check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int,
+from .graph import (after_load, check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int,
                     records_grad, under_func_transform, update_buffer)
 from .triton_gather import gather_project, gather_sum_available, weighted_gather_sum
 
@@ -739,7 +739,7 @@ class SpiralConv(nn.Module):
         self.register_buffer("bag_index", torch.empty(0, 0, dtype=torch.int64), persistent=False)
         self.register_buffer("bag_weight", torch.empty(0, 0), persistent=False)
         self._refresh_bags()
-        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_bags())
+        self.register_load_state_dict_post_hook(after_load("_refresh_bags"))
         self.linear = nn.Linear(self.in_channels * self.spiral_length, self.out_channels, bias=check_bool(bias, "bias"))
         self.reset_parameters()
 

@@ -13,6 +13,7 @@ from mesh_decoder.nn.decoders import (
     ACTIVATIONS,
     ChebDecoder,
     GraphDecoder,
+    JointDecoder,
     PyGDecoder,
     SpiralDecoder,
     decoder_from_config,
@@ -667,3 +668,29 @@ def test_hooks_see_every_layer_without_gradients_inside_plain_formulation(face_h
     for a, b in zip(seen, with_grad):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out, dec(z).detach(), rtol=1e-5, atol=1e-5)
+
+
+def _by_reference(fn) -> bool:
+    """Whether ``fn`` is found again by its module and name (so a pickler stores it by reference)."""
+    import functools
+    import importlib
+
+    if isinstance(fn, functools.partial):
+        return _by_reference(fn.func)
+    if getattr(fn, "__self__", None) is not None:  # a bound method: its function, on its class
+        return _by_reference(type(fn.__self__)) and "<locals>" not in fn.__qualname__
+    owner = importlib.import_module(fn.__module__)
+    for part in fn.__qualname__.split("."):
+        owner = getattr(owner, part, None)
+    return owner is fn
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg", "joint"])
+def test_state_dict_hooks_are_found_by_reference(face_hierarchy, kind):
+    """Lambdas and closures as load-state-dict hooks made every decoder unpicklable (torch.save(model) and
+    multiprocessing with spawn failed with "Can't pickle local object")."""
+    torch.manual_seed(23)
+    dec = JointDecoder.from_hierarchy(face_hierarchy, latent_size=4, channels=(8, 12)) if kind == "joint" else \
+        build(kind, face_hierarchy)
+    hooks = [h for m in dec.modules() for h in m._load_state_dict_post_hooks.values()]
+    assert hooks and all(_by_reference(h) for h in hooks), [getattr(h, "__qualname__", h) for h in hooks]
