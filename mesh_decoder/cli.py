@@ -93,12 +93,14 @@ def _add_hierarchy(sub) -> None:
     p.add_argument("template", nargs="?", help="template mesh file (default: the built-in 5,023-vertex face)")
     p.add_argument("--factors", type=real_argument(1, inclusive=False), nargs="+", default=[4, 4, 4, 4],
                    help="down-sampling factor per level, each a real number > 1 (default: 4 4 4 4)")
-    p.add_argument("--spiral-length", type=int_argument(1), nargs="+", default=[9])
-    p.add_argument("--dilation", type=int_argument(1), nargs="+", default=[1])
+    p.add_argument("--spiral-length", type=int_argument(1), nargs="+", default=[9],
+                   help="vertices per spiral, one for every level or one per level (default: 9)")
+    p.add_argument("--dilation", type=int_argument(1), nargs="+", default=[1],
+                   help="spiral dilation, one for every level or one per level (default: 1)")
     from .mesh.uv import MAX_MAP_SIZE
 
     p.add_argument("--texture-size", type=int_argument(0, MAX_MAP_SIZE), default=256,
-                   help=f"UV texel map size (0: none; at most {MAX_MAP_SIZE})")
+                   help=f"UV texel map size (0: none; at most {MAX_MAP_SIZE}; default: 256)")
     p.add_argument("-o", "--output", help="write the hierarchy (.npz)")
     p.set_defaults(func=_run_hierarchy)
 

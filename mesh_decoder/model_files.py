@@ -206,6 +206,9 @@ def save_model(
             ``path`` is a directory or under a file.
     """
     check_output_path(path, "path")
+    if isinstance(model, nn.Module) and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        raise TypeError(f"model: expected the module itself, got {type(model).__name__}, a torch.compile'd "
+                        "module: save the module it wraps, model._orig_mod")
     if not isinstance(model, nn.Module) or not callable(getattr(model, "config", None)):
         raise TypeError(f"model: expected an nn.Module with config(), got {type(model).__name__}")
     config = model.config()

@@ -497,3 +497,13 @@ def test_a_pyg_decoder_built_from_a_factory_is_refused_before_writing(tmp_path):
     named = PyGDecoder.from_hierarchy(h, "GraphConv", conv_kwargs={"aggr": "mean"}, latent_size=4, channels=(8, 8))
     save_model(named, tmp_path / "named.safetensors", hierarchy=h)
     assert type(load_model(tmp_path / "named.safetensors", h)) is PyGDecoder
+
+
+def test_a_compiled_module_is_refused_naming_the_module_it_wraps(tmp_path):
+    """It was refused as a module 'of another class than its config names', without the way out."""
+    model = pca_model(31)
+    with pytest.raises(TypeError, match=r"^model: expected the module itself, got OptimizedModule, a torch.compile'd "
+                                        r"module: save the module it wraps, model._orig_mod$"):
+        save_model(torch.compile(model), tmp_path / "m.safetensors")
+    save_model(torch.compile(model)._orig_mod, tmp_path / "m.safetensors")
+    assert (tmp_path / "m.safetensors").exists()

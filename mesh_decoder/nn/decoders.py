@@ -1132,8 +1132,11 @@ class JointDecoder(nn.Module):
     into the UV map by :class:`~mesh_decoder.nn.texture.TexelGather`,
     ``tex[b, :, i, j] = sum_k w[i, j, k] * colors[b, n[i, j, k]]``. That texture is
     an interpolated view of the per-vertex colours, as in the paper: it holds no
-    detail finer than the mesh. Colours are in ``[0, 1]`` data units through the
-    decoder's 6-channel ``mean``/``std`` buffers (not clamped, so gradients flow).
+    detail finer than the mesh. Colours are in data units through the decoder's
+    6-channel ``mean``/``std`` buffers (not clamped, so gradients flow): RGB in
+    ``[0, 1]`` once the buffers hold the data's statistics (training sets them;
+    :meth:`GraphDecoder.set_normalization` by hand). A fresh decoder's buffers are
+    0 and 1, so its colours spread around 0 until then.
 
     ``texture_branch="cnn"``: the graph decoder outputs the shape (3 channels)
     and a :class:`UVTextureDecoder` decodes the texture from the same latent;

@@ -256,10 +256,11 @@ def evaluate(
         "latent_size": K,
         "num_vertices": int(train_x.shape[1]),
         "units": {"vertex_error": "mm (data units)", "color_error": "Euclidean RGB distance, channels in [0, 1]"},
-        "parameter_note": ("autoencoder: trainable weights of encoder + decoder (buffers not counted); "
-                           "PCA: buffer sizes, mean (3V) + components (K x 3V)"
-                           + (", for shape and for colour (PCA has K shape and K colour coefficients, the "
-                              "autoencoder one K-dimensional latent for both)" if joint else "")),
+        "parameter_note": ("autoencoder: trainable weights of encoder + decoder (buffers not counted)"
+                           + ("; PCA: buffer sizes, mean (3V) + components (K x 3V)"
+                              + (", for shape and for colour (PCA has K shape and K colour coefficients, the "
+                                 "autoencoder one K-dimensional latent for both)" if joint else "")
+                              if "pca" in models else "")),
         "measures": [m for m in MEASURES if m in want or m == "error"],
         "models": models,
     }

@@ -131,6 +131,7 @@ def test_batch_size_train_faces_and_device_are_checked(trained, capsys):
     result, data = trained
     rng = np.random.default_rng()
     base = evaluate(result, data=data, measures=("error", "compactness"), pca=False)
+    assert "PCA" not in base["parameter_note"] and "PCA" not in base["table"]  # no baseline, no note on it
     batch = int(rng.integers(1, data.test.shape[0] + 2))
     faces = int(rng.integers(2, data.train.shape[0] + 1))
     same = evaluate(result, data=data, measures=("error", "compactness"), pca=False, batch_size=batch)
