@@ -90,6 +90,7 @@ def _fmt(value) -> str:
 # -------------------------------------------------------------------------- hierarchy
 def _add_hierarchy(sub) -> None:
     p = sub.add_parser("hierarchy", help="build a mesh hierarchy and print its levels")
+    _add_threads(p)
     p.add_argument("template", nargs="?", help="template mesh file (default: the built-in 5,023-vertex face)")
     p.add_argument("--factors", type=real_argument(1, inclusive=False), nargs="+", default=[4, 4, 4, 4],
                    help="down-sampling factor per level, each a real number > 1 (default: 4 4 4 4)")
@@ -179,6 +180,7 @@ def _add_train(sub) -> None:
     from .train import add_train_arguments, run_train
 
     p = sub.add_parser("train", help="train a mesh autoencoder from a YAML/JSON config")
+    _add_threads(p)
     add_train_arguments(p)
     p.set_defaults(func=run_train)
 
@@ -187,6 +189,7 @@ def _add_evaluate(sub) -> None:
     from .train import add_evaluate_arguments, run_evaluate
 
     p = sub.add_parser("evaluate", help="COMA-protocol evaluation of a trained model beside PCA")
+    _add_threads(p)
     add_evaluate_arguments(p)
     p.set_defaults(func=run_evaluate)
 
@@ -194,6 +197,7 @@ def _add_evaluate(sub) -> None:
 # --------------------------------------------------------------------------- render
 def _add_render(sub) -> None:
     p = sub.add_parser("render", help="sample a trained model's latent prior and render a grid of faces")
+    _add_threads(p)
     p.add_argument("checkpoint", help="a training run folder, model.safetensors or checkpoint.safetensors")
     p.add_argument("--n", type=int_argument(1), default=16, help="number of faces (default 16)")
     p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0)
@@ -234,11 +238,28 @@ def _add_fit(sub) -> None:
     from .fit import add_fit_arguments, run_fit
 
     p = sub.add_parser("fit", help="fit a model to a mesh, scan, landmarks or image")
+    _add_threads(p)
     add_fit_arguments(p)
     p.set_defaults(func=run_fit)
 
 
 _COMMANDS: list[Callable] = [_add_template, _add_hierarchy, _add_bench, _add_train, _add_evaluate, _add_render, _add_fit]
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int_argument(1), metavar="N",
+                   help="CPU threads torch uses (default: torch's choice, the cores this process may use)")
+
+
+def _apply_threads(args: argparse.Namespace) -> None:
+    """``torch.set_num_threads(--threads)`` for the commands that take it (bench sets its own for its run)."""
+    if args.command != "bench" and getattr(args, "threads", None) is not None:
+        from .bench.report import check_threads
+
+        check_threads(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        _apply_threads(args)
         return int(args.func(args) or 0)
     except _CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)

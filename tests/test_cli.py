@@ -260,3 +260,22 @@ def test_torch_out_of_memory_is_one_line(tiny_run, tmp_path, capsys, monkeypatch
     monkeypatch.setattr(render, "face_grid", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
         main(["render", str(tiny_run), "--n", "2", "-o", str(tmp_path / "g.png")])
+
+
+@pytest.mark.parametrize("command", ["hierarchy", "train", "evaluate", "render", "fit"])
+def test_threads_option_sets_torchs_threads_for_the_command(command, monkeypatch):
+    """fit and train had no way to keep to fewer threads on a shared machine (bench had --threads)."""
+    import os
+
+    import mesh_decoder.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.setdefault("threads", n))
+    args = {"hierarchy": [], "train": ["c.yaml", "-o", "run"], "evaluate": ["run"], "render": ["run", "-o", "g.png"],
+            "fit": ["m.safetensors", "--target", "t.obj", "-o", "f.obj"]}[command]
+    parsed = cli.build_parser().parse_args([command, *args, "--threads", "1"])
+    cli._apply_threads(parsed)
+    assert seen == {"threads": 1}
+    too_many = (os.cpu_count() or 1) + 1
+    with pytest.raises(ValueError, match=rf"^--threads: expected an integer in \[1, {too_many - 1}\]"):
+        cli._apply_threads(cli.build_parser().parse_args([command, *args, "--threads", str(too_many)]))
