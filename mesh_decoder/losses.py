@@ -66,6 +66,8 @@ def _check_points(x: Any, name: str, dims: int | None = None) -> torch.Tensor:
         raise ValueError(f"{name}: expected shape {want}, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name}: expected a floating dtype, got {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one set, got an empty batch {tuple(x.shape)}")
     return x
 
 

@@ -275,6 +275,8 @@ def test_float32_agrees_with_float64(rng):
     (lambda x, f: chamfer_distance(x, x, None, torch.tensor([0, 2, 3])), ValueError,
      r"y_lengths: expected lengths in \[1, "),
     (lambda x, f: chamfer_distance(x, x[:, :0]), ValueError, "y: expected at least one point per set"),
+    (lambda x, f: chamfer_distance(x[:0], x[:0]), ValueError, r"x: expected at least one set, got an empty batch"),
+    (lambda x, f: mesh_normal_consistency(x[:0], f), ValueError, r"vertices: expected at least one set, got an empty"),
 ])
 def test_bad_input_is_named(rng, call, error, message):
     x, faces = _batch(rng)

@@ -80,6 +80,8 @@ def to_pyg(vertices: torch.Tensor, faces: Any, colors: torch.Tensor | None = Non
     if not vertices.is_floating_point():
         raise TypeError(f"vertices: expected a floating dtype, got {vertices.dtype}")
     single = vertices.dim() == 2
+    if not single and vertices.shape[0] == 0:
+        raise ValueError(f"vertices: expected at least one mesh, got an empty batch {tuple(vertices.shape)}")
     batch = vertices.unsqueeze(0) if single else vertices  # (N, V, 3)
     N, V = int(batch.shape[0]), int(batch.shape[1])
     face = as_faces(faces, V, batch.device).t().contiguous()  # (3, F)

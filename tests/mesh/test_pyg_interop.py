@@ -142,6 +142,7 @@ def test_batches_of_different_meshes_are_refused_naming_the_graph(rng):
     (lambda v, f, c: (v.numpy(), f, c), TypeError, "vertices: expected a torch.Tensor, got ndarray"),
     (lambda v, f, c: (v[..., :2], f, c), ValueError, r"vertices: expected shape \(V, 3\) or \(N, V, 3\)"),
     (lambda v, f, c: (v.long(), f, c), TypeError, "vertices: expected a floating dtype, got torch.int64"),
+    (lambda v, f, c: (v[:0], f, None), ValueError, r"vertices: expected at least one mesh, got an empty batch \(0, "),
     (lambda v, f, c: (v, f[:, :2], c), ValueError, r"faces: expected shape \(F, 3\), got"),
     (lambda v, f, c: (v, f.T, c), ValueError, r"faces: expected shape \(F, 3\), got \(3, "),
     (lambda v, f, c: (v, f + v.shape[1], c), ValueError, r"faces: expected indices in \[0, "),
