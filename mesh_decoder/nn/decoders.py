@@ -52,7 +52,7 @@ from .activation import elu_
 from .cheb_conv import ChebConv, bag_device
 from .graph import after_load, fast_paths_enabled, inference_fast_path, mesh_edge_index
 from .pool import UpSample
-from .pyg_conv import PyGConv
+from .pyg_conv import PyGConv, pseudo_coordinates
 from .spiral_conv import SpiralConv, weight_blocks_scope
 from .texture import TexelGather
 from .up_spiral_conv import UpSpiralConv
@@ -852,6 +852,13 @@ class PyGDecoder(GraphDecoder):
         mode: :class:`~mesh_decoder.nn.PyGConv` batching mode (default ``"auto"``).
         activation: default ``"elu"``.
         check_finite: default ``False`` (see :class:`GraphDecoder`).
+        pseudo: edge attributes for pseudo-coordinate convolutions (``GMMConv``,
+            ``SplineConv``, ``NNConv``): a name in
+            :data:`~mesh_decoder.nn.pyg_conv.PSEUDO_COORDINATES` (``"cartesian"``,
+            ``"spherical"``, ``"distance"``), computed from ``level_vertices``; default
+            ``None`` (the conv is called as ``conv(x, edge_index)``).
+        level_vertices: ``L`` tensors ``(V_l, 3)``, the template's vertices at levels
+            ``0..L-1``; needed with ``pseudo``.
 
     Shapes:
         ``(B, Z) -> (B, V_0, out_channels)``; ``(Z,) -> (V_0, out_channels)``
@@ -871,6 +878,8 @@ class PyGDecoder(GraphDecoder):
         mode: str = "auto",
         activation: str = "elu",
         check_finite: bool = False,
+        pseudo: str | None = None,
+        level_vertices: Sequence[torch.Tensor] | None = None,
     ) -> None:
         super().__init__(latent_size, channels, num_vertices, up_index, up_weight, out_channels, activation, check_finite)
         L = len(self.channels)
@@ -885,13 +894,22 @@ class PyGDecoder(GraphDecoder):
             self.conv_name = None
         self.conv_kwargs = dict(conv_kwargs or {})
         self.mode = mode
+        self.pseudo = pseudo
         self._edges = list(edge_index)
+        self._edge_attr: list[torch.Tensor | None] = [None] * L
+        if pseudo is not None:
+            if level_vertices is None or len(level_vertices) != L:
+                found = "none" if level_vertices is None else f"{len(level_vertices)}"
+                raise ValueError(f"level_vertices: expected {L} tensors (V_l, 3) with pseudo={pseudo!r}, got {found}")
+            self._edge_attr = [pseudo_coordinates(pseudo, check_tensor(v, f"level_vertices[{l}]",
+                                                                       shape=(self.num_vertices[l], 3)), e)
+                               for l, (v, e) in enumerate(zip(level_vertices, self._edges))]
         self._build_convs()
-        del self._edges, self._factory
+        del self._edges, self._edge_attr, self._factory
 
     def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
         return PyGConv(self._factory(in_channels, out_channels), self._edges[level], self.num_vertices[level],
-                       mode=self.mode)
+                       mode=self.mode, edge_attr=self._edge_attr[level])
 
     @staticmethod
     def hierarchy_edges(hierarchy: MeshHierarchy, level: int) -> torch.Tensor:
@@ -912,8 +930,11 @@ class PyGDecoder(GraphDecoder):
         mode: str = "auto",
         activation: str = "elu",
         check_finite: bool = False,
+        pseudo: str | None = None,
     ) -> "PyGDecoder":
-        """Build on the first ``len(channels) + 1`` levels of ``hierarchy``."""
+        """Build on the first ``len(channels) + 1`` levels of ``hierarchy`` (with ``pseudo``,
+        edge attributes from their template vertices, e.g. ``"GMMConv"`` with
+        ``conv_kwargs={"dim": 3, "kernel_size": 4}`` and ``pseudo="cartesian"``)."""
         channels = _check_channels(channels)
         L = len(channels)
         _check_levels(hierarchy, L)
@@ -930,11 +951,14 @@ class PyGDecoder(GraphDecoder):
             mode=mode,
             activation=activation,
             check_finite=check_finite,
+            pseudo=pseudo,
+            level_vertices=None if pseudo is None else [hierarchy.levels[l].vertices for l in range(L)],
         )._remember_hierarchy(hierarchy)
 
     def config(self) -> dict[str, Any]:
         """JSON-able config; ``"conv"`` is ``None`` when the conv was given as a factory function."""
-        return {**self._base_config(), "conv": self.conv_name, "conv_kwargs": dict(self.conv_kwargs), "mode": self.mode}
+        return {**self._base_config(), "conv": self.conv_name, "conv_kwargs": dict(self.conv_kwargs), "mode": self.mode,
+                "pseudo": self.pseudo}
 
     @classmethod
     def from_config(

@@ -16,9 +16,12 @@ in one of two ways:
   the cost of a ``(2, B*E)`` edge index, cached per batch size in a non-persistent
   buffer so that it follows ``.to()``.
 
-Only ``conv(x, edge_index)`` is called: convolutions that also need edge
-attributes or positions (pseudo-coordinate ones such as ``GMMConv``, ``SplineConv``,
-``NNConv``; ``PointNetConv``) are not supported.
+Pseudo-coordinate convolutions (``GMMConv`` of MoNet, ``SplineConv``, ``NNConv``)
+take edge attributes: give ``edge_attr`` (``(E, D)``, e.g. :func:`pseudo_coordinates`
+of the template level's vertices, PyG's ``Cartesian``, ``Spherical`` or ``Distance``
+transform) and the conv is called as ``conv(x, edge_index, edge_attr)``, in
+``"union"`` mode with the attributes repeated for every copy. Convolutions that need
+positions (``PointNetConv``) are not supported.
 
 Under ``torch.compile``, convolutions that add self-loops on every call
 (``GCNConv``, ``GATConv`` by default) break the graph at PyG's data-dependent
@@ -39,7 +42,30 @@ from .._checks import check_tensor
 from ..hierarchy.container import MeshHierarchy
 from .graph import after_load, check_features, hierarchy_level, mesh_edge_index, positive_int
 
-__all__ = ["PyGConv", "mesh_edge_index", "BATCHED_CONVS"]
+__all__ = ["PyGConv", "mesh_edge_index", "pseudo_coordinates", "BATCHED_CONVS", "PSEUDO_COORDINATES"]
+
+#: Pseudo-coordinates of an edge: the ``torch_geometric.transforms`` class that computes
+#: them (``norm=True``: scaled to ``[0, 1]`` by the largest value of the mesh level).
+PSEUDO_COORDINATES = {"cartesian": "Cartesian", "spherical": "Spherical", "distance": "Distance"}
+
+
+def pseudo_coordinates(kind: str, vertices: Tensor, edge_index: Tensor) -> Tensor:
+    """Edge attributes of a mesh level by PyG's transform ``PSEUDO_COORDINATES[kind]``.
+
+    ``"cartesian"``: the edge vector ``pos[j] - pos[i]`` (as PyG orders it), scaled into
+    ``[0, 1]``; ``"spherical"``: its length and two angles; ``"distance"``: its length.
+
+    Shapes: ``vertices (V, 3), edge_index (2, E) -> (E, D)``, ``D`` = 3, 3 or 1, float32.
+    """
+    if kind not in PSEUDO_COORDINATES:
+        raise ValueError(f"pseudo: expected one of {sorted(PSEUDO_COORDINATES)} or None, got {kind!r}")
+    import torch_geometric.transforms as T
+    from torch_geometric.data import Data
+
+    transform = getattr(T, PSEUDO_COORDINATES[kind])(norm=True, cat=False)
+    data = transform(Data(pos=torch.as_tensor(vertices, dtype=torch.float32), edge_index=edge_index.cpu()))
+    attr = data.edge_attr
+    return (attr if attr.dim() == 2 else attr.view(-1, 1)).to(torch.float32)  # (E, D)
 
 #: PyG classes whose output on ``(B, V, C)`` equals a loop over the samples
 #: (for the simple aggregations in :data:`_BATCHED_AGGRS`); exact class names, so a
@@ -79,6 +105,9 @@ class PyGConv(nn.Module):
         num_vertices: ``V``.
         mode: ``"auto"`` (default), ``"batched"`` or ``"union"``. ``auto`` resolves
             once, here; :attr:`mode` holds the result.
+        edge_attr: ``(E, D)`` float edge attributes (pseudo-coordinates), or ``None``
+            (default). Given, ``conv`` is called as ``conv(x, edge_index, edge_attr)``
+            and the mode is ``"union"``. Stored as the buffer ``edge_attr``.
 
     Unlike the other layers, construction leaves ``conv``'s parameters as they are
     (call :meth:`reset_parameters` to re-initialise them).
@@ -96,7 +125,8 @@ class PyGConv(nn.Module):
     edge_index: Tensor
     union_edge_index: Tensor
 
-    def __init__(self, conv: nn.Module, edge_index: Tensor, num_vertices: int, mode: str = "auto"):
+    def __init__(self, conv: nn.Module, edge_index: Tensor, num_vertices: int, mode: str = "auto",
+                 edge_attr: Tensor | None = None):
         super().__init__()
         if not isinstance(conv, nn.Module):
             raise TypeError(f"conv: expected a torch.nn.Module (a PyG MessagePassing), got {type(conv).__name__}")
@@ -109,9 +139,18 @@ class PyGConv(nn.Module):
                 f"edge_index: expected vertex indices in [0, {self.num_vertices}), "
                 f"got range [{int(edge_index.min())}, {int(edge_index.max())}]"
             )
+        if edge_attr is not None:
+            check_tensor(edge_attr, "edge_attr", shape=(edge_index.shape[1], "D"))
+            if not edge_attr.is_floating_point():
+                raise TypeError(f"edge_attr: expected a floating dtype, got {edge_attr.dtype}")
+            if mode == "batched":
+                raise ValueError("mode: edge attributes need mode 'union' (or 'auto'), got 'batched'")
         self.conv = conv
-        self.mode = ("batched" if _batches_correctly(conv) else "union") if mode == "auto" else mode
+        if mode == "auto":
+            mode = "batched" if edge_attr is None and _batches_correctly(conv) else "union"
+        self.mode = mode
         self.register_buffer("edge_index", edge_index.detach().clone().contiguous())
+        self.register_buffer("edge_attr", None if edge_attr is None else edge_attr.detach().clone().contiguous())
         # Union-graph edges for the last batch size seen (not saved; rebuilt on demand).
         self.register_buffer("union_edge_index", edge_index.new_empty(2, 0), persistent=False)
         self._union_batch = 0
@@ -130,10 +169,14 @@ class PyGConv(nn.Module):
             self.conv.reset_parameters()
 
     @classmethod
-    def from_hierarchy(cls, conv: nn.Module, hierarchy: MeshHierarchy, level: int, mode: str = "auto") -> "PyGConv":
-        """``conv`` on the edges of ``hierarchy.levels[level]``'s faces, both directions."""
+    def from_hierarchy(cls, conv: nn.Module, hierarchy: MeshHierarchy, level: int, mode: str = "auto",
+                       pseudo: str | None = None) -> "PyGConv":
+        """``conv`` on the edges of ``hierarchy.levels[level]``'s faces, both directions, with
+        :func:`pseudo_coordinates` of the level's vertices as edge attributes when ``pseudo`` names them."""
         lvl = hierarchy_level(hierarchy, level)
-        return cls(conv, mesh_edge_index(lvl.faces, lvl.num_vertices), lvl.num_vertices, mode=mode)
+        edge_index = mesh_edge_index(lvl.faces, lvl.num_vertices)  # (2, E)
+        attr = None if pseudo is None else pseudo_coordinates(pseudo, lvl.vertices, edge_index)  # (E, D)
+        return cls(conv, edge_index, lvl.num_vertices, mode=mode, edge_attr=attr)
 
     @property
     def num_edges(self) -> int:
@@ -164,13 +207,15 @@ class PyGConv(nn.Module):
         param = next((p for p in self.conv.parameters() if p.is_floating_point()), None)
         x = check_features(x, self.num_vertices, channels, None if param is None else param.dtype,
                            self.edge_index.device)
+        attr = () if self.edge_attr is None else (self.edge_attr.to(x.dtype),)  # (E, D)
         if x.dim() == 2:
-            return self.conv(x, self.edge_index)  # (V, C_out)
+            return self.conv(x, self.edge_index, *attr)  # (V, C_out)
         B, V, C = x.shape
         if self.mode == "batched":
             out = self.conv(x, self.edge_index)  # (B, V, C_out)
         else:
-            out = self.conv(x.reshape(B * V, C), self.union_edges(B))  # (B*V, C_out)
+            union_attr = tuple(a.repeat(B, 1) for a in attr)  # (B*E, D): copy b's edges are rows b*E..
+            out = self.conv(x.reshape(B * V, C), self.union_edges(B), *union_attr)  # (B*V, C_out)
             out = out.view(B, V, out.shape[-1])  # (B, V, C_out); -1 cannot be inferred for an empty batch
         if not isinstance(out, Tensor) or out.dim() != 3 or tuple(out.shape[:2]) != (B, V):
             found = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -181,4 +226,5 @@ class PyGConv(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"num_vertices={self.num_vertices}, num_edges={self.num_edges}, mode={self.mode!r}"
+        attr = "" if self.edge_attr is None else f", edge_attr_dim={self.edge_attr.shape[1]}"
+        return f"num_vertices={self.num_vertices}, num_edges={self.num_edges}, mode={self.mode!r}{attr}"

@@ -37,6 +37,7 @@ shown (``null`` is YAML's ``None``)::
       K: null            # Chebyshev order; null: the preset's, else 6
       conv: GCNConv      # torch_geometric.nn conv class of the pyg decoder
       conv_kwargs: {}
+      pseudo: null       # pyg decoder edge attributes: cartesian | spherical | distance (GMMConv, NNConv)
       activation: elu
     training:
       epochs: 300
@@ -151,6 +152,7 @@ class ModelConfig:
     K: Union[int, None] = None
     conv: str = "GCNConv"
     conv_kwargs: dict[str, Any] = field(default_factory=dict)
+    pseudo: Union[Literal["cartesian", "spherical", "distance"], None] = None
     activation: str = "elu"
 
 

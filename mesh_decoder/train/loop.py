@@ -330,7 +330,7 @@ def build_autoencoder(config: TrainConfig, hierarchy: MeshHierarchy) -> MeshAuto
         m = config.model
         try:
             decoder = PyGDecoder.from_hierarchy(hierarchy, conv=m.conv, conv_kwargs=m.conv_kwargs, out_channels=C,
-                                                **common)
+                                                pseudo=m.pseudo, **common)
         except (TypeError, ValueError) as exc:  # a misspelt class or an argument it does not take
             raise TrainConfigError(f"{config.source or 'config'}: model.conv {m.conv!r}, model.conv_kwargs "
                                    f"{m.conv_kwargs}: {exc}") from None

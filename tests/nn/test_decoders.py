@@ -694,3 +694,30 @@ def test_state_dict_hooks_are_found_by_reference(face_hierarchy, kind):
         build(kind, face_hierarchy)
     hooks = [h for m in dec.modules() for h in m._load_state_dict_post_hooks.values()]
     assert hooks and all(_by_reference(h) for h in hooks), [getattr(h, "__qualname__", h) for h in hooks]
+
+
+def test_a_pyg_decoder_with_pseudo_coordinates_decodes_saves_and_loads(face_hierarchy, tmp_path):
+    """MoNet-style decoders (GMMConv on Cartesian pseudo-coordinates) could not be built: the conv got no
+    edge_attr and failed on None."""
+    from mesh_decoder.model_files import load_model, save_model
+
+    torch.manual_seed(24)
+    dec = PyGDecoder.from_hierarchy(face_hierarchy, "GMMConv", conv_kwargs={"dim": 3, "kernel_size": 3},
+                                    latent_size=4, channels=(8, 12), pseudo="cartesian").eval()
+    assert dec.config()["pseudo"] == "cartesian"
+    assert all(conv.edge_attr is not None and conv.mode == "union" for conv in [*dec.convs, dec.out_conv])
+    z = rand_latent(dec, 3, seed=25)
+    with torch.no_grad():
+        out = dec(z)
+        torch.testing.assert_close(out, torch.stack([dec(z[b]) for b in range(3)]), rtol=1e-5, atol=1e-5)
+    save_model(dec, tmp_path / "monet.safetensors", hierarchy=face_hierarchy)
+    loaded = load_model(tmp_path / "monet.safetensors", face_hierarchy)
+    with torch.no_grad():
+        assert torch.equal(loaded(z), out)
+    with pytest.raises(ValueError, match=r"level_vertices: expected 2 tensors \(V_l, 3\) with pseudo='cartesian'"):
+        PyGDecoder(4, (8, 12), "GMMConv", [PyGDecoder.hierarchy_edges(face_hierarchy, l) for l in range(2)],
+                   face_hierarchy.up_index[:2], face_hierarchy.up_weight[:2], face_hierarchy.sizes[:3],
+                   conv_kwargs={"dim": 3, "kernel_size": 3}, pseudo="cartesian")
+    with pytest.raises(ValueError, match="pseudo: expected one of"):
+        PyGDecoder.from_hierarchy(face_hierarchy, "GMMConv", conv_kwargs={"dim": 3, "kernel_size": 3},
+                                  latent_size=4, channels=(8, 12), pseudo="polar")

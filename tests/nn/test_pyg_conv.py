@@ -297,3 +297,63 @@ def test_torch_compile_matches_eager():
     layer = PyGConv(gnn.GCNConv(C, O), mesh_edge_index(faces, V), V)
     x = torch.randn(2, V, C, generator=torch.Generator().manual_seed(56))
     torch.testing.assert_close(torch.compile(layer)(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- edge attributes
+@pytest.mark.parametrize("kind, make", [
+    ("cartesian", lambda: gnn.GMMConv(C, O, dim=3, kernel_size=4)),
+    ("distance", lambda: gnn.GMMConv(C, O, dim=1, kernel_size=3)),
+    ("spherical", lambda: gnn.NNConv(C, O, torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(),
+                                                               torch.nn.Linear(8, C * O)))),
+])
+def test_pseudo_coordinate_convs_match_a_loop_with_the_edge_attributes(kind, make):
+    """GMMConv, NNConv and the like take edge attributes: conv(x, edge_index, edge_attr) for every sample."""
+    from mesh_decoder.nn.pyg_conv import pseudo_coordinates
+
+    torch.manual_seed(46)
+    verts, faces = grid_mesh(4, 5)
+    verts = torch.as_tensor(verts, dtype=torch.float32) + 0.1 * torch.randn(verts.shape)
+    V = verts.shape[0]
+    edges = mesh_edge_index(faces, V)
+    attr = pseudo_coordinates(kind, verts, edges)  # (E, D)
+    layer = PyGConv(make(), edges, V, edge_attr=attr)
+    assert layer.mode == "union" and "edge_attr_dim" in repr(layer)
+    gen = torch.Generator().manual_seed(47)
+    x = torch.randn(3, V, C, generator=gen, requires_grad=True)
+    out = layer(x)
+    ref = torch.stack([layer.conv(x[b], edges, attr) for b in range(3)])
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    go = torch.randn(out.shape, generator=gen)
+    params = [x] + list(layer.conv.parameters())
+    for g, w in zip(torch.autograd.grad(out, params, go), torch.autograd.grad(ref, params, go)):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer(x[1]), ref[1], rtol=1e-5, atol=1e-5)  # unbatched
+    assert layer.double()(x.double()).dtype == torch.float64  # the attributes follow the module's dtype
+
+
+def test_pseudo_coordinates_are_the_scaled_edge_geometry():
+    from mesh_decoder.nn.pyg_conv import pseudo_coordinates
+
+    gen = torch.Generator().manual_seed(48)
+    verts, faces = grid_mesh(3, 4)
+    verts = torch.as_tensor(verts, dtype=torch.float32) + 0.2 * torch.rand(verts.shape, generator=gen)
+    edges = mesh_edge_index(faces, verts.shape[0])
+    d = verts[edges[0]] - verts[edges[1]]  # (E, 3)
+    length = d.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(pseudo_coordinates("distance", verts, edges), length / length.max())
+    cart = (pseudo_coordinates("cartesian", verts, edges) - 0.5) * 2 * d.abs().max()  # back to the edge vector
+    assert torch.allclose(cart, d, atol=1e-5) or torch.allclose(cart, -d, atol=1e-5)
+    with pytest.raises(ValueError, match=r"pseudo: expected one of \['cartesian', 'distance', 'spherical'\] or None"):
+        pseudo_coordinates("polar", verts, edges)
+
+
+def test_edge_attribute_errors():
+    faces, V = _mesh("grid")
+    edges = mesh_edge_index(faces, V)
+    attr = torch.rand(edges.shape[1], 3)
+    with pytest.raises(ValueError, match="mode: edge attributes need mode 'union'"):
+        PyGConv(gnn.GMMConv(C, O, dim=3, kernel_size=2), edges, V, mode="batched", edge_attr=attr)
+    with pytest.raises(ValueError, match=rf"edge_attr: expected shape \({edges.shape[1]}, D\)"):
+        PyGConv(gnn.GMMConv(C, O, dim=3, kernel_size=2), edges, V, edge_attr=attr[1:])
+    with pytest.raises(TypeError, match="edge_attr: expected a floating dtype"):
+        PyGConv(gnn.GMMConv(C, O, dim=3, kernel_size=2), edges, V, edge_attr=attr.long())

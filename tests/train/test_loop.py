@@ -195,7 +195,9 @@ def test_folder_of_meshes_trains_joint_and_mismatch_is_named(tmp_path, tiny_conf
     assert "scan_99.ply" in msg and "600 vertices" in msg and "500 vertices" in msg
 
 
-@pytest.mark.parametrize("model", [{"preset": "coma", "decoder": None, "channels": [8, 8], "K": 3}, {"decoder": "pyg"}])
+@pytest.mark.parametrize("model", [{"preset": "coma", "decoder": None, "channels": [8, 8], "K": 3}, {"decoder": "pyg"},
+                                   {"decoder": "pyg", "conv": "GMMConv", "conv_kwargs": {"dim": 3, "kernel_size": 2},
+                                    "pseudo": "cartesian"}])
 def test_chebyshev_and_pyg_autoencoders_train(tmp_path, tiny_config, model):
     config = tiny_config(model=dict({"channels": [8, 16], "latent_size": 4}, **model),
                          training={"epochs": 1}, data={"n": 20})
