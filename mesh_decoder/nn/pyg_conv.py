@@ -67,6 +67,7 @@ def pseudo_coordinates(kind: str, vertices: Tensor, edge_index: Tensor) -> Tenso
     attr = data.edge_attr
     return (attr if attr.dim() == 2 else attr.view(-1, 1)).to(torch.float32)  # (E, D)
 
+
 #: PyG classes whose output on ``(B, V, C)`` equals a loop over the samples
 #: (for the simple aggregations in :data:`_BATCHED_AGGRS`); exact class names, so a
 #: subclass that changes ``forward`` falls back to ``"union"``.
