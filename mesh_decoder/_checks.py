@@ -14,7 +14,7 @@ import torch
 __all__ = [
     "check_tensor", "same_device", "check_int", "check_bool", "real_number", "int_argument", "real_argument",
     "MAX_SEED", "check_device", "check_output_path", "one_line_error", "out_of_memory",
-    "error_line", "as_faces",
+    "error_line", "as_faces", "check_threads",
 ]
 
 
@@ -163,6 +163,15 @@ def error_line(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> st
     if out_of_memory(exc):  # e.g. huge sizes
         return f"out of memory ({one_line_error(exc)}); try smaller sizes"
     return one_line_error(exc) if isinstance(exc, kinds) else None
+
+
+def check_threads(threads: int | None, name: str = "--threads") -> int | None:
+    """``threads`` if ``None`` or in ``[1, the CPUs of this machine]``, else ``ValueError`` naming ``name``
+    (torch crashed, with a segmentation fault, on a thread pool far beyond the machine's)."""
+    cpus = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cpus:
+        raise ValueError(f"{name}: expected an integer in [1, {cpus}] (the CPUs of this machine), got {threads}")
+    return threads
 
 
 def check_device(value: object, name: str, *, available: bool = True) -> torch.device:

@@ -10,7 +10,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from ._checks import MAX_SEED, check_output_path, error_line, int_argument, real_argument
+from ._checks import MAX_SEED, check_output_path, check_threads, error_line, int_argument, real_argument
 
 __all__ = ["main", "build_parser"]
 
@@ -254,8 +254,6 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
 def _apply_threads(args: argparse.Namespace) -> None:
     """``torch.set_num_threads(--threads)`` for the commands that take it (bench sets its own for its run)."""
     if args.command != "bench" and getattr(args, "threads", None) is not None:
-        from .bench.report import check_threads
-
         check_threads(args.threads)
         import torch
 

@@ -42,6 +42,7 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from ._checks import as_faces, real_number
+from .nn.graph import mesh_edge_index
 
 __all__ = [
     "chamfer_distance",
@@ -87,16 +88,15 @@ def _check_reduction(reduction: Any) -> str:
 
 
 def mesh_edges(faces: Any) -> torch.Tensor:
-    """The undirected edges of ``faces``, each once as ``(i, j)`` with ``i < j``, sorted.
+    """The undirected edges of ``faces``, each once as ``(i, j)`` with ``i < j``, sorted: the
+    forward half of :func:`~mesh_decoder.nn.mesh_edge_index` (which drops a degenerate face's self-loop).
 
     Shapes: ``(F, 3) -> (E, 2)`` int64, on ``faces``' device.
     """
     device = faces.device if isinstance(faces, torch.Tensor) else torch.device("cpu")
     f = as_faces(faces, None, device)
-    e = torch.sort(torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), dim=1).values  # (3F, 2)
-    n = int(f.max()) + 1 if f.numel() else 1
-    keys = torch.unique(e[:, 0] * n + e[:, 1])  # (E,) sorted, one per edge
-    return torch.stack([keys // n, keys % n], dim=1)  # (E, 2)
+    directed = mesh_edge_index(f, int(f.max()) + 1 if f.numel() else 0)  # (2, 2E), sorted by (i, j)
+    return directed[:, directed[0] < directed[1]].t()  # (E, 2)
 
 
 class MeshTopology(nn.Module):
@@ -120,11 +120,11 @@ class MeshTopology(nn.Module):
         super().__init__()
         device = faces.device if isinstance(faces, torch.Tensor) else torch.device("cpu")
         f = as_faces(faces, None, device)
-        edge, a, b = _face_pairs(f)
+        pair_edge, pair_third = _face_pairs(f)
         self.register_buffer("faces", f)
         self.register_buffer("edges", mesh_edges(f))
-        self.register_buffer("pair_edge", edge)
-        self.register_buffer("pair_third", torch.stack([a, b], dim=1))
+        self.register_buffer("pair_edge", pair_edge)
+        self.register_buffer("pair_third", pair_third)
 
     def extra_repr(self) -> str:
         return f"faces={self.faces.shape[0]}, edges={self.edges.shape[0]}, face_pairs={self.pair_edge.shape[0]}"
@@ -134,7 +134,7 @@ class MeshTopology(nn.Module):
         as_faces(self.faces, num_vertices, self.faces.device)
 
 
-def _topology(faces: Any, num_vertices: int, device: torch.device, pairs: bool = False) -> MeshTopology | torch.Tensor:
+def _topology(faces: Any, num_vertices: int, device: torch.device) -> MeshTopology | torch.Tensor:
     """``faces`` checked against the vertices: a :class:`MeshTopology` as given, else ``(F, 3)`` int64."""
     if isinstance(faces, MeshTopology):
         faces.check_vertices(num_vertices)
@@ -142,17 +142,16 @@ def _topology(faces: Any, num_vertices: int, device: torch.device, pairs: bool =
             raise ValueError(f"faces: expected a MeshTopology on {device} (the vertices'), got one on "
                              f"{faces.faces.device}")
         return faces
-    f = as_faces(faces, num_vertices, device)
-    return MeshTopology(f) if pairs else f
+    return as_faces(faces, num_vertices, device)
 
 
-def _mesh_vertices(vertices: Any) -> tuple[torch.Tensor, bool]:
-    """``(V, 3)`` or ``(B, V, 3)`` -> ``(B, V, 3)`` and whether it came unbatched."""
+def _mesh_vertices(vertices: Any) -> torch.Tensor:
+    """``(V, 3)`` or ``(B, V, 3)`` -> ``(B, V, 3)``."""
     if isinstance(vertices, torch.Tensor) and vertices.dim() == 2:
-        return _check_points(vertices.unsqueeze(0), "vertices", 3), True
+        return _check_points(vertices.unsqueeze(0), "vertices", 3)
     if isinstance(vertices, torch.Tensor) and vertices.dim() != 3:
         raise ValueError(f"vertices: expected shape (V, 3) or (B, V, 3), got {tuple(vertices.shape)}")
-    return _check_points(vertices, "vertices", 3), False
+    return _check_points(vertices, "vertices", 3)
 
 
 def chamfer_distance(
@@ -215,7 +214,7 @@ def _lengths(lengths: Any, points: torch.Tensor, points_name: str) -> torch.Tens
     if tuple(lengths.shape) != (B,):
         raise ValueError(f"{name}: expected shape ({B},), got {tuple(lengths.shape)}")
     lengths = lengths.to(device=points.device, dtype=torch.long)
-    if B and (int(lengths.min()) < 1 or int(lengths.max()) > P):
+    if int(lengths.min()) < 1 or int(lengths.max()) > P:
         raise ValueError(f"{name}: expected lengths in [1, {P}], got {int(lengths.min())} to {int(lengths.max())}")
     return lengths
 
@@ -246,11 +245,10 @@ def _nearest_blocks(x: torch.Tensor, y: torch.Tensor, nx: torch.Tensor, ny: torc
     rows = max(1, _CHAMFER_BLOCK // max(1, B * P2))
     padded_y = torch.arange(P2, device=x.device).view(1, 1, P2) >= ny.view(B, 1, 1)  # (B, 1, P2)
     yy = y.pow(2).sum(dim=-1).unsqueeze(1)  # (B, 1, P2)
-    with torch.no_grad():
-        for r0 in range(0, P1, rows):
-            # |p - q|^2 less |p|^2 (the same for every q of a row): |q|^2 - 2 p.q
-            d = torch.baddbmm(yy, x[:, r0 : r0 + rows], y.transpose(1, 2), alpha=-2)  # (B, r, P2)
-            nearest[:, r0 : r0 + rows] = d.masked_fill_(padded_y, math.inf).argmin(dim=2)
+    for r0 in range(0, P1, rows):  # x and y come detached: no graph is recorded
+        # |p - q|^2 less |p|^2 (the same for every q of a row): |q|^2 - 2 p.q
+        d = torch.baddbmm(yy, x[:, r0 : r0 + rows], y.transpose(1, 2), alpha=-2)  # (B, r, P2)
+        nearest[:, r0 : r0 + rows] = d.masked_fill_(padded_y, math.inf).argmin(dim=2)
     padded_x = torch.arange(P1, device=x.device).view(1, P1) >= nx.view(B, 1)  # (B, P1)
     return nearest.masked_fill_(padded_x, 0)
 
@@ -290,7 +288,7 @@ def mesh_edge_loss(vertices: torch.Tensor, faces: Any, target_length: float = 0.
     Shapes:
         ``(B, V, 3), (F, 3) -> ()``.
     """
-    x, _ = _mesh_vertices(vertices)
+    x = _mesh_vertices(vertices)
     reduction = _check_reduction(reduction)
     target = real_number(target_length)
     if target is None or not math.isfinite(target):
@@ -331,7 +329,7 @@ def mesh_laplacian_smoothing(vertices: torch.Tensor, faces: Any, method: str = "
     Shapes:
         ``(B, V, 3), (F, 3) -> ()``.
     """
-    x, _ = _mesh_vertices(vertices)
+    x = _mesh_vertices(vertices)
     reduction = _check_reduction(reduction)
     if method not in _LAPLACIAN_METHODS:
         raise ValueError(f"method: expected one of {list(_LAPLACIAN_METHODS)}, got {method!r}")
@@ -363,10 +361,10 @@ def mesh_laplacian_smoothing(vertices: torch.Tensor, faces: Any, method: str = "
     return _reduce(delta.norm(dim=-1).mean(dim=0), reduction)
 
 
-def _face_pairs(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _face_pairs(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every pair of faces sharing an edge: the edge ``(v0, v1)`` (``v0 < v1``) and each face's third vertex.
 
-    Shapes: ``(F, 3) -> (P, 2), (P,), (P,)``.
+    Shapes: ``(F, 3) -> (P, 2), (P, 2)``.
     """
     faces = f.cpu().numpy()
     F = faces.shape[0]
@@ -385,10 +383,11 @@ def _face_pairs(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
             for t in range(s + 1, k):
                 edges.append(key[first]); o0.append(third[first + s]); o1.append(third[first + t])
     if not edges:
-        empty = torch.empty(0, dtype=torch.long, device=f.device)
-        return empty.view(0, 2), empty, empty
-    cat = [torch.from_numpy(np.concatenate(p)).to(f.device) for p in (edges, o0, o1)]
-    return cat[0], cat[1], cat[2]
+        empty = torch.empty(0, 2, dtype=torch.long, device=f.device)
+        return empty, empty
+    pair_edge = torch.from_numpy(np.concatenate(edges)).to(f.device)  # (P, 2)
+    pair_third = torch.from_numpy(np.stack([np.concatenate(o0), np.concatenate(o1)], axis=1)).to(f.device)  # (P, 2)
+    return pair_edge, pair_third
 
 
 def mesh_normal_consistency(vertices: torch.Tensor, faces: Any, reduction: str = "mean") -> torch.Tensor:
@@ -404,10 +403,10 @@ def mesh_normal_consistency(vertices: torch.Tensor, faces: Any, reduction: str =
     Shapes:
         ``(B, V, 3), (F, 3) -> ()``.
     """
-    x, _ = _mesh_vertices(vertices)
+    x = _mesh_vertices(vertices)
     reduction = _check_reduction(reduction)
-    topo = _topology(faces, int(x.shape[1]), x.device, pairs=True)
-    edge, third = topo.pair_edge, topo.pair_third  # (P, 2), (P, 2)
+    topo = _topology(faces, int(x.shape[1]), x.device)
+    edge, third = (topo.pair_edge, topo.pair_third) if isinstance(topo, MeshTopology) else _face_pairs(topo)
     if edge.shape[0] == 0:
         raise ValueError("faces: expected two faces sharing an edge, got none that do")
     xv = x.transpose(0, 1)  # (V, B, 3)

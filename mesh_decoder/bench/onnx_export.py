@@ -52,14 +52,19 @@ def _latent_size(decoder: nn.Module) -> int:
 
 def onnx_output_names(output: object) -> list[str]:
     """Output names for a decoder output: ``["vertices"]`` or a NamedTuple's fields."""
+    return [name for name, _ in _named_outputs(output)]
+
+
+def _named_outputs(output: object) -> list[tuple[str, torch.Tensor]]:
+    """A decoder output's tensors with their ONNX output names (``None`` entries left out)."""
     if isinstance(output, torch.Tensor):
-        return ["vertices"]
+        return [("vertices", output)]
     fields = getattr(output, "_fields", None)
-    if fields is not None:
-        return [name for name, value in zip(fields, output) if isinstance(value, torch.Tensor)]
-    if isinstance(output, (list, tuple)):
-        return [f"output_{i}" for i, value in enumerate(output) if isinstance(value, torch.Tensor)]
-    raise TypeError(f"decoder output: expected a tensor or a tuple of tensors, got {type(output).__name__}")
+    if fields is None and isinstance(output, (list, tuple)):
+        fields = [f"output_{i}" for i in range(len(output))]
+    if fields is None:
+        raise TypeError(f"decoder output: expected a tensor or a tuple of tensors, got {type(output).__name__}")
+    return [(name, value) for name, value in zip(fields, output) if isinstance(value, torch.Tensor)]
 
 
 def export_onnx(
@@ -159,10 +164,9 @@ def _check_other_batch(model: nn.Module, path: str, batch: int) -> None:
         return
     z = torch.randn(batch, _latent_size(model), generator=torch.Generator().manual_seed(1))  # (B, Z)
     with torch.no_grad():
-        output = model(z)
-    names, expected = onnx_output_names(output), _output_tensors(output)
+        expected = _named_outputs(model(z))
     got = OnnxRunner(path, threads=1)(z)
-    for name, a, b in zip(names, got, expected):
+    for (name, b), a in zip(expected, got):
         if tuple(a.shape) != tuple(b.shape):
             raise ValueError(f"the file decodes a batch of {batch} to {name!r} of shape {tuple(a.shape)}, the module "
                              f"to {tuple(b.shape)}: it holds values of the traced batch")
@@ -173,13 +177,6 @@ def _check_other_batch(model: nn.Module, path: str, batch: int) -> None:
         if not error <= _OTHER_BATCH_TOLERANCE:
             raise ValueError(f"the file decodes a batch of {batch} wrongly ({name!r} off by {error:.2e} relative to "
                              "the module): it holds values of the traced batch")
-
-
-def _output_tensors(output: object) -> list[torch.Tensor]:
-    """A decoder output's tensors, in :func:`onnx_output_names` order."""
-    if isinstance(output, torch.Tensor):
-        return [output]
-    return [value for value in output if isinstance(value, torch.Tensor)]
 
 
 def _export(model, z, path, names, exporter, dynamic_batch, opset_version) -> None:

@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__
 from .._atomic import atomic_write, write_json
-from .._checks import error_line
+from .._checks import check_threads, error_line
 
 __all__ = [
     "ROW_COLUMNS",
@@ -347,12 +347,3 @@ def naming_options(options: Mapping[str, str]) -> Iterator[None]:
             if found:
                 raise (TypeError if isinstance(exc, TypeError) else ValueError)(option + text[found.end():]) from exc
         raise
-
-
-def check_threads(threads: int | None, name: str = "--threads") -> int | None:
-    """``threads`` if ``None`` or in ``[1, the CPUs of this machine]``, else ``ValueError`` naming ``name``
-    (torch crashed, with a segmentation fault, on a thread pool far beyond the machine's)."""
-    cpus = os.cpu_count() or 1
-    if threads is not None and not 1 <= threads <= cpus:
-        raise ValueError(f"{name}: expected an integer in [1, {cpus}] (the CPUs of this machine), got {threads}")
-    return threads

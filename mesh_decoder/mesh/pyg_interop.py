@@ -142,16 +142,16 @@ def from_pyg(data: Any) -> PyGMeshes:
     if face.dim() != 2 or face.shape[0] != 3:
         raise ValueError(f"data.face: expected shape (3, F), got {tuple(face.shape)}")
     total = int(pos.shape[0])
-    face = as_faces(face.t(), total, pos.device, "data.face").t()  # (3, F)
+    faces = as_faces(face.t(), total, pos.device, "data.face")  # (N*F, 3)
     color = None
     if "color" in data and data.color is not None:
         color = _attribute(data, "color")
         if color.dim() != 2 or color.shape[0] != total:
             raise ValueError(f"data.color: expected shape ({total}, C), one row per vertex, got {tuple(color.shape)}")
     if isinstance(data, Batch) and data.num_graphs > 1:
-        return _split_batch(pos, face, color, data)
+        return _split_batch(pos, faces, color, data)
     colors = None if color is None else color.unsqueeze(0)  # (1, V, C)
-    return PyGMeshes(pos.unsqueeze(0), face.t().contiguous(), colors)  # (1, V, 3), (F, 3)
+    return PyGMeshes(pos.unsqueeze(0), faces.contiguous(), colors)  # (1, V, 3), (F, 3)
 
 
 def _same_count(counts: torch.Tensor, what: str) -> int:
@@ -164,8 +164,9 @@ def _same_count(counts: torch.Tensor, what: str) -> int:
     return int(counts[0])
 
 
-def _split_batch(pos: torch.Tensor, face: torch.Tensor, color: torch.Tensor | None, data: Any) -> PyGMeshes:
-    """A ``Batch`` of ``N`` graphs -> ``(N, V, 3)`` vertices and the shared ``(F, 3)`` faces."""
+def _split_batch(pos: torch.Tensor, faces: torch.Tensor, color: torch.Tensor | None, data: Any) -> PyGMeshes:
+    """A ``Batch`` of ``N`` graphs, ``faces`` ``(N*F, 3)`` -> ``(N, V, 3)`` vertices and the shared ``(F, 3)`` faces."""
+    face = faces.t()  # (3, N*F)
     N = int(data.num_graphs)
     ptr = data.ptr.to(pos.device)  # (N + 1,) first vertex of each graph
     V = _same_count(ptr.diff(), "vertices")

@@ -256,16 +256,23 @@ def evaluate(
         "latent_size": K,
         "num_vertices": int(train_x.shape[1]),
         "units": {"vertex_error": "mm (data units)", "color_error": "Euclidean RGB distance, channels in [0, 1]"},
-        "parameter_note": ("autoencoder: trainable weights of encoder + decoder (buffers not counted)"
-                           + ("; PCA: buffer sizes, mean (3V) + components (K x 3V)"
-                              + (", for shape and for colour (PCA has K shape and K colour coefficients, the "
-                                 "autoencoder one K-dimensional latent for both)" if joint else "")
-                              if "pca" in models else "")),
+        "parameter_note": _parameter_note("pca" in models, joint),
         "measures": [m for m in MEASURES if m in want or m == "error"],
         "models": models,
     }
     result["table"] = format_table(result)
     return result
+
+
+def _parameter_note(with_pca: bool, joint: bool) -> str:
+    """How the table's parameter counts are counted (PCA's only when it is evaluated)."""
+    note = "autoencoder: trainable weights of encoder + decoder (buffers not counted)"
+    if with_pca:
+        note += "; PCA: buffer sizes, mean (3V) + components (K x 3V)"
+        if joint:
+            note += (", for shape and for colour (PCA has K shape and K colour coefficients, the autoencoder one "
+                     "K-dimensional latent for both)")
+    return note
 
 
 def _specificity(model, train_vertices: torch.Tensor, num_samples: int, seed: int, batch_size: int) -> dict[str, float]:
