@@ -26,6 +26,7 @@ from .loop import (
     make_hierarchy,
     reconstruction_loss,
     run_train,
+    test_measures,
     train,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "make_hierarchy",
     "build_autoencoder",
     "reconstruction_loss",
+    "test_measures",
     "train",
     "load_trained",
     "add_train_arguments",

@@ -50,6 +50,8 @@ shown (``null`` is YAML's ``None``)::
       color_weight: 1.0          # weight of the colour L1 term (joint)
       seed: 0                    # parameter initialisation and data order
       checkpoint_every: 1        # epochs between checkpoints (the last epoch always saves)
+      validate_every: 1          # epochs between test-split measurements (the last epoch always
+                                 # measures when any do); 0: never
       device: cpu                # cpu | cuda | cuda:N | mps
 
 Unknown keys and values of the wrong type raise :class:`TrainConfigError`
@@ -170,6 +172,7 @@ class TrainingConfig:
     color_weight: float = 1.0
     seed: int = 0
     checkpoint_every: int = 1
+    validate_every: int = 1
     device: str = "cpu"
 
 
@@ -182,7 +185,8 @@ _SECTIONS: dict[str, type] = {
 }
 
 #: Keys that may differ between a checkpoint's config and the config it is resumed with.
-RESUMABLE_KEYS = frozenset({"training.epochs", "training.checkpoint_every", "training.device", "hierarchy.cache_dir"})
+RESUMABLE_KEYS = frozenset({"training.epochs", "training.checkpoint_every", "training.validate_every",
+                            "training.device", "hierarchy.cache_dir"})
 
 
 @dataclass
@@ -333,6 +337,7 @@ class TrainConfig:
         _positive(w, "training.batch_size", tr.batch_size)
         _positive(w, "training.decay_step", tr.decay_step)
         _positive(w, "training.checkpoint_every", tr.checkpoint_every)
+        _non_negative(w, "training.validate_every", tr.validate_every)
         _non_negative(w, "training.seed", tr.seed)
         if tr.seed > _MAX_TORCH_SEED:
             raise _error(w, "training.seed", f"expected an int in [0, {_MAX_TORCH_SEED}] (torch's seeds are 64-bit), "

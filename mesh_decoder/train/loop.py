@@ -32,6 +32,10 @@ Files in the output directory:
 
 * ``checkpoint.safetensors``: the last checkpoint;
 * ``config.yaml``: the configuration of the run;
+* ``history.csv``: one row per epoch: the training loss, learning rate, time, and the
+  test split's loss and mean vertex error (mm) after every ``validate_every`` epochs
+  (:func:`test_measures`; evaluating in eval mode draws no random numbers, so it does
+  not change the run);
 * ``hierarchy.npz``: the mesh hierarchy (loads without openmesh);
 * ``model.safetensors``: the trained :class:`~mesh_decoder.nn.MeshAutoencoder`;
 * ``decoder.safetensors``: its decoder alone (a :class:`~mesh_decoder.nn.JointDecoder`
@@ -45,6 +49,7 @@ Files in the output directory:
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import itertools
 import math
@@ -58,6 +63,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from .._atomic import atomic_write
 from .._checks import check_device, check_int, check_output_path, int_argument
 from ..errors import MeshError
 from ..hierarchy.container import MeshHierarchy
@@ -83,7 +89,9 @@ __all__ = [
     "DECODER_NAME",
     "HIERARCHY_NAME",
     "CONFIG_NAME",
+    "HISTORY_NAME",
     "encode_all",
+    "test_measures",
     "normalization",
     "load_trained",
     "add_train_arguments",
@@ -95,6 +103,10 @@ MODEL_NAME = "model.safetensors"
 DECODER_NAME = "decoder.safetensors"
 HIERARCHY_NAME = "hierarchy.npz"
 CONFIG_NAME = "config.yaml"
+HISTORY_NAME = "history.csv"
+#: The columns of ``history.csv``: an epoch that did not measure the test split leaves its test columns empty.
+HISTORY_COLUMNS = ("epoch", "loss", "lr", "seconds", "meshes_per_s", "test_loss", "test_vertex_error",
+                   "test_color_error")
 
 
 class TrainingError(ValueError):
@@ -401,7 +413,11 @@ class TrainResult:
         decoder_path: ``decoder.safetensors``, or ``None`` if interrupted.
         epochs_completed: full epochs trained.
         step: optimizer steps done.
-        history: one dict per epoch: ``epoch``, ``loss``, ``lr``, ``seconds``, ``meshes_per_s``.
+        history: one dict per epoch: ``epoch``, ``loss`` (the epoch's mean training loss), ``lr``,
+            ``seconds``, ``meshes_per_s``, and on the epochs that measure the test split
+            (``training.validate_every``) the :func:`test_measures`: ``test_loss``,
+            ``test_vertex_error`` and, for joint models, ``test_color_error``. The run folder's
+            ``history.csv`` holds the same rows.
         interrupted: ``True`` when Ctrl-C (or a callback raising ``KeyboardInterrupt``) stopped the run.
         train_seconds: wall time of all epochs (all sessions), without checkpoint saving.
         data_meta: provenance of the training data.
@@ -486,6 +502,46 @@ def _nonfinite_parameter(model: torch.nn.Module) -> str | None:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def test_measures(model: MeshAutoencoder, test: torch.Tensor, color_weight: float = 1.0,
+                  batch_size: int = 64) -> dict[str, float]:
+    """The held-out meshes' measures after an epoch, in eval mode (the model's mode is restored).
+
+    ``test_loss`` is :func:`reconstruction_loss` (normalised units, the training loss);
+    ``test_vertex_error`` the mean per-vertex Euclidean error in data units (mm), as
+    :func:`~mesh_decoder.train.evaluate` reports it; joint models add ``test_color_error``,
+    the mean Euclidean RGB distance. Each is the mean over all meshes (and vertices).
+
+    Shapes:
+        ``test (M, V, C)`` with ``M >= 1``, on any device (moved in batches to the model's).
+    """
+    M = int(test.shape[0])
+    if M == 0:
+        raise ValueError("test: expected at least one held-out mesh, got none")
+    was_training = model.training
+    model.eval()
+    device = model.mean.device
+    loss_sum, vertex_sum, color_sum = 0.0, 0.0, 0.0
+    try:
+        for i in range(0, M, batch_size):
+            x = test[i:i + batch_size].to(device)  # (b, V, C)
+            target = (x - model.mean) / model.std  # (b, V, C) normalised
+            pred = model.decoder.decode_normalized(model.encode(x))  # (b, V, C) normalised
+            loss_sum += float(reconstruction_loss(pred, target, color_weight)) * x.shape[0]
+            recon = pred * model.std + model.mean  # (b, V, C) data units
+            err = torch.linalg.vector_norm((recon - x).double().unflatten(-1, (-1, 3)), dim=-1)  # (b, V, C // 3)
+            per_mesh = err.mean(dim=1)  # (b, C // 3): shape, then colour
+            vertex_sum += float(per_mesh[:, 0].sum())
+            if per_mesh.shape[1] > 1:
+                color_sum += float(per_mesh[:, 1].sum())
+    finally:
+        model.train(was_training)
+    out = {"test_loss": loss_sum / M, "test_vertex_error": vertex_sum / M}
+    if test.shape[-1] == 6:
+        out["test_color_error"] = color_sum / M
+    return out
+
+
 def encode_all(model: MeshAutoencoder, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Latents ``(N, Z)`` of meshes ``(N, V, C)`` in data units, in batches, in eval mode."""
     check_int(batch_size, "batch_size", 1)
@@ -623,6 +679,7 @@ def train(
         meta = dict(base_meta, epoch=epoch, step=step, batch_in_epoch=batch_in_epoch, status=status,
                     history=history, partial=partial, lr=optimizer.param_groups[0]["lr"])
         save_checkpoint(ckpt_path, model, optimizer, scheduler, rng_states={"sampler": rng_state}, meta=meta)
+        write_history(os.path.join(out, HISTORY_NAME), history)
         last_saved = {"epoch": epoch, "step": step}
 
     loader = DataLoader(TensorDataset(data.train), batch_size=t.batch_size, shuffle=True,
@@ -664,8 +721,7 @@ def train(
                     rate = partial["count"] / max(partial["seconds"], 1e-9)
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix_str(f"epoch {epoch + 1}/{t.epochs} loss {running:.4f} {rate:.1f} meshes/s",
-                                            refresh=False)
+                        bar.set_postfix_str(_bar_text(epoch + 1, t.epochs, running, rate, history), refresh=False)
                     if callback is not None:
                         try:
                             callback(StepInfo(epoch + 1, step, batch_done, batches, value, running, lr, model))
@@ -692,6 +748,17 @@ def train(
                     "seconds": partial["seconds"],
                     "meshes_per_s": partial["count"] / max(partial["seconds"], 1e-9),
                 })
+                if _validates(t, epoch + 1, data.test.shape[0]):  # no RNG drawn, weights untouched
+                    measures = test_measures(model, data.test, t.color_weight, t.batch_size)
+                    bad = [f"{k} {v}" for k, v in measures.items() if not math.isfinite(v)]
+                    if bad:  # finite weights whose test outputs overflow: diverged as a non-finite loss is
+                        raise TrainingError(_nonfinite_message(f"non-finite {', '.join(bad)} on the held-out faces",
+                                                               epoch + 1, step, ckpt_path, last_saved, optimizer))
+                    history[-1].update(measures)
+                    if bar is not None:
+                        h = history[-1]
+                        bar.set_postfix_str(_bar_text(h["epoch"], t.epochs, h["loss"], h["meshes_per_s"], history),
+                                            refresh=False)
                 scheduler.step()
                 epoch += 1
                 batch_done = 0
@@ -723,6 +790,40 @@ def train(
         save(epoch_start_state, 0, "epoch")
     _finish(result, data, base_meta)
     return result
+
+
+def write_history(path: str | os.PathLike, history: list[Mapping[str, Any]]) -> None:
+    """Write the per-epoch history as CSV (:data:`HISTORY_COLUMNS`, one row per epoch), atomically.
+
+    Values are written with ``repr`` (round-trips floats exactly); a measure an epoch lacks is an
+    empty field, so ``pandas.read_csv`` gives ``NaN`` there.
+    """
+    with atomic_write(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(HISTORY_COLUMNS)
+        for row in history:
+            writer.writerow(["" if row.get(k) is None else repr(row[k]) for k in HISTORY_COLUMNS])
+
+
+def _last_test(history: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The history row of the last epoch that measured the test split, or ``None``."""
+    return next((h for h in reversed(history) if "test_loss" in h), None)
+
+
+def _bar_text(epoch: int, epochs: int, loss: float, rate: float, history: list[Mapping[str, Any]]) -> str:
+    """The progress bar's note: the epoch's running loss and speed, then the last test measurement."""
+    text = f"epoch {epoch}/{epochs} loss {loss:.4f} {rate:.1f} meshes/s"
+    last = _last_test(history)
+    if last is None:
+        return text
+    return (f"{text} | test loss {last['test_loss']:.4f}, {last['test_vertex_error']:.3g} per vertex "
+            f"(epoch {last['epoch']})")
+
+
+def _validates(t, epoch: int, num_test: int) -> bool:
+    """Whether the test split is measured after ``epoch`` (1-based): every ``validate_every`` epochs and
+    the last, when there are held-out meshes and ``validate_every > 0``."""
+    return num_test > 0 and t.validate_every > 0 and (epoch % t.validate_every == 0 or epoch == t.epochs)
 
 
 def _model_files_match(out: str, checkpoint_meta: Mapping[str, Any]) -> bool:
@@ -792,6 +893,7 @@ def _finish(result: TrainResult, data: TrainingData, base_meta: dict[str, Any]) 
         "epochs": result.epochs_completed,
         "steps": result.step,
         "final_loss": result.final_loss,
+        **{f"final_{k}": v for k, v in result.history[-1].items() if k.startswith("test_")},
         "train_seconds": result.train_seconds,
         "channels": "xyz+rgb" if config.model.joint else "xyz",
     }
@@ -908,6 +1010,17 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _test_summary(history: list[Mapping[str, Any]]) -> str:
+    """``"; test loss L, mean vertex error E (data units)"`` of the last epoch that measured the test split."""
+    last = _last_test(history)
+    if last is None:
+        return ""
+    at = "" if last is history[-1] else f" (epoch {last['epoch']})"
+    color = f", colour {last['test_color_error']:.4g}" if "test_color_error" in last else ""
+    return (f"; test loss {last['test_loss']:.5f}, mean vertex error {last['test_vertex_error']:.4g} "
+            f"(data units){color}{at}")
+
+
 def run_train(args) -> int:
     """Run ``mesh-decoder train``. Returns 0 when done, 130 when interrupted (the checkpoint is saved)."""
     out = args.output_dir
@@ -929,6 +1042,7 @@ def run_train(args) -> int:
         return 130
     loss = result.final_loss
     print(f"trained {result.epochs_completed} epochs ({result.step} steps, {result.train_seconds:.1f} s), "
-          f"final loss {loss:.5f}" if loss is not None else f"trained {result.epochs_completed} epochs")
+          f"final loss {loss:.5f}{_test_summary(result.history)}" if loss is not None
+          else f"trained {result.epochs_completed} epochs")
     print(f"wrote {result.model_path}, {result.decoder_path} and {os.path.join(out, HIERARCHY_NAME)}")
     return 0

@@ -35,7 +35,7 @@ def test_tiny_run_decreases_loss_and_writes_the_files(tmp_path, tiny_config):
     assert [h["lr"] for h in result.history] == pytest.approx([2e-3, 2e-3 * 0.99, 2e-3 * 0.99**2])
     assert all(h["meshes_per_s"] > 0 for h in result.history)
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.safetensors", "config.yaml", "decoder.safetensors",
-                                           "hierarchy.npz", "model.safetensors"]
+                                           "hierarchy.npz", "history.csv", "model.safetensors"]
     # normalisation: the training set's per-vertex mean and std (slow reference in float64)
     x = data.train.double().numpy()
     assert np.allclose(result.model.mean.numpy(), x.mean(axis=0), atol=1e-4)
@@ -115,8 +115,10 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_
     saved = {}
 
     def poisoned(pred, target, color_weight=1.0):
-        calls["n"] += 1
         loss = real_loss(pred, target, color_weight)
+        if not torch.is_grad_enabled():  # the test split's measure after an epoch
+            return loss
+        calls["n"] += 1
         return loss * float("nan") if calls["n"] >= 8 else loss
 
     def snapshot(info):
@@ -543,3 +545,125 @@ def test_evaluating_a_folder_run_whose_template_file_changed_names_the_template(
                        + ".*" + re.escape(f"template.path {tmp_path / 'template.obj'} now has '") + r"[0-9a-f]+"
                        + re.escape("' (500 vertices): the template changed since training")):
         evaluate(run, pca=False, measures=())
+
+
+# ------------------------------------------------------------------ the test split measured during training
+def _history_csv(path) -> list[dict[str, float | None]]:
+    lines = path.read_text().splitlines()
+    assert lines[0].split(",") == list(loop.HISTORY_COLUMNS)
+    return [{k: (float(v) if v else None) for k, v in zip(loop.HISTORY_COLUMNS, line.split(","))} for line in lines[1:]]
+
+
+def test_measuring_the_test_split_leaves_the_run_unchanged_and_agrees_with_evaluate(tmp_path, tiny_config):
+    from mesh_decoder.train import evaluate
+
+    data = load_data(tiny_config())  # 36 training faces, 4 test faces
+    measured = train(tiny_config(training={"epochs": 3, "batch_size": 3}), tmp_path / "measured", progress=False,
+                     data=data)
+    plain = train(tiny_config(training={"epochs": 3, "batch_size": 3, "validate_every": 0}), tmp_path / "plain",
+                  progress=False, data=data)
+    assert_same_state(parameters_of(measured.model), parameters_of(plain.model))
+    assert [h["loss"] for h in measured.history] == [h["loss"] for h in plain.history]
+    assert all("test_loss" not in h for h in plain.history)
+    assert all(set(h) >= {"test_loss", "test_vertex_error"} and "test_color_error" not in h
+               for h in measured.history)
+    errors = [h["test_vertex_error"] for h in measured.history]
+    assert errors[-1] < errors[0], errors  # the held-out faces are reconstructed better as training goes on
+    # the last epoch's measures are the final model's: evaluate()'s mean error, and the loss over the test faces
+    # at once (test_measures goes in batches of 3 here: 3 + 1 faces, weighted by size)
+    report = evaluate(measured, data=data, pca=False, measures=("error",))
+    assert errors[-1] == pytest.approx(report["models"]["autoencoder"]["vertex_error"]["mean"], rel=1e-5)
+    model = measured.model.eval()
+    with torch.no_grad():
+        pred = model.decoder.decode_normalized(model.encode(data.test))
+        whole = float(loop.reconstruction_loss(pred, (data.test - model.mean) / model.std))
+    assert measured.history[-1]["test_loss"] == pytest.approx(whole, rel=1e-5)
+    # history.csv holds the same rows, exactly; the unmeasured run leaves the test columns empty
+    rows = _history_csv(tmp_path / "measured" / loop.HISTORY_NAME)
+    assert [{k: v for k, v in r.items() if v is not None} for r in rows] == measured.history
+    assert [r["test_loss"] for r in _history_csv(tmp_path / "plain" / loop.HISTORY_NAME)] == [None] * 3
+    # the model file records the final measures
+    assert load_trained(tmp_path / "measured")[3]["final_test_vertex_error"] == errors[-1]
+
+
+def test_validate_every_measures_every_nth_epoch_and_the_last_and_may_change_on_resume(tmp_path, tiny_config):
+    data = load_data(tiny_config())
+    first = train(tiny_config(training={"epochs": 3, "validate_every": 2}), tmp_path, progress=False, data=data)
+    assert ["test_loss" in h for h in first.history] == [False, True, True]
+    resumed = train(tiny_config(training={"epochs": 5, "validate_every": 1}), tmp_path, resume=True,
+                    progress=False, data=data)
+    assert ["test_loss" in h for h in resumed.history] == [False, True, True, True, True]
+    assert resumed.history[:3] == first.history  # the resumed history is carried on, not recomputed
+    assert _history_csv(tmp_path / loop.HISTORY_NAME)[0]["test_loss"] is None
+    with pytest.raises(Exception, match=r"training\.validate_every: expected an int >= 0, got -1"):
+        train(tiny_config(training={"validate_every": -1}), tmp_path / "bad", progress=False, data=data)
+
+
+def test_no_held_out_faces_means_no_test_measures(tmp_path, tiny_config):
+    config = tiny_config(training={"epochs": 1}, data={"test_fraction": 0.0})
+    result = train(config, tmp_path, progress=False)
+    assert result.history and "test_loss" not in result.history[0]
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_test_measures_against_a_per_mesh_loop(tiny_config, joint):
+    from mesh_decoder.train import build_autoencoder, make_hierarchy, test_measures
+    from mesh_decoder.train.config import TrainConfig
+
+    config = TrainConfig.from_dict(tiny_config(model={"joint": joint}, hierarchy={"texture_size": 0}))
+    data = load_data(config)
+    model = build_autoencoder(config, make_hierarchy(config, data.template))
+    model.set_normalization(*loop.normalization(data.train, 1e-3))
+    model.train()
+    x = torch.cat([data.test, data.train[:3]])  # 7 faces in batches of 2: an odd last batch
+    got = test_measures(model, x, color_weight=0.5, batch_size=2)
+    assert model.training  # the mode is restored
+    losses, vertex, color = [], [], []
+    model.eval()
+    with torch.no_grad():
+        for m in range(x.shape[0]):
+            xm = x[m:m + 1].double()
+            recon = model(x[m:m + 1]).double()  # (1, V, C) data units
+            std, mean = model.std.double(), model.mean.double()
+            diff = ((recon - mean) / std - (xm - mean) / std).abs()[0]  # (V, C) normalised
+            losses.append(diff[:, :3].mean() + (0.5 * diff[:, 3:].mean() if joint else 0.0))
+            vertex.append(np.mean([float(np.linalg.norm(recon[0, i, :3] - xm[0, i, :3])) for i in range(x.shape[1])]))
+            if joint:
+                color.append(np.mean([float(np.linalg.norm(recon[0, i, 3:] - xm[0, i, 3:]))
+                                      for i in range(x.shape[1])]))
+    assert got["test_loss"] == pytest.approx(float(np.mean(losses)), rel=1e-4)
+    assert got["test_vertex_error"] == pytest.approx(float(np.mean(vertex)), rel=1e-5)
+    if joint:
+        assert got["test_color_error"] == pytest.approx(float(np.mean(color)), rel=1e-5)
+    else:
+        assert "test_color_error" not in got
+    with pytest.raises(ValueError, match="at least one held-out mesh"):
+        test_measures(model, x[:0])
+
+
+def test_progress_bar_and_cli_report_the_test_split(tmp_path, tiny_config, capsys):
+    from mesh_decoder.cli import main
+
+    path = tmp_path / "c.json"
+    path.write_text(__import__("json").dumps(tiny_config(training={"epochs": 2})))
+    assert main(["train", str(path), "-o", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"meshes/s \| test loss [0-9.]+, [0-9.e+-]+ per vertex \(epoch 2\)", captured.err)
+    last = _history_csv(tmp_path / "run" / loop.HISTORY_NAME)[-1]
+    assert f"test loss {last['test_loss']:.5f}, mean vertex error {last['test_vertex_error']:.4g}" in captured.out
+
+
+def test_non_finite_test_measures_stop_the_run_and_keep_the_last_checkpoint(tmp_path, tiny_config, monkeypatch):
+    real = loop.test_measures
+    calls = {"n": 0}
+
+    def overflowing(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        return dict(out, test_loss=float("inf")) if calls["n"] == 2 else out
+
+    monkeypatch.setattr(loop, "test_measures", overflowing)
+    with pytest.raises(TrainingError, match=r"non-finite test_loss inf on the held-out faces at epoch 2, step 10: "
+                                            r"training stopped; the last good checkpoint .* \(epoch 1, step 5\) is kept"):
+        train(tiny_config(training={"epochs": 3}), tmp_path, progress=False)
+    assert read_checkpoint_meta(tmp_path / CHECKPOINT_NAME)["epoch"] == 1
