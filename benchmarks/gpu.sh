@@ -9,7 +9,8 @@
 #
 #   mesh-decoder hierarchy --factors 4 4 4 4 --spiral-length 9 --texture-size 256 -o .gpu_in/face5023_t256.npz
 #
-# 1. the CUDA cases of the layer and decoder tests;
+# 1. the CUDA cases of every test file that has them (tests/bench/test_gpu_script.py
+#    checks the list, and each benchmark call below, without a GPU);
 # 2. the decode benchmark, eager and CUDA graphs, fp32/TF32/bf16/fp16, every decoder;
 # 3. torch.compile, plain and replayed as CUDA graphs (reduce-overhead), for the
 #    spiral, joint and reference decoders in bf16 (OUTPUT_DIR/decode-compile_*);
@@ -45,7 +46,8 @@ python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_devic
 timeout "${GPU_TEST_TIMEOUT:-90}" python3 -m pytest -q -p no:cacheprovider -o addopts="" -k cuda \
     tests/nn/test_triton_gather.py tests/nn/test_up_spiral_conv.py tests/nn/test_spiral_conv.py \
     tests/nn/test_decoders.py tests/nn/test_pool.py tests/nn/test_texture.py tests/nn/test_cheb_conv.py \
-    tests/bench/test_harness.py \
+    tests/nn/test_encoders.py tests/nn/test_graph.py tests/nn/test_pyg_conv.py tests/render/test_rasterize.py \
+    tests/fit/test_fit.py tests/test_checks.py tests/bench/test_harness.py \
     > "$out/cuda-tests.txt" 2>&1 || { status=1; echo "CUDA TESTS FAILED"; }
 tail -n 12 "$out/cuda-tests.txt"
 timeout -s INT "${GPU_BENCH_TIMEOUT:-150}" "${bench[@]}" --modes eager cudagraph --time-box "${GPU_TIME_BOX:-110}" \

@@ -109,3 +109,19 @@ def test_the_cuda_test_selection_collects_tests_in_every_file(invocations):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     collected = {line.split("::")[0] for line in run.stdout.splitlines() if "::" in line}
     assert collected == set(files), f"files with no CUDA test: {set(files) - collected}"
+
+
+def test_every_test_file_with_cuda_cases_is_in_the_selection(invocations):
+    """A file that gains CUDA cases must be added to the script, or the GPU run never runs them."""
+    argv = next(c for c in invocations if c[:2] == ["-m", "pytest"])
+    selected = {a for a in argv if a.startswith("tests/")}
+    collect = ("import sys, torch; torch.cuda.is_available = lambda: True; import pytest; "
+               "sys.exit(pytest.main(sys.argv[1:]))")
+    run = subprocess.run([sys.executable, "-c", collect, "--collect-only", "-q", "-p", "no:cacheprovider",
+                          "-o", "addopts=", "-m", "cuda or not cuda", "-k", "cuda and not cudagraph", "tests"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    with_cuda = {line.split("::")[0] for line in run.stdout.splitlines() if "::" in line}
+    with_cuda.discard("tests/bench/test_gpu_script.py")  # this file: names, not CUDA cases
+    assert {"tests/nn/test_texture.py", "tests/fit/test_fit.py"} <= with_cuda, sorted(with_cuda)
+    assert with_cuda - selected == set(), f"CUDA cases gpu.sh does not run: {sorted(with_cuda - selected)}"
