@@ -234,3 +234,29 @@ def one_line_error(exc: BaseException) -> str:
             reason = f"expected a directory, found a file ({reason})"
         text = f"{path}: {reason}"
     return " ".join(text.split())
+
+
+#: The first bytes of every ``.npy`` file.
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_npy(path: str, expected: str) -> np.ndarray:
+    """``np.load`` of a ``.npy`` file that never reads pickled data.
+
+    A file that does not start with :data:`NPY_MAGIC` (numpy would take it for pickled data,
+    or fail on an empty file) and one numpy cannot load (an object array, a truncated file)
+    raise :class:`~mesh_decoder.errors.MeshFileError` naming ``path``, what was ``expected``
+    (``"latent codes: ..."``) and what was found.
+    """
+    from .errors import MeshFileError
+
+    if os.path.isdir(path):
+        raise MeshFileError(path, f"expected {expected}, found a directory")
+    with open(path, "rb") as handle:
+        start = handle.read(len(NPY_MAGIC))
+    if start != NPY_MAGIC:
+        raise MeshFileError(path, f"expected {expected}, found a file that is not .npy (it starts with {start!r})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # pickled objects refused, a truncated file
+        raise MeshFileError(path, f"expected {expected}, could not load it ({one_line_error(exc)})") from None

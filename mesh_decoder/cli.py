@@ -6,11 +6,19 @@ Argument errors and bad files print one line to stderr and exit non-zero.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import __version__
-from ._checks import MAX_SEED, check_output_path, check_threads, error_line, int_argument, real_argument
+from ._checks import MAX_SEED, check_output_path, check_threads, error_line, int_argument, load_npy, real_argument
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from .hierarchy import MeshHierarchy
+    from .nn import MeshAutoencoder
 
 __all__ = ["main", "build_parser"]
 
@@ -194,42 +202,182 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=run_evaluate)
 
 
-# --------------------------------------------------------------------------- render
+# --------------------------------------------------------------------------- render, sample
+_CHECKPOINT_HELP = "a training run folder, model.safetensors or checkpoint.safetensors"
+_DEFAULT_FACES, _DEFAULT_SEED = 16, 0
+
+
 def _add_render(sub) -> None:
     p = sub.add_parser("render", help="sample a trained model's latent prior and render a grid of faces")
     _add_threads(p)
-    p.add_argument("checkpoint", help="a training run folder, model.safetensors or checkpoint.safetensors")
-    p.add_argument("--n", type=int_argument(1), default=16, help="number of faces (default 16)")
-    p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0)
+    p.add_argument("checkpoint", help=_CHECKPOINT_HELP)
+    p.add_argument("--n", type=int_argument(1), default=_DEFAULT_FACES,
+                   help=f"number of faces (default {_DEFAULT_FACES})")
+    p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=_DEFAULT_SEED)
     p.add_argument("--image-size", type=int_argument(1), default=192, help="pixels per face (default 192)")
     p.add_argument("-o", "--output", required=True, help="output PNG")
     p.set_defaults(func=_run_render)
+
+
+def _trained_model(path: str, *, fit_prior: bool = True) -> tuple[MeshAutoencoder, MeshHierarchy, str | None]:
+    """``(model, hierarchy, prior)`` of ``path``, a training run folder, ``model.safetensors`` or
+    ``checkpoint.safetensors``; ``prior`` says which latent prior the model samples.
+
+    A checkpoint stores no latent prior (none is fitted before training ends): with ``fit_prior`` it is
+    fitted to the latents of the training faces, as evaluate does; without, it is left unfitted and
+    ``prior`` is ``None`` (for a caller that decodes codes of its own).
+    """
+    from .train import load_trained
+
+    model, hierarchy, config, meta = load_trained(path)
+    if meta["kind"] != "checkpoint":
+        return model, hierarchy, "the stored latent prior"
+    if not fit_prior:
+        return model, hierarchy, None
+    from .train import load_data
+    from .train.loop import check_trained_on, encode_all
+
+    data = load_data(config)
+    check_trained_on(meta, data, meta["path"])
+    model.fit_latent_prior(encode_all(model, data.train).to(model.latent_mean))
+    return model, hierarchy, "the latent prior of the training faces (fitted now: a checkpoint stores none)"
+
+
+def _shape_and_colors(decoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Decoded meshes ``(N, V, C)`` -> positions ``(N, V, 3)`` and, for a joint model (``C = 6``: xyz then
+    rgb), colours ``(N, V, 3)`` clamped into ``[0, 1]``, else ``None``."""
+    colors = decoded[..., 3:6].clamp(0, 1) if decoded.shape[-1] >= 6 else None
+    return decoded[..., :3], colors
 
 
 def _run_render(args) -> int:
     import torch
 
     from .render import face_grid
-    from .train import load_trained
 
     check_output_path(args.output, "-o/--output")
     _require_suffix("render", args.output, ".png", "the grid is written as PNG")
-    model, hierarchy, config, meta = load_trained(args.checkpoint)
-    prior = "the stored latent prior"
-    if meta["kind"] == "checkpoint":  # no latent prior is fitted before training ends: fit it as evaluate does
-        from .train import load_data
-        from .train.loop import check_trained_on, encode_all
-
-        data = load_data(config)
-        check_trained_on(meta, data, meta["path"])
-        model.fit_latent_prior(encode_all(model, data.train).to(model.latent_mean))
-        prior = "the latent prior of the training faces (fitted now: a checkpoint stores none)"
+    model, hierarchy, prior = _trained_model(args.checkpoint)
     generator = torch.Generator().manual_seed(args.seed)
     with torch.inference_mode():
         decoded = model.sample(args.n, generator=generator)  # (n, V, C): shape, then colour if any
-    colors = decoded[..., 3:6].clamp(0, 1) if decoded.shape[-1] >= 6 else None
-    face_grid(decoded[..., :3], hierarchy.levels[0].faces, args.output, colors=colors, image_size=args.image_size)
+    vertices, colors = _shape_and_colors(decoded)
+    face_grid(vertices, hierarchy.levels[0].faces, args.output, colors=colors, image_size=args.image_size)
     print(f"wrote {args.output}: {args.n} faces sampled from {prior}")
+    return 0
+
+
+_MESH_FORMATS = ("ply", "obj", "off")
+_LATENTS_NAME = "latents.npy"
+
+
+def _add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="sample a trained model's latent prior (or decode given latent codes) and "
+                                      "write the faces as mesh files, with their codes")
+    _add_threads(p)
+    p.add_argument("checkpoint", help=_CHECKPOINT_HELP)
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help=f"output folder (created if missing) for face_0000.FORMAT, face_0001.FORMAT, ... and "
+                        f"{_LATENTS_NAME} (the float32 codes, which --latents takes back); refused if it already "
+                        f"holds such files")
+    p.add_argument("--n", type=int_argument(1),
+                   help=f"number of faces sampled from the latent prior (default {_DEFAULT_FACES}; not with --latents)")
+    p.add_argument("--seed", type=int_argument(0, MAX_SEED),
+                   help=f"seed of the sampling; render with the same seed shows the same faces (default "
+                        f"{_DEFAULT_SEED}; not with --latents)")
+    p.add_argument("--latents", metavar="FILE.npy",
+                   help="decode these latent codes instead of sampling: a .npy float array of shape (N, Z), or (Z,) "
+                        "for one code, Z the model's latent size (default: none, sample the prior)")
+    p.add_argument("--format", choices=_MESH_FORMATS, default="ply",
+                   help="mesh file format (default ply); a joint model's colours are stored in each: PLY as "
+                        "red/green/blue vertex properties, OFF as COFF, OBJ as 'v x y z r g b' lines")
+    p.set_defaults(func=_run_sample)
+
+
+def _earlier_samples(folder: str, ext: str) -> list[str]:
+    """The files of ``folder`` that ``sample`` would write over: ``latents.npy`` and ``face_*.EXT`` (any case)."""
+    if not os.path.isdir(folder):
+        return []
+    names = sorted(os.listdir(folder))
+    found = [n for n in names if n.lower() == _LATENTS_NAME]
+    return found + [n for n in names if n.lower().startswith("face_") and n.lower().endswith(f".{ext}")]
+
+
+def _read_latents(path: str, latent_size: int) -> np.ndarray:
+    """The codes of ``--latents`` as a float32 ``(N, Z)`` array, ``Z = latent_size``: a ``.npy`` file of
+    shape ``(N, Z)`` (``N >= 1``) or ``(Z,)`` (one code), floating and finite within float32 range.
+
+    Raises an error naming the file, what was expected and what was found (a ``FileNotFoundError``
+    when it is not there); pickled data is never loaded.
+    """
+    import numpy as np
+
+    from .errors import MeshFileError, MissingFileError
+
+    want = f"latent codes: a .npy float array of shape (N, {latent_size}) or ({latent_size},)"
+    if not os.path.lexists(path):
+        raise MissingFileError(path, f"no such file: expected {want}")
+    codes = load_npy(path, want)
+    if codes.ndim not in (1, 2) or codes.shape[-1] != latent_size or codes.size == 0:
+        raise MeshFileError(path, f"expected {want} ({latent_size}: the model's latent size), found shape "
+                                  f"{codes.shape}")
+    if not np.issubdtype(codes.dtype, np.floating):
+        raise MeshFileError(path, f"expected {want}, found dtype {codes.dtype}")
+    with np.errstate(over="ignore"):
+        codes = codes.astype(np.float32).reshape(-1, latent_size)  # (N, Z)
+    bad = np.flatnonzero(~np.isfinite(codes).all(axis=1))
+    if bad.size:
+        raise MeshFileError(path, f"expected {want} of finite values within float32 range, found NaN, inf or a "
+                                  f"larger value in {bad.size} of its {codes.shape[0]} codes (the first: code "
+                                  f"{bad[0]})")
+    return codes
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from ._atomic import atomic_write
+    from .mesh import Mesh
+    from .mesh.io import save_mesh
+
+    if args.latents is not None and (args.n is not None or args.seed is not None):
+        raise _CLIError("mesh-decoder sample: --latents gives the codes to decode: expected it without --n and "
+                        "--seed, which sample the latent prior")
+    check_output_path(args.output, "-o/--output", directory=True)
+    earlier = _earlier_samples(args.output, args.format)
+    if earlier:
+        shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
+        raise ValueError(f"-o/--output {args.output}: expected a folder without earlier samples, found {shown}; "
+                         "nothing was written (name another folder, or remove them)")
+    model, hierarchy, prior = _trained_model(args.checkpoint, fit_prior=args.latents is None)
+    if args.latents is None:
+        generator = torch.Generator().manual_seed(_DEFAULT_SEED if args.seed is None else args.seed)
+        n = _DEFAULT_FACES if args.n is None else args.n
+        codes = model.sample_latents(n, generator).to(torch.float32)  # (N, Z)
+        source = f"sampled from {prior}"
+    else:
+        codes = torch.from_numpy(_read_latents(args.latents, model.latent_size))  # (N, Z)
+        source = f"decoded from {args.latents}"
+    with torch.inference_mode():  # the float32 codes written below are the ones decoded (as sample does)
+        decoded = model.decode(codes.to(model.decoder.fc.weight)).cpu()  # (N, V, C) in data units
+    bad = torch.nonzero(~torch.isfinite(decoded).flatten(1).all(dim=1)).flatten()
+    if bad.numel():
+        raise ValueError(f"expected finite decoded faces, found NaN or inf in {bad.numel()} of {decoded.shape[0]} "
+                         f"(the first: code {int(bad[0])}, {source}); nothing was written")
+    vertices, colors = _shape_and_colors(decoded)
+    faces = hierarchy.levels[0].faces.cpu().numpy()  # (F, 3)
+    meshes = [Mesh(vertices=vertices[i].numpy(), faces=faces, colors=None if colors is None else colors[i].numpy())
+              for i in range(decoded.shape[0])]
+    os.makedirs(args.output, exist_ok=True)
+    with atomic_write(os.path.join(args.output, _LATENTS_NAME)) as handle:
+        np.save(handle, codes.numpy())
+    width = max(4, len(str(len(meshes) - 1)))
+    for i, mesh in enumerate(meshes):
+        save_mesh(mesh, os.path.join(args.output, f"face_{i:0{width}d}.{args.format}"))
+    what = "with colours" if colors is not None else "shape only"
+    print(f"wrote {len(meshes)} meshes ({decoded.shape[1]} vertices, {what}) and {_LATENTS_NAME} to {args.output}: "
+          f"{source}")
     return 0
 
 
@@ -243,7 +391,8 @@ def _add_fit(sub) -> None:
     p.set_defaults(func=run_fit)
 
 
-_COMMANDS: list[Callable] = [_add_template, _add_hierarchy, _add_bench, _add_train, _add_evaluate, _add_render, _add_fit]
+_COMMANDS: list[Callable] = [_add_template, _add_hierarchy, _add_bench, _add_train, _add_evaluate, _add_render,
+                             _add_sample, _add_fit]
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:

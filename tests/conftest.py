@@ -80,6 +80,35 @@ def mesh_io_fuzz_counter(request) -> dict:
     return request.config.stash.setdefault(_MESH_IO_FUZZ, {})
 
 
+def _train_tiny_run(tmp_path_factory, name: str, **model):
+    """The folder of a finished one-epoch training run of a small spiral autoencoder on a 500-vertex face;
+    ``model`` adds keys to the config's ``model`` section (e.g. ``joint=True``)."""
+    from mesh_decoder.train import train
+
+    root = tmp_path_factory.mktemp(name)
+    config = {
+        "template": {"vertices": 500},
+        "hierarchy": {"factors": [2, 2], "texture_size": 0, "cache_dir": False},
+        "data": {"n": 24, "seed": 4},
+        "model": {"decoder": "spiral", "channels": [8, 8], "latent_size": 4, **model},
+        "training": {"epochs": 1, "batch_size": 8, "seed": 9},
+    }
+    train(config, root / "run", progress=False)
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished one-epoch training run of a small spiral autoencoder (its folder; copy it to change it)."""
+    return _train_tiny_run(tmp_path_factory, "tiny_run")
+
+
+@pytest.fixture(scope="session")
+def tiny_joint_run(tmp_path_factory):
+    """As ``tiny_run``, of a joint shape and colour model: it decodes ``(B, V, 6)``, xyz then rgb."""
+    return _train_tiny_run(tmp_path_factory, "tiny_joint_run", joint=True)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     counts = config.stash.get(_MESH_IO_FUZZ, None)
     if counts:

@@ -119,23 +119,6 @@ def test_hierarchy_takes_real_factors(tmp_path, capsys):
         assert f"argument --factors: expected a finite real number > 1, got '{bad}'" in err, err
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A finished one-epoch training run of a small spiral autoencoder (its folder)."""
-    from mesh_decoder.train import train
-
-    root = tmp_path_factory.mktemp("tiny_run")
-    config = {
-        "template": {"vertices": 500},
-        "hierarchy": {"factors": [2, 2], "texture_size": 0, "cache_dir": False},
-        "data": {"n": 24, "seed": 4},
-        "model": {"decoder": "spiral", "channels": [8, 8], "latent_size": 4},
-        "training": {"epochs": 1, "batch_size": 8, "seed": 9},
-    }
-    train(config, root / "run", progress=False)
-    return root / "run"
-
-
 def test_render_of_a_checkpoint_samples_the_training_latents_prior(tiny_run, tmp_path, capsys, monkeypatch):
     """A checkpoint stores no latent prior: render fits it to the training latents (as evaluate does), so the
     checkpoint of a finished run renders the faces its model file renders, not samples of N(0, I)."""
@@ -262,7 +245,7 @@ def test_torch_out_of_memory_is_one_line(tiny_run, tmp_path, capsys, monkeypatch
         main(["render", str(tiny_run), "--n", "2", "-o", str(tmp_path / "g.png")])
 
 
-@pytest.mark.parametrize("command", ["hierarchy", "train", "evaluate", "render", "fit"])
+@pytest.mark.parametrize("command", ["hierarchy", "train", "evaluate", "render", "sample", "fit"])
 def test_threads_option_sets_torchs_threads_for_the_command(command, monkeypatch):
     """fit and train had no way to keep to fewer threads on a shared machine (bench had --threads)."""
     import os
@@ -272,7 +255,7 @@ def test_threads_option_sets_torchs_threads_for_the_command(command, monkeypatch
     seen = {}
     monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.setdefault("threads", n))
     args = {"hierarchy": [], "train": ["c.yaml", "-o", "run"], "evaluate": ["run"], "render": ["run", "-o", "g.png"],
-            "fit": ["m.safetensors", "--target", "t.obj", "-o", "f.obj"]}[command]
+            "sample": ["run", "-o", "faces"], "fit": ["m.safetensors", "--target", "t.obj", "-o", "f.obj"]}[command]
     parsed = cli.build_parser().parse_args([command, *args, "--threads", "1"])
     cli._apply_threads(parsed)
     assert seen == {"threads": 1}

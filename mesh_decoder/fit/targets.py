@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .._checks import check_bool, real_number
+from .._checks import check_bool, load_npy, real_number
 from ..errors import MeshFileError
 from ..mesh.container import Mesh
 
@@ -55,7 +55,6 @@ __all__ = [
 
 POINT_CLOUD_EXTENSIONS = (".xyz", ".txt", ".npy")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-_NPY_MAGIC = b"\x93NUMPY"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Pillow modes of 16-bit greyscale images (PNG); ``"I"`` is how some Pillow versions open them.
 _GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -455,21 +454,16 @@ def _read_points(path: str) -> np.ndarray:
     ext = os.path.splitext(path)[1].lower()
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-    if ext == ".npy" and os.path.isfile(path):
-        with open(path, "rb") as handle:
-            magic = handle.read(len(_NPY_MAGIC))
-        if magic != _NPY_MAGIC:  # numpy would guess pickled data (or fail on an empty file)
-            raise MeshFileError(path, f"not a .npy file: expected it to start with {_NPY_MAGIC!r}, found {magic!r}")
-    try:
-        if ext == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
+    want = "rows of 3 or 6 numbers (x y z [nx ny nz])"
+    if ext == ".npy":
+        arr = load_npy(path, want)
+    else:
+        try:
             with warnings.catch_warnings():  # an empty file: said below, in the error
                 warnings.simplefilter("ignore", UserWarning)
                 arr = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
-    except (OSError, ValueError, EOFError) as exc:  # EOFError: a truncated .npy
-        raise MeshFileError(
-            path, f"expected rows of 3 or 6 numbers (x y z [nx ny nz]), could not read them ({exc})") from None
+        except (OSError, ValueError) as exc:
+            raise MeshFileError(path, f"expected {want}, could not read them ({exc})") from None
     if arr.size == 0:
         raise MeshFileError(path, "expected rows of 3 or 6 numbers (x y z [nx ny nz]), found none")
     if arr.ndim != 2 or arr.shape[1] not in (3, 6) or arr.shape[0] < 3:

@@ -1,0 +1,306 @@
+"""``mesh-decoder sample``: a trained model's faces as mesh files, with the latent codes they decode from."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from mesh_decoder.cli import main
+from mesh_decoder.mesh.io import load_mesh
+from tests.test_cli import _one_error_line
+
+Z = 4  # the latent size of the tiny_run fixtures (tests/conftest.py)
+
+
+def _model(run):
+    """The trained model of ``run`` and its template faces ``(F, 3)``."""
+    from mesh_decoder.train import load_trained
+
+    model, hierarchy, _, _ = load_trained(run)
+    return model, hierarchy.levels[0].faces.numpy()
+
+
+def _decode(model, codes: np.ndarray) -> np.ndarray:
+    """What ``model`` decodes from ``codes`` ``(N, Z)``: ``(N, V, C)`` float32."""
+    with torch.inference_mode():
+        return model.decode(torch.from_numpy(codes)).numpy()
+
+
+def _written(folder, ext: str = "ply") -> tuple[np.ndarray, list]:
+    """The latents and the meshes (in name order) that sample wrote to ``folder``."""
+    names = sorted(p.name for p in folder.iterdir())
+    faces = [n for n in names if n.startswith("face_")]
+    assert names == sorted(faces + ["latents.npy"]) and all(n.endswith(f".{ext}") for n in faces), names
+    return np.load(folder / "latents.npy", allow_pickle=False), [load_mesh(folder / n) for n in faces]
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_sampled_meshes_are_the_faces_render_shows(tiny_run, tmp_path, capsys, monkeypatch):
+    """The files are the decoded latents, on the template's faces, and the faces render draws for the seed."""
+    import mesh_decoder.render as render
+
+    out = tmp_path / "faces"
+    assert main(["sample", str(tiny_run), "--n", "3", "--seed", "5", "-o", str(out)]) == 0
+    assert capsys.readouterr().out == (f"wrote 3 meshes (500 vertices, shape only) and latents.npy to {out}: "
+                                       "sampled from the stored latent prior\n")
+    assert sorted(p.name for p in out.iterdir()) == ["face_0000.ply", "face_0001.ply", "face_0002.ply", "latents.npy"]
+    latents, meshes = _written(out)
+    assert latents.dtype == np.float32 and latents.shape == (3, Z)
+    model, faces = _model(tiny_run)
+    decoded = _decode(model, latents)  # (3, V, 3)
+    for mesh, vertices in zip(meshes, decoded):
+        assert mesh.num_vertices == 500 and mesh.colors is None
+        np.testing.assert_array_equal(mesh.faces, faces)
+        np.testing.assert_allclose(mesh.vertices, vertices, rtol=1e-6, atol=1e-5)
+    sampled = model.sample(3, generator=torch.Generator().manual_seed(5)).numpy()
+    np.testing.assert_allclose(np.stack([m.vertices for m in meshes]), sampled, rtol=1e-6, atol=1e-5)
+
+    grids = []
+    monkeypatch.setattr(render, "face_grid", lambda vertices, *args, **kwargs: grids.append(vertices.clone()))
+    assert main(["render", str(tiny_run), "--n", "3", "--seed", "5", "-o", str(tmp_path / "g.png")]) == 0
+    np.testing.assert_allclose(np.stack([m.vertices for m in meshes]), grids[0].numpy(), rtol=1e-6, atol=1e-5)
+
+    assert main(["sample", str(tiny_run), "--n", "3", "--seed", "6", "-o", str(tmp_path / "other")]) == 0
+    assert not np.allclose(np.load(tmp_path / "other" / "latents.npy"), latents)  # the seed is used
+    assert main(["sample", str(tiny_run), "-o", str(tmp_path / "defaults")]) == 0  # --n 16 --seed 0, as render
+    default_latents, default_meshes = _written(tmp_path / "defaults")
+    assert len(default_meshes) == 16 and default_meshes[-1].num_vertices == 500
+    expected = model.sample_latents(16, torch.Generator().manual_seed(0)).numpy()
+    np.testing.assert_array_equal(default_latents, expected)
+
+
+def test_a_checkpoint_samples_the_prior_fitted_to_the_training_faces(tiny_run, tmp_path, capsys):
+    """As render: a checkpoint's prior is fitted now, and samples the faces the model file samples."""
+    for name in ("model.safetensors", "checkpoint.safetensors"):
+        assert main(["sample", str(tiny_run / name), "--n", "2", "--seed", "3", "-o", str(tmp_path / name)]) == 0
+    assert "sampled from the latent prior of the training faces (fitted now" in capsys.readouterr().out
+    (_, from_model), (_, from_checkpoint) = (_written(tmp_path / n) for n in ("model.safetensors",
+                                                                              "checkpoint.safetensors"))
+    for a, b in zip(from_model, from_checkpoint):
+        np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-4)
+
+
+def test_latents_round_trip(tiny_run, tmp_path, capsys, monkeypatch):
+    """latents.npy fed back with --latents writes the same faces; a checkpoint then needs no prior (no data)."""
+    import mesh_decoder.train as train
+
+    first = tmp_path / "first"
+    assert main(["sample", str(tiny_run), "--n", "2", "--seed", "11", "-o", str(first)]) == 0
+    edited = np.load(first / "latents.npy")
+    edited[1] *= -1  # an edited code decodes to another face
+    np.save(tmp_path / "edited.npy", edited)
+    capsys.readouterr()
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the training data was loaded to fit a prior --latents does not use")
+
+    monkeypatch.setattr(train, "load_data", no_data)
+    again, changed = tmp_path / "again", tmp_path / "changed"
+    assert main(["sample", str(tiny_run), "--latents", str(first / "latents.npy"), "-o", str(again)]) == 0
+    assert capsys.readouterr().out == (f"wrote 2 meshes (500 vertices, shape only) and latents.npy to {again}: "
+                                       f"decoded from {first / 'latents.npy'}\n")
+    assert main(["sample", str(tiny_run / "checkpoint.safetensors"), "--latents", str(tmp_path / "edited.npy"),
+                 "-o", str(changed)]) == 0
+    (z1, meshes1), (z2, meshes2), (z3, meshes3) = (_written(f) for f in (first, again, changed))
+    np.testing.assert_array_equal(z2, z1)
+    np.testing.assert_array_equal(z3, edited)
+    for a, b in zip(meshes1, meshes2):
+        np.testing.assert_array_equal(a.vertices, b.vertices)
+    np.testing.assert_allclose(meshes3[0].vertices, meshes1[0].vertices, atol=1e-5)
+    assert not np.allclose(meshes3[1].vertices, meshes1[1].vertices, atol=1e-3)
+    np.testing.assert_allclose(meshes3[1].vertices, _decode(_model(tiny_run)[0], edited)[1], rtol=1e-6, atol=1e-5)
+
+
+def test_one_code_as_a_1d_array(tiny_run, tmp_path, capsys):
+    code = np.random.default_rng(2).normal(size=Z)  # float64 (Z,)
+    np.save(tmp_path / "one.npy", code)
+    assert main(["sample", str(tiny_run), "--latents", str(tmp_path / "one.npy"), "-o", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.startswith("wrote 1 meshes (500 vertices, shape only)")
+    latents, meshes = _written(tmp_path / "out")
+    assert latents.shape == (1, Z) and latents.dtype == np.float32
+    np.testing.assert_array_equal(latents[0], code.astype(np.float32))
+    assert len(meshes) == 1
+    np.testing.assert_allclose(meshes[0].vertices, _decode(_model(tiny_run)[0], latents)[0], rtol=1e-6, atol=1e-5)
+
+
+class _MakesADirectory:
+    """Unpickling it would create the folder ``path``: proof that a pickled --latents was never loaded."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def _pickled_mkdir(path: str) -> bytes:
+    """The pickle stream (protocol 2, written out by hand) that calls ``os.mkdir(path)`` when unpickled."""
+    name = path.encode()
+    return b"\x80\x02cos\nmkdir\nX" + len(name).to_bytes(4, "little") + name + b"\x85R."
+
+
+def _bad_latents(kind: str, path, tmp_path) -> str:
+    """Write a ``kind`` of bad latents file at ``path``; return what the error must say after ``path: ``."""
+    want = f"expected latent codes: a .npy float array of shape (N, {Z}) or ({Z},)"
+    if kind == "wrong Z":
+        np.save(path, np.zeros((2, Z + 1), np.float32))
+        return f"{want} ({Z}: the model's latent size), found shape (2, {Z + 1})"
+    if kind == "wrong ndim":
+        np.save(path, np.zeros((2, 1, Z), np.float32))
+        return f"{want} ({Z}: the model's latent size), found shape (2, 1, {Z})"
+    if kind == "no codes":
+        np.save(path, np.zeros((0, Z), np.float32))
+        return f"{want} ({Z}: the model's latent size), found shape (0, {Z})"
+    if kind == "integers":
+        np.save(path, np.ones((2, Z), np.int64))
+        return f"{want}, found dtype int64"
+    if kind == "NaN":
+        np.save(path, np.array([[0.0] * Z, [0.0, np.nan, 0.0, 0.0]], np.float32))
+        return f"{want} of finite values within float32 range, found NaN, inf or a larger value in 1 of its 2 codes " \
+               "(the first: code 1)"
+    if kind == "beyond float32":
+        np.save(path, np.full((1, Z), 1e300))
+        return f"{want} of finite values within float32 range, found NaN, inf or a larger value in 1 of its 1 codes"
+    if kind == "object array":
+        np.save(path, np.array([_MakesADirectory(str(tmp_path / "unpickled"))] * Z, dtype=object), allow_pickle=True)
+        return f"{want}, could not load it (Object arrays cannot be loaded when allow_pickle=False"
+    if kind == "pickle":
+        path.write_bytes(_pickled_mkdir(str(tmp_path / "unpickled")))
+        return f"{want}, found a file that is not .npy (it starts with b'\\x80"
+    if kind == "text":
+        path.write_text("0 0 0 0\n")
+        return f"{want}, found a file that is not .npy (it starts with b'0 0 0 '"
+    if kind == "npz":
+        with open(path, "wb") as handle:  # an .npz archive under a .npy name (np.savez(path) would add .npz)
+            np.savez(handle, z=np.zeros((2, Z), np.float32))
+        return f"{want}, found a file that is not .npy (it starts with b'PK"
+    if kind == "truncated":
+        np.save(path, np.zeros((50, Z), np.float32))
+        path.write_bytes(path.read_bytes()[:200])
+        return f"{want}, could not load it ("
+    if kind == "directory":
+        path.mkdir()
+        return f"{want}, found a directory"
+    assert kind == "missing"
+    return f"no such file: {want}"
+
+
+@pytest.mark.parametrize("kind", ["wrong Z", "wrong ndim", "no codes", "integers", "NaN", "beyond float32",
+                                  "object array", "pickle", "text", "npz", "truncated", "directory", "missing"])
+def test_bad_latents_are_one_line_naming_the_file_and_write_nothing(kind, tiny_run, tmp_path, capsys):
+    path = tmp_path / "z.npy"
+    expected = _bad_latents(kind, path, tmp_path)
+    out = tmp_path / "out"
+    assert main(["sample", str(tiny_run), "--latents", str(path), "-o", str(out)]) == 1
+    err = _one_error_line(capsys)
+    assert err.startswith(f"error: {path}: {expected}"), err
+    assert not out.exists() and not (tmp_path / "unpickled").exists()
+
+
+@pytest.mark.parametrize("extra", [["--n", "2"], ["--seed", "0"], ["--n", "16", "--seed", "1"]])
+def test_latents_with_n_or_seed_is_refused(extra, tiny_run, tmp_path, capsys):
+    np.save(tmp_path / "z.npy", np.zeros((2, Z), np.float32))
+    out = tmp_path / "out"
+    assert main(["sample", str(tiny_run), "--latents", str(tmp_path / "z.npy"), *extra, "-o", str(out)]) == 2
+    err = _one_error_line(capsys)
+    assert "--latents gives the codes to decode: expected it without --n and --seed" in err, err
+    assert not out.exists()
+
+
+def test_earlier_samples_are_not_overwritten(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sample", str(tiny_run), "--n", "2", "-o", str(out)]) == 0
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(["sample", str(tiny_run), "--n", "2", "--seed", "4", "-o", str(out)]) == 1
+    assert _one_error_line(capsys) == (
+        f"error: -o/--output {out}: expected a folder without earlier samples, found latents.npy, face_0000.ply, "
+        "face_0001.ply; nothing was written (name another folder, or remove them)\n")
+    assert _snapshot(out) == before
+
+    (out / "latents.npy").unlink()  # meshes alone, or the codes alone, are refused too
+    for n in range(2, 5):
+        (out / f"face_{n:04d}.ply").write_bytes(b"mine")
+    before = _snapshot(out)
+    assert main(["sample", str(tiny_run), "--n", "2", "-o", str(out)]) == 1
+    err = _one_error_line(capsys)
+    assert "found face_0000.ply, face_0001.ply, face_0002.ply and 2 more; nothing was written" in err, err
+    only_codes = tmp_path / "codes"
+    only_codes.mkdir()
+    (only_codes / "latents.npy").write_bytes(b"mine")
+    assert main(["sample", str(tiny_run), "--n", "2", "-o", str(only_codes)]) == 1
+    assert "found latents.npy; nothing was written" in _one_error_line(capsys)
+    assert _snapshot(out) == before and _snapshot(only_codes) == {"latents.npy": b"mine"}
+
+    other = tmp_path / "other"  # files sample does not write are left alone, and do not block it
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    (other / "face_0000.obj").write_text("keep")
+    assert main(["sample", str(tiny_run), "--n", "1", "-o", str(other)]) == 0
+    assert sorted(p.name for p in other.iterdir()) == ["face_0000.obj", "face_0000.ply", "latents.npy", "notes.txt"]
+    assert (other / "face_0000.obj").read_text() == "keep" and (other / "notes.txt").read_text() == "keep"
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep")
+    assert main(["sample", str(tiny_run), "-o", str(a_file)]) == 1
+    assert f"-o/--output {a_file}: expected a directory, found an existing file" in _one_error_line(capsys)
+    assert a_file.read_text() == "keep"
+
+
+@pytest.mark.parametrize("fmt", ["ply", "obj", "off"])
+def test_a_joint_model_writes_its_colours(fmt, tiny_joint_run, tmp_path, capsys):
+    """Shape and colour models store per-vertex colours in every format, clamped into [0, 1] as render does."""
+    model, faces = _model(tiny_joint_run)
+    codes = 100 * np.random.default_rng(1).normal(size=(2, Z)).astype(np.float32)  # colours far out of range
+    raw = _decode(model, codes)  # (2, V, 6)
+    assert raw.shape == (2, 500, 6) and (raw[..., 3:].min() < 0) and (raw[..., 3:].max() > 1)
+    np.save(tmp_path / "z.npy", codes)
+    out = tmp_path / "out"
+    assert main(["sample", str(tiny_joint_run), "--latents", str(tmp_path / "z.npy"), "--format", fmt,
+                 "-o", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("wrote 2 meshes (500 vertices, with colours) and latents.npy")
+    _, meshes = _written(out, fmt)
+    for mesh, decoded in zip(meshes, raw):
+        np.testing.assert_array_equal(mesh.faces, faces)
+        np.testing.assert_allclose(mesh.vertices, decoded[:, :3], rtol=1e-6, atol=1e-5)
+        assert mesh.colors is not None
+        np.testing.assert_allclose(mesh.colors, np.clip(decoded[:, 3:], 0, 1), atol=1e-6)
+
+    assert main(["sample", str(tiny_joint_run), "--n", "1", "-o", str(tmp_path / "sampled")]) == 0
+    (_, [sampled]) = _written(tmp_path / "sampled")
+    expected = model.sample(1, generator=torch.Generator().manual_seed(0))[0].numpy()  # (V, 6)
+    np.testing.assert_allclose(sampled.colors, expected[:, 3:].clip(0, 1), atol=1e-6)
+
+
+def test_shape_and_colors_splits_and_clamps():
+    from mesh_decoder.cli import _shape_and_colors
+
+    decoded = torch.tensor([[[1.0, 2.0, 3.0, -0.5, 0.25, 1.5]]])  # (1, 1, 6)
+    vertices, colors = _shape_and_colors(decoded)
+    assert vertices.tolist() == [[[1.0, 2.0, 3.0]]] and colors.tolist() == [[[0.0, 0.25, 1.0]]]
+    vertices, colors = _shape_and_colors(decoded[..., :3])
+    assert vertices.tolist() == [[[1.0, 2.0, 3.0]]] and colors is None
+
+
+def test_non_finite_decoded_faces_write_nothing(tiny_run, tmp_path, capsys):
+    np.save(tmp_path / "z.npy", np.full((2, Z), 3e38, np.float32))  # finite codes the decoder overflows on
+    out = tmp_path / "out"
+    assert main(["sample", str(tiny_run), "--latents", str(tmp_path / "z.npy"), "-o", str(out)]) == 1
+    err = _one_error_line(capsys)
+    assert "expected finite decoded faces, found NaN or inf in 2 of 2 (the first: code 0" in err, err
+    assert "nothing was written" in err and not out.exists()
+
+
+def test_every_option_says_its_default():
+    from mesh_decoder.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["sample"]
+    options = {a.option_strings[-1]: a.help for a in sub._actions if a.option_strings and a.dest != "help"}
+    assert set(options) == {"--threads", "--output", "--n", "--seed", "--latents", "--format"}
+    assert all("default" in text for name, text in options.items() if name != "--output"), options
