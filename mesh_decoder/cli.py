@@ -381,6 +381,16 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ pca
+def _add_pca(sub) -> None:
+    from .train.pca_fit import add_pca_arguments, run_pca
+
+    p = sub.add_parser("pca", help="fit the linear 3DMM (PCA) to a training config's faces and save it")
+    _add_threads(p)
+    add_pca_arguments(p)
+    p.set_defaults(func=run_pca)
+
+
 # ------------------------------------------------------------------------------ fit
 def _add_fit(sub) -> None:
     from .fit import add_fit_arguments, run_fit
@@ -392,7 +402,7 @@ def _add_fit(sub) -> None:
 
 
 _COMMANDS: list[Callable] = [_add_template, _add_hierarchy, _add_bench, _add_train, _add_evaluate, _add_render,
-                             _add_sample, _add_fit]
+                             _add_sample, _add_pca, _add_fit]
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:

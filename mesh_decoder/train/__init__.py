@@ -13,6 +13,7 @@ from .config import (
     save_config,
 )
 from .evaluate import MEASURES, add_evaluate_arguments, evaluate, format_table, run_evaluate
+from .pca_fit import fit_pca
 from .loop import (
     StepInfo,
     TrainingData,
@@ -60,6 +61,7 @@ __all__ = [
     "add_train_arguments",
     "run_train",
     "MEASURES",
+    "fit_pca",
     "evaluate",
     "format_table",
     "add_evaluate_arguments",
