@@ -502,7 +502,6 @@ def _nonfinite_parameter(model: torch.nn.Module) -> str | None:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def test_measures(model: MeshAutoencoder, test: torch.Tensor, color_weight: float = 1.0,
                   batch_size: int = 64) -> dict[str, float]:
     """The held-out meshes' measures after an epoch, in eval mode (the model's mode is restored).
@@ -542,6 +541,7 @@ def test_measures(model: MeshAutoencoder, test: torch.Tensor, color_weight: floa
     return out
 
 
+@torch.no_grad()
 def encode_all(model: MeshAutoencoder, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Latents ``(N, Z)`` of meshes ``(N, V, C)`` in data units, in batches, in eval mode."""
     check_int(batch_size, "batch_size", 1)

@@ -667,3 +667,18 @@ def test_non_finite_test_measures_stop_the_run_and_keep_the_last_checkpoint(tmp_
                                             r"training stopped; the last good checkpoint .* \(epoch 1, step 5\) is kept"):
         train(tiny_config(training={"epochs": 3}), tmp_path, progress=False)
     assert read_checkpoint_meta(tmp_path / CHECKPOINT_NAME)["epoch"] == 1
+
+
+def test_encode_all_records_no_graph_and_restores_the_mode(tiny_config):
+    from mesh_decoder.train import build_autoencoder, make_hierarchy
+    from mesh_decoder.train.config import TrainConfig
+
+    config = TrainConfig.from_dict(tiny_config())
+    data = load_data(config)
+    model = build_autoencoder(config, make_hierarchy(config, data.template)).train()
+    latents = loop.encode_all(model, data.test, batch_size=3)
+    assert not latents.requires_grad and latents.grad_fn is None
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(latents, model.encode(data.test))
