@@ -13,7 +13,6 @@ from .config import (
     save_config,
 )
 from .evaluate import MEASURES, add_evaluate_arguments, evaluate, format_table, run_evaluate
-from .pca_fit import fit_pca
 from .loop import (
     StepInfo,
     TrainingData,
@@ -21,15 +20,16 @@ from .loop import (
     TrainResult,
     add_train_arguments,
     build_autoencoder,
+    held_out_measures,
     load_data,
     load_template,
     load_trained,
     make_hierarchy,
     reconstruction_loss,
     run_train,
-    test_measures,
     train,
 )
+from .pca_fit import fit_pca
 
 __all__ = [
     "TrainConfig",
@@ -55,7 +55,7 @@ __all__ = [
     "make_hierarchy",
     "build_autoencoder",
     "reconstruction_loss",
-    "test_measures",
+    "held_out_measures",
     "train",
     "load_trained",
     "add_train_arguments",

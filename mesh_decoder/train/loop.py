@@ -34,7 +34,7 @@ Files in the output directory:
 * ``config.yaml``: the configuration of the run;
 * ``history.csv``: one row per epoch: the training loss, learning rate, time, and the
   test split's loss and mean vertex error (mm) after every ``validate_every`` epochs
-  (:func:`test_measures`; evaluating in eval mode draws no random numbers, so it does
+  (:func:`held_out_measures`; evaluating in eval mode draws no random numbers, so it does
   not change the run);
 * ``hierarchy.npz``: the mesh hierarchy (loads without openmesh);
 * ``model.safetensors``: the trained :class:`~mesh_decoder.nn.MeshAutoencoder`;
@@ -91,7 +91,7 @@ __all__ = [
     "CONFIG_NAME",
     "HISTORY_NAME",
     "encode_all",
-    "test_measures",
+    "held_out_measures",
     "normalization",
     "load_trained",
     "add_train_arguments",
@@ -415,7 +415,7 @@ class TrainResult:
         step: optimizer steps done.
         history: one dict per epoch: ``epoch``, ``loss`` (the epoch's mean training loss), ``lr``,
             ``seconds``, ``meshes_per_s``, and on the epochs that measure the test split
-            (``training.validate_every``) the :func:`test_measures`: ``test_loss``,
+            (``training.validate_every``) the :func:`held_out_measures`: ``test_loss``,
             ``test_vertex_error`` and, for joint models, ``test_color_error``. The run folder's
             ``history.csv`` holds the same rows.
         interrupted: ``True`` when Ctrl-C (or a callback raising ``KeyboardInterrupt``) stopped the run.
@@ -502,7 +502,7 @@ def _nonfinite_parameter(model: torch.nn.Module) -> str | None:
 
 
 @torch.no_grad()
-def test_measures(model: MeshAutoencoder, test: torch.Tensor, color_weight: float = 1.0,
+def held_out_measures(model: MeshAutoencoder, test: torch.Tensor, color_weight: float = 1.0,
                   batch_size: int = 64) -> dict[str, float]:
     """The held-out meshes' measures after an epoch, in eval mode (the model's mode is restored).
 
@@ -749,7 +749,7 @@ def train(
                     "meshes_per_s": partial["count"] / max(partial["seconds"], 1e-9),
                 })
                 if _validates(t, epoch + 1, data.test.shape[0]):  # no RNG drawn, weights untouched
-                    measures = test_measures(model, data.test, t.color_weight, t.batch_size)
+                    measures = held_out_measures(model, data.test, t.color_weight, t.batch_size)
                     bad = [f"{k} {v}" for k, v in measures.items() if not math.isfinite(v)]
                     if bad:  # finite weights whose test outputs overflow: diverged as a non-finite loss is
                         raise TrainingError(_nonfinite_message(f"non-finite {', '.join(bad)} on the held-out faces",

@@ -570,7 +570,7 @@ def test_measuring_the_test_split_leaves_the_run_unchanged_and_agrees_with_evalu
     errors = [h["test_vertex_error"] for h in measured.history]
     assert errors[-1] < errors[0], errors  # the held-out faces are reconstructed better as training goes on
     # the last epoch's measures are the final model's: evaluate()'s mean error, and the loss over the test faces
-    # at once (test_measures goes in batches of 3 here: 3 + 1 faces, weighted by size)
+    # at once (held_out_measures goes in batches of 3 here: 3 + 1 faces, weighted by size)
     report = evaluate(measured, data=data, pca=False, measures=("error",))
     assert errors[-1] == pytest.approx(report["models"]["autoencoder"]["vertex_error"]["mean"], rel=1e-5)
     model = measured.model.eval()
@@ -606,8 +606,8 @@ def test_no_held_out_faces_means_no_test_measures(tmp_path, tiny_config):
 
 
 @pytest.mark.parametrize("joint", [False, True])
-def test_test_measures_against_a_per_mesh_loop(tiny_config, joint):
-    from mesh_decoder.train import build_autoencoder, make_hierarchy, test_measures
+def test_held_out_measures_against_a_per_mesh_loop(tiny_config, joint):
+    from mesh_decoder.train import build_autoencoder, held_out_measures, make_hierarchy
     from mesh_decoder.train.config import TrainConfig
 
     config = TrainConfig.from_dict(tiny_config(model={"joint": joint}, hierarchy={"texture_size": 0}))
@@ -616,7 +616,7 @@ def test_test_measures_against_a_per_mesh_loop(tiny_config, joint):
     model.set_normalization(*loop.normalization(data.train, 1e-3))
     model.train()
     x = torch.cat([data.test, data.train[:3]])  # 7 faces in batches of 2: an odd last batch
-    got = test_measures(model, x, color_weight=0.5, batch_size=2)
+    got = held_out_measures(model, x, color_weight=0.5, batch_size=2)
     assert model.training  # the mode is restored
     losses, vertex, color = [], [], []
     model.eval()
@@ -638,7 +638,7 @@ def test_test_measures_against_a_per_mesh_loop(tiny_config, joint):
     else:
         assert "test_color_error" not in got
     with pytest.raises(ValueError, match="at least one held-out mesh"):
-        test_measures(model, x[:0])
+        held_out_measures(model, x[:0])
 
 
 def test_progress_bar_and_cli_report_the_test_split(tmp_path, tiny_config, capsys):
@@ -654,7 +654,7 @@ def test_progress_bar_and_cli_report_the_test_split(tmp_path, tiny_config, capsy
 
 
 def test_non_finite_test_measures_stop_the_run_and_keep_the_last_checkpoint(tmp_path, tiny_config, monkeypatch):
-    real = loop.test_measures
+    real = loop.held_out_measures
     calls = {"n": 0}
 
     def overflowing(*args, **kwargs):
@@ -662,7 +662,7 @@ def test_non_finite_test_measures_stop_the_run_and_keep_the_last_checkpoint(tmp_
         out = real(*args, **kwargs)
         return dict(out, test_loss=float("inf")) if calls["n"] == 2 else out
 
-    monkeypatch.setattr(loop, "test_measures", overflowing)
+    monkeypatch.setattr(loop, "held_out_measures", overflowing)
     with pytest.raises(TrainingError, match=r"non-finite test_loss inf on the held-out faces at epoch 2, step 10: "
                                             r"training stopped; the last good checkpoint .* \(epoch 1, step 5\) is kept"):
         train(tiny_config(training={"epochs": 3}), tmp_path, progress=False)
