@@ -187,7 +187,13 @@ def _run_bench(args) -> int:
 def _add_train(sub) -> None:
     from .train import add_train_arguments, run_train
 
-    p = sub.add_parser("train", help="train a mesh autoencoder from a YAML/JSON config")
+    p = sub.add_parser(
+        "train", help="train a mesh autoencoder from a YAML/JSON config",
+        epilog="The run folder gets checkpoint.safetensors and history.csv (per epoch: training loss, learning "
+               "rate, speed, and the held-out faces' loss and mean vertex error every training.validate_every "
+               "epochs; both rewritten every training.checkpoint_every epochs), config.yaml, then "
+               "model.safetensors, decoder.safetensors and hierarchy.npz. Every config key and its default: "
+               "python -c 'import mesh_decoder.train.config as c; print(c.__doc__)'")
     _add_threads(p)
     add_train_arguments(p)
     p.set_defaults(func=run_train)

@@ -52,6 +52,7 @@ import contextlib
 import csv
 import hashlib
 import itertools
+import json
 import math
 import os
 import signal
@@ -609,7 +610,10 @@ def train(
         diff = [k for k in config_differences(checkpoint.meta["config"], config.to_dict())
                 if k not in RESUMABLE_KEYS]
         if diff:
-            raise TrainingError(f"{ckpt_path}: the config differs from the checkpoint's in {diff}; only "
+            before, now = checkpoint.meta["config"], config.to_dict()
+            values = "; ".join(f"{key}: {_config_value(before, key)} in the checkpoint, {_config_value(now, key)} "
+                               "now" for key in diff)
+            raise TrainingError(f"{ckpt_path}: the config differs from the checkpoint's in {diff} ({values}); only "
                                 f"{sorted(RESUMABLE_KEYS)} may change on resume")
         done, in_epoch = checkpoint.meta["epoch"], checkpoint.meta["batch_in_epoch"]  # checked ints
         if config.training.epochs < done + (in_epoch > 0):
@@ -622,6 +626,12 @@ def train(
     elif os.path.exists(ckpt_path):
         raise TrainingError(f"{ckpt_path}: the output folder already holds a checkpoint; resume it "
                             "(resume=True, --resume) or choose another folder")
+    else:
+        taken = _files_in_the_way(out, config)
+        if taken:
+            raise TrainingError(f"{out}: expected a new or empty run folder, found {', '.join(taken)} without a "
+                                f"checkpoint; a new run would replace them: choose another folder or move them; "
+                                "nothing was changed")
 
     if data is None:
         data = load_data(config)
@@ -826,6 +836,32 @@ def _validates(t, epoch: int, num_test: int) -> bool:
     return num_test > 0 and t.validate_every > 0 and (epoch % t.validate_every == 0 or epoch == t.epochs)
 
 
+def _config_value(config: Mapping[str, Any], key: str) -> str:
+    """The value of a dotted ``section.key`` of a config dict, as JSON writes it (``"unset"`` if absent)."""
+    section, name = key.split(".", 1)
+    value = (config.get(section) or {}).get(name, _UNSET)
+    return "unset" if value is _UNSET else json.dumps(value)
+
+
+_UNSET = object()
+
+
+def _files_in_the_way(out: str, config: TrainConfig) -> list[str]:
+    """The files of ``out`` that a new run would replace: its model, decoder, hierarchy and history files,
+    and a ``config.yaml`` other than ``config`` (that of a run stopped before its first checkpoint is kept)."""
+    taken = [name for name in (MODEL_NAME, DECODER_NAME, HIERARCHY_NAME, HISTORY_NAME)
+             if os.path.lexists(os.path.join(out, name))]
+    path = os.path.join(out, CONFIG_NAME)
+    if os.path.lexists(path):
+        try:
+            same = load_config(path).to_dict() == config.to_dict()
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            taken.insert(0, f"{CONFIG_NAME} (another config)")
+    return taken
+
+
 def _model_files_match(out: str, checkpoint_meta: Mapping[str, Any]) -> bool:
     """Whether the run's hierarchy, model and decoder files were written from the checkpoint's last step
     (and the decoder file holds the latent prior, which files written before it was stored lack)."""
@@ -1010,13 +1046,16 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _test_summary(history: list[Mapping[str, Any]]) -> str:
-    """``"; test loss L, mean vertex error E (data units)"`` of the last epoch that measured the test split."""
-    last = _last_test(history)
+def _test_summary(result: TrainResult) -> str:
+    """``"; test loss L, mean vertex error E (data units)"`` of the last epoch that measured the test split,
+    or why none did."""
+    last = _last_test(result.history)
     if last is None:
-        return ""
-    at = "" if last is history[-1] else f" (epoch {last['epoch']})"
-    color = f", colour {last['test_color_error']:.4g}" if "test_color_error" in last else ""
+        if result.data_meta.get("num_test") == 0:
+            return "; no held-out faces to measure (the split holds none out)"
+        return "; the held-out faces were not measured (training.validate_every is 0)"
+    at = "" if last is result.history[-1] else f" (epoch {last['epoch']})"
+    color = f", colour {last['test_color_error']:.4g} (RGB distance)" if "test_color_error" in last else ""
     return (f"; test loss {last['test_loss']:.5f}, mean vertex error {last['test_vertex_error']:.4g} "
             f"(data units){color}{at}")
 
@@ -1042,7 +1081,8 @@ def run_train(args) -> int:
         return 130
     loss = result.final_loss
     print(f"trained {result.epochs_completed} epochs ({result.step} steps, {result.train_seconds:.1f} s), "
-          f"final loss {loss:.5f}{_test_summary(result.history)}" if loss is not None
+          f"final loss {loss:.5f}{_test_summary(result)}" if loss is not None
           else f"trained {result.epochs_completed} epochs")
-    print(f"wrote {result.model_path}, {result.decoder_path} and {os.path.join(out, HIERARCHY_NAME)}")
+    print(f"wrote {result.model_path}, {result.decoder_path}, {os.path.join(out, HIERARCHY_NAME)} and "
+          f"{os.path.join(out, HISTORY_NAME)}")
     return 0

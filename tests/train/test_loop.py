@@ -682,3 +682,56 @@ def test_encode_all_records_no_graph_and_restores_the_mode(tiny_config):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(latents, model.encode(data.test))
+
+
+def test_a_new_run_refuses_a_folder_holding_files_it_would_replace(tmp_path, tiny_config):
+    """A folder without a checkpoint had its model.safetensors or history.csv replaced without a word."""
+    config = tiny_config(training={"epochs": 1})
+    data = load_data(config)
+    for name in ("model.safetensors", "decoder.safetensors", "hierarchy.npz", "history.csv"):
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_bytes(b"the user's own file")
+        with pytest.raises(TrainingError, match=rf"^{re.escape(str(folder))}: expected a new or empty run folder, "
+                                                rf"found {re.escape(name)} without a checkpoint; .*nothing was changed"):
+            train(config, folder, progress=False, data=data)
+        assert [p.name for p in folder.iterdir()] == [name] and (folder / name).read_bytes() == b"the user's own file"
+    # another config's config.yaml is in the way; the same config's (a run stopped before its first checkpoint) is not
+    other = tmp_path / "other"
+    train(tiny_config(training={"epochs": 1, "lr": 1e-3}), other / "first", progress=False, data=data)
+    (other / "second").mkdir()
+    (other / "second" / "config.yaml").write_bytes((other / "first" / "config.yaml").read_bytes())
+    with pytest.raises(TrainingError, match=r"found config.yaml \(another config\) without a checkpoint"):
+        train(config, other / "second", progress=False, data=data)
+    same = tmp_path / "same"
+    train(config, same / "first", progress=False, data=data)
+    (same / "second").mkdir()
+    (same / "second" / "config.yaml").write_bytes((same / "first" / "config.yaml").read_bytes())
+    assert train(config, same / "second", progress=False, data=data).epochs_completed == 1
+
+
+def test_a_resume_with_another_config_names_both_values(tmp_path, tiny_config):
+    data = load_data(tiny_config())
+    train(tiny_config(training={"epochs": 1}), tmp_path, progress=False, data=data)
+    with pytest.raises(TrainingError, match=r"differs from the checkpoint's in \['model.latent_size', 'training.lr'\] "
+                                            r"\(model.latent_size: 8 in the checkpoint, 4 now; training.lr: 0.002 in "
+                                            r"the checkpoint, 0.001 now\); only"):
+        train(tiny_config(training={"epochs": 2, "lr": 1e-3}, model={"latent_size": 4}), tmp_path, resume=True,
+              progress=False, data=data)
+
+
+@pytest.mark.parametrize("sections, note", [
+    ({"data": {"test_fraction": 0.0}}, "; no held-out faces to measure (the split holds none out)"),
+    ({"training": {"validate_every": 0}}, "; the held-out faces were not measured (training.validate_every is 0)"),
+])
+def test_the_cli_says_why_nothing_was_measured(tmp_path, tiny_config, capsys, sections, note):
+    from mesh_decoder.cli import main
+
+    config = tiny_config(**sections)
+    config.setdefault("training", {})["epochs"] = 1
+    path = tmp_path / "c.json"
+    path.write_text(__import__("json").dumps(config))
+    assert main(["train", str(path), "-o", str(tmp_path / "run"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"final loss [0-9.]+" + re.escape(note) + "\n", out), out
+    assert f"and {tmp_path / 'run' / 'history.csv'}\n" in out
