@@ -67,30 +67,35 @@ def fit_pca(
     if color_components is not None:
         check_int(color_components, "color_components", 1)
         if not joint:
-            raise TrainingError(f"{where}: color_components: a shape-only config (model.joint false) has no colours "
-                                "to model")
+            raise TrainingError(f"{where}: color_components (--color-components): a shape-only config (model.joint "
+                                "false) has no colours to model")
     n = int(data.train.shape[0])
-    for name, k in (("num_components", num_components), ("color_components", color_components)):
+    for name, k in (("num_components (--components)", num_components),
+                    ("color_components (--color-components)", color_components)):
         if k is not None and k > n - 1:
             raise TrainingError(f"{where}: {name}: expected at most {n - 1} (the training faces minus one: "
                                 f"{n} from data.n and the split), got {k}")
     x64 = data.train.double()  # (N, V, C)
     model = PCAModel.fit(x64[..., :3], colors=x64[..., 3:] if joint else None, num_components=num_components,
                          color_components=color_components if joint else None).to(torch.float32)
-    explained = float(model.compactness()[-1])
     meta: dict[str, Any] = {
         "train_config": config.to_dict(),
         "data_version": data.meta["data_version"],
         "template_hash": data.meta["template_hash"],
         "data": {k: v for k, v in data.meta.items() if k not in ("data_config", "template_config")},
-        "explained_variance": explained,
+        "explained_variance": float(model.compactness()[-1]),
     }
+    if joint:
+        meta["color_explained_variance"] = float(model.color_explained_variance_ratio.sum())
     if data.test.shape[0] > 0:
         from ..metrics import error_summary
 
+        test = data.test  # (M, V, C)
         with torch.no_grad():
-            recon = model.reconstruct(data.test[..., :3])  # (M, V, 3)
-        meta["test_vertex_error"] = error_summary(recon, data.test[..., :3])["mean"]
+            meta["test_vertex_error"] = error_summary(model.reconstruct(test[..., :3]), test[..., :3])["mean"]
+            if joint:
+                colors = model.decode_colors(model.encode_colors(test[..., 3:]))  # (M, V, 3)
+                meta["test_color_error"] = error_summary(colors, test[..., 3:])["mean"]
     return model, meta
 
 
@@ -104,6 +109,7 @@ def add_pca_arguments(parser) -> None:
                         help="shape components (default 50; at most the training faces minus one)")
     parser.add_argument("--color-components", type=int_argument(1), default=None, metavar="KC",
                         help="colour components of a joint config (default: as --components)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse)")
 
 
 def run_pca(args) -> int:
@@ -114,13 +120,20 @@ def run_pca(args) -> int:
     check_output_path(args.output, "-o/--output")
     if not args.output.endswith(".safetensors"):
         raise ValueError(f"-o/--output: expected a .safetensors file, got {args.output!r}")
+    if os.path.lexists(args.output) and not args.overwrite:
+        raise ValueError(f"-o/--output {args.output}: expected a new file, found one already there (a trained model, "
+                         "perhaps); nothing was written: choose another path, or pass --overwrite to replace it")
     config = load_config(args.config)
     model, meta = fit_pca(config, args.components, args.color_components)
     save_model(model, args.output, extra_meta=meta)
-    colors = f", colours {model.color_latent_size}" if model.has_colors else ""
+    colors = (f" and {model.color_latent_size} colour components keeping {100 * meta['color_explained_variance']:.2f}%"
+              f" of the colour variance" if model.has_colors else "")
     test = meta.get("test_vertex_error")
-    tested = (f"; mean vertex error {test:.4g} (data units) on {meta['data']['num_test']} held-out faces"
-              if test is not None else "")
+    tested = ""
+    if test is not None:
+        tested = f"; mean vertex error {test:.4g} (data units) on {meta['data']['num_test']} held-out faces"
+        if "test_color_error" in meta:
+            tested += f", colour error {meta['test_color_error']:.4g} (RGB distance)"
     print(f"wrote {args.output}: PCA of {meta['data']['num_train']} training faces, {model.latent_size} shape "
-          f"components{colors}, keeping {100 * meta['explained_variance']:.2f}% of the shape variance{tested}")
+          f"components keeping {100 * meta['explained_variance']:.2f}% of the shape variance{colors}{tested}")
     return 0

@@ -35,22 +35,49 @@ def test_fit_pca_matches_a_dense_svd_of_the_training_faces(tiny_config):
     json.dumps(meta, allow_nan=False)  # JSON-able, as the model file's metadata must be
 
 
-def test_a_joint_config_fits_a_colour_model(tiny_config):
+def test_a_joint_config_fits_a_colour_model_and_reports_it(tiny_config, tmp_path, capsys):
     config = tiny_config(model={"joint": True}, hierarchy={"texture_size": 0})
     data = load_data(config)
-    model, _ = fit_pca(config, 5, 3, data=data)
+    model, meta = fit_pca(config, 5, 3, data=data)
     assert model.latent_size == 5 and model.color_latent_size == 3
-    colors = data.train[..., 3:].double().numpy().reshape(data.train.shape[0], -1)
+    colors = data.train[..., 3:].double().numpy().reshape(data.train.shape[0], -1)  # (N, 3V)
     np.testing.assert_allclose(model.color_mean.double().numpy().reshape(-1), colors.mean(axis=0), atol=1e-5)
+    singular = np.linalg.svd(colors - colors.mean(axis=0), compute_uv=False)
+    assert meta["color_explained_variance"] == pytest.approx((singular[:3] ** 2).sum() / (singular ** 2).sum(),
+                                                             rel=1e-5)
+    ref = pca_reconstruction_errors(data.train[..., 3:].numpy(), data.test[..., 3:].numpy(), 3)  # RGB as xyz
+    assert meta["test_color_error"] == pytest.approx(float(ref.mean()), rel=1e-4)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    assert main(["pca", str(path), "-o", str(tmp_path / "p.safetensors"), "--components", "5",
+                 "--color-components", "3"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"5 shape components keeping [0-9.]+% of the shape variance and 3 colour components keeping "
+                     r"[0-9.]+% of the colour variance; mean vertex error [0-9.e+-]+ \(data units\) on 4 held-out "
+                     r"faces, colour error [0-9.e+-]+ \(RGB distance\)\n$", out), out
+
+
+def test_the_cli_never_replaces_a_file_unless_told(tiny_config, tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(tiny_config()))
+    out = tmp_path / "model.safetensors"
+    out.write_bytes(b"a trained model")
+    assert main(["pca", str(path), "-o", str(out), "--components", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "expected a new file, found one already there" in err and "--overwrite" in err, err
+    assert out.read_bytes() == b"a trained model"
+    assert main(["pca", str(path), "-o", str(out), "--components", "4", "--overwrite"]) == 0
+    assert load_model(out).latent_size == 4
 
 
 def test_components_the_data_cannot_give_are_refused_naming_the_key(tiny_config):
     config = tiny_config(data={"n": 12})  # 10 training faces after the split
     n = load_data(config).train.shape[0]
-    with pytest.raises(TrainingError, match=rf"^config: num_components: expected at most {n - 1} \(the training "
-                                            rf"faces minus one: {n} from data.n and the split\), got {n}$"):
+    with pytest.raises(TrainingError, match=rf"^config: num_components \(--components\): expected at most {n - 1} "
+                                            rf"\(the training faces minus one: {n} from data.n and the split\), "
+                                            rf"got {n}$"):
         fit_pca(config, n)
-    with pytest.raises(TrainingError, match="color_components: a shape-only config"):
+    with pytest.raises(TrainingError, match=r"color_components \(--color-components\): a shape-only config"):
         fit_pca(config, 3, 3)
 
 
@@ -60,7 +87,7 @@ def test_cli_writes_a_model_file_that_fit_and_evaluate_take(tiny_config, tmp_pat
     out = tmp_path / "pca.safetensors"
     assert main(["pca", str(config_path), "-o", str(out), "--components", "8"]) == 0
     printed = capsys.readouterr().out
-    assert re.fullmatch(rf"wrote {re.escape(str(out))}: PCA of 36 training faces, 8 shape components, keeping "
+    assert re.fullmatch(rf"wrote {re.escape(str(out))}: PCA of 36 training faces, 8 shape components keeping "
                         r"[0-9.]+% of the shape variance; mean vertex error [0-9.e+-]+ \(data units\) on 4 held-out "
                         r"faces\n", printed), printed
     model = load_model(out)
@@ -88,7 +115,7 @@ def test_cli_writes_a_model_file_that_fit_and_evaluate_take(tiny_config, tmp_pat
 @pytest.mark.parametrize("argv, message", [
     (["--components", "0"], "argument --components: expected an integer >= 1, got '0'"),
     (["-o", "pca.npz"], "-o/--output: expected a .safetensors file, got"),
-    (["--components", "500"], "num_components: expected at most 35"),
+    (["--components", "500"], "num_components (--components): expected at most 35"),
 ])
 def test_cli_errors_are_one_line(tiny_config, tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
