@@ -246,7 +246,9 @@ def _trained_model(path: str, *, fit_prior: bool = True) -> tuple[MeshAutoencode
     data = load_data(config)
     check_trained_on(meta, data, meta["path"])
     model.fit_latent_prior(encode_all(model, data.train).to(model.latent_mean))
-    return model, hierarchy, "the latent prior of the training faces (fitted now: a checkpoint stores none)"
+    done, epochs = int(meta.get("epoch", 0)), config.training.epochs
+    unfinished = f"; the checkpoint has trained {done} of {epochs} epochs" if done < epochs else ""
+    return model, hierarchy, f"the latent prior of the training faces (fitted now: a checkpoint stores none{unfinished})"
 
 
 def _shape_and_colors(decoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -275,6 +277,7 @@ def _run_render(args) -> int:
 
 _MESH_FORMATS = ("ply", "obj", "off")
 _LATENTS_NAME = "latents.npy"
+_SAMPLE_CHUNK = 256  # codes decoded at once: bounds the decoder's intermediate tensors
 
 
 def _add_sample(sub) -> None:
@@ -295,8 +298,8 @@ def _add_sample(sub) -> None:
                    help="decode these latent codes instead of sampling: a .npy float array of shape (N, Z), or (Z,) "
                         "for one code, Z the model's latent size (default: none, sample the prior)")
     p.add_argument("--format", choices=_MESH_FORMATS, default="ply",
-                   help="mesh file format (default ply); a joint model's colours are stored in each: PLY as "
-                        "red/green/blue vertex properties, OFF as COFF, OBJ as 'v x y z r g b' lines")
+                   help="mesh file format (default ply); a joint model's colours, clamped into [0, 1], are stored "
+                        "in each: PLY as red/green/blue vertex properties, OFF as COFF, OBJ as 'v x y z r g b' lines")
     p.set_defaults(func=_run_sample)
 
 
@@ -352,6 +355,9 @@ def _run_sample(args: argparse.Namespace) -> int:
                         "--seed, which sample the latent prior")
     check_output_path(args.output, "-o/--output", directory=True)
     earlier = _earlier_samples(args.output, args.format)
+    own = os.path.join(args.output, _LATENTS_NAME)
+    if args.latents is not None and os.path.isfile(own) and os.path.samefile(args.latents, own):
+        earlier.remove(_LATENTS_NAME)  # codes edited in place: decoded, then written back as float32
     if earlier:
         shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
         raise ValueError(f"-o/--output {args.output}: expected a folder without earlier samples, found {shown}; "
@@ -365,8 +371,10 @@ def _run_sample(args: argparse.Namespace) -> int:
     else:
         codes = torch.from_numpy(_read_latents(args.latents, model.latent_size))  # (N, Z)
         source = f"decoded from {args.latents}"
+    weight = model.decoder.fc.weight
     with torch.inference_mode():  # the float32 codes written below are the ones decoded (as sample does)
-        decoded = model.decode(codes.to(model.decoder.fc.weight)).cpu()  # (N, V, C) in data units
+        decoded = torch.cat([model.decode(codes[i:i + _SAMPLE_CHUNK].to(weight)).cpu()  # (N, V, C) data units
+                             for i in range(0, codes.shape[0], _SAMPLE_CHUNK)])
     bad = torch.nonzero(~torch.isfinite(decoded).flatten(1).all(dim=1)).flatten()
     if bad.numel():
         raise ValueError(f"expected finite decoded faces, found NaN or inf in {bad.numel()} of {decoded.shape[0]} "
@@ -379,11 +387,18 @@ def _run_sample(args: argparse.Namespace) -> int:
     with atomic_write(os.path.join(args.output, _LATENTS_NAME)) as handle:
         np.save(handle, codes.numpy())
     width = max(4, len(str(len(meshes) - 1)))
-    for i, mesh in enumerate(meshes):
-        save_mesh(mesh, os.path.join(args.output, f"face_{i:0{width}d}.{args.format}"))
-    what = "with colours" if colors is not None else "shape only"
-    print(f"wrote {len(meshes)} meshes ({decoded.shape[1]} vertices, {what}) and {_LATENTS_NAME} to {args.output}: "
-          f"{source}")
+    written = 0
+    try:
+        for mesh in meshes:
+            save_mesh(mesh, os.path.join(args.output, f"face_{written:0{width}d}.{args.format}"))
+            written += 1
+    except KeyboardInterrupt:
+        print(f"mesh-decoder sample: interrupted after writing {written} of {len(meshes)} faces: {args.output} is "
+              f"incomplete ({_LATENTS_NAME} holds all {len(meshes)} codes)", file=sys.stderr)
+        raise
+    what = "with colours clamped into [0, 1]" if colors is not None else "shape only"
+    print(f"wrote {len(meshes)} mesh{'es' if len(meshes) != 1 else ''} ({decoded.shape[1]} vertices, {what}) and "
+          f"{_LATENTS_NAME} to {args.output}: {source}")
     return 0
 
 

@@ -121,7 +121,7 @@ def test_one_code_as_a_1d_array(tiny_run, tmp_path, capsys):
     code = np.random.default_rng(2).normal(size=Z)  # float64 (Z,)
     np.save(tmp_path / "one.npy", code)
     assert main(["sample", str(tiny_run), "--latents", str(tmp_path / "one.npy"), "-o", str(tmp_path / "out")]) == 0
-    assert capsys.readouterr().out.startswith("wrote 1 meshes (500 vertices, shape only)")
+    assert capsys.readouterr().out.startswith("wrote 1 mesh (500 vertices, shape only)")
     latents, meshes = _written(tmp_path / "out")
     assert latents.shape == (1, Z) and latents.dtype == np.float32
     np.testing.assert_array_equal(latents[0], code.astype(np.float32))
@@ -264,7 +264,7 @@ def test_a_joint_model_writes_its_colours(fmt, tiny_joint_run, tmp_path, capsys)
     out = tmp_path / "out"
     assert main(["sample", str(tiny_joint_run), "--latents", str(tmp_path / "z.npy"), "--format", fmt,
                  "-o", str(out)]) == 0
-    assert capsys.readouterr().out.startswith("wrote 2 meshes (500 vertices, with colours) and latents.npy")
+    assert capsys.readouterr().out.startswith("wrote 2 meshes (500 vertices, with colours clamped into [0, 1]) and latents.npy")
     _, meshes = _written(out, fmt)
     for mesh, decoded in zip(meshes, raw):
         np.testing.assert_array_equal(mesh.faces, faces)
@@ -304,3 +304,90 @@ def test_every_option_says_its_default():
     options = {a.option_strings[-1]: a.help for a in sub._actions if a.option_strings and a.dest != "help"}
     assert set(options) == {"--threads", "--output", "--n", "--seed", "--latents", "--format"}
     assert all("default" in text for name, text in options.items() if name != "--output"), options
+
+
+def test_many_codes_decode_in_chunks_as_one_batch_does(tiny_run, tmp_path, capsys, monkeypatch):
+    """All codes were decoded in one batch (a large --n failed allocating the decoder's intermediates)."""
+    import mesh_decoder.cli as cli
+
+    monkeypatch.setattr(cli, "_SAMPLE_CHUNK", 3)
+    model, _ = _model(tiny_run)
+    calls = []
+    real = type(model).decode
+    monkeypatch.setattr(type(model), "decode", lambda self, z: calls.append(z.shape[0]) or real(self, z))
+    assert main(["sample", str(tiny_run), "--n", "8", "-o", str(tmp_path / "out")]) == 0
+    assert calls == [3, 3, 2]
+    latents, meshes = _written(tmp_path / "out")
+    np.testing.assert_allclose(np.stack([m.vertices for m in meshes]), _decode(model, latents), rtol=1e-6, atol=1e-5)
+
+
+def test_codes_edited_in_the_output_folder_decode_there(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    codes = np.random.default_rng().normal(size=(2, Z))  # float64, edited by hand
+    np.save(out / "latents.npy", codes)
+    assert main(["sample", str(tiny_run), "--latents", str(out / "latents.npy"), "-o", str(out)]) == 0
+    latents, meshes = _written(out)
+    np.testing.assert_array_equal(latents, codes.astype(np.float32))
+    assert len(meshes) == 2
+    assert main(["sample", str(tiny_run), "--latents", str(out / "latents.npy"), "-o", str(out)]) == 1  # faces there
+    assert "found face_0000.ply" in capsys.readouterr().err
+
+
+def test_an_interrupted_sample_says_what_it_left(tiny_run, tmp_path, capsys, monkeypatch):
+    import mesh_decoder.mesh.io as io
+
+    real, saved = io.save_mesh, []
+
+    def stop_at_the_third(mesh, path, **kwargs):
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+        real(mesh, path, **kwargs)
+        saved.append(path)
+
+    monkeypatch.setattr(io, "save_mesh", stop_at_the_third)
+    assert main(["sample", str(tiny_run), "--n", "5", "-o", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert err == (f"mesh-decoder sample: interrupted after writing 2 of 5 faces: {tmp_path / 'out'} is incomplete "
+                   "(latents.npy holds all 5 codes)\nerror: interrupted\n"), err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_0000.ply", "face_0001.ply", "latents.npy"]
+
+
+def test_a_checkpoint_of_an_unfinished_run_says_so(tmp_path, capsys):
+    from mesh_decoder.train import train
+
+    config = {"template": {"vertices": 500}, "hierarchy": {"factors": [2, 2], "texture_size": 0, "cache_dir": False},
+              "data": {"n": 24, "seed": 4}, "model": {"decoder": "spiral", "channels": [8, 8], "latent_size": 4},
+              "training": {"epochs": 3, "batch_size": 8, "seed": 9}}
+
+    def stop(info):
+        if info.epoch == 2:
+            raise KeyboardInterrupt
+
+    assert train(config, tmp_path / "run", progress=False, callback=stop).interrupted
+    assert main(["sample", str(tmp_path / "run" / "checkpoint.safetensors"), "--n", "2", "-o",
+                 str(tmp_path / "out")]) == 0
+    assert "a checkpoint stores none; the checkpoint has trained 1 of 3 epochs)" in capsys.readouterr().out
+
+
+def test_files_that_hold_no_trained_autoencoder_say_what_was_expected(tiny_run, tmp_path, capsys):
+    """sample (and render) named the header bytes of a non-safetensors file, or 'expected a MeshAutoencoder'."""
+    from mesh_decoder.model_files import save_model
+    from mesh_decoder.pca import PCAModel
+
+    pca = tmp_path / "pca.safetensors"
+    save_model(PCAModel.fit(torch.randn(6, 500, 3), num_components=3), pca)
+    expected = "expected a training run folder, its model.safetensors or checkpoint.safetensors"
+    for path, found in ((tiny_run / "hierarchy.npz", f"({expected})"),
+                        (tmp_path / "nothing.safetensors", f"{expected}, found nothing at this path"),
+                        (tiny_run / "decoder.safetensors", f"{expected} of a trained autoencoder, found a "
+                                                           "SpiralDecoder model file; the run's model.safetensors "
+                                                           "holds the autoencoder"),
+                        (pca, f"{expected} of a trained autoencoder, found a PCAModel model file; mesh-decoder fit "
+                              "takes a PCA model")):
+        for command in (["sample", str(path), "-o", str(tmp_path / "out")],
+                        ["render", str(path), "-o", str(tmp_path / "g.png")]):
+            assert main(command) == 1
+            err = _one_error_line(capsys)
+            assert err.startswith(f"error: {path}") and found in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "g.png").exists()

@@ -965,21 +965,33 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
     if device is not None:
         check_device(device, "device")
     path = os.fspath(output_dir_or_file)
+    expected = "a training run folder, its model.safetensors or checkpoint.safetensors"
+    if not os.path.lexists(path):
+        from ..errors import MissingFileError
+
+        raise MissingFileError(path, f"expected {expected}, found nothing at this path")
     if os.path.isdir(path):
         path = _trained_file(path)
-    metadata = read_safetensors_metadata(path)
+    try:
+        metadata = read_safetensors_metadata(path)
+    except CheckpointError as exc:  # another kind of file: say what was expected
+        raise CheckpointError(f"{exc} (expected {expected})") from None
     if "mesh_decoder" in metadata:
         from ..model_files import load_model, read_model_meta
 
         file_meta = read_model_meta(path)
+        kind = str(file_meta.get("class"))
+        if kind != "MeshAutoencoder":
+            hint = ("; mesh-decoder fit takes a PCA model" if kind == "PCAModel" else
+                    "; the run's model.safetensors holds the autoencoder" if kind.endswith("Decoder") else "")
+            raise CheckpointError(f"{path}: expected {expected} of a trained autoencoder, found a {kind} model "
+                                  f"file{hint}")
         extra = dict(file_meta.get("extra_meta") or {})
         if "train_config" not in extra:
             raise CheckpointError(f"{path}: a model file without a training config (not written by train())")
         config = TrainConfig.from_dict(extra["train_config"], source=path)
         hierarchy = _hierarchy_beside(path, config, file_meta.get("hierarchy_hash"))
         model = load_model(path, hierarchy, device=device)
-        if not isinstance(model, MeshAutoencoder):
-            raise CheckpointError(f"{path}: expected a MeshAutoencoder, the file holds a {type(model).__name__}")
         return model, hierarchy, config, dict(extra, kind="model", path=path)
     meta = check_training_meta(path, read_checkpoint_meta(path))
     config = TrainConfig.from_dict(meta["config"], source=path)
