@@ -147,8 +147,14 @@ def evaluate(
         data: the meshes from :func:`~mesh_decoder.train.load_data` for this config
             (default ``None``: loaded, i.e. generated again for synthetic faces).
         pca: ``True`` (default) fits PCA to the training faces with ``K`` = the latent
-            size; a fitted :class:`~mesh_decoder.pca.PCAModel` with at least ``K``
-            components is truncated to ``K``; ``False`` leaves PCA out.
+            size; a fitted :class:`~mesh_decoder.pca.PCAModel` of the run's template
+            (same vertex count) with at least ``K`` components is truncated to ``K``;
+            ``False`` leaves PCA out. A given model is used as it is: nothing checks
+            that it was fitted to this run's training faces (one fitted to other faces,
+            a test face among them, is measured all the same). For a shape-only run
+            its colour model is ignored; for a joint (shape + colour) run its colour
+            model, truncated to ``K`` too, needs at least ``K`` components, and a PCA
+            without one is measured on shape only (its ``color_error`` is ``None``).
         measures: a subset of :data:`MEASURES`; the errors are always computed.
         num_samples: random samples for specificity. Default 100.
         batch_size: meshes per forward pass. Default 64.
@@ -165,7 +171,8 @@ def evaluate(
         measures asked for), and ``table``, the side-by-side text table.
 
     Raises:
-        ValueError: no held-out faces, ``K`` larger than PCA can fit, a ``batch_size`` or
+        ValueError: no held-out faces, ``K`` larger than PCA can fit, a given ``pca`` of another
+            vertex count or with fewer than ``K`` shape (joint runs: colour) components, a ``batch_size`` or
             ``num_samples`` below 1, a ``max_train_faces`` below 2, a ``seed`` outside
             ``[0, MAX_SEED]``, or a device not available here.
         TypeError: ``measures`` given as one string, a ``seed`` that is not an integer, or a ``pca``
@@ -191,6 +198,8 @@ def evaluate(
     if max_train_faces is not None:
         check_int(max_train_faces, "max_train_faces", 2)  # a latent covariance needs two faces
     model, config, origin, saved = _resolve(source, config, device)
+    if isinstance(pca, PCAModel):  # before any work: a PCA that cannot be measured beside this run
+        pca = _given_pca(pca, model.latent_size, model.decoder.num_vertices[0], model.decoder.out_channels == 6)
     if data is None:
         template = load_template(config)
         if saved is not None:  # before the meshes: a folder's scans would be named, not the template that changed
@@ -256,7 +265,8 @@ def evaluate(
         "latent_size": K,
         "num_vertices": int(train_x.shape[1]),
         "units": {"vertex_error": "mm (data units)", "color_error": "Euclidean RGB distance, channels in [0, 1]"},
-        "parameter_note": _parameter_note("pca" in models, joint),
+        "parameter_note": _parameter_note("pca" in models, joint,
+                                          "pca" in models and models["pca"]["color_error"] is not None),
         "measures": [m for m in MEASURES if m in want or m == "error"],
         "models": models,
     }
@@ -264,15 +274,39 @@ def evaluate(
     return result
 
 
-def _parameter_note(with_pca: bool, joint: bool) -> str:
-    """How the table's parameter counts are counted (PCA's only when it is evaluated)."""
+def _parameter_note(with_pca: bool, joint: bool, pca_colors: bool = True) -> str:
+    """How the table's parameter counts are counted (PCA's only when it is evaluated; ``pca_colors``: whether
+    the PCA of a joint run has a colour model)."""
     note = "autoencoder: trainable weights of encoder + decoder (buffers not counted)"
     if with_pca:
         note += "; PCA: buffer sizes, mean (3V) + components (K x 3V)"
-        if joint:
+        if joint and pca_colors:
             note += (", for shape and for colour (PCA has K shape and K colour coefficients, the autoencoder one "
                      "K-dimensional latent for both)")
+        elif joint:
+            note += (", for shape only (the given PCA has no colour model: K shape coefficients, its colour error "
+                     "not available; the autoencoder has one K-dimensional latent for shape and colour)")
     return note
+
+
+def _given_pca(pca: PCAModel, K: int, V: int, joint: bool) -> PCAModel:
+    """A given PCA model checked against the run (template size ``V``, latent size ``K``, joint or shape only)
+    and truncated to ``K`` shape (and, for a joint run, colour) components, in float32 on the CPU."""
+    if pca.num_vertices != V:
+        raise ValueError(f"pca: expected a PCAModel of {V} vertices (the run's template), got {pca.num_vertices}")
+    if pca.latent_size < K:
+        raise ValueError(f"pca: expected a PCAModel with at least {K} components (the latent size), "
+                         f"got {pca.latent_size}")
+    if joint and pca.has_colors:
+        if pca.color_latent_size < K:
+            raise ValueError(f"pca: expected a PCAModel with at least {K} colour components (the latent size, as "
+                             f"for its {pca.latent_size} shape components), got {pca.color_latent_size}")
+        out = pca.truncate(K, K)
+    else:  # a shape-only run, or a PCA without colour: shape alone (its colour model would only be counted)
+        out = PCAModel.from_tensors(pca.mean, pca.components[:K], pca.stddev[:K], pca.total_variance)
+        with torch.no_grad():  # the ratios as they are, as truncate keeps them
+            out.explained_variance_ratio.copy_(pca.explained_variance_ratio[:K])
+    return out.to(device="cpu", dtype=torch.float32)
 
 
 def _specificity(model, train_vertices: torch.Tensor, num_samples: int, seed: int, batch_size: int) -> dict[str, float]:
@@ -289,11 +323,8 @@ def _evaluate_pca(pca, K, train_x, test_x, subset, train_mean, joint, want, num_
     from ..metrics import compactness, generalisation
 
     max_k = train_x.shape[0] - 1
-    if isinstance(pca, PCAModel):
-        if pca.latent_size < K:
-            raise ValueError(f"pca: expected a PCAModel with at least {K} components (the latent size), "
-                             f"got {pca.latent_size}")
-        model = pca.truncate(K, K if pca.has_colors else None)
+    if isinstance(pca, PCAModel):  # checked and truncated by _given_pca
+        model = pca
     else:
         if K > max_k:
             raise ValueError(f"pca: {K} components need at least {K + 1} training faces, got {train_x.shape[0]}")
