@@ -234,7 +234,7 @@ def run_fit(args: argparse.Namespace) -> int:
     command line prints them as one line.
     """
     from ..mesh.io import save_mesh
-    from .fit import fit
+    from .fit import FitProblem, fit
     from .targets import load_target
 
     if not (args.output or args.json or args.overlay):
@@ -286,6 +286,16 @@ def run_fit(args: argparse.Namespace) -> int:
             raise MeshFileError(lm_file, f"landmarks {missing[:5]}{'...' if len(missing) > 5 else ''} are not "
                                          f"landmarks of the {where}; expected names from {sorted(tpl.landmarks)}")
     camera = "perspective" if args.camera == "perspective" else "weak_perspective"
+    colour_stages = [(spec, named[0]) for spec, stage in zip(args.stages or (), stages or ())
+                     if (named := [g for g in stage.groups if g in ("color", "appearance")])]
+    if colour_stages:  # said here, naming --stages and the target (the fit names stages[i])
+        no_color = FitProblem(model, target, template=tpl, prior=prior, rotation=args.rotation, camera=camera,
+                              focal=args.focal).color_group_unavailable()
+        if no_color is not None:
+            spec, group = colour_stages[0]
+            raise ValueError(f"--stages {spec}: the group {group!r} fits colour, but {no_color} "
+                             f"(--target {args.target}); leave it out (colour is fitted to photographs and to "
+                             "registered meshes with per-vertex colours)")
     result = fit(model, target, template=tpl, stages=stages, prior=prior, prior_weight=args.prior_weight,
                  rotation=args.rotation, camera=camera, focal=args.focal, progress=not args.quiet)
     terms = ", ".join(f"{k} {v:.4g}" + ("" if k == "prior" else f" (RMS {math.sqrt(max(v, 0.0)):.4g})")

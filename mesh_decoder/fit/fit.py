@@ -22,7 +22,11 @@ linear model.
 **Targets and target space.**
 
 * :class:`~mesh_decoder.fit.targets.MeshTarget` (registered mesh): vertex loss; target space
-  is the mesh's. The pose starts from the Umeyama alignment of the prior-mean shape.
+  is the mesh's. The pose starts from the Umeyama alignment of the prior-mean shape. A
+  target with per-vertex colours adds the colour loss (mean squared RGB difference of
+  corresponding vertices, with the vertex weights) when the decoder has colours: the
+  ``color`` group fits a PCA colour latent to them (the default schedule frees it with the
+  shape), a joint decoder's colours follow its latent.
 * :class:`~mesh_decoder.fit.targets.PointCloudTarget` (scan): iterative closest
   points with correspondences recomputed every ``correspondence_every`` iterations:
   a point-to-point term from every scan point to its closest point on the fitted
@@ -49,7 +53,9 @@ linear model.
   gradients, so landmarks should hold the outline in place.
 
 **Parameter groups** (a :class:`Stage` frees some of them): ``rotation``,
-``translation``, ``scale``, ``latent``, ``color`` (colour latent or albedo), ``light``
+``translation``, ``scale``, ``latent``, ``color`` (colour latent or albedo; photographs
+and registered meshes with per-vertex colours, a stage that names it for a target without
+usable colour is refused), ``light``
 (direction, ambient and diffuse) and ``focal`` (perspective camera); aliases
 ``pose`` (rotation, translation, scale — no scale for the perspective camera),
 ``shape`` (latent), ``appearance`` (color, light), ``camera`` (focal) and ``all`` (every
@@ -125,10 +131,11 @@ GROUP_ALIASES: dict[str, tuple[str, ...]] = {
     "all": PARAM_GROUPS,
 }
 #: Loss terms; which ones a fit has depends on its target.
-LOSS_TERMS = ("vertex", "point_to_point", "point_to_plane", "landmark", "photometric", "prior")
+LOSS_TERMS = ("vertex", "color", "point_to_point", "point_to_plane", "landmark", "photometric", "prior")
 #: Default weights of the data terms (the prior has its own, :data:`DEFAULT_PRIOR_WEIGHTS`).
 DEFAULT_WEIGHTS: dict[str, float] = {
     "vertex": 1.0,  # per squared target unit
+    "color": 100.0,  # per squared RGB unit: 0.01 RMS colour error weighs like a 0.1 RMS vertex error
     "point_to_point": 1.0,
     "point_to_plane": 1.0,
     "landmark": 1.0,  # per squared pixel
@@ -247,17 +254,21 @@ class Stage:
                 "final_lr_factor": self.final_lr_factor, "name": self.name}
 
 
-def default_stages(kind: str, camera: str = "weak_perspective", has_landmarks: bool = True) -> list[Stage]:
+def default_stages(kind: str, camera: str = "weak_perspective", has_landmarks: bool = True,
+                   has_colors: bool = False) -> list[Stage]:
     """The default schedule for a target kind: pose first, then pose and shape (then appearance for images).
 
     Args:
         kind: ``"mesh"``, ``"points"``, ``"landmarks"`` or ``"image"``.
         camera: ``"weak_perspective"`` (default) or ``"perspective"``.
         has_landmarks: for images, whether landmarks are given (default ``True``).
+        has_colors: for registered meshes, whether the fit has a colour latent to fit to the
+            target's colours (default ``False``); the shape stage then frees ``color`` too.
     """
     pose: tuple[str, ...] = ("rotation", "translation") if _camera_name(camera) == "perspective" else ("pose",)
     if kind == "mesh":
-        return [Stage(("pose",), 60, 0.05, name="pose"), Stage(("pose", "shape"), 300, 0.05, name="shape")]
+        shape = ("pose", "shape", "color") if has_colors else ("pose", "shape")
+        return [Stage(("pose",), 60, 0.05, name="pose"), Stage(shape, 300, 0.05, name="shape")]
     if kind == "points":
         return [Stage(("pose",), 100, 0.03, name="pose"), Stage(("pose", "shape"), 500, 0.03, name="shape")]
     if kind == "landmarks":
@@ -727,9 +738,11 @@ class FitProblem:
         # ---------------------------------------------------------------- target data
         self.landmarks: LandmarkTarget | None = None
         self.image_size: tuple[int, int] | None = None
+        self.target_colors: torch.Tensor | None = None
         if isinstance(target, MeshTarget):
             self.target_vertices = target.vertices.to(**dd)
             self.target_weights = None if target.weights is None else target.weights.to(**dd)
+            self.target_colors = None if target.colors is None else target.colors.to(**dd)
         elif isinstance(target, PointCloudTarget):
             self.points = target.points.to(**dd)
             self.point_normals = None if target.normals is None else target.normals.to(**dd)
@@ -755,7 +768,6 @@ class FitProblem:
         if isinstance(target, ImageTarget):
             self.target_image = target.image.to(**dd)
             self.target_mask = None if target.mask is None else target.mask.to(self.device)
-        self.terms = self._available_terms()
 
         # ---------------------------------------------------------------- initial state
         with torch.no_grad(), _frozen(self.decoder.module):
@@ -773,15 +785,32 @@ class FitProblem:
                              f"got {target.vertices.shape[0]}")
         self.has_colors = mean_decoded.colors is not None
         self.has_texture = mean_decoded.texture is not None and not self.has_colors
+        self.terms = self._available_terms()
         if self.kind == "image" and self.has_texture and (template is None or template.uv is None):
             raise ValueError("template: rendering a decoder's UV texture needs the template's UVs")
         self._init_state(mean_decoded.vertices[0], init, focal, light)
 
     # ------------------------------------------------------------------ set-up
     def _available_terms(self) -> tuple[str, ...]:
-        terms = {"mesh": ["vertex"], "points": ["point_to_point", "point_to_plane"], "landmarks": ["landmark"],
+        mesh = ["vertex"] + (["color"] if self.target_colors is not None and self.has_colors else [])
+        terms = {"mesh": mesh, "points": ["point_to_point", "point_to_plane"], "landmarks": ["landmark"],
                  "image": ["photometric"] + (["landmark"] if self.landmarks is not None else [])}[self.kind]
         return tuple(terms) + ("prior",)
+
+    def color_group_unavailable(self) -> str | None:
+        """Why a stage may not name the ``color`` group (or ``appearance``) for this target and decoder: a
+        clause saying what is missing, or ``None`` where colour is fitted (photographs; registered meshes
+        with per-vertex colours and a decoder with a colour latent)."""
+        if self.kind == "image" or (self.wc is not None and "color" in self.terms):
+            return None
+        if self.kind != "mesh":
+            return f"a {self.kind} target carries no colours"
+        if self.target_colors is None:
+            return "the mesh target has no per-vertex colours"
+        if not self.has_colors:
+            return f"the decoder ({self.decoder.name or 'decoder'}) has no colours"
+        return ("the decoder's colours come from its latent, which the 'shape' group fits (to the target's "
+                "colours too)")
 
     def _init_state(self, mean_shape: torch.Tensor, init, focal, light) -> None:
         dd = self._dd
@@ -937,7 +966,8 @@ class FitProblem:
             "translation": [self.dt],
             "scale": [self.log_s],
             "latent": [self.w],
-            "color": [t for t in (self.wc, self.albedo) if t is not None] if self.kind == "image" else [],
+            "color": ([t for t in (self.wc, self.albedo) if t is not None]
+                      if self.kind == "image" or "color" in self.terms else []),
             "light": [self.light_dir, self.log_ambient, self.log_diffuse] if self.kind == "image" else [],
             "focal": [self.log_f] if self.log_f is not None else [],
         }
@@ -1020,6 +1050,8 @@ class FitProblem:
         result: dict[str, torch.Tensor] = {}
         if "vertex" in use:
             result["vertex"] = vertex_loss(X, self.target_vertices, self.target_weights)[0]
+        if "color" in use:  # the same weighted mean over corresponding vertices, of RGB differences
+            result["color"] = vertex_loss(out.colors, self.target_colors, self.target_weights)[0]
         if "point_to_point" in use or "point_to_plane" in use:
             result.update(self._icp_terms(X))
         if "landmark" in use:
@@ -1093,7 +1125,8 @@ class FitProblem:
         """
         progress = check_bool(progress, "progress")
         if stages is None:
-            stages = default_stages(self.kind, self.camera_kind, self.landmarks is not None)
+            stages = default_stages(self.kind, self.camera_kind, self.landmarks is not None,
+                                    has_colors=self.color_group_unavailable() is None)
         if isinstance(stages, Stage) or not isinstance(stages, Iterable):
             raise TypeError(f"stages: expected a sequence of Stage objects, got {type(stages).__name__}"
                             + (" (put one stage in a list)" if isinstance(stages, Stage) else ""))
@@ -1104,6 +1137,7 @@ class FitProblem:
             if not isinstance(s, Stage):
                 raise TypeError(f"stages: expected Stage objects, got {type(s).__name__}")
         tensors = self.group_tensors()
+        no_color = self.color_group_unavailable()
         for i, s in enumerate(stages):
             groups = self.resolve_groups(s.groups)
             named = _expand_groups([g for g in s.groups if g != "all"])  # "all": every group that applies
@@ -1113,7 +1147,12 @@ class FitProblem:
             if not any(tensors[g] for g in groups):
                 raise ValueError(
                     f"{stage}: the groups {list(s.groups)} free no parameters of a {self.kind} target; expected "
-                    "at least one group that applies (color and light apply to image targets only)")
+                    "at least one group that applies (light applies to image targets only, color to image "
+                    "targets and registered meshes with per-vertex colours)")
+            color_named = [g for g in s.groups if g in ("color", "appearance")]
+            if color_named and no_color is not None:  # it would be skipped without a word
+                raise ValueError(f"{stage}: the group {color_named[0]!r} fits colour, but {no_color}; leave it out "
+                                 "(colour is fitted to photographs and to registered meshes with per-vertex colours)")
             if s.terms is not None and not any(t in self.terms for t in s.terms):
                 raise ValueError(f"{stage}: uses none of this target's terms {list(self.terms)}; "
                                  f"got terms {list(s.terms)}")

@@ -4,7 +4,9 @@ All terms are means, so their weights do not depend on the number of vertices,
 points, landmarks or pixels:
 
 * vertex loss (registered meshes), in squared target units:
-  :math:`\sum_i w_i \lVert X_i - Y_i\rVert^2 / \sum_i w_i`;
+  :math:`\sum_i w_i \lVert X_i - Y_i\rVert^2 / \sum_i w_i`; the colour loss of registered
+  meshes with per-vertex colours is the same mean over the RGB colours of corresponding
+  vertices, in squared RGB units;
 * point-to-point and point-to-plane losses (scans; Besl & McKay, "A Method for
   Registration of 3-D Shapes", TPAMI 1992, and Chen & Medioni, "Object Modelling by
   Registration of Multiple Range Images", IVC 1992):

@@ -11,8 +11,9 @@ convention and that of :mod:`mesh_decoder.render.cameras`.
 File formats read by :func:`load_target`:
 
 * mesh files (``.obj``, ``.ply``, ``.off``): a *registered* mesh when it has the
-  template's vertex count and faces, otherwise a *scan* (its vertices and
-  area-weighted vertex normals become a :class:`PointCloudTarget`);
+  template's vertex count and faces (with its per-vertex colours, when the file has
+  them), otherwise a *scan* (its vertices and area-weighted vertex normals become a
+  :class:`PointCloudTarget`; colours of a scan are not used);
 * point clouds: ``.xyz`` / ``.txt`` (whitespace-separated rows ``x y z`` or
   ``x y z nx ny nz``) and ``.npy`` (an ``(N, 3)`` or ``(N, 6)`` float array, read with
   ``allow_pickle=False``);
@@ -141,14 +142,20 @@ class MeshTarget:
     Args:
         vertices: ``(V, 3)`` positions (any units; the fitted similarity absorbs scale).
         weights: ``(V,)`` non-negative per-vertex weights of the vertex loss (``0`` for
-            missing or unreliable vertices), or ``None`` (default) for all 1.
+            missing or unreliable vertices), or ``None`` (default) for all 1. They weigh
+            the colour loss too.
+        colors: ``(V, 3)`` per-vertex RGB in ``[0, 1]``, or ``None`` (default). With a
+            decoder that has per-vertex colours the fit adds the colour loss: the ``color``
+            group fits a PCA colour latent to them, a joint decoder's colours follow its
+            latent (the ``shape`` group).
 
     Shapes:
-        ``vertices (V, 3)``, ``weights (V,)``.
+        ``vertices (V, 3)``, ``weights (V,)``, ``colors (V, 3)``.
     """
 
     vertices: torch.Tensor
     weights: torch.Tensor | None = None
+    colors: torch.Tensor | None = None
     kind = "mesh"
 
     def __post_init__(self) -> None:
@@ -157,6 +164,12 @@ class MeshTarget:
             raise ValueError(f"vertices: expected at least 3 vertices, got {self.vertices.shape[0]}")
         self.weights = _weights(self.weights, self.vertices.shape[0])
         _check_spread(self.vertices, self.weights, "vertices")
+        if self.colors is not None:
+            c = _tensor(self.colors, "colors", 3, rows=self.vertices.shape[0])
+            if float(c.min()) < 0 or float(c.max()) > 1:
+                raise ValueError(f"colors: expected RGB values in [0, 1], got range [{float(c.min())}, "
+                                 f"{float(c.max())}]")
+            self.colors = c
 
 
 @dataclass
@@ -555,7 +568,7 @@ def load_target(
         if template is not None and mesh.num_vertices != template.num_vertices:
             raise MeshFileError(path, f"a registered mesh needs the template's {template.num_vertices} vertices, "
                                       f"found {mesh.num_vertices}")
-        return _file_target(path, MeshTarget, mesh.vertices)
+        return _file_target(path, MeshTarget, mesh.vertices, None, mesh.colors)
     return _file_target(path, PointCloudTarget, mesh.vertices, _vertex_normals_np(mesh.vertices, mesh.faces))
 
 
