@@ -967,9 +967,9 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
     path = os.fspath(output_dir_or_file)
     expected = "a training run folder, its model.safetensors or checkpoint.safetensors"
     if not os.path.lexists(path):
-        from ..errors import MissingFileError
+        from ..errors import ModelFileNotFoundError
 
-        raise MissingFileError(path, f"expected {expected}, found nothing at this path")
+        raise ModelFileNotFoundError(path, f"expected {expected}, found nothing at this path")
     if os.path.isdir(path):
         path = _trained_file(path)
     try:

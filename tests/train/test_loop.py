@@ -680,8 +680,8 @@ def test_encode_all_records_no_graph_and_restores_the_mode(tiny_config):
     assert not latents.requires_grad and latents.grad_fn is None
     assert model.training
     model.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(latents, model.encode(data.test))
+    with torch.no_grad():  # batches of 3 against one batch: float32 sums in another order
+        torch.testing.assert_close(latents, model.encode(data.test), rtol=1e-4, atol=1e-4)
 
 
 def test_a_new_run_refuses_a_folder_holding_files_it_would_replace(tmp_path, tiny_config):
