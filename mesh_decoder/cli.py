@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 from . import __version__
 from ._checks import MAX_SEED, check_output_path, check_threads, error_line, int_argument, load_npy, real_argument
 
+import numpy as np
+
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
     import torch
 
     from .hierarchy import MeshHierarchy
@@ -284,7 +285,10 @@ def _add_sample(sub) -> None:
     p = sub.add_parser("sample", help="sample a trained model's latent prior (or decode given latent codes) and "
                                       "write the faces as mesh files, with their codes")
     _add_threads(p)
-    p.add_argument("checkpoint", help=_CHECKPOINT_HELP)
+    p.add_argument("checkpoint", metavar="MODEL",
+                   help=f"{_CHECKPOINT_HELP}, or any model file fit takes: a decoder file (sampled from its stored "
+                        "latent prior, else the standard normal) or a PCA model from mesh-decoder pca (standard "
+                        "normal coefficients; codes hold the shape then the colour coefficients)")
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help=f"output folder (created if missing) for face_0000.FORMAT, face_0001.FORMAT, ... and "
                         f"{_LATENTS_NAME} (the float32 codes, which --latents takes back); refused if it already "
@@ -312,18 +316,84 @@ def _earlier_samples(folder: str, ext: str) -> list[str]:
     return found + [n for n in names if n.lower().startswith("face_") and n.lower().endswith(f".{ext}")]
 
 
-def _read_latents(path: str, latent_size: int) -> np.ndarray:
+class _Sampler(NamedTuple):
+    """What ``sample`` needs of a model: its code size, prior and decoding, and the template's faces."""
+
+    latent_size: int  # Z: columns of a code (a PCA model with colours: shape then colour coefficients)
+    prior: str | None  # which prior ``sample`` draws from
+    sample: Callable[[int, torch.Generator], torch.Tensor]  # (n, generator) -> codes (n, Z)
+    decode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]  # (N, Z) -> (N, V, 3), colours
+    faces: np.ndarray  # (F, 3)
+    layout: str = ""  # said of a code in --latents errors
+
+
+def _model_class(path: str) -> str | None:
+    """The class a model file holds, or ``None`` for anything else (a run folder, a checkpoint, no file)."""
+    if os.path.isdir(path):
+        return None
+    from .model_files import read_model_meta
+
+    try:
+        return str(read_model_meta(path).get("class"))
+    except (OSError, ValueError):
+        return None
+
+
+def _sampler(path: str, *, fit_prior: bool = True) -> _Sampler:
+    """The :class:`_Sampler` of ``path``: a trained autoencoder (a run folder, ``model.safetensors`` or
+    ``checkpoint.safetensors``, see :func:`_trained_model`), or any model file ``fit`` takes: a decoder file
+    (its stored latent prior, else the standard normal) or a PCA model (standard normal coefficients)."""
+    if _model_class(path) not in (None, "MeshAutoencoder"):
+        return _file_sampler(path)
+    model, hierarchy, prior = _trained_model(path, fit_prior=fit_prior)
+    weight = model.decoder.fc.weight
+
+    def decode(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = model.decode(codes.to(weight)).cpu()  # (N, V, C): shape, then colour if any
+        return out[..., :3], (out[..., 3:6] if out.shape[-1] >= 6 else None)
+
+    return _Sampler(model.latent_size, prior, model.sample_latents, decode, hierarchy.levels[0].faces.cpu().numpy())
+
+
+def _file_sampler(path: str) -> _Sampler:
+    """A decoder or PCA model file, loaded as ``fit`` loads it (hierarchy beside it, template from its config)."""
+    import torch
+
+    from .fit.adapters import as_fit_decoder
+    from .fit.command import _load
+
+    model, template, _, stored = _load(argparse.Namespace(model=path, hierarchy=None, template=None, device="cpu"))
+    fd = as_fit_decoder(model, stored)
+    Z, Zc = fd.latent_size, fd.color_latent_size
+
+    def sample(n: int, generator: torch.Generator) -> torch.Tensor:
+        w = torch.randn(n, Z + Zc, generator=generator, dtype=torch.float64).to(fd.prior.dtype)  # (n, Z + Zc)
+        parts = [fd.prior.unwhiten(w[:, :Z])] + ([fd.color_prior.unwhiten(w[:, Z:])] if Zc else [])
+        return torch.cat(parts, dim=1)  # (n, Z + Zc)
+
+    def decode(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        codes = codes.to(dtype=fd.dtype, device=fd.device)  # (N, Z + Zc)
+        out = fd(codes[:, :Z], codes[:, Z:] if Zc else None)
+        return out.vertices.cpu(), None if out.colors is None else out.colors.cpu()
+
+    if fd.name == "PCAModel":
+        prior = "the PCA model's standard normal coefficients"
+    else:
+        prior = "the stored latent prior" if stored is not None else "the standard normal (the file stores no prior)"
+    layout = f" ({Z} shape then {Zc} colour coefficients)" if Zc else ""
+    return _Sampler(Z + Zc, prior, sample, decode, np.asarray(template.faces), layout)
+
+
+def _read_latents(path: str, latent_size: int, layout: str = "") -> np.ndarray:
     """The codes of ``--latents`` as a float32 ``(N, Z)`` array, ``Z = latent_size``: a ``.npy`` file of
     shape ``(N, Z)`` (``N >= 1``) or ``(Z,)`` (one code), floating and finite within float32 range.
 
     Raises an error naming the file, what was expected and what was found (a ``FileNotFoundError``
     when it is not there); pickled data is never loaded.
     """
-    import numpy as np
-
     from .errors import MeshFileError, MissingFileError
 
-    want = f"latent codes: a .npy float array of shape (N, {latent_size}) or ({latent_size},)"
+    want = f"latent codes: a .npy float array of shape (N, {latent_size}) or ({latent_size},){layout}"
     if not os.path.lexists(path):
         raise MissingFileError(path, f"no such file: expected {want}")
     codes = load_npy(path, want)
@@ -343,7 +413,6 @@ def _read_latents(path: str, latent_size: int) -> np.ndarray:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from ._atomic import atomic_write
@@ -362,25 +431,27 @@ def _run_sample(args: argparse.Namespace) -> int:
         shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
         raise ValueError(f"-o/--output {args.output}: expected a folder without earlier samples, found {shown}; "
                          "nothing was written (name another folder, or remove them)")
-    model, hierarchy, prior = _trained_model(args.checkpoint, fit_prior=args.latents is None)
+    sampler = _sampler(args.checkpoint, fit_prior=args.latents is None)
     if args.latents is None:
         generator = torch.Generator().manual_seed(_DEFAULT_SEED if args.seed is None else args.seed)
         n = _DEFAULT_FACES if args.n is None else args.n
-        codes = model.sample_latents(n, generator).to(torch.float32)  # (N, Z)
-        source = f"sampled from {prior}"
+        codes = sampler.sample(n, generator).to(torch.float32)  # (N, Z)
+        source = f"sampled from {sampler.prior}"
     else:
-        codes = torch.from_numpy(_read_latents(args.latents, model.latent_size))  # (N, Z)
+        codes = torch.from_numpy(_read_latents(args.latents, sampler.latent_size, sampler.layout))  # (N, Z)
         source = f"decoded from {args.latents}"
-    weight = model.decoder.fc.weight
     with torch.inference_mode():  # the float32 codes written below are the ones decoded (as sample does)
-        decoded = torch.cat([model.decode(codes[i:i + _SAMPLE_CHUNK].to(weight)).cpu()  # (N, V, C) data units
-                             for i in range(0, codes.shape[0], _SAMPLE_CHUNK)])
+        parts = [sampler.decode(codes[i:i + _SAMPLE_CHUNK]) for i in range(0, codes.shape[0], _SAMPLE_CHUNK)]
+    vertices = torch.cat([v for v, _ in parts])  # (N, V, 3) data units
+    colors = None if parts[0][1] is None else torch.cat([c for _, c in parts])  # (N, V, 3) or None
+    decoded = vertices if colors is None else torch.cat([vertices, colors], dim=-1)  # (N, V, 3 or 6)
     bad = torch.nonzero(~torch.isfinite(decoded).flatten(1).all(dim=1)).flatten()
     if bad.numel():
         raise ValueError(f"expected finite decoded faces, found NaN or inf in {bad.numel()} of {decoded.shape[0]} "
                          f"(the first: code {int(bad[0])}, {source}); nothing was written")
-    vertices, colors = _shape_and_colors(decoded)
-    faces = hierarchy.levels[0].faces.cpu().numpy()  # (F, 3)
+    if colors is not None:
+        colors = colors.clamp(0, 1)
+    faces = sampler.faces  # (F, 3)
     meshes = [Mesh(vertices=vertices[i].numpy(), faces=faces, colors=None if colors is None else colors[i].numpy())
               for i in range(decoded.shape[0])]
     os.makedirs(args.output, exist_ok=True)

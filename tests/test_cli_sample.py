@@ -371,23 +371,67 @@ def test_a_checkpoint_of_an_unfinished_run_says_so(tmp_path, capsys):
 
 
 def test_files_that_hold_no_trained_autoencoder_say_what_was_expected(tiny_run, tmp_path, capsys):
-    """sample (and render) named the header bytes of a non-safetensors file, or 'expected a MeshAutoencoder'."""
+    """render (and sample) named the header bytes of a non-safetensors file, or 'expected a MeshAutoencoder'."""
     from mesh_decoder.model_files import save_model
     from mesh_decoder.pca import PCAModel
 
     pca = tmp_path / "pca.safetensors"
     save_model(PCAModel.fit(torch.randn(6, 500, 3), num_components=3), pca)
     expected = "expected a training run folder, its model.safetensors or checkpoint.safetensors"
-    for path, found in ((tiny_run / "hierarchy.npz", f"({expected})"),
-                        (tmp_path / "nothing.safetensors", f"{expected}, found nothing at this path"),
-                        (tiny_run / "decoder.safetensors", f"{expected} of a trained autoencoder, found a "
-                                                           "SpiralDecoder model file; the run's model.safetensors "
-                                                           "holds the autoencoder"),
-                        (pca, f"{expected} of a trained autoencoder, found a PCAModel model file; mesh-decoder fit "
-                              "takes a PCA model")):
-        for command in (["sample", str(path), "-o", str(tmp_path / "out")],
-                        ["render", str(path), "-o", str(tmp_path / "g.png")]):
+    cases = [(tiny_run / "hierarchy.npz", f"({expected})", True),
+             (tmp_path / "nothing.safetensors", f"{expected}, found nothing at this path", True),
+             (tiny_run / "decoder.safetensors", f"{expected} of a trained autoencoder, found a SpiralDecoder model "
+                                                "file; the run's model.safetensors holds the autoencoder", False),
+             (pca, f"{expected} of a trained autoencoder, found a PCAModel model file; mesh-decoder sample and fit "
+                   "take a PCA model", False)]
+    for path, found, for_sample_too in cases:
+        commands = [["render", str(path), "-o", str(tmp_path / "g.png")]]
+        if for_sample_too:  # sample takes decoder and PCA files (below)
+            commands.append(["sample", str(path), "-o", str(tmp_path / "out")])
+        for command in commands:
             assert main(command) == 1
             err = _one_error_line(capsys)
             assert err.startswith(f"error: {path}") and found in err, err
     assert not (tmp_path / "out").exists() and not (tmp_path / "g.png").exists()
+
+
+def test_a_decoder_file_samples_its_stored_prior_and_decodes_as_the_model(tiny_run, tmp_path, capsys):
+    out = tmp_path / "decoder"
+    assert main(["sample", str(tiny_run / "decoder.safetensors"), "--n", "3", "-o", str(out)]) == 0
+    assert capsys.readouterr().out.endswith("sampled from the stored latent prior\n")
+    latents, meshes = _written(out)
+    model, faces = _model(tiny_run)
+    np.testing.assert_allclose(np.stack([m.vertices for m in meshes]), _decode(model, latents), rtol=1e-6, atol=1e-5)
+    assert all(np.array_equal(m.faces, faces) for m in meshes)
+    # the codes follow the stored prior: whitened by its Cholesky factor, they are standard normal draws
+    many = tmp_path / "many"
+    assert main(["sample", str(tiny_run / "decoder.safetensors"), "--n", "4000", "--seed", "7", "-o", str(many)]) == 0
+    z = torch.from_numpy(np.load(many / "latents.npy")).double()  # (4000, Z)
+    w = torch.linalg.solve_triangular(model.latent_cov_cholesky.double(), (z - model.latent_mean.double()).T,
+                                      upper=False).T
+    assert w.mean(0).abs().max() < 0.1 and (w.std(0) - 1).abs().max() < 0.1, (w.mean(0), w.std(0))
+
+
+def test_a_pca_model_file_samples_shape_then_colour_coefficients(tiny_joint_run, tmp_path, capsys):
+    from mesh_decoder.model_files import load_model
+
+    pca_file = tmp_path / "pca.safetensors"
+    assert main(["pca", str(tiny_joint_run / "config.yaml"), "-o", str(pca_file), "--components", "4",
+                 "--color-components", "3"]) == 0
+    pca = load_model(pca_file)
+    out = tmp_path / "faces"
+    assert main(["sample", str(pca_file), "--n", "5", "--seed", "2", "-o", str(out)]) == 0
+    assert "sampled from the PCA model's standard normal coefficients" in capsys.readouterr().out
+    latents, meshes = _written(out)
+    assert latents.shape == (5, 7)  # 4 shape then 3 colour coefficients
+    codes = torch.from_numpy(latents)
+    with torch.no_grad():
+        vertices, colors = pca.decode(codes[:, :4]), pca.decode_colors(codes[:, 4:]).clamp(0, 1)
+    np.testing.assert_allclose(np.stack([m.vertices for m in meshes]), vertices.numpy(), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(np.stack([m.colors for m in meshes]), colors.numpy(), atol=1e-6)
+    # codes of the wrong width name the layout
+    np.save(tmp_path / "z.npy", np.zeros((2, 4), np.float32))
+    assert main(["sample", str(pca_file), "--latents", str(tmp_path / "z.npy"), "-o", str(tmp_path / "bad")]) == 1
+    err = _one_error_line(capsys)
+    assert "expected latent codes: a .npy float array of shape (N, 7) or (7,) (4 shape then 3 colour coefficients)" \
+        in err, err

@@ -982,7 +982,7 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
         file_meta = read_model_meta(path)
         kind = str(file_meta.get("class"))
         if kind != "MeshAutoencoder":
-            hint = ("; mesh-decoder fit takes a PCA model" if kind == "PCAModel" else
+            hint = ("; mesh-decoder sample and fit take a PCA model" if kind == "PCAModel" else
                     "; the run's model.safetensors holds the autoencoder" if kind.endswith("Decoder") else "")
             raise CheckpointError(f"{path}: expected {expected} of a trained autoencoder, found a {kind} model "
                                   f"file{hint}")
