@@ -1153,6 +1153,9 @@ class FitProblem:
             if color_named and no_color is not None:  # it would be skipped without a word
                 raise ValueError(f"{stage}: the group {color_named[0]!r} fits colour, but {no_color}; leave it out "
                                  "(colour is fitted to photographs and to registered meshes with per-vertex colours)")
+            if "light" in s.groups and not tensors["light"]:  # as colour: not skipped without a word
+                raise ValueError(f"{stage}: the group 'light' fits the lighting of a photograph, but this is a "
+                                 f"{self.kind} target; leave it out")
             if s.terms is not None and not any(t in self.terms for t in s.terms):
                 raise ValueError(f"{stage}: uses none of this target's terms {list(self.terms)}; "
                                  f"got terms {list(s.terms)}")

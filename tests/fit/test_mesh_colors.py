@@ -203,3 +203,17 @@ def test_cli_fits_the_colours_of_a_registered_ply(tmp_path, pca, template, capsy
                  str(tmp_path / "no.json"), "--stages", "pose:3", "pose+shape+color:10", "--quiet"]) != 0
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_a_light_group_outside_photographs_is_refused(pca, template):
+    """'light' was skipped without a word for meshes, scans and landmarks, as 'color' was."""
+    vertices, colors, _, _ = _coloured_face(pca, _generator())
+    for target in (MeshTarget(vertices, colors=colors), PointCloudTarget(vertices)):
+        stages = [Stage(("pose",), 2), Stage(("pose", "shape", "light"), 3, name="lit")]
+        with pytest.raises(ValueError, match=rf"^stages\[1\] \('lit'\): the group 'light' fits the lighting of a "
+                                             rf"photograph, but this is a {target.kind} target; leave it out$"):
+            fit(pca, target, template=template, stages=stages, progress=False)
+    # appearance (colour and light) still fits a coloured mesh's colours: light has nothing there, colour does
+    result = fit(pca, MeshTarget(vertices, colors=colors), template=template,
+                 stages=[Stage(("pose",), 2), Stage(("pose", "appearance"), 3)], progress=False)
+    assert float(result.color_latent.abs().max()) > 0
