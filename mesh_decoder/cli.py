@@ -425,7 +425,8 @@ def _run_sample(args: argparse.Namespace) -> int:
     check_output_path(args.output, "-o/--output", directory=True)
     earlier = _earlier_samples(args.output, args.format)
     own = os.path.join(args.output, _LATENTS_NAME)
-    if args.latents is not None and os.path.isfile(own) and os.path.samefile(args.latents, own):
+    if args.latents is not None and os.path.isfile(own) and os.path.isfile(args.latents) \
+            and os.path.samefile(args.latents, own):
         earlier.remove(_LATENTS_NAME)  # codes edited in place: decoded, then written back as float32
     if earlier:
         shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")

@@ -435,3 +435,13 @@ def test_a_pca_model_file_samples_shape_then_colour_coefficients(tiny_joint_run,
     err = _one_error_line(capsys)
     assert "expected latent codes: a .npy float array of shape (N, 7) or (7,) (4 shape then 3 colour coefficients)" \
         in err, err
+
+
+def test_a_missing_latents_file_beside_a_folder_holding_latents_is_an_earlier_sample(tiny_run, tmp_path, capsys):
+    """The in-place check compared a missing --latents file with the folder's (an errno message)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    np.save(out / "latents.npy", np.zeros((1, Z), np.float32))
+    assert main(["sample", str(tiny_run), "--latents", str(tmp_path / "gone.npy"), "-o", str(out)]) == 1
+    err = _one_error_line(capsys)
+    assert "expected a folder without earlier samples, found latents.npy" in err, err
