@@ -301,6 +301,11 @@ def _add_sample(sub) -> None:
     p.add_argument("--latents", metavar="FILE.npy",
                    help="decode these latent codes instead of sampling: a .npy float array of shape (N, Z), or (Z,) "
                         "for one code, Z the model's latent size (default: none, sample the prior)")
+    p.add_argument("--hierarchy", metavar="NPZ",
+                   help="a decoder file's hierarchy (default: hierarchy.npz beside it, as fit finds it)")
+    p.add_argument("--template", metavar="MESH",
+                   help="a decoder or PCA file's template mesh (default: from the config the file stores, or the "
+                        "built-in face of its vertex count)")
     p.add_argument("--format", choices=_MESH_FORMATS, default="ply",
                    help="mesh file format (default ply); a joint model's colours, clamped into [0, 1], are stored "
                         "in each: PLY as red/green/blue vertex properties, OFF as COFF, OBJ as 'v x y z r g b' lines")
@@ -339,12 +344,17 @@ def _model_class(path: str) -> str | None:
         return None
 
 
-def _sampler(path: str, *, fit_prior: bool = True) -> _Sampler:
+def _sampler(path: str, *, fit_prior: bool = True, hierarchy: str | None = None,
+             template: str | None = None) -> _Sampler:
     """The :class:`_Sampler` of ``path``: a trained autoencoder (a run folder, ``model.safetensors`` or
     ``checkpoint.safetensors``, see :func:`_trained_model`), or any model file ``fit`` takes: a decoder file
     (its stored latent prior, else the standard normal) or a PCA model (standard normal coefficients)."""
     if _model_class(path) not in (None, "MeshAutoencoder"):
-        return _file_sampler(path)
+        return _file_sampler(path, hierarchy, template)
+    for option, value in (("--hierarchy", hierarchy), ("--template", template)):
+        if value is not None:  # a trained autoencoder's run knows its own
+            raise ValueError(f"{option}: expected only with a decoder or PCA model file, got {path}, a trained "
+                             "autoencoder (its hierarchy and template come with its run)")
     model, hierarchy, prior = _trained_model(path, fit_prior=fit_prior)
     weight = model.decoder.fc.weight
 
@@ -355,19 +365,21 @@ def _sampler(path: str, *, fit_prior: bool = True) -> _Sampler:
     return _Sampler(model.latent_size, prior, model.sample_latents, decode, hierarchy.levels[0].faces.cpu().numpy())
 
 
-def _file_sampler(path: str) -> _Sampler:
+def _file_sampler(path: str, hierarchy: str | None = None, template: str | None = None) -> _Sampler:
     """A decoder or PCA model file, loaded as ``fit`` loads it (hierarchy beside it, template from its config)."""
     import torch
 
     from .fit.adapters import as_fit_decoder
     from .fit.command import _load
 
-    model, template, _, stored = _load(argparse.Namespace(model=path, hierarchy=None, template=None, device="cpu"))
+    model, template, _, stored = _load(argparse.Namespace(model=path, hierarchy=hierarchy, template=template,
+                                                          device="cpu"))
     fd = as_fit_decoder(model, stored)
     Z, Zc = fd.latent_size, fd.color_latent_size
 
     def sample(n: int, generator: torch.Generator) -> torch.Tensor:
-        w = torch.randn(n, Z + Zc, generator=generator, dtype=torch.float64).to(fd.prior.dtype)  # (n, Z + Zc)
+        # drawn as MeshAutoencoder.sample_latents draws: a decoder file gives its run's codes for a seed
+        w = torch.randn(n, Z + Zc, generator=generator, dtype=fd.prior.dtype)  # (n, Z + Zc)
         parts = [fd.prior.unwhiten(w[:, :Z])] + ([fd.color_prior.unwhiten(w[:, Z:])] if Zc else [])
         return torch.cat(parts, dim=1)  # (n, Z + Zc)
 
@@ -432,7 +444,8 @@ def _run_sample(args: argparse.Namespace) -> int:
         shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
         raise ValueError(f"-o/--output {args.output}: expected a folder without earlier samples, found {shown}; "
                          "nothing was written (name another folder, or remove them)")
-    sampler = _sampler(args.checkpoint, fit_prior=args.latents is None)
+    sampler = _sampler(args.checkpoint, fit_prior=args.latents is None, hierarchy=args.hierarchy,
+                       template=args.template)
     if args.latents is None:
         generator = torch.Generator().manual_seed(_DEFAULT_SEED if args.seed is None else args.seed)
         n = _DEFAULT_FACES if args.n is None else args.n

@@ -302,7 +302,8 @@ def test_every_option_says_its_default():
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["sample"]
     options = {a.option_strings[-1]: a.help for a in sub._actions if a.option_strings and a.dest != "help"}
-    assert set(options) == {"--threads", "--output", "--n", "--seed", "--latents", "--format"}
+    assert set(options) == {"--threads", "--output", "--n", "--seed", "--latents", "--hierarchy", "--template",
+                            "--format"}
     assert all("default" in text for name, text in options.items() if name != "--output"), options
 
 
@@ -445,3 +446,28 @@ def test_a_missing_latents_file_beside_a_folder_holding_latents_is_an_earlier_sa
     assert main(["sample", str(tiny_run), "--latents", str(tmp_path / "gone.npy"), "-o", str(out)]) == 1
     err = _one_error_line(capsys)
     assert "expected a folder without earlier samples, found latents.npy" in err, err
+
+
+def test_a_decoder_file_alone_takes_its_hierarchy_and_gives_its_runs_faces_for_a_seed(tiny_run, tmp_path, capsys):
+    """sample told a lone decoder file to pass --hierarchy, an option it did not have; and a seed drew other
+    codes from a run's decoder.safetensors than from its model.safetensors."""
+    import shutil
+
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(tiny_run / "decoder.safetensors", lone / "decoder.safetensors")
+    assert main(["sample", str(lone / "decoder.safetensors"), "--n", "2", "-o", str(tmp_path / "a")]) == 1
+    assert "pass --hierarchy FILE" in _one_error_line(capsys)
+    assert main(["sample", str(lone / "decoder.safetensors"), "--hierarchy", str(tiny_run / "hierarchy.npz"),
+                 "--n", "3", "--seed", "4", "-o", str(tmp_path / "decoder")]) == 0
+    assert main(["sample", str(tiny_run / "model.safetensors"), "--n", "3", "--seed", "4", "-o",
+                 str(tmp_path / "model")]) == 0
+    from_decoder, meshes_d = _written(tmp_path / "decoder")
+    from_model, meshes_m = _written(tmp_path / "model")
+    np.testing.assert_array_equal(from_decoder, from_model)
+    for a, b in zip(meshes_d, meshes_m):
+        np.testing.assert_allclose(a.vertices, b.vertices, rtol=1e-6, atol=1e-5)
+    capsys.readouterr()
+    assert main(["sample", str(tiny_run), "--hierarchy", str(tiny_run / "hierarchy.npz"), "-o",
+                 str(tmp_path / "b")]) == 1
+    assert "--hierarchy: expected only with a decoder or PCA model file" in _one_error_line(capsys)
