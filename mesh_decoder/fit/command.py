@@ -206,15 +206,25 @@ def _load(args: argparse.Namespace):
     return model, tpl, where, _stored_prior(args.model, meta, model)
 
 
-def _check_output_formats(mesh_path: str | None, overlay_path: str | None) -> None:
-    """Refuse a ``-o`` that is no mesh file name and an ``--overlay`` that is no PNG name, before the fit."""
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before the fit, refuse a ``-o`` that is no mesh file name, a ``--json`` that is no JSON name, an
+    ``--overlay`` that is no PNG name, and any output that is one of the inputs (it would be replaced)."""
     from ..mesh.io import MESH_EXTENSIONS
 
-    for option, path, allowed in (("-o/--output", mesh_path, MESH_EXTENSIONS), ("--overlay", overlay_path, (".png",))):
+    outputs = (("-o/--output", args.output, MESH_EXTENSIONS), ("--json", args.json, (".json",)),
+               ("--overlay", args.overlay, (".png",)))
+    for option, path, allowed in outputs:
         ext = os.path.splitext(path or "")[1].lower()
         if path and ext not in allowed:
             raise ValueError(f"{option} {path}: expected a file name ending in {' or '.join(allowed)}, got "
                              f"{repr(ext) if ext else 'no extension'}")
+    inputs = (("--target", args.target), ("--landmarks", args.landmarks), ("--mask", args.mask),
+              ("--template", args.template), ("MODEL", args.model))
+    for option, path, _ in outputs:
+        for source, given in inputs:
+            if path and given and os.path.isfile(given) and os.path.exists(path) and os.path.samefile(path, given):
+                raise ValueError(f"{option} {path}: expected a file other than the inputs, got the {source} file; "
+                                 "nothing was written")
 
 
 def _parse_stage(spec: str):
@@ -250,7 +260,7 @@ def run_fit(args: argparse.Namespace) -> int:
     for option, path in (("-o/--output", args.output), ("--json", args.json), ("--overlay", args.overlay)):
         if path:
             check_output_path(path, option)
-    _check_output_formats(args.output, args.overlay)
+    _check_outputs(args)
     stages = None if not args.stages else [_parse_stage(s) for s in args.stages]
     model, tpl, where, prior = _load(args)
     if args.output and args.output.lower().endswith(".off") and tpl.uv is not None:
@@ -293,9 +303,8 @@ def run_fit(args: argparse.Namespace) -> int:
                               focal=args.focal).color_group_unavailable()
         if no_color is not None:
             spec, group = colour_stages[0]
-            raise ValueError(f"--stages {spec}: the group {group!r} fits colour, but {no_color} "
-                             f"(--target {args.target}); leave it out (colour is fitted to photographs and to "
-                             "registered meshes with per-vertex colours)")
+            raise ValueError(f"--stages {spec}: the group {group!r} fits colour, but for --target {args.target} "
+                             f"{no_color}")
     result = fit(model, target, template=tpl, stages=stages, prior=prior, prior_weight=args.prior_weight,
                  rotation=args.rotation, camera=camera, focal=args.focal, progress=not args.quiet)
     terms = ", ".join(f"{k} {v:.4g}" + ("" if k == "prior" else f" (RMS {math.sqrt(max(v, 0.0)):.4g})")

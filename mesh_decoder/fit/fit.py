@@ -58,7 +58,8 @@ and registered meshes with per-vertex colours, a stage that names it for a targe
 usable colour is refused), ``light``
 (direction, ambient and diffuse) and ``focal`` (perspective camera); aliases
 ``pose`` (rotation, translation, scale — no scale for the perspective camera),
-``shape`` (latent), ``appearance`` (color, light), ``camera`` (focal) and ``all`` (every
+``shape`` (latent), ``appearance`` (color, light: those of them the target has; a coloured
+mesh's appearance is its colour), ``camera`` (focal) and ``all`` (every
 group that applies to the target). Every group is parameterised at unit scale: the latent
 whitened by the prior, scale and focal length as log-factors, the translation in units of
 the initial face radius in target space, the rotation as an axis-angle update of the
@@ -799,18 +800,19 @@ class FitProblem:
 
     def color_group_unavailable(self) -> str | None:
         """Why a stage may not name the ``color`` group (or ``appearance``) for this target and decoder: a
-        clause saying what is missing, or ``None`` where colour is fitted (photographs; registered meshes
-        with per-vertex colours and a decoder with a colour latent)."""
+        clause saying what is missing and what to do, or ``None`` where colour is fitted (photographs;
+        registered meshes with per-vertex colours and a decoder with a colour latent)."""
         if self.kind == "image" or (self.wc is not None and "color" in self.terms):
             return None
+        where = "(colour is fitted to photographs and to registered meshes with per-vertex colours)"
         if self.kind != "mesh":
-            return f"a {self.kind} target carries no colours"
+            return f"a {self.kind} target carries no colours; leave it out {where}"
         if self.target_colors is None:
-            return "the mesh target has no per-vertex colours"
+            return f"the mesh target has no per-vertex colours; leave it out {where}"
         if not self.has_colors:
-            return f"the decoder ({self.decoder.name or 'decoder'}) has no colours"
+            return f"the decoder ({self.decoder.name or 'decoder'}) has no colours; leave it out {where}"
         return ("the decoder's colours come from its latent, which the 'shape' group fits (to the target's "
-                "colours too)")
+                "colours too); leave it out")
 
     def _init_state(self, mean_shape: torch.Tensor, init, focal, light) -> None:
         dd = self._dd
@@ -1151,8 +1153,7 @@ class FitProblem:
                     "targets and registered meshes with per-vertex colours)")
             color_named = [g for g in s.groups if g in ("color", "appearance")]
             if color_named and no_color is not None:  # it would be skipped without a word
-                raise ValueError(f"{stage}: the group {color_named[0]!r} fits colour, but {no_color}; leave it out "
-                                 "(colour is fitted to photographs and to registered meshes with per-vertex colours)")
+                raise ValueError(f"{stage}: the group {color_named[0]!r} fits colour, but {no_color}")
             if "light" in s.groups and not tensors["light"]:  # as colour: not skipped without a word
                 raise ValueError(f"{stage}: the group 'light' fits the lighting of a photograph, but this is a "
                                  f"{self.kind} target; leave it out")

@@ -193,8 +193,9 @@ def test_cli_fits_the_colours_of_a_registered_ply(tmp_path, pca, template, capsy
     assert float(np.sqrt(((out - colors.numpy()) ** 2).sum(1).mean())) < 0.02
     # a target without colours: refused before the fit, naming --stages and the target
     save_mesh(template.copy(vertices=vertices.numpy()), tmp_path / "plain.obj")
-    message = (f"--stages pose+shape+color:10: the group 'color' fits colour, but the mesh target has no per-vertex "
-               f"colours (--target {tmp_path / 'plain.obj'}); leave it out")
+    message = (f"--stages pose+shape+color:10: the group 'color' fits colour, but for --target "
+               f"{tmp_path / 'plain.obj'} the mesh target has no per-vertex colours; leave it out (colour is fitted "
+               "to photographs and to registered meshes with per-vertex colours)")
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
         _run([tmp_path / "pca.safetensors", "--target", tmp_path / "plain.obj", "--json", tmp_path / "no.json",
               "--stages", "pose:3", "pose+shape+color:10", "--quiet"])
@@ -217,3 +218,37 @@ def test_a_light_group_outside_photographs_is_refused(pca, template):
     result = fit(pca, MeshTarget(vertices, colors=colors), template=template,
                  stages=[Stage(("pose",), 2), Stage(("pose", "appearance"), 3)], progress=False)
     assert float(result.color_latent.abs().max()) > 0
+
+
+
+def test_a_joint_decoder_colour_group_refusal_says_the_shape_group_fits_colours(template):
+    """The refusal ended in '(colour is fitted to ... registered meshes with per-vertex colours)': just such a
+    target, which contradicted it; the advice is now the reason's own."""
+    from mesh_decoder.hierarchy import build_hierarchy
+    from mesh_decoder.nn import JointDecoder
+
+    h = build_hierarchy(template, factors=(4, 4), texture_size=32)
+    joint = JointDecoder.from_hierarchy(h, texture_branch="mesh", latent_size=6, channels=(8, 8), texture_size=32,
+                                        texture_channels=16)
+    verts = torch.tensor(template.vertices, dtype=torch.float32)  # decodes about the template
+    joint.set_normalization(torch.cat([verts, torch.full_like(verts, 0.6)], 1), torch.tensor([4.0] * 3 + [0.1] * 3))
+    colors = torch.rand(template.num_vertices, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"the group 'color' fits colour, but the decoder's colours come from its "
+                                         r"latent, which the 'shape' group fits \(to the target's colours too\); "
+                                         r"leave it out$"):
+        fit(joint, MeshTarget(template.vertices, colors=colors), template=template,
+            stages=[Stage(("pose", "shape", "color"), 2)], progress=False)
+
+
+def test_fit_outputs_must_be_named_for_their_format_and_never_replace_an_input(pca, template, tmp_path):
+    """--json wrote over a sampled .ply mesh; -o wrote the fit over its own --target."""
+    vertices, colors, _, _ = _coloured_face(pca, _generator())
+    save_model(pca, tmp_path / "pca.safetensors")
+    save_mesh(template.copy(vertices=vertices.numpy(), colors=colors.numpy()), tmp_path / "face.ply")
+    before = (tmp_path / "face.ply").read_bytes()
+    for extra, message in ((["--json", tmp_path / "face.ply"], "--json {p}: expected a file name ending in .json"),
+                           (["-o", tmp_path / "face.ply"], "-o/--output {p}: expected a file other than the inputs, "
+                                                           "got the --target file; nothing was written")):
+        with pytest.raises(ValueError, match="^" + re.escape(message.format(p=tmp_path / "face.ply"))):
+            _run([tmp_path / "pca.safetensors", "--target", tmp_path / "face.ply", *extra, "--quiet"])
+        assert (tmp_path / "face.ply").read_bytes() == before
