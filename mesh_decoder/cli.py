@@ -10,10 +10,10 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
+import numpy as np
+
 from . import __version__
 from ._checks import MAX_SEED, check_output_path, check_threads, error_line, int_argument, load_npy, real_argument
-
-import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -327,7 +327,7 @@ class _Sampler(NamedTuple):
     latent_size: int  # Z: columns of a code (a PCA model with colours: shape then colour coefficients)
     prior: str | None  # which prior ``sample`` draws from
     sample: Callable[[int, torch.Generator], torch.Tensor]  # (n, generator) -> codes (n, Z)
-    decode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]  # (N, Z) -> (N, V, 3), colours
+    decode: Callable[[torch.Tensor], torch.Tensor]  # (N, Z) -> (N, V, C) on the CPU: shape, then colour if any
     faces: np.ndarray  # (F, 3)
     layout: str = ""  # said of a code in --latents errors
 
@@ -358,9 +358,8 @@ def _sampler(path: str, *, fit_prior: bool = True, hierarchy: str | None = None,
     model, hierarchy, prior = _trained_model(path, fit_prior=fit_prior)
     weight = model.decoder.fc.weight
 
-    def decode(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = model.decode(codes.to(weight)).cpu()  # (N, V, C): shape, then colour if any
-        return out[..., :3], (out[..., 3:6] if out.shape[-1] >= 6 else None)
+    def decode(codes: torch.Tensor) -> torch.Tensor:
+        return model.decode(codes.to(weight)).cpu()  # (N, V, C)
 
     return _Sampler(model.latent_size, prior, model.sample_latents, decode, hierarchy.levels[0].faces.cpu().numpy())
 
@@ -383,10 +382,11 @@ def _file_sampler(path: str, hierarchy: str | None = None, template: str | None 
         parts = [fd.prior.unwhiten(w[:, :Z])] + ([fd.color_prior.unwhiten(w[:, Z:])] if Zc else [])
         return torch.cat(parts, dim=1)  # (n, Z + Zc)
 
-    def decode(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def decode(codes: torch.Tensor) -> torch.Tensor:
         codes = codes.to(dtype=fd.dtype, device=fd.device)  # (N, Z + Zc)
         out = fd(codes[:, :Z], codes[:, Z:] if Zc else None)
-        return out.vertices.cpu(), None if out.colors is None else out.colors.cpu()
+        parts = [out.vertices] if out.colors is None else [out.vertices, out.colors]
+        return torch.cat(parts, dim=-1).cpu()  # (N, V, 3 or 6)
 
     if fd.name == "PCAModel":
         prior = "the PCA model's standard normal coefficients"
@@ -455,16 +455,13 @@ def _run_sample(args: argparse.Namespace) -> int:
         codes = torch.from_numpy(_read_latents(args.latents, sampler.latent_size, sampler.layout))  # (N, Z)
         source = f"decoded from {args.latents}"
     with torch.inference_mode():  # the float32 codes written below are the ones decoded (as sample does)
-        parts = [sampler.decode(codes[i:i + _SAMPLE_CHUNK]) for i in range(0, codes.shape[0], _SAMPLE_CHUNK)]
-    vertices = torch.cat([v for v, _ in parts])  # (N, V, 3) data units
-    colors = None if parts[0][1] is None else torch.cat([c for _, c in parts])  # (N, V, 3) or None
-    decoded = vertices if colors is None else torch.cat([vertices, colors], dim=-1)  # (N, V, 3 or 6)
+        decoded = torch.cat([sampler.decode(codes[i:i + _SAMPLE_CHUNK])  # (N, V, C) data units
+                             for i in range(0, codes.shape[0], _SAMPLE_CHUNK)])
     bad = torch.nonzero(~torch.isfinite(decoded).flatten(1).all(dim=1)).flatten()
     if bad.numel():
         raise ValueError(f"expected finite decoded faces, found NaN or inf in {bad.numel()} of {decoded.shape[0]} "
                          f"(the first: code {int(bad[0])}, {source}); nothing was written")
-    if colors is not None:
-        colors = colors.clamp(0, 1)
+    vertices, colors = _shape_and_colors(decoded)
     faces = sampler.faces  # (F, 3)
     meshes = [Mesh(vertices=vertices[i].numpy(), faces=faces, colors=None if colors is None else colors[i].numpy())
               for i in range(decoded.shape[0])]

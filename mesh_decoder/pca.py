@@ -391,7 +391,7 @@ class PCAModel(nn.Module):
 
         Ratios keep referring to the total variance of the training data, so
         ``truncate(k).compactness()`` is the first ``k`` entries of ``compactness()``.
-        ``num_color_components=None`` keeps all colour components.
+        ``num_color_components=None`` keeps all colour components, ``0`` drops the colour model.
         """
         def bad(k, high):
             return isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= high
@@ -400,13 +400,13 @@ class PCAModel(nn.Module):
             raise ValueError(f"num_components: expected an integer in [1, {self.latent_size}], got {num_components!r}")
         kwargs: dict[str, Any] = {}
         kc = 0
-        if self.has_colors:
+        if self.has_colors and num_color_components != 0:
             kc = self.color_latent_size if num_color_components is None else num_color_components
             if bad(kc, self.color_latent_size):
                 raise ValueError(f"num_color_components: expected an integer in [1, {self.color_latent_size}], got {kc}")
             kwargs = dict(color_mean=self.color_mean, color_components=self.color_components[:kc],
                           color_stddev=self.color_stddev[:kc], color_total_variance=self.color_total_variance)
-        elif num_color_components not in (None, 0):
+        elif not self.has_colors and num_color_components not in (None, 0):
             raise ValueError("num_color_components: this model has no colour part")
         out = type(self).from_tensors(self.mean, self.components[:num_components], self.stddev[:num_components],
                                       self.total_variance, **kwargs)

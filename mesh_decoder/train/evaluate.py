@@ -297,15 +297,11 @@ def _given_pca(pca: PCAModel, K: int, V: int, joint: bool) -> PCAModel:
     if pca.latent_size < K:
         raise ValueError(f"pca: expected a PCAModel with at least {K} components (the latent size), "
                          f"got {pca.latent_size}")
-    if joint and pca.has_colors:
-        if pca.color_latent_size < K:
-            raise ValueError(f"pca: expected a PCAModel with at least {K} colour components (the latent size, as "
-                             f"for its {pca.latent_size} shape components), got {pca.color_latent_size}")
-        out = pca.truncate(K, K)
-    else:  # a shape-only run, or a PCA without colour: shape alone (its colour model would only be counted)
-        out = PCAModel.from_tensors(pca.mean, pca.components[:K], pca.stddev[:K], pca.total_variance)
-        with torch.no_grad():  # the ratios as they are, as truncate keeps them
-            out.explained_variance_ratio.copy_(pca.explained_variance_ratio[:K])
+    if joint and pca.has_colors and pca.color_latent_size < K:
+        raise ValueError(f"pca: expected a PCAModel with at least {K} colour components (the latent size, as "
+                         f"for its {pca.latent_size} shape components), got {pca.color_latent_size}")
+    # a shape-only run, or a PCA without colour: shape alone (its colour model would only be counted)
+    out = pca.truncate(K, K if joint and pca.has_colors else 0)
     return out.to(device="cpu", dtype=torch.float32)
 
 
