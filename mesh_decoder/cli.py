@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .hierarchy import MeshHierarchy
+    from .mesh import Mesh
     from .nn import MeshAutoencoder
 
 __all__ = ["main", "build_parser"]
@@ -226,21 +227,37 @@ def _add_render(sub) -> None:
     p.set_defaults(func=_run_render)
 
 
-def _trained_model(path: str, *, fit_prior: bool = True) -> tuple[MeshAutoencoder, MeshHierarchy, str | None]:
-    """``(model, hierarchy, prior)`` of ``path``, a training run folder, ``model.safetensors`` or
-    ``checkpoint.safetensors``; ``prior`` says which latent prior the model samples.
+class _Trained(NamedTuple):
+    """A trained autoencoder as render and sample use it."""
+
+    model: MeshAutoencoder
+    hierarchy: MeshHierarchy
+    prior: str | None  # which latent prior the model samples (None: left unfitted)
+    template: Callable[[], Mesh]  # loads the run's template (checked against the one trained on)
+
+
+def _trained_model(path: str, *, fit_prior: bool = True) -> _Trained:
+    """The :class:`_Trained` of ``path``, a training run folder, ``model.safetensors`` or
+    ``checkpoint.safetensors``.
 
     A checkpoint stores no latent prior (none is fitted before training ends): with ``fit_prior`` it is
     fitted to the latents of the training faces, as evaluate does; without, it is left unfitted and
     ``prior`` is ``None`` (for a caller that decodes codes of its own).
     """
     from .train import load_trained
+    from .train.loop import check_trained_template, load_template
 
     model, hierarchy, config, meta = load_trained(path)
+
+    def template() -> Mesh:
+        mesh = load_template(config)
+        check_trained_template(meta, config, mesh, meta["path"])
+        return mesh
+
     if meta["kind"] != "checkpoint":
-        return model, hierarchy, "the stored latent prior"
+        return _Trained(model, hierarchy, "the stored latent prior", template)
     if not fit_prior:
-        return model, hierarchy, None
+        return _Trained(model, hierarchy, None, template)
     from .train import load_data
     from .train.loop import check_trained_on, encode_all
 
@@ -249,7 +266,8 @@ def _trained_model(path: str, *, fit_prior: bool = True) -> tuple[MeshAutoencode
     model.fit_latent_prior(encode_all(model, data.train).to(model.latent_mean))
     done, epochs = int(meta.get("epoch", 0)), config.training.epochs
     unfinished = f"; the checkpoint has trained {done} of {epochs} epochs" if done < epochs else ""
-    return model, hierarchy, f"the latent prior of the training faces (fitted now: a checkpoint stores none{unfinished})"
+    return _Trained(model, hierarchy, f"the latent prior of the training faces (fitted now: a checkpoint stores "
+                                      f"none{unfinished})", template)
 
 
 def _shape_and_colors(decoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -266,7 +284,7 @@ def _run_render(args) -> int:
 
     check_output_path(args.output, "-o/--output")
     _require_suffix("render", args.output, ".png", "the grid is written as PNG")
-    model, hierarchy, prior = _trained_model(args.checkpoint)
+    model, hierarchy, prior, _ = _trained_model(args.checkpoint)
     generator = torch.Generator().manual_seed(args.seed)
     with torch.inference_mode():
         decoded = model.sample(args.n, generator=generator)  # (n, V, C): shape, then colour if any
@@ -279,6 +297,7 @@ def _run_render(args) -> int:
 _MESH_FORMATS = ("ply", "obj", "off")
 _LATENTS_NAME = "latents.npy"
 _SAMPLE_CHUNK = 256  # codes decoded at once: bounds the decoder's intermediate tensors
+_TEXTURE_SIZE = 256  # side of a texture written from per-vertex colours where the model has no texel map
 
 
 def _add_sample(sub) -> None:
@@ -309,16 +328,24 @@ def _add_sample(sub) -> None:
     p.add_argument("--format", choices=_MESH_FORMATS, default="ply",
                    help="mesh file format (default ply); a joint model's colours, clamped into [0, 1], are stored "
                         "in each: PLY as red/green/blue vertex properties, OFF as COFF, OBJ as 'v x y z r g b' lines")
+    p.add_argument("--texture", action="store_true",
+                   help="also write each face's UV texture as face_NNNN.png, with the template's UVs in the mesh "
+                        "file, which references the PNG (OBJ through face_NNNN.mtl, PLY through a TextureFile "
+                        "comment); for models that decode colour: a joint autoencoder or decoder (its texture "
+                        "branch's map), or a PCA model with colour components. Per-vertex colours are written into "
+                        "the model's texel map, else a 256 x 256 one of the template's UVs. Not with --format off (default: off, meshes only)")
     p.set_defaults(func=_run_sample)
 
 
-def _earlier_samples(folder: str, ext: str) -> list[str]:
-    """The files of ``folder`` that ``sample`` would write over: ``latents.npy`` and ``face_*.EXT`` (any case)."""
+def _earlier_samples(folder: str, ext: str, texture: bool = False) -> list[str]:
+    """The files of ``folder`` that ``sample`` would write over: ``latents.npy`` and ``face_*.EXT`` (any case),
+    with ``texture`` also ``face_*.png`` and ``face_*.mtl``."""
     if not os.path.isdir(folder):
         return []
     names = sorted(os.listdir(folder))
     found = [n for n in names if n.lower() == _LATENTS_NAME]
-    return found + [n for n in names if n.lower().startswith("face_") and n.lower().endswith(f".{ext}")]
+    exts = (f".{ext}", ".png", ".mtl") if texture else (f".{ext}",)
+    return found + [n for n in names if n.lower().startswith("face_") and n.lower().endswith(exts)]
 
 
 class _Sampler(NamedTuple):
@@ -327,9 +354,37 @@ class _Sampler(NamedTuple):
     latent_size: int  # Z: columns of a code (a PCA model with colours: shape then colour coefficients)
     prior: str | None  # which prior ``sample`` draws from
     sample: Callable[[int, torch.Generator], torch.Tensor]  # (n, generator) -> codes (n, Z)
-    decode: Callable[[torch.Tensor], torch.Tensor]  # (N, Z) -> (N, V, C) on the CPU: shape, then colour if any
+    # (codes (N, Z), with textures) -> (N, V, C) on the CPU: shape, then colour if any; and with textures the
+    # (N, 3, H, W) UV textures on the CPU (None for a shape-only model), else None
+    decode: Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor | None]]
     faces: np.ndarray  # (F, 3)
+    template: Callable[[], Mesh]  # the template mesh, whose UVs map the textures
     layout: str = ""  # said of a code in --latents errors
+
+
+def _color_texture(texel: Callable[[], object], num_vertices: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-vertex colours ``(N, V, 3)`` -> UV textures ``(N, 3, H, W)`` through the texel map ``texel()``
+    returns (a :class:`~mesh_decoder.hierarchy.TexelMap`, built on first use)."""
+    from .nn.texture import TexelGather
+
+    gather: list[TexelGather] = []
+
+    def texture(colors: torch.Tensor) -> torch.Tensor:
+        if not gather:
+            gather.append(TexelGather.from_texel_map(texel(), num_vertices))
+        return gather[0].to(colors.dtype)(colors)  # (N, 3, H, W)
+
+    return texture
+
+
+def _template_texel_map(template: Callable[[], Mesh]) -> Callable[[], object]:
+    """A function building the ``_TEXTURE_SIZE`` texel map of the template's UVs."""
+    def texel():
+        from .mesh.uv import texel_map
+
+        return texel_map(template(), _TEXTURE_SIZE)
+
+    return texel
 
 
 def _model_class(path: str) -> str | None:
@@ -355,13 +410,18 @@ def _sampler(path: str, *, fit_prior: bool = True, hierarchy: str | None = None,
         if value is not None:  # a trained autoencoder's run knows its own
             raise ValueError(f"{option}: expected only with a decoder or PCA model file, got {path}, a trained "
                              "autoencoder (its hierarchy and template come with its run)")
-    model, hierarchy, prior = _trained_model(path, fit_prior=fit_prior)
+    model, hierarchy, prior, template = _trained_model(path, fit_prior=fit_prior)
     weight = model.decoder.fc.weight
+    texel = (lambda: hierarchy.texel_map) if hierarchy.texel_map is not None else _template_texel_map(template)
+    colour_texture = _color_texture(texel, hierarchy.levels[0].num_vertices)
 
-    def decode(codes: torch.Tensor) -> torch.Tensor:
-        return model.decode(codes.to(weight)).cpu()  # (N, V, C)
+    def decode(codes: torch.Tensor, textures: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        decoded = model.decode(codes.to(weight)).cpu()  # (N, V, C)
+        colors = _shape_and_colors(decoded)[1]  # (N, V, 3) clamped, or None
+        return decoded, colour_texture(colors) if textures and colors is not None else None
 
-    return _Sampler(model.latent_size, prior, model.sample_latents, decode, hierarchy.levels[0].faces.cpu().numpy())
+    return _Sampler(model.latent_size, prior, model.sample_latents, decode, hierarchy.levels[0].faces.cpu().numpy(),
+                    template)
 
 
 def _file_sampler(path: str, hierarchy: str | None = None, template: str | None = None) -> _Sampler:
@@ -382,18 +442,26 @@ def _file_sampler(path: str, hierarchy: str | None = None, template: str | None 
         parts = [fd.prior.unwhiten(w[:, :Z])] + ([fd.color_prior.unwhiten(w[:, Z:])] if Zc else [])
         return torch.cat(parts, dim=1)  # (n, Z + Zc)
 
-    def decode(codes: torch.Tensor) -> torch.Tensor:
+    colour_texture = _color_texture(_template_texel_map(lambda: template), template.num_vertices)
+
+    def decode(codes: torch.Tensor, textures: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         codes = codes.to(dtype=fd.dtype, device=fd.device)  # (N, Z + Zc)
         out = fd(codes[:, :Z], codes[:, Z:] if Zc else None)
         parts = [out.vertices] if out.colors is None else [out.vertices, out.colors]
-        return torch.cat(parts, dim=-1).cpu()  # (N, V, 3 or 6)
+        decoded = torch.cat(parts, dim=-1).cpu()  # (N, V, 3 or 6)
+        if not textures:
+            return decoded, None
+        if out.texture is not None:  # a joint decoder's own texture branch
+            return decoded, out.texture.detach().cpu().clamp(0, 1)
+        colors = _shape_and_colors(decoded)[1]  # (N, V, 3) clamped, or None
+        return decoded, None if colors is None else colour_texture(colors)
 
     if fd.name == "PCAModel":
         prior = "the PCA model's standard normal coefficients"
     else:
         prior = "the stored latent prior" if stored is not None else "the standard normal (the file stores no prior)"
     layout = f" ({Z} shape then {Zc} colour coefficients)" if Zc else ""
-    return _Sampler(Z + Zc, prior, sample, decode, np.asarray(template.faces), layout)
+    return _Sampler(Z + Zc, prior, sample, decode, np.asarray(template.faces), lambda: template, layout)
 
 
 def _read_latents(path: str, latent_size: int, layout: str = "") -> np.ndarray:
@@ -434,8 +502,11 @@ def _run_sample(args: argparse.Namespace) -> int:
     if args.latents is not None and (args.n is not None or args.seed is not None):
         raise _CLIError("mesh-decoder sample: --latents gives the codes to decode: expected it without --n and "
                         "--seed, which sample the latent prior")
+    if args.texture and args.format == "off":
+        raise _CLIError("mesh-decoder sample: --texture needs the template's UVs in each mesh file, which OFF "
+                        "cannot store: expected --format obj or ply")
     check_output_path(args.output, "-o/--output", directory=True)
-    earlier = _earlier_samples(args.output, args.format)
+    earlier = _earlier_samples(args.output, args.format, args.texture)
     own = os.path.join(args.output, _LATENTS_NAME)
     if args.latents is not None and os.path.isfile(own) and os.path.isfile(args.latents) \
             and os.path.samefile(args.latents, own):
@@ -446,6 +517,7 @@ def _run_sample(args: argparse.Namespace) -> int:
                          "nothing was written (name another folder, or remove them)")
     sampler = _sampler(args.checkpoint, fit_prior=args.latents is None, hierarchy=args.hierarchy,
                        template=args.template)
+    uv = _texture_uvs(sampler.template(), args.checkpoint) if args.texture else None  # ((T, 2), (F, 3))
     if args.latents is None:
         generator = torch.Generator().manual_seed(_DEFAULT_SEED if args.seed is None else args.seed)
         n = _DEFAULT_FACES if args.n is None else args.n
@@ -454,16 +526,11 @@ def _run_sample(args: argparse.Namespace) -> int:
     else:
         codes = torch.from_numpy(_read_latents(args.latents, sampler.latent_size, sampler.layout))  # (N, Z)
         source = f"decoded from {args.latents}"
-    with torch.inference_mode():  # the float32 codes written below are the ones decoded (as sample does)
-        decoded = torch.cat([sampler.decode(codes[i:i + _SAMPLE_CHUNK])  # (N, V, C) data units
-                             for i in range(0, codes.shape[0], _SAMPLE_CHUNK)])
-    bad = torch.nonzero(~torch.isfinite(decoded).flatten(1).all(dim=1)).flatten()
-    if bad.numel():
-        raise ValueError(f"expected finite decoded faces, found NaN or inf in {bad.numel()} of {decoded.shape[0]} "
-                         f"(the first: code {int(bad[0])}, {source}); nothing was written")
+    decoded, textures = _decode_all(sampler, codes, args.texture, source, args.checkpoint)
     vertices, colors = _shape_and_colors(decoded)
     faces = sampler.faces  # (F, 3)
-    meshes = [Mesh(vertices=vertices[i].numpy(), faces=faces, colors=None if colors is None else colors[i].numpy())
+    meshes = [Mesh(vertices=vertices[i].numpy(), faces=faces, colors=None if colors is None else colors[i].numpy(),
+                   **({} if uv is None else {"uv": uv[0], "uv_faces": uv[1]}))
               for i in range(decoded.shape[0])]
     os.makedirs(args.output, exist_ok=True)
     with atomic_write(os.path.join(args.output, _LATENTS_NAME)) as handle:
@@ -472,16 +539,57 @@ def _run_sample(args: argparse.Namespace) -> int:
     written = 0
     try:
         for mesh in meshes:
-            save_mesh(mesh, os.path.join(args.output, f"face_{written:0{width}d}.{args.format}"))
+            save_mesh(mesh, os.path.join(args.output, f"face_{written:0{width}d}.{args.format}"),
+                      texture=None if textures is None else textures[written])
             written += 1
     except KeyboardInterrupt:
         print(f"mesh-decoder sample: interrupted after writing {written} of {len(meshes)} faces: {args.output} is "
               f"incomplete ({_LATENTS_NAME} holds all {len(meshes)} codes)", file=sys.stderr)
         raise
     what = "with colours clamped into [0, 1]" if colors is not None else "shape only"
+    if textures is not None:
+        h, w = textures.shape[1:3]
+        files = "face_*.png" + (", through face_*.mtl" if args.format == "obj" else "")
+        what = f"{'shape' if colors is None else what} and {w} x {h} UV textures ({files})"
     print(f"wrote {len(meshes)} mesh{'es' if len(meshes) != 1 else ''} ({decoded.shape[1]} vertices, {what}) and "
           f"{_LATENTS_NAME} to {args.output}: {source}")
     return 0
+
+
+def _texture_uvs(template: Mesh, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """The template's ``uv (T, 2)`` and ``uv_faces (F, 3)`` that map --texture's textures onto each mesh."""
+    if template.uv is None:
+        raise ValueError(f"--texture: expected a template with UV coordinates to map the textures, found the "
+                         f"template of {model} without them; nothing was written")
+    return template.uv, template.uv_faces
+
+
+def _decode_all(sampler: _Sampler, codes: torch.Tensor, textures: bool, source: str,
+                model: str) -> tuple[torch.Tensor, np.ndarray | None]:
+    """Decode ``codes (N, Z)`` in chunks: the faces ``(N, V, C)`` and, with ``textures``, the UV textures as
+    ``(N, H, W, 3)`` uint8 (kept as bytes: a float 256 x 256 map per face would take 3 MB). Raises, naming the
+    first code, when a face or texture is not finite, and with ``textures`` for a model that decodes no
+    colour."""
+    import torch
+
+    faces, maps, bad = [], [], []
+    with torch.inference_mode():  # the float32 codes written are the ones decoded (as MeshAutoencoder.sample does)
+        for i in range(0, codes.shape[0], _SAMPLE_CHUNK):
+            decoded, texture = sampler.decode(codes[i:i + _SAMPLE_CHUNK], textures)  # (n, V, C), (n, 3, H, W)
+            if textures and texture is None:
+                raise ValueError(f"--texture: expected a model that decodes colour (a joint autoencoder or "
+                                 f"decoder, or a PCA model with colour components), found {model}, which decodes "
+                                 "shape only; nothing was written")
+            bad.append(~torch.isfinite(decoded).flatten(1).all(dim=1))  # (n,)
+            if texture is not None:
+                bad[-1] |= ~torch.isfinite(texture).flatten(1).all(dim=1)
+                maps.append((texture.clamp(0, 1).permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy())
+            faces.append(decoded)
+    bad_codes = torch.nonzero(torch.cat(bad)).flatten()
+    if bad_codes.numel():
+        raise ValueError(f"expected finite decoded faces, found NaN or inf in {bad_codes.numel()} of "
+                         f"{codes.shape[0]} (the first: code {int(bad_codes[0])}, {source}); nothing was written")
+    return torch.cat(faces), np.concatenate(maps) if maps else None
 
 
 # ------------------------------------------------------------------------------ pca

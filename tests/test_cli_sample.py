@@ -303,7 +303,7 @@ def test_every_option_says_its_default():
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["sample"]
     options = {a.option_strings[-1]: a.help for a in sub._actions if a.option_strings and a.dest != "help"}
     assert set(options) == {"--threads", "--output", "--n", "--seed", "--latents", "--hierarchy", "--template",
-                            "--format"}
+                            "--format", "--texture"}
     assert all("default" in text for name, text in options.items() if name != "--output"), options
 
 
@@ -471,3 +471,135 @@ def test_a_decoder_file_alone_takes_its_hierarchy_and_gives_its_runs_faces_for_a
     assert main(["sample", str(tiny_run), "--hierarchy", str(tiny_run / "hierarchy.npz"), "-o",
                  str(tmp_path / "b")]) == 1
     assert "--hierarchy: expected only with a decoder or PCA model file" in _one_error_line(capsys)
+
+
+# ----------------------------------------------------------------------------- --texture
+def _png_pixels(path) -> np.ndarray:
+    """A PNG's ``(H, W, 3)`` uint8 pixels, decoded by Pillow."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _texels(texel_map, colors: np.ndarray) -> np.ndarray:
+    """Per-vertex ``colors (V, 3)`` written into a texel map, texel by texel: ``(H, W, 3)`` in ``[0, 1]``."""
+    index, weight = texel_map.index.numpy(), texel_map.weight.double().numpy()  # (H, W, 3) each
+    H, W = index.shape[:2]
+    out = np.zeros((H, W, 3))
+    for i in range(H):
+        for j in range(W):
+            out[i, j] = sum(weight[i, j, k] * colors[index[i, j, k]] for k in range(3))
+    return out
+
+
+def _textured_run(tmp_path):
+    """A finished one-epoch joint run whose hierarchy holds a 24 x 24 texel map."""
+    from mesh_decoder.train import train
+
+    config = {"template": {"vertices": 500}, "hierarchy": {"factors": [2, 2], "texture_size": 24, "cache_dir": False},
+              "data": {"n": 24, "seed": 4}, "model": {"decoder": "spiral", "channels": [8, 8], "latent_size": Z,
+                                                      "joint": True},
+              "training": {"epochs": 1, "batch_size": 8, "seed": 9}}
+    train(config, tmp_path / "run", progress=False)
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("fmt", ["obj", "ply"])
+def test_texture_writes_the_colours_into_the_runs_texel_map(fmt, tmp_path, capsys):
+    from mesh_decoder.train import load_trained
+    from mesh_decoder.train.loop import load_template
+
+    run = _textured_run(tmp_path)
+    model, hierarchy, config, _ = load_trained(run)
+    codes = 3 * np.random.default_rng().normal(size=(2, Z)).astype(np.float32)
+    np.save(tmp_path / "z.npy", codes)
+    out = tmp_path / "out"
+    assert main(["sample", str(run), "--latents", str(tmp_path / "z.npy"), "--texture", "--format", fmt,
+                 "-o", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(
+        "wrote 2 meshes (500 vertices, with colours clamped into [0, 1] and 24 x 24 UV textures (face_*.png"
+        + (", through face_*.mtl" if fmt == "obj" else "") + ")) and latents.npy")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["latents.npy"] + [f"face_000{i}.{e}" for i in range(2)
+                                              for e in ([fmt, "png"] + (["mtl"] if fmt == "obj" else []))])
+    template = load_template(config)
+    colors = np.clip(_decode(model, codes)[..., 3:], 0, 1)  # (2, V, 3)
+    for i in range(2):
+        mesh = load_mesh(out / f"face_000{i}.{fmt}")
+        np.testing.assert_array_equal(mesh.uv.astype(np.float32), template.uv.astype(np.float32))
+        np.testing.assert_array_equal(mesh.uv_faces, template.uv_faces)
+        np.testing.assert_allclose(mesh.colors, colors[i], atol=1e-6)
+        expected = np.round(_texels(hierarchy.texel_map, colors[i].astype(np.float64)) * 255)
+        assert np.abs(_png_pixels(out / f"face_000{i}.png").astype(np.float64) - expected).max() <= 1
+    reference = (f"mtllib face_0000.mtl" in (out / "face_0000.obj").read_text()) if fmt == "obj" else \
+        (b"comment TextureFile face_0000.png\n" in (out / "face_0000.ply").read_bytes()[:2000])
+    assert reference
+
+
+def test_a_pca_texture_maps_each_vertex_colour_at_its_uv(tiny_joint_run, tmp_path, capsys):
+    """Without a texel map in the model a 256 x 256 one of the template's UVs is built; at the UV of a
+    vertex the texture holds that vertex's colour (rows from the top, v from the bottom, as OBJ reads it)."""
+    from mesh_decoder.model_files import load_model
+
+    pca_file = tmp_path / "pca.safetensors"
+    assert main(["pca", str(tiny_joint_run / "config.yaml"), "-o", str(pca_file), "--components", "4",
+                 "--color-components", "3"]) == 0
+    out = tmp_path / "faces"
+    assert main(["sample", str(pca_file), "--n", "2", "--seed", str(np.random.default_rng().integers(1000)),
+                 "--texture", "--format", "obj", "-o", str(out)]) == 0
+    assert "256 x 256 UV textures" in capsys.readouterr().out
+    latents = np.load(out / "latents.npy")
+    with torch.no_grad():
+        colors = load_model(pca_file).decode_colors(torch.from_numpy(latents[:, 4:])).clamp(0, 1).numpy()
+    for i in range(2):
+        mesh, pixels = load_mesh(out / f"face_000{i}.obj"), _png_pixels(out / f"face_000{i}.png") / 255.0
+        H, W = pixels.shape[:2]
+        corner_uv = mesh.uv[mesh.uv_faces].reshape(-1, 2)  # (3F, 2)
+        vertex = mesh.faces.reshape(-1)  # (3F,)
+        rows = np.clip(((1 - corner_uv[:, 1]) * H).astype(int), 0, H - 1)
+        cols = np.clip((corner_uv[:, 0] * W).astype(int), 0, W - 1)
+        error = np.abs(pixels[rows, cols] - colors[i][vertex]).mean()
+        flipped = np.abs(pixels[H - 1 - rows, cols] - colors[i][vertex]).mean()
+        assert error < 0.02 and flipped > 3 * error, (error, flipped)
+
+
+def test_a_cnn_texture_branch_writes_its_own_texture(tiny_run, tmp_path, capsys):
+    """A joint decoder whose texture comes from its 2D branch (no vertex colours): the map is its output."""
+    from mesh_decoder.hierarchy import load_hierarchy
+    from mesh_decoder.model_files import save_model
+    from mesh_decoder.nn import JointDecoder
+
+    hierarchy = load_hierarchy(tiny_run / "hierarchy.npz")
+    torch.manual_seed(int(np.random.default_rng().integers(1 << 31)))
+    joint = JointDecoder.from_hierarchy(hierarchy, texture_branch="cnn", latent_size=Z, channels=(8, 8),
+                                        texture_size=16, texture_channels=8).eval()
+    path = tmp_path / "joint" / "decoder.safetensors"
+    save_model(joint, path, hierarchy=hierarchy)
+    codes = np.random.default_rng().normal(size=(3, Z)).astype(np.float32)
+    np.save(tmp_path / "z.npy", codes)
+    assert main(["sample", str(path), "--hierarchy", str(tiny_run / "hierarchy.npz"), "--latents",
+                 str(tmp_path / "z.npy"), "--texture", "-o", str(tmp_path / "out")]) == 0
+    assert "(500 vertices, shape and 16 x 16 UV textures (face_*.png)) and latents.npy" in capsys.readouterr().out
+    with torch.no_grad():
+        texture = joint(torch.from_numpy(codes)).texture.clamp(0, 1)  # (3, 3, 16, 16)
+    for i in range(3):
+        assert load_mesh(tmp_path / "out" / f"face_000{i}.ply").colors is None
+        expected = np.round(texture[i].permute(1, 2, 0).double().numpy() * 255)
+        assert np.abs(_png_pixels(tmp_path / "out" / f"face_000{i}.png") - expected).max() <= 1
+
+
+def test_texture_refusals_write_nothing(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sample", str(tiny_run), "--n", "2", "--texture", "-o", str(out)]) == 1
+    err = _one_error_line(capsys)
+    assert f"found {tiny_run}, which decodes shape only; nothing was written" in err and \
+        "expected a model that decodes colour" in err, err
+    assert main(["sample", str(tiny_run), "--n", "2", "--texture", "--format", "off", "-o", str(out)]) == 2
+    assert "expected --format obj or ply" in _one_error_line(capsys)
+    assert not out.exists()
+    out.mkdir()
+    (out / "face_0000.png").write_bytes(b"an earlier texture")
+    assert main(["sample", str(tiny_run), "--n", "2", "--texture", "-o", str(out)]) == 1
+    assert "expected a folder without earlier samples, found face_0000.png" in _one_error_line(capsys)
+    assert os.listdir(out) == ["face_0000.png"]

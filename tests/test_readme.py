@@ -42,15 +42,17 @@ def test_result_tables_match_committed_files():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_python_example_runs():
+def test_python_example_runs(tmp_path):
+    """The first Python block runs (in a scratch folder: it writes a textured face)."""
     code = re.search(r"```python\n(.*?)```", _readme(), flags=re.S).group(1)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", code + "\nassert tuple(out.texture.shape) == (8, 3, 256, 256)\n"],
-                          capture_output=True, text=True, env=env, cwd=ROOT)
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path)) == ["face.mtl", "face.obj", "face.png"]
 
 
-def test_interop_example_runs():
+def test_interop_example_runs(tmp_path):
     """The second Python block (PyTorch Geometric) runs after the first, on its output."""
     blocks = re.findall(r"```python\n(.*?)```", _readme(), flags=re.S)
     assert len(blocks) >= 2 and "to_pyg" in blocks[1]
@@ -59,7 +61,7 @@ def test_interop_example_runs():
              "\nassert tuple(graphs.face.shape) == (3, 8 * template.num_faces)\n")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", blocks[0] + blocks[1] + check],
-                          capture_output=True, text=True, env=env, cwd=ROOT)
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

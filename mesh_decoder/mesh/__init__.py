@@ -1,7 +1,7 @@
 """Mesh container, strict I/O, templates, UV utilities and PyTorch Geometric conversion."""
 
 from .container import Mesh
-from .io import MESH_EXTENSIONS, load_mesh, save_mesh
+from .io import MESH_EXTENSIONS, load_mesh, save_mesh, texture_paths
 from .landmarks import FACE_LANDMARKS, SPHERE_LANDMARKS
 from .pyg_interop import PyGMeshes, from_pyg, mesh_from_pyg, mesh_to_pyg, to_pyg
 from .templates import (
@@ -20,6 +20,7 @@ __all__ = [
     "MESH_EXTENSIONS",
     "load_mesh",
     "save_mesh",
+    "texture_paths",
     "automatic_uv",
     "check_uv_overlap",
     "ensure_uv",

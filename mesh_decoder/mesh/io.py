@@ -35,6 +35,12 @@ of these formats skips: ``# landmark <name> <index>`` lines in OBJ and OFF and
 ``comment landmark <name> <index>`` header lines in PLY. A comment whose first
 word is ``landmark`` must have exactly that form.
 
+A UV texture map passed to :func:`save_mesh` is written as a PNG beside the
+mesh (``face.obj`` -> ``face.png``) and referenced as viewers expect: OBJ through
+a material file (``mtllib face.mtl``, ``usemtl``, ``map_Kd face.png``), PLY
+through a ``comment TextureFile face.png`` header line. The readers skip both
+references; the mesh's UVs are read as usual.
+
 Writers keep float32 precision: text formats print ``%.9g`` of the float32
 value (nine significant digits identify every float32), PLY binary stores
 float32. So ``np.float32(saved) == np.float32(loaded)`` holds exactly for
@@ -57,7 +63,7 @@ from .._atomic import atomic_write
 from ..errors import MeshFileError, MeshValidationError
 from .container import Mesh
 
-__all__ = ["load_mesh", "save_mesh", "MESH_EXTENSIONS"]
+__all__ = ["load_mesh", "save_mesh", "texture_paths", "MESH_EXTENSIONS", "OBJ_MATERIAL"]
 
 #: File extensions understood by :func:`load_mesh` and :func:`save_mesh`.
 MESH_EXTENSIONS = (".obj", ".off", ".ply")
@@ -108,7 +114,7 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
     return _build_mesh(path, parts)
 
 
-def save_mesh(mesh: Mesh, path: str | os.PathLike, *, binary: bool | None = None) -> None:
+def save_mesh(mesh: Mesh, path: str | os.PathLike, *, binary: bool | None = None, texture=None) -> None:
     """Write a mesh as OBJ, OFF or PLY (by extension), atomically and at float32 precision.
 
     Args:
@@ -118,6 +124,15 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike, *, binary: bool | None = None
         binary: PLY only: ``True`` or ``None`` (default) writes binary little
             endian, ``False`` writes ASCII. OBJ and OFF are text formats and
             accept only ``None`` or ``False``.
+        texture: a UV texture map for a mesh with UVs, or ``None`` (default):
+            a torch ``(3, H, W)`` tensor or numpy ``(H, W, 3)`` array, floats in
+            ``[0, 1]`` (clipped) or uint8; row 0 is the top of the image (``v = 1``).
+            It is written as a PNG beside the mesh, named after it (``face.obj`` ->
+            ``face.png``), and referenced the way each format's viewers look for it:
+            OBJ through a material file ``face.mtl`` (``mtllib``, ``map_Kd``: read by
+            Blender, MeshLab and PyTorch3D's ``load_obj``), PLY through a header
+            comment ``TextureFile face.png`` (read by MeshLab). OFF cannot hold UVs.
+            The texture files are written first, then the mesh, each atomically.
 
     Notes:
         - OBJ stores the UV table and per-corner UV indices exactly, colours as
@@ -137,7 +152,10 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike, *, binary: bool | None = None
         TypeError: ``mesh`` is not a :class:`Mesh`.
         MeshFileError: unknown extension, a mesh that fails validation or does
             not fit the format (positions beyond float32 range, colours outside
-            ``[0, 1]``, UVs in OFF, landmark names with whitespace, ...).
+            ``[0, 1]``, UVs in OFF, landmark names with whitespace, a texture for
+            a mesh without UVs or a file name the reference cannot hold, ...).
+        ValueError, TypeError: a texture that is no image (see
+            :func:`mesh_decoder.render.to_image_array`) or has other than 3 channels.
     """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh: expected a mesh_decoder.mesh.Mesh, got {type(mesh).__name__}")
@@ -148,12 +166,65 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike, *, binary: bool | None = None
     if fmt != "ply" and binary:
         raise MeshFileError(path, f"binary=True: {fmt.upper()} is a text format, only PLY can be written as binary")
     _check_savable(mesh, path, fmt)
+    image = None if texture is None else _texture_image(mesh, path, fmt, texture)  # (H, W, 3) uint8
+    texture_file = None
+    if image is not None:
+        texture_file = _write_texture_files(path, fmt, image)
     if fmt == "obj":
-        _write_obj(mesh, path)
+        _write_obj(mesh, path, material=texture_file)
     elif fmt == "off":
         _write_off(mesh, path)
     else:
-        _write_ply(mesh, path, binary=binary is not False)
+        _write_ply(mesh, path, binary=binary is not False, texture_file=texture_file)
+
+
+#: The material that a textured OBJ's faces use, defined in its ``.mtl`` file.
+OBJ_MATERIAL = "mesh_decoder_texture"
+
+
+def texture_paths(path: str | os.PathLike) -> tuple[str, str]:
+    """The texture PNG and OBJ material file :func:`save_mesh` writes beside the mesh ``path``:
+    ``("dir/face.png", "dir/face.mtl")`` for ``dir/face.obj`` (a PLY references only the PNG)."""
+    stem = os.path.splitext(os.fspath(path))[0]
+    return stem + ".png", stem + ".mtl"
+
+
+def _texture_image(mesh: Mesh, path: str, fmt: str, texture) -> np.ndarray:
+    """``texture`` as an ``(H, W, 3)`` uint8 array, once the mesh and file name can reference it."""
+    if fmt == "off":
+        raise MeshFileError(path, "texture: OFF cannot store texture coordinates, so it cannot reference a "
+                                  "texture map: save as .obj or .ply")
+    if mesh.uv is None:
+        raise MeshFileError(path, "texture: expected a mesh with UV coordinates (uv, uv_faces) to map it, found "
+                                  "a mesh without them")
+    png = os.path.basename(texture_paths(path)[0])
+    if any(ch.isspace() for ch in png) or (fmt == "ply" and not png.isascii()):
+        kind = "an ASCII name without whitespace (a PLY header comment)" if fmt == "ply" else \
+            "a name without whitespace (OBJ's mtllib and map_Kd)"
+        raise MeshFileError(path, f"texture: expected a mesh file name its texture file can be referenced by, "
+                                  f"{kind}, found {png!r}")
+    from ..render.render import to_image_array
+
+    image = to_image_array(texture)  # (H, W, C) uint8
+    if image.shape[2] != 3:
+        raise ValueError(f"texture: expected an RGB image (3 channels), got {image.shape[2]}")
+    return image
+
+
+def _write_texture_files(path: str, fmt: str, image: np.ndarray) -> str:
+    """Write the texture PNG (and for OBJ its material file) beside ``path``; returns the name the mesh
+    file references: the ``.mtl`` for OBJ, the ``.png`` for PLY."""
+    from ..render.render import save_png
+
+    png, mtl = texture_paths(path)
+    save_png(image, png)
+    if fmt == "ply":
+        return os.path.basename(png)
+    lines = [f"# mesh_decoder material: the UV texture of {os.path.basename(path)}", f"newmtl {OBJ_MATERIAL}",
+             "Ka 1 1 1", "Kd 1 1 1", "Ks 0 0 0", "illum 1", f"map_Kd {os.path.basename(png)}"]
+    with atomic_write(mtl, "wb") as handle:
+        handle.write(("\n".join(lines) + "\n").encode("utf-8"))
+    return os.path.basename(mtl)
 
 
 # =============================================================================
@@ -705,10 +776,13 @@ def _resolve_obj(path, tokens, defined_before, total, where, what):
     return idx
 
 
-def _write_obj(mesh: Mesh, path: str) -> None:
-    """OBJ text: landmark comments, ``v`` (with colours), ``vt``, 1-based ``f``."""
+def _write_obj(mesh: Mesh, path: str, *, material: str | None = None) -> None:
+    """OBJ text: landmark comments, ``mtllib`` (``material``: the ``.mtl`` file name, or ``None``), ``v``
+    (with colours), ``vt``, ``usemtl``, 1-based ``f``."""
     header = [f"# mesh_decoder OBJ: {mesh.num_vertices} vertices, {mesh.num_faces} triangles"]
     header += [f"# landmark {name} {index}" for name, index in mesh.landmarks.items()]
+    if material is not None:
+        header.append(f"mtllib {material}")
     with atomic_write(path, "wb") as handle:
         handle.write(("\n".join(header) + "\n").encode("utf-8"))
         handle.write(_vertex_rows(mesh, "v "))
@@ -716,6 +790,8 @@ def _write_obj(mesh: Mesh, path: str) -> None:
             handle.write(_format_rows("f %d %d %d", mesh.faces + 1))
         else:
             handle.write(_format_rows("vt %.9g %.9g", mesh.uv.astype(np.float32)))
+            if material is not None:
+                handle.write(f"usemtl {OBJ_MATERIAL}\n".encode("ascii"))
             corners = np.stack([mesh.faces + 1, mesh.uv_faces + 1], axis=2).reshape(-1, 6)  # (F, 3, 2) -> (F, 6)
             handle.write(_format_rows("f %d/%d %d/%d %d/%d", corners))
 
@@ -1448,8 +1524,9 @@ def _merge_rows(rows: np.ndarray):
     return rows[first[by_use]], rank[group]
 
 
-def _write_ply(mesh: Mesh, path: str, *, binary: bool) -> None:
-    """PLY, binary little endian or ASCII: float32 vertex data, int32 triangle lists, landmark comments."""
+def _write_ply(mesh: Mesh, path: str, *, binary: bool, texture_file: str | None = None) -> None:
+    """PLY, binary little endian or ASCII: float32 vertex data, int32 triangle lists, landmark comments and
+    (``texture_file``: the PNG's name, or ``None``) a ``TextureFile`` comment."""
     V, F = mesh.num_vertices, mesh.num_faces
     if max(V, 1) > np.iinfo(np.int32).max:
         raise MeshFileError(path, f"PLY: expected fewer than 2**31 vertices for int32 indices, found {V}")
@@ -1465,6 +1542,8 @@ def _write_ply(mesh: Mesh, path: str, *, binary: bool) -> None:
             corner_uv = mesh.uv[mesh.uv_faces].reshape(F, 6)  # (F, 3, 2) -> (F, 6)
 
     lines = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0", "comment written by mesh_decoder"]
+    if texture_file is not None:
+        lines.append(f"comment TextureFile {texture_file}")
     lines += [f"comment landmark {name} {index}" for name, index in mesh.landmarks.items()]
     lines.append(f"element vertex {V}")
     lines += [f"property float {name}" for name, _ in v_cols]

@@ -1001,3 +1001,67 @@ def test_obj_100k_vertices_round_trip(tmp_path):
     assert mio._read_obj_fast(path, lines) is not None  # a file this size takes the bulk path
     assert np.array_equal(parts.vertices, vertices) and np.array_equal(parts.faces, faces)
     assert np.array_equal(parts.uv, uv) and np.array_equal(parts.uv_faces, faces)
+
+
+# =============================================================================
+# UV texture maps written beside the mesh
+# =============================================================================
+def _png_pixels(path) -> np.ndarray:
+    """A PNG's ``(H, W, 3)`` uint8 pixels, decoded by Pillow (not by the writer's code)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.mark.parametrize("ext, binary", [("obj", None), ("ply", True), ("ply", False)])
+@pytest.mark.parametrize("kind", ["numpy_float", "numpy_uint8", "torch_chw"])
+def test_a_texture_is_written_beside_the_mesh_and_referenced(tmp_path, make_grid_mesh, ext, binary, kind):
+    import torch
+
+    rng = np.random.default_rng()
+    mesh = make_grid_mesh(rng, 3, 4, uv="corner", colors=True, landmarks=2)
+    H, W = int(rng.integers(5, 40)), int(rng.integers(5, 40))  # not square: rows and columns stay apart
+    pixels = rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)
+    texture = {"numpy_float": pixels / 255.0, "numpy_uint8": pixels,
+               "torch_chw": torch.from_numpy(pixels).permute(2, 0, 1).float() / 255}[kind]
+    path = tmp_path / f"head.{ext}"
+    save_mesh(mesh, path, binary=binary, texture=texture)
+    png, mtl = mio.texture_paths(path)
+    assert png == str(tmp_path / "head.png") and mtl == str(tmp_path / "head.mtl")
+    assert sorted(os.listdir(tmp_path)) == (["head.mtl", "head.obj", "head.png"] if ext == "obj"
+                                             else ["head.ply", "head.png"])
+    np.testing.assert_array_equal(_png_pixels(png), pixels)
+    loaded = load_mesh(path)  # the references are skipped: the mesh reads back whole
+    assert loaded.content_hash() == mesh.content_hash()
+    if ext == "obj":
+        lines = (tmp_path / "head.obj").read_text().splitlines()
+        assert lines.count("mtllib head.mtl") == 1 and lines.count(f"usemtl {mio.OBJ_MATERIAL}") == 1
+        assert lines.index("mtllib head.mtl") < next(i for i, l in enumerate(lines) if l.startswith("v "))
+        assert lines.index(f"usemtl {mio.OBJ_MATERIAL}") < next(i for i, l in enumerate(lines) if l.startswith("f "))
+        material = (tmp_path / "head.mtl").read_text().splitlines()
+        assert f"newmtl {mio.OBJ_MATERIAL}" in material and material[-1] == "map_Kd head.png"
+    else:
+        header = plyfile.PlyData.read(str(path)).comments
+        assert header[:2] == ["written by mesh_decoder", "TextureFile head.png"]
+
+
+def test_a_texture_needs_uvs_an_rgb_image_and_a_referable_name(tmp_path, make_grid_mesh):
+    rng = np.random.default_rng()
+    mesh = make_grid_mesh(rng, 3, 3, uv="corner")
+    texture = rng.random((8, 8, 3))
+    with pytest.raises(MeshFileError, match="OFF cannot store texture coordinates"):
+        save_mesh(mesh.copy(uv=None, uv_faces=None), tmp_path / "a.off", texture=texture)
+    with pytest.raises(MeshFileError, match="texture: expected a mesh with UV coordinates"):
+        save_mesh(mesh.copy(uv=None, uv_faces=None), tmp_path / "a.obj", texture=texture)
+    with pytest.raises(MeshFileError, match=r"a name without whitespace \(OBJ's mtllib and map_Kd\), found 'a b.png'"):
+        save_mesh(mesh, tmp_path / "a b.obj", texture=texture)
+    with pytest.raises(MeshFileError, match="an ASCII name without whitespace .* found 'gesicht_ä.png'"):
+        save_mesh(mesh, tmp_path / "gesicht_ä.ply", texture=texture)
+    with pytest.raises(ValueError, match="texture: expected an RGB image \\(3 channels\\), got 4"):
+        save_mesh(mesh, tmp_path / "a.obj", texture=rng.random((8, 8, 4)))
+    with pytest.raises(ValueError, match="expected finite values"):
+        save_mesh(mesh, tmp_path / "a.obj", texture=np.full((8, 8, 3), np.nan))
+    assert os.listdir(tmp_path) == []  # every refusal came before the first file
+    save_mesh(mesh, tmp_path / "gesicht_ä.obj", texture=texture)  # UTF-8 names are fine in OBJ
+    assert "map_Kd gesicht_ä.png" in (tmp_path / "gesicht_ä.mtl").read_text(encoding="utf-8")
