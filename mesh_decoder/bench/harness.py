@@ -90,7 +90,7 @@ from .roofline import (
     register_cost,
     spiral_conv_cost,
 )
-from .memory import run_probe, serve_probes
+from .memory import _REPO_ROOT, run_probe, serve_probes
 from .timing import synchronize, time_fn, time_interleaved
 
 __all__ = [
@@ -132,7 +132,6 @@ QUICK_SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000)
 #: Where result files go unless told (relative to the working folder; git ignores ``out/``).
 #: The committed runs the README's tables are generated from are in ``benchmarks/results/``.
 DEFAULT_OUTPUT_DIR = "out/bench"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Batch-1 ``cudagraph`` rows with the latent's copy in and the outputs' copies out
 #: captured in the CUDA graph itself, between page-locked host buffers and the
 #: graph's tensors: a timed call is then a host copy into the staging buffer, one

@@ -28,7 +28,7 @@ from .roofline import DTYPES, precision
 
 __all__ = ["memory_probe", "run_probe", "serve_probes", "probe_server"]
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: benchmarks/ and the package (harness uses it too)
 
 
 def _vm_status(key: str) -> int | None:
