@@ -218,13 +218,26 @@ _DEFAULT_FACES, _DEFAULT_SEED = 16, 0
 def _add_render(sub) -> None:
     p = sub.add_parser("render", help="sample a trained model's latent prior and render a grid of faces")
     _add_threads(p)
-    p.add_argument("checkpoint", help=_CHECKPOINT_HELP)
+    _add_model_arguments(p, "rendered")
     p.add_argument("--n", type=int_argument(1), default=_DEFAULT_FACES,
                    help=f"number of faces (default {_DEFAULT_FACES})")
     p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=_DEFAULT_SEED)
     p.add_argument("--image-size", type=int_argument(1), default=192, help="pixels per face (default 192)")
     p.add_argument("-o", "--output", required=True, help="output PNG")
     p.set_defaults(func=_run_render)
+
+
+def _add_model_arguments(p: argparse.ArgumentParser, verb: str) -> None:
+    """The model argument and its --hierarchy / --template, shared by render and sample."""
+    p.add_argument("checkpoint", metavar="MODEL",
+                   help=f"{_CHECKPOINT_HELP}, or any model file fit takes: a decoder file (sampled from its stored "
+                        "latent prior, else the standard normal) or a PCA model from mesh-decoder pca (standard "
+                        "normal coefficients; codes hold the shape then the colour coefficients)")
+    p.add_argument("--hierarchy", metavar="NPZ",
+                   help="a decoder file's hierarchy (default: hierarchy.npz beside it, as fit finds it)")
+    p.add_argument("--template", metavar="MESH",
+                   help=f"a decoder or PCA file's template mesh, on whose faces (and UVs) the faces are {verb} "
+                        "(default: from the config the file stores, or the built-in face of its vertex count)")
 
 
 class _Trained(NamedTuple):
@@ -284,13 +297,21 @@ def _run_render(args) -> int:
 
     check_output_path(args.output, "-o/--output")
     _require_suffix("render", args.output, ".png", "the grid is written as PNG")
-    model, hierarchy, prior, _ = _trained_model(args.checkpoint)
-    generator = torch.Generator().manual_seed(args.seed)
-    with torch.inference_mode():
-        decoded = model.sample(args.n, generator=generator)  # (n, V, C): shape, then colour if any
+    sampler = _sampler(args.checkpoint, hierarchy=args.hierarchy, template=args.template)
+    codes = sampler.sample(args.n, torch.Generator().manual_seed(args.seed))  # (n, Z)
+    with torch.inference_mode():  # (n, V, C): shape, then colour if any; (n, 3, H, W) of a texture branch, or None
+        decoded, texture = sampler.decode(codes, False)
+    bad = torch.nonzero(~torch.isfinite(decoded).flatten(1).all(dim=1)).flatten()
+    if bad.numel():
+        raise ValueError(f"expected finite decoded faces, found NaN or inf in {bad.numel()} of {args.n} (the first: "
+                         f"face {int(bad[0])}); nothing was written")
     vertices, colors = _shape_and_colors(decoded)
-    face_grid(vertices, hierarchy.levels[0].faces, args.output, colors=colors, image_size=args.image_size)
-    print(f"wrote {args.output}: {args.n} faces sampled from {prior}")
+    textured = {}
+    if colors is None and texture is not None:  # appearance only in the texture: drawn through the template's UVs
+        uv, uv_faces = _texture_uvs(sampler.template(), args.checkpoint, "render")
+        textured = {"texture": texture, "uv": uv, "uv_faces": uv_faces}
+    face_grid(vertices, sampler.faces, args.output, colors=colors, image_size=args.image_size, **textured)
+    print(f"wrote {args.output}: {args.n} faces sampled from {sampler.prior}")
     return 0
 
 
@@ -304,10 +325,7 @@ def _add_sample(sub) -> None:
     p = sub.add_parser("sample", help="sample a trained model's latent prior (or decode given latent codes) and "
                                       "write the faces as mesh files, with their codes")
     _add_threads(p)
-    p.add_argument("checkpoint", metavar="MODEL",
-                   help=f"{_CHECKPOINT_HELP}, or any model file fit takes: a decoder file (sampled from its stored "
-                        "latent prior, else the standard normal) or a PCA model from mesh-decoder pca (standard "
-                        "normal coefficients; codes hold the shape then the colour coefficients)")
+    _add_model_arguments(p, "written")
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help=f"output folder (created if missing) for face_0000.FORMAT, face_0001.FORMAT, ... and "
                         f"{_LATENTS_NAME} (the float32 codes, which --latents takes back); refused if it already "
@@ -320,11 +338,6 @@ def _add_sample(sub) -> None:
     p.add_argument("--latents", metavar="FILE.npy",
                    help="decode these latent codes instead of sampling: a .npy float array of shape (N, Z), or (Z,) "
                         "for one code, Z the model's latent size (default: none, sample the prior)")
-    p.add_argument("--hierarchy", metavar="NPZ",
-                   help="a decoder file's hierarchy (default: hierarchy.npz beside it, as fit finds it)")
-    p.add_argument("--template", metavar="MESH",
-                   help="a decoder or PCA file's template mesh (default: from the config the file stores, or the "
-                        "built-in face of its vertex count)")
     p.add_argument("--format", choices=_MESH_FORMATS, default="ply",
                    help="mesh file format (default ply); a joint model's colours, clamped into [0, 1], are stored "
                         "in each: PLY as red/green/blue vertex properties, OFF as COFF, OBJ as 'v x y z r g b' lines")
@@ -354,8 +367,9 @@ class _Sampler(NamedTuple):
     latent_size: int  # Z: columns of a code (a PCA model with colours: shape then colour coefficients)
     prior: str | None  # which prior ``sample`` draws from
     sample: Callable[[int, torch.Generator], torch.Tensor]  # (n, generator) -> codes (n, Z)
-    # (codes (N, Z), with textures) -> (N, V, C) on the CPU: shape, then colour if any; and with textures the
-    # (N, 3, H, W) UV textures on the CPU (None for a shape-only model), else None
+    # (codes (N, Z), with textures) -> (N, V, C) on the CPU: shape, then colour if any; and the (N, 3, H, W) UV
+    # textures on the CPU: with textures those of any colour model (None for a shape-only one), without, those of
+    # a joint decoder's texture branch (decoded anyway), else None
     decode: Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor | None]]
     faces: np.ndarray  # (F, 3)
     template: Callable[[], Mesh]  # the template mesh, whose UVs map the textures
@@ -449,10 +463,10 @@ def _file_sampler(path: str, hierarchy: str | None = None, template: str | None 
         out = fd(codes[:, :Z], codes[:, Z:] if Zc else None)
         parts = [out.vertices] if out.colors is None else [out.vertices, out.colors]
         decoded = torch.cat(parts, dim=-1).cpu()  # (N, V, 3 or 6)
-        if not textures:
-            return decoded, None
         if out.texture is not None:  # a joint decoder's own texture branch
             return decoded, out.texture.detach().cpu().clamp(0, 1)
+        if not textures:
+            return decoded, None
         colors = _shape_and_colors(decoded)[1]  # (N, V, 3) clamped, or None
         return decoded, None if colors is None else colour_texture(colors)
 
@@ -556,10 +570,10 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _texture_uvs(template: Mesh, model: str) -> tuple[np.ndarray, np.ndarray]:
-    """The template's ``uv (T, 2)`` and ``uv_faces (F, 3)`` that map --texture's textures onto each mesh."""
+def _texture_uvs(template: Mesh, model: str, what: str = "--texture") -> tuple[np.ndarray, np.ndarray]:
+    """The template's ``uv (T, 2)`` and ``uv_faces (F, 3)`` that map the textures onto each mesh."""
     if template.uv is None:
-        raise ValueError(f"--texture: expected a template with UV coordinates to map the textures, found the "
+        raise ValueError(f"{what}: expected a template with UV coordinates to map the textures, found the "
                          f"template of {model} without them; nothing was written")
     return template.uv, template.uv_faces
 
@@ -576,6 +590,7 @@ def _decode_all(sampler: _Sampler, codes: torch.Tensor, textures: bool, source: 
     with torch.inference_mode():  # the float32 codes written are the ones decoded (as MeshAutoencoder.sample does)
         for i in range(0, codes.shape[0], _SAMPLE_CHUNK):
             decoded, texture = sampler.decode(codes[i:i + _SAMPLE_CHUNK], textures)  # (n, V, C), (n, 3, H, W)
+            texture = texture if textures else None  # a texture branch's maps come unasked
             if textures and texture is None:
                 raise ValueError(f"--texture: expected a model that decodes colour (a joint autoencoder or "
                                  f"decoder, or a PCA model with colour components), found {model}, which decodes "

@@ -371,29 +371,46 @@ def test_a_checkpoint_of_an_unfinished_run_says_so(tmp_path, capsys):
     assert "a checkpoint stores none; the checkpoint has trained 1 of 3 epochs)" in capsys.readouterr().out
 
 
-def test_files_that_hold_no_trained_autoencoder_say_what_was_expected(tiny_run, tmp_path, capsys):
-    """render (and sample) named the header bytes of a non-safetensors file, or 'expected a MeshAutoencoder'."""
-    from mesh_decoder.model_files import save_model
-    from mesh_decoder.pca import PCAModel
-
-    pca = tmp_path / "pca.safetensors"
-    save_model(PCAModel.fit(torch.randn(6, 500, 3), num_components=3), pca)
+def test_files_that_hold_no_model_say_what_was_expected(tiny_run, tmp_path, capsys):
+    """render (and sample) named the header bytes of a non-safetensors file."""
     expected = "expected a training run folder, its model.safetensors or checkpoint.safetensors"
-    cases = [(tiny_run / "hierarchy.npz", f"({expected})", True),
-             (tmp_path / "nothing.safetensors", f"{expected}, found nothing at this path", True),
-             (tiny_run / "decoder.safetensors", f"{expected} of a trained autoencoder, found a SpiralDecoder model "
-                                                "file; the run's model.safetensors holds the autoencoder", False),
-             (pca, f"{expected} of a trained autoencoder, found a PCAModel model file; mesh-decoder sample and fit "
-                   "take a PCA model", False)]
-    for path, found, for_sample_too in cases:
-        commands = [["render", str(path), "-o", str(tmp_path / "g.png")]]
-        if for_sample_too:  # sample takes decoder and PCA files (below)
-            commands.append(["sample", str(path), "-o", str(tmp_path / "out")])
-        for command in commands:
+    cases = [(tiny_run / "hierarchy.npz", f"({expected})"),
+             (tmp_path / "nothing.safetensors", f"{expected}, found nothing at this path")]
+    for path, found in cases:
+        for command in (["render", str(path), "-o", str(tmp_path / "g.png")],
+                        ["sample", str(path), "-o", str(tmp_path / "out")]):
             assert main(command) == 1
             err = _one_error_line(capsys)
             assert err.startswith(f"error: {path}") and found in err, err
     assert not (tmp_path / "out").exists() and not (tmp_path / "g.png").exists()
+
+
+def test_render_draws_the_faces_sample_writes_for_any_model_file(tiny_run, tiny_joint_run, tmp_path, capsys,
+                                                                 monkeypatch):
+    """render took trained autoencoders only ('expected ... of a trained autoencoder, found a SpiralDecoder model
+    file'); it now draws what sample writes for a seed from a decoder file and a PCA model, with colours."""
+    import mesh_decoder.render as render
+    from mesh_decoder.model_files import save_model
+    from mesh_decoder.pca import PCAModel
+
+    pca = tmp_path / "pca.safetensors"
+    save_model(PCAModel.fit(torch.randn(6, 500, 3), colors=torch.rand(6, 500, 3), num_components=3,
+                            color_components=2), pca)
+    grids = []
+    monkeypatch.setattr(render, "face_grid", lambda vertices, faces, path, **kwargs: grids.append((vertices, kwargs)))
+    seed = int(np.random.default_rng().integers(1000))
+    for i, path in enumerate([tiny_run / "decoder.safetensors", pca, tiny_joint_run / "decoder.safetensors"]):
+        assert main(["render", str(path), "--n", "3", "--seed", str(seed), "-o", str(tmp_path / "g.png")]) == 0
+        assert main(["sample", str(path), "--n", "3", "--seed", str(seed), "-o", str(tmp_path / f"s{i}")]) == 0
+        _, meshes = _written(tmp_path / f"s{i}")
+        vertices, kwargs = grids[-1]
+        np.testing.assert_allclose(vertices.numpy(), np.stack([m.vertices for m in meshes]), rtol=1e-6, atol=1e-5)
+        if meshes[0].colors is None:
+            assert kwargs["colors"] is None
+        else:
+            np.testing.assert_allclose(kwargs["colors"].numpy(), np.stack([m.colors for m in meshes]), atol=1e-6)
+    assert [kwargs["colors"] is not None for _, kwargs in grids] == [False, True, True]
+    assert "faces sampled from the PCA model's standard normal coefficients" in capsys.readouterr().out
 
 
 def test_a_decoder_file_samples_its_stored_prior_and_decodes_as_the_model(tiny_run, tmp_path, capsys):
@@ -564,7 +581,7 @@ def test_a_pca_texture_maps_each_vertex_colour_at_its_uv(tiny_joint_run, tmp_pat
         assert error < 0.02 and flipped > 3 * error, (error, flipped)
 
 
-def test_a_cnn_texture_branch_writes_its_own_texture(tiny_run, tmp_path, capsys):
+def test_a_cnn_texture_branch_writes_its_own_texture(tiny_run, tmp_path, capsys, monkeypatch):
     """A joint decoder whose texture comes from its 2D branch (no vertex colours): the map is its output."""
     from mesh_decoder.hierarchy import load_hierarchy
     from mesh_decoder.model_files import save_model
@@ -587,6 +604,21 @@ def test_a_cnn_texture_branch_writes_its_own_texture(tiny_run, tmp_path, capsys)
         assert load_mesh(tmp_path / "out" / f"face_000{i}.ply").colors is None
         expected = np.round(texture[i].permute(1, 2, 0).double().numpy() * 255)
         assert np.abs(_png_pixels(tmp_path / "out" / f"face_000{i}.png") - expected).max() <= 1
+
+    import mesh_decoder.render as render
+    from mesh_decoder.mesh.templates import face_template
+
+    grids = []
+    monkeypatch.setattr(render, "face_grid", lambda vertices, faces, path, **kwargs: grids.append(kwargs))
+    assert main(["render", str(path), "--hierarchy", str(tiny_run / "hierarchy.npz"), "--n", "2", "--seed", "7",
+                 "-o", str(tmp_path / "g.png")]) == 0  # render draws the texture through the template's UVs
+    template = face_template(500)
+    np.testing.assert_array_equal(grids[0]["uv"], template.uv)
+    np.testing.assert_array_equal(grids[0]["uv_faces"], template.uv_faces)
+    with torch.no_grad():  # the file stores no prior: the seed's standard normal codes
+        drawn = joint(torch.randn(2, Z, generator=torch.Generator().manual_seed(7))).texture.clamp(0, 1)
+    assert grids[0]["colors"] is None
+    torch.testing.assert_close(grids[0]["texture"], drawn)
 
 
 def test_texture_refusals_write_nothing(tiny_run, tmp_path, capsys):
