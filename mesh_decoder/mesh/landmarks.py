@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 __all__ = [
     "FACE_LANDMARKS",
@@ -121,5 +120,7 @@ def nearest_vertices(points: np.ndarray, targets: Mapping[str, tuple[float, ...]
     if bad.any():
         name = names[int(np.flatnonzero(bad)[0])]
         raise ValueError(f"targets[{name!r}]: expected finite coordinates, got {list(targets[name])}")
+    from scipy.spatial import cKDTree  # here, not at the top: importing scipy.spatial costs every command 0.5 s
+
     _, index = cKDTree(points).query(query)
     return {n: int(i) for n, i in zip(names, index)}

@@ -42,7 +42,6 @@ import numbers
 from typing import Callable, Mapping
 
 import numpy as np
-from scipy.spatial import Delaunay, cKDTree
 
 from ..errors import MeshValidationError
 from .container import Mesh
@@ -145,6 +144,8 @@ def _relax(free: np.ndarray, fixed: np.ndarray, h: float, project: Callable[[np.
 
     Shapes: ``free (N, 2)``, ``fixed (B, 2)`` -> ``(N, 2)``.
     """
+    from scipy.spatial import cKDTree  # scipy.spatial is imported where used: it costs every command 0.5 s
+
     nb = fixed.shape[0]
     for _ in range(iterations):
         allp = np.concatenate([fixed, free])  # (B+N, 2)
@@ -243,6 +244,8 @@ def _ccw(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:
 
 def _triangulate_face(pts: np.ndarray, nb: int, h: float) -> np.ndarray:
     """Delaunay triangles of the face domain, CCW; ``(F, 3)`` int64."""
+    from scipy.spatial import Delaunay
+
     n = pts.shape[0]
     ghosts = _ellipse_points(_FACE_A + 0.9 * h, _FACE_B + 0.9 * h, nb, 0.5)
     ghosts[:, 1] += _FACE_CY
@@ -325,6 +328,8 @@ def _triangulate_head(pts: np.ndarray, rows: int, h: float) -> tuple[np.ndarray,
     ``(F, 3)`` unwrapped so that each triangle is contiguous: corners on the seam read
     ``p = 0`` in triangles right of it and ``p = P`` in triangles left of it.
     """
+    from scipy.spatial import Delaunay
+
     n, period = pts.shape[0], _HEAD_PERIOD
     band = 6.0 * h
     lo = np.flatnonzero(pts[:, 0] < band)
