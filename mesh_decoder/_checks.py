@@ -223,6 +223,19 @@ def check_output_path(path: str | os.PathLike, name: str, *, directory: bool = F
     return path
 
 
+def check_not_an_input(option: str, path: str | os.PathLike | None,
+                       inputs: Sequence[tuple[str, str | os.PathLike | None]]) -> None:
+    """Refuse (``ValueError``) an output ``path`` that is one of the existing input files: ``inputs`` are
+    ``(option, path)`` pairs (``None`` paths and folders are skipped); writing the output would replace it.
+    ``path`` ``None`` (no such output asked for) passes."""
+    if not path or not os.path.exists(path):
+        return
+    for source, given in inputs:
+        if given and os.path.isfile(given) and os.path.samefile(path, given):
+            raise ValueError(f"{option} {os.fspath(path)}: expected a file other than the inputs, got the {source} "
+                             "file; nothing was written")
+
+
 def one_line_error(exc: BaseException) -> str:
     """``exc`` as the one line a command prints after ``error:`` (an ``OSError`` names the user's path)."""
     text = str(exc) or type(exc).__name__

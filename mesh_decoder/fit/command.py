@@ -29,7 +29,7 @@ import math
 import os
 from typing import Any
 
-from .._checks import check_device, check_output_path, int_argument
+from .._checks import check_device, check_not_an_input, check_output_path, int_argument
 from ..errors import MeshFileError, ModelFileError
 
 __all__ = ["add_fit_arguments", "run_fit"]
@@ -221,10 +221,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     inputs = (("--target", args.target), ("--landmarks", args.landmarks), ("--mask", args.mask),
               ("--template", args.template), ("MODEL", args.model))
     for option, path, _ in outputs:
-        for source, given in inputs:
-            if path and given and os.path.isfile(given) and os.path.exists(path) and os.path.samefile(path, given):
-                raise ValueError(f"{option} {path}: expected a file other than the inputs, got the {source} file; "
-                                 "nothing was written")
+        check_not_an_input(option, path, inputs)
 
 
 def _parse_stage(spec: str):

@@ -12,7 +12,16 @@ from .config import (
     load_config,
     save_config,
 )
-from .evaluate import MEASURES, add_evaluate_arguments, evaluate, format_table, run_evaluate
+from .evaluate import (
+    MEASURES,
+    PCAFile,
+    add_evaluate_arguments,
+    evaluate,
+    format_table,
+    load_pca_file,
+    run_evaluate,
+    training_face_keys,
+)
 from .loop import (
     StepInfo,
     TrainingData,
@@ -63,6 +72,9 @@ __all__ = [
     "MEASURES",
     "fit_pca",
     "evaluate",
+    "PCAFile",
+    "load_pca_file",
+    "training_face_keys",
     "format_table",
     "add_evaluate_arguments",
     "run_evaluate",
