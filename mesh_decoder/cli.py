@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .hierarchy import MeshHierarchy
     from .mesh import Mesh
     from .nn import MeshAutoencoder
+    from .nn.texture import TexelGather
 
 __all__ = ["main", "build_parser"]
 
@@ -300,7 +301,7 @@ def _run_render(args) -> int:
     sampler = _sampler(args.checkpoint, hierarchy=args.hierarchy, template=args.template)
     codes = sampler.sample(args.n, torch.Generator().manual_seed(args.seed))  # (n, Z)
     with torch.inference_mode():  # (n, V, C): shape, then colour if any; (n, 3, H, W) of a texture branch, or None
-        decoded, texture = sampler.decode(codes, False)
+        decoded, texture = sampler.decode(codes)
     bad = torch.nonzero(~torch.isfinite(decoded).flatten(1).all(dim=1)).flatten()
     if bad.numel():
         raise ValueError(f"expected finite decoded faces, found NaN or inf in {bad.numel()} of {args.n} (the first: "
@@ -308,7 +309,7 @@ def _run_render(args) -> int:
     vertices, colors = _shape_and_colors(decoded)
     textured = {}
     if colors is None and texture is not None:  # appearance only in the texture: drawn through the template's UVs
-        uv, uv_faces = _texture_uvs(sampler.template(), args.checkpoint, "render")
+        uv, uv_faces = _texture_uvs(sampler.template(), sampler.template_name, "render")
         textured = {"texture": texture, "uv": uv, "uv_faces": uv_faces}
     face_grid(vertices, sampler.faces, args.output, colors=colors, image_size=args.image_size, **textured)
     print(f"wrote {args.output}: {args.n} faces sampled from {sampler.prior}")
@@ -346,19 +347,21 @@ def _add_sample(sub) -> None:
                         "file, which references the PNG (OBJ through face_NNNN.mtl, PLY through a TextureFile "
                         "comment); for models that decode colour: a joint autoencoder or decoder (its texture "
                         "branch's map), or a PCA model with colour components. Per-vertex colours are written into "
-                        "the model's texel map, else a 256 x 256 one of the template's UVs. Not with --format off (default: off, meshes only)")
+                        "the model's texel map, else a 256 x 256 one of the template's UVs. Not with --format off (default: meshes only)")
     p.set_defaults(func=_run_sample)
 
 
 def _earlier_samples(folder: str, ext: str, texture: bool = False) -> list[str]:
-    """The files of ``folder`` that ``sample`` would write over: ``latents.npy`` and ``face_*.EXT`` (any case),
-    with ``texture`` also ``face_*.png`` and ``face_*.mtl``."""
+    """The files of ``folder`` that ``sample`` would write over: ``latents.npy`` and ``face_NNNN.EXT`` (any case),
+    with ``texture`` also ``face_NNNN.png`` and ``face_NNNN.mtl``."""
+    import re
+
     if not os.path.isdir(folder):
         return []
     names = sorted(os.listdir(folder))
-    found = [n for n in names if n.lower() == _LATENTS_NAME]
-    exts = (f".{ext}", ".png", ".mtl") if texture else (f".{ext}",)
-    return found + [n for n in names if n.lower().startswith("face_") and n.lower().endswith(exts)]
+    exts = "|".join(re.escape(e) for e in ((ext, "png", "mtl") if texture else (ext,)))
+    sample = re.compile(rf"face_[0-9]+\.(?:{exts})", re.IGNORECASE)
+    return [n for n in names if n.lower() == _LATENTS_NAME] + [n for n in names if sample.fullmatch(n)]
 
 
 class _Sampler(NamedTuple):
@@ -367,38 +370,24 @@ class _Sampler(NamedTuple):
     latent_size: int  # Z: columns of a code (a PCA model with colours: shape then colour coefficients)
     prior: str | None  # which prior ``sample`` draws from
     sample: Callable[[int, torch.Generator], torch.Tensor]  # (n, generator) -> codes (n, Z)
-    # (codes (N, Z), with textures) -> (N, V, C) on the CPU: shape, then colour if any; and the (N, 3, H, W) UV
-    # textures on the CPU: with textures those of any colour model (None for a shape-only one), without, those of
-    # a joint decoder's texture branch (decoded anyway), else None
-    decode: Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor | None]]
+    # codes (N, Z) -> (N, V, C) on the CPU: shape, then colour if any; and the (N, 3, H, W) UV textures of a
+    # joint decoder's texture branch when its appearance is only there (no vertex colours), else None
+    decode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
     faces: np.ndarray  # (F, 3)
     template: Callable[[], Mesh]  # the template mesh, whose UVs map the textures
+    template_name: str  # said of the template in errors
+    texture_size: int | tuple[int, int] = _TEXTURE_SIZE  # side(s) of the textures written from vertex colours
     layout: str = ""  # said of a code in --latents errors
 
 
-def _color_texture(texel: Callable[[], object], num_vertices: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Per-vertex colours ``(N, V, 3)`` -> UV textures ``(N, 3, H, W)`` through the texel map ``texel()``
-    returns (a :class:`~mesh_decoder.hierarchy.TexelMap`, built on first use)."""
+def _color_texture(template: Mesh, size: int | tuple[int, int]) -> TexelGather:
+    """The :class:`~mesh_decoder.nn.TexelGather` writing per-vertex colours ``(N, V, 3)`` into UV textures
+    ``(N, 3, H, W)`` through a texel map of ``template``'s UVs (the UVs each mesh file gets, so the texture
+    always fits the mesh, whatever map a model was trained with), ``size`` texels."""
+    from .mesh.uv import texel_map
     from .nn.texture import TexelGather
 
-    gather: list[TexelGather] = []
-
-    def texture(colors: torch.Tensor) -> torch.Tensor:
-        if not gather:
-            gather.append(TexelGather.from_texel_map(texel(), num_vertices))
-        return gather[0].to(colors.dtype)(colors)  # (N, 3, H, W)
-
-    return texture
-
-
-def _template_texel_map(template: Callable[[], Mesh]) -> Callable[[], object]:
-    """A function building the ``_TEXTURE_SIZE`` texel map of the template's UVs."""
-    def texel():
-        from .mesh.uv import texel_map
-
-        return texel_map(template(), _TEXTURE_SIZE)
-
-    return texel
+    return TexelGather.from_texel_map(texel_map(template, size), template.num_vertices)
 
 
 def _model_class(path: str) -> str | None:
@@ -426,16 +415,13 @@ def _sampler(path: str, *, fit_prior: bool = True, hierarchy: str | None = None,
                              "autoencoder (its hierarchy and template come with its run)")
     model, hierarchy, prior, template = _trained_model(path, fit_prior=fit_prior)
     weight = model.decoder.fc.weight
-    texel = (lambda: hierarchy.texel_map) if hierarchy.texel_map is not None else _template_texel_map(template)
-    colour_texture = _color_texture(texel, hierarchy.levels[0].num_vertices)
 
-    def decode(codes: torch.Tensor, textures: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        decoded = model.decode(codes.to(weight)).cpu()  # (N, V, C)
-        colors = _shape_and_colors(decoded)[1]  # (N, V, 3) clamped, or None
-        return decoded, colour_texture(colors) if textures and colors is not None else None
+    def decode(codes: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return model.decode(codes.to(weight)).cpu(), None  # (N, V, C)
 
+    size = hierarchy.texel_map.size if hierarchy.texel_map is not None else _TEXTURE_SIZE
     return _Sampler(model.latent_size, prior, model.sample_latents, decode, hierarchy.levels[0].faces.cpu().numpy(),
-                    template)
+                    template, f"the template of {path}", size)
 
 
 def _file_sampler(path: str, hierarchy: str | None = None, template: str | None = None) -> _Sampler:
@@ -445,8 +431,8 @@ def _file_sampler(path: str, hierarchy: str | None = None, template: str | None 
     from .fit.adapters import as_fit_decoder
     from .fit.command import _load
 
-    model, template, _, stored = _load(argparse.Namespace(model=path, hierarchy=hierarchy, template=template,
-                                                          device="cpu"))
+    model, template, where, stored = _load(argparse.Namespace(model=path, hierarchy=hierarchy, template=template,
+                                                              device="cpu"))
     fd = as_fit_decoder(model, stored)
     Z, Zc = fd.latent_size, fd.color_latent_size
 
@@ -456,26 +442,21 @@ def _file_sampler(path: str, hierarchy: str | None = None, template: str | None 
         parts = [fd.prior.unwhiten(w[:, :Z])] + ([fd.color_prior.unwhiten(w[:, Z:])] if Zc else [])
         return torch.cat(parts, dim=1)  # (n, Z + Zc)
 
-    colour_texture = _color_texture(_template_texel_map(lambda: template), template.num_vertices)
-
-    def decode(codes: torch.Tensor, textures: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def decode(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         codes = codes.to(dtype=fd.dtype, device=fd.device)  # (N, Z + Zc)
         out = fd(codes[:, :Z], codes[:, Z:] if Zc else None)
         parts = [out.vertices] if out.colors is None else [out.vertices, out.colors]
-        decoded = torch.cat(parts, dim=-1).cpu()  # (N, V, 3 or 6)
-        if out.texture is not None:  # a joint decoder's own texture branch
-            return decoded, out.texture.detach().cpu().clamp(0, 1)
-        if not textures:
-            return decoded, None
-        colors = _shape_and_colors(decoded)[1]  # (N, V, 3) clamped, or None
-        return decoded, None if colors is None else colour_texture(colors)
+        branch = out.texture is not None and out.colors is None  # the appearance is only in the texture
+        return torch.cat(parts, dim=-1).cpu(), out.texture.detach().cpu().clamp(0, 1) if branch else None
 
     if fd.name == "PCAModel":
         prior = "the PCA model's standard normal coefficients"
     else:
         prior = "the stored latent prior" if stored is not None else "the standard normal (the file stores no prior)"
     layout = f" ({Z} shape then {Zc} colour coefficients)" if Zc else ""
-    return _Sampler(Z + Zc, prior, sample, decode, np.asarray(template.faces), lambda: template, layout)
+    size = getattr(model, "texture_size", None) or _TEXTURE_SIZE  # a joint decoder's own texture size
+    return _Sampler(Z + Zc, prior, sample, decode, np.asarray(template.faces), lambda: template, f"the {where}",
+                    size, layout)
 
 
 def _read_latents(path: str, latent_size: int, layout: str = "") -> np.ndarray:
@@ -531,7 +512,8 @@ def _run_sample(args: argparse.Namespace) -> int:
                          "nothing was written (name another folder, or remove them)")
     sampler = _sampler(args.checkpoint, fit_prior=args.latents is None, hierarchy=args.hierarchy,
                        template=args.template)
-    uv = _texture_uvs(sampler.template(), args.checkpoint) if args.texture else None  # ((T, 2), (F, 3))
+    template = sampler.template() if args.texture else None
+    uv = _texture_uvs(template, sampler.template_name) if args.texture else None  # ((T, 2), (F, 3))
     if args.latents is None:
         generator = torch.Generator().manual_seed(_DEFAULT_SEED if args.seed is None else args.seed)
         n = _DEFAULT_FACES if args.n is None else args.n
@@ -540,8 +522,22 @@ def _run_sample(args: argparse.Namespace) -> int:
     else:
         codes = torch.from_numpy(_read_latents(args.latents, sampler.latent_size, sampler.layout))  # (N, Z)
         source = f"decoded from {args.latents}"
-    decoded, textures = _decode_all(sampler, codes, args.texture, source, args.checkpoint)
+    decoded, branch_maps = _decode_all(sampler, codes, args.texture, source)  # (N, V, C), (N, H, W, 3) uint8
     vertices, colors = _shape_and_colors(decoded)
+    gather = None  # writes a face's colours into its texture, one face at a time (bounded memory)
+    if args.texture and colors is not None:
+        gather = _color_texture(template, sampler.texture_size)
+    elif args.texture and branch_maps is None:
+        raise ValueError(f"--texture: expected a model that decodes colour (a joint autoencoder or decoder, or a PCA "
+                         f"model with colour components), found {args.checkpoint}, which decodes shape only; "
+                         "nothing was written")
+
+    def texture(i: int) -> torch.Tensor | np.ndarray | None:  # (3, H, W) floats, or (H, W, 3) uint8
+        if gather is not None:
+            with torch.inference_mode():
+                return gather(colors[i])
+        return None if branch_maps is None else branch_maps[i]
+
     faces = sampler.faces  # (F, 3)
     meshes = [Mesh(vertices=vertices[i].numpy(), faces=faces, colors=None if colors is None else colors[i].numpy(),
                    **({} if uv is None else {"uv": uv[0], "uv_faces": uv[1]}))
@@ -554,15 +550,15 @@ def _run_sample(args: argparse.Namespace) -> int:
     try:
         for mesh in meshes:
             save_mesh(mesh, os.path.join(args.output, f"face_{written:0{width}d}.{args.format}"),
-                      texture=None if textures is None else textures[written])
+                      texture=texture(written))
             written += 1
     except KeyboardInterrupt:
         print(f"mesh-decoder sample: interrupted after writing {written} of {len(meshes)} faces: {args.output} is "
               f"incomplete ({_LATENTS_NAME} holds all {len(meshes)} codes)", file=sys.stderr)
         raise
     what = "with colours clamped into [0, 1]" if colors is not None else "shape only"
-    if textures is not None:
-        h, w = textures.shape[1:3]
+    if args.texture:
+        h, w = gather.size if gather is not None else branch_maps.shape[1:3]
         files = "face_*.png" + (", through face_*.mtl" if args.format == "obj" else "")
         what = f"{'shape' if colors is None else what} and {w} x {h} UV textures ({files})"
     print(f"wrote {len(meshes)} mesh{'es' if len(meshes) != 1 else ''} ({decoded.shape[1]} vertices, {what}) and "
@@ -570,33 +566,29 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _texture_uvs(template: Mesh, model: str, what: str = "--texture") -> tuple[np.ndarray, np.ndarray]:
-    """The template's ``uv (T, 2)`` and ``uv_faces (F, 3)`` that map the textures onto each mesh."""
+def _texture_uvs(template: Mesh, name: str, what: str = "--texture") -> tuple[np.ndarray, np.ndarray]:
+    """The template's ``uv (T, 2)`` and ``uv_faces (F, 3)`` that map the textures onto each mesh; ``name``
+    says which template it is."""
     if template.uv is None:
-        raise ValueError(f"{what}: expected a template with UV coordinates to map the textures, found the "
-                         f"template of {model} without them; nothing was written")
+        raise ValueError(f"{what}: expected a template with UV coordinates to map the textures, found {name} "
+                         "without them; nothing was written")
     return template.uv, template.uv_faces
 
 
-def _decode_all(sampler: _Sampler, codes: torch.Tensor, textures: bool, source: str,
-                model: str) -> tuple[torch.Tensor, np.ndarray | None]:
-    """Decode ``codes (N, Z)`` in chunks: the faces ``(N, V, C)`` and, with ``textures``, the UV textures as
-    ``(N, H, W, 3)`` uint8 (kept as bytes: a float 256 x 256 map per face would take 3 MB). Raises, naming the
-    first code, when a face or texture is not finite, and with ``textures`` for a model that decodes no
-    colour."""
+def _decode_all(sampler: _Sampler, codes: torch.Tensor, textures: bool,
+                source: str) -> tuple[torch.Tensor, np.ndarray | None]:
+    """Decode ``codes (N, Z)`` in chunks: the faces ``(N, V, C)`` and, with ``textures``, the maps of a joint
+    decoder's texture branch (where its appearance is only there) as ``(N, H, W, 3)`` uint8 (kept as bytes: a
+    float 256 x 256 map per face takes 768 KB), else ``None``. Raises, naming the first code, when a face or
+    map is not finite."""
     import torch
 
     faces, maps, bad = [], [], []
     with torch.inference_mode():  # the float32 codes written are the ones decoded (as MeshAutoencoder.sample does)
         for i in range(0, codes.shape[0], _SAMPLE_CHUNK):
-            decoded, texture = sampler.decode(codes[i:i + _SAMPLE_CHUNK], textures)  # (n, V, C), (n, 3, H, W)
-            texture = texture if textures else None  # a texture branch's maps come unasked
-            if textures and texture is None:
-                raise ValueError(f"--texture: expected a model that decodes colour (a joint autoencoder or "
-                                 f"decoder, or a PCA model with colour components), found {model}, which decodes "
-                                 "shape only; nothing was written")
+            decoded, texture = sampler.decode(codes[i:i + _SAMPLE_CHUNK])  # (n, V, C), (n, 3, H, W) or None
             bad.append(~torch.isfinite(decoded).flatten(1).all(dim=1))  # (n,)
-            if texture is not None:
+            if textures and texture is not None:
                 bad[-1] |= ~torch.isfinite(texture).flatten(1).all(dim=1)
                 maps.append((texture.clamp(0, 1).permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy())
             faces.append(decoded)

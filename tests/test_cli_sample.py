@@ -511,10 +511,10 @@ def _texels(texel_map, colors: np.ndarray) -> np.ndarray:
 
 
 def _textured_run(tmp_path):
-    """A finished one-epoch joint run whose hierarchy holds a 24 x 24 texel map."""
+    """A finished one-epoch joint run whose hierarchy holds a 32 x 32 texel map."""
     from mesh_decoder.train import train
 
-    config = {"template": {"vertices": 500}, "hierarchy": {"factors": [2, 2], "texture_size": 24, "cache_dir": False},
+    config = {"template": {"vertices": 500}, "hierarchy": {"factors": [2, 2], "texture_size": 32, "cache_dir": False},
               "data": {"n": 24, "seed": 4}, "model": {"decoder": "spiral", "channels": [8, 8], "latent_size": Z,
                                                       "joint": True},
               "training": {"epochs": 1, "batch_size": 8, "seed": 9}}
@@ -535,7 +535,7 @@ def test_texture_writes_the_colours_into_the_runs_texel_map(fmt, tmp_path, capsy
     assert main(["sample", str(run), "--latents", str(tmp_path / "z.npy"), "--texture", "--format", fmt,
                  "-o", str(out)]) == 0
     assert capsys.readouterr().out.startswith(
-        "wrote 2 meshes (500 vertices, with colours clamped into [0, 1] and 24 x 24 UV textures (face_*.png"
+        "wrote 2 meshes (500 vertices, with colours clamped into [0, 1] and 32 x 32 UV textures (face_*.png"
         + (", through face_*.mtl" if fmt == "obj" else "") + ")) and latents.npy")
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["latents.npy"] + [f"face_000{i}.{e}" for i in range(2)
@@ -554,17 +554,25 @@ def test_texture_writes_the_colours_into_the_runs_texel_map(fmt, tmp_path, capsy
     assert reference
 
 
-def test_a_pca_texture_maps_each_vertex_colour_at_its_uv(tiny_joint_run, tmp_path, capsys):
+@pytest.mark.parametrize("uvs", ["own", "flipped"])
+def test_a_pca_texture_maps_each_vertex_colour_at_its_uv(uvs, tiny_joint_run, tmp_path, capsys):
     """Without a texel map in the model a 256 x 256 one of the template's UVs is built; at the UV of a
-    vertex the texture holds that vertex's colour (rows from the top, v from the bottom, as OBJ reads it)."""
+    vertex the texture holds that vertex's colour (rows from the top, v from the bottom, as OBJ reads it),
+    also for a --template with other UVs (the texture is made on the UVs the mesh files get)."""
+    from mesh_decoder.mesh import face_template, save_mesh
     from mesh_decoder.model_files import load_model
 
     pca_file = tmp_path / "pca.safetensors"
     assert main(["pca", str(tiny_joint_run / "config.yaml"), "-o", str(pca_file), "--components", "4",
                  "--color-components", "3"]) == 0
+    template = []
+    if uvs == "flipped":
+        own = face_template(500)
+        save_mesh(own.copy(uv=own.uv * [1, -1] + [0, 1]), tmp_path / "flipped.obj")
+        template = ["--template", str(tmp_path / "flipped.obj")]
     out = tmp_path / "faces"
     assert main(["sample", str(pca_file), "--n", "2", "--seed", str(np.random.default_rng().integers(1000)),
-                 "--texture", "--format", "obj", "-o", str(out)]) == 0
+                 "--texture", "--format", "obj", "-o", str(out), *template]) == 0
     assert "256 x 256 UV textures" in capsys.readouterr().out
     latents = np.load(out / "latents.npy")
     with torch.no_grad():
@@ -635,3 +643,38 @@ def test_texture_refusals_write_nothing(tiny_run, tmp_path, capsys):
     assert main(["sample", str(tiny_run), "--n", "2", "--texture", "-o", str(out)]) == 1
     assert "expected a folder without earlier samples, found face_0000.png" in _one_error_line(capsys)
     assert os.listdir(out) == ["face_0000.png"]
+
+
+def test_a_texture_branch_with_another_templates_uvs_is_refused(tmp_path, capsys):
+    """A --template with the same geometry and other UVs passed: the decoder's texture did not fit the mesh."""
+    from mesh_decoder.hierarchy import load_hierarchy
+    from mesh_decoder.mesh import face_template, save_mesh
+    from mesh_decoder.model_files import save_model
+    from mesh_decoder.nn import JointDecoder
+
+    run = _textured_run(tmp_path)
+    hierarchy = load_hierarchy(run / "hierarchy.npz")
+    joint = JointDecoder.from_hierarchy(hierarchy, texture_branch="cnn", latent_size=Z, channels=(8, 8),
+                                        texture_size=32, texture_channels=8)
+    save_model(joint, tmp_path / "joint" / "decoder.safetensors", hierarchy=hierarchy)
+    own = face_template(500)
+    save_mesh(own.copy(uv=own.uv * [1, -1] + [0, 1]), tmp_path / "flipped.obj")
+    save_mesh(own, tmp_path / "own.obj")
+    command = ["sample", str(tmp_path / "joint" / "decoder.safetensors"), "--hierarchy", str(run / "hierarchy.npz"),
+               "--n", "1", "--texture"]
+    assert main(command + ["--template", str(tmp_path / "flipped.obj"), "-o", str(tmp_path / "a")]) == 1
+    err = _one_error_line(capsys)
+    assert "the model's UV texture layout was made on UVs" in err and "flipped.obj has UVs" in err, err
+    assert not (tmp_path / "a").exists()
+    assert main(command + ["--template", str(tmp_path / "own.obj"), "-o", str(tmp_path / "b")]) == 0
+
+
+def test_only_files_sample_writes_count_as_earlier_samples(tiny_joint_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("face_photo.png", "face_notes.mtl", "face_0000.obj.bak", "face_scan.ply"):
+        (out / name).write_bytes(b"kept")
+    assert main(["sample", str(tiny_joint_run), "--n", "1", "--texture", "-o", str(out)]) == 0
+    assert all((out / n).read_bytes() == b"kept" for n in ("face_photo.png", "face_notes.mtl", "face_scan.ply"))
+    assert main(["sample", str(tiny_joint_run), "--n", "1", "--texture", "-o", str(out)]) == 1
+    assert "found latents.npy, face_0000.ply, face_0000.png;" in _one_error_line(capsys)

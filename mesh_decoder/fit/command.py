@@ -200,6 +200,12 @@ def _load(args: argparse.Namespace):
         raise ModelFileError(f"{args.model}: the model was built for template {expected[:12]}..., but the "
                              f"{where} has hash {tpl.content_hash()[:12]}...; "
                              "pass --template with the model's template")
+    uv_expected = None if hierarchy is None else hierarchy.meta.get("uv_hash")
+    if meta["class"] == "JointDecoder" and uv_expected is not None and tpl.uv_hash() != uv_expected:
+        found = "no UVs" if tpl.uv is None else f"UVs {tpl.uv_hash()[:12]}..."
+        raise ModelFileError(f"{args.model}: the model's UV texture layout was made on UVs {uv_expected[:12]}... "
+                             f"(its hierarchy's), but the {where} has {found}; its textures would not fit that "
+                             "template: pass --template with the model's template")
     if tpl.num_vertices != num_vertices and num_vertices:
         raise ModelFileError(f"{args.model}: the model decodes {num_vertices} vertices, the {where} has "
                              f"{tpl.num_vertices}; pass --template with the model's template")

@@ -132,7 +132,9 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike, *, binary: bool | None = None
             OBJ through a material file ``face.mtl`` (``mtllib``, ``map_Kd``: read by
             Blender, MeshLab and PyTorch3D's ``load_obj``), PLY through a header
             comment ``TextureFile face.png`` (read by MeshLab). OFF cannot hold UVs.
-            The texture files are written first, then the mesh, each atomically.
+            All files are written to temporaries first; the texture files replace
+            earlier ones only after the mesh file did, so a failure (a full disk,
+            Ctrl-C) leaves every earlier file as it was.
 
     Notes:
         - OBJ stores the UV table and per-corner UV indices exactly, colours as
@@ -152,10 +154,9 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike, *, binary: bool | None = None
         TypeError: ``mesh`` is not a :class:`Mesh`.
         MeshFileError: unknown extension, a mesh that fails validation or does
             not fit the format (positions beyond float32 range, colours outside
-            ``[0, 1]``, UVs in OFF, landmark names with whitespace, a texture for
-            a mesh without UVs or a file name the reference cannot hold, ...).
-        ValueError, TypeError: a texture that is no image (see
-            :func:`mesh_decoder.render.to_image_array`) or has other than 3 channels.
+            ``[0, 1]``, UVs in OFF, landmark names with whitespace, ...), or a
+            texture for a mesh without UVs, one that is not an RGB image of finite
+            real values, or a file name the reference cannot hold.
     """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh: expected a mesh_decoder.mesh.Mesh, got {type(mesh).__name__}")
@@ -167,15 +168,14 @@ def save_mesh(mesh: Mesh, path: str | os.PathLike, *, binary: bool | None = None
         raise MeshFileError(path, f"binary=True: {fmt.upper()} is a text format, only PLY can be written as binary")
     _check_savable(mesh, path, fmt)
     image = None if texture is None else _texture_image(mesh, path, fmt, texture)  # (H, W, 3) uint8
-    texture_file = None
-    if image is not None:
-        texture_file = _write_texture_files(path, fmt, image)
-    if fmt == "obj":
-        _write_obj(mesh, path, material=texture_file)
-    elif fmt == "off":
-        _write_off(mesh, path)
-    else:
-        _write_ply(mesh, path, binary=binary is not False, texture_file=texture_file)
+    with contextlib.ExitStack() as staged:  # texture files move into place only once the mesh file did
+        texture_file = None if image is None else _stage_texture_files(staged, path, fmt, image)
+        if fmt == "obj":
+            _write_obj(mesh, path, material=texture_file)
+        elif fmt == "off":
+            _write_off(mesh, path)
+        else:
+            _write_ply(mesh, path, binary=binary is not False, texture_file=texture_file)
 
 
 #: The material that a textured OBJ's faces use, defined in its ``.mtl`` file.
@@ -198,32 +198,40 @@ def _texture_image(mesh: Mesh, path: str, fmt: str, texture) -> np.ndarray:
         raise MeshFileError(path, "texture: expected a mesh with UV coordinates (uv, uv_faces) to map it, found "
                                   "a mesh without them")
     png = os.path.basename(texture_paths(path)[0])
-    if any(ch.isspace() for ch in png) or (fmt == "ply" and not png.isascii()):
-        kind = "an ASCII name without whitespace (a PLY header comment)" if fmt == "ply" else \
-            "a name without whitespace (OBJ's mtllib and map_Kd)"
+    unsafe = any(ch.isspace() for ch in png) or "#" in png or png.startswith("-")
+    if unsafe or (fmt == "ply" and not png.isascii()):
+        kind = "an ASCII name" if fmt == "ply" else "a name"
+        where = "a PLY header comment" if fmt == "ply" else "OBJ's mtllib and map_Kd"
         raise MeshFileError(path, f"texture: expected a mesh file name its texture file can be referenced by, "
-                                  f"{kind}, found {png!r}")
+                                  f"{kind} without whitespace or '#' that does not start with '-' ({where}), "
+                                  f"found {png!r}")
+    for other in texture_paths(path)[: 2 if fmt == "obj" else 1]:
+        if os.path.isdir(other):
+            raise MeshFileError(path, f"texture: expected {other} to be free for a file, found a folder")
     from ..render.render import to_image_array
 
-    image = to_image_array(texture)  # (H, W, C) uint8
+    try:
+        image = to_image_array(texture)  # (H, W, C) uint8
+    except (TypeError, ValueError) as exc:
+        raise MeshFileError(path, f"texture: {str(exc).removeprefix('image: ')}") from None
     if image.shape[2] != 3:
-        raise ValueError(f"texture: expected an RGB image (3 channels), got {image.shape[2]}")
+        raise MeshFileError(path, f"texture: expected an RGB image (3 channels), found {image.shape[2]}")
     return image
 
 
-def _write_texture_files(path: str, fmt: str, image: np.ndarray) -> str:
-    """Write the texture PNG (and for OBJ its material file) beside ``path``; returns the name the mesh
-    file references: the ``.mtl`` for OBJ, the ``.png`` for PLY."""
-    from ..render.render import save_png
+def _stage_texture_files(staged: contextlib.ExitStack, path: str, fmt: str, image: np.ndarray) -> str:
+    """Write the texture PNG (and for OBJ its material file) beside ``path`` into temporaries that ``staged``
+    renames into place when it closes; returns the name the mesh file references: the ``.mtl`` for OBJ, the
+    ``.png`` for PLY."""
+    from ..render.render import encode_png
 
     png, mtl = texture_paths(path)
-    save_png(image, png)
+    staged.enter_context(atomic_write(png, "wb")).write(encode_png(image))
     if fmt == "ply":
         return os.path.basename(png)
     lines = [f"# mesh_decoder material: the UV texture of {os.path.basename(path)}", f"newmtl {OBJ_MATERIAL}",
              "Ka 1 1 1", "Kd 1 1 1", "Ks 0 0 0", "illum 1", f"map_Kd {os.path.basename(png)}"]
-    with atomic_write(mtl, "wb") as handle:
-        handle.write(("\n".join(lines) + "\n").encode("utf-8"))
+    staged.enter_context(atomic_write(mtl, "wb")).write(("\n".join(lines) + "\n").encode("utf-8"))
     return os.path.basename(mtl)
 
 

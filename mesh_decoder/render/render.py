@@ -39,7 +39,7 @@ from .interpolate import _as_attributes, _as_texture, _interp_packed, _scatter, 
 from .rasterize import MAX_CANDIDATES, Fragments, _packed_bary, as_faces, as_vertices, covered_pixels, rasterize
 from .shading import DirectionalLight, shade_lambert, vertex_normals
 
-__all__ = ["RenderOutput", "render", "save_png", "to_image_array", "DEFAULT_ALBEDO"]
+__all__ = ["RenderOutput", "render", "save_png", "encode_png", "to_image_array", "DEFAULT_ALBEDO"]
 
 #: Albedo of meshes rendered without colours or texture.
 DEFAULT_ALBEDO = (0.78, 0.78, 0.78)
@@ -257,6 +257,8 @@ def to_image_array(image) -> np.ndarray:
         )
     if arr.dtype == np.uint8:
         return np.ascontiguousarray(arr)
+    if np.iscomplexobj(arr):
+        raise TypeError(f"image: expected real values, got {arr.dtype}")
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
         arr = arr.astype(np.float64)
     if np.issubdtype(arr.dtype, np.integer):
@@ -304,10 +306,15 @@ def save_png(image, path: str | os.PathLike) -> str:
         needs an extra package.
     """
     _check_png_path(path)
-    data = _encode_png(to_image_array(image))
+    data = encode_png(image)
     with atomic_write(path, "wb") as handle:
         handle.write(data)
     return os.fspath(path)
+
+
+def encode_png(image) -> bytes:
+    """The bytes of the PNG :func:`save_png` writes for ``image`` (see :func:`to_image_array`)."""
+    return _encode_png(to_image_array(image))
 
 
 def _check_png_path(path: str | os.PathLike, name: str = "path") -> None:

@@ -1047,6 +1047,8 @@ def test_a_texture_is_written_beside_the_mesh_and_referenced(tmp_path, make_grid
 
 
 def test_a_texture_needs_uvs_an_rgb_image_and_a_referable_name(tmp_path, make_grid_mesh):
+    import torch
+
     rng = np.random.default_rng()
     mesh = make_grid_mesh(rng, 3, 3, uv="corner")
     texture = rng.random((8, 8, 3))
@@ -1054,14 +1056,57 @@ def test_a_texture_needs_uvs_an_rgb_image_and_a_referable_name(tmp_path, make_gr
         save_mesh(mesh.copy(uv=None, uv_faces=None), tmp_path / "a.off", texture=texture)
     with pytest.raises(MeshFileError, match="texture: expected a mesh with UV coordinates"):
         save_mesh(mesh.copy(uv=None, uv_faces=None), tmp_path / "a.obj", texture=texture)
-    with pytest.raises(MeshFileError, match=r"a name without whitespace \(OBJ's mtllib and map_Kd\), found 'a b.png'"):
-        save_mesh(mesh, tmp_path / "a b.obj", texture=texture)
+    for name in ("a b.obj", "face#1.obj", "-face.obj", "a\tb.ply"):
+        with pytest.raises(MeshFileError, match=r"name without whitespace or '#' that does not start with '-' "
+                                                r"\((OBJ's mtllib and map_Kd|a PLY header comment)\), found '"):
+            save_mesh(mesh, tmp_path / name, texture=texture)
     with pytest.raises(MeshFileError, match="an ASCII name without whitespace .* found 'gesicht_ä.png'"):
         save_mesh(mesh, tmp_path / "gesicht_ä.ply", texture=texture)
-    with pytest.raises(ValueError, match="texture: expected an RGB image \\(3 channels\\), got 4"):
-        save_mesh(mesh, tmp_path / "a.obj", texture=rng.random((8, 8, 4)))
-    with pytest.raises(ValueError, match="expected finite values"):
-        save_mesh(mesh, tmp_path / "a.obj", texture=np.full((8, 8, 3), np.nan))
+    bad = {"an RGB image \\(3 channels\\), found 4": rng.random((8, 8, 4)),
+           "expected finite values": np.full((8, 8, 3), np.nan),
+           "expected real values, got complex64": (rng.random((8, 8, 3)) + 1j).astype(np.complex64),
+           "expected floats in \\[0, 1\\] or uint8, got int32": rng.integers(0, 255, (8, 8, 3), dtype=np.int32),
+           "expected one image \\(1, C, H, W\\), got a batch of 2": torch.rand(2, 3, 8, 8)}
+    for message, image in bad.items():
+        with pytest.raises(MeshFileError, match=f"a.obj: texture: .*{message}"):
+            save_mesh(mesh, tmp_path / "a.obj", texture=image)
     assert os.listdir(tmp_path) == []  # every refusal came before the first file
     save_mesh(mesh, tmp_path / "gesicht_ä.obj", texture=texture)  # UTF-8 names are fine in OBJ
     assert "map_Kd gesicht_ä.png" in (tmp_path / "gesicht_ä.mtl").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("failure", ["mesh_write", "mesh_path_is_a_folder", "mtl_path_is_a_folder", "interrupt"])
+def test_a_failed_textured_save_leaves_every_earlier_file(tmp_path, make_grid_mesh, monkeypatch, failure):
+    """The texture files were written first: a failing mesh write left a new texture beside the old mesh."""
+    rng = np.random.default_rng()
+    mesh = make_grid_mesh(rng, 3, 4, uv="corner")
+    path = tmp_path / "face.obj"
+    save_mesh(mesh, path, texture=rng.random((6, 5, 3)))
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    assert sorted(before) == ["face.mtl", "face.obj", "face.png"]
+    moved = make_grid_mesh(rng, 3, 4, uv="corner")
+    if failure in ("mesh_write", "interrupt"):
+        error = OSError(28, "No space left on device (simulated)") if failure == "mesh_write" else KeyboardInterrupt()
+
+        def failing(mesh, target, **kwargs):
+            with mio.atomic_write(target, "wb") as handle:
+                handle.write(b"v 1 2 3\n")
+                raise error
+
+        monkeypatch.setattr(mio, "_write_obj", failing)
+        with pytest.raises(type(error)):
+            save_mesh(moved, path, texture=rng.random((6, 5, 3)))
+    elif failure == "mesh_path_is_a_folder":
+        os.mkdir(tmp_path / "other.obj")
+        with pytest.raises(OSError, match="expected a file path, found a directory"):
+            save_mesh(moved, tmp_path / "other.obj", texture=rng.random((6, 5, 3)))
+        os.rmdir(tmp_path / "other.obj")
+        assert not (tmp_path / "other.png").exists() and not (tmp_path / "other.mtl").exists()
+    else:
+        (tmp_path / "face.mtl").unlink()
+        os.mkdir(tmp_path / "face.mtl")
+        del before["face.mtl"]
+        with pytest.raises(MeshFileError, match="texture: expected .*face.mtl to be free for a file, found a folder"):
+            save_mesh(moved, path, texture=rng.random((6, 5, 3)))
+        os.rmdir(tmp_path / "face.mtl")
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
