@@ -71,7 +71,7 @@ _REGISTRY: dict[str, _Entry] = {
     "PCAModel": _Entry("mesh_decoder.pca", None, False),
     **{name: _Entry("mesh_decoder.nn", None, True) for name in (
         "SpiralDecoder", "ChebDecoder", "PyGDecoder", "JointDecoder",
-        "SpiralEncoder", "ChebEncoder", "MeshAutoencoder",
+        "SpiralEncoder", "ChebEncoder", "PyGEncoder", "MeshAutoencoder",
     )},
 }
 
@@ -169,15 +169,22 @@ def _collect_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
     return tensors, aliases
 
 
-def _conv_factory_in(config: Any) -> bool:
-    """Whether ``config`` holds a PyGDecoder's whose conv was a factory function (``"conv": None``), at any depth."""
+#: Model classes whose config stores a PyG conv by name (``"conv": None`` when it was a factory function).
+_PYG_CLASSES = ("PyGDecoder", "PyGEncoder")
+
+
+def _conv_factory_in(config: Any) -> str | None:
+    """The class (``"PyGDecoder"``, ``"PyGEncoder"``) of a part of ``config``, at any depth, whose conv was a
+    factory function (``"conv": None``), or ``None`` when there is none."""
     if isinstance(config, dict):
-        if config.get("class") == "PyGDecoder" and config.get("conv") is None:
-            return True
-        return any(_conv_factory_in(value) for value in config.values())
-    if isinstance(config, (list, tuple)):
-        return any(_conv_factory_in(value) for value in config)
-    return False
+        if config.get("class") in _PYG_CLASSES and config.get("conv") is None:
+            return config["class"]
+        values = list(config.values())
+    elif isinstance(config, (list, tuple)):
+        values = list(config)
+    else:
+        return None
+    return next((found for found in map(_conv_factory_in, values) if found is not None), None)
 
 
 def save_model(
@@ -222,10 +229,11 @@ def save_model(
     if _REGISTRY[name].needs_hierarchy and hierarchy is None:
         raise ValueError(f"hierarchy: {name} is built on a mesh hierarchy; pass hierarchy= so the file "
                          "records which template it belongs to")
-    if _conv_factory_in(config):
-        raise ValueError("model: a PyGDecoder built with a conv factory function cannot be stored (a file keeps the "
-                         "conv's class name and load_model rebuilds it from that); build it with a torch_geometric.nn "
-                         "class or its name, e.g. 'GCNConv' and conv_kwargs, or save its state_dict")
+    factory_class = _conv_factory_in(config)
+    if factory_class is not None:
+        raise ValueError(f"model: a {factory_class} built with a conv factory function cannot be stored (a file "
+                         "keeps the conv's class name and load_model rebuilds it from that); build it with a "
+                         "torch_geometric.nn class or its name, e.g. 'GCNConv' and conv_kwargs, or save its state_dict")
     extra = dict(extra_meta or {})
     meta = {
         "format": FORMAT,

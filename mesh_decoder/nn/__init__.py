@@ -48,7 +48,7 @@ from .decoders import (  # noqa: E402
     UVTextureDecoder,
     decoder_from_config,
 )
-from .encoders import ChebEncoder, GraphEncoder, SpiralEncoder, encoder_from_config  # noqa: E402
+from .encoders import ChebEncoder, GraphEncoder, PyGEncoder, SpiralEncoder, encoder_from_config  # noqa: E402
 from .autoencoder import MeshAutoencoder  # noqa: E402
 from .presets import PRESETS, decoder_from_preset, encoder_from_preset, preset_hierarchy_params  # noqa: E402
 
@@ -68,6 +68,7 @@ __all__ += [
     "GraphEncoder",
     "SpiralEncoder",
     "ChebEncoder",
+    "PyGEncoder",
     "encoder_from_config",
     "MeshAutoencoder",
     "PRESETS",

@@ -394,6 +394,126 @@ class _ChebLevels:
         return ChebConv(in_channels, out_channels, self.K, index, weight, self.num_vertices[level])
 
 
+def _resolve_pyg_conv(conv: Any, conv_kwargs: Mapping[str, Any] | None) -> Callable[[int, int], nn.Module]:
+    if callable(conv) and not isinstance(conv, (str, type)):
+        if conv_kwargs:
+            raise ValueError("conv_kwargs: expected none with a conv factory function, got some")
+        return conv
+    if isinstance(conv, str):
+        import torch_geometric.nn as pyg_nn
+
+        conv_cls = getattr(pyg_nn, conv, None)
+        if not isinstance(conv_cls, type):
+            raise ValueError(f"conv: expected the name of a torch_geometric.nn conv class, got {conv!r}")
+    elif isinstance(conv, type):
+        conv_cls = conv
+    else:
+        raise TypeError(f"conv: expected a class name, a class or a factory (in, out) -> MessagePassing, got {conv!r}")
+    if conv_kwargs is not None and not isinstance(conv_kwargs, Mapping):
+        raise TypeError(f"conv_kwargs: expected a dict of keyword arguments for {conv_cls.__name__}, "
+                        f"got {type(conv_kwargs).__name__} {conv_kwargs!r}")
+    kwargs = dict(conv_kwargs or {})
+    return lambda cin, cout: conv_cls(cin, cout, **kwargs)
+
+
+def _pyg_conv_name(conv: Any) -> str | None:
+    """The name a config stores for ``conv``: a name as given, a ``torch_geometric`` class's name, else ``None``
+    (a factory function, or a class outside ``torch_geometric.nn``, which a rebuild could not find by name)."""
+    if isinstance(conv, str):
+        return conv
+    if isinstance(conv, type) and conv.__module__.startswith("torch_geometric."):
+        return conv.__name__
+    return None
+
+
+class _PyGLevels:
+    """The per-level :class:`~mesh_decoder.nn.PyGConv` of a graph decoder or encoder (a mixin, as
+    :class:`_SpiralLevels`): conv resolution, edge attributes, ``_make_conv``, the level edges of a
+    hierarchy, and the config fields and ``from_config`` that a factory conv needs.
+
+    Attributes set by :meth:`_build_pyg_convs`: ``conv_name`` (``None`` for a factory), ``conv_kwargs``,
+    ``mode`` and ``pseudo``.
+    """
+
+    channels: tuple[int, ...]
+    num_vertices: tuple[int, ...]
+
+    def _build_pyg_convs(
+        self,
+        conv: str | type | Callable[[int, int], nn.Module],
+        edge_index: Sequence[torch.Tensor],
+        conv_kwargs: Mapping[str, Any] | None,
+        mode: str,
+        pseudo: str | None,
+        level_vertices: Sequence[torch.Tensor] | None,
+    ) -> None:
+        L = len(self.channels)
+        if len(edge_index) != L:
+            raise ValueError(f"edge_index: expected {L} tensors (levels 0..{L - 1}), got {len(edge_index)}")
+        self._factory = _resolve_pyg_conv(conv, conv_kwargs)
+        self.conv_name: str | None = _pyg_conv_name(conv)
+        self.conv_kwargs = dict(conv_kwargs or {})
+        self.mode = mode
+        self.pseudo = pseudo
+        self._edges = list(edge_index)
+        self._edge_attr: list[torch.Tensor | None] = [None] * L
+        if pseudo is not None:
+            if level_vertices is None or len(level_vertices) != L:
+                found = "none" if level_vertices is None else f"{len(level_vertices)}"
+                raise ValueError(f"level_vertices: expected {L} tensors (V_l, 3) with pseudo={pseudo!r}, got {found}")
+            self._edge_attr = [pseudo_coordinates(pseudo, check_tensor(v, f"level_vertices[{l}]",
+                                                                       shape=(self.num_vertices[l], 3)), e)
+                               for l, (v, e) in enumerate(zip(level_vertices, self._edges))]
+        self._build_convs()  # type: ignore[attr-defined]
+        del self._edges, self._edge_attr, self._factory  # the convs hold the graph as buffers
+
+    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
+        return PyGConv(self._factory(in_channels, out_channels), self._edges[level], self.num_vertices[level],
+                       mode=self.mode, edge_attr=self._edge_attr[level])
+
+    @staticmethod
+    def hierarchy_edges(hierarchy: MeshHierarchy, level: int) -> torch.Tensor:
+        """Directed edges ``(2, E)`` of a level: both directions of every face edge
+        (:func:`~mesh_decoder.nn.mesh_edge_index`, as :meth:`PyGConv.from_hierarchy`)."""
+        lvl = hierarchy.levels[level]
+        return mesh_edge_index(lvl.faces, lvl.num_vertices)  # (2, E)
+
+    @classmethod
+    def _hierarchy_graphs(cls, hierarchy: MeshHierarchy, num: int, pseudo: str | None
+                          ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Levels ``0..num-1``'s edges ``(2, E_l)`` and, with ``pseudo``, their template vertices ``(V_l, 3)``
+        (the ``edge_index`` and ``level_vertices`` constructor arguments)."""
+        edges = [cls.hierarchy_edges(hierarchy, l) for l in range(num)]
+        return edges, None if pseudo is None else [hierarchy.levels[l].vertices for l in range(num)]
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able config; ``"conv"`` is ``None`` when the conv was given as a factory function."""
+        base = self._base_config()  # type: ignore[attr-defined]
+        return {**base, "conv": self.conv_name, "conv_kwargs": dict(self.conv_kwargs), "mode": self.mode,
+                "pseudo": self.pseudo}
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        hierarchy: MeshHierarchy,
+        conv: str | type | Callable[[int, int], nn.Module] | None = None,
+    ):
+        """Rebuild from :meth:`config`; pass ``conv`` when it was a factory function."""
+        kwargs = _split_config(config, cls)
+        _check_config_sizes(config, hierarchy, _config_levels(kwargs))
+        if conv is not None:
+            kwargs["conv"] = conv
+            if not isinstance(conv, (str, type)):
+                kwargs.pop("conv_kwargs", None)
+        elif kwargs.get("conv") is None:
+            raise ValueError("config: the conv was a factory function, which a config cannot store; pass conv=")
+        return cls.from_hierarchy(hierarchy, **kwargs)  # type: ignore[attr-defined]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", conv={self.conv_name or 'factory'}"  # type: ignore[misc]
+
+
 class GraphDecoder(HierarchyModel, nn.Module):
     r"""Base class of the graph decoders: FC, then [up-sample, conv, activation] per level.
 
@@ -806,29 +926,7 @@ class ChebDecoder(_ChebLevels, GraphDecoder):
         return {**self._base_config(), "K": self.K}
 
 
-def _resolve_pyg_conv(conv: Any, conv_kwargs: Mapping[str, Any] | None) -> Callable[[int, int], nn.Module]:
-    if callable(conv) and not isinstance(conv, (str, type)):
-        if conv_kwargs:
-            raise ValueError("conv_kwargs: expected none with a conv factory function, got some")
-        return conv
-    if isinstance(conv, str):
-        import torch_geometric.nn as pyg_nn
-
-        conv_cls = getattr(pyg_nn, conv, None)
-        if not isinstance(conv_cls, type):
-            raise ValueError(f"conv: expected the name of a torch_geometric.nn conv class, got {conv!r}")
-    elif isinstance(conv, type):
-        conv_cls = conv
-    else:
-        raise TypeError(f"conv: expected a class name, a class or a factory (in, out) -> MessagePassing, got {conv!r}")
-    if conv_kwargs is not None and not isinstance(conv_kwargs, Mapping):
-        raise TypeError(f"conv_kwargs: expected a dict of keyword arguments for {conv_cls.__name__}, "
-                        f"got {type(conv_kwargs).__name__} {conv_kwargs!r}")
-    kwargs = dict(conv_kwargs or {})
-    return lambda cin, cout: conv_cls(cin, cout, **kwargs)
-
-
-class PyGDecoder(GraphDecoder):
+class PyGDecoder(_PyGLevels, GraphDecoder):
     r"""Decoder over any PyTorch Geometric message-passing convolution.
 
     Each convolution is ``conv(in, out)`` from the given factory, adapted to
@@ -882,41 +980,7 @@ class PyGDecoder(GraphDecoder):
         level_vertices: Sequence[torch.Tensor] | None = None,
     ) -> None:
         super().__init__(latent_size, channels, num_vertices, up_index, up_weight, out_channels, activation, check_finite)
-        L = len(self.channels)
-        if len(edge_index) != L:
-            raise ValueError(f"edge_index: expected {L} tensors (levels 0..{L - 1}), got {len(edge_index)}")
-        self._factory = _resolve_pyg_conv(conv, conv_kwargs)
-        if isinstance(conv, str):
-            self.conv_name: str | None = conv
-        elif isinstance(conv, type) and conv.__module__.startswith("torch_geometric."):
-            self.conv_name = conv.__name__
-        else:
-            self.conv_name = None
-        self.conv_kwargs = dict(conv_kwargs or {})
-        self.mode = mode
-        self.pseudo = pseudo
-        self._edges = list(edge_index)
-        self._edge_attr: list[torch.Tensor | None] = [None] * L
-        if pseudo is not None:
-            if level_vertices is None or len(level_vertices) != L:
-                found = "none" if level_vertices is None else f"{len(level_vertices)}"
-                raise ValueError(f"level_vertices: expected {L} tensors (V_l, 3) with pseudo={pseudo!r}, got {found}")
-            self._edge_attr = [pseudo_coordinates(pseudo, check_tensor(v, f"level_vertices[{l}]",
-                                                                       shape=(self.num_vertices[l], 3)), e)
-                               for l, (v, e) in enumerate(zip(level_vertices, self._edges))]
-        self._build_convs()
-        del self._edges, self._edge_attr, self._factory
-
-    def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:
-        return PyGConv(self._factory(in_channels, out_channels), self._edges[level], self.num_vertices[level],
-                       mode=self.mode, edge_attr=self._edge_attr[level])
-
-    @staticmethod
-    def hierarchy_edges(hierarchy: MeshHierarchy, level: int) -> torch.Tensor:
-        """Directed edges ``(2, E)`` of a level: both directions of every face edge
-        (:func:`~mesh_decoder.nn.mesh_edge_index`, as :meth:`PyGConv.from_hierarchy`)."""
-        lvl = hierarchy.levels[level]
-        return mesh_edge_index(lvl.faces, lvl.num_vertices)  # (2, E)
+        self._build_pyg_convs(conv, edge_index, conv_kwargs, mode, pseudo, level_vertices)
 
     @classmethod
     def from_hierarchy(
@@ -938,11 +1002,12 @@ class PyGDecoder(GraphDecoder):
         channels = _check_channels(channels)
         L = len(channels)
         _check_levels(hierarchy, L)
+        edges, level_vertices = cls._hierarchy_graphs(hierarchy, L, pseudo)
         return cls(
             latent_size,
             channels,
             conv,
-            [cls.hierarchy_edges(hierarchy, l) for l in range(L)],
+            edges,
             hierarchy.up_index[:L],
             hierarchy.up_weight[:L],
             hierarchy.sizes[: L + 1],
@@ -952,34 +1017,8 @@ class PyGDecoder(GraphDecoder):
             activation=activation,
             check_finite=check_finite,
             pseudo=pseudo,
-            level_vertices=None if pseudo is None else [hierarchy.levels[l].vertices for l in range(L)],
+            level_vertices=level_vertices,
         )._remember_hierarchy(hierarchy)
-
-    def config(self) -> dict[str, Any]:
-        """JSON-able config; ``"conv"`` is ``None`` when the conv was given as a factory function."""
-        return {**self._base_config(), "conv": self.conv_name, "conv_kwargs": dict(self.conv_kwargs), "mode": self.mode,
-                "pseudo": self.pseudo}
-
-    @classmethod
-    def from_config(
-        cls,
-        config: Mapping[str, Any],
-        hierarchy: MeshHierarchy,
-        conv: str | type | Callable[[int, int], nn.Module] | None = None,
-    ) -> "PyGDecoder":
-        """Rebuild from :meth:`config`; pass ``conv`` when it was a factory function."""
-        kwargs = _split_config(config, cls)
-        _check_config_sizes(config, hierarchy, _config_levels(kwargs))
-        if conv is not None:
-            kwargs["conv"] = conv
-            if not isinstance(conv, (str, type)):
-                kwargs.pop("conv_kwargs", None)
-        elif kwargs.get("conv") is None:
-            raise ValueError("config: the conv was a factory function, which a config cannot store; pass conv=")
-        return cls.from_hierarchy(hierarchy, **kwargs)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", conv={self.conv_name or 'factory'}"
 
 
 # ------------------------------------------------------------------------- texture

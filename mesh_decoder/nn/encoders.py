@@ -6,15 +6,16 @@ r"""Mesh encoders: vertices to a latent code, the mirror of :mod:`mesh_decoder.n
       for l = 0, ..., L-1:   conv at level l (c_{l-1} or C_in -> c_l) -> activation -> down-sample to level l+1
       flatten (B, V_L * c_{L-1}) --FC--> z (B, Z)
 
-as in the encoders of SpiralNet++ (Gong et al., ICCVW 2019) and COMA (Ranjan
-et al., ECCV 2018). Encoders work in normalised units: :class:`~mesh_decoder.nn.MeshAutoencoder`
+as in the encoders of SpiralNet++ (Gong et al., ICCVW 2019, :class:`SpiralEncoder`) and COMA
+(Ranjan et al., ECCV 2018, :class:`ChebEncoder`), or with any PyTorch Geometric convolution
+(:class:`PyGEncoder`). Encoders work in normalised units: :class:`~mesh_decoder.nn.MeshAutoencoder`
 subtracts the decoder's ``mean`` and divides by its ``std`` before encoding, so
 one pair of buffers serves both directions.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -30,13 +31,14 @@ from .decoders import (
     _check_positive_int,
     _level_laplacians,
     _level_spirals,
+    _PyGLevels,
     _SpiralLevels,
     activation_name,
     make_activation,
 )
 from .pool import DownSample
 
-__all__ = ["GraphEncoder", "SpiralEncoder", "ChebEncoder", "encoder_from_config"]
+__all__ = ["GraphEncoder", "SpiralEncoder", "ChebEncoder", "PyGEncoder", "encoder_from_config"]
 
 
 class GraphEncoder(HierarchyModel, nn.Module):
@@ -264,11 +266,93 @@ class ChebEncoder(_ChebLevels, GraphEncoder):
         return {**self._base_config(), "K": self.K}
 
 
-_ENCODERS: dict[str, type[GraphEncoder]] = {"SpiralEncoder": SpiralEncoder, "ChebEncoder": ChebEncoder}
+class PyGEncoder(_PyGLevels, GraphEncoder):
+    r"""Encoder over any PyTorch Geometric message-passing convolution, the mirror of
+    :class:`~mesh_decoder.nn.PyGDecoder`.
+
+    Each convolution is ``conv(in, out)`` from the given factory, adapted to
+    ``(B, V, C)`` batches by :class:`~mesh_decoder.nn.PyGConv` on the level's mesh
+    graph. See :class:`GraphEncoder` for the architecture.
+
+    Args:
+        in_channels: input features per vertex.
+        channels: ``(c_0, ..., c_{L-1})``.
+        latent_size: ``Z``.
+        conv: the name of a ``torch_geometric.nn`` class (``"GCNConv"``), such a
+            class, or a factory ``(in_channels, out_channels) -> MessagePassing``.
+            Only a name (or a class of ``torch_geometric.nn``) can be stored by
+            :meth:`config`; with a factory, pass it again to :meth:`from_config`.
+        edge_index: ``L`` int64 tensors ``(2, E_l)``, the directed edges of levels ``0..L-1``.
+        down_index: ``L`` int64 tensors ``(V_{l+1},)``.
+        num_vertices: ``(V_0, ..., V_L)``.
+        conv_kwargs: extra keyword arguments for the conv class (default none).
+        mode: :class:`~mesh_decoder.nn.PyGConv` batching mode (default ``"auto"``).
+        activation: default ``"elu"``.
+        pseudo: edge attributes for pseudo-coordinate convolutions (``GMMConv``,
+            ``SplineConv``, ``NNConv``): a name in
+            :data:`~mesh_decoder.nn.pyg_conv.PSEUDO_COORDINATES`, computed from
+            ``level_vertices``; default ``None`` (the conv is called as ``conv(x, edge_index)``).
+        level_vertices: ``L`` tensors ``(V_l, 3)``, the template's vertices at levels
+            ``0..L-1``; needed with ``pseudo``.
+
+    Shapes:
+        ``(B, V_0, C_in) -> (B, Z)``; ``(V_0, C_in) -> (Z,)``
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        latent_size: int,
+        conv: str | type | Callable[[int, int], nn.Module],
+        edge_index: Sequence[torch.Tensor],
+        down_index: Sequence[torch.Tensor],
+        num_vertices: Sequence[int],
+        conv_kwargs: Mapping[str, Any] | None = None,
+        mode: str = "auto",
+        activation: str = "elu",
+        pseudo: str | None = None,
+        level_vertices: Sequence[torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__(in_channels, channels, latent_size, num_vertices, down_index, activation)
+        self._build_pyg_convs(conv, edge_index, conv_kwargs, mode, pseudo, level_vertices)
+
+    @classmethod
+    def from_hierarchy(
+        cls,
+        hierarchy: MeshHierarchy,
+        conv: str | type | Callable[[int, int], nn.Module] = "GCNConv",
+        latent_size: int = 16,
+        channels: Sequence[int] = (32, 32, 32, 64),
+        in_channels: int = 3,
+        conv_kwargs: Mapping[str, Any] | None = None,
+        mode: str = "auto",
+        activation: str = "elu",
+        pseudo: str | None = None,
+    ) -> "PyGEncoder":
+        """Build on the first ``len(channels) + 1`` levels of ``hierarchy`` (with ``pseudo``, edge
+        attributes from their template vertices, as :meth:`~mesh_decoder.nn.PyGDecoder.from_hierarchy`)."""
+        channels = _check_channels(channels)
+        L = len(channels)
+        _check_levels(hierarchy, L)
+        edges, level_vertices = cls._hierarchy_graphs(hierarchy, L, pseudo)
+        enc = cls(in_channels, channels, latent_size, conv, edges, hierarchy.down[:L], hierarchy.sizes[: L + 1],
+                  conv_kwargs=conv_kwargs, mode=mode, activation=activation, pseudo=pseudo,
+                  level_vertices=level_vertices)
+        enc._remember_hierarchy(hierarchy)
+        return enc
+
+
+_ENCODERS: dict[str, type[GraphEncoder]] = {
+    "SpiralEncoder": SpiralEncoder,
+    "ChebEncoder": ChebEncoder,
+    "PyGEncoder": PyGEncoder,
+}
 
 
 def encoder_from_config(config: Mapping[str, Any], hierarchy: MeshHierarchy) -> GraphEncoder:
-    """Rebuild an encoder from its ``config()`` and the hierarchy it was made on."""
+    """Rebuild an encoder from its ``config()`` and the hierarchy it was made on (a :class:`PyGEncoder`
+    built with a conv factory function needs ``PyGEncoder.from_config(config, hierarchy, conv=...)``)."""
     if not isinstance(config, Mapping):
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
     name = config.get("class")

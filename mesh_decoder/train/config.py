@@ -29,15 +29,15 @@ shown (``null`` is YAML's ``None``)::
       norm_eps: 0.001        # lower bound of the per-vertex std (normalisation)
     model:
       decoder: null      # spiral | cheb | pyg; null: the preset's, else spiral
-      encoder: null      # spiral | cheb; null: as the decoder (spiral for pyg)
+      encoder: null      # spiral | cheb | pyg; null: as the decoder (spiral for pyg)
       preset: null       # spiralnet++-coma | coma: defaults of the keys below
       joint: false       # shape + per-vertex colour, 6 channels (the mesh texture branch)
       latent_size: null  # null: the preset's, else 16 (spiral, pyg) or 8 (cheb)
       channels: null     # null: the preset's, else [32, 32, 32, 64] / [16, 16, 16, 32] (cheb)
       K: null            # Chebyshev order; null: the preset's, else 6
-      conv: GCNConv      # torch_geometric.nn conv class of the pyg decoder
+      conv: GCNConv      # torch_geometric.nn conv class of the pyg decoder and pyg encoder
       conv_kwargs: {}
-      pseudo: null       # pyg decoder edge attributes: cartesian | spherical | distance (GMMConv, NNConv)
+      pseudo: null       # pyg decoder/encoder edge attributes: cartesian | spherical | distance (GMMConv, NNConv)
       activation: elu
     training:
       epochs: 300
@@ -146,7 +146,7 @@ class ModelConfig:
     """The autoencoder. ``None`` entries take the preset's value, else the decoder's default."""
 
     decoder: Union[Literal["spiral", "cheb", "pyg"], None] = None
-    encoder: Union[Literal["spiral", "cheb"], None] = None
+    encoder: Union[Literal["spiral", "cheb", "pyg"], None] = None
     preset: Union[str, None] = None
     joint: bool = False
     latent_size: Union[int, None] = None
@@ -378,7 +378,9 @@ class TrainConfig:
 
     @property
     def encoder_kind(self) -> str:
-        """``"spiral"`` or ``"cheb"`` (a PyG decoder is paired with a spiral encoder unless set)."""
+        """``"spiral"``, ``"cheb"`` or ``"pyg"`` (with ``model.conv``, ``conv_kwargs`` and ``pseudo``).
+
+        A PyG decoder is paired with a spiral encoder unless set, as runs trained before PyG encoders were."""
         if self.model.encoder is not None:
             return self.model.encoder
         return "spiral" if self.decoder_kind == "pyg" else self.decoder_kind

@@ -321,36 +321,43 @@ def build_autoencoder(config: TrainConfig, hierarchy: MeshHierarchy) -> MeshAuto
     """The config's autoencoder on ``hierarchy`` (parameters from the current torch RNG).
 
     The decoder is a :class:`~mesh_decoder.nn.SpiralDecoder`, :class:`~mesh_decoder.nn.ChebDecoder`
-    or :class:`~mesh_decoder.nn.PyGDecoder`; the encoder a :class:`~mesh_decoder.nn.SpiralEncoder`
-    or :class:`~mesh_decoder.nn.ChebEncoder` with the same channels and latent size.
+    or :class:`~mesh_decoder.nn.PyGDecoder`; the encoder a :class:`~mesh_decoder.nn.SpiralEncoder`,
+    :class:`~mesh_decoder.nn.ChebEncoder` or :class:`~mesh_decoder.nn.PyGEncoder` with the same channels and
+    latent size (the PyG ones both with ``model.conv``, ``model.conv_kwargs`` and ``model.pseudo``).
     Joint models have 6 channels (xyz + rgb) in and out.
 
     Raises:
         TrainConfigError: a ``model.conv`` that is no ``torch_geometric.nn`` class, or ``model.conv_kwargs``
             it does not take (names both keys and the config file).
     """
-    from ..nn import ChebDecoder, ChebEncoder, PyGDecoder, SpiralDecoder, SpiralEncoder
+    from ..nn import ChebDecoder, ChebEncoder, PyGDecoder, PyGEncoder, SpiralDecoder, SpiralEncoder
 
     config = _as_config(config)
     common = dict(latent_size=config.latent_size, channels=tuple(config.channels), activation=config.model.activation)
     C = config.in_channels
+    m = config.model
+
+    def pyg(cls, **kwargs):
+        try:
+            return cls.from_hierarchy(hierarchy, conv=m.conv, conv_kwargs=m.conv_kwargs, pseudo=m.pseudo, **kwargs,
+                                      **common)
+        except (TypeError, ValueError) as exc:  # a misspelt class or an argument it does not take
+            raise TrainConfigError(f"{config.source or 'config'}: model.conv {m.conv!r}, model.conv_kwargs "
+                                   f"{m.conv_kwargs}: {exc}") from None
+
     kind = config.decoder_kind
     if kind == "spiral":
         decoder = SpiralDecoder.from_hierarchy(hierarchy, out_channels=C, **common)
     elif kind == "cheb":
         decoder = ChebDecoder.from_hierarchy(hierarchy, K=config.K, out_channels=C, **common)
     else:
-        m = config.model
-        try:
-            decoder = PyGDecoder.from_hierarchy(hierarchy, conv=m.conv, conv_kwargs=m.conv_kwargs, out_channels=C,
-                                                pseudo=m.pseudo, **common)
-        except (TypeError, ValueError) as exc:  # a misspelt class or an argument it does not take
-            raise TrainConfigError(f"{config.source or 'config'}: model.conv {m.conv!r}, model.conv_kwargs "
-                                   f"{m.conv_kwargs}: {exc}") from None
+        decoder = pyg(PyGDecoder, out_channels=C)
     if config.encoder_kind == "spiral":
         encoder = SpiralEncoder.from_hierarchy(hierarchy, in_channels=C, **common)
-    else:
+    elif config.encoder_kind == "cheb":
         encoder = ChebEncoder.from_hierarchy(hierarchy, K=config.K, in_channels=C, **common)
+    else:
+        encoder = pyg(PyGEncoder, in_channels=C)
     return MeshAutoencoder(encoder, decoder)
 
 

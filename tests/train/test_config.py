@@ -28,7 +28,9 @@ def test_defaults_and_resolved_values():
     joint = TrainConfig.from_dict({"model": {"preset": "spiralnet++-coma", "joint": True, "latent_size": 32}})
     assert joint.latent_size == 32 and joint.in_channels == 6 and joint.texture_size == 256
     pyg = TrainConfig.from_dict({"model": {"decoder": "pyg"}})
-    assert pyg.encoder_kind == "spiral"
+    assert pyg.encoder_kind == "spiral"  # as runs trained before PyG encoders: they load unchanged
+    assert TrainConfig.from_dict({"model": {"decoder": "pyg", "encoder": "pyg"}}).encoder_kind == "pyg"
+    assert TrainConfig.from_dict({"model": {"encoder": "pyg"}}).encoder_kind == "pyg"  # with a spiral decoder
 
 
 def test_yaml_round_trip(tmp_path):
@@ -73,6 +75,7 @@ def test_unknown_key_names_key_and_file(tmp_path):
         ("data", "split", "random", "'interpolation' | 'extrapolation'"),
         ("model", "channels", [8, "16"], "a list of an int"),
         ("model", "decoder", "conv", "'spiral' | 'cheb' | 'pyg'"),
+        ("model", "encoder", "gat", "'spiral' | 'cheb' | 'pyg' or null"),
         ("template", "kind", 3, "'face' | 'head' | 'file'"),
     ],
 )
@@ -214,3 +217,17 @@ def test_a_key_given_twice_in_json_is_named_and_merge_keys_still_work(tmp_path):
     path = _write(tmp_path, "merge.yaml", f"training:\n  <<: {{epochs: {a}, batch_size: 4}}\n  epochs: {b}\n")
     cfg = load_config(path)
     assert (cfg.training.epochs, cfg.training.batch_size) == (b, 4)
+
+
+@pytest.mark.parametrize("key", ["decoder", "encoder"])
+def test_the_docstring_lists_every_model_choice(key):
+    """The module docstring's table of keys names the values ``model.decoder`` and ``model.encoder`` take."""
+    import typing
+
+    import mesh_decoder.train.config as config_module
+    from mesh_decoder.train.config import ModelConfig
+
+    (line,) = [line for line in config_module.__doc__.splitlines() if line.strip().startswith(f"{key}: null")]
+    listed = line.split("#", 1)[1].split(";")[0].split("|")
+    literal, _ = typing.get_args(typing.get_type_hints(ModelConfig)[key])
+    assert [choice.strip() for choice in listed] == list(typing.get_args(literal))

@@ -206,8 +206,37 @@ def test_chebyshev_and_pyg_autoencoders_train(tmp_path, tiny_config, model):
     result = train(config, tmp_path, progress=False)
     expected = "ChebDecoder" if "preset" in model else "PyGDecoder"
     assert type(result.model.decoder).__name__ == expected and result.model.latent_size == 4
+    # without model.encoder, a PyG decoder keeps its spiral encoder (runs trained before PyG encoders load unchanged)
+    assert type(result.model.encoder).__name__ == ("ChebEncoder" if "preset" in model else "SpiralEncoder")
     model2, _, _, _ = load_trained(tmp_path)
     assert_same_state(parameters_of(model2), parameters_of(result.model))
+
+
+def test_a_pyg_encoder_trains_and_loads_back(tmp_path, tiny_config):
+    """model.encoder: pyg (it took spiral or cheb only) builds a PyGEncoder with model.conv, conv_kwargs and pseudo;
+    the model file and the checkpoint both rebuild it."""
+    from mesh_decoder.nn import PyGDecoder, PyGEncoder
+
+    config = tiny_config(template={"vertices": 500}, data={"n": 24}, training={"epochs": 1},
+                         model={"decoder": "pyg", "encoder": "pyg", "conv": "SAGEConv", "channels": [8, 8],
+                                "latent_size": 4})
+    data = load_data(config)
+    result = train(config, tmp_path, progress=False, data=data)
+    encoder = result.model.encoder
+    assert type(encoder) is PyGEncoder and type(result.model.decoder) is PyGDecoder
+    assert [type(layer.conv).__name__ for layer in encoder.convs] == ["SAGEConv", "SAGEConv"]
+    assert encoder.channels == (8, 8) and encoder.latent_size == 4 and encoder.num_vertices[0] == 500
+    x = data.train[:5]
+    with torch.no_grad():
+        codes = result.model.encode(x)
+    model, _, cfg, meta = load_trained(tmp_path)
+    assert meta["kind"] == "model" and cfg.encoder_kind == "pyg" and type(model.encoder) is PyGEncoder
+    assert_same_state(parameters_of(model), parameters_of(result.model))
+    with torch.no_grad():
+        assert torch.equal(model.encode(x), codes)
+    from_checkpoint, _, _, meta = load_trained(tmp_path / CHECKPOINT_NAME)  # rebuilt by build_autoencoder
+    assert meta["kind"] == "checkpoint" and type(from_checkpoint.encoder) is PyGEncoder
+    assert_same_state(parameters_of(from_checkpoint.encoder), parameters_of(encoder))
 
 
 def test_progress_bar_shows_epoch_loss_and_throughput(tmp_path, tiny_config, capsys):
@@ -487,7 +516,9 @@ def test_too_few_training_meshes_name_the_keys_that_decide(tmp_path, tiny_config
     ({"conv": "GCNconv"}, "model.conv 'GCNconv', model.conv_kwargs {}: ",
      "conv: expected the name of a torch_geometric.nn conv class, got 'GCNconv'"),
     ({"conv_kwargs": {"fo": 1}}, "model.conv 'GCNConv', model.conv_kwargs {'fo': 1}: ", "keyword argument 'fo'"),
-], ids=["misspelt-conv", "unknown-kwarg"])
+    ({"decoder": "spiral", "encoder": "pyg", "conv": "GCNconv"}, "model.conv 'GCNconv', model.conv_kwargs {}: ",
+     "conv: expected the name of a torch_geometric.nn conv class, got 'GCNconv'"),
+], ids=["misspelt-conv", "unknown-kwarg", "pyg-encoder"])
 def test_a_pyg_conv_that_cannot_be_built_names_its_config_keys(tmp_path, tiny_config, model, message, cause):
     """The error named 'conv' or was Python's 'got an unexpected keyword argument', without the config file or key."""
     import yaml
