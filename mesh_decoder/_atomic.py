@@ -29,6 +29,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
     Raises:
         OutputPathError: ``path`` is a directory, or one of its parents is a file
             (an ``OSError`` and a ``ValueError`` naming ``path``); nothing is created.
+        OSError: creating, writing or renaming the temporary file failed (a read-only
+            folder, a full disk); its ``filename`` is ``path`` as given, not the
+            temporary name, unless the error named another file.
     """
     from .errors import OutputPathError
 
@@ -45,7 +48,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
                               given)
     os.makedirs(directory, exist_ok=True)
     base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=(suffix or "") + ".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=(suffix or "") + ".tmp", dir=directory)
+    except OSError as exc:  # a read-only folder: name the user's file, not the temporary one
+        exc.filename = given
+        raise
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -59,9 +66,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
             perms = 0o666 & ~mask
         os.chmod(tmp, perms)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp) and exc.filename2 is None:
+            exc.filename = given  # a full disk while writing: name the file that was being written
         raise
     with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
         dfd = os.open(directory, os.O_RDONLY)

@@ -556,6 +556,10 @@ def _run_sample(args: argparse.Namespace) -> int:
         print(f"mesh-decoder sample: interrupted after writing {written} of {len(meshes)} faces: {args.output} is "
               f"incomplete ({_LATENTS_NAME} holds all {len(meshes)} codes)", file=sys.stderr)
         raise
+    except OSError as exc:  # a full disk: the one error line says how far it got
+        exc.strerror = (f"{exc.strerror or 'failed'} (after writing {written} of {len(meshes)} faces; "
+                        f"{_LATENTS_NAME} holds all {len(meshes)} codes)")
+        raise
     what = "with colours clamped into [0, 1]" if colors is not None else "shape only"
     if args.texture:
         h, w = gather.size if gather is not None else branch_maps.shape[1:3]

@@ -93,3 +93,49 @@ def test_write_json_keeps_the_old_file_on_bad_payload(tmp_path):
     with pytest.raises(TypeError):
         write_json(path, {"set": {1, 2}})
     assert path.read_text() == '{"kept": 1}\n' and os.listdir(tmp_path) == ["out.json"]
+
+
+class _FullDisk:
+    """A file handle whose writes fail as a full disk does."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def write(self, data):
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def test_a_failed_write_names_the_target_not_the_temporary_file(tmp_path):
+    """A full disk read '[Errno 28] No space left on device', naming no file."""
+    target = tmp_path / "face.obj"
+    target.write_bytes(b"earlier")
+    with pytest.raises(OSError) as info:
+        with atomic_write(target) as handle:
+            _FullDisk(handle).write(_payload())
+    assert info.value.errno == 28 and info.value.filename == str(target), info.value
+    assert os.listdir(tmp_path) == ["face.obj"] and target.read_bytes() == b"earlier"
+
+
+def test_a_folder_refusing_new_files_names_the_target(tmp_path, monkeypatch):
+    """A read-only folder named the temporary file ('.face.png.1yz8yzg5.tmp')."""
+    import tempfile
+
+    def refuse(prefix, suffix, dir):
+        raise PermissionError(1, "Operation not permitted", os.path.join(dir, f"{prefix}x7y8{suffix}"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError) as info:
+        with atomic_write(tmp_path / "face.png") as handle:
+            handle.write(_payload())
+    assert info.value.filename == str(tmp_path / "face.png"), info.value
+
+
+def test_an_error_about_another_file_keeps_its_name(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        with atomic_write(tmp_path / "out.json") as handle:
+            handle.write(open(tmp_path / "missing.txt", "rb").read())
+    assert info.value.filename == str(tmp_path / "missing.txt")
+    assert os.listdir(tmp_path) == []

@@ -354,6 +354,25 @@ def test_an_interrupted_sample_says_what_it_left(tiny_run, tmp_path, capsys, mon
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_0000.ply", "face_0001.ply", "latents.npy"]
 
 
+def test_a_full_disk_says_how_far_sample_got(tiny_run, tmp_path, capsys, monkeypatch):
+    """It printed '[Errno 28] No space left on device', naming no file and no count."""
+    import mesh_decoder.mesh.io as io
+
+    real, saved = io.atomic_write, []
+
+    def full_at_the_third(path, *args, **kwargs):
+        if str(path).endswith(".ply") and len(saved) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        saved.append(path) if str(path).endswith(".ply") else None
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(io, "atomic_write", full_at_the_third)
+    out = tmp_path / "out"
+    assert main(["sample", str(tiny_run), "--n", "5", "-o", str(out)]) == 1
+    assert _one_error_line(capsys) == (f"error: {out / 'face_0002.ply'}: No space left on device (after writing 2 of "
+                                       "5 faces; latents.npy holds all 5 codes)\n")
+
+
 def test_a_checkpoint_of_an_unfinished_run_says_so(tmp_path, capsys):
     from mesh_decoder.train import train
 
