@@ -34,6 +34,7 @@ checked against a per-sample loop in the tests) and ``"union"`` for all others.
 
 from __future__ import annotations
 
+import inspect
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +48,32 @@ __all__ = ["PyGConv", "mesh_edge_index", "pseudo_coordinates", "BATCHED_CONVS", 
 #: Pseudo-coordinates of an edge: the ``torch_geometric.transforms`` class that computes
 #: them (``norm=True``: scaled to ``[0, 1]`` by the largest value of the mesh level).
 PSEUDO_COORDINATES = {"cartesian": "Cartesian", "spherical": "Spherical", "distance": "Distance"}
+
+
+def _check_takes_edge_attr(conv: nn.Module, dim: int) -> None:
+    """Refuse (``ValueError``) a conv that would not use ``(E, dim)`` edge attributes passed as
+    ``conv(x, edge_index, edge_attr)``: one whose forward's third parameter is something else (GCNConv's
+    edge weights: a shape error at the first call), one that ignores them (GATConv without ``edge_dim``), or
+    one built for another attribute size (``edge_dim``; GMMConv's and SplineConv's ``dim``)."""
+    name = type(conv).__name__
+    try:
+        params = list(inspect.signature(conv.forward).parameters)
+    except (TypeError, ValueError):  # no signature to read: the first call tells
+        return
+    if len(params) < 3 or params[2] != "edge_attr":
+        raise ValueError(f"edge_attr: expected a conv that takes edge attributes as conv(x, edge_index, edge_attr) "
+                         f"(GMMConv, SplineConv, NNConv, ...), got {name}.forward({', '.join(params)}); leave the "
+                         "pseudo-coordinates out for it")
+    sizes = [("edge_dim", getattr(conv, "edge_dim", dim))]
+    if name in ("GMMConv", "SplineConv"):
+        sizes.append(("dim", getattr(conv, "dim", dim)))
+    for key, size in sizes:
+        if size is None:
+            raise ValueError(f"edge_attr: {name} uses edge attributes only with {key} set: expected {key}={dim} "
+                             f"(the pseudo-coordinates' size), got None")
+        if isinstance(size, int) and size != dim:
+            raise ValueError(f"edge_attr: expected {name} with {key}={dim} (the pseudo-coordinates' size), got "
+                             f"{key}={size}")
 
 
 def pseudo_coordinates(kind: str, vertices: Tensor, edge_index: Tensor) -> Tensor:
@@ -146,6 +173,7 @@ class PyGConv(nn.Module):
                 raise TypeError(f"edge_attr: expected a floating dtype, got {edge_attr.dtype}")
             if mode == "batched":
                 raise ValueError("mode: edge attributes need mode 'union' (or 'auto'), got 'batched'")
+            _check_takes_edge_attr(conv, int(edge_attr.shape[1]))
         self.conv = conv
         if mode == "auto":
             mode = "batched" if edge_attr is None and _batches_correctly(conv) else "union"

@@ -342,8 +342,9 @@ def build_autoencoder(config: TrainConfig, hierarchy: MeshHierarchy) -> MeshAuto
             return cls.from_hierarchy(hierarchy, conv=m.conv, conv_kwargs=m.conv_kwargs, pseudo=m.pseudo, **kwargs,
                                       **common)
         except (TypeError, ValueError) as exc:  # a misspelt class or an argument it does not take
+            pseudo = f", model.pseudo {m.pseudo!r}" if m.pseudo is not None else ""
             raise TrainConfigError(f"{config.source or 'config'}: model.conv {m.conv!r}, model.conv_kwargs "
-                                   f"{m.conv_kwargs}: {exc}") from None
+                                   f"{m.conv_kwargs}{pseudo}: {exc}") from None
 
     kind = config.decoder_kind
     if kind == "spiral":

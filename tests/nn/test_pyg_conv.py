@@ -331,6 +331,28 @@ def test_pseudo_coordinate_convs_match_a_loop_with_the_edge_attributes(kind, mak
     assert layer.double()(x.double()).dtype == torch.float64  # the attributes follow the module's dtype
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda D: gnn.GCNConv(C, O), r"takes edge attributes as conv\(x, edge_index, edge_attr\) .*got "
+                                  r"GCNConv.forward\(x, edge_index, edge_weight\)"),
+    (lambda D: gnn.SAGEConv(C, O), r"got SAGEConv.forward\(x, edge_index, size\)"),
+    (lambda D: gnn.GATConv(C, O), r"GATConv uses edge attributes only with edge_dim set: expected edge_dim=3"),
+    (lambda D: gnn.GATConv(C, O, edge_dim=D + 1), r"expected GATConv with edge_dim=3 .*got edge_dim=4"),
+    (lambda D: gnn.GMMConv(C, O, dim=D - 1, kernel_size=2), r"expected GMMConv with dim=3 .*got dim=2"),
+], ids=["gcn-edge-weights", "sage", "gat-without-edge-dim", "gat-other-size", "gmm-other-dim"])
+def test_a_conv_that_would_not_use_the_edge_attributes_is_refused(make, message):
+    """GCNConv took the pseudo-coordinates as edge weights (a shape error at the first call), SAGEConv as its
+    size argument, and GATConv without edge_dim ignored them."""
+    from mesh_decoder.nn.pyg_conv import pseudo_coordinates
+
+    verts, faces = grid_mesh(3, 4)
+    verts = torch.as_tensor(verts, dtype=torch.float32) + 0.1 * torch.randn(verts.shape)
+    edges = mesh_edge_index(faces, verts.shape[0])
+    attr = pseudo_coordinates("cartesian", verts, edges)  # (E, 3)
+    with pytest.raises(ValueError, match=message):
+        PyGConv(make(attr.shape[1]), edges, verts.shape[0], edge_attr=attr)
+    PyGConv(gnn.GATConv(C, O, edge_dim=3), edges, verts.shape[0], edge_attr=attr)  # the right size is taken
+
+
 def test_pseudo_coordinates_are_the_scaled_edge_geometry():
     from mesh_decoder.nn.pyg_conv import pseudo_coordinates
 

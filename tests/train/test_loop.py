@@ -518,7 +518,11 @@ def test_too_few_training_meshes_name_the_keys_that_decide(tmp_path, tiny_config
     ({"conv_kwargs": {"fo": 1}}, "model.conv 'GCNConv', model.conv_kwargs {'fo': 1}: ", "keyword argument 'fo'"),
     ({"decoder": "spiral", "encoder": "pyg", "conv": "GCNconv"}, "model.conv 'GCNconv', model.conv_kwargs {}: ",
      "conv: expected the name of a torch_geometric.nn conv class, got 'GCNconv'"),
-], ids=["misspelt-conv", "unknown-kwarg", "pyg-encoder"])
+    ({"conv": "GCNConv", "pseudo": "cartesian"}, "model.conv 'GCNConv', model.conv_kwargs {}, model.pseudo "
+     "'cartesian': ", "expected a conv that takes edge attributes as conv(x, edge_index, edge_attr)"),
+    ({"encoder": "pyg", "conv": "SAGEConv", "pseudo": "distance"}, "model.conv 'SAGEConv', model.conv_kwargs {}, "
+     "model.pseudo 'distance': ", "got SAGEConv.forward(x, edge_index, size)"),
+], ids=["misspelt-conv", "unknown-kwarg", "pyg-encoder", "pseudo-for-gcn", "pseudo-for-sage"])
 def test_a_pyg_conv_that_cannot_be_built_names_its_config_keys(tmp_path, tiny_config, model, message, cause):
     """The error named 'conv' or was Python's 'got an unexpected keyword argument', without the config file or key."""
     import yaml
