@@ -213,16 +213,21 @@ def _add_evaluate(sub) -> None:
 
 # --------------------------------------------------------------------------- render, sample
 _CHECKPOINT_HELP = "a training run folder, model.safetensors or checkpoint.safetensors"
+#: What render and sample take, as their errors say it.
+_MODEL_INPUTS = ("a training run folder, its model.safetensors or checkpoint.safetensors, or a decoder, autoencoder "
+                 "or PCA model file")
 _DEFAULT_FACES, _DEFAULT_SEED = 16, 0
 
 
 def _add_render(sub) -> None:
-    p = sub.add_parser("render", help="sample a trained model's latent prior and render a grid of faces")
+    p = sub.add_parser("render", help="sample a model's latent prior and render a grid of faces")
     _add_threads(p)
     _add_model_arguments(p, "rendered")
     p.add_argument("--n", type=int_argument(1), default=_DEFAULT_FACES,
                    help=f"number of faces (default {_DEFAULT_FACES})")
-    p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=_DEFAULT_SEED)
+    p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=_DEFAULT_SEED,
+                   help=f"seed of the sampling; sample with the same seed writes the same faces (default "
+                        f"{_DEFAULT_SEED})")
     p.add_argument("--image-size", type=int_argument(1), default=192, help="pixels per face (default 192)")
     p.add_argument("-o", "--output", required=True, help="output PNG")
     p.set_defaults(func=_run_render)
@@ -304,8 +309,8 @@ def _run_render(args) -> int:
         decoded, texture = sampler.decode(codes)
     bad = torch.nonzero(~torch.isfinite(decoded).flatten(1).all(dim=1)).flatten()
     if bad.numel():
-        raise ValueError(f"expected finite decoded faces, found NaN or inf in {bad.numel()} of {args.n} (the first: "
-                         f"face {int(bad[0])}); nothing was written")
+        raise ValueError(f"{args.checkpoint}: expected finite decoded faces, found NaN or inf in {bad.numel()} of "
+                         f"{args.n} (the first: face {int(bad[0])}); nothing was written")
     vertices, colors = _shape_and_colors(decoded)
     textured = {}
     if colors is None and texture is not None:  # appearance only in the texture: drawn through the template's UVs
@@ -323,7 +328,7 @@ _TEXTURE_SIZE = 256  # side of a texture written from per-vertex colours where t
 
 
 def _add_sample(sub) -> None:
-    p = sub.add_parser("sample", help="sample a trained model's latent prior (or decode given latent codes) and "
+    p = sub.add_parser("sample", help="sample a model's latent prior (or decode given latent codes) and "
                                       "write the faces as mesh files, with their codes")
     _add_threads(p)
     _add_model_arguments(p, "written")
@@ -391,15 +396,18 @@ def _color_texture(template: Mesh, size: int | tuple[int, int]) -> TexelGather:
 
 
 def _model_class(path: str) -> str | None:
-    """The class a model file holds, or ``None`` for anything else (a run folder, a checkpoint, no file)."""
+    """The class a model file holds (``"trained MeshAutoencoder"`` for one written by train, with its run's
+    config), or ``None`` for anything else (a run folder, a checkpoint, no file)."""
     if os.path.isdir(path):
         return None
     from .model_files import read_model_meta
 
     try:
-        return str(read_model_meta(path).get("class"))
+        meta = read_model_meta(path)
     except (OSError, ValueError):
         return None
+    trained = meta.get("class") == "MeshAutoencoder" and "train_config" in (meta.get("extra_meta") or {})
+    return "trained MeshAutoencoder" if trained else str(meta.get("class"))
 
 
 def _sampler(path: str, *, fit_prior: bool = True, hierarchy: str | None = None,
@@ -407,8 +415,18 @@ def _sampler(path: str, *, fit_prior: bool = True, hierarchy: str | None = None,
     """The :class:`_Sampler` of ``path``: a trained autoencoder (a run folder, ``model.safetensors`` or
     ``checkpoint.safetensors``, see :func:`_trained_model`), or any model file ``fit`` takes: a decoder file
     (its stored latent prior, else the standard normal) or a PCA model (standard normal coefficients)."""
-    if _model_class(path) not in (None, "MeshAutoencoder"):
+    if _model_class(path) not in (None, "trained MeshAutoencoder"):  # a decoder, PCA or saved autoencoder file
         return _file_sampler(path, hierarchy, template)
+    if not os.path.isdir(path):  # not a model file: say all that render and sample take
+        from .errors import ModelFileNotFoundError
+        from .train.checkpoint import CheckpointError, read_safetensors_metadata
+
+        if not os.path.lexists(path):
+            raise ModelFileNotFoundError(path, f"expected {_MODEL_INPUTS}, found nothing at this path")
+        try:
+            read_safetensors_metadata(path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (expected {_MODEL_INPUTS})") from None
     for option, value in (("--hierarchy", hierarchy), ("--template", template)):
         if value is not None:  # a trained autoencoder's run knows its own
             raise ValueError(f"{option}: expected only with a decoder or PCA model file, got {path}, a trained "
@@ -451,6 +469,8 @@ def _file_sampler(path: str, hierarchy: str | None = None, template: str | None 
 
     if fd.name == "PCAModel":
         prior = "the PCA model's standard normal coefficients"
+    elif fd.name == "MeshAutoencoder":
+        prior = "the autoencoder's latent prior (its latent_mean and latent_cov_cholesky)"
     else:
         prior = "the stored latent prior" if stored is not None else "the standard normal (the file stores no prior)"
     layout = f" ({Z} shape then {Zc} colour coefficients)" if Zc else ""
@@ -522,7 +542,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     else:
         codes = torch.from_numpy(_read_latents(args.latents, sampler.latent_size, sampler.layout))  # (N, Z)
         source = f"decoded from {args.latents}"
-    decoded, branch_maps = _decode_all(sampler, codes, args.texture, source)  # (N, V, C), (N, H, W, 3) uint8
+    decoded, branch_maps = _decode_all(sampler, codes, args.texture, f"{source}, by {args.checkpoint}")  # (N, V, C), (N, H, W, 3) uint8
     vertices, colors = _shape_and_colors(decoded)
     gather = None  # writes a face's colours into its texture, one face at a time (bounded memory)
     if args.texture and colors is not None:

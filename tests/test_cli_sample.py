@@ -391,8 +391,9 @@ def test_a_checkpoint_of_an_unfinished_run_says_so(tmp_path, capsys):
 
 
 def test_files_that_hold_no_model_say_what_was_expected(tiny_run, tmp_path, capsys):
-    """render (and sample) named the header bytes of a non-safetensors file."""
-    expected = "expected a training run folder, its model.safetensors or checkpoint.safetensors"
+    """render (and sample) named the header bytes of a non-safetensors file, and only run inputs as expected."""
+    expected = ("expected a training run folder, its model.safetensors or checkpoint.safetensors, or a decoder, "
+                "autoencoder or PCA model file")
     cases = [(tiny_run / "hierarchy.npz", f"({expected})"),
              (tmp_path / "nothing.safetensors", f"{expected}, found nothing at this path")]
     for path, found in cases:
@@ -697,3 +698,42 @@ def test_only_files_sample_writes_count_as_earlier_samples(tiny_joint_run, tmp_p
     assert all((out / n).read_bytes() == b"kept" for n in ("face_photo.png", "face_notes.mtl", "face_scan.ply"))
     assert main(["sample", str(tiny_joint_run), "--n", "1", "--texture", "-o", str(out)]) == 1
     assert "found latents.npy, face_0000.ply, face_0000.png;" in _one_error_line(capsys)
+
+
+def test_an_autoencoder_saved_with_save_model_samples_and_renders_as_its_run(tiny_joint_run, tmp_path, capsys,
+                                                                             monkeypatch):
+    """Such a file (no training config: not a run's) was refused ('a model file without a training config'),
+    though the help promised any model file fit takes."""
+    import mesh_decoder.render as render
+    from mesh_decoder.model_files import save_model
+    from mesh_decoder.train import load_trained
+
+    model, hierarchy, _, _ = load_trained(tiny_joint_run)
+    save_model(model, tmp_path / "ae.safetensors", hierarchy=hierarchy)
+    seed = str(np.random.default_rng().integers(1000))
+    given = ["--hierarchy", str(tiny_joint_run / "hierarchy.npz"), "--n", "3", "--seed", seed]
+    assert main(["sample", str(tmp_path / "ae.safetensors"), *given, "-o", str(tmp_path / "a")]) == 0
+    assert "sampled from the autoencoder's latent prior" in capsys.readouterr().out
+    assert main(["sample", str(tiny_joint_run), "--n", "3", "--seed", seed, "-o", str(tmp_path / "b")]) == 0
+    (za, ma), (zb, mb) = _written(tmp_path / "a"), _written(tmp_path / "b")
+    np.testing.assert_array_equal(za, zb)
+    for a, b in zip(ma, mb):
+        np.testing.assert_allclose(a.vertices, b.vertices, rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(a.colors, b.colors, atol=1e-6)
+    grids = []
+    monkeypatch.setattr(render, "face_grid", lambda vertices, *args, **kwargs: grids.append(vertices))
+    assert main(["render", str(tmp_path / "ae.safetensors"), *given, "-o", str(tmp_path / "g.png")]) == 0
+    np.testing.assert_allclose(grids[0].numpy(), np.stack([m.vertices for m in mb]), rtol=1e-6, atol=1e-5)
+
+
+def test_non_finite_faces_in_render_name_the_model(tiny_run, tmp_path, capsys):
+    from mesh_decoder.model_files import save_model
+    from mesh_decoder.pca import PCAModel
+
+    pca = PCAModel.fit(torch.randn(6, 500, 3), num_components=3)
+    pca.stddev.fill_(3e38)  # finite coefficients the decoding overflows on
+    save_model(pca, tmp_path / "pca.safetensors")
+    assert main(["render", str(tmp_path / "pca.safetensors"), "--n", "2", "-o", str(tmp_path / "g.png")]) == 1
+    err = _one_error_line(capsys)
+    assert err.startswith(f"error: {tmp_path / 'pca.safetensors'}: expected finite decoded faces, found NaN or inf"), err
+    assert not (tmp_path / "g.png").exists()
