@@ -141,7 +141,8 @@ _PCA_FILE = "a PCA model file (.safetensors, as mesh-decoder pca writes)"
 
 #: Config keys whose effect a stored hash records: a path given another way (relative, absolute) or a
 #: pattern matching the same files makes the same faces, which the hash then shows.
-_HASHED_KEYS = {"template.path": "template_hash", "data.root": "data_version", "data.pattern": "data_version",
+_HASHED_KEYS = {"template.kind": "template_hash", "template.path": "template_hash", "template.vertices": "template_hash",
+                "template.seed": "template_hash", "data.root": "data_version", "data.pattern": "data_version",
                 "data.align": "data_version"}
 
 
@@ -250,7 +251,9 @@ def _face_differences(pca: PCAFile, config: TrainConfig,
     ``None``) differ, and the keys compared."""
     fitted = pca.train_config
     run, theirs = config.to_dict(), fitted.to_dict()
-    keys = list(dict.fromkeys(training_face_keys(config) + training_face_keys(fitted)))
+    # keys that decide the faces of both (a file template's unused template.vertices is not compared)
+    theirs_keys = set(training_face_keys(fitted))
+    keys = [key for key in training_face_keys(config) if key in theirs_keys]
     hashes: dict[str, tuple[Any, Any]] = {}  # hash key -> (run's, PCA file's), where both are known
     for key in ("template_hash", "data_version"):
         now, then = (recorded or {}).get(key), getattr(pca, key)

@@ -448,3 +448,24 @@ def test_json_may_not_replace_an_input_or_be_another_kind_of_file(runs, hierarch
     assert main(["evaluate", result.output_dir, "--json", run_config]) == 1
     assert "expected a file name ending in .json, got '.yaml'" in _one_error_line(capsys)
     assert open(run_config, "rb").read() == kept
+
+
+def test_the_same_template_given_as_a_file_is_the_same_training_faces(hierarchy_cache, tmp_path):
+    """A run on the built-in template saved as a file was refused beside a PCA of the built-in one, naming the
+    file template's unused template.vertices ('run 5023, PCA file 600')."""
+    from mesh_decoder.mesh import face_template, save_mesh
+
+    save_mesh(face_template(V), tmp_path / "face.ply")
+    builtin = _config(hierarchy_cache, False)
+    from_file = dict(builtin, template={"kind": "file", "path": str(tmp_path / "face.ply")})
+    _save_fitted(builtin, tmp_path / "pca.safetensors", 5)
+    data = load_data(from_file)
+    assert load_pca_file(tmp_path / "pca.safetensors", from_file, data=data).train_config is not None
+    # another template (its hash differs) is still refused, naming the kind and the hash, not unused keys
+    save_mesh(face_template(V, seed=1), tmp_path / "other.ply")
+    other = dict(builtin, template={"kind": "file", "path": str(tmp_path / "other.ply")})
+    with pytest.raises(TrainingError) as info:
+        load_pca_file(tmp_path / "pca.safetensors", other, data=load_data(other))
+    message = str(info.value)
+    assert "template.kind: run 'file', PCA file 'face'" in message and "template_hash: run" in message, message
+    assert "template.vertices" not in message and "template.path" not in message, message
