@@ -737,3 +737,17 @@ def test_non_finite_faces_in_render_name_the_model(tiny_run, tmp_path, capsys):
     err = _one_error_line(capsys)
     assert err.startswith(f"error: {tmp_path / 'pca.safetensors'}: expected finite decoded faces, found NaN or inf"), err
     assert not (tmp_path / "g.png").exists()
+
+
+def test_a_hierarchy_given_with_a_pca_model_is_refused(tiny_joint_run, tmp_path, capsys):
+    """It was loaded and then ignored."""
+    pca_file = tmp_path / "pca.safetensors"
+    assert main(["pca", str(tiny_joint_run / "config.yaml"), "-o", str(pca_file), "--components", "3"]) == 0
+    capsys.readouterr()
+    for command in (["sample", "-o", str(tmp_path / "out")], ["render", "-o", str(tmp_path / "g.png")]):
+        assert main([command[0], str(pca_file), "--hierarchy", str(tiny_joint_run / "hierarchy.npz"),
+                     *command[1:]]) == 1
+        assert _one_error_line(capsys) == (f"error: --hierarchy {tiny_joint_run / 'hierarchy.npz'}: expected only "
+                                           f"with a model built on a mesh hierarchy, got {pca_file}, a PCAModel "
+                                           "file, which uses none\n")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "g.png").exists()

@@ -166,6 +166,9 @@ def _load(args: argparse.Namespace):
         raise ModelFileError(
             f"{args.model}: holds a {meta['class']}; expected a decoder, an autoencoder or a PCA model")
     needs_hierarchy = meta.get("hierarchy_signature") is not None  # saved with the hierarchy it was built on
+    if args.hierarchy is not None and not needs_hierarchy:
+        raise ValueError(f"--hierarchy {args.hierarchy}: expected only with a model built on a mesh hierarchy, "
+                         f"got {args.model}, a {meta['class']} file, which uses none")
     hierarchy = None
     hierarchy_path = args.hierarchy
     if hierarchy_path is None and needs_hierarchy:
