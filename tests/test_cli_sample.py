@@ -751,3 +751,21 @@ def test_a_hierarchy_given_with_a_pca_model_is_refused(tiny_joint_run, tmp_path,
                                            f"with a model built on a mesh hierarchy, got {pca_file}, a PCAModel "
                                            "file, which uses none\n")
     assert not (tmp_path / "out").exists() and not (tmp_path / "g.png").exists()
+
+
+def test_a_hierarchy_of_another_model_is_named(tiny_run, tmp_path, capsys):
+    """The error said the hierarchies differ without naming the hierarchy file (given, or found beside)."""
+    import shutil
+
+    other = _textured_run(tmp_path)  # the same template and factors, with a texel map
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(tiny_run / "decoder.safetensors", lone / "decoder.safetensors")
+    shutil.copy(other / "hierarchy.npz", lone / "hierarchy.npz")
+    assert main(["sample", str(lone / "decoder.safetensors"), "-o", str(tmp_path / "a")]) == 1
+    err = _one_error_line(capsys)
+    assert "model built on a hierarchy with" in err and err.endswith(
+        f"; the hierarchy: {lone / 'hierarchy.npz'} (found beside the model): pass --hierarchy with the model's "
+        "hierarchy\n"), err
+    assert main(["sample", str(lone / "decoder.safetensors"), "--hierarchy", str(tiny_run / "hierarchy.npz"),
+                 "-o", str(tmp_path / "b")]) == 0

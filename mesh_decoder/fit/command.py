@@ -182,7 +182,14 @@ def _load(args: argparse.Namespace):
     elif needs_hierarchy:
         raise ModelFileError(f"{args.model}: {meta['class']} is built on a mesh hierarchy; pass --hierarchy FILE "
                              f"(none found beside the model as {_HIERARCHY_BESIDE})")
-    model = load_model(args.model, hierarchy, device=args.device)
+    try:
+        model = load_model(args.model, hierarchy, device=args.device)
+    except ModelFileError as exc:
+        if hierarchy_path is None or "hierarchy" not in str(exc):
+            raise
+        found = " (found beside the model)" if args.hierarchy is None else ""
+        raise ModelFileError(f"{exc}; the hierarchy: {hierarchy_path}{found}: pass --hierarchy with the model's "
+                             "hierarchy") from None
     if hierarchy is not None:
         num_vertices = hierarchy.levels[0].num_vertices
     else:

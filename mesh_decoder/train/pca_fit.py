@@ -109,7 +109,7 @@ def add_pca_arguments(parser) -> None:
                         help="shape components (default 50; at most the training faces minus one)")
     parser.add_argument("--color-components", type=int_argument(1), default=None, metavar="KC",
                         help="colour components of a joint config (default: as --components)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file, unless it holds another kind of model (default: refuse)")
 
 
 def run_pca(args) -> int:
@@ -123,6 +123,16 @@ def run_pca(args) -> int:
     if os.path.lexists(args.output) and not args.overwrite:
         raise ValueError(f"-o/--output {args.output}: expected a new file, found one already there (a trained model, "
                          "perhaps); nothing was written: choose another path, or pass --overwrite to replace it")
+    if os.path.isfile(args.output):  # --overwrite replaces an earlier PCA, never another kind of model
+        from ..model_files import read_model_meta
+
+        try:
+            kind = read_model_meta(args.output).get("class")
+        except (OSError, ValueError):
+            kind = None  # not a model file
+        if kind not in (None, "PCAModel"):
+            raise ValueError(f"-o/--output {args.output}: --overwrite replaces a PCA model file, found a {kind} "
+                             "model file (a trained model); nothing was written: choose another path")
     config = load_config(args.config)
     model, meta = fit_pca(config, args.components, args.color_components)
     save_model(model, args.output, extra_meta=meta)

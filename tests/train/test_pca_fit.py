@@ -68,6 +68,23 @@ def test_the_cli_never_replaces_a_file_unless_told(tiny_config, tmp_path, capsys
     assert out.read_bytes() == b"a trained model"
     assert main(["pca", str(path), "-o", str(out), "--components", "4", "--overwrite"]) == 0
     assert load_model(out).latent_size == 4
+    assert main(["pca", str(path), "-o", str(out), "--components", "3", "--overwrite"]) == 0  # an earlier PCA
+    assert load_model(out).latent_size == 3
+
+
+def test_overwrite_never_replaces_another_kind_of_model(tiny_run, tmp_path, capsys):
+    """--overwrite replaced a run's decoder.safetensors with a PCA model without a word."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = (run / "decoder.safetensors").read_bytes()
+    assert main(["pca", str(run / "config.yaml"), "-o", str(run / "decoder.safetensors"), "--components", "3",
+                 "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: -o/--output {run / 'decoder.safetensors'}: --overwrite replaces a PCA model file, found a "
+                   "SpiralDecoder model file (a trained model); nothing was written: choose another path\n"), err
+    assert (run / "decoder.safetensors").read_bytes() == before
 
 
 def test_components_the_data_cannot_give_are_refused_naming_the_key(tiny_config):
