@@ -54,7 +54,7 @@ linear model.
 
 **Parameter groups** (a :class:`Stage` frees some of them): ``rotation``,
 ``translation``, ``scale``, ``latent``, ``color`` (colour latent or albedo; photographs
-and registered meshes with per-vertex colours, a stage that names it for a target without
+and registered meshes with per-vertex colours or a texture map, a stage that names it for a target without
 usable colour is refused), ``light``
 (direction, ambient and diffuse) and ``focal`` (perspective camera); aliases
 ``pose`` (rotation, translation, scale — no scale for the perspective camera),
@@ -804,11 +804,13 @@ class FitProblem:
         registered meshes with per-vertex colours and a decoder with a colour latent)."""
         if self.kind == "image" or (self.wc is not None and "color" in self.terms):
             return None
-        where = "(colour is fitted to photographs and to registered meshes with per-vertex colours)"
+        where = ("(colour is fitted to photographs and to registered meshes with per-vertex colours or a texture "
+                 "map)")
         if self.kind != "mesh":
             return f"a {self.kind} target carries no colours; leave it out {where}"
         if self.target_colors is None:
-            return f"the mesh target has no per-vertex colours; leave it out {where}"
+            return f"the mesh target has no colours (per-vertex, or of a texture map its file references); leave it " \
+                   f"out {where}"
         if not self.has_colors:
             return f"the decoder ({self.decoder.name or 'decoder'}) has no colours; leave it out {where}"
         return ("the decoder's colours come from its latent, which the 'shape' group fits (to the target's "
@@ -1150,7 +1152,7 @@ class FitProblem:
                 raise ValueError(
                     f"{stage}: the groups {list(s.groups)} free no parameters of a {self.kind} target; expected "
                     "at least one group that applies (light applies to image targets only, color to image "
-                    "targets and registered meshes with per-vertex colours)")
+                    "targets and registered meshes with per-vertex colours or a texture map)")
             color_named = [g for g in s.groups if g in ("color", "appearance")]
             if color_named and no_color is not None:  # it would be skipped without a word
                 raise ValueError(f"{stage}: the group {color_named[0]!r} fits colour, but {no_color}")

@@ -12,7 +12,7 @@ File formats read by :func:`load_target`:
 
 * mesh files (``.obj``, ``.ply``, ``.off``): a *registered* mesh when it has the
   template's vertex count and faces (with its per-vertex colours, when the file has
-  them), otherwise a *scan* (its vertices and area-weighted vertex normals become a
+  them, else those of the texture map it references, sampled at its UVs), otherwise a *scan* (its vertices and area-weighted vertex normals become a
   :class:`PointCloudTarget`; colours of a scan are not used);
 * point clouds: ``.xyz`` / ``.txt`` (whitespace-separated rows ``x y z`` or
   ``x y z nx ny nz``) and ``.npy`` (an ``(N, 3)`` or ``(N, 6)`` float array, read with
@@ -39,6 +39,7 @@ import torch
 from .._checks import check_bool, load_npy, real_number
 from ..errors import MeshFileError
 from ..mesh.container import Mesh
+from ..render.render import read_image
 
 __all__ = [
     "MeshTarget",
@@ -57,8 +58,6 @@ __all__ = [
 POINT_CLOUD_EXTENSIONS = (".xyz", ".txt", ".npy")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-#: Pillow modes of 16-bit greyscale images (PNG); ``"I"`` is how some Pillow versions open them.
-_GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 def real_tensor(value: Any, name: str) -> torch.Tensor:
@@ -431,38 +430,6 @@ def save_landmarks(target: LandmarkTarget, path: str | os.PathLike) -> None:
         json.dump(data, handle, indent=1)
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """An RGB image file as ``(3, H, W)`` float64 in ``[0, 1]`` (alpha dropped, grey expanded).
-
-    8-bit images are divided by 255, 16-bit greyscale PNGs by 65535.
-
-    Needs Pillow (``pip install pillow``; it comes with matplotlib).
-    """
-    path = os.fspath(path)
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("reading photographs needs Pillow: pip install pillow") from None
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-    try:
-        with Image.open(path) as img:
-            if img.mode in _GREY16_MODES:  # 16-bit greyscale: convert("RGB") would clip it at 255
-                grey = np.asarray(img, dtype=np.float64)  # (H, W)
-                mode = img.mode
-            else:
-                grey = None
-                arr = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0  # (H, W, 3)
-    except (OSError, ValueError) as exc:
-        raise MeshFileError(path, f"expected an image file, could not decode it ({exc})") from None
-    if grey is not None:
-        if grey.size and (grey.min() < 0 or grey.max() > 65535):
-            raise MeshFileError(path, f"expected 16-bit greyscale values in [0, 65535] (mode {mode}), "
-                                      f"got range [{grey.min():g}, {grey.max():g}]")
-        arr = np.repeat((grey / 65535.0)[..., None], 3, axis=2)  # (H, W, 3)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # (3, H, W)
-
-
 def _read_points(path: str) -> np.ndarray:
     ext = os.path.splitext(path)[1].lower()
     if not os.path.exists(path):
@@ -511,7 +478,9 @@ def load_target(
             Default ``None``.
 
     Returns:
-        The target dataclass.
+        The target dataclass. A registered mesh's colours are its per-vertex colours or,
+        without them, its texture map (:func:`~mesh_decoder.mesh.load_texture`) sampled at
+        each vertex's UVs.
     """
     from ..mesh.io import MESH_EXTENSIONS, load_mesh
 
@@ -568,8 +537,31 @@ def load_target(
         if template is not None and mesh.num_vertices != template.num_vertices:
             raise MeshFileError(path, f"a registered mesh needs the template's {template.num_vertices} vertices, "
                                       f"found {mesh.num_vertices}")
-        return _file_target(path, MeshTarget, mesh.vertices, None, mesh.colors)
+        colors = mesh.colors if mesh.colors is not None else _texture_colors(path, mesh)
+        return _file_target(path, MeshTarget, mesh.vertices, None, colors)
     return _file_target(path, PointCloudTarget, mesh.vertices, _vertex_normals_np(mesh.vertices, mesh.faces))
+
+
+def _texture_colors(path: str, mesh: Mesh) -> np.ndarray | None:
+    """Per-vertex colours ``(V, 3)`` of a registered mesh from the texture map its file references, sampled
+    bilinearly at each vertex's UVs (:class:`~mesh_decoder.nn.UVSampler`), or ``None`` without UVs or a
+    texture. A texture that cannot be read is warned about (the shape is still fitted)."""
+    from ..mesh.io import load_texture
+
+    if mesh.uv is None:
+        return None
+    try:
+        texture = load_texture(path)  # (H, W, 3)
+    except (MeshFileError, ImportError) as exc:
+        warnings.warn(f"{exc}; its colours are not fitted", stacklevel=3)
+        return None
+    if texture is None:
+        return None
+    from ..nn.texture import UVSampler
+
+    with torch.no_grad():
+        colors = UVSampler.from_mesh(mesh)(torch.from_numpy(texture).permute(2, 0, 1).double())  # (V, 3)
+    return colors.clamp(0, 1).numpy()
 
 
 def _file_target(path: str, cls: type, *args: Any) -> MeshTarget | PointCloudTarget:

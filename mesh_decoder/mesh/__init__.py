@@ -1,7 +1,7 @@
 """Mesh container, strict I/O, templates, UV utilities and PyTorch Geometric conversion."""
 
 from .container import Mesh
-from .io import MESH_EXTENSIONS, load_mesh, save_mesh, texture_paths
+from .io import MESH_EXTENSIONS, load_mesh, load_texture, save_mesh, texture_file, texture_paths
 from .landmarks import FACE_LANDMARKS, SPHERE_LANDMARKS
 from .pyg_interop import PyGMeshes, from_pyg, mesh_from_pyg, mesh_to_pyg, to_pyg
 from .templates import (
@@ -21,6 +21,8 @@ __all__ = [
     "load_mesh",
     "save_mesh",
     "texture_paths",
+    "texture_file",
+    "load_texture",
     "automatic_uv",
     "check_uv_overlap",
     "ensure_uv",

@@ -38,8 +38,9 @@ word is ``landmark`` must have exactly that form.
 A UV texture map passed to :func:`save_mesh` is written as a PNG beside the
 mesh (``face.obj`` -> ``face.png``) and referenced as viewers expect: OBJ through
 a material file (``mtllib face.mtl``, ``usemtl``, ``map_Kd face.png``), PLY
-through a ``comment TextureFile face.png`` header line. The readers skip both
-references; the mesh's UVs are read as usual.
+through a ``comment TextureFile face.png`` header line. :func:`load_mesh` skips
+both references (the mesh's UVs are read as usual); :func:`load_texture` follows
+them, as it does those Blender, MeshLab and PyTorch3D write.
 
 Writers keep float32 precision: text formats print ``%.9g`` of the float32
 value (nine significant digits identify every float32), PLY binary stores
@@ -63,7 +64,8 @@ from .._atomic import atomic_write
 from ..errors import MeshFileError, MeshValidationError
 from .container import Mesh
 
-__all__ = ["load_mesh", "save_mesh", "texture_paths", "MESH_EXTENSIONS", "OBJ_MATERIAL"]
+__all__ = ["load_mesh", "save_mesh", "load_texture", "texture_file", "texture_paths", "MESH_EXTENSIONS",
+           "OBJ_MATERIAL"]
 
 #: File extensions understood by :func:`load_mesh` and :func:`save_mesh`.
 MESH_EXTENSIONS = (".obj", ".off", ".ply")
@@ -187,6 +189,73 @@ def texture_paths(path: str | os.PathLike) -> tuple[str, str]:
     ``("dir/face.png", "dir/face.mtl")`` for ``dir/face.obj`` (a PLY references only the PNG)."""
     stem = os.path.splitext(os.fspath(path))[0]
     return stem + ".png", stem + ".mtl"
+
+
+def texture_file(path: str | os.PathLike) -> str | None:
+    """The texture map a mesh file references, or ``None`` when it references none.
+
+    OBJ: the ``map_Kd`` of its material files (``mtllib``, relative to the OBJ; the
+    first ``map_Kd`` of the first file that has one, its file name the statement's
+    last word, or all of it when that names a file and the last word does not). PLY:
+    a ``comment TextureFile NAME`` header line (relative to the PLY). OFF: ``None``.
+    Written by :func:`save_mesh` with ``texture=``, and by Blender, MeshLab and
+    PyTorch3D's ``save_obj``.
+
+    Raises:
+        MeshFileError: unknown extension, or a material file the OBJ names that is
+            not there or not text, naming it.
+        FileNotFoundError: no mesh file at ``path``.
+    """
+    path = os.fspath(path)
+    fmt = _format_of(path)
+    folder = os.path.dirname(path)
+    if fmt == "off":
+        return None
+    with open(path, "rb") as handle:
+        data = handle.read() if fmt == "obj" else handle.read(1 << 16)  # a PLY's header comes first
+    if fmt == "ply":
+        header = data.split(b"end_header", 1)[0]
+        found = re.search(rb"^comment[ \t]+TextureFile[ \t]+(.+?)[ \t]*\r?$", header, re.M)
+        return None if found is None else os.path.join(folder, found.group(1).decode("utf-8", "replace"))
+    for libs in re.findall(rb"^[ \t]*mtllib[ \t]+(.+?)[ \t]*\r?$", data, re.M):
+        for name in libs.decode("utf-8", "replace").split():
+            mtl = os.path.join(folder, name)
+            try:
+                with open(mtl, "rb") as handle:
+                    text = handle.read().decode("utf-8")
+            except FileNotFoundError:
+                raise MeshFileError(path, f"mtllib {name}: expected a material file beside the OBJ, found nothing at "
+                                          f"{mtl}") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise MeshFileError(path, f"mtllib {name}: expected a text material file at {mtl}, could not read it "
+                                          f"({exc})") from None
+            for line in text.splitlines():
+                words = line.split()
+                if len(words) >= 2 and words[0] == "map_Kd":
+                    whole = os.path.join(os.path.dirname(mtl), line.split(None, 1)[1].strip())
+                    last = os.path.join(os.path.dirname(mtl), words[-1])
+                    return whole if os.path.isfile(whole) and not os.path.isfile(last) else last
+    return None
+
+
+def load_texture(path: str | os.PathLike) -> np.ndarray | None:
+    """The texture map a mesh file references (:func:`texture_file`) as an ``(H, W, 3)`` float32 array in
+    ``[0, 1]``, row 0 at the top (``v = 1``), or ``None`` when it references none. PNG and JPEG are read with
+    Pillow (it comes with matplotlib).
+
+    Raises:
+        MeshFileError: a referenced material or image file that is not there or cannot be decoded, naming the
+            mesh file and the missing one.
+    """
+    from ..render.render import read_image
+
+    image_path = texture_file(path)
+    if image_path is None:
+        return None
+    if not os.path.isfile(image_path):
+        raise MeshFileError(os.fspath(path), f"expected the texture map it references at {image_path}, found "
+                                             "nothing there")
+    return read_image(image_path).permute(1, 2, 0).numpy().astype(np.float32)  # (H, W, 3)
 
 
 def _texture_image(mesh: Mesh, path: str, fmt: str, texture) -> np.ndarray:

@@ -23,6 +23,7 @@ UVs and normals inside the faces that already cover each pixel.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import os
 import struct
@@ -34,12 +35,13 @@ import torch
 
 from .._atomic import atomic_write
 from .._checks import check_tensor
+from ..errors import MeshFileError
 from .cameras import Camera, image_size_pair
 from .interpolate import _as_attributes, _as_texture, _interp_packed, _scatter, sample_texture
 from .rasterize import MAX_CANDIDATES, Fragments, _packed_bary, as_faces, as_vertices, covered_pixels, rasterize
 from .shading import DirectionalLight, shade_lambert, vertex_normals
 
-__all__ = ["RenderOutput", "render", "save_png", "encode_png", "to_image_array", "DEFAULT_ALBEDO"]
+__all__ = ["RenderOutput", "render", "save_png", "encode_png", "read_image", "to_image_array", "DEFAULT_ALBEDO"]
 
 #: Albedo of meshes rendered without colours or texture.
 DEFAULT_ALBEDO = (0.78, 0.78, 0.78)
@@ -315,6 +317,42 @@ def save_png(image, path: str | os.PathLike) -> str:
 def encode_png(image) -> bytes:
     """The bytes of the PNG :func:`save_png` writes for ``image`` (see :func:`to_image_array`)."""
     return _encode_png(to_image_array(image))
+
+
+#: Pillow modes of 16-bit greyscale images (PNG); ``"I"`` is how some Pillow versions open them.
+_GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """An RGB image file as ``(3, H, W)`` float64 in ``[0, 1]`` (alpha dropped, grey expanded).
+
+    8-bit images are divided by 255, 16-bit greyscale PNGs by 65535.
+
+    Needs Pillow (``pip install pillow``; it comes with matplotlib).
+    """
+    path = os.fspath(path)
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("reading photographs needs Pillow: pip install pillow") from None
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    try:
+        with Image.open(path) as img:
+            if img.mode in _GREY16_MODES:  # 16-bit greyscale: convert("RGB") would clip it at 255
+                grey = np.asarray(img, dtype=np.float64)  # (H, W)
+                mode = img.mode
+            else:
+                grey = None
+                arr = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0  # (H, W, 3)
+    except (OSError, ValueError) as exc:
+        raise MeshFileError(path, f"expected an image file, could not decode it ({exc})") from None
+    if grey is not None:
+        if grey.size and (grey.min() < 0 or grey.max() > 65535):
+            raise MeshFileError(path, f"expected 16-bit greyscale values in [0, 65535] (mode {mode}), "
+                                      f"got range [{grey.min():g}, {grey.max():g}]")
+        arr = np.repeat((grey / 65535.0)[..., None], 3, axis=2)  # (H, W, 3)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # (3, H, W)
 
 
 def _check_png_path(path: str | os.PathLike, name: str = "path") -> None:

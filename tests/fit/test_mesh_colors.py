@@ -114,7 +114,8 @@ def test_a_color_group_without_usable_colour_is_refused(pca, template):
     names = sorted(template.landmarks)[:6]
     landmarks = LandmarkTarget(torch.rand(6, 2, dtype=torch.float64) * 100, names, 128)
     cases = [
-        (pca, MeshTarget(vertices), "the mesh target has no per-vertex colours"),
+        (pca, MeshTarget(vertices), r"the mesh target has no colours \(per-vertex, or of a texture map its file "
+                                    r"references\)"),
         (_shape_only(pca), MeshTarget(vertices, colors=colors), r"the decoder \(shape only\) has no colours"),
         (pca, PointCloudTarget(vertices), "a points target carries no colours"),
         (pca, landmarks, "a landmarks target carries no colours"),
@@ -124,7 +125,7 @@ def test_a_color_group_without_usable_colour_is_refused(pca, template):
             stages = [Stage(("pose",), 2), Stage(("pose", "shape", group), 3, name="looks")]
             with pytest.raises(ValueError, match=rf"^stages\[1\] \('looks'\): the group '{group}' fits colour, but "
                                                  rf"{reason}; leave it out \(colour is fitted to photographs and to "
-                                                 rf"registered meshes with per-vertex colours\)$"):
+                                                 rf"registered meshes with per-vertex colours or a texture map\)$"):
                 fit(decoder, target, template=template, stages=stages, progress=False)
         problem = FitProblem(decoder, target, template=template)
         assert "color" not in problem.terms and problem.group_tensors()["color"] == []
@@ -194,8 +195,9 @@ def test_cli_fits_the_colours_of_a_registered_ply(tmp_path, pca, template, capsy
     # a target without colours: refused before the fit, naming --stages and the target
     save_mesh(template.copy(vertices=vertices.numpy()), tmp_path / "plain.obj")
     message = (f"--stages pose+shape+color:10: the group 'color' fits colour, but for --target "
-               f"{tmp_path / 'plain.obj'} the mesh target has no per-vertex colours; leave it out (colour is fitted "
-               "to photographs and to registered meshes with per-vertex colours)")
+               f"{tmp_path / 'plain.obj'} the mesh target has no colours (per-vertex, or of a texture map its file "
+               "references); leave it out (colour is fitted to photographs and to registered meshes with per-vertex "
+               "colours or a texture map)")
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
         _run([tmp_path / "pca.safetensors", "--target", tmp_path / "plain.obj", "--json", tmp_path / "no.json",
               "--stages", "pose:3", "pose+shape+color:10", "--quiet"])
@@ -252,3 +254,34 @@ def test_fit_outputs_must_be_named_for_their_format_and_never_replace_an_input(p
         with pytest.raises(ValueError, match="^" + re.escape(message.format(p=tmp_path / "face.ply"))):
             _run([tmp_path / "pca.safetensors", "--target", tmp_path / "face.ply", *extra, "--quiet"])
         assert (tmp_path / "face.ply").read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt", ["obj", "ply"])
+def test_a_textured_registered_mesh_gives_the_colours_of_its_texture(tmp_path, pca, template, fmt):
+    """A registered mesh whose appearance is a texture map (as sample --texture writes, or Blender, MeshLab and
+    PyTorch3D's save_obj) had no colours to fit."""
+    from mesh_decoder.mesh import texel_map
+    from mesh_decoder.nn import TexelGather
+
+    vertices, colors, _, zc = _coloured_face(pca, _generator())
+    gather = TexelGather.from_texel_map(texel_map(template, 256), template.num_vertices)
+    texture = gather(colors.float())  # (3, 256, 256): the colours written into the template's UV layout
+    save_mesh(template.copy(vertices=vertices.numpy()), tmp_path / f"face.{fmt}", texture=texture)
+    target = load_target(tmp_path / f"face.{fmt}", template)
+    assert isinstance(target, MeshTarget) and target.colors is not None
+    error = (target.colors - colors).abs()  # read back at the UVs: 8-bit rounding and bilinear sampling
+    assert float(error.mean()) < 0.01 and float(error.max()) < 0.1, (float(error.mean()), float(error.max()))
+    result = fit(pca, target, template=template, prior_weight=0.0, progress=False)  # the colours are fitted
+    rms = float((result.colors.double() - colors).square().sum(-1).mean().sqrt())
+    rms_mean = float((pca.color_mean.double() - colors).square().sum(-1).mean().sqrt())
+    assert rms < 0.02 < rms_mean, (rms, rms_mean)
+    # per-vertex colours in the file come first; a texture it cannot read is warned about, the shape still fitted
+    other = torch.rand(template.num_vertices, 3, dtype=torch.float64)
+    save_mesh(template.copy(vertices=vertices.numpy(), colors=other.numpy()), tmp_path / f"both.{fmt}",
+              texture=texture)
+    np.testing.assert_allclose(load_target(tmp_path / f"both.{fmt}", template).colors.numpy(), other.numpy(),
+                               atol=1e-6)
+    (tmp_path / "face.png").unlink()
+    with pytest.warns(UserWarning, match=r"expected the texture map it references at .*face.png, found nothing "
+                                         r"there; its colours are not fitted"):
+        assert load_target(tmp_path / f"face.{fmt}", template).colors is None

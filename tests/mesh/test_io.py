@@ -1110,3 +1110,52 @@ def test_a_failed_textured_save_leaves_every_earlier_file(tmp_path, make_grid_me
             save_mesh(moved, path, texture=rng.random((6, 5, 3)))
         os.rmdir(tmp_path / "face.mtl")
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+
+
+def test_load_texture_reads_back_what_save_mesh_wrote(tmp_path, make_grid_mesh):
+    rng = np.random.default_rng()
+    mesh = make_grid_mesh(rng, 3, 4, uv="corner")
+    pixels = rng.integers(0, 256, size=(int(rng.integers(4, 30)), int(rng.integers(4, 30)), 3), dtype=np.uint8)
+    for ext in ("obj", "ply"):
+        save_mesh(mesh, tmp_path / f"m.{ext}", texture=pixels)
+        texture = mio.load_texture(tmp_path / f"m.{ext}")
+        assert texture.dtype == np.float32 and texture.shape == pixels.shape
+        np.testing.assert_allclose(texture, pixels / 255.0, atol=1e-6)
+    save_mesh(mesh, tmp_path / "plain.obj")
+    save_mesh(mesh.copy(uv=None, uv_faces=None), tmp_path / "plain.off")
+    assert mio.load_texture(tmp_path / "plain.obj") is None and mio.load_texture(tmp_path / "plain.off") is None
+
+
+def test_texture_file_follows_what_other_writers_write(tmp_path, make_grid_mesh):
+    """Material files without a map, options before the file name, several libraries, names with spaces,
+    sub-folders, PLY's TextureFile comment."""
+    mesh = make_grid_mesh(np.random.default_rng(), 3, 3, uv="corner")
+    save_mesh(mesh, tmp_path / "base.obj")
+    body = (tmp_path / "base.obj").read_text()
+    (tmp_path / "tex").mkdir()
+    for name in ("skin.png", "my skin.png"):
+        (tmp_path / "tex" / name).write_bytes(b"")
+    (tmp_path / "plain.mtl").write_text("newmtl plain\nKd 0.5 0.5 0.5\n")
+    (tmp_path / "skin.mtl").write_text("newmtl skin\r\nmap_Ka tex/other.png\r\nmap_Kd -s 1 1 1 -clamp on tex/skin.png\r\n")
+    (tmp_path / "spaced.mtl").write_text("newmtl s\nmap_Kd tex/my skin.png\n")
+    (tmp_path / "a.obj").write_text("mtllib plain.mtl skin.mtl\nusemtl skin\n" + body)
+    (tmp_path / "b.obj").write_text("# exported\nmtllib spaced.mtl\n" + body)
+    assert mio.texture_file(tmp_path / "a.obj") == str(tmp_path / "tex" / "skin.png")
+    assert mio.texture_file(tmp_path / "b.obj") == str(tmp_path / "tex" / "my skin.png")
+    (tmp_path / "c.obj").write_text("mtllib gone.mtl\n" + body)
+    with pytest.raises(MeshFileError, match=r"c.obj: mtllib gone.mtl: expected a material file beside the OBJ, "
+                                            r"found nothing at .*gone.mtl"):
+        mio.texture_file(tmp_path / "c.obj")
+    save_mesh(mesh, tmp_path / "d.ply", binary=False)
+    head = (tmp_path / "d.ply").read_bytes().replace(b"comment written by mesh_decoder\n",
+                                                     b"comment written by mesh_decoder\ncomment TextureFile tex/skin.png\n")
+    (tmp_path / "d.ply").write_bytes(head)
+    assert mio.texture_file(tmp_path / "d.ply") == str(tmp_path / "tex" / "skin.png")
+    assert load_mesh(tmp_path / "d.ply").content_hash() == mesh.content_hash()
+    with pytest.raises(MeshFileError, match=r"d.ply: expected an image file, could not decode it|"
+                                            r"skin.png: expected an image file"):
+        mio.load_texture(tmp_path / "d.ply")  # an empty file is no image
+    (tmp_path / "tex" / "skin.png").unlink()
+    with pytest.raises(MeshFileError, match=r"a.obj: expected the texture map it references at .*skin.png, found "
+                                            r"nothing there"):
+        mio.load_texture(tmp_path / "a.obj")
