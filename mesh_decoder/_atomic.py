@@ -51,7 +51,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=(suffix or "") + ".tmp", dir=directory)
     except OSError as exc:  # a read-only folder: name the user's file, not the temporary one
-        exc.filename = given
+        if exc.strerror is not None:
+            exc.filename = given
         raise
     try:
         with os.fdopen(fd, mode) as handle:
@@ -69,7 +70,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename in (None, tmp) and exc.filename2 is None:
+        if isinstance(exc, OSError) and exc.strerror is not None and exc.filename in (None, tmp) \
+                and exc.filename2 is None:  # (an OSError("message") would print "[Errno None] None: path")
             exc.filename = given  # a full disk while writing: name the file that was being written
         raise
     with contextlib.suppress(OSError):  # make the rename durable where the OS allows it

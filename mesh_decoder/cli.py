@@ -577,8 +577,10 @@ def _run_sample(args: argparse.Namespace) -> int:
               f"incomplete ({_LATENTS_NAME} holds all {len(meshes)} codes)", file=sys.stderr)
         raise
     except OSError as exc:  # a full disk: the one error line says how far it got
-        exc.strerror = (f"{exc.strerror or 'failed'} (after writing {written} of {len(meshes)} faces; "
-                        f"{_LATENTS_NAME} holds all {len(meshes)} codes)")
+        note = f"(after writing {written} of {len(meshes)} faces; {_LATENTS_NAME} holds all {len(meshes)} codes)"
+        if exc.strerror is None:  # no errno: its message is all there is
+            raise OSError(f"{exc} {note}") from exc
+        exc.strerror = f"{exc.strerror} {note}"
         raise
     what = "with colours clamped into [0, 1]" if colors is not None else "shape only"
     if args.texture:

@@ -139,3 +139,11 @@ def test_an_error_about_another_file_keeps_its_name(tmp_path):
             handle.write(open(tmp_path / "missing.txt", "rb").read())
     assert info.value.filename == str(tmp_path / "missing.txt")
     assert os.listdir(tmp_path) == []
+
+
+def test_an_error_without_an_errno_keeps_its_message(tmp_path):
+    with pytest.raises(OSError, match="^disk full$"):
+        with atomic_write(tmp_path / "out.bin") as handle:
+            handle.write(_payload())
+            raise OSError("disk full")
+    assert os.listdir(tmp_path) == []
