@@ -673,11 +673,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``warning: ...`` line on stderr (not Python's two, with a source location)."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     try:
-        args = build_parser().parse_args(argv)
-        _apply_threads(args)
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            args = build_parser().parse_args(argv)
+            _apply_threads(args)
+            return int(args.func(args) or 0)
     except _CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -548,20 +548,23 @@ def _texture_colors(path: str, mesh: Mesh) -> np.ndarray | None:
     texture. A texture that cannot be read is warned about (the shape is still fitted)."""
     from ..mesh.io import load_texture
 
-    if mesh.uv is None:
-        return None
     try:
-        texture = load_texture(path)  # (H, W, 3)
+        texture = load_texture(path)  # (H, W, 3) float32
     except (MeshFileError, ImportError) as exc:
         warnings.warn(f"{exc}; its colours are not fitted", stacklevel=3)
         return None
     if texture is None:
         return None
+    if mesh.uv is None:
+        warnings.warn(f"{path}: references a texture map but has no texture coordinates (vt) to read it at; its "
+                      "colours are not fitted", stacklevel=3)
+        return None
     from ..nn.texture import UVSampler
 
     with torch.no_grad():
-        colors = UVSampler.from_mesh(mesh)(torch.from_numpy(texture).permute(2, 0, 1).double())  # (V, 3)
-    return colors.clamp(0, 1).numpy()
+        sampler = UVSampler.from_mesh(mesh).to(torch.float32)
+        colors = sampler(torch.from_numpy(texture).permute(2, 0, 1))  # (V, 3)
+    return colors.clamp(0, 1).double().numpy()
 
 
 def _file_target(path: str, cls: type, *args: Any) -> MeshTarget | PointCloudTarget:

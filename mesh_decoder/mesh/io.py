@@ -194,16 +194,20 @@ def texture_paths(path: str | os.PathLike) -> tuple[str, str]:
 def texture_file(path: str | os.PathLike) -> str | None:
     """The texture map a mesh file references, or ``None`` when it references none.
 
-    OBJ: the ``map_Kd`` of its material files (``mtllib``, relative to the OBJ; the
-    first ``map_Kd`` of the first file that has one, its file name the statement's
-    last word, or all of it when that names a file and the last word does not). PLY:
-    a ``comment TextureFile NAME`` header line (relative to the PLY). OFF: ``None``.
-    Written by :func:`save_mesh` with ``texture=``, and by Blender, MeshLab and
-    PyTorch3D's ``save_obj``.
+    OBJ: the ``map_Kd`` of the material most of its faces use (``usemtl``; without
+    any, the first material with a ``map_Kd``) in its material files (``mtllib``).
+    PLY: a ``comment TextureFile NAME`` header line. OFF: ``None``. Written by
+    :func:`save_mesh` with ``texture=``, and by Blender, MeshLab, 3ds Max and
+    PyTorch3D's ``save_obj``; read as they write them: keywords in any case, map
+    options (``-s 1 1 1``, ``-bm 0.5``, ``-clamp on``, ...) before the name, names
+    with spaces or in double quotes, Windows ``\\`` separators, and UTF-8 or
+    Latin-1 material files. A name is looked for relative to the file that names
+    it, then the mesh file's folder, then as its last part beside the material file
+    (an absolute path from another machine).
 
     Raises:
-        MeshFileError: unknown extension, or a material file the OBJ names that is
-            not there or not text, naming it.
+        MeshFileError: unknown extension, or material files the OBJ names of which
+            none is there, naming the first.
         FileNotFoundError: no mesh file at ``path``.
     """
     path = os.fspath(path)
@@ -214,48 +218,137 @@ def texture_file(path: str | os.PathLike) -> str | None:
     with open(path, "rb") as handle:
         data = handle.read() if fmt == "obj" else handle.read(1 << 16)  # a PLY's header comes first
     if fmt == "ply":
-        header = data.split(b"end_header", 1)[0]
-        found = re.search(rb"^comment[ \t]+TextureFile[ \t]+(.+?)[ \t]*\r?$", header, re.M)
-        return None if found is None else os.path.join(folder, found.group(1).decode("utf-8", "replace"))
-    for libs in re.findall(rb"^[ \t]*mtllib[ \t]+(.+?)[ \t]*\r?$", data, re.M):
-        for name in libs.decode("utf-8", "replace").split():
-            mtl = os.path.join(folder, name)
-            try:
-                with open(mtl, "rb") as handle:
-                    text = handle.read().decode("utf-8")
-            except FileNotFoundError:
-                raise MeshFileError(path, f"mtllib {name}: expected a material file beside the OBJ, found nothing at "
-                                          f"{mtl}") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise MeshFileError(path, f"mtllib {name}: expected a text material file at {mtl}, could not read it "
-                                          f"({exc})") from None
-            for line in text.splitlines():
-                words = line.split()
-                if len(words) >= 2 and words[0] == "map_Kd":
-                    whole = os.path.join(os.path.dirname(mtl), line.split(None, 1)[1].strip())
-                    last = os.path.join(os.path.dirname(mtl), words[-1])
-                    return whole if os.path.isfile(whole) and not os.path.isfile(last) else last
-    return None
+        header = data.split(b"end_header", 1)[0].decode("latin-1")
+        found = re.search(r"^comment[ \t]+texturefile[ \t]+(.+?)[ \t]*\r?$", header, re.M | re.I)
+        return None if found is None else _referenced(found.group(1), folder, folder)
+    text = _decode_text(data)
+    libs = [m.strip() for m in re.findall(r"^[ \t]*mtllib[ \t]+(.+?)[ \t]*$", text, re.M | re.I)]
+    if not libs:
+        return None
+    materials: dict[str, str] = {}  # material name -> its map_Kd's file, from every material file found
+    missing = []
+    for lib in libs:
+        names = [lib] if _referenced(lib, folder, folder, exists=True) else _words(lib)
+        for name in names:
+            mtl = _referenced(name, folder, folder, exists=True)
+            if mtl is None:
+                missing.append(name)
+                continue
+            with open(mtl, "rb") as handle:
+                for material, image in _material_maps(_decode_text(handle.read())):
+                    materials.setdefault(material, _referenced(image, os.path.dirname(mtl), folder))
+    if not materials:
+        if missing and len(missing) == sum(len(_words(lib)) for lib in libs):
+            raise MeshFileError(path, f"mtllib {missing[0]}: expected a material file beside the OBJ, found "
+                                      f"nothing at {os.path.join(folder, _unquoted(missing[0]))}")
+        return None
+    used = _faces_per_material(text)  # material -> faces, in the OBJ's order
+    textured = sorted((m for m in used if m in materials), key=lambda m: -used[m])
+    return materials[textured[0]] if textured else next(iter(materials.values()))
+
+
+def _decode_text(data: bytes) -> str:
+    """A text file's bytes as UTF-8 (byte-order mark dropped), else Latin-1 (older Windows exporters)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _unquoted(name: str) -> str:
+    name = name.strip()
+    return name[1:-1] if len(name) >= 2 and name[0] == name[-1] == '"' else name
+
+
+def _words(text: str) -> list[str]:
+    """Whitespace-separated names, a double-quoted one kept whole."""
+    return [a or b for a, b in re.findall(r'"([^"]*)"|(\S+)', text)]
+
+
+def _referenced(name: str, base: str, mesh_folder: str, exists: bool = False) -> str | None:
+    """The file a mesh or material file names: ``name`` (unquoted, ``\\`` as a separator where that finds it)
+    relative to ``base``, then to the mesh's folder, then its last part beside ``base``. With ``exists``,
+    ``None`` when none is there; else the first candidate when none is."""
+    name = _unquoted(name)
+    forms = [name] + ([name.replace("\\", "/")] if "\\" in name else [])
+    tries = [os.path.join(root, form) for form in forms for root in (base, mesh_folder)]
+    tries.append(os.path.join(base, re.split(r"[\\/]", name)[-1]))
+    found = next((t for t in tries if os.path.isfile(t)), None)
+    return found if found is not None or exists else tries[0]
+
+
+#: ``map_Kd`` options and how many values each takes (``-o``, ``-s`` and ``-t`` take 1 to 3 numbers).
+_MAP_OPTIONS = {"-blendu": 1, "-blendv": 1, "-bm": 1, "-boost": 1, "-cc": 1, "-clamp": 1, "-imfchan": 1, "-mm": 2,
+                "-texres": 1, "-type": 1, "-o": 3, "-s": 3, "-t": 3}
+
+
+def _material_maps(text: str) -> list[tuple[str, str]]:
+    """``(material, file name)`` of every ``map_Kd`` in a material file, options skipped."""
+    found, material = [], ""
+    for line in text.splitlines():
+        words = line.split(None, 1)
+        if len(words) < 2:
+            continue
+        key, rest = words[0].lower(), words[1].strip()
+        if key == "newmtl":
+            material = rest
+        elif key == "map_kd":
+            name = _map_name(rest)
+            if name:
+                found.append((material, name))
+    return found
+
+
+def _map_name(rest: str) -> str:
+    """The file name of a ``map_Kd`` statement's arguments: after its options, up to a trailing ``# comment``."""
+    rest = re.sub(r"\s+#.*$", "", rest)
+    words = rest.split(" ")
+    i = 0
+    while i < len(words) and words[i].lower() in _MAP_OPTIONS:
+        most = _MAP_OPTIONS[words[i].lower()]
+        i += 1
+        taken = 0
+        while i < len(words) and taken < most and (taken == 0 or re.fullmatch(r"[-+]?[0-9.eE+-]+", words[i])):
+            i, taken = i + 1, taken + 1
+    return " ".join(words[i:]).strip()
+
+
+def _faces_per_material(text: str) -> dict[str, int]:
+    """How many ``f`` lines follow each ``usemtl`` (summed per material), in first-use order."""
+    counts: dict[str, int] = {}
+    marks = list(re.finditer(r"^[ \t]*usemtl[ \t]+(.+?)[ \t]*$", text, re.M | re.I))
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        faces = len(re.findall(r"^[ \t]*f[ \t]", text[mark.end():end], re.M))
+        counts[mark.group(1)] = counts.get(mark.group(1), 0) + faces
+    return counts
 
 
 def load_texture(path: str | os.PathLike) -> np.ndarray | None:
     """The texture map a mesh file references (:func:`texture_file`) as an ``(H, W, 3)`` float32 array in
-    ``[0, 1]``, row 0 at the top (``v = 1``), or ``None`` when it references none. PNG and JPEG are read with
-    Pillow (it comes with matplotlib).
+    ``[0, 1]``, row 0 at the top (``v = 1``), or ``None`` when it references none. Images are read with Pillow
+    (it comes with matplotlib): PNG (8 or 16 bits), JPEG and the other formats it reads.
 
     Raises:
         MeshFileError: a referenced material or image file that is not there or cannot be decoded, naming the
-            mesh file and the missing one.
+            mesh file and the image.
     """
+    import torch
+
     from ..render.render import read_image
 
+    path = os.fspath(path)
     image_path = texture_file(path)
     if image_path is None:
         return None
     if not os.path.isfile(image_path):
-        raise MeshFileError(os.fspath(path), f"expected the texture map it references at {image_path}, found "
-                                             "nothing there")
-    return read_image(image_path).permute(1, 2, 0).numpy().astype(np.float32)  # (H, W, 3)
+        found = "a folder" if os.path.isdir(image_path) else "nothing"
+        raise MeshFileError(path, f"expected the texture map it references at {image_path}, found {found} there")
+    try:
+        image = read_image(image_path, dtype=torch.float32)  # (3, H, W)
+    except MeshFileError as exc:
+        raise MeshFileError(path, f"its texture map {exc}") from None
+    return image.permute(1, 2, 0).numpy()  # (H, W, 3) float32
 
 
 def _texture_image(mesh: Mesh, path: str, fmt: str, texture) -> np.ndarray:

@@ -285,3 +285,25 @@ def test_a_textured_registered_mesh_gives_the_colours_of_its_texture(tmp_path, p
     with pytest.warns(UserWarning, match=r"expected the texture map it references at .*face.png, found nothing "
                                          r"there; its colours are not fitted"):
         assert load_target(tmp_path / f"face.{fmt}", template).colors is None
+
+
+def test_a_texture_without_uvs_or_file_is_one_warning_line(tmp_path, pca, template, capsys):
+    """A registered OBJ without vt lines that referenced a texture was fitted shape-only without a word; the CLI
+    printed Python's two-line warning with a source location."""
+    vertices, colors, _, _ = _coloured_face(pca, _generator())
+    save_mesh(template.copy(vertices=vertices.numpy()), tmp_path / "face.obj", texture=np.full((4, 4, 3), 0.5))
+    text = (tmp_path / "face.obj").read_text().splitlines()
+    no_uv = [line.split()[0] + " " + " ".join(c.split("/")[0] for c in line.split()[1:]) if line.startswith("f ")
+             else line for line in text if not line.startswith("vt ")]
+    (tmp_path / "no_uv.obj").write_text("\n".join(no_uv) + "\n")
+    with pytest.warns(UserWarning, match=r"no_uv.obj: references a texture map but has no texture coordinates "
+                                         r"\(vt\) to read it at; its colours are not fitted"):
+        assert load_target(tmp_path / "no_uv.obj", template).colors is None
+    from mesh_decoder.cli import main
+
+    save_model(pca, tmp_path / "pca.safetensors")
+    assert main(["fit", str(tmp_path / "pca.safetensors"), "--target", str(tmp_path / "no_uv.obj"), "--json",
+                 str(tmp_path / "fit.json"), "--stages", "pose:2", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"warning: {tmp_path / 'no_uv.obj'}: references a texture map but has no texture coordinates "
+                   "(vt) to read it at; its colours are not fitted\n"), err

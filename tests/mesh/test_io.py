@@ -21,6 +21,7 @@ import mesh_decoder.mesh.io as mio
 from mesh_decoder._atomic import atomic_write
 from mesh_decoder.errors import MeshFileError
 from mesh_decoder.mesh import Mesh, load_mesh, save_mesh
+from mesh_decoder.render.render import encode_png
 
 
 # =============================================================================
@@ -1159,3 +1160,60 @@ def test_texture_file_follows_what_other_writers_write(tmp_path, make_grid_mesh)
     with pytest.raises(MeshFileError, match=r"a.obj: expected the texture map it references at .*skin.png, found "
                                             r"nothing there"):
         mio.load_texture(tmp_path / "a.obj")
+
+
+_EXPORTS = {  # case: (mtllib argument, material file name, material file bytes, where the texture is)
+    "windows-separators": ("mats\\m.mtl", "mats/m.mtl", b"newmtl a\nmap_Kd ..\\tex\\t.png\n", "tex/t.png"),
+    "absolute-windows-path": ("m.mtl", "m.mtl", b"newmtl a\nmap_Kd C:\\Users\\me\\scan\\t.png\n", "t.png"),
+    "mtllib-with-a-space": ("my mat.mtl", "my mat.mtl", b"newmtl a\nmap_Kd t.png\n", "t.png"),
+    "first-mtllib-missing": ("gone.mtl m.mtl", "m.mtl", b"newmtl a\nmap_Kd t.png\n", "t.png"),
+    "latin-1-material": ("m.mtl", "m.mtl", "# Caf\u00e9\nnewmtl a\nmap_Kd t.png\n".encode("latin-1"), "t.png"),
+    "quoted-names": ('"m.mtl"', "m.mtl", b'newmtl a\nmap_Kd "my tex.png"\n', "my tex.png"),
+    "options-and-a-space": ("m.mtl", "m.mtl", b"newmtl a\nmap_Kd -s 1 1 1 -bm 0.5 -clamp on my tex.png\n",
+                            "my tex.png"),
+    "trailing-comment": ("m.mtl", "m.mtl", b"newmtl a\nmap_Kd t.png # diffuse\n", "t.png"),
+    "lower-case-keywords": ("m.mtl", "m.mtl", b"NEWMTL a\nmap_kd t.png\n", "t.png"),
+    "byte-order-mark": ("m.mtl", "m.mtl", b"\xef\xbb\xbfmap_Kd t.png\n", "t.png"),
+    "relative-to-the-obj": ("sub/m.mtl", "sub/m.mtl", b"newmtl a\nmap_Kd t.png\n", "t.png"),
+    "the-material-most-faces-use": ("m.mtl", "m.mtl", b"newmtl eyes\nmap_Kd eyes.png\nnewmtl skin\nmap_Kd t.png\n",
+                                    "t.png"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_EXPORTS))
+def test_texture_file_reads_what_exporters_write(case, tmp_path, make_grid_mesh):
+    """Each of these found no texture or another file (a user trial of Blender, 3ds Max and MeshLab styles)."""
+    mtllib, mtl_name, mtl, image = _EXPORTS[case]
+    mesh = make_grid_mesh(np.random.default_rng(), 3, 3, uv="corner")
+    save_mesh(mesh, tmp_path / "base.obj")
+    lines = (tmp_path / "base.obj").read_text().splitlines()
+    first_face = next(i for i, line in enumerate(lines) if line.startswith("f "))
+    if case == "the-material-most-faces-use":  # the first face uses the eyes, the others the skin
+        lines[first_face + 1:first_face + 1] = ["usemtl skin"]
+        lines.insert(first_face, "usemtl eyes")
+    (tmp_path / "m.obj").write_text(f"mtllib {mtllib}\n" + "\n".join(lines) + "\n")
+    (tmp_path / mtl_name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / mtl_name).write_bytes(mtl)
+    (tmp_path / image).parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng().integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    (tmp_path / image).write_bytes(encode_png(pixels))
+    if case == "the-material-most-faces-use":
+        (tmp_path / "eyes.png").write_bytes(encode_png(np.zeros((2, 2, 3), np.uint8)))
+    found = mio.texture_file(tmp_path / "m.obj")
+    assert os.path.samefile(found, tmp_path / image), found
+    np.testing.assert_allclose(mio.load_texture(tmp_path / "m.obj"), pixels / 255.0, atol=1e-6)
+    assert load_mesh(tmp_path / "m.obj").content_hash() == mesh.content_hash()
+
+
+def test_a_texture_that_cannot_be_read_names_the_mesh_and_the_image(tmp_path, make_grid_mesh):
+    mesh = make_grid_mesh(np.random.default_rng(), 3, 3, uv="corner")
+    save_mesh(mesh, tmp_path / "m.obj", texture=np.random.default_rng().random((4, 4, 3)))
+    (tmp_path / "m.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(MeshFileError, match=r"m.obj: its texture map .*m.png: expected an image file, could not "
+                                            r"decode it"):
+        mio.load_texture(tmp_path / "m.obj")
+    (tmp_path / "m.png").unlink()
+    (tmp_path / "m.png").mkdir()
+    with pytest.raises(MeshFileError, match=r"m.obj: expected the texture map it references at .*m.png, found a "
+                                            r"folder there"):
+        mio.load_texture(tmp_path / "m.obj")
