@@ -352,7 +352,8 @@ def _add_sample(sub) -> None:
                         "file, which references the PNG (OBJ through face_NNNN.mtl, PLY through a TextureFile "
                         "comment); for models that decode colour: a joint autoencoder or decoder (its texture "
                         "branch's map), or a PCA model with colour components. Per-vertex colours are written into "
-                        "the model's texel map, else a 256 x 256 one of the template's UVs. Not with --format off (default: meshes only)")
+                        "a texel map of the template's UVs, of the model's texture size (256 x 256 without one). Not "
+                        "with --format off (default: meshes only)")
     p.set_defaults(func=_run_sample)
 
 
@@ -414,7 +415,8 @@ def _sampler(path: str, *, fit_prior: bool = True, hierarchy: str | None = None,
              template: str | None = None) -> _Sampler:
     """The :class:`_Sampler` of ``path``: a trained autoencoder (a run folder, ``model.safetensors`` or
     ``checkpoint.safetensors``, see :func:`_trained_model`), or any model file ``fit`` takes: a decoder file
-    (its stored latent prior, else the standard normal) or a PCA model (standard normal coefficients)."""
+    (its stored latent prior, else the standard normal), an autoencoder saved with ``save_model`` (its latent
+    prior) or a PCA model (standard normal coefficients)."""
     if _model_class(path) not in (None, "trained MeshAutoencoder"):  # a decoder, PCA or saved autoencoder file
         return _file_sampler(path, hierarchy, template)
     if not os.path.isdir(path):  # not a model file: say all that render and sample take
