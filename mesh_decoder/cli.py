@@ -317,7 +317,7 @@ def _run_render(args) -> int:
         uv, uv_faces = _texture_uvs(sampler.template(), sampler.template_name, "render")
         textured = {"texture": texture, "uv": uv, "uv_faces": uv_faces}
     face_grid(vertices, sampler.faces, args.output, colors=colors, image_size=args.image_size, **textured)
-    print(f"wrote {args.output}: {args.n} faces sampled from {sampler.prior}")
+    print(f"wrote {args.output}: {args.n} face{'s' if args.n != 1 else ''} sampled from {sampler.prior}")
     return 0
 
 

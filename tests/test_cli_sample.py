@@ -769,3 +769,8 @@ def test_a_hierarchy_of_another_model_is_named(tiny_run, tmp_path, capsys):
         "hierarchy\n"), err
     assert main(["sample", str(lone / "decoder.safetensors"), "--hierarchy", str(tiny_run / "hierarchy.npz"),
                  "-o", str(tmp_path / "b")]) == 0
+
+
+def test_render_counts_one_face_as_one(tiny_run, tmp_path, capsys):
+    assert main(["render", str(tiny_run), "--n", "1", "--image-size", "32", "-o", str(tmp_path / "g.png")]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'g.png'}: 1 face sampled from the stored latent prior\n"
