@@ -774,3 +774,38 @@ def test_a_hierarchy_of_another_model_is_named(tiny_run, tmp_path, capsys):
 def test_render_counts_one_face_as_one(tiny_run, tmp_path, capsys):
     assert main(["render", str(tiny_run), "--n", "1", "--image-size", "32", "-o", str(tmp_path / "g.png")]) == 0
     assert capsys.readouterr().out == f"wrote {tmp_path / 'g.png'}: 1 face sampled from the stored latent prior\n"
+
+
+def test_a_run_on_a_relative_template_file_works_from_another_folder(tmp_path, capsys, monkeypatch):
+    """The run's config holds the template path relative to the folder it was trained in: its model and decoder
+    files failed from anywhere else ('cannot build the model's template (tmpl.obj: No such file ...)')."""
+    from mesh_decoder.mesh import face_template, save_mesh
+    from mesh_decoder.train import train
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    save_mesh(face_template(500), work / "tmpl.obj")
+    monkeypatch.chdir(work)
+    config = {"template": {"kind": "file", "path": "tmpl.obj"},
+              "hierarchy": {"factors": [2, 2], "texture_size": 0, "cache_dir": False},
+              "data": {"n": 24, "seed": 4}, "model": {"decoder": "spiral", "channels": [8, 8], "latent_size": Z},
+              "training": {"epochs": 1, "batch_size": 8, "seed": 9}}
+    train(config, "run", progress=False)
+    monkeypatch.chdir(elsewhere)
+    run = work / "run"
+    for model in (run, run / "model.safetensors", run / "checkpoint.safetensors", run / "decoder.safetensors"):
+        out = elsewhere / model.name
+        assert main(["sample", str(model), "--n", "2", "--seed", "1", "-o", str(out)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    meshes = [_written(elsewhere / name)[1] for name in ("run", "model.safetensors", "decoder.safetensors")]
+    for a, b in zip(meshes[0], meshes[2]):
+        np.testing.assert_allclose(a.vertices, b.vertices, rtol=1e-6, atol=1e-5)
+    assert main(["evaluate", str(run), "--no-pca", "--measures", "error"]) == 0
+    save_mesh(face_template(500).copy(vertices=meshes[0][0].vertices), elsewhere / "target.obj")
+    assert main(["fit", str(run / "decoder.safetensors"), "--target", str(elsewhere / "target.obj"), "--json",
+                 str(elsewhere / "fit.json"), "--stages", "pose:2", "--quiet"]) == 0
+    # a template file changed since training is still refused, by its hash
+    save_mesh(face_template(500, seed=3), work / "tmpl.obj")
+    assert main(["evaluate", str(run), "--no-pca", "--measures", "error"]) == 1
+    assert "the template changed since training" in _one_error_line(capsys)

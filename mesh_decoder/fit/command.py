@@ -92,7 +92,11 @@ def _model_template(meta: dict[str, Any], num_vertices: int):
         if kind == "file":
             from ..mesh.io import load_mesh
 
-            return load_mesh(spec["path"]), f"template file {spec['path']}"
+            path = spec["path"]
+            recorded = extra.get("template_file")  # where training found it: a run used from another folder
+            if not os.path.exists(path) and isinstance(recorded, str) and os.path.isfile(recorded):
+                path = recorded
+            return load_mesh(path), f"template file {path}"
         vertices = int(spec.get("vertices", spec.get("num_vertices", num_vertices)))
         seed = int(spec.get("seed", 0))
         return template(kind, vertices, seed), f"built-in {kind} template ({vertices} vertices, seed {seed})"
