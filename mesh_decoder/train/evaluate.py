@@ -407,8 +407,8 @@ def evaluate(
         and ``"pca"``, each with ``name``, ``parameters``, ``decoder_parameters``,
         ``vertex_error`` {mean, median, std, max}, ``color_error`` or ``None``, and the
         measures asked for; ``"pca"`` also has ``source``: ``kind`` (``"fitted"`` here, ``"file"``
-        or ``"object"``), ``path`` (a file's, else ``None``), ``components`` (the model's before
-        truncation to ``K``), ``training_faces`` (``"fitted"``, ``"checked"`` or ``"unchecked"``),
+        or ``"object"``), ``path`` (a file's, else ``None``), ``components`` and ``color_components`` (the
+        model's before truncation to ``K``; 0 colour components without a colour model), ``training_faces`` (``"fitted"``, ``"checked"`` or ``"unchecked"``),
         ``checked_keys`` (the keys compared for a checked file, else empty) and ``note`` (a file without a
         stored config: that nothing checked its faces; else ``None``)), and ``table``, the
         side-by-side text table.
@@ -445,8 +445,8 @@ def evaluate(
         check_int(max_train_faces, "max_train_faces", 2)  # a latent covariance needs two faces
     model, config, origin, saved = _resolve(source, config, device)
     pca_file = pca if isinstance(pca, PCAFile) else None
-    pca_source: dict[str, Any] = {"kind": "fitted", "path": None, "components": None, "training_faces": "fitted",
-                                  "checked_keys": [], "note": None}
+    pca_source: dict[str, Any] = {"kind": "fitted", "path": None, "components": None, "color_components": None,
+                                  "training_faces": "fitted", "checked_keys": [], "note": None}
     checked = None  # the keys a PCA file was checked on
     if pca_file is not None and pca_file.train_config is not None and saved is not None:
         # before any work: the saved run's faces are recorded (and checked against the data below)
@@ -555,15 +555,17 @@ def _parameter_note(with_pca: bool, joint: bool, pca_colors: bool = True) -> str
 def _given_source(pca: PCAModel | PCAFile) -> dict[str, Any]:
     """The ``source`` entry of a given PCA's result (a file's ``training_faces`` becomes ``"checked"`` once
     its stored config is compared with the run's)."""
+    model = pca if isinstance(pca, PCAModel) else pca.model
+    colors = model.color_latent_size if model.has_colors else 0
     if isinstance(pca, PCAModel):
-        return {"kind": "object", "path": None, "components": pca.latent_size, "training_faces": "unchecked",
-                "checked_keys": [], "note": None}
+        return {"kind": "object", "path": None, "components": pca.latent_size, "color_components": colors,
+                "training_faces": "unchecked", "checked_keys": [], "note": None}
     note = None
     if pca.train_config is None:
         note = (f"{pca.path} stores no training config, so nothing checked that it was fitted to this run's "
                 "training faces (a PCA of other faces, the run's test faces among them, is measured all the same)")
-    return {"kind": "file", "path": pca.path, "components": pca.model.latent_size, "training_faces": "unchecked",
-            "checked_keys": [], "note": note}
+    return {"kind": "file", "path": pca.path, "components": pca.model.latent_size, "color_components": colors,
+            "training_faces": "unchecked", "checked_keys": [], "note": note}
 
 
 def _given_pca(pca: PCAModel, K: int, V: int, joint: bool, name: str = "pca") -> PCAModel:
@@ -653,6 +655,8 @@ def _source_lines(source: Mapping[str, Any], result: Mapping[str, Any]) -> list[
                 f"{K} components"]
     what = source["path"] if source["kind"] == "file" else "a given PCAModel"
     line = f"PCA baseline: {what}, its first {K} of {source['components']} components"
+    if source.get("color_components") and result["models"]["pca"].get("color_error") is not None:
+        line = f"{line[:-len(' components')]} shape and {K} of {source['color_components']} colour components"
     if source["training_faces"] == "checked":
         hashed = [k for k in source.get("checked_keys", ()) if "." not in k]
         line += (" (fitted to the run's training faces: its stored config matches the run's on the keys that "

@@ -98,7 +98,10 @@ def test_a_shape_run_ignores_the_colour_model_of_a_given_pca(runs):
     assert pca["parameters"] == 3 * V + K * 3 * V  # shape only: the colour model is not counted
     assert pca["color_error"] is None and "colour" not in ev["parameter_note"]
     shape_only = evaluate(result, data=data, pca=PCAModel.fit(x, num_components=k), measures=("error", "compactness"))
-    assert pca == shape_only["models"]["pca"]
+    assert {key: v for key, v in pca.items() if key != "source"} == \
+        {key: v for key, v in shape_only["models"]["pca"].items() if key != "source"}
+    assert pca["source"]["color_components"] == kc and shape_only["models"]["pca"]["source"]["color_components"] == 0
+    assert f"its first {K} of {k} components (not checked" in ev["table"]  # its colours are not used: not named
 
 
 def test_a_joint_run_needs_k_colour_components(runs, monkeypatch):
@@ -230,11 +233,13 @@ def test_a_pca_file_of_the_runs_config_gives_the_numbers_of_the_baseline_fitted_
             "template_hash"} <= set(source["checked_keys"])
     assert "data.norm_eps" not in source["checked_keys"] and "training.seed" not in source["checked_keys"]
     assert from_file["table"] in printed and "note:" not in printed
-    assert (f"PCA baseline: {stored}, its first {K} of {K} components (fitted to the run's training faces: its "
-            "stored config matches the run's on the keys that decide them, and its template hash and data "
-            "version)\n") in printed
+    used = f"{K} of {K} shape and {K} of {K} colour components" if kind == "joint" else f"{K} of {K} components"
+    assert (f"PCA baseline: {stored}, its first {used} (fitted to the run's training faces: its stored config "
+            "matches the run's on the keys that decide them, and its template hash and data version)\n") in printed
+    assert source["color_components"] == (K if kind == "joint" else 0)
     assert fitted["models"]["pca"]["source"] == {"kind": "fitted", "path": None, "components": K,
-                                                 "training_faces": "fitted", "checked_keys": [], "note": None}
+                                                 "color_components": None, "training_faces": "fitted",
+                                                 "checked_keys": [], "note": None}
     assert (f"PCA baseline: fitted now to the run's {data.train.shape[0]} training faces, {K} components"
             in fitted["table"].splitlines())
 
@@ -398,7 +403,8 @@ def test_a_pca_without_a_stored_config_is_measured_with_a_note(runs, tmp_path, c
     assert f"note: {note}" in lines
     saved = json.loads(report.read_text())
     assert saved["models"]["pca"]["source"] == {"kind": "file", "path": str(path), "components": k,
-                                                "training_faces": "unchecked", "checked_keys": [], "note": note}
+                                                "color_components": 0, "training_faces": "unchecked",
+                                                "checked_keys": [], "note": note}
     # fitted to the run's faces all the same: the fitted baseline's numbers
     fitted = evaluate(result, data=data, measures=MEASURED)
     numbers, expected = _pca_numbers(saved["models"]["pca"]), _pca_numbers(fitted["models"]["pca"])
