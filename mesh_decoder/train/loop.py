@@ -682,7 +682,7 @@ def train(
         "config": config.to_dict(),
         "data_version": data.meta["data_version"],
         "template_hash": data.meta["template_hash"],
-        "template_file": _template_file(config),
+        **_recorded_paths(config),
         "hierarchy_signature": hierarchy_signature(hierarchy),
         "data": {k: v for k, v in data.meta.items() if k not in ("data_config", "template_config")},
         "model_config": model.config(),
@@ -933,7 +933,7 @@ def _finish(result: TrainResult, data: TrainingData, base_meta: dict[str, Any]) 
     extra = {
         "data_version": data.meta["data_version"],
         "template_hash": data.meta["template_hash"],
-        "template_file": _template_file(config),
+        **_recorded_paths(config),
         "train_config": config.to_dict(),
         "data": base_meta["data"],
         "epochs": result.epochs_completed,
@@ -999,12 +999,12 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
         extra = dict(file_meta.get("extra_meta") or {})
         if "train_config" not in extra:
             raise CheckpointError(f"{path}: a model file without a training config (not written by train())")
-        config = located_template(TrainConfig.from_dict(extra["train_config"], source=path), extra)
+        config = located_paths(TrainConfig.from_dict(extra["train_config"], source=path), extra)
         hierarchy = _hierarchy_beside(path, config, file_meta.get("hierarchy_hash"))
         model = load_model(path, hierarchy, device=device)
         return model, hierarchy, config, dict(extra, kind="model", path=path)
     meta = check_training_meta(path, read_checkpoint_meta(path))
-    config = located_template(TrainConfig.from_dict(meta["config"], source=path), meta)
+    config = located_paths(TrainConfig.from_dict(meta["config"], source=path), meta)
     hierarchy = _hierarchy_beside(path, config, meta.get("template_hash"))
     model = build_autoencoder(config, hierarchy)
     load_checkpoint(path).restore(model)
@@ -1013,22 +1013,29 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
     return model.eval(), hierarchy, config, dict(meta, kind="checkpoint", path=path)
 
 
-def _template_file(config: TrainConfig) -> str | None:
-    """The absolute path of a config's template file (``None`` for a built-in template), recorded in a run's
-    files so that they find it from another working folder."""
-    return os.path.abspath(config.template.path) if config.template.kind == "file" else None
+def _recorded_paths(config: TrainConfig) -> dict[str, str | None]:
+    """The absolute paths of a config's template file and data folder (``None`` for a built-in template or
+    synthetic data), recorded in a run's files (``template_file``, ``data_root``) so that they find them
+    from another working folder."""
+    t, d = config.template, config.data
+    return {"template_file": os.path.abspath(t.path) if t.kind == "file" else None,
+            "data_root": os.path.abspath(d.root) if d.source == "folder" else None}
 
 
-def located_template(config: TrainConfig, meta: Mapping[str, Any]) -> TrainConfig:
-    """``config`` with its template file found: a relative ``template.path`` that is not there from this
-    working folder (the run was trained in another) becomes the absolute path the run recorded
-    (``meta["template_file"]``), where that is a file. The template's hash is still checked where it is loaded."""
-    t = config.template
-    recorded = meta.get("template_file")
-    if t.kind != "file" or os.path.isabs(t.path) or os.path.exists(t.path) or not isinstance(recorded, str) \
-            or not os.path.isfile(recorded):
-        return config
-    return config.replace(template={"path": recorded})
+def located_paths(config: TrainConfig, meta: Mapping[str, Any]) -> TrainConfig:
+    """``config`` with its template file and data folder found: a relative ``template.path`` or ``data.root``
+    that is not there from this working folder (the run was trained in another) becomes the absolute path
+    the run recorded (``meta["template_file"]``, ``meta["data_root"]``), where that is there. The template's
+    hash and the data version are still checked where they are loaded."""
+    changes: dict[str, dict[str, str]] = {}
+    for section, key, recorded, applies, there in (
+            ("template", "path", "template_file", config.template.kind == "file", os.path.isfile),
+            ("data", "root", "data_root", config.data.source == "folder", os.path.isdir)):
+        given, found = getattr(getattr(config, section), key), meta.get(recorded)
+        if applies and not os.path.isabs(given) and not os.path.exists(given) and isinstance(found, str) \
+                and there(found):
+            changes[section] = {key: found}
+    return config.replace(**changes) if changes else config
 
 
 def _trained_file(folder: str) -> str:

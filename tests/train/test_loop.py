@@ -770,3 +770,32 @@ def test_the_cli_says_why_nothing_was_measured(tmp_path, tiny_config, capsys, se
     out = capsys.readouterr().out
     assert re.search(r"final loss [0-9.]+" + re.escape(note) + "\n", out), out
     assert f"and {tmp_path / 'run' / 'history.csv'}\n" in out
+
+
+def test_a_run_on_a_relative_data_folder_evaluates_from_another_folder(tmp_path, tiny_config, monkeypatch):
+    """data.root is relative to the folder the run was trained in: evaluate (and load_trained's users) found no
+    scans from anywhere else."""
+    from mesh_decoder.data import SyntheticFaces
+    from mesh_decoder.mesh.templates import face_template
+    from mesh_decoder.train import evaluate, load_trained
+
+    template = face_template(600)
+    gen = SyntheticFaces(template)
+    v, _ = gen.generate(gen.sample_params(12, rng=np.random.default_rng()))
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    _write_folder(work / "scans", template, v)
+    monkeypatch.chdir(work)
+    train(tiny_config(data={"source": "folder", "root": "scans", "test_fraction": 0.25}), "run", progress=False)
+    monkeypatch.chdir(elsewhere)
+    for name in ("run", "run/checkpoint.safetensors"):
+        _, _, config, _ = load_trained(work / name)
+        assert config.data.root == str(work / "scans")
+    assert evaluate(str(work / "run"), pca=False, measures=("error",))["split"]["num_test"] == 3
+    # the folder is still checked: scans changed since training are refused
+    from mesh_decoder.mesh.io import save_mesh
+
+    save_mesh(template.copy(vertices=v[0] + 1.0), work / "scans" / "scan_00.ply")
+    with pytest.raises(TrainingError, match="trained on data_version"):
+        evaluate(str(work / "run"), pca=False, measures=("error",))
