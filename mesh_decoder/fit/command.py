@@ -91,11 +91,10 @@ def _model_template(meta: dict[str, Any], num_vertices: int):
         kind = spec.get("kind", "face")
         if kind == "file":
             from ..mesh.io import load_mesh
+            from ..train.loop import recorded_path
 
-            path = spec["path"]
-            recorded = extra.get("template_file")  # where training found it: a run used from another folder
-            if not os.path.exists(path) and isinstance(recorded, str) and os.path.isfile(recorded):
-                path = recorded
+            # where training found it, for a run used from another working folder
+            path = recorded_path(spec["path"], extra.get("template_file"), os.path.isfile)
             return load_mesh(path), f"template file {path}"
         vertices = int(spec.get("vertices", spec.get("num_vertices", num_vertices)))
         seed = int(spec.get("seed", 0))
@@ -155,13 +154,9 @@ def _load(args: argparse.Namespace):
     try:
         meta = read_model_meta(args.model)
     except ModelFileError:
-        from ..train.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_safetensors_metadata
+        from ..train.checkpoint import is_checkpoint
 
-        try:
-            checkpoint = CHECKPOINT_FORMAT in read_safetensors_metadata(args.model)
-        except CheckpointError:
-            checkpoint = False
-        if checkpoint:  # render and evaluate read checkpoints; a fit needs the model's fitted latent prior
+        if is_checkpoint(args.model):  # render and evaluate read checkpoints; a fit needs the model's fitted prior
             raise ModelFileError(f"{args.model}: a training checkpoint, not a model file; fit the run's "
                                  "model.safetensors (written when training ends, with the latent prior a fit "
                                  "uses)") from None

@@ -54,8 +54,8 @@ linear model.
 
 **Parameter groups** (a :class:`Stage` frees some of them): ``rotation``,
 ``translation``, ``scale``, ``latent``, ``color`` (colour latent or albedo; photographs
-and registered meshes with per-vertex colours or a texture map, a stage that names it for a target without
-usable colour is refused), ``light``
+and registered meshes with per-vertex colours or a texture map, a stage that names it for a
+target without usable colour is refused), ``light``
 (direction, ambient and diffuse) and ``focal`` (perspective camera); aliases
 ``pose`` (rotation, translation, scale — no scale for the perspective camera),
 ``shape`` (latent), ``appearance`` (color, light: those of them the target has; a coloured

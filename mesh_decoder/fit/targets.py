@@ -12,7 +12,8 @@ File formats read by :func:`load_target`:
 
 * mesh files (``.obj``, ``.ply``, ``.off``): a *registered* mesh when it has the
   template's vertex count and faces (with its per-vertex colours, when the file has
-  them, else those of the texture map it references, sampled at its UVs), otherwise a *scan* (its vertices and area-weighted vertex normals become a
+  them, else those of the texture map it references, sampled at its UVs), otherwise a
+  *scan* (its vertices and area-weighted vertex normals become a
   :class:`PointCloudTarget`; colours of a scan are not used);
 * point clouds: ``.xyz`` / ``.txt`` (whitespace-separated rows ``x y z`` or
   ``x y z nx ny nz``) and ``.npy`` (an ``(N, 3)`` or ``(N, 6)`` float array, read with

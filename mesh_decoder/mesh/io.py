@@ -225,22 +225,21 @@ def texture_file(path: str | os.PathLike) -> str | None:
     libs = [m.strip() for m in re.findall(r"^[ \t]*mtllib[ \t]+(.+?)[ \t]*$", text, re.M | re.I)]
     if not libs:
         return None
-    materials: dict[str, str] = {}  # material name -> its map_Kd's file, from every material file found
-    missing = []
+    found, missing = [], []  # the material files there, the names of those that are not
     for lib in libs:
-        names = [lib] if _referenced(lib, folder, folder, exists=True) else _words(lib)
-        for name in names:
-            mtl = _referenced(name, folder, folder, exists=True)
-            if mtl is None:
-                missing.append(name)
-                continue
-            with open(mtl, "rb") as handle:
-                for material, image in _material_maps(_decode_text(handle.read())):
-                    materials.setdefault(material, _referenced(image, os.path.dirname(mtl), folder))
+        whole = _referenced(lib, folder, folder, exists=True)  # one name with spaces, or several names
+        for name in [lib] if whole else _words(lib):
+            mtl = whole or _referenced(name, folder, folder, exists=True)
+            (found if mtl else missing).append(mtl or name)
+    if not found:
+        raise MeshFileError(path, f"mtllib {missing[0]}: expected a material file beside the OBJ, found nothing "
+                                  f"at {os.path.join(folder, _unquoted(missing[0]))}")
+    materials: dict[str, str] = {}  # material name -> its map_Kd's file, from every material file found
+    for mtl in found:
+        with open(mtl, "rb") as handle:
+            for material, image in _material_maps(_decode_text(handle.read())):
+                materials.setdefault(material, _referenced(image, os.path.dirname(mtl), folder))
     if not materials:
-        if missing and len(missing) == sum(len(_words(lib)) for lib in libs):
-            raise MeshFileError(path, f"mtllib {missing[0]}: expected a material file beside the OBJ, found "
-                                      f"nothing at {os.path.join(folder, _unquoted(missing[0]))}")
         return None
     used = _faces_per_material(text)  # material -> faces, in the OBJ's order
     textured = sorted((m for m in used if m in materials), key=lambda m: -used[m])

@@ -233,6 +233,15 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {str(k): str(v) for k, v in metadata.items()}
 
 
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a training checkpoint (a safetensors file with checkpoint metadata); ``False`` for
+    anything else, unreadable files included."""
+    try:
+        return CHECKPOINT_FORMAT in read_safetensors_metadata(path)
+    except CheckpointError:
+        return False
+
+
 def _parse(path: str, metadata: Mapping[str, str]) -> dict[str, Any]:
     if _META_KEY not in metadata:
         raise CheckpointError(f"{path}: not a mesh_decoder training checkpoint (no {_META_KEY!r} entry in the "

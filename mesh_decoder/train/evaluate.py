@@ -195,13 +195,9 @@ def training_face_keys(config: TrainConfig | Mapping[str, Any]) -> list[str]:
 
 def _not_a_pca_file(path: str, exc: Exception) -> str:
     """What a file :func:`~mesh_decoder.model_files.read_model_meta` refused (``exc``) is, for the error."""
-    from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_safetensors_metadata
+    from .checkpoint import is_checkpoint
 
-    try:
-        checkpoint = CHECKPOINT_FORMAT in read_safetensors_metadata(path)
-    except CheckpointError:
-        checkpoint = False
-    if checkpoint:
+    if is_checkpoint(path):
         return "a training checkpoint (the run to evaluate: give it as CHECKPOINT)"
     reason = str(exc).removeprefix(f"{path}: ")  # read_model_meta names the file, as this error does already
     return f"a file that is not a safetensors model file ({reason})"

@@ -1022,6 +1022,14 @@ def _recorded_paths(config: TrainConfig) -> dict[str, str | None]:
             "data_root": os.path.abspath(d.root) if d.source == "folder" else None}
 
 
+def recorded_path(given: str, recorded: Any, there: Callable[[str], bool]) -> str:
+    """``given``, or the absolute path a run recorded for it (``recorded``) where ``given`` is a relative path
+    that is not there from this working folder (the run was trained in another) and ``there(recorded)``."""
+    if os.path.isabs(given) or os.path.exists(given) or not isinstance(recorded, str) or not there(recorded):
+        return given
+    return recorded
+
+
 def located_paths(config: TrainConfig, meta: Mapping[str, Any]) -> TrainConfig:
     """``config`` with its template file and data folder found: a relative ``template.path`` or ``data.root``
     that is not there from this working folder (the run was trained in another) becomes the absolute path
@@ -1031,9 +1039,9 @@ def located_paths(config: TrainConfig, meta: Mapping[str, Any]) -> TrainConfig:
     for section, key, recorded, applies, there in (
             ("template", "path", "template_file", config.template.kind == "file", os.path.isfile),
             ("data", "root", "data_root", config.data.source == "folder", os.path.isdir)):
-        given, found = getattr(getattr(config, section), key), meta.get(recorded)
-        if applies and not os.path.isabs(given) and not os.path.exists(given) and isinstance(found, str) \
-                and there(found):
+        given = getattr(getattr(config, section), key)
+        found = recorded_path(given, meta.get(recorded), there) if applies else given
+        if found != given:
             changes[section] = {key: found}
     return config.replace(**changes) if changes else config
 

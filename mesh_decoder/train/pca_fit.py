@@ -109,7 +109,8 @@ def add_pca_arguments(parser) -> None:
                         help="shape components (default 50; at most the training faces minus one)")
     parser.add_argument("--color-components", type=int_argument(1), default=None, metavar="KC",
                         help="colour components of a joint config (default: as --components)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file, unless it holds another kind of model (default: refuse)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output file, unless it holds another kind of model (default: refuse)")
 
 
 def run_pca(args) -> int:
