@@ -13,7 +13,7 @@ import os
 
 __all__ = [
     "MeshError", "MeshValidationError", "MeshFileError", "HierarchyError", "ModelFileError", "OutputPathError",
-    "MissingFileError", "HierarchyNotFoundError", "ModelFileNotFoundError",
+    "MissingFileError", "HierarchyNotFoundError", "ModelFileNotFoundError", "ModelHierarchyMismatchError",
 ]
 
 
@@ -56,6 +56,11 @@ class HierarchyError(MeshError):
 
 class ModelFileError(MeshError):
     """A saved model is corrupt or does not match its template."""
+
+
+class ModelHierarchyMismatchError(ModelFileError):
+    """A model file was built on another hierarchy than the one given to load it (another template, or other
+    level sizes, spiral lengths or texture size)."""
 
 
 class _PathMessage:

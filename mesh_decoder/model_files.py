@@ -40,7 +40,7 @@ from torch import nn
 from . import __version__
 from ._atomic import atomic_write
 from ._checks import check_device, check_output_path
-from .errors import ModelFileError, ModelFileNotFoundError, unreadable
+from .errors import ModelFileError, ModelFileNotFoundError, ModelHierarchyMismatchError, unreadable
 
 __all__ = [
     "FORMAT",
@@ -263,8 +263,8 @@ def save_model(
         handle.write(data)
 
 
-def _fail(path, reason: str) -> ModelFileError:
-    return ModelFileError(f"{os.fspath(path)}: {reason}")
+def _fail(path, reason: str, error: type[ModelFileError] = ModelFileError) -> ModelFileError:
+    return error(f"{os.fspath(path)}: {reason}")
 
 
 def _parse_header(path, blob: bytes) -> tuple[dict, int]:
@@ -373,11 +373,13 @@ def _check_hierarchy(path, meta: dict, hierarchy, needs_hierarchy: bool) -> None
         return  # saved without a hierarchy (a PCA model): nothing to compare
     if saved_hash is not None and hierarchy.template_hash != saved_hash:
         raise _fail(path, f"model built for template {saved_hash}, but the given hierarchy is for template "
-                          f"{hierarchy.template_hash}; build the hierarchy from the model's template")
+                          f"{hierarchy.template_hash}; build the hierarchy from the model's template",
+                    ModelHierarchyMismatchError)
     given = hierarchy_signature(hierarchy)
     if given != meta["hierarchy_signature"]:
         raise _fail(path, f"model built on a hierarchy with {meta['hierarchy_signature']}, the given hierarchy "
-                          f"has {given} (different factors, spiral lengths or texture size)")
+                          f"has {given} (different factors, spiral lengths or texture size)",
+                    ModelHierarchyMismatchError)
 
 
 def load_model(
@@ -402,7 +404,8 @@ def load_model(
 
     Raises:
         ModelFileError: missing, truncated or corrupt file (checksum), another
-            format version, an unknown class, another template or hierarchy, or
+            format version, an unknown class, another template or hierarchy
+            (:class:`~mesh_decoder.errors.ModelHierarchyMismatchError`), or
             tensors that do not fit the rebuilt model (names, shapes, floating versus
             integer dtypes; a PCA model's dtype). The message names the file.
         ValueError: ``device`` is not a device of this machine.

@@ -569,7 +569,7 @@ def test_texture_writes_the_colours_into_the_runs_texel_map(fmt, tmp_path, capsy
         np.testing.assert_allclose(mesh.colors, colors[i], atol=1e-6)
         expected = np.round(_texels(hierarchy.texel_map, colors[i].astype(np.float64)) * 255)
         assert np.abs(_png_pixels(out / f"face_000{i}.png").astype(np.float64) - expected).max() <= 1
-    reference = (f"mtllib face_0000.mtl" in (out / "face_0000.obj").read_text()) if fmt == "obj" else \
+    reference = ("mtllib face_0000.mtl" in (out / "face_0000.obj").read_text()) if fmt == "obj" else \
         (b"comment TextureFile face_0000.png\n" in (out / "face_0000.ply").read_bytes()[:2000])
     assert reference
 
@@ -769,6 +769,22 @@ def test_a_hierarchy_of_another_model_is_named(tiny_run, tmp_path, capsys):
         "hierarchy\n"), err
     assert main(["sample", str(lone / "decoder.safetensors"), "--hierarchy", str(tiny_run / "hierarchy.npz"),
                  "-o", str(tmp_path / "b")]) == 0
+
+
+def test_only_a_hierarchy_mismatch_blames_the_hierarchy(tiny_run, tmp_path, capsys):
+    """Whether the hierarchy was blamed was decided by the word "hierarchy" in the message: a corrupt model in a
+    folder named for hierarchies was reported with "pass --hierarchy with the model's hierarchy"."""
+    import shutil
+
+    study = tmp_path / "hierarchy_study"
+    study.mkdir()
+    shutil.copy(tiny_run / "hierarchy.npz", study / "hierarchy.npz")
+    blob = bytearray((tiny_run / "decoder.safetensors").read_bytes())
+    blob[-1] ^= 0xFF  # the last tensor byte: the checksum no longer matches
+    (study / "decoder.safetensors").write_bytes(bytes(blob))
+    assert main(["sample", str(study / "decoder.safetensors"), "-o", str(tmp_path / "a")]) == 1
+    assert _one_error_line(capsys) == (f"error: {study / 'decoder.safetensors'}: corrupt tensor data: checksum "
+                                       "mismatch\n")
 
 
 def test_render_counts_one_face_as_one(tiny_run, tmp_path, capsys):

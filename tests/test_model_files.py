@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mesh_decoder import __version__
-from mesh_decoder.errors import ModelFileError
+from mesh_decoder.errors import ModelFileError, ModelHierarchyMismatchError
 from mesh_decoder.hierarchy import HierarchyLevel, MeshHierarchy
 from mesh_decoder.model_files import (
     FORMAT_VERSION,
@@ -185,11 +185,14 @@ def test_hierarchy_mismatches_are_clear_errors(tmp_path):
     h = toy_hierarchy(40, seed=10)
     path = tmp_path / "toy.safetensors"
     save_model(toy_model(h, seed=11), path, hierarchy=h)
-    with pytest.raises(ModelFileError, match=r"toy\.safetensors: ToyGraphModel needs the mesh hierarchy .*t{64}"):
+    with pytest.raises(ModelFileError, match=r"toy\.safetensors: ToyGraphModel needs the mesh hierarchy .*t{64}") as info:
         load_model(path)
-    with pytest.raises(ModelFileError, match=f"model built for template {'t' * 64}, but the given hierarchy is for template {'u' * 64}"):
+    assert not isinstance(info.value, ModelHierarchyMismatchError)
+    # a mismatch is its own ModelFileError, which callers that know the hierarchy's file extend
+    with pytest.raises(ModelHierarchyMismatchError,
+                       match=f"model built for template {'t' * 64}, but the given hierarchy is for template {'u' * 64}"):
         load_model(path, toy_hierarchy(40, seed=10, template_hash="u" * 64))
-    with pytest.raises(ModelFileError, match=r"toy\.safetensors: model built on a hierarchy with .*spiral"):
+    with pytest.raises(ModelHierarchyMismatchError, match=r"toy\.safetensors: model built on a hierarchy with .*spiral"):
         load_model(path, toy_hierarchy(40, seed=10, spiral_length=7))
     with pytest.raises(ValueError, match="pass hierarchy="):
         save_model(toy_model(h, seed=11), tmp_path / "nohier.safetensors")

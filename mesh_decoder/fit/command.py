@@ -30,7 +30,7 @@ import os
 from typing import Any
 
 from .._checks import check_device, check_not_an_input, check_output_path, int_argument
-from ..errors import MeshFileError, ModelFileError
+from ..errors import MeshFileError, ModelFileError, ModelHierarchyMismatchError
 
 __all__ = ["add_fit_arguments", "run_fit"]
 
@@ -183,12 +183,10 @@ def _load(args: argparse.Namespace):
                              f"(none found beside the model as {_HIERARCHY_BESIDE})")
     try:
         model = load_model(args.model, hierarchy, device=args.device)
-    except ModelFileError as exc:
-        if hierarchy_path is None or "hierarchy" not in str(exc):
-            raise
+    except ModelHierarchyMismatchError as exc:
         found = " (found beside the model)" if args.hierarchy is None else ""
-        raise ModelFileError(f"{exc}; the hierarchy: {hierarchy_path}{found}: pass --hierarchy with the model's "
-                             "hierarchy") from None
+        raise ModelHierarchyMismatchError(f"{exc}; the hierarchy: {hierarchy_path}{found}: pass --hierarchy "
+                                          "with the model's hierarchy") from None
     if hierarchy is not None:
         num_vertices = hierarchy.levels[0].num_vertices
     else:
