@@ -16,7 +16,10 @@ normalised Laplacian and :math:`\lambda_{max} = 2`: :math:`\tilde{L} = -D^{-1/2}
 The parameters follow PyTorch Geometric's ``ChebConv`` (``lins[k]`` holds
 :math:`\mathbf{\Theta}_k^\top`, then ``bias``), so weights copy across one to one and
 the output equals ``torch_geometric.nn.ChebConv(C_in, C_out, K, normalization="sym")``
-called with ``lambda_max=2.0`` on the mesh's edges.
+called with ``lambda_max=2.0`` on the mesh's edges, to the precision of the Laplacian's
+weights: a hierarchy keeps them in float32, so a float64 layer built from one agrees to
+about 1e-7; build it from ``scaled_laplacian(faces, V, dtype=torch.float64)`` to agree
+in float64.
 
 Layout: the whole batch is propagated at once as one ``(V, B*C)`` matrix, so each
 Laplacian product is a single sparse-dense product. Three kernels compute it:
@@ -310,7 +313,9 @@ class ChebConv(nn.Module):
             out = lin(1, t1, out)
             for k in range(2, self.K):
                 lt = laplacian_matmul(idx, wt, V, t1, rows)  # (V, B*C)
-                t2 = (lt.mul(2.0) if torch.is_grad_enabled() else lt.mul_(2.0)).sub_(t0)  # (V, B*C)
+                # in place only for inference: a trace is re-run with grad off and must record the same graph
+                in_place = not (torch.is_grad_enabled() or _recording())
+                t2 = (lt.mul_(2.0) if in_place else lt.mul(2.0)).sub_(t0)  # (V, B*C)
                 out = lin(k, t2, out)
                 t0, t1 = t1, t2
         return out.view(V, B, O)  # (V, B, O)

@@ -462,3 +462,16 @@ def test_laplacian_rows_refuse_a_matrix_they_would_misread():
     with pytest.raises(ValueError, match=rf"laplacian_index: expected vertex indices in \[0, {V}\), got range \[1, {V}\]"):
         ChebConv.from_hierarchy(3, 4, 3, make_test_hierarchy(seed=81), 0).load_state_dict(
             {**state, "laplacian_index": index + 1})
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("C,O", [(3, 4), (4, 4), (5, 2)])  # (5, 2): Clenshaw's recurrence
+def test_jit_trace_passes_its_own_check_and_matches_eager(C, O, grad):
+    """``torch.jit.trace`` re-runs the module with grad off to check the recorded graph: with grad on or
+    off, the trace records one graph (no in-place step chosen by grad mode) and it equals the eager layer."""
+    conv, x, *_ = _layer(60, K=3, C=C, O=O, dtype=torch.float32)
+    with torch.set_grad_enabled(grad):
+        traced = torch.jit.trace(conv, (x,))  # check_trace on: raises if the graphs differ
+        x2 = torch.randn(2, x.shape[1], C)
+        torch.testing.assert_close(traced(x2), conv(x2), rtol=1e-5, atol=1e-6)

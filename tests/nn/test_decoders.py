@@ -721,3 +721,14 @@ def test_a_pyg_decoder_with_pseudo_coordinates_decodes_saves_and_loads(face_hier
     with pytest.raises(ValueError, match="pseudo: expected one of"):
         PyGDecoder.from_hierarchy(face_hierarchy, "GMMConv", conv_kwargs={"dim": 3, "kernel_size": 3},
                                   latent_size=4, channels=(8, 12), pseudo="polar")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
+def test_jit_trace_with_grad_on_passes_its_check_and_matches_eager(synthetic_hierarchy, kind):
+    """A decoder traced as PyTorch users do (grad on, the trace's own check on) records one graph and
+    decodes another latent as the eager decoder does."""
+    dec = build(kind, synthetic_hierarchy).eval()
+    traced = torch.jit.trace(dec, (rand_latent(dec, 3, seed=61),))
+    z = rand_latent(dec, 2, seed=62)
+    torch.testing.assert_close(traced(z), dec(z), rtol=1e-5, atol=1e-5)
