@@ -142,9 +142,23 @@ def _run_hierarchy(args) -> int:
     if args.output:
         check_output_path(args.output, "-o/--output")
         _require_suffix("hierarchy", args.output, ".npz", "the hierarchy is written as an .npz archive")
+    levels = len(args.factors) + 1
+    for option, values in (("--spiral-length", args.spiral_length), ("--dilation", args.dilation)):
+        if len(values) not in (1, levels):
+            raise _CLIError(f"{option} {' '.join(map(str, values))}: expected one value for every level or "
+                            f"{levels} (one per level: --factors gives {levels - 1} below the template), "
+                            f"got {len(values)}")
     mesh = _load_template(args.template)
+    from .errors import HierarchyError
     from .hierarchy import build_hierarchy, hierarchy_table, save_hierarchy
+    from .hierarchy.decimate import level_sizes
 
+    try:
+        level_sizes(mesh.num_vertices, tuple(args.factors))
+    except HierarchyError as exc:
+        where = args.template if args.template is not None else "the built-in template"
+        raise HierarchyError(f"--factors {' '.join(f'{f:g}' for f in args.factors)}: {where} has "
+                             f"{mesh.num_vertices} vertices: {exc}; give fewer or smaller factors") from None
     h = build_hierarchy(
         mesh,
         factors=tuple(args.factors),

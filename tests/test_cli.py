@@ -211,6 +211,32 @@ def test_hierarchy_integer_options_name_the_option(option, value, allowed, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("option", ["--spiral-length", "--dilation"])
+def test_hierarchy_per_level_counts_name_the_option(option, tmp_path, capsys):
+    """Two values for five levels was refused as 'spiral_lengths: expected 5 values' (the Python name)."""
+    assert main(["hierarchy", "--factors", "4", "4", "4", "4", option, "2", "3", "-o", str(tmp_path / "h.npz")]) == 2
+    err = _one_error_line(capsys)
+    assert f"error: {option} 2 3: expected one value for every level or 5 (one per level: --factors gives 4 " \
+           "below the template), got 2" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hierarchy_factors_too_deep_for_the_template_name_the_option_and_file(tmp_path, capsys):
+    """The error named neither --factors nor the template (and read 'leave 1 vertices')."""
+    template = tmp_path / "t.obj"
+    assert main(["template", "--vertices", "600", "-o", str(template)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "h.npz"
+    assert main(["hierarchy", str(template), "--factors", "4", "4", "4", "4", "-o", str(out)]) == 1
+    err = _one_error_line(capsys)
+    assert err.startswith(f"error: --factors 4 4 4 4: {template} has 600 vertices: factors (4.0, 4.0, 4.0, 4.0) "
+                          "leave 3 vertices at level 4 (sizes [600, 150, 38, 10, 3])"), err
+    assert err.rstrip().endswith("give fewer or smaller factors"), err
+    assert not out.exists()
+    assert main(["hierarchy", str(template), "--factors", "600", "-o", str(out)]) == 1
+    assert "leave 1 vertex at level 1 (sizes [600, 1])" in _one_error_line(capsys)
+
+
 @pytest.mark.parametrize("command", ["template", "render"])
 @pytest.mark.parametrize("seed", ["-1", "4294967296", "99999999999999999999"])
 def test_seeds_name_the_option(command, seed, tmp_path, capsys):

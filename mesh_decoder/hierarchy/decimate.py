@@ -114,7 +114,7 @@ def level_sizes(num_vertices: int, factors: Sequence[float]) -> list[int]:
         nxt = -(-prev // int(f)) if float(f).is_integer() else math.ceil(prev / float(f))
         if nxt < 4:
             raise HierarchyError(
-                f"factors {tuple(factors)} leave {nxt} vertices at level {i + 1} "
+                f"factors {tuple(factors)} leave {nxt} {'vertex' if nxt == 1 else 'vertices'} at level {i + 1} "
                 f"(sizes {sizes + [nxt]}); every level needs at least 4 vertices"
             )
         sizes.append(nxt)
