@@ -825,3 +825,41 @@ def test_a_run_on_a_relative_template_file_works_from_another_folder(tmp_path, c
     save_mesh(face_template(500, seed=3), work / "tmpl.obj")
     assert main(["evaluate", str(run), "--no-pca", "--measures", "error"]) == 1
     assert "the template changed since training" in _one_error_line(capsys)
+
+
+def test_a_run_with_another_templates_hierarchy_is_rebuilt_with_a_warning_by_every_command(tiny_run, tmp_path,
+                                                                                           capsys):
+    """A run folder holding another template's hierarchy.npz: evaluate, sample and render rebuilt the hierarchy
+    from the run's config without a word, and fit refused the run. Every command now rebuilds it, says so in
+    one warning line naming the file, and decodes as on the run's own hierarchy."""
+    import json
+    import shutil
+
+    from mesh_decoder.hierarchy import build_hierarchy, save_hierarchy
+    from mesh_decoder.mesh.io import save_mesh
+    from mesh_decoder.mesh.templates import face_template
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    save_hierarchy(build_hierarchy(face_template(600), factors=(2, 2), texture_size=None), run / "hierarchy.npz")
+    codes = np.random.default_rng().standard_normal((1, 4)).astype(np.float32)
+    np.save(tmp_path / "codes.npy", codes)
+    target = face_template(500).copy(vertices=_decode(_model(tiny_run)[0], codes)[0, :, :3])
+    save_mesh(target, tmp_path / "target.obj")
+    warning = f"warning: {run / 'hierarchy.npz'}: built for another template"
+    fits = []
+    for name, folder in (("own", tiny_run), ("swapped", run)):
+        capsys.readouterr()
+        assert main(["fit", str(folder), "--target", str(tmp_path / "target.obj"), "--json",
+                     str(tmp_path / f"{name}.json"), "--stages", "pose+shape:5", "--quiet"]) == 0
+        err = capsys.readouterr().err
+        assert (err.startswith(warning) and "rebuilt from the run's config" in err) == (name == "swapped"), err
+        fits.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    np.testing.assert_allclose(fits[1]["latent"], fits[0]["latent"], rtol=1e-5, atol=1e-6)
+    for name, folder in (("own", tiny_run), ("swapped", run)):
+        assert main(["sample", str(folder), "--latents", str(tmp_path / "codes.npy"), "-o",
+                     str(tmp_path / f"s_{name}")]) == 0
+        err = capsys.readouterr().err
+        assert (err.count("\n") == 1 and err.startswith(warning)) == (name == "swapped"), err
+    own, swapped = (_written(tmp_path / f"s_{name}")[1][0] for name in ("own", "swapped"))
+    np.testing.assert_array_equal(swapped.vertices, own.vertices)

@@ -14,7 +14,9 @@ template named in the model file (the training config written by
 with the model's vertex count and seed 0. It is checked against the template hash
 the model file or its hierarchy records, when there is one. Models built on a
 hierarchy (neural decoders, autoencoders) need it: ``--hierarchy FILE``, or
-``hierarchy.npz`` beside the model file.
+``hierarchy.npz`` beside the model file; for a training run's model, one of another
+template or damaged is rebuilt from the run's config with a warning, as
+``evaluate`` and ``render`` load a run.
 
 The latent prior of the fit is the model's own: an autoencoder's fitted Gaussian,
 the one a ``decoder.safetensors`` of a training run stores in its metadata
@@ -170,15 +172,20 @@ def _load(args: argparse.Namespace):
                          f"got {args.model}, a {meta['class']} file, which uses none")
     hierarchy = None
     hierarchy_path = args.hierarchy
-    if hierarchy_path is None and needs_hierarchy:
-        beside = os.path.join(os.path.dirname(os.path.abspath(args.model)), _HIERARCHY_BESIDE)
-        if os.path.isfile(beside):
-            hierarchy_path = beside
-    if hierarchy_path is not None:
+    beside = os.path.join(os.path.dirname(os.path.abspath(args.model)), _HIERARCHY_BESIDE)
+    if hierarchy_path is None and needs_hierarchy and os.path.isfile(beside):
+        hierarchy_path = beside
+        if "train_config" in (meta.get("extra_meta") or {}):
+            from ..train.loop import trained_hierarchy
+
+            # a training run's model: its hierarchy.npz, rebuilt from its config where that one is of another
+            # template or damaged (as evaluate and render load a run)
+            hierarchy = trained_hierarchy(args.model, meta)[0]
+    if hierarchy is None and hierarchy_path is not None:
         from ..hierarchy import load_hierarchy
 
         hierarchy = load_hierarchy(hierarchy_path)
-    elif needs_hierarchy:
+    elif hierarchy is None and needs_hierarchy:
         raise ModelFileError(f"{args.model}: {meta['class']} is built on a mesh hierarchy; pass --hierarchy FILE "
                              f"(none found beside the model as {_HIERARCHY_BESIDE})")
     try:

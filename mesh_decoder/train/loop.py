@@ -999,8 +999,7 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
         extra = dict(file_meta.get("extra_meta") or {})
         if "train_config" not in extra:
             raise CheckpointError(f"{path}: a model file without a training config (not written by train())")
-        config = located_paths(TrainConfig.from_dict(extra["train_config"], source=path), extra)
-        hierarchy = _hierarchy_beside(path, config, file_meta.get("hierarchy_hash"))
+        hierarchy, config = trained_hierarchy(path, file_meta)
         model = load_model(path, hierarchy, device=device)
         return model, hierarchy, config, dict(extra, kind="model", path=path)
     meta = check_training_meta(path, read_checkpoint_meta(path))
@@ -1071,7 +1070,20 @@ def _trained_file(folder: str) -> str:
     return model_path
 
 
+def trained_hierarchy(path: str, file_meta: Mapping[str, Any]) -> tuple[MeshHierarchy, TrainConfig]:
+    """The hierarchy and the (located) training config of a run's model file, from the file's metadata
+    (:func:`~mesh_decoder.model_files.read_model_meta`, whose ``extra_meta`` holds ``train_config``): as
+    :func:`load_trained` finds them, so that every command loads a run's model on the same hierarchy."""
+    extra = file_meta.get("extra_meta") or {}
+    config = located_paths(TrainConfig.from_dict(extra["train_config"], source=path), extra)
+    return _hierarchy_beside(path, config, file_meta.get("hierarchy_hash")), config
+
+
 def _hierarchy_beside(path: str, config: TrainConfig, template_hash: str | None) -> MeshHierarchy:
+    """``hierarchy.npz`` beside ``path``; where it is missing, damaged or of another template, the hierarchy
+    rebuilt from ``config`` (with a warning naming the file that was passed over)."""
+    import warnings
+
     from ..errors import HierarchyError
     from ..hierarchy import load_hierarchy
 
@@ -1083,11 +1095,14 @@ def _hierarchy_beside(path: str, config: TrainConfig, template_hash: str | None)
         except HierarchyError as exc:
             problem = exc  # another template or a damaged file: rebuild below
     try:
-        return make_hierarchy(config, load_template(config))
+        hierarchy = make_hierarchy(config, load_template(config))
     except ImportError as exc:  # no openmesh here: say why the saved hierarchy was not used
         if problem is None:
             raise
         raise ImportError(f"{problem}; rebuilding the hierarchy instead failed: {exc}") from None
+    if problem is not None:
+        warnings.warn(f"{problem}; the hierarchy was rebuilt from the run's config instead", stacklevel=2)
+    return hierarchy
 
 
 # =========================================================================== CLI
