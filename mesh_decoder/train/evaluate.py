@@ -464,8 +464,10 @@ def evaluate(
     if pca_file is not None and pca_file.train_config is not None and checked is None:
         checked = _check_pca_faces(pca_file, config, _recorded(data.meta), origin["path"])
     if data.test.shape[0] == 0:
-        raise ValueError(f"data: expected held-out test meshes, got none (data.test_fraction = "
-                         f"{config.data.test_fraction}, split {config.data.split!r})")
+        run = f"{origin['path']}: the run's " if origin["path"] is not None else ""
+        raise ValueError(f"{run}data: expected held-out test meshes, got none (data.test_fraction = "
+                         f"{config.data.test_fraction}, split {config.data.split!r} of {data.train.shape[0]} faces)"
+                         + ("; train with more faces or a larger data.test_fraction to evaluate" if run else ""))
     model = model.eval()
     K = model.latent_size
     joint = data.channels == 6

@@ -625,7 +625,7 @@ def train(
                                 f"{sorted(RESUMABLE_KEYS)} may change on resume")
         done, in_epoch = checkpoint.meta["epoch"], checkpoint.meta["batch_in_epoch"]  # checked ints
         if config.training.epochs < done + (in_epoch > 0):
-            trained = f"{done} epochs" + (f" and {in_epoch} batches of epoch {done + 1}" if in_epoch else "")
+            trained = _epochs(done) + (f" and {in_epoch} batches of epoch {done + 1}" if in_epoch else "")
             raise TrainingError(f"{ckpt_path}: training.epochs: expected at least {done + (in_epoch > 0)} (the "
                                 f"checkpoint has trained {trained}), got {config.training.epochs}; nothing was "
                                 "changed")
@@ -1079,6 +1079,11 @@ def trained_hierarchy(path: str, file_meta: Mapping[str, Any]) -> tuple[MeshHier
     return _hierarchy_beside(path, config, file_meta.get("hierarchy_hash")), config
 
 
+def _epochs(n: int) -> str:
+    """``"1 epoch"``, ``"3 epochs"``."""
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def _hierarchy_beside(path: str, config: TrainConfig, template_hash: str | None) -> MeshHierarchy:
     """``hierarchy.npz`` beside ``path``; where it is missing, damaged or of another template, the hierarchy
     rebuilt from ``config`` (with a warning naming the file that was passed over)."""
@@ -1142,7 +1147,7 @@ def run_train(args) -> int:
     result = train(config, out, resume=args.resume, progress=not args.quiet)
     if result.up_to_date:
         n = result.epochs_completed
-        print(f"{out}: already trained its {n} epochs; nothing to do, no file was changed "
+        print(f"{out}: already trained its {_epochs(n)}; nothing to do, no file was changed "
               f"(--epochs N with N > {n} trains on)")
         return 0
     if result.interrupted:
@@ -1150,9 +1155,9 @@ def run_train(args) -> int:
               f"{result.checkpoint_path}; continue with --resume")
         return 130
     loss = result.final_loss
-    print(f"trained {result.epochs_completed} epochs ({result.step} steps, {result.train_seconds:.1f} s), "
+    print(f"trained {_epochs(result.epochs_completed)} ({result.step} steps, {result.train_seconds:.1f} s), "
           f"final loss {loss:.5f}{_test_summary(result)}" if loss is not None
-          else f"trained {result.epochs_completed} epochs")
+          else f"trained {_epochs(result.epochs_completed)}")
     print(f"wrote {result.model_path}, {result.decoder_path}, {os.path.join(out, HIERARCHY_NAME)} and "
           f"{os.path.join(out, HISTORY_NAME)}")
     return 0

@@ -102,7 +102,7 @@ def test_cli_train_and_evaluate(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
     args = parser.parse_args([str(config_path), "-o", str(out), "--epochs", "1", "--quiet"])
     assert run_train(args) == 0
-    assert "trained 1 epochs" in capsys.readouterr().out
+    assert "trained 1 epoch (" in capsys.readouterr().out
     args = parser.parse_args([str(config_path), "-o", str(out), "--resume", "--quiet"])  # on to 3 epochs
     assert run_train(args) == 0
     assert "trained 3 epochs" in capsys.readouterr().out
@@ -185,3 +185,20 @@ def test_measures_seed_and_pca_arguments_are_checked(trained, capsys):
     assert list(evaluate(result, data=data, pca=np.False_, measures=())["models"]) == ["autoencoder"]
     assert main(["evaluate", result.output_dir, "--no-pca", "--measures", "error", "--seed", str(big)]) == 2
     assert f"argument --seed: expected an integer in [0, 4294967295], got '{big}'" in capsys.readouterr().err
+
+
+def test_a_run_without_held_out_faces_is_named_when_evaluated(tmp_path, tiny_config, capsys):
+    """A run trained on 2 faces holds none out; evaluating it said 'data: expected held-out test meshes'
+    without naming the run or what to change."""
+    from mesh_decoder.cli import main
+
+    run = tmp_path / "run"
+    train(tiny_config(data={"n": 2}, training={"epochs": 1}), run, progress=False)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", str(tmp_path / "e.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: {run / 'model.safetensors'}: the run's data: expected held-out test meshes, got "
+                          "none (data.test_fraction = 0.1, split 'interpolation' of 2 faces); train with more faces "
+                          "or a larger data.test_fraction to evaluate"), err
+    assert not (tmp_path / "e.json").exists()

@@ -291,7 +291,7 @@ def test_resume_refuses_epochs_below_a_part_done_epoch(tmp_path, tiny_config):
     stopped = train(config, tmp_path, progress=False, callback=_interrupt_at(step, "raise"))
     assert stopped.interrupted and stopped.epochs_completed == 1
     before = _file_bytes(tmp_path)
-    with pytest.raises(TrainingError, match=rf"expected at least 2 \(the checkpoint has trained 1 epochs and "
+    with pytest.raises(TrainingError, match=rf"expected at least 2 \(the checkpoint has trained 1 epoch and "
                                             rf"{step - 5} batches of epoch 2\), got 1"):
         train(tiny_config(training={"epochs": 1}), tmp_path, resume=True, progress=False)
     assert _file_bytes(tmp_path) == before
