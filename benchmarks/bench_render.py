@@ -143,7 +143,7 @@ def run(sizes, batches, num_vertices: int = 5023, threads: int = 1, budget_s: fl
                 row.update(mem)
                 rows.append(row)
                 print(f"{op:9s} {size:4d}px batch {batch:2d}: {row['images_per_s']:8.2f} images/s  "
-                      f"{row['latency_ms']:9.1f} ms  peak +{mem.get('peak_increase_mb', float('nan')):.0f} MB",
+                      f"{row['latency_ms']:9.1f} ms  peak +{mem.get('peak_increase_mb', float('nan')):.0f} MiB",
                       flush=True)
     return {
         "benchmark": "render",

@@ -145,7 +145,7 @@ def render() -> str:
             rows.append([r["op"], f"{r['image_size']}²", str(r["batch"]), _g(r["images_per_s"]), _g(r["latency_ms"]),
                          _g(r.get("peak_increase_mb"))])
         parts.append(f"Machine: {_machine(d['environment'])}, {d['config']['num_vertices']:,}-vertex face. Source: `{path}`.\n\n"
-                     + _table(["op", "image", "batch", "images/s", "latency (ms)", "peak memory growth (MB)"], rows))
+                     + _table(["op", "image", "batch", "images/s", "latency (ms)", "peak memory growth (MiB)"], rows))
     return "\n\n".join(parts)
 
 
@@ -232,7 +232,7 @@ def _zero_params_note(d: dict) -> str:
 
 
 _DECODE_HEADER = ["decoder", "dtype", "mode", "batch", "meshes/s", "latency (ms)", "MFLOP/mesh", "params",
-                  "peak MB", "max error", "shape bound", "square roof", "× reference"]
+                  "peak MiB", "max error", "shape bound", "square roof", "× reference"]
 
 
 def _roofs(d: dict) -> str:
@@ -314,7 +314,7 @@ def targets() -> str:
         if r256 and r256.get("memory_vs_reference") is not None:
             m = r256["memory_vs_reference"]
             rows.append(["CPU: peak memory at batch 256 vs the reference's", "≤ 0.25×",
-                         f"{m:.2f}× ({_g(r256['peak_memory_mb'])} MB)", _verdict(m <= 0.25), where])
+                         f"{m:.2f}× ({_g(r256['peak_memory_mb'])} MiB)", _verdict(m <= 0.25), where])
     for path, d in _load("decode_cuda-*.json"):
         where = f"`{os.path.basename(path)}`" + _unfinished(d["environment"])
         top = _best(d["rows"], decoder="spiralnet++-coma", batch=256)

@@ -13,8 +13,10 @@ harness
    fast decoders and the reference see the same machine load;
    at batch 1 the timed call includes copying the latent in and the outputs out
    to the CPU, with a synchronisation after each call;
-3. measures the peak memory of one decode: on CUDA with the allocator's peak
-   statistics, on the CPU in a fresh process per configuration (the peak
+3. measures the peak memory of one decode in MiB (2**20 bytes; a row's
+   ``peak_memory_mb``, a name kept so that earlier result files read the same):
+   on CUDA with the allocator's peak statistics, on the CPU in a fresh process
+   per configuration (the peak
    resident set during one decode minus the resident set before it; by default
    for the eager rows and for every mode at the largest batch, ``--memory all``
    for every row; :mod:`.memory`);
@@ -29,12 +31,15 @@ never touches the committed results in ``benchmarks/results/``) as JSON and CSV
 ``decode_cpu-<cpu>-<N>threads.json``; they are rewritten after every group, so
 a run that ends early leaves complete files for the configurations that
 finished (ended before the first group does, it writes nothing and an earlier
-run's files stay as they were). Until the last write, a file's environment has
+run's files stay as they were). The first write removes an earlier run's plot of
+the same name, which would show another run; the plot is written at the end
+(unless ``--no-plot``), and the report lists only the files the run wrote.
+Until the last write, a file's environment has
 ``"complete": false``, which the last write sets to ``true``; a run ended by
 Ctrl-C adds ``"interrupted": true``, one ended by an error ``"failed":
 "<ExceptionType>: <message>"`` (the CSV's comment lines say the same). Files
-written before these keys existed have none of them, and are complete. The thread count is set with :func:`torch.set_num_threads` for the
-run only (and restored afterwards). The default run keeps to a time box
+written before these keys existed have none of them, and are complete. The
+thread count is set with :func:`torch.set_num_threads` for the run only (and restored afterwards). The default run keeps to a time box
 (``--time-box``, 160 s, so that with start-up it ends within 3 minutes on 2 cores):
 slow groups then take fewer samples (at least 2), and memory probes still running
 at its end are stopped and those not started are skipped, except the two the
@@ -100,6 +105,7 @@ __all__ = [
     "DEFAULT_DECODERS",
     "DEFAULT_OUTPUT_DIR",
     "MODES",
+    "PRESET_OF",
     "TOLERANCES",
     "add_bench_arguments",
     "build_decoder",
@@ -122,6 +128,9 @@ BUILTIN_DECODERS: dict[str, str] = {
     "reference": "reference SpiralNet++ formulation (index_select + view + Linear, COO pooling)",
 }
 DEFAULT_DECODERS: tuple[str, ...] = tuple(BUILTIN_DECODERS)
+#: The preset (:data:`~mesh_decoder.nn.presets.PRESETS`) each built-in decoder's hierarchy must fit (pca: none).
+PRESET_OF: dict[str, str] = {"spiralnet++-coma": "spiralnet++-coma", "coma": "coma",
+                             "joint": "spiralnet++-coma", "reference": "spiralnet++-coma"}
 MODES: tuple[str, ...] = ("eager", "compile", "cudagraph", "compile-cudagraph", "onnx")
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 32, 256)
 QUICK_BATCH_SIZES: tuple[int, ...] = (1, 16)
@@ -132,6 +141,8 @@ QUICK_SCALING_SIZES: tuple[int, ...] = (1000, 2000, 5000)
 #: Where result files go unless told (relative to the working folder; git ignores ``out/``).
 #: The committed runs the README's tables are generated from are in ``benchmarks/results/``.
 DEFAULT_OUTPUT_DIR = "out/bench"
+#: ``--texture-size`` unless given: the texel map of the hierarchy the CLI builds for the joint decoder.
+DEFAULT_TEXTURE_SIZE = 256
 #: Batch-1 ``cudagraph`` rows with the latent's copy in and the outputs' copies out
 #: captured in the CUDA graph itself, between page-locked host buffers and the
 #: graph's tensors: a timed call is then a host copy into the staging buffer, one
@@ -316,7 +327,7 @@ def build_decoder(
     if name not in BUILTIN_DECODERS:
         raise ValueError(f"decoder: expected one of {sorted(BUILTIN_DECODERS)}, got {name!r}")
     description = BUILTIN_DECODERS[name]
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _built_on(name):
         torch.manual_seed(seed)
         if name in ("spiralnet++-coma", "coma"):
             from ..nn.presets import decoder_from_preset
@@ -347,6 +358,69 @@ def build_decoder(
         return module.ReferenceSpiralDecoder.from_decoder(spiral), description
 
 
+def _decoder_label(name: str) -> str:
+    """The decoder ``name``, with the preset it is built on where that has another name."""
+    preset = PRESET_OF.get(name, name)
+    return name if preset == name else f"{name} (built on the {preset} preset)"
+
+
+@contextlib.contextmanager
+def _built_on(name: str) -> Iterator[None]:
+    """Inside, a hierarchy that does not fit the preset of decoder ``name`` is said to be that decoder's
+    (``joint`` and ``reference`` are built on ``spiralnet++-coma``, whose name the preset's error gives)."""
+    from ..errors import HierarchyError
+
+    try:
+        yield
+    except HierarchyError as exc:
+        if PRESET_OF.get(name, name) == name or str(exc).startswith("decoder "):
+            raise
+        raise HierarchyError(f"decoder {_decoder_label(name)}: {exc}") from exc
+
+
+def _hierarchy_command(preset: str) -> str:
+    """The ``mesh-decoder hierarchy`` command line that builds a hierarchy fitting ``preset``."""
+    from ..nn.presets import preset_hierarchy_params
+
+    params = preset_hierarchy_params(preset)
+    words = ["mesh-decoder hierarchy MESH --factors", *(f"{f:g}" for f in params["factors"])]
+    if "spiral_lengths" in params:
+        words += ["--spiral-length", str(params["spiral_lengths"])]
+    return " ".join([*words, "-o HIERARCHY.npz"])
+
+
+def _check_presets_fit(names: Sequence[str], hierarchy) -> None:
+    """``HierarchyError`` for the first of the decoders ``names`` whose preset ``hierarchy`` does not fit.
+
+    The message names the decoder (and the preset it is built on) and the ``mesh-decoder hierarchy``
+    command that builds a hierarchy fitting it (:func:`_hierarchy_command`): the CLI's advice, where the
+    preset's own error gives Python's (``build_hierarchy(mesh, **preset_hierarchy_params(...))``).
+    """
+    from ..errors import HierarchyError
+    from ..nn.presets import preset_hierarchy_params
+
+    for name in names:
+        preset = PRESET_OF.get(name)
+        if preset is None:
+            continue
+        params = preset_hierarchy_params(preset)
+        factors = tuple(params["factors"])
+        built = hierarchy.meta.get("factors")
+        spirals = hierarchy.meta.get("spiral_lengths")
+        length = params.get("spiral_lengths")
+        if built is not None and tuple(built) != factors:
+            found = f"one built with factors {tuple(built)}"
+        elif hierarchy.num_levels < len(factors) + 1:
+            found = f"one of {hierarchy.num_levels} levels"
+        elif length is not None and spirals and min(spirals) < length:
+            found = f"one with spirals of {min(spirals)}"
+        else:
+            continue
+        needs = f"factors {factors}" + (f" and spirals of at least {length}" if length is not None else "")
+        raise HierarchyError(f"decoder {_decoder_label(name)}: expected a hierarchy with {needs}, got {found}; "
+                             f"build one with: {_hierarchy_command(preset)}")
+
+
 def default_specs(
     names: Sequence[str],
     hierarchy,
@@ -363,7 +437,8 @@ def default_specs(
     for name in names:
         spiral = built.get("spiralnet++-coma")
         if name == "reference" and spiral is None:
-            spiral, _ = build_decoder("spiralnet++-coma", hierarchy, seed=seed)
+            with _built_on(name):
+                spiral, _ = build_decoder("spiralnet++-coma", hierarchy, seed=seed)
         module, description = build_decoder(
             name, hierarchy, template=template, seed=seed, pca_faces=pca_faces, spiral=spiral
         )
@@ -552,18 +627,54 @@ def _write_unfinished(payload: dict, exc: BaseException, paths: dict[str, Path] 
               + ("" if what == "interrupted" else ", marked failed"), file=sys.stderr)
 
 
-def _write(payload: dict, paths: dict[str, Path] | None, plot: bool, warn: Callable[[str], None]) -> None:
+@dataclass
+class _Written:
+    """The result files a run has written so far (by kind: ``json``, ``csv``, ``png``), and the plot
+    of an earlier run it removed (``None``: there was none)."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    stale_plot: Path | None = None
+
+
+def _remove_stale_plot(paths: dict[str, Path], written: _Written) -> None:
+    """At a run's first write, remove an earlier run's plot of the same name: beside the new JSON and CSV it
+    would show another run (this run's plot, if any, is written at its end). One that cannot be removed stays,
+    unclaimed."""
+    if written.files or not paths["png"].is_file():
+        return
+    with contextlib.suppress(OSError):
+        paths["png"].unlink()
+        written.stale_plot = paths["png"]
+
+
+def _write(payload: dict, paths: dict[str, Path] | None, plot: bool, warn: Callable[[str], None],
+           written: _Written) -> None:
+    """Write the JSON and CSV (and, with ``plot``, the PNG), recording each file in ``written``."""
     if paths is None:
         return
+    _remove_stale_plot(paths, written)
     report.write_json(paths["json"], payload)
+    written.files["json"] = paths["json"]
     env = payload["environment"]
     report.write_csv(paths["csv"], payload["rows"], comments=_csv_comments(env))
+    written.files["csv"] = paths["csv"]
     if plot:
         try:
             title = f"{env.get('gpu') or env.get('cpu')} ({env.get('device')}, {env.get('threads')} threads)"
             report.plot_throughput(payload["rows"], paths["png"], title=title)
+            written.files["png"] = paths["png"]
         except ImportError as exc:
             warn(str(exc))
+
+
+def _written_line(written: _Written) -> str | None:
+    """``wrote A, B[, C]`` naming the files this run wrote (and the earlier run's plot it removed), or ``None``."""
+    if not written.files:
+        return None
+    line = "wrote " + ", ".join(str(p) for p in written.files.values())
+    if written.stale_plot is not None and "png" not in written.files:
+        line += f"; removed {written.stale_plot}, an earlier run's plot"
+    return line
 
 
 def _add_note(row: dict, text: str, replace: str | None = None) -> None:
@@ -689,6 +800,7 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
 
     slug = report.machine_slug(device, options.threads)
     paths = _result_paths(options, slug)
+    written = _Written()
     messages: list[str] = []
 
     def warn(text: str) -> None:
@@ -724,12 +836,12 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
     with _threads(options.threads), limits, _tqdm(len(configs), options.progress) as bar, \
             tempfile.TemporaryDirectory(prefix="mesh_decoder_bench_") as tmp:
         try:
-            _run(specs_by_name, options, device, payload, configs, bar, tmp, paths, warn)
+            _run(specs_by_name, options, device, payload, configs, bar, tmp, paths, warn, written)
             payload["environment"]["wall_s"] = time.perf_counter() - started
             with contextlib.suppress(OSError, AttributeError):
                 payload["environment"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
             payload["environment"]["complete"] = True
-            _write(payload, paths, options.plot, warn)
+            _write(payload, paths, options.plot, warn, written)
         except (KeyboardInterrupt, Exception) as exc:  # a later group, the memory probes or the last write
             if not rows:  # nothing finished, nothing written: an earlier run's files stay as they are
                 if paths is not None and isinstance(exc, KeyboardInterrupt):
@@ -741,16 +853,24 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
                 payload["environment"]["wall_s"] = time.perf_counter() - started
                 _annotate(rows, specs_by_name)
                 payload["summary"] = _summary(rows, specs_by_name)
-                _write(payload, paths, options.plot, warn)
+                _write(payload, paths, options.plot, warn, written)
 
+            if isinstance(exc, KeyboardInterrupt) and options.print_table:  # the finished rows, then the files
+                if bar is not None:
+                    bar.clear()
+                payload["environment"]["wall_s"] = time.perf_counter() - started
+                _annotate(rows, specs_by_name)
+                payload["summary"] = _summary(rows, specs_by_name)
+                _print_report(payload, None)
+                sys.stdout.flush()
             _write_unfinished(payload, exc, paths, f"the {len(rows)} finished configurations", rewrite)
             raise
     if options.print_table:
-        _print_report(payload, paths)
+        _print_report(payload, written)
     return payload
 
 
-def _print_report(payload: dict, paths: dict[str, Path] | None) -> None:
+def _print_report(payload: dict, written: _Written | None) -> None:
     env = payload["environment"]
     roofs = payload["roofs"]
     print(f"device {env['device']} ({env.get('gpu') or env.get('cpu')}), {env['threads']} threads, "
@@ -777,8 +897,9 @@ def _print_report(payload: dict, paths: dict[str, Path] | None) -> None:
               f"{s['speedup_vs_reference']:.1f}x the better reference ({s['note']})"
               + (f", {100 * s['fraction_shape_bound']:.0f}% of shape bound" if s.get("fraction_shape_bound") else "")
               + (f", memory {s['memory_vs_reference']:.2f}x the reference's" if s.get("memory_vs_reference") else ""))
-    if paths is not None:
-        print("wrote " + ", ".join(str(p) for p in paths.values() if p.exists()))
+    line = None if written is None else _written_line(written)
+    if line is not None:
+        print(line)
 
 
 _BOXED = "peak memory not measured: time box"
@@ -808,7 +929,7 @@ def _memory_note(payload: dict) -> str | None:
 
 
 def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.device, payload: dict,
-         configs: list[tuple], bar, tmp: str, paths, warn) -> None:
+         configs: list[tuple], bar, tmp: str, paths, warn, written: _Written) -> None:
     rows: list[dict] = payload["rows"]
     cuda = device.type == "cuda"
 
@@ -1004,7 +1125,7 @@ def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.dev
             bar.set_postfix_str(f"batch {batch} {dtype_name}")
         _annotate(rows, specs)
         payload["summary"] = _summary(rows, specs)
-        _write(payload, paths, False, warn)
+        _write(payload, paths, False, warn, written)
 
     # CPU peak memory: one fresh subprocess per configuration.
     if probing:
@@ -1177,10 +1298,15 @@ def run_scaling(
     columns = ("vertices", "levels", "hierarchy_s", "mflop_per_mesh", "meshes_per_s", "us_per_mesh",
                "ns_per_vertex", "repeats")
 
+    written = _Written()
+
     def write() -> None:
         if paths is not None:
+            _remove_stale_plot(paths, written)
             report.write_json(paths["json"], payload)
+            written.files["json"] = paths["json"]
             report.write_csv(paths["csv"], points, columns=columns, comments=_csv_comments(payload["environment"]))
+            written.files["csv"] = paths["csv"]
 
     with _threads(threads), _tqdm(len(sizes), progress) as bar:
         try:
@@ -1214,11 +1340,15 @@ def run_scaling(
     if paths is not None and plot:
         try:
             report.plot_scaling(points, paths["png"], title=f"spiralnet++-coma, batch {batch}, {slug}")
+            written.files["png"] = paths["png"]
         except ImportError as exc:
             print(f"warning: {exc}", file=sys.stderr)
     print(f"{'vertices':>9} {'meshes/s':>10} {'us/mesh':>10} {'ns/vertex':>10}")
     for p in points:
         print(f"{p['vertices']:>9} {p['meshes_per_s']:>10.1f} {p['us_per_mesh']:>10.1f} {p['ns_per_vertex']:>10.2f}")
+    line = _written_line(written)
+    if line is not None:
+        print(line)
     return payload
 
 
@@ -1234,7 +1364,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "mode='reduce-overhead'), onnx (default: eager compile, + cudagraph on CUDA)")
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None,
                         help="fp32 (TF32 off, the reference), tf32, bf16, fp16 (default: fp32 on CPU, all on CUDA)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help=f"{DEVICES} (default auto: CUDA when present, else the CPU)")
     parser.add_argument("--threads", type=int_argument(1), default=None,
                         help="CPU threads (default: the cores this process may use)")
     parser.add_argument("--quick", action="store_true", help="a short run: small batches, eager only, short budget")
@@ -1250,8 +1381,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     source.add_argument("--hierarchy", help="a saved hierarchy (.npz); needs no openmesh")
     from ..mesh.uv import MAX_MAP_SIZE
 
-    parser.add_argument("--texture-size", type=int_argument(0, MAX_MAP_SIZE), default=256,
-                        help=f"UV texture size of the joint decoder (0: none; at most {MAX_MAP_SIZE})")
+    parser.add_argument("--texture-size", type=int_argument(0, MAX_MAP_SIZE), default=None,
+                        help=f"UV texture size of the joint decoder (0: none; at most {MAX_MAP_SIZE}; default "
+                             f"{DEFAULT_TEXTURE_SIZE}; with --hierarchy, the hierarchy's own, which a given value "
+                             "must equal)")
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR,
                         help=f"where result files go (default {DEFAULT_OUTPUT_DIR}; the committed runs the README's "
                              "tables come from are in benchmarks/results)")
@@ -1268,18 +1401,36 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "the other modes at the largest batch (default); eager rows (--quick); none")
     parser.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0,
                         help="seed of the latents and weights (default 0)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is one only when stderr is a terminal)")
     parser.add_argument("--no-plot", action="store_true", help="no PNG")
     return parser
+
+
+#: What ``--device`` takes (its help and its error say the same).
+DEVICES = "auto, cpu, cuda or cuda:N"
 
 
 def _resolve_device(name: str) -> torch.device:
     """``auto`` (CUDA when present), or a CPU or CUDA device this machine has (``ValueError`` naming ``--device``)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("mps"):  # check_device takes MPS; the harness times CPU and CUDA only
-        raise ValueError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    # check_device also takes MPS; the harness times CPU and CUDA only
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise ValueError(f"--device: expected {DEVICES}, got {name!r}")
     return check_device(name, "--device")
+
+
+def _is_terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal: a redirected log gets no progress bar (it would keep its ``\\r``)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
@@ -1324,7 +1475,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         time_box_s=None if args.time_box == 0 else (args.time_box or (60.0 if quick else 160.0)),
         min_repeats=3,
         memory=args.memory or ("eager" if quick else "auto"),
-        progress=not args.no_progress,
+        progress=not args.no_progress and _is_terminal(sys.stderr),
         plot=not args.no_plot,
         seed=args.seed,
         matmul_n=4096 if cuda else 2048,
@@ -1336,9 +1487,10 @@ def _load_inputs(args: argparse.Namespace, names: Sequence[str], tmp: str):
     """Template mesh (or ``None``), hierarchy, saved-hierarchy path, and context for the environment."""
     from ..hierarchy.storage import load_hierarchy, save_hierarchy
 
-    texture = args.texture_size or None
+    texture = _texture_size(args) or None
     if args.hierarchy:
         hierarchy = load_hierarchy(args.hierarchy)  # says whether the file is missing or not a file
+        _check_texture_size(args, hierarchy)
         template = None
         context = {"template": f"hierarchy file {args.hierarchy}"}
         path = args.hierarchy
@@ -1374,6 +1526,30 @@ def _load_inputs(args: argparse.Namespace, names: Sequence[str], tmp: str):
     return template, hierarchy, path, context
 
 
+def _texture_size(args: argparse.Namespace) -> int:
+    """``--texture-size``, or its default (:data:`DEFAULT_TEXTURE_SIZE`) when not given."""
+    return DEFAULT_TEXTURE_SIZE if args.texture_size is None else args.texture_size
+
+
+def _check_texture_size(args: argparse.Namespace, hierarchy) -> None:
+    """``ValueError`` for a ``--texture-size`` other than the ``--hierarchy``'s texel map, which it cannot change."""
+    if args.texture_size is None:
+        return
+    size = tuple(hierarchy.texel_map.size) if hierarchy.texel_map is not None else None
+    if size == ((args.texture_size,) * 2 if args.texture_size else None):
+        return
+    where = f"--hierarchy {args.hierarchy}"
+    if size is None:
+        expected = f"0 ({where} has no texel map) or none"
+    elif size[0] == size[1]:
+        expected = f"{size[0]} (the {size[0]}x{size[1]} texel map of {where}) or none"
+    else:
+        expected = f"none (the {size[0]}x{size[1]} texel map of {where})"
+    raise ValueError(f"--texture-size {args.texture_size}: expected {expected}, got {args.texture_size}; the texel map "
+                     f"comes with the hierarchy: build one with mesh-decoder hierarchy MESH --texture-size "
+                     f"{args.texture_size}")
+
+
 @contextlib.contextmanager
 def _naming_input(args: argparse.Namespace) -> Iterator[None]:
     """Prefix a ``ValueError`` about the user's mesh or hierarchy with the option (and file) it came from."""
@@ -1394,7 +1570,7 @@ def _check_scaling_args(args: argparse.Namespace) -> None:
         ("--decoders", args.decoders is not None), ("--modes", args.modes is not None),
         ("--dtypes", args.dtypes is not None), ("--onnx", args.onnx), ("--template", args.template is not None),
         ("--vertices", args.vertices is not None), ("--hierarchy", args.hierarchy is not None),
-        ("--texture-size", args.texture_size != 256), ("--file-prefix", args.file_prefix != "decode"),
+        ("--texture-size", args.texture_size is not None), ("--file-prefix", args.file_prefix != "decode"),
         ("--time-budget", args.time_budget is not None), ("--time-box", args.time_box is not None),
         ("--memory", args.memory is not None),
     ) if given]
@@ -1422,7 +1598,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                     progress=options.progress, plot=options.plot)
         return 0
     names = tuple(dict.fromkeys(args.decoders)) if args.decoders else DEFAULT_DECODERS
-    if not (args.texture_size or args.hierarchy) and "joint" in names:
+    if not (_texture_size(args) or args.hierarchy) and "joint" in names:
         if args.decoders:
             raise ValueError("--decoders joint needs a UV texture: give --texture-size > 0")
         names = tuple(n for n in names if n != "joint")
@@ -1431,9 +1607,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         template, hierarchy, path, context = _load_inputs(args, names, tmp)
         if hierarchy.texel_map is None and "joint" in names:
             if args.decoders:
-                raise ValueError("--decoders joint: the hierarchy has no texel map")
+                where = f"--hierarchy {args.hierarchy}" if args.hierarchy else "the hierarchy built"
+                raise ValueError(f"--decoders joint: expected a hierarchy with a texel map (the texture's "
+                                 f"layout), {where} has none; build one with mesh-decoder hierarchy MESH "
+                                 f"--texture-size {DEFAULT_TEXTURE_SIZE}")
             names = tuple(n for n in names if n != "joint")
         with _naming_input(args):
+            _check_presets_fit(names, hierarchy)  # advice as a command, where the presets' error gives Python
             specs = default_specs(names, hierarchy, options.device, template=template, seed=options.seed,
                                   pca_faces=50 if args.quick else 200)
         options.hierarchy_path = path

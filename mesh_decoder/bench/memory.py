@@ -108,7 +108,7 @@ def memory_probe(request: Mapping[str, Any]) -> dict[str, Any]:
                 peak = _maxrss_bytes()
                 method = "ru_maxrss, first decode"
         del out
-    return {"peak_memory_mb": max(0, peak - before) / 2**20, "method": method}
+    return {"peak_memory_mb": max(0, peak - before) / 2**20, "method": method}  # MiB, whatever the key's name says
 
 
 def run_probe(request: dict, timeout_s: float = 600.0) -> dict[str, Any]:

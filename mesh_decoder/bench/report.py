@@ -44,7 +44,8 @@ __all__ = [
     "check_threads",
 ]
 
-#: Columns of a result row, in CSV order.
+#: Columns of a result row, in CSV order. ``peak_memory_mb`` is in MiB (2**20 bytes): the key keeps the
+#: name earlier result files have (``benchmarks/results/``, read by ``benchmarks/readme_tables.py``).
 ROW_COLUMNS: tuple[str, ...] = (
     "decoder", "device", "dtype", "mode", "batch", "status",
     "meshes_per_s", "latency_ms", "latency_iqr_ms", "repeats", "calls_per_sample",
@@ -184,10 +185,17 @@ def _latency(ms: Any) -> str:
     return f"{ms * 1e3:.0f} us" if ms < 1 else (f"{ms:.2f} ms" if ms < 100 else f"{ms / 1e3:.2f} s")
 
 
-def _memory(mb: Any) -> str:
-    if mb is None or (isinstance(mb, float) and math.isnan(mb)):
+def _memory(mib: Any) -> str:
+    """A size in MiB (a row's ``peak_memory_mb``), in MiB or GiB."""
+    if mib is None or (isinstance(mib, float) and math.isnan(mib)):
         return "-"
-    return f"{mb:.1f} MB" if mb < 10 else (f"{mb:.0f} MB" if mb < 10240 else f"{mb / 1024:.1f} GB")
+    return f"{mib:.1f} MiB" if mib < 10 else (f"{mib:.0f} MiB" if mib < 10240 else f"{mib / 1024:.1f} GiB")
+
+
+def _noisy(row: Mapping[str, Any]) -> bool:
+    """Whether the row's timing spread (the latency's interquartile range) exceeds its median."""
+    iqr, median = row.get("latency_iqr_ms"), row.get("latency_ms")
+    return iqr is not None and median is not None and iqr > median
 
 
 def _count(n: Any) -> str:
@@ -199,7 +207,8 @@ def _count(n: Any) -> str:
 #: What the columns of :func:`format_table` mean (the harness prints it under the table).
 TABLE_LEGEND = (
     "latency: one decode of the batch (at batch 1 with the latent copied in and the outputs out, synchronised); "
-    "peak mem: the decode's peak memory above what it started with; "
+    "meshes/s marked ~: noisy, the latency's interquartile range exceeds its median; "
+    "peak mem: the decode's peak memory above what it started with (MiB: 2**20 bytes; peak_memory_mb in the files); "
     "error: max |y - y_fp32_eager| / max |y_fp32_eager|; "
     "%roof: MFLOP/mesh x meshes/s against the square fp32 matrix-product roof; "
     "%bw: the minimum bytes per mesh x meshes/s against the copy bandwidth; "
@@ -218,7 +227,7 @@ def format_table(rows: Iterable[Mapping[str, Any]]) -> str:
         ok = r.get("status") == "ok"
         lines.append([
             str(r.get("decoder")), str(r.get("device")), str(r.get("dtype")), str(r.get("mode")), str(r.get("batch")),
-            _num(r.get("meshes_per_s"), "{:,.0f}") if ok else "-",
+            ("~" if _noisy(r) else "") + _num(r.get("meshes_per_s"), "{:,.0f}") if ok else "-",
             _latency(r.get("latency_ms")) if ok else "-",
             _num(r.get("mflop_per_mesh"), "{:.1f}"),
             _count(r.get("parameters")),

@@ -1,6 +1,8 @@
 """The benchmark harness: FLOP counting, roofs, error gating, result files, the CLI."""
 
+import argparse
 import csv
+import io
 import json
 import math
 
@@ -541,6 +543,7 @@ def test_bad_values_are_refused_before_the_run(argv, message, no_run, capsys, tm
         (["--modes", "compile", "--decoders", "coma"], "got --decoders, --modes "),
         (["--hierarchy", "h.npz", "--time-box", "5"], "got --hierarchy, --time-box "),
         (["--memory", "all", "--onnx"], "got --onnx, --memory "),
+        (["--texture-size", "256"], "got --texture-size "),  # the default's value was taken as not given
         (["--batch-sizes", "64", "2"], "--scaling: expected one --batch-sizes value, got 64 2"),
     ],
 )
@@ -864,12 +867,191 @@ def test_a_hierarchy_that_is_a_folder_is_not_called_missing(capsys, tmp_path):
     assert capsys.readouterr().err == f"error: {folder}: not a regular file\n"
 
 
-@pytest.mark.parametrize("device, message", [
-    ("cpu:1", "--device: expected cpu, cuda, cuda:N or mps, got 'cpu:1'"),
-    ("mps", "--device: expected auto, cpu, cuda or cuda:N, got 'mps'"),
-])
-def test_a_device_the_harness_cannot_time_on_is_refused(tmp_path, capsys, device, message):
-    """--device cpu:1 was accepted and recorded as device 'cpu:1'."""
+@pytest.mark.parametrize("device", ["cpu:1", "mps", "tpu", "cuda:x"])
+def test_a_device_the_harness_cannot_time_on_is_refused(tmp_path, capsys, device):
+    """--device cpu:1 was accepted and recorded as device 'cpu:1'; --device tpu answered 'expected cpu, cuda,
+    cuda:N or mps' (no auto, and mps, which the harness refuses), where --help said 'auto (CUDA when present),
+    cpu, cuda, cuda:N'. The error and the help list the same values."""
     assert harness.main(["--device", device, "--quick", "--output-dir", str(tmp_path)]) == 1
-    assert message in capsys.readouterr().err
+    assert capsys.readouterr().err == f"error: --device: expected auto, cpu, cuda or cuda:N, got {device!r}\n"
     assert list(tmp_path.iterdir()) == []
+    parser = harness.add_bench_arguments(argparse.ArgumentParser())
+    (action,) = [a for a in parser._actions if a.dest == "device"]
+    assert action.help.startswith("auto, cpu, cuda or cuda:N (default auto: ")
+
+
+# ------------------------------------------------------------ what a run says it did
+def _stale_plot(path, seed):
+    """An earlier run's plot at ``path``: random bytes after the PNG signature."""
+    data = torch.randint(0, 256, (64,), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(data.tolist()))
+
+
+def test_the_files_listed_are_the_ones_the_run_wrote(tmp_path, capsys):
+    """A run with --no-plot in a folder holding an earlier run's PNG said 'wrote ....json, ....csv, ....png':
+    it listed every result file that existed. The earlier plot, which beside the new results showed another
+    run, is removed at the run's first write (and said so); a run ended before that write keeps it."""
+    stem = tmp_path / f"decode_{report.machine_slug('cpu', 1)}"
+    png = stem.with_suffix(".png")
+    _stale_plot(png, seed=11)
+    earlier = png.read_bytes()
+    with pytest.raises(KeyboardInterrupt):  # before the first write: every earlier file stays
+        run_benchmark([DecoderSpec("tiny", TinyDecoder(fail_at_batch=1), 6)], options(tmp_path, plot=False))
+    assert png.read_bytes() == earlier
+    capsys.readouterr()
+    run_benchmark([DecoderSpec("tiny", TinyDecoder(seed=2), 6)], options(tmp_path, plot=False, print_table=True))
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"wrote {stem}.json, {stem}.csv; removed {png}, an earlier run's plot"
+    assert not png.exists() and sorted(p.name for p in tmp_path.iterdir()) == [f"{stem.name}.csv", f"{stem.name}.json"]
+    run_benchmark([DecoderSpec("tiny", TinyDecoder(seed=2), 6)], options(tmp_path, plot=True, print_table=True))
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {stem}.json, {stem}.csv, {png}"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.read_bytes() != earlier
+
+
+def test_a_scaling_run_without_a_plot_removes_the_earlier_plot(tmp_path, capsys):
+    """--scaling --no-plot left an earlier run's scaling plot beside its new JSON and CSV."""
+    stem = tmp_path / f"scaling_{report.machine_slug('cpu', 1)}"
+    _stale_plot(stem.with_suffix(".png"), seed=12)
+    harness.run_scaling((1000,), batch=2, threads=1, output_dir=str(tmp_path), budget_s=0.05, progress=False,
+                        plot=False, seed=5)
+    assert not stem.with_suffix(".png").exists()
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"wrote {stem}.json, {stem}.csv; removed {stem}.png, an earlier run's plot")
+
+
+def test_ctrl_c_prints_the_table_of_the_finished_rows_before_the_file_names(tmp_path, monkeypatch):
+    """After Ctrl-C only the file names were printed, not the finished configurations' table."""
+    both = io.StringIO()  # stdout and stderr in the order they were written
+    monkeypatch.setattr("sys.stdout", both)
+    monkeypatch.setattr("sys.stderr", both)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark([DecoderSpec("tiny", TinyDecoder(seed=4, fail_at_batch=4), 6)],
+                      options(tmp_path, plot=False, print_table=True))
+    text = both.getvalue()
+    data, _ = _written(tmp_path)
+    (row,) = data["rows"]
+    assert (row["batch"], row["status"]) == (1, "ok") and row["meshes_per_s"] > 0
+    table = report.format_table([row])
+    assert table in text
+    stem = tmp_path / f"decode_{report.machine_slug('cpu', 1)}"
+    names = f"interrupted: wrote the 1 finished configurations to {stem}.json and {stem}.csv"
+    assert names in text and text.index(table) < text.index(names)
+
+
+# --------------------------------------------------------- options a saved hierarchy decides
+@pytest.fixture(scope="module")
+def saved_hierarchies(tmp_path_factory):
+    """Two saved hierarchies of a small face: ``fits`` the presets (factors 4 4 4 4) with a random texture
+    size, ``short`` has factors 4 4 4; ``(paths, texture size)``."""
+    from mesh_decoder.hierarchy import build_hierarchy, save_hierarchy
+    from mesh_decoder.mesh.templates import face_template
+
+    gen = torch.Generator().manual_seed(21)
+    size = int(torch.randint(8, 33, (1,), generator=gen))
+    template = face_template(int(torch.randint(1000, 1200, (1,), generator=gen)), seed=1)
+    folder = tmp_path_factory.mktemp("hierarchies")
+    paths = {"fits": folder / "fits.npz", "short": folder / "short.npz"}
+    save_hierarchy(build_hierarchy(template, factors=(4, 4, 4, 4), spiral_lengths=9, texture_size=size), paths["fits"])
+    save_hierarchy(build_hierarchy(template, factors=(4, 4, 4), spiral_lengths=9, texture_size=size), paths["short"])
+    return paths, size
+
+
+def test_a_texture_size_the_hierarchy_has_not_is_refused(saved_hierarchies, monkeypatch, capsys, tmp_path):
+    """--texture-size N with --hierarchy was ignored without a word (the files showed the hierarchy's size)."""
+    paths, size = saved_hierarchies
+    other = size + int(torch.randint(1, 50, (1,), generator=torch.Generator().manual_seed(22)))
+    runs = []
+    monkeypatch.setattr(harness, "run_benchmark", lambda specs, options: runs.append((specs, options)))
+    argv = ["--device", "cpu", "--hierarchy", str(paths["fits"]), "--decoders", "joint", "--output-dir", str(tmp_path)]
+    assert harness.main([*argv, "--texture-size", str(other)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: --texture-size {other}: expected {size} (the {size}x{size} texel map of --hierarchy {paths['fits']}) "
+        f"or none, got {other}; the texel map comes with the hierarchy: build one with mesh-decoder hierarchy MESH "
+        f"--texture-size {other}\n")
+    assert runs == []
+    for given in ([], ["--texture-size", str(size)]):  # the hierarchy's own size, or none: the run goes on
+        assert harness.main([*argv, *given]) == 0
+        (spec,), opts = runs.pop()
+        assert spec.description.endswith(f", {size}x{size} texture")
+        assert opts.context["texture_size"] == [size, size]
+
+
+def test_joint_on_a_hierarchy_without_a_texel_map_names_the_file_and_the_command(tmp_path, capsys):
+    """'--decoders joint: the hierarchy has no texel map' named neither the file nor how to build one."""
+    from mesh_decoder.hierarchy import build_hierarchy, save_hierarchy
+    from mesh_decoder.mesh.templates import face_template
+
+    path = tmp_path / "plain.npz"
+    vertices = int(torch.randint(1000, 1200, (1,)))
+    save_hierarchy(build_hierarchy(face_template(vertices), factors=(4, 4, 4, 4), texture_size=None), path)
+    assert harness.main(["--device", "cpu", "--hierarchy", str(path), "--decoders", "joint", "--output-dir",
+                         str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == (
+        f"error: --decoders joint: expected a hierarchy with a texel map (the texture's layout), --hierarchy {path} "
+        f"has none; build one with mesh-decoder hierarchy MESH --texture-size 256\n")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("decoder, label", [
+    ("spiralnet++-coma", "spiralnet++-coma"), ("coma", "coma"),
+    ("joint", "joint (built on the spiralnet++-coma preset)"),
+    ("reference", "reference (built on the spiralnet++-coma preset)"),
+])
+def test_a_hierarchy_that_does_not_fit_names_the_decoder_and_the_command(decoder, label, saved_hierarchies, capsys,
+                                                                          tmp_path):
+    """The CLI suggested Python ('build it with build_hierarchy(mesh, **preset_hierarchy_params(...))'), and for
+    joint and reference named preset 'spiralnet++-coma' as if it had been asked for."""
+    from mesh_decoder.cli import build_parser
+    from mesh_decoder.nn.presets import preset_hierarchy_params
+
+    paths, _ = saved_hierarchies
+    argv = ["--device", "cpu", "--hierarchy", str(paths["short"]), "--decoders", "pca", decoder,
+            "--output-dir", str(tmp_path / "out")]
+    assert harness.main(argv) == 1
+    err = capsys.readouterr().err
+    preset = harness.PRESET_OF[decoder]
+    spiral = preset != "coma"
+    command = "mesh-decoder hierarchy MESH --factors 4 4 4 4" + (" --spiral-length 9" if spiral else "") + \
+        " -o HIERARCHY.npz"
+    assert err == (f"error: --hierarchy {paths['short']}: decoder {label}: expected a hierarchy with factors "
+                   f"(4, 4, 4, 4){' and spirals of at least 9' if spiral else ''}, got one built with factors "
+                   f"(4, 4, 4); build one with: {command}\n")
+    # the command builds what the preset needs
+    args = build_parser().parse_args(command.split()[1:])
+    params = preset_hierarchy_params(preset)
+    assert tuple(args.factors) == tuple(params["factors"]) and args.output == "HIERARCHY.npz"
+    if spiral:
+        assert args.spiral_length == [params["spiral_lengths"]]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_python_api_names_the_decoder_built_on_a_preset(saved_hierarchies):
+    """build_decoder('joint' or 'reference') on a hierarchy that does not fit named only preset 'spiralnet++-coma'."""
+    from mesh_decoder.errors import HierarchyError
+    from mesh_decoder.hierarchy.storage import load_hierarchy
+
+    paths, _ = saved_hierarchies
+    h = load_hierarchy(str(paths["short"]))
+    for name in ("joint", "reference"):
+        with pytest.raises(HierarchyError, match=rf"^decoder {name} \(built on the spiralnet\+\+-coma preset\): "
+                                                 r"hierarchy: preset 'spiralnet\+\+-coma' expects factors"):
+            harness.build_decoder(name, h)
+        with pytest.raises(HierarchyError, match=rf"^decoder {name} \(built on the spiralnet\+\+-coma preset\): "):
+            harness.default_specs([name], h)
+
+
+# ------------------------------------------------------------------- the progress bar
+@pytest.mark.parametrize("terminal, no_progress, shown", [
+    (True, False, True), (True, True, False), (False, False, False), (False, True, False)])
+def test_the_progress_bar_is_shown_on_a_terminal_only(terminal, no_progress, shown, monkeypatch):
+    """The bar wrote '\\r' and escape sequences into redirected logs: by default it is shown only when stderr
+    is a terminal; --no-progress turns it off there too."""
+
+    class Stream(io.StringIO):
+        def isatty(self):
+            return terminal
+
+    monkeypatch.setattr("sys.stderr", Stream())
+    parser = harness.add_bench_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--device", "cpu", "--quick"] + (["--no-progress"] if no_progress else []))
+    assert harness.options_from_args(args).progress is shown

@@ -1,0 +1,46 @@
+"""Benchmark reports: the printed table."""
+
+import torch
+
+from mesh_decoder.bench import report
+
+
+def _row(seed, **kw):
+    """An ``ok`` result row with random timings (latency in ms, memory in MiB)."""
+    gen = torch.Generator().manual_seed(seed)
+    latency = float(torch.empty(1).uniform_(0.5, 50.0, generator=gen))
+    row = {"decoder": "tiny", "device": "cpu", "dtype": "fp32", "mode": "eager", "batch": 4, "status": "ok",
+           "meshes_per_s": 4e3 / latency, "latency_ms": latency, "latency_iqr_ms": latency * 0.1,
+           "mflop_per_mesh": 1.5, "parameters": 1234, "max_error": 0.0,
+           "peak_memory_mb": float(torch.empty(1).uniform_(10.0, 1000.0, generator=gen))}
+    row.update(kw)
+    return row
+
+
+def _cells(table):
+    header, *lines = table.splitlines()
+    return [dict(zip(header.replace("peak mem", "peak_mem").split(), line.replace(" MiB", "_MiB")
+                     .replace(" GiB", "_GiB").replace(" ms", "_ms").replace(" us", "_us").split())) for line in lines]
+
+
+def test_peak_memory_is_labelled_mib():
+    """Memory is measured in MiB (bytes / 2**20) but was printed as 'MB'."""
+    small, large = _row(1), _row(2)
+    large["peak_memory_mb"] *= 100  # GiB: over 10240 MiB
+    cells = _cells(report.format_table([small, large]))
+    assert cells[0]["peak_mem"] == f"{small['peak_memory_mb']:.0f}_MiB"
+    assert cells[1]["peak_mem"] == f"{large['peak_memory_mb'] / 1024:.1f}_GiB"
+    assert "(MiB: 2**20 bytes; peak_memory_mb in the files)" in report.TABLE_LEGEND
+    assert "peak_memory_mb" in report.ROW_COLUMNS  # the key earlier result files use
+
+
+def test_noisy_rows_are_marked():
+    """A row whose latency spread (IQR) exceeds its median looked like any other."""
+    steady = _row(3)
+    noisy = _row(4)
+    noisy["latency_iqr_ms"] = noisy["latency_ms"] * float(torch.empty(1).uniform_(1.1, 3.0))
+    unknown = _row(5, latency_iqr_ms=None)  # fewer than 4 samples: the spread is unknown, not noisy
+    cells = _cells(report.format_table([steady, noisy, unknown]))
+    assert [c["meshes/s"] for c in cells] == [f"{steady['meshes_per_s']:,.0f}", f"~{noisy['meshes_per_s']:,.0f}",
+                                               f"{unknown['meshes_per_s']:,.0f}"]
+    assert "meshes/s marked ~: noisy, the latency's interquartile range exceeds its median" in report.TABLE_LEGEND
