@@ -371,11 +371,16 @@ def _check_hierarchy(path, meta: dict, hierarchy, needs_hierarchy: bool) -> None
         return
     if meta.get("hierarchy_signature") is None:
         return  # saved without a hierarchy (a PCA model): nothing to compare
-    if saved_hash is not None and hierarchy.template_hash != saved_hash:
-        raise _fail(path, f"model built for template {saved_hash}, but the given hierarchy is for template "
-                          f"{hierarchy.template_hash}; build the hierarchy from the model's template",
-                    ModelHierarchyMismatchError)
     given = hierarchy_signature(hierarchy)
+    if saved_hash is not None and hierarchy.template_hash != saved_hash:
+        saved = meta["hierarchy_signature"]
+        levels = saved.get("vertices") if isinstance(saved, dict) else None
+        saved_vertices = levels[0] if isinstance(levels, list) and levels else None  # a header is not trusted
+        counts = [f" ({n} vertices)" if isinstance(n, int) else "" for n in (saved_vertices, given["vertices"][0])]
+        raise _fail(path, f"model built for template {saved_hash}{counts[0]}, but the given hierarchy is for "
+                          f"template {hierarchy.template_hash}{counts[1]}; build the hierarchy from the model's "
+                          "template",
+                    ModelHierarchyMismatchError)
     if given != meta["hierarchy_signature"]:
         raise _fail(path, f"model built on a hierarchy with {meta['hierarchy_signature']}, the given hierarchy "
                           f"has {given} (different factors, spiral lengths or texture size)",

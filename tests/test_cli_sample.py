@@ -765,7 +765,8 @@ def test_a_hierarchy_of_another_model_is_named(tiny_run, tmp_path, capsys):
     assert main(["sample", str(lone / "decoder.safetensors"), "-o", str(tmp_path / "a")]) == 1
     err = _one_error_line(capsys)
     assert "model built on a hierarchy with" in err and err.endswith(
-        f"; the hierarchy: {lone / 'hierarchy.npz'} (found beside the model): pass --hierarchy with the model's "
+        f"; the given hierarchy is {lone / 'hierarchy.npz'} (found beside the model): pass --hierarchy with the "
+        "model's "
         "hierarchy\n"), err
     assert main(["sample", str(lone / "decoder.safetensors"), "--hierarchy", str(tiny_run / "hierarchy.npz"),
                  "-o", str(tmp_path / "b")]) == 0

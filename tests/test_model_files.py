@@ -190,7 +190,8 @@ def test_hierarchy_mismatches_are_clear_errors(tmp_path):
     assert not isinstance(info.value, ModelHierarchyMismatchError)
     # a mismatch is its own ModelFileError, which callers that know the hierarchy's file extend
     with pytest.raises(ModelHierarchyMismatchError,
-                       match=f"model built for template {'t' * 64}, but the given hierarchy is for template {'u' * 64}"):
+                       match=f"model built for template {'t' * 64} \\(40 vertices\\), but the given hierarchy is for "
+                             f"template {'u' * 64} \\(40 vertices\\)"):
         load_model(path, toy_hierarchy(40, seed=10, template_hash="u" * 64))
     with pytest.raises(ModelHierarchyMismatchError, match=r"toy\.safetensors: model built on a hierarchy with .*spiral"):
         load_model(path, toy_hierarchy(40, seed=10, spiral_length=7))

@@ -192,8 +192,8 @@ def _load(args: argparse.Namespace):
         model = load_model(args.model, hierarchy, device=args.device)
     except ModelHierarchyMismatchError as exc:
         found = " (found beside the model)" if args.hierarchy is None else ""
-        raise ModelHierarchyMismatchError(f"{exc}; the hierarchy: {hierarchy_path}{found}: pass --hierarchy "
-                                          "with the model's hierarchy") from None
+        raise ModelHierarchyMismatchError(f"{exc}; the given hierarchy is {hierarchy_path}{found}: pass "
+                                          "--hierarchy with the model's hierarchy") from None
     if hierarchy is not None:
         num_vertices = hierarchy.levels[0].num_vertices
     else:
