@@ -579,7 +579,8 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(hint))
     if origin is list:
         (item,) = typing.get_args(hint)
-        return f"a list of {_describe(item)}"
+        plural = {int: "ints", float: "numbers", bool: "true or false values", str: "strings"}
+        return f"a list of {plural.get(item) or _describe(item)}"
     if origin is dict:
         return "a mapping"
     return {int: "an int", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))

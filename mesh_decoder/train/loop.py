@@ -633,7 +633,7 @@ def train(
             return _saved_result(out, checkpoint.meta, config.training.device)
     elif os.path.exists(ckpt_path):
         raise TrainingError(f"{ckpt_path}: the output folder already holds a checkpoint; resume it "
-                            "(resume=True, --resume) or choose another folder")
+                            "(--resume; resume=True from Python) or choose another folder")
     else:
         taken = _files_in_the_way(out, config)
         if taken:

@@ -73,7 +73,7 @@ def test_unknown_key_names_key_and_file(tmp_path):
         ("training", "lr", "fast", "a number"),
         ("data", "align", "yes", "true or false"),
         ("data", "split", "random", "'interpolation' | 'extrapolation'"),
-        ("model", "channels", [8, "16"], "a list of an int"),
+        ("model", "channels", [8, "16"], "a list of ints"),
         ("model", "decoder", "conv", "'spiral' | 'cheb' | 'pyg'"),
         ("model", "encoder", "gat", "'spiral' | 'cheb' | 'pyg' or null"),
         ("template", "kind", 3, "'face' | 'head' | 'file'"),
