@@ -436,7 +436,7 @@ def load_hierarchy(
     """
     path = Path(_check_path(path))
     if not path.exists():
-        raise HierarchyNotFoundError(path)
+        raise HierarchyNotFoundError(path, "expected a saved hierarchy (.npz), found nothing at this path")
     try:
         return _load(path, expected_template_hash)
     except HierarchyError as err:

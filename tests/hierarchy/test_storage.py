@@ -158,7 +158,7 @@ def test_schema(hierarchy, tmp_path):
 
 # ----------------------------------------------------------------------------- damage
 def test_missing_and_unreadable_files(tmp_path):
-    with pytest.raises(HierarchyError, match=r"nope\.npz: no such file"):
+    with pytest.raises(HierarchyError, match=r"nope\.npz: expected a saved hierarchy \(\.npz\), found nothing at this path"):
         load_hierarchy(tmp_path / "nope.npz")
     junk = tmp_path / "junk.npz"
     junk.write_bytes(np.random.default_rng(0).bytes(1000))
