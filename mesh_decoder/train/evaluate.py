@@ -404,8 +404,8 @@ def evaluate(
         ``vertex_error`` {mean, median, std, max}, ``color_error`` or ``None``, and the
         measures asked for; ``"pca"`` also has ``source``: ``kind`` (``"fitted"`` here, ``"file"``
         or ``"object"``), ``path`` (a file's, else ``None``), ``components`` and ``color_components`` (a
-        given model's before truncation to ``K``, 0 colour components without a colour model; both ``None``
-        for the PCA fitted here, at each size), ``training_faces`` (``"fitted"``, ``"checked"`` or
+        given model's before truncation to ``K``, 0 colour components without a colour model; for the PCA
+        fitted here, ``K`` and ``None``), ``training_faces`` (``"fitted"``, ``"checked"`` or
         ``"unchecked"``),
         ``checked_keys`` (the keys compared for a checked file, else empty) and ``note`` (a file without a
         stored config: that nothing checked its faces; else ``None``)), and ``table``, the

@@ -578,9 +578,11 @@ def train(
     Args:
         config: a :class:`TrainConfig`, its dict, or a YAML / JSON file.
         output_dir: the run's folder (created).
-        resume: continue from ``output_dir/checkpoint.safetensors``. Only
-            ``training.epochs``, ``training.checkpoint_every``, ``training.device`` and
-            ``hierarchy.cache_dir`` may differ from the checkpoint's config, and
+        resume: continue from ``output_dir/checkpoint.safetensors``. Only the keys of
+            :data:`~mesh_decoder.train.config.RESUMABLE_KEYS` (``training.epochs``,
+            ``training.checkpoint_every``, ``training.validate_every``,
+            ``training.device`` and ``hierarchy.cache_dir``) may differ from the
+            checkpoint's config, and
             ``training.epochs`` may not be below the epochs the checkpoint has trained. A run
             that already has ``training.epochs`` epochs and its model files is left as it is
             (``up_to_date=True``). Default ``False``; without it, a folder that already holds a

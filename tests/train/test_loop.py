@@ -799,3 +799,12 @@ def test_a_run_on_a_relative_data_folder_evaluates_from_another_folder(tmp_path,
     save_mesh(template.copy(vertices=v[0] + 1.0), work / "scans" / "scan_00.ply")
     with pytest.raises(TrainingError, match="trained on data_version"):
         evaluate(str(work / "run"), pca=False, measures=("error",))
+
+
+def test_the_resume_docs_name_every_key_that_may_change():
+    """train()'s docstring listed four of the five keys a resume may change (not training.validate_every)."""
+    from mesh_decoder.train.config import RESUMABLE_KEYS
+
+    doc = " ".join(train.__doc__.split())
+    missing = [key for key in sorted(RESUMABLE_KEYS) if f"``{key}``" not in doc]
+    assert missing == [], missing
