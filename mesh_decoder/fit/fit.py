@@ -318,7 +318,9 @@ class FitResult:
             weighted sum), each measured before that iteration's update; ``nan``
             where the iteration's stage did not use the term.
         final_losses: the terms at the fitted parameters.
-        stage_starts: the iteration at which each stage began.
+        stage_starts: the iteration at which each stage began. A stage whose loss ended
+            above its first value (without correspondence updates) ends at its
+            lowest-loss iterate, so ``losses`` may hold higher values after it.
         stages: the stages run.
         target_kind: ``"mesh"``, ``"points"``, ``"landmarks"`` or ``"image"``.
         rotation_representation: ``"axis_angle"`` or ``"6d"``.
@@ -1182,7 +1184,8 @@ class FitProblem:
                     if isinstance(self.target, PointCloudTarget):
                         self.update_correspondences()
                     final = {k: float(v) for k, v in self.losses().items()}
-                    final["total"] = float(self.total({k: torch.tensor(v) for k, v in final.items()}))
+                    final["total"] = float(self.total({k: torch.tensor(v, dtype=torch.float64)
+                                                       for k, v in final.items()}))
                     out, X = self.decode()
         finally:
             if bar is not None:
@@ -1199,6 +1202,11 @@ class FitProblem:
         every = self.target.correspondence_every if isinstance(self.target, PointCloudTarget) else 0
         opt = torch.optim.Adam(params, lr=stage.lr)
         lo = stage.final_lr_factor
+        # A stage never ends worse than it began: one whose loss rose (a photograph's background pixels that
+        # the face comes to cover are not in the gradient) ends at its lowest-loss iterate instead, so that it
+        # cannot undo the stages before it. Not with correspondences, which change the loss being compared.
+        keep_best = not every
+        first_total, best_total, best = None, math.inf, None
         for i in range(stage.iterations):
             if every and (iteration % every == 0 or i == 0):
                 with torch.no_grad():
@@ -1216,9 +1224,13 @@ class FitProblem:
                     "weights and inputs of extreme size"
                 )
             total.backward()
-            opt.step()
             record = {k: float(v.detach()) for k, v in terms.items()}
             record["total"] = float(total.detach())
+            if first_total is None:
+                first_total = record["total"]
+            if keep_best and record["total"] < best_total:  # the loss of the parameters before this step
+                best_total, best = record["total"], [p.detach().clone() for p in params]
+            opt.step()
             for k in losses:
                 losses[k].append(record.get(k, float("nan")))
             iteration += 1
@@ -1228,6 +1240,11 @@ class FitProblem:
                 if i % 5 == 0 or last:
                     bar.set_description(stage.name or "+".join(stage.groups), refresh=False)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()}, refresh=last)
+        if best is not None:
+            with torch.no_grad():
+                if float(self.total(self.losses(stage.terms))) > first_total:  # after the last step
+                    for p, b in zip(params, best):
+                        p.copy_(b)
         return iteration
 
     def _result(self, out: Decoded, X: torch.Tensor, losses, final, stage_starts, stages, seconds) -> FitResult:

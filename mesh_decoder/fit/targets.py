@@ -285,6 +285,10 @@ class ImageTarget:
         mask: ``(H, W)`` bool: the pixels of the face the photometric loss may use,
             or ``None`` (default) for every pixel the fitted face covers. Integers
             (non-zero: face) and floats of only 0 and 1 are converted; a soft mask is refused.
+            Without a mask, background pixels the face comes to cover count too (and are
+            not in the gradient): on a bright or busy background, a face mask lets the
+            photometric stage refine the fit rather than stop at its start (a stage never
+            ends worse than it began).
         landmarks: a :class:`LandmarkTarget` of the same image size, or ``None``.
             Landmarks initialise the pose and keep it in place while the
             photometric term refines it (the renderer has no silhouette gradients).

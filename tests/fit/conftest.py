@@ -90,7 +90,13 @@ def make_autoencoder(hierarchy, template, seed: int = 0, latent_size: int = 8, s
 @pytest.fixture(scope="session")
 def photo_target(faces, template):
     """A 96 x 96 rendering of a held-out face (its own colours, Lambert shading, 15-25 degrees off frontal)
-    with its 33 landmarks (1 pixel noise): ``(ImageTarget, true vertices (V, 3), true rotation (3, 3))``."""
+    on a dark blue background with its 33 landmarks (1 pixel noise): ``(ImageTarget, true vertices (V, 3),
+    true rotation (3, 3))``."""
+    return photograph(faces, template, background=(0.2, 0.3, 0.4))
+
+
+def photograph(faces, template, background):
+    """:func:`photo_target` on ``background`` (``None``: the renderer's, white)."""
     from mesh_decoder.fit import ImageTarget, LandmarkTarget
     from mesh_decoder.render import DirectionalLight, OrthographicCamera, ndc_to_pixel, render
 
@@ -101,7 +107,7 @@ def photo_target(faces, template):
     X = apply_similarity(truth, 0.55 * size / 128, R, torch.zeros(3, dtype=torch.float64))  # pixels
     cam = OrthographicCamera(scale=torch.tensor([[2.0 / size, 2.0 / size]], dtype=torch.float64))
     image = render(X, template.faces, cam, size, colors=colors, light=DirectionalLight((0.2, 0.4, 1.0), 0.4, 0.6),
-                   background=(0.2, 0.3, 0.4)).image[0].clamp(0, 1)
+                   background=background).image[0].clamp(0, 1)
     names = sorted(template.landmarks)
     index = torch.tensor([template.landmarks[n] for n in names])
     pixels = ndc_to_pixel(cam.project(X[index][None]), size)[0, :, :2]

