@@ -37,7 +37,7 @@ from .._atomic import atomic_write
 from .._checks import check_tensor
 from ..errors import MeshFileError
 from .cameras import Camera, image_size_pair
-from .interpolate import _as_attributes, _as_texture, _interp_packed, _scatter, sample_texture
+from .interpolate import _as_attributes, _as_texture, _interp_packed, _one_or, _scatter, sample_texture
 from .rasterize import MAX_CANDIDATES, Fragments, _packed_bary, as_faces, as_vertices, covered_pixels, rasterize
 from .shading import DirectionalLight, shade_lambert, vertex_normals
 
@@ -365,8 +365,3 @@ def _check_png_path(path: str | os.PathLike, name: str = "path") -> None:
     if not os.fsdecode(path).lower().endswith(".png"):
         raise ValueError(f"{name} {os.fsdecode(path)}: expected a file name ending in .png (the image is written "
                          "as PNG)")
-
-
-def _one_or(batch: int) -> str:
-    """The batch sizes an input may have beside one of ``batch``: ``"1 or B"``, or ``"1"``."""
-    return "1" if batch == 1 else f"1 or {batch}"

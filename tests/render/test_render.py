@@ -287,6 +287,18 @@ def test_reused_fragments_take_the_camera_given_for_the_gradients():
         render(v, f, "camera", 24, fragments=frags)
 
 
+def test_a_colour_batch_the_render_has_not_names_the_sizes_it_takes():
+    """One mesh with two colour sets was refused as 'expected batch size 1 or 1'."""
+    mesh = face_template(500, seed=5)
+    v, f = torch.tensor(mesh.vertices), torch.tensor(mesh.faces)
+    cam = OrthographicCamera.fit(v, 32)
+    with pytest.raises(ValueError, match=r"^colors: expected batch size 1 \(the rendered batch's\), got 2$"):
+        render(v, f, cam, 32, colors=torch.rand(2, 500, 3, dtype=v.dtype))
+    vb = v.expand(3, -1, -1)
+    with pytest.raises(ValueError, match=r"^colors: expected batch size 1 or 3 \(the rendered batch's\), got 2$"):
+        render(vb, f, OrthographicCamera.fit(vb, 32), 32, colors=torch.rand(2, 500, 3, dtype=v.dtype))
+
+
 def test_render_refuses_a_channels_last_texture_and_shows_nan_uvs():
     mesh = face_template(500, seed=5)
     g = torch.Generator().manual_seed(45)
