@@ -30,10 +30,12 @@ Formats (chosen by the file extension, case-insensitive):
   ``texcoord`` list of ``2 n`` floats. Other properties (normals, alpha,
   quality) and other elements are ignored.
 
-Landmarks (name -> 0-based vertex index) travel in comments, which every reader
-of these formats skips: ``# landmark <name> <index>`` lines in OBJ and OFF and
-``comment landmark <name> <index>`` header lines in PLY. A comment whose first
-word is ``landmark`` must have exactly that form.
+Landmarks (name -> 0-based vertex index) travel in comments, which other readers
+of these formats skip: ``# landmark <name> <index>`` lines in OBJ and OFF (written
+after an OFF file's faces: OpenMesh and trimesh take a comment between its counts
+and its vertices for data; read anywhere) and ``comment landmark <name> <index>``
+header lines in PLY. A comment whose first word is ``landmark`` must have exactly
+that form.
 
 A UV texture map passed to :func:`save_mesh` is written as a PNG beside the
 mesh (``face.obj`` -> ``face.png``) and referenced as viewers expect: OBJ through
@@ -1027,8 +1029,14 @@ def _read_off_fast(path: str, lines: list[str]) -> _Parts | None:
         return None
     nv, nf = int(counts[0]), int(counts[1])
     end = n
-    while end > i and not lines[end - 1].strip():
+    while end > i and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
         end -= 1
+    for line in lines[end:]:  # the comments after the data, where save_mesh puts the landmarks
+        if line.strip():
+            try:
+                _parse_landmark(path, line.strip()[1:], None, landmarks)
+            except MeshFileError:
+                return None
     if nv == 0 or nf == 0 or end - i != nv + nf:
         return None
     width = 6 if records[0] == "COFF" else 3
@@ -1192,14 +1200,17 @@ def _off_faces(path, records, V):
 
 
 def _write_off(mesh: Mesh, path: str) -> None:
-    """OFF (or COFF with float colours) text with landmark comments after the counts."""
+    """OFF (or COFF with float colours) text with landmark comments at the end: OpenMesh and trimesh read
+    a comment between the counts and the vertices as data (no faces, or an error)."""
     keyword = "OFF" if mesh.colors is None else "COFF"
     header = [keyword, f"{mesh.num_vertices} {mesh.num_faces} 0"]
-    header += [f"# landmark {name} {index}" for name, index in mesh.landmarks.items()]
+    footer = [f"# landmark {name} {index}" for name, index in mesh.landmarks.items()]
     with atomic_write(path, "wb") as handle:
         handle.write(("\n".join(header) + "\n").encode("utf-8"))
         handle.write(_vertex_rows(mesh, ""))
         handle.write(_format_rows("3 %d %d %d", mesh.faces))
+        if footer:
+            handle.write(("\n".join(footer) + "\n").encode("utf-8"))
 
 
 # =============================================================================

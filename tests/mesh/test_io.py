@@ -425,6 +425,30 @@ def test_fast_paths_agree_with_careful_readers_on_saved_triangle_meshes(tmp_path
             assert parts_equal(a, b)
 
 
+def test_off_landmarks_leave_the_file_readable_by_openmesh(tmp_path, make_grid_mesh):
+    """Landmark comments between an OFF file's counts and its vertices made OpenMesh read no faces (and trimesh
+    fail): they go after the faces, are read back in their order, and files with them after the counts still
+    read."""
+    om = pytest.importorskip("openmesh")
+    rng = np.random.default_rng()
+    mesh = make_grid_mesh(rng, 6, 5, colors=False, uv=None, landmarks=4)
+    path = tmp_path / "lm.off"
+    save_mesh(mesh, path)
+    text = path.read_text()
+    assert text.split("\n")[2].startswith(tuple("-0123456789")), text[:200]  # the first vertex follows the counts
+    read = om.read_trimesh(str(path))
+    assert read.n_vertices() == mesh.num_vertices and read.n_faces() == mesh.num_faces
+    np.testing.assert_array_equal(read.face_vertex_indices(), mesh.faces)
+    back = load_mesh(path)
+    assert list(back.landmarks.items()) == list(mesh.landmarks.items())
+    lines = text.rstrip("\n").split("\n")
+    comments = [line for line in lines if line.startswith("#")]
+    old_layout = tmp_path / "old.off"
+    old_layout.write_text("\n".join(lines[:2] + comments + [line for line in lines[2:] if line not in comments]) + "\n")
+    assert list(load_mesh(old_layout).landmarks.items()) == list(mesh.landmarks.items())
+    np.testing.assert_array_equal(load_mesh(old_layout).faces, mesh.faces)
+
+
 def test_fan_corners_match_loops():
     rng = np.random.default_rng(103)
     for _ in range(5):
