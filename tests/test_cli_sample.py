@@ -689,6 +689,33 @@ def test_a_texture_branch_with_another_templates_uvs_is_refused(tmp_path, capsys
     assert main(command + ["--template", str(tmp_path / "own.obj"), "-o", str(tmp_path / "b")]) == 0
 
 
+def test_a_hierarchy_saved_with_the_uv_table_hash_still_takes_its_template(tmp_path, capsys):
+    """Hierarchies saved before uv_hash hashed per-corner UVs record the hash of the UV table; sample and fit
+    still take their template's UVs as the model's (and still refuse other UVs)."""
+    from mesh_decoder.hierarchy import load_hierarchy, save_hierarchy
+    from mesh_decoder.mesh import face_template, save_mesh
+    from mesh_decoder.model_files import save_model
+    from mesh_decoder.nn import JointDecoder
+
+    run = _textured_run(tmp_path)
+    hierarchy = load_hierarchy(run / "hierarchy.npz")
+    own = face_template(500)
+    assert hierarchy.meta["uv_hash"] == own.uv_hash() != own.uv_table_hash()
+    hierarchy.meta["uv_hash"] = own.uv_table_hash()
+    save_hierarchy(hierarchy, tmp_path / "older.npz")
+    joint = JointDecoder.from_hierarchy(hierarchy, texture_branch="cnn", latent_size=Z, channels=(8, 8),
+                                        texture_size=32, texture_channels=8)
+    save_model(joint, tmp_path / "joint" / "decoder.safetensors", hierarchy=hierarchy)
+    save_mesh(own, tmp_path / "own.obj")
+    save_mesh(own.copy(uv=own.uv * [1, -1] + [0, 1]), tmp_path / "flipped.obj")
+    command = ["sample", str(tmp_path / "joint" / "decoder.safetensors"), "--hierarchy", str(tmp_path / "older.npz"),
+               "--n", "1", "--texture"]
+    assert main(command + ["--template", str(tmp_path / "own.obj"), "-o", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    assert main(command + ["--template", str(tmp_path / "flipped.obj"), "-o", str(tmp_path / "a")]) == 1
+    assert "the model's UV texture layout was made on UVs" in _one_error_line(capsys)
+
+
 def test_only_files_sample_writes_count_as_earlier_samples(tiny_joint_run, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

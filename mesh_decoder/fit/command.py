@@ -215,7 +215,8 @@ def _load(args: argparse.Namespace):
                              f"{where} has hash {tpl.content_hash()[:12]}...; "
                              "pass --template with the model's template")
     uv_expected = None if hierarchy is None else hierarchy.meta.get("uv_hash")
-    if meta["class"] == "JointDecoder" and uv_expected is not None and tpl.uv_hash() != uv_expected:
+    if meta["class"] == "JointDecoder" and uv_expected is not None and \
+            uv_expected not in (tpl.uv_hash(), tpl.uv_table_hash()):  # or a hierarchy saved before per-corner hashing
         found = "no UVs" if tpl.uv is None else f"UVs {tpl.uv_hash()[:12]}..."
         raise ModelFileError(f"{args.model}: the model's UV texture layout was made on UVs {uv_expected[:12]}... "
                              f"(its hierarchy's), but the {where} has {found}; its textures would not fit that "

@@ -149,10 +149,28 @@ class Mesh:
         return h.hexdigest()
 
     def uv_hash(self) -> str | None:
-        """SHA-256 of ``uv`` rounded to float32 and ``uv_faces``, or ``None`` without UVs.
+        """SHA-256 of the UV of every face corner (``uv[uv_faces]`` rounded to float32), or ``None``
+        without UVs.
 
         :meth:`content_hash` covers the geometry only; a texel map depends on this too.
+        It is the layout's, whatever the order or sharing of the ``uv`` table: a PLY
+        keeps UVs per corner and reads them back merged by value in another order,
+        with the same hash.
         """
+        if self.uv is None:
+            return None
+        with np.errstate(over="ignore"):
+            table = np.asarray(self.uv, dtype="<f4")
+        corners = np.take(table, np.asarray(self.uv_faces, dtype=np.int64), axis=0, mode="clip")  # (F, 3, 2)
+        h = hashlib.sha256()
+        h.update(b"mesh_decoder.Mesh.uv/v2")
+        h.update(np.asarray(corners.shape, dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(corners).tobytes())
+        return h.hexdigest()
+
+    def uv_table_hash(self) -> str | None:
+        """The hash :meth:`uv_hash` was before it hashed per-corner UVs (of the ``uv`` table and
+        ``uv_faces`` as they are): hierarchies saved then record it as their ``uv_hash``."""
         if self.uv is None:
             return None
         h = hashlib.sha256()

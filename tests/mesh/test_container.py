@@ -426,3 +426,28 @@ def test_hashes_of_coordinates_beyond_float32_raise_no_overflow_warning():
         warnings.simplefilter("error")
         assert huge.content_hash() != mesh.content_hash()
         assert huge.uv_hash() != mesh.uv_hash()
+
+
+def test_uv_hash_is_the_layout_whatever_the_tables_order_or_sharing(tmp_path):
+    """A PLY keeps UVs per corner and reads them back merged by value in another order: the hash over the table
+    changed, so a seamed template reloaded from PLY no longer matched its hierarchy (and missed the cache)."""
+    from mesh_decoder.mesh import load_mesh, save_mesh, template
+
+    head = template("head", num_vertices=1500)
+    assert head.uv.shape[0] > head.num_vertices  # seams: some vertices have two UVs
+    save_mesh(head, tmp_path / "head.ply")
+    back = load_mesh(tmp_path / "head.ply")
+    assert not np.array_equal(back.uv, head.uv)  # another table ...
+    assert back.uv_hash() == head.uv_hash()  # ... of the same layout
+    rng = np.random.default_rng()
+    order = rng.permutation(head.uv.shape[0])
+    shuffled = head.copy(uv=head.uv[order], uv_faces=np.argsort(order)[head.uv_faces])
+    unshared = head.copy(uv=head.uv[head.uv_faces].reshape(-1, 2), uv_faces=np.arange(3 * head.num_faces).reshape(-1, 3))
+    assert shuffled.uv_hash() == unshared.uv_hash() == head.uv_hash()
+    assert shuffled.uv_table_hash() != head.uv_table_hash()  # the hash hierarchies saved before recorded
+    moved = head.uv.copy()
+    moved[rng.integers(head.uv.shape[0])] += 1e-3
+    assert head.copy(uv=moved).uv_hash() != head.uv_hash()
+    flipped = head.copy(uv_faces=head.uv_faces[:, [0, 2, 1]])
+    assert flipped.uv_hash() != head.uv_hash()
+    assert Mesh(head.vertices, head.faces).uv_hash() is None
