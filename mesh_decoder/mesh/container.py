@@ -26,6 +26,9 @@ def _as_array(value, name: str, dtype, cols: int | None) -> np.ndarray:
     if np.issubdtype(dtype, np.integer) and arr.size and not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise MeshValidationError(f"{name}: expected integer indices, got non-integer values")
+    if np.issubdtype(dtype, np.integer) and arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(dtype).max:
+        raise MeshValidationError(f"{name}: expected indices below 2**63, got {int(arr.max())} (uint64 values that "
+                                  "int64 cannot hold)")
     arr = np.ascontiguousarray(arr, dtype=dtype)
     if cols is not None and (arr.ndim != 2 or arr.shape[1] != cols):
         raise MeshValidationError(f"{name}: expected shape (N, {cols}), got {arr.shape}")

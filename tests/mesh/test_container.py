@@ -451,3 +451,14 @@ def test_uv_hash_is_the_layout_whatever_the_tables_order_or_sharing(tmp_path):
     flipped = head.copy(uv_faces=head.uv_faces[:, [0, 2, 1]])
     assert flipped.uv_hash() != head.uv_hash()
     assert Mesh(head.vertices, head.faces).uv_hash() is None
+
+
+@pytest.mark.parametrize("field", ["faces", "uv_faces"])
+def test_uint64_indices_beyond_int64_are_refused_not_wrapped(field):
+    """uint64 2**64 - 1 became -1 (and 2**63 a negative index in the error) when converted to int64."""
+    rng = np.random.default_rng()
+    tri = np.array([[0, 1, 2]])
+    fields = {"vertices": rng.normal(size=(3, 3)), "faces": tri, "uv": rng.random((3, 2)), "uv_faces": tri}
+    with pytest.raises(MeshValidationError, match=rf"^{field}: expected indices below 2\*\*63, got 18446744073709551615 "):
+        Mesh(**{**fields, field: np.array([[0, 1, 2**64 - 1]], dtype=np.uint64)})
+    assert getattr(Mesh(**{**fields, field: tri.astype(np.uint64)}), field).dtype == np.int64
