@@ -19,8 +19,10 @@ Target kinds, each fitted from the prior mean with the default schedule:
   by a weak-perspective / perspective camera (f = 600 px, 650 mm away) in a 256 x 256
   image, 15 to 30 degrees off frontal, 1 pixel noise;
 * ``image``: a 96 x 96 Lambert-shaded rendering of the face with its own colours
-  plus its landmarks (1 pixel noise); the landmark-only fit of the same image is
-  reported beside it.
+  on a dark blue background, plus its landmarks (1 pixel noise); the landmark-only
+  fit of the same image is reported beside it;
+* ``image_white``: the same on the renderer's white background, with no face mask
+  (background pixels the face comes to cover count in the photometric term).
 
 Reported per fit: wall time of the fit (the optimisation; median over the faces),
 rotation error (degrees), relative scale error, mean vertex error in target space
@@ -69,7 +71,7 @@ from mesh_decoder.pca import PCAModel
 from mesh_decoder.render import DirectionalLight, OrthographicCamera, PerspectiveCamera, ndc_to_pixel, render
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-KINDS = ("mesh", "mesh_autoencoder", "points", "landmarks_weak", "landmarks_perspective", "image")
+KINDS = ("mesh", "mesh_autoencoder", "points", "landmarks_weak", "landmarks_perspective", "image", "image_white")
 
 
 def random_similarity(g: torch.Generator, max_degrees: float):
@@ -192,14 +194,14 @@ def _landmark_case(scene: Scene, i: int, camera: str) -> dict[str, Any]:
     return out
 
 
-def _image_case(scene: Scene, i: int, size: int = 96) -> dict[str, Any]:
+def _image_case(scene: Scene, i: int, size: int = 96, background=(0.2, 0.3, 0.4)) -> dict[str, Any]:
     g = torch.Generator().manual_seed(4000 + i)
     truth, colors = scene.vertices[200 + i], scene.colors[200 + i]
     _, R, _ = random_similarity(g, 25.0)
     X = apply_similarity(truth, 0.55 * size / 128, R, torch.zeros(3, dtype=torch.float64))
     cam = OrthographicCamera(scale=torch.tensor([[2.0 / size, 2.0 / size]], dtype=torch.float64))
     image = render(X, scene.template.faces, cam, size, colors=colors, light=DirectionalLight((0.2, 0.4, 1.0), 0.4, 0.6),
-                   background=(0.2, 0.3, 0.4)).image[0].clamp(0, 1)
+                   background=background).image[0].clamp(0, 1)
     pixels = ndc_to_pixel(cam.project(X[scene.landmark_index][None]), size)[0, :, :2]
     pixels = pixels + torch.randn(pixels.shape, generator=g, dtype=torch.float64)
     target = ImageTarget(image, landmarks=LandmarkTarget(pixels, scene.names, size))
@@ -224,6 +226,7 @@ CASES: dict[str, Callable[[Scene, int], dict[str, Any]]] = {
     "landmarks_weak": lambda scene, i: _landmark_case(scene, i, "weak_perspective"),
     "landmarks_perspective": lambda scene, i: _landmark_case(scene, i, "perspective"),
     "image": _image_case,
+    "image_white": lambda scene, i: _image_case(scene, i, background=None),
 }
 
 
