@@ -250,11 +250,14 @@ class MeshFolderDataset(Dataset):
         scale: with ``align``, also fit a uniform scale. Default ``False``.
 
     Items: ``{"vertices": (V, 3) float32, "index": int}`` plus ``"colors" (V, 3)``
-    when every file has per-vertex colours.
+    when every file has per-vertex colours (a texture map a file references is not
+    read as colours).
 
     Attributes:
         files: the files, sorted.
         has_colors: whether items carry colours.
+        files_without_colors: the files with no per-vertex colours (empty when
+            ``has_colors``).
         transforms: with ``align``, one ``(rotation (3, 3), translation (3,), scale)``
             per file; else ``None``.
     """
@@ -290,7 +293,8 @@ class MeshFolderDataset(Dataset):
                 self.transforms.append((rot, t, c))
             vertices.append(v)
             colors.append(mesh.colors)
-        self.has_colors = all(c is not None for c in colors)
+        self.files_without_colors = [f for f, c in zip(files, colors) if c is None]
+        self.has_colors = not self.files_without_colors
         self._vertices = torch.from_numpy(np.stack(vertices).astype(np.float32))  # (N, V, 3)
         self._colors = torch.from_numpy(np.stack(colors).astype(np.float32)) if self.has_colors else None
         self.meta: dict[str, Any] = {
@@ -321,8 +325,16 @@ class MeshFolderDataset(Dataset):
         """Per-vertex ``(mean (V, 3), std (V, 3))`` over the set; ``std`` is at least ``eps``."""
         _pick("of", of, ("vertices", "colors"))
         if of == "colors" and self._colors is None:
-            raise ValueError(f"of='colors': expected colours in every file under {self.root}, some have none")
+            raise ValueError(f"of='colors': expected colours in every file under {self.root}, "
+                             f"{self.missing_colors()}")
         return _normalization(self._vertices if of == "vertices" else self._colors, eps)
+
+    def missing_colors(self) -> str:
+        """Which files have no per-vertex colours, in words: ``"3 of 12 files have none: a.obj, ..."``."""
+        missing, n = self.files_without_colors, len(self.files)
+        names = ", ".join(os.path.basename(f) for f in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        return (f"{len(missing)} of {n} file{'s' if n != 1 else ''} {'has' if len(missing) == 1 else 'have'} none: "
+                f"{names} (a texture map a file references is not read as per-vertex colours)")
 
     def __repr__(self) -> str:
         return f"MeshFolderDataset({len(self)} meshes from {self.root!r}, V={self.template.num_vertices})"

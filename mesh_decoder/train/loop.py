@@ -227,8 +227,8 @@ def load_data(config: TrainConfig | Mapping[str, Any], template: Mesh | None = N
         _check_config_path(config, "data.root", d.root, folder=True)
         ds = MeshFolderDataset(d.root, template, align=d.align, pattern=d.pattern)
         if joint and not ds.has_colors:
-            raise TrainingError(f"{d.root}: model.joint needs per-vertex colours in every mesh file, some files "
-                                "have none")
+            raise TrainingError(f"{d.root}: model.joint needs per-vertex colours in every mesh file, "
+                                f"{ds.missing_colors()}")
         if joint:
             colors = torch.stack([ds[i]["colors"] for i in range(len(ds))])  # (N, V, 3)
             x = torch.cat([ds.vertices, colors], dim=-1)  # (N, V, 6)

@@ -153,6 +153,32 @@ def _write_folder(folder, template, vertices, colors=None):
         save_mesh(mesh, folder / f"scan_{i:02d}.ply")
 
 
+def test_a_joint_folder_names_the_files_without_colours(tmp_path, tiny_config):
+    """'model.joint needs per-vertex colours in every mesh file, some files have none' named no file (and said
+    'some' when none had colours); the message also says a texture map is not read as colours."""
+    from mesh_decoder.data import SyntheticFaces
+    from mesh_decoder.mesh.io import save_mesh
+    from mesh_decoder.mesh.templates import face_template
+
+    template = face_template(600)
+    gen = SyntheticFaces(template)
+    v, c = gen.generate(gen.sample_params(8, rng=np.random.default_rng()))
+    folder = tmp_path / "scans"
+    _write_folder(folder, template, v, c)
+    bare = sorted(np.random.default_rng().choice(8, size=2, replace=False))
+    for i in bare:  # rewritten without colours
+        save_mesh(template.copy(vertices=v[i].astype(np.float64)), folder / f"scan_{i:02d}.ply")
+    config = tiny_config(data={"source": "folder", "root": str(folder)}, model={"joint": True},
+                         hierarchy={"texture_size": 32})
+    with pytest.raises(TrainingError) as info:
+        load_data(config)
+    names = ", ".join(f"scan_{i:02d}.ply" for i in bare)
+    assert str(info.value).endswith(f"{folder}: model.joint needs per-vertex colours in every mesh file, 2 of 8 "
+                                    f"files have none: {names} (a texture map a file references is not read as "
+                                    "per-vertex colours)"), str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
 def test_folder_of_meshes_trains_joint_and_mismatch_is_named(tmp_path, tiny_config):
     from mesh_decoder.data import SyntheticFaces
     from mesh_decoder.mesh.io import save_mesh
