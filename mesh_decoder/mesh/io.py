@@ -539,7 +539,9 @@ def _to_floats(path: str, rows: Sequence[Sequence[str]], lines: Sequence, what: 
     bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise MeshFileError(path, f"{what}: expected finite numbers, found {_clip(' '.join(rows[i]))}", lines[i])
+        j = int(np.flatnonzero(~np.isfinite(values[i]))[0])  # the first value that is not finite: named
+        raise MeshFileError(path, f"{what}: expected finite numbers, found {_clip(rows[i][j])} (value {j + 1} of "
+                                  f"{k}) in {_clip(' '.join(rows[i]))}", lines[i])
     return values
 
 

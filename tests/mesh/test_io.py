@@ -607,7 +607,10 @@ BAD_FILES = [
     ("neg.obj", OBJ_OK + "f -1 -2 -4\n", r"index -4 out of range: only 3 vertex entries are defined before", 4),
     ("huge_index.obj", OBJ_OK + "f 1 2 99999999999999999999999\n", r"expected an index below 2\*\*62 in magnitude, found '99999999999999999999999'", 4),
     ("short.obj", OBJ_OK + "f 1 2\n", r"face: expected at least 3 vertices, found 2", 4),
-    ("nan.obj", "v 0 0 0\nv nan 0 0\nv 0 1 0\nf 1 2 3\n", r"expected finite numbers, found 'nan 0 0'", 2),
+    ("nan.obj", "v 0 0 0\nv nan 0 0\nv 0 1 0\nf 1 2 3\n", r"expected finite numbers, found 'nan' \(value 1 of 3\) in 'nan 0 0'", 2),
+    # a long row's non-finite colour was cut off in the quoted text
+    ("nan_colour.obj", "v 64.1588211 76.4555817 52.6121445 0.90880 0.5000000 nan\nv 0 1 0 1 1 1\nv 1 0 0 1 1 1\nf 1 2 3\n",
+     r"expected finite numbers, found 'nan' \(value 6 of 6\) in '64\.1588211", 1),
     ("inf.obj", OBJ_OK + "v 1e999 0 0\nf 1 2 3\n", r"expected finite numbers", 4),
     ("mixvt.obj", OBJ_OK + "vt 0 0\nf 1/1 2 3/1\n", r"mix with and without texture index", 5),
     ("facevt.obj", OBJ_OK + "v 1 1 0\nvt 0 0\nf 1/1 2/1 3/1\nf 2 4 3\n", r"face has no texture indices", 7),
