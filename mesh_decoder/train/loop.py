@@ -286,7 +286,15 @@ def check_trained_on(meta: Mapping[str, Any], data: TrainingData, path: str) -> 
     checkpoint or model file, JSON ``meta``) was trained on: the same data version and template."""
     for key in ("data_version", "template_hash"):
         if meta.get(key) != data.meta[key]:
-            raise TrainingError(f"{path}: trained on {key} {meta.get(key)!r}, the data now has {data.meta[key]!r}")
+            hint = ""
+            if key == "data_version" and data.meta.get("source") == "folder":
+                then = (meta.get("data") or {}).get("num_files")
+                files = f"{then} mesh files then, {data.meta.get('num_files')} now" if isinstance(then, int) else \
+                    f"{data.meta.get('num_files')} mesh files now"
+                hint = (f" (the meshes in data.root {data.meta.get('root')} changed since training: {files}; "
+                        "restore them or train again)")
+            raise TrainingError(f"{path}: trained on {key} {meta.get(key)!r}, the data now has {data.meta[key]!r}"
+                                + hint)
 
 
 def check_trained_template(meta: Mapping[str, Any], config: TrainConfig, template: Mesh, path: str) -> None:
@@ -1157,6 +1165,11 @@ def run_train(args) -> int:
               f"{result.checkpoint_path}; continue with --resume")
         return 130
     loss = result.final_loss
+    d = result.data_meta
+    if isinstance(d.get("num_train"), int) and isinstance(d.get("num_test"), int):
+        where = (f"{d.get('num_files')} mesh files in {d.get('root')}" if d.get("source") == "folder" else
+                 "synthetic faces")
+        print(f"data: {d['num_train']} training and {d['num_test']} held-out meshes ({where})")
     print(f"trained {_epochs(result.epochs_completed)} ({result.step} steps, {result.train_seconds:.1f} s), "
           f"final loss {loss:.5f}{_test_summary(result)}" if loss is not None
           else f"trained {_epochs(result.epochs_completed)}")

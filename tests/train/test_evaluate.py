@@ -102,7 +102,8 @@ def test_cli_train_and_evaluate(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
     args = parser.parse_args([str(config_path), "-o", str(out), "--epochs", "1", "--quiet"])
     assert run_train(args) == 0
-    assert "trained 1 epoch (" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "data: 18 training and 2 held-out meshes (synthetic faces)\ntrained 1 epoch (" in printed, printed
     args = parser.parse_args([str(config_path), "-o", str(out), "--resume", "--quiet"])  # on to 3 epochs
     assert run_train(args) == 0
     assert "trained 3 epochs" in capsys.readouterr().out

@@ -418,8 +418,11 @@ def test_evaluating_a_run_on_a_folder_that_changed_is_refused(tmp_path, tiny_con
     assert evaluate(run, pca=False, measures=())["split"]["data_version"] == trained
     save_mesh(template.copy(vertices=v[12].astype(np.float64)), folder / "scan_12.ply")
     with pytest.raises(TrainingError, match=rf"model.safetensors: trained on data_version '{trained}', the data "
-                                            r"now has 'mesh-folder-sha256:"):
+                                            r"now has 'mesh-folder-sha256:") as info:
         evaluate(run, pca=False, measures=())
+    # and says which folder changed, and how many files it held then and now
+    assert str(info.value).endswith(f" (the meshes in data.root {folder} changed since training: 12 mesh files "
+                                    "then, 13 now; restore them or train again)"), str(info.value)
 
 
 def test_the_folder_data_version_covers_what_a_model_trains_on(tmp_path, tiny_config):
