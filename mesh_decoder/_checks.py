@@ -209,6 +209,8 @@ def check_output_path(path: str | os.PathLike, name: str, *, directory: bool = F
     wanted = "a directory" if directory else "a file path"
     if path == "":
         raise ValueError(f"{name}: expected {wanted}, got ''")
+    if not directory and path.endswith(("/", os.sep)):  # abspath would drop the slash and write a file there
+        raise ValueError(f"{name} {path}: expected {wanted}, got a folder path (it ends in {path[-1]!r})")
     full = os.path.abspath(path)
     if os.path.exists(full) and os.path.isdir(full) != directory:
         found = "a directory" if os.path.isdir(full) else "an existing file"

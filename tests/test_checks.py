@@ -306,6 +306,16 @@ def test_check_output_path_names_a_folder_where_a_file_is_wanted_and_back(tmp_pa
         check_output_path(tmp_path / "f.txt", "--out-dir", directory=True)
 
 
+def test_check_output_path_refuses_a_file_path_ending_in_a_slash(tmp_path):
+    """'-o out/' passed (abspath drops the slash) and a result file named 'out' was written."""
+    target = f"{tmp_path / 'out'}/"
+    with pytest.raises(ValueError, match=rf"^-o {re.escape(target)}: expected a file path, got a folder path "
+                                         r"\(it ends in '/'\)$"):
+        check_output_path(target, "-o")
+    assert check_output_path(target, "--out-dir", directory=True) == target  # a folder may end in one
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("directory", [False, True])
 def test_check_output_path_names_a_file_in_the_way(tmp_path, directory):
     blocker = tmp_path / "blocker"
