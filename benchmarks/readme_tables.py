@@ -117,8 +117,10 @@ def hierarchy() -> str:
                 _g(st.get("decimate")), _g(st.get("operators")), _g(st.get("spirals")), _g(st.get("laplacian")),
                 _g(st.get("texel_map")),
             ])
+        size = (d.get("parameters") or {}).get("texture_size")
+        texel = f"texel map {size}²" if size else "texel map"
         parts.append(f"Machine: {_machine(d['environment'])}. Source: `{path}`.\n\n" + _table(
-            ["vertices", "levels", "hierarchy (s)", "decimate", "operators", "spirals", "Laplacians", "texel map 256²"], rows))
+            ["vertices", "levels", "hierarchy (s)", "decimate", "operators", "spirals", "Laplacians", texel], rows))
     return "\n\n".join(parts)
 
 
@@ -194,11 +196,18 @@ def sweep() -> str:
             header += [f"{names[m]} mean / median (mm)", f"{names[m]} params"]
         parts.append(
             f"Machine: {_machine(d['environment'])}; status `{d['status']}`. Generator `{d['data']['generator_version']}`, "
-            f"{d['data']['n_per_split']:,} faces per split on the 5,023-vertex face. Training budget: {b['epochs']} epochs, "
+            f"{d['data']['n_per_split']:,} faces per split on the {_template_words(d['data'].get('template'))}. "
+            f"Training budget: {b['epochs']} epoch{'' if b['epochs'] == 1 else 's'}, "
             f"batch {b['batch_size']}, {b['optimizer']}. CPU training time in total: "
             + ", ".join(f"{names[m]} {train[m] / 60:.1f} min" for m in methods) + f". Source: `{path}`.\n\n"
             + _table(header, rows))
     return "\n\n".join(parts)
+
+
+def _template_words(template) -> str:
+    """``"5,023-vertex face"`` from a result's ``"face_template(5023, seed=0)"`` (else the text as it is)."""
+    found = re.fullmatch(r"(face|head|sphere)_template\((\d+)(?:, .*)?\)", str(template))
+    return f"{int(found.group(2)):,}-vertex {found.group(1)}" if found else f"template {template}"
 
 
 def _decode_rows(d: dict) -> list[list[str]]:
@@ -334,7 +343,7 @@ def targets() -> str:
                              f"{ratio:.2f}× ({_g(joint['meshes_per_s'])} meshes/s)", _verdict(ratio >= 0.5), where])
     if not rows:
         return ""
-    return _table(["target", "goal", "measured", "", "source"], rows)
+    return _table(["target", "goal", "measured", "verdict", "source"], rows)
 
 
 def variants() -> str:

@@ -41,6 +41,25 @@ def test_roof_caption_names_each_size_when_they_differ(results):
     assert "square matmul (2048²) GFLOP/s: fp32 190;" in readme_tables.decode()
 
 
+def test_sweep_and_hierarchy_tables_say_the_template_and_texture_size_of_their_file(results):
+    """The sweep caption always said 'the 5,023-vertex face' and '1 epochs', and the hierarchy table's header
+    'texel map 256²', whatever the file held."""
+    env = {"cpu": "Some CPU", "gpu": None, "threads": 2, "torch": "2.x", "git_commit": "0123456789abcdef"}
+    vertices = int(torch.randint(500, 5000, (1,)))
+    row = {"split": "interpolation", "latent_size": 4, "method": "pca", "parameters": 12, "test_mean_mm": 2.5,
+           "test_median_mm": 2.0}
+    sweep = {"environment": env, "status": "complete", "rows": [row],
+             "data": {"generator_version": "g", "template": f"face_template({vertices}, seed=0)", "n_per_split": 40},
+             "budget": {"epochs": 1, "batch_size": 8, "optimizer": "Adam"}, "config": {}}
+    (results / "sweep_latent_cpu-some-2threads.json").write_text(json.dumps(sweep))
+    text = readme_tables.sweep()
+    assert f"40 faces per split on the {vertices:,}-vertex face. Training budget: 1 epoch, batch 8" in text, text
+    hierarchy = {"environment": env, "parameters": {"texture_size": 16}, "results": [
+        {"vertices": 1000, "sizes": [1000, 250], "hierarchy_s": 0.5, "stages_s": {"texel_map": 0.01}}]}
+    (results / "hierarchy_cpu-some-2threads.json").write_text(json.dumps(hierarchy))
+    assert "| texel map 16² |" in readme_tables.hierarchy(), readme_tables.hierarchy()
+
+
 def test_a_run_that_counted_no_parameters_says_why_under_its_table(results):
     """PCA rows of runs that counted nn.Parameters only showed 'params 0' without a word."""
     payload = _decode_file({"fp32": {"n": 2048, "gflops": 189.9}})
