@@ -275,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", default=None,
                         help="result JSON (default benchmarks/results/fit_<machine>.json)")
     args = parser.parse_args(argv)
-    if not 1 <= args.faces <= 60 or args.threads < 1:
-        parser.error("--faces must be in [1, 60] and --threads positive")
+    if not 1 <= args.faces <= 60:
+        raise ValueError(f"--faces: expected an integer in [1, 60], got {args.faces}")
+    if args.threads < 1:
+        raise ValueError(f"--threads: expected an integer >= 1, got {args.threads}")
     report.check_threads(args.threads)  # a huge thread pool crashed torch (segfault)
     path = args.output or os.path.join(RESULTS, f"fit_{report.machine_slug('cpu', args.threads)}.json")
     check_output_path(path, "--output")  # before the work, not after it

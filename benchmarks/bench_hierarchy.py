@@ -114,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     check_output_path(args.output_dir, "--output-dir", directory=True)  # before the work, not after it
+    from mesh_decoder.errors import HierarchyError
+    from mesh_decoder.hierarchy.decimate import level_sizes
+
+    for n in args.sizes:  # --factors too deep for a size: said before the first build, not after it
+        try:
+            level_sizes(n, tuple(args.factors))
+        except HierarchyError as exc:
+            raise ValueError(f"--sizes {n} with --factors {' '.join(map(str, args.factors))}: {exc}") from None
 
     threads = torch.get_num_threads()
     # warm-up: imports, allocator and caches, on the smallest template

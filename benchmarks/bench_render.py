@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     report.check_threads(args.threads)  # a huge thread pool crashed torch (segfault)
     path = args.output or os.path.join(RESULTS, f"render_{report.machine_slug('cpu', args.threads)}.json")
     check_output_path(path, "--output")  # before the work, not after it
+    if args.plot:
+        check_output_path(args.plot, "--plot")
     with report.naming_options({"num_vertices": "--vertices"}):
         payload = run(args.sizes, args.batches, args.vertices, args.threads, args.budget, memory=not args.no_memory)
     report.write_json(path, payload)

@@ -102,7 +102,7 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def _main(argv: list[str] | None, made: list[Path]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latent-sizes", type=int, nargs="+", default=list(LATENT_SIZES))
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
@@ -144,7 +144,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     out_path = Path(args.output or Path(args.output_dir) / f"sweep_latent_{machine_slug('cpu', threads)}.json")
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="sweep_latent_"))
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="sweep_latent_"))
+    if not args.work_dir:
+        made.append(work)  # removed by main(), also when the sweep fails
     started = time.perf_counter()
     payload = {
         "benchmark": "sweep_latent",
@@ -254,9 +256,17 @@ def main(argv=None) -> int:
     flush("complete")
     print(payload["table_markdown"])
     print(f"wrote {out_path}")
-    if args.work_dir is None:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The sweep (see the module docstring); a temporary work folder it made is removed however it ends."""
+    made: list[Path] = []
+    try:
+        return _main(argv, made)
+    finally:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,14 @@ def test_a_bad_output_path_is_refused_before_the_work(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic_spectrum, "run", started)
     with pytest.raises(ValueError, match=rf"^--output {tmp_path}: expected a file path, found a directory$"):
         synthetic_spectrum.main(["--n", "4", "--output", str(tmp_path)])
+    # bench_render's --plot under a file was refused after the run, leaving its JSON; factors too deep for a
+    # later --sizes value were found after the earlier sizes were built
+    monkeypatch.setattr(bench_render, "run", started)
+    with pytest.raises(ValueError, match=rf"^--plot {afile}/p.png: expected a file path, but {afile} is a file"):
+        bench_render.main(["--sizes", "16", "--output", str(tmp_path / "r.json"), "--plot", str(afile / "p.png")])
+    with pytest.raises(ValueError, match=r"^--sizes 500 with --factors 4 4 4 4: factors \(4, 4, 4, 4\) leave 2 "):
+        bench_hierarchy.main(["--sizes", "1000", "500", "--output-dir", str(tmp_path / "h")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_a_scripts_bad_value_is_one_line(tmp_path):
@@ -217,7 +225,7 @@ _RANGE = "expected an integer in [500, 100000], got"
     (bench_fit, ["--faces", "1", "--kinds", "mesh", "--vertices", str(_HUGE)], f"--vertices: {_RANGE} {_HUGE}"),
     (bench_fit, ["--faces", "1", "--kinds", "mesh", "--vertices", "500", "--components", str(_HUGE)],
      f"--components: expected an integer in [1, min(N - 1, 3V) = 199] for N = 200 samples of dimension 1500, got {_HUGE}"),
-    (bench_hierarchy, ["--sizes", "500", "--texture-size", str(_HUGE)],
+    (bench_hierarchy, ["--sizes", "500", "--factors", "4", "4", "--texture-size", str(_HUGE)],
      f"--texture-size: expected at most 8192 texels per side, got ({_HUGE}, {_HUGE})"),
 ])
 def test_a_scripts_error_names_its_option(tmp_path, capsys, script, argv, message):
@@ -227,6 +235,15 @@ def test_a_scripts_error_names_its_option(tmp_path, capsys, script, argv, messag
     assert report.script_main(script.main, [*argv, *output]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [(["--faces", "0"], "--faces: expected an integer in [1, 60], got 0"),
+                                           (["--threads", "0"], "--threads: expected an integer >= 1, got 0")])
+def test_bench_fit_names_the_option_that_is_out_of_range(tmp_path, capsys, argv, message):
+    """'--faces must be in [1, 60] and --threads positive' said neither which option nor its value."""
+    assert report.script_main(bench_fit.main, [*argv, "--output", str(tmp_path / "r.json")]) == 1
+    assert capsys.readouterr().err == f"error: {message}\n"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -342,3 +359,17 @@ def test_a_scripts_other_runtime_errors_are_raised():
 
     with pytest.raises(RuntimeError, match="a bug"):
         script_main(main, [])
+
+
+def test_sweep_latent_removes_its_work_folder_when_it_fails(tmp_path, monkeypatch, capsys):
+    """A sweep that failed after its setup began left its temporary work folder (sweep_latent_*) behind."""
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    argv = ["--n", "3", "--latent-sizes", "4", "--splits", "interpolation", "--methods", "spiral", "--vertices", "500",
+            "--epochs", "1", "--output", str(tmp_path / "r.json")]
+    assert report.script_main(sweep_latent.main, argv) == 1
+    assert "--vertices 500: factors (4, 4, 4, 4) leave 2 vertices" in capsys.readouterr().err
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "r.json").exists()
