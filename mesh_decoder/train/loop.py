@@ -845,8 +845,8 @@ def _bar_text(epoch: int, epochs: int, loss: float, rate: float, history: list[M
     last = _last_test(history)
     if last is None:
         return text
-    return (f"{text} | test loss {last['test_loss']:.4f}, {last['test_vertex_error']:.3g} per vertex "
-            f"(epoch {last['epoch']})")
+    return (f"{text} | test loss {last['test_loss']:.4f}, mean vertex error {last['test_vertex_error']:.3g} "
+            f"(data units; epoch {last['epoch']})")
 
 
 def _validates(t, epoch: int, num_test: int) -> bool:

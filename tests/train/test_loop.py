@@ -712,7 +712,7 @@ def test_progress_bar_and_cli_report_the_test_split(tmp_path, tiny_config, capsy
     path.write_text(__import__("json").dumps(tiny_config(training={"epochs": 2})))
     assert main(["train", str(path), "-o", str(tmp_path / "run")]) == 0
     captured = capsys.readouterr()
-    assert re.search(r"meshes/s \| test loss [0-9.]+, [0-9.e+-]+ per vertex \(epoch 2\)", captured.err)
+    assert re.search(r"meshes/s \| test loss [0-9.]+, mean vertex error [0-9.e+-]+ \(data units; epoch 2\)", captured.err)
     last = _history_csv(tmp_path / "run" / loop.HISTORY_NAME)[-1]
     assert f"test loss {last['test_loss']:.5f}, mean vertex error {last['test_vertex_error']:.4g}" in captured.out
 
