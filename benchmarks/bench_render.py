@@ -142,9 +142,10 @@ def run(sizes, batches, num_vertices: int = 5023, threads: int = 1, budget_s: fl
                 }
                 row.update(mem)
                 rows.append(row)
+                peak = mem.get("peak_increase_mb")
                 print(f"{op:9s} {size:4d}px batch {batch:2d}: {row['images_per_s']:8.2f} images/s  "
-                      f"{row['latency_ms']:9.1f} ms  peak +{mem.get('peak_increase_mb', float('nan')):.0f} MiB",
-                      flush=True)
+                      f"{row['latency_ms']:9.1f} ms  " + (f"peak +{peak:.0f} MiB" if peak is not None else
+                                                          "peak not measured (--no-memory)"), flush=True)
     return {
         "benchmark": "render",
         "description": "torch rasteriser / renderer on the face template, CPU, float32, orthographic camera, "

@@ -373,3 +373,12 @@ def test_sweep_latent_removes_its_work_folder_when_it_fails(tmp_path, monkeypatc
     assert report.script_main(sweep_latent.main, argv) == 1
     assert "--vertices 500: factors (4, 4, 4, 4) leave 2 vertices" in capsys.readouterr().err
     assert list(scratch.iterdir()) == [] and not (tmp_path / "r.json").exists()
+
+
+def test_bench_render_without_memory_probes_says_so(tmp_path, capsys):
+    """--no-memory printed 'peak +nan MiB' on every line."""
+    argv = ["--sizes", "16", "--batches", "1", "--vertices", "500", "--budget", "0.05", "--no-memory", "--output",
+            str(tmp_path / "r.json")]
+    assert report.script_main(bench_render.main, argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("peak not measured (--no-memory)") == 2 and "nan" not in out, out
