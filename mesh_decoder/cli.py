@@ -71,9 +71,11 @@ def _run_template(args) -> int:
         raise _CLIError("mesh-decoder template: give -o/--output PATH, --info, or both")
     if args.output:
         check_output_path(args.output, "-o/--output")
-        if args.output.lower().endswith(".off"):
-            raise _CLIError(f"mesh-decoder template: -o/--output {args.output}: expected .obj or .ply, OFF cannot "
-                            "store the template's texture coordinates")
+        ext = os.path.splitext(args.output)[1].lower()
+        if ext not in (".obj", ".ply"):
+            why = ("OFF cannot store the template's texture coordinates" if ext == ".off" else
+                   f"got {repr(ext) if ext else 'no extension'}")
+            raise _CLIError(f"mesh-decoder template: -o/--output {args.output}: expected .obj or .ply, {why}")
     mesh = _build_template(args)
     if args.output:
         from .mesh.io import save_mesh

@@ -186,6 +186,16 @@ def test_hierarchy_writes_only_npz_names(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name, found", [("t.xyz", "got '.xyz'"), ("t", "got no extension")])
+def test_template_with_another_extension_names_what_it_writes(name, found, tmp_path, capsys):
+    """-o t.xyz was refused after the build as 'expected extension one of .obj, .off, .ply' (OFF is refused too),
+    with exit status 1 where the other argument errors give 2."""
+    assert main(["template", "-o", str(tmp_path / name)]) == 2
+    err = _one_error_line(capsys)
+    assert err == f"error: mesh-decoder template: -o/--output {tmp_path / name}: expected .obj or .ply, {found}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_template_as_off_names_the_option(tmp_path, capsys):
     """Every template has UVs, which OFF cannot store: -o x.off failed after the build with a hint at the Python
     API (mesh.copy(uv=None, ...)); it is refused up front naming -o/--output."""

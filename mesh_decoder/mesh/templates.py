@@ -658,9 +658,9 @@ def icosphere(subdivisions: int = 3, radius: float = 100.0) -> Mesh:
 
     New vertices are edge midpoints pushed onto the sphere. Closed, outward CCW winding,
     ``10 * 4**k + 2`` vertices and ``20 * 4**k`` faces; equirectangular UVs with a seam
-    (see :func:`_spherical_uv`). Landmarks: the poles
-    and the four axis points of the equator
-    (:data:`~mesh_decoder.mesh.landmarks.SPHERE_LANDMARKS`).
+    (see :func:`_spherical_uv`). Landmarks: the vertices nearest the poles and the four
+    axis points of the equator (:data:`~mesh_decoder.mesh.landmarks.SPHERE_LANDMARKS`);
+    exactly on them from 42 vertices up (the 12-vertex icosahedron has no vertex there).
 
     Args:
         subdivisions: ``k``, 0 to 7. Default ``3`` (642 vertices).

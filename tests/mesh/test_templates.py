@@ -515,3 +515,20 @@ def test_import_without_openmesh():
             "from mesh_decoder.data import SyntheticFaces; "
             "assert 'openmesh' not in sys.modules, 'openmesh imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("n", [12, 42, 162])
+def test_sphere_landmarks_are_the_vertices_nearest_their_axis_points(n):
+    """The docstring said the landmarks are the poles and axis points; the 12-vertex icosahedron has no vertex
+    there, so they are the nearest vertices (exactly on them from 42 vertices up)."""
+    from mesh_decoder.mesh import template
+
+    t = template("sphere", n)
+    unit = t.vertices / np.linalg.norm(t.vertices, axis=1, keepdims=True)  # (V, 3)
+    axes = {"north_pole": (0, 1, 0), "south_pole": (0, -1, 0), "front": (0, 0, 1), "back": (0, 0, -1),
+            "left": (1, 0, 0), "right": (-1, 0, 0)}
+    for name, axis in axes.items():
+        cos = unit @ np.asarray(axis, dtype=np.float64)  # (V,)
+        assert cos[t.landmarks[name]] == pytest.approx(cos.max(), abs=1e-12), name
+        if n >= 42:
+            assert cos[t.landmarks[name]] == pytest.approx(1.0, abs=1e-12), name
