@@ -217,7 +217,8 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
                 raise CheckpointError(f"{path}: truncated or not a safetensors file ({len(head)} bytes)")
             (size,) = struct.unpack("<Q", head)
             if size > _MAX_HEADER:
-                raise CheckpointError(f"{path}: not a safetensors file (header of {size} bytes announced)")
+                raise CheckpointError(f"{path}: not a safetensors file: expected an 8-byte header length first, "
+                                      f"found {head!r}")
             blob = handle.read(size)
     except OSError as exc:
         raise unreadable(path, "the file", exc, CheckpointError, CheckpointNotFoundError) from None

@@ -80,6 +80,11 @@ def test_corrupt_truncated_and_foreign_files_are_named(tmp_path):
     short.write_bytes(b"\x01\x02")
     with pytest.raises(CheckpointError, match=f"{short}: truncated"):
         load_checkpoint(short)
+    text = tmp_path / "config.yaml"  # a text file: 'header of 7741526625702977571 bytes announced' said nothing
+    text.write_text("template:\n  vertices: 500\n")
+    with pytest.raises(CheckpointError, match=rf"^{text}: not a safetensors file: expected an 8-byte header length "
+                                              r"first, found b'template'$"):
+        load_checkpoint(text)
     from mesh_decoder.model_files import save_model
     from mesh_decoder.pca import PCAModel
 
