@@ -48,6 +48,26 @@ def test_autoencoder_shapes_and_shared_normalization(synthetic_hierarchy, kind):
         ae.encode(torch.randn(4, 89, 3))
 
 
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+def test_autoencoder_trains_under_cpu_bfloat16_autocast(synthetic_hierarchy, kind):
+    """Under autocast the encoder gives a bfloat16 code, and the decoder refused it ('z: expected dtype
+    torch.float32'); any float latent passes there, as the layers' inputs do."""
+    torch.manual_seed(30)
+    ae = build_autoencoder(kind, synthetic_hierarchy)
+    x = rand_meshes(synthetic_hierarchy, 4, seed=31)
+    want = ae(x).detach()
+    scale = want.abs().max()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ae.encode(x).dtype == torch.bfloat16
+        got = ae(x)
+        loss = (got.float() - x).square().mean()
+    torch.testing.assert_close(got.detach().float() / scale, want / scale, rtol=0.05, atol=0.05)
+    loss.backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in ae.parameters())
+    with pytest.raises(TypeError, match=r"z: expected dtype torch.float32 \(the decoder's\), got torch.bfloat16"):
+        ae.decode(torch.randn(2, 5, dtype=torch.bfloat16))  # outside autocast: still refused
+
+
 def test_autoencoder_rejects_mismatched_parts(synthetic_hierarchy):
     enc = build_encoder("spiral", synthetic_hierarchy, latent_size=4)
     dec = SpiralDecoder.from_hierarchy(synthetic_hierarchy, channels=(8, 12), latent_size=5)
