@@ -21,7 +21,8 @@ take edge attributes: give ``edge_attr`` (``(E, D)``, e.g. :func:`pseudo_coordin
 of the template level's vertices, PyG's ``Cartesian``, ``Spherical`` or ``Distance``
 transform) and the conv is called as ``conv(x, edge_index, edge_attr)``, in
 ``"union"`` mode with the attributes repeated for every copy. Convolutions that need
-positions (``PointNetConv``) are not supported.
+positions (``PointNetConv``) are not supported: wrapping one is refused, as is a
+pseudo-coordinate conv given no edge attributes.
 
 Under ``torch.compile``, convolutions that add self-loops on every call
 (``GCNConv``, ``GATConv`` by default) break the graph at PyG's data-dependent
@@ -48,6 +49,29 @@ __all__ = ["PyGConv", "mesh_edge_index", "pseudo_coordinates", "BATCHED_CONVS", 
 #: Pseudo-coordinates of an edge: the ``torch_geometric.transforms`` class that computes
 #: them (``norm=True``: scaled to ``[0, 1]`` by the largest value of the mesh level).
 PSEUDO_COORDINATES = {"cartesian": "Cartesian", "spherical": "Spherical", "distance": "Distance"}
+
+
+#: Convolutions that compute nothing meaningful, or fail, without edge attributes.
+_NEEDS_EDGE_ATTR = frozenset({"GMMConv", "SplineConv", "NNConv", "ECConv", "GINEConv"})
+
+
+def _check_called_plainly(conv: nn.Module) -> None:
+    """Refuse (``ValueError``) a conv that cannot be called as ``conv(x, edge_index)`` without edge attributes:
+    one that needs positions (``PointNetConv.forward(x, pos, edge_index)``; at the first call it said an
+    ``edge_index`` was missing) or pseudo-coordinates (``GMMConv``: an AttributeError deep in PyG)."""
+    name = type(conv).__name__
+    if name in _NEEDS_EDGE_ATTR:
+        raise ValueError(f"edge_attr: {name} needs edge attributes (pseudo-coordinates), got None; give edge_attr= "
+                         "(PyGConv) or pseudo= (PyGDecoder.from_hierarchy), e.g. 'cartesian'")
+    try:
+        params = inspect.signature(conv.forward).parameters
+    except (TypeError, ValueError):  # no signature to read: the first call tells
+        return
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty
+                and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    if len(required) > 2 or (len(required) == 2 and required[1] != "edge_index"):
+        raise ValueError(f"conv: expected a convolution called as conv(x, edge_index), got {name}.forward"
+                         f"({', '.join(params)}); convolutions that need positions or other inputs are not supported")
 
 
 def _check_takes_edge_attr(conv: nn.Module, dim: int) -> None:
@@ -174,6 +198,8 @@ class PyGConv(nn.Module):
             if mode == "batched":
                 raise ValueError("mode: edge attributes need mode 'union' (or 'auto'), got 'batched'")
             _check_takes_edge_attr(conv, int(edge_attr.shape[1]))
+        else:
+            _check_called_plainly(conv)
         self.conv = conv
         if mode == "auto":
             mode = "batched" if edge_attr is None and _batches_correctly(conv) else "union"

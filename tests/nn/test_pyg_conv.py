@@ -353,6 +353,25 @@ def test_a_conv_that_would_not_use_the_edge_attributes_is_refused(make, message)
     PyGConv(gnn.GATConv(C, O, edge_dim=3), edges, verts.shape[0], edge_attr=attr)  # the right size is taken
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda: gnn.GMMConv(C, O, dim=3, kernel_size=2),
+     r"^edge_attr: GMMConv needs edge attributes \(pseudo-coordinates\), got None; give edge_attr= \(PyGConv\) or "
+     r"pseudo= \(PyGDecoder.from_hierarchy\)"),
+    (lambda: gnn.NNConv(C, O, torch.nn.Linear(3, C * O)), r"^edge_attr: NNConv needs edge attributes"),
+    (lambda: gnn.PointNetConv(), r"^conv: expected a convolution called as conv\(x, edge_index\), got "
+                                 r"PointNetConv.forward\(x, pos, edge_index\); convolutions that need positions"),
+], ids=["gmm", "nnconv", "pointnet"])
+def test_a_conv_that_cannot_run_on_the_graph_alone_is_refused_when_wrapped(make, message):
+    """GMMConv without pseudo-coordinates failed at the first call with an AttributeError inside PyG, and
+    PointNetConv (which needs positions) with 'missing ... argument: edge_index', though one was passed."""
+    verts, faces = grid_mesh(3, 4)
+    edges = mesh_edge_index(faces, verts.shape[0])
+    with pytest.raises(ValueError, match=message):
+        PyGConv(make(), edges, verts.shape[0])
+    for conv in (gnn.SAGEConv(C, O), gnn.GCNConv(C, O), gnn.GATConv(C, O), gnn.FeaStConv(C, O)):  # still taken
+        PyGConv(conv, edges, verts.shape[0])
+
+
 def test_pseudo_coordinates_are_the_scaled_edge_geometry():
     from mesh_decoder.nn.pyg_conv import pseudo_coordinates
 
