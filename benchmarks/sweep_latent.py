@@ -144,8 +144,10 @@ def _main(argv: list[str] | None, made: list[Path]) -> int:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     out_path = Path(args.output or Path(args.output_dir) / f"sweep_latent_{machine_slug('cpu', threads)}.json")
-    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="sweep_latent_"))
-    if not args.work_dir:
+    if args.work_dir:
+        work = Path(args.work_dir)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="sweep_latent_"))
         made.append(work)  # removed by main(), also when the sweep fails
     started = time.perf_counter()
     payload = {

@@ -16,10 +16,9 @@ harness
 3. measures the peak memory of one decode in MiB (2**20 bytes; a row's
    ``peak_memory_mb``, a name kept so that earlier result files read the same):
    on CUDA with the allocator's peak statistics, on the CPU in a fresh process
-   per configuration (the peak
-   resident set during one decode minus the resident set before it; by default
-   for the eager rows and for every mode at the largest batch, ``--memory all``
-   for every row; :mod:`.memory`);
+   per configuration (the peak resident set during one decode minus the resident
+   set before it; by default for the eager rows and for every mode at the largest
+   batch, ``--memory all`` for every row; :mod:`.memory`);
 4. relates the throughput to roofs measured in the same run: a square fp32
    matrix product (GFLOP/s), a big copy (GB/s), and the decoder's own
    matrix-product shapes timed alone (the *shape bound*, meshes/s); FLOPs and
@@ -39,7 +38,8 @@ Until the last write, a file's environment has
 Ctrl-C adds ``"interrupted": true``, one ended by an error ``"failed":
 "<ExceptionType>: <message>"`` (the CSV's comment lines say the same). Files
 written before these keys existed have none of them, and are complete. The
-thread count is set with :func:`torch.set_num_threads` for the run only (and restored afterwards). The default run keeps to a time box
+thread count is set with :func:`torch.set_num_threads` for the run only (and
+restored afterwards). The default run keeps to a time box
 (``--time-box``, 160 s, so that with start-up it ends within 3 minutes on 2 cores):
 slow groups then take fewer samples (at least 2), and memory probes still running
 at its end are stopped and those not started are skipped, except the two the
@@ -397,26 +397,19 @@ def _check_presets_fit(names: Sequence[str], hierarchy) -> None:
     preset's own error gives Python's (``build_hierarchy(mesh, **preset_hierarchy_params(...))``).
     """
     from ..errors import HierarchyError
-    from ..nn.presets import preset_hierarchy_params
+    from ..nn.presets import preset_hierarchy_params, preset_mismatch
 
     for name in names:
         preset = PRESET_OF.get(name)
-        if preset is None:
+        mismatch = None if preset is None else preset_mismatch(preset, hierarchy)
+        if mismatch is None:
             continue
+        kind, value = mismatch
+        found = {"factors": f"one built with factors {value}", "levels": f"one of {value} levels",
+                 "spiral_length": f"one with spirals of {value}"}[kind]
         params = preset_hierarchy_params(preset)
-        factors = tuple(params["factors"])
-        built = hierarchy.meta.get("factors")
-        spirals = hierarchy.meta.get("spiral_lengths")
         length = params.get("spiral_lengths")
-        if built is not None and tuple(built) != factors:
-            found = f"one built with factors {tuple(built)}"
-        elif hierarchy.num_levels < len(factors) + 1:
-            found = f"one of {hierarchy.num_levels} levels"
-        elif length is not None and spirals and min(spirals) < length:
-            found = f"one with spirals of {min(spirals)}"
-        else:
-            continue
-        needs = f"factors {factors}" + (f" and spirals of at least {length}" if length is not None else "")
+        needs = f"factors {tuple(params['factors'])}" + (f" and spirals of at least {length}" if length else "")
         raise HierarchyError(f"decoder {_decoder_label(name)}: expected a hierarchy with {needs}, got {found}; "
                              f"build one with: {_hierarchy_command(preset)}")
 
@@ -849,20 +842,19 @@ def run_benchmark(specs: Sequence[DecoderSpec], options: BenchOptions) -> dict[s
                           f"({paths['json']} and {paths['csv']} left as they were)", file=sys.stderr)
                 raise
 
+            interrupted = isinstance(exc, KeyboardInterrupt)
+
             def rewrite() -> None:
                 payload["environment"]["wall_s"] = time.perf_counter() - started
                 _annotate(rows, specs_by_name)
                 payload["summary"] = _summary(rows, specs_by_name)
+                if interrupted and options.print_table:  # the finished rows, then the files
+                    if bar is not None:
+                        bar.clear()
+                    _print_report(payload, None)
+                    sys.stdout.flush()
                 _write(payload, paths, options.plot, warn, written)
 
-            if isinstance(exc, KeyboardInterrupt) and options.print_table:  # the finished rows, then the files
-                if bar is not None:
-                    bar.clear()
-                payload["environment"]["wall_s"] = time.perf_counter() - started
-                _annotate(rows, specs_by_name)
-                payload["summary"] = _summary(rows, specs_by_name)
-                _print_report(payload, None)
-                sys.stdout.flush()
             _write_unfinished(payload, exc, paths, f"the {len(rows)} finished configurations", rewrite)
             raise
     if options.print_table:

@@ -175,17 +175,17 @@ def _load(args: argparse.Namespace):
     beside = os.path.join(os.path.dirname(os.path.abspath(args.model)), _HIERARCHY_BESIDE)
     if hierarchy_path is None and needs_hierarchy and os.path.isfile(beside):
         hierarchy_path = beside
-        if "train_config" in (meta.get("extra_meta") or {}):
-            from ..train.loop import trained_hierarchy
+    if hierarchy_path is not None and args.hierarchy is None and "train_config" in (meta.get("extra_meta") or {}):
+        from ..train.loop import trained_hierarchy
 
-            # a training run's model: its hierarchy.npz, rebuilt from its config where that one is of another
-            # template or damaged (as evaluate and render load a run)
-            hierarchy = trained_hierarchy(args.model, meta)[0]
-    if hierarchy is None and hierarchy_path is not None:
+        # a training run's model: its hierarchy.npz, rebuilt from its config where that one is of another
+        # template or damaged (as evaluate and render load a run)
+        hierarchy = trained_hierarchy(args.model, meta)[0]
+    elif hierarchy_path is not None:
         from ..hierarchy import load_hierarchy
 
         hierarchy = load_hierarchy(hierarchy_path)
-    elif hierarchy is None and needs_hierarchy:
+    elif needs_hierarchy:
         raise ModelFileError(f"{args.model}: {meta['class']} is built on a mesh hierarchy; pass --hierarchy FILE "
                              f"(none found beside the model as {_HIERARCHY_BESIDE})")
     try:

@@ -655,9 +655,10 @@ class GraphDecoder(HierarchyModel, nn.Module):
         """The network output before the normalisation is undone: ``(B, V_0, C_out)``.
 
         ``z`` is ``(B, Z)`` or ``(Z,)`` in the decoder's dtype (under ``torch.autocast``
-        any float dtype, as an encoder gives there). On the CPU without autograd the batch runs a few samples at a time (see
-        :data:`DECODE_CHUNK_BYTES`), so every intermediate tensor stays in cache;
-        compiled, the chunks share one compiled network (:func:`_decode_chunk`).
+        any float dtype, as an encoder gives there). On the CPU without autograd the
+        batch runs a few samples at a time (see :data:`DECODE_CHUNK_BYTES`), so every
+        intermediate tensor stays in cache; compiled, the chunks share one compiled
+        network (:func:`_decode_chunk`).
         """
         zb, unbatched = self._check_latent(z)
         if torch.compiler.is_compiling():

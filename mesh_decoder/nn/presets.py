@@ -24,7 +24,7 @@ from ..hierarchy.container import MeshHierarchy
 from .decoders import ChebDecoder, GraphDecoder, SpiralDecoder
 from .encoders import ChebEncoder, GraphEncoder, SpiralEncoder
 
-__all__ = ["PRESETS", "decoder_from_preset", "encoder_from_preset", "preset_hierarchy_params"]
+__all__ = ["PRESETS", "decoder_from_preset", "encoder_from_preset", "preset_hierarchy_params", "preset_mismatch"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "spiralnet++-coma": dict(
@@ -53,19 +53,41 @@ def preset_hierarchy_params(name: str) -> dict[str, Any]:
     return {out: preset[key] for key, out in _HIERARCHY_KEYS.items() if key in preset}
 
 
-def _check_hierarchy(name: str, preset: dict[str, Any], hierarchy: MeshHierarchy) -> None:
-    if not isinstance(hierarchy, MeshHierarchy):
-        raise TypeError(f"hierarchy: expected a MeshHierarchy, got {type(hierarchy).__name__}")
+def preset_mismatch(name: str, hierarchy: MeshHierarchy) -> tuple[str, Any] | None:
+    """The first way ``hierarchy`` does not fit preset ``name``, or ``None`` when it fits.
+
+    Returns ``("factors", built)`` for a hierarchy built with other factors,
+    ``("levels", num_levels)`` for too few levels, or ``("spiral_length", shortest)``
+    for spirals shorter than a spiral preset's (what its saved metadata records).
+    """
+    preset = _preset(name)
     factors = tuple(preset["factors"])
     built = hierarchy.meta.get("factors")
     if built is not None and tuple(built) != factors:
+        return "factors", tuple(built)
+    if hierarchy.num_levels < len(factors) + 1:
+        return "levels", hierarchy.num_levels
+    spirals, length = hierarchy.meta.get("spiral_lengths"), preset.get("spiral_length")
+    if length is not None and spirals and min(spirals) < length:
+        return "spiral_length", min(spirals)
+    return None
+
+
+def _check_hierarchy(name: str, preset: dict[str, Any], hierarchy: MeshHierarchy) -> None:
+    """The preset's own error for a hierarchy built with other factors or too few levels (spirals too short
+    are the decoder's to refuse)."""
+    if not isinstance(hierarchy, MeshHierarchy):
+        raise TypeError(f"hierarchy: expected a MeshHierarchy, got {type(hierarchy).__name__}")
+    factors = tuple(preset["factors"])
+    kind, found = preset_mismatch(name, hierarchy) or (None, None)
+    if kind == "factors":
         raise HierarchyError(
-            f"hierarchy: preset {name!r} expects factors {factors}, got a hierarchy built with {tuple(built)}; "
+            f"hierarchy: preset {name!r} expects factors {factors}, got a hierarchy built with {found}; "
             f"build it with build_hierarchy(mesh, **preset_hierarchy_params({name!r}))"
         )
-    if hierarchy.num_levels < len(factors) + 1:
+    if kind == "levels":
         raise HierarchyError(
-            f"hierarchy: preset {name!r} expects at least {len(factors) + 1} levels, got {hierarchy.num_levels}; "
+            f"hierarchy: preset {name!r} expects at least {len(factors) + 1} levels, got {found}; "
             f"build it with build_hierarchy(mesh, **preset_hierarchy_params({name!r}))"
         )
 
