@@ -77,6 +77,11 @@ def same_device(actual: torch.device, wanted: torch.device | str) -> bool:
     return actual.type == wanted.type and (wanted.index is None or actual.index == wanted.index)
 
 
+def one_or(batch: int) -> str:
+    """The batch sizes an input may have beside a batch of ``batch``, for messages: ``"1 or B"``, or ``"1"``."""
+    return "1" if batch == 1 else f"1 or {batch}"
+
+
 def check_int(value: object, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as an ``int``: ``TypeError`` if not an integer (bools are not), ``ValueError`` if below
     ``minimum`` or above ``maximum``."""

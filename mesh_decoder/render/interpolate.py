@@ -26,15 +26,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_tensor
+from .._checks import check_tensor, one_or
 from .rasterize import Fragments, _packed_bary, as_faces, covered_pixels
 
 __all__ = ["interpolate", "sample_texture"]
-
-
-def _one_or(batch: int) -> str:
-    """The batch sizes an input may have beside one of ``batch``: ``"1 or B"``, or ``"1"``."""
-    return "1" if batch == 1 else f"1 or {batch}"
 
 
 def _as_attributes(attributes, name: str, batch: int) -> torch.Tensor:
@@ -49,7 +44,7 @@ def _as_attributes(attributes, name: str, batch: int) -> torch.Tensor:
     if attributes.shape[-1] == 0:
         raise ValueError(f"{name}: expected at least one channel C, got shape {tuple(attributes.shape)}")
     if int(attributes.shape[0]) not in (1, batch):
-        raise ValueError(f"{name}: expected batch size {_one_or(batch)} (the rendered batch's), got "
+        raise ValueError(f"{name}: expected batch size {one_or(batch)} (the rendered batch's), got "
                          f"{int(attributes.shape[0])}")
     return attributes
 
@@ -220,6 +215,6 @@ def sample_texture(
     if mask is not None:
         check_tensor(mask, "mask", shape=("B", int(uv.shape[1]), int(uv.shape[2])), dtype=torch.bool)
         if int(mask.shape[0]) not in (1, B):
-            raise ValueError(f"mask: expected batch size {_one_or(B)}, got {int(mask.shape[0])}")
+            raise ValueError(f"mask: expected batch size {one_or(B)}, got {int(mask.shape[0])}")
         out = out.masked_fill(~mask.unsqueeze(1), 0.0)  # (B, C, H, W); zero even where the colour is NaN
     return out

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import as_faces
+from .._checks import as_faces, one_or
 from .cameras import Camera, image_size_pair
 
 __all__ = ["Fragments", "rasterize", "barycentric_coordinates", "covered_pixels", "as_faces", "as_vertices"]
@@ -402,7 +402,7 @@ def _packed_bary(fragments: Fragments, vertices: torch.Tensor):
     vertices = as_vertices(vertices, "vertices_for_grad")
     B = fragments.batch_size
     if int(vertices.shape[0]) not in (1, B):
-        raise ValueError(f"vertices_for_grad: expected batch size 1 or {B}, got {int(vertices.shape[0])}")
+        raise ValueError(f"vertices_for_grad: expected batch size {one_or(B)}, got {int(vertices.shape[0])}")
     top = int(fragments.faces.max()) + 1 if fragments.faces.numel() else 0
     if int(vertices.shape[1]) < top:
         raise ValueError(

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_write
-from .._checks import check_tensor
+from .._checks import check_tensor, one_or
 from ..errors import MeshFileError
 from .cameras import Camera, image_size_pair
-from .interpolate import _as_attributes, _as_texture, _interp_packed, _one_or, _scatter, sample_texture
+from .interpolate import _as_attributes, _as_texture, _interp_packed, _scatter, sample_texture
 from .rasterize import MAX_CANDIDATES, Fragments, _packed_bary, as_faces, as_vertices, covered_pixels, rasterize
 from .shading import DirectionalLight, shade_lambert, vertex_normals
 
@@ -166,12 +166,12 @@ def render(
         if not isinstance(camera, Camera):
             raise TypeError(f"camera: expected a mesh_decoder.render Camera, got {type(camera).__name__}")
         if camera.batch_size not in (1, fragments.batch_size):
-            raise ValueError(f"camera: expected batch size {_one_or(fragments.batch_size)} (the fragments'), "
+            raise ValueError(f"camera: expected batch size {one_or(fragments.batch_size)} (the fragments'), "
                              f"got {camera.batch_size}")
         fragments = dataclasses.replace(fragments, camera=camera)
     B = fragments.batch_size
     if int(v.shape[0]) not in (1, B):
-        raise ValueError(f"vertices: expected batch size {_one_or(B)}, got {int(v.shape[0])}")
+        raise ValueError(f"vertices: expected batch size {one_or(B)}, got {int(v.shape[0])}")
     flat, batch, face = covered_pixels(fragments)
     need_grad = torch.is_grad_enabled() and (v.requires_grad or fragments.camera.requires_grad)
     if need_grad:
@@ -190,7 +190,7 @@ def render(
     elif texture is not None:
         tex = _as_texture(texture).to(v.device)
         if int(tex.shape[0]) not in (1, B):
-            raise ValueError(f"texture: expected batch size {_one_or(B)}, got {int(tex.shape[0])}")
+            raise ValueError(f"texture: expected batch size {one_or(B)}, got {int(tex.shape[0])}")
         uv_t, uvf = _as_uv(uv, uv_faces, f, int(v.shape[1]), B, v.device)
         uv_p = _interp_packed(uv_t.to(tex.dtype), uvf, batch, face, bary)  # (P, 2)
         uv_img = _scatter(uv_p, flat, fragments)  # (B, H, W, 2)

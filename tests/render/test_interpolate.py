@@ -81,6 +81,14 @@ def test_gradcheck_through_positions_and_attributes(perspective):
     assert float(grad_v.abs().sum()) > 0
 
 
+def test_vertices_for_grad_batch_mismatch_names_the_one_allowed_size():
+    """A one-mesh rasterisation with two vertex sets was refused as 'expected batch size 1 or 1'."""
+    g, verts, faces, frags = _scene(25, perspective=False, H=6, W=7, num_faces=3)
+    with pytest.raises(ValueError, match=r"^vertices_for_grad: expected batch size 1, got 2$"):
+        interpolate(frags, torch.randn(verts.shape[0], 2, dtype=torch.float64),
+                    vertices_for_grad=verts.unsqueeze(0).expand(2, -1, -1))
+
+
 def test_sample_texture_matches_bilinear_reference():
     g = torch.Generator().manual_seed(25)
     tex = torch.rand(2, 3, 5, 7, generator=g, dtype=torch.float64)
