@@ -21,9 +21,10 @@ Usage::
 
     python benchmarks/bench_hierarchy.py                 # 5,023 / 20k / 50k / 100k, 3 repeats
     python benchmarks/bench_hierarchy.py --sizes 5023 --repeats 5 --output-dir /tmp
+    python benchmarks/bench_hierarchy.py --threads 1     # the committed run
 
-The result goes to ``benchmarks/results/hierarchy_<machine>.json`` with the
-environment (CPU model, threads, library versions, git commit).
+The result goes to ``benchmarks/results/hierarchy_<machine>-<threads>threads.json``
+with the environment (CPU model, threads, library versions, git commit).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import scipy
 import torch
 
 from mesh_decoder._checks import check_output_path, int_argument
-from mesh_decoder.bench.report import environment, machine_slug, naming_options, script_main, write_json
+from mesh_decoder.bench.report import check_threads, environment, machine_slug, naming_options, script_main, write_json
 from mesh_decoder.hierarchy import build_hierarchy
 from mesh_decoder.mesh.templates import MAX_VERTICES, MIN_VERTICES, face_template
 
@@ -111,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factors", type=int_argument(2), nargs="+", default=[4, 4, 4, 4])
     parser.add_argument("--spiral-length", type=int_argument(1), default=9)
     parser.add_argument("--texture-size", type=int_argument(0), default=256, help="texel map size (0: none)")
+    parser.add_argument("--threads", type=int_argument(1), default=None,
+                        help="torch.set_num_threads (default: as the environment)")
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
+    check_threads(args.threads)  # a huge thread pool crashed torch (segfault)
     check_output_path(args.output_dir, "--output-dir", directory=True)  # before the work, not after it
     from mesh_decoder.errors import HierarchyError
     from mesh_decoder.hierarchy.decimate import level_sizes
@@ -123,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         except HierarchyError as exc:
             raise ValueError(f"--sizes {n} with --factors {' '.join(map(str, args.factors))}: {exc}") from None
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     # warm-up: imports, allocator and caches, on the smallest template
     build_hierarchy(face_template(500), factors=(4, 4), texture_size=16)
@@ -159,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
         "growth_exponents": growth(rows),
     }
-    cores = payload["environment"]["cores"]
-    path = args.output_dir / f"hierarchy_{machine_slug('cpu', threads=cores)}.json"
+    # named by the threads it ran on, as the other result files (it was named by the cores, '2threads' for 1)
+    path = args.output_dir / f"hierarchy_{machine_slug('cpu', threads)}.json"
     write_json(path, payload)
     print(f"wrote {path}")
     return 0

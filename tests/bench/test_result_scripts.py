@@ -177,6 +177,23 @@ def test_a_bad_output_path_is_refused_before_the_work(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+def test_the_hierarchy_result_file_is_named_by_the_threads_it_ran_on(tmp_path, capsys):
+    """bench_hierarchy named its file by the machine's cores: a 1-thread run on 2 cores wrote '2threads'."""
+    before = torch.get_num_threads()
+    try:
+        bench_hierarchy.main(["--sizes", "500", "--factors", "2", "--repeats", "1", "--texture-size", "0",
+                              "--threads", "1", "--output-dir", str(tmp_path)])
+    finally:
+        torch.set_num_threads(before)
+    (path,) = tmp_path.iterdir()
+    assert path.name.startswith("hierarchy_cpu-") and path.name.endswith("-1threads.json"), path.name
+    payload = json.loads(path.read_text())
+    assert payload["environment"]["threads"] == 1 and payload["results"][0]["vertices"] == 500
+    with pytest.raises(SystemExit):
+        bench_hierarchy.main(["--threads", "0", "--output-dir", str(tmp_path)])
+    assert "argument --threads: expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
 def test_a_scripts_bad_value_is_one_line(tmp_path):
     """synthetic_spectrum.py --vertices 10 (like bench_hierarchy, bench_render and bench_fit) ended in a traceback."""
     import subprocess
