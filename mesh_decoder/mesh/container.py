@@ -189,7 +189,7 @@ class Mesh:
         """Check values and topology; return ``self`` or raise :class:`MeshValidationError`.
 
         Checks: the fields' row counts agree (also after assignments); finite
-        positions, UVs and colours; face indices in range;
+        positions, UVs and colours; colours in ``[0, 1]``; face indices in range;
         no degenerate faces (a repeated index); no duplicate faces (same vertex
         set); every edge used by at most two faces (non-manifold edges named by
         their vertex ids); consistent winding (no directed edge used twice);
@@ -255,6 +255,12 @@ class Mesh:
                 )
         if self.colors is not None:
             _check_finite(self.colors, "colors")
+            if ((self.colors < 0) | (self.colors > 1)).any():  # 0-255 colours trained silently 255x too bright
+                c = self.colors
+                eight_bit = c.min() >= 0 and c.max() <= 255 and (c == np.round(c)).all()
+                hint = " (8-bit colours? divide them by 255)" if eight_bit else ""
+                raise MeshValidationError(f"colors: expected RGB values in [0, 1], got range "
+                                          f"[{c.min():g}, {c.max():g}]{hint}")
         for name, idx in self.landmarks.items():  # the dict may have been edited in place
             if not isinstance(name, str):
                 raise MeshValidationError(f"landmark names: expected strings, got {name!r} ({type(name).__name__})")

@@ -1786,10 +1786,6 @@ def _check_savable(mesh: Mesh, path: str, fmt: str) -> None:
         for name, arr in (("vertices", mesh.vertices), ("uv", mesh.uv), ("colors", mesh.colors)):
             if arr is not None and not np.isfinite(arr.astype(np.float32)).all():
                 raise MeshFileError(path, f"{name}: expected values within float32 range, found {np.abs(arr).max()}")
-    if mesh.colors is not None and ((mesh.colors < 0) | (mesh.colors > 1)).any():
-        raise MeshFileError(
-            path, f"colors: expected values in [0, 1], found range [{mesh.colors.min()}, {mesh.colors.max()}]"
-        )
     if fmt == "off" and mesh.uv is not None:
         raise MeshFileError(
             path,

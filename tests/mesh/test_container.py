@@ -130,6 +130,22 @@ def test_validate_non_finite_uv_and_colors(make_grid_mesh):
         m.copy(colors=colors).validate()
 
 
+def test_validate_refuses_colours_outside_0_1(make_grid_mesh):
+    """8-bit colours in a Mesh passed validate() and were trained on 255 times too bright; only saving refused."""
+    m = _grid(make_grid_mesh, 3, colors=True)
+    rng = np.random.default_rng()
+    eight_bit = rng.integers(0, 256, m.colors.shape).astype(np.float64)
+    eight_bit[0, 0] = 200.0  # at least one value above 1
+    with pytest.raises(MeshValidationError, match=r"^colors: expected RGB values in \[0, 1\], got range "
+                                                  r"\[\S+, \S+\] \(8-bit colours\? divide them by 255\)$"):
+        m.copy(colors=eight_bit).validate()
+    slightly = m.colors.copy()
+    slightly[1, 2] = -rng.uniform(0.01, 0.5)
+    with pytest.raises(MeshValidationError, match=r"^colors: expected RGB values in \[0, 1\], got range \[-0\.\d+, "):
+        m.copy(colors=slightly).validate()
+    m.copy(colors=eight_bit / 255).validate()  # the scaled colours pass
+
+
 def test_validate_degenerate_face():
     faces = np.array([[0, 1, 2], [1, 3, 1]])
     with pytest.raises(MeshValidationError, match=r"face 1 is degenerate \(repeated vertex\): \[1, 3, 1\]"):

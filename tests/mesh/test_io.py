@@ -879,7 +879,8 @@ def test_save_rejects_what_the_format_cannot_hold(tmp_path, make_grid_mesh):
         save_mesh({"vertices": 1}, tmp_path / "a.obj")
     with pytest.raises(MeshFileError, match="refusing to write an invalid mesh: face 0 is degenerate"):
         save_mesh(mesh.copy(faces=np.array([[0, 0, 1]]), uv=None, uv_faces=None), tmp_path / "b.obj")
-    with pytest.raises(MeshFileError, match=r"colors: expected values in \[0, 1\]"):
+    with pytest.raises(MeshFileError,
+                       match=r"refusing to write an invalid mesh: colors: expected RGB values in \[0, 1\], got range \["):
         save_mesh(mesh.copy(colors=mesh.colors * 2), tmp_path / "c.ply")
     big = mesh.vertices.copy()
     big[0, 0] = 1e39
