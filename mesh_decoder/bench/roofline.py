@@ -208,13 +208,6 @@ def _tensors(obj) -> list[torch.Tensor]:
     return []
 
 
-def _last_dim(calls: list[_Call], which: str = "outputs") -> int:
-    shapes = getattr(calls[0], which)
-    if not shapes:
-        raise ValueError(f"no tensor {which} recorded for the layer")
-    return int(shapes[0][-1])
-
-
 def _rows(shape: torch.Size) -> int:
     """Rows of a (..., C) tensor: the product of all but the last dimension."""
     return int(math.prod(shape[:-1])) if len(shape) > 1 else 1

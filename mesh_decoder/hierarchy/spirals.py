@@ -76,6 +76,7 @@ def compute_spirals(vertices, faces, length: int, dilation: int = 1, *, chunk_si
         MeshValidationError: bad shapes, indices out of range, degenerate faces, a
             directed edge used by two faces (inconsistent winding or non-manifold edge).
         TypeError: non-integer ``faces``, ``length`` or ``dilation``.
+        ValueError: ``length``, ``dilation`` or ``chunk_size`` below 1.
     """
     num_vertices, faces = _check_inputs(vertices, faces)
     for name, value in (("length", length), ("dilation", dilation), ("chunk_size", chunk_size)):

@@ -39,6 +39,7 @@ __all__ = [
 # Decoders, encoders, autoencoder, UV texture operators and presets.
 from .texture import TexelGather, UVSampler, sample_uv, uv_corners  # noqa: E402
 from .decoders import (  # noqa: E402
+    ACTIVATIONS,
     ChebDecoder,
     GraphDecoder,
     JointDecoder,
@@ -53,6 +54,7 @@ from .autoencoder import MeshAutoencoder  # noqa: E402
 from .presets import PRESETS, decoder_from_preset, encoder_from_preset, preset_hierarchy_params  # noqa: E402
 
 __all__ += [
+    "ACTIVATIONS",
     "TexelGather",
     "UVSampler",
     "sample_uv",

@@ -848,7 +848,7 @@ class ChebDecoder(_ChebLevels, GraphDecoder):
     Args:
         latent_size: ``Z``.
         channels: ``(c_0, ..., c_{L-1})``.
-        K: Chebyshev order (number of terms, default 6).
+        K: number of Chebyshev terms (polynomial order ``K - 1``; :meth:`from_hierarchy` defaults to 6).
         laplacian_index: ``L`` int64 tensors ``(2, E_l)``.
         laplacian_weight: ``L`` float tensors ``(E_l,)``.
         up_index: ``L`` tensors ``(V_l, 3)``.
@@ -1378,11 +1378,12 @@ _GRAPH_DECODERS: dict[str, type[GraphDecoder]] = {
 }
 
 
-def decoder_from_config(config: Mapping[str, Any], hierarchy: MeshHierarchy) -> nn.Module:
-    """Rebuild any decoder of this module from its ``config()`` and the hierarchy it was made on."""
+def decoder_from_config(config: Mapping[str, Any], hierarchy: MeshHierarchy | None) -> nn.Module:
+    """Rebuild any decoder of this module from its ``config()`` and the hierarchy it was made on
+    (a :class:`UVTextureDecoder` needs none and ignores it)."""
     if not isinstance(config, Mapping):
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
-    classes: dict[str, Any] = {**_GRAPH_DECODERS, "JointDecoder": JointDecoder}
+    classes: dict[str, Any] = {**_GRAPH_DECODERS, "JointDecoder": JointDecoder, "UVTextureDecoder": UVTextureDecoder}
     name = config.get("class")
     if name not in classes:
         raise ValueError(f"config: expected 'class' to be one of {sorted(classes)}, got {name!r}")

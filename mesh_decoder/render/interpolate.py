@@ -118,7 +118,7 @@ def interpolate(
                 f"got {int(faces.shape[0])}"
             )
     if vertices_for_grad is not None:
-        bary, _, flat = _packed_bary(fragments, vertices_for_grad)
+        bary, _, flat = _packed_bary(fragments, vertices_for_grad, "vertices_for_grad")
         _, batch, face = covered_pixels(fragments)
     else:
         flat, batch, face = covered_pixels(fragments)

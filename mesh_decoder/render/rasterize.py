@@ -385,7 +385,7 @@ def barycentric_coordinates(
     Shapes:
         ``(B, V, 3) -> (B, H, W, 3)``.
     """
-    bary_p, depth_p, flat = _packed_bary(fragments, vertices)
+    bary_p, depth_p, flat = _packed_bary(fragments, vertices, "vertices")
     B = fragments.batch_size
     h, w = fragments.image_size
     out = bary_p.new_zeros(B * h * w, 3).index_copy(0, flat, bary_p).reshape(B, h, w, 3)  # (B, H, W, 3)
@@ -395,19 +395,18 @@ def barycentric_coordinates(
     return out, depth
 
 
-def _packed_bary(fragments: Fragments, vertices: torch.Tensor):
-    """Differentiable barycentrics ``(P, 3)`` and depth ``(P,)`` of the covered pixels, and their flat indices."""
+def _packed_bary(fragments: Fragments, vertices: torch.Tensor, name: str):
+    """Differentiable barycentrics ``(P, 3)`` and depth ``(P,)`` of the covered pixels, and their flat indices;
+    errors name the caller's argument ``name``."""
     if not isinstance(fragments, Fragments):
         raise TypeError(f"fragments: expected Fragments, got {type(fragments).__name__}")
-    vertices = as_vertices(vertices, "vertices_for_grad")
+    vertices = as_vertices(vertices, name)
     B = fragments.batch_size
     if int(vertices.shape[0]) not in (1, B):
-        raise ValueError(f"vertices_for_grad: expected batch size {one_or(B)}, got {int(vertices.shape[0])}")
+        raise ValueError(f"{name}: expected batch size {one_or(B)}, got {int(vertices.shape[0])}")
     top = int(fragments.faces.max()) + 1 if fragments.faces.numel() else 0
     if int(vertices.shape[1]) < top:
-        raise ValueError(
-            f"vertices_for_grad: expected at least {top} vertices (the faces' range), got {int(vertices.shape[1])}"
-        )
+        raise ValueError(f"{name}: expected at least {top} vertices (the faces' range), got {int(vertices.shape[1])}")
     pix = _project_pixels(fragments.camera, vertices, fragments.image_size)  # (B', V, 3)
     if pix.shape[0] == 1 and B > 1:
         pix = pix.expand(B, -1, -1)  # (B, V, 3)

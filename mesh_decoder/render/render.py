@@ -175,7 +175,7 @@ def render(
     flat, batch, face = covered_pixels(fragments)
     need_grad = torch.is_grad_enabled() and (v.requires_grad or fragments.camera.requires_grad)
     if need_grad:
-        bary = _packed_bary(fragments, v)[0]  # (P, 3) differentiable in v and the camera
+        bary = _packed_bary(fragments, v, "vertices")[0]  # (P, 3) differentiable in v and the camera
     else:
         bary = fragments.bary.reshape(-1, 3).index_select(0, flat)  # (P, 3)
 

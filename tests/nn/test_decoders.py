@@ -177,6 +177,10 @@ def test_spiral_length_truncation(synthetic_hierarchy, make_hierarchy):
 
 def test_every_activation_has_a_reference_formula():
     assert set(ACTIVATIONS) == set(ACTIVATION_FORMULAS)
+    import mesh_decoder.nn
+
+    # the decoders' docs point to ACTIVATIONS, which mesh_decoder.nn did not export
+    assert mesh_decoder.nn.ACTIVATIONS is ACTIVATIONS and "ACTIVATIONS" in mesh_decoder.nn.__all__
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))

@@ -411,6 +411,13 @@ def test_joint_decoder_config_round_trip_and_errors(synthetic_hierarchy):
             assert type(joint.texture).from_config(texture).config() == texture
             with pytest.raises(ValueError, match=r"^config: unknown keys 'chanels', 'norms' for UVTextureDecoder"):
                 type(joint.texture).from_config({**texture, "chanels": 8, "norms": "batch"})
+            # decoder_from_config, documented to rebuild any decoder, refused the UV texture decoder by name
+            for hierarchy in (synthetic_hierarchy, None):
+                rebuilt = decoder_from_config(texture, hierarchy)
+                assert type(rebuilt) is type(joint.texture) and rebuilt.config() == texture
+                rebuilt.load_state_dict(joint.texture.state_dict())
+                rebuilt.eval()
+                torch.testing.assert_close(rebuilt(z), joint.texture(z))
     three = SpiralDecoder.from_hierarchy(synthetic_hierarchy, channels=(8, 12), latent_size=5)
     with pytest.raises(ValueError, match="mesh texture branch expects 6 output channels"):
         JointDecoder(three, "mesh", synthetic_hierarchy.texel_map)

@@ -287,6 +287,11 @@ def test_barycentric_gradcheck():
     assert frags.mask.sum() > 5
     v = verts.clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: barycentric_coordinates(frags, x), (v,))
+    # its errors named interpolate's argument, vertices_for_grad
+    with pytest.raises(ValueError, match=r"^vertices: expected at least \d+ vertices \(the faces' range\), got 2$"):
+        barycentric_coordinates(frags, verts[:2])
+    with pytest.raises(ValueError, match=r"^vertices: expected batch size 1, got 3$"):
+        barycentric_coordinates(frags, verts.expand(3, -1, -1))
 
 
 # --------------------------------------------------------------------- batching, chunks
