@@ -5,7 +5,8 @@ r"""Datasets of meshes in dense correspondence with a template.
 * :class:`MeshFolderDataset`: a folder of registered scans (OBJ, PLY, OFF) that
   share the template's triangles, optionally rigidly aligned to it.
 
-Both yield dicts of float32 tensors, ``"vertices" (V, 3)`` in mm and, where
+Both yield dicts of float32 tensors, ``"vertices" (V, 3)`` (mm for the synthetic faces,
+the files' own units for a folder) and, where
 available, ``"colors" (V, 3)`` in ``[0, 1]``, and offer :meth:`normalization`, the
 per-vertex mean and standard deviation over the set used to standardise decoder
 targets.

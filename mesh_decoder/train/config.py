@@ -26,7 +26,8 @@ shown (``null`` is YAML's ``None``)::
       root: null             # folder of registered meshes (source: folder)
       pattern: "*.obj|*.ply|*.off"
       align: false           # rigidly align every folder mesh to the template
-      norm_eps: 0.001        # lower bound of the per-vertex std (normalisation)
+      norm_eps: 0.001        # lower bound of the per-vertex std (normalisation), in the data's units
+                             # (mm for the built-in faces; lower it for meshes in metres: train warns)
     model:
       decoder: null      # spiral | cheb | pyg; null: the preset's, else spiral
       encoder: null      # spiral | cheb | pyg; null: as the decoder (spiral for pyg)

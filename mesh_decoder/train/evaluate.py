@@ -527,7 +527,8 @@ def evaluate(
         },
         "latent_size": K,
         "num_vertices": int(train_x.shape[1]),
-        "units": {"vertex_error": "mm (data units)", "color_error": "Euclidean RGB distance, channels in [0, 1]"},
+        "units": {"vertex_error": _length_unit(data.meta["source"]),
+                  "color_error": "Euclidean RGB distance, channels in [0, 1]"},
         "parameter_note": _parameter_note("pca" in models, joint,
                                           "pca" in models and models["pca"]["color_error"] is not None),
         "measures": [m for m in MEASURES if m in want or m == "error"],
@@ -644,7 +645,8 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{int(value):,}"
     if kind == "frac":
         return f"{value:.4f}"
-    return f"{value:.3f}"
+    # lengths: 3 decimals, or 3 significant digits below 0.1 (metre-scale errors read 0.003 and 0.002)
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.1 else f"{value:.3g}"
 
 
 def _source_lines(source: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
@@ -670,18 +672,24 @@ def _source_lines(source: Mapping[str, Any], result: Mapping[str, Any]) -> list[
     return lines
 
 
+def _length_unit(source: str) -> str:
+    """The unit of vertex errors: the built-in synthetic faces are in mm, mesh files in their own units."""
+    return "mm" if source == "synthetic" else "data units"
+
+
 def format_table(result: Mapping[str, Any]) -> str:
     """The side-by-side text table of an :func:`evaluate` result."""
     models = result["models"]
     names = list(models)
     split = result["split"]
+    unit = _length_unit(split["source"])  # a folder of meshes in metres was labelled mm
     rows: list[tuple[str, str, Any]] = [
         ("parameters", "int", lambda m: m["parameters"]),
         ("  decoder only", "int", lambda m: m["decoder_parameters"]),
-        ("vertex error mean (mm)", "mm", lambda m: m["vertex_error"]["mean"]),
-        ("vertex error median (mm)", "mm", lambda m: m["vertex_error"]["median"]),
-        ("vertex error std (mm)", "mm", lambda m: m["vertex_error"]["std"]),
-        ("vertex error max (mm)", "mm", lambda m: m["vertex_error"]["max"]),
+        (f"vertex error mean ({unit})", "length", lambda m: m["vertex_error"]["mean"]),
+        (f"vertex error median ({unit})", "length", lambda m: m["vertex_error"]["median"]),
+        (f"vertex error std ({unit})", "length", lambda m: m["vertex_error"]["std"]),
+        (f"vertex error max ({unit})", "length", lambda m: m["vertex_error"]["max"]),
     ]
     if any(m.get("color_error") for m in models.values()):
         rows += [
@@ -691,7 +699,7 @@ def format_table(result: Mapping[str, Any]) -> str:
     if any("explained_variance" in m for m in models.values()):
         rows.append(("explained variance (train)", "frac", lambda m: m.get("explained_variance")))
     if any("specificity" in m for m in models.values()):
-        rows.append(("specificity (mm)", "mm", lambda m: (m.get("specificity") or {}).get("mean")))
+        rows.append((f"specificity ({unit})", "length", lambda m: (m.get("specificity") or {}).get("mean")))
     header = ["autoencoder" if n == "autoencoder" else "PCA" if n == "pca" else n for n in names]
     cells = [[label] + [_fmt(get(models[n]), kind) for n in names] for label, kind, get in rows]
     widths = [max(len(r[i]) for r in cells + [[""] + header]) for i in range(len(names) + 1)]
@@ -701,8 +709,8 @@ def format_table(result: Mapping[str, Any]) -> str:
     lines += ["  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]) for r in cells]
     pca = models.get("pca", {})
     if "generalisation" in pca:
-        curve = ", ".join(f"{k}: {v:.3f}" for k, v in pca["generalisation"].items())
-        lines.append(f"PCA generalisation (mm) by components: {curve}")
+        curve = ", ".join(f"{k}: {_fmt(v, 'length')}" for k, v in pca["generalisation"].items())
+        lines.append(f"PCA generalisation ({unit}) by components: {curve}")
     if pca.get("source"):
         lines += _source_lines(pca["source"], result)
     lines.append(f"parameters: {result['parameter_note']}")

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -423,6 +424,43 @@ def test_evaluating_a_run_on_a_folder_that_changed_is_refused(tmp_path, tiny_con
     # and says which folder changed, and how many files it held then and now
     assert str(info.value).endswith(f" (the meshes in data.root {folder} changed since training: 12 mesh files "
                                     "then, 13 now; restore them or train again)"), str(info.value)
+
+
+def test_meshes_in_metres_warn_of_the_std_floor_and_evaluate_in_data_units(tmp_path, tiny_config):
+    """A folder of faces in metres was standardised by data.norm_eps (1e-3, meant for mm) at many vertices
+    without a word, and evaluate labelled its errors 'mm' and printed them as 0.003 and 0.002."""
+    from mesh_decoder.data import SyntheticFaces
+    from mesh_decoder.mesh.templates import face_template
+    from mesh_decoder.train import evaluate
+
+    template = face_template(600)
+    gen = SyntheticFaces(template)
+    v, _ = gen.generate(gen.sample_params(12, rng=np.random.default_rng()))
+    _write_folder(tmp_path / "metres", template, v / 1000.0)
+    config = tiny_config(data={"source": "folder", "root": str(tmp_path / "metres"), "test_fraction": 0.25},
+                         training={"epochs": 1, "batch_size": 3})
+    with pytest.warns(UserWarning, match=r"^data\.norm_eps 0\.001 \(in the data's units\) is above the per-vertex "
+                                         r"std of \d+\.\d% of the training coordinates .* are the meshes in metres\?"):
+        train(config, tmp_path / "run", progress=False)
+    result = evaluate(tmp_path / "run", pca=False, measures=())
+    assert result["units"]["vertex_error"] == "data units"
+    mean = result["models"]["autoencoder"]["vertex_error"]["mean"]
+    assert mean < 0.1  # metres: shown with significant digits, not as 0.00x
+    assert re.search(rf"^vertex error mean \(data units\) +{mean:.3g}$", result["table"], re.M), result["table"]
+    assert "(mm)" not in result["table"]
+    # a floor below the spread standardises them as the rest, and says nothing
+    config = tiny_config(data={"source": "folder", "root": str(tmp_path / "metres"), "test_fraction": 0.25,
+                               "norm_eps": 1e-6}, training={"epochs": 1, "batch_size": 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(config, tmp_path / "run2", progress=False)
+    # the built-in faces are in mm: their table says so
+    synthetic = tiny_config(training={"epochs": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train(synthetic, tmp_path / "run3", progress=False)
+    table = evaluate(tmp_path / "run3", pca=False, measures=())["table"]
+    assert "vertex error mean (mm)" in table, table
 
 
 def test_the_folder_data_version_covers_what_a_model_trains_on(tmp_path, tiny_config):
