@@ -149,8 +149,8 @@ def _check_kept_upsampling(ui: torch.Tensor, uw: torch.Tensor, d: torch.Tensor, 
     if bad.any():
         (j,) = _first(bad)
         _fail(f"up_index[{l}]: expected each kept vertex to up-sample from itself, row down[{l}][j] of "
-              f"up_index[{l}]/up_weight[{l}] with weight 1 on j, got indices {ui[d[j]].tolist()} with weight "
-              f"{float(weight[j]):.3g} on j = {j} (vertex {int(d[j])} of level {l})")
+              f"up_index[{l}]/up_weight[{l}] with weight 1 on j (within {atol:.3g}), got indices "
+              f"{ui[d[j]].tolist()} with weight {float(weight[j]):.17g} on j = {j} (vertex {int(d[j])} of level {l})")
 
 
 def _check_laplacian(li: torch.Tensor, lw: torch.Tensor, p: str, V: int) -> None:

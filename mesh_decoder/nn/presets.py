@@ -6,6 +6,21 @@
 * ``"coma"``: the COMA decoder (Ranjan et al., ECCV 2018): Chebyshev ``K = 6``,
   channels ``(16, 16, 16, 32)``, latent 8, factors ``(4, 4, 4, 4)``.
 
+Both use the decoders' default activation, ELU, as PyTorch re-implementations of
+both do; COMA's original code applied a ReLU after each convolution's bias: pass
+``activation="relu"`` to match it. On the 5,023-vertex face (levels 5,023 → 1,256 →
+314 → 79 → 20) the trainable parameters are:
+
+==================== ======= ======= =======
+preset               decoder encoder total
+==================== ======= ======= =======
+``spiralnet++-coma``  96,515  58,384 154,899
+``coma``              18,419  11,640  30,059
+==================== ======= ======= =======
+
+The decoder's fully connected layer has ``(Z + 1) V_L c_{L-1}`` of them, so only
+it changes with the template's coarsest level.
+
 Build the hierarchy with :func:`preset_hierarchy_params`::
 
     params = preset_hierarchy_params("coma")

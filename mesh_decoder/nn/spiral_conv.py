@@ -727,9 +727,11 @@ class SpiralConv(nn.Module):
         if V < 1 or S < 1:
             raise ValueError(f"indices: expected V >= 1 spirals of length S >= 1, got shape {tuple(indices.shape)}")
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) > V):
+            # spirals padded with -1 (another convention of spiral code) are refused with the mapping to this one
+            hint = f"; pad with {V}, not -1: indices.masked_fill(indices < 0, {V})" if int(indices.min()) == -1 else ""
             raise ValueError(
                 f"indices: expected values in [0, {V}] (V = {V} vertices, {V} = zero padding), "
-                f"got range [{int(indices.min())}, {int(indices.max())}]"
+                f"got range [{int(indices.min())}, {int(indices.max())}]{hint}"
             )
         self.num_vertices = int(V)
         self.spiral_length = int(S)
@@ -822,7 +824,10 @@ def convert_spiralnet_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, 
     spiral-major column layout as :class:`SpiralConv`'s ``linear``, so the renaming
     ``[prefix.]layer.weight -> [prefix.]linear.weight`` and
     ``[prefix.]layer.bias -> [prefix.]linear.bias`` is all it takes. Other keys are
-    kept as they are, so a whole network's state dict converts too.
+    kept as they are, so a whole network's state dict converts layer by layer, but its
+    module paths stay the network's own (``de_layers.2.conv.linear.weight``): loading it
+    into a :class:`~mesh_decoder.nn.SpiralDecoder` also takes a mapping of those prefixes
+    to the decoder's (``fc``, ``convs.i``, ``out_conv``; see its ``state_dict()`` keys).
     """
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():

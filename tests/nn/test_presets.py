@@ -29,6 +29,23 @@ def test_presets_content():
         preset_hierarchy_params("spiralnet")
 
 
+def test_parameter_counts_on_the_5023_vertex_face_are_the_documented_ones():
+    """The presets' docstring tabulates these counts for users comparing with the papers' models."""
+    from mesh_decoder.hierarchy import build_hierarchy
+    from mesh_decoder.mesh import face_template
+    from mesh_decoder.nn import presets
+
+    template = face_template(5023)
+    for name, decoder, encoder in (("spiralnet++-coma", 96_515, 58_384), ("coma", 18_419, 11_640)):
+        h = build_hierarchy(template, **preset_hierarchy_params(name), texture_size=None)
+        assert h.sizes == [5023, 1256, 314, 79, 20]
+        counts = [sum(p.numel() for p in build(name, h).parameters())
+                  for build in (decoder_from_preset, encoder_from_preset)]
+        assert counts == [decoder, encoder], (name, counts)
+        row = f"``{name}`` ".ljust(21) + f"{decoder:>7,} {encoder:>7,} {decoder + encoder:>7,}"
+        assert row in presets.__doc__, row
+
+
 def test_decoder_from_preset(preset_hierarchy, make_hierarchy):
     spiral = decoder_from_preset("spiralnet++-coma", preset_hierarchy)
     assert isinstance(spiral, SpiralDecoder) and spiral.latent_size == 16 and spiral.channels == (32, 32, 32, 64)

@@ -210,8 +210,14 @@ def test_constructor_errors():
         SpiralConv(2, 2, idx.reshape(-1))
     bad = idx.clone()
     bad[0, 1] = 7
-    with pytest.raises(ValueError, match=r"expected values in \[0, 6\].*got range \[0, 7\]"):
+    with pytest.raises(ValueError, match=r"expected values in \[0, 6\].*got range \[0, 7\]$"):
         SpiralConv(2, 2, bad)
+    # spirals padded with -1, as other spiral code pads them, are told how to convert
+    bad[0, 1] = -1
+    with pytest.raises(ValueError, match=r"got range \[-1, \d\]; pad with 6, not -1: "
+                                         r"indices\.masked_fill\(indices < 0, 6\)$"):
+        SpiralConv(2, 2, bad)
+    assert SpiralConv(2, 2, bad.masked_fill(bad < 0, 6)).indices[0, 1] == 6  # the advice works
     with pytest.raises(ValueError, match="in_channels: expected a positive int, got 0"):
         SpiralConv(0, 2, idx)
     with pytest.raises(TypeError, match=r"bias: expected True or False, got 'no' \(str\)"):
