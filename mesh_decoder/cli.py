@@ -442,9 +442,13 @@ def _sampler(path: str, *, fit_prior: bool = True, hierarchy: str | None = None,
         if not os.path.lexists(path):
             raise ModelFileNotFoundError(path, f"expected {_MODEL_INPUTS}, found nothing at this path")
         try:
-            read_safetensors_metadata(path)
+            metadata = read_safetensors_metadata(path)
         except CheckpointError as exc:
             raise CheckpointError(f"{exc} (expected {_MODEL_INPUTS})") from None
+        from .model_files import _META_KEY, read_model_meta
+
+        if _META_KEY in metadata:  # a model file with damaged metadata: its own error, not 'a trained autoencoder'
+            read_model_meta(path)
     for option, value in (("--hierarchy", hierarchy), ("--template", template)):
         if value is not None:  # a trained autoencoder's run knows its own
             raise ValueError(f"{option}: expected only with a decoder or PCA model file, got {path}, a trained "

@@ -310,6 +310,11 @@ def _parse_meta(path, header: dict) -> dict[str, Any]:
         if not isinstance(meta[key], kind):
             raise _fail(path, f"corrupt model metadata: expected {key!r} to be {want}, "
                               f"got {type(meta[key]).__name__} {meta[key]!r:.60}")
+    # optional keys every reader uses as objects (a list as extra_meta was a traceback in sample, fit, render)
+    for key in ("extra_meta", "hierarchy_meta"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise _fail(path, f"corrupt model metadata: expected {key!r} to be a JSON object, "
+                              f"got {type(meta[key]).__name__} {meta[key]!r:.60}")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta["aliases"].items()):
         raise _fail(path, f"corrupt model metadata: expected 'aliases' to map tensor names to tensor names, "
                           f"got {meta['aliases']!r:.60}")

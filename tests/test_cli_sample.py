@@ -508,6 +508,14 @@ def test_a_decoder_file_alone_takes_its_hierarchy_and_gives_its_runs_faces_for_a
     assert main(["sample", str(tiny_run), "--hierarchy", str(tiny_run / "hierarchy.npz"), "-o",
                  str(tmp_path / "b")]) == 1
     assert "--hierarchy: expected only with a decoder or PCA model file" in _one_error_line(capsys)
+    # a decoder file with damaged metadata was called 'a trained autoencoder' when given --hierarchy
+    from tests.test_model_files import rewrite_meta
+
+    damaged = tmp_path / "damaged.safetensors"
+    rewrite_meta(lone / "decoder.safetensors", damaged, lambda m: m.pop("class"))
+    for extra in ([], ["--hierarchy", str(tiny_run / "hierarchy.npz")]):
+        assert main(["sample", str(damaged), *extra, "-o", str(tmp_path / "c")]) == 1
+        assert _one_error_line(capsys).strip() == f"error: {damaged}: corrupt model metadata: missing 'class'"
 
 
 # ----------------------------------------------------------------------------- --texture

@@ -270,6 +270,9 @@ def test_bad_files_are_clear_errors(tmp_path):
     ("class", ["PCAModel"], r"expected 'class' to be a string, got list"),
     ("config", None, r"expected 'config' to be a JSON object, got NoneType"),
     ("checksum", 7, r"expected 'checksum' to be a string, got int"),
+    # read as objects by sample, fit and render: a list was an AttributeError traceback there
+    ("extra_meta", [1], r"expected 'extra_meta' to be a JSON object, got list \[1\]$"),
+    ("hierarchy_meta", "h", r"expected 'hierarchy_meta' to be a JSON object, got str 'h'$"),
 ])
 def test_metadata_of_the_wrong_type_is_a_clear_error(tmp_path, key, value, match):
     path = tmp_path / "pca.safetensors"
