@@ -601,11 +601,26 @@ def _polygon_of(sizes: np.ndarray):
 _OBJ_IGNORED = frozenset({"vn", "o", "g", "s", "usemtl", "mtllib"})
 
 
+#: The first line :func:`save_mesh` writes in an OBJ file, with the counts it holds.
+_OBJ_HEADER = re.compile(r"# mesh_decoder OBJ: (\d+) vertices, (\d+) triangles")
+
+
 def _read_obj(path: str, data: bytes) -> _Parts:
     """Parse OBJ bytes: the bulk path when it applies, else the careful line-by-line reader."""
     lines = _text_lines(path, data)
     parts = _read_obj_fast(path, lines)
-    return parts if parts is not None else _read_obj_careful(path, lines)
+    parts = parts if parts is not None else _read_obj_careful(path, lines)
+    # OBJ has no counts of its own: a file of save_mesh's cut at a line end read as a smaller, valid mesh
+    header = _OBJ_HEADER.fullmatch(lines[0].strip())
+    if header is not None:
+        want = int(header[1]), int(header[2])
+        found = int(parts.vertices.shape[0]), int(parts.faces.shape[0])
+        if want != found:
+            raise MeshFileError(
+                path, f"expected the {want[0]} vertices and {want[1]} triangles its header comment announces, "
+                      f"found {found[0]} and {found[1]} (truncated? if the file was edited on purpose, delete "
+                      "that comment)", 1)
+    return parts
 
 
 _DELETE_DIGITS = str.maketrans("", "", "0123456789")

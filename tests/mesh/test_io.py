@@ -1245,3 +1245,27 @@ def test_a_texture_that_cannot_be_read_names_the_mesh_and_the_image(tmp_path, ma
     with pytest.raises(MeshFileError, match=r"m.obj: expected the texture map it references at .*m.png, found a "
                                             r"folder there"):
         mio.load_texture(tmp_path / "m.obj")
+
+
+@pytest.mark.parametrize("uv", [None, "corner"])
+def test_an_obj_of_save_mesh_cut_at_a_line_end_is_refused_by_its_header(tmp_path, make_grid_mesh, uv):
+    """OBJ has no counts of its own: save_mesh's file cut after a face line read as a smaller valid mesh, and
+    fit went on with it as a scan."""
+    rng = np.random.default_rng()
+    mesh = make_grid_mesh(rng, 5, 6, uv=uv)
+    path = tmp_path / "m.obj"
+    save_mesh(mesh, path)
+    lines = path.read_text().splitlines(keepends=True)
+    face_lines = [i for i, line in enumerate(lines) if line.startswith("f ")]
+    keep = int(rng.integers(face_lines[0] + 1, face_lines[-1]))  # at least one face, not all
+    cut = tmp_path / "cut.obj"
+    cut.write_text("".join(lines[: keep + 1]))
+    found = keep + 1 - face_lines[0]
+    with pytest.raises(MeshFileError, match=rf"cut\.obj, line 1: expected the {mesh.num_vertices} vertices and "
+                                            rf"{mesh.num_faces} triangles its header comment announces, found "
+                                            rf"{mesh.num_vertices} and {found} \(truncated\?"):
+        load_mesh(cut)
+    # the whole file, and the cut one without its header, still load
+    assert load_mesh(path).num_faces == mesh.num_faces
+    cut.write_text("".join(lines[1: keep + 1]))
+    assert load_mesh(cut).num_faces == found
