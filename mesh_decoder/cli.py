@@ -151,23 +151,26 @@ def _run_hierarchy(args) -> int:
                             f"{levels} (one per level: --factors gives {levels - 1} below the template), "
                             f"got {len(values)}")
     mesh = _load_template(args.template)
-    from .errors import HierarchyError
+    from .errors import HierarchyError, MeshValidationError
     from .hierarchy import build_hierarchy, hierarchy_table, save_hierarchy
     from .hierarchy.decimate import level_sizes
 
+    where = args.template if args.template is not None else "the built-in template"
     try:
         level_sizes(mesh.num_vertices, tuple(args.factors))
     except HierarchyError as exc:
-        where = args.template if args.template is not None else "the built-in template"
         raise HierarchyError(f"--factors {' '.join(f'{f:g}' for f in args.factors)}: {where} has "
                              f"{mesh.num_vertices} vertices: {exc}; give fewer or smaller factors") from None
-    h = build_hierarchy(
-        mesh,
-        factors=tuple(args.factors),
-        spiral_lengths=_one_or_many(args.spiral_length),
-        dilations=_one_or_many(args.dilation),
-        texture_size=args.texture_size or None,
-    )
+    try:
+        h = build_hierarchy(
+            mesh,
+            factors=tuple(args.factors),
+            spiral_lengths=_one_or_many(args.spiral_length),
+            dilations=_one_or_many(args.dilation),
+            texture_size=args.texture_size or None,
+        )
+    except MeshValidationError as exc:  # the mesh cannot be decimated (a vertex in no face, ...): name the file
+        raise MeshValidationError(f"{where}: {exc}") from None
     rows = hierarchy_table(h)
     _print_table(rows)
     if args.output:

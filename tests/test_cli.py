@@ -247,6 +247,37 @@ def test_hierarchy_factors_too_deep_for_the_template_name_the_option_and_file(tm
     assert "leave 1 vertex at level 1 (sizes [600, 1])" in _one_error_line(capsys)
 
 
+def test_a_template_the_hierarchy_cannot_use_is_named_by_hierarchy_and_train(tmp_path, capsys):
+    """A template with a vertex in no face: 'vertex 600 is not used by any face' named neither the mesh file
+    nor, in train, the config; factors too deep for the built-in template named neither the config nor the
+    key its default comes from."""
+    import yaml
+
+    template = tmp_path / "t.obj"
+    assert main(["template", "--vertices", "600", "-o", str(template)]) == 0
+    lines = template.read_text().splitlines()
+    loose = tmp_path / "loose.obj"  # its header comment dropped: the file is edited on purpose
+    loose.write_text("\n".join(lines[1:] + [f"v {' '.join(str(float(x)) for x in torch.randn(3).tolist())}"]) + "\n")
+    capsys.readouterr()
+    assert main(["hierarchy", str(loose), "--factors", "4", "4", "-o", str(tmp_path / "h.npz")]) == 1
+    assert _one_error_line(capsys).strip() == (f"error: {loose}: vertex 600 is not used by any face (1 unreferenced "
+                                                "vertices); expected every vertex to belong to a face (remove "
+                                                "isolated vertices first)")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"template": {"kind": "file", "path": str(loose)},
+                                      "hierarchy": {"factors": [4, 4]}, "model": {"channels": [8, 8]}}))
+    assert main(["train", str(config), "-o", str(tmp_path / "run")]) == 1
+    assert _one_error_line(capsys).startswith(f"error: {config}: the hierarchy of template.path {loose} (601 "
+                                              "vertices): vertex 600 is not used by any face")
+    for model, origin in (({}, "the default"), ({"preset": "coma"}, "from model.preset 'coma'")):
+        config.write_text(yaml.safe_dump({"template": {"vertices": 500}, "model": model}))
+        assert main(["train", str(config), "-o", str(tmp_path / "run")]) == 1
+        assert _one_error_line(capsys).startswith(
+            f"error: {config}: hierarchy.factors: [4, 4, 4, 4] ({origin}) on the built-in face template (500 "
+            "vertices): factors (4, 4, 4, 4) leave 2 vertices at level 4")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "h.npz").exists()
+
+
 @pytest.mark.parametrize("command", ["template", "render"])
 @pytest.mark.parametrize("seed", ["-1", "4294967296", "99999999999999999999"])
 def test_seeds_name_the_option(command, seed, tmp_path, capsys):

@@ -618,7 +618,7 @@ def _read_obj(path: str, data: bytes) -> _Parts:
         if want != found:
             raise MeshFileError(
                 path, f"expected the {want[0]} vertices and {want[1]} triangles its header comment announces, "
-                      f"found {found[0]} and {found[1]} (truncated? if the file was edited on purpose, delete "
+                      f"found {found[0]} and {found[1]} (truncated or edited? if it was edited on purpose, delete "
                       "that comment)", 1)
     return parts
 

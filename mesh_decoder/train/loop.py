@@ -330,19 +330,41 @@ def check_trained_template(meta: Mapping[str, Any], config: TrainConfig, templat
 
 # ======================================================================= model
 def make_hierarchy(config: TrainConfig, template: Mesh) -> MeshHierarchy:
-    """:func:`~mesh_decoder.hierarchy.build_hierarchy` with the config's parameters (cached per ``hierarchy.cache_dir``)."""
+    """:func:`~mesh_decoder.hierarchy.build_hierarchy` with the config's parameters (cached per ``hierarchy.cache_dir``).
+
+    Raises:
+        TrainConfigError: the template cannot take the hierarchy (factors too deep for its size, a vertex
+            in no face, ...), naming the config file, the key and the template.
+    """
+    from ..errors import HierarchyError, MeshValidationError
     from ..hierarchy import build_hierarchy
+    from ..hierarchy.decimate import level_sizes
+    from .config import _error
 
     h = config.hierarchy
     cache = h.cache_dir
-    return build_hierarchy(
-        template,
-        factors=config.factors,
-        spiral_lengths=h.spiral_length if isinstance(h.spiral_length, int) else tuple(h.spiral_length),
-        dilations=h.dilation if isinstance(h.dilation, int) else tuple(h.dilation),
-        texture_size=config.texture_size,
-        cache_dir=(True if cache is True else None) if isinstance(cache, bool) else cache,
-    )
+    t = config.template
+    source = (f"template.path {t.path}" if t.kind == "file" else f"the built-in {t.kind} template") + \
+        f" ({template.num_vertices} vertices)"
+    if h.factors is None:  # say where factors the file does not hold come from
+        origin = f" (from model.preset {config.model.preset!r})" if config.model.preset else " (the default)"
+    else:
+        origin = ""
+    try:  # errors named factors (4, 4, 4, 4) and a vertex, not the config key or the template file
+        level_sizes(template.num_vertices, tuple(config.factors))
+    except HierarchyError as exc:
+        raise _error(config.source, "hierarchy.factors", f"{config.factors}{origin} on {source}: {exc}") from None
+    try:
+        return build_hierarchy(
+            template,
+            factors=config.factors,
+            spiral_lengths=h.spiral_length if isinstance(h.spiral_length, int) else tuple(h.spiral_length),
+            dilations=h.dilation if isinstance(h.dilation, int) else tuple(h.dilation),
+            texture_size=config.texture_size,
+            cache_dir=(True if cache is True else None) if isinstance(cache, bool) else cache,
+        )
+    except (HierarchyError, MeshValidationError) as exc:
+        raise _error(config.source, None, f"the hierarchy of {source}: {exc}") from None
 
 
 def build_autoencoder(config: TrainConfig, hierarchy: MeshHierarchy) -> MeshAutoencoder:

@@ -1263,7 +1263,8 @@ def test_an_obj_of_save_mesh_cut_at_a_line_end_is_refused_by_its_header(tmp_path
     found = keep + 1 - face_lines[0]
     with pytest.raises(MeshFileError, match=rf"cut\.obj, line 1: expected the {mesh.num_vertices} vertices and "
                                             rf"{mesh.num_faces} triangles its header comment announces, found "
-                                            rf"{mesh.num_vertices} and {found} \(truncated\?"):
+                                            rf"{mesh.num_vertices} and {found} \(truncated or edited\? if it was "
+                                            r"edited on purpose, delete that comment\)$"):
         load_mesh(cut)
     # the whole file, and the cut one without its header, still load
     assert load_mesh(path).num_faces == mesh.num_faces
