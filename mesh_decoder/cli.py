@@ -115,6 +115,9 @@ def _add_hierarchy(sub) -> None:
 
     p.add_argument("--texture-size", type=int_argument(0, MAX_MAP_SIZE), default=256,
                    help=f"UV texel map size (0: none; at most {MAX_MAP_SIZE}; default: 256)")
+    p.add_argument("--allow-uv-overlap", action="store_true",
+                   help="let UV triangles overlap in the texel map (mirrored or stacked islands: the lowest face "
+                        "colours a shared texel); without it an overlap is an error")
     p.add_argument("-o", "--output", help="write the hierarchy (.npz)")
     p.set_defaults(func=_run_hierarchy)
 
@@ -151,7 +154,7 @@ def _run_hierarchy(args) -> int:
                             f"{levels} (one per level: --factors gives {levels - 1} below the template), "
                             f"got {len(values)}")
     mesh = _load_template(args.template)
-    from .errors import HierarchyError, MeshValidationError
+    from .errors import HierarchyError, MeshValidationError, UVOverlapError
     from .hierarchy import build_hierarchy, hierarchy_table, save_hierarchy
     from .hierarchy.decimate import level_sizes
 
@@ -168,7 +171,11 @@ def _run_hierarchy(args) -> int:
             spiral_lengths=_one_or_many(args.spiral_length),
             dilations=_one_or_many(args.dilation),
             texture_size=args.texture_size or None,
+            allow_uv_overlap=args.allow_uv_overlap,
         )
+    except UVOverlapError as exc:  # the options of this command, not build_hierarchy's arguments
+        raise UVOverlapError(f"{where}: {exc.problem}", "fix the UVs, pass --allow-uv-overlap (the lowest face "
+                             "colours a shared texel) or build without a texel map: --texture-size 0") from None
     except MeshValidationError as exc:  # the mesh cannot be decimated (a vertex in no face, ...): name the file
         raise MeshValidationError(f"{where}: {exc}") from None
     rows = hierarchy_table(h)

@@ -31,6 +31,17 @@ class MeshValidationError(MeshError):
     """A mesh's arrays are inconsistent (bad indices, NaN, non-manifold, ...)."""
 
 
+class UVOverlapError(MeshValidationError):
+    """UV triangles overlap where a texel map needs each texel centre in one triangle (mirrored or stacked
+    islands). ``problem`` is the finding; the message adds ``remedy``, the way to allow it where it was raised
+    (an interface that builds the map on a caller's behalf re-raises it with its own option)."""
+
+    def __init__(self, problem: str, remedy: str):
+        self.problem = problem
+        self.remedy = remedy
+        super().__init__(f"{problem}; {remedy}")
+
+
 class MeshFileError(MeshError):
     """A mesh file could not be read or written.
 

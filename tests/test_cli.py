@@ -1,5 +1,6 @@
 """The ``mesh-decoder`` command: one-line errors, non-zero exits, no tracebacks."""
 
+import re
 import subprocess
 import sys
 
@@ -276,6 +277,45 @@ def test_a_template_the_hierarchy_cannot_use_is_named_by_hierarchy_and_train(tmp
             f"error: {config}: hierarchy.factors: [4, 4, 4, 4] ({origin}) on the built-in face template (500 "
             "vertices): factors (4, 4, 4, 4) leave 2 vertices at level 4")
     assert not (tmp_path / "run").exists() and not (tmp_path / "h.npz").exists()
+
+
+def test_mirrored_uvs_are_taken_with_allow_uv_overlap_by_hierarchy_and_train(tmp_path, capsys):
+    """The overlap error of the hierarchy command and of train said 'pass allow_overlap=True', an argument of
+    texel_map that neither the command nor the config had."""
+    import yaml
+
+    from mesh_decoder.hierarchy import load_hierarchy
+    from mesh_decoder.mesh import face_template, save_mesh
+
+    face = face_template(500)
+    uv = face.uv.copy()
+    uv[:, 0] = 0.5 - np.abs(uv[:, 0] - 0.5)  # the right half's UVs mirrored onto the left half's
+    template = tmp_path / "mirrored.obj"
+    save_mesh(face.copy(uv=uv), template)
+    out = tmp_path / "h.npz"
+    args = ["hierarchy", str(template), "--factors", "4", "4", "--texture-size", "32", "-o", str(out)]
+    assert main(args) == 1
+    assert re.fullmatch(rf"error: {re.escape(str(template))}: texel map of the template: UV triangles of faces \d+ and \d+ overlap: .*; fix the "
+                        r"UVs, pass --allow-uv-overlap \(the lowest face colours a shared texel\) or build without "
+                        r"a texel map: --texture-size 0", _one_error_line(capsys).strip())
+    assert not out.exists()
+    assert main(args + ["--allow-uv-overlap"]) == 0
+    assert load_hierarchy(out).meta["allow_uv_overlap"] is True
+    config = tmp_path / "c.yaml"
+    section = {"factors": [4, 4], "texture_size": 32, "cache_dir": False}
+    body = {"template": {"kind": "file", "path": str(template)}, "hierarchy": section,
+            "data": {"source": "synthetic", "n": 12}, "model": {"channels": [8, 8], "joint": True},
+            "training": {"epochs": 1, "batch_size": 4}}
+    config.write_text(yaml.safe_dump(body))
+    capsys.readouterr()
+    assert main(["train", str(config), "-o", str(tmp_path / "run"), "--quiet"]) == 1
+    assert re.fullmatch(rf"error: {re.escape(str(config))}: hierarchy: template.path "
+                        rf"{re.escape(str(template))} \(500 vertices\): texel map of the template: UV triangles of faces \d+ and \d+ overlap: .*; "
+                        r"fix the UVs, set hierarchy.allow_uv_overlap: true \(the lowest face colours a shared "
+                        r"texel\) or build no texel map: hierarchy.texture_size: 0", _one_error_line(capsys).strip())
+    config.write_text(yaml.safe_dump({**body, "hierarchy": {**section, "allow_uv_overlap": True}}))
+    assert main(["train", str(config), "-o", str(tmp_path / "run"), "--quiet"]) == 0
+    assert load_hierarchy(tmp_path / "run" / "hierarchy.npz").meta["allow_uv_overlap"] is True
 
 
 @pytest.mark.parametrize("command", ["template", "render"])

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import HierarchyError, MeshValidationError
+from .._checks import check_bool
+from ..errors import HierarchyError, MeshValidationError, UVOverlapError
 from ..mesh.container import Mesh
 from ..mesh.uv import MAX_MAP_SIZE, ensure_uv, texel_map
 from .container import HierarchyLevel, MeshHierarchy
@@ -116,6 +117,7 @@ def build_hierarchy(
     texture_size: int | tuple[int, int] | None = 256,
     cache_dir: str | os.PathLike | bool | None = None,
     *,
+    allow_uv_overlap: bool = False,
     timings: dict[str, float] | None = None,
 ) -> MeshHierarchy:
     """Precompute the multi-resolution operators of a template mesh.
@@ -135,6 +137,11 @@ def build_hierarchy(
             ``~/.cache/mesh_decoder``) or a directory. The cache file is keyed by the
             template hash and all parameters; a corrupt or mismatched file is
             reported with a warning and rebuilt.
+        allow_uv_overlap: let UV triangles overlap in the texel map (mirrored or
+            stacked islands; the lowest face colours a shared texel, see
+            :func:`~mesh_decoder.mesh.uv.texel_map`'s ``allow_overlap``). Default
+            ``False``: an overlap raises :class:`~mesh_decoder.errors.UVOverlapError`.
+            Recorded in ``meta`` (``"allow_uv_overlap"``) when ``True``.
         timings: if a dict is given, per-stage wall times in seconds are added to it
             (keys ``"validate"``, ``"decimate"``, ``"operators"``, ``"spirals"``,
             ``"laplacian"``, ``"texel_map"``, and ``"cache_load"``/``"cache_save"``).
@@ -151,7 +158,8 @@ def build_hierarchy(
     Raises:
         TypeError: ``mesh`` is not a :class:`Mesh` or a parameter (``timings`` included) has the wrong type.
         MeshValidationError: the mesh is invalid (NaN, non-manifold, inconsistent winding,
-            coordinates beyond the float32 range, ...).
+            coordinates beyond the float32 range, ...), or its UV triangles overlap
+            (:class:`~mesh_decoder.errors.UVOverlapError`).
         HierarchyError: the factors leave fewer than 4 vertices, or the decimation fails.
     """
     if not isinstance(mesh, Mesh):
@@ -161,6 +169,7 @@ def build_hierarchy(
     spiral_lengths = _per_level(spiral_lengths, num_levels, "spiral_lengths")
     dilations = _per_level(dilations, num_levels, "dilations")
     tex = _normalise_texture_size(texture_size)
+    allow_uv_overlap = check_bool(allow_uv_overlap, "allow_uv_overlap")
     directory = resolve_cache_dir(cache_dir)
     if timings is not None and not isinstance(timings, dict):
         raise TypeError(f"timings: expected None or a dict to add the stage times to, got {type(timings).__name__}")
@@ -189,6 +198,8 @@ def build_hierarchy(
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
     }
+    if allow_uv_overlap and tex is not None:  # only then: hierarchies (and cache keys) without it are unchanged
+        meta["allow_uv_overlap"] = True
     path = None
     if directory is not None:
         path = cache_file(directory, cache_key(meta))
@@ -267,7 +278,12 @@ def _build(mesh, sizes, spiral_lengths, dilations, tex, meta, timings) -> MeshHi
     if tex is not None:
         with _timed(timings, "texel_map"):
             try:
-                texels = texel_map(ensure_uv(mesh), tuple(tex), dtype=_FLOAT)
+                texels = texel_map(ensure_uv(mesh), tuple(tex), allow_overlap=bool(meta.get("allow_uv_overlap")),
+                                   dtype=_FLOAT)
+            except UVOverlapError as err:
+                raise UVOverlapError(f"texel map of the template: {err.problem}",
+                                     "fix the UVs, pass allow_uv_overlap=True (the lowest face colours a shared "
+                                     "texel) or build without a texel map: texture_size=None") from None
             except MeshValidationError as err:
                 raise MeshValidationError(
                     f"texel map of the template: {err} (or build without a texel map: texture_size=None)"

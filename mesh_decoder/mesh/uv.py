@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import MeshValidationError
+from ..errors import MeshValidationError, UVOverlapError
 from .container import Mesh, _check_finite
 
 if TYPE_CHECKING:  # the texel map container lives with the hierarchy it belongs to
@@ -234,8 +234,9 @@ def texel_map(mesh: Mesh, size, *, allow_overlap: bool = False, dtype: "torch.dt
         mesh: a :class:`Mesh` with UVs.
         size: ``S`` for an ``S x S`` map, or ``(H, W)``; at most :data:`MAX_MAP_SIZE` per side.
         allow_overlap: if ``False`` (default), two UV triangles covering one texel
-            centre raise :class:`MeshValidationError` naming them; if ``True`` the
-            lower face index wins.
+            centre raise :class:`~mesh_decoder.errors.UVOverlapError` (a
+            :class:`MeshValidationError`) naming them; if ``True`` the lower face index
+            wins (mirrored islands: both halves read the texels of the lower faces).
         dtype: torch floating-point dtype of ``weight``. Default ``torch.get_default_dtype()``.
 
     Returns:
@@ -268,11 +269,12 @@ def texel_map(mesh: Mesh, size, *, allow_overlap: bool = False, dtype: "torch.dt
         if not allow_overlap:
             pairs, where = _overlap_pairs(face, texel)
             f0, f1 = pairs[0]
-            raise MeshValidationError(
+            raise UVOverlapError(
                 f"UV triangles of faces {int(f0)} and {int(f1)} overlap: both cover texel "
                 f"({int(where[0] // w)}, {int(where[0] % w)}) of the {h}x{w} map; expected each texel centre "
                 f"in at most one triangle, got {int((counts > 1).sum())} texels covered more than once "
-                f"({pairs.shape[0]} face pairs); fix the UVs or pass allow_overlap=True"
+                f"({pairs.shape[0]} face pairs)",
+                "fix the UVs or pass allow_overlap=True (the lowest face colours a shared texel)",
             )
         order = np.lexsort((face, texel))  # lowest face first within each texel
         keep = np.ones(order.size, dtype=bool)

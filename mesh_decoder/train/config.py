@@ -13,6 +13,7 @@ shown (``null`` is YAML's ``None``)::
       spiral_length: 9   # an int or one per level
       dilation: 1
       texture_size: null # null: 256 for joint models, none otherwise; 0: none
+      allow_uv_overlap: false  # let UV islands overlap in the texel map (mirrored halves)
       cache_dir: true    # true: the default cache, false: none, or a folder
     data:
       source: synthetic  # synthetic | folder
@@ -114,6 +115,7 @@ class HierarchyConfig:
 
     ``factors=None`` takes the preset's (``[4, 4, 4, 4]`` without a preset);
     ``texture_size=None`` builds a 256 x 256 texel map for joint models only, ``0`` never.
+    ``allow_uv_overlap``: let UV triangles overlap in the texel map (the lowest face colours a shared texel).
     ``cache_dir``: ``True`` (the default cache folder), ``False`` (no cache) or a folder.
     """
 
@@ -121,6 +123,7 @@ class HierarchyConfig:
     spiral_length: Union[int, list[int]] = 9
     dilation: Union[int, list[int]] = 1
     texture_size: Union[int, None] = None
+    allow_uv_overlap: bool = False
     cache_dir: Union[bool, str] = True
 
 

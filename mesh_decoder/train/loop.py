@@ -336,7 +336,7 @@ def make_hierarchy(config: TrainConfig, template: Mesh) -> MeshHierarchy:
         TrainConfigError: the template cannot take the hierarchy (factors too deep for its size, a vertex
             in no face, ...), naming the config file, the key and the template.
     """
-    from ..errors import HierarchyError, MeshValidationError
+    from ..errors import HierarchyError, MeshValidationError, UVOverlapError
     from ..hierarchy import build_hierarchy
     from ..hierarchy.decimate import level_sizes
     from .config import _error
@@ -362,7 +362,12 @@ def make_hierarchy(config: TrainConfig, template: Mesh) -> MeshHierarchy:
             dilations=h.dilation if isinstance(h.dilation, int) else tuple(h.dilation),
             texture_size=config.texture_size,
             cache_dir=(True if cache is True else None) if isinstance(cache, bool) else cache,
+            allow_uv_overlap=h.allow_uv_overlap,
         )
+    except UVOverlapError as exc:
+        raise _error(config.source, "hierarchy", f"{source}: {exc.problem}; fix the UVs, set "
+                     "hierarchy.allow_uv_overlap: true (the lowest face colours a shared texel) or build no texel "
+                     "map: hierarchy.texture_size: 0") from None
     except (HierarchyError, MeshValidationError) as exc:
         raise _error(config.source, None, f"the hierarchy of {source}: {exc}") from None
 

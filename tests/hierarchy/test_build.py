@@ -397,3 +397,37 @@ def test_wrong_types_of_timings_and_table_argument_are_named():
     assert timings["spirals"] > 0
     with pytest.raises(TypeError, match="h: expected a MeshHierarchy, got Mesh"):
         hierarchy_table(mesh)
+
+
+def _mirrored_uv_face() -> Mesh:
+    """The 500-vertex face with its right half's UVs mirrored onto its left half, as atlases that share
+    texture between the two sides of a face lay them out (the islands overlap)."""
+    face = face_template(500)
+    uv = face.uv.copy()
+    uv[:, 0] = 0.5 - np.abs(uv[:, 0] - 0.5)
+    return face.copy(uv=uv)
+
+
+def test_mirrored_uvs_build_with_allow_uv_overlap_and_the_error_names_that_argument(tmp_path):
+    """The overlap error said 'pass allow_overlap=True', an argument build_hierarchy did not take."""
+    from mesh_decoder.errors import UVOverlapError
+    from mesh_decoder.hierarchy import save_hierarchy
+
+    mesh = _mirrored_uv_face()
+    with pytest.raises(UVOverlapError, match=r"^texel map of the template: UV triangles of faces \d+ and \d+ overlap: "
+                                             r".*; fix the UVs, pass allow_uv_overlap=True \(the lowest face colours "
+                                             r"a shared texel\) or build without a texel map: texture_size=None$"):
+        build_hierarchy(mesh, factors=(4, 4), texture_size=32)
+    h = build_hierarchy(mesh, factors=(4, 4), texture_size=32, allow_uv_overlap=True)
+    assert h.meta["allow_uv_overlap"] is True
+    expected = texel_map(mesh, 32, allow_overlap=True)
+    assert torch.equal(h.texel_map.face, expected.face) and torch.equal(h.texel_map.index, expected.index)
+    check_hierarchy(load_hierarchy(save_hierarchy(h, tmp_path / "h.npz")))
+    # without a texel map, or without overlaps, the option leaves the hierarchy (and its cache key) as it was
+    assert "allow_uv_overlap" not in build_hierarchy(mesh, factors=(4, 4), texture_size=None,
+                                                     allow_uv_overlap=True).meta
+    plain = face_template(500)
+    assert build_hierarchy(plain, factors=(4, 4), texture_size=16).meta.keys() == \
+        (build_hierarchy(plain, factors=(4, 4), texture_size=16, allow_uv_overlap=False).meta.keys())
+    with pytest.raises(TypeError, match="allow_uv_overlap: expected True or False"):
+        build_hierarchy(plain, factors=(4, 4), texture_size=16, allow_uv_overlap="yes")
