@@ -1271,6 +1271,11 @@ class JointDecoder(nn.Module):
         else:
             if decoder.out_channels != 3:
                 raise ValueError(f"decoder: the cnn texture branch expects 3 output channels (xyz), got {decoder.out_channels}")
+            if texture_size is None and map_size is not None and map_size[0] != map_size[1]:
+                # the size came from the texel map: 'got (32, 32)' named a size the caller never gave
+                raise ValueError(f"texel_map: the cnn texture branch draws square textures (a power of two >= 8 "
+                                 f"per side), got a {map_size[0]} x {map_size[1]} texel map; build the hierarchy "
+                                 "with a square texture_size or use the mesh branch")
             side = texture_size if texture_size is not None else (map_size[0] if map_size is not None else 256)
             side = _texture_side(side)
             if map_size is not None and map_size != (side, side):

@@ -389,6 +389,21 @@ def test_joint_decoder_cnn_branch(synthetic_hierarchy):
     assert torch.equal(out.mask, synthetic_hierarchy.texel_map.mask)
 
 
+def test_the_cnn_branch_names_a_non_square_texel_map():
+    """It said 'texture_size: expected the texel map's size (16, 32), got (16, 16)' for a size never passed."""
+    from mesh_decoder.hierarchy import build_hierarchy
+    from mesh_decoder.mesh import face_template
+    from mesh_decoder.nn.decoders import JointDecoder
+
+    h = build_hierarchy(face_template(500), factors=(4, 4), texture_size=(16, 32))
+    with pytest.raises(ValueError, match=r"^texel_map: the cnn texture branch draws square textures \(a power of two "
+                                         r">= 8 per side\), got a 16 x 32 texel map; build the hierarchy with a "
+                                         r"square texture_size or use the mesh branch$"):
+        JointDecoder.from_hierarchy(h, "cnn", channels=(8, 8), latent_size=4, texture_channels=16)
+    mesh = JointDecoder.from_hierarchy(h, "mesh", channels=(8, 8), latent_size=4)
+    assert mesh(torch.randn(2, 4)).texture.shape == (2, 3, 16, 32)
+
+
 def test_joint_decoder_config_round_trip_and_errors(synthetic_hierarchy):
     from mesh_decoder.nn.decoders import JointDecoder, SpiralDecoder, decoder_from_config
 
