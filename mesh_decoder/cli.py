@@ -45,12 +45,14 @@ def _parse_vertices(value: str) -> int:
 
 # --------------------------------------------------------------------------- template
 def _add_template(sub) -> None:
-    p = sub.add_parser("template", help="write a built-in template mesh, or summarise it")
-    p.add_argument("--kind", choices=("face", "head", "sphere"), default="face")
-    p.add_argument("--vertices", type=_parse_vertices, default=5023,
+    p = sub.add_parser("template", help="write a built-in template mesh, or summarise it or a mesh file")
+    p.add_argument("mesh", nargs="?", metavar="MESH",
+                   help="a mesh file of your own to summarise with --info (instead of a built-in template)")
+    p.add_argument("--kind", choices=("face", "head", "sphere"), default=None, help="default: face")
+    p.add_argument("--vertices", type=_parse_vertices, default=None,
                    help="vertex count (default 5023): exact for face and head (500 to 100,000); sphere: the "
                         "smallest icosphere with at least this many (1 to 163,842)")
-    p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0)
+    p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=None, help="default: 0")
     p.add_argument("--info", action="store_true", help="print a summary instead of (or as well as) writing")
     p.add_argument("-o", "--output", help="output mesh (.obj or .ply; OFF cannot store the template's UVs)")
     p.set_defaults(func=_run_template)
@@ -59,15 +61,23 @@ def _add_template(sub) -> None:
 def _build_template(args):
     from .mesh.templates import MAX_VERTICES, MIN_VERTICES, icosphere_vertex_count, template
 
-    low, high = (1, icosphere_vertex_count(7)) if args.kind == "sphere" else (MIN_VERTICES, MAX_VERTICES)
-    if not low <= args.vertices <= high:
+    kind = args.kind or "face"
+    vertices = 5023 if args.vertices is None else args.vertices
+    low, high = (1, icosphere_vertex_count(7)) if kind == "sphere" else (MIN_VERTICES, MAX_VERTICES)
+    if not low <= vertices <= high:
         raise _CLIError(f"mesh-decoder template: --vertices: expected an integer in [{low}, {high}] for "
-                        f"--kind {args.kind}, got {args.vertices}")
-    return template(kind=args.kind, num_vertices=args.vertices, seed=args.seed)
+                        f"--kind {kind}, got {vertices}")
+    return template(kind=kind, num_vertices=vertices, seed=args.seed or 0)
 
 
 def _run_template(args) -> int:
-    if not args.info and not args.output:
+    if args.mesh is not None:  # a user's own template, summarised as the built-in ones are
+        given = [name for name, value in (("--kind", args.kind), ("--vertices", args.vertices),
+                                          ("--seed", args.seed), ("-o/--output", args.output)) if value is not None]
+        if not args.info or given:
+            raise _CLIError(f"mesh-decoder template {args.mesh}: a mesh file is only summarised: expected --info "
+                            f"alone, got {' '.join(given) if given else 'no --info'}")
+    elif not args.info and not args.output:
         raise _CLIError("mesh-decoder template: give -o/--output PATH, --info, or both")
     if args.output:
         check_output_path(args.output, "-o/--output")
@@ -76,7 +86,7 @@ def _run_template(args) -> int:
             why = ("OFF cannot store the template's texture coordinates" if ext == ".off" else
                    f"got {repr(ext) if ext else 'no extension'}")
             raise _CLIError(f"mesh-decoder template: -o/--output {args.output}: expected .obj or .ply, {why}")
-    mesh = _build_template(args)
+    mesh = _load_template(args.mesh) if args.mesh is not None else _build_template(args)
     if args.output:
         from .mesh.io import save_mesh
 

@@ -157,6 +157,30 @@ def test_template_vertex_count_errors_name_the_option(kind, vertices, allowed, c
     assert f"--vertices: expected an integer in {allowed} for --kind {kind}, got {vertices}" in err, err
 
 
+def test_template_info_summarises_a_mesh_file(tmp_path, capsys):
+    """`template --info` only summarised the built-in templates: a user's own file was 'unrecognized arguments'."""
+    from mesh_decoder.mesh import face_template, save_mesh, template_info
+
+    face = face_template(int(torch.randint(500, 900, ())))
+    uv = face.uv.copy()
+    uv[:, 1] *= 0.5  # a layout of the user's own: another coverage than the built-in one
+    path = tmp_path / "mine.obj"
+    save_mesh(face.copy(uv=uv), path)
+    capsys.readouterr()
+    assert main(["template", "--info", str(path)]) == 0
+    printed = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    info = template_info(face.copy(uv=uv))
+    assert printed["num_vertices"].strip() == str(face.num_vertices)
+    assert printed["uv_coverage"].strip() == f"{info['uv_coverage']:.4g}" != f"{template_info(face)['uv_coverage']:.4g}"
+    for extra, named in ((["--vertices", "600"], "--vertices"), (["-o", str(tmp_path / "x.obj")], "-o/--output"),
+                         ([], "no --info")):
+        args = ["template", str(path), *extra] + (["--info"] if extra else [])
+        assert main(args) == 2
+        assert _one_error_line(capsys).strip() == (f"error: mesh-decoder template {path}: a mesh file is only "
+                                                   f"summarised: expected --info alone, got {named}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.obj"]
+
+
 def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
     import mesh_decoder.hierarchy as hierarchy
 
