@@ -7,6 +7,13 @@ and :func:`sample_texture` turn per-vertex colours or a UV texture into pixels,
 (:mod:`mesh_decoder.render.figures`) import matplotlib lazily; the PyTorch3D
 converters (:mod:`mesh_decoder.render.pytorch3d_interop`) import PyTorch3D only
 when they build or read its objects.
+
+Rendering runs eagerly. Under ``torch.autocast`` the cameras project in the
+vertices' dtype (a bf16 projection moved vertices by fractions of a pixel and
+flipped depth tests). Keep :func:`render` outside ``torch.compile``'d code: how
+many candidate chunks the rasteriser loops over depends on the image's coverage,
+so a compiled render recompiles at most steps until ``torch._dynamo``'s recompile
+limit; compile the decoder and leave the rasteriser eager.
 """
 
 from .cameras import (

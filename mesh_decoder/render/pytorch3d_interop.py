@@ -25,6 +25,14 @@ r"""Conversion to and from PyTorch3D ``Meshes`` (optional; PyTorch3D is imported
 * Per-vertex colours are ``TexturesVertex(verts_features=(N, V, C))``.
 * Meshes share their topology here: ``faces (F, 3)`` for the whole batch,
   ``vertices (N, V, 3)``.
+* Cameras are not converted. Ours project to NDC with ``x`` right and ``y`` up
+  (PyTorch3D's NDC has ``+x`` left), and :class:`~mesh_decoder.render.PerspectiveCamera`
+  takes OpenCV's camera axes (``x`` right, ``y`` down, ``z`` forward; PyTorch3D's
+  view space has ``+x`` left and ``+y`` up) with ``K = (f_x, f_y, c_x, c_y)`` in
+  pixels, pixel centres on integers. That is OpenCV's calibration, which
+  ``pytorch3d.utils.cameras_from_opencv_projection(R, tvec, camera_matrix,
+  image_size)`` takes: pass ``camera.R``, ``camera.t``, ``K`` as the 3 x 3 matrix
+  ``[[f_x, 0, c_x], [0, f_y, c_y], [0, 0, 1]]`` and ``image_size`` as ``(H, W)``.
 
 The pure tensor functions (:func:`texture_to_pytorch3d_maps`,
 :func:`texture_from_pytorch3d_maps`, :func:`uv_to_pytorch3d`,

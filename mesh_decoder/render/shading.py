@@ -62,7 +62,10 @@ class DirectionalLight:
             light_direction(self.direction, "direction")
         for name in ("ambient", "diffuse"):
             if not isinstance(getattr(self, name), torch.Tensor):
-                _finite_numbers(getattr(self, name), name)
+                arr = _finite_numbers(getattr(self, name), name)
+                if arr.ndim:  # a list failed only at render time, in float(), naming nothing
+                    raise ValueError(f"{name}: expected one number, or a (B,) tensor (one per mesh), got "
+                                     f"{type(getattr(self, name)).__name__} of shape {arr.shape}")
 
 
 def light_direction(value, name: str) -> np.ndarray:

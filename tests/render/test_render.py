@@ -257,6 +257,11 @@ def test_per_batch_ambient_and_diffuse_light_each_mesh():
         assert torch.allclose(out.image[b], one.image[0], atol=1e-12)
     with pytest.raises(ValueError, match=r"light.diffuse: expected shape \(2\), got \(3,\)"):
         render(v, f, cam, 24, light=DirectionalLight(diffuse=torch.rand(3, generator=g, dtype=torch.float64)))
+    # plain lists were accepted here and failed in render with "only 0-dimensional arrays can be converted"
+    for name, value in (("ambient", [0.3, 0.3]), ("diffuse", np.array([[0.5]]))):
+        with pytest.raises(ValueError, match=rf"^{name}: expected one number, or a \(B,\) tensor \(one per mesh\), "
+                                             rf"got {type(value).__name__} of shape \("):
+            DirectionalLight(**{name: value})
 
 
 def test_reused_fragments_take_the_camera_given_for_the_gradients():
@@ -323,3 +328,49 @@ def test_render_refuses_a_channels_last_texture_and_shows_nan_uvs():
     nan = torch.isnan(out.image).any(dim=1)  # (1, H, W); a border texel's plausible colour before
     assert bool(hit.any()) and torch.equal(nan, hit) and bool(torch.isnan(out.image[:, :, hit[0]]).all())
     assert torch.equal(out.image.permute(0, 2, 3, 1)[~nan], good.image.permute(0, 2, 3, 1)[~nan])
+
+
+@pytest.mark.parametrize("perspective", [False, True])
+def test_render_under_cpu_bf16_autocast_is_the_float32_render(perspective):
+    """Inside torch.autocast(bfloat16) the cameras' einsum ran in bf16: at 64 px over a hundred pixels showed
+    another face, silently (the image stays float32)."""
+    mesh = face_template(500, seed=2)
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))
+    v = torch.tensor(mesh.vertices, dtype=torch.float32) + torch.randn(mesh.num_vertices, 3, generator=g)
+    f = torch.tensor(mesh.faces)
+    if perspective:
+        cam = PerspectiveCamera.look_at(eye=(30.0, 20.0, 450.0), at=(0.0, 0.0, 0.0), fov_degrees=30, image_size=64)
+    else:
+        cam = OrthographicCamera.fit(v, 64)
+    tex = torch.rand(1, 3, 32, 32, generator=g)
+    kwargs = dict(texture=tex, uv=mesh.uv, uv_faces=mesh.uv_faces)
+    plain = render(v, f, cam, 64, **kwargs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = render(v, f, cam, 64, **kwargs)
+        projected = cam.project(v)
+    assert projected.dtype == torch.float32
+    assert torch.equal(mixed.fragments.face_id, plain.fragments.face_id)
+    torch.testing.assert_close(mixed.image, plain.image)
+
+
+def test_a_vertex_on_the_camera_plane_gets_no_nan_gradient():
+    """x / z at z = 0 gave NaN gradients to a vertex no drawn face uses, and Adam spread them to every weight."""
+    mesh = face_template(500, seed=4)
+    v = torch.tensor(mesh.vertices, dtype=torch.float64)
+    f = torch.tensor(mesh.faces)
+    cam = PerspectiveCamera(K=torch.tensor([60.0, 60.0, 31.5, 31.5], dtype=torch.float64), image_size=64,
+                            t=torch.tensor([0.0, 0.0, 400.0], dtype=torch.float64))
+    i = int(torch.randint(mesh.num_vertices, ()))
+    v[i] = torch.tensor([10.0, 0.0, -400.0], dtype=torch.float64)  # camera depth exactly 0
+    v.requires_grad_(True)
+    projected = cam.project(v)
+    assert projected[0, i, 2] == 0 and not torch.isfinite(projected[0, i, :2]).all()  # at infinity, as before
+    out = render(v, f, cam, 64, colors=torch.rand(mesh.num_vertices, 3, dtype=torch.float64))
+    assert torch.isfinite(out.image).all()
+    (grad,) = torch.autograd.grad(out.image.square().sum(), v)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0  # (vertex i still shades its neighbours)
+    # elsewhere the projection and its gradient are the plain division's
+    w = torch.randn(7, 3, dtype=torch.float64) * 20
+    w[:, 2] = w[:, 2].abs() + 50
+    w.requires_grad_(True)
+    torch.autograd.gradcheck(lambda p: cam.project(p), (w,))
