@@ -211,8 +211,13 @@ def _load(args: argparse.Namespace):
     expected = (hierarchy.template_hash if hierarchy is not None else None) or meta.get("hierarchy_hash") \
         or (meta.get("extra_meta") or {}).get("template_hash")
     if expected is not None and tpl.content_hash() != expected:
+        # the counts say why where they differ (a hash alone did not); equal counts: positions or faces differ
+        sizes = f"{tpl.num_vertices} vertices, {tpl.num_faces} faces"
+        if hierarchy is not None:
+            want = f"{hierarchy.levels[0].num_vertices} vertices, {int(hierarchy.levels[0].faces.shape[0])} faces"
+            sizes = f"{sizes}; the model's: {want}" if want != sizes else f"{sizes} as the model's, other positions"
         raise ModelFileError(f"{args.model}: the model was built for template {expected[:12]}..., but the "
-                             f"{where} has hash {tpl.content_hash()[:12]}...; "
+                             f"{where} has hash {tpl.content_hash()[:12]}... ({sizes}); "
                              "pass --template with the model's template")
     uv_expected = None if hierarchy is None else hierarchy.meta.get("uv_hash")
     if meta["class"] == "JointDecoder" and uv_expected is not None and \

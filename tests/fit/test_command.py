@@ -101,9 +101,18 @@ def test_autoencoder_with_hierarchy_beside(tmp_path, hierarchy, template, faces)
                  *_SHORT]) == 0
     other = face_template(800, seed=1)
     save_mesh(other, tmp_path / "other.obj")
-    with pytest.raises(ModelFileError, match="pass --template"):
+    # the error gave two hashes only: the counts say whether the file is another mesh or another shape of it
+    V, F = template.num_vertices, template.num_faces
+    same = rf"\({V} vertices, {F} faces as the model's, other positions\)" if other.num_vertices == V else \
+        rf"\({other.num_vertices} vertices, {other.num_faces} faces; the model's: {V} vertices, {F} faces\)"
+    with pytest.raises(ModelFileError, match=same + "; pass --template"):
         _run([tmp_path / "model.safetensors", "--target", tmp_path / "target.obj", "--template",
               tmp_path / "other.obj", "-o", tmp_path / "o.obj"])
+    save_mesh(face_template(900, seed=0), tmp_path / "t900.obj")
+    with pytest.raises(ModelFileError, match=rf"has hash \w+\.\.\. \(900 vertices, \d+ faces; the model's: {V} "
+                                             rf"vertices, {F} faces\); pass --template"):
+        _run([tmp_path / "model.safetensors", "--target", tmp_path / "target.obj", "--template",
+              tmp_path / "t900.obj", "-o", tmp_path / "o.obj"])
     save_model(ae.encoder, tmp_path / "encoder.safetensors", hierarchy=hierarchy)
     with pytest.raises(ModelFileError, match="SpiralEncoder"):
         _run([tmp_path / "encoder.safetensors", "--target", tmp_path / "target.obj", "-o", tmp_path / "o.obj"])
