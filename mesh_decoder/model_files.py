@@ -39,7 +39,7 @@ from torch import nn
 
 from . import __version__
 from ._atomic import atomic_write
-from ._checks import check_device, check_output_path
+from ._checks import check_device, check_output_path, out_of_memory
 from .errors import ModelFileError, ModelFileNotFoundError, ModelHierarchyMismatchError, unreadable
 
 __all__ = [
@@ -447,6 +447,13 @@ def load_model(
         model = cls.from_config(meta["config"], hierarchy)
     except (TypeError, ValueError, KeyError) as exc:
         raise _fail(path, f"cannot rebuild {meta['class']} from its saved config: {exc}") from None
+    except (MemoryError, RuntimeError) as exc:  # sizes in a damaged config: 'out of memory' named no file
+        if not out_of_memory(exc):
+            raise
+        sizes = {k: v for k, v in meta["config"].items() if isinstance(v, int) and not isinstance(v, bool)}
+        raise _fail(path, f"cannot rebuild {meta['class']} from its saved config: out of memory building a model "
+                          f"of its sizes {sizes} (a damaged config?), the file holds "
+                          f"{sum(t.numel() for t in tensors.values()):,} numbers") from None
     built = model.state_dict()
     for key, t in sorted(tensors.items()):
         if key in built and built[key].is_floating_point() != t.is_floating_point():

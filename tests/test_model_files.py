@@ -284,6 +284,26 @@ def test_metadata_of_the_wrong_type_is_a_clear_error(tmp_path, key, value, match
             read(bad)
 
 
+def test_a_config_too_large_to_build_names_the_file(tmp_path, monkeypatch):
+    """latent_size 10**9 in a damaged config ended as 'out of memory ... try smaller sizes', naming no file."""
+    from mesh_decoder.pca import PCAModel
+
+    path = tmp_path / "pca.safetensors"
+    save_model(pca_model(int(torch.randint(1 << 20, ()))), path)
+    bad = tmp_path / "bad.safetensors"
+    rewrite_meta(path, bad, lambda m: m["config"].update(num_components=10**9))
+
+    def no_memory(*args, **kwargs):  # what torch raises for the allocation, without allocating
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 1024000000000 bytes.")
+
+    monkeypatch.setattr(PCAModel, "from_config", classmethod(no_memory))
+    with pytest.raises(ModelFileError, match=r"bad\.safetensors: cannot rebuild PCAModel from its saved config: out of "
+                                             r"memory building a model of its sizes \{.*'num_components': 1000000000"
+                                             r".*\} \(a damaged config\?\), the file holds [\d,]+ numbers$"):
+        load_model(bad)
+
+
 def test_save_rejects_unregistered_and_unserialisable(tmp_path):
     class Unregistered(nn.Module):
         def config(self):
