@@ -104,6 +104,8 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
         FileNotFoundError: the file does not exist.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):  # was 'unknown mesh format ... found no extension' for a folder
+        raise MeshFileError(path, "expected a mesh file (.obj, .off or .ply), found a directory")
     fmt = _format_of(path)
     with open(path, "rb") as handle:
         data = handle.read()
@@ -951,8 +953,11 @@ def _resolve_obj(path, tokens, defined_before, total, where, what):
     if bad.size:
         i = int(bad[0])
         r = int(raw[i])
+        keyword = {"vertex": "v", "texture": "vt", "normal": "vn"}[what]
         if r == 0:
             reason = f"face {what} index 0 is invalid: OBJ indices start at 1 (or count back from -1)"
+        elif total == 0:  # 'expected 1..0' said it backwards
+            reason = f"face {what} index {r}: the file has no '{keyword}' lines for it to refer to"
         elif r > 0:
             reason = f"face {what} index {r} out of range: expected 1..{total} (file has {total} {what} entries)"
         else:

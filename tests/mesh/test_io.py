@@ -1270,3 +1270,25 @@ def test_an_obj_of_save_mesh_cut_at_a_line_end_is_refused_by_its_header(tmp_path
     assert load_mesh(path).num_faces == mesh.num_faces
     cut.write_text("".join(lines[1: keep + 1]))
     assert load_mesh(cut).num_faces == found
+
+
+@pytest.mark.parametrize("corner, keyword, what", [("1//1", "vn", "normal"), ("1/1", "vt", "texture")])
+def test_a_face_referring_to_a_kind_of_line_the_obj_lacks_says_so(tmp_path, corner, keyword, what):
+    """'face normal index 1 out of range: expected 1..0' for a file without 'vn' lines."""
+    rows = np.random.default_rng().normal(size=(3, 3))
+    text = "".join(f"v {x} {y} {z}\n" for x, y, z in rows) + f"f {corner} 2{corner[1:]} 3{corner[1:]}\n"
+    path = tmp_path / "m.obj"
+    path.write_text(text)
+    with pytest.raises(MeshFileError, match=rf"m\.obj, line 4: face {what} index 1: the file has no '{keyword}' "
+                                            r"lines for it to refer to$"):
+        load_mesh(path)
+
+
+def test_a_directory_given_as_a_mesh_is_named_a_directory(tmp_path):
+    """A folder (even one named like a mesh) read as 'unknown mesh format ... found no extension'."""
+    for name in ("faces", "scan.obj"):
+        folder = tmp_path / name
+        folder.mkdir()
+        with pytest.raises(MeshFileError, match=rf"{name}: expected a mesh file \(\.obj, \.off or \.ply\), found a "
+                                                r"directory$"):
+            load_mesh(folder)
