@@ -471,7 +471,17 @@ def _load(path: Path, expected_template_hash) -> MeshHierarchy:
         _fail(f"not a .npz archive (expected a zip file, starting with b'PK'; found {head!r})")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+            arrays = {}
+            for name in archive.files:
+                try:
+                    arrays[name] = archive[name]
+                except ValueError as err:  # np.load's refusal of pickled (object) members: not damage
+                    if "allow_pickle" not in str(err):
+                        raise
+                    _fail(f"member {name!r}: expected a numeric array, found an object array (Python objects, "
+                          "read only by unpickling, which is never done)")
+    except HierarchyError:
+        raise
     except Exception as err:  # zipfile, zlib, numpy format and OS errors alike
         raise HierarchyError(f"not a readable hierarchy archive (truncated or corrupt?): {type(err).__name__}: {err}") from err
     not_npy = sorted(name for name, value in arrays.items() if not isinstance(value, np.ndarray))

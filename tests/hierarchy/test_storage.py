@@ -234,7 +234,10 @@ def test_pickled_content_is_refused(tmp_path):
     path = tmp_path / "evil.npz"
     with open(path, "wb") as fh:
         np.savez(fh, meta_json=np.array([{"format": "mesh_decoder.hierarchy"}], dtype=object))
-    with pytest.raises(HierarchyError, match="not a readable hierarchy archive"):
+    # named as what it is, not 'not a readable hierarchy archive (truncated or corrupt?)'
+    with pytest.raises(HierarchyError, match=r"evil\.npz: member 'meta_json': expected a numeric array, found an "
+                                             r"object array \(Python objects, read only by unpickling, which is "
+                                             r"never done\)$"):
         load_hierarchy(path)
 
 
