@@ -379,8 +379,11 @@ def _texture_image(mesh: Mesh, path: str, fmt: str, texture) -> np.ndarray:
         image = to_image_array(texture)  # (H, W, C) uint8
     except (TypeError, ValueError) as exc:
         raise MeshFileError(path, f"texture: {str(exc).removeprefix('image: ')}") from None
-    if image.shape[2] != 3:
-        raise MeshFileError(path, f"texture: expected an RGB image (3 channels), found {image.shape[2]}")
+    if image.shape[2] != 3:  # a 2-D array is a one-channel image to to_image_array: say so, with its shape
+        shape = tuple(texture.shape)
+        layout = "(3, H, W) tensor or (H, W, 3) array" if len(shape) != 2 else "3 channels, not a 2-D array"
+        raise MeshFileError(path, f"texture: expected an RGB image ({layout}), found {image.shape[2]} channel"
+                                  f"{'s' if image.shape[2] != 1 else ''} in shape {shape}")
     return image
 
 

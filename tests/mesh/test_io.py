@@ -1091,7 +1091,10 @@ def test_a_texture_needs_uvs_an_rgb_image_and_a_referable_name(tmp_path, make_gr
             save_mesh(mesh, tmp_path / name, texture=texture)
     with pytest.raises(MeshFileError, match="an ASCII name without whitespace .* found 'gesicht_ä.png'"):
         save_mesh(mesh, tmp_path / "gesicht_ä.ply", texture=texture)
-    bad = {"an RGB image \\(3 channels\\), found 4": rng.random((8, 8, 4)),
+    bad = {r"an RGB image \(\(3, H, W\) tensor or \(H, W, 3\) array\), found 4 channels in shape \(8, 8, 4\)$":
+           rng.random((8, 8, 4)),
+           # a 2-D array read 'expected an RGB image (3 channels), found 1'
+           r"an RGB image \(3 channels, not a 2-D array\), found 1 channel in shape \(8, 3\)$": rng.random((8, 3)),
            "expected finite values": np.full((8, 8, 3), np.nan),
            "expected real values, got complex64": (rng.random((8, 8, 3)) + 1j).astype(np.complex64),
            "expected floats in \\[0, 1\\] or uint8, got int32": rng.integers(0, 255, (8, 8, 3), dtype=np.int32),
