@@ -1110,8 +1110,14 @@ def _trained_file(folder: str) -> str:
     from .checkpoint import read_checkpoint_meta
 
     model_path, ckpt_path = os.path.join(folder, MODEL_NAME), os.path.join(folder, CHECKPOINT_NAME)
+    if os.path.lexists(model_path) and not os.path.isfile(model_path):  # was passed over for the checkpoint
+        raise CheckpointError(f"{model_path}: expected the run's model file, found "
+                              f"{'a directory' if os.path.isdir(model_path) else 'no regular file'}")
     if not os.path.isfile(model_path):
         if os.path.isfile(ckpt_path):
+            # an unfinished first run: said, as its model has no fitted latent prior (it was silent)
+            warnings.warn(f"{folder}: no {MODEL_NAME} (a run that has not finished?): using {CHECKPOINT_NAME}, "
+                          "whose model has no fitted latent prior", stacklevel=3)
             return ckpt_path
         raise CheckpointError(f"{folder}: expected {MODEL_NAME} or {CHECKPOINT_NAME} in this folder, found neither")
     if os.path.isfile(ckpt_path):

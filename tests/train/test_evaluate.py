@@ -94,6 +94,28 @@ def test_evaluate_a_checkpoint_and_an_object_agree(trained):
         evaluate(result.model)
 
 
+def test_a_run_folder_without_its_model_file_says_it_uses_the_checkpoint(trained, tmp_path):
+    """A run folder without model.safetensors (or with a folder of that name) was evaluated from its checkpoint
+    without a word, though that model has no fitted latent prior."""
+    import shutil
+
+    from mesh_decoder.train import load_trained
+    from mesh_decoder.train.checkpoint import CheckpointError
+
+    result, data = trained
+    run = tmp_path / "run"
+    shutil.copytree(result.output_dir, run)
+    (run / "model.safetensors").unlink()
+    with pytest.warns(UserWarning, match=rf"^{run}: no model\.safetensors \(a run that has not finished\?\): using "
+                                         r"checkpoint\.safetensors, whose model has no fitted latent prior$"):
+        ev = evaluate(run, data=data, pca=False, measures=())
+    assert ev["source"]["kind"] == "checkpoint"
+    (run / "model.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match=rf"^{run / 'model.safetensors'}: expected the run's model file, found a "
+                                              r"directory$"):
+        load_trained(run)
+
+
 def test_cli_train_and_evaluate(tmp_path, tiny_config, capsys):
     config_path = tmp_path / "tiny.json"
     config_path.write_text(json.dumps(tiny_config(training={"epochs": 3}, data={"n": 20})))
