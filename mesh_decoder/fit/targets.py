@@ -262,6 +262,16 @@ class LandmarkTarget:
         if k < 4:
             raise ValueError(f"points: expected at least 4 landmarks to fit a pose, got {k}")
         self.image_size = _image_size(self.image_size)
+        h, w = self.image_size
+        # a landmark may lie outside the image (a cropped face), but not beyond another image's width of it:
+        # such points are in other units or of another image size, and a fit chased them (RMS 1.7e5 px)
+        x, y = self.points[:, 0], self.points[:, 1]
+        far = torch.nonzero((x < -w) | (x > 2 * w) | (y < -h) | (y > 2 * h)).flatten()
+        if far.numel():
+            i = int(far[0])
+            raise ValueError(f"points: expected pixels (x, y) of the {h} x {w} image, within one image size of it, "
+                             f"got {self.names[i]} at ({float(x[i]):g}, {float(y[i]):g}) ({far.numel()} such "
+                             "landmarks): another image size, or coordinates not in pixels?")
         self.weights = _weights(self.weights, k)
         _check_spread(self.points, self.weights, "points")
 

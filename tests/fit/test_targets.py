@@ -266,6 +266,28 @@ def test_point_cloud_options_are_checked_not_coerced():
     assert PointCloudTarget(points, model_to_scan=np.bool_(False)).model_to_scan is False
 
 
+def test_landmarks_far_outside_their_image_are_refused(tmp_path):
+    """[5000, -300] in a 256 x 256 image was taken, and the fit ended with an RMS of 1.7e5 px; points just
+    outside the image (a cropped face) stay allowed."""
+    rng = np.random.default_rng()
+    h, w = int(rng.integers(64, 400)), int(rng.integers(64, 400))
+    points = rng.random((5, 2)) * [w, h]
+    points[1] = [-0.5 * w, 1.5 * h]  # outside, within one image size: a cropped face's landmark
+    LandmarkTarget(points, list("abcde"), (h, w))
+    far = points.copy()
+    far[3] = [20.0 * w, -300.0 - h]
+    with pytest.raises(ValueError, match=rf"^points: expected pixels \(x, y\) of the {h} x {w} image, within one "
+                                         rf"image size of it, got d at \({20 * w:g}, {-300 - h:g}\) \(1 such "
+                                         r"landmarks\): another image size, or coordinates not in pixels\?$"):
+        LandmarkTarget(far, list("abcde"), (h, w))
+    marks = {n: p for n, p in zip("abcde", (points / [w, h]).tolist())}  # normalised, not pixels
+    LandmarkTarget(points / [w, h], list("abcde"), (1, 1))  # within [-1, 2] of a 1 x 1 image: allowed
+    (tmp_path / "lm.json").write_text(json.dumps({"image_size": [2, 2], "landmarks": {k: [v[0] * w, v[1] * h]
+                                                                                     for k, v in marks.items()}}))
+    with pytest.raises(MeshFileError, match=r"lm\.json: points: expected pixels \(x, y\) of the 2 x 2 image"):
+        load_landmarks(tmp_path / "lm.json")
+
+
 def test_landmark_names_must_be_a_sequence():
     """names=None failed with Python's "'NoneType' object is not iterable", naming no argument."""
     points = np.random.default_rng(9).random((4, 2)) * 30
