@@ -193,7 +193,8 @@ def _main(argv: list[str] | None, made: list[Path]) -> int:
     data, pcas = {}, {}
     # The presets' factors need enough vertices, and the splits enough faces: their errors name the option
     # (the hierarchies are built now, cached for training, so that a bad --vertices fails before the file is)
-    data_options = {"factors": f"--vertices {args.vertices}: factors", "config: data": f"--n {args.n}: data"}
+    data_options = {"factors": f"--vertices {args.vertices}: factors", "config: data": f"--n {args.n}: data",
+                    "config: hierarchy.factors": f"--vertices {args.vertices}: hierarchy.factors"}
     for split in args.splits:  # setup: data and PCA once per split
         tick = time.perf_counter()
         with naming_options(data_options):

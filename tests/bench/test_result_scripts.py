@@ -282,7 +282,8 @@ def test_a_thread_count_beyond_the_machines_is_refused(tmp_path, capsys, script)
                                   f"face template), got {_SMALL}", 2),
     (["--lr-cheb", "-0.5"], "--lr-cheb: expected a positive number, got -0.5", 2),
     (["--n", "0"], "--n: expected an int >= 1, got 0", 2),
-    (["--vertices", "600"], "--vertices 600: factors (4, 4, 4, 4) leave", 1),
+    (["--vertices", "600"], "--vertices 600: hierarchy.factors: [4, 4, 4, 4] (from model.preset 'spiralnet++-coma') "
+                            "on the built-in face template (600 vertices): factors (4, 4, 4, 4) leave", 1),
     (["--n", "5", "--vertices", "1000", "--methods", "spiral"],
      "--n 5: expected held-out test faces, the interpolation split of 5 faces holds out none", 1),
     (["--n", "1", "--vertices", "1000", "--methods", "spiral"], "--n 1: data: expected at least 2 training meshes", 1),
@@ -388,7 +389,8 @@ def test_sweep_latent_removes_its_work_folder_when_it_fails(tmp_path, monkeypatc
     argv = ["--n", "3", "--latent-sizes", "4", "--splits", "interpolation", "--methods", "spiral", "--vertices", "500",
             "--epochs", "1", "--output", str(tmp_path / "r.json")]
     assert report.script_main(sweep_latent.main, argv) == 1
-    assert "--vertices 500: factors (4, 4, 4, 4) leave 2 vertices" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--vertices 500: hierarchy.factors: [4, 4, 4, 4] (from model.preset" in err and "leave 2 vertices" in err
     assert list(scratch.iterdir()) == [] and not (tmp_path / "r.json").exists()
 
 
