@@ -41,6 +41,28 @@ def test_roof_caption_names_each_size_when_they_differ(results):
     assert "square matmul (2048²) GFLOP/s: fp32 190;" in readme_tables.decode()
 
 
+def test_decode_tables_show_each_rows_noise_and_the_targets_the_ratios(results):
+    """The README showed no row's run-to-run spread: a reference row with an IQR of 80 % of its median set the
+    headline ratio unmarked; and the shape-bound target read as a measure of the fast path."""
+    payload = _decode_file({"fp32": {"n": 2048, "gflops": 189.9}})
+    own = payload["rows"][0]
+    spread = float(torch.empty(()).uniform_(0.05, 0.5))
+    own.update(latency_iqr_ms=own["latency_ms"] * spread, repeats=11, speedup_vs_reference=7.5)
+    reference = dict(own, decoder="reference", meshes_per_s=108.0, latency_ms=296.0, latency_iqr_ms=236.8,
+                     speedup_vs_reference=None)
+    few = dict(own, batch=256, latency_iqr_ms=0.0, repeats=3)  # too few samples to tell a spread
+    payload["rows"] += [reference, few]
+    (results / "decode_cpu-some-2threads.json").write_text(json.dumps(payload))
+    lines = [line for line in readme_tables.decode().splitlines() if line.startswith("| spiralnet++-coma")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    iqr = readme_tables._DECODE_HEADER.index("IQR")
+    assert [c[iqr] for c in cells] == [f"{spread * 100:.0f} %", "–"]
+    targets = readme_tables.targets()
+    assert f"7.5× (eager, 812 meshes/s; latency IQR {spread * 100:.0f} % of the median, the reference's 80 %)" in \
+        targets, targets
+    assert "which the fast path does not run: not a measure of it" in targets
+
+
 def test_sweep_and_hierarchy_tables_say_the_template_and_texture_size_of_their_file(results):
     """The sweep caption always said 'the 5,023-vertex face' and '1 epochs', and the hierarchy table's header
     'texel map 256²', whatever the file held."""
