@@ -535,7 +535,9 @@ class _CudaGraphRunner:
     """
 
     def __init__(self, module: nn.Module, z: torch.Tensor, capture_io: bool = False):
-        self.static_z = z.clone()
+        # captured on -z, so that the error check's call with z (the row's latent) proves the graph reads
+        # its input: a graph that ignored it would give the output of -z and fail the check
+        self.static_z = -z
         self.captures_io = capture_io
         stream = torch.cuda.Stream(device=z.device)
         stream.wait_stream(torch.cuda.current_stream(z.device))
@@ -545,7 +547,7 @@ class _CudaGraphRunner:
         torch.cuda.current_stream(z.device).wait_stream(stream)
         if capture_io:  # page-locked buffers are allocated before the capture, which cannot allocate them
             self.host_z = torch.empty(z.shape, dtype=z.dtype, pin_memory=True)
-            self.host_z.copy_(z)
+            self.host_z.copy_(self.static_z)
             self.host_out = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in _outputs(warm)]
         del warm
         self.graph = torch.cuda.CUDAGraph()
