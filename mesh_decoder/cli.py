@@ -190,6 +190,10 @@ def _run_hierarchy(args) -> int:
         raise MeshValidationError(f"{where}: {exc}") from None
     rows = hierarchy_table(h)
     _print_table(rows)
+    if h.texel_map is not None:  # the table has no column for it
+        (th, tw), covered = h.texel_map.size, float(h.texel_map.mask.float().mean())
+        auto = " (the template has no UVs: automatic ones, mesh_decoder.mesh.uv.ensure_uv)" if mesh.uv is None else ""
+        print(f"texel map: {th} x {tw}, {covered:.1%} of the texels inside a UV triangle{auto}")
     if args.output:
         save_hierarchy(h, args.output)
         print(f"wrote {args.output}")
@@ -350,7 +354,8 @@ def _run_render(args) -> int:
     vertices, colors = _shape_and_colors(decoded)
     textured = {}
     if colors is None and texture is not None:  # appearance only in the texture: drawn through the template's UVs
-        uv, uv_faces = _texture_uvs(sampler.template(), sampler.template_name, "render")
+        uv, uv_faces = _texture_uvs(_with_uvs(sampler.template(), sampler.template_name), sampler.template_name,
+                                    "render")
         textured = {"texture": texture, "uv": uv, "uv_faces": uv_faces}
     face_grid(vertices, sampler.faces, args.output, colors=colors, image_size=args.image_size, **textured)
     print(f"wrote {args.output}: {args.n} face{'s' if args.n != 1 else ''} sampled from {sampler.prior}")
@@ -574,7 +579,7 @@ def _run_sample(args: argparse.Namespace) -> int:
                          "nothing was written (name another folder, or remove them)")
     sampler = _sampler(args.checkpoint, fit_prior=args.latents is None, hierarchy=args.hierarchy,
                        template=args.template)
-    template = sampler.template() if args.texture else None
+    template = _with_uvs(sampler.template(), sampler.template_name) if args.texture else None
     uv = _texture_uvs(template, sampler.template_name) if args.texture else None  # ((T, 2), (F, 3))
     if args.latents is None:
         generator = torch.Generator().manual_seed(_DEFAULT_SEED if args.seed is None else args.seed)
@@ -632,6 +637,19 @@ def _run_sample(args: argparse.Namespace) -> int:
     print(f"wrote {len(meshes)} mesh{'es' if len(meshes) != 1 else ''} ({decoded.shape[1]} vertices, {what}) and "
           f"{_LATENTS_NAME} to {args.output}: {source}")
     return 0
+
+
+def _with_uvs(template: Mesh, name: str) -> Mesh:
+    """``template``, or without UVs, a copy with the automatic UVs :func:`~mesh_decoder.hierarchy.build_hierarchy`
+    gave it for the model's texel map (:func:`~mesh_decoder.mesh.uv.ensure_uv`, deterministic), said on stderr:
+    a joint model trained on such a template could not write its textures."""
+    if template.uv is not None:
+        return template
+    from .mesh.uv import ensure_uv
+
+    print(f"note: {name} has no UV coordinates: the textures are mapped through automatic ones "
+          "(mesh_decoder.mesh.uv.ensure_uv, as build_hierarchy made for its texel map)", file=sys.stderr)
+    return ensure_uv(template)
 
 
 def _texture_uvs(template: Mesh, name: str, what: str = "--texture") -> tuple[np.ndarray, np.ndarray]:

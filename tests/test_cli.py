@@ -181,6 +181,24 @@ def test_template_info_summarises_a_mesh_file(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.obj"]
 
 
+def test_hierarchy_prints_its_texel_map_and_whether_the_uvs_are_automatic(tmp_path, capsys):
+    """The command printed nothing of the texel map, nor that a template without UVs got automatic ones."""
+    from mesh_decoder.mesh import face_template, save_mesh
+
+    face = face_template(500)
+    save_mesh(face, tmp_path / "uv.obj")
+    save_mesh(face.copy(uv=None, uv_faces=None), tmp_path / "bare.obj")
+    for name, note in (("uv.obj", ""), ("bare.obj", " (the template has no UVs: automatic ones, "
+                                                    "mesh_decoder.mesh.uv.ensure_uv)")):
+        capsys.readouterr()
+        assert main(["hierarchy", str(tmp_path / name), "--factors", "4", "4", "--texture-size", "16"]) == 0
+        last = capsys.readouterr().out.splitlines()[-1]
+        assert re.fullmatch(r"texel map: 16 x 16, \d+\.\d% of the texels inside a UV triangle" + re.escape(note),
+                            last), last
+    assert main(["hierarchy", str(tmp_path / "uv.obj"), "--factors", "4", "4", "--texture-size", "0"]) == 0
+    assert "texel map" not in capsys.readouterr().out
+
+
 def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
     import mesh_decoder.hierarchy as hierarchy
 

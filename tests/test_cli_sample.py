@@ -899,3 +899,34 @@ def test_a_run_with_another_templates_hierarchy_is_rebuilt_with_a_warning_by_eve
         assert (err.count("\n") == 1 and err.startswith(warning)) == (name == "swapped"), err
     own, swapped = (_written(tmp_path / f"s_{name}")[1][0] for name in ("own", "swapped"))
     np.testing.assert_array_equal(swapped.vertices, own.vertices)
+
+
+def test_a_joint_run_on_a_template_without_uvs_writes_textures_through_its_automatic_uvs(tmp_path, capsys):
+    """build_hierarchy gave a template without UVs automatic ones for the texel map, silently; sample --texture
+    then refused the run ('expected a template with UV coordinates'), though the UVs are deterministic."""
+    import yaml
+
+    from mesh_decoder.mesh import face_template, load_texture, save_mesh
+    from mesh_decoder.mesh.uv import ensure_uv
+
+    bare = face_template(500).copy(uv=None, uv_faces=None)
+    template = tmp_path / "bare.obj"
+    save_mesh(bare, template)
+    config = tmp_path / "joint.yaml"
+    config.write_text(yaml.safe_dump({
+        "template": {"kind": "file", "path": str(template)}, "hierarchy": {"factors": [4, 4], "texture_size": 16,
+                                                                           "cache_dir": False},
+        "data": {"n": 12}, "model": {"channels": [8, 8], "joint": True}, "training": {"epochs": 1, "batch_size": 4}}))
+    assert main(["train", str(config), "-o", str(tmp_path / "run"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(tmp_path / "run"), "--n", "2", "--texture", "--format", "obj",
+                 "-o", str(tmp_path / "tex")]) == 0
+    err = capsys.readouterr().err
+    assert "has no UV coordinates: the textures are mapped through automatic ones" in err, err
+    auto = ensure_uv(bare)
+    for i in range(2):
+        face = load_mesh(tmp_path / "tex" / f"face_{i:04d}.obj")
+        np.testing.assert_allclose(face.uv, auto.uv, atol=1e-6)
+        np.testing.assert_array_equal(face.uv_faces, auto.uv_faces)
+        image = load_texture(tmp_path / "tex" / f"face_{i:04d}.obj")
+        assert image.shape == (16, 16, 3) and np.ptp(image) > 0
