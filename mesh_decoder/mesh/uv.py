@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -264,6 +265,12 @@ def texel_map(mesh: Mesh, size, *, allow_overlap: bool = False, dtype: "torch.dt
             f"no texel centre of the {h}x{w} map is inside a UV triangle: expected UVs in [0, 1]^2 "
             f"covering at least one texel, got UV range {mesh.uv.min(axis=0).tolist()} .. {mesh.uv.max(axis=0).tolist()}"
         )
+    outside = ((uv_tri < 0) | (uv_tri > 1)).any(axis=(1, 2))  # (F,) triangles reaching out of the map
+    if outside.any():  # viewers repeat such UVs, the map does not: said, not dropped silently
+        warnings.warn(
+            f"{int(outside.sum())} of {outside.size} UV triangles reach outside [0, 1]^2 (UV range "
+            f"{np.round(mesh.uv.min(axis=0), 3).tolist()} .. {np.round(mesh.uv.max(axis=0), 3).tolist()}): the "
+            "texel map holds only their parts inside it, and UVs outside read its border texels", stacklevel=2)
     counts = np.bincount(texel, minlength=h * w)
     if counts.max() > 1:
         if not allow_overlap:

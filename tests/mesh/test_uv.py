@@ -422,3 +422,23 @@ def test_coverage_clips_triangles_to_the_unit_square():
         for p, q in ((a, b), (b, c), (c, a)):
             inside &= s * ((q[0] - p[0]) * (centres[:, 1] - p[1]) - (q[1] - p[1]) * (centres[:, 0] - p[0])) >= 0
         assert uv_coverage(mesh) == pytest.approx(inside.mean(), abs=2e-3)
+
+
+def test_uv_triangles_outside_the_unit_square_are_said_not_dropped_silently():
+    """UVs shifted past u = 1 lost half the face's texels without a word (viewers repeat such UVs)."""
+    import warnings
+
+    from mesh_decoder.mesh.templates import face_template
+
+    face = face_template(500)
+    shift = float(np.random.default_rng().uniform(0.3, 0.6))
+    uv = face.uv.copy()
+    uv[:, 0] += shift
+    outside = int(((uv[face.uv_faces] < 0) | (uv[face.uv_faces] > 1)).any(axis=(1, 2)).sum())
+    with pytest.warns(UserWarning, match=rf"^{outside} of {face.num_faces} UV triangles reach outside \[0, 1\]\^2 "
+                                         r"\(UV range \[.*\]\): the texel map holds only their parts inside it"):
+        tm = texel_map(face.copy(uv=uv), 32)
+    assert 0 < float(tm.mask.float().mean()) < float(texel_map(face, 32).mask.float().mean())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        texel_map(face, 32)  # the built-in layout stays inside
