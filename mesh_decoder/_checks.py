@@ -162,11 +162,22 @@ def out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
+#: The import name of each package the library requires (setup.cfg's install_requires) -> its pip name.
+REQUIRED_PACKAGES = {"torch": "torch", "torch_geometric": "torch-geometric", "numpy": "numpy", "scipy": "scipy",
+                     "openmesh": "openmesh", "plyfile": "plyfile", "safetensors": "safetensors", "tqdm": "tqdm",
+                     "yaml": "pyyaml"}
+
+
 def error_line(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> str | None:
     """What a command prints after ``error:`` for ``exc``: one line for an error of ``kinds`` (bad input, bad
     files) or for running out of memory; ``None`` for anything else, a bug the caller raises again."""
     if out_of_memory(exc):  # e.g. huge sizes
         return f"out of memory ({one_line_error(exc)}); try smaller sizes"
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in REQUIRED_PACKAGES:
+        # a broken install (pip --no-deps): 'No module named 'yaml'' named neither the package nor the fix
+        package = REQUIRED_PACKAGES[exc.name.split(".")[0]]
+        return (f"{one_line_error(exc)}: mesh_decoder requires {package}: pip install {package} (installing "
+                "mesh_decoder without --no-deps brings every requirement)")
     return one_line_error(exc) if isinstance(exc, kinds) else None
 
 

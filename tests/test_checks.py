@@ -376,3 +376,26 @@ def test_as_faces_takes_integer_tensors_and_arrays_as_int64():
 def test_as_faces_names_what_is_wrong(faces, num_vertices, error, message):
     with pytest.raises(error, match=message):
         as_faces(faces, num_vertices, "cpu")
+
+
+def test_a_missing_requirement_names_the_package_to_install():
+    """After `pip install --no-deps`, commands ended with "No module named 'yaml'", naming neither the package
+    (PyYAML) nor the fix."""
+    from mesh_decoder._checks import REQUIRED_PACKAGES, error_line
+
+    for module, package in (("yaml", "pyyaml"), ("scipy.spatial", "scipy"), ("torch_geometric.nn", "torch-geometric")):
+        exc = ModuleNotFoundError(f"No module named '{module}'", name=module)
+        assert error_line(exc, (ValueError,)) == (f"No module named '{module}': mesh_decoder requires {package}: pip "
+                                                  f"install {package} (installing mesh_decoder without --no-deps "
+                                                  "brings every requirement)")
+    other = ModuleNotFoundError("No module named 'pytorch3d'", name="pytorch3d")  # optional: its own message
+    assert error_line(other, (ImportError,)) == "No module named 'pytorch3d'"
+    assert error_line(other, (ValueError,)) is None
+    import configparser
+    import pathlib
+
+    cfg = configparser.ConfigParser()
+    cfg.read(pathlib.Path(__file__).resolve().parents[1] / "setup.cfg")
+    required = {re.split(r"[<>=!~ ]", line.strip())[0].lower()
+                for line in cfg["options"]["install_requires"].splitlines() if line.strip()}
+    assert required == set(REQUIRED_PACKAGES.values())  # the map follows setup.cfg
