@@ -181,6 +181,15 @@ def error_line(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> st
     return one_line_error(exc) if isinstance(exc, kinds) else None
 
 
+def is_terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal: the commands draw progress bars only there (a redirected log would
+    keep every ``\\r`` update)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 def check_threads(threads: int | None, name: str = "--threads") -> int | None:
     """``threads`` if ``None`` or in ``[1, the CPUs of this machine]``, else ``ValueError`` naming ``name``
     (torch crashed, with a segmentation fault, on a thread pool far beyond the machine's)."""

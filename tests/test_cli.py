@@ -199,6 +199,29 @@ def test_hierarchy_prints_its_texel_map_and_whether_the_uvs_are_automatic(tmp_pa
     assert "texel map" not in capsys.readouterr().out
 
 
+def test_train_and_fit_draw_no_progress_bar_into_a_log(tmp_path, capsys, monkeypatch):
+    """train and fit drew tqdm bars into a piped stderr (each update kept as a line of the log); bench only drew
+    one on a terminal. On a terminal they still do."""
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"template": {"vertices": 500}, "hierarchy": {"factors": [4, 4]},
+                                      "data": {"n": 12}, "model": {"channels": [8, 8], "latent_size": 4},
+                                      "training": {"epochs": 1, "batch_size": 4}}))
+    from mesh_decoder.mesh import face_template, save_mesh
+
+    save_mesh(face_template(500), tmp_path / "target.obj")
+    for tty in (False, True):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty, raising=False)
+        run = tmp_path / f"run{tty}"
+        assert main(["train", str(config), "-o", str(run)]) == 0
+        train_err = capsys.readouterr().err
+        assert main(["fit", str(run), "--target", str(tmp_path / "target.obj"), "--stages", "shape:3", "-o",
+                     str(tmp_path / f"fitted{tty}.obj")]) == 0
+        fit_err = capsys.readouterr().err
+        assert ("%|" in train_err) == tty and ("%|" in fit_err) == tty, (tty, train_err, fit_err)
+
+
 def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
     import mesh_decoder.hierarchy as hierarchy
 

@@ -81,7 +81,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import MAX_SEED, check_device, check_int, check_output_path, int_argument, one_line_error, real_argument
+from .._checks import (MAX_SEED, check_device, check_int, check_output_path, int_argument, is_terminal,
+                       one_line_error, real_argument)
 from . import report
 from .roofline import (
     DTYPES,
@@ -1419,14 +1420,6 @@ def _resolve_device(name: str) -> torch.device:
     return check_device(name, "--device")
 
 
-def _is_terminal(stream) -> bool:
-    """Whether ``stream`` is a terminal: a redirected log gets no progress bar (it would keep its ``\\r``)."""
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return False
-
-
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
     """Validate parsed arguments into :class:`BenchOptions` (``ValueError`` on bad values)."""
     device = _resolve_device(args.device)
@@ -1469,7 +1462,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         time_box_s=None if args.time_box == 0 else (args.time_box or (60.0 if quick else 160.0)),
         min_repeats=3,
         memory=args.memory or ("eager" if quick else "auto"),
-        progress=not args.no_progress and _is_terminal(sys.stderr),
+        progress=not args.no_progress and is_terminal(sys.stderr),
         plot=not args.no_plot,
         seed=args.seed,
         matmul_n=4096 if cuda else 2048,

@@ -29,9 +29,10 @@ import argparse
 import dataclasses
 import math
 import os
+import sys
 from typing import Any
 
-from .._checks import check_device, check_not_an_input, check_output_path, int_argument
+from .._checks import check_device, check_not_an_input, check_output_path, int_argument, is_terminal
 from ..errors import MeshFileError, ModelFileError, ModelHierarchyMismatchError
 
 __all__ = ["add_fit_arguments", "run_fit"]
@@ -329,7 +330,8 @@ def run_fit(args: argparse.Namespace) -> int:
             raise ValueError(f"--stages {spec}: the group {group!r} fits colour, but for --target {args.target} "
                              f"{no_color}")
     result = fit(model, target, template=tpl, stages=stages, prior=prior, prior_weight=args.prior_weight,
-                 rotation=args.rotation, camera=camera, focal=args.focal, progress=not args.quiet)
+                 rotation=args.rotation, camera=camera, focal=args.focal,
+                 progress=not args.quiet and is_terminal(sys.stderr))
     terms = ", ".join(f"{k} {v:.4g}" + ("" if k == "prior" else f" (RMS {math.sqrt(max(v, 0.0)):.4g})")
                       for k, v in result.final_losses.items())
     angle = float(result.axis_angle.norm()) * 57.29577951308232

@@ -56,6 +56,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -66,7 +67,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from .._atomic import atomic_write
-from .._checks import check_device, check_int, check_output_path, int_argument
+from .._checks import check_device, check_int, check_output_path, int_argument, is_terminal
 from ..errors import MeshError
 from ..hierarchy.container import MeshHierarchy
 from ..mesh.container import Mesh
@@ -1207,7 +1208,7 @@ def run_train(args) -> int:
     config = load_config(args.config)
     if args.epochs is not None:
         config = config.replace(training={"epochs": args.epochs})
-    result = train(config, out, resume=args.resume, progress=not args.quiet)
+    result = train(config, out, resume=args.resume, progress=not args.quiet and is_terminal(sys.stderr))
     if result.up_to_date:
         n = result.epochs_completed
         print(f"{out}: already trained its {_epochs(n)}; nothing to do, no file was changed "
