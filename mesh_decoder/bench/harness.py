@@ -1606,7 +1606,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         options.hierarchy_path = path
         context["setup_s"] = time.perf_counter() - t_setup  # template, hierarchy, decoders, PCA fit
         options.context = context
-        run_benchmark(specs, options)
+        payload = run_benchmark(specs, options)
+    rows = payload.get("rows", [])
+    if rows and not any(r.get("status") == "ok" for r in rows):  # e.g. --modes onnx without onnx: exited 0
+        first = next((r for r in rows if r.get("note")), rows[0])
+        print(f"error: no configuration was timed: all {len(rows)} rows ended {sorted({r.get('status') for r in rows})}"
+              f" (the first: {first.get('decoder')} {first.get('mode')}: {first.get('note') or first.get('status')})",
+              file=sys.stderr)
+        return 1
     return 0
 
 

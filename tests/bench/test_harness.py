@@ -1055,3 +1055,20 @@ def test_the_progress_bar_is_shown_on_a_terminal_only(terminal, no_progress, sho
     parser = harness.add_bench_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--device", "cpu", "--quick"] + (["--no-progress"] if no_progress else []))
     assert harness.options_from_args(args).progress is shown
+
+
+def test_a_run_that_timed_nothing_exits_non_zero(tmp_path, capsys, monkeypatch):
+    """--modes onnx without the onnx package ended with every row an error, and exit status 0."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("ONNX export/runtime needs the 'onnx' package")
+
+    monkeypatch.setattr(harness, "_runner", broken)
+    argv = ["--quick", "--vertices", "1000", "--decoders", "pca", "--modes", "eager", "--batch-sizes", "1",
+            "--threads", "1", "--memory", "off", "--time-budget", "0.1", "--no-progress", "--no-plot",
+            "--output-dir", str(tmp_path)]
+    assert harness.main(argv) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == ("error: no configuration was timed: all 1 rows ended ['error'] (the first: pca eager: "
+                    "RuntimeError: ONNX export/runtime needs the 'onnx' package)"), last
+    assert list(tmp_path.glob("decode_*.json"))  # the rows and their errors are still written
