@@ -460,6 +460,16 @@ def load_model(
             raise _fail(path, f"the saved tensors do not fit {meta['class']}: {key!r} is {t.dtype}, expected a "
                               f"{'floating' if built[key].is_floating_point() else 'non-floating'} dtype like "
                               f"{built[key].dtype}")
+    # one line for float tensors of another precision than the config builds (the model's own load checks
+    # said it once per tensor, all joined into one very long line)
+    other = sorted(k for k, t in tensors.items() if k in built and t.is_floating_point() and t.dtype != built[k].dtype
+                   and built[k].is_floating_point() and "dtype" in meta["config"])  # configs that fix one
+    if other:
+        found = sorted({str(tensors[k].dtype) for k in other})
+        raise _fail(path, f"the saved tensors do not fit {meta['class']}: {len(other)} float tensor"
+                          f"{' is' if len(other) == 1 else 's are'} "
+                          f"{', '.join(found)} where its saved config builds {built[other[0]].dtype} "
+                          f"({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); a damaged or edited file?")
     try:
         model.load_state_dict(tensors, strict=True, assign=True)
     except RuntimeError as exc:
