@@ -116,7 +116,8 @@ def render(
     """Render a batch of meshes (module docstring).
 
     Args:
-        vertices: ``(B, V, 3)`` or ``(V, 3)`` world positions.
+        vertices: ``(B, V, 3)`` or ``(V, 3)`` world positions; one mesh with ``B``
+            colour sets or textures is drawn ``B`` times, once in each.
         faces: ``(F, 3)`` int64, shared by the batch.
         camera: :class:`~mesh_decoder.render.cameras.Camera` of batch size 1 or ``B``.
         image_size: ``int`` or ``(H, W)``.
@@ -151,6 +152,11 @@ def render(
     f = as_faces(faces, int(v.shape[1]), v.device)
     if colors is not None and texture is not None:
         raise ValueError("colors, texture: expected at most one albedo source, got both")
+    albedo_batch = _albedo_batch(colors, texture)
+    if fragments is None and int(v.shape[0]) == 1 and albedo_batch > 1 and isinstance(camera, Camera) \
+            and camera.batch_size in (1, albedo_batch):
+        # one mesh in B colourings, as one texture broadcasts over B meshes (it was 'expected batch size 1')
+        v = v.expand(albedo_batch, -1, -1)
     if fragments is None:
         fragments = rasterize(v, f, camera, image_size, cull_backfaces=cull_backfaces, max_candidates=max_candidates)
     elif not isinstance(fragments, Fragments):
@@ -228,6 +234,14 @@ def render(
 
 
 # ---------------------------------------------------------------------------------- PNG
+def _albedo_batch(colors, texture) -> int:
+    """The batch size of a ``(B, V, C)`` colour set or a ``(B, C, H, W)`` texture (1 for anything else)."""
+    value = colors if colors is not None else texture
+    want = 3 if colors is not None else 4
+    shape = getattr(value, "shape", ())
+    return int(shape[0]) if len(shape) == want else 1
+
+
 def to_image_array(image) -> np.ndarray:
     """An image as a ``(H, W, C)`` uint8 array (``C`` in 1, 3, 4).
 

@@ -293,12 +293,13 @@ def test_reused_fragments_take_the_camera_given_for_the_gradients():
 
 
 def test_a_colour_batch_the_render_has_not_names_the_sizes_it_takes():
-    """One mesh with two colour sets was refused as 'expected batch size 1 or 1'."""
+    """Two colour sets for fragments of one mesh were refused as 'expected batch size 1 or 1'. (Without
+    fragments, one mesh is now drawn in each colouring.)"""
     mesh = face_template(500, seed=5)
     v, f = torch.tensor(mesh.vertices), torch.tensor(mesh.faces)
     cam = OrthographicCamera.fit(v, 32)
     with pytest.raises(ValueError, match=r"^colors: expected batch size 1 \(the rendered batch's\), got 2$"):
-        render(v, f, cam, 32, colors=torch.rand(2, 500, 3, dtype=v.dtype))
+        render(v, f, cam, 32, colors=torch.rand(2, 500, 3, dtype=v.dtype), fragments=rasterize(v, f, cam, 32))
     vb = v.expand(3, -1, -1)
     with pytest.raises(ValueError, match=r"^colors: expected batch size 1 or 3 \(the rendered batch's\), got 2$"):
         render(vb, f, OrthographicCamera.fit(vb, 32), 32, colors=torch.rand(2, 500, 3, dtype=v.dtype))
@@ -374,3 +375,22 @@ def test_a_vertex_on_the_camera_plane_gets_no_nan_gradient():
     w[:, 2] = w[:, 2].abs() + 50
     w.requires_grad_(True)
     torch.autograd.gradcheck(lambda p: cam.project(p), (w,))
+
+
+def test_one_mesh_is_drawn_in_each_of_several_colourings():
+    """A single mesh with B textures (or colour sets) was refused ('texture: expected batch size 1, got 3'),
+    though one texture broadcasts over B meshes; the workaround was v.expand(B, -1, -1)."""
+    mesh = face_template(500, seed=5)
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))
+    v = torch.tensor(mesh.vertices)
+    f = torch.tensor(mesh.faces)
+    cam = OrthographicCamera.fit(v, 24)
+    tex = torch.rand(3, 3, 16, 16, generator=g, dtype=torch.float64)
+    colors = torch.rand(3, 500, 3, generator=g, dtype=torch.float64)
+    for kwargs in (dict(texture=tex, uv=mesh.uv, uv_faces=mesh.uv_faces), dict(colors=colors)):
+        out = render(v, f, cam, 24, **kwargs)
+        expanded = render(v.expand(3, -1, -1), f, cam, 24, **kwargs)
+        assert out.image.shape[0] == 3 and torch.equal(out.image, expanded.image)
+        assert not torch.equal(out.image[0], out.image[1])
+    with pytest.raises(ValueError, match=r"texture: expected batch size 1 or 2, got 3"):
+        render(v.expand(2, -1, -1), f, cam, 24, texture=tex, uv=mesh.uv, uv_faces=mesh.uv_faces)
