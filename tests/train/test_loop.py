@@ -743,9 +743,10 @@ def test_held_out_measures_against_a_per_mesh_loop(tiny_config, joint):
         held_out_measures(model, x[:0])
 
 
-def test_progress_bar_and_cli_report_the_test_split(tmp_path, tiny_config, capsys):
+def test_progress_bar_and_cli_report_the_test_split(tmp_path, tiny_config, capsys, monkeypatch):
     from mesh_decoder.cli import main
 
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # the bar is drawn on a terminal only
     path = tmp_path / "c.json"
     path.write_text(__import__("json").dumps(tiny_config(training={"epochs": 2})))
     assert main(["train", str(path), "-o", str(tmp_path / "run")]) == 0
