@@ -11,6 +11,7 @@ as in the original paper (``alpha`` for shape, ``beta`` for texture).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -147,6 +148,18 @@ def _fit_linear(
         s, vh = s[:num_components], vh[:num_components]
     else:
         _, s, vh = randomized_svd(centred, num_components, oversample=oversample, n_iter=n_iter, generator=generator)
+    # Directions whose spread is rounding noise (data of lower rank than K, as numpy's matrix_rank tells them)
+    # were kept silently with standard deviations near 0: coefficients in standard deviations (encode,
+    # log_prior) blew up to 1e27. They still reconstruct and count in compactness, so they are kept, and said.
+    floor = float(s[0]) * max(n, d) * torch.finfo(s.dtype).eps
+    if float(s[-1]) <= floor:
+        rank = int((s > floor).sum())
+        what = (f"the {n} samples are all the same up to rounding" if rank == 0 else
+                f"the {n} samples have numerical rank {rank}: singular value {rank + 1} is {float(s[rank]):.3g}, "
+                f"below the rounding floor {floor:.3g}")
+        warnings.warn(f"{name} {num_components}: {what}; components {rank + 1} to {num_components} are noise, and "
+                      "their coefficients (encode, log_prior) meaningless: fit at most "
+                      f"{max(rank, 1)}", stacklevel=3)
     return mean, _flip_signs(vh).contiguous(), s, total
 
 

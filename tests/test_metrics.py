@@ -68,7 +68,10 @@ def test_compactness_known_spectrum():
     variances = [9.0, 4.0, 2.0, 1.0]
     x, _, _, coeffs = subspace_faces(30, 10, variances, seed=3)
     expected = np.cumsum(variances) / sum(variances)
-    model = PCAModel.fit(x, num_components=6)
+    # components beyond the data's rank are noise: said (their coefficients blew up to 1e27 without a word)
+    with pytest.warns(UserWarning, match=r"^num_components 6: the 30 samples have numerical rank 4: singular value 5 "
+                                         r"is .*; components 5 to 6 are noise, .* fit at most 4$"):
+        model = PCAModel.fit(x, num_components=6)
     np.testing.assert_allclose(compactness(model)[:4], expected, rtol=1e-10)
     np.testing.assert_allclose(compactness(model)[4:], 1.0, rtol=1e-10)
     np.testing.assert_allclose(compactness(model.truncate(2)), expected[:2], rtol=1e-10)
