@@ -961,7 +961,7 @@ def test_a_texture_size_the_hierarchy_has_not_is_refused(saved_hierarchies, monk
     paths, size = saved_hierarchies
     other = size + int(torch.randint(1, 50, (1,), generator=torch.Generator().manual_seed(22)))
     runs = []
-    monkeypatch.setattr(harness, "run_benchmark", lambda specs, options: runs.append((specs, options)))
+    monkeypatch.setattr(harness, "run_benchmark", lambda specs, options: runs.append((specs, options)) or {"rows": []})
     argv = ["--device", "cpu", "--hierarchy", str(paths["fits"]), "--decoders", "joint", "--output-dir", str(tmp_path)]
     assert harness.main([*argv, "--texture-size", str(other)]) == 1
     assert capsys.readouterr().err == (
