@@ -330,7 +330,12 @@ def test_a_template_the_hierarchy_cannot_use_is_named_by_hierarchy_and_train(tmp
                                                 "vertices); expected every vertex to belong to a face (remove "
                                                 "isolated vertices first)")
     config = tmp_path / "c.yaml"
+    scans = tmp_path / "scans"  # meshes of that template (the synthetic generator refuses a template not its own)
+    scans.mkdir()
+    for i in range(4):
+        (scans / f"s{i}.obj").write_text(loose.read_text())
     config.write_text(yaml.safe_dump({"template": {"kind": "file", "path": str(loose)},
+                                      "data": {"source": "folder", "root": str(scans), "test_fraction": 0.25},
                                       "hierarchy": {"factors": [4, 4]}, "model": {"channels": [8, 8]}}))
     assert main(["train", str(config), "-o", str(tmp_path / "run")]) == 1
     assert _one_error_line(capsys).startswith(f"error: {config}: the hierarchy of template.path {loose} (601 "

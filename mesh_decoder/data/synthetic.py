@@ -260,6 +260,20 @@ class SyntheticFaces:
         self._colour_basis = rng.uniform(0.015, 0.03, _N_COLOUR_BUMPS) * self._bumps(
             100.0 * crad * np.cos(ct), -5.0 + 95.0 * crad * np.sin(ct), rng.uniform(15.0, 40.0, _N_COLOUR_BUMPS)
         )  # (V, 16) relative brightness per unit coefficient
+        self._check_template()
+
+    def _check_template(self) -> None:
+        """The neutral face must be the template (the module's promise). The generator places its features by
+        the built-in templates' coordinates in mm: on another mesh, or one in metres or moved, it made faces
+        off the template by 50 to 100 units, and training on them went on without a word."""
+        neutral = self.generate(FaceParams.neutral(1))[0][0].astype(np.float64)  # (V, 3)
+        size = float(np.linalg.norm(np.ptp(self.template.vertices, axis=0)))  # bounding-box diagonal
+        miss = float(np.abs(neutral - self.template.vertices).max())
+        if not miss <= 1e-3 * max(size, 1e-12):
+            raise ValueError(
+                f"template: expected a built-in face or head template (the synthetic generator's neutral face is "
+                f"that template, in mm), got one its neutral face misses by {miss:.3g} (bounding box {size:.3g}): "
+                "another mesh, or in other units or place? Train on meshes of your own with a folder source")
 
     def _bumps(self, cs, cy, sigma) -> np.ndarray:
         """Gaussian bumps at canonical centres, periodic in ``s``. Shapes: ``(K,)`` -> ``(V, K)``."""

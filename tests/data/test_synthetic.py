@@ -74,6 +74,21 @@ def test_neutral_is_template(gen, face):
     np.testing.assert_array_equal(v[0], v[1])
 
 
+def test_a_template_the_generator_does_not_reproduce_is_refused():
+    """Any mesh was taken: a template in metres, moved or scaled gave synthetic faces 50 to 100 units off it, and
+    training on them went on without a word."""
+    small = face_template(500)
+    head = head_template(600)
+    SyntheticFaces(small), SyntheticFaces(head)  # the built-in templates are their own neutral faces
+    rng = np.random.default_rng()
+    for name, vertices in (("metres", small.vertices / 1000.0), ("moved", small.vertices + [0.0, 0.0, 50.0]),
+                           ("scaled", small.vertices * rng.uniform(1.2, 1.5))):
+        with pytest.raises(ValueError, match=r"^template: expected a built-in face or head template .* misses by "
+                                             r"[\d.e+-]+ \(bounding box [\d.e+-]+\): another mesh, or in other "
+                                             r"units or place\?"):
+            SyntheticFaces(small.copy(vertices=vertices))
+
+
 def test_shapes_ranges_and_batch_consistency(gen):
     p = gen.sample_params(5, rng=1)
     v, c = gen.generate(p)
