@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import numbers
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -220,6 +221,47 @@ class SyntheticFaceDataset(Dataset):
                 f"split={self.meta['split']!r}, kind={self.meta['kind']!r}, version={GENERATOR_VERSION!r})")
 
 
+def _distinct_files(files: list[str]) -> list[str]:
+    """``files`` with each file once: a symbolic link to a scan (or a folder reached twice through one) made a
+    second copy of it, which could land in the training and the test split; the later names are dropped, said."""
+    seen: dict[str, str] = {}
+    kept, dropped = [], []
+    for f in files:
+        real = os.path.realpath(f)
+        if real in seen:
+            dropped.append((f, seen[real]))
+        else:
+            seen[real] = f
+            kept.append(f)
+    if dropped:
+        f, first = dropped[0]
+        warnings.warn(f"{len(dropped)} matched file{'s are' if len(dropped) != 1 else ' is'} another name of a "
+                      f"file already read, and left out (first: {f}, the same file as {first}): each scan is read "
+                      "once, or it could be in both splits", stacklevel=3)
+    return kept
+
+
+def _warn_unmatched(root: str, files: list[str], pattern: str) -> None:
+    """Say which files in ``root`` itself a pattern would match but for case or a leading dot (``SCAN.OBJ``,
+    ``.hidden.ply`` under ``*.obj|*.ply``): they were left out without a word. Files of other kinds a pattern
+    leaves out on purpose (``*.ply`` under ``*.obj``) are not named."""
+    import fnmatch
+
+    matched = {os.path.realpath(f) for f in files}
+    patterns = [p.strip().lower() for p in pattern.split("|") if p.strip() and "/" not in p]
+    try:
+        names = sorted(e.name for e in os.scandir(root) if e.is_file())
+    except OSError:
+        return
+    missed = [n for n in names if os.path.realpath(os.path.join(root, n)) not in matched
+              and any(fnmatch.fnmatchcase(n.lower().lstrip("."), p) for p in patterns)]
+    if missed:
+        shown = ", ".join(missed[:3]) + (f" and {len(missed) - 3} more" if len(missed) > 3 else "")
+        warnings.warn(f"{root}: {len(missed)} mesh file{'s' if len(missed) != 1 else ''} not matched by pattern "
+                      f"{pattern!r} left out ({shown}; patterns are case-sensitive, and * skips hidden files)",
+                      stacklevel=3)
+
+
 def _index(index, length: int) -> int:
     if isinstance(index, bool) or not isinstance(index, numbers.Integral):
         raise TypeError(f"index: expected an int, got {type(index).__name__}")
@@ -279,9 +321,10 @@ class MeshFolderDataset(Dataset):
         for f in sorted(matches):
             if os.path.islink(f) and not os.path.exists(f):  # a scan on a drive not mounted, a moved file
                 raise MeshFileError(f, f"expected a mesh file, found a broken symbolic link to {os.readlink(f)}")
-        files = sorted(f for f in matches if os.path.isfile(f))
+        files = _distinct_files(sorted(f for f in matches if os.path.isfile(f)))
         if not files:
             raise MeshFileError(root, f"expected files matching {pattern!r}, found none")
+        _warn_unmatched(root, files, pattern)
         self.root, self.template, self.files = root, template, files
         vertices, colors, self.transforms = [], [], ([] if align else None)
         for path in files:

@@ -318,3 +318,28 @@ def test_folder_names_a_broken_link(tmp_path, small):
     ds = MeshFolderDataset(tmp_path, small)
     assert len(ds) == 2
     np.testing.assert_allclose(ds.vertices.numpy(), expected, atol=1e-4)
+
+
+def test_folder_reads_a_linked_scan_once_and_names_mesh_files_the_pattern_passed_over(tmp_path, small):
+    """A symbolic link to a scan was read as a second scan (it could be in both splits), and SCAN.OBJ or a
+    hidden .x.ply were left out of the default pattern without a word."""
+    import warnings
+
+    rng = np.random.default_rng()
+    expected = _write_set(tmp_path, small, rng, n=3, transform=False, colors=False)
+    (tmp_path / "zz_alias.obj").symlink_to(tmp_path / "face_00.obj")
+    with pytest.warns(UserWarning, match=r"^1 matched file is another name of a file already read, and left out "
+                                         rf"\(first: {tmp_path / 'zz_alias.obj'}, the same file as "
+                                         rf"{tmp_path / 'face_00.obj'}\)"):
+        ds = MeshFolderDataset(tmp_path, small)
+    assert len(ds) == 3 and str(tmp_path / "zz_alias.obj") not in ds.files
+    np.testing.assert_allclose(ds.vertices.numpy(), expected, atol=1e-4)
+    (tmp_path / "zz_alias.obj").unlink()
+    (tmp_path / "SCAN.OBJ").write_bytes((tmp_path / "face_00.obj").read_bytes())
+    (tmp_path / ".hidden.ply").write_bytes((tmp_path / "face_01.ply").read_bytes())
+    with pytest.warns(UserWarning, match=rf"^{tmp_path}: 2 mesh files not matched by pattern '\*\.obj\|\*\.ply\|\*\.off' "
+                                         r"left out \(\.hidden\.ply, SCAN\.OBJ; patterns are case-sensitive"):
+        assert len(MeshFolderDataset(tmp_path, small)) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(MeshFolderDataset(tmp_path, small, pattern="*.obj|*.ply|*.off|*.OBJ|.*.ply")) == 5
