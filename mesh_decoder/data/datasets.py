@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import check_int
 from ..errors import MeshFileError
 from ..mesh.container import Mesh
 from .synthetic import (
@@ -152,8 +153,8 @@ class SyntheticFaceDataset(Dataset):
     ):
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 1:
             raise ValueError(f"n: expected a positive int, got {n!r}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-            raise TypeError(f"seed: expected a non-negative int, got {seed!r}")
+        seed = check_int(seed, "seed", minimum=0)  # a negative seed is a ValueError, not a TypeError
+        generator_seed = check_int(generator_seed, "generator_seed", minimum=0)  # named: it said "seed"
         split = _pick("split", split, ("train", "test", "all"))
         kind = _pick("kind", kind, ("interpolation", "extrapolation"))
         if key not in PARAM_NAMES:

@@ -37,6 +37,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._checks import check_int
 from ..mesh.container import Mesh
 from ..mesh.landmarks import EYE_HALF_HEIGHT, EYE_HALF_WIDTH, EYE_S
 from ..mesh.templates import R0, canonical_coordinates, face_surface, face_template
@@ -240,8 +241,7 @@ class SyntheticFaces:
             template = face_template(5023, seed=0)
         if not isinstance(template, Mesh):
             raise TypeError(f"template: expected a mesh_decoder Mesh, got {type(template).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-            raise TypeError(f"seed: expected a non-negative int, got {seed!r}")
+        seed = check_int(seed, "seed", minimum=0)
         self.template = template
         self.seed = int(seed)
         canon = canonical_coordinates(template)  # (V, 2)

@@ -343,3 +343,16 @@ def test_folder_reads_a_linked_scan_once_and_names_mesh_files_the_pattern_passed
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(MeshFolderDataset(tmp_path, small, pattern="*.obj|*.ply|*.off|*.OBJ|.*.ply")) == 5
+
+
+def test_negative_seeds_are_value_errors_naming_their_argument(small):
+    """SyntheticFaceDataset(seed=-1) was a TypeError (a bad value is a ValueError), and generator_seed=-1 was
+    reported as 'seed'."""
+    for name in ("seed", "generator_seed"):
+        bad = -int(np.random.default_rng().integers(1, 1000))
+        with pytest.raises(ValueError, match=rf"^{name}: expected an integer >= 0, got {bad}$"):
+            SyntheticFaceDataset(n=4, template=small, **{name: bad})
+        with pytest.raises(TypeError, match=rf"^{name}: expected an integer, got 1.5 \(float\)$"):
+            SyntheticFaceDataset(n=4, template=small, **{name: 1.5})
+    with pytest.raises(ValueError, match=r"^seed: expected an integer >= 0, got -2$"):
+        SyntheticFaces(small, seed=-2)
