@@ -367,7 +367,9 @@ class MeshFolderDataset(Dataset):
         return self._vertices
 
     def normalization(self, of: str = "vertices", eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-vertex ``(mean (V, 3), std (V, 3))`` over the set; ``std`` is at least ``eps``."""
+        """Per-vertex ``(mean (V, 3), std (V, 3))`` over every file of the folder (population std, at least
+        ``eps``): training computes it over its training split only; for that, compute it on a
+        ``torch.utils.data.Subset``'s faces, e.g. ``self.vertices[train_indices]``."""
         _pick("of", of, ("vertices", "colors"))
         if of == "colors" and self._colors is None:
             raise ValueError(f"of='colors': expected colours in every file under {self.root}, "

@@ -311,6 +311,10 @@ class SyntheticFaces:
             n: number of faces (``>= 0``).
             rng: a ``numpy.random.Generator`` or an int seed. Default ``None``: the
                 generator's ``seed``. The same seed gives the same parameters.
+
+        The named parameters of all ``n`` faces are drawn first, then their detail:
+        face ``i``'s named parameters are the same for any ``n > i``, its detail (and
+        so the face) is not. Draw once and take a prefix to keep faces across sizes.
         """
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 0:
             raise ValueError(f"n: expected a non-negative int, got {n!r}")
@@ -410,7 +414,10 @@ class SyntheticFaces:
 
 # ========================================================================== splits
 def interpolation_split(n: int, seed: int = 0, test_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """A random split of ``range(n)``: ``round(test_fraction * n)`` test faces.
+    """A random split of ``range(n)``: ``round(test_fraction * n)`` test faces (Python's ``round``, halves to
+    even). It permutes positions, so another ``n`` gives another split: over a folder of meshes (sorted names)
+    adding or renaming a file moves most of the test set (training records the folder's version, and
+    evaluation refuses a folder changed since).
 
     Returns:
         ``(train, test)`` sorted int64 index arrays, disjoint, covering ``range(n)``.
