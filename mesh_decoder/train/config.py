@@ -27,6 +27,7 @@ shown (``null`` is YAML's ``None``)::
       root: null             # folder of registered meshes (source: folder)
       pattern: "*.obj|*.ply|*.off"
       align: false           # rigidly align every folder mesh to the template
+      scale: false           # with align, also fit a uniform scale per mesh
       norm_eps: 0.001        # lower bound of the per-vertex std (normalisation), in the data's units
                              # (mm for the built-in faces; lower it for meshes in metres: train warns)
     model:
@@ -142,6 +143,7 @@ class DataConfig:
     root: Union[str, None] = None
     pattern: str = "*.obj|*.ply|*.off"
     align: bool = False
+    scale: bool = False
     norm_eps: float = 1e-3
 
 
@@ -298,6 +300,9 @@ class TrainConfig:
             if d.split != "interpolation":
                 raise _error(w, "data.split", "expected 'interpolation' for a folder of meshes (the extrapolation "
                                               f"split needs the synthetic faces' parameters), got {d.split!r}")
+            if d.scale and not d.align:
+                raise _error(w, "data.scale", "expected data.align: true with it (the scale is fitted with the "
+                                              "rigid alignment), got align false")
         else:
             from ..data.synthetic import PARAM_NAMES
 

@@ -227,7 +227,7 @@ def load_data(config: TrainConfig | Mapping[str, Any], template: Mesh | None = N
         from ..data import MeshFolderDataset, interpolation_split
 
         _check_config_path(config, "data.root", d.root, folder=True)
-        ds = MeshFolderDataset(d.root, template, align=d.align, pattern=d.pattern)
+        ds = MeshFolderDataset(d.root, template, align=d.align, pattern=d.pattern, scale=d.scale)
         if joint and not ds.has_colors:
             raise TrainingError(f"{d.root}: model.joint needs per-vertex colours in every mesh file, "
                                 f"{ds.missing_colors()}")

@@ -876,3 +876,26 @@ def test_the_resume_docs_name_every_key_that_may_change():
     doc = " ".join(train.__doc__.split())
     missing = [key for key in sorted(RESUMABLE_KEYS) if f"``{key}``" not in doc]
     assert missing == [], missing
+
+
+def test_a_folder_config_takes_the_alignment_scale(tmp_path, tiny_config):
+    """MeshFolderDataset fitted a scale with align, but a config refused data.scale as unknown, so scans at
+    another scale stayed off the template by centimetres in training."""
+    from mesh_decoder.mesh.templates import face_template
+    from mesh_decoder.train.config import TrainConfigError
+
+    template = face_template(600)
+    rng = np.random.default_rng()
+    factor = rng.uniform(1.8, 2.6, size=(8, 1, 1))
+    scans = (template.vertices + rng.normal(0.0, 0.01, (8, 600, 3))) * factor  # the template at other scales
+    _write_folder(tmp_path / "scaled", template, scans)
+    data = {"source": "folder", "root": str(tmp_path / "scaled"), "test_fraction": 0.25, "align": True}
+
+    def worst_error(d):  # the largest per-vertex distance of any aligned scan from the template, mm
+        aligned = torch.cat([d.train, d.test]).double()
+        return float((aligned - torch.from_numpy(template.vertices)).norm(dim=-1).max())
+
+    assert worst_error(load_data(tiny_config(data={**data, "scale": True}))) < 0.1
+    assert worst_error(load_data(tiny_config(data=data))) > 50.0  # rigid alone: the scale stays
+    with pytest.raises(TrainConfigError, match=r"data\.scale: expected data\.align: true with it"):
+        load_data(tiny_config(data={**data, "align": False, "scale": True}))
