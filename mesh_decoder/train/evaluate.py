@@ -175,8 +175,8 @@ def training_face_keys(config: TrainConfig | Mapping[str, Any]) -> list[str]:
 
     Synthetic faces: ``data.n``, ``data.seed`` (the draw and the interpolation split), ``data.split``,
     ``data.generator_seed`` and the split's own keys (``data.test_fraction``, or ``data.key`` and
-    ``data.threshold``); a folder: ``data.root``, ``data.pattern``, ``data.align``, ``data.seed`` and
-    ``data.test_fraction``. The template: ``template.kind`` and ``template.vertices`` and ``template.seed``
+    ``data.threshold``); a folder: ``data.root``, ``data.pattern``, ``data.align``, ``data.scale``, ``data.seed``
+    and ``data.test_fraction``. The template: ``template.kind`` and ``template.vertices`` and ``template.seed``
     (built-in) or ``template.path`` (a file). Not among them: ``data.norm_eps`` (the autoencoder's
     normalisation), ``model.joint`` (colours beside the same shapes) and the ``model``, ``hierarchy`` and
     ``training`` sections.
@@ -186,7 +186,7 @@ def training_face_keys(config: TrainConfig | Mapping[str, Any]) -> list[str]:
     keys = ["data.source", "template.kind"]
     keys += ["template.path"] if t.kind == "file" else ["template.vertices", "template.seed"]
     if d.source == "folder":
-        keys += ["data.root", "data.pattern", "data.align", "data.seed", "data.test_fraction"]
+        keys += ["data.root", "data.pattern", "data.align", "data.scale", "data.seed", "data.test_fraction"]
     else:
         keys += ["data.n", "data.seed", "data.split", "data.generator_seed"]
         keys += ["data.test_fraction"] if d.split == "interpolation" else ["data.key", "data.threshold"]

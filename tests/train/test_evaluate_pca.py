@@ -431,7 +431,7 @@ def test_training_face_keys_follow_what_load_data_reads():
     folder = training_face_keys({"data": {"source": "folder", "root": "scans"},
                                  "template": {"kind": "file", "path": "t.obj"}})
     assert folder == ["data.source", "template.kind", "template.path", "data.root", "data.pattern", "data.align",
-                      "data.seed", "data.test_fraction"]
+                      "data.scale", "data.seed", "data.test_fraction"]
 
 
 def test_json_may_not_replace_an_input_or_be_another_kind_of_file(runs, hierarchy_cache, tmp_path, capsys):
