@@ -163,6 +163,29 @@ def _fit_linear(
     return mean, _flip_signs(vh).contiguous(), s, total
 
 
+#: Largest |C C^T - I| accepted of a basis given to :meth:`PCAModel.from_tensors`, per dtype (rounding).
+_ORTHONORMAL_ATOL = {torch.float64: 1e-8, torch.float32: 1e-4}
+
+
+def _check_basis(prefix: str, components: torch.Tensor, stddev: torch.Tensor) -> None:
+    """Orthonormal rows and non-increasing standard deviations: a basis scaled by its standard deviations
+    was taken, and encode was then no projection (coefficients off by the scale)."""
+    if components.shape[0]:
+        gram = components.to(torch.float64) @ components.to(torch.float64).T  # (K, K)
+        off = float((gram - torch.eye(gram.shape[0], dtype=torch.float64, device=gram.device)).abs().max())
+        atol = _ORTHONORMAL_ATOL.get(components.dtype, 5e-2)
+        if not off <= atol:
+            norms = gram.diagonal().sqrt()
+            raise ValueError(
+                f"{prefix}components: expected orthonormal rows (|C C^T - I| at most {atol:g}), got {off:.3g} (row "
+                f"norms {float(norms.min()):.4g} to {float(norms.max()):.4g}): rows scaled by their standard "
+                "deviations? divide each by its stddev")
+    if stddev.numel() > 1 and bool((stddev[1:] > stddev[:-1]).any()):
+        i = int(torch.nonzero(stddev[1:] > stddev[:-1])[0]) + 1
+        raise ValueError(f"{prefix}stddev: expected non-increasing values (components in order of variance), "
+                         f"got {float(stddev[i]):.4g} after {float(stddev[i - 1]):.4g} at component {i}")
+
+
 def _as_float_tensor(x, name: str) -> torch.Tensor:
     """``x`` as an ``(N, V, 3)`` floating tensor of finite values (training data)."""
     if isinstance(x, np.ndarray):
@@ -292,10 +315,12 @@ class PCAModel(nn.Module):
 
         Args:
             mean: ``(V, 3)``.
-            components: ``(K, 3V)`` with orthonormal rows (not re-orthonormalised).
-            stddev: ``(K,)`` non-negative standard deviations.
-            total_variance: total variance of the data the ratios refer to;
-                ``None`` (default) uses ``sum(stddev**2)``.
+            components: ``(K, 3V)`` with orthonormal rows (checked, not re-orthonormalised:
+                a basis whose rows are scaled by their standard deviations, as some 3DMM
+                files store it, is refused; divide each row by its ``stddev`` first).
+            stddev: ``(K,)`` non-negative standard deviations, non-increasing.
+            total_variance: total variance of the data the ratios refer to, at least
+                ``sum(stddev**2)``; ``None`` (default) uses ``sum(stddev**2)``.
             color_mean, color_components, color_stddev, color_total_variance: the same
                 for the colour model, or ``None`` for none.
         """
@@ -316,8 +341,14 @@ class PCAModel(nn.Module):
             for prefix, m, c, s, total in parts:
                 if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
                     raise ValueError(f"{prefix}stddev: expected finite non-negative values, got {s.tolist()[:8]}")
+                _check_basis(prefix, c, s)
                 variance = s.to(exact).square()
                 total = variance.sum() if total is None else torch.as_tensor(total, dtype=exact, device=m.device)
+                # (an overflowed half-precision total, inf, is kept: the ratios are computed in float32)
+                if bool(torch.isnan(total)) or float(total) < float(variance.sum()) * (1 - 1e-6):
+                    # ratios above 1 and compactness past 1 (22,887 for a total of 1), as metrics.compactness refuses
+                    raise ValueError(f"{prefix}total_variance: expected at least the sum of the variances, "
+                                     f"{float(variance.sum()):.6g}, got {float(total):.6g}")
                 getattr(model, prefix + "mean").copy_(m)
                 getattr(model, prefix + "components").copy_(c)
                 getattr(model, prefix + "stddev").copy_(s)

@@ -373,3 +373,23 @@ def test_config_with_unknown_keys_is_refused():
         PCAModel.from_config(config)  # was a shape-only model, the colour size ignored
     config["num_color_components"] = config.pop("num_colour_components")
     assert PCAModel.from_config(config).color_latent_size == 2
+
+
+def test_from_tensors_refuses_a_scaled_basis_a_small_total_and_unordered_deviations():
+    """A basis scaled by its standard deviations (as some 3DMM files store it) was taken, and encode was no
+    projection; a total variance below the variances' sum gave compactness 22,887; unordered deviations a
+    curve not in order of variance."""
+    model = PCAModel.fit(faces(30, 40, seed=int(torch.randint(1 << 20, ()))), num_components=5)
+    mean, comps, sd = model.mean, model.components, model.stddev
+    rebuilt = PCAModel.from_tensors(mean, comps, sd, model.total_variance)
+    torch.testing.assert_close(rebuilt.compactness(), model.compactness())
+    with pytest.raises(ValueError, match=r"^components: expected orthonormal rows \(\|C C\^T - I\| at most 1e-08\), "
+                                         r"got [\d.e+-]+ \(row norms [\d.]+ to [\d.]+\): rows scaled by their "
+                                         r"standard deviations\? divide each by its stddev$"):
+        PCAModel.from_tensors(mean, comps * sd[:, None], torch.ones_like(sd))
+    with pytest.raises(ValueError, match=r"^total_variance: expected at least the sum of the variances, [\d.]+, "
+                                         r"got 1$"):
+        PCAModel.from_tensors(mean, comps, sd, 1.0)
+    with pytest.raises(ValueError, match=r"^stddev: expected non-increasing values \(components in order of "
+                                         r"variance\), got [\d.]+ after [\d.]+ at component 1$"):
+        PCAModel.from_tensors(mean, comps.flip(0), sd.flip(0))
