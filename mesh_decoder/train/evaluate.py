@@ -51,7 +51,7 @@ from .._checks import (MAX_SEED, check_bool, check_device, check_int, check_not_
 from ..nn.autoencoder import MeshAutoencoder
 from ..pca import PCAModel
 from .config import TrainConfig
-from .loop import (TrainingData, TrainingError, TrainResult, _as_config, _check_data, check_trained_on,
+from .loop import (TrainingData, TrainingError, TrainResult, _as_config, _check_data, check_trained_on, length_unit,
                    check_trained_template, encode_all, load_data, load_template, load_trained)
 
 __all__ = ["MEASURES", "PCAFile", "load_pca_file", "training_face_keys", "evaluate", "format_table",
@@ -527,7 +527,7 @@ def evaluate(
         },
         "latent_size": K,
         "num_vertices": int(train_x.shape[1]),
-        "units": {"vertex_error": _length_unit(data.meta["source"]),
+        "units": {"vertex_error": length_unit(data.meta["source"]),
                   "color_error": "Euclidean RGB distance, channels in [0, 1]"},
         "parameter_note": _parameter_note("pca" in models, joint,
                                           "pca" in models and models["pca"]["color_error"] is not None),
@@ -672,17 +672,12 @@ def _source_lines(source: Mapping[str, Any], result: Mapping[str, Any]) -> list[
     return lines
 
 
-def _length_unit(source: str) -> str:
-    """The unit of vertex errors: the built-in synthetic faces are in mm, mesh files in their own units."""
-    return "mm" if source == "synthetic" else "data units"
-
-
 def format_table(result: Mapping[str, Any]) -> str:
     """The side-by-side text table of an :func:`evaluate` result."""
     models = result["models"]
     names = list(models)
     split = result["split"]
-    unit = _length_unit(split["source"])  # a folder of meshes in metres was labelled mm
+    unit = length_unit(split["source"])  # a folder of meshes in metres was labelled mm
     rows: list[tuple[str, str, Any]] = [
         ("parameters", "int", lambda m: m["parameters"]),
         ("  decoder only", "int", lambda m: m["decoder_parameters"]),

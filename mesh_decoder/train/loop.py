@@ -1185,6 +1185,12 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def length_unit(source: str) -> str:
+    """The unit of vertex errors for a data source: the built-in synthetic faces are in mm, mesh files in their
+    own units."""
+    return "mm" if source == "synthetic" else "data units"
+
+
 def _test_summary(result: TrainResult) -> str:
     """``"; test loss L, mean vertex error E (data units)"`` of the last epoch that measured the test split,
     or why none did."""
@@ -1195,8 +1201,9 @@ def _test_summary(result: TrainResult) -> str:
         return "; the held-out faces were not measured (training.validate_every is 0)"
     at = "" if last is result.history[-1] else f" (epoch {last['epoch']})"
     color = f", colour {last['test_color_error']:.4g} (RGB distance)" if "test_color_error" in last else ""
+    unit = length_unit(result.data_meta.get("source", ""))  # as evaluate labels them
     return (f"; test loss {last['test_loss']:.5f}, mean vertex error {last['test_vertex_error']:.4g} "
-            f"(data units){color}{at}")
+            f"({unit}){color}{at}")
 
 
 def run_train(args) -> int:

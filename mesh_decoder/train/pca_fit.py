@@ -25,7 +25,7 @@ import torch
 from .._checks import check_int, check_output_path, int_argument
 from ..pca import PCAModel
 from .config import TrainConfig
-from .loop import TrainingData, TrainingError, _as_config, _check_data, load_data
+from .loop import TrainingData, TrainingError, _as_config, _check_data, length_unit, load_data
 
 __all__ = ["fit_pca", "add_pca_arguments", "run_pca"]
 
@@ -142,7 +142,8 @@ def run_pca(args) -> int:
     test = meta.get("test_vertex_error")
     tested = ""
     if test is not None:
-        tested = f"; mean vertex error {test:.4g} (data units) on {meta['data']['num_test']} held-out faces"
+        unit = length_unit(meta["data"].get("source", ""))  # as evaluate labels them
+        tested = f"; mean vertex error {test:.4g} ({unit}) on {meta['data']['num_test']} held-out faces"
         if "test_color_error" in meta:
             tested += f", colour error {meta['test_color_error']:.4g} (RGB distance)"
     print(f"wrote {args.output}: PCA of {meta['data']['num_train']} training faces, {model.latent_size} shape "

@@ -753,7 +753,7 @@ def test_progress_bar_and_cli_report_the_test_split(tmp_path, tiny_config, capsy
     captured = capsys.readouterr()
     assert re.search(r"meshes/s \| test loss [0-9.]+, mean vertex error [0-9.e+-]+ \(data units; epoch 2\)", captured.err)
     last = _history_csv(tmp_path / "run" / loop.HISTORY_NAME)[-1]
-    assert f"test loss {last['test_loss']:.5f}, mean vertex error {last['test_vertex_error']:.4g}" in captured.out
+    assert f"test loss {last['test_loss']:.5f}, mean vertex error {last['test_vertex_error']:.4g} (mm)" in captured.out
 
 
 def test_non_finite_test_measures_stop_the_run_and_keep_the_last_checkpoint(tmp_path, tiny_config, monkeypatch):

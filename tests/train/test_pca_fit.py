@@ -53,7 +53,7 @@ def test_a_joint_config_fits_a_colour_model_and_reports_it(tiny_config, tmp_path
                  "--color-components", "3"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"5 shape components keeping [0-9.]+% of the shape variance and 3 colour components keeping "
-                     r"[0-9.]+% of the colour variance; mean vertex error [0-9.e+-]+ \(data units\) on 4 held-out "
+                     r"[0-9.]+% of the colour variance; mean vertex error [0-9.e+-]+ \(mm\) on 4 held-out "
                      r"faces, colour error [0-9.e+-]+ \(RGB distance\)\n$", out), out
 
 
@@ -105,7 +105,7 @@ def test_cli_writes_a_model_file_that_fit_and_evaluate_take(tiny_config, tmp_pat
     assert main(["pca", str(config_path), "-o", str(out), "--components", "8"]) == 0
     printed = capsys.readouterr().out
     assert re.fullmatch(rf"wrote {re.escape(str(out))}: PCA of 36 training faces, 8 shape components keeping "
-                        r"[0-9.]+% of the shape variance; mean vertex error [0-9.e+-]+ \(data units\) on 4 held-out "
+                        r"[0-9.]+% of the shape variance; mean vertex error [0-9.e+-]+ \(mm\) on 4 held-out "
                         r"faces\n", printed), printed
     model = load_model(out)
     fitted, meta = fit_pca(tiny_config(data={"n": 40}), 8)
