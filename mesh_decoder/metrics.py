@@ -370,6 +370,9 @@ def specificity(
         num_samples: ``n`` (default 1000).
         generator: random generator passed to ``model.sample``.
         batch_size: samples drawn and decoded per call of ``model.sample`` (default 256).
+            The samples are drawn batch by batch from ``generator``, so another
+            ``batch_size`` draws other samples (and another value within the sampling
+            noise); keep it fixed to reproduce a number. ``evaluate`` uses 100 samples.
         chunk_elements: see :func:`nearest_face_distance`.
         return_all: if True, return ``{"mean", "std", "distances" (n,), "nearest" (n,)}``
             instead of the mean alone.

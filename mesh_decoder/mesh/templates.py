@@ -793,8 +793,9 @@ def template_info(mesh: Mesh) -> dict[str, object]:
     ``uv_coverage`` (fraction of the unit square covered by UV triangles, from
     their areas; ``None`` without UVs), ``uv_flipped_faces`` and
     ``uv_overlapping_pairs`` (triangles folded over in UV, and pairs of UV triangles
-    covering a common texel of a 1024 x 1024 map; both 0 for a valid atlas, whose
-    coverage then counts no area twice), ``num_landmarks``, ``bbox_size_mm``
+    covering a common texel of a 1024 x 1024 map; both 0 for an atlas without
+    mirrored or stacked islands, whose coverage then counts no area twice; a mirrored
+    island counts as flipped, and its overlap needs ``allow_uv_overlap``), ``num_landmarks``, ``bbox_size_mm``
     ``[dx, dy, dz]`` and ``mean_edge_length_mm``.
     """
     if not isinstance(mesh, Mesh):
