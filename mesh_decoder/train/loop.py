@@ -245,6 +245,9 @@ def load_data(config: TrainConfig | Mapping[str, Any], template: Mesh | None = N
     if parts["train"].shape[0] < 2:
         raise TrainingError(f"{config.source or 'config'}: data: expected at least 2 training meshes, got "
                             f"{parts['train'].shape[0]} ({drawn})")
+    if parts["test"].shape[0] == 0:  # said before training, not only in its last line (evaluate refuses the run)
+        warnings.warn(f"{config.source or 'config'}: data: the split holds out no meshes ({drawn}): the run will "
+                      "have no held-out measures, and evaluate will refuse it", stacklevel=2)
     meta = {
         "source": d.source,
         "split": d.split,
