@@ -245,9 +245,6 @@ def load_data(config: TrainConfig | Mapping[str, Any], template: Mesh | None = N
     if parts["train"].shape[0] < 2:
         raise TrainingError(f"{config.source or 'config'}: data: expected at least 2 training meshes, got "
                             f"{parts['train'].shape[0]} ({drawn})")
-    if parts["test"].shape[0] == 0:  # said before training, not only in its last line (evaluate refuses the run)
-        warnings.warn(f"{config.source or 'config'}: data: the split holds out no meshes ({drawn}): the run will "
-                      "have no held-out measures, and evaluate will refuse it", stacklevel=2)
     meta = {
         "source": d.source,
         "split": d.split,
@@ -321,13 +318,18 @@ def check_trained_on(meta: Mapping[str, Any], data: TrainingData, path: str) -> 
                                 + hint)
 
 
+def _template_words(config: TrainConfig) -> str:
+    """The config's template as its errors name it: ``template.path FILE`` or ``the built-in face template``."""
+    t = config.template
+    return f"template.path {t.path}" if t.kind == "file" else f"the built-in {t.kind} template"
+
+
 def check_trained_template(meta: Mapping[str, Any], config: TrainConfig, template: Mesh, path: str) -> None:
     """Raise :class:`TrainingError` unless ``template`` (from ``config``) is the one the run saved in ``path``
     was trained on; checked before the meshes are read, whose errors would name a scan, not the template."""
     now = template.content_hash()
     if meta.get("template_hash") != now:
-        t = config.template
-        source = f"template.path {t.path}" if t.kind == "file" else f"the built-in {t.kind} template"
+        source = _template_words(config)
         raise TrainingError(f"{path}: trained on template_hash {meta.get('template_hash')!r}, {source} now has "
                             f"{now!r} ({template.num_vertices} vertices): the template changed since training")
 
@@ -347,9 +349,7 @@ def make_hierarchy(config: TrainConfig, template: Mesh) -> MeshHierarchy:
 
     h = config.hierarchy
     cache = h.cache_dir
-    t = config.template
-    source = (f"template.path {t.path}" if t.kind == "file" else f"the built-in {t.kind} template") + \
-        f" ({template.num_vertices} vertices)"
+    source = f"{_template_words(config)} ({template.num_vertices} vertices)"
     if h.factors is None:  # say where factors the file does not hold come from
         origin = f" (from model.preset {config.model.preset!r})" if config.model.preset else " (the default)"
     else:
@@ -716,6 +716,11 @@ def train(
         torch.manual_seed(t.seed)
         model = build_autoencoder(config, hierarchy)
     _warn_if_floor_dominates(data.train, config.data.norm_eps)
+    if data.test.shape[0] == 0:  # said before training, not only in its last line (evaluate refuses the run)
+        warnings.warn(f"{config.source or 'config'}: data: the {config.data.split} split holds out none of the "
+                      f"{data.train.shape[0]} meshes: the run will have no held-out measures, and evaluate will "
+                      "refuse it (hold some out: data.test_fraction, or data.threshold for an extrapolation split)",
+                      stacklevel=2)
     model.set_normalization(*normalization(data.train, config.data.norm_eps))
     model.to(device)
     optimizer, scheduler = _make_optimizer(config, model)
