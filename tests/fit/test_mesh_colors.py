@@ -90,7 +90,7 @@ def test_registered_mesh_colours_recover_the_colour_code(pca, template):
     torch.testing.assert_close(result.color_latent[:3].double(), zc[:3], atol=0.1, rtol=0)  # the leading ones
     rms = float((result.colors.double() - colors).square().sum(-1).mean().sqrt())
     rms_mean = float((pca.color_mean.double() - colors).square().sum(-1).mean().sqrt())
-    assert rms < 0.01 < rms_mean
+    assert rms < 0.01 and rms < 0.5 * rms_mean, (rms, rms_mean)  # a random face's distance from the mean varies
     assert result.final_losses["color"] == pytest.approx(rms**2, rel=1e-3)
     assert len(result.losses["color"]) == len(result.losses["total"]) == 360
 
@@ -274,7 +274,7 @@ def test_a_textured_registered_mesh_gives_the_colours_of_its_texture(tmp_path, p
     result = fit(pca, target, template=template, prior_weight=0.0, progress=False)  # the colours are fitted
     rms = float((result.colors.double() - colors).square().sum(-1).mean().sqrt())
     rms_mean = float((pca.color_mean.double() - colors).square().sum(-1).mean().sqrt())
-    assert rms < 0.02 < rms_mean, (rms, rms_mean)
+    assert rms < 0.02 and rms < 0.5 * rms_mean, (rms, rms_mean)  # (the mean was 0.016 away for one random face)
     # per-vertex colours in the file come first; a texture it cannot read is warned about, the shape still fitted
     other = torch.rand(template.num_vertices, 3, dtype=torch.float64)
     save_mesh(template.copy(vertices=vertices.numpy(), colors=other.numpy()), tmp_path / f"both.{fmt}",
