@@ -239,7 +239,9 @@ def load_data(config: TrainConfig | Mapping[str, Any], template: Mesh | None = N
         train_idx, test_idx = interpolation_split(len(ds), seed=d.seed, test_fraction=d.test_fraction)
         parts = {"train": x[torch.from_numpy(train_idx)].contiguous(), "test": x[torch.from_numpy(test_idx)].contiguous()}
         version = _folder_version(x, ds.files)  # the data used: vertices, and colours for joint models
-        extra = {"root": d.root, "num_files": len(ds.files)}
+        # the held-out files by name, relative to data.root: the run says which scans it never trained on
+        extra = {"root": d.root, "num_files": len(ds.files),
+                 "test_files": [os.path.relpath(ds.files[i], d.root) for i in test_idx]}
         drawn = (f"data.root {d.root} holds {len(ds.files)} mesh file{'s' if len(ds.files) != 1 else ''} matching "
                  f"data.pattern {d.pattern!r}; data.test_fraction {d.test_fraction} holds out {len(test_idx)}")
     if parts["train"].shape[0] < 2:

@@ -903,3 +903,23 @@ def test_a_folder_config_takes_the_alignment_scale(tmp_path, tiny_config):
     assert worst_error(load_data(tiny_config(data=data))) > 50.0  # rigid alone: the scale stays
     with pytest.raises(TrainConfigError, match=r"data\.scale: expected data\.align: true with it"):
         load_data(tiny_config(data={**data, "align": False, "scale": True}))
+
+
+def test_a_folder_run_records_its_held_out_files(tmp_path, tiny_config):
+    """A run on a folder did not say which scans it held out; recovering them meant redoing load_data's split."""
+    from mesh_decoder.data import SyntheticFaces, interpolation_split
+    from mesh_decoder.mesh.templates import face_template
+    from mesh_decoder.model_files import read_model_meta
+
+    template = face_template(600)
+    gen = SyntheticFaces(template)
+    v, _ = gen.generate(gen.sample_params(10, rng=np.random.default_rng()))
+    _write_folder(tmp_path / "scans", template, v)
+    seed = int(np.random.default_rng().integers(100))
+    config = tiny_config(data={"source": "folder", "root": str(tmp_path / "scans"), "test_fraction": 0.3,
+                               "seed": seed}, training={"epochs": 1, "batch_size": 4})
+    train(config, tmp_path / "run", progress=False)
+    _, test = interpolation_split(10, seed=seed, test_fraction=0.3)
+    recorded = read_model_meta(tmp_path / "run" / "model.safetensors")["extra_meta"]["data"]["test_files"]
+    assert recorded == [f"scan_{i:02d}.ply" for i in test] and len(recorded) == 3
+    assert read_checkpoint_meta(tmp_path / "run" / CHECKPOINT_NAME)["data"]["test_files"] == recorded
