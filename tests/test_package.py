@@ -32,3 +32,15 @@ def test_saved_hierarchy_decodes_without_openmesh(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(2, 500, 3) (2, 3, 16, 16)"
+
+
+def test_public_helpers_the_docs_point_to_are_exported_by_their_package():
+    """pseudo_coordinates (named by PyGConv's docs), preset_mismatch and closest_point_on_triangle were only in
+    their modules' __all__; each package's __all__ names what it has."""
+    import importlib
+
+    for package, names in (("mesh_decoder.nn", ["pseudo_coordinates", "PSEUDO_COORDINATES", "preset_mismatch"]),
+                           ("mesh_decoder.hierarchy", ["closest_point_on_triangle"])):
+        module = importlib.import_module(package)
+        assert set(names) <= set(module.__all__), package
+        assert all(hasattr(module, name) for name in module.__all__), package

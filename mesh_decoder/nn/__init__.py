@@ -3,7 +3,7 @@
 from .cheb_conv import ChebConv, LaplacianRows, laplacian_matmul, laplacian_rows
 from .graph import fast_paths_enabled, mesh_edge_index, plain_formulation
 from .pool import DownSample, UpSample
-from .pyg_conv import PyGConv
+from .pyg_conv import PSEUDO_COORDINATES, PyGConv, pseudo_coordinates
 from .spiral_conv import (
     SpiralConv,
     convert_spiralnet_state_dict,
@@ -20,6 +20,8 @@ __all__ = [
     "DownSample",
     "LaplacianRows",
     "PyGConv",
+    "PSEUDO_COORDINATES",
+    "pseudo_coordinates",
     "SpiralConv",
     "UpSample",
     "UpSpiralConv",
@@ -51,7 +53,13 @@ from .decoders import (  # noqa: E402
 )
 from .encoders import ChebEncoder, GraphEncoder, PyGEncoder, SpiralEncoder, encoder_from_config  # noqa: E402
 from .autoencoder import MeshAutoencoder  # noqa: E402
-from .presets import PRESETS, decoder_from_preset, encoder_from_preset, preset_hierarchy_params  # noqa: E402
+from .presets import (  # noqa: E402
+    PRESETS,
+    decoder_from_preset,
+    encoder_from_preset,
+    preset_hierarchy_params,
+    preset_mismatch,
+)
 
 __all__ += [
     "ACTIVATIONS",
@@ -77,4 +85,5 @@ __all__ += [
     "decoder_from_preset",
     "encoder_from_preset",
     "preset_hierarchy_params",
+    "preset_mismatch",
 ]
