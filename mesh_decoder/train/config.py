@@ -13,6 +13,8 @@ shown (``null`` is YAML's ``None``)::
       spiral_length: 9   # an int or one per level
       dilation: 1
       texture_size: null # null: 256 for joint models, none otherwise; 0: none
+      path: null         # a saved hierarchy (.npz) of the template to use instead of building one
+                         # (with the factors it was built with; spiral_length/dilation must not exceed its)
       allow_uv_overlap: false  # let UV islands overlap in the texel map (mirrored halves)
       cache_dir: true    # true: the default cache, false: none, or a folder
     data:
@@ -117,6 +119,10 @@ class HierarchyConfig:
     ``factors=None`` takes the preset's (``[4, 4, 4, 4]`` without a preset);
     ``texture_size=None`` builds a 256 x 256 texel map for joint models only, ``0`` never.
     ``allow_uv_overlap``: let UV triangles overlap in the texel map (the lowest face colours a shared texel).
+    ``path``: a saved hierarchy (``save_hierarchy``, ``mesh-decoder hierarchy -o``, or one assembled from
+    operators of one's own) of the template, used instead of building one: ``factors`` then states the
+    factors it was built with (checked against its levels), and ``texture_size``, ``allow_uv_overlap`` and
+    ``cache_dir`` are not used (its texel map, if any, is its own).
     ``cache_dir``: ``True`` (the default cache folder), ``False`` (no cache) or a folder.
     """
 
@@ -126,6 +132,7 @@ class HierarchyConfig:
     texture_size: Union[int, None] = None
     allow_uv_overlap: bool = False
     cache_dir: Union[bool, str] = True
+    path: Union[str, None] = None
 
 
 @dataclass
@@ -272,6 +279,15 @@ class TrainConfig:
         if t.kind != "file" and t.path is not None:
             raise _error(w, "template.path", f"expected null unless template.kind is 'file', got {t.path!r} "
                                              f"with kind {t.kind!r}")
+        if h.path is not None:
+            if not str(h.path).strip():
+                raise _error(w, "hierarchy.path", f"expected a saved hierarchy (.npz) or null, got {h.path!r}")
+            if h.factors is None:  # the decoders' levels are checked against them before any work
+                raise _error(w, "hierarchy.factors", "expected the factors hierarchy.path was built with (its "
+                                                     "number of levels decides the model's), got none")
+            if h.texture_size is not None or h.allow_uv_overlap:
+                key = "hierarchy.texture_size" if h.texture_size is not None else "hierarchy.allow_uv_overlap"
+                raise _error(w, key, "expected none with hierarchy.path, whose texel map (if any) comes with it")
         if h.factors is not None:
             if not h.factors:
                 raise _error(w, "hierarchy.factors", "expected at least one down-sampling factor, got []")

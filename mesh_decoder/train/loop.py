@@ -139,7 +139,8 @@ class TrainingData:
         return int(self.train.shape[-1])
 
 
-def _check_config_path(config: TrainConfig, key: str, path: str, folder: bool = False) -> None:
+def _check_config_path(config: TrainConfig, key: str, path: str, folder: bool = False,
+                       what: str = "mesh file") -> None:
     """Raise an ``OSError`` naming the config file and ``key`` when ``path`` is not a folder (``folder``) or a file.
 
     ``FileNotFoundError`` when nothing is there, ``IsADirectoryError`` for a folder where a file was
@@ -154,7 +155,7 @@ def _check_config_path(config: TrainConfig, key: str, path: str, folder: bool = 
     else:  # a file where a folder was expected, or a device, pipe or socket
         error = NotADirectoryError if folder else OSError
         found = "a file" if os.path.isfile(path) else "a device, pipe or socket"
-    raise error(f"{config.source or 'config'}: {key}: {path}: expected a {'folder' if folder else 'mesh file'}, "
+    raise error(f"{config.source or 'config'}: {key}: {path}: expected a {'folder' if folder else what}, "
                 f"found {found} (a relative path is from the working folder {os.getcwd()})")
 
 
@@ -352,6 +353,8 @@ def make_hierarchy(config: TrainConfig, template: Mesh) -> MeshHierarchy:
     h = config.hierarchy
     cache = h.cache_dir
     source = f"{_template_words(config)} ({template.num_vertices} vertices)"
+    if h.path is not None:
+        return _saved_hierarchy(config, template, source)
     if h.factors is None:  # say where factors the file does not hold come from
         origin = f" (from model.preset {config.model.preset!r})" if config.model.preset else " (the default)"
     else:
@@ -359,7 +362,8 @@ def make_hierarchy(config: TrainConfig, template: Mesh) -> MeshHierarchy:
     try:  # errors named factors (4, 4, 4, 4) and a vertex, not the config key or the template file
         level_sizes(template.num_vertices, tuple(config.factors))
     except HierarchyError as exc:
-        raise _error(config.source, "hierarchy.factors", f"{config.factors}{origin} on {source}: {exc}") from None
+        raise _error(config.source, "hierarchy.factors", f"{_factors_text(config.factors)}{origin} on {source}: "
+                                                         f"{exc}") from None
     try:
         return build_hierarchy(
             template,
@@ -376,6 +380,32 @@ def make_hierarchy(config: TrainConfig, template: Mesh) -> MeshHierarchy:
                      "map: hierarchy.texture_size: 0") from None
     except (HierarchyError, MeshValidationError) as exc:
         raise _error(config.source, None, f"the hierarchy of {source}: {exc}") from None
+
+
+def _saved_hierarchy(config: TrainConfig, template: Mesh, source: str) -> MeshHierarchy:
+    """``hierarchy.path``'s hierarchy, checked against the config's template and ``hierarchy.factors``."""
+    from ..errors import HierarchyError
+    from ..hierarchy import load_hierarchy
+    from .config import _error
+
+    path = config.hierarchy.path
+    _check_config_path(config, "hierarchy.path", path, what="saved hierarchy (.npz)")
+    try:
+        hierarchy = load_hierarchy(path, expected_template_hash=template)
+    except HierarchyError as exc:  # its own message names the file and the template hashes
+        raise _error(config.source, "hierarchy.path", f"{exc} (the config's template: {source})") from None
+    factors, built = list(config.factors), hierarchy.meta.get("factors")
+    if hierarchy.num_levels != len(factors) + 1 or (built is not None and list(built) != factors):
+        raise _error(config.source, "hierarchy.factors",
+                     f"{_factors_text(factors)}: expected the factors {path} was built with, found a hierarchy of "
+                     f"{hierarchy.num_levels} levels (sizes {hierarchy.sizes}"
+                     + (f", factors {_factors_text(built)})" if built is not None else ")"))
+    return hierarchy
+
+
+def _factors_text(factors) -> str:
+    """``[4, 4, 2.5]``: factors as a config writes them (not ``[4.0, 4.0, 2.5]``)."""
+    return "[" + ", ".join(f"{float(f):g}" for f in factors) + "]"
 
 
 def build_autoencoder(config: TrainConfig, hierarchy: MeshHierarchy) -> MeshAutoencoder:

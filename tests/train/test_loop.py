@@ -923,3 +923,41 @@ def test_a_folder_run_records_its_held_out_files(tmp_path, tiny_config):
     recorded = read_model_meta(tmp_path / "run" / "model.safetensors")["extra_meta"]["data"]["test_files"]
     assert recorded == [f"scan_{i:02d}.ply" for i in test] and len(recorded) == 3
     assert read_checkpoint_meta(tmp_path / "run" / CHECKPOINT_NAME)["data"]["test_files"] == recorded
+
+
+def test_training_on_a_saved_hierarchy_of_ones_own(tmp_path, tiny_config):
+    """Training always decimated the template itself: operators of one's own (COMA's, or a hierarchy saved
+    earlier) could not be used from a config."""
+    from mesh_decoder.hierarchy import build_hierarchy, load_hierarchy, save_hierarchy
+    from mesh_decoder.mesh.templates import face_template
+    from mesh_decoder.train.config import TrainConfigError
+
+    mine = build_hierarchy(face_template(600, seed=0), factors=(2, 2), spiral_lengths=7, texture_size=None)
+    path = save_hierarchy(mine, tmp_path / "mine.npz")
+    config = tiny_config(hierarchy={"path": str(path), "factors": [2, 2], "spiral_length": 7},
+                         training={"epochs": 1})
+    result = train(config, tmp_path / "run", progress=False)
+    saved = load_hierarchy(tmp_path / "run" / "hierarchy.npz")
+    assert saved.meta == mine.meta and saved.sizes == mine.sizes
+    for a, b in zip(saved.levels, mine.levels):
+        assert torch.equal(a.spirals, b.spirals)
+    assert result.model.decoder.num_vertices == tuple(mine.sizes)
+    from mesh_decoder.train import evaluate
+
+    assert evaluate(tmp_path / "run", pca=False, measures=())["num_vertices"] == 600  # the run stands alone
+    # what does not fit is named by its key, before any training
+    other = save_hierarchy(build_hierarchy(face_template(700, seed=0), factors=(2, 2), texture_size=None),
+                           tmp_path / "other.npz")
+    for hierarchy, key in (({"path": str(other), "factors": [2, 2]}, r"hierarchy\.path: .*other\.npz: "),
+                           ({"path": str(path), "factors": [2]}, r"hierarchy\.factors: \[2\]: expected the factors "),
+                           ({"path": str(path), "factors": [2, 2], "texture_size": 64},
+                            r"hierarchy\.texture_size: expected none with hierarchy\.path"),
+                           ({"path": str(path), "factors": None}, r"hierarchy\.factors: expected the factors "
+                                                                   r"hierarchy\.path was "
+                                                 r"built with")):
+        with pytest.raises(TrainConfigError, match=key):
+            train(tiny_config(hierarchy=hierarchy, model={"channels": [8]} if hierarchy.get("factors") == [2]
+                              else {}, training={"epochs": 1}), tmp_path / "refused", progress=False)
+    with pytest.raises(FileNotFoundError, match=r"hierarchy\.path: .*missing\.npz: expected a saved hierarchy \(\.npz\)"):
+        train(tiny_config(hierarchy={"path": str(tmp_path / "missing.npz"), "factors": [2, 2]}), tmp_path / "r2",
+              progress=False)
