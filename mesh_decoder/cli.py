@@ -354,9 +354,8 @@ def _run_render(args) -> int:
     vertices, colors = _shape_and_colors(decoded)
     textured = {}
     if colors is None and texture is not None:  # appearance only in the texture: drawn through the template's UVs
-        uv, uv_faces = _texture_uvs(_with_uvs(sampler.template(), sampler.template_name), sampler.template_name,
-                                    "render")
-        textured = {"texture": texture, "uv": uv, "uv_faces": uv_faces}
+        template = _with_uvs(sampler.template(), sampler.template_name)
+        textured = {"texture": texture, "uv": template.uv, "uv_faces": template.uv_faces}
     face_grid(vertices, sampler.faces, args.output, colors=colors, image_size=args.image_size, **textured)
     print(f"wrote {args.output}: {args.n} face{'s' if args.n != 1 else ''} sampled from {sampler.prior}")
     return 0
@@ -580,7 +579,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     sampler = _sampler(args.checkpoint, fit_prior=args.latents is None, hierarchy=args.hierarchy,
                        template=args.template)
     template = _with_uvs(sampler.template(), sampler.template_name) if args.texture else None
-    uv = _texture_uvs(template, sampler.template_name) if args.texture else None  # ((T, 2), (F, 3))
+    uv = (template.uv, template.uv_faces) if args.texture else None  # ((T, 2), (F, 3))
     if args.latents is None:
         generator = torch.Generator().manual_seed(_DEFAULT_SEED if args.seed is None else args.seed)
         n = _DEFAULT_FACES if args.n is None else args.n
@@ -640,7 +639,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 
 def _with_uvs(template: Mesh, name: str) -> Mesh:
-    """``template``, or without UVs, a copy with the automatic UVs :func:`~mesh_decoder.hierarchy.build_hierarchy`
+    """``template`` (whose ``uv`` and ``uv_faces`` map the textures onto each mesh), or without UVs, a copy with the automatic UVs :func:`~mesh_decoder.hierarchy.build_hierarchy`
     gave it for the model's texel map (:func:`~mesh_decoder.mesh.uv.ensure_uv`, deterministic), said on stderr:
     a joint model trained on such a template could not write its textures."""
     if template.uv is not None:
@@ -650,15 +649,6 @@ def _with_uvs(template: Mesh, name: str) -> Mesh:
     print(f"note: {name} has no UV coordinates: the textures are mapped through automatic ones "
           "(mesh_decoder.mesh.uv.ensure_uv, as build_hierarchy made for its texel map)", file=sys.stderr)
     return ensure_uv(template)
-
-
-def _texture_uvs(template: Mesh, name: str, what: str = "--texture") -> tuple[np.ndarray, np.ndarray]:
-    """The template's ``uv (T, 2)`` and ``uv_faces (F, 3)`` that map the textures onto each mesh; ``name``
-    says which template it is."""
-    if template.uv is None:
-        raise ValueError(f"{what}: expected a template with UV coordinates to map the textures, found {name} "
-                         "without them; nothing was written")
-    return template.uv, template.uv_faces
 
 
 def _decode_all(sampler: _Sampler, codes: torch.Tensor, textures: bool,

@@ -462,8 +462,9 @@ def load_model(
                               f"{built[key].dtype}")
     # one line for float tensors of another precision than the config builds (the model's own load checks
     # said it once per tensor, all joined into one very long line)
-    other = sorted(k for k, t in tensors.items() if k in built and t.is_floating_point() and t.dtype != built[k].dtype
-                   and built[k].is_floating_point() and "dtype" in meta["config"])  # configs that fix one
+    fixed = "dtype" in meta["config"]  # configs that fix one (PCA); decoders take the precision saved
+    other = sorted(k for k, t in tensors.items() if fixed and k in built and t.is_floating_point()
+                   and built[k].is_floating_point() and t.dtype != built[k].dtype)
     if other:
         found = sorted({str(tensors[k].dtype) for k in other})
         raise _fail(path, f"the saved tensors do not fit {meta['class']}: {len(other)} float tensor"

@@ -648,12 +648,8 @@ def _write(payload: dict, paths: dict[str, Path] | None, plot: bool, warn: Calla
     """Write the JSON and CSV (and, with ``plot``, the PNG), recording each file in ``written``."""
     if paths is None:
         return
-    _remove_stale_plot(paths, written)
-    report.write_json(paths["json"], payload)
-    written.files["json"] = paths["json"]
+    _write_data(payload, payload["rows"], paths, written)
     env = payload["environment"]
-    report.write_csv(paths["csv"], payload["rows"], comments=_csv_comments(env))
-    written.files["csv"] = paths["csv"]
     if plot:
         try:
             title = f"{env.get('gpu') or env.get('cpu')} ({env.get('device')}, {env.get('threads')} threads)"
@@ -661,6 +657,17 @@ def _write(payload: dict, paths: dict[str, Path] | None, plot: bool, warn: Calla
             written.files["png"] = paths["png"]
         except ImportError as exc:
             warn(str(exc))
+
+
+def _write_data(payload: dict, rows: list[dict], paths: dict[str, Path], written: _Written,
+                columns: Sequence[str] = report.ROW_COLUMNS) -> None:
+    """The JSON of ``payload`` and the CSV of ``rows`` (its ``columns``, default the result rows'), the first
+    time removing an earlier run's plot; each file recorded in ``written``."""
+    _remove_stale_plot(paths, written)
+    report.write_json(paths["json"], payload)
+    written.files["json"] = paths["json"]
+    report.write_csv(paths["csv"], rows, columns=columns, comments=_csv_comments(payload["environment"]))
+    written.files["csv"] = paths["csv"]
 
 
 def _written_line(written: _Written) -> str | None:
@@ -1297,11 +1304,7 @@ def run_scaling(
 
     def write() -> None:
         if paths is not None:
-            _remove_stale_plot(paths, written)
-            report.write_json(paths["json"], payload)
-            written.files["json"] = paths["json"]
-            report.write_csv(paths["csv"], points, columns=columns, comments=_csv_comments(payload["environment"]))
-            written.files["csv"] = paths["csv"]
+            _write_data(payload, points, paths, written, columns)
 
     with _threads(threads), _tqdm(len(sizes), progress) as bar:
         try:

@@ -14,6 +14,7 @@ targets.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import numbers
 import os
@@ -246,8 +247,6 @@ def _warn_unmatched(root: str, files: list[str], pattern: str) -> None:
     """Say which files in ``root`` itself a pattern would match but for case or a leading dot (``SCAN.OBJ``,
     ``.hidden.ply`` under ``*.obj|*.ply``): they were left out without a word. Files of other kinds a pattern
     leaves out on purpose (``*.ply`` under ``*.obj``) are not named."""
-    import fnmatch
-
     matched = {os.path.realpath(f) for f in files}
     patterns = [p.strip().lower() for p in pattern.split("|") if p.strip() and "/" not in p]
     try:

@@ -270,10 +270,18 @@ def normalization(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tens
     Shapes:
         ``(N, V, C) -> (V, C), (V, C)``
     """
+    return _clamped(*_moments(x), eps)
+
+
+def _clamped(mean: torch.Tensor, std: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`normalization` of float64 moments: ``std`` clamped to ``>= eps``, both as float32."""
+    return mean.to(torch.float32), std.clamp_min(eps).to(torch.float32)
+
+
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-vertex, per-channel mean and population std of ``x (N, V, C)`` in float64, ``(V, C)`` each."""
     x64 = x.to(torch.float64)
-    mean = x64.mean(dim=0)  # (V, C)
-    std = x64.std(dim=0, unbiased=False).clamp_min(eps)  # (V, C)
-    return mean.to(torch.float32), std.to(torch.float32)
+    return x64.mean(dim=0), x64.std(dim=0, unbiased=False)
 
 
 #: Share of the per-vertex coordinate stds below ``data.norm_eps`` past which training warns (the built-in
@@ -281,10 +289,9 @@ def normalization(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tens
 NORM_FLOOR_WARN_SHARE = 0.01
 
 
-def _warn_if_floor_dominates(x: torch.Tensor, eps: float) -> None:
-    """Warn when ``data.norm_eps`` floors many per-vertex coordinate stds of ``x (N, V, C)``: it is in the
+def _warn_if_floor_dominates(std: torch.Tensor, eps: float) -> None:
+    """Warn when ``data.norm_eps`` floors many of the per-vertex coordinate stds ``std (V, 3)``: it is in the
     data's units, so faces in metres are standardised by the floor rather than by their spread, silently."""
-    std = x[..., :3].to(torch.float64).std(dim=0, unbiased=False)  # (V, 3)
     share = float((std < eps).double().mean())
     if share > NORM_FLOOR_WARN_SHARE:
         warnings.warn(
@@ -747,13 +754,14 @@ def train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(t.seed)
         model = build_autoencoder(config, hierarchy)
-    _warn_if_floor_dominates(data.train, config.data.norm_eps)
+    mean, std = _moments(data.train)  # one float64 pass over the training set (gigabytes at COMA's size)
+    _warn_if_floor_dominates(std[..., :3], config.data.norm_eps)
     if data.test.shape[0] == 0:  # said before training, not only in its last line (evaluate refuses the run)
         warnings.warn(f"{config.source or 'config'}: data: the {config.data.split} split holds out none of the "
                       f"{data.train.shape[0]} meshes: the run will have no held-out measures, and evaluate will "
                       "refuse it (hold some out: data.test_fraction, or data.threshold for an extrapolation split)",
                       stacklevel=2)
-    model.set_normalization(*normalization(data.train, config.data.norm_eps))
+    model.set_normalization(*_clamped(mean, std, config.data.norm_eps))
     model.to(device)
     optimizer, scheduler = _make_optimizer(config, model)
     sampler_rng = torch.Generator().manual_seed(t.seed)
