@@ -1,5 +1,6 @@
 """Mesh hierarchies: decimation, sampling operators, spirals, Laplacians, cache."""
 
+from .assemble import hierarchy_from_matrices
 from .build import build_hierarchy, hierarchy_table
 from .container import HierarchyLevel, MeshHierarchy, TexelMap
 from .decimate import check_manifold, decimate_mesh, level_sizes
@@ -14,6 +15,7 @@ __all__ = [
     "TexelMap",
     "build_hierarchy",
     "hierarchy_table",
+    "hierarchy_from_matrices",
     "check_hierarchy",
     "save_hierarchy",
     "load_hierarchy",

@@ -33,7 +33,7 @@ from .._checks import check_bool
 from ..errors import HierarchyError, MeshValidationError, UVOverlapError
 from ..mesh.container import Mesh
 from ..mesh.uv import MAX_MAP_SIZE, ensure_uv, texel_map
-from .container import HierarchyLevel, MeshHierarchy
+from .container import HierarchyLevel, MeshHierarchy, TexelMap
 from .decimate import check_manifold, decimate_mesh, level_sizes
 from .laplacian import scaled_laplacian
 from .operators import upsample_operator
@@ -249,46 +249,53 @@ def _build(mesh, sizes, spiral_lengths, dilations, tex, meta, timings) -> MeshHi
         faces.append(coarse.faces)
         original.append(original[-1][coarse.kept])
 
-    levels = []
-    for l, (v, f) in enumerate(zip(vertices, faces)):
-        V = v.shape[0]
-        with _timed(timings, "spirals"):
-            spirals = np.asarray(compute_spirals(v, f, spiral_lengths[l], dilations[l]))
-        if spirals.shape != (V, spiral_lengths[l]) or spirals.min() < 0 or spirals.max() > V:
-            raise HierarchyError(
-                f"level {l}: expected spirals of shape ({V}, {spiral_lengths[l]}) with values in [0, {V}], "
-                f"got shape {spirals.shape}"
-            )
-        with _timed(timings, "laplacian"):
-            lap_index, lap_weight = scaled_laplacian(f, V, dtype=_FLOAT)
-        levels.append(
-            HierarchyLevel(
-                vertices=torch.from_numpy(v).to(_FLOAT),
-                faces=torch.from_numpy(np.ascontiguousarray(f, dtype=np.int64)),
-                spirals=torch.from_numpy(spirals.astype(np.int64, copy=False)),
-                laplacian_index=lap_index,
-                laplacian_weight=lap_weight,
-                original_index=torch.from_numpy(original[l]),
-                spiral_length=spiral_lengths[l],
-                dilation=dilations[l],
-            )
-        )
-
-    texels = None
-    if tex is not None:
-        with _timed(timings, "texel_map"):
-            try:
-                texels = texel_map(ensure_uv(mesh), tuple(tex), allow_overlap=bool(meta.get("allow_uv_overlap")),
-                                   dtype=_FLOAT)
-            except UVOverlapError as err:
-                raise UVOverlapError(f"texel map of the template: {err.problem}",
-                                     "fix the UVs, pass allow_uv_overlap=True (the lowest face colours a shared "
-                                     "texel) or build without a texel map: texture_size=None") from None
-            except MeshValidationError as err:
-                raise MeshValidationError(
-                    f"texel map of the template: {err} (or build without a texel map: texture_size=None)"
-                ) from err
+    levels = [_level(l, v, f, o, spiral_lengths[l], dilations[l], timings)
+              for l, (v, f, o) in enumerate(zip(vertices, faces, original))]
+    texels = None if tex is None else _template_texels(mesh, tex, bool(meta.get("allow_uv_overlap")), timings)
     return MeshHierarchy(levels=levels, down=down, up_index=up_index, up_weight=up_weight, texel_map=texels, meta=meta)
+
+
+def _level(l: int, v: np.ndarray, f: np.ndarray, original: np.ndarray, spiral_length: int, dilation: int,
+           timings: dict | None) -> HierarchyLevel:
+    """Level ``l`` of ``(V, 3)`` positions ``v`` and ``(F, 3)`` faces ``f``: its spirals and scaled Laplacian.
+
+    ``original``: ``(V,)`` index of each vertex in the template.
+    """
+    V = v.shape[0]
+    with _timed(timings, "spirals"):
+        spirals = np.asarray(compute_spirals(v, f, spiral_length, dilation))
+    if spirals.shape != (V, spiral_length) or spirals.min() < 0 or spirals.max() > V:
+        raise HierarchyError(
+            f"level {l}: expected spirals of shape ({V}, {spiral_length}) with values in [0, {V}], "
+            f"got shape {spirals.shape}"
+        )
+    with _timed(timings, "laplacian"):
+        lap_index, lap_weight = scaled_laplacian(f, V, dtype=_FLOAT)
+    return HierarchyLevel(
+        vertices=torch.from_numpy(np.asarray(v)).to(_FLOAT),
+        faces=torch.from_numpy(np.ascontiguousarray(f, dtype=np.int64)),
+        spirals=torch.from_numpy(spirals.astype(np.int64, copy=False)),
+        laplacian_index=lap_index,
+        laplacian_weight=lap_weight,
+        original_index=torch.from_numpy(np.ascontiguousarray(original, dtype=np.int64)),
+        spiral_length=spiral_length,
+        dilation=dilation,
+    )
+
+
+def _template_texels(mesh: Mesh, tex: list[int], allow_overlap: bool, timings: dict | None) -> TexelMap:
+    """The ``tex = [H, W]`` texel map of the template ``mesh`` (automatic UVs if it has none)."""
+    with _timed(timings, "texel_map"):
+        try:
+            return texel_map(ensure_uv(mesh), tuple(tex), allow_overlap=allow_overlap, dtype=_FLOAT)
+        except UVOverlapError as err:
+            raise UVOverlapError(f"texel map of the template: {err.problem}",
+                                 "fix the UVs, pass allow_uv_overlap=True (the lowest face colours a shared "
+                                 "texel) or build without a texel map: texture_size=None") from None
+        except MeshValidationError as err:
+            raise MeshValidationError(
+                f"texel map of the template: {err} (or build without a texel map: texture_size=None)"
+            ) from err
 
 
 def hierarchy_table(h: MeshHierarchy) -> list[dict]:

@@ -119,8 +119,8 @@ class HierarchyConfig:
     ``factors=None`` takes the preset's (``[4, 4, 4, 4]`` without a preset);
     ``texture_size=None`` builds a 256 x 256 texel map for joint models only, ``0`` never.
     ``allow_uv_overlap``: let UV triangles overlap in the texel map (the lowest face colours a shared texel).
-    ``path``: a saved hierarchy (``save_hierarchy``, ``mesh-decoder hierarchy -o``, or one assembled from
-    operators of one's own) of the template, used instead of building one: ``factors`` then states the
+    ``path``: a saved hierarchy (``save_hierarchy``, ``mesh-decoder hierarchy -o``, or COMA's or
+    Neural3DMM's down/up-sampling matrices through ``hierarchy_from_matrices``) of the template, used instead of building one: ``factors`` then states the
     factors it was built with (checked against its levels), and ``texture_size``, ``allow_uv_overlap`` and
     ``cache_dir`` are not used (its texel map, if any, is its own).
     ``cache_dir``: ``True`` (the default cache folder), ``False`` (no cache) or a folder.

@@ -925,6 +925,33 @@ def test_a_folder_run_records_its_held_out_files(tmp_path, tiny_config):
     assert read_checkpoint_meta(tmp_path / "run" / CHECKPOINT_NAME)["data"]["test_files"] == recorded
 
 
+def test_training_on_a_hierarchy_assembled_from_coma_matrices(tmp_path, tiny_config):
+    """A hierarchy from another code's down/up-sampling matrices (no factors in its meta) trains through
+    hierarchy.path, its levels checked against the config's factors."""
+    import scipy.sparse as sp
+
+    from mesh_decoder.hierarchy import build_hierarchy, hierarchy_from_matrices, save_hierarchy
+    from mesh_decoder.mesh.templates import face_template
+    from mesh_decoder.train.config import TrainConfigError
+
+    template = face_template(600, seed=0)
+    theirs = build_hierarchy(template, factors=(2, 2), texture_size=None)  # stands in for COMA's D, U and M
+    D = [sp.csc_matrix((np.ones(len(d)), (np.arange(len(d)), d.numpy())), shape=(len(d), theirs.sizes[l]))
+         for l, d in enumerate(theirs.down)]
+    U = [sp.csc_matrix((w.double().numpy().ravel(), (np.repeat(np.arange(len(i)), 3), i.numpy().ravel())),
+                       shape=(len(i), theirs.sizes[l + 1])) for l, (i, w) in enumerate(zip(theirs.up_index,
+                                                                                           theirs.up_weight))]
+    mine = hierarchy_from_matrices(template, D, U, [lvl.faces.numpy() for lvl in theirs.levels[1:]])
+    path = save_hierarchy(mine, tmp_path / "coma.npz")
+    result = train(tiny_config(hierarchy={"path": str(path), "factors": [2, 2]}, training={"epochs": 1}),
+                   tmp_path / "run", progress=False)
+    assert result.model.decoder.num_vertices == (600, 300, 150)
+    with pytest.raises(TrainConfigError, match=r"hierarchy\.factors: \[2\]: expected the factors .*coma\.npz was "
+                                               r"built with, found a hierarchy of 3 levels"):
+        train(tiny_config(hierarchy={"path": str(path), "factors": [2]}, model={"channels": [8]}),
+              tmp_path / "refused", progress=False)
+
+
 def test_training_on_a_saved_hierarchy_of_ones_own(tmp_path, tiny_config):
     """Training always decimated the template itself: operators of one's own (COMA's, or a hierarchy saved
     earlier) could not be used from a config."""

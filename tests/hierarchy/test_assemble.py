@@ -1,0 +1,151 @@
+"""hierarchy_from_matrices: COMA-style down/up-sampling matrices in, a checked MeshHierarchy out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from mesh_decoder.errors import HierarchyError, MeshValidationError
+from mesh_decoder.hierarchy import build_hierarchy, hierarchy_from_matrices, load_hierarchy, save_hierarchy
+from mesh_decoder.mesh.templates import face_template
+from mesh_decoder.nn import ChebDecoder, SpiralDecoder
+
+
+@pytest.fixture(scope="module")
+def template():
+    return face_template(600, seed=4)
+
+
+@pytest.fixture(scope="module")
+def built(template):
+    return build_hierarchy(template, factors=(2, 2), spiral_lengths=(9, 7, 5), texture_size=32)
+
+
+def coma_matrices(h, *, kept_rows_single: bool = False):
+    """COMA's layout of ``h``: ``D[l]`` ``(V_{l+1}, V_l)`` selections and ``U[l]`` ``(V_l, V_{l+1})``
+    barycentric rows (csc, as COMA pickles them), and the coarse levels' faces."""
+    D, U = [], []
+    for l in range(h.num_levels - 1):
+        fine, coarse = h.sizes[l], h.sizes[l + 1]
+        kept = h.down[l].numpy()
+        D.append(sp.csc_matrix((np.ones(coarse), (np.arange(coarse), kept)), shape=(coarse, fine)))
+        index, weight = h.up_index[l].numpy().copy(), h.up_weight[l].double().numpy().copy()
+        if kept_rows_single:  # a kept vertex as one entry, not (j, j, j) with weights (1, 0, 0)
+            weight[kept] = 0.0
+            weight[kept, 0] = 1.0
+        U.append(sp.csc_matrix((weight.ravel(), (np.repeat(np.arange(fine), 3), index.ravel())), shape=(fine, coarse)))
+    return D, U, [h.levels[l].faces.numpy() for l in range(1, h.num_levels)]
+
+
+def dense_up(h, l: int) -> torch.Tensor:
+    """``(V_l, V_{l+1})`` float64 up-sampling matrix of ``h``."""
+    m = torch.zeros(h.sizes[l], h.sizes[l + 1], dtype=torch.float64)
+    return m.scatter_add_(1, h.up_index[l], h.up_weight[l].double())
+
+
+def test_the_matrices_of_a_built_hierarchy_give_it_back(template, built):
+    D, U, F = coma_matrices(built, kept_rows_single=True)
+    h = hierarchy_from_matrices(template, D, U, F, spiral_lengths=(9, 7, 5), texture_size=32)
+    assert h.sizes == built.sizes == [600, 300, 150]
+    for a, b in zip(h.levels, built.levels):
+        for name in ("vertices", "faces", "spirals", "laplacian_index", "laplacian_weight", "original_index"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+        assert (a.spiral_length, a.dilation) == (b.spiral_length, b.dilation)
+    for l in range(2):
+        assert torch.equal(h.down[l], built.down[l])
+        assert torch.equal(dense_up(h, l), dense_up(built, l))
+    for name in ("index", "weight", "face", "mask"):
+        assert torch.equal(getattr(h.texel_map, name), getattr(built.texel_map, name))
+    assert h.meta["source"] == "matrices" and "factors" not in h.meta
+    assert h.template_hash == built.template_hash and h.meta["uv_hash"] == built.meta["uv_hash"]
+    # the decoders run on it as on the built one (the kept rows' entries in another order round differently)
+    z = torch.randn(3, 8)
+    for cls, kwargs in ((SpiralDecoder, {}), (ChebDecoder, {"K": 3})):
+        torch.manual_seed(11)
+        ours = cls.from_hierarchy(h, latent_size=8, channels=(8, 16), **kwargs).eval()
+        torch.manual_seed(11)
+        theirs = cls.from_hierarchy(built, latent_size=8, channels=(8, 16), **kwargs).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(ours(z), theirs(z), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["torch-sparse", "torch-dense", "numpy", "csr", "coo-array"])
+def test_matrix_kinds(template, built, kind):
+    D, U, F = coma_matrices(built)
+    convert = {
+        "torch-sparse": lambda m: torch.from_numpy(m.toarray()).to_sparse(),
+        "torch-dense": lambda m: torch.from_numpy(m.toarray()).float(),
+        "numpy": lambda m: m.toarray(),
+        "csr": sp.csr_matrix,
+        "coo-array": sp.coo_array,
+    }[kind]
+    faces = [torch.from_numpy(f) for f in F] if kind.startswith("torch") else F
+    h = hierarchy_from_matrices(template, [convert(m) for m in D], [convert(m) for m in U], faces,
+                                spiral_lengths=(9, 7, 5))
+    assert h.sizes == built.sizes and h.texel_map is None
+    for l in range(2):
+        assert torch.equal(h.down[l], built.down[l])
+        torch.testing.assert_close(dense_up(h, l), dense_up(built, l), rtol=0, atol=1e-7)
+
+
+def test_saved_and_loaded(template, built, tmp_path):
+    D, U, F = coma_matrices(built)
+    h = hierarchy_from_matrices(template, D, U, F)
+    back = load_hierarchy(save_hierarchy(h, tmp_path / "coma.npz"), expected_template_hash=template.content_hash())
+    assert back.meta == h.meta and back.sizes == h.sizes
+    assert torch.equal(back.levels[2].spirals, h.levels[2].spirals)
+
+
+def _edit(matrix, row: int, cols: list[int], values: list[float]):
+    m = sp.lil_matrix(matrix)
+    m[row, :] = 0
+    for c, v in zip(cols, values):
+        m[row, c] = v
+    return sp.csc_matrix(m)
+
+
+def test_bad_matrices_are_named(template, built):
+    D, U, F = coma_matrices(built)
+    kept0 = built.down[0].numpy()
+    moving = int(np.setdiff1d(np.arange(600), kept0)[0])  # a vertex the first level drops
+
+    def refused(match, down=D, up=U, faces=F, error=HierarchyError):
+        with pytest.raises(error, match=match):
+            hierarchy_from_matrices(template, down, up, faces)
+
+    refused(r"down\[0\]: expected a selection matrix .*got 2 entries in row 5",
+            down=[_edit(D[0], 5, [1, 2], [0.5, 0.5]), D[1]])
+    refused(r"down\[1\]: expected a selection matrix .*got 0\.5 in row 3", down=[D[0], _edit(D[1], 3, [0], [0.5])])
+    refused(r"down\[0\]: expected each fine vertex kept at most once, got 1 kept twice",
+            down=[_edit(D[0], 1, [int(kept0[0])], [1.0]), D[1]])
+    refused(r"down\[0\]: expected shape \(300, 600\), got \(300, 599\)", down=[D[0][:, :599], D[1]])
+    refused(r"up\[1\]: expected shape \(300, 150\), got \(150, 300\)", up=[U[0], U[1].T])
+    refused(r"up\[0\]: expected 1 to 3 entries per row .*got 4 in row 7",
+            up=[_edit(U[0], 7, [0, 1, 2, 3], [0.25] * 4), U[1]])
+    refused(r"up\[0\]: expected 1 to 3 entries per row .*got 0 in row 7", up=[_edit(U[0], 7, [], []), U[1]])
+    refused(r"up\[0\]: expected non-negative weights, got -0\.5 in row 9",
+            up=[_edit(U[0], 9, [0, 1, 2], [1.0, 0.5, -0.5]), U[1]])
+    refused(r"up\[0\]: expected each row's weights to sum to 1, got 0\.9 in row 9",
+            up=[_edit(U[0], 9, [0, 1], [0.5, 0.4]), U[1]])
+    refused(rf"up\[0\]: expected each vertex down\[0\] keeps to up-sample from its own coarse copy .*row "
+            rf"{int(kept0[0])} with weight 0\.5 on coarse vertex 0",
+            up=[_edit(U[0], int(kept0[0]), [0, 1], [0.5, 0.5]), U[1]])
+    assert moving not in kept0
+    refused(r"faces\[1\]: expected indices in \[0, 150\) .*got \[0, 150\]",
+            faces=[F[0], np.vstack([F[1], [[0, 1, 150]]])])
+    refused(r"faces\[0\]: expected an \(F, 3\) array of triangles, got shape \(10, 4\)",
+            faces=[np.zeros((10, 4), dtype=np.int64), F[1]])
+    flipped = F[1].copy()
+    flipped[0] = flipped[0, ::-1]
+    refused(r"level 2 \(faces\[1\] on the vertices down\[1\] keeps\): ", faces=[F[0], flipped],
+            error=MeshValidationError)
+    refused(r"expected as many up-sampling matrices and face arrays as down-sampling matrices \(2\), got 1 up",
+            up=U[:1])
+    refused(r"down: expected at least one down-sampling matrix", down=[], up=[], faces=[])
+    with pytest.raises(TypeError, match=r"down\[0\]: expected a scipy sparse matrix, a torch tensor or a numpy "
+                                        r"array, got list"):
+        hierarchy_from_matrices(template, [D[0].toarray().tolist(), D[1]], U, F)
+    with pytest.raises(TypeError, match=r"template: expected a mesh_decoder Mesh, got ndarray"):
+        hierarchy_from_matrices(template.vertices, D, U, F)
