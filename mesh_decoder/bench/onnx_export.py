@@ -14,16 +14,20 @@ tensors, so the benchmark harness times it like any other decoder.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
+import logging
 import math
 import os
 import tempfile
 import warnings
-from typing import Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from .. import __version__
 from .._atomic import atomic_write
 from .._checks import check_int, check_output_path
 
@@ -67,6 +71,22 @@ def _named_outputs(output: object) -> list[tuple[str, torch.Tensor]]:
     return [(name, value) for name, value in zip(fields, output) if isinstance(value, torch.Tensor)]
 
 
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """The exporters' warnings and log records (torchvision operators skipped, rewrites, ...) held back."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def export_onnx(
     decoder: nn.Module,
     path: str | os.PathLike,
@@ -75,14 +95,22 @@ def export_onnx(
     *,
     opset_version: int | None = None,
     prefer_dynamo: bool = True,
+    metadata: Mapping[str, str] | None = None,
 ) -> str:
     """Export an eager decoder to an ONNX file.
 
     The decoder is exported in fp32 on the CPU (a copy; the module passed in is
-    not changed). The latent input is named ``"z"``; outputs are named
-    ``"vertices"`` or after the fields of the decoder's NamedTuple output
-    (``vertices, texture, colors, mask`` for a joint decoder). The file is
-    written atomically.
+    not changed, and a half-precision one is exported in fp32 too). The latent
+    input is named ``"z"``. The outputs are named ``"vertices"`` or after the
+    fields of the decoder's NamedTuple output that hold tensors, in their order:
+    a :class:`~mesh_decoder.nn.JointDecoder` gives ``vertices`` ``(B, V, 3)``,
+    ``texture`` ``(B, 3, H, W)`` (unclamped, row 0 at the top, gutter texels
+    copied from their neighbours), then ``colors`` ``(B, V, 3)`` with the mesh
+    branch and ``mask`` ``(H, W)`` (covered texels) with a texel map; read a
+    file's own list from :attr:`OnnxRunner.output_names`. The file's metadata
+    (:attr:`OnnxRunner.metadata`) records the library version, the decoder's
+    class, latent size and outputs, and ``metadata``. The file is written
+    atomically; a failed export leaves an existing file as it was.
 
     Args:
         decoder: module with ``latent_size`` whose ``forward(z)`` decodes.
@@ -93,18 +121,36 @@ def export_onnx(
             exporter whose file still has a fixed batch, or decodes a batch of another
             size than the traced one otherwise than the module (checked in ONNX
             Runtime when installed), counts as failed.
-        opset_version: ONNX opset (default: the exporter's).
+        opset_version: ONNX opset (default: the exporter's, 18 or later for the
+            ``dynamo`` exporter). An exporter that writes another opset counts as
+            failed: below 18, the TorchScript exporter writes the file.
         prefer_dynamo: try the ``dynamo=True`` exporter first (default ``True``);
             on failure fall back to the TorchScript exporter.
+        metadata: more ``key: value`` strings for the file's metadata (e.g. the
+            latent prior, as ``mesh-decoder export`` records it).
 
     Returns:
         Which exporter wrote the file: ``"dynamo"`` or ``"torchscript"``.
 
     Shapes:
         ``z``: ``(B, Z)`` (``B`` dynamic when ``dynamic_batch``).
+
+    Raises:
+        TypeError: ``decoder`` is not a module, or ``metadata`` not a mapping of strings.
+        ValueError: ``decoder`` has no integer ``latent_size``, or a bad ``batch_size`` or ``opset_version``.
+        RuntimeError: every exporter failed (each one's error is listed).
     """
+    if not isinstance(decoder, nn.Module):
+        raise TypeError(f"decoder: expected a torch.nn.Module decoder (e.g. a SpiralDecoder or a PCAModel), "
+                        f"got {type(decoder).__name__}")
+    _latent_size(decoder)
     require_onnx("onnx", "onnxscript")
     check_int(batch_size, "batch_size", 1)
+    if opset_version is not None:
+        check_int(opset_version, "opset_version", 7)
+    if metadata is not None and not (isinstance(metadata, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+        raise TypeError(f"metadata: expected None or a mapping of str keys to str values, got {metadata!r:.80}")
     check_output_path(path, "path")  # before the export: a folder there failed after it, naming a temporary file
     import copy
 
@@ -121,9 +167,9 @@ def export_onnx(
         tmp_path = os.path.join(tmp, "model.onnx")
         for exporter in exporters:
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
+                with _quiet_exporters():
                     _export(model, z, tmp_path, names, exporter, dynamic_batch, opset_version)
+                _check_opset(tmp_path, opset_version)
                 if dynamic_batch:
                     _check_dynamic_batch(tmp_path)
                     _check_other_batch(model, tmp_path, trace_batch + 1)
@@ -132,11 +178,37 @@ def export_onnx(
                 errors.append(f"{exporter}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         else:
             raise RuntimeError("ONNX export failed with every exporter: " + " | ".join(errors))
-        with open(tmp_path, "rb") as handle:
-            data = handle.read()
+        data = _with_metadata(tmp_path, {
+            "mesh_decoder.version": __version__,
+            "mesh_decoder.class": type(decoder).__name__,
+            "mesh_decoder.latent_size": str(_latent_size(model)),
+            "mesh_decoder.outputs": json.dumps(names),
+            **(metadata or {}),
+        })
     with atomic_write(path, "wb") as handle:
         handle.write(data)
     return exporter
+
+
+def _check_opset(path: str, wanted: int | None) -> None:
+    """Raise unless the file's default-domain opset is ``wanted`` (when one was asked for)."""
+    if wanted is None:
+        return
+    import onnx
+
+    found = [o.version for o in onnx.load(path, load_external_data=False).opset_import if o.domain in ("", "ai.onnx")]
+    if found != [wanted]:
+        raise ValueError(f"expected opset {wanted}, the file has {found[0] if len(found) == 1 else found}")
+
+
+def _with_metadata(path: str, entries: Mapping[str, str]) -> bytes:
+    """The bytes of the ONNX file ``path`` with ``entries`` added to its ``metadata_props``."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    kept = {p.key: p.value for p in model.metadata_props if p.key not in entries}
+    onnx.helper.set_model_props(model, {**kept, **entries})
+    return model.SerializeToString()
 
 
 def _check_dynamic_batch(path: str) -> None:
@@ -206,7 +278,8 @@ class OnnxRunner:
         threads: intra-op threads (default: ONNX Runtime's choice).
 
     Calling the runner with a latent ``(B, Z)`` CPU tensor returns the list of
-    outputs as CPU tensors, in the file's output order.
+    outputs as CPU tensors, in the file's output order (``output_names``);
+    ``metadata`` holds the file's metadata (see :func:`export_onnx`).
     """
 
     def __init__(self, path: str | os.PathLike, device: torch.device | str = "cpu", threads: int | None = None):
@@ -230,6 +303,7 @@ class OnnxRunner:
         self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.device = device
 
     def __call__(self, z: torch.Tensor) -> list[torch.Tensor]:

@@ -164,3 +164,52 @@ def test_a_file_that_decodes_only_the_traced_batch_is_refused(hierarchy, tmp_pat
         expected = decoder(z)
     (got,) = OnnxRunner(tmp_path / "gat.onnx", threads=1)(z)
     assert max_relative_error([got], [expected]) < 1e-5
+
+
+def test_a_requested_opset_is_the_files_or_the_export_fails_over(hierarchy, tmp_path):
+    """The dynamo exporter wrote opset 18 when asked for 13 (a warning, then success): a file an older runtime
+    cannot load. Now the file has the asked opset, from the TorchScript exporter below 18."""
+    import onnx
+
+    decoder = spiral(hierarchy, seed=5)
+    for opset, exporters in ((13, ("torchscript",)), (18, ("dynamo", "torchscript"))):
+        path = tmp_path / f"opset{opset}.onnx"
+        assert export_onnx(decoder, path, batch_size=2, opset_version=opset) in exporters
+        assert [o.version for o in onnx.load(path).opset_import if o.domain in ("", "ai.onnx")] == [opset]
+        z = torch.randn(3, 8)
+        with torch.no_grad():
+            assert max_relative_error(OnnxRunner(path, threads=1)(z), [decoder(z)]) < 1e-5
+    for bad, error in ((6, ValueError), ("13", TypeError)):
+        with pytest.raises(error, match="opset_version: expected an integer"):
+            export_onnx(decoder, tmp_path / "x.onnx", opset_version=bad)
+    with pytest.raises(RuntimeError, match=r"dynamo: ValueError: expected opset 999, the file has"):
+        export_onnx(decoder, tmp_path / "x.onnx", opset_version=999)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_the_file_records_what_made_it(hierarchy, tmp_path):
+    import json
+
+    import mesh_decoder
+
+    joint = JointDecoder(spiral(hierarchy, out_channels=6, seed=6), "mesh", hierarchy.texel_map).eval()
+    path = tmp_path / "joint.onnx"
+    export_onnx(joint, path, metadata={"note": "mine", "mesh_decoder.latent_size": "overridden"})
+    meta = OnnxRunner(path).metadata
+    assert meta["mesh_decoder.version"] == mesh_decoder.__version__
+    assert meta["mesh_decoder.class"] == "JointDecoder"
+    assert json.loads(meta["mesh_decoder.outputs"]) == ["vertices", "texture", "colors", "mask"]
+    assert meta["note"] == "mine" and meta["mesh_decoder.latent_size"] == "overridden"
+    with pytest.raises(TypeError, match=r"metadata: expected None or a mapping of str keys to str values"):
+        export_onnx(joint, tmp_path / "x.onnx", metadata={"n": 1})
+    assert OnnxRunner(export_onnx(joint, tmp_path / "y.onnx") and tmp_path / "y.onnx").metadata[
+        "mesh_decoder.latent_size"] == "8"
+
+
+@pytest.mark.parametrize("bad", ["spiral", None, {"fc.weight": torch.ones(1)}, SpiralDecoder])
+def test_a_non_module_is_a_type_error(bad, tmp_path):
+    """A string, None, a state dict or the class itself gave AttributeErrors from deepcopy(...).to()."""
+    (tmp_path / "kept.onnx").write_bytes(b"old")
+    with pytest.raises(TypeError, match=r"decoder: expected a torch.nn.Module decoder .*got "):
+        export_onnx(bad, tmp_path / "kept.onnx")
+    assert (tmp_path / "kept.onnx").read_bytes() == b"old"
