@@ -188,6 +188,8 @@ def _run_hierarchy(args) -> int:
                              "colours a shared texel) or build without a texel map: --texture-size 0") from None
     except MeshValidationError as exc:  # the mesh cannot be decimated (a vertex in no face, ...): name the file
         raise MeshValidationError(f"{where}: {exc}") from None
+    except HierarchyError as exc:  # the decimation failed on this mesh: name it
+        raise HierarchyError(f"{where}: {exc}") from None
     rows = hierarchy_table(h)
     _print_table(rows)
     if h.texel_map is not None:  # the table has no column for it
@@ -740,6 +742,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as Unix tools do
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        except OSError:
+            pass
+        return 141  # 128 + SIGPIPE
     except Exception as exc:  # bad input or files (MeshError is a ValueError; ImportError: openmesh, Pillow), memory
         line = error_line(exc, (ValueError, TypeError, OSError, ImportError))
         if line is None:

@@ -439,3 +439,28 @@ def test_threads_option_sets_torchs_threads_for_the_command(command, monkeypatch
     too_many = (os.cpu_count() or 1) + 1
     with pytest.raises(ValueError, match=rf"^--threads: expected an integer in \[1, {too_many - 1}\]"):
         cli._apply_threads(cli.build_parser().parse_args([command, *args, "--threads", str(too_many)]))
+
+
+def test_a_closed_stdout_stops_quietly(tmp_path):
+    """`mesh-decoder template --info | head -2` ended with 'error: [Errno 32] Broken pipe' and exit 1."""
+    proc = subprocess.Popen([sys.executable, "-m", "mesh_decoder.cli", "template", "--info"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before the command prints
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == ""
+
+
+def test_a_failed_decimation_names_the_mesh_file(tmp_path, capsys):
+    """The mesh file was named for validation errors but not for a decimation that failed on it."""
+    from mesh_decoder.mesh import face_template, save_mesh
+
+    face = face_template(500)
+    vertices = face.vertices.copy()
+    f = int(np.random.default_rng().integers(face.num_faces))
+    vertices[face.faces[f]] = vertices[face.faces[f, 0]]  # a zero-area face no decimation removes
+    path = tmp_path / "flat spot.obj"
+    save_mesh(face.copy(vertices=vertices), path)
+    capsys.readouterr()
+    assert main(["hierarchy", str(path), "--factors", "1.1", "--texture-size", "0"]) == 1
+    err = _one_error_line(capsys)
+    assert err.startswith(f"error: {path}: cannot decimate 500 -> 455 vertices") and "zero area" in err, err

@@ -25,7 +25,7 @@ from .. import __version__
 from .._checks import check_bool
 from ..errors import HierarchyError, MeshValidationError
 from ..mesh.container import Mesh
-from .build import _FLOAT, _level, _normalise_texture_size, _per_level, _template_texels
+from .build import _FLOAT, _check_template, _level, _normalise_texture_size, _per_level, _template_texels
 from .container import MeshHierarchy
 from .decimate import check_manifold
 from .storage import FORMAT_VERSION, check_hierarchy
@@ -94,8 +94,7 @@ def hierarchy_from_matrices(
     dilations = _per_level(dilations, L + 1, "dilations")
     tex = _normalise_texture_size(texture_size)
     allow_uv_overlap = check_bool(allow_uv_overlap, "allow_uv_overlap")
-    template.validate()
-    check_manifold(template.vertices, template.faces)
+    _check_template(template)
 
     vertices = [np.asarray(template.vertices)]
     level_faces = [np.asarray(template.faces)]

@@ -175,15 +175,7 @@ def build_hierarchy(
         raise TypeError(f"timings: expected None or a dict to add the stage times to, got {type(timings).__name__}")
 
     with _timed(timings, "validate"):
-        mesh.validate()
-        with np.errstate(over="ignore"):
-            fits = bool(np.isfinite(mesh.vertices.astype(np.float32)).all())
-        if not fits:
-            raise MeshValidationError(
-                f"vertices: expected magnitudes float32 can hold (up to {float(np.finfo(np.float32).max):.4g}; "
-                f"the hierarchy stores float32 positions), got {float(np.abs(mesh.vertices).max()):.4g}"
-            )
-        check_manifold(mesh.vertices, mesh.faces)
+        _check_template(mesh)
         sizes = level_sizes(mesh.num_vertices, factors)
     meta = {
         "template_hash": mesh.content_hash(),
@@ -216,6 +208,37 @@ def build_hierarchy(
             except OSError as err:
                 warnings.warn(f"could not write the hierarchy cache file {path}: {err}", RuntimeWarning, stacklevel=2)
     return h
+
+
+def _check_template(mesh: Mesh) -> None:
+    """Raise unless ``mesh`` is valid, manifold and within float32's range; warn about an unwelded seam."""
+    mesh.validate()
+    with np.errstate(over="ignore"):
+        fits = bool(np.isfinite(mesh.vertices.astype(np.float32)).all())
+    if not fits:
+        raise MeshValidationError(
+            f"vertices: expected magnitudes float32 can hold (up to {float(np.finfo(np.float32).max):.4g}; "
+            f"the hierarchy stores float32 positions), got {float(np.abs(mesh.vertices).max()):.4g}"
+        )
+    check_manifold(mesh.vertices, mesh.faces)
+    coincident = mesh.coincident_vertices()  # (K,)
+    if coincident.size:  # an unwelded seam: coincident vertices in different components
+        labels = mesh.components()  # (V,)
+        _, group = np.unique(mesh.vertices[coincident], axis=0, return_inverse=True)  # (K,) position of each
+        group = group.ravel()
+        low = np.full(int(group.max()) + 1, labels.max() + 1)
+        high = np.full_like(low, -1)
+        np.minimum.at(low, group, labels[coincident])
+        np.maximum.at(high, group, labels[coincident])
+        seam = coincident[(low != high)[group]]  # (S,)
+        if seam.size:
+            warnings.warn(
+                f"{seam.size} vertices of the template share their exact position with a vertex of another "
+                f"connected component (first: vertex {seam[0]}), as an unwelded seam leaves them; the mesh has "
+                f"{int(labels.max()) + 1} components and no convolution crosses between them: merge the coincident "
+                "vertices before building if they are one surface",
+                RuntimeWarning, stacklevel=3,
+            )
 
 
 def _load_cached(path, meta: dict) -> MeshHierarchy | None:

@@ -368,10 +368,18 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
     else:
         current = None
     if current is None or current.size != num_vertices:
+        given = degenerate_faces(work, faces)  # (K,) zero-area faces of the input itself: no factor avoids them
+        if given.size:
+            f = int(given[0])
+            cause = (f"the mesh itself has {given.size} face{'s' if given.size > 1 else ''} of (near) zero area "
+                     f"(first: face {f}, vertices {faces[f].tolist()}, 0-based), which no decimation removes: "
+                     "move their vertices apart or remove those faces")
+        else:
+            cause = ("the mesh's topology (components, holes, genus) or its coarseness limits the "
+                     "simplification: use smaller factors or fewer levels")
         raise HierarchyError(
             f"cannot decimate {V} -> {num_vertices} vertices without flipped or degenerate faces "
-            f"({'; '.join(failures)}); the mesh's topology (components, holes, genus) or its coarseness "
-            "limits the simplification: use smaller factors or fewer levels"
+            f"({'; '.join(failures)}); {cause}"
         )
 
     order = np.argsort(current, kind="stable")

@@ -137,6 +137,24 @@ class Mesh:
         """Sorted indices of vertices on a boundary edge."""
         return np.unique(self.boundary_edges())
 
+    def coincident_vertices(self) -> np.ndarray:
+        """Sorted indices ``(K,)`` of vertices that share their exact position with another vertex.
+
+        An unwelded seam (a file that splits vertices along UV seams) gives such pairs: the
+        two sides are then separate components that no convolution crosses.
+        """
+        _, inverse, counts = np.unique(self.vertices, axis=0, return_inverse=True, return_counts=True)
+        return np.flatnonzero(counts[inverse.ravel()] > 1)
+
+    def components(self) -> np.ndarray:
+        """Connected component of each vertex ``(V,)``, numbered from 0 (a vertex in no face is one alone)."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        e = self.edges()  # (E, 2)
+        graph = coo_matrix((np.ones(e.shape[0]), (e[:, 0], e[:, 1])), shape=(self.num_vertices,) * 2)
+        return connected_components(graph, directed=False)[1].astype(np.int64)
+
     def content_hash(self) -> str:
         """SHA-256 of faces and positions rounded to float32.
 

@@ -448,8 +448,9 @@ def _build_mesh(path: str, parts: _Parts) -> Mesh:
             landmarks=landmarks,
         )
         return mesh.validate()
-    except MeshValidationError as exc:
-        raise MeshFileError(path, f"invalid mesh: {exc}") from exc
+    except MeshValidationError as exc:  # indices as Mesh has them, not as the file numbers them
+        raise MeshFileError(path, f"invalid mesh: {exc} (vertex and face indices count from 0, in file order)") \
+            from exc
 
 
 def _text_lines(path: str, data: bytes) -> list[str]:
@@ -574,7 +575,10 @@ def _check_colors(path: str, colors: np.ndarray, lines: Sequence, what: str) -> 
     bad = ((colors < 0.0) | (colors > 1.0)).any(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise MeshFileError(path, f"{what}: expected colour values in [0, 1], found {colors[i].tolist()}", lines[i])
+        eight_bit = " (8-bit colours? divide them by 255)" if float(colors.max()) > 1.0 and colors.min() >= 0.0 and \
+            float(colors.max()) <= 255.0 else ""
+        raise MeshFileError(path, f"{what}: expected colour values in [0, 1], found {colors[i].tolist()}{eight_bit}",
+                            lines[i])
 
 
 def _fan_corners(sizes: np.ndarray) -> np.ndarray:

@@ -787,16 +787,21 @@ def template(kind: str = "face", num_vertices: int | None = 5023, seed: int = 0)
 def template_info(mesh: Mesh) -> dict[str, object]:
     """Summary numbers of a template.
 
-    Returns a dict with ``num_vertices``, ``num_faces``, ``num_boundary_edges``,
-    ``boundary_length_mm`` (total length of the boundary edges),
+    Lengths are in the mesh's own units (millimetres for the built-in templates).
+
+    Returns a dict with ``num_vertices``, ``num_faces``, ``num_components``
+    (connected components), ``coincident_vertices`` (vertices sharing their exact
+    position with another: an unwelded seam), ``degenerate_faces`` (faces of (near)
+    zero area, which no hierarchy can be built with), ``num_boundary_edges``,
+    ``boundary_length`` (total length of the boundary edges),
     ``num_uv`` (UV entries; more than vertices when a seam splits them),
     ``uv_coverage`` (fraction of the unit square covered by UV triangles, from
     their areas; ``None`` without UVs), ``uv_flipped_faces`` and
     ``uv_overlapping_pairs`` (triangles folded over in UV, and pairs of UV triangles
     covering a common texel of a 1024 x 1024 map; both 0 for an atlas without
     mirrored or stacked islands, whose coverage then counts no area twice; a mirrored
-    island counts as flipped, and its overlap needs ``allow_uv_overlap``), ``num_landmarks``, ``bbox_size_mm``
-    ``[dx, dy, dz]`` and ``mean_edge_length_mm``.
+    island counts as flipped, and its overlap needs ``allow_uv_overlap``), ``num_landmarks``, ``bbox_size``
+    ``[dx, dy, dz]`` and ``mean_edge_length``.
     """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh: expected a mesh_decoder Mesh, got {type(mesh).__name__}")
@@ -812,18 +817,23 @@ def template_info(mesh: Mesh) -> dict[str, object]:
     blen = float(np.linalg.norm(mesh.vertices[boundary[:, 0]] - mesh.vertices[boundary[:, 1]], axis=1).sum())
     edges = mesh.edges()
     elen = np.linalg.norm(mesh.vertices[edges[:, 0]] - mesh.vertices[edges[:, 1]], axis=1)
+    from ..hierarchy.decimate import degenerate_faces
+
     info: dict[str, object] = {
         "num_vertices": mesh.num_vertices,
         "num_faces": mesh.num_faces,
+        "num_components": int(mesh.components().max()) + 1,
+        "coincident_vertices": int(mesh.coincident_vertices().size),
+        "degenerate_faces": int(degenerate_faces(mesh.vertices, mesh.faces).size),
         "num_boundary_edges": int(boundary.shape[0]),
-        "boundary_length_mm": blen,
+        "boundary_length": blen,
         "num_uv": 0 if mesh.uv is None else int(mesh.uv.shape[0]),
         "uv_coverage": None,
         "uv_flipped_faces": None,
         "uv_overlapping_pairs": None,
         "num_landmarks": len(mesh.landmarks),
-        "bbox_size_mm": [float(v) for v in np.ptp(mesh.vertices, axis=0)],
-        "mean_edge_length_mm": float(elen.mean()),
+        "bbox_size": [float(v) for v in np.ptp(mesh.vertices, axis=0)],
+        "mean_edge_length": float(elen.mean()),
     }
     if mesh.uv is not None:
         info["uv_coverage"] = float(uv_coverage(mesh))

@@ -431,3 +431,26 @@ def test_mirrored_uvs_build_with_allow_uv_overlap_and_the_error_names_that_argum
         (build_hierarchy(plain, factors=(4, 4), texture_size=16, allow_uv_overlap=False).meta.keys())
     with pytest.raises(TypeError, match="allow_uv_overlap: expected True or False"):
         build_hierarchy(plain, factors=(4, 4), texture_size=16, allow_uv_overlap="yes")
+
+
+def test_an_unwelded_seam_is_warned_about_and_zero_area_faces_are_named(small):
+    """A template with coincident vertices built into disconnected halves without a word; one with zero-area faces
+    failed to decimate with a hint to change the factors, which no factor fixes."""
+    V = small.num_vertices
+    twice = Mesh(np.vstack([small.vertices, small.vertices]), np.vstack([small.faces, small.faces + V]))
+    with pytest.warns(RuntimeWarning, match=rf"{2 * V} vertices of the template share their exact position with "
+                                            r"a vertex of another connected component \(first: vertex 0\).* "
+                                            r"the mesh has 2 components"):
+        build_hierarchy(twice, factors=(2,), texture_size=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_hierarchy(small, factors=(2,), texture_size=None)  # a welded template: no warning
+    rng = np.random.default_rng()
+    f = int(rng.integers(small.num_faces))
+    vertices = small.vertices.copy()
+    vertices[small.faces[f]] = vertices[small.faces[f, 0]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its 3 coincident corners are in one component: no seam
+        with pytest.raises(HierarchyError, match=r"the mesh itself has \d+ faces? of \(near\) zero area \(first: face "
+                                                 r"\d+, vertices \[.*\], 0-based\), which no decimation removes"):
+            build_hierarchy(small.copy(vertices=vertices), factors=(1.1,), texture_size=None)

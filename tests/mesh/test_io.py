@@ -618,7 +618,10 @@ BAD_FILES = [
     ("corner.obj", OBJ_OK + "f 1/ 2/ 3/\n", r"expected 'v', 'v/vt', 'v/vt/vn' or 'v//vn', found '1/'", 4),
     ("vn.obj", OBJ_OK + "vn 0 0 1\nf 1//1 2//1 3//2\n", r"normal index 2 out of range", 5),
     ("mixcolor.obj", "v 0 0 0 1 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", r"vertex has no colour but earlier", 2),
-    ("color.obj", "v 0 0 0 1 0 0\nv 1 0 0 1.5 0 0\nv 0 1 0 0 0 0\nf 1 2 3\n", r"colour values in \[0, 1\]", 2),
+    ("color.obj", "v 0 0 0 1 0 0\nv 1 0 0 1.5 0 0\nv 0 1 0 0 0 0\nf 1 2 3\n", r"colour values in \[0, 1\], found "
+     r"\[1\.5, 0\.0, 0\.0\] \(8-bit colours\? divide them by 255\)", 2),
+    ("negcolor.obj", "v 0 0 0 1 0 0\nv 1 0 0 -0.5 0 0\nv 0 1 0 0 0 0\nf 1 2 3\n", r"colour values in \[0, 1\], found "
+     r"\[-0\.5, 0\.0, 0\.0\]$", 2),
     ("statement.obj", OBJ_OK + "l 1 2\n", r"unsupported OBJ statement 'l'", 4),
     ("lmform.obj", "# landmark nose\n" + OBJ_OK + "f 1 2 3\n", r"expected 'landmark <name> <vertex index>'", 1),
     ("lmidx.obj", "# landmark nose x\n" + OBJ_OK + "f 1 2 3\n", r"landmark 'nose': expected an integer", 1),
@@ -628,7 +631,8 @@ BAD_FILES = [
     ("degenerate.obj", OBJ_OK + "f 1 2 2\n", r"invalid mesh: face 0 is degenerate", None),
     ("duplicate.obj", OBJ_OK + "f 1 2 3\nf 2 3 1\n", r"invalid mesh: face 0 .* is duplicated", None),
     ("winding.obj", OBJ_OK + "v 1 1 0\nf 1 2 3\nf 2 3 4\n", r"invalid mesh: inconsistent winding", None),
-    ("nonmanifold.obj", OBJ_OK + "v 1 1 0\nv 1 1 1\nf 1 2 3\nf 2 1 4\nf 1 2 5\n", r"invalid mesh: non-manifold edge \(0, 1\)", None),
+    ("nonmanifold.obj", OBJ_OK + "v 1 1 0\nv 1 1 1\nf 1 2 3\nf 2 1 4\nf 1 2 5\n", r"invalid mesh: non-manifold edge \(0, 1\)"
+     r".* \(vertex and face indices count from 0, in file order\)", None),
     ("empty.obj", "", r"empty file", None),
     ("blank.off", "  \n\n ", r"empty file", None),
     ("nul.obj", "v 0 0 0\nv 1\x00\x01 0 0\n", r"binary data \(NUL byte", 2),

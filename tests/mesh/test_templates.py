@@ -490,8 +490,8 @@ def test_template_info(face):
     walk = sum(np.linalg.norm(face.vertices[loop[i]] - face.vertices[loop[(i + 1) % len(loop)]])
                for i in range(len(loop)))
     assert info["num_boundary_edges"] == len(loop)
-    assert info["boundary_length_mm"] == pytest.approx(walk, rel=1e-12)
-    np.testing.assert_allclose(info["bbox_size_mm"], np.ptp(face.vertices, axis=0))
+    assert info["boundary_length"] == pytest.approx(walk, rel=1e-12)
+    np.testing.assert_allclose(info["bbox_size"], np.ptp(face.vertices, axis=0))
     sphere = template_info(icosphere(2))
     assert sphere["num_boundary_edges"] == 0 and 0.7 < sphere["uv_coverage"] <= 1.0
     with pytest.raises(TypeError):
@@ -532,3 +532,21 @@ def test_sphere_landmarks_are_the_vertices_nearest_their_axis_points(n):
         assert cos[t.landmarks[name]] == pytest.approx(cos.max(), abs=1e-12), name
         if n >= 42:
             assert cos[t.landmarks[name]] == pytest.approx(1.0, abs=1e-12), name
+
+
+def test_template_info_counts_components_seams_and_zero_area_faces(face):
+    """An unwelded seam (coincident vertices) and zero-area faces passed --info unremarked; the build then cut
+    the face in two in silence, or failed blaming the factors."""
+    info = template_info(face)
+    assert (info["num_components"], info["coincident_vertices"], info["degenerate_faces"]) == (1, 0, 0)
+    V = face.num_vertices
+    twice = Mesh(np.vstack([face.vertices, face.vertices]), np.vstack([face.faces, face.faces + V]))
+    info = template_info(twice)
+    assert (info["num_components"], info["coincident_vertices"], info["degenerate_faces"]) == (2, 2 * V, 0)
+    rng = np.random.default_rng()
+    f = int(rng.integers(face.num_faces))
+    vertices = face.vertices.copy()
+    vertices[face.faces[f]] = vertices[face.faces[f, 0]]  # one face's corners moved onto one point
+    info = template_info(face.copy(vertices=vertices))
+    assert info["coincident_vertices"] == 3 and info["degenerate_faces"] >= 1
+    np.testing.assert_array_equal(face.copy(vertices=vertices).coincident_vertices(), np.sort(face.faces[f]))
