@@ -22,7 +22,7 @@ ICCVW 2019):
   from the same seed, so a run is deterministic.
 
 Checkpoints (:mod:`mesh_decoder.train.checkpoint`) are written atomically after
-every ``checkpoint_every`` epochs and on Ctrl-C, and hold the generator state of
+every ``checkpoint_every`` epochs and on Ctrl-C or SIGTERM, and hold the generator state of
 the current epoch, so ``train(..., resume=True)`` continues bit for bit. When
 the last epoch is done, the Gaussian latent prior is fitted to the training
 latents (:meth:`~mesh_decoder.nn.MeshAutoencoder.fit_latent_prior`) and the model
@@ -525,7 +525,8 @@ class TrainResult:
             (``training.validate_every``) the :func:`held_out_measures`: ``test_loss``,
             ``test_vertex_error`` and, for joint models, ``test_color_error``. The run folder's
             ``history.csv`` holds the same rows.
-        interrupted: ``True`` when Ctrl-C (or a callback raising ``KeyboardInterrupt``) stopped the run.
+        interrupted: ``True`` when Ctrl-C or SIGTERM (or a callback raising ``KeyboardInterrupt``) stopped
+            the run.
         train_seconds: wall time of all epochs (all sessions), without checkpoint saving.
         data_meta: provenance of the training data.
         up_to_date: ``True`` when a resumed run had already completed its epochs and written its
@@ -554,8 +555,14 @@ class TrainResult:
 
 # ================================================================= Ctrl-C
 class _StopFlag:
-    """SIGINT sets a flag read at the next step boundary, so a checkpoint never holds a half-done step;
-    a second SIGINT raises ``KeyboardInterrupt`` at once."""
+    """SIGINT (Ctrl-C) or SIGTERM (what batch schedulers send before they kill a job) sets a flag read at
+    the next step boundary, so a checkpoint never holds a half-done step; a second one raises
+    ``KeyboardInterrupt`` at once.
+
+    Each handler is installed only in the main thread and over the default disposition (Python's
+    ``default_int_handler`` for SIGINT, ``SIG_DFL`` for SIGTERM): a caller's own handler is kept."""
+
+    _DEFAULTS = ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL))
 
     def __init__(self) -> None:
         self.requested = False
@@ -567,15 +574,16 @@ class _StopFlag:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator["_StopFlag"]:
-        previous = None
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            previous = signal.signal(signal.SIGINT, self._handler)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum, default in self._DEFAULTS:
+                if signal.getsignal(signum) is default:
+                    previous[signum] = signal.signal(signum, self._handler)
         try:
             yield self
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 # ======================================================================== train
@@ -694,8 +702,9 @@ def train(
             says so), so ``resume=True`` loses nothing.
 
     Returns:
-        A :class:`TrainResult`. When interrupted (Ctrl-C), a checkpoint is saved and the
-        result has ``interrupted=True``; run again with ``resume=True`` to continue.
+        A :class:`TrainResult`. When interrupted (Ctrl-C, or SIGTERM as a batch scheduler sends
+        before it kills a job), a checkpoint of the last finished step is saved and the result has
+        ``interrupted=True``; run again with ``resume=True`` to continue.
 
     Raises:
         TrainConfigError: an invalid config.
