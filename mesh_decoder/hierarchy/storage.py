@@ -53,6 +53,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "save_hierarchy",
+    "hierarchy_digest",
     "load_hierarchy",
     "check_hierarchy",
     "default_cache_dir",
@@ -364,6 +365,15 @@ def _checksum(arrays: dict[str, np.ndarray], document: dict) -> str:
     body = {k: v for k, v in document.items() if k != "checksum"}
     digest.update(_canonical_json(body).encode("utf-8"))
     return "sha256:" + digest.hexdigest()
+
+
+def hierarchy_digest(h: MeshHierarchy) -> str:
+    """``"sha256:..."`` of every tensor of ``h`` (names, dtypes, shapes and values; not ``meta``).
+
+    Equal for the same operators wherever they come from (built, cached or loaded), so a run
+    can tell whether a hierarchy is the one it was trained on.
+    """
+    return _checksum({name: _to_numpy(t) for name, t in _tensors_of(h).items()}, {})
 
 
 def save_hierarchy(h: MeshHierarchy, path: str | os.PathLike) -> Path:

@@ -70,6 +70,7 @@ from .._atomic import atomic_write
 from .._checks import check_device, check_int, check_output_path, int_argument, is_terminal
 from ..errors import MeshError
 from ..hierarchy.container import MeshHierarchy
+from ..hierarchy.storage import hierarchy_digest
 from ..mesh.container import Mesh
 from ..model_files import hierarchy_signature
 from ..nn.autoencoder import MeshAutoencoder
@@ -784,6 +785,13 @@ def train(
             raise TrainingError(f"{ckpt_path}: checkpoint built on a hierarchy with "
                                 f"{checkpoint.meta.get('hierarchy_signature')}, the config now builds "
                                 f"{hierarchy_signature(hierarchy)}")
+        saved_digest = checkpoint.meta.get("hierarchy_digest")  # absent from checkpoints of earlier versions
+        if saved_digest is not None and saved_digest != hierarchy_digest(hierarchy):
+            source = (f"hierarchy.path {config.hierarchy.path} holds" if config.hierarchy.path is not None
+                      else "the config now builds")
+            raise TrainingError(f"{ckpt_path}: checkpoint trained on other hierarchy operators than {source} (same "
+                                "sizes, other spirals, Laplacians, sampling or texel map); resume with the "
+                                "hierarchy the run started on, or start a new run")
         checkpoint.restore(model, optimizer, scheduler)
         m = checkpoint.meta
         epoch, step, batch_done = int(m["epoch"]), int(m["step"]), int(m["batch_in_epoch"])
@@ -800,6 +808,7 @@ def train(
         "template_hash": data.meta["template_hash"],
         **_recorded_paths(config),
         "hierarchy_signature": hierarchy_signature(hierarchy),
+        "hierarchy_digest": hierarchy_digest(hierarchy),
         "data": {k: v for k, v in data.meta.items() if k not in ("data_config", "template_config")},
         "model_config": model.config(),
     }

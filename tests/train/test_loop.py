@@ -930,6 +930,28 @@ def test_a_folder_run_records_its_held_out_files(tmp_path, tiny_config):
     assert read_checkpoint_meta(tmp_path / "run" / CHECKPOINT_NAME)["data"]["test_files"] == recorded
 
 
+def test_resume_refuses_other_operators_of_the_same_sizes(tmp_path, tiny_config):
+    """A hierarchy.path file changed between a stop and --resume (same sizes, other spirals) was taken in silence:
+    the run folder then held a hierarchy.npz that disagreed with its model's buffers."""
+    from mesh_decoder.hierarchy import build_hierarchy, load_hierarchy, save_hierarchy
+    from mesh_decoder.mesh.templates import face_template
+
+    mine = build_hierarchy(face_template(600, seed=0), factors=(2, 2), texture_size=None)
+    path = save_hierarchy(mine, tmp_path / "mine.npz")
+    config = tiny_config(hierarchy={"path": str(path), "factors": [2, 2]}, training={"epochs": 2})
+    stopped = train(config, tmp_path / "run", progress=False, callback=_interrupt_at(3, "raise"))
+    assert stopped.interrupted
+    changed = load_hierarchy(path)
+    spirals = changed.levels[0].spirals
+    spirals[:, 1:] = spirals[:, 1:].flip(1)  # the same neighbours, the other way round
+    save_hierarchy(changed, path)
+    with pytest.raises(TrainingError, match=rf"checkpoint trained on other hierarchy operators than hierarchy\.path "
+                                            rf"{re.escape(str(path))} holds \(same sizes, other spirals"):
+        train(config, tmp_path / "run", resume=True, progress=False)
+    save_hierarchy(mine, path)  # the one it started on: resumes
+    assert train(config, tmp_path / "run", resume=True, progress=False).epochs_completed == 2
+
+
 def test_training_on_a_hierarchy_assembled_from_coma_matrices(tmp_path, tiny_config):
     """A hierarchy from another code's down/up-sampling matrices (no factors in its meta) trains through
     hierarchy.path, its levels checked against the config's factors."""
