@@ -223,7 +223,8 @@ def inference_fast_path(x: Tensor, *params: Tensor) -> bool:
     """Whether an inference-only fast path may run on input ``x``.
 
     True when autograd records nothing (no grad mode, or neither ``x`` nor
-    ``params`` require grad), outside :func:`plain_formulation`, while not
+    ``params`` require grad: callers pass their parameters and float buffers, so a
+    buffer made trainable, such as up-sampling weights, gets its gradient), outside :func:`plain_formulation`, while not
     tracing or exporting, outside ``torch.func`` transforms and forward-mode AD
     (:func:`under_func_transform`), and without autocast.
     """

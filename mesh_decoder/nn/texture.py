@@ -145,7 +145,7 @@ class TexelGather(nn.Module):
         H, W = self.size
         triton = _use_triton(colors)
         # embedding_bag refuses rows without columns: no channels (C = 0) take the gather below
-        if C and inference_fast_path(colors) and (triton or not colors.is_cuda):
+        if C and inference_fast_path(colors, self.weight) and (triton or not colors.is_cuda):
             # One weighted gather (Triton on CUDA, embedding_bag on the CPU), no (B, H*W*3, C) temporary.
             index, weight = self.index.view(H * W, 3), self.weight.view(H * W, 3)
             if triton:

@@ -736,3 +736,24 @@ def test_jit_trace_with_grad_on_passes_its_check_and_matches_eager(synthetic_hie
     traced = torch.jit.trace(dec, (rand_latent(dec, 3, seed=61),))
     z = rand_latent(dec, 2, seed=62)
     torch.testing.assert_close(traced(z), dec(z), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+def test_a_trainable_buffer_gets_its_gradient_with_every_parameter_frozen(synthetic_hierarchy, kind):
+    """With the parameters frozen and an up-sampling weight made trainable, the spiral decoder took its
+    inference-only path (it looked at the input and the parameters only): no graph, no gradient."""
+    from mesh_decoder.nn import plain_formulation
+
+    torch.manual_seed(21)
+    dec = build(kind, synthetic_hierarchy)
+    for p in dec.parameters():
+        p.requires_grad_(False)
+    weight = dec.ups[-1].weight.requires_grad_()
+    z = rand_latent(dec, 2, seed=22)
+    out = dec(z)
+    assert out.requires_grad
+    (got,) = torch.autograd.grad(out.square().sum(), weight)
+    with plain_formulation():
+        (want,) = torch.autograd.grad(dec(z).square().sum(), weight)
+    assert want.abs().max() > 0
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

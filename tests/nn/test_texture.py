@@ -595,3 +595,16 @@ def test_joint_decoder_on_device_matches_cpu_with_and_without_grad(synthetic_hie
             torch.testing.assert_close(o.detach().cpu(), w.detach(), rtol=1e-4, atol=1e-5)
     sum(t.square().mean() for t in (slow.vertices, slow.colors, slow.texture) if t is not None).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in moved.parameters() if p.requires_grad)
+
+
+def test_texel_gather_records_a_trainable_weight_buffer(synthetic_hierarchy):
+    """Texel weights made trainable get their gradient, with colours that need none."""
+    gather = TexelGather.from_texel_map(synthetic_hierarchy.texel_map, synthetic_hierarchy.sizes[0])
+    weight = gather.weight.requires_grad_()
+    colors = torch.rand(2, synthetic_hierarchy.sizes[0], 3)
+    out = gather(colors)
+    assert out.requires_grad
+    (grad,) = torch.autograd.grad(out.sum(), weight)
+    index = gather.index  # (H, W, 3): d out[b, c, i, j] / d weight[i, j, k] = colors[b, index[i, j, k], c]
+    want = colors[:, index].sum(dim=(0, -1))  # (H, W, 3)
+    torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-5)
