@@ -32,13 +32,17 @@ to the graph decoders they wrap; the fixed UV operators they use
 
 Every decoder has ``config() -> dict`` (JSON-able, with ``"class"``) and
 ``from_config(config, hierarchy)``; weights and normalisation live in the
-``state_dict``. :func:`decoder_from_config` rebuilds any of them by class name.
+``state_dict``, and so does the hierarchy's graph (spiral, sampling and
+Laplacian buffers): loading a state dict saved on another hierarchy of the same
+sizes warns, and the module then runs on the saved graph.
+:func:`decoder_from_config` rebuilds any of them by class name.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -337,6 +341,29 @@ class HierarchyModel:
     def _remember_hierarchy(self, hierarchy: MeshHierarchy):
         self.template_hash = hierarchy.template_hash
         return self
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """As :class:`torch.nn.Module`'s, with a warning when the state dict's graph (its integer buffers:
+        spirals, sampling and Laplacian indices) differs from this module's: saved on another hierarchy of
+        the same sizes, whose graph the module then runs on."""
+        differ = []
+        for name, buffer in self.named_buffers():  # (this module's and its children's)
+            saved = state_dict.get(prefix + name)
+            if (isinstance(saved, torch.Tensor) and not buffer.is_floating_point()
+                    and saved.shape == buffer.shape and not torch.equal(saved.to(buffer.device), buffer)):
+                differ.append(name)
+        if differ:
+            warnings.warn(
+                f"load_state_dict: the state dict's graph differs from this {type(self).__name__}'s in "
+                f"{len(differ)} index buffer{'s' if len(differ) > 1 else ''} ({', '.join(differ[:3])}"
+                f"{', ...' if len(differ) > 3 else ''}): it was saved on another hierarchy of the same sizes, "
+                "whose graph the module now runs on while template_hash still names its own; build the module "
+                "on the saved one's hierarchy (load_model checks it)",
+                RuntimeWarning, stacklevel=3,
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
 
 class _SpiralLevels:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -468,7 +470,10 @@ def test_fused_blocks_follow_a_loaded_state_dict(make_hierarchy):
     torch.manual_seed(11)
     a = SpiralDecoder.from_hierarchy(make_hierarchy(seed=1), latent_size=6, channels=(8, 12))
     b = SpiralDecoder.from_hierarchy(make_hierarchy(seed=2), latent_size=6, channels=(8, 12))
-    a.load_state_dict(b.state_dict())
+    with pytest.warns(RuntimeWarning, match=r"load_state_dict: the state dict's graph differs from this "
+                                            r"SpiralDecoder's in \d+ index buffers \(ups\.0\.index, .*it was saved on "
+                                            r"another hierarchy of the same sizes"):
+        a.load_state_dict(b.state_dict())
     assert not any(key.startswith("fused.") for key in a.state_dict())
     z = rand_latent(a, 3, seed=12)
     with torch.inference_mode():
@@ -757,3 +762,25 @@ def test_a_trainable_buffer_gets_its_gradient_with_every_parameter_frozen(synthe
         (want,) = torch.autograd.grad(dec(z).square().sum(), weight)
     assert want.abs().max() > 0
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+def test_a_state_dict_of_another_graph_warns_and_one_of_the_same_does_not(kind):
+    """A state dict saved on another hierarchy of the same sizes replaced the decoder's spirals, sampling and
+    Laplacians in silence, while its template_hash kept naming its own."""
+    from mesh_decoder.hierarchy import build_hierarchy
+    from mesh_decoder.mesh.templates import face_template
+
+    ours, theirs = (build_hierarchy(face_template(600, seed=s), factors=(4, 4), texture_size=None) for s in (0, 1))
+    assert ours.sizes == theirs.sizes and ours.template_hash != theirs.template_hash
+    torch.manual_seed(31)
+    mine = build(kind, ours)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build(kind, ours).load_state_dict(mine.state_dict())  # the same graph: silent
+    other = build(kind, theirs)
+    with pytest.warns(RuntimeWarning, match=rf"graph differs from this {type(mine).__name__}'s in \d+ index buffer"):
+        other.load_state_dict(mine.state_dict())
+    z = rand_latent(mine, 2, seed=32)
+    with torch.no_grad():
+        torch.testing.assert_close(other(z), mine(z))  # it runs on the saved graph, as the warning says
