@@ -17,7 +17,7 @@ from .._checks import check_device
 __all__ = ["HierarchyLevel", "TexelMap", "MeshHierarchy"]
 
 
-@dataclass
+@dataclass(repr=False)
 class HierarchyLevel:
     """One resolution level.
 
@@ -49,8 +49,14 @@ class HierarchyLevel:
     def num_vertices(self) -> int:
         return int(self.vertices.shape[0])
 
+    def __repr__(self) -> str:  # sizes, not every index
+        return (f"HierarchyLevel(V={self.num_vertices}, F={int(self.faces.shape[0])}, spirals="
+                f"{tuple(self.spirals.shape)}, spiral_length={self.spiral_length}, dilation={self.dilation}, "
+                f"laplacian_entries={int(self.laplacian_index.shape[1])}, {self.vertices.dtype}, "
+                f"{self.vertices.device})")
 
-@dataclass
+
+@dataclass(repr=False)
 class TexelMap:
     """For every texel of an ``H x W`` UV map: the vertices and weights that colour it.
 
@@ -76,8 +82,12 @@ class TexelMap:
     def size(self) -> tuple[int, int]:
         return int(self.mask.shape[0]), int(self.mask.shape[1])
 
+    def __repr__(self) -> str:
+        covered = float(self.mask.float().mean()) if self.mask.numel() else 0.0
+        return f"TexelMap(size={self.size}, covered={covered:.1%}, {self.weight.dtype}, {self.weight.device})"
 
-@dataclass
+
+@dataclass(repr=False)
 class MeshHierarchy:
     """Levels from fine (0, the template) to coarse, and the operators between them.
 
@@ -111,6 +121,15 @@ class MeshHierarchy:
     @property
     def template_hash(self) -> str | None:
         return self.meta.get("template_hash")
+
+    def __repr__(self) -> str:  # sizes, not every tensor: print(hierarchy) dumped all of them
+        texels = "None" if self.texel_map is None else f"{self.texel_map.size}"
+        spirals = [lvl.spiral_length for lvl in self.levels]
+        dtype = self.levels[0].vertices.dtype if self.levels else None
+        device = self.levels[0].vertices.device if self.levels else None
+        template = self.template_hash[:12] if isinstance(self.template_hash, str) else self.template_hash
+        return (f"MeshHierarchy(sizes={self.sizes}, spiral_lengths={spirals}, texel_map={texels}, "
+                f"template_hash={template!r}, {dtype}, {device})")
 
     def to(
         self, device: torch.device | str | torch.dtype | None = None, dtype: torch.dtype | None = None

@@ -48,3 +48,16 @@ def test_to_refuses_unknown_and_absent_devices_by_name(hierarchy):
             hierarchy.to("cuda:0")
     moved = hierarchy.to(torch.device("cpu"))
     assert torch.equal(moved.levels[1].vertices, hierarchy.levels[1].vertices)
+
+
+def test_repr_gives_sizes_not_tensors(hierarchy):
+    """print(hierarchy) printed every index and weight tensor, hundreds of lines."""
+    text = repr(hierarchy)
+    assert text.count("\n") == 0 and len(text) < 300 and "tensor(" not in text
+    assert f"sizes={hierarchy.sizes}" in text and f"{hierarchy.template_hash[:12]!r}" in text
+    level = repr(hierarchy.levels[1])
+    assert level.startswith(f"HierarchyLevel(V={hierarchy.sizes[1]}, F={hierarchy.levels[1].faces.shape[0]}, ")
+    assert "tensor(" not in level and "\n" not in level
+    if hierarchy.texel_map is not None:
+        assert repr(hierarchy.texel_map).startswith(f"TexelMap(size={hierarchy.texel_map.size}, covered=")
+    assert "torch.float64" in repr(hierarchy.to(torch.float64))
