@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 import numpy as np
 
 from . import __version__
+from .errors import UsageError
 from ._checks import MAX_SEED, check_output_path, check_threads, error_line, int_argument, load_npy, real_argument
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,8 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["main", "build_parser"]
 
 
-class _CLIError(Exception):
-    """A usage error, printed as one line."""
+class _CLIError(UsageError):
+    """A usage error, printed as one line (exit status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,9 +118,9 @@ def _add_hierarchy(sub) -> None:
     p.add_argument("template", nargs="?", help="template mesh file (default: the built-in 5,023-vertex face)")
     p.add_argument("--factors", type=real_argument(1, inclusive=False), nargs="+", default=[4, 4, 4, 4],
                    help="down-sampling factor per level, each a real number > 1 (default: 4 4 4 4)")
-    p.add_argument("--spiral-length", type=int_argument(1), nargs="+", default=[9],
+    p.add_argument("--spiral-length", "--spiral-lengths", type=int_argument(1), nargs="+", default=[9],
                    help="vertices per spiral, one for every level or one per level (default: 9)")
-    p.add_argument("--dilation", type=int_argument(1), nargs="+", default=[1],
+    p.add_argument("--dilation", "--dilations", type=int_argument(1), nargs="+", default=[1],
                    help="spiral dilation, one for every level or one per level (default: 1)")
     from .mesh.uv import MAX_MAP_SIZE
 
@@ -374,7 +375,7 @@ def _add_sample(sub) -> None:
                                       "write the faces as mesh files, with their codes")
     _add_threads(p)
     _add_model_arguments(p, "written")
-    p.add_argument("-o", "--output", required=True, metavar="DIR",
+    p.add_argument("-o", "--output", "--output-dir", required=True, metavar="DIR",
                    help=f"output folder (created if missing) for face_0000.FORMAT, face_0001.FORMAT, ... and "
                         f"{_LATENTS_NAME} (the float32 codes, which --latents takes back); refused if it already "
                         f"holds such files")
@@ -736,10 +737,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
-            args = build_parser().parse_args(argv)
+            args, unknown = build_parser().parse_known_args(argv)
+            if unknown:  # argparse names the top-level program; the subcommand's own name and help are the hint
+                raise _CLIError(f"mesh-decoder {args.command}: unrecognized arguments: {' '.join(unknown)} "
+                                f"(mesh-decoder {args.command} --help lists its options)")
             _apply_threads(args)
             return int(args.func(args) or 0)
-    except _CLIError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as Unix tools do

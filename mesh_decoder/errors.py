@@ -14,6 +14,7 @@ import os
 __all__ = [
     "MeshError", "MeshValidationError", "MeshFileError", "HierarchyError", "ModelFileError", "OutputPathError",
     "MissingFileError", "HierarchyNotFoundError", "ModelFileNotFoundError", "ModelHierarchyMismatchError",
+    "UsageError",
 ]
 
 
@@ -25,6 +26,12 @@ def shown_path(path: str | os.PathLike) -> str:
 
 class MeshError(ValueError):
     """Base class of the toolkit's input errors."""
+
+
+class UsageError(ValueError):
+    """A command-line option with a malformed value, or options that do not go together, found before any
+    file is read: ``mesh-decoder`` exits with status 2 for it (as for argparse's own errors), and with 1 for
+    bad files and paths and for work that failed."""
 
 
 class MeshValidationError(MeshError):

@@ -302,9 +302,9 @@ def test_every_option_says_its_default():
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["sample"]
     options = {a.option_strings[-1]: a.help for a in sub._actions if a.option_strings and a.dest != "help"}
-    assert set(options) == {"--threads", "--output", "--n", "--seed", "--latents", "--hierarchy", "--template",
+    assert set(options) == {"--threads", "--output-dir", "--n", "--seed", "--latents", "--hierarchy", "--template",
                             "--format", "--texture"}
-    assert all("default" in text for name, text in options.items() if name != "--output"), options
+    assert all("default" in text for name, text in options.items() if name != "--output-dir"), options
 
 
 def test_many_codes_decode_in_chunks_as_one_batch_does(tiny_run, tmp_path, capsys, monkeypatch):

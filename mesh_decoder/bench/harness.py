@@ -83,6 +83,7 @@ from torch import nn
 
 from .._checks import (MAX_SEED, check_device, check_int, check_output_path, int_argument, is_terminal,
                        one_line_error, real_argument)
+from ..errors import UsageError
 from . import report
 from .roofline import (
     DTYPES,
@@ -1383,7 +1384,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help=f"UV texture size of the joint decoder (0: none; at most {MAX_MAP_SIZE}; default "
                              f"{DEFAULT_TEXTURE_SIZE}; with --hierarchy, the hierarchy's own, which a given value "
                              "must equal)")
-    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR,
+    parser.add_argument("-o", "--output-dir", default=DEFAULT_OUTPUT_DIR,
                         help=f"where result files go (default {DEFAULT_OUTPUT_DIR}; the committed runs the README's "
                              "tables come from are in benchmarks/results)")
     parser.add_argument("--file-prefix", default="decode",
@@ -1399,7 +1400,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "the other modes at the largest batch (default); eager rows (--quick); none")
     parser.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0,
                         help="seed of the latents and weights (default 0)")
-    parser.add_argument("--no-progress", action="store_true",
+    parser.add_argument("--no-progress", "--quiet", action="store_true",
                         help="no progress bar (there is one only when stderr is a terminal)")
     parser.add_argument("--no-plot", action="store_true", help="no PNG")
     return parser
@@ -1419,7 +1420,7 @@ def _resolve_device(name: str) -> torch.device:
         device = None
     # check_device also takes MPS; the harness times CPU and CUDA only
     if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
-        raise ValueError(f"--device: expected {DEVICES}, got {name!r}")
+        raise UsageError(f"--device: expected {DEVICES}, got {name!r}")
     return check_device(name, "--device")
 
 
@@ -1438,21 +1439,21 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         modes = (*modes, "onnx")
     for graph_mode in ("cudagraph", "compile-cudagraph"):
         if graph_mode in modes and not cuda:
-            raise ValueError(f"--modes {graph_mode}: CUDA graphs need a CUDA device (got cpu)")
+            raise UsageError(f"--modes {graph_mode}: CUDA graphs need a CUDA device (got cpu)")
     dtypes = tuple(dict.fromkeys(args.dtypes)) if args.dtypes else (("fp32", "tf32", "bf16", "fp16") if cuda else ("fp32",))
     if "tf32" in dtypes and not cuda:
-        raise ValueError("--dtypes tf32: TF32 is a CUDA matmul mode (got device cpu)")
+        raise UsageError("--dtypes tf32: TF32 is a CUDA matmul mode (got device cpu)")
     batch_sizes = tuple(sorted(set(args.batch_sizes))) if args.batch_sizes else (QUICK_BATCH_SIZES if quick else DEFAULT_BATCH_SIZES)
     if args.time_box is not None and not 0 <= args.time_box < math.inf:
-        raise ValueError(f"--time-box: expected a finite number of seconds >= 0 (0: no limit), got {args.time_box}")
+        raise UsageError(f"--time-box: expected a finite number of seconds >= 0 (0: no limit), got {args.time_box}")
     if args.time_budget is not None and not 0 < args.time_budget < math.inf:
-        raise ValueError(f"--time-budget: expected a finite number of seconds > 0, got {args.time_budget}")
+        raise UsageError(f"--time-budget: expected a finite number of seconds > 0, got {args.time_budget}")
     report.check_threads(args.threads)  # a huge thread pool crashed torch (segfault)
     for option in ("template", "hierarchy", "output_dir"):  # '' was taken as not given, or as the working folder
         if getattr(args, option, None) == "":
-            raise ValueError(f"--{option.replace('_', '-')}: expected a path, got ''")
+            raise UsageError(f"--{option.replace('_', '-')}: expected a path, got ''")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.file_prefix):
-        raise ValueError(f"--file-prefix: expected letters, digits, '.', '_' or '-', got {args.file_prefix!r}")
+        raise UsageError(f"--file-prefix: expected letters, digits, '.', '_' or '-', got {args.file_prefix!r}")
     return BenchOptions(
         file_prefix=args.file_prefix,
         device=device,
@@ -1565,10 +1566,10 @@ def _check_scaling_args(args: argparse.Namespace) -> None:
         ("--memory", args.memory is not None),
     ) if given]
     if ignored:
-        raise ValueError(f"--scaling: expected none of the options it ignores, got {', '.join(ignored)} "
+        raise UsageError(f"--scaling: expected none of the options it ignores, got {', '.join(ignored)} "
                          f"(it times spiralnet++-coma, eager, fp32, on built-in face templates)")
     if args.batch_sizes is not None and len(args.batch_sizes) != 1:
-        raise ValueError(f"--scaling: expected one --batch-sizes value, got "
+        raise UsageError(f"--scaling: expected one --batch-sizes value, got "
                          f"{' '.join(str(b) for b in args.batch_sizes)}")
 
 
@@ -1590,7 +1591,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     names = tuple(dict.fromkeys(args.decoders)) if args.decoders else DEFAULT_DECODERS
     if not (_texture_size(args) or args.hierarchy) and "joint" in names:
         if args.decoders:
-            raise ValueError("--decoders joint needs a UV texture: give --texture-size > 0")
+            raise UsageError("--decoders joint needs a UV texture: give --texture-size > 0")
         names = tuple(n for n in names if n != "joint")
     t_setup = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mesh_decoder_bench_h_") as tmp:

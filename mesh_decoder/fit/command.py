@@ -33,7 +33,7 @@ import sys
 from typing import Any
 
 from .._checks import check_device, check_not_an_input, check_output_path, int_argument, is_terminal
-from ..errors import MeshFileError, ModelFileError, ModelHierarchyMismatchError
+from ..errors import MeshFileError, ModelFileError, ModelHierarchyMismatchError, UsageError
 
 __all__ = ["add_fit_arguments", "run_fit"]
 
@@ -243,7 +243,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     for option, path, allowed in outputs:
         ext = os.path.splitext(path or "")[1].lower()
         if path and ext not in allowed:
-            raise ValueError(f"{option} {path}: expected a file name ending in {' or '.join(allowed)}, got "
+            raise UsageError(f"{option} {path}: expected a file name ending in {' or '.join(allowed)}, got "
                              f"{repr(ext) if ext else 'no extension'}")
     inputs = (("--target", args.target), ("--landmarks", args.landmarks), ("--mask", args.mask),
               ("--template", args.template), ("MODEL", args.model))
@@ -258,7 +258,7 @@ def _parse_stage(spec: str):
     try:
         return Stage.parse(spec)
     except ValueError as exc:
-        raise ValueError(f"--stages {spec}: {str(exc).removeprefix(f'stage {spec!r}: ')}") from None
+        raise UsageError(f"--stages {spec}: {str(exc).removeprefix(f'stage {spec!r}: ')}") from None
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -272,13 +272,13 @@ def run_fit(args: argparse.Namespace) -> int:
     from .targets import load_target
 
     if not (args.output or args.json or args.overlay):
-        raise ValueError("mesh-decoder fit: give at least one of -o/--output MESH, --json FILE, --overlay PNG")
+        raise UsageError("mesh-decoder fit: give at least one of -o/--output MESH, --json FILE, --overlay PNG")
     if args.prior_weight is not None and not (args.prior_weight >= 0 and math.isfinite(args.prior_weight)):
-        raise ValueError(f"--prior-weight: expected a finite non-negative number, got {args.prior_weight}")
+        raise UsageError(f"--prior-weight: expected a finite non-negative number, got {args.prior_weight}")
     if args.focal is not None and not (args.focal > 0 and math.isfinite(args.focal)):
-        raise ValueError(f"--focal: expected a finite positive number of pixels, got {args.focal}")
+        raise UsageError(f"--focal: expected a finite positive number of pixels, got {args.focal}")
     if args.focal is not None and args.camera != "perspective":
-        raise ValueError(f"--focal: only the perspective camera has a focal length; add --camera perspective "
+        raise UsageError(f"--focal: only the perspective camera has a focal length; add --camera perspective "
                          f"(got --camera {args.camera})")
     check_device(args.device, "--device")
     for option, path in (("-o/--output", args.output), ("--json", args.json), ("--overlay", args.overlay)):
@@ -288,7 +288,7 @@ def run_fit(args: argparse.Namespace) -> int:
     stages = None if not args.stages else [_parse_stage(s) for s in args.stages]
     model, tpl, where, prior = _load(args)
     if args.output and args.output.lower().endswith(".off") and tpl.uv is not None:
-        raise ValueError(f"-o/--output {args.output}: expected .obj or .ply, OFF cannot store the texture "
+        raise UsageError(f"-o/--output {args.output}: expected .obj or .ply, OFF cannot store the texture "
                          f"coordinates of the {where}")
     try:
         target = load_target(args.target, tpl, kind=args.target_kind, landmarks=args.landmarks, mask=args.mask)
@@ -297,7 +297,7 @@ def run_fit(args: argparse.Namespace) -> int:
     scan_options = {"model_to_scan": False} if args.partial_scan else {}
     if args.trim is not None:
         if not args.trim > 0:
-            raise ValueError(f"--trim: expected a positive number of median distances (or inf), got {args.trim}")
+            raise UsageError(f"--trim: expected a positive number of median distances (or inf), got {args.trim}")
         scan_options["trim"] = args.trim
     if args.correspondence_every is not None:
         scan_options["correspondence_every"] = args.correspondence_every

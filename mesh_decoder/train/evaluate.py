@@ -48,6 +48,7 @@ import torch
 
 from .._checks import (MAX_SEED, check_bool, check_device, check_int, check_not_an_input, check_output_path,
                        int_argument)
+from ..errors import UsageError
 from ..nn.autoencoder import MeshAutoencoder
 from ..pca import PCAModel
 from .config import TrainConfig
@@ -746,14 +747,14 @@ def run_evaluate(args) -> int:
         check_output_path(args.json, "--json")
         ext = os.path.splitext(args.json)[1].lower()
         if ext != ".json":
-            raise ValueError(f"--json {args.json}: expected a file name ending in .json, got "
+            raise UsageError(f"--json {args.json}: expected a file name ending in .json, got "
                              f"{repr(ext) if ext else 'no extension'}")
         check_not_an_input("--json", args.json, [("--pca", getattr(args, "pca", None)),
                                                  ("CHECKPOINT", args.checkpoint)])
     pca: bool | PCAFile = not args.no_pca
     if getattr(args, "pca", None) is not None:
         if args.no_pca:  # argparse refuses the two together; a Namespace made by hand may hold both
-            raise ValueError("--pca: not allowed with --no-pca (give one: the PCA file, or no PCA baseline)")
+            raise UsageError("--pca: not allowed with --no-pca (give one: the PCA file, or no PCA baseline)")
         pca = load_pca_file(args.pca)  # checked against the run by evaluate
     result = evaluate(args.checkpoint, pca=pca, measures=args.measures, num_samples=args.num_samples,
                       batch_size=args.batch_size, seed=args.seed, max_train_faces=args.max_train_faces,

@@ -1289,7 +1289,7 @@ def run_train(args) -> int:
         return 0
     if result.interrupted:
         print(f"interrupted at epoch {result.epochs_completed + 1}, step {result.step}; checkpoint saved to "
-              f"{result.checkpoint_path}; continue with --resume")
+              f"{result.checkpoint_path}; continue with --resume", file=sys.stderr)
         return 130
     loss = result.final_loss
     d = result.data_meta

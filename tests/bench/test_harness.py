@@ -548,7 +548,7 @@ def test_bad_values_are_refused_before_the_run(argv, message, no_run, capsys, tm
     ],
 )
 def test_scaling_refuses_the_options_it_ignores(argv, message, no_run, capsys, tmp_path):
-    assert harness.main(["--scaling", "--quick", "--device", "cpu", *argv, "--output-dir", str(tmp_path)]) == 1
+    assert harness.main(["--scaling", "--quick", "--device", "cpu", *argv, "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
@@ -828,7 +828,7 @@ def test_an_empty_path_is_refused(option, no_run, capsys, tmp_path, monkeypatch)
     wrote the result files into the working folder."""
     monkeypatch.chdir(tmp_path)
     argv = ["--device", "cpu", option, ""] + (["--output-dir", str(tmp_path / "out")] if option != "--output-dir" else [])
-    assert harness.main(argv) == 1
+    assert harness.main(argv) == 2
     assert capsys.readouterr().err == f"error: {option}: expected a path, got ''\n"
     assert list(tmp_path.iterdir()) == []
 
@@ -872,7 +872,7 @@ def test_a_device_the_harness_cannot_time_on_is_refused(tmp_path, capsys, device
     """--device cpu:1 was accepted and recorded as device 'cpu:1'; --device tpu answered 'expected cpu, cuda,
     cuda:N or mps' (no auto, and mps, which the harness refuses), where --help said 'auto (CUDA when present),
     cpu, cuda, cuda:N'. The error and the help list the same values."""
-    assert harness.main(["--device", device, "--quick", "--output-dir", str(tmp_path)]) == 1
+    assert harness.main(["--device", device, "--quick", "--output-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: --device: expected auto, cpu, cuda or cuda:N, got {device!r}\n"
     assert list(tmp_path.iterdir()) == []
     parser = harness.add_bench_arguments(argparse.ArgumentParser())

@@ -451,7 +451,7 @@ def test_json_may_not_replace_an_input_or_be_another_kind_of_file(runs, hierarch
     assert stored.read_bytes() == before
     run_config = os.path.join(result.output_dir, "config.yaml")
     kept = open(run_config, "rb").read()
-    assert main(["evaluate", result.output_dir, "--json", run_config]) == 1
+    assert main(["evaluate", result.output_dir, "--json", run_config]) == 2  # a name that is not .json: a usage error
     assert "expected a file name ending in .json, got '.yaml'" in _one_error_line(capsys)
     assert open(run_config, "rb").read() == kept
 
