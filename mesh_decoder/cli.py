@@ -698,8 +698,94 @@ def _add_fit(sub) -> None:
     p.set_defaults(func=run_fit)
 
 
+# --------------------------------------------------------------------------- export
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a trained decoder or PCA model to ONNX, with its latent prior")
+    p.add_argument("model", metavar="MODEL",
+                   help="a training run folder (its decoder.safetensors: for a joint run the decoder with its UV "
+                        "texture), model.safetensors (its decoder), a decoder file or a PCA model file")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file (replaced atomically)")
+    p.add_argument("--hierarchy", metavar="NPZ",
+                   help="a decoder file's hierarchy (default: hierarchy.npz beside it, as fit finds it)")
+    p.add_argument("--template", metavar="MESH",
+                   help="the model's template mesh, when it cannot be rebuilt from the file (as fit takes it)")
+    p.add_argument("--write-template", metavar="MESH",
+                   help="also write the template (.obj or .ply, with its UVs): the faces the decoded vertices "
+                        "index into (default: none)")
+    p.add_argument("--opset", type=int_argument(7), default=None,
+                   help="ONNX opset (default: the exporter's; below 18 the TorchScript exporter writes it)")
+    p.add_argument("--static-batch", type=int_argument(1), default=None, metavar="B",
+                   help="a fixed batch size B instead of a dynamic one (default: dynamic)")
+    p.set_defaults(func=_run_export)
+
+
+def _export_source(path: str) -> str:
+    """The model file ``export`` reads for ``path``: a run folder's ``decoder.safetensors`` where it has one."""
+    from .train.loop import DECODER_NAME
+
+    decoder = os.path.join(path, DECODER_NAME)
+    return decoder if os.path.isdir(path) and os.path.isfile(decoder) else path
+
+
+def _run_export(args) -> int:
+    import json
+
+    from .bench.onnx_export import OnnxRunner, export_onnx, require_onnx
+    from .fit.adapters import as_fit_decoder
+    from .fit.command import _load
+    from .mesh.io import save_mesh
+    from .nn import MeshAutoencoder
+
+    for option, path, suffixes in (("-o/--output", args.output, (".onnx",)),
+                                   ("--write-template", args.write_template, (".obj", ".ply"))):
+        ext = os.path.splitext(path or "")[1].lower()
+        if path is not None and ext not in suffixes:
+            raise UsageError(f"{option} {path}: expected a file name ending in {' or '.join(suffixes)}, got "
+                             f"{repr(ext) if ext else 'no extension'}")
+        if path is not None:
+            check_output_path(path, option)
+    require_onnx()
+    source = _export_source(args.model)
+    model, template, where, stored = _load(argparse.Namespace(model=source, hierarchy=args.hierarchy,
+                                                              template=args.template, device="cpu"))
+    fd = as_fit_decoder(model, stored)
+    module = model.decoder if isinstance(model, MeshAutoencoder) else model
+    priors = {"shape": fd.prior} if fd.color_prior is None else {"shape": fd.prior, "color": fd.color_prior}
+    metadata = {
+        "mesh_decoder.source": os.path.basename(os.path.abspath(args.model)),
+        "mesh_decoder.template_hash": template.content_hash(),
+        "mesh_decoder.num_vertices": str(template.num_vertices),
+        # z = mean + L eps, eps ~ N(0, I): what `mesh-decoder sample` draws (L null: the identity)
+        "mesh_decoder.latent_prior": json.dumps({
+            name: {"mean": prior.mean.tolist(),
+                   "cov_cholesky": None if prior.cholesky is None else prior.cholesky.tolist()}
+            for name, prior in priors.items()}),
+    }
+    batch = args.static_batch or 2
+    exporter = export_onnx(module, args.output, batch_size=batch, dynamic_batch=args.static_batch is None,
+                           opset_version=args.opset, metadata=metadata)
+    if args.write_template is not None:
+        save_mesh(template, args.write_template)
+    import torch
+
+    runner = OnnxRunner(args.output)
+    shapes = [tuple(o.shape) for o in runner(torch.randn(batch, module.latent_size))]  # (B, Z): shapes only
+    b = "B" if args.static_batch is None else str(batch)
+
+    def dims(name: str, shape: tuple[int, ...]) -> str:
+        batched = name != "mask"  # the texel mask is one (H, W) map for the batch
+        return "(" + ", ".join([b, *map(str, shape[1:])] if batched else map(str, shape)) + ")"
+
+    outputs = ", ".join(f"{name} {dims(name, shape)}" for name, shape in zip(runner.output_names, shapes))
+    print(f"wrote {args.output} ({exporter} exporter): input z ({b}, {module.latent_size}); outputs {outputs}; "
+          f"the latent prior and template hash of the {where} in its metadata (OnnxRunner(path).metadata)")
+    if args.write_template is not None:
+        print(f"wrote {args.write_template}: {template.num_vertices} vertices, {template.num_faces} faces")
+    return 0
+
+
 _COMMANDS: list[Callable] = [_add_template, _add_hierarchy, _add_bench, _add_train, _add_evaluate, _add_render,
-                             _add_sample, _add_pca, _add_fit]
+                             _add_sample, _add_pca, _add_fit, _add_export]
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:

@@ -1,5 +1,6 @@
 """The ``mesh-decoder`` command: one-line errors, non-zero exits, no tracebacks."""
 
+import argparse
 import re
 import subprocess
 import sys
@@ -519,3 +520,46 @@ def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "mesh_decoder.cli", Importing("mesh_decoder.cli"))
     assert _entry.main() == 130
     assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_export_writes_an_onnx_file_with_the_prior_and_the_template(tiny_run, tiny_joint_run, tmp_path, capsys):
+    """A deployer had only the benchmark's export_onnx: no command, and a file without the latent prior that
+    `sample` draws from or the faces the vertices index into."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from mesh_decoder.bench.onnx_export import OnnxRunner
+    from mesh_decoder.fit.command import _load
+    from mesh_decoder.mesh import load_mesh
+    from mesh_decoder.model_files import read_model_meta
+
+    from mesh_decoder.bench.onnx_export import onnx_output_names
+
+    for run in (tiny_run, tiny_joint_run):
+        out = tmp_path / f"{run.name}.onnx"
+        assert main(["export", str(run), "-o", str(out), "--write-template", str(tmp_path / f"{run.name}.obj")]) == 0
+        printed = capsys.readouterr().out
+        assert printed.startswith(f"wrote {out} (") and "input z (B, " in printed, printed
+        runner = OnnxRunner(out)
+        meta = runner.metadata
+        stored = read_model_meta(run / "decoder.safetensors")["extra_meta"]["latent_prior"]
+        assert json.loads(meta["mesh_decoder.latent_prior"])["shape"] == stored
+        decoder, template, _, _ = _load(argparse.Namespace(model=str(run / "decoder.safetensors"), hierarchy=None,
+                                                           template=None, device="cpu"))
+        assert meta["mesh_decoder.template_hash"] == template.content_hash()
+        written = load_mesh(tmp_path / f"{run.name}.obj")
+        np.testing.assert_array_equal(written.faces, template.faces)
+        z = torch.randn(3, decoder.latent_size)
+        with torch.no_grad():
+            want = decoder(z)
+        assert runner.output_names == onnx_output_names(want) == json.loads(meta["mesh_decoder.outputs"])
+        want = [want] if isinstance(want, torch.Tensor) else [t for t in want if t is not None]
+        for got, expected in zip(runner(z), want):
+            if expected.is_floating_point():
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+            else:
+                assert torch.equal(got.to(expected.dtype), expected)
+    assert main(["export", str(tiny_run), "-o", str(tmp_path / "x.txt")]) == 2
+    assert "-o/--output " in _one_error_line(capsys) and not (tmp_path / "x.txt").exists()
