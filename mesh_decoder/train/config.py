@@ -251,6 +251,16 @@ class TrainConfig:
         """The JSON-able nested dict (all keys, defaults filled in)."""
         return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
 
+    def resolved_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the ``null`` keys that stand for a preset's or a built-in value replaced
+        by it (``model.decoder``, ``encoder``, ``latent_size``, ``channels``, ``K``, ``hierarchy.factors``,
+        ``texture_size``): two configs of the same model and hierarchy give the same dict."""
+        d = self.to_dict()
+        d["model"].update(decoder=self.decoder_kind, encoder=self.encoder_kind, latent_size=self.latent_size,
+                          channels=self.channels, K=self.K)
+        d["hierarchy"].update(factors=[float(f) for f in self.factors], texture_size=self.texture_size or 0)
+        return d
+
     def replace(self, **changes: Mapping[str, Any]) -> "TrainConfig":
         """A validated copy with some keys changed: ``cfg.replace(training={"epochs": 5})``."""
         merged = self.to_dict()

@@ -598,6 +598,15 @@ def _as_config(config) -> TrainConfig:
     raise TypeError(f"config: expected a TrainConfig, a dict or a config file path, got {type(config).__name__}")
 
 
+def _resolved(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config dict with its null keys resolved (:meth:`TrainConfig.resolved_dict`); as
+    stored if it no longer validates."""
+    try:
+        return TrainConfig.from_dict(saved).resolved_dict()
+    except (TrainConfigError, TypeError, ValueError):
+        return dict(saved)
+
+
 def _make_optimizer(config: TrainConfig, model: torch.nn.Module):
     t = config.training
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -725,10 +734,9 @@ def train(
             raise TrainingError(f"{ckpt_path}: no checkpoint to resume from")
         checkpoint = load_checkpoint(ckpt_path)
         check_training_meta(ckpt_path, checkpoint.meta)
-        diff = [k for k in config_differences(checkpoint.meta["config"], config.to_dict())
-                if k not in RESUMABLE_KEYS]
+        before, now = _resolved(checkpoint.meta["config"]), config.resolved_dict()
+        diff = [k for k in config_differences(before, now) if k not in RESUMABLE_KEYS]
         if diff:
-            before, now = checkpoint.meta["config"], config.to_dict()
             values = "; ".join(f"{key}: {_config_value(before, key)} in the checkpoint, {_config_value(now, key)} "
                                "now" for key in diff)
             raise TrainingError(f"{ckpt_path}: the config differs from the checkpoint's in {diff} ({values}); only "

@@ -832,6 +832,21 @@ def test_a_resume_with_another_config_names_both_values(tmp_path, tiny_config):
               progress=False, data=data)
 
 
+def test_a_resume_takes_a_default_spelled_out_or_left_out(tmp_path, tiny_config):
+    """A config that left out model.decoder (null: spiral) was refused on resume of a run that said 'spiral'."""
+    data = load_data(tiny_config())
+    train(tiny_config(training={"epochs": 1}, model={"decoder": "spiral"}), tmp_path / "a", progress=False, data=data)
+    resumed = train(tiny_config(training={"epochs": 2}, model={"decoder": None}), tmp_path / "a", resume=True,
+                    progress=False, data=data)
+    assert resumed.epochs_completed == 2
+    train(tiny_config(training={"epochs": 1}), tmp_path / "b", progress=False, data=data)
+    with pytest.raises(TrainingError, match=r"differs from the checkpoint's in \['model.decoder', 'model.encoder'\] "
+                                            r"\(model.decoder: \"spiral\" in the checkpoint, \"cheb\" now; model.encoder: "
+                                            r"\"spiral\" in the checkpoint, \"cheb\" now\)"):
+        train(tiny_config(training={"epochs": 2}, model={"decoder": "cheb"}), tmp_path / "b", resume=True,
+              progress=False, data=data)
+
+
 @pytest.mark.parametrize("sections, note", [
     ({"data": {"test_fraction": 0.0}}, "; no held-out faces to measure (the split holds none out)"),
     ({"training": {"validate_every": 0}}, "; the held-out faces were not measured (training.validate_every is 0)"),
