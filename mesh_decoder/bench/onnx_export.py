@@ -24,6 +24,7 @@ import tempfile
 import warnings
 from typing import Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -140,7 +141,9 @@ def export_onnx(
         ValueError: ``decoder`` has no integer ``latent_size``, or a bad ``batch_size`` or ``opset_version``.
         RuntimeError: every exporter failed (each one's error is listed).
     """
-    if not isinstance(decoder, nn.Module):
+    from ..nn.encoders import GraphEncoder
+
+    if not isinstance(decoder, nn.Module) or isinstance(decoder, GraphEncoder):
         raise TypeError(f"decoder: expected a torch.nn.Module decoder (e.g. a SpiralDecoder or a PCAModel), "
                         f"got {type(decoder).__name__}")
     _latent_size(decoder)
@@ -277,7 +280,7 @@ class OnnxRunner:
         device: ``"cpu"`` (default) or a CUDA device (needs the CUDA provider).
         threads: intra-op threads (default: ONNX Runtime's choice).
 
-    Calling the runner with a latent ``(B, Z)`` CPU tensor returns the list of
+    Calling the runner with a latent ``(B, Z)`` CPU tensor or numpy array returns the list of
     outputs as CPU tensors, in the file's output order (``output_names``);
     ``metadata`` holds the file's metadata (see :func:`export_onnx`).
     """
@@ -306,7 +309,11 @@ class OnnxRunner:
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.device = device
 
-    def __call__(self, z: torch.Tensor) -> list[torch.Tensor]:
+    def __call__(self, z: torch.Tensor | np.ndarray) -> list[torch.Tensor]:
+        if isinstance(z, np.ndarray):
+            z = torch.from_numpy(np.asarray(z))
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"z: expected a (B, Z) torch tensor or numpy array, got {type(z).__name__}")
         z_np = z.detach().to("cpu", torch.float32).contiguous().numpy()  # (B, Z)
         outputs = self.session.run(None, {self.input_name: z_np})
         return [torch.from_numpy(o) for o in outputs]

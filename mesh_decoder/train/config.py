@@ -362,7 +362,8 @@ class TrainConfig:
         channels = self.channels
         if len(channels) > levels:
             raise _error(w, "model.channels", f"expected at most {levels} entries (one per down-sampling factor, "
-                                              f"hierarchy.factors = {self.factors}), got {len(channels)}")
+                                              f"hierarchy.factors = [{', '.join(f'{float(f):g}' for f in self.factors)}]), got "
+                                              f"{len(channels)}")
         for key in ("spiral_length", "dilation"):
             value = getattr(h, key)
             if isinstance(value, list) and len(value) != levels + 1:

@@ -394,6 +394,7 @@ def _saved_hierarchy(config: TrainConfig, template: Mesh, source: str) -> MeshHi
     """``hierarchy.path``'s hierarchy, checked against the config's template and ``hierarchy.factors``."""
     from ..errors import HierarchyError
     from ..hierarchy import load_hierarchy
+    from ..hierarchy.decimate import level_sizes
     from .config import _error
 
     path = config.hierarchy.path
@@ -403,11 +404,18 @@ def _saved_hierarchy(config: TrainConfig, template: Mesh, source: str) -> MeshHi
     except HierarchyError as exc:  # its own message names the file and the template hashes
         raise _error(config.source, "hierarchy.path", f"{exc} (the config's template: {source})") from None
     factors, built = list(config.factors), hierarchy.meta.get("factors")
+    sizes = hierarchy.sizes
     if hierarchy.num_levels != len(factors) + 1 or (built is not None and list(built) != factors):
         raise _error(config.source, "hierarchy.factors",
                      f"{_factors_text(factors)}: expected the factors {path} was built with, found a hierarchy of "
-                     f"{hierarchy.num_levels} levels (sizes {hierarchy.sizes}"
+                     f"{hierarchy.num_levels} levels (sizes {sizes}"
                      + (f", factors {_factors_text(built)})" if built is not None else ")"))
+    if built is None and level_sizes(sizes[0], tuple(factors)) != sizes:  # assembled elsewhere: its sizes say
+        ratios = [sizes[l] / sizes[l + 1] for l in range(len(sizes) - 1)]
+        raise _error(config.source, "hierarchy.factors",
+                     f"{_factors_text(factors)}: expected factors that give {path}'s level sizes {sizes} "
+                     f"(V_l+1 = ceil(V_l / factor_l)), got ones that give {level_sizes(sizes[0], tuple(factors))}; "
+                     f"its sizes' ratios are {_factors_text([float(f'{r:.4g}') for r in ratios])}")
     return hierarchy
 
 

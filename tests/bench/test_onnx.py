@@ -213,3 +213,21 @@ def test_a_non_module_is_a_type_error(bad, tmp_path):
     with pytest.raises(TypeError, match=r"decoder: expected a torch.nn.Module decoder .*got "):
         export_onnx(bad, tmp_path / "kept.onnx")
     assert (tmp_path / "kept.onnx").read_bytes() == b"old"
+
+
+def test_runner_takes_numpy_and_an_encoder_is_no_decoder(hierarchy, tmp_path):
+    """A numpy latent gave AttributeError: 'numpy.ndarray' object has no attribute 'detach'; an encoder (it has a
+    latent_size) failed inside its forward with a shape error."""
+    from mesh_decoder.nn import SpiralEncoder
+
+    decoder = spiral(hierarchy, seed=8)
+    path = tmp_path / "d.onnx"
+    export_onnx(decoder, path)
+    runner = OnnxRunner(path)
+    z = torch.randn(2, 8)
+    torch.testing.assert_close(runner(z.numpy())[0], runner(z)[0], rtol=0, atol=0)
+    with pytest.raises(TypeError, match=r"z: expected a \(B, Z\) torch tensor or numpy array, got list"):
+        runner(z.tolist())
+    encoder = SpiralEncoder.from_hierarchy(hierarchy, latent_size=8, channels=(16, 32))
+    with pytest.raises(TypeError, match=r"decoder: expected a torch\.nn\.Module decoder .*got SpiralEncoder"):
+        export_onnx(encoder, tmp_path / "e.onnx")

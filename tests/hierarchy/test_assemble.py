@@ -120,7 +120,10 @@ def test_bad_matrices_are_named(template, built):
     refused(r"down\[1\]: expected a selection matrix .*got 0\.5 in row 3", down=[D[0], _edit(D[1], 3, [0], [0.5])])
     refused(r"down\[0\]: expected each fine vertex kept at most once, got 1 kept twice",
             down=[_edit(D[0], 1, [int(kept0[0])], [1.0]), D[1]])
-    refused(r"down\[0\]: expected shape \(300, 600\), got \(300, 599\)", down=[D[0][:, :599], D[1]])
+    refused(r"down\[0\]: expected a \(V_coarse, 600\) matrix with 1 <= V_coarse < 600 \(level 0 has 600 vertices\), "
+            r"got shape \(300, 599\)$", down=[D[0][:, :599], D[1]])
+    refused(r"down\[0\]: expected a \(V_coarse, 600\) matrix .*got shape \(600, 300\) \(transposed\? a down-sampling "
+            r"matrix is \(V_coarse, V_fine\), COMA's D\)", down=[D[0].T, D[1]])
     refused(r"up\[1\]: expected shape \(300, 150\), got \(150, 300\)", up=[U[0], U[1].T])
     refused(r"up\[0\]: expected 1 to 3 entries per row .*got 4 in row 7",
             up=[_edit(U[0], 7, [0, 1, 2, 3], [0.25] * 4), U[1]])
@@ -149,3 +152,81 @@ def test_bad_matrices_are_named(template, built):
         hierarchy_from_matrices(template, [D[0].toarray().tolist(), D[1]], U, F)
     with pytest.raises(TypeError, match=r"template: expected a mesh_decoder Mesh, got ndarray"):
         hierarchy_from_matrices(template.vertices, D, U, F)
+
+
+def test_coma_least_squares_rows_are_rescaled_with_a_warning(template, built):
+    """COMA's rows for a fine vertex nearest a coarse edge are least-squares fits summing to 0.99-1.01: they were
+    refused, with no way round it."""
+    D, U, F = coma_matrices(built)
+    rng = np.random.default_rng()
+    fine = built.sizes[0]
+    moving = np.setdiff1d(np.arange(fine), built.down[0].numpy())
+    rows = rng.choice(moving, size=20, replace=False)
+    scale = np.ones(fine)
+    scale[rows] = rng.uniform(0.99, 1.01, size=rows.size)
+    scaled = sp.csc_matrix(sp.diags(scale) @ U[0])
+    with pytest.warns(RuntimeWarning, match=r"rescaled up-sampling rows to sum to 1: up\[0\]: 20 of 600 rows, sums "
+                                            r"0\.99\d* to 1\.0\d*"):
+        h = hierarchy_from_matrices(template, D, [scaled, U[1]], F)
+    torch.testing.assert_close(dense_up(h, 0), dense_up(built, 0), rtol=0, atol=1e-6)
+    with pytest.raises(HierarchyError, match=r"up\[0\]: expected each row's weights to sum to 1, got .* "
+                                             r"\(renormalize=True rescales rows within 5 % of 1\)"):
+        hierarchy_from_matrices(template, D, [scaled, U[1]], F, renormalize=False)
+
+
+def test_matrices_of_another_template_or_order_are_refused(template, built):
+    """Matrices made for another template of the same size, or for the template's vertices in another order,
+    were accepted and trained in silence."""
+    D, U, F = coma_matrices(built)
+    other = face_template(600, seed=9)
+    with pytest.raises(HierarchyError, match=r"up\[0\]: expected the up-sampled level 1 to land near level 0's "
+                                             r"vertices, got them .* away on average, .* times level 0's mean edge "
+                                             r"length .*: matrices made for another template or vertex order\?"):
+        hierarchy_from_matrices(other, D, U, F)
+    order = np.random.default_rng().permutation(600)
+    shuffled = template.copy(vertices=template.vertices[order], faces=np.argsort(order)[template.faces], uv=None,
+                             uv_faces=None, landmarks={})
+    with pytest.raises(HierarchyError, match=r"up\[0\]: expected the up-sampled level 1 to land near"):
+        hierarchy_from_matrices(shuffled, D, U, F)
+
+
+def test_rows_off_the_coarse_faces_are_refused(template, built):
+    D, U, F = coma_matrices(built)
+    faces = {tuple(sorted(f)) for f in F[0].tolist()}
+    rng = np.random.default_rng()
+    moving = int(rng.choice(np.setdiff1d(np.arange(600), built.down[0].numpy())))
+    while True:
+        triple = sorted(rng.choice(300, size=3, replace=False).tolist())
+        if tuple(triple) not in faces:
+            break
+    off = _edit(U[0], moving, triple, [0.2, 0.3, 0.5])
+    with pytest.raises(HierarchyError, match=rf"up\[0\]: expected each row's columns to be a face, an edge or a "
+                                             rf"vertex of level 1 \(faces\[0\]\), got row {moving} with columns "
+                                             rf"\[{triple[0]}, {triple[1]}, {triple[2]}\]"):
+        hierarchy_from_matrices(template, D, [off, U[1]], F)
+
+
+def test_migrants_layouts_and_slips(template, built, tmp_path):
+    """np.load of a saved scipy matrix gives a 0-d object array; an .npz list a 1-D one. Slips get hints."""
+    D, U, F = coma_matrices(built)
+    for i, m in enumerate(D + U):
+        np.save(tmp_path / f"m{i}.npy", np.array(m, dtype=object), allow_pickle=True)  # as COMA users save them
+    loaded = [np.load(tmp_path / f"m{i}.npy", allow_pickle=True) for i in range(4)]
+    assert loaded[0].shape == () and loaded[0].dtype == object
+    as_array = np.empty(2, dtype=object)
+    as_array[:] = loaded[2:]
+    h = hierarchy_from_matrices(template, loaded[:2], as_array, F)
+    assert h.sizes == built.sizes
+    with pytest.raises(HierarchyError, match=r"faces\[0\]: expected indices in \[0, 300\) .*got \[1, 300\] \(1-based\? "
+                                             r"subtract 1\)"):
+        hierarchy_from_matrices(template, D, U, [F[0] + 1, F[1]])
+    with pytest.raises(HierarchyError, match=r"got 2 up and 3 faces \(faces holds the levels below the template only"):
+        hierarchy_from_matrices(template, D, U, [template.faces, *F])
+    with pytest.raises(MeshValidationError, match=r"faces\[0\] must be level 1's faces, COMA's M\[1\]\.f"):
+        hierarchy_from_matrices(template, D, U, [F[1], F[1]])
+    kept0 = built.down[0].numpy()
+    moved = sp.csr_matrix(U[0])[:, np.roll(np.arange(300), 1)]  # columns in another order than D's rows
+    with pytest.raises(HierarchyError, match=r"its entries: columns \[\d+\], weights \[1\.0\]\); all 300 kept rows "
+                                             r"miss: down\[0\]'s row order and up\[0\]'s column order differ\?"):
+        hierarchy_from_matrices(template, D, [moved, U[1]], F)
+    assert kept0.size == 300

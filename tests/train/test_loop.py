@@ -992,6 +992,11 @@ def test_training_on_a_hierarchy_assembled_from_coma_matrices(tmp_path, tiny_con
                                                r"built with, found a hierarchy of 3 levels"):
         train(tiny_config(hierarchy={"path": str(path), "factors": [2]}, model={"channels": [8]}),
               tmp_path / "refused", progress=False)
+    # its meta holds no factors: the stated ones are checked against its sizes (only the count was)
+    with pytest.raises(TrainConfigError, match=r"hierarchy\.factors: \[4, 4\]: expected factors that give .*coma\.npz's "
+                                               r"level sizes \[600, 300, 150\] .*got ones that give \[600, 150, 38\]; "
+                                               r"its sizes' ratios are \[2, 2\]"):
+        train(tiny_config(hierarchy={"path": str(path), "factors": [4, 4]}), tmp_path / "refused", progress=False)
 
 
 def test_training_on_a_saved_hierarchy_of_ones_own(tmp_path, tiny_config):
