@@ -713,7 +713,8 @@ def _add_export(sub) -> None:
                    help="also write the template (.obj or .ply, with its UVs): the faces the decoded vertices "
                         "index into (default: none)")
     p.add_argument("--opset", type=int_argument(7), default=None,
-                   help="ONNX opset (default: the exporter's; below 18 the TorchScript exporter writes it)")
+                   help="ONNX opset (default: the exporter's; one the torch.export-based exporter cannot write, "
+                        "13 for one, the TorchScript exporter writes)")
     p.add_argument("--static-batch", type=int_argument(1), default=None, metavar="B",
                    help="a fixed batch size B instead of a dynamic one (default: dynamic)")
     p.set_defaults(func=_run_export)
@@ -730,11 +731,12 @@ def _export_source(path: str) -> str:
 def _run_export(args) -> int:
     import json
 
-    from .bench.onnx_export import OnnxRunner, export_onnx, require_onnx
+    from .bench.onnx_export import OnnxRunner, PCAJointDecoder, VertexColorSplit, export_onnx, require_onnx
     from .fit.adapters import as_fit_decoder
     from .fit.command import _load
     from .mesh.io import save_mesh
     from .nn import MeshAutoencoder
+    from .pca import PCAModel
 
     for option, path, suffixes in (("-o/--output", args.output, (".onnx",)),
                                    ("--write-template", args.write_template, (".obj", ".ply"))):
@@ -750,10 +752,15 @@ def _run_export(args) -> int:
                                                               template=args.template, device="cpu"))
     fd = as_fit_decoder(model, stored)
     module = model.decoder if isinstance(model, MeshAutoencoder) else model
+    if isinstance(model, PCAModel) and model.has_colors:  # one code: shape then colour coefficients, as sample's
+        module = PCAJointDecoder(model)
+    elif getattr(module, "out_channels", 3) == 6:  # a joint autoencoder's decoder: xyz then rgb, named apart
+        module = VertexColorSplit(module)
     priors = {"shape": fd.prior} if fd.color_prior is None else {"shape": fd.prior, "color": fd.color_prior}
     metadata = {
         "mesh_decoder.source": os.path.basename(os.path.abspath(args.model)),
         "mesh_decoder.template_hash": template.content_hash(),
+        "mesh_decoder.uv_hash": template.uv_hash() or "",
         "mesh_decoder.num_vertices": str(template.num_vertices),
         # z = mean + L eps, eps ~ N(0, I): what `mesh-decoder sample` draws (L null: the identity)
         "mesh_decoder.latent_prior": json.dumps({
@@ -761,6 +768,13 @@ def _run_export(args) -> int:
                    "cov_cholesky": None if prior.cholesky is None else prior.cholesky.tolist()}
             for name, prior in priors.items()}),
     }
+    texture = getattr(module, "texture_size", None)
+    if texture is not None:
+        metadata["mesh_decoder.texture"] = json.dumps({
+            "size": list(texture) if isinstance(texture, (list, tuple)) else [texture, texture],
+            "layout": "(B, 3, H, W) RGB, row 0 at the top (v = 1), column 0 at u = 0",
+            "range": "not clamped: clamp to [0, 1] (sample does)",
+            "mask": "(H, W) bool: texels inside a UV triangle; the others copy their nearest covered texel"})
     batch = args.static_batch or 2
     exporter = export_onnx(module, args.output, batch_size=batch, dynamic_batch=args.static_batch is None,
                            opset_version=args.opset, metadata=metadata)
@@ -778,7 +792,7 @@ def _run_export(args) -> int:
 
     outputs = ", ".join(f"{name} {dims(name, shape)}" for name, shape in zip(runner.output_names, shapes))
     print(f"wrote {args.output} ({exporter} exporter): input z ({b}, {module.latent_size}); outputs {outputs}; "
-          f"the latent prior and template hash of the {where} in its metadata (OnnxRunner(path).metadata)")
+          f"the latent prior and template hash of the {where} in its metadata (onnx.load(path).metadata_props)")
     if args.write_template is not None:
         print(f"wrote {args.write_template}: {template.num_vertices} vertices, {template.num_faces} faces")
     return 0

@@ -267,19 +267,42 @@ def _fail(path, reason: str, error: type[ModelFileError] = ModelFileError) -> Mo
     return error(f"{os.fspath(path)}: {reason}")
 
 
+#: Leading bytes of the files a model path is mistaken for, and what each is.
+_OTHER_FORMATS = (
+    (b"PK\x03\x04", "a zip archive (an .npz, such as a saved hierarchy, or a torch.save file)"),
+    (b"\x93NUMPY", "a numpy .npy array"),
+    (b"\x80", "a pickle (torch.save's legacy format), which the toolkit never reads"),
+    (b"ply", "a PLY mesh"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\x08", "an ONNX file (a protobuf)"),
+)
+
+
+def _other_format(blob: bytes) -> str | None:
+    """What a file whose safetensors header does not parse is, from its first bytes, or ``None``."""
+    for magic, kind in _OTHER_FORMATS:
+        if blob.startswith(magic):
+            return kind
+    return None
+
+
 def _parse_header(path, blob: bytes) -> tuple[dict, int]:
     """The safetensors JSON header and its length; raises ModelFileError naming ``path``."""
     if len(blob) < 8:
         raise _fail(path, f"truncated or not a model file: {len(blob)} bytes, expected an 8-byte "
                           "safetensors header length and a header")
     (size,) = struct.unpack("<Q", blob[:8])
+    kind = _other_format(blob)  # asked only once the header fails: a header length can begin like a magic
     if size > _MAX_HEADER or 8 + size > len(blob):
+        if kind is not None:  # what the file is, not a header length read from its first bytes
+            raise _fail(path, f"not a safetensors model file: it looks like {kind}")
         raise _fail(path, f"truncated or not a model file: header of {size} bytes announced, "
                           f"{len(blob) - 8} bytes follow")
     try:
         header = json.loads(blob[8:8 + size].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _fail(path, f"not a safetensors model file: unreadable header ({exc})") from None
+        looks = f"; it looks like {kind}" if kind is not None else ""
+        raise _fail(path, f"not a safetensors model file: unreadable header ({exc}){looks}") from None
     if not isinstance(header, dict):
         raise _fail(path, "not a safetensors model file: the header is not a JSON object")
     return header, size

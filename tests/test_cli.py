@@ -554,7 +554,12 @@ def test_export_writes_an_onnx_file_with_the_prior_and_the_template(tiny_run, ti
         z = torch.randn(3, decoder.latent_size)
         with torch.no_grad():
             want = decoder(z)
-        assert runner.output_names == onnx_output_names(want) == json.loads(meta["mesh_decoder.outputs"])
+        if isinstance(want, torch.Tensor) and want.shape[-1] == 6:  # xyz then rgb: exported as two outputs
+            want = (want[..., :3], want[..., 3:])
+            assert runner.output_names == ["vertices", "colors"]
+        else:
+            assert runner.output_names == onnx_output_names(want)
+        assert runner.output_names == json.loads(meta["mesh_decoder.outputs"])
         want = [want] if isinstance(want, torch.Tensor) else [t for t in want if t is not None]
         for got, expected in zip(runner(z), want):
             if expected.is_floating_point():
@@ -563,3 +568,41 @@ def test_export_writes_an_onnx_file_with_the_prior_and_the_template(tiny_run, ti
                 assert torch.equal(got.to(expected.dtype), expected)
     assert main(["export", str(tiny_run), "-o", str(tmp_path / "x.txt")]) == 2
     assert "-o/--output " in _one_error_line(capsys) and not (tmp_path / "x.txt").exists()
+
+
+def test_export_keeps_colour_apart_and_whole(tiny_joint_run, tmp_path, capsys):
+    """A colour PCA model exported its shape only (its colour prior written beside it); a joint autoencoder's
+    model.safetensors exported xyz and rgb as one output named vertices."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from mesh_decoder.bench.onnx_export import OnnxRunner
+    from mesh_decoder.model_files import load_model
+    from mesh_decoder.pca import PCAModel
+
+    pca = tmp_path / "pca.safetensors"
+    assert main(["pca", str(tiny_joint_run / "config.yaml"), "--components", "3", "--color-components", "2",
+                 "-o", str(pca)]) == 0
+    assert main(["export", str(pca), "-o", str(tmp_path / "pca.onnx")]) == 0
+    assert "input z (B, 5); outputs vertices (B, " in capsys.readouterr().out
+    runner, model = OnnxRunner(tmp_path / "pca.onnx"), load_model(pca)
+    assert isinstance(model, PCAModel) and runner.output_names == ["vertices", "colors"]
+    z = torch.randn(4, 5)
+    with torch.no_grad():
+        want = model.decode_joint(z[:, :3], z[:, 3:])
+    for got, expected in zip(runner(z), want):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+    assert main(["export", str(tiny_joint_run / "model.safetensors"), "-o", str(tmp_path / "ae.onnx")]) == 0
+    capsys.readouterr()
+    from mesh_decoder.hierarchy import load_hierarchy
+
+    autoencoder = load_model(tiny_joint_run / "model.safetensors", load_hierarchy(tiny_joint_run / "hierarchy.npz"))
+    runner = OnnxRunner(tmp_path / "ae.onnx")
+    assert runner.output_names == ["vertices", "colors"]
+    z = torch.randn(2, autoencoder.latent_size)
+    with torch.no_grad():
+        want = autoencoder.decode(z)  # (B, V, 6)
+    vertices, colors = runner(z)
+    torch.testing.assert_close(vertices, want[..., :3], rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    torch.testing.assert_close(colors, want[..., 3:], rtol=1e-4, atol=1e-4)

@@ -32,7 +32,7 @@ from .. import __version__
 from .._atomic import atomic_write
 from .._checks import check_int, check_output_path
 
-__all__ = ["export_onnx", "OnnxRunner", "onnx_output_names", "require_onnx"]
+__all__ = ["export_onnx", "OnnxRunner", "PCAJointDecoder", "VertexColorSplit", "onnx_output_names", "require_onnx"]
 
 _INSTALL_HINT = "pip install 'mesh_decoder[onnx]' (onnx, onnxscript, onnxruntime)"
 
@@ -86,6 +86,46 @@ def _quiet_exporters() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+class PCAJointDecoder(nn.Module):
+    """A :class:`~mesh_decoder.pca.PCAModel` with colours as one decoder of one code, for export: ``z`` holds
+    the shape then the colour coefficients (as ``mesh-decoder sample`` writes them).
+
+    Shapes:
+        ``(B, K + Kc) -> PCAOutput(vertices (B, V, 3), colors (B, V, 3))``
+    """
+
+    def __init__(self, pca: nn.Module) -> None:
+        super().__init__()
+        if not getattr(pca, "has_colors", False):
+            raise ValueError(f"pca: expected a PCAModel with colour components, got {type(pca).__name__} without")
+        self.pca = pca
+        self.latent_size = int(pca.latent_size) + int(pca.color_latent_size)
+
+    def forward(self, z: torch.Tensor):
+        K = self.pca.latent_size
+        return self.pca.decode_joint(z[..., :K], z[..., K:])
+
+
+class VertexColorSplit(nn.Module):
+    """A decoder of ``(B, V, 6)`` xyz then rgb (a joint autoencoder's) as ``vertices`` and ``colors``
+    outputs, for export.
+
+    Shapes:
+        ``(B, Z) -> JointOutput(vertices (B, V, 3), None, colors (B, V, 3), None)``
+    """
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.latent_size = int(decoder.latent_size)
+
+    def forward(self, z: torch.Tensor):
+        from ..nn.decoders import JointOutput
+
+        out = self.decoder(z)  # (B, V, 6)
+        return JointOutput(out[..., :3], None, out[..., 3:6], None)
 
 
 def export_onnx(

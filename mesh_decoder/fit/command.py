@@ -144,7 +144,8 @@ def _run_model_file(path: str) -> str:
     model = os.path.join(path, MODEL_NAME)
     if not os.path.exists(model):
         raise ModelFileNotFoundError(model, "expected the run folder's model file, found none (written when "
-                                            "training ends; a folder that is no run has none either)")
+                                            "training ends: finish an interrupted run with mesh-decoder train "
+                                            "CONFIG -o RUN --resume; a folder that is no run has none either)")
     return model
 
 
@@ -160,9 +161,9 @@ def _load(args: argparse.Namespace):
         from ..train.checkpoint import is_checkpoint
 
         if is_checkpoint(args.model):  # render and evaluate read checkpoints; a fit needs the model's fitted prior
-            raise ModelFileError(f"{args.model}: a training checkpoint, not a model file; fit the run's "
-                                 "model.safetensors (written when training ends, with the latent prior a fit "
-                                 "uses)") from None
+            raise ModelFileError(f"{args.model}: a training checkpoint, not a model file; use the run's "
+                                 "model.safetensors (written when training ends, with the fitted latent prior; "
+                                 "finish an interrupted run with --resume)") from None
         raise
     if meta["class"].endswith("Encoder"):
         raise ModelFileError(
