@@ -216,7 +216,7 @@ def test_a_training_checkpoint_is_named_as_such(tmp_path, template):
     torch.manual_seed(63)
     save_checkpoint(tmp_path / "checkpoint.safetensors", torch.nn.Linear(3, 2), meta={"epoch": 1})
     save_mesh(template, tmp_path / "t.obj")
-    expected = f"{tmp_path / 'checkpoint.safetensors'}: a training checkpoint, not a model file; fit the run's "
+    expected = f"{tmp_path / 'checkpoint.safetensors'}: a training checkpoint, not a model file; use the run's "
     with pytest.raises(ModelFileError, match=re.escape(expected + "model.safetensors")):
         _run([tmp_path / "checkpoint.safetensors", "--target", tmp_path / "t.obj", "-o", tmp_path / "o.obj"])
 
