@@ -1612,6 +1612,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         options.context = context
         payload = run_benchmark(specs, options)
     rows = payload.get("rows", [])
+    _warn_unfinished_rows(rows)
     if rows and not any(r.get("status") == "ok" for r in rows):  # e.g. --modes onnx without onnx: exited 0
         first = next((r for r in rows if r.get("note")), rows[0])
         print(f"error: no configuration was timed: all {len(rows)} rows ended {sorted({r.get('status') for r in rows})}"
@@ -1619,6 +1620,19 @@ def run_from_args(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _warn_unfinished_rows(rows: list[dict]) -> None:
+    """One stderr line per reason rows ended in ``error`` or ``failed`` (the table shows the status only; the
+    reason was in the JSON's ``note`` alone), naming the first few configurations it ended."""
+    reasons: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("status") in ("error", "failed"):
+            where = f"{r.get('decoder')} {r.get('dtype')} {r.get('mode')} batch {r.get('batch')}"
+            reasons.setdefault(f"{r.get('status')}: {r.get('note') or 'no reason recorded'}", []).append(where)
+    for reason, where in reasons.items():
+        more = f" and {len(where) - 3} more" if len(where) > 3 else ""
+        print(f"warning: {', '.join(where[:3])}{more}: {reason}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

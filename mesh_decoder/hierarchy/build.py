@@ -206,7 +206,8 @@ def build_hierarchy(
             try:
                 save_hierarchy(h, path)
             except OSError as err:
-                warnings.warn(f"could not write the hierarchy cache file {path}: {err}", RuntimeWarning, stacklevel=2)
+                why = str(err) if str(path) in str(err) else f"{path}: {err}"  # the path once
+                warnings.warn(f"could not write the hierarchy cache file {why}", RuntimeWarning, stacklevel=2)
     return h
 
 

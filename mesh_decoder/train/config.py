@@ -476,7 +476,7 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
     """
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # a byte-order mark (Windows editors) is no text
             text = handle.read()
     except OSError as exc:
         raise unreadable(path, "the config file", exc, TrainConfigError, TrainConfigNotFoundError) from None

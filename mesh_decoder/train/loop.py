@@ -735,6 +735,60 @@ def train(
     config = _as_config(config)
     out = check_output_path(output_dir, "output_dir", directory=True)
     check_device(config.training.device, f"{config.source}: training.device" if config.source else "training.device")
+    with _run_lock(out):  # the folder checks below and the writes after them, one train at a time
+        return _train(config, out, resume, progress, data, callback)
+
+
+#: The lock file a running ``train`` holds in its folder (removed when it ends).
+LOCK_NAME = ".train.lock"
+
+
+@contextlib.contextmanager
+def _run_lock(out: str) -> Iterator[None]:
+    """An exclusive lock on ``out/.train.lock`` for the whole run, so two ``train`` calls into one folder
+    cannot both pass its checks and overwrite each other's files (without ``fcntl``, as on Windows, none).
+
+    A folder created here only to hold the lock is removed again if the run leaves it empty."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    created = not os.path.isdir(out)
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, LOCK_NAME)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise TrainingError(f"{out}: another train is running in this folder"
+                                f"{f' (process {holder})' if holder.isdigit() else ''}; wait for it to end, or "
+                                "choose another folder; nothing was changed") from None
+        try:  # the file may have been removed by the holder that just ended: lock the one at the path
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
+            if created and not os.listdir(out):
+                os.rmdir(out)
+
+
+def _train(config: TrainConfig, out: str, resume: bool, progress: bool, data: TrainingData | None,
+           callback: Callable[[StepInfo], None] | None) -> TrainResult:
     ckpt_path = os.path.join(out, CHECKPOINT_NAME)
     checkpoint = None
     if resume:

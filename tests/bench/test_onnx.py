@@ -231,3 +231,16 @@ def test_runner_takes_numpy_and_an_encoder_is_no_decoder(hierarchy, tmp_path):
     encoder = SpiralEncoder.from_hierarchy(hierarchy, latent_size=8, channels=(16, 32))
     with pytest.raises(TypeError, match=r"decoder: expected a torch\.nn\.Module decoder .*got SpiralEncoder"):
         export_onnx(encoder, tmp_path / "e.onnx")
+
+
+def test_rows_that_end_in_error_say_why_on_stderr(tmp_path, capsys):
+    """A row that ended in error showed 'error' in the table, its reason only in the JSON's note."""
+    from mesh_decoder.bench import harness
+
+    argv = ["--quick", "--vertices", "1000", "--texture-size", "0", "--threads", "1", "--batch-sizes", "1",
+            "--decoders", "pca", "--modes", "eager", "onnx", "--dtypes", "fp32", "bf16", "--memory", "off",
+            "--time-budget", "0.2", "--output-dir", str(tmp_path), "--no-progress", "--no-plot"]
+    assert harness.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: pca bf16 onnx batch 1: error: ValueError: mode onnx runs the fp32 export only, got dtype bf16" \
+        in err, err

@@ -454,3 +454,13 @@ def test_an_unwelded_seam_is_warned_about_and_zero_area_faces_are_named(small):
         with pytest.raises(HierarchyError, match=r"the mesh itself has \d+ faces? of \(near\) zero area \(first: face "
                                                  r"\d+, vertices \[.*\], 0-based\), which no decimation removes"):
             build_hierarchy(small.copy(vertices=vertices), factors=(1.1,), texture_size=None)
+
+
+def test_an_unwritable_cache_names_its_file_once(small, tmp_path):
+    """The warning printed the cache file's path twice (once of its own, once in the error text)."""
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    with pytest.warns(RuntimeWarning, match=r"could not write the hierarchy cache file") as caught:
+        build_hierarchy(small, factors=(2,), texture_size=None, cache_dir=blocker / "cache")
+    text = str(caught[0].message)
+    assert text.count(str(blocker / "cache")) == 1, text

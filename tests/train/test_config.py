@@ -231,3 +231,14 @@ def test_the_docstring_lists_every_model_choice(key):
     listed = line.split("#", 1)[1].split(";")[0].split("|")
     literal, _ = typing.get_args(typing.get_type_hints(ModelConfig)[key])
     assert [choice.strip() for choice in listed] == list(typing.get_args(literal))
+
+
+@pytest.mark.parametrize("name, text", [
+    ("bom.json", json.dumps({"training": {"epochs": 3}})),
+    ("bom.yaml", "training:\r\n  epochs: 3\r\n"),
+])
+def test_a_byte_order_mark_is_read_past(tmp_path, name, text):
+    """A JSON config saved by a Windows editor (UTF-8 with a BOM) was 'not valid JSON'; YAML read past it."""
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert load_config(path).training.epochs == 3

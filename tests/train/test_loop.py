@@ -1035,3 +1035,18 @@ def test_training_on_a_saved_hierarchy_of_ones_own(tmp_path, tiny_config):
     with pytest.raises(FileNotFoundError, match=r"hierarchy\.path: .*missing\.npz: expected a saved hierarchy \(\.npz\)"):
         train(tiny_config(hierarchy={"path": str(tmp_path / "missing.npz"), "factors": [2, 2]}), tmp_path / "r2",
               progress=False)
+
+
+def test_two_trains_into_one_folder_cannot_overlap(tmp_path, tiny_config):
+    """Two train processes started together into one folder both passed its checks: the last to finish kept its
+    model files beside the other's config.yaml, and the other run was lost without a word."""
+    config = tiny_config(training={"epochs": 1})
+    run = tmp_path / "run"
+    with loop._run_lock(str(run)):  # a train running there (a lock taken through another open file)
+        assert (run / loop.LOCK_NAME).read_text() == str(os.getpid())
+        with pytest.raises(TrainingError, match=rf"{re.escape(str(run))}: another train is running in this folder "
+                                                rf"\(process {os.getpid()}\); wait for it to end"):
+            train(config, run, progress=False)
+    assert not run.exists()  # made only for the lock, left empty: removed again
+    train(config, run, progress=False)
+    assert not (run / loop.LOCK_NAME).exists() and (run / "model.safetensors").is_file()
