@@ -11,7 +11,8 @@ A saved model is a single safetensors file (no pickle anywhere):
   ``torch_version``, ``class`` and ``config`` (``model.config()``),
   ``hierarchy_hash`` (template hash of the hierarchy the model was built on, or
   ``null``), ``hierarchy_signature`` (level sizes, spiral shapes, texture size of
-  that hierarchy), ``data_version`` (the synthetic generator version, if
+  that hierarchy), ``hierarchy_meta`` (that hierarchy's ``meta``: its build
+  parameters, or ``null``), ``data_version`` (the synthetic generator version, if
   ``extra_meta`` gave one), ``extra_meta``, ``aliases`` and ``checksum`` (SHA-256
   of every tensor's key, dtype, shape and bytes).
 

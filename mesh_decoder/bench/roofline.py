@@ -532,6 +532,7 @@ def gemm_bound(
         device, dtype: where and in what precision to run them.
         budget_s: timing budget per distinct shape (default 0.5).
         cache: optional dict ``(M, K, N, device, dtype) -> seconds`` reused across calls.
+        seed: seed of the random operands (default 0; they are drawn fresh, never zeros).
 
     Returns:
         dict with ``seconds`` (per call), ``gflops`` achieved by the products and

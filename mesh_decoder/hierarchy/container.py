@@ -47,6 +47,7 @@ class HierarchyLevel:
 
     @property
     def num_vertices(self) -> int:
+        """``V`` of this level."""
         return int(self.vertices.shape[0])
 
     def __repr__(self) -> str:  # sizes, not every index
@@ -80,6 +81,7 @@ class TexelMap:
 
     @property
     def size(self) -> tuple[int, int]:
+        """``(H, W)`` texels."""
         return int(self.mask.shape[0]), int(self.mask.shape[1])
 
     def __repr__(self) -> str:
@@ -112,14 +114,17 @@ class MeshHierarchy:
 
     @property
     def num_levels(self) -> int:
+        """``L + 1``: the template and its coarser levels."""
         return len(self.levels)
 
     @property
     def sizes(self) -> list[int]:
+        """Vertices per level, the template's first."""
         return [lvl.num_vertices for lvl in self.levels]
 
     @property
     def template_hash(self) -> str | None:
+        """The template's :meth:`~mesh_decoder.mesh.Mesh.content_hash` (``meta["template_hash"]``)."""
         return self.meta.get("template_hash")
 
     def __repr__(self) -> str:  # sizes, not every tensor: print(hierarchy) dumped all of them

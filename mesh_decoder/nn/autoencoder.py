@@ -131,6 +131,7 @@ class MeshAutoencoder(nn.Module):
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstructions ``(B, V, C)`` of meshes ``(B, V, C)`` in data units: ``decode(encode(x))``."""
         return self.decode(self.encode(x))
 
     # ------------------------------------------------------------------ latent prior

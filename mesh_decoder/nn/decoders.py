@@ -740,6 +740,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
         return inplace(h)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Meshes in data units ``(B, V_0, C_out)`` from latents ``(B, Z)`` (``(Z,) -> (V_0, C_out)``)."""
         y = self.decode_normalized(z)  # (B, V_0, C_out) or (V_0, C_out)
         y = torch.addcmul(self.mean, y, self.std)  # data units: y * std + mean
         if self.check_finite and not bool(torch.isfinite(y).all()):
@@ -840,9 +841,22 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         """Build on the first ``len(channels) + 1`` levels of ``hierarchy``.
 
         Args:
+            hierarchy: the :class:`~mesh_decoder.hierarchy.MeshHierarchy` (its operators are
+                copied into buffers; its template hash is kept for :meth:`config`).
+            latent_size: ``Z``, default 16.
+            channels: features at levels ``0..L-1``, finest first (the fully connected layer
+                feeds ``channels[-1]`` at level ``L``); default ``(32, 32, 32, 64)``, SpiralNet++'s
+                on COMA's 4 levels.
+            out_channels: per-vertex outputs, default 3 (xyz; 6 for xyz and rgb).
             spiral_length: ``None`` (default) uses the hierarchy's spirals; an int
                 or one int per level truncates them (each <= the hierarchy's,
                 only for levels built with dilation 1). Dilations are the hierarchy's.
+            activation: a name of :data:`~mesh_decoder.nn.ACTIVATIONS`, default ``"elu"``.
+            check_finite: raise on a non-finite latent or output (a device sync per call),
+                default ``False``.
+
+        Shapes:
+            ``forward``: ``(B, Z) -> (B, V_0, out_channels)``; ``(Z,) -> (V_0, out_channels)``.
         """
         channels = _check_channels(channels)
         L = len(channels)
@@ -935,7 +949,23 @@ class ChebDecoder(_ChebLevels, GraphDecoder):
         activation: str = "elu",
         check_finite: bool = False,
     ) -> "ChebDecoder":
-        """Build on the first ``len(channels) + 1`` levels of ``hierarchy``."""
+        """Build on the first ``len(channels) + 1`` levels of ``hierarchy``.
+
+        Args:
+            hierarchy: the :class:`~mesh_decoder.hierarchy.MeshHierarchy` (its scaled Laplacians
+                and sampling operators are copied into buffers).
+            latent_size: ``Z``, default 8 (COMA's).
+            channels: features at levels ``0..L-1``, finest first, default ``(16, 16, 16, 32)``
+                (COMA's).
+            K: Chebyshev polynomial order, default 6 (COMA's).
+            out_channels: per-vertex outputs, default 3 (xyz; 6 for xyz and rgb).
+            activation: a name of :data:`~mesh_decoder.nn.ACTIVATIONS`, default ``"elu"``
+                (COMA's code used ReLU).
+            check_finite: raise on a non-finite latent or output, default ``False``.
+
+        Shapes:
+            ``forward``: ``(B, Z) -> (B, V_0, out_channels)``; ``(Z,) -> (V_0, out_channels)``.
+        """
         channels = _check_channels(channels)
         L = len(channels)
         _check_levels(hierarchy, L)
@@ -1028,7 +1058,27 @@ class PyGDecoder(_PyGLevels, GraphDecoder):
     ) -> "PyGDecoder":
         """Build on the first ``len(channels) + 1`` levels of ``hierarchy`` (with ``pseudo``,
         edge attributes from their template vertices, e.g. ``"GMMConv"`` with
-        ``conv_kwargs={"dim": 3, "kernel_size": 4}`` and ``pseudo="cartesian"``)."""
+        ``conv_kwargs={"dim": 3, "kernel_size": 4}`` and ``pseudo="cartesian"``).
+
+        Args:
+            hierarchy: the :class:`~mesh_decoder.hierarchy.MeshHierarchy`; each level's
+                graph is its mesh edges.
+            conv: a ``torch_geometric.nn`` conv class name (default ``"GCNConv"``), the class,
+                or a factory ``(in_channels, out_channels) -> Module``.
+            latent_size: ``Z``, default 16.
+            channels: features at levels ``0..L-1``, finest first, default ``(32, 32, 32, 64)``.
+            out_channels: per-vertex outputs, default 3.
+            conv_kwargs: more keyword arguments of every conv (default none).
+            mode: how the batch meets the conv: ``"auto"`` (default), or as the class
+                docstring lists.
+            activation: a name of :data:`~mesh_decoder.nn.ACTIVATIONS`, default ``"elu"``.
+            check_finite: raise on a non-finite latent or output, default ``False``.
+            pseudo: edge attributes from the template's vertices, one of
+                :data:`~mesh_decoder.nn.PSEUDO_COORDINATES`, or ``None`` (default) for none.
+
+        Shapes:
+            ``forward``: ``(B, Z) -> (B, V_0, out_channels)``; ``(Z,) -> (V_0, out_channels)``.
+        """
         channels = _check_channels(channels)
         L = len(channels)
         _check_levels(hierarchy, L)
@@ -1167,6 +1217,7 @@ class UVTextureDecoder(nn.Module):
         self.head = nn.Conv2d(cin, self.out_channels, kernel_size=3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Textures ``(B, 3, S, S)`` (row 0 at the top, not clamped) from latents ``(B, Z)``."""
         zb, unbatched = _batched_latent(z, self.latent_size, self.fc.weight)  # (B, Z)
         x = self.fc(zb).reshape(zb.shape[0], self.channels, 4, 4)  # (B, C, 4, 4)
         x = self.stages(self.stem(x))  # (B, C_last, H, W)
@@ -1337,6 +1388,7 @@ class JointDecoder(nn.Module):
         self.decoder.set_normalization(mean, std)
 
     def forward(self, z: torch.Tensor) -> JointOutput:
+        """Shape, texture and (mesh branch) colours from latents ``(B, Z)``: a :class:`JointOutput`."""
         y = self.decoder(z)  # (B, V, 6) or (B, V, 3); validates z
         if self.texture_branch == "mesh":
             vertices = y[..., :3]  # (B, V, 3)
@@ -1364,8 +1416,25 @@ class JointDecoder(nn.Module):
     ) -> "JointDecoder":
         """Build the graph decoder ``decoder`` (a class name) and the texture branch.
 
-        ``decoder_config`` goes to the graph decoder's ``from_hierarchy``;
-        ``out_channels`` is set to 6 (mesh) or 3 (cnn).
+        Args:
+            hierarchy: the :class:`~mesh_decoder.hierarchy.MeshHierarchy`; its texel map (needed
+                by the ``"mesh"`` branch) gives the texture size and the coverage ``mask``.
+            texture_branch: ``"mesh"`` (default: per-vertex colours gathered into the UV map) or
+                ``"cnn"`` (a 2D convolutional :class:`UVTextureDecoder` from the latent).
+            decoder: the graph decoder's class name, default ``"SpiralDecoder"`` (also
+                ``"ChebDecoder"``, ``"PyGDecoder"``).
+            texture_size: the ``"cnn"`` branch's texture side; ``None`` (default) takes the
+                texel map's, and with a texel map a given size must equal it. To decode another
+                size than the hierarchy's map, build ``JointDecoder(graph, "cnn", None, size)``.
+            texture_channels, min_texture_channels, texture_norm, texture_upsample: the
+                ``"cnn"`` branch's :class:`UVTextureDecoder` arguments (defaults 256, 16,
+                ``"group"``, ``"transpose"``).
+            **decoder_config: the graph decoder's ``from_hierarchy`` arguments (``latent_size``,
+                ``channels``, ...); ``out_channels`` is set to 6 (mesh: xyz and rgb) or 3 (cnn).
+
+        Shapes:
+            ``forward``: ``(B, Z) -> JointOutput(vertices (B, V, 3), texture (B, 3, H, W),
+            colors (B, V, 3) or None, mask (H, W) or None)``.
         """
         if texture_branch not in ("mesh", "cnn"):
             raise ValueError(f"texture_branch: expected 'mesh' or 'cnn', got {texture_branch!r}")

@@ -188,7 +188,20 @@ class SpiralEncoder(_SpiralLevels, GraphEncoder):
         activation: str = "elu",
     ) -> "SpiralEncoder":
         """Build on the first ``len(channels) + 1`` levels (spiral truncation as in
-        :meth:`~mesh_decoder.nn.SpiralDecoder.from_hierarchy`)."""
+        :meth:`~mesh_decoder.nn.SpiralDecoder.from_hierarchy`).
+
+        Args:
+            hierarchy: the :class:`~mesh_decoder.hierarchy.MeshHierarchy`.
+            latent_size: ``Z``, default 16.
+            channels: features at levels ``0..L-1``, finest first (the decoder's list),
+                default ``(32, 32, 32, 64)``.
+            in_channels: per-vertex inputs, default 3 (xyz; 6 for xyz and rgb).
+            spiral_length: ``None`` (default, the hierarchy's spirals), an int or one per level.
+            activation: a name of :data:`~mesh_decoder.nn.ACTIVATIONS`, default ``"elu"``.
+
+        Shapes:
+            ``forward``: ``(B, V_0, in_channels) -> (B, Z)``; ``(V_0, in_channels) -> (Z,)``.
+        """
         channels = _check_channels(channels)
         L = len(channels)
         _check_levels(hierarchy, L)
@@ -245,7 +258,19 @@ class ChebEncoder(_ChebLevels, GraphEncoder):
         in_channels: int = 3,
         activation: str = "elu",
     ) -> "ChebEncoder":
-        """Build on the first ``len(channels) + 1`` levels of ``hierarchy``."""
+        """Build on the first ``len(channels) + 1`` levels of ``hierarchy``.
+
+        Args:
+            hierarchy: the :class:`~mesh_decoder.hierarchy.MeshHierarchy`.
+            latent_size: ``Z``, default 8 (COMA's).
+            channels: features at levels ``0..L-1``, finest first, default ``(16, 16, 16, 32)``.
+            K: Chebyshev polynomial order, default 6.
+            in_channels: per-vertex inputs, default 3.
+            activation: a name of :data:`~mesh_decoder.nn.ACTIVATIONS`, default ``"elu"``.
+
+        Shapes:
+            ``forward``: ``(B, V_0, in_channels) -> (B, Z)``; ``(V_0, in_channels) -> (Z,)``.
+        """
         channels = _check_channels(channels)
         L = len(channels)
         _check_levels(hierarchy, L)
@@ -331,7 +356,21 @@ class PyGEncoder(_PyGLevels, GraphEncoder):
         pseudo: str | None = None,
     ) -> "PyGEncoder":
         """Build on the first ``len(channels) + 1`` levels of ``hierarchy`` (with ``pseudo``, edge
-        attributes from their template vertices, as :meth:`~mesh_decoder.nn.PyGDecoder.from_hierarchy`)."""
+        attributes from their template vertices, as :meth:`~mesh_decoder.nn.PyGDecoder.from_hierarchy`).
+
+        Args:
+            hierarchy: the :class:`~mesh_decoder.hierarchy.MeshHierarchy`.
+            conv: a ``torch_geometric.nn`` conv class name (default ``"GCNConv"``), the class,
+                or a factory ``(in_channels, out_channels) -> Module``.
+            latent_size: ``Z``, default 16.
+            channels: features at levels ``0..L-1``, finest first, default ``(32, 32, 32, 64)``.
+            in_channels: per-vertex inputs, default 3.
+            conv_kwargs, mode, activation, pseudo: as in
+                :meth:`~mesh_decoder.nn.PyGDecoder.from_hierarchy`.
+
+        Shapes:
+            ``forward``: ``(B, V_0, in_channels) -> (B, Z)``; ``(V_0, in_channels) -> (Z,)``.
+        """
         channels = _check_channels(channels)
         L = len(channels)
         _check_levels(hierarchy, L)
