@@ -369,10 +369,11 @@ def specificity(
         train: ``(N, V, 3)`` training faces.
         num_samples: ``n`` (default 1000).
         generator: random generator passed to ``model.sample``.
-        batch_size: samples drawn and decoded per call of ``model.sample`` (default 256).
-            The samples are drawn batch by batch from ``generator``, so another
-            ``batch_size`` draws other samples (and another value within the sampling
-            noise); keep it fixed to reproduce a number. ``evaluate`` uses 100 samples.
+        batch_size: samples decoded per call (default 256). A model with
+            ``sample_latents(n, generator)`` and ``decode(z)`` (the autoencoder, PCA) draws
+            all ``n`` latents first, so the samples do not depend on ``batch_size``; one with
+            ``sample`` alone is drawn batch by batch, and another ``batch_size`` then draws
+            other samples. ``evaluate`` uses 100 samples.
         chunk_elements: see :func:`nearest_face_distance`.
         return_all: if True, return ``{"mean", "std", "distances" (n,), "nearest" (n,)}``
             instead of the mean alone.
@@ -386,9 +387,15 @@ def specificity(
     check_int(batch_size, "batch_size", 1)
     t = _as_tensor(train, "train")
     distances, nearest = [], []
+    latents = None
+    if callable(getattr(model, "sample_latents", None)) and callable(getattr(model, "decode", None)):
+        latents = model.sample_latents(int(num_samples), generator)  # (n, Z): one draw, whatever batch_size
     with torch.no_grad():
         for start in range(0, int(num_samples), batch_size):
-            samples = model.sample(min(batch_size, int(num_samples) - start), generator=generator)  # (b, V, 3)
+            if latents is not None:
+                samples = model.decode(latents[start:start + batch_size])  # (b, V, 3)
+            else:
+                samples = model.sample(min(batch_size, int(num_samples) - start), generator=generator)  # (b, V, 3)
             if hasattr(samples, "vertices"):
                 samples = samples.vertices
             d, i = nearest_face_distance(samples.detach(), t.to(samples.device), chunk_elements=chunk_elements)

@@ -505,6 +505,7 @@ def test_option_spellings_shared_across_commands(tmp_path, capsys):
     assert sub["sample"].parse_args(["RUN", "--output-dir", "there"]).output == "there"
     h = sub["hierarchy"].parse_args(["--spiral-lengths", "9", "7", "5", "--dilations", "1", "2", "1"])
     assert (h.spiral_length, h.dilation) == ([9, 7, 5], [1, 2, 1])
+    assert sub["evaluate"].parse_args(["RUN", "--n", "7"]).num_samples == 7  # render's and sample's --n
 
 
 def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):

@@ -611,8 +611,9 @@ def _describe(hint: Any) -> str:
         return "null"
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(hint))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if origin in (Union, types.UnionType):  # "true, false or a string", not "true or false or a string"
+        parts = ["true, false" if a is bool else _describe(a) for a in typing.get_args(hint)]
+        return ", ".join(parts[:-1]) + " or " + parts[-1]
     if origin is list:
         (item,) = typing.get_args(hint)
         plural = {int: "ints", float: "numbers", bool: "true or false values", str: "strings"}

@@ -40,6 +40,7 @@ counted); PCA's "parameters" are its buffer sizes, ``mean`` (``3V``) plus
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -70,6 +71,12 @@ class _VertexSampler:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.model.sample(n, generator)[..., :3]  # (n, V, 3)
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.model.sample_latents(n, generator).to(self.model.decoder.fc.weight.dtype)  # (n, Z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z)[..., :3]  # (b, V, 3)
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -395,7 +402,10 @@ def evaluate(
         batch_size: meshes per forward pass. Default 64.
         seed: seeds the samples of specificity. Default 0.
         max_train_faces: at most this many training faces (at least 2) for the explained
-            variance, latent compactness and a checkpoint's latent prior (default ``None``: all).
+            variance, latent compactness and a checkpoint's latent prior (default ``None``: all);
+            recorded as ``split["max_train_faces"]``, and the table labels those rows with it. The
+            explained variance of a subset is measured about the full training mean, so it no longer
+            equals PCA's compactness at ``K``.
         device: where to run a model loaded from a file. Default ``None`` (CPU).
 
     Returns:
@@ -523,6 +533,8 @@ def evaluate(
             "data_version": data.meta["data_version"],
             "num_train": int(train_x.shape[0]),
             "num_test": int(test_x.shape[0]),
+            # the training faces the explained variance and compactness were measured on (all: null)
+            "max_train_faces": None if max_train_faces is None else int(subset.shape[0]),
             **({"key": config.data.key, "threshold": config.data.threshold}
                if config.data.split == "extrapolation" else {"test_fraction": config.data.test_fraction}),
         },
@@ -593,7 +605,11 @@ def _specificity(model, train_vertices: torch.Tensor, num_samples: int, seed: in
     generator = torch.Generator().manual_seed(seed)
     out = specificity(model, train_vertices, num_samples=num_samples, generator=generator,
                       batch_size=batch_size, return_all=True)
-    return {"mean": out["mean"], "std": out["std"], "num_samples": int(num_samples)}
+    n = int(num_samples)
+    # the standard error says how far two models' means may differ by sampling alone (100 samples: about
+    # a tenth of the distances' spread)
+    return {"mean": out["mean"], "std": out["std"], "sem": out["std"] / math.sqrt(max(n - 1, 1)), "num_samples": n,
+            "seed": int(seed)}
 
 
 @torch.no_grad()
@@ -693,9 +709,12 @@ def format_table(result: Mapping[str, Any]) -> str:
             ("colour error median (RGB)", "frac", lambda m: (m["color_error"] or {}).get("median")),
         ]
     if any("explained_variance" in m for m in models.values()):
-        rows.append(("explained variance (train)", "frac", lambda m: m.get("explained_variance")))
+        subset = result["split"].get("max_train_faces")
+        rows.append((f"explained variance ({'train' if subset is None else f'first {subset} train faces'})",
+                     "frac", lambda m: m.get("explained_variance")))
     if any("specificity" in m for m in models.values()):
         rows.append((f"specificity ({unit})", "length", lambda m: (m.get("specificity") or {}).get("mean")))
+        rows.append(("  its standard error", "length", lambda m: (m.get("specificity") or {}).get("sem")))
     header = ["autoencoder" if n == "autoencoder" else "PCA" if n == "pca" else n for n in names]
     cells = [[label] + [_fmt(get(models[n]), kind) for n in names] for label, kind, get in rows]
     widths = [max(len(r[i]) for r in cells + [[""] + header]) for i in range(len(names) + 1)]
@@ -728,7 +747,7 @@ def add_evaluate_arguments(parser) -> None:
                                "(data source, template, split, seeds), measured with a note if it stores none")
     parser.add_argument("--measures", nargs="+", choices=MEASURES, default=list(MEASURES),
                         help="3DMM measures to compute (default: all)")
-    parser.add_argument("--num-samples", type=int_argument(1), default=100,
+    parser.add_argument("--num-samples", "--n", type=int_argument(1), default=100,
                         help="random samples for specificity (default 100)")
     parser.add_argument("--batch-size", type=int_argument(1), default=64, help="meshes per forward pass (default 64)")
     parser.add_argument("--max-train-faces", type=int_argument(2), default=None,

@@ -37,7 +37,9 @@ Files in the output directory:
   (:func:`held_out_measures`; evaluating in eval mode draws no random numbers, so it does
   not change the run);
 * ``hierarchy.npz``: the mesh hierarchy (loads without openmesh);
-* ``model.safetensors``: the trained :class:`~mesh_decoder.nn.MeshAutoencoder`;
+* ``model.safetensors``: the trained :class:`~mesh_decoder.nn.MeshAutoencoder`; its
+  ``extra_meta`` records the run (config, data, epochs, steps, ``train_seconds``, and the
+  ``threads`` of the process that finished it, which history.csv's speeds ran on);
 * ``decoder.safetensors``: its decoder alone (a :class:`~mesh_decoder.nn.JointDecoder`
   with the mesh texture branch for joint models built with a texel map). Its
   metadata holds the fitted latent prior, so the decoder alone samples faces:
@@ -1136,6 +1138,7 @@ def _finish(result: TrainResult, data: TrainingData, base_meta: dict[str, Any]) 
         "final_loss": result.final_loss,
         **{f"final_{k}": v for k, v in result.history[-1].items() if k.startswith("test_")},
         "train_seconds": result.train_seconds,
+        "threads": torch.get_num_threads(),  # what history.csv's meshes_per_s ran on (the finishing process's)
         "channels": "xyz+rgb" if config.model.joint else "xyz",
     }
     out = result.output_dir

@@ -242,3 +242,9 @@ def test_a_byte_order_mark_is_read_past(tmp_path, name, text):
     path = tmp_path / name
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     assert load_config(path).training.epochs == 3
+
+
+def test_a_union_of_types_reads_as_a_list():
+    """hierarchy.cache_dir: 0 was 'expected true or false or a string'."""
+    with pytest.raises(TrainConfigError, match=r"hierarchy\.cache_dir: expected true, false or a string, got 0 \(int\)"):
+        TrainConfig.from_dict({"hierarchy": {"cache_dir": 0}})

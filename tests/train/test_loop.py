@@ -1050,3 +1050,16 @@ def test_two_trains_into_one_folder_cannot_overlap(tmp_path, tiny_config):
     assert not run.exists()  # made only for the lock, left empty: removed again
     train(config, run, progress=False)
     assert not (run / loop.LOCK_NAME).exists() and (run / "model.safetensors").is_file()
+
+
+def test_the_model_file_records_the_threads_the_run_timed_on(tmp_path, tiny_config):
+    """history.csv gives meshes/s, but no file said on how many threads (OMP_NUM_THREADS or --threads)."""
+    from mesh_decoder.model_files import read_model_meta
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train(tiny_config(training={"epochs": 1}), tmp_path, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert read_model_meta(tmp_path / "model.safetensors")["extra_meta"]["threads"] == 1
