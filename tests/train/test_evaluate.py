@@ -225,3 +225,20 @@ def test_a_run_without_held_out_faces_is_named_when_evaluated(tmp_path, tiny_con
                           "none (data.test_fraction = 0.1, split 'interpolation' of 2 faces); train with more faces "
                           "or a larger data.test_fraction to evaluate"), err
     assert not (tmp_path / "e.json").exists()
+
+
+def test_specificity_does_not_depend_on_the_batch_size_and_says_its_noise(trained):
+    """Samples were drawn batch by batch, so --batch-size (a speed setting) moved specificity (2.731 to 2.676);
+    the table gave three decimals with no uncertainty, and --max-train-faces left no trace."""
+    result, _ = trained
+    a = evaluate(result.output_dir, num_samples=30, batch_size=64, measures=("specificity",))
+    b = evaluate(result.output_dir, num_samples=30, batch_size=7, measures=("specificity",))
+    for name in ("autoencoder", "pca"):
+        sa, sb = a["models"][name]["specificity"], b["models"][name]["specificity"]
+        assert sa["mean"] == pytest.approx(sb["mean"], rel=1e-6)
+        assert sa["sem"] == pytest.approx(sa["std"] / np.sqrt(29)) and sa["seed"] == 0 and sa["num_samples"] == 30
+    assert "  its standard error" in a["table"]
+    d = evaluate(result.output_dir, num_samples=5, measures=("compactness",))
+    assert d["split"]["max_train_faces"] is None and "explained variance (train)" in d["table"]
+    c = evaluate(result.output_dir, num_samples=5, max_train_faces=3, measures=("compactness",))
+    assert c["split"]["max_train_faces"] == 3 and "explained variance (first 3 train faces)" in c["table"]
