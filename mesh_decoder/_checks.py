@@ -14,7 +14,7 @@ import torch
 __all__ = [
     "check_tensor", "same_device", "check_int", "check_bool", "real_number", "int_argument", "real_argument",
     "MAX_SEED", "check_device", "check_output_path", "one_line_error", "out_of_memory",
-    "error_line", "as_faces", "check_threads",
+    "error_line", "as_faces", "check_threads", "check_suffix",
 ]
 
 
@@ -248,6 +248,19 @@ def check_output_path(path: str | os.PathLike, name: str, *, directory: bool = F
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{name} {path}: expected a writable location, {existing} is not writable")
     return path
+
+
+def check_suffix(option: str, path: str | os.PathLike | None, suffixes: Sequence[str]) -> None:
+    """Refuse (:class:`~mesh_decoder.errors.UsageError`, exit status 2) an output ``path`` whose name does not
+    end in one of ``suffixes`` (case-insensitive); ``None`` (no such output asked for) passes."""
+    if path is None:
+        return
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in suffixes:
+        from .errors import UsageError
+
+        raise UsageError(f"{option} {os.fspath(path)}: expected a file name ending in {' or '.join(suffixes)}, got "
+                         f"{repr(ext) if ext else 'no extension'}")
 
 
 def check_not_an_input(option: str, path: str | os.PathLike | None,

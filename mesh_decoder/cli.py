@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 import numpy as np
 
 from . import __version__
+from ._checks import (MAX_SEED, check_output_path, check_suffix, check_threads, error_line, int_argument, load_npy,
+                      real_argument)
 from .errors import UsageError
-from ._checks import MAX_SEED, check_output_path, check_threads, error_line, int_argument, load_npy, real_argument
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -740,10 +741,7 @@ def _run_export(args) -> int:
 
     for option, path, suffixes in (("-o/--output", args.output, (".onnx",)),
                                    ("--write-template", args.write_template, (".obj", ".ply"))):
-        ext = os.path.splitext(path or "")[1].lower()
-        if path is not None and ext not in suffixes:
-            raise UsageError(f"{option} {path}: expected a file name ending in {' or '.join(suffixes)}, got "
-                             f"{repr(ext) if ext else 'no extension'}")
+        check_suffix(option, path, suffixes)
         if path is not None:
             check_output_path(path, option)
     require_onnx()

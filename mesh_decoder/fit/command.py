@@ -32,7 +32,7 @@ import os
 import sys
 from typing import Any
 
-from .._checks import check_device, check_not_an_input, check_output_path, int_argument, is_terminal
+from .._checks import check_device, check_not_an_input, check_output_path, check_suffix, int_argument, is_terminal
 from ..errors import MeshFileError, ModelFileError, ModelHierarchyMismatchError, UsageError
 
 __all__ = ["add_fit_arguments", "run_fit"]
@@ -242,10 +242,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     outputs = (("-o/--output", args.output, MESH_EXTENSIONS), ("--json", args.json, (".json",)),
                ("--overlay", args.overlay, (".png",)))
     for option, path, allowed in outputs:
-        ext = os.path.splitext(path or "")[1].lower()
-        if path and ext not in allowed:
-            raise UsageError(f"{option} {path}: expected a file name ending in {' or '.join(allowed)}, got "
-                             f"{repr(ext) if ext else 'no extension'}")
+        check_suffix(option, path or None, allowed)
     inputs = (("--target", args.target), ("--landmarks", args.landmarks), ("--mask", args.mask),
               ("--template", args.template), ("MODEL", args.model))
     for option, path, _ in outputs:

@@ -48,7 +48,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .._checks import (MAX_SEED, check_bool, check_device, check_int, check_not_an_input, check_output_path,
-                       int_argument)
+                       check_suffix, int_argument)
 from ..errors import UsageError
 from ..nn.autoencoder import MeshAutoencoder
 from ..pca import PCAModel
@@ -764,10 +764,7 @@ def run_evaluate(args) -> int:
         check_device(args.device, "--device")
     if args.json:  # a JSON name: it had replaced the --pca file it read, and could replace a run's files
         check_output_path(args.json, "--json")
-        ext = os.path.splitext(args.json)[1].lower()
-        if ext != ".json":
-            raise UsageError(f"--json {args.json}: expected a file name ending in .json, got "
-                             f"{repr(ext) if ext else 'no extension'}")
+        check_suffix("--json", args.json, (".json",))
         check_not_an_input("--json", args.json, [("--pca", getattr(args, "pca", None)),
                                                  ("CHECKPOINT", args.checkpoint)])
     pca: bool | PCAFile = not args.no_pca
