@@ -16,9 +16,8 @@ Nothing here needs openmesh.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import warnings
+from typing import Any, Sequence
 
 import numpy as np
 import torch

@@ -809,9 +809,13 @@ def _read_obj_careful(path: str, lines: list[str]) -> _Parts:
         elif key == "vn":
             vn_count += 1
         elif key not in _OBJ_IGNORED:
+            hint = {"l": " (a line element, as a wireframe export writes: export the faces alone)",
+                    "p": " (a point element: export the faces alone)",
+                    "vp": " (a free-form curve or surface parameter: export a triangle mesh)"}.get(key, "")
             raise MeshFileError(
                 path,
-                f"unsupported OBJ statement {_clip(key)}: expected one of v, vt, vn, f, o, g, s, usemtl, mtllib or a # comment",
+                f"unsupported OBJ statement {_clip(key)}: expected one of v, vt, vn, f, o, g, s, usemtl, mtllib or a "
+                f"# comment{hint}",
                 ln,
             )
 
