@@ -607,3 +607,9 @@ def test_export_keeps_colour_apart_and_whole(tiny_joint_run, tmp_path, capsys):
     vertices, colors = runner(z)
     torch.testing.assert_close(vertices, want[..., :3], rtol=1e-4, atol=1e-4 * float(want.abs().max()))
     torch.testing.assert_close(colors, want[..., 3:], rtol=1e-4, atol=1e-4)
+
+
+def test_python_dash_m_runs_the_command():
+    """`python -m mesh_decoder` said the package cannot be directly executed."""
+    proc = subprocess.run([sys.executable, "-m", "mesh_decoder", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"mesh_decoder {__version__}", proc

@@ -254,25 +254,28 @@ class BenchOptions:
 
 
 # ------------------------------------------------------------------------ decoders
+def reference_path() -> Path:
+    """``benchmarks/reference/decoder.py`` of the source tree this package runs from (an installed wheel has
+    none: the frozen reference is part of the repository, not of the library)."""
+    return _REPO_ROOT / "benchmarks" / "reference" / "decoder.py"
+
+
 def load_reference_module():
-    """Import ``benchmarks/reference/decoder.py`` (from the source tree, or the importable package)."""
-    path = _REPO_ROOT / "benchmarks" / "reference" / "decoder.py"
+    """Import ``benchmarks/reference/decoder.py`` from the source tree (never another importable
+    ``benchmarks`` package: a user's own project may have one)."""
+    path = reference_path()
     name = "mesh_decoder_bench_reference"
     if name in sys.modules:
         return sys.modules[name]
-    if path.is_file():
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    else:
-        try:
-            import benchmarks.reference.decoder as module  # type: ignore[no-redef]
-        except ImportError as exc:
-            raise ImportError(
-                f"the reference decoder needs the source tree ({path} not found); "
-                "run from a clone of the repository or leave 'reference' out of --decoders"
-            ) from exc
+    if not path.is_file():
+        raise ImportError(
+            f"the reference decoder is part of the repository, not of the installed package ({path} not found): "
+            "install from a clone with pip install -e, or leave 'reference' out of --decoders"
+        )
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
     register_cost(module.ReferenceSpiralConv, spiral_conv_cost)
     register_cost(module.ReferenceUpSample, coo_upsample_cost)
     return module
@@ -1589,6 +1592,11 @@ def run_from_args(args: argparse.Namespace) -> int:
                     progress=options.progress, plot=options.plot)
         return 0
     names = tuple(dict.fromkeys(args.decoders)) if args.decoders else DEFAULT_DECODERS
+    if not args.decoders and "reference" in names and not reference_path().is_file():
+        print(f"warning: no reference decoder here ({reference_path()} is part of the repository, not of the "
+              "installed package): the run measures no speed-up; install from a clone with pip install -e for one",
+              file=sys.stderr)
+        names = tuple(n for n in names if n != "reference")
     if not (_texture_size(args) or args.hierarchy) and "joint" in names:
         if args.decoders:
             raise UsageError("--decoders joint needs a UV texture: give --texture-size > 0")

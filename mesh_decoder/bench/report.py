@@ -87,7 +87,9 @@ def gpu_model(device: torch.device | str | None = None) -> str | None:
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
-    """``git rev-parse HEAD`` of the repository holding ``path`` (default: this package), or ``None``.
+    """``git rev-parse HEAD`` of the repository holding ``path``, or ``None``. By default, of the checkout
+    this package runs from; ``None`` for an installed copy (inside a user's own repository, as in its
+    ``.venv``, that repository's commit is not the library's).
 
     ``MESH_DECODER_GIT_COMMIT`` (40 hex digits) overrides it, for a copy of the tree
     whose ``.git`` is absent or stale (a benchmark machine that receives files only).
@@ -95,7 +97,15 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
     given = os.environ.get("MESH_DECODER_GIT_COMMIT", "")
     if re.fullmatch(r"[0-9a-f]{40}", given):
         return given
-    where = os.fspath(path) if path is not None else os.path.dirname(os.path.abspath(__file__))
+    if path is None:  # this package's commit: only where it runs from a checkout (an installed copy inside a
+        # user's own repository, e.g. its .venv, would give that repository's commit)
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../mesh_decoder
+        root = os.path.dirname(package)
+        if not os.path.exists(os.path.join(root, ".git")):
+            return None
+        where = root
+    else:
+        where = os.fspath(path)
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10

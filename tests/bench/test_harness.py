@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -1072,3 +1073,46 @@ def test_a_run_that_timed_nothing_exits_non_zero(tmp_path, capsys, monkeypatch):
     assert last == ("error: no configuration was timed: all 1 rows ended ['error'] (the first: pca eager: "
                     "RuntimeError: ONNX export/runtime needs the 'onnx' package)"), last
     assert list(tmp_path.glob("decode_*.json"))  # the rows and their errors are still written
+
+
+def test_an_installed_copy_records_no_commit_of_the_users_repository(tmp_path, monkeypatch):
+    """Installed in a user's project (its .venv inside the user's git repository), the results recorded the
+    user's commit as the library's."""
+    import subprocess
+
+    monkeypatch.delenv("MESH_DECODER_GIT_COMMIT", raising=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    git = ["git", "-C", str(project), "-c", "user.name=u", "-c", "user.email=u@e"]
+    if subprocess.run([*git, "init", "-q"]).returncode != 0:
+        pytest.skip("git is not available")
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "mine"], check=True)
+    installed = project / ".venv" / "lib" / "site-packages" / "mesh_decoder" / "bench"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(report, "__file__", str(installed / "report.py"))
+    assert report.git_commit() is None
+    assert report.git_commit(project) is not None  # a path given is that repository's
+
+
+def test_without_the_repository_the_default_run_leaves_the_reference_out(tmp_path, monkeypatch, capsys):
+    """From an installed wheel (no benchmarks/ beside the package) the default `mesh-decoder bench` failed;
+    and a `benchmarks` package of the user's own was imported in its place."""
+    missing = tmp_path / "no-checkout" / "benchmarks" / "reference" / "decoder.py"
+    monkeypatch.setattr(harness, "reference_path", lambda: missing)
+    monkeypatch.delitem(sys.modules, "mesh_decoder_bench_reference", raising=False)
+    theirs = tmp_path / "their_project" / "benchmarks" / "reference"
+    theirs.mkdir(parents=True)
+    for folder in (theirs.parent, theirs):
+        (folder / "__init__.py").write_text("")
+    (theirs / "decoder.py").write_text("raise RuntimeError('their code ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "their_project"))
+    with pytest.raises(ImportError, match=r"the reference decoder is part of the repository, not of the installed "
+                                          r"package .*leave 'reference' out of --decoders"):
+        harness.load_reference_module()
+    ran = []
+    monkeypatch.setattr(harness, "run_benchmark", lambda specs, options: ran.append([s.name for s in specs]) or
+                        {"rows": []})
+    assert harness.main(["--quick", "--vertices", "1000", "--texture-size", "0", "--output-dir", str(tmp_path),
+                         "--no-progress", "--no-plot"]) == 0
+    assert ran and "reference" not in ran[0] and "spiralnet++-coma" in ran[0]
+    assert "warning: no reference decoder here" in capsys.readouterr().err
