@@ -290,6 +290,26 @@ def _collapse_once(openmesh, vertices, faces, current, target, deviation, aspect
     return new_current, new_faces
 
 
+def _where_flipped(faces: np.ndarray, flipped: np.ndarray, num_vertices: int) -> str:
+    """For a mesh of several components, which ones the ``(K, 3)`` flipped coarse faces (fine indices) lie on:
+    a user then knows whether the face or an eyeball stops the decimation. Empty for one component."""
+    if flipped.size == 0:
+        return ""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    e = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)  # (3F, 2)
+    count, labels = connected_components(coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])),
+                                                    shape=(num_vertices, num_vertices)), directed=False)
+    if count < 2:
+        return ""
+    sizes = np.bincount(labels, minlength=count)
+    on = np.unique(labels[flipped[:, 0]])
+    parts = ", ".join(f"{int(c)} ({int(sizes[c])} vertices)" for c in on[:3])
+    return (f"; the flipped faces lie on component{'s' if on.size > 1 else ''} {parts} of the mesh's {count} "
+            f"(components numbered by their lowest vertex)")
+
+
 def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *, check: bool = True) -> Decimation:
     """Decimate a triangle mesh to exactly ``num_vertices`` vertices.
 
@@ -344,6 +364,7 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
     half = float((high / 2 - low / 2).max())  # halves first: no overflow near the float64 limit
     work = (vertices - (low / 2 + high / 2)) / (half if half > 0 else 1.0)
     failures = []
+    last_flipped = np.zeros((0, 3), dtype=np.int64)  # the last checked setting's flipped coarse faces
     for deviation in _NORMAL_DEVIATIONS:
         current, cur_faces = np.arange(V, dtype=np.int64), faces
         for aspect_ratio in _ASPECT_RATIO_STAGES:
@@ -359,6 +380,7 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
             )
             break  # a stricter limit only stops earlier
         flipped = flipped_faces(work, faces, cur_faces)  # both tests are scale-free: `work` keeps them in range
+        last_flipped = cur_faces[flipped]
         degenerate = degenerate_faces(work, cur_faces)
         if flipped.size == 0 and degenerate.size == 0:
             break
@@ -376,7 +398,8 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
                      "move their vertices apart or remove those faces")
         else:
             cause = ("the mesh's topology (components, holes, genus) or its coarseness limits the "
-                     "simplification: use smaller factors or fewer levels")
+                     f"simplification{_where_flipped(faces, last_flipped, V)}: use smaller factors or fewer "
+                     "levels")
         raise HierarchyError(
             f"cannot decimate {V} -> {num_vertices} vertices without flipped or degenerate faces "
             f"({'; '.join(failures)}); {cause}"

@@ -329,3 +329,21 @@ def test_module_imports_without_openmesh():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["[5023, 1256, 314]", "ImportError True"]
+
+
+def test_a_failed_decimation_names_the_component_its_flipped_faces_lie_on():
+    """A face with separate eyeballs failed to decimate with 'the mesh's topology (components, ...)': the user
+    could not tell whether the face or an eyeball stopped it."""
+    from mesh_decoder.hierarchy.decimate import _where_flipped
+    from mesh_decoder.mesh.templates import face_template, icosphere
+
+    face, eye = face_template(500), icosphere(1)
+    faces = np.vstack([face.faces, eye.faces + face.num_vertices])
+    V = face.num_vertices + eye.num_vertices
+    on_eye = faces[face.num_faces:][:2]  # two faces of the eyeball
+    assert _where_flipped(faces, on_eye, V) == (f"; the flipped faces lie on component 1 ({eye.num_vertices} vertices) "
+                                               "of the mesh's 2 (components numbered by their lowest vertex)")
+    both = np.vstack([faces[:1], on_eye])
+    assert "components 0 (500 vertices), 1 (" in _where_flipped(faces, both, V)
+    assert _where_flipped(face.faces, face.faces[:1], face.num_vertices) == ""  # one component: nothing to say
+    assert _where_flipped(faces, np.zeros((0, 3), dtype=np.int64), V) == ""
