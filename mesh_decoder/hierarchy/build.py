@@ -90,7 +90,8 @@ MAX_TEXTURE_SIZE = MAX_MAP_SIZE
 
 
 def _normalise_texture_size(texture_size) -> list[int] | None:
-    if texture_size is None:
+    if texture_size is None or (isinstance(texture_size, numbers.Integral) and not isinstance(texture_size, bool)
+                                and texture_size == 0):  # 0: none, as the commands and configs say it
         return None
     if isinstance(texture_size, numbers.Integral) and not isinstance(texture_size, bool):
         texture_size = (texture_size, texture_size)
@@ -130,7 +131,7 @@ def build_hierarchy(
             int for all, default ``9``.
         dilations: spiral dilation per level or one int for all, default ``1``.
         texture_size: UV texel map size of the template, ``S`` or ``(H, W)``;
-            ``None`` for no texel map. Default ``256``; at most :data:`MAX_TEXTURE_SIZE`
+            ``None`` (or ``0``, as the commands and configs write it) for no texel map. Default ``256``; at most :data:`MAX_TEXTURE_SIZE`
             (8192) per side. A template without UVs gets
             automatic ones (:func:`mesh_decoder.mesh.uv.ensure_uv`).
         cache_dir: ``None`` (default, no cache), ``True`` (``$MESH_DECODER_CACHE`` or

@@ -1345,6 +1345,17 @@ def _test_summary(result: TrainResult) -> str:
             f"({unit}){color}{at}")
 
 
+def _planned_epochs(path: str) -> int | None:
+    """``training.epochs`` of the checkpoint at ``path``, or ``None`` (no readable checkpoint: train says why)."""
+    from .checkpoint import CheckpointError, read_checkpoint_meta
+
+    try:
+        epochs = read_checkpoint_meta(path)["config"]["training"]["epochs"]
+    except (OSError, CheckpointError, KeyError, TypeError):
+        return None
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
+
+
 def run_train(args) -> int:
     """Run ``mesh-decoder train``. Returns 0 when done, 130 when interrupted (the checkpoint is saved)."""
     out = args.output_dir
@@ -1354,6 +1365,12 @@ def run_train(args) -> int:
     config = load_config(args.config)
     if args.epochs is not None:
         config = config.replace(training={"epochs": args.epochs})
+    elif args.resume:  # the epochs the run was started with (--epochs then) unless the file asks for more
+        planned = _planned_epochs(os.path.join(out, CHECKPOINT_NAME))
+        if planned is not None and planned > config.training.epochs:
+            print(f"resuming to the {planned} epochs the run was started with (the config file says "
+                  f"{config.training.epochs}; --epochs N sets another count)", file=sys.stderr)
+            config = config.replace(training={"epochs": planned})
     result = train(config, out, resume=args.resume, progress=not args.quiet and is_terminal(sys.stderr))
     if result.up_to_date:
         n = result.epochs_completed

@@ -464,3 +464,11 @@ def test_an_unwritable_cache_names_its_file_once(small, tmp_path):
         build_hierarchy(small, factors=(2,), texture_size=None, cache_dir=blocker / "cache")
     text = str(caught[0].message)
     assert text.count(str(blocker / "cache")) == 1, text
+
+
+def test_texture_size_zero_means_none_as_on_the_command_line(small):
+    """hierarchy --texture-size 0 and a config's texture_size: 0 mean no texel map; build_hierarchy refused 0."""
+    h = build_hierarchy(small, factors=(2,), texture_size=0)
+    assert h.texel_map is None and h.meta["texture_size"] is None
+    with pytest.raises(ValueError, match=r"texture_size: expected positive sizes, got \(0, 16\)"):
+        build_hierarchy(small, factors=(2,), texture_size=(0, 16))

@@ -1063,3 +1063,21 @@ def test_the_model_file_records_the_threads_the_run_timed_on(tmp_path, tiny_conf
     finally:
         torch.set_num_threads(before)
     assert read_model_meta(tmp_path / "model.safetensors")["extra_meta"]["threads"] == 1
+
+
+def test_resume_from_the_command_line_keeps_the_epochs_the_run_was_started_with(tmp_path, tiny_config, capsys):
+    """A run started with --epochs 30 and stopped was resumed with plain --resume to the config file's 5 epochs:
+    it finished early and wrote its model, without a word."""
+    import yaml
+
+    from mesh_decoder.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(training={"epochs": 1})))  # the file: 1 epoch
+    run = tmp_path / "run"
+    stopped = train(tiny_config(training={"epochs": 3}), run, progress=False, callback=_interrupt_at(2, "raise"))
+    assert stopped.interrupted  # as `train c.yaml --epochs 3` stopped at step 2
+    assert main(["train", str(path), "-o", str(run), "--resume", "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "resuming to the 3 epochs the run was started with (the config file says 1" in out.err
+    assert read_checkpoint_meta(run / CHECKPOINT_NAME)["epoch"] == 3 and "trained 3 epochs" in out.out
