@@ -14,6 +14,16 @@ from typing import IO, Any, Iterator, Mapping
 __all__ = ["atomic_write", "write_json"]
 
 
+def _kind(path: str) -> str:
+    """What a path that is neither a regular file nor a directory is."""
+    mode = os.stat(path).st_mode
+    for test, kind in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "no regular file"
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None = None) -> Iterator[IO]:
     """Open a temporary file next to ``path``; on success rename it over ``path``.
@@ -27,7 +37,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
     An existing file keeps its permission bits; a new one gets ``0o666 & ~umask``.
 
     Raises:
-        OutputPathError: ``path`` is a directory, or one of its parents is a file
+        OutputPathError: ``path`` is a directory or another non-regular file (a device such as
+            ``/dev/null``, a FIFO, a socket: renaming over it would replace it), or one of its parents is a file
             (an ``OSError`` and a ``ValueError`` naming ``path``); nothing is created.
         OSError: creating, writing or renaming the temporary file failed (a read-only
             folder, a full disk); its ``filename`` is ``path`` as given, not the
@@ -39,6 +50,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
     path = os.path.realpath(given)
     if os.path.isdir(path):
         raise OutputPathError(errno.EISDIR, "expected a file path, found a directory", given)
+    if os.path.exists(path) and not os.path.isfile(path):  # renaming over it would replace a device or a FIFO
+        raise OutputPathError(errno.EINVAL, f"expected a regular file path, found {_kind(path)}", given)
     directory = os.path.dirname(path)
     existing = directory
     while not os.path.lexists(existing):

@@ -240,6 +240,11 @@ def check_output_path(path: str | os.PathLike, name: str, *, directory: bool = F
     if os.path.exists(full) and os.path.isdir(full) != directory:
         found = "a directory" if os.path.isdir(full) else "an existing file"
         raise ValueError(f"{name} {path}: expected {wanted}, found {found}")
+    if not directory and os.path.exists(full) and not os.path.isfile(full):  # a device, FIFO or socket
+        from ._atomic import _kind
+
+        raise ValueError(f"{name} {path}: expected a regular file path, found {_kind(full)} (writing replaces the "
+                         "file at the path)")
     existing = full if directory else os.path.dirname(full)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)

@@ -147,3 +147,23 @@ def test_an_error_without_an_errno_keeps_its_message(tmp_path):
             handle.write(_payload())
             raise OSError("disk full")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_fifo_or_device_at_the_path_is_never_replaced(tmp_path):
+    """Writing to /dev/null (or a FIFO) renamed the temporary file over it: as root, /dev/null became a file."""
+    import os
+
+    from mesh_decoder._atomic import atomic_write
+    from mesh_decoder._checks import check_output_path
+    from mesh_decoder.errors import OutputPathError
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputPathError, match=r"expected a regular file path, found a named pipe \(FIFO\)"):
+        with atomic_write(fifo) as handle:
+            handle.write(b"x")
+    assert fifo.is_fifo() and [p.name for p in tmp_path.iterdir()] == ["pipe"]
+    with pytest.raises(ValueError, match=r"-o pipe .*: expected a regular file path, found a named pipe"):
+        check_output_path(fifo, "-o pipe")
+    with pytest.raises(ValueError, match=r"expected a regular file path, found a character device"):
+        check_output_path("/dev/null", "-o")

@@ -194,6 +194,9 @@ def _rows(matrix: Any, name: str, shape: tuple[int, int]):
 
     matrix = _unwrap(matrix)
     if isinstance(matrix, torch.Tensor):
+        if matrix.is_meta or matrix.is_complex():
+            raise TypeError(f"{name}: expected a real tensor with values, got "
+                            f"{'a meta tensor' if matrix.is_meta else matrix.dtype}")
         t = matrix.detach().cpu()
         if t.layout != torch.strided:
             t = t.to_sparse_coo().coalesce()
@@ -202,6 +205,8 @@ def _rows(matrix: Any, name: str, shape: tuple[int, int]):
         else:
             matrix = t.double().numpy()
     if isinstance(matrix, np.ndarray):
+        if np.issubdtype(matrix.dtype, np.complexfloating):
+            raise TypeError(f"{name}: expected real entries, got complex ({matrix.dtype})")
         if matrix.ndim != 2 or not (np.issubdtype(matrix.dtype, np.number) or matrix.dtype == bool):
             raise TypeError(f"{name}: expected a 2-D numeric matrix, got an array of shape {matrix.shape} "
                             f"and dtype {matrix.dtype}")
@@ -212,8 +217,10 @@ def _rows(matrix: Any, name: str, shape: tuple[int, int]):
     if tuple(matrix.shape) != shape:
         flipped = " (transposed? expected rows, then columns)" if tuple(matrix.shape) == shape[::-1] else ""
         raise HierarchyError(f"{name}: expected shape {shape}, got {tuple(matrix.shape)}{flipped}")
-    m = sp.csr_array(matrix, dtype=np.float64)
-    m.sum_duplicates()
+    if np.issubdtype(matrix.dtype, np.complexfloating):
+        raise TypeError(f"{name}: expected real entries, got complex ({matrix.dtype})")
+    m = sp.csr_array(matrix, dtype=np.float64, copy=True)  # a copy: the in-place clean-up below must not change
+    m.sum_duplicates()  # the caller's matrix (a CSR of float64 was shared, and left inconsistent)
     m.eliminate_zeros()
     if not np.isfinite(m.data).all():
         raise HierarchyError(f"{name}: expected finite entries, got {m.data[~np.isfinite(m.data)][0]}")
@@ -264,7 +271,7 @@ def _barycentric(matrix: Any, name: str, fine: int, coarse: int, renormalize: bo
         raise HierarchyError(f"{name}: expected 1 to 3 entries per row (barycentric coordinates on a coarse face), "
                              f"got {int(count[row])} in row {row}")
     rows_of = np.repeat(np.arange(fine), count)  # (nnz,) row of each entry
-    tol = _RESCALE_TOL if renormalize else _ATOL
+    tol = (_RESCALE_TOL if renormalize else _ATOL) * (1 + 1e-9)  # the stated limits themselves pass
     if (m.data < -tol).any():
         k = int(np.argmin(m.data))
         raise HierarchyError(f"{name}: expected non-negative weights, got {m.data[k]:.9g} in row {rows_of[k]}")
@@ -276,7 +283,7 @@ def _barycentric(matrix: Any, name: str, fine: int, coarse: int, renormalize: bo
         allowed = "" if renormalize else " (renormalize=True rescales rows within 5 % of 1)"
         raise HierarchyError(f"{name}: expected each row's weights to sum to 1, got {sums[row]:.9g} in row "
                              f"{row}{allowed}")
-    changed = off > _ATOL  # (fine,) rows rescaled, or with a negative weight clipped
+    changed = off > _ATOL * (1 + 1e-9)  # (fine,) rows rescaled, or with a negative weight clipped
     changed[rows_of[m.data < -_ATOL]] = True
     note = ""
     if changed.any():
@@ -357,6 +364,8 @@ def _check_geometry(index: np.ndarray, weight: np.ndarray, fine_v: np.ndarray, f
 
 def _faces(value: Any, name: str, num_vertices: int) -> np.ndarray:
     """``(F, 3)`` int64 faces into ``num_vertices`` vertices."""
+    if isinstance(value, torch.Tensor) and value.is_meta:
+        raise TypeError(f"{name}: expected faces with values, got a meta tensor")
     f = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     if f.ndim != 2 or f.shape[1] != 3 or f.shape[0] == 0:
         raise HierarchyError(f"{name}: expected an (F, 3) array of triangles, got shape {f.shape}")

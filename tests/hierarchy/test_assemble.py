@@ -227,3 +227,27 @@ def test_migrants_layouts_and_slips(template, built, tmp_path):
                                              r"miss: down\[0\]'s row order and up\[0\]'s column order differ\?"):
         hierarchy_from_matrices(template, D, [moved, U[1]], F)
     assert kept0.size == 300
+
+
+def test_the_callers_matrices_are_left_as_they_were_and_odd_kinds_refused(template, built):
+    """The clean-up of duplicates and stored zeros ran in place on a float64 CSR the caller passed, leaving it
+    inconsistent (indptr against data); complex and meta inputs were taken or failed deep in numpy or torch."""
+    D, U, F = coma_matrices(built)
+    u = sp.csr_matrix(U[0])
+    rows, cols = np.repeat(np.arange(600), np.diff(u.indptr)), u.indices
+    extra_rows = np.arange(0, 600, 7)
+    extra_cols = (u.indices[u.indptr[extra_rows]] + 1) % 300
+    mine = sp.csr_matrix((np.concatenate([u.data, np.zeros(extra_rows.size)]),  # stored zeros beside the weights
+                          (np.concatenate([rows, extra_rows]), np.concatenate([cols, extra_cols]))), shape=u.shape)
+    assert mine.nnz > u.nnz
+    with_zeros = sp.csr_matrix((mine.data.copy(), mine.indices.copy(), mine.indptr.copy()), shape=u.shape)
+    before = (with_zeros.indptr.copy(), with_zeros.indices.copy(), with_zeros.data.copy())
+    hierarchy_from_matrices(template, D, [with_zeros, U[1]], F)
+    after = (with_zeros.indptr, with_zeros.indices, with_zeros.data)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after)) and with_zeros.nnz == mine.nnz
+    for bad, match in ((D[0].astype(np.complex128), r"down\[0\]: expected real entries, got complex"),
+                       (D[0].toarray().astype(np.complex64), r"down\[0\]: expected real entries, got complex"),
+                       (torch.empty(300, 600, device="meta"), r"down\[0\]: expected a real tensor with values, got "
+                                                           r"a meta tensor")):
+        with pytest.raises(TypeError, match=match):
+            hierarchy_from_matrices(template, [bad, D[1]], U, F)
