@@ -808,11 +808,20 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         self._build_spiral_convs(spirals, dilations)
         # Inference: each (up-sampling, convolution) pair as one projection + gather.
         self.fused = nn.ModuleList(UpSpiralConv(up, conv) for up, conv in zip(self.ups, self.convs))
+        self._fused_sources = self._sources()
         self.register_load_state_dict_post_hook(after_load("_refresh_fused"))
+
+    def _sources(self) -> tuple[tuple[int, int], ...]:
+        """Where the fused gathers' inputs live and their version counters: the up-sampling indices and
+        weights and the spirals. An optimiser step on a trainable up-sampling weight, a new tensor put in
+        its place or a move to another device changes them (an edit through ``.data`` does not)."""
+        return tuple((t.data_ptr(), t._version) for up, conv in zip(self.ups, self.convs)
+                     for t in (up.index, up.weight, conv.indices))
 
     def _refresh_fused(self) -> None:
         for fused, up, conv in zip(self.fused, self.ups, self.convs):
             fused.refresh(up, conv)
+        self._fused_sources = self._sources()
 
     def _blocks(self, x: torch.Tensor) -> torch.Tensor:
         """Without autograd, each block runs fused (:class:`~mesh_decoder.nn.UpSpiralConv`):
@@ -820,6 +829,8 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         gather up-samples and sums the spirals. Otherwise up-sample, then convolve."""
         if not inference_fast_path(x, *self.parameters(), *self.buffers()):
             return super()._blocks(x)
+        if not torch.compiler.is_compiling() and self._sources() != self._fused_sources:
+            self._refresh_fused()  # up-sampling weights trained or replaced since the gathers were made
         fused_act = "elu" if self.activation == "elu" else None  # applied inside the gather
         for fused, conv in zip(self.fused, self.convs):
             x = fused(x, conv.linear.weight, conv.linear.bias, fused_act)  # (B, V_l, c_l)
