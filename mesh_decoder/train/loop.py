@@ -567,8 +567,8 @@ class TrainResult:
 # ================================================================= Ctrl-C
 class _StopFlag:
     """SIGINT (Ctrl-C) or SIGTERM (what batch schedulers send before they kill a job) sets a flag read at
-    the next step boundary, so a checkpoint never holds a half-done step; a second one raises
-    ``KeyboardInterrupt`` at once.
+    the next step boundary, so a checkpoint never holds a half-done step; a second Ctrl-C raises
+    ``KeyboardInterrupt`` at once, a second SIGTERM changes nothing (schedulers may send it twice).
 
     Each handler is installed only in the main thread and over the default disposition (Python's
     ``default_int_handler`` for SIGINT, ``SIG_DFL`` for SIGTERM): a caller's own handler is kept."""
@@ -579,9 +579,9 @@ class _StopFlag:
         self.requested = False
 
     def _handler(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested = True  # a repeated SIGTERM (a scheduler signalling the group, then the process) waits
 
     @contextlib.contextmanager
     def installed(self) -> Iterator["_StopFlag"]:
@@ -769,6 +769,16 @@ def _run_lock(out: str) -> Iterator[None]:
             raise TrainingError(f"{out}: another train is running in this folder"
                                 f"{f' (process {holder})' if holder.isdigit() else ''}; wait for it to end, or "
                                 "choose another folder; nothing was changed") from None
+        except OSError as exc:  # a file system without flock (some network mounts): run unlocked, as without fcntl
+            os.close(fd)
+            _remove_made(out, False, path)
+            warnings.warn(f"{out}: this file system cannot lock the run folder ({exc.strerror}); another train "
+                          "into it at the same time would not be refused", RuntimeWarning, stacklevel=3)
+            try:
+                yield
+            finally:
+                _remove_made(out, created, None)
+            return
         try:  # the file may have been removed by the holder that just ended: lock the one at the path
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
@@ -785,7 +795,17 @@ def _run_lock(out: str) -> Iterator[None]:
             os.unlink(path)
         finally:
             os.close(fd)
-            if created and not os.listdir(out):
+            _remove_made(out, created, None)
+
+
+def _remove_made(out: str, created: bool, lock: str | None) -> None:
+    """Remove the lock file ``lock`` (if given), and ``out`` if this run created it and left it empty."""
+    if lock is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+    if created:
+        with contextlib.suppress(OSError):
+            if not os.listdir(out):
                 os.rmdir(out)
 
 

@@ -1081,3 +1081,38 @@ def test_resume_from_the_command_line_keeps_the_epochs_the_run_was_started_with(
     out = capsys.readouterr()
     assert "resuming to the 3 epochs the run was started with (the config file says 1" in out.err
     assert read_checkpoint_meta(run / CHECKPOINT_NAME)["epoch"] == 3 and "trained 3 epochs" in out.out
+
+
+def test_a_second_sigterm_does_not_skip_the_checkpoint(tmp_path, tiny_config):
+    """Two SIGTERMs close together (a scheduler signalling the process group and then the process) raised
+    KeyboardInterrupt at the second, and the steps since the last checkpoint were lost."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("SIGTERM has a handler of the test runner's here; train keeps it")
+
+    def twice(info):
+        if info.step == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped = train(tiny_config(training={"epochs": 3}), tmp_path, progress=False, callback=twice)
+    assert stopped.interrupted and stopped.step == 6
+    meta = read_checkpoint_meta(tmp_path / CHECKPOINT_NAME)
+    assert meta["status"] == "interrupted" and meta["step"] == 6
+
+
+def test_a_file_system_without_locks_trains_unlocked_with_a_warning(tmp_path, tiny_config, monkeypatch):
+    """flock failing with ENOSYS (some network mounts) ended every train with a bare OSError, leaking the lock
+    file's descriptor and leaving the lock file and the new folder behind."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    open_before = len(os.listdir("/proc/self/fd"))
+    with pytest.warns(RuntimeWarning, match=r"this file system cannot lock the run folder \(Function not "
+                                            r"implemented\)"):
+        result = train(tiny_config(training={"epochs": 1}), tmp_path / "run", progress=False)
+    assert result.epochs_completed == 1 and not (tmp_path / "run" / loop.LOCK_NAME).exists()
+    assert len(os.listdir("/proc/self/fd")) == open_before
