@@ -1098,6 +1098,12 @@ def test_a_second_sigterm_does_not_skip_the_checkpoint(tmp_path, tiny_config):
     assert stopped.interrupted and stopped.step == 6
     meta = read_checkpoint_meta(tmp_path / CHECKPOINT_NAME)
     assert meta["status"] == "interrupted" and meta["step"] == 6
+    flag = loop._StopFlag()  # a second SIGTERM arriving mid-step, or while the checkpoint is written
+    flag._handler(signal.SIGTERM, None)
+    flag._handler(signal.SIGTERM, None)
+    assert flag.requested
+    with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C still stops at once
+        flag._handler(signal.SIGINT, None)
 
 
 def test_a_file_system_without_locks_trains_unlocked_with_a_warning(tmp_path, tiny_config, monkeypatch):
