@@ -714,8 +714,8 @@ def _add_export(sub) -> None:
                    help="also write the template (.obj or .ply, with its UVs): the faces the decoded vertices "
                         "index into (default: none)")
     p.add_argument("--opset", type=int_argument(7), default=None,
-                   help="ONNX opset (default: the exporter's; one the torch.export-based exporter cannot write, "
-                        "13 for one, the TorchScript exporter writes)")
+                   help="ONNX opset (default: the exporter's, 18 or later; an older one, such as 13, is written by "
+                        "the TorchScript exporter)")
     p.add_argument("--static-batch", type=int_argument(1), default=None, metavar="B",
                    help="a fixed batch size B instead of a dynamic one (default: dynamic)")
     p.set_defaults(func=_run_export)

@@ -293,7 +293,9 @@ def _parse_header(path, blob: bytes) -> tuple[dict, int]:
         raise _fail(path, f"truncated or not a model file: {len(blob)} bytes, expected an 8-byte "
                           "safetensors header length and a header")
     (size,) = struct.unpack("<Q", blob[:8])
-    kind = _other_format(blob)  # asked only once the header fails: a header length can begin like a magic
+    # asked only once the header fails, and not when a JSON header begins: a truncated safetensors file's
+    # header length can begin like a magic (0x80 or 0x08 for 1 file in 16)
+    kind = _other_format(blob) if blob[8:9] != b"{" else None
     if size > _MAX_HEADER or 8 + size > len(blob):
         if kind is not None:  # what the file is, not a header length read from its first bytes
             raise _fail(path, f"not a safetensors model file: it looks like {kind}")

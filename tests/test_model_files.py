@@ -540,3 +540,24 @@ def test_a_compiled_module_is_refused_naming_the_module_it_wraps(tmp_path):
         save_model(torch.compile(model), tmp_path / "m.safetensors")
     save_model(torch.compile(model)._orig_mod, tmp_path / "m.safetensors")
     assert (tmp_path / "m.safetensors").exists()
+
+
+def test_a_file_of_another_format_is_named_and_a_truncated_one_is_not_mistaken(tmp_path):
+    """A saved hierarchy given as a model said 'header of 193340853072 bytes announced'; a truncated model whose
+    header length begins with 0x80 must not be called a pickle."""
+    import struct
+
+    import numpy as np
+
+    from mesh_decoder.errors import ModelFileError
+    from mesh_decoder.model_files import read_model_meta
+
+    np.savez(tmp_path / "h.npz", a=np.arange(3))
+    with pytest.raises(ModelFileError, match=r"h\.npz: not a safetensors model file: it looks like a zip archive"):
+        read_model_meta(tmp_path / "h.npz")
+    for size in (128, 264):  # first byte 0x80 (a pickle's), then 0x08 (an ONNX file's)
+        cut = tmp_path / f"cut{size}.safetensors"
+        cut.write_bytes(struct.pack("<Q", size) + b'{"__metadata__": {"mesh')
+        with pytest.raises(ModelFileError, match=rf"cut{size}\.safetensors: truncated or not a model file: header of "
+                                                 rf"{size} bytes announced"):
+            read_model_meta(cut)

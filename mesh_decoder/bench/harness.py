@@ -275,7 +275,11 @@ def load_reference_module():
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:  # not half-loaded for the next call
+        sys.modules.pop(name, None)
+        raise
     register_cost(module.ReferenceSpiralConv, spiral_conv_cost)
     register_cost(module.ReferenceUpSample, coo_upsample_cost)
     return module

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import numbers
 import json
 import logging
 import math
@@ -48,11 +49,10 @@ def require_onnx(*modules: str) -> None:
 
 def _latent_size(decoder: nn.Module) -> int:
     size = getattr(decoder, "latent_size", None)
-    if isinstance(size, int) and size > 0:
-        return size
-    raise ValueError(
-        f"decoder: expected a decoder with an integer 'latent_size' attribute, got {type(decoder).__name__}"
-    )
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool) and size > 0:
+        return int(size)
+    raise ValueError(f"decoder: expected a decoder with a positive integer 'latent_size' attribute, got "
+                     f"{type(decoder).__name__} with latent_size {size!r}")
 
 
 def onnx_output_names(output: object) -> list[str]:
@@ -118,6 +118,9 @@ class VertexColorSplit(nn.Module):
 
     def __init__(self, decoder: nn.Module) -> None:
         super().__init__()
+        if getattr(decoder, "out_channels", None) != 6:
+            raise ValueError(f"decoder: expected one of 6 output channels (xyz then rgb), got "
+                             f"{type(decoder).__name__} with {getattr(decoder, 'out_channels', None)}")
         self.decoder = decoder
         self.latent_size = int(decoder.latent_size)
 
@@ -126,6 +129,10 @@ class VertexColorSplit(nn.Module):
 
         out = self.decoder(z)  # (B, V, 6)
         return JointOutput(out[..., :3], None, out[..., 3:6], None)
+
+
+#: The metadata keys :func:`export_onnx` writes from the exported module itself.
+_OWN_KEYS = ("mesh_decoder.version", "mesh_decoder.class", "mesh_decoder.latent_size", "mesh_decoder.outputs")
 
 
 def export_onnx(
@@ -181,8 +188,12 @@ def export_onnx(
         ValueError: ``decoder`` has no integer ``latent_size``, or a bad ``batch_size`` or ``opset_version``.
         RuntimeError: every exporter failed (each one's error is listed).
     """
+    from ..nn.autoencoder import MeshAutoencoder
     from ..nn.encoders import GraphEncoder
 
+    if isinstance(decoder, MeshAutoencoder):
+        raise TypeError("decoder: expected a decoder, got a MeshAutoencoder (it maps meshes to meshes): pass its "
+                        ".decoder")
     if not isinstance(decoder, nn.Module) or isinstance(decoder, GraphEncoder):
         raise TypeError(f"decoder: expected a torch.nn.Module decoder (e.g. a SpiralDecoder or a PCAModel), "
                         f"got {type(decoder).__name__}")
@@ -194,6 +205,10 @@ def export_onnx(
     if metadata is not None and not (isinstance(metadata, Mapping) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
         raise TypeError(f"metadata: expected None or a mapping of str keys to str values, got {metadata!r:.80}")
+    reserved = sorted(set(metadata or ()) & set(_OWN_KEYS))
+    if reserved:  # they describe the file itself: another value would contradict it
+        raise ValueError(f"metadata: expected none of the keys the export writes itself ({', '.join(_OWN_KEYS)}), "
+                         f"got {', '.join(reserved)}")
     check_output_path(path, "path")  # before the export: a folder there failed after it, naming a temporary file
     import copy
 
@@ -343,7 +358,11 @@ class OnnxRunner:
             providers: Sequence = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own classes subclass Exception alone
+            raise ValueError(f"{path}: not an ONNX model ONNX Runtime can load "
+                             f"({' '.join(str(exc).split())[:200]})") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -354,6 +373,11 @@ class OnnxRunner:
             z = torch.from_numpy(np.asarray(z))
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"z: expected a (B, Z) torch tensor or numpy array, got {type(z).__name__}")
+        if z.is_meta or z.is_complex() or not (z.is_floating_point() or z.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"z: expected real latents, got {'a meta tensor' if z.is_meta else z.dtype}")
+        width = self.session.get_inputs()[0].shape[1]
+        if z.dim() != 2 or (isinstance(width, int) and z.shape[1] != width):
+            raise ValueError(f"z: expected shape (B, {width}), got {tuple(z.shape)}")
         z_np = z.detach().to("cpu", torch.float32).contiguous().numpy()  # (B, Z)
         outputs = self.session.run(None, {self.input_name: z_np})
         return [torch.from_numpy(o) for o in outputs]

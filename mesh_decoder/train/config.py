@@ -259,6 +259,10 @@ class TrainConfig:
         d["model"].update(decoder=self.decoder_kind, encoder=self.encoder_kind, latent_size=self.latent_size,
                           channels=self.channels, K=self.K)
         d["hierarchy"].update(factors=[float(f) for f in self.factors], texture_size=self.texture_size or 0)
+        for key in ("spiral_length", "dilation"):  # one value for every level, written once or per level
+            value = d["hierarchy"][key]
+            if isinstance(value, list) and value and all(v == value[0] for v in value):
+                d["hierarchy"][key] = value[0]
         return d
 
     def replace(self, **changes: Mapping[str, Any]) -> "TrainConfig":

@@ -413,11 +413,12 @@ def _saved_hierarchy(config: TrainConfig, template: Mesh, source: str) -> MeshHi
                      f"{hierarchy.num_levels} levels (sizes {sizes}"
                      + (f", factors {_factors_text(built)})" if built is not None else ")"))
     if built is None and level_sizes(sizes[0], tuple(factors)) != sizes:  # assembled elsewhere: its sizes say
-        ratios = [sizes[l] / sizes[l + 1] for l in range(len(sizes) - 1)]
+        # each ratio rounded up at the 4th digit, which still gives its level (rounded down it gave one more)
+        ratios = [math.ceil(sizes[l] / sizes[l + 1] * 1e3) / 1e3 for l in range(len(sizes) - 1)]
         raise _error(config.source, "hierarchy.factors",
                      f"{_factors_text(factors)}: expected factors that give {path}'s level sizes {sizes} "
                      f"(V_l+1 = ceil(V_l / factor_l)), got ones that give {level_sizes(sizes[0], tuple(factors))}; "
-                     f"its sizes' ratios are {_factors_text([float(f'{r:.4g}') for r in ratios])}")
+                     f"factors {_factors_text(ratios)} give them")
     return hierarchy
 
 

@@ -194,12 +194,15 @@ def test_the_file_records_what_made_it(hierarchy, tmp_path):
 
     joint = JointDecoder(spiral(hierarchy, out_channels=6, seed=6), "mesh", hierarchy.texel_map).eval()
     path = tmp_path / "joint.onnx"
-    export_onnx(joint, path, metadata={"note": "mine", "mesh_decoder.latent_size": "overridden"})
+    export_onnx(joint, path, metadata={"note": "mine"})
     meta = OnnxRunner(path).metadata
     assert meta["mesh_decoder.version"] == mesh_decoder.__version__
     assert meta["mesh_decoder.class"] == "JointDecoder"
     assert json.loads(meta["mesh_decoder.outputs"]) == ["vertices", "texture", "colors", "mask"]
-    assert meta["note"] == "mine" and meta["mesh_decoder.latent_size"] == "overridden"
+    assert meta["note"] == "mine" and meta["mesh_decoder.latent_size"] == "8"
+    with pytest.raises(ValueError, match=r"metadata: expected none of the keys the export writes itself .*got "
+                                         r"mesh_decoder\.latent_size"):  # it overrode the file's own description
+        export_onnx(joint, tmp_path / "x.onnx", metadata={"mesh_decoder.latent_size": "999"})
     with pytest.raises(TypeError, match=r"metadata: expected None or a mapping of str keys to str values"):
         export_onnx(joint, tmp_path / "x.onnx", metadata={"n": 1})
     assert OnnxRunner(export_onnx(joint, tmp_path / "y.onnx") and tmp_path / "y.onnx").metadata[
@@ -244,3 +247,40 @@ def test_rows_that_end_in_error_say_why_on_stderr(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: pca bf16 onnx batch 1: error: ValueError: mode onnx runs the fp32 export only, got dtype bf16" \
         in err, err
+
+
+def test_runner_and_export_errors_are_value_and_type_errors(hierarchy, tmp_path):
+    """ONNX Runtime's own exceptions (InvalidProtobuf, InvalidArgument) came through; a boolean latent_size was
+    exported; an autoencoder failed inside its encoder; VertexColorSplit exported an empty colors output."""
+    from mesh_decoder.bench.onnx_export import VertexColorSplit
+    from mesh_decoder.nn import MeshAutoencoder, SpiralEncoder
+
+    decoder = spiral(hierarchy, seed=9)
+    path = tmp_path / "d.onnx"
+    export_onnx(decoder, path)
+    data = path.read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match=r"cut\.onnx: not an ONNX model ONNX Runtime can load"):
+        OnnxRunner(tmp_path / "cut.onnx")
+    runner = OnnxRunner(path)
+    for bad in (torch.randn(2, 5), torch.randn(8), torch.randn(1, 2, 8)):
+        with pytest.raises(ValueError, match=r"z: expected shape \(B, 8\), got "):
+            runner(bad)
+    with pytest.raises(TypeError, match=r"z: expected real latents, got torch\.complex64"):
+        runner(torch.randn(2, 8, dtype=torch.complex64))
+
+    class Flag(torch.nn.Module):
+        latent_size = True
+
+        def forward(self, z):
+            return z
+
+    with pytest.raises(ValueError, match=r"expected a decoder with a positive integer 'latent_size' attribute, got "
+                                         r"Flag with latent_size True"):
+        export_onnx(Flag(), tmp_path / "f.onnx")
+    autoencoder = MeshAutoencoder(SpiralEncoder.from_hierarchy(hierarchy, latent_size=8, channels=(16, 32)), decoder)
+    with pytest.raises(TypeError, match=r"got a MeshAutoencoder .*pass its \.decoder"):
+        export_onnx(autoencoder, tmp_path / "a.onnx")
+    with pytest.raises(ValueError, match=r"expected one of 6 output channels \(xyz then rgb\), got SpiralDecoder "
+                                         r"with 3"):
+        VertexColorSplit(decoder)

@@ -248,3 +248,12 @@ def test_a_union_of_types_reads_as_a_list():
     """hierarchy.cache_dir: 0 was 'expected true or false or a string'."""
     with pytest.raises(TrainConfigError, match=r"hierarchy\.cache_dir: expected true, false or a string, got 0 \(int\)"):
         TrainConfig.from_dict({"hierarchy": {"cache_dir": 0}})
+
+
+def test_one_spiral_length_written_once_or_per_level_resolves_alike():
+    """Resume refused spiral_length: 9 against [9, 9, 9, 9, 9], the same model."""
+    once = TrainConfig.from_dict({"hierarchy": {"spiral_length": 9, "dilation": 1}}).resolved_dict()
+    each = TrainConfig.from_dict({"hierarchy": {"spiral_length": [9] * 5, "dilation": [1] * 5}}).resolved_dict()
+    assert config_differences(once, each) == []
+    other = TrainConfig.from_dict({"hierarchy": {"spiral_length": [9, 9, 9, 9, 7]}}).resolved_dict()
+    assert config_differences(once, other) == ["hierarchy.spiral_length"]

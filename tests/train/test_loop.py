@@ -995,8 +995,18 @@ def test_training_on_a_hierarchy_assembled_from_coma_matrices(tmp_path, tiny_con
     # its meta holds no factors: the stated ones are checked against its sizes (only the count was)
     with pytest.raises(TrainConfigError, match=r"hierarchy\.factors: \[4, 4\]: expected factors that give .*coma\.npz's "
                                                r"level sizes \[600, 300, 150\] .*got ones that give \[600, 150, 38\]; "
-                                               r"its sizes' ratios are \[2, 2\]"):
+                                               r"factors \[2, 2\] give them"):
         train(tiny_config(hierarchy={"path": str(path), "factors": [4, 4]}), tmp_path / "refused", progress=False)
+    # sizes whose ratio is not round: the factors it names give them (4.04, rounded down, gave one vertex more)
+    odd = build_hierarchy(face_template(501, seed=0), factors=(4,), texture_size=None)  # 501 -> 126
+    odd.meta.pop("factors")  # as an assembled one has none
+    odd_path = save_hierarchy(odd, tmp_path / "odd.npz")
+    config = tiny_config(template={"vertices": 501}, hierarchy={"path": str(odd_path), "factors": [4.5]},
+                         model={"channels": [8]}, training={"epochs": 1})
+    with pytest.raises(TrainConfigError, match=r"factors \[3\.977\] give them"):
+        train(config, tmp_path / "odd_refused", progress=False)
+    config["hierarchy"]["factors"] = [3.977]
+    assert train(config, tmp_path / "odd_run", progress=False).model.decoder.num_vertices == (501, 126)
 
 
 def test_training_on_a_saved_hierarchy_of_ones_own(tmp_path, tiny_config):
