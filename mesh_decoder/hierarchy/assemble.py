@@ -111,8 +111,8 @@ def hierarchy_from_matrices(
                 if len(faces) == L + 1 else "")
         raise HierarchyError(f"expected as many up-sampling matrices and face arrays as down-sampling matrices "
                              f"({L}), got {len(up)} up and {len(faces)} faces{hint}")
-    spiral_lengths = _per_level(spiral_lengths, L + 1, "spiral_lengths")
-    dilations = _per_level(dilations, L + 1, "dilations")
+    spiral_lengths = _per_level(spiral_lengths, L + 1, "spiral_lengths", "len(down) + 1")
+    dilations = _per_level(dilations, L + 1, "dilations", "len(down) + 1")
     tex = _normalise_texture_size(texture_size)
     allow_uv_overlap = check_bool(allow_uv_overlap, "allow_uv_overlap")
     renormalize = check_bool(renormalize, "renormalize")

@@ -67,12 +67,12 @@ def _normalise_factors(factors) -> list[int | float]:
     return out
 
 
-def _per_level(value, num_levels: int, name: str) -> list[int]:
+def _per_level(value, num_levels: int, name: str, counted: str = "len(factors) + 1") -> list[int]:
     values = [value] * num_levels if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise TypeError(f"{name}: expected an int or a sequence of {num_levels} ints, got {type(value).__name__}")
     if len(values) != num_levels:
-        raise ValueError(f"{name}: expected {num_levels} values (one per level, len(factors) + 1), got {len(values)}")
+        raise ValueError(f"{name}: expected {num_levels} values (one per level, {counted}), got {len(values)}")
     out = []
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):

@@ -1081,7 +1081,7 @@ def _files_in_the_way(out: str, config: TrainConfig) -> list[str]:
     path = os.path.join(out, CONFIG_NAME)
     if os.path.lexists(path):
         try:
-            same = load_config(path).to_dict() == config.to_dict()
+            same = load_config(path).resolved_dict() == config.resolved_dict()  # as resume compares them
         except (OSError, ValueError):
             same = False
         if not same:

@@ -251,3 +251,11 @@ def test_the_callers_matrices_are_left_as_they_were_and_odd_kinds_refused(templa
                                                            r"a meta tensor")):
         with pytest.raises(TypeError, match=match):
             hierarchy_from_matrices(template, [bad, D[1]], U, F)
+
+
+def test_per_level_counts_are_stated_in_its_own_terms(template, built):
+    """spiral_lengths of the wrong count said 'len(factors) + 1', an argument hierarchy_from_matrices has not."""
+    D, U, F = coma_matrices(built)
+    with pytest.raises(ValueError, match=r"spiral_lengths: expected 3 values \(one per level, len\(down\) \+ 1\), "
+                                         r"got 2"):
+        hierarchy_from_matrices(template, D, U, F, spiral_lengths=[9, 9])

@@ -1132,3 +1132,18 @@ def test_a_file_system_without_locks_trains_unlocked_with_a_warning(tmp_path, ti
         result = train(tiny_config(training={"epochs": 1}), tmp_path / "run", progress=False)
     assert result.epochs_completed == 1 and not (tmp_path / "run" / loop.LOCK_NAME).exists()
     assert len(os.listdir("/proc/self/fd")) == open_before
+
+
+def test_a_stopped_runs_config_spelled_otherwise_is_the_same_config(tmp_path, tiny_config):
+    """A folder holding the config.yaml of a run stopped before its first checkpoint was refused as 'another
+    config' when the new config left a default out that the old one spelled out (resume compares them resolved)."""
+    from mesh_decoder.train import save_config
+    from mesh_decoder.train.config import TrainConfig
+    from mesh_decoder.train.loop import CONFIG_NAME
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(TrainConfig.from_dict(tiny_config(training={"epochs": 1}, model={"decoder": "spiral"})),
+                run / CONFIG_NAME)
+    result = train(tiny_config(training={"epochs": 1}, model={"decoder": None}), run, progress=False)
+    assert result.epochs_completed == 1
