@@ -812,11 +812,11 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         self.register_load_state_dict_post_hook(after_load("_refresh_fused"))
 
     def _sources(self) -> tuple[tuple[int, int], ...]:
-        """Where the fused gathers' inputs live and their version counters: the up-sampling indices and
-        weights and the spirals. An optimiser step on a trainable up-sampling weight, a new tensor put in
-        its place or a move to another device changes them (an edit through ``.data`` does not)."""
-        return tuple((t.data_ptr(), t._version) for up, conv in zip(self.ups, self.convs)
-                     for t in (up.index, up.weight, conv.indices))
+        """Where the up-sampling weights the fused gathers are made from live, and their version counters:
+        an optimiser step on a trainable one, a new tensor put in its place or a move to another device
+        changes them (an edit through ``.data`` does not). The index buffers change only by loading a
+        state dict, whose hook remakes the gathers. A few microseconds a call."""
+        return tuple((up.weight.data_ptr(), up.weight._version) for up in self.ups)
 
     def _refresh_fused(self) -> None:
         for fused, up, conv in zip(self.fused, self.ups, self.convs):
