@@ -22,14 +22,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .. import __version__
 from .._checks import check_bool
 from ..errors import HierarchyError, MeshValidationError
 from ..mesh.container import Mesh
-from .build import _FLOAT, _check_template, _level, _normalise_texture_size, _per_level, _template_texels
+from .build import _FLOAT, _check_template, _level, _meta, _normalise_texture_size, _per_level, _template_texels
 from .container import MeshHierarchy
 from .decimate import check_manifold
-from .storage import FORMAT_VERSION, check_hierarchy
+from .storage import check_hierarchy
 
 __all__ = ["hierarchy_from_matrices"]
 
@@ -151,19 +150,8 @@ def hierarchy_from_matrices(
         warnings.warn(f"hierarchy_from_matrices: rescaled up-sampling rows to sum to 1: {'; '.join(rescaled)} "
                       "(renormalize=False refuses them)", RuntimeWarning, stacklevel=2)
 
-    meta = {
-        "template_hash": template.content_hash(),
-        "source": "matrices",
-        "sizes": [int(v.shape[0]) for v in vertices],
-        "spiral_lengths": spiral_lengths,
-        "dilations": dilations,
-        "texture_size": tex,
-        "uv_hash": template.uv_hash() if tex is not None else None,
-        "format_version": FORMAT_VERSION,
-        "library_version": __version__,
-    }
-    if allow_uv_overlap and tex is not None:
-        meta["allow_uv_overlap"] = True
+    meta = _meta(template, [int(v.shape[0]) for v in vertices], spiral_lengths, dilations, tex, allow_uv_overlap,
+                 source="matrices")
     levels = [_level(l, v, f, o, spiral_lengths[l], dilations[l], None)
               for l, (v, f, o) in enumerate(zip(vertices, level_faces, original))]
     texels = None if tex is None else _template_texels(template, tex, allow_uv_overlap, None)

@@ -23,7 +23,7 @@ import os
 import time
 import warnings
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -178,21 +178,7 @@ def build_hierarchy(
     with _timed(timings, "validate"):
         _check_template(mesh)
         sizes = level_sizes(mesh.num_vertices, factors)
-    meta = {
-        "template_hash": mesh.content_hash(),
-        "factors": factors,
-        "sizes": sizes,
-        "spiral_lengths": spiral_lengths,
-        "dilations": dilations,
-        "texture_size": tex,
-        # the texel map depends on the template's UVs, which content_hash leaves out;
-        # None: no texel map, or UVs made by automatic_uv (deterministic per library version)
-        "uv_hash": mesh.uv_hash() if tex is not None else None,
-        "format_version": FORMAT_VERSION,
-        "library_version": __version__,
-    }
-    if allow_uv_overlap and tex is not None:  # only then: hierarchies (and cache keys) without it are unchanged
-        meta["allow_uv_overlap"] = True
+    meta = _meta(mesh, sizes, spiral_lengths, dilations, tex, allow_uv_overlap, factors=factors)
     path = None
     if directory is not None:
         path = cache_file(directory, cache_key(meta))
@@ -210,6 +196,28 @@ def build_hierarchy(
                 why = str(err) if str(path) in str(err) else f"{path}: {err}"  # the path once
                 warnings.warn(f"could not write the hierarchy cache file {why}", RuntimeWarning, stacklevel=2)
     return h
+
+
+def _meta(mesh: Mesh, sizes: list[int], spiral_lengths: list[int], dilations: list[int], tex: list[int] | None,
+          allow_uv_overlap: bool, **how: Any) -> dict[str, Any]:
+    """A hierarchy's ``meta``: how it was made (``how``: ``factors``, or ``source``), the template and UV
+    hashes, the sizes and spiral parameters, and the format and library versions."""
+    meta = {
+        "template_hash": mesh.content_hash(),
+        **how,
+        "sizes": sizes,
+        "spiral_lengths": spiral_lengths,
+        "dilations": dilations,
+        "texture_size": tex,
+        # the texel map depends on the template's UVs, which content_hash leaves out;
+        # None: no texel map, or UVs made by automatic_uv (deterministic per library version)
+        "uv_hash": mesh.uv_hash() if tex is not None else None,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+    }
+    if allow_uv_overlap and tex is not None:  # only then: hierarchies (and cache keys) without it are unchanged
+        meta["allow_uv_overlap"] = True
+    return meta
 
 
 def _check_template(mesh: Mesh) -> None:

@@ -709,7 +709,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
     def _chunk_size(self, z: torch.Tensor) -> int:
         """Samples per chunk of a CPU inference decode (the whole batch otherwise)."""
         B = z.shape[0]
-        if z.device.type != "cpu" or not inference_fast_path(z, *self.parameters(), *self.buffers()):
+        if z.device.type != "cpu" or not inference_fast_path(z, module=self):
             return B
         per_sample = 4 * self.num_vertices[0] * max(*self.channels, self.out_channels) * z.element_size()
         return max(1, min(B, DECODE_CHUNK_BYTES // per_sample))
@@ -827,7 +827,7 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         """Without autograd, each block runs fused (:class:`~mesh_decoder.nn.UpSpiralConv`):
         the convolution's weight blocks multiply the coarse level, then one weighted
         gather up-samples and sums the spirals. Otherwise up-sample, then convolve."""
-        if not inference_fast_path(x, *self.parameters(), *self.buffers()):
+        if not inference_fast_path(x, module=self):
             return super()._blocks(x)
         if not torch.compiler.is_compiling() and self._sources() != self._fused_sources:
             self._refresh_fused()  # up-sampling weights trained or replaced since the gathers were made
@@ -939,7 +939,7 @@ class ChebDecoder(_ChebLevels, GraphDecoder):
         :meth:`UpSample.forward_vertex_major`); on CUDA too with
         :data:`~mesh_decoder.nn.cheb_conv.BAG_ON_CUDA`. Otherwise
         :meth:`GraphDecoder._decode`, the reference."""
-        if not bag_device(zb) or not inference_fast_path(zb, *self.parameters(), *self.buffers()):
+        if not bag_device(zb) or not inference_fast_path(zb, module=self):
             return super()._decode(zb)
         B = zb.shape[0]
         L = len(self.channels)

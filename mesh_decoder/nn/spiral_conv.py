@@ -774,7 +774,7 @@ class SpiralConv(nn.Module):
         # Fewer outputs than inputs, no autograd: project, then gather (CPU, eager or
         # compiled; CUDA with Triton).
         if ((x.device.type == "cpu" or _use_triton(x)) and self.out_channels < self.in_channels
-                and inference_fast_path(x, *self.linear.parameters(), *self.buffers())):
+                and inference_fast_path(x, module=self)):
             out = project_gather(x, self.bag_index, self.bag_weight, self.linear.weight, self.linear.bias,
                                  self.spiral_length, self._bag_cache)  # (B, V, C_out)
         elif _use_chunked_kernel(x):

@@ -412,12 +412,13 @@ def _saved_hierarchy(config: TrainConfig, template: Mesh, source: str) -> MeshHi
                      f"{_factors_text(factors)}: expected the factors {path} was built with, found a hierarchy of "
                      f"{hierarchy.num_levels} levels (sizes {sizes}"
                      + (f", factors {_factors_text(built)})" if built is not None else ")"))
-    if built is None and level_sizes(sizes[0], tuple(factors)) != sizes:  # assembled elsewhere: its sizes say
+    given = level_sizes(sizes[0], tuple(factors)) if built is None else sizes
+    if given != sizes:  # assembled elsewhere (its meta holds no factors): its sizes say
         # each ratio rounded up at the 4th digit, which still gives its level (rounded down it gave one more)
         ratios = [math.ceil(sizes[l] / sizes[l + 1] * 1e3) / 1e3 for l in range(len(sizes) - 1)]
         raise _error(config.source, "hierarchy.factors",
                      f"{_factors_text(factors)}: expected factors that give {path}'s level sizes {sizes} "
-                     f"(V_l+1 = ceil(V_l / factor_l)), got ones that give {level_sizes(sizes[0], tuple(factors))}; "
+                     f"(V_l+1 = ceil(V_l / factor_l)), got ones that give {given}; "
                      f"factors {_factors_text(ratios)} give them")
     return hierarchy
 
@@ -749,17 +750,36 @@ LOCK_NAME = ".train.lock"
 @contextlib.contextmanager
 def _run_lock(out: str) -> Iterator[None]:
     """An exclusive lock on ``out/.train.lock`` for the whole run, so two ``train`` calls into one folder
-    cannot both pass its checks and overwrite each other's files (without ``fcntl``, as on Windows, none).
+    cannot both pass its checks and overwrite each other's files (without ``fcntl``, as on Windows, or on a
+    file system without ``flock``, none: the latter with a warning).
 
     A folder created here only to hold the lock is removed again if the run leaves it empty."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
     created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, LOCK_NAME)
+    fd = _lock(out, path)
+    try:
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode("ascii"))
+        yield
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                if not os.listdir(out):
+                    os.rmdir(out)
+
+
+def _lock(out: str, path: str) -> int | None:
+    """A descriptor of ``path`` holding an exclusive ``flock``, or ``None`` where locks are not available."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -770,44 +790,20 @@ def _run_lock(out: str) -> Iterator[None]:
             raise TrainingError(f"{out}: another train is running in this folder"
                                 f"{f' (process {holder})' if holder.isdigit() else ''}; wait for it to end, or "
                                 "choose another folder; nothing was changed") from None
-        except OSError as exc:  # a file system without flock (some network mounts): run unlocked, as without fcntl
+        except OSError as exc:  # a file system without flock (some network mounts): run unlocked
             os.close(fd)
-            _remove_made(out, False, path)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
             warnings.warn(f"{out}: this file system cannot lock the run folder ({exc.strerror}); another train "
-                          "into it at the same time would not be refused", RuntimeWarning, stacklevel=3)
-            try:
-                yield
-            finally:
-                _remove_made(out, created, None)
-            return
+                          "into it at the same time would not be refused", RuntimeWarning, stacklevel=5)
+            return None
         try:  # the file may have been removed by the holder that just ended: lock the one at the path
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
             same = False
         if same:
-            break
+            return fd
         os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode("ascii"))
-        yield
-    finally:
-        try:
-            os.unlink(path)
-        finally:
-            os.close(fd)
-            _remove_made(out, created, None)
-
-
-def _remove_made(out: str, created: bool, lock: str | None) -> None:
-    """Remove the lock file ``lock`` (if given), and ``out`` if this run created it and left it empty."""
-    if lock is not None:
-        with contextlib.suppress(OSError):
-            os.unlink(lock)
-    if created:
-        with contextlib.suppress(OSError):
-            if not os.listdir(out):
-                os.rmdir(out)
 
 
 def _train(config: TrainConfig, out: str, resume: bool, progress: bool, data: TrainingData | None,
@@ -873,13 +869,14 @@ def _train(config: TrainConfig, out: str, resume: bool, progress: bool, data: Tr
     history: list[dict[str, Any]] = []
     partial = {"loss_sum": 0.0, "count": 0, "seconds": 0.0}
     epoch_start_state = sampler_rng.get_state()
+    digest = hierarchy_digest(hierarchy)  # hashes every operator: once, for the check and the checkpoints
     if checkpoint is not None:
         if checkpoint.meta.get("hierarchy_signature") != hierarchy_signature(hierarchy):
             raise TrainingError(f"{ckpt_path}: checkpoint built on a hierarchy with "
                                 f"{checkpoint.meta.get('hierarchy_signature')}, the config now builds "
                                 f"{hierarchy_signature(hierarchy)}")
         saved_digest = checkpoint.meta.get("hierarchy_digest")  # absent from checkpoints of earlier versions
-        if saved_digest is not None and saved_digest != hierarchy_digest(hierarchy):
+        if saved_digest is not None and saved_digest != digest:
             source = (f"hierarchy.path {config.hierarchy.path} holds" if config.hierarchy.path is not None
                       else "the config now builds")
             raise TrainingError(f"{ckpt_path}: checkpoint trained on other hierarchy operators than {source} (same "
@@ -901,7 +898,7 @@ def _train(config: TrainConfig, out: str, resume: bool, progress: bool, data: Tr
         "template_hash": data.meta["template_hash"],
         **_recorded_paths(config),
         "hierarchy_signature": hierarchy_signature(hierarchy),
-        "hierarchy_digest": hierarchy_digest(hierarchy),
+        "hierarchy_digest": digest,
         "data": {k: v for k, v in data.meta.items() if k not in ("data_config", "template_config")},
         "model_config": model.config(),
     }
