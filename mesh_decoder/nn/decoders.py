@@ -200,13 +200,15 @@ def _check_level_index(index: Any, name: str, shape: tuple[int, ...], num_in: in
             raise ValueError(f"{name}: expected indices in [0, {num_in}) (level {level} size), got range [{lo}, {hi}]")
 
 
-def _per_level(value: Any, num: int, name: str) -> list[Any]:
-    """An int (or None) broadcast to ``num`` levels, or a sequence of exactly ``num``."""
+def _per_level(value: Any, num: int, name: str, most: int) -> list[Any]:
+    """An int (or None) broadcast to ``num`` levels, or a sequence of ``num`` to ``most`` values (one per
+    hierarchy level, say) of which the first ``num`` are returned; every given value is checked."""
     if value is None or isinstance(value, (int, np.integer)):
         return [value] * num
-    if not isinstance(value, Sequence) or len(value) < num:
-        raise ValueError(f"{name}: expected an int or a sequence of at least {num} values, got {value!r}")
-    return list(value)[:num]
+    if isinstance(value, str) or not isinstance(value, Sequence) or not num <= len(value) <= most:
+        count = f"{num}" if num == most else f"{num} to {most}"
+        raise ValueError(f"{name}: expected an int or a sequence of {count} values, got {value!r}")
+    return [None if v is None else _check_positive_int(v, f"{name}[{i}]") for i, v in enumerate(value)][:num]
 
 
 def _level_spirals(hierarchy: MeshHierarchy, spiral_length: Any, num: int) -> tuple[list[torch.Tensor], list[int]]:
@@ -216,15 +218,14 @@ def _level_spirals(hierarchy: MeshHierarchy, spiral_length: Any, num: int) -> tu
     for undilated spirals (dilation 1), where the first ``S`` entries of a
     longer spiral are exactly the spiral of length ``S``.
     """
-    lengths = _per_level(spiral_length, num, "spiral_length")
+    lengths = _per_level(spiral_length, num, "spiral_length", max(num, hierarchy.num_levels))
     spirals, dilations = [], []
     for l, want in enumerate(lengths):
         lvl = hierarchy.levels[l]
         have = int(lvl.spirals.shape[1])
-        if want is None or int(want) == have:
+        if want is None or want == have:
             spirals.append(lvl.spirals)
         else:
-            want = _check_positive_int(want, f"spiral_length[{l}]")
             if want > have:
                 raise ValueError(
                     f"spiral_length[{l}]: expected at most the hierarchy's spiral length {have} at level {l}, "

@@ -20,6 +20,7 @@ from mesh_decoder.nn.decoders import (
     SpiralDecoder,
     decoder_from_config,
 )
+from mesh_decoder.nn.encoders import SpiralEncoder
 from tests.nn.reference import rand_latent
 
 DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
@@ -175,6 +176,23 @@ def test_spiral_length_truncation(synthetic_hierarchy, make_hierarchy):
     with pytest.raises(ValueError, match="dilation 1"):
         build("spiral", dilated, spiral_length=5)
     assert build("spiral", dilated).dilations == (2, 2)  # full length: the hierarchy's dilation
+
+
+@pytest.mark.parametrize("build_", [build, lambda kind, h, **kw: SpiralEncoder.from_hierarchy(
+    h, latent_size=4, channels=(8, 8), **kw)])
+def test_spiral_length_is_checked_even_where_it_equals_the_hierarchys(synthetic_hierarchy, build_):
+    # 9.7, "99" and junk past the levels had passed unchecked when int(value) matched the hierarchy's 9
+    h = synthetic_hierarchy
+    assert h.num_levels == 4 and int(h.levels[0].spirals.shape[1]) == 9
+    with pytest.raises(ValueError, match=r"^spiral_length\[0\]: expected a positive int, got 9.7$"):
+        build_("spiral", h, spiral_length=[9.7, 9])
+    for bad in ("99", [9, 9, 9, 9, 9], [9]):
+        with pytest.raises(ValueError, match=r"^spiral_length: expected an int or a sequence of 2 to 4 values, got "):
+            build_("spiral", h, spiral_length=bad)
+    with pytest.raises(ValueError, match=r"^spiral_length\[2\]: expected a positive int, got 'x'$"):
+        build_("spiral", h, spiral_length=[9, 9, "x"])
+    # one length per hierarchy level (the hierarchy's own list) is accepted; the coarsest is unused
+    assert build_("spiral", h, spiral_length=[9, 9, 9, 9]).config()["spiral_length"] == [9, 9]
 
 
 def test_every_activation_has_a_reference_formula():
