@@ -17,7 +17,8 @@ code that uses them keeps its meaning and its weights:
   ``"cotcurv"`` gives :math:`\delta_i = \sum_j w_{ij}(x_j - x_i) / (4 A_i)` with
   :math:`A_i` the area of the faces around vertex ``i`` (mean curvature normal).
   Cotangent weights and areas are computed from the vertices without gradient, as
-  PyTorch3D does.
+  PyTorch3D does, and each face's area is floored at :data:`MIN_FACE_AREA` as
+  PyTorch3D floors it, so a zero-area face gives large but finite weights.
 * :func:`mesh_normal_consistency`: :math:`\mathrm{mean} (1 - \cos(n_0, n_1))` over
   the pairs of faces that share an edge; the normals are taken from the shared
   edge ``(v_0, v_1)`` and each face's third vertex ``a`` / ``b`` as
@@ -55,6 +56,9 @@ __all__ = [
 
 _REDUCTIONS = ("mean", "sum", "none")
 _LAPLACIAN_METHODS = ("uniform", "cot", "cotcurv")
+#: The floor of a face's area in the cotangent weights: PyTorch3D's ``cot_laplacian`` floors the
+#: squared area (Heron's formula) at 1e-12.
+MIN_FACE_AREA = 1e-6
 #: Elements of one block of the point-to-point distance matrix of :func:`chamfer_distance` off the CPU.
 _CHAMFER_BLOCK = 1 << 22
 
@@ -300,7 +304,7 @@ def mesh_edge_loss(vertices: torch.Tensor, faces: Any, target_length: float = 0.
 
 
 def _cotangents(x: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per face, the cotangents of its three angles and its area (no gradient).
+    """Per face, the cotangents of its three angles and its area, floored at :data:`MIN_FACE_AREA` (no gradient).
 
     Shapes: ``(B, V, 3), (F, 3) -> (B, F, 3), (B, F)``; ``cot[..., k]`` is at corner ``k``,
     opposite the edge ``(f[k+1], f[k+2])``.
@@ -311,8 +315,8 @@ def _cotangents(x: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.T
         b2 = (v2 - v0).pow(2).sum(-1)
         c2 = (v0 - v1).pow(2).sum(-1)
         area = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1).norm(dim=-1) / 2  # (B, F)
-        four_area = (4 * area).clamp(min=torch.finfo(x.dtype).tiny)
-        cot = torch.stack([b2 + c2 - a2, c2 + a2 - b2, a2 + b2 - c2], dim=-1) / four_area.unsqueeze(-1)  # (B, F, 3)
+        area = area.clamp(min=MIN_FACE_AREA)  # a zero-area face: large finite weights, not inf and NaN
+        cot = torch.stack([b2 + c2 - a2, c2 + a2 - b2, a2 + b2 - c2], dim=-1) / (4 * area).unsqueeze(-1)  # (B, F, 3)
     return cot, area
 
 
@@ -323,7 +327,9 @@ def mesh_laplacian_smoothing(vertices: torch.Tensor, faces: Any, method: str = "
     Args:
         vertices: ``(B, V, 3)`` or ``(V, 3)``.
         faces: ``(F, 3)`` integer indices shared by the batch, or their :class:`MeshTopology`.
-        method: ``"uniform"`` (default), ``"cot"`` or ``"cotcurv"``.
+        method: ``"uniform"`` (default), ``"cot"`` or ``"cotcurv"``. The cotangent weights and
+            areas are held constant in the gradient (module docstring), so for these two the
+            gradient is not the full derivative and ``gradcheck`` against finite differences fails.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (``(B,)``) over the batch.
 
     Shapes:
@@ -352,7 +358,7 @@ def mesh_laplacian_smoothing(vertices: torch.Tensor, faces: Any, method: str = "
     on_a_face[f.reshape(-1)] = True
     if method == "cotcurv":
         vertex_area = x.new_zeros(V, B).index_add_(0, f.reshape(-1), area.t().repeat_interleave(3, dim=0))  # (V, B)
-        scale = 1.0 / (4 * vertex_area).clamp(min=torch.finfo(x.dtype).tiny)  # (V, B)
+        scale = torch.where(vertex_area > 0, 0.25 / vertex_area, torch.zeros_like(vertex_area))  # (V, B)
         delta = (neighbours - weight_sum.unsqueeze(-1) * xv) * scale.unsqueeze(-1)  # (V, B, 3)
     else:
         scale = torch.where(weight_sum != 0, 1.0 / weight_sum, torch.zeros_like(weight_sum))  # (V, B) or (V, 1)

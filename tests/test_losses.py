@@ -53,9 +53,9 @@ def edge_reference(x, faces, target):
 
 
 def _cot(p, q, r):
-    """Cotangent of the angle at p of triangle p, q, r."""
+    """Cotangent of the angle at p of triangle p, q, r (twice the area floored as PyTorch3D floors it)."""
     u, v = q - p, r - p
-    return float(torch.dot(u, v) / torch.linalg.cross(u, v).norm())
+    return float(torch.dot(u, v) / max(float(torch.linalg.cross(u, v).norm()), 2e-6))
 
 
 def laplacian_reference(x, faces, method):
@@ -76,7 +76,7 @@ def laplacian_reference(x, faces, method):
                     c = _cot(xb[p].detach(), xb[q].detach(), xb[r].detach())
                     W[q, r] += c
                     W[r, q] += c
-                a = torch.linalg.cross(xb[f[1]] - xb[f[0]], xb[f[2]] - xb[f[0]]).norm().detach() / 2
+                a = (torch.linalg.cross(xb[f[1]] - xb[f[0]], xb[f[2]] - xb[f[0]]).norm().detach() / 2).clamp(min=1e-6)
                 for i in f:
                     area[i] += a
         deg = W.sum(1, keepdim=True)
@@ -247,6 +247,20 @@ def test_gradcheck_float64(rng):
     assert torch.autograd.gradcheck(lambda v: mesh_laplacian_smoothing(v, faces), (x,))
     assert torch.autograd.gradcheck(lambda v: mesh_normal_consistency(v, faces), (x,))
     assert torch.autograd.gradcheck(lambda a, b: chamfer_distance(a, b), (x, y))
+
+
+@pytest.mark.parametrize("method", ["cot", "cotcurv"])
+def test_a_zero_area_face_gives_finite_cotangent_losses_and_gradients(rng, method):
+    """A collinear face and a collapsed edge had made both cotangent losses and every gradient NaN."""
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3], [2, 4, 3]])
+    x = torch.from_numpy(rng.normal(size=(3, 5, 3)))  # (B, V, 3)
+    x[0, 1] = (x[0, 0] + x[0, 2]) / 2  # face 0 collinear in mesh 0
+    x[1, 4] = x[1, 2]  # face 2 with a zero-length edge in mesh 1
+    x.requires_grad_(True)
+    loss = mesh_laplacian_smoothing(x, faces, method, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+    torch.testing.assert_close(loss, laplacian_reference(x, faces, method))
 
 
 def test_float32_agrees_with_float64(rng):

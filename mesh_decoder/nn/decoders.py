@@ -347,7 +347,15 @@ class HierarchyModel:
                               error_msgs):
         """As :class:`torch.nn.Module`'s, with a warning when the state dict's graph (its integer buffers:
         spirals, sampling and Laplacian indices) differs from this module's: saved on another hierarchy of
-        the same sizes, whose graph the module then runs on."""
+        the same sizes, whose graph the module then runs on. A load torch will refuse for a tensor of another
+        shape does not warn (torch passes ``strict=True`` here whatever the caller's, so a missing key,
+        refused only under the caller's ``strict``, still warns)."""
+        own = self.state_dict(keep_vars=True)
+        if any(isinstance(saved := state_dict.get(prefix + name), torch.Tensor) and saved.shape != tensor.shape
+               for name, tensor in own.items()):
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                          error_msgs)
+            return
         differ = []
         for name, buffer in self.named_buffers():  # (this module's and its children's)
             saved = state_dict.get(prefix + name)

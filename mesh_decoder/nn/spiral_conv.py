@@ -302,6 +302,24 @@ def spiral_weight_blocks(weight: Tensor, spiral_length: int) -> Tensor:
     return weight.view(O, S, C).permute(2, 1, 0).reshape(C, S * O)  # (C_in, S*C_out)
 
 
+class _CachedBags(NamedTuple):
+    """One gather replicated for a batch in :class:`BagCache`."""
+
+    key: tuple
+    index: Tensor  # (V_out, N), held so its identity is checked
+    weight: Tensor  # (V_out, N), held likewise
+    rows: Tensor  # (B*V_out, N)
+    w: Tensor  # (B*V_out, N)
+
+
+class _CachedBlocks(NamedTuple):
+    """A spiral weight rearranged by :func:`spiral_weight_blocks`, in :class:`BagCache`."""
+
+    key: tuple
+    weight: Tensor  # (C_out, S*C_in), held so its identity is checked
+    blocks: Tensor  # (C_in, S*C_out)
+
+
 class BagCache:
     """A gather of :func:`project_gather` replicated for a batch, kept between calls.
 
@@ -319,14 +337,26 @@ class BagCache:
     def __init__(self) -> None:
         self.clear()
 
+    # Each entry is one tuple, replaced whole and read once into a local, so threads decoding with one
+    # module at once never pair one entry's index with another's weights (a rebuild may be done twice).
     def clear(self) -> None:
-        self.index: Tensor | None = None  # (B*V_out, N)
-        self.weight: Tensor | None = None  # (B*V_out, N)
-        self.key: tuple | None = None
-        self.sources: tuple[Tensor, Tensor] | None = None  # the gather replicated, held so identity is checked
-        self.blocks: Tensor | None = None  # spiral_weight_blocks of the last weight
-        self.blocks_of: Tensor | None = None  # that weight, held so its identity is checked
-        self.blocks_key: tuple | None = None
+        self._bags: _CachedBags | None = None
+        self._blocks: _CachedBlocks | None = None
+
+    @property
+    def index(self) -> Tensor | None:
+        """The replicated index, ``(B*V_out, N)`` for the largest batch ``B`` kept (``None`` before use)."""
+        return None if self._bags is None else self._bags.rows
+
+    @property
+    def weight(self) -> Tensor | None:
+        """The replicated gather weights, ``(B*V_out, N)``."""
+        return None if self._bags is None else self._bags.w
+
+    @property
+    def blocks(self) -> Tensor | None:
+        """:func:`spiral_weight_blocks` of the last weight (see :func:`_cached_blocks`)."""
+        return None if self._blocks is None else self._blocks.blocks
 
     def get(self, index: Tensor, weight: Tensor, batch: int, rows_per_sample: int,
             dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -334,11 +364,12 @@ class BagCache:
         V_out, N = index.shape
         # rebuilt for other tensors (a dtype round trip, a move) or the same ones changed in place (load_state_dict)
         key = (index.data_ptr(), index.device, rows_per_sample, dtype, _version(index), _version(weight))
-        same = self.sources is not None and self.sources[0] is index and self.sources[1] is weight
-        if self.index is None or not same or self.key != key or self.index.shape[0] < batch * V_out:
-            self.index, self.weight = _replicate_bags(index, weight.to(dtype), batch, rows_per_sample)
-            self.key, self.sources = key, (index, weight)
-        return self.index[: batch * V_out], self.weight[: batch * V_out]
+        bags = self._bags
+        if (bags is None or bags.key != key or bags.index is not index or bags.weight is not weight
+                or bags.rows.shape[0] < batch * V_out):
+            bags = _CachedBags(key, index, weight, *_replicate_bags(index, weight.to(dtype), batch, rows_per_sample))
+            self._bags = bags
+        return bags.rows[: batch * V_out], bags.w[: batch * V_out]
 
 
 def _version(t: Tensor) -> int | None:
@@ -428,19 +459,21 @@ def _cached_blocks(weight: Tensor, S: int, cache: BagCache | None) -> Tensor:
     Not cached while a CUDA graph is captured: the graph then rearranges the weight
     itself on every replay, so it sees weights updated in place after the capture.
     """
+    if cache is None or torch.compiler.is_compiling():  # first: a compiled graph must not guard on the thread-local
+        return spiral_weight_blocks(weight, S)
     token = getattr(_BLOCKS_SCOPE, "token", None)
-    if (token is None or cache is None or torch.compiler.is_compiling()
-            or (weight.requires_grad and torch.is_grad_enabled())
+    if (token is None or (weight.requires_grad and torch.is_grad_enabled())
             or (weight.is_cuda and torch.cuda.is_current_stream_capturing())):
         return spiral_weight_blocks(weight, S)
     version = _version(weight)
     if version is None:  # an inference tensor: no version counter to see in-place changes by
         return spiral_weight_blocks(weight, S)
     key = (token, weight.data_ptr(), version, weight.dtype, weight.device, tuple(weight.shape), S)
-    if cache.blocks_key != key or cache.blocks_of is not weight:
-        cache.blocks = spiral_weight_blocks(weight, S).detach()
-        cache.blocks_of, cache.blocks_key = weight, key
-    return cache.blocks
+    entry = cache._blocks
+    if entry is None or entry.key != key or entry.weight is not weight:
+        entry = _CachedBlocks(key, weight, spiral_weight_blocks(weight, S).detach())
+        cache._blocks = entry
+    return entry.blocks
 
 
 def project_gather(x: Tensor, index: Tensor, bag_weight: Tensor, weight: Tensor, bias: Tensor | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import warnings
 
@@ -21,6 +22,7 @@ from mesh_decoder.nn.decoders import (
     decoder_from_config,
 )
 from mesh_decoder.nn.encoders import SpiralEncoder
+from mesh_decoder.nn.spiral_conv import weight_blocks_scope
 from tests.nn.reference import rand_latent
 
 DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
@@ -339,6 +341,32 @@ def test_torch_compile_gives_the_same_output(face_hierarchy, kind):
         eager = dec(z)
         compiled = torch.compile(dec, fullgraph=True)(z)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_a_compiled_spiral_decoder_is_not_recompiled_for_the_calling_thread_or_scope(synthetic_hierarchy):
+    """The compiled trace had read the thread-local weight_blocks_scope token: an eager call in
+    between, a call inside a scope and a call from another thread each compiled the network anew."""
+    torch._dynamo.reset()
+    dec = build("spiral", synthetic_hierarchy).eval()
+    z = rand_latent(dec, 2, seed=17)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    compiled = torch.compile(dec, backend=backend)
+    with torch.inference_mode():
+        want = dec(z)
+        outputs = [compiled(z), dec(z), compiled(z)]
+        with weight_blocks_scope():
+            outputs.append(compiled(z))
+        worker = threading.Thread(target=lambda: outputs.append(torch.inference_mode()(compiled)(z)))
+        worker.start()
+        worker.join()
+    assert len(outputs) == 5 and len(graphs) == 1
+    for out in outputs:
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
 
 
 def test_graph_decoder_is_an_nn_module(synthetic_hierarchy):
@@ -802,6 +830,23 @@ def test_a_state_dict_of_another_graph_warns_and_one_of_the_same_does_not(kind):
     z = rand_latent(mine, 2, seed=32)
     with torch.no_grad():
         torch.testing.assert_close(other(z), mine(z))  # it runs on the saved graph, as the warning says
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+def test_a_refused_state_dict_of_another_graph_does_not_warn(synthetic_hierarchy, kind):
+    """The warning that the module 'now runs on' the saved graph came before torch refused the load."""
+    torch.manual_seed(33)
+    mine = build(kind, synthetic_hierarchy)
+    theirs = mine.state_dict()
+    index = next(k for k, v in theirs.items() if not v.is_floating_point() and v.dim() == 2 and v.numel() > 1)
+    theirs[index] = theirs[index].flip(-1).contiguous()  # another graph, same shape: warned on its own
+    with pytest.warns(RuntimeWarning, match="graph differs"):
+        build(kind, synthetic_hierarchy).load_state_dict(theirs)
+    refused = {**theirs, "fc.bias": torch.randn(theirs["fc.bias"].numel() + 1)}  # a tensor of another shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError, match=r"size mismatch for fc\.bias"):
+            build(kind, synthetic_hierarchy).load_state_dict(refused)
 
 
 def test_fused_inference_follows_trained_up_sampling_weights(synthetic_hierarchy):

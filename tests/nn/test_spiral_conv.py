@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import random
+import sys
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -424,3 +428,45 @@ def test_spiral_weight_blocks_and_empty_spirals_are_checked():
         spiral_mod.spiral_weight_blocks(w, 0)
     with pytest.raises(ValueError, match=r"indices: expected V >= 1 spirals of length S >= 1, got shape \(0, 9\)"):
         SpiralConv(3, 4, torch.empty(0, 9, dtype=torch.int64))
+
+
+def test_a_bag_cache_shared_by_threads_pairs_each_index_with_its_weights():
+    """Threads decoding with one layer share its cache; each call must get one copy's index and weights.
+
+    A rebuild for another batch between reading the index and the weights had paired
+    them from two copies (an embedding_bag shape error, or rows of the wrong batch)."""
+    gen = torch.Generator().manual_seed(21)
+    V, N, R = 400, 5, 500
+    index = torch.randint(0, R, (V, N), generator=gen)
+    weight = torch.rand(V, N, generator=gen)
+    cache = spiral_mod.BagCache()
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(3000):
+            if rng.random() < 0.2:
+                cache.clear()
+            batch = rng.randint(1, 8)
+            try:
+                rows, w = cache.get(index, weight, batch, R, torch.float32)
+            except Exception as exc:  # noqa: BLE001 - collected: an exception in a thread does not fail the test
+                errors.append(f"batch {batch}: {type(exc).__name__}: {exc}")
+                continue
+            if rows.shape != (batch * V, N) or w.shape != (batch * V, N):
+                errors.append(f"batch {batch}: index {tuple(rows.shape)}, weights {tuple(w.shape)}")
+            elif not torch.equal(rows.view(batch, V, N) - torch.arange(batch).view(batch, 1, 1) * R,
+                                 index.expand(batch, V, N)):
+                errors.append(f"batch {batch}: rows of another gather")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so an unsafe interleaving shows
+    try:
+        threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
