@@ -57,7 +57,7 @@ from .cheb_conv import ChebConv, bag_device
 from .graph import _autocast_enabled, after_load, fast_paths_enabled, inference_fast_path, mesh_edge_index
 from .pool import UpSample
 from .pyg_conv import PyGConv, pseudo_coordinates
-from .spiral_conv import SpiralConv, weight_blocks_scope
+from .spiral_conv import SpiralConv, _version, weight_blocks_scope
 from .texture import TexelGather
 from .up_spiral_conv import UpSpiralConv
 
@@ -824,8 +824,9 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         """Where the up-sampling weights the fused gathers are made from live, and their version counters:
         an optimiser step on a trainable one, a new tensor put in its place or a move to another device
         changes them (an edit through ``.data`` does not). The index buffers change only by loading a
-        state dict, whose hook remakes the gathers. A few microseconds a call."""
-        return tuple((up.weight.data_ptr(), up.weight._version) for up in self.ups)
+        state dict, whose hook remakes the gathers; an inference tensor (moved or cast under
+        ``torch.inference_mode``) keeps no version counter. A few microseconds a call."""
+        return tuple((up.weight.data_ptr(), _version(up.weight)) for up in self.ups)
 
     def _refresh_fused(self) -> None:
         for fused, up, conv in zip(self.fused, self.ups, self.convs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 
@@ -847,6 +848,23 @@ def test_a_refused_state_dict_of_another_graph_does_not_warn(synthetic_hierarchy
         warnings.simplefilter("error")
         with pytest.raises(RuntimeError, match=r"size mismatch for fc\.bias"):
             build(kind, synthetic_hierarchy).load_state_dict(refused)
+
+
+def test_a_spiral_decoder_cast_under_inference_mode_decodes(synthetic_hierarchy):
+    """Its up-sampling weights become inference tensors, whose missing version counter the fused-gather check
+    had read: 'Inference tensors do not track version counter' on the first decode."""
+    from mesh_decoder.nn import plain_formulation
+
+    torch.manual_seed(42)
+    dec = build("spiral", synthetic_hierarchy)
+    z = rand_latent(dec, 3, seed=43).double()
+    with torch.inference_mode():
+        cast = copy.deepcopy(dec).to(torch.float64)
+        assert cast.ups[0].weight.is_inference()
+        got = cast(z)
+        with plain_formulation():
+            want = cast(z)
+    torch.testing.assert_close(got, want)
 
 
 def test_fused_inference_follows_trained_up_sampling_weights(synthetic_hierarchy):
