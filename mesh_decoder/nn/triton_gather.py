@@ -75,7 +75,7 @@ def _kernel() -> Any:
         acc = tl.zeros((BLOCK_V, BLOCK_C), dtype=tl.float32)
         for i in tl.static_range(N):
             r = tl.load(index + v * N + i, mask=vmask, other=0).to(tl.int64)  # (BLOCK_V,)
-            w = tl.load(weight + v * N + i, mask=vmask, other=0.0)  # (BLOCK_V,)
+            w = tl.load(weight + v * N + i, mask=vmask, other=0.0).to(tl.float32)  # (BLOCK_V,)
             start = (r // S) * stride_v + (r % S) * stride_s  # row r = (vertex, spiral entry)
             rows = tl.load(z_b + start[:, None] + c[None, :] * stride_c, mask=mask, other=0.0)  # (BLOCK_V, BLOCK_C)
             acc += w[:, None] * rows.to(tl.float32)
@@ -112,7 +112,7 @@ def _dot_kernel() -> Any:
             for k in tl.static_range(K):
                 i = s * K + k
                 r = (tl.load(index + v * (S * K) + i, mask=vmask, other=0) // S).to(tl.int64)  # input vertex
-                w = tl.load(weight + v * (S * K) + i, mask=vmask, other=0.0)
+                w = tl.load(weight + v * (S * K) + i, mask=vmask, other=0.0).to(tl.float32)
                 rows = tl.load(x_b + r[:, None] * C + c[None, :], mask=vmask[:, None] & cmask[None, :], other=0.0)
                 g += w[:, None] * rows.to(tl.float32)
             w_s = tl.load(blocks + c[:, None] * (S * O) + s * O + o[None, :], mask=wmask, other=0.0)  # (C, O)
@@ -171,7 +171,7 @@ def _gather_project_op(x: Tensor, index: Tensor, weight: Tensor, blocks: Tensor,
     O = blocks.shape[1] // S
     x = x.contiguous()
     index = index.contiguous()
-    weight = weight.to(torch.float32).contiguous()
+    weight = weight.contiguous()  # any float dtype: the kernel converts each weight to fp32 as it loads it
     blocks = blocks.contiguous()
     out = x.new_empty(B, V, O)
     if B == 0 or V == 0:
@@ -210,7 +210,8 @@ def weighted_gather_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor |
             with any strides, read as the ``R = V_in * S`` rows ``r = u * S + j``
             (so a projection in another layout needs no copy).
         index: ``(V, N)`` integer rows of ``z``, each in ``[0, R)``.
-        weight: ``(V, N)`` float weights (read as fp32).
+        weight: ``(V, N)`` float weights, each converted to fp32 as the kernel loads it (a
+            16-bit module's weights are read as they are kept: no converted copy per call).
         bias: ``(C,)`` or ``None``.
         activation: ``None`` or ``"elu"``.
         block_v: output vertices per program (a power of two): smaller blocks
@@ -239,7 +240,7 @@ def _gather_sum_op(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None
     B, _, S, C = z.shape
     V, N = index.shape
     index = index.contiguous()
-    weight = weight.to(torch.float32).contiguous()
+    weight = weight.contiguous()  # any float dtype: the kernel converts each weight to fp32 as it loads it
     out = z.new_empty(B, V, C)
     if B == 0 or V == 0:
         return out

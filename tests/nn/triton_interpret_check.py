@@ -97,6 +97,41 @@ def check_gather_project() -> None:
                                                                          "elu"), rtol=1e-2, atol=1e-2)
 
 
+def _dispatched(fn):
+    """``fn()``'s result and the names of the aten operators it ran, inside custom operators too."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = fn()
+    return out, [event.name for event in prof.events()]
+
+
+def check_sixteen_bit_weights() -> None:
+    """Both kernels read 16-bit gather weights as kept, converting each to fp32 as they load it: the same
+    result as the weights converted beforehand, and no converted copy per call (a kernel launch on the GPU)."""
+    from mesh_decoder.nn import spiral_bags, spiral_weight_blocks
+    from tests.nn.reference import random_spirals, random_up_operator
+
+    g = torch.Generator().manual_seed(6)
+    B, R, C, V, N = 2, 40, 8, 65, 27
+    z = torch.randn(B, R, C, generator=g).half()
+    index = torch.randint(0, R, (V, N), generator=g)
+    spirals = random_spirals(g, V, 9)
+    up_index, up_weight = random_up_operator(g, V, 20)
+    bags, bag_weight = spiral_bags(spirals, up_index, up_weight, num_in=20)  # (V, 27) each
+    x = torch.randn(B, 20, C, generator=g).half()
+    blocks = spiral_weight_blocks(torch.randn(5, 9 * C, generator=g) / (9 * C) ** 0.5, 9).half()
+    for dtype in (torch.float16, torch.bfloat16):
+        weight = torch.rand(V, N, generator=g).to(dtype)
+        got, ops = _dispatched(lambda: weighted_gather_sum(z, index, weight, None, "elu"))
+        assert torch.equal(got, weighted_gather_sum(z, index, weight.float(), None, "elu"))
+        assert "aten::_to_copy" not in ops, ops
+        kept = bag_weight.to(dtype)
+        got, ops = _dispatched(lambda: gather_project(x, bags, kept, blocks, None, 9, "elu"))
+        assert torch.equal(got, gather_project(x, bags, kept.float(), blocks, None, 9, "elu"))
+        assert "aten::_to_copy" not in ops, ops
+
+
 def _joint_fast_equals_plain(dtype: torch.dtype, tol: float) -> None:
     """A joint decoder's inference path, with CPU tensors routed to the kernel, equals its plain path."""
     from mesh_decoder.nn import JointDecoder, SpiralDecoder, plain_formulation
@@ -132,7 +167,8 @@ def check_fp64_stays_plain() -> None:
 
 
 CHECKS = {"kernel": check_kernel, "strided_rows": check_strided_rows, "gather_project": check_gather_project,
-          "wiring": check_wiring, "fp64_stays_plain": check_fp64_stays_plain}
+          "wiring": check_wiring, "fp64_stays_plain": check_fp64_stays_plain,
+          "sixteen_bit_weights": check_sixteen_bit_weights}
 
 if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET") != "1" or not gather_sum_available(torch.empty(0)):
