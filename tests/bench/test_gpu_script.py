@@ -125,3 +125,16 @@ def test_every_test_file_with_cuda_cases_is_in_the_selection(invocations):
     with_cuda.discard("tests/bench/test_gpu_script.py")  # this file: names, not CUDA cases
     assert {"tests/nn/test_texture.py", "tests/fit/test_fit.py"} <= with_cuda, sorted(with_cuda)
     assert with_cuda - selected == set(), f"CUDA cases gpu.sh does not run: {sorted(with_cuda - selected)}"
+
+
+def test_the_steps_limits_leave_a_minute_of_the_machines_600_s_per_command():
+    """The limits had added up to 585 s, so start-up and nvidia-smi could push the last step past the
+    command limit; each step's time box must also end before its own limit."""
+    text = SCRIPT.read_text()
+    limits = {name: int(v) for name, v in re.findall(r"\$\{(GPU_\w+_TIMEOUT):-(\d+)\}", text)}
+    assert len(limits) == 7 and sum(limits.values()) <= 540, limits
+    boxes = {name: int(v) for name, v in re.findall(r"\$\{(GPU_\w*TIME_BOX):-(\d+)\}", text)}
+    assert len(boxes) == 6
+    for box, seconds in boxes.items():
+        step = "GPU_BENCH_TIMEOUT" if box == "GPU_TIME_BOX" else box.replace("TIME_BOX", "TIMEOUT")
+        assert seconds < limits[step], (box, seconds, limits[step])
