@@ -160,7 +160,8 @@ class UpSample(nn.Module):
         """Up-sampling of vertex-major features, as :class:`~mesh_decoder.nn.ChebDecoder`
         keeps them on its inference path: one ``embedding_bag`` (a bag of ``k``
         weighted coarse rows per fine vertex) over the ``(V_in, B*C)`` matrix.
-        :meth:`forward` is its reference.
+        :meth:`forward` is its reference, and the formulation to differentiate twice
+        (``embedding_bag`` has no second derivative).
 
         Shapes: ``(V_in, B, C) -> (V_out, B, C)``; the input is not checked.
         """

@@ -55,6 +55,11 @@ class UpSpiralConv(nn.Module):
     the convolution's parameters are passed to :meth:`forward`. Call
     :meth:`refresh` after the pair's buffers change.
 
+    Under autograd it is differentiable once, in ``x``, the weight and the bias:
+    ``embedding_bag``, which sums the gather, has no second derivative (a double
+    backward raises PyTorch's ``NotImplementedError`` for ``_embedding_bag_backward``).
+    For higher derivatives use ``conv(up(x))``, as the decoders do with autograd on.
+
     Args:
         up: the up-sampling from ``V_in`` to ``V_out`` vertices.
         conv: the spiral convolution on the ``V_out`` vertices.

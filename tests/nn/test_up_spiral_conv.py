@@ -63,6 +63,18 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda x, w, b: fused(x, w, b), (x, conv.linear.weight, conv.linear.bias))
 
 
+def test_differentiable_once_as_documented_and_the_composition_twice():
+    """The fused layer's second derivative is embedding_bag's, which PyTorch lacks (the docstring says so and
+    names conv(up(x)) for higher derivatives)."""
+    up, conv, x, _ = _pair(3, V_in=5, V_out=9, S=4, C=2, O=2)
+    fused = UpSpiralConv(up, conv)
+    x.requires_grad_(True)
+    (grad,) = torch.autograd.grad(fused(x, conv.linear.weight, conv.linear.bias).square().sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="_embedding_bag_backward"):
+        grad.square().sum().backward()
+    assert torch.autograd.gradgradcheck(lambda x: conv(up(x)), (x,))
+
+
 def test_batched_equals_per_sample_and_unbatched():
     up, conv, x, _ = _pair(4, dtype=torch.float32)
     fused = UpSpiralConv(up, conv)
