@@ -372,11 +372,23 @@ def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise unreadable(path, "the model file", exc, ModelFileError, ModelFileNotFoundError) from None
     header, size = _parse_header(path, blob)
     meta = _parse_meta(path, header)
-    declared = _declared_data_bytes(header)
-    if declared is not None and file_size < 8 + size + declared:
-        raise _fail(path, f"truncated: its header describes {declared} bytes of tensor data, the file holds "
-                          f"{max(file_size - 8 - size, 0)}")
+    _check_data_length(path, header, size, file_size)
     return meta
+
+
+def _check_data_length(path, header: dict, size: int, file_size: int, whole: bool = False) -> None:
+    """Refuse a file shorter than its header describes (and with ``whole``, one with bytes after the tensor
+    data: safetensors refuses both, in its own words); ``size`` is the header's length."""
+    declared = _declared_data_bytes(header)
+    if declared is None:
+        return
+    held = file_size - 8 - size
+    if held < declared:
+        raise _fail(path, f"truncated: its header describes {declared} bytes of tensor data, the file holds "
+                          f"{max(held, 0)}")
+    if whole and held > declared:
+        raise _fail(path, f"corrupt: {held - declared} bytes follow the {declared} bytes of tensor data its "
+                          "header describes")
 
 
 def _declared_data_bytes(header: dict) -> int | None:
@@ -452,10 +464,13 @@ def load_model(
         device = check_device(device, "device")
 
     blob = _read(path)
-    header, _ = _parse_header(path, blob)
+    header, size = _parse_header(path, blob)
     meta = _parse_meta(path, header)
+    _check_data_length(path, header, size, len(blob), whole=True)
     try:
         tensors = load_safetensors(blob)  # safetensors, not pickle
+    except MemoryError:
+        raise
     except Exception as exc:  # safetensors raises its own SafetensorError type
         raise _fail(path, f"truncated or corrupt tensor data ({exc})") from None
     if _checksum(tensors) != meta["checksum"]:

@@ -229,8 +229,12 @@ def test_bad_files_are_clear_errors(tmp_path):
         assert str(bad) in str(info.value)
 
     expect("empty.safetensors", b"", "truncated or not a model file: 0 bytes")
-    expect("short.safetensors", blob[:len(blob) // 2], "truncated")
-    expect("tail.safetensors", blob[:-1], "truncated")
+    # load_model gives read_model_meta's sizes, not safetensors' "incomplete metadata, file not fully covered"
+    expect("short.safetensors", blob[:len(blob) // 2], r"short\.safetensors: truncated: its header describes \d+ "
+                                                       r"bytes of tensor data, the file holds \d+$")
+    expect("tail.safetensors", blob[:-1], "truncated: its header describes")
+    expect("extra.safetensors", blob + bytes(16), r"extra\.safetensors: corrupt: 16 bytes follow the \d+ bytes of "
+                                                   r"tensor data its header describes$")
     with pytest.raises(ModelFileError, match=r"tail\.safetensors: truncated: its header describes (\d+) bytes "
                                              r"of tensor data, the file holds (\d+)") as info:
         read_model_meta(tmp_path / "tail.safetensors")  # known from the header and the file's size

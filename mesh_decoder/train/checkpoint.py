@@ -306,6 +306,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         tensors = load_safetensors(blob)  # safetensors, not pickle
     except OSError as exc:
         raise unreadable(path, "the checkpoint", exc, CheckpointError, CheckpointNotFoundError) from None
+    except MemoryError:
+        raise
     except Exception as exc:  # safetensors raises its own error type for truncated data
         raise CheckpointError(f"{path}: truncated or corrupt tensor data ({exc})") from None
     if _checksum(tensors) != meta.get("checksum"):
