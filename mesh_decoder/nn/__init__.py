@@ -6,6 +6,7 @@ from .pool import DownSample, UpSample
 from .pyg_conv import PSEUDO_COORDINATES, PyGConv, pseudo_coordinates
 from .spiral_conv import (
     SpiralConv,
+    clear_caches,
     convert_spiralnet_state_dict,
     project_gather,
     spiral_bags,
@@ -25,6 +26,7 @@ __all__ = [
     "SpiralConv",
     "UpSample",
     "UpSpiralConv",
+    "clear_caches",
     "convert_spiralnet_state_dict",
     "fast_paths_enabled",
     "laplacian_matmul",

@@ -70,6 +70,7 @@ from .triton_gather import gather_project, gather_sum_available, weighted_gather
 
 __all__ = [
     "SpiralConv",
+    "clear_caches",
     "convert_spiralnet_state_dict",
     "embedding_bag_sum",
     "project_gather",
@@ -370,6 +371,27 @@ class BagCache:
             bags = _CachedBags(key, index, weight, *_replicate_bags(index, weight.to(dtype), batch, rows_per_sample))
             self._bags = bags
         return bags.rows[: batch * V_out], bags.w[: batch * V_out]
+
+
+def clear_caches(module: nn.Module | None = None) -> int:
+    """Free the CPU inference caches: the batch-replicated gathers and rearranged weights
+    that each spiral layer of ``module`` keeps (:class:`BagCache`, sized by the largest
+    batch chunk it decoded), and the copies that compiled decoders share. The next decode
+    rebuilds what it needs, so results do not change; for a long-running service after a
+    rare large batch. ``None`` frees the shared copies only.
+
+    Returns the bytes the freed caches held.
+    """
+    if module is not None and not isinstance(module, nn.Module):
+        raise TypeError(f"module: expected a torch.nn.Module or None, got {type(module).__name__}")
+    freed = _SHARED_BAGS.nbytes
+    _SHARED_BAGS.clear()
+    for layer in () if module is None else module.modules():
+        cache = getattr(layer, "_bag_cache", None)
+        if isinstance(cache, BagCache):
+            freed += sum(t.nbytes for t in (cache.index, cache.weight, cache.blocks) if t is not None)
+            cache.clear()
+    return freed
 
 
 def _version(t: Tensor) -> int | None:

@@ -370,6 +370,27 @@ def test_a_compiled_spiral_decoder_is_not_recompiled_for_the_calling_thread_or_s
         torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
 
 
+def test_clear_caches_frees_a_decoders_batch_sized_gathers_and_changes_no_result(synthetic_hierarchy):
+    """A long-running service had no public way to drop the gathers kept for the largest batch it decoded."""
+    from mesh_decoder.nn import clear_caches
+    from mesh_decoder.nn.spiral_conv import BagCache
+
+    torch.manual_seed(44)
+    dec = build("spiral", synthetic_hierarchy)
+    z = rand_latent(dec, 6, seed=45)
+    caches = [m._bag_cache for m in dec.modules() if isinstance(getattr(m, "_bag_cache", None), BagCache)]
+    with torch.inference_mode():
+        before = dec(z)
+        held = sum(c.index.nbytes + c.weight.nbytes + (c.blocks.nbytes if c.blocks is not None else 0)
+                   for c in caches if c.index is not None)
+        assert held > 0
+        assert clear_caches(dec) >= held
+        assert all(c.index is None and c.weight is None and c.blocks is None for c in caches)
+        assert torch.equal(dec(z), before)
+    with pytest.raises(TypeError, match=r"^module: expected a torch.nn.Module or None, got OrderedDict$"):
+        clear_caches(dec.state_dict())
+
+
 def test_graph_decoder_is_an_nn_module(synthetic_hierarchy):
     dec = build("spiral", synthetic_hierarchy)
     assert isinstance(dec, nn.Module)
