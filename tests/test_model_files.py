@@ -483,6 +483,29 @@ def test_tensors_of_another_kind_do_not_fit_a_graph_model(tmp_path):
         load_model(bad, h)
 
 
+@pytest.mark.parametrize("key, seed", [("components", 23), ("mean", 24), ("color_components", 25)])
+def test_a_tensor_relabelled_to_another_shape_fails_the_checksum(tmp_path, key, seed):
+    """The checksum did not cover shapes: a header giving a (K, 3V) tensor as (3V, K), same bytes, went unnoticed."""
+    path = tmp_path / "pca.safetensors"
+    save_model(pca_model(seed, k=int(torch.randint(3, 10, (1,), generator=torch.Generator().manual_seed(seed)))), path)
+    blob = path.read_bytes()
+    size = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8:8 + size])
+    old = header[key]["shape"]
+    assert len(old) == 2 and old[0] != old[1]
+    header[key]["shape"] = old[::-1]  # the same number of elements: the bytes stay a valid tensor
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header with spaces to 8 bytes
+    bad = tmp_path / "relabelled.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(text)) + text + blob[8 + size:])
+    import safetensors.torch
+
+    relabelled = safetensors.torch.load(bad.read_bytes())  # a valid file: only the checksum can tell
+    assert list(relabelled[key].shape) == old[::-1]
+    with pytest.raises(ModelFileError, match=rf"^{re.escape(str(bad))}: corrupt tensor data: checksum mismatch$"):
+        load_model(bad)
+
+
 def test_header_metadata_that_is_not_an_object(tmp_path):
     header = json.dumps({"__metadata__": 5, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
     bad = tmp_path / "meta5.safetensors"

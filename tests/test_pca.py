@@ -62,6 +62,26 @@ def test_components_orthonormal(method):
     assert torch.all(model.stddev[:-1] >= model.stddev[1:])
 
 
+@pytest.mark.parametrize("method", ["svd", "randomized", "auto"])
+def test_each_components_largest_magnitude_entry_is_positive(method):
+    """The documented sign (each component's largest-magnitude entry positive) was not applied: signs were LAPACK's."""
+    x = faces(30, 40, seed=31)
+    colors = torch.rand(30, 40, 3, generator=torch.Generator().manual_seed(32), dtype=torch.float64)
+    model = PCAModel.fit(x, colors, num_components=10, color_components=12, method=method,
+                         generator=torch.Generator().manual_seed(33))
+    for name in ("components", "color_components"):
+        c = getattr(model, name)  # (K, 3V)
+        biggest = c.gather(1, c.abs().argmax(dim=1, keepdim=True)).squeeze(1)  # (K,)
+        assert (biggest > 0).all(), f"{name}: rows {(biggest <= 0).nonzero().flatten().tolist()} are negative"
+        # the largest magnitude is unique (no tie for the convention to break) and far from 0
+        top2 = c.abs().topk(2, dim=1).values  # (K, 2)
+        assert (top2[:, 0] - top2[:, 1] > 1e-6).all() and (top2[:, 0] > 1e-3).all()
+    # the convention fixes the sign whatever the data's sign: -x has the same centred spread, mirrored
+    mirrored = PCAModel.fit(2 * x.mean(dim=0) - x, num_components=10, method=method,
+                            generator=torch.Generator().manual_seed(33))
+    torch.testing.assert_close(mirrored.components, model.components, rtol=0, atol=1e-8)
+
+
 def test_randomized_agrees_with_full_svd_on_leading_components():
     x = faces(200, 100, seed=4, decay=0.8)
     full = PCAModel.fit(x, num_components=8, method="svd")

@@ -13,8 +13,12 @@ integer coordinates.
 **Rasterisation rule.** A texel belongs to a UV triangle when its centre is inside
 the triangle. A centre exactly on an edge shared by two triangles belongs to exactly
 one of them (a half-plane "fill rule", as in GPU rasterisers): after orienting each
-triangle so that its interior is on the left of its edges, an edge owns the centres
-on it when its direction ``(dx, dy)`` has ``dy > 0``, or ``dy == 0`` and ``dx < 0``.
+triangle so that its interior is on the left of its edges in texel coordinates (the
+left of a direction ``(dx, dy)`` is ``(-dy, dx)``; as the row ``y`` grows downwards,
+that is clockwise on the image), an edge owns the centres on it when its direction
+has ``dy > 0``, or ``dy == 0`` and ``dx < 0``: of two faces sharing an edge along a
+row, the one at smaller row indices owns its centres; along a column, the one at
+smaller column indices.
 Edge functions are evaluated with the edge's end points in a canonical order, so the
 two triangles of a shared edge see exactly opposite values and the rule is exact.
 Two triangles covering the same texel centre are reported as an overlap.

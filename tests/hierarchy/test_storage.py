@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -439,6 +440,28 @@ def test_builder_invariants_are_checked_on_load(hierarchy, tmp_path, key, change
     arrays[key] = change(arrays[key], arrays, np.random.default_rng(11))
     rewrite(path, arrays, doc)
     with pytest.raises(HierarchyError, match=r"h\.npz: " + message):
+        load_hierarchy(path)
+
+
+@pytest.mark.parametrize("key, name, seed", [("up0/weight", "up_weight[0]", 13),
+                                             ("texel/weight", "texel_map.weight", 17)])
+def test_negative_weights_summing_to_one_are_refused_on_load(hierarchy, tmp_path, key, name, seed):
+    """A row like (1.5, -0.5, 0), summing to 1 with a valid checksum, loaded: the sign of the weights was unchecked."""
+    path = save_hierarchy(hierarchy, tmp_path / "h.npz")
+    arrays, doc = read_raw(path)
+    rng = np.random.default_rng(seed)
+    w = arrays[key].copy()
+    if key == "texel/weight":  # a covered texel
+        row = _covered_texel(arrays, rng)
+    else:  # a vertex that is not kept: a kept one has its own check (weight 1 on itself)
+        row = (int(rng.choice(np.setdiff1d(np.arange(w.shape[0]), arrays["down0"]))),)
+    big = 1.0 + rng.uniform(0.1, 1.0)
+    w[row] = rng.permutation(np.array([big, 1.0 - big, 0.0], dtype=w.dtype))
+    assert abs(float(w[row].astype(np.float64).sum()) - 1.0) < 1e-6 and float(w.min()) < -0.05
+    arrays[key] = w
+    rewrite(path, arrays, doc)
+    want = f"{name}: expected non-negative weights, got minimum {float(w.min()):.3g}"
+    with pytest.raises(HierarchyError, match=r"h\.npz: " + re.escape(want) + "$"):
         load_hierarchy(path)
 
 

@@ -182,6 +182,41 @@ def test_every_texel_centre_on_shared_edges_and_vertices_is_covered_once():
             assert not inner[i, j]
 
 
+@pytest.mark.parametrize("edge, seed", [("horizontal", 40), ("horizontal", 41), ("vertical", 42), ("vertical", 43)])
+def test_texel_centres_on_a_shared_edge_go_to_the_face_the_fill_rule_names(edge, seed):
+    """The tie-break for horizontal edges (dy == 0, dx < 0) could be flipped to dx > 0 unnoticed."""
+    # Module docstring: oriented with the interior on the left of each edge (counter-clockwise in
+    # texel space (x = column, y = row)), an edge owns the centres on it when dy > 0, or dy == 0 and
+    # dx < 0. A horizontal edge at row r goes in -x for the face above it (interior at y < r, smaller
+    # rows, larger v) and in +x for the face below: the face above owns. A vertical edge at column c
+    # goes in +y for the face on its left (interior at x < c) and in -y for the face on its right:
+    # the face on the left owns.
+    rng = np.random.default_rng(seed)
+    size = int(rng.choice([16, 32]))  # a power of two: texel space <-> UV is exact
+    line = int(rng.integers(6, size - 6))  # the row (horizontal) or column (vertical) of the shared edge
+    mid = int(rng.integers(6, size - 6))
+    lo, hi = mid - 1 - rng.choice([0.25, 0.5, 0.75]), mid + 1 + rng.choice([0.25, 0.5, 0.75])  # off the centres
+    apex_owner = (rng.uniform(lo, hi), line - rng.choice([1.25, 2.5, 3.75]))  # (along, across): across < line
+    apex_other = (rng.uniform(lo, hi), line + rng.choice([1.25, 2.5, 3.75]))
+    along_across = np.array([(lo, line), (hi, line), apex_owner, apex_other], dtype=np.float64)  # (4, 2)
+    along_across = np.round(along_across * 4) / 4  # quarter texels: exact in UV
+    xy = along_across if edge == "horizontal" else along_across[:, ::-1]  # texel space (x, y)
+    uv = np.column_stack([(xy[:, 0] + 0.5) / size, 1 - (xy[:, 1] + 0.5) / size])  # (4, 2)
+    owner, other = [0, 1, 2], [0, 1, 3]
+    faces = [list(rng.permutation(owner)), list(rng.permutation(other))]  # either winding
+    order = rng.permutation(2)  # either face index
+    faces = np.array([faces[k] for k in order], dtype=np.int64)
+    owner_index = int(np.flatnonzero(order == 0)[0])
+    mesh = Mesh(np.column_stack([uv, rng.normal(size=4)]), faces, uv=uv, uv_faces=faces.copy())
+    tm = texel_map(mesh, size)  # raises if a centre on the edge went to both faces
+    centres = [(line, k) if edge == "horizontal" else (k, line) for k in range(mid - 1, mid + 2)]  # (row, col)
+    for i, j in centres:
+        assert tm.mask[i, j], (i, j)
+        assert tm.face[i, j].item() == owner_index, (edge, (i, j), faces.tolist())
+        corner = int(np.flatnonzero(faces[owner_index] == 2)[0])
+        assert tm.weight[i, j, corner].item() == 0.0  # on the edge: no weight on the owner's apex
+
+
 def test_gutter_copies_the_nearest_covered_texel():
     mesh = jittered_grid(4, 4, np.random.default_rng(3))
     tm = texel_map(mesh, (20, 16))
