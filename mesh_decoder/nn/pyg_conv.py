@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -106,15 +107,23 @@ def pseudo_coordinates(kind: str, vertices: Tensor, edge_index: Tensor) -> Tenso
     ``"cartesian"``: the edge vector ``pos[j] - pos[i]`` (as PyG orders it), scaled into
     ``[0, 1]``; ``"spherical"``: its length and two angles; ``"distance"``: its length.
 
-    Shapes: ``vertices (V, 3), edge_index (2, E) -> (E, D)``, ``D`` = 3, 3 or 1, float32.
+    Shapes: ``vertices (V, 3), edge_index (2, E) -> (E, D)``, ``D`` = 3, 3 or 1, float32;
+    ``edge_index`` a tensor or a numpy array (as :func:`mesh_decoder.hierarchy.mesh_edge_index` gives).
     """
     if kind not in PSEUDO_COORDINATES:
         raise ValueError(f"pseudo: expected one of {sorted(PSEUDO_COORDINATES)} or None, got {kind!r}")
+    if not isinstance(edge_index, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"edge_index: expected a tensor or numpy array, got {type(edge_index).__name__}")
+    edge_index = torch.as_tensor(edge_index, device="cpu")
+    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
+        raise TypeError(f"edge_index: expected integer indices, got dtype {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index: expected shape (2, E), got {tuple(edge_index.shape)}")
     import torch_geometric.transforms as T
     from torch_geometric.data import Data
 
     transform = getattr(T, PSEUDO_COORDINATES[kind])(norm=True, cat=False)
-    data = transform(Data(pos=torch.as_tensor(vertices, dtype=torch.float32), edge_index=edge_index.cpu()))
+    data = transform(Data(pos=torch.as_tensor(vertices, dtype=torch.float32), edge_index=edge_index.long()))
     attr = data.edge_attr
     return (attr if attr.dim() == 2 else attr.view(-1, 1)).to(torch.float32)  # (E, D)
 

@@ -46,7 +46,7 @@ from .pytorch3d_interop import (
     uv_to_pytorch3d,
 )
 from .rasterize import Fragments, barycentric_coordinates, rasterize
-from .render import RenderOutput, render, save_png, to_image_array
+from .render import RenderOutput, read_image, render, save_png, to_image_array
 from .shading import DirectionalLight, shade_lambert, vertex_normals
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "shade_lambert",
     "RenderOutput",
     "render",
+    "read_image",
     "save_png",
     "to_image_array",
     # figures

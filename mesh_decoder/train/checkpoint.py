@@ -164,6 +164,10 @@ def save_checkpoint(
     Raises:
         TypeError: ``meta``, the param groups or the scheduler state are not JSON-able.
     """
+    if not isinstance(model, torch.nn.Module):
+        swapped = " (save_checkpoint takes the path first: save_checkpoint(path, model, ...))" if isinstance(
+            path, torch.nn.Module) else ""
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}{swapped}")
     tensors: dict[str, torch.Tensor] = {}
     for key, t in model.state_dict().items():
         if not isinstance(t, torch.Tensor):

@@ -398,3 +398,22 @@ def test_edge_attribute_errors():
         PyGConv(gnn.GMMConv(C, O, dim=3, kernel_size=2), edges, V, edge_attr=attr[1:])
     with pytest.raises(TypeError, match="edge_attr: expected a floating dtype"):
         PyGConv(gnn.GMMConv(C, O, dim=3, kernel_size=2), edges, V, edge_attr=attr.long())
+
+
+def test_pseudo_coordinates_take_a_numpy_edge_index_and_name_a_bad_one():
+    """hierarchy.mesh_edge_index gives numpy arrays: passing one raised AttributeError: no attribute 'cpu'."""
+    from mesh_decoder.hierarchy import mesh_edge_index as numpy_edge_index
+    from mesh_decoder.nn.pyg_conv import pseudo_coordinates
+
+    verts, faces = grid_mesh(3, 4)
+    verts = torch.as_tensor(verts, dtype=torch.float32) + 0.1 * torch.randn(verts.shape)
+    edges = numpy_edge_index(faces, verts.shape[0])
+    assert isinstance(edges, np.ndarray)
+    for kind in ("cartesian", "distance"):
+        assert torch.equal(pseudo_coordinates(kind, verts, edges), pseudo_coordinates(kind, verts, torch.as_tensor(edges)))
+    with pytest.raises(TypeError, match=r"^edge_index: expected integer indices, got dtype torch.float64$"):
+        pseudo_coordinates("cartesian", verts, edges.astype(np.float64))
+    with pytest.raises(TypeError, match=r"^edge_index: expected a tensor or numpy array, got list$"):
+        pseudo_coordinates("cartesian", verts, edges.tolist())
+    with pytest.raises(ValueError, match=r"^edge_index: expected shape \(2, E\), got \(\d+, 2\)$"):
+        pseudo_coordinates("cartesian", verts, edges.T)

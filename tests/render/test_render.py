@@ -394,3 +394,12 @@ def test_one_mesh_is_drawn_in_each_of_several_colourings():
         assert not torch.equal(out.image[0], out.image[1])
     with pytest.raises(ValueError, match=r"texture: expected batch size 1 or 2, got 3"):
         render(v.expand(2, -1, -1), f, cam, 24, texture=tex, uv=mesh.uv, uv_faces=mesh.uv_faces)
+
+
+def test_read_image_is_exported_beside_save_png():
+    """read_image lives in mesh_decoder.render.render but was exported from mesh_decoder.fit only."""
+    import mesh_decoder.fit
+    import mesh_decoder.render
+
+    assert mesh_decoder.render.read_image is mesh_decoder.fit.read_image
+    assert "read_image" in mesh_decoder.render.__all__

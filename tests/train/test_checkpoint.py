@@ -147,3 +147,16 @@ def test_sigkill_during_save_keeps_the_last_good_checkpoint(tmp_path, tiny_confi
     result = train(config, out, resume=True, progress=False)  # the run goes on from epoch 1
     assert result.epochs_completed == 3 and not result.interrupted
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
+
+
+def test_a_model_in_the_paths_place_is_named(tmp_path):
+    """save_checkpoint(model, path) as save_model takes them raised AttributeError: 'str' object has no attribute
+    'state_dict'."""
+    model, optimizer, _, _ = _trained_pieces(4)
+    path = tmp_path / "ck.safetensors"
+    with pytest.raises(TypeError, match=r"^model: expected a torch.nn.Module, got PosixPath \(save_checkpoint takes "
+                                        r"the path first: save_checkpoint\(path, model, \.\.\.\)\)$"):
+        save_checkpoint(model, path, optimizer)
+    with pytest.raises(TypeError, match=r"^model: expected a torch.nn.Module, got OrderedDict$"):
+        save_checkpoint(path, model.state_dict())
+    assert not path.exists()
