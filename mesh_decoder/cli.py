@@ -671,7 +671,7 @@ def _decode_all(sampler: _Sampler, codes: torch.Tensor, textures: bool,
             if textures and texture is not None:
                 bad[-1] |= ~torch.isfinite(texture).flatten(1).all(dim=1)
                 maps.append((texture.clamp(0, 1).permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy())
-            faces.append(decoded)
+            faces.append(decoded.float())  # a bf16 model's faces too: written as float32, as numpy holds them
     bad_codes = torch.nonzero(torch.cat(bad)).flatten()
     if bad_codes.numel():
         raise ValueError(f"expected finite decoded faces, found NaN or inf in {bad_codes.numel()} of "

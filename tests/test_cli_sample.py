@@ -930,3 +930,45 @@ def test_a_joint_run_on_a_template_without_uvs_writes_textures_through_its_autom
         np.testing.assert_array_equal(face.uv_faces, auto.uv_faces)
         image = load_texture(tmp_path / "tex" / f"face_{i:04d}.obj")
         assert image.shape == (16, 16, 3) and np.ptp(image) > 0
+
+
+def _bfloat16_copy(run, tmp_path):
+    """A copy of ``run`` whose model and decoder files hold the same models cast to bfloat16."""
+    import shutil
+
+    from mesh_decoder.hierarchy import load_hierarchy
+    from mesh_decoder.model_files import load_model, read_model_meta, save_model
+
+    copy = tmp_path / "bf16_run"
+    shutil.copytree(run, copy)
+    hierarchy = load_hierarchy(copy / "hierarchy.npz")
+    for name in ("model.safetensors", "decoder.safetensors"):
+        extra = read_model_meta(copy / name)["extra_meta"]
+        save_model(load_model(copy / name, hierarchy).to(torch.bfloat16), copy / name, hierarchy=hierarchy,
+                   extra_meta=extra)
+    return copy
+
+
+def test_a_bfloat16_run_samples_and_evaluates(tiny_run, tmp_path, capsys):
+    """sample stopped with 'Got unsupported ScalarType BFloat16' (numpy holds no bf16) and evaluate with 'x:
+    expected dtype torch.bfloat16 (the autoencoder's), got torch.float32', an x the user never gave."""
+    run = _bfloat16_copy(tiny_run, tmp_path)
+    out = tmp_path / "faces"
+    assert main(["sample", str(run), "--n", "3", "--seed", "5", "-o", str(out)]) == 0, capsys.readouterr().err
+    latents, meshes = _written(out)
+    model, faces = _model(run)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    with torch.inference_mode():
+        want = model.decode(torch.from_numpy(latents).to(torch.bfloat16)).float().numpy()
+    got = np.stack([m.vertices for m in meshes])
+    assert np.array_equal(got, want)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", str(tmp_path / "e.json")]) == 0, capsys.readouterr().err
+    import json
+
+    bf16 = json.loads((tmp_path / "e.json").read_text())
+    assert main(["evaluate", str(tiny_run), "--json", str(tmp_path / "f.json")]) == 0
+    fp32 = json.loads((tmp_path / "f.json").read_text())
+    assert bf16.keys() == fp32.keys()
+    errors = [d["models"]["autoencoder"]["vertex_error"]["mean"] for d in (bf16, fp32)]
+    assert abs(errors[0] - errors[1]) < 0.05 * errors[1], errors  # the same model, rounded to bf16

@@ -108,8 +108,9 @@ def _explained(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor) -> floa
 def _ae_reconstruct(model: MeshAutoencoder, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     if x.shape[0] == 0:
         raise ValueError("x: expected at least one mesh to reconstruct, got none")
-    device = model.decoder.fc.weight.device
-    parts = [model(x[i:i + batch_size].to(device)).cpu() for i in range(0, x.shape[0], batch_size)]  # (b, V, C)
+    weight = model.decoder.fc.weight  # the test faces go in the model's device and dtype (a bf16 run's too)
+    parts = [model(x[i:i + batch_size].to(device=weight.device, dtype=weight.dtype)).to("cpu", x.dtype)
+             for i in range(0, x.shape[0], batch_size)]  # (b, V, C)
     return torch.cat(parts)  # (N, V, C)
 
 

@@ -680,16 +680,18 @@ def held_out_measures(model: MeshAutoencoder, test: torch.Tensor, color_weight: 
 
 @torch.no_grad()
 def encode_all(model: MeshAutoencoder, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Latents ``(N, Z)`` of meshes ``(N, V, C)`` in data units, in batches, in eval mode."""
+    """Latents ``(N, Z)`` of meshes ``(N, V, C)`` in data units, in batches, in eval mode; the meshes go in the
+    model's device and dtype (a bf16 model's too), the latents come back on the CPU in ``x``'s dtype."""
     check_int(batch_size, "batch_size", 1)
-    device = model.decoder.fc.weight.device
+    weight = model.decoder.fc.weight
     was_training = model.training
     model.eval()
     try:
-        parts = [model.encode(x[i:i + batch_size].to(device)) for i in range(0, x.shape[0], batch_size)]  # (b, Z)
+        parts = [model.encode(x[i:i + batch_size].to(device=weight.device, dtype=weight.dtype))
+                 for i in range(0, x.shape[0], batch_size)]  # (b, Z)
     finally:
         model.train(was_training)
-    return torch.cat(parts).cpu()  # (N, Z)
+    return torch.cat(parts).to("cpu", x.dtype)  # (N, Z)
 
 
 def train(
