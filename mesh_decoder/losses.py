@@ -259,13 +259,14 @@ def _nearest_blocks(x: torch.Tensor, y: torch.Tensor, nx: torch.Tensor, ny: torc
 
 def _one_way(x: torch.Tensor, y: torch.Tensor, nx: torch.Tensor, ny: torch.Tensor) -> torch.Tensor:
     """``(B,)``: the mean over each ``x``'s first ``nx`` points of the squared distance
-    to the nearest of ``y``'s first ``ny`` points."""
+    to the nearest of ``y``'s first ``ny`` points, in ``x``'s dtype; squared and summed in
+    at least float32 (a float16 sum over a millimetre-scale face overflowed to inf)."""
     B, P1, D = x.shape
     nearest = _nearest(x, y, nx, ny)  # (B, P1)
     q = torch.gather(y, 1, nearest.unsqueeze(-1).expand(B, P1, D))  # (B, P1, D)
-    sq = (x - q).pow(2).sum(dim=-1)  # (B, P1)
+    sq = (x - q).to(torch.promote_types(x.dtype, torch.float32)).pow(2).sum(dim=-1)  # (B, P1)
     counted = torch.arange(P1, device=x.device).view(1, P1) < nx.view(B, 1)  # (B, P1)
-    return (sq * counted).sum(dim=1) / nx.to(sq.dtype)  # (B,)
+    return ((sq * counted).sum(dim=1) / nx.to(sq.dtype)).to(x.dtype)  # (B,)
 
 
 def _faces_and_edges(faces: Any, x: torch.Tensor, need_edges: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

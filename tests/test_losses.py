@@ -263,6 +263,21 @@ def test_a_zero_area_face_gives_finite_cotangent_losses_and_gradients(rng, metho
     torch.testing.assert_close(loss, laplacian_reference(x, faces, method))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_chamfer_of_a_millimetre_scale_face_in_16_bits_is_finite(rng, dtype):
+    """A float16 sum of 600 squared distances of about 250 mm^2 overflowed: inf where the answer, about 250,
+    fits in float16."""
+    x = torch.from_numpy(rng.normal(scale=60.0, size=(2, 600, 3)))  # (B, P, 3), a face's size in mm
+    y = x + 15.0 + torch.from_numpy(rng.normal(scale=0.5, size=x.shape))  # the scan, shifted 15 mm
+    want = chamfer_distance(x, y, reduction="none")  # (B,) float64
+    xs = x.to(dtype).requires_grad_(True)
+    got = chamfer_distance(xs, y.to(dtype), reduction="none")
+    assert got.dtype == dtype and torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, rtol=2e-2, atol=0.0)
+    (grad,) = torch.autograd.grad(got.sum(), xs)
+    assert grad.dtype == dtype and torch.isfinite(grad).all()
+
+
 def test_float32_agrees_with_float64(rng):
     x, faces = _batch(rng)
     for fn in (lambda v: mesh_laplacian_smoothing(v, faces, "cotcurv"), lambda v: mesh_normal_consistency(v, faces),
