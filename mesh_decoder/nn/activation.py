@@ -17,8 +17,10 @@ below zero, where the result itself is that small, so the error stays absolute
 at about one unit in the last place of 1. NaN stays NaN, ``-inf`` maps to ``-1``.
 
 :func:`elu_` falls back to ``F.elu_`` (the reference) off the CPU, when autograd
-records the tensor, while compiling, and for tensors of under :data:`FAST_ELU_MIN_NUMEL` elements,
-where its five passes cost more in dispatch than they save.
+records the tensor, while compiling, for tensors of under :data:`FAST_ELU_MIN_NUMEL` elements,
+where its five passes cost more in dispatch than they save, and for 16-bit floats, where
+each pass rounds: ``2^m - 1`` in bfloat16 measured a median relative error of 2.7e-2 on
+small negative inputs, against 1.6e-3 for ``F.elu_``, which computes in float32.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ def elu_(x: Tensor) -> Tensor:
 
     Shapes: any -> the same.
     """
-    if (x.device.type != "cpu" or x.numel() < FAST_ELU_MIN_NUMEL or not x.is_floating_point() or records_grad(x)
-            or torch.compiler.is_compiling()):
+    if (x.device.type != "cpu" or x.numel() < FAST_ELU_MIN_NUMEL or x.dtype not in (torch.float32, torch.float64)
+            or records_grad(x) or torch.compiler.is_compiling()):
         return F.elu_(x)
     negative = torch.clamp_max(x, 0).mul_(_LOG2E).exp2_().sub_(1)  # exp(min(x, 0)) - 1
     return x.clamp_min_(0).add_(negative)
