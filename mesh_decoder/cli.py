@@ -789,8 +789,11 @@ def _run_export(args) -> int:
         return "(" + ", ".join([b, *map(str, shape[1:])] if batched else map(str, shape)) + ")"
 
     outputs = ", ".join(f"{name} {dims(name, shape)}" for name, shape in zip(runner.output_names, shapes))
-    print(f"wrote {args.output} ({exporter} exporter): input z ({b}, {module.latent_size}); outputs {outputs}; "
-          f"the latent prior and template hash of the {where} in its metadata (onnx.load(path).metadata_props)")
+    kept = next((t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), torch.float32)
+    cast = "" if kept == torch.float32 else f" (the {str(kept).removeprefix('torch.')} model exported in float32)"
+    print(f"wrote {args.output} ({exporter} exporter): input z ({b}, {module.latent_size}) float32{cast}; "
+          f"outputs {outputs}; the latent prior and template hash of the {where} in its metadata "
+          "(onnx.load(path).metadata_props)")
     if args.write_template is not None:
         print(f"wrote {args.write_template}: {template.num_vertices} vertices, {template.num_faces} faces")
     return 0

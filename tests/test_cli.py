@@ -585,7 +585,7 @@ def test_export_keeps_colour_apart_and_whole(tiny_joint_run, tmp_path, capsys):
     assert main(["pca", str(tiny_joint_run / "config.yaml"), "--components", "3", "--color-components", "2",
                  "-o", str(pca)]) == 0
     assert main(["export", str(pca), "-o", str(tmp_path / "pca.onnx")]) == 0
-    assert "input z (B, 5); outputs vertices (B, " in capsys.readouterr().out
+    assert "input z (B, 5) float32; outputs vertices (B, " in capsys.readouterr().out
     runner, model = OnnxRunner(tmp_path / "pca.onnx"), load_model(pca)
     assert isinstance(model, PCAModel) and runner.output_names == ["vertices", "colors"]
     z = torch.randn(4, 5)

@@ -972,3 +972,17 @@ def test_a_bfloat16_run_samples_and_evaluates(tiny_run, tmp_path, capsys):
     assert bf16.keys() == fp32.keys()
     errors = [d["models"]["autoencoder"]["vertex_error"]["mean"] for d in (bf16, fp32)]
     assert abs(errors[0] - errors[1]) < 0.05 * errors[1], errors  # the same model, rounded to bf16
+
+
+def test_exporting_a_bfloat16_model_says_the_file_is_float32(tiny_run, tmp_path, capsys):
+    """The export of a bf16 (or fp16) model is float32 (export_onnx's docstring says so), but the CLI's line did
+    not: feeding the file float16 codes then failed in ONNX Runtime."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    run = _bfloat16_copy(tiny_run, tmp_path)
+    capsys.readouterr()
+    assert main(["export", str(run / "decoder.safetensors"), "-o", str(tmp_path / "bf16.onnx")]) == 0
+    assert f"input z (B, {Z}) float32 (the bfloat16 model exported in float32); outputs" in capsys.readouterr().out
+    assert main(["export", str(tiny_run / "decoder.safetensors"), "-o", str(tmp_path / "fp32.onnx")]) == 0
+    assert f"input z (B, {Z}) float32; outputs" in capsys.readouterr().out
