@@ -888,6 +888,30 @@ def test_a_spiral_decoder_cast_under_inference_mode_decodes(synthetic_hierarchy)
     torch.testing.assert_close(got, want)
 
 
+def test_a_bfloat16_decoder_with_float32_normalisation_gives_float32_vertices(synthetic_hierarchy):
+    """The README's recipe: after decoder.to(bf16), float32 mean and std buffers give float32 vertices, off by the
+    bf16 network alone instead of rounded to bf16 at the template's scale."""
+    from mesh_decoder.nn import plain_formulation
+
+    torch.manual_seed(46)
+    dec = build("spiral", synthetic_hierarchy)
+    with torch.no_grad():
+        dec.mean.copy_(100 * torch.randn(dec.mean.shape))  # millimetre-scale positions
+        dec.std.uniform_(0.5, 2.0)
+    z = rand_latent(dec, 4, seed=47)
+    with torch.inference_mode():
+        want = dec(z)
+        cast = copy.deepcopy(dec).to(torch.bfloat16)
+        rounded = cast(z.bfloat16())
+        cast.mean, cast.std = cast.mean.float(), cast.std.float()
+        got = cast(z.bfloat16())
+        with plain_formulation():
+            plain = cast(z.bfloat16())
+    assert rounded.dtype == torch.bfloat16 and got.dtype == torch.float32
+    torch.testing.assert_close(got, plain, rtol=0, atol=1e-2 * float(dec.std.max()))
+    assert (got - want).abs().max() < (rounded.float() - want).abs().max() / 1.5
+
+
 def test_fused_inference_follows_trained_up_sampling_weights(synthetic_hierarchy):
     """After an optimiser step on a trainable up-sampling weight, decoding without gradients used the fused
     gathers made from the old weight (off by 0.01 from the grad-enabled decode of the same latent)."""
