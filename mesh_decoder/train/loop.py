@@ -741,8 +741,18 @@ def train(
     config = _as_config(config)
     out = check_output_path(output_dir, "output_dir", directory=True)
     check_device(config.training.device, f"{config.source}: training.device" if config.source else "training.device")
-    with _run_lock(out):  # the folder checks below and the writes after them, one train at a time
-        return _train(config, out, resume, progress, data, callback)
+    with contextlib.ExitStack() as stack:
+        # Under a caller's autocast the optimiser's in-place steps went unseen by autocast's cast cache: the
+        # forward kept the first step's weights and the loss never moved. train runs in the model's dtype.
+        active = [kind for kind in ("cpu", "cuda") if torch.is_autocast_enabled(kind)]
+        if active:
+            warnings.warn(f"train: torch.autocast ({', '.join(active)}) is switched off inside train, which trains "
+                          "in the model's dtype (under autocast its optimiser steps are not seen by the forward)",
+                          RuntimeWarning, stacklevel=2)
+            for kind in active:
+                stack.enter_context(torch.autocast(kind, enabled=False))
+        with _run_lock(out):  # the folder checks below and the writes after them, one train at a time
+            return _train(config, out, resume, progress, data, callback)
 
 
 #: The lock file a running ``train`` holds in its folder (removed when it ends).

@@ -1147,3 +1147,16 @@ def test_a_stopped_runs_config_spelled_otherwise_is_the_same_config(tmp_path, ti
                 run / CONFIG_NAME)
     result = train(tiny_config(training={"epochs": 1}, model={"decoder": None}), run, progress=False)
     assert result.epochs_completed == 1
+
+
+def test_train_under_a_callers_autocast_trains_in_the_models_dtype_and_says_so(tmp_path, tiny_config):
+    """Under autocast the optimiser's in-place steps went unseen by autocast's cast cache: every epoch's loss was
+    the same (0.84912, 0.84912) and the run meant nothing."""
+    config = tiny_config(training={"epochs": 2})
+    plain = train(config, tmp_path / "plain", progress=False)
+    with pytest.warns(RuntimeWarning, match=r"^train: torch.autocast \(cpu\) is switched off inside train"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            under = train(config, tmp_path / "autocast", progress=False)
+            assert torch.is_autocast_enabled("cpu")  # the caller's autocast is back
+    losses = [[row["loss"] for row in result.history] for result in (plain, under)]
+    assert losses[0][1] < losses[0][0] and losses[1] == losses[0], losses
