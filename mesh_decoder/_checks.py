@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "check_tensor", "same_device", "check_int", "check_bool", "real_number", "int_argument", "real_argument",
+    "check_tensor", "same_device", "check_int", "int_value", "positive_int", "non_negative_int", "check_bool",
+    "real_number", "int_argument", "real_argument",
     "MAX_SEED", "check_device", "check_output_path", "one_line_error", "out_of_memory",
     "error_line", "as_faces", "check_threads", "check_suffix",
 ]
@@ -94,6 +95,33 @@ def check_int(value: object, name: str, minimum: int | None = None, maximum: int
     if below:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
     return int(value)
+
+
+def int_value(value: object, name: str, expected: str) -> int:
+    """``value`` as an ``int`` when it is an integer (Python's or numpy's; bools are not), else a ``TypeError``
+    ``"NAME: expected EXPECTED, got TYPE VALUE"`` (``got float 2.0``). The caller checks the range, a
+    ``ValueError`` with the same ``expected``: a wrong type and a wrong value of the right type read alike."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def positive_int(value: object, name: str) -> int:
+    """``value`` if it is an int >= 1, else a ``TypeError`` (not an integer: a float, a bool, a string) or a
+    ``ValueError`` (below 1) naming it."""
+    n = int_value(value, name, "a positive int")
+    if n < 1:
+        raise ValueError(f"{name}: expected a positive int, got {n}")
+    return n
+
+
+def non_negative_int(value: object, name: str) -> int:
+    """``value`` if it is an int >= 0, else a ``TypeError`` (not an integer) or a ``ValueError`` (negative)
+    naming it."""
+    n = int_value(value, name, "a non-negative int")
+    if n < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {n}")
+    return n
 
 
 def check_bool(value: object, name: str) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_int, check_tensor
+from ._checks import check_int, check_tensor, int_value
 
 __all__ = ["PCAModel", "PCAOutput", "randomized_svd"]
 
@@ -82,7 +82,8 @@ def randomized_svd(
     """
     check_tensor(a, "a", shape=("M", "N"), dtype=_FLOAT_DTYPES)
     m, n = a.shape
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= min(m, n):
+    rank = int_value(rank, "rank", f"an integer in [1, min(M, N) = {min(m, n)}]")
+    if not 1 <= rank <= min(m, n):
         raise ValueError(f"rank: expected an integer in [1, min(M, N) = {min(m, n)}], got {rank}")
     check_int(oversample, "oversample", 0)
     check_int(n_iter, "n_iter", 0)
@@ -254,7 +255,7 @@ class PCAModel(nn.Module):
         super().__init__()
         for name, value, low in (("num_vertices", num_vertices, 1), ("num_components", num_components, 1),
                                  ("num_color_components", num_color_components, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            if int_value(value, name, f"an integer >= {low}") < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
         if dtype not in _FLOAT_DTYPES:
             raise TypeError(f"dtype: expected a floating dtype, got {dtype}")
@@ -437,17 +438,19 @@ class PCAModel(nn.Module):
         ``truncate(k).compactness()`` is the first ``k`` entries of ``compactness()``.
         ``num_color_components=None`` keeps all colour components, ``0`` drops the colour model.
         """
-        def bad(k, high):
-            return isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= high
-
-        if bad(num_components, self.latent_size):
-            raise ValueError(f"num_components: expected an integer in [1, {self.latent_size}], got {num_components!r}")
+        expected = f"an integer in [1, {self.latent_size}]"
+        num_components = int_value(num_components, "num_components", expected)
+        if not 1 <= num_components <= self.latent_size:
+            raise ValueError(f"num_components: expected {expected}, got {num_components}")
+        expected = f"None or an integer in [0, {self.color_latent_size}]"
+        if num_color_components is not None:  # 0.0 or False is not taken for 0
+            num_color_components = int_value(num_color_components, "num_color_components", expected)
         kwargs: dict[str, Any] = {}
         kc = 0
         if self.has_colors and num_color_components != 0:
             kc = self.color_latent_size if num_color_components is None else num_color_components
-            if bad(kc, self.color_latent_size):
-                raise ValueError(f"num_color_components: expected an integer in [1, {self.color_latent_size}], got {kc}")
+            if not 1 <= kc <= self.color_latent_size:
+                raise ValueError(f"num_color_components: expected {expected}, got {kc}")
             kwargs = dict(color_mean=self.color_mean, color_components=self.color_components[:kc],
                           color_stddev=self.color_stddev[:kc], color_total_variance=self.color_total_variance)
         elif not self.has_colors and num_color_components not in (None, 0):
@@ -555,7 +558,7 @@ class PCAModel(nn.Module):
 
     # ------------------------------------------------------------ the prior
     def _randn(self, n: int, size: int, generator: torch.Generator | None) -> torch.Tensor:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        if int_value(n, "n", "a non-negative integer") < 0:
             raise ValueError(f"n: expected a non-negative integer, got {n!r}")
         _check_generator(generator)
         device = self.mean.device if generator is None else generator.device

@@ -361,13 +361,23 @@ def test_empty_batches():
 def test_sizes_must_be_integers():
     colors = torch.rand(10, 12, 3, generator=torch.Generator().manual_seed(27), dtype=torch.float64)
     model = PCAModel.fit(faces(10, 12, seed=27), colors, num_components=5)
-    for bad in (2.5, True, "2"):
-        with pytest.raises(ValueError, match=rf"^num_components: expected an integer in \[1, 5\], got {bad!r}$"):
+    for bad in (2.5, True, "2"):  # the wrong type: a TypeError naming the argument and the type
+        got = f"got {type(bad).__name__} {bad!r}$"
+        with pytest.raises(TypeError, match=rf"^num_components: expected an integer in \[1, 5\], {got}"):
             model.truncate(bad)
-        with pytest.raises(ValueError, match=r"^num_color_components: expected an integer in \[1, 5\]"):
+        with pytest.raises(TypeError, match=rf"^num_color_components: expected None or an integer in \[0, 5\], {got}"):
             model.truncate(2, bad)
-        with pytest.raises(ValueError, match=r"^rank: expected an integer in \[1, min\(M, N\) = 10\]"):
+        with pytest.raises(TypeError, match=rf"^rank: expected an integer in \[1, min\(M, N\) = 10\], {got}"):
             randomized_svd(faces(10, 12, seed=28).reshape(10, -1), bad)
+    for bad in (0, 6):  # an int out of range: a ValueError
+        with pytest.raises(ValueError, match=rf"^num_components: expected an integer in \[1, 5\], got {bad}$"):
+            model.truncate(bad)
+    with pytest.raises(ValueError, match=r"^rank: expected an integer in \[1, min\(M, N\) = 10\], got 11$"):
+        randomized_svd(faces(10, 12, seed=28).reshape(10, -1), 11)
+    for bad in (6, -1):
+        with pytest.raises(ValueError, match=rf"^num_color_components: expected None or an integer in \[0, 5\], "
+                                             rf"got {bad}$"):
+            model.truncate(2, bad)
     assert model.truncate(np.int64(2), np.int64(3)).color_latent_size == 3
 
 

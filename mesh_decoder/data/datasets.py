@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._checks import check_int
+from .._checks import check_int, positive_int
 from ..errors import MeshFileError
 from ..mesh.container import Mesh
 from .synthetic import (
@@ -152,8 +152,7 @@ class SyntheticFaceDataset(Dataset):
         threshold: float = 0.7,
         generator_seed: int = 0,
     ):
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
+        n = positive_int(n, "n")
         seed = check_int(seed, "seed", minimum=0)  # a negative seed is a ValueError, not a TypeError
         generator_seed = check_int(generator_seed, "generator_seed", minimum=0)  # named: it said "seed"
         split = _pick("split", split, ("train", "test", "all"))

@@ -37,7 +37,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._checks import check_int
+from .._checks import check_int, int_value
 from ..mesh.container import Mesh
 from ..mesh.landmarks import EYE_HALF_HEIGHT, EYE_HALF_WIDTH, EYE_S
 from ..mesh.templates import R0, canonical_coordinates, face_surface, face_template
@@ -188,8 +188,9 @@ def _column(name: str) -> int:
 
 
 def _count(n, name: str, minimum: int = 0) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < minimum:
-        kind = "a non-negative int" if minimum == 0 else f"an int >= {minimum}"
+    """``n`` as an int >= ``minimum``: a ``TypeError`` for a float, bool, string or ``None``, a ``ValueError`` below."""
+    kind = "a non-negative int" if minimum == 0 else f"an int >= {minimum}"
+    if int_value(n, name, kind) < minimum:
         raise ValueError(f"{name}: expected {kind}, got {n!r}")
     return int(n)
 
@@ -316,8 +317,7 @@ class SyntheticFaces:
         face ``i``'s named parameters are the same for any ``n > i``, its detail (and
         so the face) is not. Draw once and take a prefix to keep faces across sizes.
         """
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 0:
-            raise ValueError(f"n: expected a non-negative int, got {n!r}")
+        n = _count(n, "n")
         rng = _rng(self.seed if rng is None else rng)
         values = rng.uniform(0.0, 1.0, (int(n), len(PARAM_NAMES)))
         detail = np.clip(rng.standard_normal((int(n), DETAIL_SIZE)), -3.0, 3.0)

@@ -30,7 +30,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import nn
 
-from .._checks import check_tensor
+from .._checks import check_tensor, positive_int
 
 __all__ = [
     "GaussianPrior",
@@ -87,9 +87,7 @@ class GaussianPrior:
     @classmethod
     def standard_normal(cls, size: int, dtype: torch.dtype = torch.float32, device=None) -> "GaussianPrior":
         """:math:`\\mathcal N(0, I)` of dimension ``size``."""
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size: expected a positive int, got {size!r}")
-        return cls(torch.zeros(size, dtype=dtype, device=device))
+        return cls(torch.zeros(positive_int(size, "size"), dtype=dtype, device=device))
 
     @classmethod
     def from_autoencoder(cls, model: nn.Module) -> "GaussianPrior":

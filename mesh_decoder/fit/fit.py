@@ -81,7 +81,7 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from .._atomic import write_json
-from .._checks import check_bool, real_number
+from .._checks import check_bool, non_negative_int, real_number
 from ..mesh.container import Mesh
 from ..render.cameras import Camera, OrthographicCamera, PerspectiveCamera, ndc_to_pixel
 from ..render.render import RenderOutput, render
@@ -214,10 +214,7 @@ class Stage:
             raise ValueError("groups: expected at least one parameter group, got none")
         _expand_groups(groups)  # validates
         object.__setattr__(self, "groups", groups)
-        it = self.iterations
-        if isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it < 0:
-            raise ValueError(f"iterations: expected a non-negative int, got {it!r}")
-        object.__setattr__(self, "iterations", int(it))
+        object.__setattr__(self, "iterations", non_negative_int(self.iterations, "iterations"))
         lr = real_number(self.lr)
         if lr is None or not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr: expected a positive number, got {self.lr!r}")

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .._checks import check_bool, load_npy, real_number
+from .._checks import check_bool, load_npy, positive_int, real_number
 from ..errors import MeshFileError
 from ..mesh.container import Mesh
 from ..render.render import read_image
@@ -122,13 +122,13 @@ def _image_size(value: Any) -> tuple[int, int]:
 
     pair = isinstance(value, (list, tuple))
     sizes = []
+    want = "image_size: expected an int or a pair (H, W) of positive whole numbers of pixels"
     for v in (value if pair else (value,)):
-        whole = not isinstance(v, (bool, np.bool_)) and (
-            isinstance(v, (int, np.integer))
-            or (isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer()))
-        if not whole:
-            raise ValueError(f"image_size: expected an int or a pair (H, W) of positive whole numbers of pixels, "
-                             f"got {value!r}")
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer, float, np.floating)):
+            # a string, a bool, None: the wrong type (a TypeError), named
+            raise TypeError(f"{want}, got {type(v).__name__} {v!r}" + (f" in {value!r}" if pair else ""))
+        if not (isinstance(v, (int, np.integer)) or (math.isfinite(v) and float(v).is_integer())):
+            raise ValueError(f"{want}, got {value!r}")  # a fraction, NaN or infinity
         if abs(v) > _FLOAT32_MAX:  # a fit in float32 would overflow
             raise ValueError(f"image_size: expected at most {_FLOAT32_MAX:.4g} pixels per side, got {value!r}")
         sizes.append(int(v))
@@ -214,10 +214,7 @@ class PointCloudTarget:
             n = _tensor(self.normals, "normals", 3, rows=self.points.shape[0])
             length = torch.linalg.vector_norm(n, dim=1, keepdim=True)
             self.normals = torch.where(length > 0, n / length.clamp(min=1e-300), n)
-        every = self.correspondence_every
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise ValueError(f"correspondence_every: expected a positive int, got {every!r}")
-        self.correspondence_every = int(every)
+        self.correspondence_every = positive_int(self.correspondence_every, "correspondence_every")
         trim = real_number(self.trim)
         if trim is None or not trim > 0:
             raise ValueError(f"trim: expected a positive number (or inf), got {self.trim!r}")

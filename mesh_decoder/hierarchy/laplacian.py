@@ -48,8 +48,8 @@ def mesh_edge_index(faces: np.ndarray | torch.Tensor, num_vertices: int) -> np.n
     faces = np.asarray(faces)
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise HierarchyError(f"faces: expected shape (F, 3), got {faces.shape}")
-    if not np.issubdtype(faces.dtype, np.integer):
-        raise HierarchyError(f"faces: expected an integer array, got dtype {faces.dtype}")
+    if not np.issubdtype(faces.dtype, np.integer):  # a TypeError, as nn.mesh_edge_index's
+        raise TypeError(f"faces: expected an integer array, got dtype {faces.dtype}")
     faces = faces.astype(np.int64, copy=False)
     if isinstance(num_vertices, (bool, np.bool_)) or not isinstance(num_vertices, (int, np.integer)):
         raise TypeError(f"num_vertices: expected an int, got {type(num_vertices).__name__} {num_vertices!r}")

@@ -24,6 +24,7 @@ import itertools
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .._checks import int_value
 from ..errors import HierarchyError
 
 __all__ = ["closest_point_on_triangle", "closest_points_on_surface", "upsample_operator"]
@@ -168,8 +169,9 @@ def closest_points_on_surface(
     Raises:
         HierarchyError: bad shapes, non-finite positions, face indices out of range,
             no faces, or ``k < 1``.
+        TypeError: a ``k`` that is not an int, or faces that are not integers.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    if int_value(k, "k", "an int >= 1") < 1:
         raise HierarchyError(f"k: expected an int >= 1, got {k!r}")
     points = _positions(points, "points")
     vertices = _positions(vertices, "vertices")
@@ -177,7 +179,7 @@ def closest_points_on_surface(
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise HierarchyError(f"faces: expected shape (F, 3), got {faces.shape}")
     if faces.size and not np.issubdtype(faces.dtype, np.integer):
-        raise HierarchyError(f"faces: expected an integer array, got dtype {faces.dtype}")
+        raise TypeError(f"faces: expected an integer array, got dtype {faces.dtype}")
     faces = np.ascontiguousarray(faces, dtype=np.int64)
     N, F = points.shape[0], faces.shape[0]
     if F == 0:
@@ -280,12 +282,13 @@ def upsample_operator(
     Raises:
         HierarchyError: bad shapes, non-finite positions, or ``down`` out of range or
             with a repeated index.
+        TypeError: ``coarse_faces`` that are not integers.
     """
     fine_vertices = _positions(fine_vertices, "fine_vertices")
     coarse_vertices = _positions(coarse_vertices, "coarse_vertices")
     coarse_faces = np.asarray(coarse_faces)
     if coarse_faces.size and not np.issubdtype(coarse_faces.dtype, np.integer):
-        raise HierarchyError(f"coarse_faces: expected an integer array, got dtype {coarse_faces.dtype}")
+        raise TypeError(f"coarse_faces: expected an integer array, got dtype {coarse_faces.dtype}")
     coarse_faces = coarse_faces.astype(np.int64, copy=False)
     Vf = fine_vertices.shape[0]
     index = np.empty((Vf, 3), dtype=np.int64)

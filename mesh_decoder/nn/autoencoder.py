@@ -16,11 +16,10 @@ import math
 from numbers import Real
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_tensor
+from .._checks import check_tensor, non_negative_int
 from ..hierarchy.container import MeshHierarchy
 from .decoders import GraphDecoder, _split_config, decoder_from_config
 from .encoders import GraphEncoder, encoder_from_config
@@ -193,11 +192,10 @@ class MeshAutoencoder(nn.Module):
         r"""``n`` latents ``(n, Z)`` from the prior, :math:`\mu + L \epsilon`.
 
         With a seeded ``generator`` the result is deterministic; the noise is
-        drawn on the generator's device and moved to the model's.
+        drawn on the generator's device and moved to the model's. ``n = 0`` gives an
+        empty ``(0, Z)`` batch, as :meth:`~mesh_decoder.pca.PCAModel.sample_latents` does.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
-        n = int(n)
+        n = non_negative_int(n, "n")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator: expected None or a torch.Generator, got {type(generator).__name__}")
         mu, chol = self.latent_mean, self.latent_cov_cholesky
@@ -208,7 +206,8 @@ class MeshAutoencoder(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decode ``n`` latents from the prior: meshes ``(n, V, C)`` in data units."""
+        """Decode ``n`` latents from the prior: meshes ``(n, V, C)`` in data units (``n = 0``: an empty
+        ``(0, V, C)`` batch, as :meth:`~mesh_decoder.pca.PCAModel.sample` gives)."""
         z = self.sample_latents(n, generator).to(self.decoder.fc.weight.dtype)  # (n, Z)
         return self.decode(z)
 

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_bool, check_tensor
+from .._checks import check_bool, check_tensor, int_value, positive_int
 from ..errors import HierarchyError
 from ..hierarchy.container import MeshHierarchy, TexelMap
 from .activation import elu_
@@ -153,20 +153,17 @@ def make_activation(name: str) -> nn.Module:
 
 
 def _check_channels(channels: Sequence[int]) -> tuple[int, ...]:
-    if isinstance(channels, (int, str)) or not isinstance(channels, Sequence) or len(channels) == 0:
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence):
+        raise TypeError(f"channels: expected a non-empty sequence of ints, got {type(channels).__name__} {channels!r}")
+    if len(channels) == 0:
         raise ValueError(f"channels: expected a non-empty sequence of ints, got {channels!r}")
     out = []
-    for c in channels:
-        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
+    for i, c in enumerate(channels):
+        c = int_value(c, f"channels[{i}]", "a positive int")
+        if c < 1:
             raise ValueError(f"channels: expected positive ints, got {list(channels)!r}")
-        out.append(int(c))
+        out.append(c)
     return tuple(out)
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
 
 
 def _check_levels(hierarchy: MeshHierarchy, num_convs: int) -> None:
@@ -181,7 +178,7 @@ def _check_levels(hierarchy: MeshHierarchy, num_convs: int) -> None:
 
 def _check_level_sizes(num_vertices: Sequence[int], num_convs: int) -> tuple[int, ...]:
     """``(V_0, ..., V_L)`` as ints, one more level size than ``num_convs`` channel entries."""
-    sizes = tuple(_check_positive_int(v, "num_vertices") for v in num_vertices)
+    sizes = tuple(positive_int(v, "num_vertices") for v in num_vertices)
     if len(sizes) != num_convs + 1:
         raise ValueError(f"num_vertices: expected {num_convs + 1} level sizes for {num_convs} channel entries, "
                          f"got {len(sizes)}")
@@ -203,12 +200,17 @@ def _check_level_index(index: Any, name: str, shape: tuple[int, ...], num_in: in
 def _per_level(value: Any, num: int, name: str, most: int) -> list[Any]:
     """An int (or None) broadcast to ``num`` levels, or a sequence of ``num`` to ``most`` values (one per
     hierarchy level, say) of which the first ``num`` are returned; every given value is checked."""
-    if value is None or isinstance(value, (int, np.integer)):
-        return [value] * num
-    if isinstance(value, str) or not isinstance(value, Sequence) or not num <= len(value) <= most:
-        count = f"{num}" if num == most else f"{num} to {most}"
+    if value is None:
+        return [None] * num
+    if isinstance(value, (int, np.integer)):  # a bool too: refused, not taken as length 1
+        return [positive_int(value, name)] * num
+    count = f"{num}" if num == most else f"{num} to {most}"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name}: expected an int or a sequence of {count} values, got {type(value).__name__} "
+                        f"{value!r}")
+    if not num <= len(value) <= most:
         raise ValueError(f"{name}: expected an int or a sequence of {count} values, got {value!r}")
-    return [None if v is None else _check_positive_int(v, f"{name}[{i}]") for i, v in enumerate(value)][:num]
+    return [None if v is None else positive_int(v, f"{name}[{i}]") for i, v in enumerate(value)][:num]
 
 
 def _level_spirals(hierarchy: MeshHierarchy, spiral_length: Any, num: int) -> tuple[list[torch.Tensor], list[int]]:
@@ -416,7 +418,7 @@ class _ChebLevels:
     def _build_cheb_convs(self, K: int, laplacian_index: Sequence[torch.Tensor],
                           laplacian_weight: Sequence[torch.Tensor]) -> None:
         L = len(self.channels)
-        self.K = _check_positive_int(K, "K")
+        self.K = positive_int(K, "K")
         if len(laplacian_index) != L or len(laplacian_weight) != L:
             raise ValueError(
                 f"laplacian_index/laplacian_weight: expected {L} tensors each (levels 0..{L - 1}), "
@@ -610,9 +612,9 @@ class GraphDecoder(HierarchyModel, nn.Module):
         check_finite: bool = False,
     ) -> None:
         super().__init__()
-        self.latent_size = _check_positive_int(latent_size, "latent_size")
+        self.latent_size = positive_int(latent_size, "latent_size")
         self.channels = _check_channels(channels)
-        self.out_channels = _check_positive_int(out_channels, "out_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
         L = len(self.channels)
         sizes = _check_level_sizes(num_vertices, L)
         if len(up_index) != L or len(up_weight) != L:
@@ -1147,19 +1149,26 @@ def _is_int(value: Any) -> bool:
 
 
 def _texture_pair(texture_size: int | Sequence[int]) -> tuple[int, int]:
-    """``texture_size`` as ``(H, W)``: an int or a pair of ints."""
+    """``texture_size`` as ``(H, W)``: an int or a pair of ints (``TypeError`` for anything else: a float, a
+    string, a pair holding one; ``ValueError`` for a sequence of ints of another length)."""
     if _is_int(texture_size):
         return int(texture_size), int(texture_size)
-    if (isinstance(texture_size, Sequence) and not isinstance(texture_size, str) and len(texture_size) == 2
+    if (isinstance(texture_size, Sequence) and not isinstance(texture_size, (str, bytes))
             and all(_is_int(s) for s in texture_size)):
-        return int(texture_size[0]), int(texture_size[1])
-    raise ValueError(f"texture_size: expected an int or (H, W) ints, got {texture_size!r}")
+        if len(texture_size) == 2:
+            return int(texture_size[0]), int(texture_size[1])
+        raise ValueError(f"texture_size: expected an int or (H, W) ints, got {len(texture_size)} ints "
+                         f"{texture_size!r}")
+    raise TypeError(f"texture_size: expected an int or (H, W) ints, got {type(texture_size).__name__} "
+                    f"{texture_size!r}")
 
 
 def _texture_side(texture_size: int | Sequence[int]) -> int:
+    """The side ``H`` of a square texture: ``texture_size`` is ``H`` or ``(H, H)``, a power of two >= 8."""
     H, W = _texture_pair(texture_size)
     if H != W or H < 8 or H & (H - 1):
-        raise ValueError(f"texture_size: expected a square power of two >= 8 (4 * 2**n), got ({H}, {W})")
+        # the size as given: 24, not the (24, 24) it stands for
+        raise ValueError(f"texture_size: expected a square power of two >= 8 (4 * 2**n), got {texture_size!r}")
     return H
 
 
@@ -1179,7 +1188,8 @@ class UVTextureDecoder(nn.Module):
 
     Args:
         latent_size: ``Z``.
-        texture_size: ``H = W``, a power of two >= 8 (default 256: 6 stages).
+        texture_size: ``H = W``, a power of two >= 8 (default 256: 6 stages): an int ``H``, or a square
+            pair ``(H, H)``.
         channels: ``C`` at 4x4 (default 256).
         min_channels: floor of the halving (default 16).
         norm: ``"group"`` (default), ``"batch"``, ``"instance"`` or ``"none"``.
@@ -1207,17 +1217,17 @@ class UVTextureDecoder(nn.Module):
         out_channels: int = 3,
     ) -> None:
         super().__init__()
-        self.latent_size = _check_positive_int(latent_size, "latent_size")
+        self.latent_size = positive_int(latent_size, "latent_size")
         self.texture_size = _texture_side(texture_size)
-        self.channels = _check_positive_int(channels, "channels")
-        self.min_channels = _check_positive_int(min_channels, "min_channels")
+        self.channels = positive_int(channels, "channels")
+        self.min_channels = positive_int(min_channels, "min_channels")
         if norm not in _NORMS:
             raise ValueError(f"norm: expected one of {_NORMS}, got {norm!r}")
         self.norm = str(norm)
         self.upsample = str(upsample)
         self.activation = activation_name(activation)
-        self.num_groups = _check_positive_int(num_groups, "num_groups")
-        self.out_channels = _check_positive_int(out_channels, "out_channels")
+        self.num_groups = positive_int(num_groups, "num_groups")
+        self.out_channels = positive_int(out_channels, "out_channels")
         if upsample not in _UPSAMPLES:
             raise ValueError(f"upsample: expected one of {_UPSAMPLES}, got {upsample!r}")
         self.num_stages = int(math.log2(self.texture_size // 4))
@@ -1348,8 +1358,8 @@ class JointDecoder(nn.Module):
         if texture_upsample not in _UPSAMPLES:
             raise ValueError(f"texture_upsample: expected one of {_UPSAMPLES}, got {texture_upsample!r}")
         self.texture_options = {
-            "texture_channels": _check_positive_int(texture_channels, "texture_channels"),
-            "min_texture_channels": _check_positive_int(min_texture_channels, "min_texture_channels"),
+            "texture_channels": positive_int(texture_channels, "texture_channels"),
+            "min_texture_channels": positive_int(min_texture_channels, "min_texture_channels"),
             "texture_norm": str(texture_norm),
             "texture_upsample": str(texture_upsample),
         }
@@ -1378,7 +1388,7 @@ class JointDecoder(nn.Module):
             side = texture_size if texture_size is not None else (map_size[0] if map_size is not None else 256)
             side = _texture_side(side)
             if map_size is not None and map_size != (side, side):
-                raise ValueError(f"texture_size: expected the texel map's size {map_size}, got ({side}, {side})")
+                raise ValueError(f"texture_size: expected the texel map's size {map_size}, got {texture_size!r}")
             self.texture = UVTextureDecoder(
                 decoder.latent_size,
                 side,

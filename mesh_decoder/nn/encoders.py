@@ -28,7 +28,6 @@ from .decoders import (
     _check_level_index,
     _check_level_sizes,
     _check_levels,
-    _check_positive_int,
     _level_laplacians,
     _level_spirals,
     _PyGLevels,
@@ -36,6 +35,7 @@ from .decoders import (
     activation_name,
     make_activation,
 )
+from .graph import positive_int
 from .pool import DownSample
 
 __all__ = ["GraphEncoder", "SpiralEncoder", "ChebEncoder", "PyGEncoder", "encoder_from_config"]
@@ -74,9 +74,9 @@ class GraphEncoder(HierarchyModel, nn.Module):
         activation: str = "elu",
     ) -> None:
         super().__init__()
-        self.in_channels = _check_positive_int(in_channels, "in_channels")
+        self.in_channels = positive_int(in_channels, "in_channels")
         self.channels = _check_channels(channels)
-        self.latent_size = _check_positive_int(latent_size, "latent_size")
+        self.latent_size = positive_int(latent_size, "latent_size")
         L = len(self.channels)
         sizes = _check_level_sizes(num_vertices, L)
         if len(down_index) != L:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_tensor
+from .._checks import check_tensor, int_value, non_negative_int, positive_int  # noqa: F401 (positive_int: re-exported)
 from ..hierarchy.container import HierarchyLevel, MeshHierarchy
 
 __all__ = ["fast_paths_enabled", "mesh_edge_index", "plain_formulation"]
@@ -66,21 +66,9 @@ def mesh_edge_index(faces: Tensor | np.ndarray, num_vertices: int) -> Tensor:
 
 
 # --------------------------------------------------------------------------- shared checks
-def positive_int(value: Any, name: str) -> int:
-    """``value`` if it is an int >= 1, else a ``TypeError``/``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value}")
-    return int(value)
-
-
-def _non_negative_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected a non-negative int, got {type(value).__name__} {value!r}")
-    if value < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {value}")
-    return int(value)
+# positive_int / _non_negative_int: TypeError for a value that is not an int (2.0, True, "3"), ValueError below
+# the bound; shared with the rest of the package from _checks
+_non_negative_int = non_negative_int
 
 
 def hierarchy_level(hierarchy: MeshHierarchy, level: int, below_coarsest: int = 0) -> HierarchyLevel:
@@ -92,9 +80,10 @@ def hierarchy_level(hierarchy: MeshHierarchy, level: int, below_coarsest: int = 
     if not isinstance(hierarchy, MeshHierarchy):
         raise TypeError(f"hierarchy: expected a MeshHierarchy, got {type(hierarchy).__name__}")
     top = hierarchy.num_levels - 1 - below_coarsest
-    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level <= top:
-        raise ValueError(f"level: expected an int in [0, {top}], got {level!r}")
-    return hierarchy.levels[int(level)]
+    level = int_value(level, "level", f"an int in [0, {top}]")
+    if not 0 <= level <= top:
+        raise ValueError(f"level: expected an int in [0, {top}], got {level}")
+    return hierarchy.levels[level]
 
 
 def check_features(x: Any, num_vertices: int | None, channels: int | None, dtype: torch.dtype | None,

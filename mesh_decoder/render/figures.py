@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_write
+from .._checks import non_negative_int, positive_int
 from .cameras import Camera, OrthographicCamera, ndc_to_pixel
 from .rasterize import as_faces, as_vertices
 from .render import _check_png_path, render, save_png
@@ -124,7 +125,7 @@ def tile_images(images: np.ndarray, ncols: int | None = None, padding: int = 4, 
     Args:
         images: ``(B, H, W, C)`` array (or tensor, channels last; ``C`` is 1, 3 or 4 for
             :func:`save_png`). A channels-first ``(B, C, H, W)`` batch (``render()``'s) is refused.
-        ncols: images per row; default ``ceil(sqrt(B))``.
+        ncols: images per row (an int >= 1); default ``ceil(sqrt(B))``.
         padding: pixels between and around tiles. Default ``4``.
         background: value of the padding. Default ``1.0`` (white). For uint8 images a
             float in ``[0, 1]`` is scaled to ``0..255`` (``1.0`` -> 255); other values are used as given,
@@ -141,11 +142,9 @@ def tile_images(images: np.ndarray, ncols: int | None = None, padding: int = 4, 
                          "images.permute(0, 2, 3, 1) (a tensor) or images.transpose(0, 2, 3, 1) (an array)")
     if B == 0:
         raise ValueError("images: expected at least one image, got 0")
-    ncols = int(math.ceil(math.sqrt(B))) if ncols is None else int(ncols)
-    if ncols < 1:
-        raise ValueError(f"ncols: expected a positive int, got {ncols}")
-    if padding < 0:
-        raise ValueError(f"padding: expected a non-negative int, got {padding}")
+    # a float (2.7 was cut to 2), a bool or a string is a TypeError, 0 or -1 a ValueError
+    ncols = int(math.ceil(math.sqrt(B))) if ncols is None else positive_int(ncols, "ncols")
+    padding = non_negative_int(padding, "padding")
     ncols = min(ncols, B)
     nrows = int(math.ceil(B / ncols))
     if arr.dtype == np.uint8 and isinstance(background, (float, np.floating)) and 0.0 <= background <= 1.0:

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import as_faces, one_or
+from .._checks import as_faces, one_or, positive_int
 from .cameras import Camera, image_size_pair
 
 __all__ = ["Fragments", "rasterize", "barycentric_coordinates", "covered_pixels", "as_faces", "as_vertices"]
@@ -222,8 +222,7 @@ def rasterize(
     h, w = image_size_pair(image_size)
     vertices = as_vertices(vertices)
     faces = as_faces(faces, int(vertices.shape[1]), vertices.device)
-    if isinstance(max_candidates, bool) or not isinstance(max_candidates, (int, np.integer)) or max_candidates < 1:
-        raise ValueError(f"max_candidates: expected a positive int, got {max_candidates!r}")
+    max_candidates = positive_int(max_candidates, "max_candidates")
     F_ = int(faces.shape[0])
     if F_ >= (1 << _FACE_BITS):
         raise ValueError(f"faces: expected fewer than 2**31 faces, got {F_}")

@@ -295,18 +295,24 @@ def test_split_and_generation_arguments_are_checked():
     for bad in (float("nan"), "0.5", None):
         with pytest.raises(ValueError, match=rf"^threshold: expected a finite number, got {bad!r}$"):
             extrapolation_split(p, threshold=bad)  # NaN held out nothing, silently
-    for bad in (1.5, -1, None, True):
-        with pytest.raises(ValueError, match=rf"^seed: expected a non-negative int, got {bad!r}$"):
+    with pytest.raises(ValueError, match=r"^seed: expected a non-negative int, got -1$"):
+        interpolation_split(10, seed=-1)
+    for bad in (1.5, None, True):  # the wrong type: a TypeError naming it
+        with pytest.raises(TypeError, match=rf"^seed: expected a non-negative int, got {type(bad).__name__} {bad!r}$"):
             interpolation_split(10, seed=bad)  # 1.5 gave seed 1's split
     with pytest.raises(ValueError, match=r"^test_fraction: expected a number in \[0, 1\], got '0.5'$"):
         interpolation_split(10, test_fraction="0.5")
     np.testing.assert_array_equal(interpolation_split(10, seed=np.int64(3))[1], interpolation_split(10, seed=3)[1])
-    for bad in (-1, 2.5):
-        with pytest.raises(ValueError, match=rf"^n: expected a non-negative int, got {bad!r}$"):
-            FaceParams.neutral(bad)
+    with pytest.raises(ValueError, match=r"^n: expected a non-negative int, got -1$"):
+        FaceParams.neutral(-1)
+    with pytest.raises(TypeError, match=r"^n: expected a non-negative int, got float 2.5$"):
+        FaceParams.neutral(2.5)
     gen = SyntheticFaces(face_template(500))
-    for bad in (0, -3, "x", 2.0):
+    for bad in (0, -3):
         with pytest.raises(ValueError, match=rf"^chunk: expected an int >= 1, got {bad!r}$"):
+            gen.generate(p[:2], chunk=bad)
+    for bad in ("x", 2.0):
+        with pytest.raises(TypeError, match=rf"^chunk: expected an int >= 1, got {type(bad).__name__} {bad!r}$"):
             gen.generate(p[:2], chunk=bad)
     v1, c1 = gen.generate(p[:3], chunk=1)
     v3, c3 = gen.generate(p[:3], chunk=np.int64(3))

@@ -202,9 +202,13 @@ def test_landmark_image_size_must_be_whole_pixel_counts(tmp_path):
     assert LandmarkTarget(points, list("abcd"), [float(h), float(w)]).image_size == (h, w)
     assert LandmarkTarget(points, list("abcd"), (np.int64(h), w)).image_size == (h, w)
     fraction = float(rng.uniform(0.1, 0.9))
-    for size in ([h + fraction, w], (h, w + fraction), (True, w), [str(h), w], (h, float("nan")), h + fraction):
+    for size in ([h + fraction, w], (h, w + fraction), (h, float("nan")), h + fraction):  # numbers, not whole
         with pytest.raises(ValueError, match=r"^image_size: expected an int or a pair \(H, W\) of positive whole "
                                              r"numbers of pixels, got "):
+            LandmarkTarget(points, list("abcd"), size)
+    for size, kind in (((True, w), "bool"), ([str(h), w], "str"), (str(h), "str"), (None, "NoneType")):  # not numbers
+        with pytest.raises(TypeError, match=r"^image_size: expected an int or a pair \(H, W\) of positive whole "
+                                            rf"numbers of pixels, got {kind} "):
             LandmarkTarget(points, list("abcd"), size)
     marks = {n: p for n, p in zip("abcd", points.tolist())}
     for text in (f"[{h + fraction}, {w}]", f"[Infinity, {w}]", f'["{h}", {w}]', f"[{h}, true]"):

@@ -127,7 +127,7 @@ def test_bad_input():
         scaled_laplacian(np.zeros((4, 2), dtype=np.int64), 4)
     with pytest.raises(HierarchyError, match=r"expected indices in \[0, 3\)"):
         scaled_laplacian(np.array([[0, 1, 3]]), 3)
-    with pytest.raises(HierarchyError, match="integer"):
+    with pytest.raises(TypeError, match="faces: expected an integer array, got dtype float64"):
         scaled_laplacian(np.array([[0.0, 1.0, 2.0]]), 3)
     with pytest.raises(TypeError, match="floating"):
         scaled_laplacian(np.array([[0, 1, 2]]), 3, dtype=torch.int64)

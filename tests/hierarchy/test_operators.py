@@ -193,7 +193,7 @@ def test_bad_points_faces_and_k_raise_clear_errors():
     bad[4, 2] = np.nan
     with pytest.raises(HierarchyError, match=r"points: expected finite values, got NaN or infinity \(row 4"):
         closest_points_on_surface(bad, v, f)
-    with pytest.raises(HierarchyError, match="faces: expected an integer array"):
+    with pytest.raises(TypeError, match="faces: expected an integer array, got dtype float64"):
         closest_points_on_surface(points, v, f.astype(np.float64))
 
 

@@ -142,8 +142,8 @@ def test_sampling_is_deterministic_under_a_seed_and_follows_the_prior(synthetic_
     L = ae.latent_cov_cholesky.double()
     torch.testing.assert_close(z.mean(0), ae.latent_mean.double(), atol=0.1, rtol=0)
     torch.testing.assert_close(torch.cov(z.T), L @ L.T, atol=0.1 * float((L @ L.T).diagonal().max()), rtol=0)
-    with pytest.raises(ValueError, match="n: expected a positive int"):
-        ae.sample(0)
+    with pytest.raises(ValueError, match="n: expected a non-negative int, got -1"):
+        ae.sample(-1)
 
 
 def test_autoencoder_config_round_trip_and_preset(synthetic_hierarchy, preset_hierarchy):

@@ -187,12 +187,15 @@ def test_spiral_length_is_checked_even_where_it_equals_the_hierarchys(synthetic_
     # 9.7, "99" and junk past the levels had passed unchecked when int(value) matched the hierarchy's 9
     h = synthetic_hierarchy
     assert h.num_levels == 4 and int(h.levels[0].spirals.shape[1]) == 9
-    with pytest.raises(ValueError, match=r"^spiral_length\[0\]: expected a positive int, got 9.7$"):
+    with pytest.raises(TypeError, match=r"^spiral_length\[0\]: expected a positive int, got float 9.7$"):
         build_("spiral", h, spiral_length=[9.7, 9])
-    for bad in ("99", [9, 9, 9, 9, 9], [9]):
+    for bad in ([9, 9, 9, 9, 9], [9]):  # a sequence of another length: a ValueError
         with pytest.raises(ValueError, match=r"^spiral_length: expected an int or a sequence of 2 to 4 values, got "):
             build_("spiral", h, spiral_length=bad)
-    with pytest.raises(ValueError, match=r"^spiral_length\[2\]: expected a positive int, got 'x'$"):
+    with pytest.raises(TypeError, match=r"^spiral_length: expected an int or a sequence of 2 to 4 values, got str "
+                                        r"'99'$"):  # neither an int nor a sequence of them: a TypeError
+        build_("spiral", h, spiral_length="99")
+    with pytest.raises(TypeError, match=r"^spiral_length\[2\]: expected a positive int, got str 'x'$"):
         build_("spiral", h, spiral_length=[9, 9, "x"])
     # one length per hierarchy level (the hierarchy's own list) is accepted; the coarsest is unused
     assert build_("spiral", h, spiral_length=[9, 9, 9, 9]).config()["spiral_length"] == [9, 9]
@@ -707,7 +710,7 @@ def test_config_with_a_bad_channels_entry_is_a_named_error(synthetic_hierarchy):
     for model in models:
         config = {**model.config(), "channels": 8}
         rebuild = encoder_from_config if isinstance(model, SpiralEncoder) else decoder_from_config
-        with pytest.raises(ValueError, match="channels: expected a non-empty sequence of ints, got 8"):
+        with pytest.raises(TypeError, match="channels: expected a non-empty sequence of ints, got int 8"):
             rebuild(config, synthetic_hierarchy)
 
 

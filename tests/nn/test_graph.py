@@ -132,8 +132,12 @@ def test_hierarchy_level_picks_the_level_up_to_the_top_allowed(synthetic_hierarc
     assert hierarchy_level(h, np.int64(2), below_coarsest=1) is h.levels[2]
     with pytest.raises(ValueError, match=r"^level: expected an int in \[0, 2\], got 3$"):
         hierarchy_level(h, 3, below_coarsest=1)  # pooling needs level + 1 as well
-    for bad in (-1, 4, True, 1.0, "1"):
-        with pytest.raises(ValueError, match=rf"^level: expected an int in \[0, 3\], got {re.escape(repr(bad))}$"):
+    for bad in (-1, 4):
+        with pytest.raises(ValueError, match=rf"^level: expected an int in \[0, 3\], got {bad}$"):
+            hierarchy_level(h, bad)
+    for bad in (True, 1.0, "1"):  # the wrong type: a TypeError naming it
+        with pytest.raises(TypeError, match=rf"^level: expected an int in \[0, 3\], got {type(bad).__name__} "
+                                            rf"{re.escape(repr(bad))}$"):
             hierarchy_level(h, bad)
     with pytest.raises(TypeError, match=r"^hierarchy: expected a MeshHierarchy, got dict$"):
         hierarchy_level({"levels": h.levels}, 0)

@@ -472,17 +472,21 @@ def test_texture_options_are_checked_and_named(synthetic_hierarchy):
     from mesh_decoder.nn.decoders import JointDecoder, UVTextureDecoder
 
     for size in ((16.5, 16.5), 16.0, (16, "a"), "16"):
-        with pytest.raises(ValueError, match=r"texture_size: expected an int or \(H, W\) ints, got"):
+        with pytest.raises(TypeError, match=rf"texture_size: expected an int or \(H, W\) ints, got "
+                                            rf"{type(size).__name__} "):
             UVTextureDecoder(4, texture_size=size)
     with pytest.raises(ValueError, match=r"norm: expected one of .*, got None"):
         UVTextureDecoder(4, texture_size=16, norm=None)
     kw = dict(channels=(8, 12), latent_size=5)
     for branch in ("mesh", "cnn"):
-        with pytest.raises(ValueError, match=r"texture_size: expected an int or \(H, W\) ints, got 'x'"):
+        with pytest.raises(TypeError, match=r"texture_size: expected an int or \(H, W\) ints, got str 'x'"):
             JointDecoder.from_hierarchy(synthetic_hierarchy, branch, texture_size="x", **kw)
-        for bad in ("abc", 2.7, -3):
-            with pytest.raises(ValueError, match=rf"texture_channels: expected a positive int, got {bad!r}"):
+        for bad in ("abc", 2.7):
+            with pytest.raises(TypeError, match=rf"texture_channels: expected a positive int, got "
+                                                rf"{type(bad).__name__} {bad!r}"):
                 JointDecoder.from_hierarchy(synthetic_hierarchy, branch, texture_channels=bad, **kw)
+        with pytest.raises(ValueError, match=r"texture_channels: expected a positive int, got -3"):
+            JointDecoder.from_hierarchy(synthetic_hierarchy, branch, texture_channels=-3, **kw)
         with pytest.raises(ValueError, match=r"min_texture_channels: expected a positive int, got 0"):
             JointDecoder.from_hierarchy(synthetic_hierarchy, branch, min_texture_channels=0, **kw)
         with pytest.raises(ValueError, match=r"texture_norm: expected one of .*, got 'bogus'"):
