@@ -243,9 +243,7 @@ def test_autoencoder_sample_zero_is_an_empty_batch_like_pca(hierarchy):
 
 def test_shared_int_checks_name_the_type():
     from mesh_decoder._checks import int_value, non_negative_int, positive_int
-    from mesh_decoder.nn.graph import positive_int as graph_positive_int
 
-    assert graph_positive_int is positive_int  # one helper, re-exported where the layers import it
     assert positive_int(np.int64(3), "k") == 3 and type(positive_int(np.int64(3), "k")) is int
     assert non_negative_int(0, "n") == 0 and int_value(-5, "x", "an int") == -5
     for bad, kind in ((2.0, "float"), (True, "bool"), (np.bool_(True), "bool"), ("3", "str"), (None, "NoneType")):

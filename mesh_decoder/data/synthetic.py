@@ -190,9 +190,10 @@ def _column(name: str) -> int:
 def _count(n, name: str, minimum: int = 0) -> int:
     """``n`` as an int >= ``minimum``: a ``TypeError`` for a float, bool, string or ``None``, a ``ValueError`` below."""
     kind = "a non-negative int" if minimum == 0 else f"an int >= {minimum}"
-    if int_value(n, name, kind) < minimum:
+    count = int_value(n, name, kind)
+    if count < minimum:
         raise ValueError(f"{name}: expected {kind}, got {n!r}")
-    return int(n)
+    return count
 
 
 def _as_params(params) -> FaceParams:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._checks import int_value
 from ..errors import HierarchyError
 
 __all__ = ["coo_order_problem", "mesh_edge_index", "scaled_laplacian"]
@@ -51,9 +52,7 @@ def mesh_edge_index(faces: np.ndarray | torch.Tensor, num_vertices: int) -> np.n
     if not np.issubdtype(faces.dtype, np.integer):  # a TypeError, as nn.mesh_edge_index's
         raise TypeError(f"faces: expected an integer array, got dtype {faces.dtype}")
     faces = faces.astype(np.int64, copy=False)
-    if isinstance(num_vertices, (bool, np.bool_)) or not isinstance(num_vertices, (int, np.integer)):
-        raise TypeError(f"num_vertices: expected an int, got {type(num_vertices).__name__} {num_vertices!r}")
-    V = int(num_vertices)
+    V = int_value(num_vertices, "num_vertices", "an int")
     if V < 0:
         raise HierarchyError(f"num_vertices: expected an int >= 0, got {V}")
     if faces.size and (faces.min() < 0 or faces.max() >= V):

@@ -49,11 +49,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_bool, check_tensor
+from .._checks import check_bool, check_tensor, positive_int
 from ..hierarchy.container import MeshHierarchy
 from ..hierarchy.laplacian import coo_order_problem
 from .graph import (FLOAT_DTYPES, _autocast_enabled, after_load, bag_product, check_features, fast_paths_enabled,
-                    hierarchy_level, positive_int, records_grad, under_func_transform, update_buffer)
+                    hierarchy_level, records_grad, under_func_transform, update_buffer)
 
 __all__ = ["ChebConv", "LaplacianRows", "laplacian_matmul", "laplacian_rows"]
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .._checks import positive_int
 from ..hierarchy.container import MeshHierarchy
 from .decoders import (
     HierarchyModel,
@@ -35,7 +36,6 @@ from .decoders import (
     activation_name,
     make_activation,
 )
-from .graph import positive_int
 from .pool import DownSample
 
 __all__ = ["GraphEncoder", "SpiralEncoder", "ChebEncoder", "PyGEncoder", "encoder_from_config"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_tensor, int_value, non_negative_int, positive_int  # noqa: F401 (positive_int: re-exported)
+from .._checks import check_tensor, int_value, non_negative_int
 from ..hierarchy.container import HierarchyLevel, MeshHierarchy
 
 __all__ = ["fast_paths_enabled", "mesh_edge_index", "plain_formulation"]
@@ -48,7 +48,7 @@ def mesh_edge_index(faces: Tensor | np.ndarray, num_vertices: int) -> Tensor:
     check_tensor(faces, "faces", shape=("F", "k"))
     if faces.dtype.is_floating_point or faces.dtype.is_complex or faces.dtype == torch.bool:
         raise TypeError(f"faces: expected an integer tensor, got dtype {faces.dtype}")
-    V = _non_negative_int(num_vertices, "num_vertices")
+    V = non_negative_int(num_vertices, "num_vertices")
     if faces.shape[1] < 2:
         raise ValueError(f"faces: expected (F, k) with k >= 2 corners, got shape {tuple(faces.shape)}")
     faces = faces.to(torch.int64)
@@ -66,11 +66,6 @@ def mesh_edge_index(faces: Tensor | np.ndarray, num_vertices: int) -> Tensor:
 
 
 # --------------------------------------------------------------------------- shared checks
-# positive_int / _non_negative_int: TypeError for a value that is not an int (2.0, True, "3"), ValueError below
-# the bound; shared with the rest of the package from _checks
-_non_negative_int = non_negative_int
-
-
 def hierarchy_level(hierarchy: MeshHierarchy, level: int, below_coarsest: int = 0) -> HierarchyLevel:
     """``hierarchy.levels[level]`` after checking the type and ``0 <= level <= top``.
 
@@ -117,8 +112,12 @@ def check_features(x: Any, num_vertices: int | None, channels: int | None, dtype
     return x
 
 
+#: The device types whose ``torch.autocast`` the fast paths (and ``train``) look for.
+AUTOCAST_DEVICES = ("cpu", "cuda", "xpu")
+
+
 def _autocast_enabled(device_type: str) -> bool:
-    return device_type in ("cpu", "cuda", "xpu") and torch.is_autocast_enabled(device_type)
+    return device_type in AUTOCAST_DEVICES and torch.is_autocast_enabled(device_type)
 
 
 # --------------------------------------------------------------------------- fast-path switch

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_tensor
+from .._checks import check_tensor, positive_int
 from ..hierarchy.container import MeshHierarchy
-from .graph import FLOAT_DTYPES, bag_product, check_features, hierarchy_level, positive_int
+from .graph import FLOAT_DTYPES, bag_product, check_features, hierarchy_level
 
 __all__ = ["DownSample", "UpSample"]
 

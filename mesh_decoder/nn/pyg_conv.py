@@ -41,9 +41,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_tensor
+from .._checks import check_tensor, positive_int
 from ..hierarchy.container import MeshHierarchy
-from .graph import after_load, check_features, hierarchy_level, mesh_edge_index, positive_int
+from .graph import after_load, check_features, hierarchy_level, mesh_edge_index
 
 __all__ = ["PyGConv", "mesh_edge_index", "pseudo_coordinates", "BATCHED_CONVS", "PSEUDO_COORDINATES"]
 
@@ -215,9 +215,10 @@ class PyGConv(nn.Module):
         self.mode = mode
         self.register_buffer("edge_index", edge_index.detach().clone().contiguous())
         self.register_buffer("edge_attr", None if edge_attr is None else edge_attr.detach().clone().contiguous())
-        # Union-graph edges for the last batch size seen (not saved; rebuilt on demand).
+        # Union-graph edges for the last batch size seen (not saved; rebuilt on demand). Their batch size is
+        # their width over E: no second attribute, so threads decoding at once never pair one batch's
+        # count with another's edges.
         self.register_buffer("union_edge_index", edge_index.new_empty(2, 0), persistent=False)
-        self._union_batch = 0
         # A loaded state dict may bring another graph: the union edges are then rebuilt.
         self.register_load_state_dict_post_hook(after_load("_forget_union"))
         # No reset_parameters() here: ``conv`` arrives initialised (or trained) and
@@ -225,7 +226,7 @@ class PyGConv(nn.Module):
 
     def _forget_union(self) -> None:
         """After a state-dict load (which may bring another graph): rebuild the union edges on demand."""
-        self._union_batch = 0
+        self.union_edge_index = self.edge_index.new_empty(2, 0)
 
     def reset_parameters(self) -> None:
         """Reset the wrapped convolution's parameters (if it has ``reset_parameters``)."""
@@ -254,14 +255,13 @@ class PyGConv(nn.Module):
         """
         ei = self.edge_index
         if not torch.compiler.is_compiling():
-            cached = self.union_edge_index
-            if self._union_batch == batch_size and cached.device == ei.device:
+            cached = self.union_edge_index  # read once: another thread may replace it
+            if cached.shape[1] == batch_size * ei.shape[1] and cached.device == ei.device and ei.shape[1]:
                 return cached
         offsets = torch.arange(batch_size, device=ei.device) * self.num_vertices  # (B,)
         union = (ei.unsqueeze(1) + offsets.view(1, -1, 1)).reshape(2, -1)  # (2, B*E)
         if not torch.compiler.is_compiling():
             self.union_edge_index = union
-            self._union_batch = batch_size
         return union
 
     def forward(self, x: Tensor) -> Tensor:

@@ -61,11 +61,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_bool, check_tensor
+from .._checks import check_bool, check_tensor, positive_int
 from ..hierarchy.container import MeshHierarchy
 from .activation import elu_
-from .graph import (after_load, check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, positive_int,
-                    records_grad, under_func_transform, update_buffer)
+from .graph import (after_load, check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, records_grad,
+                    under_func_transform, update_buffer)
 from .triton_gather import gather_project, gather_sum_available, weighted_gather_sum
 
 __all__ = [
@@ -384,22 +384,20 @@ def clear_caches(module: nn.Module | None = None) -> int:
     """
     if module is not None and not isinstance(module, nn.Module):
         raise TypeError(f"module: expected a torch.nn.Module or None, got {type(module).__name__}")
-    freed = _SHARED_BAGS.nbytes
-    _SHARED_BAGS.clear()
+    freed = _SHARED_BAGS.clear()
     for layer in () if module is None else module.modules():
         cache = getattr(layer, "_bag_cache", None)
         if isinstance(cache, BagCache):
-            freed += sum(t.nbytes for t in (cache.index, cache.weight, cache.blocks) if t is not None)
+            bags, blocks = cache._bags, cache._blocks  # each read once: a decoding thread may replace them
             cache.clear()
+            freed += (0 if bags is None else bags.rows.nbytes + bags.w.nbytes) + (
+                0 if blocks is None else blocks.blocks.nbytes)
     return freed
 
 
 def _version(t: Tensor) -> int | None:
     """``t``'s version counter (bumped by every in-place change), ``None`` for an inference tensor (none kept)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
+    return None if t.is_inference() else t._version
 
 
 def _replicate_bags(index: Tensor, weight: Tensor, batch: int, rows_per_sample: int) -> tuple[Tensor, Tensor]:
@@ -674,11 +672,19 @@ class _SharedBags:
     @property
     def nbytes(self) -> int:
         """Bytes of all kept copies."""
+        with self._lock:  # another thread's get may change the entries
+            return self._held()
+
+    def _held(self) -> int:
+        """Bytes of all kept copies; the caller holds the lock."""
         return sum(e.rows.nbytes + e.w.nbytes for e in self.entries.values())
 
-    def clear(self) -> None:
+    def clear(self) -> int:
+        """Drop every copy; returns the bytes they held."""
         with self._lock:
+            freed = self._held()
             self.entries.clear()
+        return freed
 
     def get(self, index: Tensor, weight: Tensor, batch: int, rows_per_sample: int) -> tuple[Tensor, Tensor] | None:
         """``(rows, weight)`` of ``batch`` samples, ``(batch * V, N)`` each, or ``None``
@@ -702,7 +708,7 @@ class _SharedBags:
             else:
                 rows, w = entry.rows, entry.w
             self.entries[index_key] = _SharedCopy(index, weight, weight_key, rows, w)
-            while len(self.entries) > 1 and self.nbytes > SHARED_BAGS_BYTES:
+            while len(self.entries) > 1 and self._held() > SHARED_BAGS_BYTES:
                 self.entries.popitem(last=False)
             return rows[: batch * V], w[: batch * V]
 

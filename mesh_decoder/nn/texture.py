@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_tensor
+from .._checks import check_tensor, non_negative_int
 from ..hierarchy.container import TexelMap
-from .graph import _non_negative_int, hierarchy_level, inference_fast_path
+from .graph import hierarchy_level, inference_fast_path
 from .spiral_conv import _use_triton, embedding_bag_sum
 from .triton_gather import weighted_gather_sum
 
@@ -96,7 +96,7 @@ class TexelGather(nn.Module):
         top = int(index.max()) + 1 if index.numel() else 0
         if num_vertices is None:
             num_vertices = top
-        elif top > _non_negative_int(num_vertices, "num_vertices"):
+        elif top > non_negative_int(num_vertices, "num_vertices"):
             raise ValueError(f"index: expected vertex indices < {num_vertices}, got maximum {top - 1}")
         self.num_vertices = int(num_vertices)
         # copies: the layer's buffers, not views of the caller's map (another decoder's, load_state_dict's target)
@@ -209,7 +209,7 @@ def uv_corners(
     if uvf.numel() and (int(uvf.min()) < 0 or int(uvf.max()) >= T):
         raise ValueError(f"uv_faces: expected indices in [0, {T}), got [{int(uvf.min())}, {int(uvf.max())}]")
     top = int(fc.max()) + 1 if fc.numel() else 0
-    num_vertices = top if num_vertices is None else _non_negative_int(num_vertices, "num_vertices")
+    num_vertices = top if num_vertices is None else non_negative_int(num_vertices, "num_vertices")
     if fc.numel() and (int(fc.min()) < 0 or top > num_vertices):
         raise ValueError(
             f"faces: expected vertex indices in [0, {num_vertices}), got [{int(fc.min())}, {top - 1}]"

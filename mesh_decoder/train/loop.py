@@ -76,6 +76,7 @@ from ..hierarchy.storage import hierarchy_digest
 from ..mesh.container import Mesh
 from ..model_files import hierarchy_signature
 from ..nn.autoencoder import MeshAutoencoder
+from ..nn.graph import AUTOCAST_DEVICES, _autocast_enabled
 from .checkpoint import CheckpointError, check_training_meta, load_checkpoint, save_checkpoint
 from .config import RESUMABLE_KEYS, TrainConfig, TrainConfigError, config_differences, load_config, save_config
 
@@ -744,7 +745,7 @@ def train(
     with contextlib.ExitStack() as stack:
         # Under a caller's autocast the optimiser's in-place steps went unseen by autocast's cast cache: the
         # forward kept the first step's weights and the loss never moved. train runs in the model's dtype.
-        active = [kind for kind in ("cpu", "cuda") if torch.is_autocast_enabled(kind)]
+        active = [kind for kind in AUTOCAST_DEVICES if _autocast_enabled(kind)]
         if active:
             warnings.warn(f"train: torch.autocast ({', '.join(active)}) is switched off inside train, which trains "
                           "in the model's dtype (under autocast its optimiser steps are not seen by the forward)",

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from mesh_decoder.nn import fast_paths_enabled, mesh_edge_index, plain_formulation
+from mesh_decoder._checks import positive_int
 from mesh_decoder.nn.graph import (
     FLOAT_DTYPES,
     bag_product,
     check_features,
     hierarchy_level,
     inference_fast_path,
-    positive_int,
     records_grad,
     under_func_transform,
     update_buffer,

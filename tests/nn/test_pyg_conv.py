@@ -174,6 +174,29 @@ def test_empty_batch_decodes_to_an_empty_batch(mode):
     assert out.shape == (0, V, O)
 
 
+def test_union_edges_are_each_calls_batch_when_another_call_comes_between():
+    """The cache kept the batch size and the edges in two attributes: a call coming between the two writes
+    (another thread's) got another batch's edges (asked for 1, given 2 copies'), dropping messages."""
+    seen: list[torch.Tensor] = []
+
+    class Interleaved(PyGConv):
+        def __setattr__(self, name, value):
+            super().__setattr__(name, value)
+            if name == "union_edge_index" and self.__dict__.get("_interleave"):
+                self.__dict__["_interleave"] = False
+                seen.append(self.union_edges(1))  # as if another thread ran right after the write
+
+    faces, V = _mesh()
+    layer = Interleaved(gnn.GATConv(C, O), mesh_edge_index(faces, V), V)
+    E = layer.num_edges
+    assert layer.union_edges(1).shape == (2, E)
+    layer.__dict__["_interleave"] = True
+    two = layer.union_edges(2)
+    assert len(seen) == 1
+    assert seen[0].shape == (2, E) and torch.equal(seen[0], layer.edge_index)
+    assert two.shape == (2, 2 * E) and torch.equal(two[:, E:], layer.edge_index + V)
+
+
 def test_union_edges_cached_per_batch_size():
     faces, V = _mesh()
     layer = PyGConv(gnn.GATConv(C, O), mesh_edge_index(faces, V), V)

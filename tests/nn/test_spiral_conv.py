@@ -470,3 +470,24 @@ def test_a_bag_cache_shared_by_threads_pairs_each_index_with_its_weights():
     finally:
         sys.setswitchinterval(interval)
     assert errors == []
+
+
+def test_clear_caches_sums_the_shared_copies_under_their_lock():
+    """clear_caches summed the shared copies without their lock: 'OrderedDict mutated during iteration' when
+    another thread's compiled decode (whose get holds the lock) added a copy meanwhile."""
+    from mesh_decoder.nn import clear_caches
+
+    read, cleared = threading.Event(), threading.Event()
+
+    def run() -> None:
+        assert spiral_mod._SHARED_BAGS.nbytes >= 0
+        read.set()
+        clear_caches()
+        cleared.set()
+
+    with spiral_mod._SHARED_BAGS._lock:  # as a decoding thread's get holds it
+        worker = threading.Thread(target=run)
+        worker.start()
+        assert not read.wait(0.3)  # the count waits for the lock
+    worker.join(30)
+    assert read.is_set() and cleared.is_set()
