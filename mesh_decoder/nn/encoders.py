@@ -36,6 +36,7 @@ from .decoders import (
     activation_name,
     make_activation,
 )
+from .graph import _autocast_enabled
 from .pool import DownSample
 
 __all__ = ["GraphEncoder", "SpiralEncoder", "ChebEncoder", "PyGEncoder", "encoder_from_config"]
@@ -115,7 +116,8 @@ class GraphEncoder(HierarchyModel, nn.Module):
         if x.dim() not in (2, 3) or tuple(x.shape[-2:]) != (V, C):
             raise ValueError(f"x: expected shape (B, {V}, {C}) or ({V}, {C}), got {tuple(x.shape)}")
         dtype = self.fc.weight.dtype
-        if x.dtype != dtype:
+        if x.dtype != dtype and not (x.is_floating_point() and _autocast_enabled(x.device.type)):
+            # under torch.autocast any float dtype, as the decoders take: a user's layer before gives bf16 there
             raise TypeError(f"x: expected dtype {dtype} (the encoder's), got {x.dtype}")
         device = self.fc.weight.device
         if x.device != device:

@@ -239,6 +239,29 @@ def test_forward_checks_type_shape_dtype_and_device(synthetic_hierarchy, kind):
         enc(x.to("meta"))
 
 
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+def test_under_autocast_the_encoder_and_autoencoder_take_bf16_meshes_as_the_decoder_takes_bf16_codes(
+        synthetic_hierarchy, kind):
+    """Under autocast a user's layer before the encoder gives bf16, which the decoder took but the encoder and
+    MeshAutoencoder.encode refused: 'x: expected dtype torch.float32 (the encoder's)'."""
+    from tests.nn.test_autoencoder import build_autoencoder
+
+    torch.manual_seed(19)
+    enc = _encoder(kind, synthetic_hierarchy)
+    x = rand_meshes(synthetic_hierarchy, 3, seed=20)
+    ae = build_autoencoder(kind, synthetic_hierarchy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = enc(x), enc(x.bfloat16())
+        codes = ae.encode(x.bfloat16())
+    scale = float(want.detach().abs().max())
+    torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=5e-2 * scale)
+    assert codes.shape == (3, ae.latent_size) and torch.isfinite(codes).all()
+    with pytest.raises(TypeError, match=r"^x: expected dtype torch.float32 \(the encoder's\), got torch.bfloat16$"):
+        enc(x.bfloat16())  # outside autocast
+    with pytest.raises(TypeError, match=r"^x: expected dtype torch.float32 \(the autoencoder's\)"):
+        ae.encode(x.bfloat16())
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_forward_names_the_encoders_cuda_device(synthetic_hierarchy):
