@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 from typing import Any
@@ -59,6 +58,14 @@ def _scene(num_vertices: int, batch: int, size: int, seed: int = 0):
     return vertices, faces, colors, camera
 
 
+def _peak_kib() -> int:
+    """Peak resident set size in KiB (``ru_maxrss``, which macOS gives in bytes)."""
+    import resource  # POSIX only: this benchmark measures memory on Linux and macOS
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss) // 1024 if sys.platform == "darwin" else int(rss)
+
+
 def _rss_kib() -> int:
     """Current resident set size in KiB (Linux ``/proc``; falls back to the peak)."""
     try:
@@ -66,7 +73,7 @@ def _rss_kib() -> int:
             pages = int(handle.read().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE") // 1024
     except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return _peak_kib()
 
 
 def measure_memory(num_vertices: int, size: int, batch: int, threads: int) -> dict[str, Any]:
@@ -75,10 +82,10 @@ def measure_memory(num_vertices: int, size: int, batch: int, threads: int) -> di
     vertices, faces, colors, camera = _scene(num_vertices, batch, size)
     stats: dict[str, Any] = {}
     before = _rss_kib()
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_before = _peak_kib()
     frags = rasterize(vertices, faces, camera, size, stats=stats)
     out = render(vertices, faces, camera, size, colors=colors, fragments=frags)
-    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_after = _peak_kib()
     outputs = sum(t.element_size() * t.numel() for t in (frags.face_id, frags.bary, frags.depth, frags.mask, out.image))
     return {
         "rss_before_mb": before / 1024,

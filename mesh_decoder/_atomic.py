@@ -35,6 +35,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
 
     A symlink is followed: the file it points to is replaced, the link stays.
     An existing file keeps its permission bits; a new one gets ``0o666 & ~umask``.
+    A text mode writes UTF-8 with the line ends as written (``"\n"``), whatever the
+    locale or platform (Windows would write its code page and ``"\r\n"``).
 
     Raises:
         OutputPathError: ``path`` is a directory or another non-regular file (a device such as
@@ -68,7 +70,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
             exc.filename = given
         raise
     try:
-        with os.fdopen(fd, mode) as handle:
+        text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}  # the same bytes on every platform
+        with os.fdopen(fd, mode, **text) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -167,3 +167,19 @@ def test_a_fifo_or_device_at_the_path_is_never_replaced(tmp_path):
         check_output_path(fifo, "-o pipe")
     with pytest.raises(ValueError, match=r"expected a regular file path, found a character device"):
         check_output_path("/dev/null", "-o")
+
+
+def test_text_is_written_as_utf8_with_its_own_line_ends_whatever_the_locale(tmp_path):
+    """A text write took the locale's encoding and the platform's line ends: under LC_ALL=C without UTF-8 mode
+    'UnicodeEncodeError: ascii codec' for a README arrow (and cp1252 with CRLF on Windows)."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "out.txt"
+    code = ("from mesh_decoder._atomic import atomic_write\n"
+            f"with atomic_write({str(target)!r}, 'w') as h:\n"
+            "    h.write('a \\u2192 b\\nc\\r\\n')\n")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert target.read_bytes() == "a \u2192 b\nc\r\n".encode("utf-8")

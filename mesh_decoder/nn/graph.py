@@ -113,7 +113,7 @@ def check_features(x: Any, num_vertices: int | None, channels: int | None, dtype
 
 
 #: The device types whose ``torch.autocast`` the fast paths (and ``train``) look for.
-AUTOCAST_DEVICES = ("cpu", "cuda", "xpu")
+AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")
 
 
 def _autocast_enabled(device_type: str) -> bool:

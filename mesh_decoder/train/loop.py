@@ -791,7 +791,9 @@ def _lock(out: str, path: str) -> int | None:
     """A descriptor of ``path`` holding an exclusive ``flock``, or ``None`` where locks are not available."""
     try:
         import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
+    except ImportError:  # not POSIX (Windows): run unlocked, as on a file system without flock
+        warnings.warn(f"{out}: this platform has no fcntl to lock the run folder; another train into it at the "
+                      "same time would not be refused", RuntimeWarning, stacklevel=5)
         return None
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

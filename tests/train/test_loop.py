@@ -1160,3 +1160,14 @@ def test_train_under_a_callers_autocast_trains_in_the_models_dtype_and_says_so(t
             assert torch.is_autocast_enabled("cpu")  # the caller's autocast is back
     losses = [[row["loss"] for row in result.history] for result in (plain, under)]
     assert losses[0][1] < losses[0][0] and losses[1] == losses[0], losses
+
+
+def test_a_platform_without_fcntl_trains_unlocked_with_a_warning(tmp_path, tiny_config, monkeypatch):
+    """Without fcntl (Windows) two trains into one folder were not refused, and nothing said so."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # import fcntl raises ImportError, as on Windows
+    with pytest.warns(RuntimeWarning, match=r"this platform has no fcntl to lock the run folder; another train "
+                                            r"into it at the same time would not be refused"):
+        result = train(tiny_config(training={"epochs": 1}), tmp_path / "run", progress=False)
+    assert result.epochs_completed == 1 and not (tmp_path / "run" / loop.LOCK_NAME).exists()
