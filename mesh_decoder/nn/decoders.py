@@ -135,6 +135,16 @@ _INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+#: ``extra_repr()`` of each activation as :func:`make_activation` makes it (its default settings).
+_DEFAULT_ACTIVATION_REPR = {name: cls().extra_repr() for name, cls in ACTIVATIONS.items()}
+
+
+def _is_stock_activation(module: nn.Module, name: str) -> bool:
+    """Whether ``module`` is what ``make_activation(name)`` makes, class and settings: only then may a fast
+    path apply the activation by its name (a user's ``decoder.act = nn.Mish()`` is run as a module)."""
+    return type(module) is ACTIVATIONS.get(name) and module.extra_repr() == _DEFAULT_ACTIVATION_REPR[name]
+
+
 def activation_name(name: Any) -> str:
     """``name`` checked against :data:`ACTIVATIONS`, lower-cased."""
     if not isinstance(name, str):
@@ -746,9 +756,16 @@ class GraphDecoder(HierarchyModel, nn.Module):
         :func:`~mesh_decoder.nn.plain_formulation`, so forward hooks keep the conv's own output)."""
         inplace = _INPLACE_ACTIVATIONS.get(self.activation.lower())
         if (inplace is None or h.requires_grad or torch.compiler.is_compiling() or torch.jit.is_tracing()
-                or not fast_paths_enabled()):
+                or not fast_paths_enabled() or not _is_stock_activation(self.act, self.activation)):
             return self.act(h)
         return inplace(h)
+
+    def _stock_layers(self, conv_cls: type) -> bool:
+        """Whether every convolution is exactly ``conv_cls`` and every up-sampling exactly :class:`UpSample`:
+        the fast paths read their buffers and weights directly, which a subclass's own ``forward`` (or a
+        layer put in place of one) would not see; otherwise each layer is called."""
+        return (all(type(conv) is conv_cls for conv in self.convs) and type(self.out_conv) is conv_cls
+                and all(type(up) is UpSample for up in self.ups))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Meshes in data units ``(B, V_0, C_out)`` from latents ``(B, Z)`` (``(Z,) -> (V_0, C_out)``)."""
@@ -839,11 +856,12 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         """Without autograd, each block runs fused (:class:`~mesh_decoder.nn.UpSpiralConv`):
         the convolution's weight blocks multiply the coarse level, then one weighted
         gather up-samples and sums the spirals. Otherwise up-sample, then convolve."""
-        if not inference_fast_path(x, module=self):
+        if not inference_fast_path(x, module=self) or not self._stock_layers(SpiralConv):
             return super()._blocks(x)
         if not torch.compiler.is_compiling() and self._sources() != self._fused_sources:
             self._refresh_fused()  # up-sampling weights trained or replaced since the gathers were made
-        fused_act = "elu" if self.activation == "elu" else None  # applied inside the gather
+        stock_elu = self.activation == "elu" and _is_stock_activation(self.act, "elu")
+        fused_act = "elu" if stock_elu else None  # applied inside the gather
         for fused, conv in zip(self.fused, self.convs):
             x = fused(x, conv.linear.weight, conv.linear.bias, fused_act)  # (B, V_l, c_l)
             if fused_act is None:
@@ -951,7 +969,7 @@ class ChebDecoder(_ChebLevels, GraphDecoder):
         :meth:`UpSample.forward_vertex_major`); on CUDA too with
         :data:`~mesh_decoder.nn.cheb_conv.BAG_ON_CUDA`. Otherwise
         :meth:`GraphDecoder._decode`, the reference."""
-        if not bag_device(zb) or not inference_fast_path(zb, module=self):
+        if not bag_device(zb) or not inference_fast_path(zb, module=self) or not self._stock_layers(ChebConv):
             return super()._decode(zb)
         B = zb.shape[0]
         L = len(self.channels)

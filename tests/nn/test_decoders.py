@@ -394,6 +394,54 @@ def test_clear_caches_frees_a_decoders_batch_sized_gathers_and_changes_no_result
         clear_caches(dec.state_dict())
 
 
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+def test_a_conv_subclass_from_make_conv_is_run_by_the_fast_paths_too(synthetic_hierarchy, kind):
+    """The inference fast paths read the convolutions' weights and buffers directly: a subclass's own forward
+    (here a learned gain) was skipped without autograd, silently off by 3.5 (spiral) and 15 (cheb)."""
+    from mesh_decoder.nn import ChebConv, SpiralConv
+
+    base_conv, base_dec = (SpiralConv, SpiralDecoder) if kind == "spiral" else (ChebConv, ChebDecoder)
+
+    class GainConv(base_conv):
+        def forward(self, x):
+            return super().forward(x) * self.gain
+
+    class GainDecoder(base_dec):
+        def _make_conv(self, level, in_channels, out_channels):
+            conv = super()._make_conv(level, in_channels, out_channels)
+            conv.__class__ = GainConv  # the built-in layer, as the subclass
+            conv.gain = nn.Parameter(1.5 + torch.rand(out_channels))
+            return conv
+
+    torch.manual_seed(48)
+    kwargs = {"K": 3} if kind == "cheb" else {}
+    dec = GainDecoder.from_hierarchy(synthetic_hierarchy, latent_size=5, channels=(8, 12), **kwargs)
+    assert all(type(conv) is GainConv for conv in dec.convs)
+    z = rand_latent(dec, 3, seed=49)
+    recorded = dec(z)
+    with torch.no_grad():
+        torch.testing.assert_close(dec(z), recorded, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        torch.testing.assert_close(dec(z), recorded, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
+@pytest.mark.parametrize("act", [lambda: nn.Mish(), lambda: nn.ELU(alpha=2.0), lambda: nn.LeakyReLU(0.3)],
+                         ids=["mish", "elu-alpha-2", "leaky-0.3"])
+def test_an_activation_module_put_in_place_is_the_one_run_without_autograd(synthetic_hierarchy, kind, act):
+    """The fast paths applied the activation by its configured name: decoder.act = nn.Mish() was ignored
+    whenever autograd recorded nothing (off by 0.41)."""
+    torch.manual_seed(50)
+    dec = build(kind, synthetic_hierarchy, activation="leaky_relu" if "leaky" in str(act()) else "elu")
+    dec.act = act()
+    z = rand_latent(dec, 3, seed=51)
+    recorded = dec(z)
+    with torch.no_grad():
+        torch.testing.assert_close(dec(z), recorded, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        torch.testing.assert_close(dec(z), recorded, rtol=1e-5, atol=1e-5)
+
+
 def test_graph_decoder_is_an_nn_module(synthetic_hierarchy):
     dec = build("spiral", synthetic_hierarchy)
     assert isinstance(dec, nn.Module)
