@@ -93,7 +93,21 @@ def register_model(cls: type, name: str | None = None, *, needs_hierarchy: bool 
     for method in ("config", "from_config"):
         if not callable(getattr(cls, method, None)):
             raise TypeError(f"{cls.__name__}: expected a {method}() method to register it as a model")
-    _REGISTRY[name or cls.__name__] = _Entry(None, cls, needs_hierarchy)
+    key = name or cls.__name__
+    entry = _REGISTRY.get(key)
+    if entry is not None:
+        held = entry.cls if entry.cls is not None else model_class(key)
+        # the same class again, or one defined again (a notebook cell run twice) is taken; another is refused:
+        # files saved under the name would load as it
+        same = held is cls or (entry.module is None and (held.__module__, held.__qualname__)
+                                                      == (cls.__module__, cls.__qualname__))
+        if not same:
+            raise ValueError(f"name: {key!r} is registered to {held.__module__}.{held.__qualname__}"
+                             f"{' (built in)' if entry.module is not None else ''}; register "
+                             f"{cls.__module__}.{cls.__qualname__} under another name (its config()['class'])")
+        if held is cls:
+            return cls
+    _REGISTRY[key] = _Entry(None, cls, needs_hierarchy)
     return cls
 
 
@@ -106,7 +120,9 @@ def model_class(name: str) -> type:
     """The registered class called ``name`` (importing its module on first use)."""
     entry = _REGISTRY.get(name)
     if entry is None:
-        raise ValueError(f"unknown model class {name!r}; expected one of {registered_models()}")
+        raise ValueError(f"unknown model class {name!r}; expected one of {registered_models()} (a class of "
+                         "one's own: import its module and call mesh_decoder.model_files.register_model(ItsClass) "
+                         "before loading)")
     if entry.cls is None:
         module = importlib.import_module(entry.module)
         cls = getattr(module, name, None)

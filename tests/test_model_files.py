@@ -588,3 +588,75 @@ def test_a_file_of_another_format_is_named_and_a_truncated_one_is_not_mistaken(t
         with pytest.raises(ModelFileError, match=rf"cut{size}\.safetensors: truncated or not a model file: header of "
                                                  rf"{size} bytes announced"):
             read_model_meta(cut)
+
+
+def _own_registry(monkeypatch):
+    """The registrations a test makes are undone after it."""
+    import mesh_decoder.model_files as model_files
+
+    monkeypatch.setattr(model_files, "_REGISTRY", dict(model_files._REGISTRY))
+
+
+def test_a_registered_decoder_of_ones_own_saves_and_loads_inside_a_joint_decoder_and_an_autoencoder(
+        tmp_path, monkeypatch):
+    """Nested configs resolved through a closed list: a joint decoder or autoencoder holding a registered
+    decoder of one's own was written, then never loaded ("expected 'class' to be one of [...]")."""
+    _own_registry(monkeypatch)
+    from mesh_decoder.nn import JointDecoder, MeshAutoencoder, SpiralDecoder, SpiralEncoder
+    from tests.nn.conftest import make_synthetic_hierarchy
+
+    class OwnSpiralDecoder(SpiralDecoder):
+        """A user's decoder: the same network under its own class name."""
+
+    register_model(OwnSpiralDecoder)
+    h = make_synthetic_hierarchy()
+    torch.manual_seed(52)
+    joint = JointDecoder.from_hierarchy(h, "mesh", decoder=OwnSpiralDecoder, latent_size=5, channels=(8, 12)).eval()
+    assert type(joint.decoder) is OwnSpiralDecoder and joint.config()["decoder"]["class"] == "OwnSpiralDecoder"
+    auto = MeshAutoencoder(SpiralEncoder.from_hierarchy(h, latent_size=5, channels=(8, 12)),
+                           OwnSpiralDecoder.from_hierarchy(h, latent_size=5, channels=(8, 12))).eval()
+    z = torch.randn(3, 5, generator=torch.Generator().manual_seed(53))
+    for name, model in (("joint", joint), ("auto", auto)):
+        save_model(model, tmp_path / f"{name}.safetensors", hierarchy=h)
+        loaded = load_model(tmp_path / f"{name}.safetensors", h)
+        assert type(loaded.decoder) is OwnSpiralDecoder
+        assert_same_state(model, loaded)
+        with torch.no_grad():
+            for got, want in zip(*(m(z) if name == "joint" else (m.decode(z),) for m in (loaded, model))):
+                if got is not None:
+                    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match=r"^decoder: expected one of \['ChebDecoder', 'PyGDecoder', 'SpiralDecoder'\]"
+                                         r", a GraphDecoder subclass or the name one is registered under"):
+        JointDecoder.from_hierarchy(h, "mesh", decoder="NoSuchDecoder", latent_size=5, channels=(8, 12))
+
+
+def test_register_model_refuses_a_name_taken_by_another_class(monkeypatch):
+    """register_model replaced any name in silence, a built-in one too: saved SpiralDecoder files then failed to
+    load ('expected class MeanDecoder, got SpiralDecoder')."""
+    _own_registry(monkeypatch)
+    from mesh_decoder.nn import SpiralDecoder
+
+    class Imposter(SpiralDecoder):
+        pass
+
+    with pytest.raises(ValueError, match=r"^name: 'SpiralDecoder' is registered to mesh_decoder\.nn\.decoders\."
+                                         r"SpiralDecoder \(built in\); register .*Imposter under another name"):
+        register_model(Imposter, name="SpiralDecoder")
+    assert register_model(SpiralDecoder) is SpiralDecoder  # the same class again: taken
+    with pytest.raises(ValueError, match=r"^name: 'ToyGraphModel' is registered to .*ToyGraphModel; register "):
+        register_model(Imposter, name="ToyGraphModel")
+
+    def define():  # a notebook cell defining its class again: the new definition replaces the old
+        class Cell(SpiralDecoder):
+            pass
+        return Cell
+
+    first, again = define(), define()
+    assert register_model(first) is first and register_model(again) is again
+    from mesh_decoder.model_files import model_class
+
+    assert model_class("Cell") is again
+    with pytest.raises(ValueError, match=r"unknown model class 'NoSuchModel'; expected one of \[.*\] \(a class of "
+                                         r"one's own: import its module and call mesh_decoder\.model_files\."
+                                         r"register_model\(ItsClass\) before loading\)$"):
+        model_class("NoSuchModel")

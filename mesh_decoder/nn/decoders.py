@@ -1455,7 +1455,7 @@ class JointDecoder(nn.Module):
         cls,
         hierarchy: MeshHierarchy,
         texture_branch: str = "mesh",
-        decoder: str = "SpiralDecoder",
+        decoder: str | type[GraphDecoder] = "SpiralDecoder",
         texture_size: int | Sequence[int] | None = None,
         texture_channels: int = 256,
         min_texture_channels: int = 16,
@@ -1471,7 +1471,9 @@ class JointDecoder(nn.Module):
             texture_branch: ``"mesh"`` (default: per-vertex colours gathered into the UV map) or
                 ``"cnn"`` (a 2D convolutional :class:`UVTextureDecoder` from the latent).
             decoder: the graph decoder's class name, default ``"SpiralDecoder"`` (also
-                ``"ChebDecoder"``, ``"PyGDecoder"``).
+                ``"ChebDecoder"``, ``"PyGDecoder"``), or a :class:`GraphDecoder` subclass of one's
+                own (register it with :func:`~mesh_decoder.model_files.register_model` to save the
+                joint decoder: its config names the class).
             texture_size: the ``"cnn"`` branch's texture side; ``None`` (default) takes the
                 texel map's, and with a texel map a given size must equal it. To decode another
                 size than the hierarchy's map, build ``JointDecoder(graph, "cnn", None, size)``.
@@ -1493,9 +1495,15 @@ class JointDecoder(nn.Module):
                 f"out_channels: the {texture_branch} branch needs {want}, got {decoder_config['out_channels']}"
             )
         decoder_config["out_channels"] = want
-        graph_cls = _GRAPH_DECODERS.get(decoder)
+        if isinstance(decoder, type) and issubclass(decoder, GraphDecoder):
+            graph_cls = decoder  # a user's graph decoder class
+        else:
+            graph_cls = _GRAPH_DECODERS.get(decoder) if isinstance(decoder, str) else None
+            if graph_cls is None and isinstance(decoder, str):
+                graph_cls = registered_subclass(decoder, GraphDecoder)
         if graph_cls is None:
-            raise ValueError(f"decoder: expected one of {sorted(_GRAPH_DECODERS)}, got {decoder!r}")
+            raise ValueError(f"decoder: expected one of {sorted(_GRAPH_DECODERS)}, a GraphDecoder subclass or the "
+                             f"name one is registered under (register_model), got {decoder!r}")
         graph = graph_cls.from_hierarchy(hierarchy, **decoder_config)
         return cls(graph, texture_branch, hierarchy.texel_map, texture_size, texture_channels,
                    min_texture_channels, texture_norm, texture_upsample)
@@ -1535,6 +1543,20 @@ def decoder_from_config(config: Mapping[str, Any], hierarchy: MeshHierarchy | No
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
     classes: dict[str, Any] = {**_GRAPH_DECODERS, "JointDecoder": JointDecoder, "UVTextureDecoder": UVTextureDecoder}
     name = config.get("class")
-    if name not in classes:
-        raise ValueError(f"config: expected 'class' to be one of {sorted(classes)}, got {name!r}")
-    return classes[name].from_config(config, hierarchy)
+    cls = classes.get(name) if isinstance(name, str) else None
+    if cls is None and isinstance(name, str):
+        cls = registered_subclass(name, GraphDecoder)
+    if cls is None:
+        raise ValueError(f"config: expected 'class' to be one of {sorted(classes)} or a GraphDecoder subclass "
+                         f"registered with mesh_decoder.model_files.register_model, got {name!r}")
+    return cls.from_config(config, hierarchy)
+
+
+def registered_subclass(name: str, base: type) -> type | None:
+    """The class registered as ``name`` with :func:`~mesh_decoder.model_files.register_model` when it
+    subclasses ``base`` (a user's decoder inside a joint decoder or an autoencoder), else ``None``."""
+    from ..model_files import _REGISTRY  # here, not at the top: model_files imports this module
+
+    entry = _REGISTRY.get(name)
+    cls = None if entry is None else entry.cls
+    return cls if isinstance(cls, type) and issubclass(cls, base) else None

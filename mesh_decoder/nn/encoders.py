@@ -35,6 +35,7 @@ from .decoders import (
     _SpiralLevels,
     activation_name,
     make_activation,
+    registered_subclass,
 )
 from .graph import _autocast_enabled
 from .pool import DownSample
@@ -397,6 +398,10 @@ def encoder_from_config(config: Mapping[str, Any], hierarchy: MeshHierarchy) -> 
     if not isinstance(config, Mapping):
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
     name = config.get("class")
-    if name not in _ENCODERS:
-        raise ValueError(f"config: expected 'class' to be one of {sorted(_ENCODERS)}, got {name!r}")
-    return _ENCODERS[name].from_config(config, hierarchy)
+    cls = _ENCODERS.get(name) if isinstance(name, str) else None
+    if cls is None and isinstance(name, str):
+        cls = registered_subclass(name, GraphEncoder)
+    if cls is None:
+        raise ValueError(f"config: expected 'class' to be one of {sorted(_ENCODERS)} or a GraphEncoder subclass "
+                         f"registered with mesh_decoder.model_files.register_model, got {name!r}")
+    return cls.from_config(config, hierarchy)

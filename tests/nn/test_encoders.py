@@ -296,8 +296,10 @@ def test_spiral_config_keeps_truncated_spirals(synthetic_hierarchy):
 @pytest.mark.parametrize("config, error, message", [
     ([("class", "SpiralEncoder")], TypeError, "config: expected a dict, got list"),
     ({"class": "SpiralDecoder"}, ValueError,
-     "config: expected 'class' to be one of ['ChebEncoder', 'PyGEncoder', 'SpiralEncoder'], got 'SpiralDecoder'"),
-    ({}, ValueError, "config: expected 'class' to be one of ['ChebEncoder', 'PyGEncoder', 'SpiralEncoder'], got None"),
+     "config: expected 'class' to be one of ['ChebEncoder', 'PyGEncoder', 'SpiralEncoder'] or a GraphEncoder "
+     "subclass registered with mesh_decoder.model_files.register_model, got 'SpiralDecoder'"),
+    ({}, ValueError, "config: expected 'class' to be one of ['ChebEncoder', 'PyGEncoder', 'SpiralEncoder'] or a "
+                     "GraphEncoder subclass registered with mesh_decoder.model_files.register_model, got None"),
 ])
 def test_encoder_from_config_names_a_bad_config(synthetic_hierarchy, config, error, message):
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
