@@ -1214,6 +1214,13 @@ def _closure(runner, mode: str, z_host: torch.Tensor, z_dev: torch.Tensor, copy_
 
 
 def _probe_memory(rows, specs, options, tmp, onnx_files, warn, deadline: float | None = None) -> None:
+    ok = [row for row in rows if row["status"] == "ok"]
+    own = sorted({row["decoder"] for row in ok if specs[row["decoder"]].recipe is None})
+    if own:  # a probe's fresh process rebuilds a decoder from its recipe, which a decoder of one's own lacks
+        warn(f"peak memory is probed for the built-in decoders only (a fresh process rebuilds each from a recipe); "
+             f"not measured for {', '.join(own)}")
+    if not any(specs[row["decoder"]].recipe is not None for row in ok):
+        return
     if options.hierarchy_path is None:
         warn("memory probes need a saved hierarchy (hierarchy_path); peak memory not measured")
         return

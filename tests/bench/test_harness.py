@@ -573,6 +573,20 @@ def test_the_memory_note_counts_the_rows_the_time_box_cut_off(monkeypatch, modes
     assert harness._memory_note(payload) == f"peak mem '-': not probed ({why}; --memory all probes every row)"
 
 
+@pytest.mark.parametrize("hierarchy_path", [None, "unused.npz"])
+def test_a_decoder_of_ones_own_is_named_as_not_memory_probed(capsys, hierarchy_path):
+    """A spec without a recipe was skipped in silence: the warning blamed a missing hierarchy, or with one the
+    note said its probe 'failed or could not run; see the warnings above' above no warning."""
+    payload = run_benchmark([DecoderSpec("mine", TinyDecoder(), 6)],
+                            options(None, output_dir=None, memory="all", hierarchy_path=hierarchy_path,
+                                    batch_sizes=(2,)))
+    err = capsys.readouterr().err
+    assert ("warning: peak memory is probed for the built-in decoders only (a fresh process rebuilds each from a "
+            "recipe); not measured for mine") in err
+    assert "need a saved hierarchy" not in err
+    assert payload["rows"][0].get("peak_memory_mb") is None
+
+
 def test_options_are_not_changed_by_a_run(tmp_path):
     """run_benchmark kept its start in the caller's options: a second run with them inherited the
     first run's (spent) time box."""
