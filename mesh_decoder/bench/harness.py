@@ -896,6 +896,12 @@ def _print_report(payload: dict, written: _Written | None) -> None:
     note = _memory_note(payload)
     if note:
         print(note)
+    for name, info in payload["decoders"].items():  # FLOP columns that are lower bounds say so
+        left = info["cost"].get("uncounted") or []
+        if left:
+            print(f"{name}: MFLOP/mesh and the roof columns leave out {len(left)} layer{'s' if len(left) != 1 else ''} "
+                  f"with weights that no cost rule counts ({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}; "
+                  "mesh_decoder.bench.register_cost adds a rule)")
     firsts = [r["first_call_s"] for r in payload["rows"] if r["mode"].startswith("compile") and "first_call_s" in r]
     if firsts:
         plural = "s" if len(firsts) != 1 else ""

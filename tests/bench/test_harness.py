@@ -587,6 +587,34 @@ def test_a_decoder_of_ones_own_is_named_as_not_memory_probed(capsys, hierarchy_p
     assert payload["rows"][0].get("peak_memory_mb") is None
 
 
+def test_the_report_says_when_flops_leave_layers_out(capsys):
+    """The table gave a layer no cost rule knows 0 FLOPs (and %roof 0 %) without a word; only the JSON listed it."""
+
+    class Gain(nn.Module):  # a layer with weights that no cost rule counts
+        def __init__(self, size):
+            super().__init__()
+            self.gain = nn.Parameter(1 + torch.rand(size))
+
+        def forward(self, x):
+            return x * self.gain
+
+    class Gained(TinyDecoder):
+        def __init__(self):
+            super().__init__()
+            self.post = Gain(3)
+
+        def forward(self, z):
+            return self.post(super().forward(z))
+
+    payload = run_benchmark([DecoderSpec("gained", Gained(), 6), DecoderSpec("tiny", TinyDecoder(), 6)],
+                            options(None, output_dir=None, batch_sizes=(2,), print_table=True))
+    out = capsys.readouterr().out
+    assert payload["decoders"]["gained"]["cost"]["uncounted"] == ["post"]
+    assert ("gained: MFLOP/mesh and the roof columns leave out 1 layer with weights that no cost rule counts (post; "
+            "mesh_decoder.bench.register_cost adds a rule)") in out
+    assert "tiny: MFLOP/mesh" not in out
+
+
 def test_options_are_not_changed_by_a_run(tmp_path):
     """run_benchmark kept its start in the caller's options: a second run with them inherited the
     first run's (spent) time box."""
