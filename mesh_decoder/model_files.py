@@ -248,7 +248,8 @@ def save_model(
                          "records which template it belongs to")
     factory_class = _conv_factory_in(config)
     if factory_class is not None:
-        raise ValueError(f"model: a {factory_class} built with a conv factory function cannot be stored (a file "
+        raise ValueError(f"model: a {factory_class} built with a conv factory function or a class outside "
+                         "torch_geometric.nn cannot be stored (a file "
                          "keeps the conv's class name and load_model rebuilds it from that); build it with a "
                          "torch_geometric.nn class or its name, e.g. 'GCNConv' and conv_kwargs, or save its state_dict")
     extra = dict(extra_meta or {})

@@ -550,8 +550,8 @@ def test_a_pyg_decoder_built_from_a_factory_is_refused_before_writing(tmp_path):
     joint = JointDecoder(PyGDecoder.from_hierarchy(h, factory, latent_size=4, channels=(8, 8), out_channels=6),
                          "mesh", h.texel_map)
     for model, name in ((decoder, "pyg.safetensors"), (joint, "joint.safetensors")):
-        with pytest.raises(ValueError, match="^model: a PyGDecoder built with a conv factory function cannot be "
-                                             "stored"):
+        with pytest.raises(ValueError, match="^model: a PyGDecoder built with a conv factory function or a class "
+                                             "outside torch_geometric.nn cannot be stored"):
             save_model(model, tmp_path / name, hierarchy=h)
         assert not (tmp_path / name).exists()
     named = PyGDecoder.from_hierarchy(h, "GraphConv", conv_kwargs={"aggr": "mean"}, latent_size=4, channels=(8, 8))

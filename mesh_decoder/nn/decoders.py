@@ -536,7 +536,8 @@ class _PyGLevels:
         return edges, None if pseudo is None else [hierarchy.levels[l].vertices for l in range(num)]
 
     def config(self) -> dict[str, Any]:
-        """JSON-able config; ``"conv"`` is ``None`` when the conv was given as a factory function."""
+        """JSON-able config; ``"conv"`` is ``None`` when the conv was given as a factory function or a
+        class outside ``torch_geometric.nn``."""
         base = self._base_config()  # type: ignore[attr-defined]
         return {**base, "conv": self.conv_name, "conv_kwargs": dict(self.conv_kwargs), "mode": self.mode,
                 "pseudo": self.pseudo}
@@ -548,7 +549,8 @@ class _PyGLevels:
         hierarchy: MeshHierarchy,
         conv: str | type | Callable[[int, int], nn.Module] | None = None,
     ):
-        """Rebuild from :meth:`config`; pass ``conv`` when it was a factory function."""
+        """Rebuild from :meth:`config`; pass ``conv`` when it was a factory function or a class outside
+        ``torch_geometric.nn``."""
         kwargs = _split_config(config, cls)
         _check_config_sizes(config, hierarchy, _config_levels(kwargs))
         if conv is not None:
@@ -556,7 +558,8 @@ class _PyGLevels:
             if not isinstance(conv, (str, type)):
                 kwargs.pop("conv_kwargs", None)
         elif kwargs.get("conv") is None:
-            raise ValueError("config: the conv was a factory function, which a config cannot store; pass conv=")
+            raise ValueError("config: the conv was a factory function or a class outside torch_geometric.nn, which "
+                             "a config cannot store by name; pass conv=")
         return cls.from_hierarchy(hierarchy, **kwargs)  # type: ignore[attr-defined]
 
     def extra_repr(self) -> str:

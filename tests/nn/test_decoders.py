@@ -442,6 +442,26 @@ def test_an_activation_module_put_in_place_is_the_one_run_without_autograd(synth
         torch.testing.assert_close(dec(z), recorded, rtol=1e-5, atol=1e-5)
 
 
+def test_a_pyg_conv_class_of_ones_own_is_named_as_such_by_from_config(synthetic_hierarchy):
+    """A MessagePassing class outside torch_geometric.nn was reported as 'a factory function'."""
+    import torch_geometric.nn as gnn
+
+    class MyGraphConv(gnn.GraphConv):
+        pass
+
+    dec = PyGDecoder.from_hierarchy(synthetic_hierarchy, MyGraphConv, latent_size=5, channels=(8, 12))
+    config = json.loads(json.dumps(dec.config()))
+    assert config["conv"] is None
+    with pytest.raises(ValueError, match=r"^config: the conv was a factory function or a class outside "
+                                         r"torch_geometric\.nn, which a config cannot store by name; pass conv=$"):
+        PyGDecoder.from_config(config, synthetic_hierarchy)
+    again = PyGDecoder.from_config(config, synthetic_hierarchy, conv=MyGraphConv)
+    again.load_state_dict(dec.state_dict())
+    z = rand_latent(dec, 2, seed=54)
+    with torch.no_grad():
+        assert torch.equal(again(z), dec(z))
+
+
 def test_graph_decoder_is_an_nn_module(synthetic_hierarchy):
     dec = build("spiral", synthetic_hierarchy)
     assert isinstance(dec, nn.Module)

@@ -453,8 +453,8 @@ def test_a_pyg_encoder_from_a_factory_needs_conv_to_rebuild_and_is_not_saved(syn
     config = json.loads(json.dumps(enc.config()))
     assert config["conv"] is None and config["conv_kwargs"] == {} and repr(enc).count("conv=factory") == 1
     for rebuild in (encoder_from_config, PyGEncoder.from_config):
-        with pytest.raises(ValueError, match=r"^config: the conv was a factory function, which a config cannot "
-                                             r"store; pass conv=$"):
+        with pytest.raises(ValueError, match=r"^config: the conv was a factory function or a class outside "
+                                             r"torch_geometric\.nn, which a config cannot store by name; pass conv=$"):
             rebuild(config, h)
     again = PyGEncoder.from_config(config, h, conv=factory)
     again.load_state_dict(enc.state_dict())
@@ -464,8 +464,8 @@ def test_a_pyg_encoder_from_a_factory_needs_conv_to_rebuild_and_is_not_saved(syn
         PyGEncoder.from_hierarchy(h, factory, conv_kwargs={"aggr": "mean"}, latent_size=5, channels=(8, 12))
     model = MeshAutoencoder(enc, PyGDecoder.from_hierarchy(h, "GCNConv", latent_size=5, channels=(8, 12)))
     for module, name in ((enc, "encoder.safetensors"), (model, "ae.safetensors")):
-        with pytest.raises(ValueError, match="^model: a PyGEncoder built with a conv factory function cannot be "
-                                             "stored"):
+        with pytest.raises(ValueError, match="^model: a PyGEncoder built with a conv factory function or a class "
+                                             "outside torch_geometric.nn cannot be stored"):
             save_model(module, tmp_path / name, hierarchy=h)
         assert not (tmp_path / name).exists()
 
