@@ -103,8 +103,9 @@ def register_model(cls: type, name: str | None = None, *, needs_hierarchy: bool 
                                                       == (cls.__module__, cls.__qualname__))
         if not same:
             raise ValueError(f"name: {key!r} is registered to {held.__module__}.{held.__qualname__}"
-                             f"{' (built in)' if entry.module is not None else ''}; register "
-                             f"{cls.__module__}.{cls.__qualname__} under another name (its config()['class'])")
+                             f"{' (built in)' if entry.module is not None else ''}; give "
+                             f"{cls.__module__}.{cls.__qualname__} another name (its config()['class'], which for "
+                             "the decoders is the class's own name) and register it under that")
         if held is cls:
             return cls
     _REGISTRY[key] = _Entry(None, cls, needs_hierarchy)
@@ -190,6 +191,35 @@ def _collect_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
 _PYG_CLASSES = ("PyGDecoder", "PyGEncoder")
 
 
+def _class_names(config: Any) -> list[str]:
+    """The ``"class"`` of every part of ``config`` below its top level (a joint decoder's graph decoder, an
+    autoencoder's encoder and decoder)."""
+    values = list(config.values()) if isinstance(config, dict) else list(config) if isinstance(
+        config, (list, tuple)) else []
+    names = []
+    for value in values:
+        if isinstance(value, dict) and isinstance(value.get("class"), str):
+            names.append(value["class"])
+        names.extend(_class_names(value))
+    return names
+
+
+def _check_nested_classes(model: nn.Module, config: dict) -> None:
+    """Refuse, before writing, a part of ``model`` whose class ``load_model`` could not rebuild: not
+    registered, or registered to another class (the file would load as that one)."""
+    kinds = {type(m).__name__: type(m) for m in model.modules()}
+    for name in _class_names(config):
+        part = kinds.get(name)
+        if name not in _REGISTRY:
+            where = "" if part is None else f" ({part.__module__}.{part.__qualname__})"
+            raise ValueError(f"model: its part {name!r}{where} is not a registered model class, so the file could "
+                             f"not be loaded; call mesh_decoder.model_files.register_model({name}) first")
+        held = model_class(name)
+        if part is not None and part is not held:
+            raise ValueError(f"model: its part {name!r} is {part.__module__}.{part.__qualname__}, but that name is "
+                             f"registered to {held.__module__}.{held.__qualname__}: the file would load as that one")
+
+
 def _conv_factory_in(config: Any) -> str | None:
     """The class (``"PyGDecoder"``, ``"PyGEncoder"``) of a part of ``config``, at any depth, whose conv was a
     factory function (``"conv": None``), or ``None`` when there is none."""
@@ -243,6 +273,7 @@ def save_model(
     if type(model) is not cls:
         raise ValueError(f"model: config names class {name!r} ({cls.__module__}.{cls.__qualname__}), "
                          f"got an instance of {type(model).__module__}.{type(model).__qualname__}")
+    _check_nested_classes(model, config)
     if _REGISTRY[name].needs_hierarchy and hierarchy is None:
         raise ValueError(f"hierarchy: {name} is built on a mesh hierarchy; pass hierarchy= so the file "
                          "records which template it belongs to")

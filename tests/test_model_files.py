@@ -625,6 +625,23 @@ def test_a_registered_decoder_of_ones_own_saves_and_loads_inside_a_joint_decoder
             for got, want in zip(*(m(z) if name == "joint" else (m.decode(z),) for m in (loaded, model))):
                 if got is not None:
                     assert torch.equal(got, want)
+    class Unregistered(SpiralDecoder):
+        pass
+
+    joint = JointDecoder.from_hierarchy(h, "mesh", decoder=Unregistered, latent_size=5, channels=(8, 12))
+    with pytest.raises(ValueError, match=r"^model: its part 'Unregistered' \(.*Unregistered\) is not a registered "
+                                         r"model class, so the file could not be loaded; call mesh_decoder\."
+                                         r"model_files\.register_model\(Unregistered\) first$"):
+        save_model(joint, tmp_path / "unregistered.safetensors", hierarchy=h)
+    assert not (tmp_path / "unregistered.safetensors").exists()
+
+    class OwnSpiralDecoder(SpiralDecoder):  # another class of the registered name
+        pass
+
+    joint = JointDecoder.from_hierarchy(h, "mesh", decoder=OwnSpiralDecoder, latent_size=5, channels=(8, 12))
+    with pytest.raises(ValueError, match=r"^model: its part 'OwnSpiralDecoder' is .*OwnSpiralDecoder, but that name "
+                                         r"is registered to .*OwnSpiralDecoder: the file would load as that one$"):
+        save_model(joint, tmp_path / "other.safetensors", hierarchy=h)
     with pytest.raises(ValueError, match=r"^decoder: expected one of \['ChebDecoder', 'PyGDecoder', 'SpiralDecoder'\]"
                                          r", a GraphDecoder subclass or the name one is registered under"):
         JointDecoder.from_hierarchy(h, "mesh", decoder="NoSuchDecoder", latent_size=5, channels=(8, 12))
@@ -640,10 +657,11 @@ def test_register_model_refuses_a_name_taken_by_another_class(monkeypatch):
         pass
 
     with pytest.raises(ValueError, match=r"^name: 'SpiralDecoder' is registered to mesh_decoder\.nn\.decoders\."
-                                         r"SpiralDecoder \(built in\); register .*Imposter under another name"):
+                                         r"SpiralDecoder \(built in\); give .*Imposter another name \(its "
+                                         r"config\(\)\['class'\], which for the decoders is the class's own name\)"):
         register_model(Imposter, name="SpiralDecoder")
     assert register_model(SpiralDecoder) is SpiralDecoder  # the same class again: taken
-    with pytest.raises(ValueError, match=r"^name: 'ToyGraphModel' is registered to .*ToyGraphModel; register "):
+    with pytest.raises(ValueError, match=r"^name: 'ToyGraphModel' is registered to .*ToyGraphModel; give "):
         register_model(Imposter, name="ToyGraphModel")
 
     def define():  # a notebook cell defining its class again: the new definition replaces the old

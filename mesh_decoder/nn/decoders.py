@@ -135,14 +135,18 @@ _INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-#: ``extra_repr()`` of each activation as :func:`make_activation` makes it (its default settings).
-_DEFAULT_ACTIVATION_REPR = {name: cls().extra_repr() for name, cls in ACTIVATIONS.items()}
+#: The settings (public attributes) of each activation as :func:`make_activation` makes it.
+_DEFAULT_ACTIVATION_SETTINGS = {
+    name: {k: v for k, v in vars(cls()).items() if not k.startswith("_") and k != "training"}
+    for name, cls in ACTIVATIONS.items()
+}
 
 
 def _is_stock_activation(module: nn.Module, name: str) -> bool:
     """Whether ``module`` is what ``make_activation(name)`` makes, class and settings: only then may a fast
     path apply the activation by its name (a user's ``decoder.act = nn.Mish()`` is run as a module)."""
-    return type(module) is ACTIVATIONS.get(name) and module.extra_repr() == _DEFAULT_ACTIVATION_REPR[name]
+    return type(module) is ACTIVATIONS.get(name) and all(
+        getattr(module, k, None) == v for k, v in _DEFAULT_ACTIVATION_SETTINGS[name].items())
 
 
 def activation_name(name: Any) -> str:
@@ -757,7 +761,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
     def _activate(self, h: torch.Tensor) -> torch.Tensor:
         """The activation; in place on the fresh conv output when autograd records nothing (not inside
         :func:`~mesh_decoder.nn.plain_formulation`, so forward hooks keep the conv's own output)."""
-        inplace = _INPLACE_ACTIVATIONS.get(self.activation.lower())
+        inplace = _INPLACE_ACTIVATIONS.get(self.activation)
         if (inplace is None or h.requires_grad or torch.compiler.is_compiling() or torch.jit.is_tracing()
                 or not fast_paths_enabled() or not _is_stock_activation(self.act, self.activation)):
             return self.act(h)
@@ -842,13 +846,15 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         self._fused_sources = self._sources()
         self.register_load_state_dict_post_hook(after_load("_refresh_fused"))
 
-    def _sources(self) -> tuple[tuple[int, int], ...]:
-        """Where the up-sampling weights the fused gathers are made from live, and their version counters:
-        an optimiser step on a trainable one, a new tensor put in its place or a move to another device
-        changes them (an edit through ``.data`` does not). The index buffers change only by loading a
-        state dict, whose hook remakes the gathers; an inference tensor (moved or cast under
-        ``torch.inference_mode``) keeps no version counter. A few microseconds a call."""
-        return tuple((up.weight.data_ptr(), _version(up.weight)) for up in self.ups)
+    def _sources(self) -> tuple[tuple[Any, ...], ...]:
+        """What the fused gathers are made from: each convolution (a layer put in place of one) and where
+        its spirals live, and where the up-sampling weights live with their version counters: an optimiser
+        step on a trainable one, a new tensor put in its place or a move to another device changes them (an
+        edit through ``.data`` does not). The index buffers change in place only by loading a state dict,
+        whose hook remakes the gathers; an inference tensor (moved or cast under ``torch.inference_mode``)
+        keeps no version counter. A few microseconds a call."""
+        return tuple((conv, conv.indices.data_ptr(), up.weight.data_ptr(), _version(up.weight))
+                     for up, conv in zip(self.ups, self.convs))
 
     def _refresh_fused(self) -> None:
         for fused, up, conv in zip(self.fused, self.ups, self.convs):
@@ -972,7 +978,8 @@ class ChebDecoder(_ChebLevels, GraphDecoder):
         :meth:`UpSample.forward_vertex_major`); on CUDA too with
         :data:`~mesh_decoder.nn.cheb_conv.BAG_ON_CUDA`. Otherwise
         :meth:`GraphDecoder._decode`, the reference."""
-        if not bag_device(zb) or not inference_fast_path(zb, module=self) or not self._stock_layers(ChebConv):
+        if (not bag_device(zb) or not inference_fast_path(zb, module=self) or not self._stock_layers(ChebConv)
+                or not _is_stock_activation(self.act, self.activation)):  # a module of one's own sees (B, V, c)
             return super()._decode(zb)
         B = zb.shape[0]
         L = len(self.channels)
