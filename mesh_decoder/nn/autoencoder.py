@@ -23,7 +23,7 @@ from .._checks import check_tensor, non_negative_int
 from ..hierarchy.container import MeshHierarchy
 from .decoders import GraphDecoder, _split_config, decoder_from_config
 from .encoders import GraphEncoder, encoder_from_config
-from .graph import _autocast_enabled
+from .graph import takes_dtype
 from .presets import decoder_from_preset, encoder_from_preset
 
 __all__ = ["MeshAutoencoder"]
@@ -120,7 +120,7 @@ class MeshAutoencoder(nn.Module):
         # checked here, as the encoder would: the normalisation below would otherwise promote
         # an integer or lower-precision x to the buffers' dtype, or fail on another device
         mean = self.decoder.mean
-        if x.dtype != mean.dtype and not (x.is_floating_point() and _autocast_enabled(x.device.type)):
+        if not takes_dtype(x, mean.dtype):
             raise TypeError(f"x: expected dtype {mean.dtype} (the autoencoder's), got {x.dtype}")
         if x.device != mean.device:
             raise ValueError(f"x: expected a tensor on {mean.device} (the autoencoder's), got one on {x.device}")

@@ -54,7 +54,7 @@ from ..errors import HierarchyError
 from ..hierarchy.container import MeshHierarchy, TexelMap
 from .activation import elu_
 from .cheb_conv import ChebConv, bag_device
-from .graph import _autocast_enabled, after_load, fast_paths_enabled, inference_fast_path, mesh_edge_index
+from .graph import after_load, fast_paths_enabled, inference_fast_path, mesh_edge_index, takes_dtype
 from .pool import UpSample
 from .pyg_conv import PyGConv, pseudo_coordinates
 from .spiral_conv import SpiralConv, _version, weight_blocks_scope
@@ -102,8 +102,7 @@ def _batched_latent(z: Any, latent_size: int, weight: torch.Tensor) -> tuple[tor
     Z = latent_size
     if z.dim() not in (1, 2) or z.shape[-1] != Z:
         raise ValueError(f"z: expected shape (B, {Z}) or ({Z},), got {tuple(z.shape)}")
-    if z.dtype != weight.dtype and not (z.is_floating_point() and _autocast_enabled(z.device.type)):
-        # under torch.autocast any float dtype: an encoder or a user's layer before the decoder gives bf16 there
+    if not takes_dtype(z, weight.dtype):  # under autocast an encoder or a user's layer before gives bf16
         raise TypeError(f"z: expected dtype {weight.dtype} (the decoder's), got {z.dtype}")
     if z.device != weight.device:
         raise ValueError(f"z: expected a tensor on {weight.device} (the decoder's), got one on {z.device}")
@@ -710,7 +709,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
         """The network output before the normalisation is undone: ``(B, V_0, C_out)``.
 
         ``z`` is ``(B, Z)`` or ``(Z,)`` in the decoder's dtype (under ``torch.autocast``
-        any float dtype, as an encoder gives there). On the CPU without autograd the
+        also float32 or the autocast's dtype, as an encoder gives there). On the CPU without autograd the
         batch runs a few samples at a time (see :data:`DECODE_CHUNK_BYTES`), so every
         intermediate tensor stays in cache; compiled, the chunks share one compiled
         network (:func:`_decode_chunk`).

@@ -37,7 +37,7 @@ from .decoders import (
     make_activation,
     registered_subclass,
 )
-from .graph import _autocast_enabled
+from .graph import takes_dtype
 from .pool import DownSample
 
 __all__ = ["GraphEncoder", "SpiralEncoder", "ChebEncoder", "PyGEncoder", "encoder_from_config"]
@@ -117,8 +117,7 @@ class GraphEncoder(HierarchyModel, nn.Module):
         if x.dim() not in (2, 3) or tuple(x.shape[-2:]) != (V, C):
             raise ValueError(f"x: expected shape (B, {V}, {C}) or ({V}, {C}), got {tuple(x.shape)}")
         dtype = self.fc.weight.dtype
-        if x.dtype != dtype and not (x.is_floating_point() and _autocast_enabled(x.device.type)):
-            # under torch.autocast any float dtype, as the decoders take: a user's layer before gives bf16 there
+        if not takes_dtype(x, dtype):  # under autocast a user's layer before gives bf16, as for the decoders
             raise TypeError(f"x: expected dtype {dtype} (the encoder's), got {x.dtype}")
         device = self.fc.weight.device
         if x.device != device:

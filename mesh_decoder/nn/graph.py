@@ -120,6 +120,15 @@ def _autocast_enabled(device_type: str) -> bool:
     return device_type in AUTOCAST_DEVICES and torch.is_autocast_enabled(device_type)
 
 
+def takes_dtype(t: Tensor, dtype: torch.dtype) -> bool:
+    """Whether a module of ``dtype`` takes input ``t``: of that dtype, or under an active ``torch.autocast``
+    of ``t``'s device type float32 or the autocast's dtype (what a layer before gives there)."""
+    if t.dtype == dtype:
+        return True
+    kind = t.device.type
+    return _autocast_enabled(kind) and t.dtype in (torch.float32, torch.get_autocast_dtype(kind))
+
+
 # --------------------------------------------------------------------------- fast-path switch
 _PLAIN_FORMULATION = False
 

@@ -256,6 +256,15 @@ def test_under_autocast_the_encoder_and_autoencoder_take_bf16_meshes_as_the_deco
     scale = float(want.detach().abs().max())
     torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=5e-2 * scale)
     assert codes.shape == (3, ae.latent_size) and torch.isfinite(codes).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # other dtypes than float32 and autocast's: refused
+        for other in (torch.float64, torch.float16):
+            with pytest.raises(TypeError, match=rf"^x: expected dtype torch.float32 \(the encoder's\), got {other}$"):
+                enc(x.to(other))
+            with pytest.raises(TypeError, match=rf"^x: expected dtype torch.float32 \(the autoencoder's\), got "
+                                                rf"{other}$"):
+                ae.encode(x.to(other))
+            with pytest.raises(TypeError, match=rf"^z: expected dtype torch.float32 \(the decoder's\), got {other}$"):
+                ae.decoder(codes.to(other))
     with pytest.raises(TypeError, match=r"^x: expected dtype torch.float32 \(the encoder's\), got torch.bfloat16$"):
         enc(x.bfloat16())  # outside autocast
     with pytest.raises(TypeError, match=r"^x: expected dtype torch.float32 \(the autoencoder's\)"):

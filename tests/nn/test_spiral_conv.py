@@ -477,9 +477,10 @@ def test_clear_caches_sums_the_shared_copies_under_their_lock():
     another thread's compiled decode (whose get holds the lock) added a copy meanwhile."""
     from mesh_decoder.nn import clear_caches
 
-    read, cleared = threading.Event(), threading.Event()
+    asking, read, cleared = threading.Event(), threading.Event(), threading.Event()
 
     def run() -> None:
+        asking.set()
         assert spiral_mod._SHARED_BAGS.nbytes >= 0
         read.set()
         clear_caches()
@@ -488,6 +489,7 @@ def test_clear_caches_sums_the_shared_copies_under_their_lock():
     with spiral_mod._SHARED_BAGS._lock:  # as a decoding thread's get holds it
         worker = threading.Thread(target=run)
         worker.start()
+        assert asking.wait(30)  # the worker is running, right before the count
         assert not read.wait(0.3)  # the count waits for the lock
     worker.join(30)
     assert read.is_set() and cleared.is_set()
