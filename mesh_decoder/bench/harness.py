@@ -919,6 +919,7 @@ def _print_report(payload: dict, written: _Written | None) -> None:
 
 
 _BOXED = "peak memory not measured: time box"
+_OWN = "peak memory not probed: a decoder of one's own"
 
 
 def _memory_note(payload: dict) -> str | None:
@@ -926,11 +927,16 @@ def _memory_note(payload: dict) -> str | None:
 
     Rows the time box cut off (their note says so) are counted apart from those ``--memory`` leaves out."""
     missing = [r for r in payload["rows"] if r["status"] == "ok" and r.get("peak_memory_mb") is None]
+    own = sorted({r["decoder"] for r in missing if _OWN in (r.get("note") or "")})
+    missing = [r for r in missing if r["decoder"] not in own]
+    own_line = (f"peak mem '-' of {', '.join(own)}: not probed (a probe rebuilds a built-in decoder in a fresh "
+                "process; a decoder of one's own has no recipe for that)") if own else None
     if not missing:
-        return None
+        return own_line
     memory = payload["options"]["memory"]
     if memory == "all":  # no time box on the probes: those missing failed (warned above) or could not run
-        return "peak mem '-': not measured (their probes failed or could not run; see the warnings above)"
+        line = "peak mem '-': not measured (their probes failed or could not run; see the warnings above)"
+        return line if own_line is None else f"{own_line}\n{line}"
     boxed = sum(_BOXED in (r.get("note") or "") for r in missing)
     box = "the time box ended before their probes"
     rule = {"off": "--memory off", "eager": "--memory eager probes eager rows only"}.get(
@@ -941,7 +947,8 @@ def _memory_note(payload: dict) -> str | None:
         why = f"{boxed} of them because {box}; {rule}"
     else:
         why = rule
-    return f"peak mem '-': not probed ({why}; --memory all probes every row)"
+    line = f"peak mem '-': not probed ({why}; --memory all probes every row)"
+    return line if own_line is None else f"{own_line}\n{line}"
 
 
 def _run(specs: dict[str, DecoderSpec], options: BenchOptions, device: torch.device, payload: dict,
@@ -1222,6 +1229,9 @@ def _closure(runner, mode: str, z_host: torch.Tensor, z_dev: torch.Tensor, copy_
 def _probe_memory(rows, specs, options, tmp, onnx_files, warn, deadline: float | None = None) -> None:
     ok = [row for row in rows if row["status"] == "ok"]
     own = sorted({row["decoder"] for row in ok if specs[row["decoder"]].recipe is None})
+    for row in ok:
+        if specs[row["decoder"]].recipe is None:
+            _add_note(row, _OWN)
     if own:  # a probe's fresh process rebuilds a decoder from its recipe, which a decoder of one's own lacks
         warn(f"peak memory is probed for the built-in decoders only (a fresh process rebuilds each from a recipe); "
              f"not measured for {', '.join(own)}")

@@ -320,7 +320,7 @@ def test_interrupt_leaves_complete_files(tmp_path):
 @pytest.mark.parametrize("memory, why", [("off", "--memory off"), ("eager", "--memory eager probes eager rows only")])
 def test_the_table_says_why_peak_memory_was_not_probed(tmp_path, capsys, memory, why):
     """The note under the table named the default's rule whatever --memory was."""
-    run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6)],
+    run_benchmark([DecoderSpec("tiny", TinyDecoder(), 6, recipe={"name": "x"})],  # a built-in's: probeable
                   options(None, output_dir=None, memory=memory, modes=("eager", "compile"), batch_sizes=(2,),
                           print_table=True))
     out = capsys.readouterr().out
@@ -573,18 +573,22 @@ def test_the_memory_note_counts_the_rows_the_time_box_cut_off(monkeypatch, modes
     assert harness._memory_note(payload) == f"peak mem '-': not probed ({why}; --memory all probes every row)"
 
 
+@pytest.mark.parametrize("memory", ["all", "auto", "eager"])
 @pytest.mark.parametrize("hierarchy_path", [None, "unused.npz"])
-def test_a_decoder_of_ones_own_is_named_as_not_memory_probed(capsys, hierarchy_path):
-    """A spec without a recipe was skipped in silence: the warning blamed a missing hierarchy, or with one the
-    note said its probe 'failed or could not run; see the warnings above' above no warning."""
+def test_a_decoder_of_ones_own_is_named_as_not_memory_probed(capsys, hierarchy_path, memory):
+    """A spec without a recipe was skipped in silence: the warning blamed a missing hierarchy, and the note under
+    the table said its probe 'failed or could not run; see the warnings above', or blamed the --memory rule."""
     payload = run_benchmark([DecoderSpec("mine", TinyDecoder(), 6)],
-                            options(None, output_dir=None, memory="all", hierarchy_path=hierarchy_path,
-                                    batch_sizes=(2,)))
-    err = capsys.readouterr().err
+                            options(None, output_dir=None, memory=memory, hierarchy_path=hierarchy_path,
+                                    batch_sizes=(2,), print_table=True))
+    captured = capsys.readouterr()
     assert ("warning: peak memory is probed for the built-in decoders only (a fresh process rebuilds each from a "
-            "recipe); not measured for mine") in err
-    assert "need a saved hierarchy" not in err
+            "recipe); not measured for mine") in captured.err
+    assert "need a saved hierarchy" not in captured.err
     assert payload["rows"][0].get("peak_memory_mb") is None
+    assert ("peak mem '-' of mine: not probed (a probe rebuilds a built-in decoder in a fresh process; a decoder of "
+            "one's own has no recipe for that)") in captured.out
+    assert "--memory" not in captured.out.split("peak mem '-' of mine")[1].splitlines()[0]
 
 
 def test_the_report_says_when_flops_leave_layers_out(capsys):
