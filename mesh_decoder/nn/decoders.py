@@ -1504,12 +1504,8 @@ class JointDecoder(nn.Module):
                 f"out_channels: the {texture_branch} branch needs {want}, got {decoder_config['out_channels']}"
             )
         decoder_config["out_channels"] = want
-        if isinstance(decoder, type) and issubclass(decoder, GraphDecoder):
-            graph_cls = decoder  # a user's graph decoder class
-        else:
-            graph_cls = _GRAPH_DECODERS.get(decoder) if isinstance(decoder, str) else None
-            if graph_cls is None and isinstance(decoder, str):
-                graph_cls = registered_subclass(decoder, GraphDecoder)
+        own = isinstance(decoder, type) and issubclass(decoder, GraphDecoder)  # a user's graph decoder class
+        graph_cls = decoder if own else config_class(decoder, _GRAPH_DECODERS, GraphDecoder)
         if graph_cls is None:
             raise ValueError(f"decoder: expected one of {sorted(_GRAPH_DECODERS)}, a GraphDecoder subclass or the "
                              f"name one is registered under (register_model), got {decoder!r}")
@@ -1552,18 +1548,21 @@ def decoder_from_config(config: Mapping[str, Any], hierarchy: MeshHierarchy | No
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
     classes: dict[str, Any] = {**_GRAPH_DECODERS, "JointDecoder": JointDecoder, "UVTextureDecoder": UVTextureDecoder}
     name = config.get("class")
-    cls = classes.get(name) if isinstance(name, str) else None
-    if cls is None and isinstance(name, str):
-        cls = registered_subclass(name, GraphDecoder)
+    cls = config_class(name, classes, GraphDecoder)
     if cls is None:
         raise ValueError(f"config: expected 'class' to be one of {sorted(classes)} or a GraphDecoder subclass "
                          f"registered with mesh_decoder.model_files.register_model, got {name!r}")
     return cls.from_config(config, hierarchy)
 
 
-def registered_subclass(name: str, base: type) -> type | None:
-    """The class registered as ``name`` with :func:`~mesh_decoder.model_files.register_model` when it
-    subclasses ``base`` (a user's decoder inside a joint decoder or an autoencoder), else ``None``."""
+def config_class(name: Any, builtins: Mapping[str, type], base: type) -> type | None:
+    """The class a config's ``"class"`` names: one of ``builtins``, else the class registered under ``name``
+    with :func:`~mesh_decoder.model_files.register_model` when it subclasses ``base`` (a user's decoder
+    inside a joint decoder or an autoencoder); ``None`` for anything else."""
+    if not isinstance(name, str):
+        return None
+    if name in builtins:
+        return builtins[name]
     from ..model_files import _REGISTRY  # here, not at the top: model_files imports this module
 
     entry = _REGISTRY.get(name)

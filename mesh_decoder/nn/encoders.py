@@ -34,8 +34,8 @@ from .decoders import (
     _PyGLevels,
     _SpiralLevels,
     activation_name,
+    config_class,
     make_activation,
-    registered_subclass,
 )
 from .graph import takes_dtype
 from .pool import DownSample
@@ -397,9 +397,7 @@ def encoder_from_config(config: Mapping[str, Any], hierarchy: MeshHierarchy) -> 
     if not isinstance(config, Mapping):
         raise TypeError(f"config: expected a dict, got {type(config).__name__}")
     name = config.get("class")
-    cls = _ENCODERS.get(name) if isinstance(name, str) else None
-    if cls is None and isinstance(name, str):
-        cls = registered_subclass(name, GraphEncoder)
+    cls = config_class(name, _ENCODERS, GraphEncoder)
     if cls is None:
         raise ValueError(f"config: expected 'class' to be one of {sorted(_ENCODERS)} or a GraphEncoder subclass "
                          f"registered with mesh_decoder.model_files.register_model, got {name!r}")

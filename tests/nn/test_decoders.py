@@ -394,6 +394,15 @@ def test_clear_caches_frees_a_decoders_batch_sized_gathers_and_changes_no_result
         clear_caches(dec.state_dict())
 
 
+def _same_without_autograd(dec, z):
+    """``dec(z)`` under ``no_grad`` and ``inference_mode`` (the fast paths) equals the recorded decode."""
+    recorded = dec(z)
+    with torch.no_grad():
+        torch.testing.assert_close(dec(z), recorded, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        torch.testing.assert_close(dec(z), recorded, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["spiral", "cheb"])
 def test_a_conv_subclass_from_make_conv_is_run_by_the_fast_paths_too(synthetic_hierarchy, kind):
     """The inference fast paths read the convolutions' weights and buffers directly: a subclass's own forward
@@ -417,12 +426,7 @@ def test_a_conv_subclass_from_make_conv_is_run_by_the_fast_paths_too(synthetic_h
     kwargs = {"K": 3} if kind == "cheb" else {}
     dec = GainDecoder.from_hierarchy(synthetic_hierarchy, latent_size=5, channels=(8, 12), **kwargs)
     assert all(type(conv) is GainConv for conv in dec.convs)
-    z = rand_latent(dec, 3, seed=49)
-    recorded = dec(z)
-    with torch.no_grad():
-        torch.testing.assert_close(dec(z), recorded, rtol=1e-5, atol=1e-5)
-    with torch.inference_mode():
-        torch.testing.assert_close(dec(z), recorded, rtol=1e-5, atol=1e-5)
+    _same_without_autograd(dec, rand_latent(dec, 3, seed=49))
 
 
 class _AcrossVertices(nn.Module):
@@ -442,12 +446,7 @@ def test_an_activation_module_put_in_place_is_the_one_run_without_autograd(synth
     torch.manual_seed(50)
     dec = build(kind, synthetic_hierarchy, activation="leaky_relu" if "leaky" in str(act()) else "elu")
     dec.act = act()
-    z = rand_latent(dec, 3, seed=51)
-    recorded = dec(z)
-    with torch.no_grad():
-        torch.testing.assert_close(dec(z), recorded, rtol=1e-5, atol=1e-5)
-    with torch.inference_mode():
-        torch.testing.assert_close(dec(z), recorded, rtol=1e-5, atol=1e-5)
+    _same_without_autograd(dec, rand_latent(dec, 3, seed=51))
 
 
 def test_a_convolution_put_in_place_of_one_remakes_the_fused_gathers(make_hierarchy):
