@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "check_tensor", "same_device", "check_int", "int_value", "positive_int", "non_negative_int", "check_bool",
-    "real_number", "int_argument", "real_argument",
+    "check_tensor", "same_device", "is_integer", "check_int", "int_value", "positive_int", "non_negative_int",
+    "check_bool", "real_number", "int_argument", "real_argument",
     "MAX_SEED", "check_device", "check_output_path", "one_line_error", "out_of_memory",
     "error_line", "as_faces", "check_threads", "check_suffix",
 ]
@@ -83,10 +83,15 @@ def one_or(batch: int) -> str:
     return "1" if batch == 1 else f"1 or {batch}"
 
 
+def is_integer(value: object) -> bool:
+    """Whether ``value`` is an integer, Python's or numpy's (a bool, numpy's too, is not)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def check_int(value: object, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as an ``int``: ``TypeError`` if not an integer (bools are not), ``ValueError`` if below
     ``minimum`` or above ``maximum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_integer(value):
         raise TypeError(f"{name}: expected an integer, got {value!r} ({type(value).__name__})")
     below = minimum is not None and value < minimum
     if maximum is not None and (below or value > maximum):
@@ -101,7 +106,7 @@ def int_value(value: object, name: str, expected: str) -> int:
     """``value`` as an ``int`` when it is an integer (Python's or numpy's; bools are not), else a ``TypeError``
     ``"NAME: expected EXPECTED, got TYPE VALUE"`` (``got float 2.0``). The caller checks the range, a
     ``ValueError`` with the same ``expected``: a wrong type and a wrong value of the right type read alike."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not is_integer(value):
         raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}")
     return int(value)
 

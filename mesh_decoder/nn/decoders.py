@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_bool, check_tensor, int_value, positive_int
+from .._checks import check_bool, check_tensor, int_value, is_integer, positive_int
 from ..errors import HierarchyError
 from ..hierarchy.container import MeshHierarchy, TexelMap
 from .activation import elu_
@@ -1171,17 +1171,13 @@ _NORMS = ("group", "batch", "instance", "none")
 _UPSAMPLES = ("transpose", "nearest")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _texture_pair(texture_size: int | Sequence[int]) -> tuple[int, int]:
     """``texture_size`` as ``(H, W)``: an int or a pair of ints (``TypeError`` for anything else: a float, a
     string, a pair holding one; ``ValueError`` for a sequence of ints of another length)."""
-    if _is_int(texture_size):
+    if is_integer(texture_size):
         return int(texture_size), int(texture_size)
     if (isinstance(texture_size, Sequence) and not isinstance(texture_size, (str, bytes))
-            and all(_is_int(s) for s in texture_size)):
+            and all(is_integer(s) for s in texture_size)):
         if len(texture_size) == 2:
             return int(texture_size[0]), int(texture_size[1])
         raise ValueError(f"texture_size: expected an int or (H, W) ints, got {len(texture_size)} ints "

@@ -335,14 +335,18 @@ class BagCache:
     :func:`_cached_blocks`).
     """
 
-    def __init__(self) -> None:
-        self.clear()
-
     # Each entry is one tuple, replaced whole and read once into a local, so threads decoding with one
     # module at once never pair one entry's index with another's weights (a rebuild may be done twice).
-    def clear(self) -> None:
+    def __init__(self) -> None:
         self._bags: _CachedBags | None = None
         self._blocks: _CachedBlocks | None = None
+
+    def clear(self) -> int:
+        """Drop both entries; returns the bytes they held (each read once: a decoding thread may replace it)."""
+        bags, blocks = self._bags, self._blocks
+        self._bags = self._blocks = None
+        return (0 if bags is None else bags.rows.nbytes + bags.w.nbytes) + (
+            0 if blocks is None else blocks.blocks.nbytes)
 
     @property
     def index(self) -> Tensor | None:
@@ -388,10 +392,7 @@ def clear_caches(module: nn.Module | None = None) -> int:
     for layer in () if module is None else module.modules():
         cache = getattr(layer, "_bag_cache", None)
         if isinstance(cache, BagCache):
-            bags, blocks = cache._bags, cache._blocks  # each read once: a decoding thread may replace them
-            cache.clear()
-            freed += (0 if bags is None else bags.rows.nbytes + bags.w.nbytes) + (
-                0 if blocks is None else blocks.blocks.nbytes)
+            freed += cache.clear()
     return freed
 
 

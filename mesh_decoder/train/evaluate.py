@@ -54,7 +54,7 @@ from ..nn.autoencoder import MeshAutoencoder
 from ..pca import PCAModel
 from .config import TrainConfig
 from .loop import (TrainingData, TrainingError, TrainResult, _as_config, _check_data, check_trained_on, length_unit,
-                   check_trained_template, encode_all, load_data, load_template, load_trained)
+                   check_trained_template, encode_all, in_model_batches, load_data, load_template, load_trained)
 
 __all__ = ["MEASURES", "PCAFile", "load_pca_file", "training_face_keys", "evaluate", "format_table",
            "add_evaluate_arguments", "run_evaluate"]
@@ -108,10 +108,7 @@ def _explained(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor) -> floa
 def _ae_reconstruct(model: MeshAutoencoder, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     if x.shape[0] == 0:
         raise ValueError("x: expected at least one mesh to reconstruct, got none")
-    weight = model.decoder.fc.weight  # the test faces go in the model's device and dtype (a bf16 run's too)
-    parts = [model(x[i:i + batch_size].to(device=weight.device, dtype=weight.dtype)).to("cpu", x.dtype)
-             for i in range(0, x.shape[0], batch_size)]  # (b, V, C)
-    return torch.cat(parts)  # (N, V, C)
+    return in_model_batches(model, model, x, batch_size)  # (N, V, C)
 
 
 def _prior_is_default(model: MeshAutoencoder) -> bool:

@@ -681,18 +681,26 @@ def held_out_measures(model: MeshAutoencoder, test: torch.Tensor, color_weight: 
 
 @torch.no_grad()
 def encode_all(model: MeshAutoencoder, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Latents ``(N, Z)`` of meshes ``(N, V, C)`` in data units, in batches, in eval mode; the meshes go in the
-    model's device and dtype (a bf16 model's too), the latents come back on the CPU in ``x``'s dtype."""
+    """Latents ``(N, Z)`` of meshes ``(N, V, C)`` in data units, in batches, in eval mode (see
+    :func:`in_model_batches`)."""
     check_int(batch_size, "batch_size", 1)
-    weight = model.decoder.fc.weight
     was_training = model.training
     model.eval()
     try:
-        parts = [model.encode(x[i:i + batch_size].to(device=weight.device, dtype=weight.dtype))
-                 for i in range(0, x.shape[0], batch_size)]  # (b, Z)
+        return in_model_batches(model.encode, model, x, batch_size)  # (N, Z)
     finally:
         model.train(was_training)
-    return torch.cat(parts).to("cpu", x.dtype)  # (N, Z)
+
+
+def in_model_batches(fn: Callable[[torch.Tensor], torch.Tensor], model: MeshAutoencoder, x: torch.Tensor,
+                     batch_size: int) -> torch.Tensor:
+    """``fn`` over ``x`` a batch at a time: each batch goes in ``model``'s device and dtype (a bf16 model's
+    too), and the results come back concatenated on the CPU in ``x``'s dtype.
+
+    Shapes: ``x (N, ...) -> (N, ...)``, as ``fn`` gives per batch."""
+    weight = model.decoder.fc.weight
+    return torch.cat([fn(x[i:i + batch_size].to(device=weight.device, dtype=weight.dtype)).to("cpu", x.dtype)
+                      for i in range(0, x.shape[0], batch_size)])
 
 
 def train(
