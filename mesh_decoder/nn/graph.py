@@ -176,10 +176,12 @@ def fast_paths_enabled() -> bool:
 def update_buffer(module: torch.nn.Module, name: str, value: Tensor) -> None:
     """Set a derived buffer: in place when the shape matches (CUDA graphs captured
     earlier read the buffer's memory, so it must stay where it is; it keeps its
-    device and dtype), else replaced by ``value``."""
+    device and dtype), else replaced by ``value``. A buffer made an inference tensor
+    (the module moved or cast under ``torch.inference_mode``) is written in that mode,
+    the only one that lets it change in place."""
     old = getattr(module, name)
     if old.shape == value.shape and old.is_floating_point() == value.is_floating_point():
-        with torch.no_grad():
+        with torch.inference_mode() if old.is_inference() else torch.no_grad():
             old.copy_(value)
     else:
         setattr(module, name, value)

@@ -987,6 +987,28 @@ def test_a_spiral_decoder_cast_under_inference_mode_decodes(synthetic_hierarchy)
     torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("kind", ["spiral", "cheb", "pyg"])
+def test_a_decoder_cast_under_inference_mode_decodes_under_no_grad(synthetic_hierarchy, kind):
+    """Cast under inference_mode, first decoded under no_grad (reading inference tensors outside that mode is
+    allowed): remaking the fused gathers in place had raised 'Inplace update to inference tensor outside
+    InferenceMode'."""
+    from mesh_decoder.nn import plain_formulation
+
+    torch.manual_seed(48)
+    dec = build(kind, synthetic_hierarchy)
+    z = rand_latent(dec, 3, seed=49).double()
+    want = copy.deepcopy(dec).to(torch.float64)
+    with torch.inference_mode():
+        cast = copy.deepcopy(dec).to(torch.float64)
+    with torch.no_grad():
+        got = cast(z)
+        again = cast(z)
+        with plain_formulation():
+            plain = want(z)
+    torch.testing.assert_close(got, plain)
+    torch.testing.assert_close(again, plain)
+
+
 def test_a_bfloat16_decoder_with_float32_normalisation_gives_float32_vertices(synthetic_hierarchy):
     """The README's recipe: after decoder.to(bf16), float32 mean and std buffers give float32 vertices, off by the
     bf16 network alone instead of rounded to bf16 at the template's scale."""
