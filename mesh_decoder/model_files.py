@@ -86,7 +86,8 @@ def register_model(cls: type, name: str | None = None, *, needs_hierarchy: bool 
     Args:
         cls: the ``nn.Module`` subclass.
         name: registry name (default ``cls.__name__``); must be what ``config()["class"]`` holds.
-        needs_hierarchy: whether ``from_config`` needs a :class:`MeshHierarchy` (default True).
+        needs_hierarchy: whether ``from_config`` needs a :class:`MeshHierarchy` (default True);
+            registering a class again with another value changes it (a built-in class keeps its own).
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"cls: expected an nn.Module subclass, got {cls!r}")
@@ -106,7 +107,10 @@ def register_model(cls: type, name: str | None = None, *, needs_hierarchy: bool 
                              f"{' (built in)' if entry.module is not None else ''}; give "
                              f"{cls.__module__}.{cls.__qualname__} another name (its config()['class'], which for "
                              "the decoders is the class's own name) and register it under that")
-        if held is cls:
+        if entry.module is not None and needs_hierarchy != entry.needs_hierarchy:
+            raise ValueError(f"needs_hierarchy: {key!r} is built in with needs_hierarchy={entry.needs_hierarchy}, "
+                             f"got {needs_hierarchy}")
+        if held is cls and needs_hierarchy == entry.needs_hierarchy:
             return cls
     _REGISTRY[key] = _Entry(None, cls, needs_hierarchy)
     return cls

@@ -674,7 +674,39 @@ def test_register_model_refuses_a_name_taken_by_another_class(monkeypatch):
     from mesh_decoder.model_files import model_class
 
     assert model_class("Cell") is again
+    with pytest.raises(ValueError, match=r"^needs_hierarchy: 'SpiralDecoder' is built in with needs_hierarchy=True, "
+                                         r"got False$"):
+        register_model(SpiralDecoder, needs_hierarchy=False)
     with pytest.raises(ValueError, match=r"unknown model class 'NoSuchModel'; expected one of \[.*\] \(a class of "
                                          r"one's own: import its module and call mesh_decoder\.model_files\."
                                          r"register_model\(ItsClass\) before loading\)$"):
         model_class("NoSuchModel")
+
+
+def test_registering_a_class_again_with_another_needs_hierarchy_takes_the_new_value(monkeypatch, tmp_path):
+    """A class registered once more with needs_hierarchy=False kept the first registration's True in silence:
+    save_model still asked for a hierarchy."""
+    _own_registry(monkeypatch)
+
+    class Standalone(nn.Module):
+        def __init__(self, size):
+            super().__init__()
+            self.size = size
+            self.fc = nn.Linear(size, 3)
+
+        def config(self):
+            return {"class": "Standalone", "size": self.size}
+
+        @classmethod
+        def from_config(cls, config, hierarchy=None):
+            return cls(config["size"])
+
+    torch.manual_seed(50)
+    model = Standalone(4)
+    register_model(Standalone)
+    with pytest.raises(ValueError, match=r"^hierarchy: Standalone is built on a mesh hierarchy"):
+        save_model(model, tmp_path / "refused.safetensors")
+    register_model(Standalone, needs_hierarchy=False)
+    save_model(model, tmp_path / "standalone.safetensors")
+    loaded = load_model(tmp_path / "standalone.safetensors")
+    assert torch.equal(loaded.fc.weight, model.fc.weight)
