@@ -294,9 +294,13 @@ def _check_config_sizes(config: Mapping[str, Any], hierarchy: MeshHierarchy, num
         )
 
 
-def _config_levels(kwargs: Mapping[str, Any]) -> int:
-    """The number of channel entries (up- or down-sampling steps) a config asks for."""
-    return len(_check_channels(kwargs["channels"])) if "channels" in kwargs else 0
+def _config_levels(kwargs: Mapping[str, Any], cls: type) -> int:
+    """The number of channel entries (up- or down-sampling steps) a config of ``cls`` asks for: its own
+    ``channels``, else the default of ``cls.from_hierarchy``, which builds it."""
+    if "channels" in kwargs:
+        return len(_check_channels(kwargs["channels"]))
+    default = inspect.signature(cls.from_hierarchy).parameters.get("channels")
+    return 0 if default is None or default.default is inspect.Parameter.empty else len(default.default)
 
 
 def _check_config_keys(kwargs: Mapping[str, Any], cls: type, takes: Callable[..., Any]) -> None:
@@ -347,7 +351,7 @@ class HierarchyModel:
     def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy):
         """Rebuild from :meth:`config` on the same hierarchy (sizes and template hash are checked)."""
         kwargs = _split_config(config, cls)
-        _check_config_sizes(config, hierarchy, _config_levels(kwargs))
+        _check_config_sizes(config, hierarchy, _config_levels(kwargs, cls))
         return cls.from_hierarchy(hierarchy, **kwargs)
 
     @classmethod
@@ -555,7 +559,7 @@ class _PyGLevels:
         """Rebuild from :meth:`config`; pass ``conv`` when it was a factory function or a class outside
         ``torch_geometric.nn``."""
         kwargs = _split_config(config, cls)
-        _check_config_sizes(config, hierarchy, _config_levels(kwargs))
+        _check_config_sizes(config, hierarchy, _config_levels(kwargs, cls))
         if conv is not None:
             kwargs["conv"] = conv
             if not isinstance(conv, (str, type)):

@@ -810,6 +810,25 @@ def test_config_with_a_bad_channels_entry_is_a_named_error(synthetic_hierarchy):
             rebuild(config, synthetic_hierarchy)
 
 
+def test_a_config_without_channels_takes_the_default_channels(make_hierarchy):
+    """Like any other key left out, a config without 'channels' builds the default's levels; its level sizes
+    were checked against no levels at all ('expected level sizes [90, 40, 18, 8, 4] ..., got [90]')."""
+    from mesh_decoder.nn.encoders import SpiralEncoder, encoder_from_config
+
+    h = make_hierarchy(sizes=(90, 40, 18, 8, 4))
+    models = [SpiralDecoder.from_hierarchy(h, latent_size=5), ChebDecoder.from_hierarchy(h, latent_size=5),
+              PyGDecoder.from_hierarchy(h, "GCNConv", latent_size=5), SpiralEncoder.from_hierarchy(h, latent_size=5)]
+    for model in models:
+        config = model.config()
+        del config["channels"]
+        rebuild = encoder_from_config if isinstance(model, SpiralEncoder) else decoder_from_config
+        again = rebuild(config, h)
+        assert again.config() == model.config(), type(model).__name__
+        with pytest.raises(HierarchyError, match=r"expected level sizes \[90, 40, 18, 8, 4\] \(from the config\), "
+                                                 r"got \[90, 40, 18\]$"):
+            rebuild({**config, "channels": [8, 8]}, h)
+
+
 def test_normalisation_config_and_conv_kwargs_of_the_wrong_type_are_named(synthetic_hierarchy):
     dec = SpiralDecoder.from_hierarchy(synthetic_hierarchy, latent_size=4, channels=(4, 4))
     std = torch.rand(3, generator=torch.Generator().manual_seed(93)) + 0.5
