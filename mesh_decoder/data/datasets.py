@@ -222,6 +222,12 @@ class SyntheticFaceDataset(Dataset):
                 f"split={self.meta['split']!r}, kind={self.meta['kind']!r}, version={GENERATOR_VERSION!r})")
 
 
+def _posix_order(path: str) -> str:
+    """``path`` with ``/`` for the platform's separators: a sort key that orders a folder's files alike on
+    every platform (Windows' ``\\`` sorts after digits and capitals, ``/`` before them)."""
+    return path.replace(os.sep, "/")
+
+
 def _distinct_files(files: list[str]) -> list[str]:
     """``files`` with each file once: a symbolic link to a scan (or a folder reached twice through one) made a
     second copy of it, which could land in the training and the test split; the later names are dropped, said."""
@@ -320,7 +326,8 @@ class MeshFolderDataset(Dataset):
         for f in sorted(matches):
             if os.path.islink(f) and not os.path.exists(f):  # a scan on a drive not mounted, a moved file
                 raise MeshFileError(f, f"expected a mesh file, found a broken symbolic link to {os.readlink(f)}")
-        files = _distinct_files(sorted(f for f in matches if os.path.isfile(f)))
+        # sorted as '/'-separated paths, so the order, and with it a split, is the same on Windows
+        files = _distinct_files(sorted((f for f in matches if os.path.isfile(f)), key=_posix_order))
         if not files:
             raise MeshFileError(root, f"expected files matching {pattern!r}, found none")
         _warn_unmatched(root, files, pattern)

@@ -356,3 +356,18 @@ def test_negative_seeds_are_value_errors_naming_their_argument(small):
             SyntheticFaceDataset(n=4, template=small, **{name: 1.5})
     with pytest.raises(ValueError, match=r"^seed: expected an integer >= 0, got -2$"):
         SyntheticFaces(small, seed=-2)
+
+
+def test_folder_files_sort_alike_with_either_separator(monkeypatch):
+    """A recursive pattern's files were sorted as full paths, so Windows' '\\' (after digits and capitals) and
+    POSIX's '/' (before them) ordered a folder differently, and with it the split."""
+    import os
+
+    from mesh_decoder.data import datasets
+
+    posix = ["root/A/b.obj", "root/A0.obj", "root/A-b.obj", "root/a/b.obj", "root/a.obj"]
+    want = sorted(posix)
+    monkeypatch.setattr(os, "sep", "\\")
+    windows = [p.replace("/", "\\") for p in posix]
+    assert sorted(windows, key=datasets._posix_order) == [p.replace("/", "\\") for p in want]
+    assert sorted(windows) != [p.replace("/", "\\") for p in want]  # plain sorting differs
