@@ -538,7 +538,7 @@ def load_target(
         files = "a mesh file" + (" or a point cloud" if kind == "points" else "")
         known = MESH_EXTENSIONS + (POINT_CLOUD_EXTENSIONS if kind == "points" else ())
         raise MeshFileError(path, f"expected {files} ({', '.join(known)}) for a {kind} target, got {ext!r}")
-    mesh = load_mesh(path)
+    mesh = load_mesh(path, topology=kind == "mesh")  # a scan's flipped or degenerate faces leave its points be
     registered = (
         template is not None
         and mesh.num_vertices == template.num_vertices

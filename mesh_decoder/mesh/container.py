@@ -203,15 +203,16 @@ class Mesh:
         return h.hexdigest()
 
     # -------------------------------------------------------------- validation
-    def validate(self) -> "Mesh":
+    def validate(self, topology: bool = True) -> "Mesh":
         """Check values and topology; return ``self`` or raise :class:`MeshValidationError`.
 
         Checks: the fields' row counts agree (also after assignments); finite
         positions, UVs and colours; colours in ``[0, 1]``; face indices in range;
-        no degenerate faces (a repeated index); no duplicate faces (same vertex
-        set); every edge used by at most two faces (non-manifold edges named by
-        their vertex ids); consistent winding (no directed edge used twice);
-        landmark names are strings and their indices integers in range.
+        landmark names are strings and their indices integers in range; with
+        ``topology`` (default): no degenerate faces (a repeated index); no duplicate
+        faces (same vertex set); every edge used by at most two faces (non-manifold
+        edges named by their vertex ids); consistent winding (no directed edge used
+        twice). ``topology=False`` suits a raw scan, read for its points.
         """
         self._check_layout()
         V = self.num_vertices
@@ -225,44 +226,8 @@ class Mesh:
             raise MeshValidationError(
                 f"face {i} has vertex index out of range [0, {V}): {f[i].tolist()} ({bad.size} such faces)"
             )
-        degenerate = np.flatnonzero((f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 0] == f[:, 2]))
-        if degenerate.size:
-            i = int(degenerate[0])
-            raise MeshValidationError(
-                f"face {i} is degenerate (repeated vertex): {f[i].tolist()} ({degenerate.size} such faces)"
-            )
-        # Faces and edges are compared through 1-D int64 keys (much faster than unique rows);
-        # the face key needs V**3 < 2**63, larger meshes compare sorted rows instead.
-        sorted_faces = np.sort(f, axis=1)
-        if V**3 < 2**63:  # the largest key, V**3 - 1, fits in int64
-            face_key = (sorted_faces[:, 0] * V + sorted_faces[:, 1]) * V + sorted_faces[:, 2]
-            _, first, counts = np.unique(face_key, return_index=True, return_counts=True)
-        else:
-            _, first, counts = np.unique(sorted_faces, axis=0, return_index=True, return_counts=True)
-        if (counts > 1).any():
-            j = int(first[np.flatnonzero(counts > 1)[0]])
-            raise MeshValidationError(
-                f"face {j} {f[j].tolist()} is duplicated ({int((counts > 1).sum())} duplicated vertex sets)"
-            )
-        he = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-        und_key = np.minimum(he[:, 0], he[:, 1]) * V + np.maximum(he[:, 0], he[:, 1])
-        uniq, cnt = np.unique(und_key, return_counts=True)
-        if (cnt > 2).any():
-            e = int(np.flatnonzero(cnt > 2)[0])
-            k = int(uniq[e])
-            raise MeshValidationError(
-                f"non-manifold edge ({k // V}, {k % V}) is shared by {int(cnt[e])} faces, "
-                f"expected at most 2 ({int((cnt > 2).sum())} such edges)"
-            )
-        dir_key = he[:, 0] * V + he[:, 1]
-        duh, dcnt = np.unique(dir_key, return_counts=True)
-        if (dcnt > 1).any():
-            k = int(duh[np.flatnonzero(dcnt > 1)[0]])
-            faces_of = np.flatnonzero(dir_key == k) // 3
-            raise MeshValidationError(
-                f"inconsistent winding: faces {faces_of.tolist()} both traverse edge "
-                f"({k // V} -> {k % V}) in the same direction"
-            )
+        if topology:
+            _check_topology(f, V)
         if self.uv is not None:
             _check_finite(self.uv, "uv")
             T = self.uv.shape[0]
@@ -321,6 +286,48 @@ def _landmark_index(name: str, value) -> int:
         raise MeshValidationError(
             f"landmark {name!r}: expected an integer vertex index, got {value!r} ({type(value).__name__})"
         ) from None
+
+
+def _check_topology(f: np.ndarray, V: int) -> None:
+    """:meth:`Mesh.validate`'s topology checks of faces ``(F, 3)`` (in range) on ``V`` vertices."""
+    degenerate = np.flatnonzero((f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 0] == f[:, 2]))
+    if degenerate.size:
+        i = int(degenerate[0])
+        raise MeshValidationError(
+            f"face {i} is degenerate (repeated vertex): {f[i].tolist()} ({degenerate.size} such faces)"
+        )
+    # Faces and edges are compared through 1-D int64 keys (much faster than unique rows);
+    # the face key needs V**3 < 2**63, larger meshes compare sorted rows instead.
+    sorted_faces = np.sort(f, axis=1)
+    if V**3 < 2**63:  # the largest key, V**3 - 1, fits in int64
+        face_key = (sorted_faces[:, 0] * V + sorted_faces[:, 1]) * V + sorted_faces[:, 2]
+        _, first, counts = np.unique(face_key, return_index=True, return_counts=True)
+    else:
+        _, first, counts = np.unique(sorted_faces, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        j = int(first[np.flatnonzero(counts > 1)[0]])
+        raise MeshValidationError(
+            f"face {j} {f[j].tolist()} is duplicated ({int((counts > 1).sum())} duplicated vertex sets)"
+        )
+    he = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    und_key = np.minimum(he[:, 0], he[:, 1]) * V + np.maximum(he[:, 0], he[:, 1])
+    uniq, cnt = np.unique(und_key, return_counts=True)
+    if (cnt > 2).any():
+        e = int(np.flatnonzero(cnt > 2)[0])
+        k = int(uniq[e])
+        raise MeshValidationError(
+            f"non-manifold edge ({k // V}, {k % V}) is shared by {int(cnt[e])} faces, "
+            f"expected at most 2 ({int((cnt > 2).sum())} such edges)"
+        )
+    dir_key = he[:, 0] * V + he[:, 1]
+    duh, dcnt = np.unique(dir_key, return_counts=True)
+    if (dcnt > 1).any():
+        k = int(duh[np.flatnonzero(dcnt > 1)[0]])
+        faces_of = np.flatnonzero(dir_key == k) // 3
+        raise MeshValidationError(
+            f"inconsistent winding: faces {faces_of.tolist()} both traverse edge "
+            f"({k // V} -> {k % V}) in the same direction"
+        )
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:

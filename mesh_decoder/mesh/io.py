@@ -76,7 +76,7 @@ MESH_EXTENSIONS = (".obj", ".off", ".ply")
 # =============================================================================
 # public API
 # =============================================================================
-def load_mesh(path: str | os.PathLike) -> Mesh:
+def load_mesh(path: str | os.PathLike, *, topology: bool = True) -> Mesh:
     """Load a triangle mesh from an OBJ, OFF or PLY file without reordering anything.
 
     The format is chosen by the extension (``.obj``, ``.off``, ``.ply``, any
@@ -85,6 +85,9 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
 
     Args:
         path: the file to read.
+        topology: passed to :meth:`Mesh.validate`; ``False`` accepts degenerate,
+            duplicate, non-manifold and inconsistently wound faces (a raw scan read
+            for its points and normals). Default ``True``.
 
     Returns:
         A validated :class:`Mesh`.
@@ -117,7 +120,7 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
         parts = _read_off(path, data)
     else:
         parts = _read_ply(path, data)
-    return _build_mesh(path, parts)
+    return _build_mesh(path, parts, topology)
 
 
 def save_mesh(mesh: Mesh, path: str | os.PathLike, *, binary: bool | None = None, texture=None) -> None:
@@ -426,7 +429,7 @@ def _format_of(path: str) -> str:
     return ext[1:]
 
 
-def _build_mesh(path: str, parts: _Parts) -> Mesh:
+def _build_mesh(path: str, parts: _Parts, topology: bool = True) -> Mesh:
     """Range-check landmarks, build the Mesh and validate it, naming the file on failure."""
     V = parts.vertices.shape[0]
     if V == 0:
@@ -447,7 +450,7 @@ def _build_mesh(path: str, parts: _Parts) -> Mesh:
             colors=parts.colors,
             landmarks=landmarks,
         )
-        return mesh.validate()
+        return mesh.validate(topology)
     except MeshValidationError as exc:  # indices as Mesh has them, not as the file numbers them
         raise MeshFileError(path, f"invalid mesh: {exc} (vertex and face indices count from 0, in file order)") \
             from exc

@@ -248,7 +248,8 @@ def to_image_array(image) -> np.ndarray:
     Accepts torch tensors ``(C, H, W)``, ``(1, C, H, W)`` or ``(H, W)`` (channels
     first, the torch convention) and numpy arrays ``(H, W, C)`` or ``(H, W)``
     (channels last). Floats are clipped to ``[0, 1]`` and scaled to 0..255; uint8
-    passes through.
+    passes through. Floats that are all whole numbers, some above 1 (an 8-bit image
+    cast to float), are refused: clipped, they would be an all but white image.
     """
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
@@ -281,6 +282,9 @@ def to_image_array(image) -> np.ndarray:
         raise TypeError(f"image: expected floats in [0, 1] or uint8, got {arr.dtype}")
     if not np.isfinite(arr).all():
         raise ValueError("image: expected finite values, got NaN or inf")
+    if arr.size and float(arr.max()) > 1.0 and bool((arr == np.round(arr)).all()):
+        raise ValueError(f"image: expected floats in [0, 1], got whole numbers up to {float(arr.max()):g} "
+                         "(8-bit values? divide them by 255, or pass a uint8 array)")
     return np.ascontiguousarray(np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 

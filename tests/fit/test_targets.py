@@ -77,6 +77,30 @@ def test_load_target_mesh_files(tmp_path, template):
     assert float(s.normals[:, 2].mean()) > 0.5
 
 
+def test_a_scan_with_flipped_degenerate_and_duplicate_faces_is_read_for_its_points(tmp_path, template):
+    """A raw scan's few bad triangles refused the whole fit ('invalid mesh: inconsistent winding'), though a scan
+    gives only its points and normals; a registered mesh target keeps the full check."""
+    from mesh_decoder.mesh.io import load_mesh
+
+    rng = np.random.default_rng(5)
+    faces = template.faces.copy()
+    faces[10] = faces[10, ::-1]  # flipped
+    faces[20] = [faces[20, 0], faces[20, 0], faces[20, 1]]  # degenerate
+    faces = np.concatenate([faces, faces[30:31]])  # duplicate
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in template.vertices + rng.normal(size=template.vertices.shape)]
+    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
+    (tmp_path / "scan.obj").write_text("\n".join(lines) + "\n")
+    with pytest.raises(MeshFileError, match="inconsistent winding|degenerate"):
+        load_mesh(tmp_path / "scan.obj")
+    target = load_target(tmp_path / "scan.obj", template, kind="points")
+    assert isinstance(target, PointCloudTarget) and target.points.shape == (template.num_vertices, 3)
+    assert bool(torch.isfinite(target.normals).all()) and float(target.normals[:, 2].mean()) > 0.5
+    with pytest.raises(MeshFileError, match="degenerate"):
+        load_target(tmp_path / "scan.obj", template, kind="mesh")
+    loose = load_mesh(tmp_path / "scan.obj", topology=False)
+    assert np.array_equal(loose.faces, faces)
+
+
 def test_load_target_point_clouds_and_landmarks(tmp_path):
     rng = np.random.default_rng(4)
     pts = rng.normal(size=(30, 6))

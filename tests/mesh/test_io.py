@@ -1103,7 +1103,11 @@ def test_a_texture_needs_uvs_an_rgb_image_and_a_referable_name(tmp_path, make_gr
            "expected finite values": np.full((8, 8, 3), np.nan),
            "expected real values, got complex64": (rng.random((8, 8, 3)) + 1j).astype(np.complex64),
            "expected floats in \\[0, 1\\] or uint8, got int32": rng.integers(0, 255, (8, 8, 3), dtype=np.int32),
-           "expected one image \\(1, C, H, W\\), got a batch of 2": torch.rand(2, 3, 8, 8)}
+           "expected one image \\(1, C, H, W\\), got a batch of 2": torch.rand(2, 3, 8, 8),
+           # an 8-bit image cast to float was clipped to an all but white texture
+           r"expected floats in \[0, 1\], got whole numbers up to 255 \(8-bit values\? divide them by 255, or pass "
+           r"a uint8 array\)$": np.concatenate([rng.integers(0, 255, (8, 8, 3)), np.full((1, 8, 3), 255)]).astype(
+               np.float32)}
     for message, image in bad.items():
         with pytest.raises(MeshFileError, match=f"a.obj: texture: .*{message}"):
             save_mesh(mesh, tmp_path / "a.obj", texture=image)
