@@ -722,11 +722,15 @@ def _add_export(sub) -> None:
 
 
 def _export_source(path: str) -> str:
-    """The model file ``export`` reads for ``path``: a run folder's ``decoder.safetensors`` where it has one."""
-    from .train.loop import DECODER_NAME
+    """The model file ``export`` reads for ``path``: a run folder's ``decoder.safetensors`` where it has one
+    (refused, as the other commands refuse the folder, when its checkpoint has trained past it)."""
+    from .train.loop import DECODER_NAME, check_model_current
 
     decoder = os.path.join(path, DECODER_NAME)
-    return decoder if os.path.isdir(path) and os.path.isfile(decoder) else path
+    if not (os.path.isdir(path) and os.path.isfile(decoder)):
+        return path
+    check_model_current(path)
+    return decoder
 
 
 def _run_export(args) -> int:

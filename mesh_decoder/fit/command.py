@@ -139,13 +139,14 @@ def _run_model_file(path: str) -> str:
     if not os.path.isdir(path):
         return path
     from ..errors import ModelFileNotFoundError
-    from ..train.loop import MODEL_NAME
+    from ..train.loop import MODEL_NAME, check_model_current
 
     model = os.path.join(path, MODEL_NAME)
     if not os.path.exists(model):
         raise ModelFileNotFoundError(model, "expected the run folder's model file, found none (written when "
                                             "training ends: finish an interrupted run with mesh-decoder train "
                                             "CONFIG -o RUN --resume; a folder that is no run has none either)")
+    check_model_current(path)
     return model
 
 

@@ -1287,9 +1287,6 @@ def located_paths(config: TrainConfig, meta: Mapping[str, Any]) -> TrainConfig:
 def _trained_file(folder: str) -> str:
     """A run folder's ``model.safetensors``, or its checkpoint when there is no model file; refused
     when the checkpoint has trained past the model file (a resumed run that was interrupted)."""
-    from ..model_files import read_model_meta
-    from .checkpoint import read_checkpoint_meta
-
     model_path, ckpt_path = os.path.join(folder, MODEL_NAME), os.path.join(folder, CHECKPOINT_NAME)
     if os.path.lexists(model_path) and not os.path.isfile(model_path):  # was passed over for the checkpoint
         raise CheckpointError(f"{model_path}: expected the run's model file, found "
@@ -1301,18 +1298,30 @@ def _trained_file(folder: str) -> str:
                           "whose model has no fitted latent prior", stacklevel=3)
             return ckpt_path
         raise CheckpointError(f"{folder}: expected {MODEL_NAME} or {CHECKPOINT_NAME} in this folder, found neither")
-    if os.path.isfile(ckpt_path):
-        extra = read_model_meta(model_path).get("extra_meta") or {}
-        try:  # to tell whether the checkpoint has trained past the model file
-            ckpt = check_training_meta(ckpt_path, read_checkpoint_meta(ckpt_path))
-        except CheckpointError as exc:
-            raise CheckpointError(f"{exc} (name {model_path} to use the model file without it)") from None
-        if isinstance(extra.get("steps"), int) and ckpt["step"] > extra["steps"]:
-            raise CheckpointError(
-                f"{folder}: {CHECKPOINT_NAME} (epoch {ckpt['epoch']}, step {ckpt['step']}) has trained past "
-                f"{MODEL_NAME} (step {extra['steps']}): a resumed run was interrupted; finish it with --resume, "
-                f"or name either file")
+    check_model_current(folder)
     return model_path
+
+
+def check_model_current(folder: str) -> None:
+    """Refuse (:class:`~mesh_decoder.errors.CheckpointError`) a run folder whose checkpoint has trained past
+    its ``model.safetensors`` (and ``decoder.safetensors``, written with it): a resumed run that was
+    interrupted. Nothing to check without both files."""
+    from ..model_files import read_model_meta
+    from .checkpoint import read_checkpoint_meta
+
+    model_path, ckpt_path = os.path.join(folder, MODEL_NAME), os.path.join(folder, CHECKPOINT_NAME)
+    if not (os.path.isfile(model_path) and os.path.isfile(ckpt_path)):
+        return
+    extra = read_model_meta(model_path).get("extra_meta") or {}
+    try:  # to tell whether the checkpoint has trained past the model file
+        ckpt = check_training_meta(ckpt_path, read_checkpoint_meta(ckpt_path))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (name {model_path} to use the model file without it)") from None
+    if isinstance(extra.get("steps"), int) and ckpt["step"] > extra["steps"]:
+        raise CheckpointError(
+            f"{folder}: {CHECKPOINT_NAME} (epoch {ckpt['epoch']}, step {ckpt['step']}) has trained past "
+            f"{MODEL_NAME} (step {extra['steps']}): a resumed run was interrupted; finish it with --resume, "
+            f"or name either file")
 
 
 def trained_hierarchy(path: str, file_meta: Mapping[str, Any]) -> tuple[MeshHierarchy, TrainConfig]:

@@ -358,6 +358,12 @@ def test_a_resume_interrupted_past_the_model_file_is_not_silently_ignored(tmp_pa
     with pytest.raises(CheckpointError, match=rf"checkpoint.safetensors \(epoch 2, step {step}\) has trained past "
                                               r"model.safetensors \(step 10\)"):
         load_trained(tmp_path)
+    from mesh_decoder.cli import _export_source
+    from mesh_decoder.fit.command import _run_model_file
+
+    for source in (_export_source, _run_model_file):  # export and fit had read the older model in silence
+        with pytest.raises(CheckpointError, match=rf"\(epoch 2, step {step}\) has trained past model.safetensors"):
+            source(str(tmp_path))
     assert load_trained(tmp_path / "model.safetensors")[3]["steps"] == 10
     assert load_trained(tmp_path / CHECKPOINT_NAME)[3]["step"] == step
     # a damaged checkpoint beside the model file: the error says how to use the model file alone
