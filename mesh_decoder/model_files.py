@@ -537,7 +537,8 @@ def load_model(
         raise _fail(path, str(exc)) from None
     _check_hierarchy(path, meta, hierarchy, _REGISTRY[meta["class"]].needs_hierarchy)
     try:
-        model = cls.from_config(meta["config"], hierarchy)
+        with torch.random.fork_rng(devices=[]):  # the initial weights the file replaces leave the caller's stream be
+            model = cls.from_config(meta["config"], hierarchy)
     except (TypeError, ValueError, KeyError) as exc:
         raise _fail(path, f"cannot rebuild {meta['class']} from its saved config: {exc}") from None
     except (MemoryError, RuntimeError) as exc:  # sizes in a damaged config: 'out of memory' named no file
