@@ -25,7 +25,7 @@ import torch
 from .._checks import check_bool
 from ..errors import HierarchyError, MeshValidationError
 from ..mesh.container import Mesh
-from .build import _FLOAT, _check_template, _level, _meta, _normalise_texture_size, _per_level, _template_texels
+from .build import _FLOAT, _as_hashed, _check_template, _level, _meta, _normalise_texture_size, _per_level, _template_texels
 from .container import MeshHierarchy
 from .decimate import check_manifold
 from .storage import check_hierarchy
@@ -116,6 +116,7 @@ def hierarchy_from_matrices(
     allow_uv_overlap = check_bool(allow_uv_overlap, "allow_uv_overlap")
     renormalize = check_bool(renormalize, "renormalize")
     _check_template(template)
+    template = _as_hashed(template)  # as build_hierarchy: one template hash, one hierarchy
 
     vertices = [np.asarray(template.vertices)]
     level_faces = [np.asarray(template.faces)]

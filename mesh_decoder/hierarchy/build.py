@@ -124,7 +124,9 @@ def build_hierarchy(
     """Precompute the multi-resolution operators of a template mesh.
 
     Args:
-        mesh: the template :class:`Mesh` (manifold, consistently wound, finite).
+        mesh: the template :class:`Mesh` (manifold, consistently wound, finite); built
+            from its positions and UVs rounded to float32, as its hash reads them, so a
+            template saved to a file and read back builds the same hierarchy.
         factors: down-sampling factor per level, default ``(4, 4, 4, 4)``;
             ``V_{l+1} = ceil(V_l / f_l)``, e.g. 5,023 -> 1,256 -> 314 -> 79 -> 20.
         spiral_lengths: spiral length per level (``len(factors) + 1`` values) or one
@@ -136,7 +138,8 @@ def build_hierarchy(
             automatic ones (:func:`mesh_decoder.mesh.uv.ensure_uv`).
         cache_dir: ``None`` (default, no cache), ``True`` (``$MESH_DECODER_CACHE`` or
             ``~/.cache/mesh_decoder``) or a directory. The cache file is keyed by the
-            template hash and all parameters; a corrupt or mismatched file is
+            template hash, all parameters and the build's revision
+            (:data:`~mesh_decoder.hierarchy.storage.BUILD_REVISION`); a corrupt or mismatched file is
             reported with a warning and rebuilt.
         allow_uv_overlap: let UV triangles overlap in the texel map (mirrored or
             stacked islands; the lowest face colours a shared texel, see
@@ -178,6 +181,7 @@ def build_hierarchy(
     with _timed(timings, "validate"):
         _check_template(mesh)
         sizes = level_sizes(mesh.num_vertices, factors)
+        mesh = _as_hashed(mesh)
     meta = _meta(mesh, sizes, spiral_lengths, dilations, tex, allow_uv_overlap, factors=factors)
     path = None
     if directory is not None:
@@ -196,6 +200,16 @@ def build_hierarchy(
                 why = str(err) if str(path) in str(err) else f"{path}: {err}"  # the path once
                 warnings.warn(f"could not write the hierarchy cache file {why}", RuntimeWarning, stacklevel=2)
     return h
+
+
+def _as_hashed(mesh: Mesh) -> Mesh:
+    """``mesh`` with its positions and UVs rounded to float32, what :meth:`~Mesh.content_hash` and
+    :meth:`~Mesh.uv_hash` read, so that one hash builds one hierarchy (and a cache file keyed by it holds
+    what the build would give): decimation tells apart differences below float32's precision, such as a
+    template's after it was saved to a file and read back."""
+    with np.errstate(over="ignore"):
+        uv = None if mesh.uv is None else mesh.uv.astype(np.float32).astype(np.float64)
+    return mesh.copy(vertices=mesh.vertices.astype(np.float32).astype(np.float64), uv=uv)
 
 
 def _meta(mesh: Mesh, sizes: list[int], spiral_lengths: list[int], dilations: list[int], tex: list[int] | None,

@@ -592,9 +592,16 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None
     raise TypeError(f"cache_dir: expected None, True or a directory path, got {type(cache_dir).__name__}")
 
 
+#: Part of the cache key, bumped when the same parameters come to build other operators, so that a cache
+#: filled before never answers for the build: 2 builds from positions and UVs rounded to float32.
+BUILD_REVISION = 2
+
+
 def cache_key(params: dict) -> str:
-    """SHA-256 of the canonical JSON of the build parameters (template hash included)."""
-    return hashlib.sha256(_canonical_json(params).encode("utf-8")).hexdigest()
+    """SHA-256 of the canonical JSON of the build parameters (template hash included) and
+    :data:`BUILD_REVISION`."""
+    keyed = {**params, "build_revision": BUILD_REVISION}
+    return hashlib.sha256(_canonical_json(keyed).encode("utf-8")).hexdigest()
 
 
 def cache_file(cache_dir: str | os.PathLike, key: str) -> Path:

@@ -308,6 +308,39 @@ def test_cache_hit_is_a_load(small, tmp_path, counting):
     assert counting.calls == 6 and len(list(tmp_path.glob("hierarchy-*.npz"))) == 3
 
 
+def test_templates_of_one_hash_build_one_hierarchy(tmp_path):
+    """A template saved to a file and read back (positions rounded to float32) keeps its hash, and so its cache
+    key, but decimation told the two apart below float32's precision: the same config built another hierarchy
+    (up-sampling weights off by 0.01) depending on which of them had filled the cache."""
+    from mesh_decoder.mesh.io import load_mesh, save_mesh
+
+    template = face_template(800, seed=2)
+    save_mesh(template, tmp_path / "template.obj")
+    read_back = load_mesh(tmp_path / "template.obj")
+    assert read_back.content_hash() == template.content_hash()
+    assert not np.array_equal(read_back.vertices, template.vertices)
+    params = dict(factors=(4, 4, 4), spiral_lengths=9, texture_size=32)
+    a, b = build_hierarchy(template, **params), build_hierarchy(read_back, **params)
+    assert same(a, b) and all(torch.equal(x, y) for x, y in zip(a.up_index, b.up_index))
+    assert torch.equal(a.texel_map.weight, b.texel_map.weight) and torch.equal(a.texel_map.index, b.texel_map.index)
+
+
+def test_a_cache_filled_by_an_earlier_build_revision_is_not_read(small, tmp_path):
+    """Files cached before the build changed its operators (keyed by the parameters alone) are left alone."""
+    from dataclasses import replace
+
+    import hashlib
+
+    from mesh_decoder.hierarchy.storage import cache_file, save_hierarchy
+
+    fresh = build_hierarchy(small, **PARAMS)
+    earlier = replace(fresh, levels=[replace(l, vertices=l.vertices * 2) for l in fresh.levels])
+    revision_1 = hashlib.sha256(_canonical_json(fresh.meta).encode("utf-8")).hexdigest()  # the parameters alone
+    save_hierarchy(earlier, cache_file(tmp_path, revision_1))
+    assert same(build_hierarchy(small, cache_dir=tmp_path, **PARAMS), fresh)
+    assert len(list(tmp_path.glob("hierarchy-*.npz"))) == 2
+
+
 @pytest.mark.parametrize("uvs", ["other", "automatic"])
 def test_cache_key_covers_the_uvs(small, tmp_path, uvs):
     """Same geometry, other UVs: another texel map, so another cache entry (never the first map)."""
