@@ -103,7 +103,10 @@ def randomized_svd(
         z, _ = torch.linalg.qr(a.T @ q)  # (N, l)
         q, _ = torch.linalg.qr(a @ z)  # (M, l)
     b = q.T @ a  # (l, N)
-    ub, s, vh = torch.linalg.svd(b, full_matrices=False)  # (l, l), (l,), (l, N)
+    # in float64 (on the CPU for MPS, which lacks it): a float32 SVD of a wide b gives rows off orthonormal by
+    # more than float32 rounding (3e-4 at N = 150,000, face data), a float64 one rows that rounding keeps
+    wide = b.to("cpu" if b.device.type == "mps" else b.device, torch.float64)
+    ub, s, vh = (t.to(a.device, a.dtype) for t in torch.linalg.svd(wide, full_matrices=False))  # (l, l), (l,), (l, N)
     return (q @ ub)[:, :rank], s[:rank], vh[:rank]
 
 

@@ -423,3 +423,18 @@ def test_from_tensors_refuses_a_scaled_basis_a_small_total_and_unordered_deviati
     with pytest.raises(ValueError, match=r"^stddev: expected non-increasing values \(components in order of "
                                          r"variance\), got [\d.]+ after [\d.]+ at component 1$"):
         PCAModel.from_tensors(mean, comps.flip(0), sd.flip(0))
+
+
+def test_a_float32_randomized_fit_of_a_large_template_gives_an_orthonormal_basis():
+    """The randomized method's last SVD ran in float32: at 50,000 vertices its basis was off orthonormal by 2e-4,
+    over from_tensors' check, so PCAModel.fit refused its own result (and bench --vertices 50000 failed)."""
+    from mesh_decoder.data.synthetic import SyntheticFaces
+    from mesh_decoder.mesh.templates import face_template
+
+    faces = SyntheticFaces(face_template(num_vertices=50000), seed=3)
+    vertices, _ = faces.generate(faces.sample_params(40, np.random.default_rng(4)))
+    model = PCAModel.fit(torch.from_numpy(np.asarray(vertices, dtype=np.float32)), num_components=16,
+                         method="randomized")
+    c = model.components.double()
+    assert model.components.dtype == torch.float32
+    assert float((c @ c.T - torch.eye(16, dtype=torch.float64)).abs().max()) < 1e-6
