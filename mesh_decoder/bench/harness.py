@@ -1405,8 +1405,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "--no-progress and --no-plot")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--template", help="template mesh file (default: the built-in face)")
-    source.add_argument("--vertices", type=int_argument(1), default=None,
-                        help="vertex count of the built-in face template (default 5023)")
+    from ..mesh.templates import MAX_VERTICES, MIN_VERTICES
+
+    source.add_argument("--vertices", type=int_argument(MIN_VERTICES, MAX_VERTICES), default=None,
+                        help=f"vertex count of the built-in face template ({MIN_VERTICES:,} to {MAX_VERTICES:,}; "
+                             "default 5023)")
     source.add_argument("--hierarchy", help="a saved hierarchy (.npz); needs no openmesh")
     from ..mesh.uv import MAX_MAP_SIZE
 

@@ -1017,14 +1017,18 @@ def test_a_texture_size_beyond_the_largest_names_the_option(no_run, capsys, tmp_
 
 def test_a_vertex_count_the_preset_cannot_use_names_the_option(capsys, tmp_path):
     """--vertices 700 passed the argument check, then failed with a message about factors that named
-    no option; --vertices 1 named 'num_vertices', an argument of a function."""
+    no option; --vertices 1 named 'num_vertices', an argument of a function, and exited 1, not the usage
+    status 2 that template --vertices gives."""
     n = int(torch.randint(600, 760, (1,), generator=torch.Generator().manual_seed(3)))
-    for vertices, message in ((n, "factors (4, 4, 4, 4) leave"), (1, "num_vertices: expected an integer in [500,")):
-        argv = ["--device", "cpu", "--vertices", str(vertices), "--decoders", "pca", "--texture-size", "0",
-                "--output-dir", str(tmp_path)]
-        assert harness.main(argv) == 1
-        err = capsys.readouterr().err
-        assert err.startswith(f"error: --vertices {vertices}: {message}") and err.count("\n") == 1, err
+    argv = ["--device", "cpu", "--vertices", str(n), "--decoders", "pca", "--texture-size", "0",
+            "--output-dir", str(tmp_path)]
+    assert harness.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --vertices {n}: factors (4, 4, 4, 4) leave") and err.count("\n") == 1, err
+    for vertices in (1, 499, 100001):
+        assert harness.main([*argv[:2], "--vertices", str(vertices), *argv[4:]]) == 2
+        assert capsys.readouterr().err.endswith(f"argument --vertices: expected an integer in [500, 100000], got "
+                                                f"'{vertices}'\n")
     assert list(tmp_path.iterdir()) == []
 
 
