@@ -1478,7 +1478,7 @@ def _ply_where(header: _PlyHeader, name: str, row: int) -> int | str:
     return header.num_lines + before + row + 1
 
 
-def _plyfile_error(path: str, exc: Exception, header: _PlyHeader) -> MeshFileError:
+def _plyfile_error(path: str, exc: Exception, header: _PlyHeader, data: bytes | None = None) -> MeshFileError:
     """Turn a plyfile exception into a MeshFileError naming the element, row and line."""
     import plyfile
 
@@ -1496,7 +1496,40 @@ def _plyfile_error(path: str, exc: Exception, header: _PlyHeader) -> MeshFileErr
         return MeshFileError(path, reason, where)
     if isinstance(exc, plyfile.PlyHeaderParseError):
         return MeshFileError(path, f"PLY header: {exc.message}", exc.line if isinstance(exc.line, int) else None)
+    if isinstance(exc, OverflowError) and header.fmt == "ascii" and data is not None:
+        found = _ascii_ply_out_of_range(path, data, header)
+        if found is not None:
+            return found
     return MeshFileError(path, f"malformed PLY data: {type(exc).__name__}: {exc}")
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _ascii_ply_out_of_range(path: str, data: bytes, header: _PlyHeader) -> MeshFileError | None:
+    """The first integer of an ASCII PLY body beyond its declared type's range (``300`` as a ``uchar``), named
+    with its line, element, row and property; ``None`` when there is none (one row per line, as written)."""
+    def beyond(values: list[str], dtype: str) -> str | None:
+        info = np.iinfo(np.dtype(dtype)) if dtype[0] in "iu" else None
+        return next((t for t in values if info is not None and _INTEGER.fullmatch(t)
+                     and not info.min <= int(t) <= info.max), None)
+
+    lines = data[header.body_offset:].decode("ascii", errors="replace").splitlines()
+    rows = ((el, row) for el in header.elements for row in range(el.count))
+    for ln, ((el, row), line) in enumerate(zip(rows, lines), header.num_lines + 1):
+        tokens, at = line.split(), 0
+        for prop in el.props.values():
+            parts = [("a list length", prop.len_dtype, 1)] if prop.len_dtype is not None else []
+            count = int(tokens[at]) if parts and at < len(tokens) and _INTEGER.fullmatch(tokens[at]) else 1
+            for what, dtype, n in parts + [("values", prop.dtype, count)]:
+                token = beyond(tokens[at:at + n], dtype)
+                if token is not None:
+                    info = np.iinfo(np.dtype(dtype))
+                    return MeshFileError(path, f"PLY element {el.name!r} row {row} property {prop.name!r}: expected "
+                                               f"{what} of type {np.dtype(dtype)} ({info.min} to {info.max}), found "
+                                               f"{token}", ln)
+                at += n
+    return None
 
 
 @contextlib.contextmanager
@@ -1560,7 +1593,7 @@ def _plyfile_read(path: str, data: bytes, header: _PlyHeader):
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - plyfile raises many types for bad content
-        raise _plyfile_error(path, exc, header) from exc
+        raise _plyfile_error(path, exc, header, data) from exc
     return arrays, stream.tell() if binary else None
 
 

@@ -1304,3 +1304,27 @@ def test_a_directory_given_as_a_mesh_is_named_a_directory(tmp_path):
         with pytest.raises(MeshFileError, match=rf"{name}: expected a mesh file \(\.obj, \.off or \.ply\), found a "
                                                 r"directory$"):
             load_mesh(folder)
+
+
+@pytest.mark.parametrize("case", ["uchar colour", "list length", "short coordinate", "negative uchar"])
+def test_an_ascii_ply_integer_beyond_its_type_names_its_line(tmp_path, case):
+    """An integer beyond its declared type gave 'malformed PLY data: OverflowError: Python integer 300 out of bounds
+    for uint8', naming no line, where the other ASCII PLY errors name theirs."""
+    head = ["ply", "format ascii 1.0", "element vertex 3", "property short x", "property float y", "property float z",
+            "property uchar quality", "element face 1", "property list uchar int vertex_indices", "end_header"]
+    rows = ["0 0 0 10", "1 0 0 20", "1 1 0 30", "3 0 1 2"]
+    row, value, message = {
+        "uchar colour": (1, "1 0 0 300", r"'vertex' row 1 property 'quality': expected values of type uint8 \(0 to 255\), "
+                                         r"found 300"),
+        "list length": (3, "300 0 1 2", r"'face' row 0 property 'vertex_indices': expected a list length of type "
+                                        r"uint8 \(0 to 255\), found 300"),
+        "short coordinate": (2, "70000 1 0 30", r"'vertex' row 2 property 'x': expected values of type int16 "
+                                                r"\(-32768 to 32767\), found 70000"),
+        "negative uchar": (0, "0 0 0 -1", r"'vertex' row 0 property 'quality': expected values of type uint8 \(0 to "
+                                          r"255\), found -1"),
+    }[case]
+    rows[row] = value
+    path = tmp_path / "over.ply"
+    path.write_text("\n".join(head + rows) + "\n")
+    with pytest.raises(MeshFileError, match=rf"over\.ply, line {len(head) + row + 1}: PLY element {message}$"):
+        load_mesh(path)
