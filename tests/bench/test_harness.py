@@ -662,7 +662,7 @@ def test_bad_specs_and_options(tmp_path):
         (["--file-prefix", "../x"], "--file-prefix: expected letters"),
         (["--dtypes", "tf32", "--device", "cpu"], "TF32"),
         (["--device", "tpu"], "--device"),
-        (["--template", "a.obj", "--vertices", "100"], "not allowed with"),
+        (["--template", "a.obj", "--vertices", "1000"], "not allowed with"),
         (["--hierarchy", "/nonexistent/h.npz"], "h.npz"),
         (["--time-budget", "-1"], "time-budget"),
         (["--time-box", "-1"], "time-box"),
