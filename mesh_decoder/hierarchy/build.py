@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._checks import check_bool
+from .._checks import check_bool, check_int
 from ..errors import HierarchyError, MeshValidationError, UVOverlapError
 from ..mesh.container import Mesh
 from ..mesh.uv import MAX_MAP_SIZE, ensure_uv, texel_map
@@ -38,7 +38,7 @@ from .decimate import check_manifold, decimate_mesh, level_sizes
 from .laplacian import scaled_laplacian
 from .operators import upsample_operator
 from .spirals import compute_spirals
-from .storage import FORMAT_VERSION, cache_file, cache_key, load_hierarchy, resolve_cache_dir, save_hierarchy
+from .storage import BUILD_REVISION, FORMAT_VERSION, cache_file, cache_key, load_hierarchy, resolve_cache_dir, save_hierarchy
 
 __all__ = ["build_hierarchy", "hierarchy_table"]
 
@@ -120,6 +120,7 @@ def build_hierarchy(
     *,
     allow_uv_overlap: bool = False,
     timings: dict[str, float] | None = None,
+    revision: int = BUILD_REVISION,
 ) -> MeshHierarchy:
     """Precompute the multi-resolution operators of a template mesh.
 
@@ -146,6 +147,9 @@ def build_hierarchy(
             :func:`~mesh_decoder.mesh.uv.texel_map`'s ``allow_overlap``). Default
             ``False``: an overlap raises :class:`~mesh_decoder.errors.UVOverlapError`.
             Recorded in ``meta`` (``"allow_uv_overlap"``) when ``True``.
+        revision: the build to reproduce, default :data:`~mesh_decoder.hierarchy.storage.BUILD_REVISION`
+            (2); ``1`` builds from the positions and UVs as given, as the toolkit did before, for
+            the hierarchies (and cache files) of runs started then.
         timings: if a dict is given, per-stage wall times in seconds are added to it
             (keys ``"validate"``, ``"decimate"``, ``"operators"``, ``"spirals"``,
             ``"laplacian"``, ``"texel_map"``, and ``"cache_load"``/``"cache_save"``).
@@ -174,6 +178,7 @@ def build_hierarchy(
     dilations = _per_level(dilations, num_levels, "dilations")
     tex = _normalise_texture_size(texture_size)
     allow_uv_overlap = check_bool(allow_uv_overlap, "allow_uv_overlap")
+    revision = check_int(revision, "revision", 1, BUILD_REVISION)
     directory = resolve_cache_dir(cache_dir)
     if timings is not None and not isinstance(timings, dict):
         raise TypeError(f"timings: expected None or a dict to add the stage times to, got {type(timings).__name__}")
@@ -181,11 +186,12 @@ def build_hierarchy(
     with _timed(timings, "validate"):
         _check_template(mesh)
         sizes = level_sizes(mesh.num_vertices, factors)
-        mesh = _as_hashed(mesh)
+        if revision >= 2:
+            mesh = _as_hashed(mesh)
     meta = _meta(mesh, sizes, spiral_lengths, dilations, tex, allow_uv_overlap, factors=factors)
     path = None
     if directory is not None:
-        path = cache_file(directory, cache_key(meta))
+        path = cache_file(directory, cache_key(meta, revision))
         if path.exists():
             with _timed(timings, "cache_load"):
                 cached = _load_cached(path, meta)

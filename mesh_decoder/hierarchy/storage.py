@@ -597,10 +597,10 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None
 BUILD_REVISION = 2
 
 
-def cache_key(params: dict) -> str:
-    """SHA-256 of the canonical JSON of the build parameters (template hash included) and
-    :data:`BUILD_REVISION`."""
-    keyed = {**params, "build_revision": BUILD_REVISION}
+def cache_key(params: dict, revision: int = BUILD_REVISION) -> str:
+    """SHA-256 of the canonical JSON of the build parameters (template hash included) and the build
+    ``revision`` (revision 1's key is the parameters' alone, as it was)."""
+    keyed = params if revision == 1 else {**params, "build_revision": revision}
     return hashlib.sha256(_canonical_json(keyed).encode("utf-8")).hexdigest()
 
 

@@ -349,8 +349,9 @@ def check_trained_template(meta: Mapping[str, Any], config: TrainConfig, templat
 
 
 # ======================================================================= model
-def make_hierarchy(config: TrainConfig, template: Mesh) -> MeshHierarchy:
-    """:func:`~mesh_decoder.hierarchy.build_hierarchy` with the config's parameters (cached per ``hierarchy.cache_dir``).
+def make_hierarchy(config: TrainConfig, template: Mesh, revision: int | None = None) -> MeshHierarchy:
+    """:func:`~mesh_decoder.hierarchy.build_hierarchy` with the config's parameters (cached per ``hierarchy.cache_dir``),
+    of the current build ``revision`` unless another is given.
 
     Raises:
         TrainConfigError: the template cannot take the hierarchy (factors too deep for its size, a vertex
@@ -384,6 +385,7 @@ def make_hierarchy(config: TrainConfig, template: Mesh) -> MeshHierarchy:
             texture_size=config.texture_size,
             cache_dir=(True if cache is True else None) if isinstance(cache, bool) else cache,
             allow_uv_overlap=h.allow_uv_overlap,
+            **({} if revision is None else {"revision": revision}),
         )
     except UVOverlapError as exc:
         raise _error(config.source, "hierarchy", f"{source}: {exc.problem}; fix the UVs, set "
@@ -870,6 +872,12 @@ def _train(config: TrainConfig, out: str, resume: bool, progress: bool, data: Tr
     if checkpoint is not None:
         check_trained_on(checkpoint.meta, data, ckpt_path)
     hierarchy = make_hierarchy(config, data.template)
+    digest = hierarchy_digest(hierarchy)  # hashes every operator: once, for the check and the checkpoints
+    saved_digest = None if checkpoint is None else checkpoint.meta.get("hierarchy_digest")
+    if saved_digest not in (None, digest) and config.hierarchy.path is None:
+        earlier = make_hierarchy(config, data.template, revision=1)  # a run started before build revision 2
+        if hierarchy_digest(earlier) == saved_digest:
+            hierarchy, digest = earlier, saved_digest
     t = config.training
     device = torch.device(t.device)
 
@@ -892,14 +900,12 @@ def _train(config: TrainConfig, out: str, resume: bool, progress: bool, data: Tr
     history: list[dict[str, Any]] = []
     partial = {"loss_sum": 0.0, "count": 0, "seconds": 0.0}
     epoch_start_state = sampler_rng.get_state()
-    digest = hierarchy_digest(hierarchy)  # hashes every operator: once, for the check and the checkpoints
     if checkpoint is not None:
         if checkpoint.meta.get("hierarchy_signature") != hierarchy_signature(hierarchy):
             raise TrainingError(f"{ckpt_path}: checkpoint built on a hierarchy with "
                                 f"{checkpoint.meta.get('hierarchy_signature')}, the config now builds "
                                 f"{hierarchy_signature(hierarchy)}")
-        saved_digest = checkpoint.meta.get("hierarchy_digest")  # absent from checkpoints of earlier versions
-        if saved_digest is not None and saved_digest != digest:
+        if saved_digest is not None and saved_digest != digest:  # absent from checkpoints of earlier versions
             source = (f"hierarchy.path {config.hierarchy.path} holds" if config.hierarchy.path is not None
                       else "the config now builds")
             raise TrainingError(f"{ckpt_path}: checkpoint trained on other hierarchy operators than {source} (same "

@@ -339,6 +339,10 @@ def test_a_cache_filled_by_an_earlier_build_revision_is_not_read(small, tmp_path
     save_hierarchy(earlier, cache_file(tmp_path, revision_1))
     assert same(build_hierarchy(small, cache_dir=tmp_path, **PARAMS), fresh)
     assert len(list(tmp_path.glob("hierarchy-*.npz"))) == 2
+    assert same(build_hierarchy(small, cache_dir=tmp_path, revision=1, **PARAMS), earlier)  # its own files, read
+    assert not same(build_hierarchy(small, revision=1, **PARAMS), fresh)  # the float64 positions: other operators
+    with pytest.raises(ValueError, match="revision: expected an integer in \\[1, 2\\], got 3"):
+        build_hierarchy(small, revision=3, **PARAMS)
 
 
 @pytest.mark.parametrize("uvs", ["other", "automatic"])

@@ -1177,3 +1177,25 @@ def test_a_platform_without_fcntl_trains_unlocked_with_a_warning(tmp_path, tiny_
                                             r"into it at the same time would not be refused"):
         result = train(tiny_config(training={"epochs": 1}), tmp_path / "run", progress=False)
     assert result.epochs_completed == 1 and not (tmp_path / "run" / loop.LOCK_NAME).exists()
+
+
+def test_a_run_started_on_build_revision_1_resumes_on_its_hierarchy(tmp_path, tiny_config, monkeypatch):
+    """Build revision 2 (positions rounded to float32) builds other operators for the same template, so a run
+    started before it was refused on resume ('checkpoint trained on other hierarchy operators'), with no way
+    round: its hierarchy is rebuilt as revision 1 built it when that is the checkpoint's."""
+    from mesh_decoder.hierarchy.storage import hierarchy_digest
+    from mesh_decoder.train.config import TrainConfig
+
+    config = tiny_config(hierarchy={"cache_dir": False})
+    data = load_data(config)
+    make, parsed = loop.make_hierarchy, TrainConfig.from_dict(config)
+    assert hierarchy_digest(make(parsed, data.template)) != hierarchy_digest(make(parsed, data.template, revision=1))
+    with monkeypatch.context() as m:  # runs as the toolkit started them before revision 2
+        m.setattr(loop, "make_hierarchy", lambda c, t, revision=None: make(c, t, revision=1))
+        whole = train(config, tmp_path / "whole", progress=False, data=data)
+        stopped = train(config, tmp_path / "run", progress=False, data=data, callback=_interrupt_at(7, "raise"))
+    assert stopped.interrupted
+    resumed = train(config, tmp_path / "run", resume=True, progress=False, data=data)
+    assert not resumed.interrupted
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    assert_same_state(load_trained(tmp_path / "run")[0].state_dict(), load_trained(tmp_path / "whole")[0].state_dict())
