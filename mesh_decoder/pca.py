@@ -103,11 +103,20 @@ def randomized_svd(
         z, _ = torch.linalg.qr(a.T @ q)  # (N, l)
         q, _ = torch.linalg.qr(a @ z)  # (M, l)
     b = q.T @ a  # (l, N)
-    # in float64 (on the CPU for MPS, which lacks it): a float32 SVD of a wide b gives rows off orthonormal by
-    # more than float32 rounding (3e-4 at N = 150,000, face data), a float64 one rows that rounding keeps
-    wide = b.to("cpu" if b.device.type == "mps" else b.device, torch.float64)
-    ub, s, vh = (t.to(a.device, a.dtype) for t in torch.linalg.svd(wide, full_matrices=False))  # (l, l), (l,), (l, N)
+    ub, s, vh = _thin_svd(b)  # (l, l), (l,), (l, N)
     return (q @ ub)[:, :rank], s[:rank], vh[:rank]
+
+
+def _thin_svd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torch.linalg.svd(a, full_matrices=False)`` computed in float64 (on the CPU for MPS, which lacks it)
+    and returned in ``a``'s dtype: a float32 SVD of a wide matrix gives rows of ``vh`` off orthonormal by more
+    than float32 rounding (2e-4 at 150,000 columns of face data), a float64 one rows that rounding keeps.
+
+    Shapes: ``(M, N) -> (M, K), (K,), (K, N)`` with ``K = min(M, N)``.
+    """
+    wide = a.to("cpu" if a.device.type == "mps" else a.device, torch.float64)
+    u, s, vh = torch.linalg.svd(wide, full_matrices=False)
+    return u.to(a.device, a.dtype), s.to(a.device, a.dtype), vh.to(a.device, a.dtype)
 
 
 def _check_generator(generator) -> None:
@@ -148,7 +157,7 @@ def _fit_linear(
     centred = data - mean  # (N, D)
     total = centred.square().sum() / (n - 1)
     if method == "svd":
-        _, s, vh = torch.linalg.svd(centred, full_matrices=False)  # (min(N,D),), (min(N,D), D)
+        _, s, vh = _thin_svd(centred)  # (min(N,D),), (min(N,D), D)
         s, vh = s[:num_components], vh[:num_components]
     else:
         _, s, vh = randomized_svd(centred, num_components, oversample=oversample, n_iter=n_iter, generator=generator)
