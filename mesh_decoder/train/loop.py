@@ -1250,7 +1250,8 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
     meta = check_training_meta(path, read_checkpoint_meta(path))
     config = located_paths(TrainConfig.from_dict(meta["config"], source=path), meta)
     hierarchy = _hierarchy_beside(path, config, meta.get("template_hash"))
-    model = build_autoencoder(config, hierarchy)
+    with torch.random.fork_rng(devices=[]):  # initial weights the checkpoint's replace, as load_model builds them
+        model = build_autoencoder(config, hierarchy)
     load_checkpoint(path).restore(model)
     if device is not None:
         model.to(device)

@@ -365,7 +365,11 @@ def test_a_resume_interrupted_past_the_model_file_is_not_silently_ignored(tmp_pa
         with pytest.raises(CheckpointError, match=rf"\(epoch 2, step {step}\) has trained past model.safetensors"):
             source(str(tmp_path))
     assert load_trained(tmp_path / "model.safetensors")[3]["steps"] == 10
+    torch.manual_seed(step)
+    want = torch.randn(3)
+    torch.manual_seed(step)
     assert load_trained(tmp_path / CHECKPOINT_NAME)[3]["step"] == step
+    assert torch.equal(torch.randn(3), want)  # the model's initial weights were drawn from the caller's stream
     # a damaged checkpoint beside the model file: the error says how to use the model file alone
     (tmp_path / CHECKPOINT_NAME).write_bytes(np.random.default_rng(step).bytes(64))
     with pytest.raises(CheckpointError, match=re.escape(f"(name {tmp_path / 'model.safetensors'} to use the model "
