@@ -23,7 +23,7 @@ from .._checks import check_tensor, non_negative_int
 from ..hierarchy.container import MeshHierarchy
 from .decoders import GraphDecoder, _split_config, decoder_from_config
 from .encoders import GraphEncoder, encoder_from_config
-from .graph import takes_dtype
+from .graph import takes_dtype, write_buffer
 from .presets import decoder_from_preset, encoder_from_preset
 
 __all__ = ["MeshAutoencoder"]
@@ -185,8 +185,8 @@ class MeshAutoencoder(nn.Module):
             eps *= 10.0
         if int(info) != 0:
             raise ValueError("latents: the covariance is not positive definite even with jitter")
-        self.latent_mean.copy_(mu.to(self.latent_mean))
-        self.latent_cov_cholesky.copy_(chol.to(self.latent_cov_cholesky))
+        write_buffer(self.latent_mean, mu.to(self.latent_mean))
+        write_buffer(self.latent_cov_cholesky, chol.to(self.latent_cov_cholesky))
         return self
 
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

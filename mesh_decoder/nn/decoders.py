@@ -54,7 +54,8 @@ from ..errors import HierarchyError
 from ..hierarchy.container import MeshHierarchy, TexelMap
 from .activation import elu_
 from .cheb_conv import ChebConv, bag_device
-from .graph import after_load, fast_paths_enabled, inference_fast_path, mesh_edge_index, takes_dtype
+from .graph import (after_load, fast_paths_enabled, inference_fast_path, mesh_edge_index, takes_dtype,
+                    write_buffer)
 from .pool import UpSample
 from .pyg_conv import PyGConv, pseudo_coordinates
 from .spiral_conv import SpiralConv, _version, weight_blocks_scope
@@ -700,7 +701,7 @@ class GraphDecoder(HierarchyModel, nn.Module):
                 raise ValueError(f"std: expected positive values in {dtype}, got minimum {float(cast.min())}")
             checked[name] = cast
         for name, t in checked.items():
-            getattr(self, name).copy_(t)
+            write_buffer(getattr(self, name), t)
 
     # -------------------------------------------------------------------- forward
     def _check_latent(self, z: torch.Tensor) -> tuple[torch.Tensor, bool]:

@@ -176,15 +176,19 @@ def fast_paths_enabled() -> bool:
 def update_buffer(module: torch.nn.Module, name: str, value: Tensor) -> None:
     """Set a derived buffer: in place when the shape matches (CUDA graphs captured
     earlier read the buffer's memory, so it must stay where it is; it keeps its
-    device and dtype), else replaced by ``value``. A buffer made an inference tensor
-    (the module moved or cast under ``torch.inference_mode``) is written in that mode,
-    the only one that lets it change in place."""
+    device and dtype; see :func:`write_buffer`), else replaced by ``value``."""
     old = getattr(module, name)
     if old.shape == value.shape and old.is_floating_point() == value.is_floating_point():
-        with torch.inference_mode() if old.is_inference() else torch.no_grad():
-            old.copy_(value)
+        write_buffer(old, value)
     else:
         setattr(module, name, value)
+
+
+def write_buffer(buffer: Tensor, value: Tensor) -> None:
+    """``buffer.copy_(value)`` without autograd; a buffer made an inference tensor (its module moved or
+    cast under ``torch.inference_mode``) is written in that mode, the only one that lets it change in place."""
+    with torch.inference_mode() if buffer.is_inference() else torch.no_grad():
+        buffer.copy_(value)
 
 
 def bag_product(x: Tensor, offsets: Tensor, col: Tensor, weight: Tensor) -> Tensor:

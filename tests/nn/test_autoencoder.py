@@ -111,6 +111,25 @@ def test_fit_latent_prior_matches_sample_mean_and_covariance(synthetic_hierarchy
     assert {"latent_mean", "latent_cov_cholesky"} <= set(ae.state_dict())
 
 
+def test_a_model_cast_under_inference_mode_takes_its_prior_and_normalisation(synthetic_hierarchy):
+    """Its buffers are inference tensors: fit_latent_prior and set_normalization raised 'Inplace update to
+    inference tensor outside InferenceMode'."""
+    import copy
+
+    torch.manual_seed(6)
+    ae = build_autoencoder("spiral", synthetic_hierarchy)
+    latents = torch.randn(50, ae.latent_size, dtype=torch.float64)
+    mean, std = torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5
+    want = copy.deepcopy(ae).double()
+    with torch.inference_mode():
+        cast = copy.deepcopy(ae).double()
+    for model in (want, cast):
+        model.fit_latent_prior(latents)
+        model.decoder.set_normalization(mean, std)
+    for name, tensor in want.state_dict().items():
+        assert torch.equal(cast.state_dict()[name], tensor), name
+
+
 def test_fit_latent_prior_singular_covariance_gets_jitter(synthetic_hierarchy):
     ae = build_autoencoder("cheb", synthetic_hierarchy)
     rng = np.random.default_rng(6)
