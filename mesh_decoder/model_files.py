@@ -77,7 +77,7 @@ _REGISTRY: dict[str, _Entry] = {
 }
 
 
-def register_model(cls: type, name: str | None = None, *, needs_hierarchy: bool = True) -> type:
+def register_model(cls: type, name: str | None = None, *, needs_hierarchy: bool | None = None) -> type:
     """Make a model class saveable and loadable.
 
     The class needs ``config() -> dict`` (JSON-able, with ``"class": name``) and
@@ -86,8 +86,9 @@ def register_model(cls: type, name: str | None = None, *, needs_hierarchy: bool 
     Args:
         cls: the ``nn.Module`` subclass.
         name: registry name (default ``cls.__name__``); must be what ``config()["class"]`` holds.
-        needs_hierarchy: whether ``from_config`` needs a :class:`MeshHierarchy` (default True);
-            registering a class again with another value changes it (a built-in class keeps its own).
+        needs_hierarchy: whether ``from_config`` needs a :class:`MeshHierarchy`; ``None`` (default):
+            as registered before, else ``True``. Registering a class again with another value changes
+            it; a built-in class refuses one.
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"cls: expected an nn.Module subclass, got {cls!r}")
@@ -107,12 +108,14 @@ def register_model(cls: type, name: str | None = None, *, needs_hierarchy: bool 
                              f"{' (built in)' if entry.module is not None else ''}; give "
                              f"{cls.__module__}.{cls.__qualname__} another name (its config()['class'], which for "
                              "the decoders is the class's own name) and register it under that")
+        if needs_hierarchy is None:
+            needs_hierarchy = entry.needs_hierarchy
         if entry.module is not None and needs_hierarchy != entry.needs_hierarchy:
             raise ValueError(f"needs_hierarchy: {key!r} is built in with needs_hierarchy={entry.needs_hierarchy}, "
                              f"got {needs_hierarchy}")
         if held is cls and needs_hierarchy == entry.needs_hierarchy:
             return cls
-    _REGISTRY[key] = _Entry(None, cls, needs_hierarchy)
+    _REGISTRY[key] = _Entry(None, cls, True if needs_hierarchy is None else bool(needs_hierarchy))
     return cls
 
 

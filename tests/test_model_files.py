@@ -681,6 +681,9 @@ def test_register_model_refuses_a_name_taken_by_another_class(monkeypatch):
     with pytest.raises(ValueError, match=r"^needs_hierarchy: 'SpiralDecoder' is built in with needs_hierarchy=True, "
                                          r"got False$"):
         register_model(SpiralDecoder, needs_hierarchy=False)
+    from mesh_decoder.pca import PCAModel
+
+    assert register_model(PCAModel) is PCAModel  # a built-in without a hierarchy, registered again: taken
     with pytest.raises(ValueError, match=r"unknown model class 'NoSuchModel'; expected one of \[.*\] \(a class of "
                                          r"one's own: import its module and call mesh_decoder\.model_files\."
                                          r"register_model\(ItsClass\) before loading\)$"):
@@ -711,6 +714,7 @@ def test_registering_a_class_again_with_another_needs_hierarchy_takes_the_new_va
     with pytest.raises(ValueError, match=r"^hierarchy: Standalone is built on a mesh hierarchy"):
         save_model(model, tmp_path / "refused.safetensors")
     register_model(Standalone, needs_hierarchy=False)
+    register_model(Standalone)  # again, as a notebook cell run twice: keeps False
     save_model(model, tmp_path / "standalone.safetensors")
     loaded = load_model(tmp_path / "standalone.safetensors")
     assert torch.equal(loaded.fc.weight, model.fc.weight)
