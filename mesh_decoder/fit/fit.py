@@ -557,6 +557,9 @@ def _background_image(image, target, size: tuple[int, int]) -> np.ndarray:
     arr = arr.astype(np.float64) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float64)
     if arr.shape != (h, w, 3):
         raise ValueError(f"image: expected an RGB image of {h} x {w} pixels, got shape {tuple(arr.shape)}")
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:  # drawn clipped: 0..255 floats all but white
+        raise ValueError(f"image: expected floats in [0, 1] or uint8, got range [{arr.min():g}, {arr.max():g}]"
+                         + (" (8-bit values? divide them by 255, or pass a uint8 array)" if arr.max() > 1 else ""))
     return arr.copy()
 
 

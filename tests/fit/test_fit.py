@@ -511,6 +511,16 @@ def test_save_overlay_image_layouts(tmp_path, pca, faces, template):
     with pytest.raises(ValueError, match=rf"image: expected an RGB image of {h} x {w} pixels, "
                                          rf"got shape \(3, {w}, {h}\)"):
         result.save_overlay(tmp_path / "overlay.png", image=rng.random((3, w, h)))
+    # an 8-bit photograph cast to float was drawn clipped: an all but white background
+    with pytest.raises(ValueError, match=r"image: expected floats in \[0, 1\] or uint8, got range \[0, 255\] "
+                                         r"\(8-bit values\? divide them by 255, or pass a uint8 array\)$"):
+        eight_bit = bytes_.astype(np.float32)
+        eight_bit[0, 0], eight_bit[-1, -1] = 0, 255
+        result.save_overlay(tmp_path / "overlay.png", image=eight_bit)
+    below = floats.transpose(1, 2, 0).copy()
+    below[0, 0, 0] = -0.5
+    with pytest.raises(ValueError, match=r"image: expected floats in \[0, 1\] or uint8, got range \[-0\.5, [0-9.]+\]$"):
+        result.save_overlay(tmp_path / "overlay.png", image=below)
 
 
 @pytest.mark.cuda
