@@ -295,13 +295,17 @@ def _check_config_sizes(config: Mapping[str, Any], hierarchy: MeshHierarchy, num
         )
 
 
-def _config_levels(kwargs: Mapping[str, Any], cls: type) -> int:
-    """The number of channel entries (up- or down-sampling steps) a config of ``cls`` asks for: its own
-    ``channels``, else the default of ``cls.from_hierarchy``, which builds it."""
+def _built_from_config(cls: type, config: Mapping[str, Any], hierarchy: MeshHierarchy,
+                       kwargs: dict[str, Any]):
+    """``cls.from_hierarchy(hierarchy, **kwargs)``, with ``hierarchy`` checked against ``config``'s level sizes
+    and template hash: before building when the config gives its channels, else after (the defaults of
+    whatever ``from_hierarchy`` a subclass has)."""
     if "channels" in kwargs:
-        return len(_check_channels(kwargs["channels"]))
-    default = inspect.signature(cls.from_hierarchy).parameters.get("channels")
-    return 0 if default is None or default.default is inspect.Parameter.empty else len(default.default)
+        _check_config_sizes(config, hierarchy, len(_check_channels(kwargs["channels"])))
+        return cls.from_hierarchy(hierarchy, **kwargs)
+    model = cls.from_hierarchy(hierarchy, **kwargs)
+    _check_config_sizes(config, hierarchy, len(model.channels))
+    return model
 
 
 def _check_config_keys(kwargs: Mapping[str, Any], cls: type, takes: Callable[..., Any]) -> None:
@@ -351,9 +355,7 @@ class HierarchyModel:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy):
         """Rebuild from :meth:`config` on the same hierarchy (sizes and template hash are checked)."""
-        kwargs = _split_config(config, cls)
-        _check_config_sizes(config, hierarchy, _config_levels(kwargs, cls))
-        return cls.from_hierarchy(hierarchy, **kwargs)
+        return _built_from_config(cls, config, hierarchy, _split_config(config, cls))
 
     @classmethod
     def from_hierarchy(cls, hierarchy: MeshHierarchy, **config: Any):  # pragma: no cover
@@ -560,7 +562,6 @@ class _PyGLevels:
         """Rebuild from :meth:`config`; pass ``conv`` when it was a factory function or a class outside
         ``torch_geometric.nn``."""
         kwargs = _split_config(config, cls)
-        _check_config_sizes(config, hierarchy, _config_levels(kwargs, cls))
         if conv is not None:
             kwargs["conv"] = conv
             if not isinstance(conv, (str, type)):
@@ -568,7 +569,7 @@ class _PyGLevels:
         elif kwargs.get("conv") is None:
             raise ValueError("config: the conv was a factory function or a class outside torch_geometric.nn, which "
                              "a config cannot store by name; pass conv=")
-        return cls.from_hierarchy(hierarchy, **kwargs)  # type: ignore[attr-defined]
+        return _built_from_config(cls, config, hierarchy, kwargs)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", conv={self.conv_name or 'factory'}"  # type: ignore[misc]

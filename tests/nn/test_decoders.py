@@ -828,6 +828,18 @@ def test_a_config_without_channels_takes_the_default_channels(make_hierarchy):
                                                  r"got \[90, 40, 18\]$"):
             rebuild({**config, "channels": [8, 8]}, h)
 
+    class Forwarding(SpiralDecoder):  # a subclass whose from_hierarchy names no channels
+        @classmethod
+        def from_hierarchy(cls, hierarchy, **kw):
+            return super().from_hierarchy(hierarchy, **kw)
+
+    config = {**Forwarding.from_hierarchy(h, latent_size=5).config()}
+    del config["channels"]
+    assert Forwarding.from_config(config, h).channels == SpiralDecoder.from_hierarchy(h).channels
+    with pytest.raises(HierarchyError, match=r"expected level sizes \[90, 40, 18, 8, 4\] \(from the config\), "
+                                             r"got \[90, 40, 18\]$"):
+        Forwarding.from_config({**config, "channels": [8, 8]}, h)
+
 
 def test_normalisation_config_and_conv_kwargs_of_the_wrong_type_are_named(synthetic_hierarchy):
     dec = SpiralDecoder.from_hierarchy(synthetic_hierarchy, latent_size=4, channels=(4, 4))
