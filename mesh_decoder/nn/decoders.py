@@ -847,8 +847,8 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         super().__init__(latent_size, channels, num_vertices, up_index, up_weight, out_channels, activation, check_finite)
         self._build_spiral_convs(spirals, dilations)
         # Inference: each (up-sampling, convolution) pair as one projection + gather.
-        self.fused = nn.ModuleList(UpSpiralConv(up, conv) for up, conv in zip(self.ups, self.convs))
-        self._fused_sources = self._sources()
+        self.fused = nn.ModuleList()
+        self._refresh_fused()
         self.register_load_state_dict_post_hook(after_load("_refresh_fused"))
 
     def _sources(self) -> tuple[tuple[Any, ...], ...]:
@@ -858,12 +858,19 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         edit through ``.data`` does not). The index buffers change in place only by loading a state dict,
         whose hook remakes the gathers; an inference tensor (moved or cast under ``torch.inference_mode``)
         keeps no version counter. A few microseconds a call."""
-        return tuple((conv, conv.indices.data_ptr(), up.weight.data_ptr(), _version(up.weight))
-                     for up, conv in zip(self.ups, self.convs))
+        return tuple((conv, conv.indices.data_ptr() if isinstance(conv, SpiralConv) else None,
+                      up.weight.data_ptr(), _version(up.weight)) for up, conv in zip(self.ups, self.convs))
 
     def _refresh_fused(self) -> None:
-        for fused, up, conv in zip(self.fused, self.ups, self.convs):
-            fused.refresh(up, conv)
+        """Remake the fused gathers; none where a convolution is no :class:`SpiralConv` (a ``_make_conv`` of
+        one's own), which decodes layer by layer."""
+        if not all(isinstance(conv, SpiralConv) for conv in self.convs):
+            self.fused = nn.ModuleList()
+        elif len(self.fused) != len(self.convs):
+            self.fused = nn.ModuleList(UpSpiralConv(up, conv) for up, conv in zip(self.ups, self.convs))
+        else:
+            for fused, up, conv in zip(self.fused, self.ups, self.convs):
+                fused.refresh(up, conv)
         self._fused_sources = self._sources()
 
     def _blocks(self, x: torch.Tensor) -> torch.Tensor:

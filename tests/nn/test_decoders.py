@@ -429,6 +429,39 @@ def test_a_conv_subclass_from_make_conv_is_run_by_the_fast_paths_too(synthetic_h
     _same_without_autograd(dec, rand_latent(dec, 3, seed=49))
 
 
+@pytest.mark.parametrize("kind", ["spiral", "cheb"])
+def test_a_make_conv_wrapping_the_built_in_conv_builds_and_decodes(synthetic_hierarchy, kind):
+    """The README's extension point with a wrapper module (no SpiralConv subclass): SpiralDecoder's fused gathers
+    were built from every convolution, so building raised 'conv: expected a SpiralConv, got Wrapped'. Putting
+    the built-in layers back brings the fast path back."""
+    class Wrapped(nn.Module):
+        def __init__(self, conv):
+            super().__init__()
+            self.conv, self.gain = conv, nn.Parameter(1.5 + torch.rand(conv.out_channels))
+
+        def forward(self, x):
+            return self.conv(x) * self.gain
+
+    class WrappingDecoder(SpiralDecoder if kind == "spiral" else ChebDecoder):
+        def _make_conv(self, level, in_channels, out_channels):
+            return Wrapped(super()._make_conv(level, in_channels, out_channels))
+
+    torch.manual_seed(50)
+    kwargs = {"K": 3} if kind == "cheb" else {}
+    dec = WrappingDecoder.from_hierarchy(synthetic_hierarchy, latent_size=5, channels=(8, 12), **kwargs)
+    z = rand_latent(dec, 3, seed=51)
+    _same_without_autograd(dec, z)
+    with torch.no_grad():
+        wrapped = dec(z)
+        for i, conv in enumerate(dec.convs):
+            dec.convs[i] = conv.conv  # the built-in layers again, without their gains
+        dec.out_conv = dec.out_conv.conv
+        assert dec._stock_layers(type(dec.out_conv))  # the fast path runs, on gathers made anew
+        unwrapped = dec(z)
+    assert not torch.allclose(unwrapped, wrapped, atol=1e-3)
+    _same_without_autograd(dec, z)
+
+
 class _AcrossVertices(nn.Module):
     """An activation that is not elementwise: it normalises each channel over the vertices, dim -2 of (B, V, C)."""
 
