@@ -133,15 +133,19 @@ GROUP_ALIASES: dict[str, tuple[str, ...]] = {
 }
 #: Loss terms; which ones a fit has depends on its target.
 LOSS_TERMS = ("vertex", "color", "point_to_point", "point_to_plane", "landmark", "photometric", "prior")
-#: Default weights of the data terms (the prior has its own, :data:`DEFAULT_PRIOR_WEIGHTS`).
+#: Default weights of the data terms (the prior has its own, :data:`DEFAULT_PRIOR_WEIGHTS`). Those of the
+#: geometric terms are per squared model unit: a fit divides them by its starting scale squared (the terms are
+#: in target units), so a target in metres fits as in millimetres; weights given are taken as they are.
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "vertex": 1.0,  # per squared target unit
+    "vertex": 1.0,  # per squared model unit
     "color": 100.0,  # per squared RGB unit: 0.01 RMS colour error weighs like a 0.1 RMS vertex error
     "point_to_point": 1.0,
     "point_to_plane": 1.0,
     "landmark": 1.0,  # per squared pixel
     "photometric": 2000.0,  # per squared RGB unit: 0.01 RMS error weighs like a 0.45-pixel landmark error
 }
+#: The data terms in (squared) target units.
+_GEOMETRIC_TERMS = ("vertex", "point_to_point", "point_to_plane")
 #: Default prior weight per target kind (the data terms' units differ).
 DEFAULT_PRIOR_WEIGHTS: dict[str, float] = {"mesh": 1e-3, "points": 1e-3, "landmarks": 0.1, "image": 0.1}
 
@@ -737,6 +741,9 @@ class FitProblem:
             self.weights[k] = _non_negative(v, f"weights[{k!r}]")
         pw = DEFAULT_PRIOR_WEIGHTS[self.kind] if prior_weight is None else prior_weight
         self.prior_weight = _non_negative(pw, "prior_weight")
+        # default weights of the geometric terms, per squared model unit: _init_state divides them by the
+        # starting scale squared, as the terms are in target units
+        self._per_model_unit = [k for k in _GEOMETRIC_TERMS if k not in (weights or {})]
 
         # ---------------------------------------------------------------- target data
         self.landmarks: LandmarkTarget | None = None
@@ -882,6 +889,8 @@ class FitProblem:
         if not (float(s0) > 0 and math.isfinite(float(s0))):
             raise ValueError(f"init scale: expected a positive number, got {float(s0)}")
         self.s0, self.R0, self.t0 = s0.detach(), R0.detach(), t0.detach()
+        for k in self._per_model_unit:  # a target in metres (s0 1e-3 of a millimetre model) had come back as the
+            self.weights[k] /= float(s0) ** 2  # mean face, its data 1e6 weaker against the prior
         centred = shape0 - shape0.mean(0)
         radius = float(centred.square().sum(-1).mean().sqrt()) or 1.0
         self.t_unit = float(s0) * radius  # translation unit: the face radius in target space

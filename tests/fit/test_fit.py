@@ -78,6 +78,26 @@ def test_registered_mesh_recovers_similarity_and_shape(pca, faces, template, ind
     assert result.final_losses["vertex"] < 2.0  # noise alone gives 3 * 0.5^2 = 0.75 mm^2
 
 
+@pytest.mark.parametrize("kind", ["mesh", "points"])
+def test_a_target_in_metres_fits_as_the_same_target_in_millimetres(pca, faces, template, kind):
+    """The data terms are per squared target unit and the default prior weight was fixed: a target in metres
+    (1e-3 of the model's millimetres) weighed its data 1e6 less and came back as the mean face (|z| 0.03 for
+    3.4), without a word."""
+    g = torch.Generator().manual_seed(202)
+    target, _, _, truth = _registered_target(faces, 202, g, noise=0.2)
+    metres = target.vertices * 1e-3
+    if kind == "mesh":
+        millimetres_target, metres_target = target, MeshTarget(metres)
+    else:
+        millimetres_target, metres_target = PointCloudTarget(target.vertices), PointCloudTarget(metres)
+    mm = fit(pca, millimetres_target, template=template, progress=False)
+    m = fit(pca, metres_target, template=template, progress=False)
+    assert float(mm.latent.norm()) > 1.0  # a fit away from the mean face
+    assert float((m.latent - mm.latent).norm()) < 0.1 * float(mm.latent.norm())
+    errors = [shape_error(result.model_vertices, truth) for result in (mm, m)]
+    assert max(errors) < (1.0 if kind == "mesh" else 3.0) and abs(errors[0] - errors[1]) < 0.1, errors
+
+
 def test_neural_decoder_with_mahalanobis_prior_round_trip(hierarchy, template):
     ae = make_autoencoder(hierarchy, template)
     g = torch.Generator().manual_seed(11)
