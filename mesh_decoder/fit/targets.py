@@ -271,6 +271,11 @@ class LandmarkTarget:
                              "landmarks): another image size, or coordinates not in pixels?")
         self.weights = _weights(self.weights, k)
         _check_spread(self.points, self.weights, "points")
+        extent = max(float(x.max() - x.min()), float(y.max() - y.min()))
+        if extent <= 1.0 < max(h, w) / 8:  # a face within one pixel of an image: fractions of its size
+            raise ValueError(f"points: expected pixels (x, y) of the {h} x {w} image, got all {k} landmarks within "
+                             f"{extent:.3g} pixels of each other: fractions of the image size? multiply x by {w} "
+                             f"and y by {h}")
 
     def subset(self, names: Sequence[str]) -> "LandmarkTarget":
         """The landmarks called ``names`` (in that order)."""

@@ -310,6 +310,11 @@ def test_landmarks_far_outside_their_image_are_refused(tmp_path):
         LandmarkTarget(far, list("abcde"), (h, w))
     marks = {n: p for n, p in zip("abcde", (points / [w, h]).tolist())}  # normalised, not pixels
     LandmarkTarget(points / [w, h], list("abcde"), (1, 1))  # within [-1, 2] of a 1 x 1 image: allowed
+    # fractions of the image's size were taken as pixels, and fitted as a one-pixel face without a word
+    with pytest.raises(ValueError, match=rf"^points: expected pixels \(x, y\) of the {h} x {w} image, got all 5 "
+                                         rf"landmarks within [0-9.]+ pixels of each other: fractions of the image "
+                                         rf"size\? multiply x by {w} and y by {h}$"):
+        LandmarkTarget(rng.random((5, 2)), list("abcde"), (h, w))
     (tmp_path / "lm.json").write_text(json.dumps({"image_size": [2, 2], "landmarks": {k: [v[0] * w, v[1] * h]
                                                                                      for k, v in marks.items()}}))
     with pytest.raises(MeshFileError, match=r"lm\.json: points: expected pixels \(x, y\) of the 2 x 2 image"):
