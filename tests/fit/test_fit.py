@@ -362,7 +362,7 @@ def test_stages_and_argument_errors(pca, faces, template):
                                          r"camera='perspective' with focal=600.0, got camera='weak'$"):
         fit(pca, landmarks, template=template, camera="weak", focal=600.0, progress=False)
     with pytest.raises(ValueError, match="not template landmarks"):
-        fit(pca, LandmarkTarget(torch.rand(4, 2), ["a", "b", "c", "d"], 64), template=template, progress=False)
+        fit(pca, LandmarkTarget(torch.rand(4, 2) * 60, ["a", "b", "c", "d"], 64), template=template, progress=False)
     with pytest.raises(TypeError, match="MeshTarget"):
         fit(pca, faces[0][200], progress=False)
     assert isinstance(fit(pca, target, stages=[Stage(("pose",), 2)], progress=False), FitResult)
