@@ -676,6 +676,10 @@ class GraphDecoder(HierarchyModel, nn.Module):
                 conv.reset_parameters()
 
     def _make_conv(self, level: int, in_channels: int, out_channels: int) -> nn.Module:  # pragma: no cover
+        """The convolution of ``level`` (0 finest; the output convolution is made at level 0 too), mapping
+        ``(B, V_level, in_channels)`` to ``(B, V_level, out_channels)``: the extension point of a decoder of
+        one's own. The inference fast paths run only where every layer is the decoder's built-in one; any
+        other module (a subclass, a wrapper) is called as written."""
         raise NotImplementedError
 
     # -------------------------------------------------------------- normalisation
