@@ -53,7 +53,10 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                              "faces is registered, any other mesh a scan)")
     parser.add_argument("--partial-scan", action="store_true",
                         help="the scan covers only part of the face: pair scan points with the model, not "
-                             "every model vertex with the scan (scan and point-cloud targets)")
+                             "every model vertex with the scan (scan and point-cloud targets). The fit still "
+                             "starts from the whole face's centroid and size matched to the scan's: a scan of "
+                             "half the face starts off and can end there (25 degrees, 37 mm in a trial); from "
+                             "Python, give fit() a starting pose (init=)")
     parser.add_argument("--trim", type=float, metavar="X",
                         help="drop scan correspondences farther apart than X times their median distance "
                              "(default 5; inf keeps all)")
