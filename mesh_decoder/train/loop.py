@@ -872,12 +872,9 @@ def _train(config: TrainConfig, out: str, resume: bool, progress: bool, data: Tr
     if checkpoint is not None:
         check_trained_on(checkpoint.meta, data, ckpt_path)
     hierarchy = make_hierarchy(config, data.template)
+    if checkpoint is not None:
+        hierarchy = _as_started(config, data.template, hierarchy, checkpoint.meta.get("hierarchy_digest"))
     digest = hierarchy_digest(hierarchy)  # hashes every operator: once, for the check and the checkpoints
-    saved_digest = None if checkpoint is None else checkpoint.meta.get("hierarchy_digest")
-    if saved_digest not in (None, digest) and config.hierarchy.path is None:
-        earlier = make_hierarchy(config, data.template, revision=1)  # a run started before build revision 2
-        if hierarchy_digest(earlier) == saved_digest:
-            hierarchy, digest = earlier, saved_digest
     t = config.training
     device = torch.device(t.device)
 
@@ -905,7 +902,8 @@ def _train(config: TrainConfig, out: str, resume: bool, progress: bool, data: Tr
             raise TrainingError(f"{ckpt_path}: checkpoint built on a hierarchy with "
                                 f"{checkpoint.meta.get('hierarchy_signature')}, the config now builds "
                                 f"{hierarchy_signature(hierarchy)}")
-        if saved_digest is not None and saved_digest != digest:  # absent from checkpoints of earlier versions
+        saved_digest = checkpoint.meta.get("hierarchy_digest")  # absent from checkpoints of earlier versions
+        if saved_digest is not None and saved_digest != digest:
             source = (f"hierarchy.path {config.hierarchy.path} holds" if config.hierarchy.path is not None
                       else "the config now builds")
             raise TrainingError(f"{ckpt_path}: checkpoint trained on other hierarchy operators than {source} (same "
@@ -1249,7 +1247,7 @@ def load_trained(output_dir_or_file: str | os.PathLike, device: torch.device | s
         return model, hierarchy, config, dict(extra, kind="model", path=path)
     meta = check_training_meta(path, read_checkpoint_meta(path))
     config = located_paths(TrainConfig.from_dict(meta["config"], source=path), meta)
-    hierarchy = _hierarchy_beside(path, config, meta.get("template_hash"))
+    hierarchy = _hierarchy_beside(path, config, meta.get("template_hash"), meta.get("hierarchy_digest"), True)
     with torch.random.fork_rng(devices=[]):  # initial weights the checkpoint's replace, as load_model builds them
         model = build_autoencoder(config, hierarchy)
     load_checkpoint(path).restore(model)
@@ -1345,9 +1343,21 @@ def _epochs(n: int) -> str:
     return f"{n} epoch{'' if n == 1 else 's'}"
 
 
-def _hierarchy_beside(path: str, config: TrainConfig, template_hash: str | None) -> MeshHierarchy:
+def _as_started(config: TrainConfig, template: Mesh, hierarchy: MeshHierarchy,
+                saved_digest: str | None) -> MeshHierarchy:
+    """``hierarchy`` (built from ``config``), or the hierarchy a checkpoint's run started on where that was
+    build revision 1's: its recorded digest is revision 1's, or it records none (checkpoints older still)."""
+    if config.hierarchy.path is not None or saved_digest == hierarchy_digest(hierarchy):
+        return hierarchy
+    earlier = make_hierarchy(config, template, revision=1)  # positions and UVs as given
+    return earlier if saved_digest is None or hierarchy_digest(earlier) == saved_digest else hierarchy
+
+
+def _hierarchy_beside(path: str, config: TrainConfig, template_hash: str | None,
+                      checkpoint_digest: str | None = None, from_checkpoint: bool = False) -> MeshHierarchy:
     """``hierarchy.npz`` beside ``path``; where it is missing, damaged or of another template, the hierarchy
-    rebuilt from ``config`` (with a warning naming the file that was passed over)."""
+    rebuilt from ``config`` (with a warning naming the file that was passed over), for a checkpoint as its
+    run started (:func:`_as_started`, given ``checkpoint_digest``)."""
 
     from ..errors import HierarchyError
     from ..hierarchy import load_hierarchy
@@ -1360,7 +1370,10 @@ def _hierarchy_beside(path: str, config: TrainConfig, template_hash: str | None)
         except HierarchyError as exc:
             problem = exc  # another template or a damaged file: rebuild below
     try:
-        hierarchy = make_hierarchy(config, load_template(config))
+        template = load_template(config)
+        hierarchy = make_hierarchy(config, template)
+        if from_checkpoint:
+            hierarchy = _as_started(config, template, hierarchy, checkpoint_digest)
     except ImportError as exc:  # no openmesh here: say why the saved hierarchy was not used
         if problem is None:
             raise

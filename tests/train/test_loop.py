@@ -1199,6 +1199,9 @@ def test_a_run_started_on_build_revision_1_resumes_on_its_hierarchy(tmp_path, ti
         whole = train(config, tmp_path / "whole", progress=False, data=data)
         stopped = train(config, tmp_path / "run", progress=False, data=data, callback=_interrupt_at(7, "raise"))
     assert stopped.interrupted
+    first = hierarchy_digest(make(parsed, data.template, revision=1))
+    assert not (tmp_path / "run" / "hierarchy.npz").exists()  # rebuilt for the checkpoint as the run started
+    assert hierarchy_digest(load_trained(tmp_path / "run" / CHECKPOINT_NAME)[1]) == first
     resumed = train(config, tmp_path / "run", resume=True, progress=False, data=data)
     assert not resumed.interrupted
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
