@@ -133,9 +133,10 @@ GROUP_ALIASES: dict[str, tuple[str, ...]] = {
 }
 #: Loss terms; which ones a fit has depends on its target.
 LOSS_TERMS = ("vertex", "color", "point_to_point", "point_to_plane", "landmark", "photometric", "prior")
-#: Default weights of the data terms (the prior has its own, :data:`DEFAULT_PRIOR_WEIGHTS`). Those of the
-#: geometric terms are per squared model unit: a fit divides them by its starting scale squared (the terms are
-#: in target units), so a target in metres fits as in millimetres; weights given are taken as they are.
+#: Default weights of the data terms (the prior has its own, :data:`DEFAULT_PRIOR_WEIGHTS`). The geometric
+#: terms' weights, these or given ones, are per squared model unit: a fit divides them by the scale from model to
+#: target that it estimates from the target (the terms are in target units), so a target in metres fits as in
+#: millimetres.
 DEFAULT_WEIGHTS: dict[str, float] = {
     "vertex": 1.0,  # per squared model unit
     "color": 100.0,  # per squared RGB unit: 0.01 RMS colour error weighs like a 0.1 RMS vertex error
@@ -741,9 +742,6 @@ class FitProblem:
             self.weights[k] = _non_negative(v, f"weights[{k!r}]")
         pw = DEFAULT_PRIOR_WEIGHTS[self.kind] if prior_weight is None else prior_weight
         self.prior_weight = _non_negative(pw, "prior_weight")
-        # default weights of the geometric terms, per squared model unit: _init_state divides them by the
-        # starting scale squared, as the terms are in target units
-        self._per_model_unit = [k for k in _GEOMETRIC_TERMS if k not in (weights or {})]
 
         # ---------------------------------------------------------------- target data
         self.landmarks: LandmarkTarget | None = None
@@ -880,6 +878,10 @@ class FitProblem:
 
         # Pose.
         s0, R0, t0 = self._initial_pose(shape0)
+        # the geometric terms are in squared target units, their weights per squared model unit: divided by the
+        # scale the target gives the mean face (not a starting pose or code given, so a refit weighs its data as
+        # the first fit did); a target in metres (1e-3 of a millimetre model) had come back as the mean face
+        self.target_scale = float(s0 if z0 is None else self._initial_pose(mean_shape)[0])
         if "scale" in given:
             s0 = _init_tensor(given["scale"], "scale", 1).to(**dd).reshape(())
         if "rotation" in given:
@@ -889,8 +891,6 @@ class FitProblem:
         if not (float(s0) > 0 and math.isfinite(float(s0))):
             raise ValueError(f"init scale: expected a positive number, got {float(s0)}")
         self.s0, self.R0, self.t0 = s0.detach(), R0.detach(), t0.detach()
-        for k in self._per_model_unit:  # a target in metres (s0 1e-3 of a millimetre model) had come back as the
-            self.weights[k] /= float(s0) ** 2  # mean face, its data 1e6 weaker against the prior
         centred = shape0 - shape0.mean(0)
         radius = float(centred.square().sum(-1).mean().sqrt()) or 1.0
         self.t_unit = float(s0) * radius  # translation unit: the face radius in target space
@@ -1127,8 +1127,12 @@ class FitProblem:
         return total
 
     def weight(self, term: str) -> float:
-        """The weight of loss term ``term`` (``prior_weight`` for ``"prior"``)."""
-        return self.prior_weight if term == "prior" else self.weights[term]
+        """The weight the loss of ``term`` is multiplied by: ``prior_weight`` for ``"prior"``; for a geometric
+        term its weight per squared model unit over :attr:`target_scale` squared (the term is in squared
+        target units); else ``weights[term]``."""
+        if term == "prior":
+            return self.prior_weight
+        return self.weights[term] / self.target_scale**2 if term in _GEOMETRIC_TERMS else self.weights[term]
 
     # --------------------------------------------------------------------- run
     def run(self, stages: Sequence[Stage] | None = None, progress: bool = True) -> FitResult:
@@ -1354,7 +1358,8 @@ def fit(
             Default ``None``.
         prior_weight: weight of the prior energy; default
             :data:`DEFAULT_PRIOR_WEIGHTS` of the target kind.
-        weights: data term weights overriding :data:`DEFAULT_WEIGHTS`. Default ``None``.
+        weights: data term weights overriding :data:`DEFAULT_WEIGHTS` (the geometric terms' per squared
+            model unit, as those). Default ``None``.
         rotation: ``"axis_angle"`` (default) or ``"6d"``.
         camera: ``"weak_perspective"`` (default) or ``"perspective"`` (landmark and image targets).
         focal: initial focal length in pixels of the perspective camera; default

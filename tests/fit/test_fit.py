@@ -33,6 +33,7 @@ import pytest
 import torch
 
 from mesh_decoder.fit import (
+    DEFAULT_WEIGHTS,
     FitProblem,
     FitResult,
     ImageTarget,
@@ -96,6 +97,14 @@ def test_a_target_in_metres_fits_as_the_same_target_in_millimetres(pca, faces, t
     assert float((m.latent - mm.latent).norm()) < 0.1 * float(mm.latent.norm())
     errors = [shape_error(result.model_vertices, truth) for result in (mm, m)]
     assert max(errors) < (1.0 if kind == "mesh" else 3.0) and abs(errors[0] - errors[1]) < 0.1, errors
+    # a weight given is per squared model unit as the defaults: the default written out fits as the default
+    term = "vertex" if kind == "mesh" else "point_to_point"
+    given = fit(pca, metres_target, template=template, weights={term: DEFAULT_WEIGHTS[term]}, progress=False)
+    assert torch.allclose(given.latent, m.latent, atol=1e-4)
+    # a refit from the result weighs its data as the fit did (the scale the target gives the mean face)
+    problem = FitProblem(pca, metres_target, template=template)
+    again = FitProblem(pca, metres_target, template=template, init=m)
+    assert again.weight(term) == problem.weight(term) == pytest.approx(DEFAULT_WEIGHTS[term] / float(m.scale) ** 2, rel=0.2)
 
 
 def test_neural_decoder_with_mahalanobis_prior_round_trip(hierarchy, template):
