@@ -885,6 +885,8 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
             return super()._blocks(x)
         if not torch.compiler.is_compiling() and self._sources() != self._fused_sources:
             self._refresh_fused()  # up-sampling weights trained or replaced since the gathers were made
+        if len(self.fused) != len(self.convs):  # built-in layers put back, first called compiled: no gathers yet
+            return super()._blocks(x)
         stock_elu = self.activation == "elu" and _is_stock_activation(self.act, "elu")
         fused_act = "elu" if stock_elu else None  # applied inside the gather
         for fused, conv in zip(self.fused, self.convs):

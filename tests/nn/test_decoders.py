@@ -457,7 +457,9 @@ def test_a_make_conv_wrapping_the_built_in_conv_builds_and_decodes(synthetic_hie
             dec.convs[i] = conv.conv  # the built-in layers again, without their gains
         dec.out_conv = dec.out_conv.conv
         assert dec._stock_layers(type(dec.out_conv))  # the fast path runs, on gathers made anew
+        compiled = torch.compile(dec, backend="eager")(z)  # first called compiled: ran no blocks
         unwrapped = dec(z)
+    torch.testing.assert_close(compiled, unwrapped, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(unwrapped, wrapped, atol=1e-3)
     _same_without_autograd(dec, z)
 
