@@ -13,8 +13,8 @@ import os
 
 __all__ = [
     "MeshError", "MeshValidationError", "MeshFileError", "HierarchyError", "ModelFileError", "OutputPathError",
-    "MissingFileError", "HierarchyNotFoundError", "ModelFileNotFoundError", "ModelHierarchyMismatchError",
-    "UsageError",
+    "MissingFileError", "HierarchyNotFoundError", "MeshFileNotFoundError", "ModelFileNotFoundError",
+    "ModelHierarchyMismatchError", "UsageError",
 ]
 
 
@@ -125,6 +125,15 @@ def unreadable(path: str | os.PathLike, what: str, exc: OSError, error: type[Exc
 
 class HierarchyNotFoundError(MissingFileError, HierarchyError):
     """A saved hierarchy that is not there."""
+
+
+class MeshFileNotFoundError(MissingFileError, MeshFileError):
+    """A mesh file or folder of mesh files that is not there (``path``, ``reason`` and ``line`` as
+    :class:`MeshFileError`'s, ``line`` ``None``)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str = "no such file"):
+        MissingFileError.__init__(self, path, reason)
+        self.path, self.reason, self.line = os.fspath(path), reason, None
 
 
 class ModelFileNotFoundError(MissingFileError, ModelFileError):

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._checks import check_int, positive_int
-from ..errors import MeshFileError
+from ..errors import MeshFileError, MeshFileNotFoundError
 from ..mesh.container import Mesh
 from .synthetic import (
     GENERATOR_VERSION,
@@ -318,6 +318,8 @@ class MeshFolderDataset(Dataset):
             raise TypeError(f"template: expected a mesh_decoder Mesh, got {type(template).__name__}")
         root = os.fspath(root)
         if not os.path.isdir(root):
+            if not os.path.lexists(root):
+                raise MeshFileNotFoundError(root, "expected a directory of mesh files, found none at this path")
             raise MeshFileError(root, "expected a directory of mesh files, found none at this path")
         patterns = [p.strip() for p in str(pattern).split("|") if p.strip()]
         if not patterns:

@@ -281,8 +281,11 @@ def test_folder_rejects_other_faces(tmp_path, small):
 def test_folder_errors(tmp_path, small):
     with pytest.raises(MeshFileError, match="found none"):
         MeshFolderDataset(tmp_path, small)
-    with pytest.raises(MeshFileError, match="directory"):
+    with pytest.raises(MeshFileError, match="directory") as missing:  # also the FileNotFoundError the README says
         MeshFolderDataset(tmp_path / "missing", small)
+    assert isinstance(missing.value, FileNotFoundError) and missing.value.filename == str(tmp_path / "missing")
+    assert str(missing.value) == f"{tmp_path / 'missing'}: expected a directory of mesh files, found none at this path"
+    assert missing.value.path == str(tmp_path / "missing") and missing.value.line is None
     with pytest.raises(TypeError):
         MeshFolderDataset(tmp_path, small.vertices)
 
