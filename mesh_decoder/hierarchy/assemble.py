@@ -68,7 +68,8 @@ def hierarchy_from_matrices(
             1 to 3 non-negative entries summing to 1 (barycentric coordinates on a coarse
             face, edge or vertex) whose columns are a face, an edge or a vertex of level
             ``l + 1``; the row of a kept vertex must put weight 1 on its own coarse copy.
-        faces: ``L`` ``(F_{l+1}, 3)`` integer arrays or tensors, the faces of levels ``1..L``
+        faces: ``L`` ``(F_{l+1}, 3)`` integer arrays or tensors (floats holding whole numbers,
+            as MATLAB saves them, are taken), the faces of levels ``1..L``
             (COMA: ``[m.f for m in M[1:]]``). Each level's positions are the template's
             vertices that ``down`` keeps.
         spiral_lengths: spiral length per level (``L + 1`` values) or one int, default 9.
@@ -360,7 +361,8 @@ def _faces(value: Any, name: str, num_vertices: int) -> np.ndarray:
         raise HierarchyError(f"{name}: expected an (F, 3) array of triangles, got shape {f.shape}")
     if not np.issubdtype(f.dtype, np.integer):
         if not (np.issubdtype(f.dtype, np.floating) and np.array_equal(f, np.round(f))):
-            raise HierarchyError(f"{name}: expected integer vertex indices, got dtype {f.dtype}")
+            raise TypeError(f"{name}: expected integer vertex indices (or floats holding whole numbers), got "
+                            f"dtype {f.dtype}" + (" with fractions" if np.issubdtype(f.dtype, np.floating) else ""))
     f = f.astype(np.int64)
     if f.min() < 0 or f.max() >= num_vertices:
         hint = " (1-based? subtract 1)" if f.min() == 1 and f.max() == num_vertices else ""

@@ -140,6 +140,11 @@ def test_bad_matrices_are_named(template, built):
             faces=[F[0], np.vstack([F[1], [[0, 1, 150]]])])
     refused(r"faces\[0\]: expected an \(F, 3\) array of triangles, got shape \(10, 4\)",
             faces=[np.zeros((10, 4), dtype=np.int64), F[1]])
+    # a wrong type is a TypeError, as compute_spirals and upsample_operator say it (was a HierarchyError)
+    refused(r"^faces\[1\]: expected integer vertex indices \(or floats holding whole numbers\), got dtype float64 "
+            r"with fractions$", faces=[F[0], F[1] + 0.4], error=TypeError)
+    refused(r"^faces\[0\]: expected integer vertex indices \(or floats holding whole numbers\), got dtype bool$",
+            faces=[F[0] > 0, F[1]], error=TypeError)
     flipped = F[1].copy()
     flipped[0] = flipped[0, ::-1]
     refused(r"level 2 \(faces\[1\] on the vertices down\[1\] keeps\): ", faces=[F[0], flipped],
