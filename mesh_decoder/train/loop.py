@@ -872,9 +872,10 @@ def _train(config: TrainConfig, out: str, resume: bool, progress: bool, data: Tr
     if checkpoint is not None:
         check_trained_on(checkpoint.meta, data, ckpt_path)
     hierarchy = make_hierarchy(config, data.template)
-    if checkpoint is not None:
-        hierarchy = _as_started(config, data.template, hierarchy, checkpoint.meta.get("hierarchy_digest"))
     digest = hierarchy_digest(hierarchy)  # hashes every operator: once, for the check and the checkpoints
+    if checkpoint is not None:
+        saved = checkpoint.meta.get("hierarchy_digest")
+        hierarchy, digest = _as_started(config, data.template, hierarchy, digest, saved)
     t = config.training
     device = torch.device(t.device)
 
@@ -1343,14 +1344,18 @@ def _epochs(n: int) -> str:
     return f"{n} epoch{'' if n == 1 else 's'}"
 
 
-def _as_started(config: TrainConfig, template: Mesh, hierarchy: MeshHierarchy,
-                saved_digest: str | None) -> MeshHierarchy:
-    """``hierarchy`` (built from ``config``), or the hierarchy a checkpoint's run started on where that was
-    build revision 1's: its recorded digest is revision 1's, or it records none (checkpoints older still)."""
-    if config.hierarchy.path is not None or saved_digest == hierarchy_digest(hierarchy):
-        return hierarchy
+def _as_started(config: TrainConfig, template: Mesh, hierarchy: MeshHierarchy, digest: str,
+                saved_digest: str | None) -> tuple[MeshHierarchy, str]:
+    """``(hierarchy, digest)`` (built from ``config``, and its :func:`hierarchy_digest`), or those of the
+    hierarchy a checkpoint's run started on where that was build revision 1's: its recorded digest is
+    revision 1's, or it records none (checkpoints older still)."""
+    if config.hierarchy.path is not None or saved_digest == digest:
+        return hierarchy, digest
     earlier = make_hierarchy(config, template, revision=1)  # positions and UVs as given
-    return earlier if saved_digest is None or hierarchy_digest(earlier) == saved_digest else hierarchy
+    earlier_digest = hierarchy_digest(earlier)
+    if saved_digest is None or earlier_digest == saved_digest:
+        return earlier, earlier_digest
+    return hierarchy, digest
 
 
 def _hierarchy_beside(path: str, config: TrainConfig, template_hash: str | None,
@@ -1373,7 +1378,7 @@ def _hierarchy_beside(path: str, config: TrainConfig, template_hash: str | None,
         template = load_template(config)
         hierarchy = make_hierarchy(config, template)
         if from_checkpoint:
-            hierarchy = _as_started(config, template, hierarchy, checkpoint_digest)
+            hierarchy, _ = _as_started(config, template, hierarchy, hierarchy_digest(hierarchy), checkpoint_digest)
     except ImportError as exc:  # no openmesh here: say why the saved hierarchy was not used
         if problem is None:
             raise
