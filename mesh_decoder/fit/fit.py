@@ -1013,9 +1013,11 @@ class FitProblem:
         return rotation_6d_to_matrix(self.rot)
 
     def scale(self) -> torch.Tensor:
+        """The similarity's scale ``s`` ``()`` now (the starting one times ``exp`` of its parameter)."""
         return self.s0 * torch.exp(self.log_s)
 
     def translation(self) -> torch.Tensor:
+        """The similarity's translation ``t`` ``(3,)`` now, in target units."""
         dt = self.dt
         if self.image_size is not None and self.camera_kind == "weak_perspective":
             # t_z does not move the projection: keep it where it started (round-off in the renderer's
@@ -1036,6 +1038,7 @@ class FitProblem:
         return PerspectiveCamera(K.unsqueeze(0), (h, w), R=torch.diag(torch.tensor(_FLIP_YZ, **self._dd)))
 
     def light(self) -> DirectionalLight:
+        """The :class:`~mesh_decoder.render.DirectionalLight` now (image targets)."""
         return DirectionalLight(self.light_dir, torch.exp(self.log_ambient), torch.exp(self.log_diffuse))
 
     def decode(self) -> tuple[Decoded, torch.Tensor]:

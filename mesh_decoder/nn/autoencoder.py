@@ -219,6 +219,8 @@ class MeshAutoencoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy) -> "MeshAutoencoder":
+        """Rebuild from :meth:`config` on the same hierarchy: its ``encoder`` and ``decoder`` configs, each
+        checked as its own ``from_config`` checks it."""
         kwargs = _split_config(config, cls)
         if set(kwargs) != {"encoder", "decoder"}:
             raise ValueError(f"config: expected keys 'encoder' and 'decoder', got {sorted(kwargs)}")

@@ -944,6 +944,7 @@ class SpiralDecoder(_SpiralLevels, GraphDecoder):
         )._remember_hierarchy(hierarchy)
 
     def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments, with the spiral lengths; rebuild with ``from_config(config, hierarchy)``."""
         return {**self._base_config(), "spiral_length": list(self.spiral_lengths)}
 
 
@@ -1052,6 +1053,7 @@ class ChebDecoder(_ChebLevels, GraphDecoder):
         )._remember_hierarchy(hierarchy)
 
     def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments, with ``K``; rebuild with ``from_config(config, hierarchy)``."""
         return {**self._base_config(), "K": self.K}
 
 
@@ -1298,6 +1300,7 @@ class UVTextureDecoder(nn.Module):
         return tex[0] if unbatched else tex
 
     def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments; rebuild with ``from_config(config)``."""
         return {
             "class": type(self).__name__,
             "latent_size": self.latent_size,
@@ -1529,6 +1532,8 @@ class JointDecoder(nn.Module):
                    min_texture_channels, texture_norm, texture_upsample)
 
     def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments, the graph decoder's config nested; rebuild with
+        ``from_config(config, hierarchy)``."""
         return {
             "class": type(self).__name__,
             "decoder": self.decoder.config(),
@@ -1539,6 +1544,8 @@ class JointDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], hierarchy: MeshHierarchy) -> "JointDecoder":
+        """Rebuild from :meth:`config` on the same hierarchy (its graph decoder checked as its own
+        ``from_config`` checks it; the texel map taken from ``hierarchy``)."""
         kwargs = _split_config(config, cls, takes=cls)
         graph = decoder_from_config(kwargs.pop("decoder"), hierarchy)
         if kwargs.get("texture_branch") == "mesh":

@@ -111,6 +111,7 @@ class GraphEncoder(HierarchyModel, nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent codes of meshes in normalised units: ``(B, V_0, C_in) -> (B, Z)``, ``(V_0, C_in) -> (Z,)``."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         V, C = self.num_vertices[0], self.in_channels
@@ -214,6 +215,7 @@ class SpiralEncoder(_SpiralLevels, GraphEncoder):
         return enc
 
     def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments, with the spiral lengths; rebuild with ``from_config(config, hierarchy)``."""
         return {**self._base_config(), "spiral_length": list(self.spiral_lengths)}
 
 
@@ -290,6 +292,7 @@ class ChebEncoder(_ChebLevels, GraphEncoder):
         return enc
 
     def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments, with ``K``; rebuild with ``from_config(config, hierarchy)``."""
         return {**self._base_config(), "K": self.K}
 
 

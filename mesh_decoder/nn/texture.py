@@ -125,6 +125,7 @@ class TexelGather(nn.Module):
         return int(self.index.shape[0]), int(self.index.shape[1])
 
     def forward(self, colors: torch.Tensor) -> torch.Tensor:
+        """Texture maps from per-vertex colours: ``(B, V, C) -> (B, C, H, W)``, ``(V, C) -> (C, H, W)``."""
         if not isinstance(colors, torch.Tensor):
             raise TypeError(f"colors: expected a torch.Tensor, got {type(colors).__name__}")
         if colors.dim() not in (2, 3) or colors.shape[-2] != self.num_vertices:
@@ -281,6 +282,7 @@ class UVSampler(nn.Module):
         return cls(mesh.uv, mesh.uv_faces, mesh.faces, num_vertices=mesh.num_vertices, mode=mode)
 
     def forward(self, texture: torch.Tensor) -> torch.Tensor:
+        """Per-vertex colours sampled from texture maps: ``(B, C, H, W) -> (B, V, C)``, ``(C, H, W) -> (V, C)``."""
         return _sample_corners(texture, self.corner_grid, self.corner_vertex, self.inv_count, self.mode)
 
     def extra_repr(self) -> str:
