@@ -318,9 +318,9 @@ class MeshFolderDataset(Dataset):
             raise TypeError(f"template: expected a mesh_decoder Mesh, got {type(template).__name__}")
         root = os.fspath(root)
         if not os.path.isdir(root):
-            if not os.path.lexists(root):
-                raise MeshFileNotFoundError(root, "expected a directory of mesh files, found none at this path")
-            raise MeshFileError(root, "expected a directory of mesh files, found none at this path")
+            # nothing there at all: also the FileNotFoundError of a missing file
+            error = MeshFileError if os.path.lexists(root) else MeshFileNotFoundError
+            raise error(root, "expected a directory of mesh files, found none at this path")
         patterns = [p.strip() for p in str(pattern).split("|") if p.strip()]
         if not patterns:
             raise ValueError(f"pattern: expected glob patterns separated by '|', got {pattern!r}")

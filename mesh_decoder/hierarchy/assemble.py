@@ -25,7 +25,8 @@ import torch
 from .._checks import check_bool
 from ..errors import HierarchyError, MeshValidationError
 from ..mesh.container import Mesh
-from .build import _FLOAT, _as_hashed, _check_template, _level, _meta, _normalise_texture_size, _per_level, _template_texels
+from .build import (_FLOAT, _as_hashed, _check_template, _level, _meta, _normalise_texture_size, _per_level,
+                    _template_texels)
 from .container import MeshHierarchy
 from .decimate import check_manifold
 from .storage import check_hierarchy

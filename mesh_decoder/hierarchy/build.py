@@ -38,7 +38,8 @@ from .decimate import check_manifold, decimate_mesh, level_sizes
 from .laplacian import scaled_laplacian
 from .operators import upsample_operator
 from .spirals import compute_spirals
-from .storage import BUILD_REVISION, FORMAT_VERSION, cache_file, cache_key, load_hierarchy, resolve_cache_dir, save_hierarchy
+from .storage import (BUILD_REVISION, FORMAT_VERSION, cache_file, cache_key, load_hierarchy, resolve_cache_dir,
+                      save_hierarchy)
 
 __all__ = ["build_hierarchy", "hierarchy_table"]
 

@@ -1509,11 +1509,6 @@ _INTEGER = re.compile(r"[+-]?\d+")
 def _ascii_ply_out_of_range(path: str, data: bytes, header: _PlyHeader) -> MeshFileError | None:
     """The first integer of an ASCII PLY body beyond its declared type's range (``300`` as a ``uchar``), named
     with its line, element, row and property; ``None`` when there is none (one row per line, as written)."""
-    def beyond(values: list[str], dtype: str) -> str | None:
-        info = np.iinfo(np.dtype(dtype)) if dtype[0] in "iu" else None
-        return next((t for t in values if info is not None and _INTEGER.fullmatch(t)
-                     and not info.min <= int(t) <= info.max), None)
-
     lines = data[header.body_offset:].decode("ascii", errors="replace").splitlines()
     rows = ((el, row) for el in header.elements for row in range(el.count))
     for ln, ((el, row), line) in enumerate(zip(rows, lines), header.num_lines + 1):
@@ -1522,9 +1517,10 @@ def _ascii_ply_out_of_range(path: str, data: bytes, header: _PlyHeader) -> MeshF
             parts = [("a list length", prop.len_dtype, 1)] if prop.len_dtype is not None else []
             count = int(tokens[at]) if parts and at < len(tokens) and _INTEGER.fullmatch(tokens[at]) else 1
             for what, dtype, n in parts + [("values", prop.dtype, count)]:
-                token = beyond(tokens[at:at + n], dtype)
+                info = np.iinfo(np.dtype(dtype)) if dtype[0] in "iu" else None
+                token = None if info is None else next((t for t in tokens[at:at + n] if _INTEGER.fullmatch(t)
+                                                        and not info.min <= int(t) <= info.max), None)
                 if token is not None:
-                    info = np.iinfo(np.dtype(dtype))
                     return MeshFileError(path, f"PLY element {el.name!r} row {row} property {prop.name!r}: expected "
                                                f"{what} of type {np.dtype(dtype)} ({info.min} to {info.max}), found "
                                                f"{token}", ln)

@@ -72,7 +72,7 @@ from .._atomic import atomic_write
 from .._checks import check_device, check_int, check_output_path, int_argument, is_terminal
 from ..errors import MeshError
 from ..hierarchy.container import MeshHierarchy
-from ..hierarchy.storage import hierarchy_digest
+from ..hierarchy.storage import BUILD_REVISION, hierarchy_digest
 from ..mesh.container import Mesh
 from ..model_files import hierarchy_signature
 from ..nn.autoencoder import MeshAutoencoder
@@ -349,9 +349,9 @@ def check_trained_template(meta: Mapping[str, Any], config: TrainConfig, templat
 
 
 # ======================================================================= model
-def make_hierarchy(config: TrainConfig, template: Mesh, revision: int | None = None) -> MeshHierarchy:
+def make_hierarchy(config: TrainConfig, template: Mesh, revision: int = BUILD_REVISION) -> MeshHierarchy:
     """:func:`~mesh_decoder.hierarchy.build_hierarchy` with the config's parameters (cached per ``hierarchy.cache_dir``),
-    of the current build ``revision`` unless another is given.
+    of build ``revision`` (default the current one).
 
     Raises:
         TrainConfigError: the template cannot take the hierarchy (factors too deep for its size, a vertex
@@ -385,7 +385,7 @@ def make_hierarchy(config: TrainConfig, template: Mesh, revision: int | None = N
             texture_size=config.texture_size,
             cache_dir=(True if cache is True else None) if isinstance(cache, bool) else cache,
             allow_uv_overlap=h.allow_uv_overlap,
-            **({} if revision is None else {"revision": revision}),
+            revision=revision,
         )
     except UVOverlapError as exc:
         raise _error(config.source, "hierarchy", f"{source}: {exc.problem}; fix the UVs, set "
