@@ -16,7 +16,11 @@ planar region would otherwise reach zero area). If the aspect-ratio guard blocks
 the decimater before it reaches the target, it is relaxed in stages and finally
 dropped. The result is then checked against the fine surface (no flipped and no
 degenerate faces); on failure the level is redone with a stricter normal
-deviation, and if every setting fails a :class:`HierarchyError` is raised.
+deviation. If every limit fails (on very coarse levels, a dozen vertices or so,
+the cumulative drift of many collapses can turn one face over), the level is
+redone once more with the limit relaxed in steps: the strictest limit first,
+and each looser one only where the stricter one stalled. If that fails too, a
+:class:`HierarchyError` is raised.
 OpenMesh works on a copy of the mesh centred on its bounding box and scaled into
 ``[-1, 1]``, so the result does not depend on the units or the placement of the
 mesh beyond rounding (raw quadric errors grow with the fourth power of the scale,
@@ -56,6 +60,12 @@ _ASPECT_RATIO_STAGES: tuple[float | None, ...] = (10.0, 50.0, None)
 
 #: Normal-flipping limits (degrees) tried in turn when a level fails the checks.
 _NORMAL_DEVIATIONS: tuple[float, ...] = (90.0, 45.0, 15.0)
+
+#: The schedules of limits tried in turn: each limit alone, then all of them relaxed
+#: in steps (each runs on where the previous one stalled).
+_SCHEDULES: tuple[tuple[float, ...], ...] = tuple((d,) for d in _NORMAL_DEVIATIONS) + (
+    tuple(sorted(_NORMAL_DEVIATIONS)),
+)
 
 #: A face is degenerate if ``|e1 x e2| <= _DEGENERATE_RTOL * l_max^2``.
 _DEGENERATE_RTOL = 1e-10
@@ -290,6 +300,21 @@ def _collapse_once(openmesh, vertices, faces, current, target, deviation, aspect
     return new_current, new_faces
 
 
+def _run_schedule(openmesh, vertices, faces, target, schedule):
+    """Decimate the mesh ``(vertices, faces)`` towards ``target`` vertices under each normal-deviation limit of
+    ``schedule`` in turn (each with the aspect-ratio stages), going on from where the previous limit stalled.
+    Returns ``current`` (fine indices of the surviving vertices) and the surviving faces as fine indices."""
+    current, cur_faces = np.arange(vertices.shape[0], dtype=np.int64), faces
+    for deviation in schedule:
+        for aspect_ratio in _ASPECT_RATIO_STAGES:
+            current, cur_faces = _collapse_once(
+                openmesh, vertices, cur_faces, current, target, deviation, aspect_ratio
+            )
+            if current.size <= target:
+                return current, cur_faces
+    return current, cur_faces
+
+
 def _where_flipped(faces: np.ndarray, flipped: np.ndarray, num_vertices: int) -> str:
     """For a mesh of several components, which ones the ``(K, 3)`` flipped coarse faces (fine indices) lie on:
     a user then knows whether the face or an eyeball stops the decimation. Empty for one component."""
@@ -365,31 +390,25 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
     work = (vertices - (low / 2 + high / 2)) / (half if half > 0 else 1.0)
     failures = []
     last_flipped = np.zeros((0, 3), dtype=np.int64)  # the last checked setting's flipped coarse faces
-    for deviation in _NORMAL_DEVIATIONS:
-        current, cur_faces = np.arange(V, dtype=np.int64), faces
-        for aspect_ratio in _ASPECT_RATIO_STAGES:
-            current, cur_faces = _collapse_once(
-                openmesh, work, cur_faces, current, num_vertices, deviation, aspect_ratio
-            )
-            if current.size <= num_vertices:
-                break
+    stalled = False
+    for schedule in _SCHEDULES:
+        if stalled and len(schedule) == 1:
+            continue  # a stricter limit alone only stops earlier
+        current, cur_faces = _run_schedule(openmesh, work, faces, num_vertices, schedule)
+        setting = f"max normal deviation {' then '.join(f'{d:g}' for d in schedule)} deg"
         if current.size != num_vertices:
-            failures.append(
-                f"max normal deviation {deviation:g} deg: the decimater stopped at {current.size} vertices, "
-                f"expected {num_vertices}"
-            )
-            break  # a stricter limit only stops earlier
+            failures.append(f"{setting}: the decimater stopped at {current.size} vertices, expected {num_vertices}")
+            stalled = True
+            continue
         flipped = flipped_faces(work, faces, cur_faces)  # both tests are scale-free: `work` keeps them in range
         last_flipped = cur_faces[flipped]
         degenerate = degenerate_faces(work, cur_faces)
         if flipped.size == 0 and degenerate.size == 0:
             break
-        failures.append(
-            f"max normal deviation {deviation:g} deg: {flipped.size} flipped and {degenerate.size} degenerate faces"
-        )
+        failures.append(f"{setting}: {flipped.size} flipped and {degenerate.size} degenerate faces")
     else:
         current = None
-    if current is None or current.size != num_vertices:
+    if current is None:
         given = degenerate_faces(work, faces)  # (K,) zero-area faces of the input itself: no factor avoids them
         if given.size:
             f = int(given[0])
