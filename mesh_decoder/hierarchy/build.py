@@ -290,10 +290,12 @@ def _build(mesh, sizes, spiral_lengths, dilations, tex, meta, timings) -> MeshHi
     faces = [mesh.faces]
     original = [np.arange(mesh.num_vertices, dtype=np.int64)]
     down, up_index, up_weight = [], [], []
-    for target in sizes[1:]:
+    for level, target in enumerate(sizes[1:], start=1):
         with _timed(timings, "decimate"):
-            # level 0 passed check_manifold above; later levels come from OpenMesh, manifold by construction
-            coarse = decimate_mesh(vertices[-1], faces[-1], target, check=False)
+            try:  # level 0 passed check_manifold above; later levels come from OpenMesh, manifold by construction
+                coarse = decimate_mesh(vertices[-1], faces[-1], target, check=False)
+            except HierarchyError as err:
+                raise HierarchyError(f"{err} (level {level} of the level sizes {list(sizes)})") from err
         with _timed(timings, "operators"):
             idx, w = upsample_operator(vertices[-1], coarse.vertices, coarse.faces, coarse.kept)
         down.append(torch.from_numpy(coarse.kept))

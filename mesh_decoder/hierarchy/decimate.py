@@ -18,9 +18,9 @@ dropped. The result is then checked against the fine surface (no flipped and no
 degenerate faces); on failure the level is redone with a stricter normal
 deviation. If every limit fails (on very coarse levels, a dozen vertices or so,
 the cumulative drift of many collapses can turn one face over), the level is
-redone once more with the limit relaxed in steps: the strictest limit first,
-and each looser one only where the stricter one stalled. If that fails too, a
-:class:`HierarchyError` is raised.
+redone with the limit relaxed in steps, coarse ones and then fine ones: the
+strictest limit first, and each looser one only where the stricter one stalled.
+If that fails too, a :class:`HierarchyError` is raised.
 OpenMesh works on a copy of the mesh centred on its bounding box and scaled into
 ``[-1, 1]``, so the result does not depend on the units or the placement of the
 mesh beyond rounding (raw quadric errors grow with the fourth power of the scale,
@@ -61,10 +61,13 @@ _ASPECT_RATIO_STAGES: tuple[float | None, ...] = (10.0, 50.0, None)
 #: Normal-flipping limits (degrees) tried in turn when a level fails the checks.
 _NORMAL_DEVIATIONS: tuple[float, ...] = (90.0, 45.0, 15.0)
 
-#: The schedules of limits tried in turn: each limit alone, then all of them relaxed
-#: in steps (each runs on where the previous one stalled).
+#: The schedules of limits tried in turn: each limit alone, then the limit relaxed in
+#: steps (each step runs on where the stricter one stalled), coarse steps first, then
+#: fine ones. The first schedule that reaches the target without a flipped or degenerate
+#: face wins, so a level that an earlier schedule builds never depends on a later one.
 _SCHEDULES: tuple[tuple[float, ...], ...] = tuple((d,) for d in _NORMAL_DEVIATIONS) + (
-    tuple(sorted(_NORMAL_DEVIATIONS)),
+    (15.0, 45.0, 90.0),
+    (15.0, 22.5, 30.0, 37.5, 45.0, 60.0, 75.0, 90.0),
 )
 
 #: A face is degenerate if ``|e1 x e2| <= _DEGENERATE_RTOL * l_max^2``.

@@ -187,8 +187,10 @@ def test_torus_and_a_clear_error_when_automatic_uvs_fail():
     check_invariants(h, mesh)
     with pytest.raises(MeshValidationError, match=r"texel map of the template: .*texture_size=None"):
         build_hierarchy(mesh, factors=(4, 4), texture_size=32)
-    with pytest.raises(HierarchyError, match="cannot decimate 50 -> 4 vertices"):
+    with pytest.raises(HierarchyError, match="cannot decimate 50 -> 4 vertices") as caught:
         build_hierarchy(mesh, factors=(4, 4, 12.5), texture_size=None)  # a torus needs at least 7 vertices
+    # which level failed, so that the user need not work it out from the sizes
+    assert str(caught.value).endswith(" (level 3 of the level sizes [800, 200, 50, 4])"), caught.value
 
 
 def test_bad_input(small):
