@@ -168,7 +168,8 @@ def test_coma_least_squares_rows_are_rescaled_with_a_warning(template, built):
     moving = np.setdiff1d(np.arange(fine), built.down[0].numpy())
     rows = rng.choice(moving, size=20, replace=False)
     scale = np.ones(fine)
-    scale[rows] = rng.uniform(0.99, 1.01, size=rows.size)
+    # off 1 by 1e-4 to 1e-2, half above and half below: a row within 1e-5 of 1 is left as it is, not rescaled
+    scale[rows] = 1 + np.resize([-1.0, 1.0], rows.size) * rng.uniform(1e-4, 0.01, size=rows.size)
     scaled = sp.csc_matrix(sp.diags(scale) @ U[0])
     with pytest.warns(RuntimeWarning, match=r"rescaled up-sampling rows to sum to 1: up\[0\]: 20 of 600 rows, sums "
                                             r"0\.99\d* to 1\.0\d*"):
