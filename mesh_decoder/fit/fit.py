@@ -320,6 +320,10 @@ class FitResult:
             weighted sum), each measured before that iteration's update; ``nan``
             where the iteration's stage did not use the term.
         final_losses: the terms at the fitted parameters.
+        weights: term name -> the weight its loss has in ``"total"``
+            (:meth:`FitProblem.weight`: a geometric term's weight is per squared
+            model unit, divided here by the target's scale squared), so that
+            ``total = sum(weights[k] * final_losses[k])`` over the terms.
         stage_starts: the iteration at which each stage began. A stage whose loss ended
             above its first value (without correspondence updates) ends at its
             lowest-loss iterate, so ``losses`` may hold higher values after it.
@@ -355,6 +359,7 @@ class FitResult:
     rotation_representation: str
     image_size: tuple[int, int] | None = None
     seconds: float = 0.0
+    weights: dict[str, float] = field(default_factory=dict)
     template: Mesh | None = field(default=None, repr=False)
     target: Any = field(default=None, repr=False)
 
@@ -416,7 +421,7 @@ class FitResult:
         )
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-able summary: parameters, final losses, per-iteration losses, stages."""
+        """A JSON-able summary: parameters, final losses and their weights, per-iteration losses, stages."""
         out: dict[str, Any] = {
             "target_kind": self.target_kind,
             "latent": self.latent.tolist(),
@@ -434,6 +439,7 @@ class FitResult:
                 "ambient": float(self.light.ambient), "diffuse": float(self.light.diffuse)},
             "albedo": None if self.albedo is None else self.albedo.tolist(),
             "final_losses": dict(self.final_losses),
+            "weights": dict(self.weights),
             "losses": {k: list(v) for k, v in self.losses.items()},
             "stage_starts": list(self.stage_starts),
             "stages": [s.describe() for s in self.stages],
@@ -1294,6 +1300,7 @@ class FitProblem:
             rotation_representation=self.rotation_kind,
             image_size=self.image_size,
             seconds=seconds,
+            weights={k: self.weight(k) for k in final if k != "total"},
             template=self.template,
             target=self.target,
         )

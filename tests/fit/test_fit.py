@@ -105,6 +105,14 @@ def test_a_target_in_metres_fits_as_the_same_target_in_millimetres(pca, faces, t
     problem = FitProblem(pca, metres_target, template=template)
     again = FitProblem(pca, metres_target, template=template, init=m)
     assert again.weight(term) == problem.weight(term) == pytest.approx(DEFAULT_WEIGHTS[term] / float(m.scale) ** 2, rel=0.2)
+    # the result says the weights its total was made of: a user could not tell them from the ones passed
+    for result, target in ((mm, millimetres_target), (m, metres_target)):
+        assert result.weights == {k: FitProblem(pca, target, template=template).weight(k)
+                                  for k in result.final_losses if k != "total"}
+        assert result.final_losses["total"] == pytest.approx(
+            sum(w * result.final_losses[k] for k, w in result.weights.items()), rel=1e-12)
+        assert result.summary()["weights"] == result.weights
+    assert m.weights[term] == pytest.approx(mm.weights[term] * 1e6, rel=0.2) and m.weights["prior"] == mm.weights["prior"]
 
 
 def test_neural_decoder_with_mahalanobis_prior_round_trip(hierarchy, template):
