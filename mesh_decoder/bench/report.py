@@ -283,25 +283,32 @@ def _save_figure(fig, path: str | os.PathLike) -> None:
 
 
 def plot_throughput(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> None:
-    """PNG of meshes/s against batch size, one line per (decoder, dtype, mode)."""
+    """PNG of meshes/s against batch size, one line per (decoder, dtype, mode); a noisy row (marked ``~`` in the
+    tables, see :data:`NOISY_SPREAD`) is drawn as a hollow marker."""
     plt = require_matplotlib()
-    series: dict[tuple, list[tuple[int, float]]] = {}
+    series: dict[tuple, list[tuple[int, float, bool]]] = {}  # (batch, meshes/s, noisy) per line
     for r in rows:
         if r.get("status") == "ok" and r.get("meshes_per_s"):
             key = (r["decoder"], r["dtype"], r["mode"])
-            series.setdefault(key, []).append((int(r["batch"]), float(r["meshes_per_s"])))
+            series.setdefault(key, []).append((int(r["batch"]), float(r["meshes_per_s"]), _noisy(r)))
     fig, ax = plt.subplots(figsize=(8, 5.5))
     try:
         for (decoder, dtype, mode), points in sorted(series.items()):
             points.sort()
-            xs, ys = zip(*points)
+            xs, ys, noisy = zip(*points)
             style = "--" if mode != "eager" else "-"
-            ax.plot(xs, ys, style, marker="o", label=f"{decoder} {dtype} {mode}")
+            line, = ax.plot(xs, ys, style, marker="o", markevery=[not n for n in noisy],
+                            label=f"{decoder} {dtype} {mode}")
+            if any(noisy):
+                ax.plot([x for x, n in zip(xs, noisy) if n], [y for y, n in zip(ys, noisy) if n], "o",
+                        markerfacecolor="none", color=line.get_color())
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel("meshes / s")
-        ax.set_title(title or "decoding throughput")
+        noisy_note = "hollow: noisy (latency interquartile range over a quarter of its median)"
+        ax.set_title((title or "decoding throughput")
+                     + (f"\n{noisy_note}" if any(n for p in series.values() for _, _, n in p) else ""))
         ax.grid(True, which="both", alpha=0.3)
         if series:
             ax.legend(fontsize=7, ncol=2)

@@ -46,3 +46,31 @@ def test_noisy_rows_are_marked():
                                                f"{unknown['meshes_per_s']:,.0f}"]
     assert "meshes/s marked ~: noisy, the latency's interquartile range exceeds a quarter of its median" in \
         report.TABLE_LEGEND
+
+
+def test_the_throughput_plot_draws_noisy_rows_hollow(tmp_path, monkeypatch):
+    """The tables mark a row with a wide latency spread '~', but the plot drew it as any other point."""
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, ())))
+    batches = [1, 4, 16, 64]
+    noisy_at = int(torch.randint(len(batches), (1,), generator=g))
+    rows = []
+    for i, b in enumerate(batches):
+        latency = float(torch.empty(()).uniform_(1.0, 50.0, generator=g))
+        spread = (0.3 if i == noisy_at else 0.1) * latency  # over and under a quarter of the median
+        rows.append({"decoder": "spiral", "dtype": "float32", "mode": "eager", "batch": b, "status": "ok",
+                     "meshes_per_s": b / latency * 1e3, "latency_ms": latency, "latency_iqr_ms": spread})
+    figures = []
+    monkeypatch.setattr(report, "_save_figure", lambda fig, path: figures.append(fig))
+    plt = report.require_matplotlib()
+    monkeypatch.setattr(plt, "close", lambda fig: None)  # keep the figures to read them
+    for noisy in (True, False):
+        report.plot_throughput(rows if noisy else [{**r, "latency_iqr_ms": None} for r in rows], tmp_path / "t.png")
+        (ax,) = figures[-1].axes
+        line, *hollow = ax.lines
+        assert line.get_markevery() == [i != noisy_at or not noisy for i in range(len(batches))]
+        assert [(list(h.get_xdata()), h.get_markerfacecolor()) for h in hollow] == (
+            [([batches[noisy_at]], "none")] if noisy else [])
+        assert ("hollow: noisy" in ax.get_title()) == noisy
+    monkeypatch.undo()
+    for fig in figures:
+        plt.close(fig)
