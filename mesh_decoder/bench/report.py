@@ -31,6 +31,8 @@ __all__ = [
     "gpu_model",
     "git_commit",
     "machine_slug",
+    "is_noisy",
+    "NOISY_SPREAD",
     "environment",
     "write_json",
     "write_csv",
@@ -206,7 +208,7 @@ def _memory(mib: Any) -> str:
 NOISY_SPREAD = 0.25
 
 
-def _noisy(row: Mapping[str, Any]) -> bool:
+def is_noisy(row: Mapping[str, Any]) -> bool:
     """Whether the row's timing spread (the latency's interquartile range) exceeds :data:`NOISY_SPREAD` of its
     median (a spread of 80 % went unmarked when the mark needed more than 100 %)."""
     iqr, median = row.get("latency_iqr_ms"), row.get("latency_ms")
@@ -242,7 +244,7 @@ def format_table(rows: Iterable[Mapping[str, Any]]) -> str:
         ok = r.get("status") == "ok"
         lines.append([
             str(r.get("decoder")), str(r.get("device")), str(r.get("dtype")), str(r.get("mode")), str(r.get("batch")),
-            ("~" if _noisy(r) else "") + _num(r.get("meshes_per_s"), "{:,.0f}") if ok else "-",
+            ("~" if is_noisy(r) else "") + _num(r.get("meshes_per_s"), "{:,.0f}") if ok else "-",
             _latency(r.get("latency_ms")) if ok else "-",
             _num(r.get("mflop_per_mesh"), "{:.1f}"),
             _count(r.get("parameters")),
@@ -290,7 +292,7 @@ def plot_throughput(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, 
     for r in rows:
         if r.get("status") == "ok" and r.get("meshes_per_s"):
             key = (r["decoder"], r["dtype"], r["mode"])
-            series.setdefault(key, []).append((int(r["batch"]), float(r["meshes_per_s"]), _noisy(r)))
+            series.setdefault(key, []).append((int(r["batch"]), float(r["meshes_per_s"]), is_noisy(r)))
     fig, ax = plt.subplots(figsize=(8, 5.5))
     try:
         for (decoder, dtype, mode), points in sorted(series.items()):
