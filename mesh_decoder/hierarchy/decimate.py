@@ -391,16 +391,18 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
     low, high = vertices.min(axis=0), vertices.max(axis=0)
     half = float((high / 2 - low / 2).max())  # halves first: no overflow near the float64 limit
     work = (vertices - (low / 2 + high / 2)) / (half if half > 0 else 1.0)
-    failures = []
+    failures: dict[str, list[str]] = {}  # outcome -> the settings that ended so, in the order tried
     last_flipped = np.zeros((0, 3), dtype=np.int64)  # the last checked setting's flipped coarse faces
     stalled = False
     for schedule in _SCHEDULES:
         if stalled and len(schedule) == 1:
             continue  # a stricter limit alone only stops earlier
         current, cur_faces = _run_schedule(openmesh, work, faces, num_vertices, schedule)
-        setting = f"max normal deviation {' then '.join(f'{d:g}' for d in schedule)} deg"
+        setting = (f"{schedule[0]:g} deg" if len(schedule) == 1 else
+                   f"{schedule[0]:g} to {schedule[-1]:g} deg in {len(schedule) - 1} steps")
         if current.size != num_vertices:
-            failures.append(f"{setting}: the decimater stopped at {current.size} vertices, expected {num_vertices}")
+            failures.setdefault(f"the decimater stopped at {current.size} vertices, expected {num_vertices}",
+                                []).append(setting)
             stalled = True
             continue
         flipped = flipped_faces(work, faces, cur_faces)  # both tests are scale-free: `work` keeps them in range
@@ -408,7 +410,7 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
         degenerate = degenerate_faces(work, cur_faces)
         if flipped.size == 0 and degenerate.size == 0:
             break
-        failures.append(f"{setting}: {flipped.size} flipped and {degenerate.size} degenerate faces")
+        failures.setdefault(f"{flipped.size} flipped and {degenerate.size} degenerate faces", []).append(setting)
     else:
         current = None
     if current is None:
@@ -422,9 +424,10 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
             cause = ("the mesh's topology (components, holes, genus) or its coarseness limits the "
                      f"simplification{_where_flipped(faces, last_flipped, V)}: use smaller factors or fewer "
                      "levels")
+        tried = "; ".join(f"max normal deviation {', '.join(settings)}: {outcome}"
+                          for outcome, settings in failures.items())
         raise HierarchyError(
-            f"cannot decimate {V} -> {num_vertices} vertices without flipped or degenerate faces "
-            f"({'; '.join(failures)}); {cause}"
+            f"cannot decimate {V} -> {num_vertices} vertices without flipped or degenerate faces ({tried}); {cause}"
         )
 
     order = np.argsort(current, kind="stable")

@@ -379,3 +379,16 @@ def _fails(level, target) -> bool:
         assert "1 flipped" in str(err)
         return True
     return False
+
+
+def test_a_refused_level_names_each_outcome_once_with_the_limits_that_ended_so():
+    """The error listed each of the five settings tried with its outcome, the same outcome up to four times."""
+    from mesh_decoder.hierarchy import build_hierarchy
+    from mesh_decoder.mesh.templates import face_template
+
+    with pytest.raises(HierarchyError) as caught:  # a 15-vertex disc that no setting takes to 4 vertices
+        build_hierarchy(face_template(898, seed=2), factors=(4, 4, 4, 4), texture_size=None)
+    assert str(caught.value).startswith(
+        "cannot decimate 15 -> 4 vertices without flipped or degenerate faces (max normal deviation 90 deg, 45 deg, "
+        "15 to 90 deg in 2 steps, 15 to 90 deg in 7 steps: 1 flipped and 0 degenerate faces; max normal deviation "
+        "15 deg: the decimater stopped at 10 vertices, expected 4); "), caught.value
