@@ -15,6 +15,7 @@ import numpy as np
 from . import __version__
 from ._checks import (MAX_SEED, check_output_path, check_suffix, check_threads, error_line, int_argument, load_npy,
                       real_argument)
+from ._random import standard_normal_rows
 from .errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -270,8 +271,8 @@ def _add_render(sub) -> None:
     p.add_argument("--n", type=int_argument(1), default=_DEFAULT_FACES,
                    help=f"number of faces (default {_DEFAULT_FACES})")
     p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=_DEFAULT_SEED,
-                   help=f"seed of the sampling; sample with the same seed writes the same faces (default "
-                        f"{_DEFAULT_SEED})")
+                   help=f"seed of the sampling; sample with the same seed writes the same faces, the first k of "
+                        f"them for any --n k or more (default {_DEFAULT_SEED})")
     p.add_argument("--image-size", type=int_argument(1), default=192, help="pixels per face (default 192)")
     p.add_argument("-o", "--output", required=True, help="output PNG")
     p.set_defaults(func=_run_render)
@@ -383,8 +384,8 @@ def _add_sample(sub) -> None:
     p.add_argument("--n", type=int_argument(1),
                    help=f"number of faces sampled from the latent prior (default {_DEFAULT_FACES}; not with --latents)")
     p.add_argument("--seed", type=int_argument(0, MAX_SEED),
-                   help=f"seed of the sampling; render with the same seed shows the same faces (default "
-                        f"{_DEFAULT_SEED}; not with --latents)")
+                   help=f"seed of the sampling; render with the same seed shows the same faces, the first k of "
+                        f"them for any --n k or more (default {_DEFAULT_SEED}; not with --latents)")
     p.add_argument("--latents", metavar="FILE.npy",
                    help="decode these latent codes instead of sampling: a .npy float array of shape (N, Z), or (Z,) "
                         "for one code, Z the model's latent size (default: none, sample the prior)")
@@ -506,7 +507,7 @@ def _file_sampler(path: str, hierarchy: str | None = None, template: str | None 
 
     def sample(n: int, generator: torch.Generator) -> torch.Tensor:
         # drawn as MeshAutoencoder.sample_latents draws: a decoder file gives its run's codes for a seed
-        w = torch.randn(n, Z + Zc, generator=generator, dtype=fd.prior.dtype)  # (n, Z + Zc)
+        w = standard_normal_rows(n, Z + Zc, generator, dtype=fd.prior.dtype)  # (n, Z + Zc)
         parts = [fd.prior.unwhiten(w[:, :Z])] + ([fd.color_prior.unwhiten(w[:, Z:])] if Zc else [])
         return torch.cat(parts, dim=1)  # (n, Z + Zc)
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ._checks import check_int, check_tensor, int_value
+from ._random import standard_normal_rows
 
 __all__ = ["PCAModel", "PCAOutput", "randomized_svd"]
 
@@ -574,7 +575,7 @@ class PCAModel(nn.Module):
             raise ValueError(f"n: expected a non-negative integer, got {n!r}")
         _check_generator(generator)
         device = self.mean.device if generator is None else generator.device
-        z = torch.randn(int(n), size, generator=generator, device=device, dtype=self.mean.dtype)  # (n, K)
+        z = standard_normal_rows(int(n), size, generator, device=device, dtype=self.mean.dtype)  # (n, K)
         return z.to(self.mean.device)
 
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

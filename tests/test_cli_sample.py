@@ -651,8 +651,11 @@ def test_a_cnn_texture_branch_writes_its_own_texture(tiny_run, tmp_path, capsys,
     template = face_template(500)
     np.testing.assert_array_equal(grids[0]["uv"], template.uv)
     np.testing.assert_array_equal(grids[0]["uv_faces"], template.uv_faces)
+    from mesh_decoder._random import standard_normal_rows
+
     with torch.no_grad():  # the file stores no prior: the seed's standard normal codes
-        drawn = joint(torch.randn(2, Z, generator=torch.Generator().manual_seed(7))).texture.clamp(0, 1)
+        drawn = joint(standard_normal_rows(2, Z, torch.Generator().manual_seed(7), dtype=torch.float32))
+    drawn = drawn.texture.clamp(0, 1)
     assert grids[0]["colors"] is None
     torch.testing.assert_close(grids[0]["texture"], drawn)
 
@@ -986,3 +989,33 @@ def test_exporting_a_bfloat16_model_says_the_file_is_float32(tiny_run, tmp_path,
     assert f"input z (B, {Z}) float32 (the bfloat16 model exported in float32); outputs" in capsys.readouterr().out
     assert main(["export", str(tiny_run / "decoder.safetensors"), "-o", str(tmp_path / "fp32.onnx")]) == 0
     assert f"input z (B, {Z}) float32; outputs" in capsys.readouterr().out
+
+
+def test_a_seed_gives_the_same_first_faces_for_any_n(tiny_run, tiny_joint_run, tmp_path, capsys):
+    """With one seed, sample --n 1 wrote another face than the first of --n 4 (torch.randn(n, Z) draws by
+    another algorithm from 16 numbers on), though the help said the same seed writes the same faces."""
+    from mesh_decoder.model_files import load_model
+
+    pca_file = tmp_path / "pca.safetensors"
+    assert main(["pca", str(tiny_joint_run / "config.yaml"), "-o", str(pca_file), "--components", "4",
+                 "--color-components", "3"]) == 0
+    seed = str(int(torch.randint(1000, ())))
+    for model in (tiny_run, tiny_run / "decoder.safetensors", pca_file):
+        written = {}
+        for n in (1, 4, int(torch.randint(65, 130, ()))):  # within and past the first block of 64 rows
+            out = tmp_path / f"{model.name}_{n}"
+            assert main(["sample", str(model), "--n", str(n), "--seed", seed, "-o", str(out)]) == 0
+            written[n] = np.load(out / "latents.npy", allow_pickle=False)
+        longest = written[max(written)]
+        for n, latents in written.items():  # the same draws; a stored prior's product rounds by batch size
+            np.testing.assert_allclose(latents, longest[:n], rtol=1e-6, atol=1e-6)
+    capsys.readouterr()
+    # the Python API draws as the CLI does
+    pca = load_model(pca_file)
+    first = pca.sample_latents(1, torch.Generator().manual_seed(int(seed)))
+    torch.testing.assert_close(first, pca.sample_latents(5, torch.Generator().manual_seed(int(seed)))[:1], rtol=0,
+                               atol=0)
+    auto, _ = _model(tiny_run)
+    first = auto.sample_latents(1, torch.Generator().manual_seed(int(seed)))
+    torch.testing.assert_close(first, auto.sample_latents(5, torch.Generator().manual_seed(int(seed)))[:1],
+                               rtol=1e-6, atol=1e-6)

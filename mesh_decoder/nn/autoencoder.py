@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .._checks import check_tensor, non_negative_int
+from .._random import standard_normal_rows
 from ..hierarchy.container import MeshHierarchy
 from .decoders import GraphDecoder, _split_config, decoder_from_config
 from .encoders import GraphEncoder, encoder_from_config
@@ -201,7 +202,7 @@ class MeshAutoencoder(nn.Module):
             raise TypeError(f"generator: expected None or a torch.Generator, got {type(generator).__name__}")
         mu, chol = self.latent_mean, self.latent_cov_cholesky
         gen_device = generator.device if generator is not None else mu.device
-        eps = torch.randn(n, self.latent_size, generator=generator, dtype=mu.dtype, device=gen_device)  # (n, Z)
+        eps = standard_normal_rows(n, self.latent_size, generator, dtype=mu.dtype, device=gen_device)  # (n, Z)
         eps = eps.to(mu.device)
         return mu + eps @ chol.T  # (n, Z)
 
