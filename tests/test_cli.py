@@ -571,6 +571,20 @@ def test_export_writes_an_onnx_file_with_the_prior_and_the_template(tiny_run, ti
     assert "-o/--output " in _one_error_line(capsys) and not (tmp_path / "x.txt").exists()
 
 
+@pytest.mark.parametrize("opset", [7, 30])
+def test_an_opset_no_exporter_writes_is_one_error_line_and_nothing_on_stdout(opset, tiny_run, tmp_path, capfd):
+    """export --opset 7 (or 30) ended in a traceback, and the TorchScript exporter's C++ logger wrote the graph
+    it failed on (hundreds of lines) to stdout."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "x.onnx"
+    assert main(["export", str(tiny_run), "-o", str(out), "--opset", str(opset)]) == 1
+    captured = capfd.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1, captured
+    assert captured.err.startswith(f"error: opset {opset}: no exporter wrote this model at that opset (dynamo: ")
+    assert "leave the opset out for the exporter's default" in captured.err and not out.exists()
+
+
 def test_export_keeps_colour_apart_and_whole(tiny_joint_run, tmp_path, capsys):
     """A colour PCA model exported its shape only (its colour prior written beside it); a joint autoencoder's
     model.safetensors exported xyz and rgb as one output named vertices."""

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import warnings
 from typing import Iterator, Mapping, Sequence
@@ -86,6 +87,22 @@ def _quiet_exporters() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stdout_discarded() -> Iterator[None]:
+    """File descriptor 1 sent to the null device: the TorchScript exporter's C++ logger writes a graph it
+    failed on there (thousands of lines), past Python's ``sys.stdout``."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
 class PCAJointDecoder(nn.Module):
@@ -185,8 +202,9 @@ def export_onnx(
 
     Raises:
         TypeError: ``decoder`` is not a module, or ``metadata`` not a mapping of strings.
-        ValueError: ``decoder`` has no integer ``latent_size``, or a bad ``batch_size`` or ``opset_version``.
-        RuntimeError: every exporter failed (each one's error is listed).
+        ValueError: ``decoder`` has no integer ``latent_size``, a bad ``batch_size`` or ``opset_version``, or no
+            exporter wrote the model at the ``opset_version`` asked for (each one's error is listed).
+        RuntimeError: every exporter failed at its default opset (each one's error is listed).
     """
     from ..nn.autoencoder import MeshAutoencoder
     from ..nn.encoders import GraphEncoder
@@ -235,6 +253,9 @@ def export_onnx(
             except Exception as exc:  # noqa: BLE001 - try the next exporter, report all failures
                 errors.append(f"{exporter}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         else:
+            if opset_version is not None:  # a model exports at some opsets only (a Chebyshev decoder from 16 on)
+                raise ValueError(f"opset {opset_version}: no exporter wrote this model at that opset "
+                                 f"({' | '.join(errors)}); leave the opset out for the exporter's default")
             raise RuntimeError("ONNX export failed with every exporter: " + " | ".join(errors))
         data = _with_metadata(tmp_path, {
             "mesh_decoder.version": __version__,
@@ -321,10 +342,11 @@ def _export(model, z, path, names, exporter, dynamic_batch, opset_version) -> No
         dynamic_axes = None
         if dynamic_batch:
             dynamic_axes = {"z": {0: "batch"}, **{n: {0: "batch"} for n in names if n != "mask"}}
-        torch.onnx.export(
-            model, (z,), path, dynamo=False, input_names=["z"], output_names=names,
-            dynamic_axes=dynamic_axes, opset_version=opset_version or 17, external_data=False,
-        )
+        with _stdout_discarded():
+            torch.onnx.export(
+                model, (z,), path, dynamo=False, input_names=["z"], output_names=names,
+                dynamic_axes=dynamic_axes, opset_version=opset_version or 17, external_data=False,
+            )
 
 
 class OnnxRunner:
