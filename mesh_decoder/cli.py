@@ -55,7 +55,8 @@ def _add_template(sub) -> None:
     p.add_argument("--vertices", type=_parse_vertices, default=None,
                    help="vertex count (default 5023): exact for face and head (500 to 100,000); sphere: the "
                         "smallest icosphere with at least this many (1 to 163,842)")
-    p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=None, help="default: 0")
+    p.add_argument("--seed", type=int_argument(0, MAX_SEED), default=None,
+                   help="placement of the face's and head's vertices (default: 0; a sphere has none to vary)")
     p.add_argument("--info", action="store_true", help="print a summary instead of (or as well as) writing")
     p.add_argument("-o", "--output", help="output mesh (.obj or .ply; OFF cannot store the template's UVs)")
     p.set_defaults(func=_run_template)

@@ -468,7 +468,7 @@ def test_a_failed_decimation_names_the_mesh_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["pca", "configs/tiny.yaml", "-o", "p.npz"], r"-o/--output: expected a \.safetensors file, got 'p\.npz'"),
+    (["pca", "configs/tiny.yaml", "-o", "p.npz"], r"-o/--output p\.npz: expected a file name ending in \.safetensors, got '\.npz'"),
     (["evaluate", "RUN", "--json", "ev.txt"], r"--json ev\.txt: expected a file name ending in \.json"),
     (["fit", "RUN", "--target", "t.obj", "-o", "f.xyz"], r"-o/--output f\.xyz: expected a file name ending in "),
     (["fit", "RUN", "--target", "t.obj"], r"mesh-decoder fit: give at least one of -o/--output MESH"),

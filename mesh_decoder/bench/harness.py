@@ -1429,8 +1429,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         default=None,
                         help="wall-clock seconds the run should fit in (default 160; --quick 60; 0: no limit)")
     parser.add_argument("--memory", choices=MEMORY_CHOICES, default=None,
-                        help="CPU peak-memory probes, one subprocess per row: all rows; auto: eager rows and "
-                             "the other modes at the largest batch (default); eager rows (--quick); none")
+                        help="CPU peak-memory probes, one subprocess per row: all: all rows; auto: eager rows and "
+                             "the other modes at the largest batch (default); eager: eager rows (--quick); off: none")
     parser.add_argument("--seed", type=int_argument(0, MAX_SEED), default=0,
                         help="seed of the latents and weights (default 0)")
     parser.add_argument("--no-progress", "--quiet", action="store_true",

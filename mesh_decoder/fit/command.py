@@ -335,7 +335,8 @@ def run_fit(args: argparse.Namespace) -> int:
                  rotation=args.rotation, camera=camera, focal=args.focal,
                  progress=not args.quiet and is_terminal(sys.stderr))
     terms = ", ".join(f"{k} {v:.4g}" + ("" if k == "prior" else f" (RMS {math.sqrt(max(v, 0.0)):.4g})")
-                      for k, v in result.final_losses.items())
+                      for k, v in result.final_losses.items() if k != "total")
+    terms += f"; weighted total {result.final_losses['total']:.4g}"  # the terms are unweighted
     angle = float(result.axis_angle.norm()) * 57.29577951308232
     article = "an" if target.kind == "image" else "a"
     print(f"fitted {type(model).__name__} to {article} {target.kind} target ({where}) in {result.seconds:.1f} s: "

@@ -22,8 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .._checks import check_int, check_output_path, int_argument
-from ..errors import UsageError
+from .._checks import check_int, check_output_path, check_suffix, int_argument
 from ..pca import PCAModel
 from .config import TrainConfig
 from .loop import TrainingData, TrainingError, _as_config, _check_data, length_unit, load_data
@@ -120,8 +119,7 @@ def run_pca(args) -> int:
     from .config import load_config
 
     check_output_path(args.output, "-o/--output")
-    if not args.output.endswith(".safetensors"):
-        raise UsageError(f"-o/--output: expected a .safetensors file, got {args.output!r}")
+    check_suffix("-o/--output", args.output, (".safetensors",))
     if os.path.lexists(args.output) and not args.overwrite:
         raise ValueError(f"-o/--output {args.output}: expected a new file, found one already there (a trained model, "
                          "perhaps); nothing was written: choose another path, or pass --overwrite to replace it")

@@ -431,4 +431,9 @@ def test_the_printed_losses_give_their_root_mean_squares(tmp_path, pca_file, tem
     out = capsys.readouterr().out
     value, rms = re.search(r"vertex ([0-9.e+-]+) \(RMS ([0-9.e+-]+)\)", out).groups()
     assert float(rms) == pytest.approx(float(value) ** 0.5, rel=1e-3)
-    assert re.search(r"prior [0-9.e+-]+(,|$)", out, flags=re.M)  # the prior is an energy, not a distance
+    assert re.search(r"prior [0-9.e+-]+(,|;|$)", out, flags=re.M)  # the prior is an energy, not a distance
+    # the total is the weighted sum: it was printed beside the unweighted terms as one of them ('total 46.7')
+    total = float(re.search(r"; weighted total ([0-9.e+-]+)$", out, flags=re.M).group(1))
+    fitted = json.loads((tmp_path / "f.json").read_text())
+    assert total == pytest.approx(sum(w * fitted["final_losses"][k] for k, w in fitted["weights"].items()), rel=1e-3)
+    assert "total (RMS" not in out and ", total" not in out

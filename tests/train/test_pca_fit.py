@@ -131,7 +131,7 @@ def test_cli_writes_a_model_file_that_fit_and_evaluate_take(tiny_config, tmp_pat
 
 @pytest.mark.parametrize("argv, message", [
     (["--components", "0"], "argument --components: expected an integer >= 1, got '0'"),
-    (["-o", "pca.npz"], "-o/--output: expected a .safetensors file, got"),
+    (["-o", "pca.npz"], "-o/--output pca.npz: expected a file name ending in .safetensors, got '.npz'"),
     (["--components", "500"], "num_components (--components): expected at most 35"),
 ])
 def test_cli_errors_are_one_line(tiny_config, tmp_path, capsys, monkeypatch, argv, message):
@@ -142,3 +142,11 @@ def test_cli_errors_are_one_line(tiny_config, tmp_path, capsys, monkeypatch, arg
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "pca.safetensors").exists() and not (tmp_path / "pca.npz").exists()
+
+
+def test_the_output_suffix_is_read_as_other_commands_read_it(tiny_config, tmp_path, capsys, monkeypatch):
+    """-o P.SAFETENSORS was refused ('expected a .safetensors file'), where every other command takes any case."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.json").write_text(json.dumps(tiny_config()))
+    assert main(["pca", "c.json", "-o", "P.SafeTensors", "--components", "3"]) == 0
+    assert load_model(tmp_path / "P.SafeTensors").latent_size == 3
