@@ -224,11 +224,14 @@ def is_terminal(stream) -> bool:
 
 
 def check_threads(threads: int | None, name: str = "--threads") -> int | None:
-    """``threads`` if ``None`` or in ``[1, the CPUs of this machine]``, else ``ValueError`` naming ``name``
-    (torch crashed, with a segmentation fault, on a thread pool far beyond the machine's)."""
+    """``threads`` if ``None`` or in ``[1, the CPUs of this machine]``, else a
+    :class:`~mesh_decoder.errors.UsageError` (a ``ValueError``: the commands exit with status 2, as for ``0``)
+    naming ``name`` (torch crashed, with a segmentation fault, on a thread pool far beyond the machine's)."""
     cpus = os.cpu_count() or 1
     if threads is not None and not 1 <= threads <= cpus:
-        raise ValueError(f"{name}: expected an integer in [1, {cpus}] (the CPUs of this machine), got {threads}")
+        from .errors import UsageError
+
+        raise UsageError(f"{name}: expected an integer in [1, {cpus}] (the CPUs of this machine), got {threads}")
     return threads
 
 

@@ -983,7 +983,7 @@ def test_threads_and_seed_beyond_their_range_are_refused(no_run, capsys, tmp_pat
     seed = harness.MAX_SEED + int(torch.randint(1, 10**9, (1,), generator=rng)) * 10**12
     for argv, message, code in (
         (["--threads", str(threads)], f"error: --threads: expected an integer in [1, {cpus}] "
-                                      f"(the CPUs of this machine), got {threads}\n", 1),
+                                      f"(the CPUs of this machine), got {threads}\n", 2),  # as --threads 0
         (["--seed", str(seed)], f"error: mesh-decoder bench: argument --seed: expected an integer in "
                                 f"[0, {harness.MAX_SEED}], got '{seed}'\n", 2),  # as template and render say it
     ):
