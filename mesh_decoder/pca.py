@@ -579,11 +579,14 @@ class PCAModel(nn.Module):
         return z.to(self.mean.device)
 
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` shape coefficient vectors from the standard normal prior. Shapes: ``-> (n, K)``"""
+        """``n`` shape coefficient vectors from the standard normal prior; with a fresh seeded ``generator`` the
+        first ``k`` are the same for any ``n >= k`` (:func:`~mesh_decoder._random.standard_normal_rows`).
+        Shapes: ``-> (n, K)``"""
         return self._randn(n, self.latent_size, generator)
 
     def sample_color_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` colour coefficient vectors from the standard normal prior. Shapes: ``-> (n, Kc)``"""
+        """``n`` colour coefficient vectors from the standard normal prior (drawn as :meth:`sample_latents`
+        draws; after it, from the same generator, they depend on its ``n``). Shapes: ``-> (n, Kc)``"""
         self._require_colors()
         return self._randn(n, self.color_latent_size, generator)
 

@@ -577,6 +577,7 @@ def test_an_opset_no_exporter_writes_is_one_error_line_and_nothing_on_stdout(ops
     it failed on (hundreds of lines) to stdout."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")  # its load check refuses the opset-7 file (ConstantOfShape needs 9)
     out = tmp_path / "x.onnx"
     assert main(["export", str(tiny_run), "-o", str(out), "--opset", str(opset)]) == 1
     captured = capfd.readouterr()

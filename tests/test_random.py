@@ -38,3 +38,8 @@ def test_rows_are_standard_normal_draws():
     corr = torch.corrcoef(rows.T) - torch.eye(6, dtype=torch.float64)
     assert corr.abs().max() < 0.05
     assert standard_normal_rows(0, 6, None, dtype=torch.float32).shape == (0, 6)
+
+
+def test_a_negative_count_is_refused():
+    with pytest.raises(ValueError, match=r"n: expected a non-negative number of rows, got -1"):
+        standard_normal_rows(-1, 4, None, dtype=torch.float32)

@@ -92,17 +92,27 @@ def _quiet_exporters() -> Iterator[None]:
 @contextlib.contextmanager
 def _stdout_discarded() -> Iterator[None]:
     """File descriptor 1 sent to the null device: the TorchScript exporter's C++ logger writes a graph it
-    failed on there (thousands of lines), past Python's ``sys.stdout``."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    null = os.open(os.devnull, os.O_WRONLY)
+    failed on there (thousands of lines), past Python's ``sys.stdout``. Where descriptor 1 cannot be
+    duplicated (closed), the export runs as it is."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    null = saved = None
     try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        saved = os.dup(1)
         os.dup2(null, 1)
+    except OSError:  # no descriptor 1 to redirect: export as it is
+        if saved is not None:
+            os.close(saved)
+        saved = None
+    try:
         yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(null)
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+        if null is not None:
+            os.close(null)
 
 
 class PCAJointDecoder(nn.Module):

@@ -19,7 +19,8 @@ degenerate faces); on failure the level is redone with a stricter normal
 deviation. If every limit fails (on very coarse levels, a dozen vertices or so,
 the cumulative drift of many collapses can turn one face over), the level is
 redone with the limit relaxed in steps, coarse ones and then fine ones: the
-strictest limit first, and each looser one only where the stricter one stalled.
+strictest limit first, and each looser one only where the stricter one stalled
+(not where the loosest limit alone stalled: no schedule lifts a topology limit).
 If that fails too, a :class:`HierarchyError` is raised.
 OpenMesh works on a copy of the mesh centred on its bounding box and scaled into
 ``[-1, 1]``, so the result does not depend on the units or the placement of the
@@ -393,17 +394,17 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
     work = (vertices - (low / 2 + high / 2)) / (half if half > 0 else 1.0)
     failures: dict[str, list[str]] = {}  # outcome -> the settings that ended so, in the order tried
     last_flipped = np.zeros((0, 3), dtype=np.int64)  # the last checked setting's flipped coarse faces
-    stalled = False
+    stalled: tuple[float, ...] = ()
     for schedule in _SCHEDULES:
-        if stalled and len(schedule) == 1:
-            continue  # a stricter limit alone only stops earlier
+        if stalled and (len(schedule) == 1 or stalled == _SCHEDULES[0]):
+            continue  # a stricter limit alone only stops earlier; a stall at the loosest is a topology limit
         current, cur_faces = _run_schedule(openmesh, work, faces, num_vertices, schedule)
         setting = (f"{schedule[0]:g} deg" if len(schedule) == 1 else
                    f"{schedule[0]:g} to {schedule[-1]:g} deg in {len(schedule) - 1} steps")
         if current.size != num_vertices:
             failures.setdefault(f"the decimater stopped at {current.size} vertices, expected {num_vertices}",
                                 []).append(setting)
-            stalled = True
+            stalled = stalled or schedule  # the first schedule that stalled
             continue
         flipped = flipped_faces(work, faces, cur_faces)  # both tests are scale-free: `work` keeps them in range
         last_flipped = cur_faces[flipped]

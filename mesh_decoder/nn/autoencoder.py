@@ -193,7 +193,8 @@ class MeshAutoencoder(nn.Module):
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         r"""``n`` latents ``(n, Z)`` from the prior, :math:`\mu + L \epsilon`.
 
-        With a seeded ``generator`` the result is deterministic; the noise is
+        With a seeded ``generator`` the result is deterministic, and with a fresh one
+        the first ``k`` latents are the same for any ``n >= k``; the noise is
         drawn on the generator's device and moved to the model's. ``n = 0`` gives an
         empty ``(0, Z)`` batch, as :meth:`~mesh_decoder.pca.PCAModel.sample_latents` does.
         """

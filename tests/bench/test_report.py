@@ -59,8 +59,8 @@ def test_the_throughput_plot_draws_noisy_rows_hollow(tmp_path, monkeypatch):
         spread = (0.3 if i == noisy_at else 0.1) * latency  # over and under a quarter of the median
         rows.append({"decoder": "spiral", "dtype": "float32", "mode": "eager", "batch": b, "status": "ok",
                      "meshes_per_s": b / latency * 1e3, "latency_ms": latency, "latency_iqr_ms": spread})
-    figures = []
-    monkeypatch.setattr(report, "_save_figure", lambda fig, path: figures.append(fig))
+    figures, save = [], report._save_figure
+    monkeypatch.setattr(report, "_save_figure", lambda fig, path: (figures.append(fig), save(fig, path)))
     plt = report.require_matplotlib()
     monkeypatch.setattr(plt, "close", lambda fig: None)  # keep the figures to read them
     for noisy in (True, False):
@@ -70,7 +70,7 @@ def test_the_throughput_plot_draws_noisy_rows_hollow(tmp_path, monkeypatch):
         assert line.get_markevery() == [i != noisy_at or not noisy for i in range(len(batches))]
         assert [(list(h.get_xdata()), h.get_markerfacecolor()) for h in hollow] == (
             [([batches[noisy_at]], "none")] if noisy else [])
-        assert ("hollow: noisy" in ax.get_title()) == noisy
+        assert ("hollow: noisy" in ax.get_title()) == noisy and (tmp_path / "t.png").stat().st_size > 0
     monkeypatch.undo()
     for fig in figures:
         plt.close(fig)

@@ -82,14 +82,14 @@ def test_registered_mesh_colours_recover_the_colour_code(pca, template):
     # without a prior the code is the exact one; with the default prior, the closed-form MAP code
     exact = fit(pca, target, template=template, prior_weight=0.0, progress=False)
     assert [s.groups for s in exact.stages] == [("pose",), ("pose", "shape", "color")]
-    # A fixed budget of 360 steps: the trailing codes, which barely move the colours, converge slowest (over 40
-    # draws: up to 1.1e-2 in a code and 1.4e-4 in a colour channel, most draws below 1e-4 and 1e-6).
-    torch.testing.assert_close(exact.color_latent.double(), zc, atol=5e-2, rtol=0)
-    torch.testing.assert_close(exact.colors.double(), colors, atol=1e-3, rtol=0)
+    # A fixed budget of 360 steps: the trailing codes, which barely move the colours, converge slowest (over 200
+    # draws: up to 0.026 in a code and 4.9e-4 in a colour channel, most draws below 1e-4 and 1e-6).
+    torch.testing.assert_close(exact.color_latent.double(), zc, atol=0.1, rtol=0)
+    torch.testing.assert_close(exact.colors.double(), colors, atol=2e-3, rtol=0)
     result = fit(pca, target, template=template, progress=False)
     expected = _map_color_code(pca, colors, DEFAULT_WEIGHTS["color"], DEFAULT_PRIOR_WEIGHTS["mesh"])
     torch.testing.assert_close(result.color_latent.double(), expected, atol=5e-3, rtol=0)
-    torch.testing.assert_close(result.color_latent[:3].double(), zc[:3], atol=0.2, rtol=0)  # the leading ones (to 0.08)
+    torch.testing.assert_close(result.color_latent[:3].double(), zc[:3], atol=0.3, rtol=0)  # leading ones: to 0.093
     rms = float((result.colors.double() - colors).square().sum(-1).mean().sqrt())
     rms_mean = float((pca.color_mean.double() - colors).square().sum(-1).mean().sqrt())
     assert rms < 0.01 and rms < 0.5 * rms_mean, (rms, rms_mean)  # a random face's distance from the mean varies
