@@ -235,17 +235,21 @@ def check_threads(threads: int | None, name: str = "--threads") -> int | None:
     return threads
 
 
-def check_device(value: object, name: str, *, available: bool = True) -> torch.device:
+def check_device(value: object, name: str, *, available: bool = True, option: bool = False) -> torch.device:
     """A ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` device; with ``available``, it must exist here.
 
-    Raises ``ValueError`` naming ``name``, the value and what was expected.
+    Raises ``ValueError`` naming ``name``, the value and what was expected; with ``option`` (a command-line
+    option), a malformed value raises :class:`~mesh_decoder.errors.UsageError` (exit status 2), and a device
+    this machine lacks the ``ValueError`` (status 1).
     """
     try:
         device = torch.device(value)  # type: ignore[arg-type]
     except (RuntimeError, TypeError, ValueError):
         device = None
     if device is None or device.type not in ("cpu", "cuda", "mps") or (device.type != "cuda" and device.index):
-        raise ValueError(f"{name}: expected cpu, cuda, cuda:N or mps, got {value!r}")
+        from .errors import UsageError
+
+        raise (UsageError if option else ValueError)(f"{name}: expected cpu, cuda, cuda:N or mps, got {value!r}")
     if available and device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{name} {value}: MPS is not available on this machine (torch {torch.__version__})")
     if available and device.type == "cuda":

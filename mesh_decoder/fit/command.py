@@ -282,7 +282,7 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.focal is not None and args.camera != "perspective":
         raise UsageError(f"--focal: only the perspective camera has a focal length; add --camera perspective "
                          f"(got --camera {args.camera})")
-    check_device(args.device, "--device")
+    check_device(args.device, "--device", option=True)
     for option, path in (("-o/--output", args.output), ("--json", args.json), ("--overlay", args.overlay)):
         if path:
             check_output_path(path, option)

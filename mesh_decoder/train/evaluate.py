@@ -759,7 +759,7 @@ def add_evaluate_arguments(parser) -> None:
 def run_evaluate(args) -> int:
     """Run ``mesh-decoder evaluate``: print the table, optionally write JSON. Returns the exit code."""
     if args.device is not None:
-        check_device(args.device, "--device")
+        check_device(args.device, "--device", option=True)
     if args.json:  # a JSON name: it had replaced the --pca file it read, and could replace a run's files
         check_output_path(args.json, "--json")
         check_suffix("--json", args.json, (".json",))

@@ -184,6 +184,9 @@ def test_batch_size_train_faces_and_device_are_checked(trained, capsys):
         assert main(["evaluate", result.output_dir, *argv]) != 0
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+    for device, status in (("foo", 2), (missing, 1)):  # a malformed device is a usage error, as in bench
+        assert main(["evaluate", result.output_dir, "--device", device]) == status
+        capsys.readouterr()
 
 
 def test_measures_seed_and_pca_arguments_are_checked(trained, capsys):
