@@ -394,17 +394,19 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
     work = (vertices - (low / 2 + high / 2)) / (half if half > 0 else 1.0)
     failures: dict[str, list[str]] = {}  # outcome -> the settings that ended so, in the order tried
     last_flipped = np.zeros((0, 3), dtype=np.int64)  # the last checked setting's flipped coarse faces
-    stalled: tuple[float, ...] = ()
+    stalled = False
     for schedule in _SCHEDULES:
-        if stalled and (len(schedule) == 1 or stalled == _SCHEDULES[0]):
-            continue  # a stricter limit alone only stops earlier; a stall at the loosest is a topology limit
+        if stalled and len(schedule) == 1:
+            continue  # a stricter limit alone only stops earlier
         current, cur_faces = _run_schedule(openmesh, work, faces, num_vertices, schedule)
         setting = (f"{schedule[0]:g} deg" if len(schedule) == 1 else
                    f"{schedule[0]:g} to {schedule[-1]:g} deg in {len(schedule) - 1} steps")
         if current.size != num_vertices:
             failures.setdefault(f"the decimater stopped at {current.size} vertices, expected {num_vertices}",
                                 []).append(setting)
-            stalled = stalled or schedule  # the first schedule that stalled
+            if schedule == _SCHEDULES[0]:
+                break  # the loosest limit alone stalled: a topology limit, which no schedule lifts
+            stalled = True
             continue
         flipped = flipped_faces(work, faces, cur_faces)  # both tests are scale-free: `work` keeps them in range
         last_flipped = cur_faces[flipped]
@@ -414,7 +416,7 @@ def decimate_mesh(vertices: np.ndarray, faces: np.ndarray, num_vertices: int, *,
         failures.setdefault(f"{flipped.size} flipped and {degenerate.size} degenerate faces", []).append(setting)
     else:
         current = None
-    if current is None:
+    if current is None or current.size != num_vertices:
         given = degenerate_faces(work, faces)  # (K,) zero-area faces of the input itself: no factor avoids them
         if given.size:
             f = int(given[0])
