@@ -52,7 +52,6 @@ from torch import nn
 from .._checks import check_bool, check_tensor, int_value, is_integer, positive_int
 from ..errors import HierarchyError
 from ..hierarchy.container import MeshHierarchy, TexelMap
-from .activation import elu_
 from .cheb_conv import ChebConv, bag_device
 from .graph import (after_load, fast_paths_enabled, inference_fast_path, mesh_edge_index, takes_dtype,
                     write_buffer)
@@ -129,7 +128,7 @@ def _decode_chunk(decoder: "GraphDecoder", zb: torch.Tensor) -> torch.Tensor:
 #: In-place versions used when no gradient is recorded, so inference keeps one activation
 #: tensor alive per level instead of two (same defaults as the modules above).
 _INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "elu": elu_,
+    "elu": nn.functional.elu_,
     "relu": nn.functional.relu_,
     "leaky_relu": nn.functional.leaky_relu_,
 }

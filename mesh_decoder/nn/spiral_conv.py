@@ -63,7 +63,6 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_tensor, positive_int
 from ..hierarchy.container import MeshHierarchy
-from .activation import elu_
 from .graph import (after_load, check_features, fast_paths_enabled, hierarchy_level, inference_fast_path, records_grad,
                     under_func_transform, update_buffer)
 from .triton_gather import gather_project, gather_sum_available, weighted_gather_sum
@@ -619,7 +618,7 @@ def _bias_act(out: Tensor, bias: Tensor | None, activation: str | None, inplace:
         out = out.add_(bias) if inplace else out + bias
     if activation != "elu":
         return out
-    return elu_(out) if inplace else F.elu(out)
+    return F.elu_(out) if inplace else F.elu(out)
 
 
 def _bag_sum(z: Tensor, index: Tensor, weight: Tensor, bias: Tensor | None, activation: str) -> Tensor:
