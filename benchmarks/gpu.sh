@@ -12,6 +12,9 @@
 # 1. the CUDA cases of every test file that has them (tests/bench/test_gpu_script.py
 #    checks the list, and each benchmark call below, without a GPU);
 # 2. the decode benchmark, eager and CUDA graphs, fp32/TF32/bf16/fp16, every decoder;
+#    then benchmarks/profile_decode.py on the batch-1 decode of the spiral and joint
+#    decoders, fp32 and fp16, eager and CUDA graphs: its kernels, their count and the
+#    device's idle time between them (OUTPUT_DIR/profile_*);
 # 3. torch.compile, plain and replayed as CUDA graphs (reduce-overhead), for the
 #    spiral, joint and reference decoders in bf16 (OUTPUT_DIR/decode-compile_*);
 # 4. the variant that multiplies by the spiral weight as stored, with small gather
@@ -51,8 +54,11 @@ timeout "${GPU_TEST_TIMEOUT:-90}" python3 -m pytest -q -p no:cacheprovider -o ad
     tests/fit/test_fit.py tests/test_checks.py tests/bench/test_harness.py \
     > "$out/cuda-tests.txt" 2>&1 || { status=1; echo "CUDA TESTS FAILED"; }
 tail -n 12 "$out/cuda-tests.txt"
-timeout -s INT "${GPU_BENCH_TIMEOUT:-150}" "${bench[@]}" --modes eager cudagraph --time-box "${GPU_TIME_BOX:-110}" \
+timeout -s INT "${GPU_BENCH_TIMEOUT:-125}" "${bench[@]}" --modes eager cudagraph --time-box "${GPU_TIME_BOX:-100}" \
     --output-dir "$out" || { status=1; echo "BENCHMARK FAILED"; }
+timeout "${GPU_PROFILE_TIMEOUT:-25}" python3 benchmarks/profile_decode.py "$hierarchy" --output-dir "$out" \
+    --device cuda --decoders spiralnet++-coma joint --dtypes fp32 fp16 --modes eager cudagraph \
+    || { status=1; echo "PROFILE FAILED"; }
 timeout -s INT "${GPU_COMPILE_TIMEOUT:-100}" "${bench[@]}" --modes compile compile-cudagraph \
     --decoders spiralnet++-coma joint reference --dtypes bf16 --batch-sizes 1 256 \
     --time-box "${GPU_COMPILE_TIME_BOX:-75}" --output-dir "$out" --file-prefix decode-compile \

@@ -78,6 +78,17 @@ def test_every_benchmark_call_parses_and_passes_the_harness_checks(invocations, 
         assert set(options.modes) <= set(harness.MODES) and set(options.dtypes) <= set(harness.DTYPES)
 
 
+def test_the_profile_call_parses_and_profiles_cuda_graphs_on_the_saved_hierarchy(invocations):
+    from benchmarks import profile_decode
+
+    calls = [c for c in invocations if c[0] == "benchmarks/profile_decode.py"]
+    assert len(calls) == 1, invocations
+    args = profile_decode.parser().parse_args(calls[0][1:])
+    assert args.hierarchy == "h.npz" and args.device == "cuda"
+    assert set(args.modes) == {"eager", "cudagraph"} and args.batch == 1
+    assert Path(args.output_dir).name == "out"  # the script's OUTPUT_DIR, beside the benchmarks' files
+
+
 def test_each_variant_switch_exists_and_is_off_by_default(invocations):
     switches = {**harness._switches(), "harness.CAPTURE_IO": harness.CAPTURE_IO}  # recorded as capture_io
     seen = set()
@@ -132,7 +143,7 @@ def test_the_steps_limits_leave_a_minute_of_the_machines_600_s_per_command():
     command limit; each step's time box must also end before its own limit."""
     text = SCRIPT.read_text()
     limits = {name: int(v) for name, v in re.findall(r"\$\{(GPU_\w+_TIMEOUT):-(\d+)\}", text)}
-    assert len(limits) == 7 and sum(limits.values()) <= 540, limits
+    assert len(limits) == 8 and sum(limits.values()) <= 540, limits
     boxes = {name: int(v) for name, v in re.findall(r"\$\{(GPU_\w*TIME_BOX):-(\d+)\}", text)}
     assert len(boxes) == 6
     for box, seconds in boxes.items():
