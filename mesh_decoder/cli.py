@@ -823,6 +823,21 @@ def _apply_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+#: Arguments and options that name a file or folder. An empty value (an unset shell variable in ``-o "$RUN"``)
+#: is a usage error in every command: some took it as not given (``hierarchy -o ""`` built and saved nothing)
+#: and others as a bad path (status 1).
+PATH_OPTIONS = frozenset({"mesh", "template", "output", "output_dir", "hierarchy", "config", "checkpoint", "json",
+                          "pca", "latents", "model", "target", "landmarks", "mask", "overlay", "write_template"})
+
+
+def _refuse_empty_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    for action in command._actions:
+        if action.dest in PATH_OPTIONS and getattr(args, action.dest, None) == "":
+            name = "/".join(action.option_strings) or action.metavar or action.dest
+            raise UsageError(f"mesh-decoder {args.command}: {name}: expected a path, got ''")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mesh-decoder", description="Graph-convolutional 3D face mesh decoders.")
     parser.add_argument("--version", action="version", version=f"mesh_decoder {__version__}")
@@ -844,10 +859,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
-            args, unknown = build_parser().parse_known_args(argv)
+            parser = build_parser()
+            args, unknown = parser.parse_known_args(argv)
             if unknown:  # argparse names the top-level program; the subcommand's own name and help are the hint
                 raise _CLIError(f"mesh-decoder {args.command}: unrecognized arguments: {' '.join(unknown)} "
                                 f"(mesh-decoder {args.command} --help lists its options)")
+            _refuse_empty_paths(parser, args)
             _apply_threads(args)
             return int(args.func(args) or 0)
     except UsageError as exc:

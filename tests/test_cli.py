@@ -628,3 +628,55 @@ def test_python_dash_m_runs_the_command():
     """`python -m mesh_decoder` said the package cannot be directly executed."""
     proc = subprocess.run([sys.executable, "-m", "mesh_decoder", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == f"mesh_decoder {__version__}", proc
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    from mesh_decoder.cli import build_parser
+
+    parser = build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def _empty_path_cases():
+    from mesh_decoder.cli import PATH_OPTIONS
+
+    for command, parser in _commands().items():
+        for action in parser._actions:
+            if action.dest in PATH_OPTIONS:
+                yield pytest.param(command, action.dest, id=f"{command}-{action.dest}")
+
+
+@pytest.mark.parametrize("command, dest", list(_empty_path_cases()))
+def test_an_empty_path_is_a_usage_error_in_every_command(command, dest, tmp_path, monkeypatch, capsys):
+    """'' (an unset shell variable in -o "$RUN") was taken as not given in some commands (hierarchy -o ''
+    built the hierarchy, saved nothing and exited 0) and as a bad path (status 1) in others."""
+    monkeypatch.chdir(tmp_path)
+    argv = [command]
+    actions = _commands()[command]._actions
+    action = next(a for a in actions if a.dest == dest)
+    for other in actions:
+        value = "" if other is action else "missing.file"
+        if not other.option_strings and other.dest != "help":  # positional
+            argv.append(value)
+        elif other is action or other.required:
+            argv += [other.option_strings[0], value]
+    assert main(argv) == 2, argv
+    name = "/".join(action.option_strings) or action.metavar or action.dest
+    assert capsys.readouterr().err == f"error: mesh-decoder {command}: {name}: expected a path, got ''\n"
+    assert list(tmp_path.iterdir()) == []  # nothing read, nothing written
+
+
+def test_every_text_option_is_a_path_or_checked_on_its_own():
+    """A new path option must join PATH_OPTIONS (or its empty value is taken as not given)."""
+    from mesh_decoder.cli import PATH_OPTIONS
+
+    checked_elsewhere = {"device", "file_prefix", "stages"}  # malformed values: usage errors of their own
+    text = {a.dest for p in _commands().values() for a in p._actions
+            if a.type in (None, str) and a.choices is None and a.nargs != 0 and a.dest != "help"
+            and not isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,
+                                   argparse._VersionAction))}
+    assert text - checked_elsewhere == set(PATH_OPTIONS), text ^ (PATH_OPTIONS | checked_elsewhere)
+    for dest, value in (("device", ""), ("file_prefix", "")):
+        argv = {"device": ["fit", "m.pt", "--target", "t.obj", "-o", "x.obj", "--device", value],
+                "file_prefix": ["bench", "--file-prefix", value]}[dest]
+        assert main(argv) == 2, argv

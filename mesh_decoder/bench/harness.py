@@ -1482,9 +1482,6 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     if args.time_budget is not None and not 0 < args.time_budget < math.inf:
         raise UsageError(f"--time-budget: expected a finite number of seconds > 0, got {args.time_budget}")
     report.check_threads(args.threads)  # a huge thread pool crashed torch (segfault)
-    for option in ("template", "hierarchy", "output_dir"):  # '' was taken as not given, or as the working folder
-        if getattr(args, option, None) == "":
-            raise UsageError(f"--{option.replace('_', '-')}: expected a path, got ''")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.file_prefix):
         raise UsageError(f"--file-prefix: expected letters, digits, '.', '_' or '-', got {args.file_prefix!r}")
     return BenchOptions(

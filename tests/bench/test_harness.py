@@ -998,7 +998,8 @@ def test_an_empty_path_is_refused(option, no_run, capsys, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     argv = ["--device", "cpu", option, ""] + (["--output-dir", str(tmp_path / "out")] if option != "--output-dir" else [])
     assert harness.main(argv) == 2
-    assert capsys.readouterr().err == f"error: {option}: expected a path, got ''\n"
+    name = "-o/--output-dir" if option == "--output-dir" else option
+    assert capsys.readouterr().err == f"error: mesh-decoder bench: {name}: expected a path, got ''\n"
     assert list(tmp_path.iterdir()) == []
 
 
