@@ -856,19 +856,23 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
+    command = None
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
             parser = build_parser()
             args, unknown = parser.parse_known_args(argv)
+            command = args.command
             if unknown:  # argparse names the top-level program; the subcommand's own name and help are the hint
                 raise _CLIError(f"mesh-decoder {args.command}: unrecognized arguments: {' '.join(unknown)} "
                                 f"(mesh-decoder {args.command} --help lists its options)")
             _refuse_empty_paths(parser, args)
             _apply_threads(args)
             return int(args.func(args) or 0)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # each names its command, as argparse's own errors do
+        text = str(exc)
+        prefix = f"mesh-decoder {command}: " if command and not text.startswith("mesh-decoder ") else ""
+        print(f"error: {prefix}{text}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as Unix tools do
         try:

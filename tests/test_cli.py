@@ -293,7 +293,7 @@ def test_hierarchy_per_level_counts_name_the_option(option, tmp_path, capsys):
     """Two values for five levels was refused as 'spiral_lengths: expected 5 values' (the Python name)."""
     assert main(["hierarchy", "--factors", "4", "4", "4", "4", option, "2", "3", "-o", str(tmp_path / "h.npz")]) == 2
     err = _one_error_line(capsys)
-    assert f"error: {option} 2 3: expected one value for every level or 5 (one per level: --factors gives 4 " \
+    assert f"error: mesh-decoder hierarchy: {option} 2 3: expected one value for every level or 5 (one per level: --factors gives 4 " \
            "below the template), got 2" in err, err
     assert list(tmp_path.iterdir()) == []
 

@@ -982,7 +982,7 @@ def test_threads_and_seed_beyond_their_range_are_refused(no_run, capsys, tmp_pat
     threads = cpus + int(torch.randint(1, 10**5, (1,), generator=rng))
     seed = harness.MAX_SEED + int(torch.randint(1, 10**9, (1,), generator=rng)) * 10**12
     for argv, message, code in (
-        (["--threads", str(threads)], f"error: --threads: expected an integer in [1, {cpus}] "
+        (["--threads", str(threads)], f"error: mesh-decoder bench: --threads: expected an integer in [1, {cpus}] "
                                       f"(the CPUs of this machine), got {threads}\n", 2),  # as --threads 0
         (["--seed", str(seed)], f"error: mesh-decoder bench: argument --seed: expected an integer in "
                                 f"[0, {harness.MAX_SEED}], got '{seed}'\n", 2),  # as template and render say it
@@ -1047,7 +1047,7 @@ def test_a_device_the_harness_cannot_time_on_is_refused(tmp_path, capsys, device
     cuda:N or mps' (no auto, and mps, which the harness refuses), where --help said 'auto (CUDA when present),
     cpu, cuda, cuda:N'. The error and the help list the same values."""
     assert harness.main(["--device", device, "--quick", "--output-dir", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"error: --device: expected auto, cpu, cuda or cuda:N, got {device!r}\n"
+    assert capsys.readouterr().err == f"error: mesh-decoder bench: --device: expected auto, cpu, cuda or cuda:N, got {device!r}\n"
     assert list(tmp_path.iterdir()) == []
     parser = harness.add_bench_arguments(argparse.ArgumentParser())
     (action,) = [a for a in parser._actions if a.dest == "device"]

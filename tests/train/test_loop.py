@@ -633,8 +633,8 @@ def test_an_empty_output_dir_is_refused_before_the_data(tmp_path, tiny_config, m
     with pytest.raises(ValueError, match="^output_dir: expected a directory, got ''$"):
         train(tiny_config(), "", progress=False)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config()))
-    assert main(["train", "c.yaml", "-o", "", "--quiet"]) == 1
-    assert capsys.readouterr().err == "error: -o/--output-dir: expected a directory, got ''\n"
+    assert main(["train", "c.yaml", "-o", "", "--quiet"]) == 2
+    assert capsys.readouterr().err == "error: mesh-decoder train: -o/--output-dir: expected a path, got ''\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
 
 
