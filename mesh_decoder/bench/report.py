@@ -221,10 +221,12 @@ def _count(n: Any) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}k" if n >= 1e3 else str(n))
 
 
+#: When a row counts as noisy (:func:`is_noisy`), in words.
+_NOISY_MEANING = "the latency's interquartile range exceeds a quarter of its median"
 #: What the columns of :func:`format_table` mean (the harness prints it under the table).
 TABLE_LEGEND = (
     "latency: one decode of the batch (at batch 1 with the latent copied in and the outputs out, synchronised); "
-    "meshes/s marked ~: noisy, the latency's interquartile range exceeds a quarter of its median; "
+    f"meshes/s marked ~: noisy, {_NOISY_MEANING}; "
     "peak mem: the decode's peak memory above what it started with (MiB: 2**20 bytes; peak_memory_mb in the files); "
     "error: max |y - y_fp32_eager| / max |y_fp32_eager|; "
     "%roof: MFLOP/mesh x meshes/s against the square matrix-product roof of the row's dtype; "
@@ -308,12 +310,12 @@ def plot_throughput(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, 
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel("meshes / s")
-        noisy_note = "hollow: noisy (latency interquartile range over a quarter of its median)"
+        noisy_note = f"hollow: noisy ({_NOISY_MEANING})"
         ax.set_title((title or "decoding throughput")
                      + (f"\n{noisy_note}" if any(n for p in series.values() for _, _, n in p) else ""))
         ax.grid(True, which="both", alpha=0.3)
-        if series:
-            ax.legend(fontsize=7, ncol=2)
+        if series:  # beside the axes: a GPU run's 40 lines would hide the data under it
+            ax.legend(fontsize=7, ncol=1 + len(series) // 21, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         _save_figure(fig, path)
     finally:
         plt.close(fig)
