@@ -32,7 +32,8 @@ import os
 import sys
 from typing import Any
 
-from .._checks import check_device, check_not_an_input, check_output_path, check_suffix, int_argument, is_terminal
+from .._checks import (check_device, check_not_an_input, check_output_path, check_suffix, int_argument, is_terminal,
+                       real_argument)
 from ..errors import MeshFileError, ModelFileError, ModelHierarchyMismatchError, UsageError
 
 __all__ = ["add_fit_arguments", "run_fit"]
@@ -72,10 +73,12 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                         help=f"the model's hierarchy (default: {_HIERARCHY_BESIDE} beside the model, if any)")
     parser.add_argument("--camera", choices=("weak", "perspective"), default="weak",
                         help="camera of landmark and photograph targets (default weak perspective)")
-    parser.add_argument("--focal", type=float, help="perspective focal length in pixels (default max(H, W))")
+    parser.add_argument("--focal", type=real_argument(0, inclusive=False, what="a finite number of pixels"),
+                        help="perspective focal length in pixels (default max(H, W))")
     parser.add_argument("--rotation", choices=("axis_angle", "6d"), default="axis_angle",
                         help="rotation parameterisation (default axis_angle)")
-    parser.add_argument("--prior-weight", type=float, help="weight of the latent prior (default per target kind)")
+    parser.add_argument("--prior-weight", type=real_argument(0, inclusive=True, what="a finite number"),
+                        help="weight of the latent prior (default per target kind)")
     parser.add_argument("--stages", nargs="+", metavar="GROUPS:ITERS[:LR]",
                         help="schedule, e.g. pose:100:0.05 pose+shape:300:0.03 (default per target kind)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -275,10 +278,6 @@ def run_fit(args: argparse.Namespace) -> int:
 
     if not (args.output or args.json or args.overlay):
         raise UsageError("mesh-decoder fit: give at least one of -o/--output MESH, --json FILE, --overlay PNG")
-    if args.prior_weight is not None and not (args.prior_weight >= 0 and math.isfinite(args.prior_weight)):
-        raise UsageError(f"--prior-weight: expected a finite non-negative number, got {args.prior_weight}")
-    if args.focal is not None and not (args.focal > 0 and math.isfinite(args.focal)):
-        raise UsageError(f"--focal: expected a finite positive number of pixels, got {args.focal}")
     if args.focal is not None and args.camera != "perspective":
         raise UsageError(f"--focal: only the perspective camera has a focal length; add --camera perspective "
                          f"(got --camera {args.camera})")
