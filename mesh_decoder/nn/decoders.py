@@ -752,9 +752,10 @@ class GraphDecoder(HierarchyModel, nn.Module):
         y = None
         for b0 in range(0, B, n):
             chunk = _decode_chunk(self, zb[b0 : b0 + n])  # (n, V_0, C_out)
-            if y is None:
-                dtype = torch.promote_types(chunk.dtype, self.mean.dtype) if data_units else chunk.dtype
-                dtype = torch.promote_types(dtype, self.std.dtype) if data_units else dtype
+            if y is None:  # in the dtype y * std + mean promotes to
+                dtype = chunk.dtype
+                if data_units:
+                    dtype = torch.promote_types(torch.promote_types(dtype, self.mean.dtype), self.std.dtype)
                 y = chunk.new_empty((B, *chunk.shape[1:]), dtype=dtype)  # (B, V_0, C_out)
             if data_units:
                 torch.addcmul(self.mean, chunk, self.std, out=y[b0 : b0 + n])
