@@ -85,7 +85,10 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("-o", "--output", metavar="MESH",
                         help="write the fitted mesh in target space (.obj, .ply, .off)")
     parser.add_argument("--json", metavar="FILE", help="write the fitted parameters and per-iteration losses")
-    parser.add_argument("--overlay", metavar="PNG", help="write the fitted mesh drawn over the image")
+    parser.add_argument("--overlay", metavar="PNG",
+                        help="write a picture of the fit: the fitted mesh over the photograph (white for landmarks "
+                             "alone) with the fitted camera, or, for a mesh or scan target, in a frontal view with "
+                             "the target's points as blue dots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
