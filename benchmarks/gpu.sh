@@ -47,7 +47,7 @@ bench=(python3 -c 'import sys; from mesh_decoder.cli import main; sys.exit(main(
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
-timeout "${GPU_TEST_TIMEOUT:-90}" python3 -m pytest -q -p no:cacheprovider -o addopts="" -k cuda \
+timeout "${GPU_TEST_TIMEOUT:-80}" python3 -m pytest -q -p no:cacheprovider -o addopts="" -k cuda \
     tests/nn/test_triton_gather.py tests/nn/test_up_spiral_conv.py tests/nn/test_spiral_conv.py \
     tests/nn/test_decoders.py tests/nn/test_pool.py tests/nn/test_texture.py tests/nn/test_cheb_conv.py \
     tests/nn/test_encoders.py tests/nn/test_graph.py tests/nn/test_pyg_conv.py tests/render/test_rasterize.py \
@@ -56,7 +56,7 @@ timeout "${GPU_TEST_TIMEOUT:-90}" python3 -m pytest -q -p no:cacheprovider -o ad
 tail -n 12 "$out/cuda-tests.txt"
 timeout -s INT "${GPU_BENCH_TIMEOUT:-125}" "${bench[@]}" --modes eager cudagraph --time-box "${GPU_TIME_BOX:-100}" \
     --output-dir "$out" || { status=1; echo "BENCHMARK FAILED"; }
-timeout "${GPU_PROFILE_TIMEOUT:-25}" python3 benchmarks/profile_decode.py "$hierarchy" --output-dir "$out" \
+timeout "${GPU_PROFILE_TIMEOUT:-35}" python3 benchmarks/profile_decode.py "$hierarchy" --output-dir "$out" \
     --device cuda --decoders spiralnet++-coma joint --dtypes fp32 fp16 --modes eager cudagraph \
     || { status=1; echo "PROFILE FAILED"; }
 timeout -s INT "${GPU_COMPILE_TIMEOUT:-100}" "${bench[@]}" --modes compile compile-cudagraph \

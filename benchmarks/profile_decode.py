@@ -22,8 +22,9 @@ Usage::
     python benchmarks/profile_decode.py HIERARCHY.npz -o out/profile --device cuda \\
         --decoders spiralnet++-coma joint --dtypes fp32 fp16 --modes eager cudagraph
 
-writes ``profile_<machine>.json`` (``--file-prefix`` changes ``profile``) and prints
-the summary. The hierarchy file is one ``mesh-decoder hierarchy`` saved (the presets'
+writes ``profile_<machine>.json`` (``--file-prefix`` changes ``profile``), again after
+each configuration (a run stopped by a time limit keeps the ones it finished), and
+prints the summary. The hierarchy file is one ``mesh-decoder hierarchy`` saved (the presets'
 factors 4 4 4 4; a texture size for the joint decoder).
 """
 
@@ -35,7 +36,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -104,10 +105,10 @@ def profile_call(call, device: torch.device, repeats: int) -> dict[str, Any]:
 
 
 def run(hierarchy_path: str, device: torch.device, decoders, dtypes, modes, batch: int, repeats: int,
-        seed: int = 0) -> dict[str, Any]:
+        seed: int = 0) -> Iterator[dict[str, Any]]:
+    """Profile each configuration in turn; yields its summary (see :func:`profile_call`) with its settings."""
     hierarchy = load_hierarchy(hierarchy_path)
     cuda = device.type == "cuda"
-    results: list[dict[str, Any]] = []
     for name in decoders:
         fp32_module = harness.default_specs([name], hierarchy, device, seed=seed)[0].module
         for dtype_name in dtypes:
@@ -122,11 +123,10 @@ def run(hierarchy_path: str, device: torch.device, decoders, dtypes, modes, batc
                         if mode == "cudagraph" else module
                     call = harness._closure(runner, mode, z_host, z_dev, batch == 1, device)
                     summary = profile_call(call, device, repeats)
-                    results.append({"decoder": name, "dtype": dtype_name, "mode": mode, "batch": batch, **summary})
                     print(f"{name} {dtype_name} {mode} batch {batch}: wall {summary['wall_us']:.1f} us, "
                           f"device span {_us(summary['gpu_span_us'])}, busy {summary['busy_us']:.1f} us "
                           f"in {summary['activities']:g} activities")
-    return {"results": results}
+                    yield {"decoder": name, "dtype": dtype_name, "mode": mode, "batch": batch, **summary}
 
 
 def _us(value: float | None) -> str:
@@ -170,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"environment": environment(device, torch.get_num_threads()), "options": {
         "hierarchy": args.hierarchy, "decoders": args.decoders, "dtypes": args.dtypes, "modes": args.modes,
         "batch": args.batch, "repeats": args.repeats, "capture_io": harness.CAPTURE_IO}}
-    payload.update(run(args.hierarchy, device, args.decoders, args.dtypes, args.modes, args.batch, args.repeats))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, payload)
+    payload["results"] = []
+    for result in run(args.hierarchy, device, args.decoders, args.dtypes, args.modes, args.batch, args.repeats):
+        payload["results"].append(result)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, payload)  # after each configuration: a run stopped by its time limit keeps those done
     print(f"wrote {out}")
     return 0
 

@@ -65,3 +65,21 @@ def test_a_missing_hierarchy_file_is_one_line_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(missing) in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_stopped_midway_keeps_the_configurations_it_finished(hierarchy_file, tmp_path, monkeypatch):
+    real = profile_decode.profile_call
+    calls = []
+
+    def stop_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stopped between configurations
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(profile_decode, "profile_call", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        profile_decode.main([str(hierarchy_file), "-o", str(tmp_path), "--device", "cpu", "--decoders",
+                             "spiralnet++-coma", "joint", "--repeats", "2"])
+    (path,) = tmp_path.glob("profile_cpu-*.json")
+    assert [r["decoder"] for r in json.loads(path.read_text())["results"]] == ["spiralnet++-coma"]
