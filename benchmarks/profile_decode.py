@@ -133,23 +133,12 @@ def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} us"
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"profile_decode: --device {name}: this machine has no CUDA device")
-    if device.type not in ("cpu", "cuda"):
-        raise SystemExit(f"profile_decode: --device: expected auto, cpu, cuda or cuda:N, got {name!r}")
-    return device
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="profile_decode.py", description=__doc__.split("\n\n")[0])
     p.add_argument("hierarchy", help="a saved hierarchy (.npz) built with factors 4 4 4 4")
     p.add_argument("-o", "--output-dir", default="out/profile", help="folder for the JSON (default out/profile)")
     p.add_argument("--file-prefix", default="profile", help="file name before _<machine>.json (default profile)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: CUDA when present)")
+    p.add_argument("--device", default="auto", help=f"{harness.DEVICES} (default auto: CUDA when present)")
     p.add_argument("--decoders", nargs="+", choices=[n for n in harness.BUILTIN_DECODERS if n != "pca"],
                    default=["spiralnet++-coma"], help="default spiralnet++-coma")
     p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=["fp32"], help="default fp32")
@@ -162,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    device = _device(args.device)
+    device = harness._resolve_device(args.device)  # as the benchmark resolves it
     if device.type != "cuda" and ("cudagraph" in args.modes or "tf32" in args.dtypes):
         parser().error(f"--modes cudagraph and --dtypes tf32 need a CUDA device (got {device})")
     out = Path(args.output_dir) / f"{args.file_prefix}_{machine_slug(device, torch.get_num_threads())}.json"

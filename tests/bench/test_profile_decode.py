@@ -83,3 +83,12 @@ def test_a_run_stopped_midway_keeps_the_configurations_it_finished(hierarchy_fil
                              "spiralnet++-coma", "joint", "--repeats", "2"])
     (path,) = tmp_path.glob("profile_cpu-*.json")
     assert [r["decoder"] for r in json.loads(path.read_text())["results"]] == ["spiralnet++-coma"]
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "--device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
+                                              ("cpu:1", "--device: expected auto, cpu, cuda or cuda:N, got 'cpu:1'")])
+def test_a_device_the_benchmark_cannot_use_is_one_line(hierarchy_file, tmp_path, capsys, device, message):
+    assert profile_decode.script_main(profile_decode.main, [str(hierarchy_file), "-o", str(tmp_path / "out"),
+                                                            "--device", device]) == 1
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "out").exists()
