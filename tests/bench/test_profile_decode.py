@@ -49,7 +49,7 @@ def test_each_configuration_gets_its_times_and_the_operators_that_took_them(hier
     (["--modes", "cudagraph"], "--modes cudagraph and --dtypes tf32 need a CUDA device (got cpu)"),
     (["--dtypes", "tf32"], "--modes cudagraph and --dtypes tf32 need a CUDA device (got cpu)"),
     (["--repeats", "0"], "--repeats: expected an integer >= 1, got '0'"),
-])
+], ids=["graphs", "tf32", "repeats"])
 def test_a_setting_this_machine_cannot_run_is_a_usage_error(hierarchy_file, tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:
         profile_decode.main([str(hierarchy_file), "-o", str(tmp_path / "out"), "--device", "cpu", *argv])
@@ -86,7 +86,8 @@ def test_a_run_stopped_midway_keeps_the_configurations_it_finished(hierarchy_fil
 
 
 @pytest.mark.parametrize("device, message", [("tpu", "--device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
-                                              ("cpu:1", "--device: expected auto, cpu, cuda or cuda:N, got 'cpu:1'")])
+                                              ("cpu:1", "--device: expected auto, cpu, cuda or cuda:N, got 'cpu:1'")],
+                         ids=["tpu", "cpu-1"])  # no 'cuda' in the ids: gpu.sh selects its CUDA tests by name
 def test_a_device_the_benchmark_cannot_use_is_one_line(hierarchy_file, tmp_path, capsys, device, message):
     assert profile_decode.script_main(profile_decode.main, [str(hierarchy_file), "-o", str(tmp_path / "out"),
                                                             "--device", device]) == 1
