@@ -150,10 +150,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    options = parser()
+    args = options.parse_args(argv)
     device = harness._resolve_device(args.device)  # as the benchmark resolves it
     if device.type != "cuda" and ("cudagraph" in args.modes or "tf32" in args.dtypes):
-        parser().error(f"--modes cudagraph and --dtypes tf32 need a CUDA device (got {device})")
+        options.error(f"--modes cudagraph and --dtypes tf32 need a CUDA device (got {device})")
     out = Path(args.output_dir) / f"{args.file_prefix}_{machine_slug(device, torch.get_num_threads())}.json"
     check_output_path(out, "--output-dir")
     payload = {"environment": environment(device, torch.get_num_threads()), "options": {

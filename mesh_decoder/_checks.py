@@ -11,6 +11,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .errors import MeshFileError, UsageError
+
 __all__ = [
     "check_tensor", "same_device", "is_integer", "check_int", "int_value", "positive_int", "non_negative_int",
     "check_bool", "real_number", "int_argument", "real_argument",
@@ -229,8 +231,6 @@ def check_threads(threads: int | None, name: str = "--threads") -> int | None:
     naming ``name`` (torch crashed, with a segmentation fault, on a thread pool far beyond the machine's)."""
     cpus = os.cpu_count() or 1
     if threads is not None and not 1 <= threads <= cpus:
-        from .errors import UsageError
-
         raise UsageError(f"{name}: expected an integer in [1, {cpus}] (the CPUs of this machine), got {threads}")
     return threads
 
@@ -247,8 +247,6 @@ def check_device(value: object, name: str, *, available: bool = True, option: bo
     except (RuntimeError, TypeError, ValueError):
         device = None
     if device is None or device.type not in ("cpu", "cuda", "mps") or (device.type != "cuda" and device.index):
-        from .errors import UsageError
-
         raise (UsageError if option else ValueError)(f"{name}: expected cpu, cuda, cuda:N or mps, got {value!r}")
     if available and device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{name} {value}: MPS is not available on this machine (torch {torch.__version__})")
@@ -302,8 +300,6 @@ def check_suffix(option: str, path: str | os.PathLike | None, suffixes: Sequence
         return
     ext = os.path.splitext(os.fspath(path))[1].lower()
     if ext not in suffixes:
-        from .errors import UsageError
-
         raise UsageError(f"{option} {os.fspath(path)}: expected a file name ending in {' or '.join(suffixes)}, got "
                          f"{repr(ext) if ext else 'no extension'}")
 
@@ -346,8 +342,6 @@ def load_npy(path: str, expected: str) -> np.ndarray:
     raise :class:`~mesh_decoder.errors.MeshFileError` naming ``path``, what was ``expected``
     (``"latent codes: ..."``) and what was found.
     """
-    from .errors import MeshFileError
-
     if os.path.isdir(path):
         raise MeshFileError(path, f"expected {expected}, found a directory")
     with open(path, "rb") as handle:
